@@ -120,6 +120,15 @@ class DataScattered(SchedulerEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class RestartRequested(SchedulerEvent):
+    """Every worker is being restarted: all tasks and data are dropped and
+    every wanted key is reported cancelled to its clients.  Workers are
+    removed with ``WorkerLeft`` and come back with ``WorkerJoined``."""
+
+    reason: str = "cluster restarted"
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerJoined(SchedulerEvent):
     worker: Address
     nthreads: int
@@ -242,7 +251,11 @@ class ReportErred(SchedulerCommand):
     exception: Any
     traceback: Any
     exception_text: str
-    worker: Address  # where it failed ("" when it failed on the scheduler)
+    worker: Address  # where it failed ("" when the scheduler decided it)
+    # When ``exception`` is None the scheduler itself failed the task; this
+    # names the taskmill error class the client raises ("KilledWorker",
+    # "MissingDependencyError"), with ``exception_text`` as its message.
+    error_type: str = ""
 
 
 @dataclass(frozen=True, slots=True)
