@@ -1,0 +1,973 @@
+"""The pure worker state machine: which task runs next, which inputs to fetch.
+
+Theory of operation
+-------------------
+The worker shell feeds typed events (:mod:`taskmill.core.worker_events`) to
+:meth:`WorkerState.handle` and carries out the commands it returns.  Nothing
+in here touches a socket, a thread, asyncio or the clock, and no value is ever
+seen: only keys and sizes.  The shell stores a value *before* it hands the
+event that announces it (``ExecuteSucceeded``, ``FetchSucceeded``,
+``DataPut``) to ``handle`` and executes the returned commands in order.
+
+Every key this worker knows has one record (:class:`TaskRecord`) in one state:
+
+* scheduler-assigned tasks: ``waiting`` (some input not here yet) ->
+  ``ready`` (in the ready heap, ordered by ``priority`` then arrival) ->
+  ``executing`` (a thread runs it) -> ``memory`` | ``error``;
+* inputs that live elsewhere: ``fetch`` (queued, known holders) -> ``flight``
+  (one ``Fetch`` per peer in flight) -> ``memory``; ``missing`` when no known
+  holder works (``AskWhoHas`` was sent);
+* ``cancelled``: executing or in flight, but nobody here wants the result any
+  more; the result is dropped when it arrives (``DeleteData``, not reported).
+  A new request for the key before that revives it without redoing the work.
+
+A record lives exactly as long as it is *needed*: the scheduler assigned it
+(``assigned``), the scheduler believes its data is here (``held``: a reported
+result, an announced replica, scattered data), or a pending task here depends
+on it (``dependents``).  When the last reason goes, the record is released:
+data in memory is deleted, queued fetches are forgotten, running work is
+cancelled.  ``FreeRequested`` clears ``assigned`` and ``held``; fetched
+replicas otherwise stay until the scheduler frees them (it learnt of them from
+``SendHasKeys``), so this machine never drops data on its own and
+``SendReleasedKeys`` is never needed.
+
+Fetching: every ``fetch`` key sits in one heap per holder ordered by the
+priority of the most urgent task that needs it.  A gather pass, run at the end
+of ``handle`` when something changed, picks idle peers (at most
+``max_concurrent_fetches`` with a request in flight, one request per peer) in
+order of their most urgent key, preferring peers that can serve more keys, and
+sends each ONE ``Fetch`` of up to ``max_fetch_keys_per_request`` keys.  A key
+held by several peers goes with the first chosen peer; the others' heap
+entries go stale and are skipped lazily (each entry is popped at most once).
+
+Legality: every state change goes through :meth:`WorkerState._set_state`,
+which checks the edge against ``TRANSITIONS`` and raises
+:class:`InvalidWorkerTransition` with the key's story on a missing edge.  The
+*logic* lives in the event handlers, not in per-edge functions: each event
+touches a handful of records in ways that depend on the event, and a table of
+functions would only move that code around at the price of an indirection on
+the hot path.
+
+Costs: each event costs O(keys it names + their dependents/holders), times
+O(log n) for heap operations.  The gather pass costs O(peers with queued
+keys); nothing scans all tasks.  ``validate()`` (O(n)) checks every invariant
+and runs after each ``handle`` when ``validate=True`` (tests).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from itertools import count
+from typing import Any, Callable, Iterable
+
+from taskmill.core.worker_events import (
+    Address,
+    AskWhoHas,
+    CancelExecution,
+    ComputeRequested,
+    DataPut,
+    DeleteData,
+    Execute,
+    ExecuteFailed,
+    ExecuteSucceeded,
+    Fetch,
+    FetchFailed,
+    FetchSucceeded,
+    FreeRequested,
+    Key,
+    Priority,
+    SendHasKeys,
+    SendMissingData,
+    SendTaskErred,
+    SendTaskFinished,
+    WhoHasAnswered,
+    WorkerCommand,
+    WorkerEvent,
+)
+
+__all__ = [
+    "WorkerState",
+    "TaskRecord",
+    "InvalidWorkerTransition",
+    "InvalidWorkerState",
+    "TRANSITIONS",
+]
+
+RELEASED = "released"  # pseudo-state: no record (new, or forgotten)
+WAITING = "waiting"
+READY = "ready"
+EXECUTING = "executing"
+MEMORY = "memory"
+ERROR = "error"
+FETCH = "fetch"
+FLIGHT = "flight"
+MISSING = "missing"
+CANCELLED = "cancelled"
+
+#: Every legal (start, finish) state change.  ``released`` stands for "no
+#: record": creation starts from it and forgetting ends in it.
+TRANSITIONS: frozenset[tuple[str, str]] = frozenset(
+    {
+        (RELEASED, WAITING),
+        (RELEASED, READY),
+        (RELEASED, FETCH),
+        (RELEASED, MISSING),
+        (RELEASED, MEMORY),
+        (WAITING, READY),
+        (WAITING, MEMORY),
+        (WAITING, FETCH),
+        (WAITING, MISSING),
+        (WAITING, RELEASED),
+        (READY, EXECUTING),
+        (READY, MEMORY),
+        (READY, FETCH),
+        (READY, MISSING),
+        (READY, RELEASED),
+        (EXECUTING, MEMORY),
+        (EXECUTING, ERROR),
+        (EXECUTING, CANCELLED),
+        (EXECUTING, FETCH),
+        (EXECUTING, MISSING),
+        (CANCELLED, EXECUTING),
+        (CANCELLED, FLIGHT),
+        (CANCELLED, MEMORY),
+        (CANCELLED, RELEASED),
+        (FETCH, FLIGHT),
+        (FETCH, MISSING),
+        (FETCH, MEMORY),
+        (FETCH, WAITING),
+        (FETCH, READY),
+        (FETCH, RELEASED),
+        (FLIGHT, MEMORY),
+        (FLIGHT, FETCH),
+        (FLIGHT, MISSING),
+        (FLIGHT, CANCELLED),
+        (FLIGHT, WAITING),
+        (FLIGHT, READY),
+        (MISSING, FETCH),
+        (MISSING, MEMORY),
+        (MISSING, WAITING),
+        (MISSING, READY),
+        (MISSING, RELEASED),
+        (MEMORY, RELEASED),
+        (ERROR, WAITING),
+        (ERROR, READY),
+        (ERROR, FETCH),
+        (ERROR, MISSING),
+        (ERROR, MEMORY),
+        (ERROR, RELEASED),
+    }
+)
+
+StoryEntry = tuple[Key, str, str, str]  # (key, start, finish or note, stimulus_id)
+_HeapEntry = tuple[Priority, int, Key]
+
+
+class InvalidWorkerTransition(RuntimeError):
+    """A state change that is not in ``TRANSITIONS``: a bug in this module."""
+
+
+class InvalidWorkerState(AssertionError):
+    """``validate()`` found a broken invariant."""
+
+
+class TaskRecord:
+    """What this worker knows about one key.  Internal, mutable, slotted."""
+
+    __slots__ = (
+        "key",
+        "state",
+        "priority",
+        "seq",
+        "req",
+        "deps",
+        "waiting",
+        "dependents",
+        "who_has",
+        "coming_from",
+        "nbytes",
+        "type_name",
+        "start",
+        "stop",
+        "assigned",
+        "held",
+        "previous",
+    )
+
+    def __init__(self, key: Key, priority: Priority) -> None:
+        self.key = key
+        self.state = RELEASED
+        self.priority = priority
+        self.seq = 0  # heap entry generation: entries with another seq are stale
+        self.req: ComputeRequested | None = None  # until Execute is emitted
+        self.deps: tuple[Key, ...] = ()  # inputs still referenced by this task
+        self.waiting: set[Key] | None = None  # inputs not in memory yet
+        self.dependents: set[Key] | None = None  # pending tasks needing this key
+        self.who_has: set[Address] | None = None  # peers holding it (not here)
+        self.coming_from: Address | None = None  # peer of the fetch in flight
+        self.nbytes = 0
+        self.type_name = ""
+        self.start = 0.0
+        self.stop = 0.0
+        self.assigned = False  # the scheduler wants it computed/reported here
+        self.held = False  # the scheduler believes the data is here
+        self.previous: str | None = None  # state before "cancelled"
+
+    def __repr__(self) -> str:
+        return f"<TaskRecord {self.key!r} {self.state}>"
+
+
+class WorkerState:
+    """Decisions of one worker, as a pure function of the events it saw.
+
+    ``handle(*events)`` applies events in order and returns the commands the
+    shell must carry out, in order.  Read-only figures for heartbeats:
+    ``executing_count``, ``ready_count``, ``in_memory``, ``nbytes_in_memory``.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        nthreads: int,
+        *,
+        validate: bool = False,
+        max_fetch_keys_per_request: int = 1000,
+        max_concurrent_fetches: int = 10,
+        story_size: int = 100_000,
+    ) -> None:
+        if nthreads < 1:
+            raise ValueError(f"nthreads must be >= 1, got {nthreads}")
+        if max_fetch_keys_per_request < 1 or max_concurrent_fetches < 1:
+            raise ValueError("fetch limits must be >= 1")
+        self.address = address
+        self.nthreads = nthreads
+        self.validate_each_step = validate
+        self.max_fetch_keys_per_request = max_fetch_keys_per_request
+        self.max_concurrent_fetches = max_concurrent_fetches
+        self.tasks: dict[Key, TaskRecord] = {}
+        #: keys whose execution occupies a thread (including cancelled ones)
+        self.executing: set[Key] = set()
+        #: keys whose data is in the shell's data store
+        self.in_memory: set[Key] = set()
+        self.nbytes_in_memory = 0
+        self._ready: list[_HeapEntry] = []
+        self._ready_count = 0
+        self._fetch_heaps: dict[Address, list[_HeapEntry]] = {}
+        self._in_flight: dict[Address, dict[Key, None]] = {}
+        self._has_what: dict[Address, set[Key]] = {}
+        self._missing: set[Key] = set()
+        self._ask: dict[Key, None] = {}
+        self._fetch_dirty = False
+        self._funcs: dict[str, Any] = {}  # token -> serialized func not yet sent
+        self._delivered: set[str] = set()  # tokens whose func went in an Execute
+        self._log: deque[StoryEntry] = deque(maxlen=story_size)
+        self._counter = count(1)
+        self._out: list[WorkerCommand] = []
+        self._delete: list[Key] = []
+        self._stim = ""
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            ComputeRequested: self._on_compute,
+            ExecuteSucceeded: self._on_execute_succeeded,
+            ExecuteFailed: self._on_execute_failed,
+            FetchSucceeded: self._on_fetch_succeeded,
+            FetchFailed: self._on_fetch_failed,
+            FreeRequested: self._on_free,
+            DataPut: self._on_data_put,
+            WhoHasAnswered: self._on_who_has,
+        }
+
+    # ------------------------------------------------------------------ #
+    # Public surface
+    # ------------------------------------------------------------------ #
+    @property
+    def executing_count(self) -> int:
+        """Threads busy (cancelled executions still hold their thread)."""
+        return len(self.executing)
+
+    @property
+    def ready_count(self) -> int:
+        """Tasks queued for a thread."""
+        return self._ready_count
+
+    @property
+    def in_flight_count(self) -> int:
+        """Peers with a ``Fetch`` in flight."""
+        return len(self._in_flight)
+
+    def task_state(self, key: Key) -> str | None:
+        """The state of ``key`` here, or None when it is unknown/forgotten."""
+        ts = self.tasks.get(key)
+        return None if ts is None else ts.state
+
+    def story(self, key: Key) -> list[StoryEntry]:
+        """Recorded transitions and notes about ``key``, oldest first:
+        ``(key, start, finish, stimulus_id)``; ``start`` is ``"ignored"`` or
+        ``"note"`` for events that changed nothing."""
+        return [e for e in self._log if e[0] == key]
+
+    def handle(self, *events: WorkerEvent) -> list[WorkerCommand]:
+        """Apply ``events`` in order; return the commands to carry out, in order."""
+        out: list[WorkerCommand] = []
+        self._out = out
+        handlers = self._handlers
+        for ev in events:
+            handler = handlers.get(type(ev))
+            if handler is None:
+                raise TypeError(f"WorkerState cannot handle {type(ev).__name__}")
+            self._stim = ev.stimulus_id
+            handler(ev)
+            if self._delete:
+                out.append(DeleteData(ev.stimulus_id, tuple(self._delete)))
+                self._delete = []
+        if self._ask:
+            keys = tuple(k for k in self._ask if k in self._missing)
+            self._ask = {}
+            if keys:
+                out.append(AskWhoHas(self._stim, keys))
+        if self._fetch_dirty:
+            self._gather()
+        if self._ready_count and len(self.executing) < self.nthreads:
+            self._ensure_computing()
+        if self.validate_each_step:
+            self.validate()
+        return out
+
+    # ------------------------------------------------------------------ #
+    # Small helpers
+    # ------------------------------------------------------------------ #
+    def _set_state(self, ts: TaskRecord, finish: str) -> None:
+        start = ts.state
+        if (start, finish) not in TRANSITIONS:
+            raise InvalidWorkerTransition(
+                f"{ts.key!r}: {start} -> {finish} is not a legal transition "
+                f"(stimulus {self._stim!r}); story: {self.story(ts.key)}"
+            )
+        ts.state = finish
+        self._log.append((ts.key, start, finish, self._stim))
+
+    def _note(self, key: Key, what: str, detail: str) -> None:
+        self._log.append((key, what, detail, self._stim))
+
+    @staticmethod
+    def _needed(ts: TaskRecord) -> bool:
+        return ts.assigned or ts.held or bool(ts.dependents)
+
+    def _new(self, key: Key, priority: Priority) -> TaskRecord:
+        ts = TaskRecord(key, priority)
+        self.tasks[key] = ts
+        return ts
+
+    def _forget(self, ts: TaskRecord) -> None:
+        """Drop the record (its state-specific indexes are already cleaned)."""
+        if ts.who_has:
+            self._clear_holders(ts)
+        del self.tasks[ts.key]
+        self._set_state(ts, RELEASED)
+
+    def _add_holders(self, ts: TaskRecord, addrs: Iterable[Address]) -> None:
+        wh = ts.who_has
+        for addr in addrs:
+            if addr == self.address:
+                continue
+            if wh is None:
+                wh = ts.who_has = set()
+            elif addr in wh:
+                continue
+            wh.add(addr)
+            hw = self._has_what.get(addr)
+            if hw is None:
+                self._has_what[addr] = {ts.key}
+            else:
+                hw.add(ts.key)
+            if ts.state == FETCH:
+                self._push_fetch_to(addr, ts)
+
+    def _remove_holder(self, ts: TaskRecord, addr: Address) -> None:
+        if ts.who_has and addr in ts.who_has:
+            ts.who_has.discard(addr)
+            hw = self._has_what.get(addr)
+            if hw is not None:
+                hw.discard(ts.key)
+                if not hw:
+                    del self._has_what[addr]
+
+    def _clear_holders(self, ts: TaskRecord) -> None:
+        if ts.who_has:
+            key = ts.key
+            has_what = self._has_what
+            for addr in ts.who_has:
+                hw = has_what.get(addr)
+                if hw is not None:
+                    hw.discard(key)
+                    if not hw:
+                        del has_what[addr]
+        ts.who_has = None
+
+    def _push_fetch_to(self, addr: Address, ts: TaskRecord) -> None:
+        heap = self._fetch_heaps.get(addr)
+        if heap is None:
+            heap = self._fetch_heaps[addr] = []
+        heapq.heappush(heap, (ts.priority, ts.seq, ts.key))
+        self._fetch_dirty = True
+
+    def _to_fetch_or_missing(self, ts: TaskRecord, ask: bool = True) -> None:
+        """Queue a dependency for fetching, or mark it missing (and ask)."""
+        if ts.who_has:
+            self._set_state(ts, FETCH)
+            ts.seq = next(self._counter)
+            for addr in ts.who_has:
+                self._push_fetch_to(addr, ts)
+        else:
+            self._set_state(ts, MISSING)
+            self._missing.add(ts.key)
+            if ask:
+                self._ask[ts.key] = None
+
+    def _leave_flight(self, ts: TaskRecord) -> None:
+        peer = ts.coming_from
+        if peer is not None:
+            keys = self._in_flight.get(peer)
+            if keys is not None:
+                keys.pop(ts.key, None)
+            ts.coming_from = None
+
+    def _make_ready(self, ts: TaskRecord) -> None:
+        self._set_state(ts, READY)
+        ts.seq = seq = next(self._counter)
+        heapq.heappush(self._ready, (ts.priority, seq, ts.key))
+        self._ready_count += 1
+
+    def _unready(self, ts: TaskRecord) -> None:
+        """Bookkeeping for a record leaving ``ready`` other than to execute."""
+        self._ready_count -= 1
+        ready = self._ready
+        if len(ready) > 2 * self._ready_count + 1024:
+            tasks = self.tasks
+            self._ready = [
+                e
+                for e in ready
+                if (t := tasks.get(e[2])) is not None
+                and t is not ts
+                and t.state == READY
+                and t.seq == e[1]
+            ]
+            heapq.heapify(self._ready)
+
+    def _put_in_memory(self, ts: TaskRecord, nbytes: int) -> None:
+        if ts.who_has:
+            self._clear_holders(ts)
+        self._set_state(ts, MEMORY)
+        ts.nbytes = nbytes
+        key = ts.key
+        self.in_memory.add(key)
+        self.nbytes_in_memory += nbytes
+        if ts.dependents:
+            tasks = self.tasks
+            for dkey in ts.dependents:
+                dts = tasks[dkey]
+                w = dts.waiting
+                if w:
+                    w.discard(key)
+                    if not w and dts.state == WAITING:
+                        self._make_ready(dts)
+
+    def _drop_memory(self, ts: TaskRecord) -> None:
+        self.in_memory.discard(ts.key)
+        self.nbytes_in_memory -= ts.nbytes
+        self._delete.append(ts.key)
+
+    def _release_deps(self, ts: TaskRecord) -> None:
+        """``ts`` no longer needs its inputs: release those nobody else needs."""
+        deps = ts.deps
+        if not deps:
+            return
+        ts.deps = ()
+        ts.waiting = None
+        key = ts.key
+        tasks = self.tasks
+        for dkey in deps:
+            dts = tasks.get(dkey)
+            if dts is None or not dts.dependents:
+                continue
+            dts.dependents.discard(key)
+            if not dts.dependents and not dts.assigned and not dts.held:
+                self._release(dts)
+
+    def _release(self, ts: TaskRecord) -> None:
+        """Nobody here needs ``ts`` any more: drop data, queue entries or work."""
+        st = ts.state
+        if st == EXECUTING:
+            ts.previous = EXECUTING
+            self._set_state(ts, CANCELLED)
+            self._out.append(CancelExecution(self._stim, ts.key))
+            return
+        if st == FLIGHT:
+            ts.previous = FLIGHT
+            self._set_state(ts, CANCELLED)
+            return
+        if st == CANCELLED:
+            return
+        if st == MEMORY:
+            self._drop_memory(ts)
+        elif st == READY:
+            self._unready(ts)
+        elif st == MISSING:
+            self._missing.discard(ts.key)
+        ts.req = None
+        self._release_deps(ts)
+        self._forget(ts)
+
+    # ------------------------------------------------------------------ #
+    # Compute
+    # ------------------------------------------------------------------ #
+    def _on_compute(self, ev: ComputeRequested) -> None:
+        key = ev.key
+        ts = self.tasks.get(key)
+        if ts is None:
+            ts = self._new(key, ev.priority)
+            self._setup_compute(ts, ev)
+            return
+        st = ts.state
+        if st == MEMORY:
+            ts.assigned = ts.held = True
+            self._out.append(
+                SendTaskFinished(ev.stimulus_id, key, ts.nbytes, ts.type_name, ts.start, ts.stop)
+            )
+            self._note(key, "note", "compute requested: already in memory")
+        elif st == WAITING or st == READY or st == EXECUTING:
+            if ts.assigned:
+                self._note(key, "ignored", "duplicate compute request")
+            else:  # executing only for local dependents: adopt the run
+                ts.assigned = True
+                self._note(key, "note", "compute requested: already executing")
+        elif st == CANCELLED:
+            ts.assigned = True
+            if ts.previous == FLIGHT:
+                self._remember_request(ts, ev)
+            assert ts.previous is not None
+            self._set_state(ts, ts.previous)
+        elif st == FLIGHT:  # resume: keep the fetch, compute if it fails
+            ts.assigned = True
+            self._remember_request(ts, ev)
+            self._note(key, "note", "compute requested while in flight")
+        else:  # fetch, missing, error: compute here
+            if st == MISSING:
+                self._missing.discard(key)
+            self._clear_holders(ts)
+            self._setup_compute(ts, ev)
+
+    def _remember_request(self, ts: TaskRecord, ev: ComputeRequested) -> None:
+        ts.req = ev
+        ts.priority = ev.priority
+        if ev.func is not None and ev.func_token not in self._delivered:
+            self._funcs[ev.func_token] = ev.func
+
+    def _setup_compute(self, ts: TaskRecord, ev: ComputeRequested) -> None:
+        """Make ``ts`` a task to compute here: track its inputs, then wait or
+        become ready."""
+        ts.assigned = True
+        ts.req = ev
+        ts.priority = priority = ev.priority
+        if ev.func is not None and ev.func_token not in self._delivered:
+            self._funcs[ev.func_token] = ev.func
+        who_has = ev.who_has
+        if who_has:
+            key = ts.key
+            ts.deps = tuple(who_has)
+            waiting: set[Key] | None = None
+            tasks = self.tasks
+            for dkey, holders in who_has.items():
+                dts = tasks.get(dkey)
+                if dts is None:
+                    dts = self._new(dkey, priority)
+                    dts.dependents = {key}
+                    dts.nbytes = ev.nbytes.get(dkey, 0)
+                    self._add_holders(dts, holders)
+                    self._to_fetch_or_missing(dts)
+                else:
+                    if dts.dependents is None:
+                        dts.dependents = {key}
+                    else:
+                        dts.dependents.add(key)
+                    if dts.state == MEMORY:
+                        continue
+                    self._track_input(dts, holders, priority)
+                if waiting is None:
+                    waiting = {dkey}
+                else:
+                    waiting.add(dkey)
+            ts.waiting = waiting
+            if waiting:
+                self._set_state(ts, WAITING)
+                return
+        self._make_ready(ts)
+
+    def _track_input(self, dts: TaskRecord, holders: Iterable[Address], priority: Priority) -> None:
+        """An existing record not in memory is needed as input by a task of
+        ``priority``; ``holders`` is the scheduler's current view."""
+        st = dts.state
+        if st == FETCH:
+            if priority < dts.priority:  # more urgent now: requeue everywhere
+                dts.priority = priority
+                dts.seq = next(self._counter)
+                assert dts.who_has
+                for addr in dts.who_has:
+                    self._push_fetch_to(addr, dts)
+            self._add_holders(dts, holders)
+        elif st == MISSING:
+            self._add_holders(dts, holders)
+            if dts.who_has:
+                self._missing.discard(dts.key)
+                dts.priority = min(priority, dts.priority)
+                self._to_fetch_or_missing(dts)
+        elif st == FLIGHT:
+            self._add_holders(dts, holders)
+        elif st == CANCELLED:
+            assert dts.previous is not None
+            self._set_state(dts, dts.previous)  # wanted again: keep going
+            self._add_holders(dts, holders)
+        elif st == ERROR:  # a stale local failure: the key exists elsewhere now
+            dts.assigned = dts.held = False
+            dts.priority = priority
+            self._add_holders(dts, holders)
+            self._to_fetch_or_missing(dts)
+        # waiting/ready/executing: computed here, its dependents wait for it
+
+    def _ensure_computing(self) -> None:
+        ready = self._ready
+        tasks = self.tasks
+        executing = self.executing
+        out = self._out
+        stim = self._stim
+        while ready and len(executing) < self.nthreads:
+            _, seq, key = heapq.heappop(ready)
+            ts = tasks.get(key)
+            if ts is None or ts.state != READY or ts.seq != seq:
+                continue
+            self._ready_count -= 1
+            self._set_state(ts, EXECUTING)
+            executing.add(key)
+            req = ts.req
+            assert req is not None
+            ts.req = None
+            token = req.func_token
+            if token in self._delivered:
+                func = None
+            else:
+                func = self._funcs.pop(token, None)
+                if func is None:
+                    func = req.func
+                if func is not None:
+                    self._delivered.add(token)
+            out.append(Execute(stim, key, token, func, req.args, ts.deps))
+
+    def _on_execute_succeeded(self, ev: ExecuteSucceeded) -> None:
+        key = ev.key
+        ts = self.tasks.get(key)
+        if ts is None:
+            self._note(key, "ignored", "result for unknown key: deleted")
+            self._delete.append(key)
+            return
+        st = ts.state
+        if st == EXECUTING:
+            self.executing.discard(key)
+            self._release_deps(ts)
+            ts.type_name = ev.type_name
+            ts.start = ev.start
+            ts.stop = ev.stop
+            self._put_in_memory(ts, ev.nbytes)
+            if ts.assigned:
+                ts.held = True
+                self._out.append(
+                    SendTaskFinished(ev.stimulus_id, key, ev.nbytes, ev.type_name, ev.start, ev.stop)
+                )
+        elif st == CANCELLED and ts.previous == EXECUTING:
+            self.executing.discard(key)
+            self._release_deps(ts)
+            self._delete.append(key)
+            self._forget(ts)
+        else:
+            self._note(key, "ignored", f"execution result while {st}")
+
+    def _on_execute_failed(self, ev: ExecuteFailed) -> None:
+        key = ev.key
+        ts = self.tasks.get(key)
+        if ts is None:
+            self._note(key, "ignored", "failure for unknown key")
+            return
+        st = ts.state
+        if st == EXECUTING:
+            self.executing.discard(key)
+            self._release_deps(ts)
+            if ts.assigned:
+                self._set_state(ts, ERROR)
+                self._out.append(
+                    SendTaskErred(
+                        ev.stimulus_id,
+                        key,
+                        ev.exception,
+                        ev.traceback,
+                        ev.exception_text,
+                        ev.start,
+                        ev.stop,
+                    )
+                )
+            else:  # ran only for local dependents: get it from elsewhere
+                self._to_fetch_or_missing(ts)
+        elif st == CANCELLED and ts.previous == EXECUTING:
+            self.executing.discard(key)
+            self._release_deps(ts)
+            self._forget(ts)
+        else:
+            self._note(key, "ignored", f"execution failure while {st}")
+
+    # ------------------------------------------------------------------ #
+    # Fetch
+    # ------------------------------------------------------------------ #
+    def _gather(self) -> None:
+        """Send one ``Fetch`` to each of the best idle peers."""
+        self._fetch_dirty = False
+        in_flight = self._in_flight
+        slots = self.max_concurrent_fetches - len(in_flight)
+        heaps = self._fetch_heaps
+        if slots <= 0 or not heaps:
+            return
+        cands: list[tuple[Priority, int, int, Address]] = []
+        for peer in list(heaps):
+            if peer in in_flight:
+                continue
+            heap = self._clean_top(peer)
+            if heap:
+                prio, seq, _ = heap[0]
+                cands.append((prio, -len(heap), seq, peer))
+        heapq.heapify(cands)
+        tasks = self.tasks
+        limit = self.max_fetch_keys_per_request
+        while cands and slots > 0:
+            prio, _, seq, peer = heapq.heappop(cands)
+            if peer not in heaps:
+                continue
+            heap = self._clean_top(peer)
+            if not heap:
+                continue
+            if heap[0][0] != prio or heap[0][1] != seq:  # others took its best keys
+                heapq.heappush(cands, (heap[0][0], -len(heap), heap[0][1], peer))
+                continue
+            keys: dict[Key, None] = {}
+            while heap and len(keys) < limit:
+                _, s, key = heapq.heappop(heap)
+                ts = tasks.get(key)
+                if ts is None or ts.state != FETCH or ts.seq != s or not ts.who_has or peer not in ts.who_has:
+                    continue
+                ts.coming_from = peer
+                self._set_state(ts, FLIGHT)
+                keys[key] = None
+            if not heap:
+                del heaps[peer]
+            if keys:
+                in_flight[peer] = keys
+                self._out.append(Fetch(self._stim, peer, tuple(keys)))
+                slots -= 1
+
+    def _clean_top(self, peer: Address) -> list[_HeapEntry] | None:
+        """Pop stale entries off ``peer``'s fetch heap; None (and the heap
+        dropped) when nothing valid is left."""
+        heap = self._fetch_heaps[peer]
+        tasks = self.tasks
+        while heap:
+            _, seq, key = heap[0]
+            ts = tasks.get(key)
+            if ts is not None and ts.state == FETCH and ts.seq == seq and ts.who_has and peer in ts.who_has:
+                return heap
+            heapq.heappop(heap)
+        del self._fetch_heaps[peer]
+        return None
+
+    def _fetch_lost(self, ts: TaskRecord) -> None:
+        """A fetch of ``ts`` ended without data: retry, compute or give up."""
+        ts.coming_from = None
+        if ts.state == CANCELLED:
+            self._forget(ts)
+        elif ts.assigned:  # resumed compute request: compute it here after all
+            req = ts.req
+            assert req is not None
+            self._clear_holders(ts)
+            self._setup_compute(ts, req)
+        else:
+            self._to_fetch_or_missing(ts)
+
+    def _on_fetch_succeeded(self, ev: FetchSucceeded) -> None:
+        peer = ev.peer
+        flight = self._in_flight.pop(peer, None)
+        self._fetch_dirty = True
+        tasks = self.tasks
+        announce: dict[Key, int] = {}
+        for key, nbytes in ev.nbytes.items():
+            ts = tasks.get(key)
+            if ts is None:
+                self._note(key, "ignored", f"data from {peer} for unknown key: deleted")
+                self._delete.append(key)
+                continue
+            st = ts.state
+            if st == FLIGHT or st == FETCH or st == MISSING:
+                if st == FLIGHT and ts.coming_from != peer:
+                    self._leave_flight(ts)
+                ts.coming_from = None
+                if st == MISSING:
+                    self._missing.discard(key)
+                self._put_in_memory(ts, nbytes)
+                ts.held = True
+                if ts.assigned:
+                    self._out.append(SendTaskFinished(ev.stimulus_id, key, nbytes, "", 0.0, 0.0))
+                else:
+                    announce[key] = nbytes
+            elif st == CANCELLED and ts.previous == FLIGHT:
+                self._leave_flight(ts)
+                self._delete.append(key)
+                self._forget(ts)
+            elif st == MEMORY:
+                self._note(key, "ignored", f"duplicate data from {peer}")
+            else:
+                self._note(key, "ignored", f"data from {peer} while {st}: deleted")
+                self._delete.append(key)
+        if announce:
+            self._out.append(SendHasKeys(ev.stimulus_id, announce))
+        lost: list[Key] = []
+        requested = flight if flight is not None else dict.fromkeys(ev.requested)
+        for key in requested:
+            if key in ev.nbytes:
+                continue
+            ts = tasks.get(key)
+            if ts is None:
+                continue
+            self._remove_holder(ts, peer)
+            if ts.coming_from == peer and (ts.state == FLIGHT or ts.state == CANCELLED):
+                lost.append(key)
+                self._fetch_lost(ts)
+            elif ts.state == FETCH and not ts.who_has:
+                self._to_fetch_or_missing(ts)
+        if lost:
+            self._out.append(SendMissingData(ev.stimulus_id, peer, tuple(lost)))
+
+    def _on_fetch_failed(self, ev: FetchFailed) -> None:
+        peer = ev.peer
+        flight = self._in_flight.pop(peer, None)
+        self._fetch_heaps.pop(peer, None)
+        self._fetch_dirty = True
+        tasks = self.tasks
+        held_there = self._has_what.pop(peer, None) or set()
+        for key in held_there:
+            wh = tasks[key].who_has
+            if wh is not None:
+                wh.discard(peer)
+        if flight is None:
+            flight = {k: None for k in ev.keys if (t := tasks.get(k)) is not None and t.coming_from == peer}
+            if not flight:
+                self._note("", "ignored", f"fetch failure from {peer} with nothing in flight")
+        lost: list[Key] = []
+        for key in flight:
+            ts = tasks.get(key)
+            if ts is not None and ts.coming_from == peer:
+                lost.append(key)
+                self._fetch_lost(ts)
+        for key in held_there:
+            ts = tasks.get(key)
+            if ts is not None and ts.state == FETCH and not ts.who_has:
+                self._to_fetch_or_missing(ts)
+        if lost:
+            self._out.append(SendMissingData(ev.stimulus_id, peer, tuple(lost)))
+
+    def _on_who_has(self, ev: WhoHasAnswered) -> None:
+        tasks = self.tasks
+        for key, addrs in ev.who_has.items():
+            ts = tasks.get(key)
+            if ts is None:
+                continue
+            st = ts.state
+            if st not in (FETCH, MISSING, FLIGHT, CANCELLED):
+                self._note(key, "ignored", f"who-has answer while {st}")
+                continue
+            new = {a for a in addrs if a != self.address}
+            if ts.who_has:
+                for addr in list(ts.who_has):
+                    if addr not in new:
+                        self._remove_holder(ts, addr)
+            self._add_holders(ts, new)
+            if st == MISSING:
+                if ts.who_has:
+                    self._missing.discard(key)
+                    self._to_fetch_or_missing(ts)
+                else:
+                    self._note(key, "note", "still missing")
+            elif st == FETCH and not ts.who_has:
+                self._to_fetch_or_missing(ts, ask=False)
+
+    # ------------------------------------------------------------------ #
+    # Free, scatter
+    # ------------------------------------------------------------------ #
+    def _on_free(self, ev: FreeRequested) -> None:
+        tasks = self.tasks
+        for key in ev.keys:
+            ts = tasks.get(key)
+            if ts is None:
+                self._note(key, "ignored", "free of unknown key")
+                continue
+            ts.assigned = ts.held = False
+            ts.req = None
+            if not ts.dependents:
+                self._release(ts)
+                continue
+            # still an input of a task here: keep what we have, stop computing it
+            st = ts.state
+            if st == WAITING or st == READY:
+                if st == READY:
+                    self._unready(ts)
+                ts.req = None
+                self._release_deps(ts)
+                self._to_fetch_or_missing(ts)
+            elif st == ERROR:
+                self._to_fetch_or_missing(ts)
+            else:
+                self._note(key, "note", "freed but kept: input of a task here")
+
+    def _on_data_put(self, ev: DataPut) -> None:
+        tasks = self.tasks
+        for key, nbytes in ev.nbytes.items():
+            ts = tasks.get(key)
+            if ts is None:
+                ts = self._new(key, (0,))
+                self._put_in_memory(ts, nbytes)
+                ts.held = True
+                continue
+            st = ts.state
+            if st == MEMORY:
+                self.nbytes_in_memory += nbytes - ts.nbytes
+                ts.nbytes = nbytes
+                ts.held = True
+            elif st == EXECUTING or (st == CANCELLED and ts.previous == EXECUTING):
+                self._note(key, "ignored", f"data put while {st}: the result will replace it")
+            else:
+                report = ts.assigned and st in (WAITING, READY, FLIGHT)
+                if st == FLIGHT or st == CANCELLED:
+                    self._leave_flight(ts)
+                elif st == MISSING:
+                    self._missing.discard(key)
+                elif st == READY:
+                    self._unready(ts)
+                if st == WAITING or st == READY:
+                    self._release_deps(ts)
+                ts.req = None
+                self._put_in_memory(ts, nbytes)
+                ts.held = True
+                if report:
+                    self._out.append(SendTaskFinished(ev.stimulus_id, key, nbytes, "", 0.0, 0.0))
+
+    # ------------------------------------------------------------------ #
+    # Invariants
+    # ------------------------------------------------------------------ #
+    def validate(self) -> None:
+        """Check every invariant; raise :class:`InvalidWorkerState` if one fails."""
+        from taskmill.core.worker_validate import validate_worker_state
+
+        validate_worker_state(self)

@@ -1,0 +1,175 @@
+"""Invariants of the worker state machine, checked from the outside.
+
+Theory of operation
+-------------------
+:func:`validate_worker_state` walks every record and index of a
+:class:`~taskmill.core.worker_state.WorkerState` and checks that the
+incrementally maintained indexes (executing set, ready heap and count, fetch
+heaps, in-flight requests, holder index, missing set, memory set and bytes)
+agree with the records, that dependency links are symmetric, that every record
+is still needed, and that no work is left idle (a free thread with a ready
+task, a free fetch slot with an idle holder).  It is O(n) and meant for tests
+(``WorkerState(validate=True)`` runs it after every ``handle``); it reads
+private attributes on purpose and never changes anything.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from taskmill.core.worker_state import (
+    CANCELLED,
+    ERROR,
+    EXECUTING,
+    FETCH,
+    FLIGHT,
+    MEMORY,
+    MISSING,
+    READY,
+    WAITING,
+    InvalidWorkerState,
+)
+
+if TYPE_CHECKING:
+    from taskmill.core.worker_state import TaskRecord, WorkerState
+
+_STATES = {WAITING, READY, EXECUTING, MEMORY, ERROR, FETCH, FLIGHT, MISSING, CANCELLED}
+
+
+def validate_worker_state(ws: WorkerState) -> None:
+    """Raise :class:`InvalidWorkerState` (with the key's story) on the first
+    broken invariant."""
+
+    def fail(ts: TaskRecord | None, msg: str) -> None:
+        story = ws.story(ts.key) if ts is not None else []
+        who = f"{ts.key!r} ({ts.state}): " if ts is not None else ""
+        raise InvalidWorkerState(f"{who}{msg}; story: {story}")
+
+    tasks = ws.tasks
+    executing = set()
+    memory = set()
+    missing = set()
+    nbytes = 0
+    ready = 0
+    ready_entries = {(e[1], e[2]) for e in ws._ready}
+    fetch_entries: dict[str, set[tuple[int, str]]] = {
+        peer: {(e[1], e[2]) for e in heap} for peer, heap in ws._fetch_heaps.items()
+    }
+    has_what: dict[str, set[str]] = {}
+    slots_free = len(ws._in_flight) < ws.max_concurrent_fetches
+
+    for key, ts in tasks.items():
+        st = ts.state
+        if ts.key != key:
+            fail(ts, f"indexed under {key!r}")
+        if st not in _STATES:
+            fail(ts, "unknown state")
+        running = st == EXECUTING or (st == CANCELLED and ts.previous == EXECUTING)
+        flying = st == FLIGHT or (st == CANCELLED and ts.previous == FLIGHT)
+        if st == CANCELLED:
+            if ts.previous not in (EXECUTING, FLIGHT):
+                fail(ts, f"cancelled from {ts.previous}")
+            if ts.assigned or ts.held or ts.dependents:
+                fail(ts, "cancelled but still needed")
+        elif not (ts.assigned or ts.held or ts.dependents):
+            fail(ts, "record kept although nobody needs it")
+        if running:
+            executing.add(key)
+        if st == MEMORY:
+            memory.add(key)
+            nbytes += ts.nbytes
+            if ts.who_has:
+                fail(ts, "in memory with holders tracked")
+        elif key in ws.in_memory:
+            fail(ts, "in in_memory but not in memory state")
+        if st == MISSING:
+            missing.add(key)
+            if ts.who_has:
+                fail(ts, f"missing but holders {ts.who_has}")
+        if ts.who_has:
+            if ws.address in ts.who_has:
+                fail(ts, "this worker listed as a holder")
+            for addr in ts.who_has:
+                has_what.setdefault(addr, set()).add(key)
+        if st in (WAITING, READY):
+            if not ts.assigned or ts.req is None:
+                fail(ts, "queued but not assigned")
+        if st == ERROR and not ts.assigned:
+            fail(ts, "error kept but not assigned")
+        if st == FLIGHT and ts.assigned and ts.req is None:
+            fail(ts, "resumed compute without its request")
+        if st == READY:
+            ready += 1
+            if ts.waiting:
+                fail(ts, f"ready but waiting for {ts.waiting}")
+            if (ts.seq, key) not in ready_entries:
+                fail(ts, "ready but not in the ready heap")
+        if st in (WAITING, READY) or running:
+            for dkey in ts.deps:
+                dts = tasks.get(dkey)
+                if dts is None or not dts.dependents or key not in dts.dependents:
+                    fail(ts, f"input {dkey!r} does not list it as dependent")
+                assert dts is not None
+                if st == READY and dts.state != MEMORY:
+                    fail(ts, f"ready but input {dkey!r} is {dts.state}")
+            if st == WAITING:
+                expected = {d for d in ts.deps if tasks[d].state != MEMORY}
+                if not expected or ts.waiting != expected:
+                    fail(ts, f"waiting for {ts.waiting}, expected {expected}")
+        elif ts.deps or ts.waiting:
+            fail(ts, f"{st} but still holds inputs {ts.deps}")
+        if ts.dependents:
+            for dep in ts.dependents:
+                dts = tasks.get(dep)
+                if dts is None:
+                    fail(ts, f"dependent {dep!r} unknown")
+                assert dts is not None
+                if not (
+                    dts.state in (WAITING, READY, EXECUTING)
+                    or (dts.state == CANCELLED and dts.previous == EXECUTING)
+                ):
+                    fail(ts, f"dependent {dep!r} is {dts.state}")
+                if key not in dts.deps:
+                    fail(ts, f"dependent {dep!r} does not list it")
+        if flying:
+            peer = ts.coming_from
+            if peer is None or key not in ws._in_flight.get(peer, {}):
+                fail(ts, f"in flight from {peer} but not in that request")
+        elif ts.coming_from is not None:
+            fail(ts, f"coming_from={ts.coming_from} while not in flight")
+        if st == FETCH:
+            if ts.assigned:
+                fail(ts, "assigned task queued for fetching")
+            if not ts.who_has:
+                fail(ts, "fetch without holders")
+            assert ts.who_has is not None
+            if not any((ts.seq, key) in fetch_entries.get(p, ()) for p in ts.who_has):
+                fail(ts, "fetch but in no holder's queue")
+            if slots_free and any(p not in ws._in_flight for p in ts.who_has):
+                fail(ts, "idle holder and a free fetch slot, but not fetched")
+
+    if executing != ws.executing:
+        fail(None, f"executing index {ws.executing} != {executing}")
+    if len(executing) > ws.nthreads:
+        fail(None, f"{len(executing)} executing > {ws.nthreads} threads")
+    if ready != ws._ready_count:
+        fail(None, f"ready count {ws._ready_count} != {ready}")
+    if ready and len(executing) < ws.nthreads:
+        fail(None, "a thread is idle while tasks are ready")
+    if memory != ws.in_memory:
+        fail(None, f"in_memory index {ws.in_memory} != {memory}")
+    if nbytes != ws.nbytes_in_memory:
+        fail(None, f"nbytes_in_memory {ws.nbytes_in_memory} != {nbytes}")
+    if missing != ws._missing:
+        fail(None, f"missing index {ws._missing} != {missing}")
+    if has_what != ws._has_what:
+        fail(None, f"holder index {ws._has_what} != {has_what}")
+    if len(ws._in_flight) > ws.max_concurrent_fetches:
+        fail(None, f"{len(ws._in_flight)} peers in flight")
+    for peer, keys in ws._in_flight.items():
+        if len(keys) > ws.max_fetch_keys_per_request:
+            fail(None, f"{len(keys)} keys in flight from {peer}")
+        for key in keys:
+            fts = tasks.get(key)
+            if fts is None or fts.coming_from != peer:
+                fail(fts, f"listed in flight from {peer}")
