@@ -1,0 +1,227 @@
+"""Records the pure scheduler state machine keeps about tasks, workers and clients.
+
+Theory of operation
+-------------------
+``SchedulerState`` (``taskmill.core.scheduler_state``) owns one
+:class:`TaskRecord` per known key, one :class:`WorkerRecord` per live worker and
+one :class:`ClientRecord` per client that wants something.  Records point at
+each other directly (a task's ``who_has`` holds worker records, a worker's
+``has_what`` holds task records), so no lookup by key or address is needed on
+hot paths.
+
+Every "set" of records is a ``dict[record, None]``: an insertion-ordered set.
+Records hash by identity, so a plain ``set`` would iterate in memory-address
+order and the commands the state machine emits would differ from run to run;
+ordered dicts keep every run of the same events byte-for-byte reproducible.
+
+Invariants (checked by ``taskmill.core.scheduler_validate``):
+
+* ``ts in ws.has_what``  <=>  ``ws in ts.who_has``; a task is in memory iff
+  ``who_has`` is non-empty.
+* ``ts.processing_on is ws``  <=>  ``ts in ws.processing``  <=>  state is
+  ``processing``; ``ws.used`` is the sum of ``slot_cost`` of ``ws.processing``.
+* ``dts in ts.dependencies``  <=>  ``ts in dts.dependents``.
+* ``ts in dts.waiters``  <=>  ``dts in ts.dependencies`` and ``ts`` is active
+  (waiting, queued, no-worker or processing): the dependents that still need
+  ``dts``'s data.  ``ts.waiting_on`` is the subset of ``ts.dependencies`` not
+  in memory, kept only while ``ts`` is active.
+* ``client in ts.who_wants``  <=>  ``ts in clients[client].wants``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from taskmill.core.scheduler_events import Address, Key, Priority, RunSpec
+
+# --------------------------------------------------------------------------- #
+# Task states
+# --------------------------------------------------------------------------- #
+RELEASED = "released"  # known, no data, not being computed (lineage only)
+WAITING = "waiting"  # needed; some dependency is not in memory yet
+QUEUED = "queued"  # ready, held on the scheduler until a worker has a free slot
+NO_WORKER = "no-worker"  # ready, but no live worker satisfies its restrictions
+PROCESSING = "processing"  # sent to exactly one worker
+MEMORY = "memory"  # held by at least one worker
+ERRED = "erred"  # failed (or lost without lineage); keeps its error
+FORGOTTEN = "forgotten"  # removed from the scheduler
+
+ALL_STATES = frozenset(
+    {RELEASED, WAITING, QUEUED, NO_WORKER, PROCESSING, MEMORY, ERRED, FORGOTTEN}
+)
+#: States in which a task is still to be computed and needs its inputs.
+ACTIVE_STATES = frozenset({WAITING, QUEUED, NO_WORKER, PROCESSING})
+
+# Error types the scheduler itself decides (``ReportErred.error_type``).
+KILLED_WORKER = "KilledWorker"
+MISSING_DEPENDENCY = "MissingDependencyError"
+#: Internal marker: a key without lineage whose last copy is gone.  Clients
+#: wanting the key itself get ``ReportLost``; dependents err with
+#: ``MissingDependencyError``.
+LOST_DATA = "LostData"
+
+#: How many distinct task prefixes the duration table remembers.
+MAX_PREFIXES = 10_000
+
+
+def key_prefix(key: Key) -> str:
+    """The task-name prefix used for duration estimates: the key up to its
+    last ``'-'`` (``"inc-4f2a"`` -> ``"inc"``), or the whole key."""
+    head, sep, _ = key.rpartition("-")
+    return head if sep else key
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """Why a task is erred; shared by the task that failed and the dependents
+    that failed because of it."""
+
+    exception: Any
+    traceback: Any
+    exception_text: str
+    worker: Address = ""
+    error_type: str = ""
+
+
+class TaskRecord:
+    """Everything the scheduler knows about one key."""
+
+    __slots__ = (
+        "key",
+        "prefix",
+        "run_spec",
+        "priority",
+        "seq",
+        "sort_key",
+        "retries",
+        "restrictions",
+        "loose",
+        "state",
+        "dependencies",
+        "dependents",
+        "waiters",
+        "waiting_on",
+        "who_has",
+        "who_wants",
+        "processing_on",
+        "slot_cost",
+        "queue_epoch",
+        "nbytes",
+        "type_name",
+        "error",
+        "suspicious",
+        "deaths",
+    )
+
+    def __init__(
+        self,
+        key: Key,
+        run_spec: RunSpec | None,
+        priority: Priority,
+        seq: int,
+        retries: int = 0,
+        restrictions: frozenset[Address] | None = None,
+        loose: bool = False,
+    ) -> None:
+        self.key = key
+        self.prefix = key_prefix(key)
+        self.run_spec = run_spec
+        self.priority = priority
+        self.seq = seq
+        #: Queue order: user/graph priority first (lower runs first), then
+        #: submission order.
+        self.sort_key: tuple[Priority, int] = (priority, seq)
+        self.retries = retries
+        self.restrictions = restrictions
+        self.loose = loose
+        self.state = RELEASED
+        self.dependencies: dict[TaskRecord, None] = {}
+        self.dependents: dict[TaskRecord, None] = {}
+        self.waiters: dict[TaskRecord, None] = {}
+        self.waiting_on: dict[TaskRecord, None] = {}
+        self.who_has: dict[WorkerRecord, None] = {}
+        #: client -> the last terminal report sent to it for this key
+        #: ("memory", "erred", "lost") or "" (nothing yet).  Reports are sent
+        #: only when they differ from the last one: no duplicates.
+        self.who_wants: dict[str, str] = {}
+        self.processing_on: WorkerRecord | None = None
+        self.slot_cost = 0
+        self.queue_epoch = 0
+        self.nbytes = -1
+        self.type_name = ""
+        self.error: ErrorInfo | None = None
+        self.suspicious = 0
+        self.deaths: list[tuple[Address, str]] = []
+
+    def __repr__(self) -> str:
+        return f"<TaskRecord {self.key!r} {self.state}>"
+
+
+class WorkerRecord:
+    """One live worker process.  A worker that leaves and comes back at the
+    same address gets a new record (its data and function cache are gone)."""
+
+    __slots__ = (
+        "address",
+        "nthreads",
+        "memory_limit",
+        "nanny",
+        "name",
+        "alive",
+        "processing",
+        "has_what",
+        "nbytes",
+        "used",
+        "capacity",
+        "funcs",
+        "restricted_queue",
+        "memory",
+        "last_seen",
+    )
+
+    def __init__(
+        self,
+        address: Address,
+        nthreads: int,
+        memory_limit: int,
+        capacity: int,
+        nanny: Address | None = None,
+        name: str = "",
+        now: float = 0.0,
+    ) -> None:
+        self.address = address
+        self.nthreads = nthreads
+        self.memory_limit = memory_limit
+        self.nanny = nanny
+        self.name = name
+        self.alive = True
+        self.processing: dict[TaskRecord, None] = {}
+        self.has_what: dict[TaskRecord, None] = {}
+        self.nbytes = 0
+        #: slot units taken by ``processing`` (see ``taskmill.core.placement``)
+        self.used = 0
+        self.capacity = capacity
+        #: func tokens already sent to this worker process
+        self.funcs: set[str] = set()
+        #: heap of queue entries for tasks restricted to a set of workers
+        #: including this one (lazy deletion, see ``placement``)
+        self.restricted_queue: list[tuple[tuple[Priority, int], int, TaskRecord]] = []
+        self.memory = 0
+        self.last_seen = now
+
+    def __repr__(self) -> str:
+        return f"<WorkerRecord {self.address!r} processing={len(self.processing)}>"
+
+
+class ClientRecord:
+    """A client and the keys it holds futures for."""
+
+    __slots__ = ("client", "wants")
+
+    def __init__(self, client: str) -> None:
+        self.client = client
+        self.wants: dict[TaskRecord, None] = {}
+
+    def __repr__(self) -> str:
+        return f"<ClientRecord {self.client!r} wants={len(self.wants)}>"

@@ -1,0 +1,625 @@
+"""The pure scheduler state machine: ``SchedulerState.handle(*events) -> commands``.
+
+Theory of operation
+-------------------
+The scheduler shell (``taskmill.server.scheduler``) turns wire messages into
+the typed events of ``taskmill.core.scheduler_events`` and feeds them to
+:meth:`SchedulerState.handle`, which returns the commands to send
+(``ComputeTask``/``FreeKeys`` to workers, ``Report*`` to clients).  Nothing in
+here touches sockets, threads, asyncio or the clock: time arrives on events.
+
+This module holds the *event handlers* (what each event means) and the
+read-only queries the shell answers clients with; the task transitions, the
+reference counting and placement live in ``scheduler_transitions`` (and
+``placement``), the invariants in ``scheduler_validate``.
+
+Decisions worth knowing (also in ``docs/architecture.md``):
+
+* **Reports.**  Each wanting client gets one terminal report per outcome:
+  ``ReportInMemory`` when the key reaches memory, ``ReportErred`` when it
+  fails, ``ReportLost`` when its data is gone without lineage,
+  ``ReportCancelled`` on cancel/restart.  A key recomputed after its data was
+  lost is *not* reported again (the client was already told it finished; it
+  learns new holders through ``who_has``); if the recomputation fails, the
+  client does get ``ReportErred``.
+* **Unknown keys** in ``KeysWanted`` (or a wanted key absent from a
+  submission) get ``ReportLost`` with a reason: the data does not exist.
+* **Stale results.**  A ``TaskFinished`` from a worker the key is not
+  processing on is ignored and answered with ``FreeKeys`` to that worker
+  (unless it already holds the key): the worker may have been told to drop the
+  key meanwhile, so recording its copy could point others at data that is gone.
+  Stale ``TaskErred`` is ignored the same way.
+* **Missing data** (``WorkerMissingData``): the errant worker's copy is
+  dropped.  If other copies remain nothing else happens (the asking worker
+  retries them, or asks ``who_has``).  If none remain the key is recomputed
+  from lineage, and every task processing anywhere that needs it goes back to
+  waiting (``FreeKeys`` to its worker); it is sent again (possibly to the same
+  worker) once the input is back in memory.  Without lineage the key errs as
+  lost and its dependents err with ``MissingDependencyError``.
+* **Worker loss.**  Tasks processing there are rescheduled; each counts a
+  suspicious death and after ``allowed_failures`` deaths errs ``KilledWorker``.
+* Unknown workers, unknown keys, duplicate or stale events are ignored with a
+  story entry, never an exception.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from taskmill.core.placement import queue_live, worker_capacity
+from taskmill.core.scheduler_events import (
+    Address,
+    CancelRequested,
+    ClientConnected,
+    ClientDisconnected,
+    DataScattered,
+    GraphSubmitted,
+    Key,
+    KeysReleased,
+    KeysWanted,
+    NewTask,
+    ReportCancelled,
+    ReportLost,
+    RestartRequested,
+    SchedulerCommand,
+    SchedulerEvent,
+    TaskErred,
+    TaskFinished,
+    WorkerCapacity,
+    WorkerHasKeys,
+    WorkerJoined,
+    WorkerLeft,
+    WorkerMissingData,
+    WorkerReleasedKeys,
+)
+from taskmill.core.scheduler_records import (
+    ERRED,
+    FORGOTTEN,
+    KILLED_WORKER,
+    LOST_DATA,
+    MAX_PREFIXES,
+    MEMORY,
+    MISSING_DEPENDENCY,
+    NO_WORKER,
+    PROCESSING,
+    QUEUED,
+    RELEASED,
+    WAITING,
+    ClientRecord,
+    ErrorInfo,
+    TaskRecord,
+    WorkerRecord,
+)
+from taskmill.core.scheduler_transitions import CHECK, InvalidTransition, SchedulerCore
+from taskmill.core.scheduler_validate import validate_state
+
+__all__ = ["SchedulerState", "InvalidTransition"]
+
+
+class SchedulerState(SchedulerCore):
+    """All of the scheduler's decisions, as a pure state machine.
+
+    ``handle(*events)`` is the only way to change state.  With
+    ``validate=True`` every invariant is checked after every event."""
+
+    def __init__(self, *, allowed_failures: int = 3, validate: bool = False) -> None:
+        super().__init__(allowed_failures=allowed_failures, validate=validate)
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            GraphSubmitted: self._on_graph_submitted,
+            TaskFinished: self._on_task_finished,
+            TaskErred: self._on_task_erred,
+            KeysReleased: self._on_keys_released,
+            KeysWanted: self._on_keys_wanted,
+            ClientConnected: self._on_client_connected,
+            ClientDisconnected: self._on_client_disconnected,
+            CancelRequested: self._on_cancel_requested,
+            DataScattered: self._on_data_scattered,
+            RestartRequested: self._on_restart_requested,
+            WorkerJoined: self._on_worker_joined,
+            WorkerLeft: self._on_worker_left,
+            WorkerHasKeys: self._on_worker_has_keys,
+            WorkerReleasedKeys: self._on_worker_released_keys,
+            WorkerMissingData: self._on_worker_missing_data,
+            WorkerCapacity: self._on_worker_capacity,
+        }
+
+    # ------------------------------------------------------------------ #
+    # The entry point
+    # ------------------------------------------------------------------ #
+    def handle(self, *events: SchedulerEvent) -> list[SchedulerCommand]:
+        """Apply ``events`` in order; return the commands they cause."""
+        for event in events:
+            handler = self._handlers.get(type(event))
+            if handler is None:
+                raise TypeError(f"not a scheduler event: {event!r}")
+            self._stimulus_id = event.stimulus_id
+            handler(event)
+            self._drain()
+            self._schedule_ready()
+            if self._pending_free:
+                self._flush_frees()
+            if self.validate_each_event:
+                self.validate()
+        cmds = self._cmds
+        self._cmds = []
+        return cmds
+
+    def validate(self) -> None:
+        """Check every invariant; raise AssertionError with the key's story."""
+        validate_state(self)
+
+    # ------------------------------------------------------------------ #
+    # Queries (read-only)
+    # ------------------------------------------------------------------ #
+    def who_has(self, keys: Iterable[Key] | None = None) -> dict[Key, list[Address]]:
+        """Holders of ``keys`` (empty list: not in memory or unknown); with
+        no ``keys``, of every key in memory."""
+        if keys is None:
+            return {
+                k: [ws.address for ws in ts.who_has]
+                for k, ts in self.tasks.items()
+                if ts.state == MEMORY
+            }
+        out: dict[Key, list[Address]] = {}
+        for k in keys:
+            ts = self.tasks.get(k)
+            out[k] = [ws.address for ws in ts.who_has] if ts is not None else []
+        return out
+
+    def has_what(self) -> dict[Address, list[Key]]:
+        """The keys each worker holds."""
+        return {a: [ts.key for ts in ws.has_what] for a, ws in self.workers.items()}
+
+    def nthreads(self) -> dict[Address, int]:
+        return {a: ws.nthreads for a, ws in self.workers.items()}
+
+    def workers_info(self) -> dict[Address, dict[str, Any]]:
+        return {
+            a: {
+                "nthreads": ws.nthreads,
+                "memory_limit": ws.memory_limit,
+                "nanny": ws.nanny,
+                "name": ws.name,
+                "processing": len(ws.processing),
+                "in_memory": len(ws.has_what),
+                "nbytes": ws.nbytes,
+                "memory": ws.memory,
+                "last_seen": ws.last_seen,
+            }
+            for a, ws in self.workers.items()
+        }
+
+    def task_state(self, key: Key) -> str | None:
+        ts = self.tasks.get(key)
+        return ts.state if ts is not None else None
+
+    def workers_for_scatter(self, n: int) -> list[Address]:
+        """Where to put ``n`` scattered items: spread over the workers, least
+        loaded (bytes held per thread, then tasks in flight) first."""
+        if n <= 0 or not self.workers:
+            return []
+        order = sorted(
+            self.workers.values(),
+            key=lambda ws: (ws.nbytes / max(1, ws.nthreads), ws.used / ws.capacity),
+        )
+        return [order[i % len(order)].address for i in range(n)]
+
+    # ------------------------------------------------------------------ #
+    # Clients
+    # ------------------------------------------------------------------ #
+    def _client(self, client: str) -> ClientRecord:
+        cs = self.clients.get(client)
+        if cs is None:
+            cs = self.clients[client] = ClientRecord(client)
+        return cs
+
+    def _want(self, cs: ClientRecord, ts: TaskRecord) -> None:
+        """``cs`` wants ``ts``: report its outcome at once if it has one,
+        compute it if it is only lineage."""
+        if cs.client not in ts.who_wants:
+            ts.who_wants[cs.client] = ""
+            cs.wants[ts] = None
+        state = ts.state
+        if state == MEMORY or state == ERRED:
+            self._report_current(ts)
+        elif state == RELEASED:
+            self._recs.append((ts, CHECK, None))
+
+    def _unknown_wanted(self, client: str, key: Key) -> None:
+        self._ignore(key, f"client {client} wants an unknown key")
+        self._cmds.append(
+            ReportLost(
+                self._stimulus_id,
+                client,
+                key,
+                f"key {key!r} is not known to the scheduler "
+                "(never submitted, or released and forgotten)",
+            )
+        )
+
+    def _release_want(self, cs: ClientRecord, ts: TaskRecord) -> None:
+        if cs.wants.pop(ts, 0) is None:
+            del ts.who_wants[cs.client]
+            self._recs.append((ts, CHECK, None))
+
+    def _on_client_connected(self, ev: ClientConnected) -> None:
+        self._client(ev.client)
+
+    def _on_client_disconnected(self, ev: ClientDisconnected) -> None:
+        cs = self.clients.pop(ev.client, None)
+        if cs is None:
+            return
+        for ts in list(cs.wants):
+            self._release_want(cs, ts)
+
+    def _on_keys_released(self, ev: KeysReleased) -> None:
+        cs = self.clients.get(ev.client)
+        for key in ev.keys:
+            ts = self.tasks.get(key)
+            if ts is None or cs is None or ts not in cs.wants:
+                self._ignore(key, f"client {ev.client} released a key it did not want")
+                continue
+            self._release_want(cs, ts)
+
+    def _on_keys_wanted(self, ev: KeysWanted) -> None:
+        cs = self._client(ev.client)
+        for key in ev.keys:
+            ts = self.tasks.get(key)
+            if ts is None:
+                self._unknown_wanted(ev.client, key)
+            else:
+                self._want(cs, ts)
+
+    # ------------------------------------------------------------------ #
+    # Graphs
+    # ------------------------------------------------------------------ #
+    def _new_record(self, key: Key, nt: NewTask | None) -> TaskRecord:
+        self._seq += 1
+        if nt is None:
+            ts = TaskRecord(key, None, (0,), self._seq)
+        else:
+            ts = TaskRecord(
+                key,
+                nt.run_spec,
+                nt.priority,
+                self._seq,
+                nt.retries,
+                frozenset(nt.workers) if nt.workers is not None else None,
+                nt.allow_other_workers,
+            )
+        self.tasks[key] = ts
+        self._log(key, FORGOTTEN, RELEASED, "new")
+        return ts
+
+    def _redefine(self, ts: TaskRecord, nt: NewTask | None) -> None:
+        """Give a released task (that had erred) a new definition."""
+        for dts in ts.dependencies:
+            dts.dependents.pop(ts, None)
+            self._recs.append((dts, CHECK, None))
+        ts.dependencies = {}
+        self._seq += 1
+        ts.seq = self._seq
+        ts.suspicious = 0
+        ts.deaths = []
+        if nt is None:
+            ts.run_spec = None
+            ts.restrictions = None
+            ts.loose = False
+        else:
+            ts.run_spec = nt.run_spec
+            ts.priority = nt.priority
+            ts.retries = nt.retries
+            ts.restrictions = frozenset(nt.workers) if nt.workers is not None else None
+            ts.loose = nt.allow_other_workers
+        ts.sort_key = (ts.priority, ts.seq)
+        for client in ts.who_wants:
+            ts.who_wants[client] = ""  # the new attempt's outcome is news to all
+
+    def _on_graph_submitted(self, ev: GraphSubmitted) -> None:
+        cs = self._client(ev.client)
+        added: list[tuple[TaskRecord, NewTask]] = []
+        seen: set[Key] = set()
+        for nt in ev.tasks:
+            key = nt.key
+            if key in seen:
+                continue
+            seen.add(key)
+            ts = self.tasks.get(key)
+            if ts is None:
+                ts = self._new_record(key, nt)
+            elif ts.state == ERRED:
+                self._transition(ts, RELEASED)
+                self._redefine(ts, nt)
+            else:
+                continue  # known and fine: reuse it
+            added.append((ts, nt))
+        missing: list[tuple[TaskRecord, Key]] = []
+        for ts, nt in added:
+            for dep in nt.dependencies:
+                dts = self.tasks.get(dep)
+                if dts is None or dts is ts:
+                    missing.append((ts, dep))
+                    continue
+                ts.dependencies[dts] = None
+                dts.dependents[ts] = None
+        wants = cs.wants
+        client = cs.client
+        for key in ev.wanted:
+            ts = self.tasks.get(key)
+            if ts is None:
+                self._unknown_wanted(ev.client, key)
+            elif ts.state == RELEASED:  # new ones get their CHECK below
+                if client not in ts.who_wants:
+                    ts.who_wants[client] = ""
+                    wants[ts] = None
+                    if ts.dependents:  # old lineage: not in ``added``
+                        self._recs.append((ts, CHECK, None))
+            else:
+                self._want(cs, ts)
+        for ts, dep in missing:
+            if ts.state == RELEASED:
+                self._transition(
+                    ts,
+                    ERRED,
+                    ErrorInfo(
+                        None,
+                        None,
+                        f"task {ts.key!r} depends on key {dep!r}, which no task "
+                        "provides and no client holds",
+                        "",
+                        MISSING_DEPENDENCY,
+                    ),
+                )
+        recs = self._recs
+        for ts, _ in added:
+            recs.append((ts, CHECK, None))
+
+    def _on_cancel_requested(self, ev: CancelRequested) -> None:
+        closure: dict[TaskRecord, None] = {}
+        stack: list[TaskRecord] = []
+        for key in ev.keys:
+            ts = self.tasks.get(key)
+            if ts is None:
+                self._ignore(key, f"client {ev.client} cancelled an unknown key")
+            elif ts not in closure:
+                closure[ts] = None
+                stack.append(ts)
+        while stack:
+            ts = stack.pop()
+            for dts in ts.dependents:
+                if dts not in closure:
+                    closure[dts] = None
+                    stack.append(dts)
+        reason = f"cancelled by client {ev.client}"
+        for ts in closure:
+            for client in ts.who_wants:
+                self._cmds.append(ReportCancelled(self._stimulus_id, client, ts.key, reason))
+                cs = self.clients.get(client)
+                if cs is not None:
+                    cs.wants.pop(ts, None)
+            ts.who_wants.clear()
+        for ts in closure:
+            self._transition(ts, RELEASED)
+        for ts in closure:
+            self._transition(ts, FORGOTTEN)
+
+    def _on_data_scattered(self, ev: DataScattered) -> None:
+        cs = self._client(ev.client)
+        for key, addrs in ev.who_has.items():
+            holders = [self.workers[a] for a in addrs if a in self.workers]
+            nbytes = ev.nbytes.get(key, -1)
+            type_name = ev.type_names.get(key, "")
+            ts = self.tasks.get(key)
+            if ts is None:
+                ts = self._new_record(key, None)
+            elif ts.state == ERRED:
+                self._transition(ts, RELEASED)
+                self._redefine(ts, None)
+            if cs.client not in ts.who_wants:
+                ts.who_wants[cs.client] = ""
+                cs.wants[ts] = None
+            if ts.state == MEMORY:
+                for ws in holders:
+                    self._add_replica(ts, ws)
+                self._report_current(ts)
+            elif holders:
+                self._transition(ts, RELEASED)
+                self._transition(ts, MEMORY, (holders, nbytes, type_name))
+            else:
+                self._transition(
+                    ts,
+                    ERRED,
+                    ErrorInfo(
+                        None,
+                        None,
+                        f"key {key!r} was scattered to unknown workers {list(addrs)}",
+                        "",
+                        LOST_DATA,
+                    ),
+                )
+
+    def _on_restart_requested(self, ev: RestartRequested) -> None:
+        for key, ts in self.tasks.items():
+            for client in ts.who_wants:
+                self._cmds.append(ReportCancelled(self._stimulus_id, client, key, ev.reason))
+            self._log(key, ts.state, FORGOTTEN, "restart")
+            ts.state = FORGOTTEN
+        self.tasks.clear()
+        for cs in self.clients.values():
+            cs.wants.clear()
+        for ws in self.workers.values():
+            ws.processing.clear()
+            ws.has_what.clear()
+            ws.restricted_queue.clear()
+            ws.used = 0
+            ws.nbytes = 0
+            self.idle[ws] = None
+        self.queue.clear()
+        self.no_worker.clear()
+        self._recs.clear()
+        self._ready.clear()
+        self._freed.clear()
+        self._pending_free.clear()
+
+    # ------------------------------------------------------------------ #
+    # Task results
+    # ------------------------------------------------------------------ #
+    def _on_task_finished(self, ev: TaskFinished) -> None:
+        ws = self.workers.get(ev.worker)
+        if ws is None:
+            self._ignore(ev.key, f"TaskFinished from unknown worker {ev.worker}")
+            return
+        ts = self.tasks.get(ev.key)
+        if ts is None or ts.processing_on is not ws:
+            if ts is not None and ws in ts.who_has:
+                self._ignore(ev.key, f"duplicate TaskFinished from {ev.worker}")
+            else:
+                self._ignore(ev.key, f"stale TaskFinished from {ev.worker}: freeing it there")
+                self._free(ws, ev.key)
+            return
+        duration = ev.stop - ev.start
+        if duration >= 0:
+            old = self.durations.get(ts.prefix)
+            if old is not None:
+                self.durations[ts.prefix] = 0.5 * old + 0.5 * duration
+            elif len(self.durations) < MAX_PREFIXES:
+                self.durations[ts.prefix] = duration
+        self._transition(ts, MEMORY, (ws, ev.nbytes, ev.type_name))
+
+    def _on_task_erred(self, ev: TaskErred) -> None:
+        ws = self.workers.get(ev.worker)
+        if ws is None:
+            self._ignore(ev.key, f"TaskErred from unknown worker {ev.worker}")
+            return
+        ts = self.tasks.get(ev.key)
+        if ts is None or ts.processing_on is not ws:
+            self._ignore(ev.key, f"stale TaskErred from {ev.worker}")
+            if ts is None or ws not in ts.who_has:
+                self._free(ws, ev.key)
+            return
+        if ts.retries > 0:
+            ts.retries -= 1
+            self._log(ts.key, PROCESSING, PROCESSING, f"retry ({ts.retries} left)")
+            self._transition(ts, WAITING)
+            return
+        info = ErrorInfo(ev.exception, ev.traceback, ev.exception_text, ws.address, "")
+        self._transition(ts, ERRED, info)
+
+    # ------------------------------------------------------------------ #
+    # Workers
+    # ------------------------------------------------------------------ #
+    def _on_worker_joined(self, ev: WorkerJoined) -> None:
+        if ev.worker in self.workers:
+            self._remove_worker(ev.worker, "worker re-registered at the same address")
+        ws = WorkerRecord(
+            ev.worker,
+            ev.nthreads,
+            ev.memory_limit,
+            worker_capacity(ev.nthreads),
+            ev.nanny,
+            ev.name,
+            ev.now,
+        )
+        self.workers[ev.worker] = ws
+        self.idle[ws] = None
+        self._freed[ws] = None
+        stranded = self.no_worker.pop(ev.worker, None)
+        if stranded:
+            self._ready.extend(stranded)
+
+    def _on_worker_left(self, ev: WorkerLeft) -> None:
+        if ev.worker not in self.workers:
+            self._log("", "", "", f"ignored: WorkerLeft for unknown worker {ev.worker}")
+            return
+        self._remove_worker(ev.worker, ev.reason)
+
+    def _remove_worker(self, address: Address, reason: str) -> None:
+        ws = self.workers.pop(address)
+        ws.alive = False
+        self.idle.pop(ws, None)
+        self._freed.pop(ws, None)
+        self._pending_free.pop(ws, None)
+        for ts in list(ws.processing):
+            ts.suspicious += 1
+            ts.deaths.append((address, reason))
+            if ts.suspicious >= self.allowed_failures:
+                deaths = ", ".join(f"{a} ({r})" for a, r in ts.deaths)
+                text = (
+                    f"task {ts.key!r} was processing on {ts.suspicious} workers that "
+                    f"died while running it: {deaths}"
+                )
+                self._transition(ts, ERRED, ErrorInfo(None, None, text, "", KILLED_WORKER))
+            else:
+                self._transition(ts, WAITING)
+        for ts in list(ws.has_what):
+            self._remove_replica(ts, ws)
+            if not ts.who_has:
+                self._lost(ts, f"key {ts.key!r} was held only on worker {address} which left: {reason}")
+        for ts in queue_live(ws.restricted_queue):
+            assert ts.restrictions is not None
+            if not any(a in self.workers for a in ts.restrictions):
+                self._transition(ts, NO_WORKER)
+        ws.restricted_queue.clear()
+
+    def _lost(self, ts: TaskRecord, reason: str) -> None:
+        """The last copy of ``ts`` (in memory) is gone."""
+        if ts.run_spec is None:
+            self._transition(ts, ERRED, ErrorInfo(None, None, reason, "", LOST_DATA))
+        else:
+            self._log(ts.key, MEMORY, MEMORY, "lost: " + reason)
+            self._transition(ts, RELEASED)  # recomputed by the CHECK if still needed
+
+    def _on_worker_has_keys(self, ev: WorkerHasKeys) -> None:
+        ws = self.workers.get(ev.worker)
+        if ws is None:
+            self._log("", "", "", f"ignored: WorkerHasKeys from unknown worker {ev.worker}")
+            return
+        for key, nbytes in ev.nbytes.items():
+            ts = self.tasks.get(key)
+            if ts is not None and ts.state == MEMORY:
+                if ts.nbytes < 0 and nbytes >= 0:
+                    ts.nbytes = nbytes
+                self._add_replica(ts, ws)
+            else:
+                self._ignore(key, f"{ev.worker} has an unneeded copy: freeing it")
+                self._free(ws, key)
+
+    def _on_worker_released_keys(self, ev: WorkerReleasedKeys) -> None:
+        ws = self.workers.get(ev.worker)
+        if ws is None:
+            self._log("", "", "", f"ignored: WorkerReleasedKeys from unknown {ev.worker}")
+            return
+        for key in ev.keys:
+            ts = self.tasks.get(key)
+            if ts is None or ws not in ts.who_has:
+                self._ignore(key, f"{ev.worker} released a copy it was not known to hold")
+                continue
+            self._remove_replica(ts, ws)
+            if not ts.who_has:
+                self._lost(ts, f"key {key!r} was held only on worker {ev.worker} which released it")
+
+    def _on_worker_missing_data(self, ev: WorkerMissingData) -> None:
+        errant = self.workers.get(ev.errant_worker)
+        for key in ev.keys:
+            ts = self.tasks.get(key)
+            if ts is None or ts.state != MEMORY:
+                self._ignore(key, f"{ev.worker} misses it on {ev.errant_worker}")
+                continue
+            if errant is None or errant not in ts.who_has:
+                self._ignore(key, f"{ev.worker} misses it on non-holder {ev.errant_worker}")
+                continue
+            self._remove_replica(ts, errant)
+            self._log(key, MEMORY, MEMORY, f"{ev.worker} could not get it from {ev.errant_worker}")
+            if not ts.who_has:
+                self._lost(
+                    ts,
+                    f"key {key!r} was held only on worker {ev.errant_worker} which "
+                    f"no longer has it (reported by {ev.worker})",
+                )
+
+    def _on_worker_capacity(self, ev: WorkerCapacity) -> None:
+        ws = self.workers.get(ev.worker)
+        if ws is not None:
+            ws.memory = ev.memory
+            ws.last_seen = ev.now
+

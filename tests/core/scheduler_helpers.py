@@ -1,0 +1,138 @@
+"""Tiny builders for synchronous scheduler state-machine tests.
+
+``Sched`` wraps a validating ``SchedulerState`` and remembers every command;
+the module functions make events without boilerplate.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Iterable, TypeVar
+
+from taskmill.core.scheduler_events import (
+    ComputeTask,
+    FreeKeys,
+    GraphSubmitted,
+    NewTask,
+    ReportCancelled,
+    ReportErred,
+    ReportInMemory,
+    ReportLost,
+    RunSpec,
+    SchedulerCommand,
+    SchedulerEvent,
+    TaskErred,
+    TaskFinished,
+    WorkerJoined,
+    WorkerLeft,
+)
+from taskmill.core.scheduler_state import SchedulerState
+
+C = TypeVar("C", bound=SchedulerCommand)
+_ids = itertools.count()
+
+
+def sid() -> str:
+    return f"stim-{next(_ids)}"
+
+
+def task(
+    key: str,
+    *deps: str,
+    func: str | None = None,
+    priority: tuple[int, ...] = (0,),
+    retries: int = 0,
+    workers: tuple[str, ...] | None = None,
+    allow_other_workers: bool = False,
+) -> NewTask:
+    """A NewTask whose function token is the key's prefix (or ``func``)."""
+    token = func if func is not None else key.rpartition("-")[0] or key
+    return NewTask(
+        key=key,
+        run_spec=RunSpec(func_token=token, func=f"<func {token}>", args=(key, deps)),
+        dependencies=tuple(deps),
+        priority=priority,
+        retries=retries,
+        workers=workers,
+        allow_other_workers=allow_other_workers,
+    )
+
+
+def submit(tasks: Iterable[NewTask], wanted: Iterable[str] = (), client: str = "c1") -> GraphSubmitted:
+    return GraphSubmitted(sid(), client=client, tasks=tuple(tasks), wanted=tuple(wanted))
+
+
+def join(addr: str, nthreads: int = 1, memory_limit: int = 2**30) -> WorkerJoined:
+    return WorkerJoined(sid(), worker=addr, nthreads=nthreads, memory_limit=memory_limit, now=0.0)
+
+
+def leave(addr: str, reason: str = "connection closed") -> WorkerLeft:
+    return WorkerLeft(sid(), worker=addr, reason=reason)
+
+
+def finished(addr: str, key: str, nbytes: int = 8, duration: float = 1.0) -> TaskFinished:
+    return TaskFinished(
+        sid(), worker=addr, key=key, nbytes=nbytes, type_name="int", start=0.0, stop=duration
+    )
+
+
+def erred(addr: str, key: str, text: str = "ZeroDivisionError('boom')") -> TaskErred:
+    return TaskErred(
+        sid(), worker=addr, key=key, exception=f"<exc {key}>", traceback="<tb>", exception_text=text
+    )
+
+
+def of(cmds: Iterable[SchedulerCommand], kind: type[C]) -> list[C]:
+    return [c for c in cmds if isinstance(c, kind)]
+
+
+class Sched:
+    """A validating SchedulerState plus a log of all commands it produced."""
+
+    def __init__(self, *workers: str | tuple[str, int], allowed_failures: int = 3) -> None:
+        self.state = SchedulerState(allowed_failures=allowed_failures, validate=True)
+        self.log: list[SchedulerCommand] = []
+        for w in workers:
+            if isinstance(w, tuple):
+                self(join(w[0], w[1]))
+            else:
+                self(join(w))
+
+    def __call__(self, *events: SchedulerEvent) -> list[SchedulerCommand]:
+        cmds = self.state.handle(*events)
+        self.log.extend(cmds)
+        return cmds
+
+    def computes(self, cmds: list[SchedulerCommand]) -> dict[str, str]:
+        """key -> worker of the ComputeTask commands in ``cmds``."""
+        return {c.key: c.worker for c in of(cmds, ComputeTask)}
+
+    def processing(self) -> dict[str, str]:
+        """key -> worker for every task processing now."""
+        return {
+            ts.key: ts.processing_on.address
+            for ts in self.state.tasks.values()
+            if ts.processing_on is not None
+        }
+
+    def run_all(self, limit: int = 10_000) -> None:
+        """Finish every processing task (and those that become processing)."""
+        for _ in range(limit):
+            proc = self.processing()
+            if not proc:
+                return
+            key, addr = next(iter(proc.items()))
+            self(finished(addr, key))
+        raise AssertionError("did not converge")
+
+    def reports(self, client: str | None = None) -> list[Any]:
+        kinds = (ReportInMemory, ReportErred, ReportLost, ReportCancelled)
+        return [
+            c for c in self.log if isinstance(c, kinds) and (client is None or c.client == client)
+        ]
+
+    def freed(self, cmds: list[SchedulerCommand] | None = None) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for c in of(self.log if cmds is None else cmds, FreeKeys):
+            out.setdefault(c.worker, set()).update(c.keys)
+        return out
