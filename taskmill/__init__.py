@@ -1,0 +1,36 @@
+"""taskmill: a dynamic distributed task scheduler for Python.
+
+``Executor`` connects to a cluster (or starts one on this machine), runs
+Python calls there and returns ``Future`` objects; see API.md for the
+contract.  Importing taskmill does not import dask, numpy or pandas.
+"""
+
+from taskmill.client.executor import Executor
+from taskmill.client.future import Future
+from taskmill.client.progress import progress
+from taskmill.client.waiting import as_completed, fire_and_forget, wait
+from taskmill.errors import (
+    FutureLostError,
+    KilledWorker,
+    MissingDependencyError,
+    RemoteTaskError,
+    SchedulerGoneError,
+    TaskmillError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Executor",
+    "Future",
+    "FutureLostError",
+    "KilledWorker",
+    "MissingDependencyError",
+    "RemoteTaskError",
+    "SchedulerGoneError",
+    "TaskmillError",
+    "as_completed",
+    "fire_and_forget",
+    "progress",
+    "wait",
+]

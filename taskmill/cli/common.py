@@ -1,0 +1,55 @@
+"""Shared pieces of the command-line programs: running a set of servers
+until SIGINT/SIGTERM, and the loopback-only rule."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import click
+
+from taskmill.comm.eventloop import new_event_loop
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
+
+
+def check_host_is_safe(host: str, insecure: bool) -> None:
+    """Refuse to listen beyond loopback unless told to (like Redis' protected mode)."""
+    if not is_loopback(host) and not insecure:
+        raise click.UsageError(
+            f"refusing to listen on {host}: taskmill runs pickled code, so anyone who can reach "
+            "this port can run programs on this machine. Listen on loopback (the default), or pass "
+            "--insecure if this network is trusted."
+        )
+
+
+def serve(start: Callable[[], Awaitable[list[Any]]]) -> None:
+    """Start servers, wait until one closes or a signal arrives, close all."""
+    loop = new_event_loop()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        nodes = await start()
+        finished = [asyncio.ensure_future(n.finished()) for n in nodes]
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([stopper, *finished], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.gather(*(n.close() for n in nodes), return_exceptions=True)
+        stopper.cancel()
+        for f in finished:
+            f.cancel()
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()

@@ -1,0 +1,42 @@
+"""``taskmill-scheduler`` (aliases ``dscheduler``, ``dcenter``): run a scheduler."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from taskmill.cli.common import check_host_is_safe, serve
+from taskmill.logs import setup_logging
+from taskmill.server.scheduler import Scheduler
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8786, show_default=True, type=int, help="Port for clients and workers.")
+@click.option("--dashboard-port", default=8787, show_default=True, type=int,
+              help="Port of the web dashboard (reserved; the dashboard is not built yet).")
+@click.option("--insecure", is_flag=True, help="Allow listening beyond loopback without authentication.")
+@click.option("--heartbeat-timeout", default=60.0, show_default=True, type=float,
+              help="Seconds without a heartbeat before a worker is considered dead.")
+@click.option("--log-level", default="INFO", show_default=True)
+def main(host: str, port: int, dashboard_port: int, insecure: bool, heartbeat_timeout: float,
+         log_level: str) -> None:
+    """Start a taskmill scheduler."""
+    setup_logging(log_level)
+    check_host_is_safe(host, insecure)
+    log = logging.getLogger("taskmill.scheduler")
+
+    async def start() -> list[Scheduler]:
+        try:
+            scheduler = await Scheduler(host=host, port=port, heartbeat_timeout=heartbeat_timeout).start()
+        except OSError as exc:
+            raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
+        log.info("scheduler ready: connect with Executor(%r)", scheduler.address)
+        return [scheduler]
+
+    serve(start)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Turning a Python call into a task: name it and serialize it once.
+
+``pack_call`` walks the arguments once to replace Futures with TaskRefs
+(collecting the dependencies), pickles the arguments once, and names the
+task.  A pure task is named by a hash of the function token and the pickled
+arguments we had to produce anyway, so naming costs one hash of bytes already
+in hand; large arguments (over ``HASH_LIMIT`` bytes) get a unique name instead
+of paying for hashing them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from taskmill.core.taskref import TaskRef, map_nested
+from taskmill.protocol import SerializationError, Serialized, serialize
+
+HASH_LIMIT = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class PackedCall:
+    key: str
+    args: Serialized
+    dependencies: tuple[str, ...]
+
+
+def funcname(fn: Callable[..., Any]) -> str:
+    """A short readable prefix for keys: the function's name."""
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    if name == "<lambda>":
+        return "lambda"
+    return name.replace("-", "_")
+
+
+def replace_futures(obj: Any, is_future: Callable[[Any], bool], found: dict[str, Any]) -> Any:
+    """Replace each future in ``obj`` by a TaskRef, recording it in ``found``."""
+
+    def to_ref(fut: Any) -> TaskRef:
+        found[fut.key] = fut
+        return TaskRef(fut.key)
+
+    return map_nested(obj, to_ref, is_future)
+
+
+def _serialize_args(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Serialized:
+    try:
+        return serialize((args, kwargs))
+    except SerializationError:
+        pass
+    # Find the culprit so the message names it.
+    for where, value in [*((f"argument {i}", a) for i, a in enumerate(args)),
+                         *((f"keyword argument {k!r}", v) for k, v in kwargs.items())]:
+        try:
+            serialize(value)
+        except SerializationError as exc:
+            raise SerializationError(
+                f"cannot send {where} of {funcname(fn)}() to the cluster: {exc}. "
+                "Pass something picklable, or build the object inside the task."
+            ) from None
+    raise SerializationError(f"cannot serialize the arguments of {funcname(fn)}()")
+
+
+def pack_call(
+    fn: Callable[..., Any],
+    func_token: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    pure: bool,
+    key: str | None,
+    is_future: Callable[[Any], bool],
+    found: dict[str, Any],
+) -> PackedCall:
+    """Serialize a call, collect its dependencies, and name it."""
+    local: dict[str, Any] = {}
+    args = replace_futures(args, is_future, local)
+    kwargs = replace_futures(kwargs, is_future, local) if kwargs else kwargs
+    found.update(local)
+    payload = _serialize_args(fn, args, kwargs)
+    if key is None:
+        key = f"{funcname(fn)}-{call_token(func_token, payload) if pure else uuid.uuid4().hex}"
+    return PackedCall(key, payload, tuple(local))
+
+
+def call_token(func_token: str, payload: Serialized) -> str:
+    """A deterministic token for a pure call, or a unique one when its
+    arguments are too large to be worth hashing."""
+    if payload.nbytes > HASH_LIMIT:
+        return uuid.uuid4().hex
+    h = hashlib.blake2b(func_token.encode(), digest_size=16)
+    for frame in payload.frames:
+        h.update(frame)
+    return h.hexdigest()

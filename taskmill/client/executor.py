@@ -1,0 +1,385 @@
+"""``Executor``: the user's handle on a cluster.
+
+Theory of operation
+-------------------
+The Executor is a thin facade over a :class:`Session`.  In blocking mode it
+owns a private event loop on a daemon thread (:class:`LoopRunner`) and each
+method runs the session's coroutine there and waits; in asynchronous mode it
+lives on the caller's loop and methods return awaitables.  ``submit`` and
+``map`` never wait in either mode: they pickle in the calling thread (so a
+bad argument fails right here, naming itself) and queue one message.
+
+Without an address, the Executor starts a :class:`LocalCluster` on its loop
+and closes it with itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import weakref
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
+
+from taskmill.client import registry
+from taskmill.client.calls import funcname, pack_call
+from taskmill.client.future import Future
+from taskmill.client.loop_runner import LoopRunner
+from taskmill.client.nested import collect_futures, rebuild
+from taskmill.client.session import Session
+from taskmill.comm import normalize_address
+from taskmill.protocol import Serialized, serialize, serialize_function
+
+_live_executors: weakref.WeakSet[Executor] = weakref.WeakSet()
+
+
+class Executor:
+    """Connect to a taskmill cluster, or start an embedded local one.
+
+    ``Executor()`` starts a scheduler and worker processes on loopback;
+    ``Executor("host:8786")`` connects to a running scheduler.  Use it as a
+    context manager, or call ``close()`` (twice is fine).
+    """
+
+    def __init__(self, address: str | None = None, *, asynchronous: bool = False,
+                 n_workers: int | None = None, threads_per_worker: int | None = None,
+                 processes: bool = True, memory_limit: int | str | None = None,
+                 timeout: float = 10.0, set_as_default: bool = True) -> None:
+        self.asynchronous = asynchronous
+        self._address = normalize_address(address) if address is not None else None
+        self._cluster_options = dict(n_workers=n_workers, threads_per_worker=threads_per_worker,
+                                     processes=processes, memory_limit=memory_limit)
+        self._timeout = timeout
+        self._set_as_default = set_as_default
+        self.cluster: Any = None
+        self._session: Session | None = None
+        self._runner: LoopRunner | None = None
+        self._funcs_sent: set[str] = set()
+        self.status = "created"
+        if not asynchronous:
+            self._runner = LoopRunner()
+            try:
+                self._runner.run(self._start())
+            except BaseException:
+                self._runner.stop()
+                self.status = "closed"
+                raise
+
+    # ------------------------------------------------------------------ #
+    # Lifecycle
+    # ------------------------------------------------------------------ #
+    async def _start(self) -> Executor:
+        if self.status == "running":
+            return self
+        loop = asyncio.get_running_loop()
+        address = self._address
+        if address is None:
+            from taskmill.cluster.local import LocalCluster
+
+            self.cluster = LocalCluster(**self._cluster_options)
+            await self.cluster.start()
+            address = self.cluster.scheduler_address
+        session = Session(address, loop, self, connect_timeout=self._timeout)
+        try:
+            await session.start()
+        except BaseException:
+            if self.cluster is not None:
+                await self.cluster.close()
+            raise
+        self._session = session
+        self.status = "running"
+        _live_executors.add(self)
+        if self._set_as_default:
+            registry.set_default(self)
+        return self
+
+    async def _close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        if self.cluster is not None:
+            await self.cluster.close()
+
+    def close(self) -> Any:
+        """Close the connection (and the embedded cluster, if any).  Safe to call twice."""
+        if self.status in ("closed", "closing", "created") and self._session is None:
+            self.status = "closed"
+            return _done_awaitable() if self.asynchronous else None
+        self.status = "closing"
+        registry.unset_default(self)
+        if self.asynchronous:
+            return self._finish_async_close()
+        assert self._runner is not None
+        try:
+            self._runner.run(self._close(), timeout=30)
+        finally:
+            self._runner.stop()
+            self._session = None
+            self.status = "closed"
+        return None
+
+    async def _finish_async_close(self) -> None:
+        try:
+            await self._close()
+        finally:
+            self._session = None
+            self.status = "closed"
+
+    shutdown = close
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Executor:
+        return await self._start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __await__(self) -> Any:
+        return self._start().__await__()
+
+    def __del__(self) -> None:
+        if getattr(self, "status", "closed") == "running" and not self.asynchronous:
+            try:
+                self.close()
+            except Exception:
+                pass
+
+    @property
+    def session(self) -> Session:
+        if self._session is None or self.status != "running":
+            raise RuntimeError(
+                f"this Executor is {self.status}: create a new Executor to submit work"
+            )
+        return self._session
+
+    @property
+    def scheduler_address(self) -> str:
+        return self.session.scheduler_address
+
+    def _call(self, coro: Coroutine[Any, Any, Any], timeout: float | None = None) -> Any:
+        if self.asynchronous:
+            return coro
+        return self.session.sync(coro, timeout)
+
+    # ------------------------------------------------------------------ #
+    # Submitting work
+    # ------------------------------------------------------------------ #
+    def _is_future(self, obj: Any) -> bool:
+        if type(obj) is not Future and not isinstance(obj, Future):
+            return False
+        if obj._session is not self._session and obj._session.scheduler_address != self.scheduler_address:
+            raise ValueError(f"{obj!r} belongs to a cluster at {obj._session.scheduler_address}, "
+                             f"not this one at {self.scheduler_address}")
+        return True
+
+    @staticmethod
+    def _serialize_function(fn: Callable[..., Any]) -> tuple[str, Serialized]:
+        if not callable(fn):
+            raise TypeError(f"submit/map needs a callable as first argument, got {type(fn).__name__}")
+        return serialize_function(fn)
+
+    def _functions_to_send(self, token: str, payload: Serialized) -> dict[str, Serialized]:
+        """The scheduler keeps functions by token: send each one once."""
+        if token in self._funcs_sent:
+            return {}
+        self._funcs_sent.add(token)
+        return {token: payload}
+
+    def submit(self, fn: Callable[..., Any], *args: Any, key: str | None = None, pure: bool = True,
+               workers: str | Iterable[str] | None = None, allow_other_workers: bool = False,
+               retries: int = 0, priority: int = 0, resources: dict[str, float] | None = None,
+               **kwargs: Any) -> Future:
+        """Run ``fn(*args, **kwargs)`` on the cluster and return a Future.
+
+        Futures among the arguments (also inside lists, tuples, dicts and
+        sets) are dependencies: the function receives their values.
+        """
+        session = self.session
+        session.check_running()
+        token, func = self._serialize_function(fn)
+        call = pack_call(fn, token, args, kwargs, pure=pure, key=key, is_future=self._is_future, found={})
+        generation = session.next_generation()
+        task = [call.key, token, call.args, list(call.dependencies), [-priority, generation, 0],
+                retries, _worker_list(workers), allow_other_workers]
+        return session.submit_graph([task], self._functions_to_send(token, func), [call.key])[0]
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], key: str | list[str] | None = None,
+            pure: bool = True, workers: str | Iterable[str] | None = None,
+            allow_other_workers: bool = False, retries: int = 0, priority: int = 0,
+            resources: dict[str, float] | None = None, **kwargs: Any) -> list[Future]:
+        """Submit ``fn`` over each element of the iterables; returns a list of Futures."""
+        session = self.session
+        session.check_running()
+        if not iterables:
+            raise TypeError("map needs at least one iterable")
+        token, func = self._serialize_function(fn)
+        calls = list(zip(*iterables))
+        if isinstance(key, (list, tuple)):
+            if len(key) != len(calls):
+                raise ValueError(f"map got {len(key)} keys for {len(calls)} calls")
+            keys: list[str | None] = list(key)
+        elif isinstance(key, str):
+            keys = [f"{key}-{i}" for i in range(len(calls))]
+        else:
+            keys = [None] * len(calls)
+        generation = session.next_generation()
+        restrictions = _worker_list(workers)
+        tasks = []
+        for i, (args, k) in enumerate(zip(calls, keys)):
+            call = pack_call(fn, token, args, kwargs, pure=pure, key=k, is_future=self._is_future, found={})
+            tasks.append([call.key, token, call.args, list(call.dependencies), [-priority, generation, i],
+                          retries, restrictions, allow_other_workers])
+        return session.submit_graph(tasks, self._functions_to_send(token, func), [t[0] for t in tasks])
+
+    # ------------------------------------------------------------------ #
+    # Data
+    # ------------------------------------------------------------------ #
+    def gather(self, futures: Any, errors: str = "raise", direct: bool | None = None) -> Any:
+        """The values of ``futures``, in the same nested structure (lists,
+        tuples, dicts, sets); ``errors="skip"`` leaves out failed ones."""
+        if errors not in ("raise", "skip"):
+            raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
+        found = collect_futures(futures, self._is_future)
+        session = self.session
+
+        async def run() -> Any:
+            states = session.states_for(found)
+            await session.gather_states(states, errors)
+            fetched = {ks.key: ks.value for ks in states if ks.has_value}
+            return rebuild(futures, self._is_future, fetched, skip_missing=errors == "skip")
+
+        return self._call(run())
+
+    def scatter(self, data: Any, workers: str | Iterable[str] | None = None, broadcast: bool = False,
+                hash: bool = True) -> Any:
+        """Put local data on the cluster.  A list gives a list of Futures, a
+        dict a dict of Futures (its keys name the data), anything else one Future."""
+        from taskmill.client.scatter import plan_scatter, scatter_payloads
+
+        session = self.session
+        payloads = scatter_payloads(data, hash=hash)
+
+        async def run() -> Any:
+            futures = await plan_scatter(session, payloads, _worker_list(workers), broadcast)
+            if isinstance(data, dict):
+                return dict(zip(data, futures))
+            if isinstance(data, (list, tuple, set, frozenset)):
+                return type(data)(futures) if not isinstance(data, (set, frozenset)) else futures
+            return futures[0]
+
+        return self._call(run())
+
+    def cancel(self, futures: Future | Iterable[Future]) -> Any:
+        """Cancel futures: their tasks stop and their data is released."""
+        futs = [futures] if isinstance(futures, Future) else list(futures)
+        for f in futs:
+            f.cancel()
+        return _done_awaitable() if self.asynchronous else None
+
+    # ------------------------------------------------------------------ #
+    # Cluster operations
+    # ------------------------------------------------------------------ #
+    def who_has(self, futures: Future | Iterable[Future] | None = None) -> Any:
+        """``{key: [worker_address, ...]}`` for the given futures (or all keys)."""
+        keys = None if futures is None else [f.key for f in collect_futures(futures, self._is_future)]
+        return self._call(self.session.scheduler_call("who-has", keys=keys))
+
+    def has_what(self) -> Any:
+        """``{worker_address: [key, ...]}``."""
+        return self._call(self.session.scheduler_call("has-what"))
+
+    def nthreads(self) -> Any:
+        """``{worker_address: number_of_threads}``."""
+        return self._call(self.session.scheduler_call("nthreads"))
+
+    ncores = nthreads
+
+    def scheduler_info(self) -> Any:
+        """``{"address": ..., "workers": {address: {"nthreads", "memory_limit", ...}}, ...}``."""
+        return self._call(self.session.scheduler_call("scheduler-info"))
+
+    def run(self, fn: Callable[..., Any], *args: Any, workers: Iterable[str] | None = None,
+            **kwargs: Any) -> Any:
+        """Call ``fn(*args, **kwargs)`` on every worker; ``{worker_address: result}``."""
+        session = self.session
+        payload = serialize((fn, args, kwargs))
+
+        async def run() -> dict[str, Any]:
+            targets = list(workers) if workers is not None else list(
+                await session.scheduler_call("nthreads"))
+            replies = await asyncio.gather(
+                *(session.worker_call(w, "run", call=payload) for w in targets))
+            return {w: r.deserialize() for w, r in zip(targets, replies)}
+
+        return self._call(run())
+
+    def restart(self, timeout: float = 60.0) -> Any:
+        """Restart every worker process and drop all data; the Executor stays usable."""
+        session = self.session
+
+        async def run() -> Executor:
+            await session.scheduler_call("restart", timeout=timeout)
+            return self
+
+        return self._call(run())
+
+    def upload_file(self, path: str) -> Any:
+        """Ship a ``.py``, ``.zip`` or ``.egg`` file to every worker (present
+        and future) and make it importable there."""
+        if not path.endswith((".py", ".zip", ".egg")):
+            raise ValueError(f"upload_file takes a .py, .zip or .egg file, not {path!r}")
+        with open(path, "rb") as f:
+            data = f.read()
+        filename = os.path.basename(path)
+        return self._call(self.session.scheduler_call("upload-file", filename=filename, data=data))
+
+    def concurrent_executor(self) -> Any:
+        """A strict ``concurrent.futures.Executor`` view over this cluster."""
+        from taskmill.client.concurrent_view import ClusterPoolExecutor
+
+        return ClusterPoolExecutor(self)
+
+    # ------------------------------------------------------------------ #
+    def __repr__(self) -> str:
+        if self._session is None or self.status != "running":
+            return f"<Executor: {self.status}>"
+        return f"<Executor: scheduler={self._session.scheduler_address!r}>"
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        return f"<b>taskmill Executor</b><br/>{escape(repr(self))}"
+
+
+def _worker_list(workers: str | Iterable[str] | None) -> list[str] | None:
+    if workers is None:
+        return None
+    if isinstance(workers, str):
+        workers = [workers]
+    return [normalize_address(w) for w in workers]
+
+
+async def _nothing() -> None:
+    return None
+
+
+def _done_awaitable() -> Any:
+    return _nothing()
+
+
+@atexit.register
+def _close_executors_at_exit() -> None:
+    for executor in list(_live_executors):
+        if not executor.asynchronous:
+            try:
+                executor.close()
+            except Exception:
+                pass
+
+
+__all__ = ["Executor", "funcname"]

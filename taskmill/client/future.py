@@ -1,0 +1,139 @@
+"""``Future``: a real ``concurrent.futures.Future`` for a task on the cluster.
+
+Theory of operation
+-------------------
+Every Future belongs to one client session and names one key.  All Futures of
+a key in a session share a :class:`KeyState` (status, where the data is, the
+fetched value, the error); the session updates it from scheduler reports on
+its event loop and then completes each live Future through
+``concurrent.futures.Future``'s own setters, so the standard library's
+``wait`` and ``as_completed`` work unchanged.
+
+A finished task does not move its data: the Future is completed with a
+private marker and ``result()`` fetches the value from a worker the first time
+it is asked for (once per key; later calls reuse it).
+
+Reference counting: each live Future counts once for its key; when the last
+is released (``release()`` or garbage collection) the session tells the
+scheduler, which frees the data unless another client or a task needs it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from taskmill.client.session import Session
+
+PENDING, FINISHED, ERROR, CANCELLED, LOST = "pending", "finished", "error", "cancelled", "lost"
+TERMINAL = frozenset({FINISHED, ERROR, CANCELLED, LOST})
+
+class _InMemory:
+    """Marker stored as a finished Future's ``concurrent.futures`` result."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<data held on the cluster>"
+
+IN_MEMORY = _InMemory()
+
+class Future(concurrent.futures.Future):  # type: ignore[type-arg]
+    """The eventual result of a task running on the cluster.
+
+    Created by :meth:`Executor.submit`, :meth:`Executor.map`,
+    :meth:`Executor.scatter` and friends, never directly.  Use ``result()``
+    (or ``await future`` in asynchronous mode), ``exception()``, ``done()``,
+    ``cancel()``, ``add_done_callback()`` and ``release()``.
+    """
+
+    def __init__(self, key: str, session: Session) -> None:
+        super().__init__()
+        self.key = key
+        self._session = session
+        self._released = False
+        self._keystate = session.register_future(self)
+
+    # -- status ----------------------------------------------------------- #
+    @property
+    def status(self) -> str:
+        """One of "pending", "finished", "error", "cancelled", "lost"."""
+        return CANCELLED if self.cancelled() else self._keystate.status
+
+    @property
+    def executor(self) -> Any:
+        """The Executor this future belongs to."""
+        return self._session.owner
+
+    # -- results ---------------------------------------------------------- #
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the task and return its value, fetching it from the worker
+        that holds it.  Re-raises the task's exception (same type, with the
+        remote traceback as ``__cause__``)."""
+        super().result(timeout)
+        return self._session.fetch_result_blocking(self, timeout)
+
+    def traceback(self, timeout: float | None = None) -> str | None:
+        """The remote traceback text of a task that raised, else None."""
+        self.exception(timeout)
+        return self._keystate.traceback
+
+    def cancel(self) -> bool:
+        """Cancel the task on the cluster.  Returns False when it already finished."""
+        if self.done():
+            return self.cancelled()
+        self._session.cancel_keys([self.key])
+        return bool(super().cancel())
+
+    def release(self) -> None:
+        """Drop this future's claim on the data; the cluster frees it when
+        no other future, client or pending task needs it."""
+        if not self._released:
+            self._released = True
+            self._session.release_future(self.key)
+
+    def add_done_callback(self, fn: Callable[[Future], object]) -> None:
+        """Call ``fn(future)`` when the future is done.  Callbacks never run on
+        the client's event loop thread, so they may call ``result()``."""
+        session = self._session
+
+        def run(fut: concurrent.futures.Future) -> None:  # type: ignore[type-arg]
+            session.run_callback(fn, self)
+
+        super().add_done_callback(run)
+
+    def _notify_when_done(self, fn: Callable[[Future], object]) -> None:
+        """Internal: call ``fn`` on whatever thread completes the future."""
+        super().add_done_callback(fn)  # type: ignore[arg-type]
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._session.result_async(self).__await__()
+
+    # -- plumbing --------------------------------------------------------- #
+    def __del__(self) -> None:
+        try:
+            self.release()
+        except Exception:  # interpreter shutdown
+            pass
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        from taskmill.client.registry import future_from_key
+
+        return (future_from_key, (self.key, self._session.scheduler_address))
+
+    def __repr__(self) -> str:
+        status = self.status
+        extra = ""
+        if status == FINISHED:
+            extra = f", type: {self._keystate.type_name}" if self._keystate.type_name else ""
+        return f"<Future: {status}{extra}, key: {self.key}>"
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        return (
+            f"<b>Future: {escape(self.key)}</b> "
+            f"<span>status: {escape(self.status)}</span>"
+        )

@@ -1,0 +1,48 @@
+"""Which Executor is the default in this process (used when Futures are
+unpickled here, and by dask's default-scheduler hook)."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any
+
+_lock = threading.Lock()
+_defaults: list[weakref.ref[Any]] = []
+
+
+def set_default(executor: Any) -> None:
+    with _lock:
+        _defaults.append(weakref.ref(executor))
+
+
+def unset_default(executor: Any) -> None:
+    with _lock:
+        _defaults[:] = [r for r in _defaults if r() is not None and r() is not executor]
+
+
+def default_executor() -> Any:
+    """The most recently started open Executor, or None."""
+    with _lock:
+        for ref in reversed(_defaults):
+            ex = ref()
+            if ex is not None and ex.status == "running":
+                return ex
+    return None
+
+
+def future_from_key(key: str, scheduler_address: str) -> Any:
+    """Rebuild a pickled Future against an open Executor of the same cluster."""
+    from taskmill.client.future import Future
+
+    with _lock:
+        candidates = [r() for r in reversed(_defaults)]
+    for ex in candidates:
+        if ex is not None and ex.status == "running" and ex.scheduler_address == scheduler_address:
+            fut = Future(key, ex.session)
+            ex.session.send({"op": "want-keys", "keys": [key]})
+            return fut
+    raise RuntimeError(
+        f"cannot unpickle the Future {key!r}: no open Executor connected to {scheduler_address} "
+        "in this process. Open one with Executor(address) first."
+    )

@@ -1,0 +1,414 @@
+"""The client's asynchronous core: one connection to the scheduler, the keys
+this client holds, and the data it fetches from workers.
+
+Theory of operation
+-------------------
+A ``Session`` lives on one event loop (the Executor's background thread, or
+the user's loop in asynchronous mode).  Calls from user threads reach it
+through ``post`` (``call_soon_threadsafe``), so messages keep their order.
+
+* Submissions go out on a ``BatchedSend`` stream as ``update-graph``
+  messages; nothing waits for the scheduler, so ``submit`` costs only the
+  pickling done in the caller's thread.
+* The scheduler streams back reports (``key-in-memory``, ``task-erred``,
+  ``key-lost``, ``key-cancelled``); ``_on_*`` handlers update the key's
+  :class:`KeyState` and complete its live Futures.
+* Data never passes through the scheduler: ``gather`` asks the workers named
+  in the ``key-in-memory`` report, one request per worker for many keys, and
+  asks the scheduler again only when a worker no longer has the data.
+* Reference counts: ``register_future`` / ``release_future`` count live
+  Futures per key under a lock (Futures may be collected on any thread); the
+  count reaching zero sends ``release-keys``.
+* Losing the scheduler fails every pending Future with SchedulerGoneError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any
+
+from taskmill.client.future import CANCELLED, ERROR, FINISHED, IN_MEMORY, LOST, PENDING, TERMINAL, Future
+from taskmill.client.keystate import KeyState
+from taskmill.client.remote_errors import rebuild_exception, scheduler_decided_error
+from taskmill.comm import BatchedSend, CommClosedError, ConnectionPool, connect
+from taskmill.errors import FutureLostError, SchedulerGoneError
+
+if TYPE_CHECKING:
+    from taskmill.protocol import Serialized
+
+logger = logging.getLogger("taskmill.client")
+
+FETCH_ATTEMPTS = 5
+
+
+class Session:
+    """One client's connection to a scheduler and the keys it holds."""
+
+    def __init__(self, scheduler_address: str, loop: asyncio.AbstractEventLoop, owner: Any,
+                 *, connect_timeout: float = 10.0) -> None:
+        self.scheduler_address = scheduler_address
+        self.loop = loop
+        self.owner = owner
+        self.connect_timeout = connect_timeout
+        self.id = f"client-{uuid.uuid4().hex[:16]}"
+        self.status = "created"
+        self.keys: dict[str, KeyState] = {}
+        self.pool = ConnectionPool(timeout=connect_timeout)
+        self._lock = threading.Lock()
+        self._stream: BatchedSend | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._loop_thread: int | None = None
+        self._callbacks = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="taskmill-callback")
+        self._generation = 0
+        self.scheduler_info: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ #
+    # Lifecycle
+    # ------------------------------------------------------------------ #
+    async def start(self) -> None:
+        self._loop_thread = threading.get_ident()
+        comm = await connect(self.scheduler_address, timeout=self.connect_timeout)
+        await comm.write({"op": "register-client", "client": self.id, "reply": False})
+        reply = await asyncio.wait_for(comm.read(), self.connect_timeout)
+        if not isinstance(reply, dict) or reply.get("status") != "OK":
+            await comm.close()
+            raise ConnectionError(f"scheduler at {self.scheduler_address} refused the client: {reply!r}")
+        self.scheduler_info = reply
+        self._stream = BatchedSend(comm)
+        self._reader = asyncio.create_task(self._read_reports(comm), name=f"{self.id}-reports")
+        self.status = "running"
+
+    async def close(self) -> None:
+        if self.status in ("closing", "closed"):
+            return
+        was_running = self.status == "running"
+        self.status = "closing"
+        if self._stream is not None and was_running:
+            try:
+                self._stream.send({"op": "close-client"})
+                await asyncio.wait_for(self._stream.close(), 5)
+            except (CommClosedError, OSError, asyncio.TimeoutError):
+                pass
+        if self._reader is not None:
+            self._reader.cancel()
+            try:
+                await self._reader
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self.pool.close()
+        self._fail_pending(SchedulerGoneError("the executor was closed before this task finished"))
+        self.status = "closed"
+        self._callbacks.shutdown(wait=False)
+
+    def check_running(self) -> None:
+        if self.status != "running":
+            raise RuntimeError(
+                f"this Executor is {self.status}: create a new Executor to submit work"
+            )
+
+    # ------------------------------------------------------------------ #
+    # Threads
+    # ------------------------------------------------------------------ #
+    def on_loop_thread(self) -> bool:
+        return threading.get_ident() == self._loop_thread
+
+    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the loop, in call order, from any thread."""
+        if self.on_loop_thread():
+            fn(*args)
+        else:
+            try:
+                self.loop.call_soon_threadsafe(fn, *args)
+            except RuntimeError:  # loop closed: nothing left to tell
+                pass
+
+    def sync(self, coro: Coroutine[Any, Any, Any], timeout: float | None = None) -> Any:
+        """Run a coroutine on the loop from a user thread and wait for it."""
+        if self.on_loop_thread():
+            coro.close()
+            raise RuntimeError("this call blocks; in asynchronous mode, await the future instead")
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise
+
+    def run_callback(self, fn: Callable[[Future], object], future: Future) -> None:
+        if self.on_loop_thread():
+            self._callbacks.submit(self._guarded_callback, fn, future)
+        else:
+            self._guarded_callback(fn, future)
+
+    @staticmethod
+    def _guarded_callback(fn: Callable[[Future], object], future: Future) -> None:
+        try:
+            fn(future)
+        except Exception:
+            logger.exception("exception calling callback for %r", future)
+
+    # ------------------------------------------------------------------ #
+    # Futures and reference counts
+    # ------------------------------------------------------------------ #
+    def register_future(self, fut: Future) -> KeyState:
+        with self._lock:
+            ks = self.keys.get(fut.key)
+            if ks is None:
+                ks = self.keys[fut.key] = KeyState(fut.key)
+            ks.refcount += 1
+            ks.futures.add(fut)
+        if ks.status != PENDING:
+            self.post(self._complete_futures, ks)
+        return ks
+
+    def release_future(self, key: str) -> None:
+        with self._lock:
+            ks = self.keys.get(key)
+            if ks is None:
+                return
+            ks.refcount -= 1
+            if ks.refcount > 0:
+                return
+            del self.keys[key]
+        if self.status == "running":
+            self.post(self._send, {"op": "release-keys", "keys": [key]})
+
+    def next_generation(self) -> int:
+        self._generation += 1
+        return self._generation
+
+    def _send(self, *msgs: dict[str, Any]) -> None:
+        if self._stream is None or self.status != "running":
+            return
+        try:
+            self._stream.send(*msgs)
+        except CommClosedError:
+            self._on_scheduler_lost()
+
+    def send(self, msg: dict[str, Any]) -> None:
+        """Queue a message to the scheduler, from any thread."""
+        self.post(self._send, msg)
+
+    def submit_graph(self, tasks: list[list[Any]], funcs: dict[str, Serialized],
+                     keys: list[str]) -> list[Future]:
+        """Create the futures for ``keys`` and send the tasks (any thread)."""
+        self.check_running()
+        futures = [Future(k, self) for k in keys]
+        self.send({"op": "update-graph", "tasks": tasks, "funcs": funcs, "wanted": keys})
+        return futures
+
+    def cancel_keys(self, keys: list[str]) -> None:
+        self.send({"op": "cancel-keys", "keys": keys})
+
+    # ------------------------------------------------------------------ #
+    # Reports from the scheduler (loop thread)
+    # ------------------------------------------------------------------ #
+    async def _read_reports(self, comm: Any) -> None:
+        handlers: dict[str, Callable[..., None]] = {
+            "key-in-memory": self._on_key_in_memory,
+            "task-erred": self._on_task_erred,
+            "key-lost": self._on_key_lost,
+            "key-cancelled": self._on_key_cancelled,
+        }
+        try:
+            while True:
+                msgs = await comm.read()
+                for msg in msgs:
+                    op = msg.pop("op")
+                    handler = handlers.get(op)
+                    if handler is None:
+                        logger.warning("ignoring unknown report %r from the scheduler", op)
+                        continue
+                    handler(**msg)
+        except (CommClosedError, OSError):
+            pass
+        finally:
+            if self.status == "running":
+                self._on_scheduler_lost()
+
+    def _on_key_in_memory(self, key: str, who_has: list[str], type_name: str = "") -> None:
+        ks = self.keys.get(key)
+        if ks is None:
+            return
+        ks.who_has = tuple(who_has)
+        ks.type_name = type_name
+        ks.arrived_event.set()
+        self._finish(ks, FINISHED)
+
+    def _on_task_erred(self, key: str, exception: Serialized | None, traceback: Serialized | None,
+                       text: str, worker: str, error_type: str = "") -> None:
+        ks = self.keys.get(key)
+        if ks is None:
+            return
+        if exception is None:
+            ks.exception = scheduler_decided_error(error_type, text)
+        else:
+            ks.exception, ks.traceback = rebuild_exception(key, worker, exception, traceback, text)
+        self._finish(ks, ERROR)
+
+    def _on_key_lost(self, key: str, reason: str) -> None:
+        ks = self.keys.get(key)
+        if ks is None:
+            return
+        ks.exception = FutureLostError(f"the data of {key!r} was lost: {reason}")
+        ks.has_value = False
+        self._finish(ks, LOST)
+
+    def _on_key_cancelled(self, key: str, reason: str = "") -> None:
+        ks = self.keys.get(key)
+        if ks is None:
+            return
+        ks.has_value = False
+        ks.value = None
+        self._finish(ks, CANCELLED)
+
+    def _finish(self, ks: KeyState, status: str) -> None:
+        ks.status = status
+        ks.done_event.set()
+        self._complete_futures(ks)
+
+    def _complete_futures(self, ks: KeyState) -> None:
+        for fut in list(ks.futures):
+            if fut.done():
+                continue
+            if ks.status == FINISHED:
+                fut.set_result(IN_MEMORY)
+            elif ks.status in (ERROR, LOST):
+                fut.set_exception(ks.exception)
+            elif ks.status == CANCELLED and concurrent.futures.Future.cancel(fut):
+                fut.set_running_or_notify_cancel()
+
+    def _on_scheduler_lost(self) -> None:
+        if self.status != "running":
+            return
+        self.status = "closed"
+        logger.error("lost the connection to the scheduler at %s", self.scheduler_address)
+        self._fail_pending(SchedulerGoneError(
+            f"lost the connection to the scheduler at {self.scheduler_address}; "
+            "this task's result cannot arrive. Check that the scheduler is running."
+        ))
+
+    def _fail_pending(self, error: BaseException) -> None:
+        with self._lock:
+            states = list(self.keys.values())
+        for ks in states:
+            if ks.status == PENDING:
+                ks.exception = error
+                self._finish(ks, ERROR)
+
+    # ------------------------------------------------------------------ #
+    # Results and data
+    # ------------------------------------------------------------------ #
+    def fetch_result_blocking(self, fut: Future, timeout: float | None) -> Any:
+        ks = fut._keystate
+        if ks.has_value:
+            return ks.value
+        if self.on_loop_thread():
+            raise RuntimeError(
+                "Future.result() would block the event loop; use `await future` in asynchronous mode"
+            )
+        return self.sync(self.gather_states([ks]), timeout)[0]
+
+    async def result_async(self, fut: Future) -> Any:
+        ks = fut._keystate
+        if fut.cancelled():
+            raise asyncio.CancelledError(f"{fut.key} was cancelled")
+        return (await self.gather_states([ks]))[0]
+
+    async def gather_states(self, states: list[KeyState], errors: str = "raise") -> list[Any]:
+        """Wait for the keys and return their values, fetching missing ones."""
+        for ks in states:
+            if ks.status == PENDING:
+                await ks.done_event.wait()
+        out: list[Any] = []
+        failed: set[str] = set()
+        for ks in states:
+            if ks.status in (ERROR, LOST) and ks.exception is not None:
+                if errors == "raise":
+                    raise ks.exception
+                failed.add(ks.key)
+            elif ks.status == CANCELLED:
+                if errors == "raise":
+                    raise concurrent.futures.CancelledError(f"{ks.key} was cancelled")
+                failed.add(ks.key)
+        await self._fetch([ks for ks in states if ks.status == FINISHED and not ks.has_value])
+        for ks in states:
+            if ks.key in failed:
+                continue
+            if not ks.has_value:  # lost while fetching
+                if errors == "raise" and ks.exception is not None:
+                    raise ks.exception
+                continue
+            out.append(ks.value)
+        return out
+
+    async def _fetch(self, states: list[KeyState]) -> None:
+        pending = {ks.key: ks for ks in states}
+        for attempt in range(FETCH_ATTEMPTS):
+            if not pending:
+                return
+            by_worker: dict[str, list[str]] = {}
+            for key, ks in pending.items():
+                if ks.who_has:
+                    by_worker.setdefault(ks.who_has[0], []).append(key)
+            results = await asyncio.gather(
+                *(self._get_data(w, keys) for w, keys in by_worker.items()), return_exceptions=True
+            )
+            for (worker, keys), got in zip(by_worker.items(), results):
+                if isinstance(got, BaseException):
+                    logger.info("could not fetch %d keys from %s: %s", len(keys), worker, got)
+                    for key in keys:
+                        pending[key].who_has = tuple(w for w in pending[key].who_has if w != worker)
+                    continue
+                for key, value in got.items():
+                    ks = pending.pop(key)
+                    ks.value = value.deserialize()
+                    ks.has_value = True
+            if pending:
+                await self._refresh_who_has(pending, attempt)
+        for ks in pending.values():
+            if ks.status == FINISHED:
+                ks.exception = FutureLostError(
+                    f"could not fetch the data of {ks.key!r} from any worker after {FETCH_ATTEMPTS} attempts"
+                )
+                ks.status = LOST
+
+    async def _get_data(self, worker: str, keys: list[str]) -> dict[str, Serialized]:
+        reply = await self.pool.rpc(worker).call("get-data", keys=keys)
+        return dict(reply["data"])
+
+    async def _refresh_who_has(self, pending: dict[str, KeyState], attempt: int) -> None:
+        who_has = await self.scheduler_call("who-has", keys=list(pending))
+        for key, workers in who_has.items():
+            if key in pending:
+                pending[key].who_has = tuple(workers)
+        waiting = [ks for ks in pending.values() if not ks.who_has and ks.status == FINISHED]
+        for ks in waiting:  # being recomputed: wait for its next in-memory report
+            ks.arrived_event.clear()
+        if waiting:
+            await asyncio.wait(
+                [asyncio.ensure_future(ks.arrived_event.wait()) for ks in waiting],
+                timeout=0.1 * 2 ** attempt,
+            )
+
+    # ------------------------------------------------------------------ #
+    # Requests
+    # ------------------------------------------------------------------ #
+    async def scheduler_call(self, op: str, **kwargs: Any) -> Any:
+        if self.status != "running":
+            raise SchedulerGoneError(f"not connected to the scheduler ({self.status})")
+        return await self.pool.rpc(self.scheduler_address).call(op, **kwargs)
+
+    async def worker_call(self, worker: str, op: str, **kwargs: Any) -> Any:
+        return await self.pool.rpc(worker).call(op, **kwargs)
+
+    def states_for(self, futures: Iterable[Future]) -> list[KeyState]:
+        return [f._keystate for f in futures]
+
+    def is_terminal(self, ks: KeyState) -> bool:
+        return ks.status in TERMINAL

@@ -1,0 +1,164 @@
+"""The nanny: starts one worker process, watches it, restarts or kills it.
+
+Theory of operation
+-------------------
+The nanny is a small server (requests ``restart``, ``kill``, ``ping``) that
+owns one child process running :mod:`taskmill.server.worker_process`.  The
+child reports its address on a pipe once it has registered with the
+scheduler; its stdin is a pipe from the nanny, so it dies with the nanny
+even after a SIGKILL.
+
+When the child exits unexpectedly the nanny tells the scheduler why
+(exit code or signal name) and starts a new one, unless the exit was clean
+(status 0: the worker chose to stop, e.g. its scheduler is gone) or the
+scheduler no longer answers: a nanny never respawns forever against a
+missing scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from taskmill.server.node import Node, Status
+
+logger = logging.getLogger("taskmill.nanny")
+
+START_TIMEOUT = 60.0
+
+
+def describe_exit(returncode: int) -> str:
+    """'worker process exited with signal SIGKILL' / '... with exit code 3'."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"worker process exited with signal {name}"
+    return f"worker process exited with exit code {returncode}"
+
+
+class Nanny(Node):
+    """Starts and supervises one worker process."""
+
+    def __init__(self, scheduler_address: str, *, nthreads: int = 1, memory_limit: int = 0,
+                 host: str = "127.0.0.1", port: int = 0, worker_port: int = 0, name: str = "",
+                 log_level: str = "INFO") -> None:
+        super().__init__(name or "nanny")
+        self.scheduler_address = scheduler_address
+        self.nthreads = nthreads
+        self.memory_limit = memory_limit
+        self.host, self.port, self.worker_port = host, port, worker_port
+        self.worker_name = name
+        self.log_level = log_level
+        self.process: asyncio.subprocess.Process | None = None
+        self.worker_address: str | None = None
+        self.restarts = 0
+        self.last_exit: str | None = None
+        self._restarting = False
+        self.handlers.update({"restart": self._restart, "kill": self._kill})
+
+    async def start(self) -> Nanny:
+        await self.listen(f"tcp://{self.host}:{self.port}")
+        self.status = Status.running
+        await self._start_worker()
+        return self
+
+    async def _start_worker(self) -> None:
+        read_fd, write_fd = os.pipe()
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "taskmill.server.worker_process",
+                "--scheduler", self.scheduler_address, "--nthreads", str(self.nthreads),
+                "--memory-limit", str(self.memory_limit), "--host", self.host,
+                "--port", str(self.worker_port), "--nanny", self.address,
+                "--name", self.worker_name, "--ready-fd", str(write_fd), "--watch-stdin",
+                "--log-level", self.log_level,
+                stdin=asyncio.subprocess.PIPE, pass_fds=(write_fd,),
+            )
+        finally:
+            os.close(write_fd)
+        try:
+            line = await asyncio.wait_for(_read_line(read_fd), START_TIMEOUT)
+        finally:
+            os.close(read_fd)
+        if not line:
+            rc = await self.process.wait()
+            raise RuntimeError(f"worker process failed to start ({describe_exit(rc)}); "
+                               f"is the scheduler at {self.scheduler_address} reachable?")
+        self.worker_address = line
+        self.spawn(self._watch(self.process), "watch-worker")
+
+    async def _watch(self, process: asyncio.subprocess.Process) -> None:
+        returncode = await process.wait()
+        if self.status is not Status.running or self._restarting or process is not self.process:
+            return
+        reason = describe_exit(returncode)
+        self.last_exit = reason
+        logger.warning("%s: %s", self.worker_address, reason)
+        if returncode == 0:
+            logger.info("worker stopped on its own; nanny closes")
+            await self.close()
+            return
+        try:
+            await self.pool.rpc(self.scheduler_address).call(
+                "worker-exited", worker=self.worker_address, reason=reason)
+        except (OSError, asyncio.TimeoutError) as exc:
+            logger.error("scheduler %s unreachable (%s): not restarting the worker",
+                         self.scheduler_address, exc)
+            await self.close()
+            return
+        self.restarts += 1
+        await self._start_worker()
+
+    async def _stop_worker(self, grace: float = 3.0) -> None:
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        try:
+            process.terminate()
+            await asyncio.wait_for(process.wait(), grace)
+        except asyncio.TimeoutError:
+            process.kill()
+            await process.wait()
+        except ProcessLookupError:
+            pass
+
+    async def _restart(self, timeout: float = START_TIMEOUT, comm: Any = None) -> str:
+        """Kill the worker process and start a new one."""
+        self._restarting = True
+        try:
+            if self.process is not None and self.process.returncode is None:
+                self.process.kill()
+                await self.process.wait()
+            self.restarts += 1
+            await asyncio.wait_for(self._start_worker(), timeout)
+        finally:
+            self._restarting = False
+        return "OK"
+
+    async def _kill(self, comm: Any = None) -> str:
+        """Stop the worker process for good (the nanny stays up)."""
+        self._restarting = True
+        await self._stop_worker()
+        return "OK"
+
+    async def _on_close(self) -> None:
+        self._restarting = True
+        await self._stop_worker()
+
+
+async def _read_line(fd: int) -> str:
+    """Read one line from a pipe without blocking the loop."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(os.dup(fd), "rb", buffering=0))
+    try:
+        return (await reader.readline()).decode().strip()
+    finally:
+        transport.close()

@@ -1,0 +1,91 @@
+"""The common shell of every taskmill server: a listener, request handlers,
+a connection pool, a status, and the background tasks it owns.
+
+Structured concurrency: every background loop is started with ``spawn``; an
+exception escaping one is logged with the node's name and recorded in
+``self.errors`` (so tests and the user can see it) and never silently dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from taskmill.comm import ConnectionPool, handle_comm, listen
+
+logger = logging.getLogger("taskmill.node")
+
+
+class Status(enum.Enum):
+    created = "created"
+    running = "running"
+    closing = "closing"
+    closed = "closed"
+
+
+class Node:
+    """A server: subclasses fill ``handlers`` and call ``listen``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.status = Status.created
+        self.handlers: dict[str, Callable[..., Any]] = {"ping": self._ping}
+        self.pool = ConnectionPool()
+        self.listener: Any = None
+        self.address = ""
+        self.errors: list[BaseException] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self.closed_event = asyncio.Event()
+
+    def _ping(self, comm: Any = None) -> str:
+        return "pong"
+
+    async def listen(self, address: str) -> None:
+        self.listener = await listen(address, self._handle_comm)
+        self.address = self.listener.address
+
+    async def _handle_comm(self, comm: Any) -> None:
+        await handle_comm(comm, self.handlers)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run ``coro`` in the background; its failure is logged and kept."""
+        task = asyncio.create_task(coro, name=f"{self.name}:{name}")
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+        return task
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and self.status is Status.running:
+            self.errors.append(exc)
+            logger.error("%s: background task %s failed", self.name, task.get_name(), exc_info=exc)
+
+    async def close(self) -> None:
+        """Stop listening, cancel background tasks, close connections."""
+        if self.status in (Status.closing, Status.closed):
+            await self.closed_event.wait()
+            return
+        self.status = Status.closing
+        await self._on_close()
+        current = asyncio.current_task()
+        tasks = [t for t in self._background if t is not current]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.listener is not None:
+            await self.listener.stop()
+        await self.pool.close()
+        self.status = Status.closed
+        self.closed_event.set()
+
+    async def _on_close(self) -> None:
+        """Hook for subclasses: say goodbye before connections close."""
+
+    async def finished(self) -> None:
+        await self.closed_event.wait()

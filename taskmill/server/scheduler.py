@@ -1,0 +1,351 @@
+"""The scheduler shell: sockets around the pure
+:class:`~taskmill.core.scheduler_state.SchedulerState`.
+
+Theory of operation
+-------------------
+* Clients and workers each keep one long-lived stream
+  (``register-client`` / ``register-worker``).  Every batch of messages read
+  from a stream becomes a batch of typed events; ``_handle`` feeds them to the
+  state machine and routes the commands it returns: ``compute-task`` and
+  ``free-keys`` to workers, reports to clients, all through ``BatchedSend``
+  so one event loop tick produces at most one write per peer.
+* Short requests (``who-has``, ``nthreads``, ``scatter-targets``,
+  ``restart``, ``upload-file`` ...) use the request/reply convention.
+* The scheduler never unpickles user data: functions, arguments, results
+  and exceptions pass through as opaque ``Serialized`` payloads.  Functions
+  are kept by token, so each is received once and sent once per worker.
+* A worker whose stream closes, or that misses heartbeats for
+  ``heartbeat_timeout`` seconds, is removed (``WorkerLeft``); the state
+  machine reschedules or recomputes what it had.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from taskmill.client.waiting import FIRE_AND_FORGET
+from taskmill.comm import BatchedSend, CommClosedError
+from taskmill.core import scheduler_events as ev
+from taskmill.core.scheduler_state import SchedulerState
+from taskmill.protocol import Serialized
+from taskmill.server.node import Node, Status
+
+logger = logging.getLogger("taskmill.scheduler")
+
+
+class Scheduler(Node):
+    """The central scheduler server."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 8786, validate: bool = False,
+                 heartbeat_timeout: float = 60.0, allowed_failures: int = 3) -> None:
+        super().__init__("scheduler")
+        self.host, self.port = host, port
+        self.id = f"scheduler-{uuid.uuid4().hex[:12]}"
+        self.state = SchedulerState(allowed_failures=allowed_failures, validate=validate)
+        self.heartbeat_timeout = heartbeat_timeout
+        self.worker_streams: dict[str, BatchedSend] = {}
+        self.worker_comms: dict[str, Any] = {}
+        self.worker_extra: dict[str, dict[str, Any]] = {}
+        self.client_streams: dict[str, BatchedSend] = {}
+        self.functions: dict[str, Serialized] = {}
+        self.uploads: dict[str, bytes] = {}
+        self.exit_reasons: dict[str, str] = {}
+        self._stimulus = itertools.count()
+        self._workers_changed = asyncio.Condition()
+        self.handlers.update({
+            "register-client": self._register_client,
+            "register-worker": self._register_worker,
+            "who-has": lambda comm=None, keys=None: self.state.who_has(keys),
+            "has-what": lambda comm=None: self.state.has_what(),
+            "nthreads": lambda comm=None: self.state.nthreads(),
+            "scheduler-info": self._scheduler_info,
+            "scatter-targets": self._scatter_targets,
+            "restart": self._restart,
+            "upload-file": self._upload_file,
+            "worker-exited": self._worker_exited,
+        })
+        self._client_ops: dict[str, Callable[..., ev.SchedulerEvent | None]] = {
+            "update-graph": self._update_graph,
+            "release-keys": lambda client, sid, keys: ev.KeysReleased(sid, client, tuple(keys)),
+            "want-keys": lambda client, sid, keys: ev.KeysWanted(sid, client, tuple(keys)),
+            "fire-and-forget": lambda client, sid, keys: ev.KeysWanted(sid, FIRE_AND_FORGET, tuple(keys)),
+            "cancel-keys": lambda client, sid, keys: ev.CancelRequested(sid, client, tuple(keys)),
+            "scatter-done": self._scatter_done,
+            "close-client": lambda client, sid: None,
+        }
+
+    async def start(self) -> Scheduler:
+        await self.listen(f"tcp://{self.host}:{self.port}")
+        self.status = Status.running
+        self.spawn(self._check_heartbeats(), "heartbeat-check")
+        logger.info("scheduler at %s", self.address)
+        return self
+
+    def _sid(self, op: str) -> str:
+        return f"{op}-{next(self._stimulus)}"
+
+    # ------------------------------------------------------------------ #
+    # Events in, commands out
+    # ------------------------------------------------------------------ #
+    def _handle(self, *events: ev.SchedulerEvent) -> None:
+        if not events:
+            return
+        to_workers: dict[str, list[dict[str, Any]]] = {}
+        to_clients: dict[str, list[dict[str, Any]]] = {}
+        forgotten: list[str] = []
+        for cmd in self.state.handle(*events):
+            match cmd:
+                case ev.ComputeTask():
+                    to_workers.setdefault(cmd.worker, []).append({
+                        "op": "compute-task", "key": cmd.key, "func_token": cmd.func_token,
+                        "func": cmd.func, "args": cmd.args, "who_has": cmd.who_has,
+                        "nbytes": cmd.nbytes, "priority": cmd.priority,
+                        "stimulus_id": cmd.stimulus_id})
+                case ev.FreeKeys():
+                    to_workers.setdefault(cmd.worker, []).append(
+                        {"op": "free-keys", "keys": cmd.keys, "stimulus_id": cmd.stimulus_id})
+                case ev.ReportInMemory():
+                    to_clients.setdefault(cmd.client, []).append(
+                        {"op": "key-in-memory", "key": cmd.key, "who_has": cmd.who_has,
+                         "type_name": cmd.type_name})
+                case ev.ReportErred():
+                    to_clients.setdefault(cmd.client, []).append(
+                        {"op": "task-erred", "key": cmd.key, "exception": cmd.exception,
+                         "traceback": cmd.traceback, "text": cmd.exception_text,
+                         "worker": cmd.worker, "error_type": cmd.error_type})
+                case ev.ReportLost():
+                    to_clients.setdefault(cmd.client, []).append(
+                        {"op": "key-lost", "key": cmd.key, "reason": cmd.reason})
+                case ev.ReportCancelled():
+                    to_clients.setdefault(cmd.client, []).append(
+                        {"op": "key-cancelled", "key": cmd.key, "reason": cmd.reason})
+                case _:
+                    raise TypeError(f"scheduler shell cannot run {cmd!r}")
+        for worker, msgs in to_workers.items():
+            self._send(self.worker_streams.get(worker), msgs)
+        for client, msgs in to_clients.items():
+            if client == FIRE_AND_FORGET:
+                forgotten.extend(m["key"] for m in msgs if m["op"] != "key-lost")
+            else:
+                self._send(self.client_streams.get(client), msgs)
+        if forgotten:  # fire-and-forget keys are done: nobody holds them any more
+            self._handle(ev.KeysReleased(self._sid("fire-and-forget-done"), FIRE_AND_FORGET,
+                                         tuple(forgotten)))
+
+    @staticmethod
+    def _send(stream: BatchedSend | None, msgs: list[dict[str, Any]]) -> None:
+        if stream is None:
+            return
+        try:
+            stream.send(*msgs)
+        except CommClosedError:
+            pass  # its reader notices the closed stream and removes the peer
+
+    # ------------------------------------------------------------------ #
+    # Clients
+    # ------------------------------------------------------------------ #
+    async def _register_client(self, comm: Any, client: str) -> None:
+        await comm.write({"status": "OK", "address": self.address, "id": self.id})
+        self.client_streams[client] = BatchedSend(comm)
+        logger.info("client %s connected", client)
+        self._handle(ev.ClientConnected(self._sid("client-connected"), client))
+        try:
+            while True:
+                msgs = await comm.read()
+                events = []
+                closing = False
+                for msg in msgs:
+                    op = msg.pop("op")
+                    closing = closing or op == "close-client"
+                    make = self._client_ops.get(op)
+                    if make is None:
+                        logger.warning("client %s sent unknown op %r: ignored", client, op)
+                        continue
+                    event = make(client=client, sid=self._sid(op), **msg)
+                    if event is not None:
+                        events.append(event)
+                self._handle(*events)
+                if closing:
+                    break
+        except (CommClosedError, OSError):
+            pass
+        finally:
+            self.client_streams.pop(client, None)
+            if self.status is Status.running:
+                logger.info("client %s disconnected", client)
+                self._handle(ev.ClientDisconnected(self._sid("client-disconnected"), client))
+
+    def _update_graph(self, client: str, sid: str, tasks: list[list[Any]],
+                      funcs: dict[str, Serialized], wanted: list[str]) -> ev.GraphSubmitted:
+        self.functions.update(funcs)
+        functions = self.functions
+        new = tuple(
+            ev.NewTask(key=key, run_spec=ev.RunSpec(token, functions.get(token), args),
+                       dependencies=tuple(deps), priority=tuple(priority), retries=retries,
+                       workers=tuple(workers) if workers else None,
+                       allow_other_workers=allow_other)
+            for key, token, args, deps, priority, retries, workers, allow_other in tasks
+        )
+        return ev.GraphSubmitted(sid, client, new, tuple(wanted), time.time())
+
+    def _scatter_done(self, client: str, sid: str, who_has: dict[str, list[str]],
+                      nbytes: dict[str, int], type_names: dict[str, str]) -> ev.DataScattered:
+        return ev.DataScattered(sid, client, {k: tuple(v) for k, v in who_has.items()}, nbytes,
+                                type_names)
+
+    # ------------------------------------------------------------------ #
+    # Workers
+    # ------------------------------------------------------------------ #
+    async def _register_worker(self, comm: Any, address: str, nthreads: int, memory_limit: int,
+                               nanny: str | None = None, name: str = "", pid: int = 0) -> None:
+        if address in self.worker_streams:
+            await comm.write({"status": "error", "text": f"a worker at {address} is already registered"})
+            return
+        await comm.write({"status": "OK", "files": self.uploads})
+        self.worker_streams[address] = BatchedSend(comm)
+        self.worker_comms[address] = comm
+        self.worker_extra[address] = {"pid": pid, "last_seen": time.monotonic(), "memory": 0}
+        logger.info("worker %s joined (%d threads, name %s)", address, nthreads, name or "-")
+        self._handle(ev.WorkerJoined(self._sid("worker-joined"), address, nthreads, memory_limit,
+                                     time.time(), nanny, name))
+        await self._notify_workers_changed()
+        reason = "its connection closed"
+        try:
+            while True:
+                msgs = await comm.read()
+                self.worker_extra[address]["last_seen"] = time.monotonic()
+                events = [e for e in (self._worker_event(address, m) for m in msgs) if e is not None]
+                self._handle(*events)
+                if any(m["op"] == "unregister" for m in msgs):
+                    reason = "it closed"
+                    break
+        except (CommClosedError, OSError):
+            pass
+        finally:
+            self.worker_streams.pop(address, None)
+            self.worker_comms.pop(address, None)
+            self.worker_extra.pop(address, None)
+            if self.status is Status.running:
+                reason = self.exit_reasons.pop(address, reason)
+                logger.info("worker %s left: %s", address, reason)
+                self._handle(ev.WorkerLeft(self._sid("worker-left"), address, reason, time.time()))
+                await self._notify_workers_changed()
+
+    def _worker_event(self, worker: str, msg: dict[str, Any]) -> ev.SchedulerEvent | None:
+        op = msg["op"]
+        sid = self._sid(op)
+        if op == "task-finished":
+            return ev.TaskFinished(sid, worker, msg["key"], msg["nbytes"], msg["type_name"],
+                                   msg["start"], msg["stop"])
+        if op == "task-erred":
+            return ev.TaskErred(sid, worker, msg["key"], msg["exception"], msg["traceback"],
+                                msg["text"], msg["start"], msg["stop"])
+        if op == "add-keys":
+            return ev.WorkerHasKeys(sid, worker, msg["nbytes"])
+        if op == "released-keys":
+            return ev.WorkerReleasedKeys(sid, worker, tuple(msg["keys"]))
+        if op == "missing-data":
+            return ev.WorkerMissingData(sid, worker, msg["errant_worker"], tuple(msg["keys"]))
+        if op == "heartbeat":
+            self.worker_extra[worker].update(memory=msg.get("memory", 0),
+                                             executing=msg.get("executing", 0))
+            return ev.WorkerCapacity(sid, worker, time.time(), msg.get("memory", 0))
+        if op == "unregister":
+            return None
+        logger.warning("worker %s sent unknown op %r: ignored", worker, op)
+        return None
+
+    async def _notify_workers_changed(self) -> None:
+        async with self._workers_changed:
+            self._workers_changed.notify_all()
+
+    async def _check_heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.05, self.heartbeat_timeout / 4))
+            now = time.monotonic()
+            for address, extra in list(self.worker_extra.items()):
+                if now - extra["last_seen"] > self.heartbeat_timeout:
+                    self.exit_reasons[address] = (
+                        f"it sent no heartbeat for {self.heartbeat_timeout:.0f}s")
+                    comm = self.worker_comms.get(address)
+                    if comm is not None:
+                        comm.abort()
+
+    def _worker_exited(self, worker: str, reason: str, comm: Any = None) -> None:
+        """A nanny tells how its worker process ended."""
+        logger.info("worker %s exited: %s", worker, reason)
+        if worker in self.worker_streams:
+            self.exit_reasons[worker] = reason
+            comm_ = self.worker_comms.get(worker)
+            if comm_ is not None:
+                comm_.abort()
+
+    # ------------------------------------------------------------------ #
+    # Requests
+    # ------------------------------------------------------------------ #
+    def _scheduler_info(self, comm: Any = None) -> dict[str, Any]:
+        workers = self.state.workers_info()
+        for address, info in workers.items():
+            info.update(self.worker_extra.get(address, {}))
+            info.pop("last_seen", None)
+        return {"address": self.address, "id": self.id, "workers": workers,
+                "clients": len(self.client_streams)}
+
+    async def wait_for_workers(self, n: int, timeout: float) -> None:
+        """Wait until at least ``n`` workers are connected."""
+        async def enough() -> None:
+            async with self._workers_changed:
+                await self._workers_changed.wait_for(lambda: len(self.worker_streams) >= n)
+
+        try:
+            await asyncio.wait_for(enough(), timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(
+                f"only {len(self.worker_streams)} of {n} workers connected to the scheduler at "
+                f"{self.address} within {timeout:.0f}s") from None
+
+    async def _scatter_targets(self, n: int, workers: list[str] | None, broadcast: bool,
+                               comm: Any = None) -> list[list[str]]:
+        await self.wait_for_workers(1, 30.0)
+        if workers:
+            unknown = [w for w in workers if w not in self.worker_streams]
+            if unknown:
+                raise ValueError(f"scatter to unknown workers {unknown}; known: {sorted(self.worker_streams)}")
+            pool = list(workers)
+        else:
+            pool = self.state.workers_for_scatter(n) if not broadcast else list(self.worker_streams)
+        if broadcast:
+            return [list(pool) for _ in range(n)]
+        return [[w] for w, _ in zip(itertools.cycle(pool), range(n))]
+
+    async def _restart(self, timeout: float = 60.0, comm: Any = None) -> str:
+        n = len(self.worker_streams)
+        nannies = {w: i.get("nanny") for w, i in self.state.workers_info().items()}
+        self._handle(ev.RestartRequested(self._sid("restart")))
+        logger.info("restarting %d workers", n)
+
+        async def restart_one(worker: str, nanny: str | None) -> None:
+            if nanny:
+                self.exit_reasons[worker] = "the cluster restarted"
+                await self.pool.rpc(nanny).call("restart", timeout=timeout)
+            else:  # no nanny: drop the connection; the worker registers again afresh
+                comm_ = self.worker_comms.get(worker)
+                if comm_ is not None:
+                    comm_.abort()
+
+        await asyncio.gather(*(restart_one(w, nn) for w, nn in nannies.items()))
+        await self.wait_for_workers(n, timeout)
+        return "OK"
+
+    async def _upload_file(self, filename: str, data: bytes, comm: Any = None) -> dict[str, str]:
+        self.uploads[filename] = data
+        workers = list(self.worker_streams)
+        paths = await asyncio.gather(
+            *(self.pool.rpc(w).call("upload-file", filename=filename, data=data) for w in workers))
+        return dict(zip(workers, paths))

@@ -1,0 +1,94 @@
+"""Runs task calls in a thread pool and posts each outcome back to the loop.
+
+The thread does the per-task work that can leave the event loop: loading
+the (cached) function, unpickling the arguments, putting dependency values
+in place of their TaskRefs, calling, and describing a failure.  The outcome
+reaches the loop with one ``call_soon_threadsafe``.  Outcomes of tasks
+submitted before ``discard_all`` (the worker started afresh) are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from taskmill.core.taskref import substitute_refs
+from taskmill.errors import RemoteTaskError
+from taskmill.protocol import Serialized, serialize
+
+OnDone = Callable[[str, bool, Any, str, float, float], None]
+
+
+class TaskRunner:
+    """A pool of ``nthreads`` threads running task calls."""
+
+    def __init__(self, nthreads: int, on_done: OnDone) -> None:
+        self.pool = ThreadPoolExecutor(nthreads, thread_name_prefix="taskmill-task")
+        self.on_done = on_done
+        self.generation = 0
+        self._functions: dict[str, Callable[..., Any]] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, key: str, func_token: str, func: Serialized | None, args: Serialized,
+               inputs: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        self.pool.submit(self._run, loop, self.generation, key, func_token, func, args, inputs)
+
+    def discard_all(self) -> None:
+        """Forget every task in flight: their outcomes will be dropped."""
+        self.generation += 1
+
+    def shutdown(self) -> None:
+        self.discard_all()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def _load_function(self, token: str, payload: Serialized | None) -> Callable[..., Any]:
+        fn = self._functions.get(token)
+        if fn is None:
+            if payload is None:
+                raise RuntimeError(f"the function of this task (token {token}) never reached this worker")
+            fn = payload.deserialize()
+            with self._lock:
+                self._functions[token] = fn
+        return fn
+
+    def _run(self, loop: asyncio.AbstractEventLoop, generation: int, key: str, func_token: str,
+             func: Serialized | None, args: Serialized, inputs: dict[str, Any]) -> None:
+        start = time.time()
+        try:
+            fn = self._load_function(func_token, func)
+            call_args, call_kwargs = args.deserialize()
+            if inputs:
+                call_args = substitute_refs(call_args, inputs)
+                call_kwargs = substitute_refs(call_kwargs, inputs)
+            value: Any = fn(*call_args, **call_kwargs)
+            ok, tb = True, ""
+        except BaseException as exc:  # a task may raise anything, even SystemExit
+            ok = False
+            value, tb = describe_failure(exc)
+        stop = time.time()
+        if generation != self.generation:
+            return
+        try:
+            loop.call_soon_threadsafe(self.on_done, key, ok, value, tb, start, stop)
+        except RuntimeError:  # loop closed while the task ran
+            pass
+
+
+def describe_failure(exc: BaseException) -> tuple[tuple[Serialized, str], str]:
+    """``((pickled exception, "Type: message"), traceback text)``; an exception
+    that would not survive the trip is replaced by a RemoteTaskError with its text."""
+    text = f"{type(exc).__name__}: {exc}"
+    tb_obj = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
+    tb = "".join(traceback.format_exception(type(exc), exc, tb_obj))
+    try:
+        payload = serialize(exc)
+        payload.deserialize()  # exceptions with unusual __init__ fail here, not on the client
+    except Exception:
+        payload = serialize(RemoteTaskError(text))
+    return (payload, text), tb

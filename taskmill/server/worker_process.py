@@ -1,0 +1,70 @@
+"""Entry point of a worker process started by a nanny:
+``python -m taskmill.server.worker_process --scheduler ADDR ...``.
+
+It starts a :class:`Worker`, writes its address to the ``--ready-fd`` pipe
+once registered, exits when told (SIGTERM/SIGINT) or when its nanny
+disappears (the stdin pipe closes), and exits with status 0 only when it
+closed on purpose (e.g. the scheduler stayed unreachable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from taskmill.comm.eventloop import new_event_loop
+from taskmill.logs import setup_logging
+from taskmill.server.process_guard import die_with_parent, exit_when_pipe_closes
+from taskmill.server.worker import Worker
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="taskmill.server.worker_process")
+    p.add_argument("--scheduler", required=True)
+    p.add_argument("--nthreads", type=int, default=1)
+    p.add_argument("--memory-limit", type=int, default=0)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--nanny", default=None)
+    p.add_argument("--name", default="")
+    p.add_argument("--ready-fd", type=int, default=None)
+    p.add_argument("--watch-stdin", action="store_true")
+    p.add_argument("--log-level", default="INFO")
+    return p.parse_args(argv)
+
+
+async def run_worker(args: argparse.Namespace) -> None:
+    worker = Worker(args.scheduler, nthreads=args.nthreads, memory_limit=args.memory_limit,
+                    host=args.host, port=args.port, nanny=args.nanny, name=args.name)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.close()))
+    await worker.start()
+    if args.ready_fd is not None:
+        os.write(args.ready_fd, f"{worker.address}\n".encode())
+        os.close(args.ready_fd)
+    await worker.finished()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    setup_logging(args.log_level)
+    if args.watch_stdin:
+        die_with_parent()
+        exit_when_pipe_closes(sys.stdin.fileno())
+    loop = new_event_loop()
+    try:
+        loop.run_until_complete(run_worker(args))
+    except (OSError, ConnectionError) as exc:
+        logging.getLogger("taskmill.worker").error("worker failed to start: %s", exc)
+        sys.exit(3)
+    finally:
+        loop.close()
+
+
+if __name__ == "__main__":
+    main()
