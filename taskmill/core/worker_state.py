@@ -160,6 +160,11 @@ TRANSITIONS: frozenset[tuple[str, str]] = frozenset(
     }
 )
 
+#: ``TRANSITIONS`` indexed by start state (a cheaper membership test)
+_ALLOWED: dict[str, frozenset[str]] = {
+    start: frozenset(f for s, f in TRANSITIONS if s == start) for start, _ in TRANSITIONS
+}
+
 StoryEntry = tuple[Key, str, str, str]  # (key, start, finish or note, stimulus_id)
 _HeapEntry = tuple[Priority, int, Key]
 
@@ -338,7 +343,7 @@ class WorkerState:
     # ------------------------------------------------------------------ #
     def _set_state(self, ts: TaskRecord, finish: str) -> None:
         start = ts.state
-        if (start, finish) not in TRANSITIONS:
+        if finish not in _ALLOWED[start]:
             raise InvalidWorkerTransition(
                 f"{ts.key!r}: {start} -> {finish} is not a legal transition "
                 f"(stimulus {self._stim!r}); story: {self.story(ts.key)}"
@@ -535,6 +540,14 @@ class WorkerState:
                 SendTaskFinished(ev.stimulus_id, key, ts.nbytes, ts.type_name, ts.start, ts.stop)
             )
             self._note(key, "note", "compute requested: already in memory")
+        elif st == WAITING and ts.assigned:
+            # a resend: the scheduler's view of where the inputs live is fresher
+            self._note(key, "note", "duplicate compute request: inputs' holders updated")
+            tasks = self.tasks
+            for dkey in ts.waiting or ():
+                holders = ev.who_has.get(dkey)
+                if holders:
+                    self._track_input(tasks[dkey], holders, ts.priority)
         elif st == WAITING or st == READY or st == EXECUTING:
             if ts.assigned:
                 self._note(key, "ignored", "duplicate compute request")
@@ -885,7 +898,7 @@ class WorkerState:
             if ts is None:
                 continue
             st = ts.state
-            if st not in (FETCH, MISSING, FLIGHT, CANCELLED):
+            if not (st == FETCH or st == MISSING or st == FLIGHT or (st == CANCELLED and ts.previous == FLIGHT)):
                 self._note(key, "ignored", f"who-has answer while {st}")
                 continue
             new = {a for a in addrs if a != self.address}

@@ -26,7 +26,7 @@ from taskmill.core.worker_events import (
     WhoHasAnswered,
     WorkerCommand,
 )
-from taskmill.core.worker_state import WorkerState
+from taskmill.core.worker_state import InvalidWorkerState, InvalidWorkerTransition, WorkerState
 
 ME = "tcp://me:1"
 A = "tcp://a:1"
@@ -213,6 +213,17 @@ def test_fetch_failure_removes_peer_for_all_keys() -> None:
     w.handle(FetchFailed("down", B, ("d2",), "gone"))
     cmds = w.handle(FetchFailed("down2", A, ("d1",), "gone"))
     assert set(of(cmds, AskWhoHas)[0].keys) == {"d1", "d2"}
+
+
+def test_resent_compute_request_brings_new_holders() -> None:
+    w = ws()
+    w.handle(compute("t", {"d": (A,)}))
+    cmds = w.handle(FetchFailed("f", A, ("d",), "down"))
+    assert of(cmds, AskWhoHas)
+    assert w.handle(WhoHasAnswered("wh", {"d": ()})) == []
+    # the scheduler recomputed d on B and resends t
+    cmds = w.handle(compute("t", {"d": (B,)}))
+    assert of(cmds, Fetch) == [Fetch("compute-t", B, ("d",))]
 
 
 def test_peer_without_the_key() -> None:
@@ -412,3 +423,39 @@ def test_compute_requested_for_key_in_flight_computes_if_fetch_fails() -> None:
 def test_unknown_event_type_rejected() -> None:
     with pytest.raises(TypeError):
         ws().handle(object())  # type: ignore[arg-type]
+
+
+def test_invalid_transition_raises_with_story() -> None:
+    w = ws()
+    w.handle(compute("x"))
+    with pytest.raises(InvalidWorkerTransition, match="executing -> flight.*story"):
+        w._set_state(w.tasks["x"], "flight")
+    with pytest.raises(InvalidWorkerTransition, match="story"):
+        w._set_state(w.tasks["x"], "waiting")
+
+
+def test_validate_detects_corruption() -> None:
+    w = ws(nthreads=1)
+    w.handle(compute("x"), compute("y"))
+    w.validate()
+    w._ready_count += 1
+    with pytest.raises(InvalidWorkerState, match="ready count"):
+        w.validate()
+
+
+def test_story_is_bounded() -> None:
+    w = WorkerState(ME, 1, story_size=10)
+    for i in range(20):
+        w.handle(compute(f"x{i}"))
+        w.handle(ok(f"x{i}"))
+    assert w.story("x0") == []
+    assert [e[2] for e in w.story("x19")] == ["ready", "executing", "memory"]
+    assert all(e[3] for e in w.story("x19"))  # every entry names its stimulus
+
+
+def test_heartbeat_figures() -> None:
+    w = ws(nthreads=2)
+    w.handle(*(compute(f"x{i}") for i in range(5)))
+    assert (w.executing_count, w.ready_count) == (2, 3)
+    w.handle(ok("x0", 10), ok("x1", 20))
+    assert len(w.in_memory) == 2 and w.nbytes_in_memory == 30
