@@ -1,0 +1,79 @@
+"""Addresses: ``scheme://location`` strings naming where a comm listens.
+
+Theory of operation
+-------------------
+Two schemes exist: ``tcp://host:port`` (IPv6 hosts in brackets:
+``tcp://[::1]:8786``) and ``inproc://name`` (an in-memory listener of this
+process).  A bare ``host:port`` means TCP.  Everything else in taskmill holds
+addresses in the normalized form produced by :func:`normalize_address`, so
+addresses can be compared as strings.
+"""
+
+from __future__ import annotations
+
+import socket
+
+SCHEMES = ("tcp", "inproc")
+_EXPECTED = "expected 'tcp://host:port', 'host:port' or 'inproc://name'"
+
+
+def parse_address(address: str) -> tuple[str, str, int]:
+    """Split an address into ``(scheme, host, port)``.
+
+    For ``inproc://name`` the host is ``name`` and the port is 0.  Raises
+    ``ValueError`` saying the expected form when the address is malformed.
+    """
+    if not isinstance(address, str):
+        raise ValueError(f"address must be a str, got {address!r}; {_EXPECTED}")
+    scheme, sep, location = address.partition("://")
+    if not sep:
+        scheme, location = "tcp", address
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown scheme {scheme!r} in address {address!r}; {_EXPECTED}")
+    if scheme == "inproc":
+        return scheme, location, 0
+    host, sep, port_text = location.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"IPv6 host in {address!r} needs brackets; expected 'tcp://[::1]:port'")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(f"invalid address {address!r}; {_EXPECTED}")
+    return scheme, host, int(port_text)
+
+
+def unparse_address(scheme: str, host: str, port: int = 0) -> str:
+    """Inverse of :func:`parse_address`."""
+    if scheme == "inproc":
+        return f"inproc://{host}"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
+
+
+def normalize_address(address: str) -> str:
+    """Canonical form: ``'127.0.0.1:8786'`` -> ``'tcp://127.0.0.1:8786'``."""
+    return unparse_address(*parse_address(address))
+
+
+def get_ip_loopback() -> str:
+    """The IPv4 loopback address, the default place to listen."""
+    return "127.0.0.1"
+
+
+def get_ip(probe_host: str = "8.8.8.8") -> str:
+    """The local IP address that routes towards ``probe_host`` (no packet is sent).
+
+    Falls back to loopback on machines without a route.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect((probe_host, 80))
+            return str(sock.getsockname()[0])
+        except OSError:
+            return get_ip_loopback()
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an IP or name) names only this machine."""
+    return host in ("localhost", "::1") or host.startswith("127.")

@@ -1,0 +1,122 @@
+"""Batched stream: many small messages coalesced into few writes, no timer.
+
+Theory of operation
+-------------------
+``BatchedSend.send(*msgs)`` never blocks: messages are appended to a buffer.
+If no write is in flight, a flush is scheduled with ``loop.call_soon``, i.e.
+after everything already runnable in this loop iteration, so all sends made
+in one tick leave together as ONE message (a list) in ONE write, and a lone
+send leaves within the same tick: batching adds no fixed delay.  While a write
+is in flight (the transport is applying backpressure), new messages accumulate
+and go out in the next write as soon as the current one completes.
+
+The receiver reads lists of messages from the comm.
+
+Errors: when the comm breaks or a batch cannot be encoded, the comm is
+aborted, the error is kept (``exception``) and reported to ``on_error`` if
+given, and every later ``send`` raises :class:`CommClosedError`.  Must be used
+from the thread of the loop that owns the comm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from taskmill.comm.core import CommClosedError, Comm
+
+logger = logging.getLogger("taskmill.comm.batched")
+
+
+class BatchedSend:
+    """Coalesces messages sent to one comm into batched writes."""
+
+    def __init__(
+        self, comm: Comm, on_error: Callable[[BaseException], None] | None = None
+    ) -> None:
+        self.comm = comm
+        self.on_error = on_error
+        #: Messages written so far.
+        self.messages_sent = 0
+        #: Writes (batches) made so far.
+        self.batches_sent = 0
+        #: The error that broke the stream, if any.
+        self.exception: BaseException | None = None
+        self._buffer: list[Any] = []
+        self._flush_scheduled = False
+        self._write_task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def send(self, *msgs: Any) -> None:
+        """Queue ``msgs`` for the next batch; raises if the stream is closed."""
+        if self._closing or self.exception is not None or self.comm.closed():
+            raise CommClosedError(
+                f"batched stream to {self.comm.peer_address} is closed"
+                + (f": {self.exception!r}" if self.exception is not None else "")
+            ) from self.exception
+        self._buffer.extend(msgs)
+        if not self._flush_scheduled and self._write_task is None:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    @property
+    def pending(self) -> int:
+        """Messages queued and not yet handed to a write."""
+        return len(self._buffer)
+
+    async def close(self) -> None:
+        """Write everything queued, then close the comm.  Closing twice is fine."""
+        self._closing = True
+        while self._write_task is not None or (self._buffer and self.exception is None):
+            if self._write_task is None:
+                self._flush()
+            if self._write_task is not None:
+                await asyncio.shield(self._write_task)
+        await self.comm.close()
+
+    def abort(self) -> None:
+        """Drop queued messages and abort the comm."""
+        self._closing = True
+        self._buffer.clear()
+        if self._write_task is not None:
+            self._write_task.cancel()
+        self.comm.abort()
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._write_task is not None or not self._buffer or self.exception is not None:
+            return
+        batch, self._buffer = self._buffer, []
+        self._write_task = asyncio.get_running_loop().create_task(self._write(batch))
+
+    async def _write(self, batch: list[Any]) -> None:
+        try:
+            await self.comm.write(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._fail(exc)
+        else:
+            self.messages_sent += len(batch)
+            self.batches_sent += 1
+        finally:
+            self._write_task = None
+        if self._buffer and self.exception is None:
+            self._flush()
+
+    def _fail(self, exc: BaseException) -> None:
+        self.exception = exc
+        self._buffer.clear()
+        if not isinstance(exc, CommClosedError):
+            logger.error("batched stream to %s failed: %r", self.comm.peer_address, exc)
+        self.comm.abort()
+        if self.on_error is not None:
+            self.on_error(exc)
+
+    def __repr__(self) -> str:
+        return (
+            f"<BatchedSend to {self.comm.peer_address}: {self.messages_sent} messages "
+            f"in {self.batches_sent} batches, {len(self._buffer)} pending>"
+        )

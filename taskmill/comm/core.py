@@ -1,0 +1,197 @@
+"""The Comm interface: one bidirectional message stream, whatever the transport.
+
+Theory of operation
+-------------------
+A :class:`Comm` moves whole messages (anything :func:`taskmill.protocol.dumps`
+accepts) between two endpoints: ``write(msg)`` encodes and sends one message,
+``read()`` returns the next one, decoded (``Serialized`` payloads stay
+opaque).  Messages arrive in order, each exactly once, until the comm closes;
+then ``read()`` and ``write()`` raise :class:`CommClosedError` saying why.
+Messages that fully arrived before the peer closed can still be read.  At most
+one ``read()`` should be pending at a time per comm.
+
+:func:`connect` and :func:`listen` dispatch on the address scheme to a backend
+module (``tcp``, ``inproc``), each of which provides ``backend_connect`` and
+``backend_listen``.  ``connect`` retries refused connections with a short
+exponential backoff until its timeout, so a client may start before its
+server.  A :class:`Listener` runs ``handle_comm(comm)`` for each accepted
+connection in its own task; the connection lives as long as that task: when
+the handler returns the comm is closed, and ``Listener.stop()`` cancels the
+handlers and aborts their comms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import socket
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from taskmill.comm.addressing import normalize_address, parse_address
+from taskmill.protocol import DEFAULT_LIMITS, FrameLimits
+
+logger = logging.getLogger("taskmill.comm")
+
+HandleComm = Callable[["Comm"], Awaitable[None]]
+
+_BACKENDS = {"tcp": "taskmill.comm.tcp", "inproc": "taskmill.comm.inproc"}
+_FIRST_RETRY_DELAY = 0.005
+_MAX_RETRY_DELAY = 0.5
+
+
+class CommClosedError(IOError):
+    """The comm is closed (locally, by the peer, or after a protocol error)."""
+
+
+class Comm(ABC):
+    """One end of a bidirectional stream of messages."""
+
+    local_address: str
+    peer_address: str
+    limits: FrameLimits = DEFAULT_LIMITS
+
+    @abstractmethod
+    async def read(self) -> Any:
+        """The next message; raises :class:`CommClosedError` once closed."""
+
+    @abstractmethod
+    async def write(self, msg: Any) -> int:
+        """Send one message; return the number of bytes it took on the wire.
+
+        Waits while the transport's send buffer is full (flow control).
+        Unencodable messages raise ``TypeError`` before anything is sent.
+        """
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Flush what was written, then close.  Closing twice is fine."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Close at once, dropping unsent data.  Aborting twice is fine."""
+
+    @abstractmethod
+    def closed(self) -> bool:
+        """Whether the comm is closed (reads may still drain buffered messages)."""
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed() else "open"
+        return (
+            f"<{type(self).__name__} {state} "
+            f"local={getattr(self, 'local_address', '?')} "
+            f"peer={getattr(self, 'peer_address', '?')}>"
+        )
+
+
+class Listener(ABC):
+    """Accepts connections at :attr:`address`; serves each in its own task."""
+
+    address: str
+
+    def __init__(self, handle_comm: HandleComm) -> None:
+        self._handle_comm = handle_comm
+        self._handlers: dict[asyncio.Task[None], Comm] = {}
+        self._stopped = False
+
+    def _serve(self, comm: Comm) -> None:
+        """Start ``handle_comm(comm)`` in a task the listener keeps track of."""
+        if self._stopped:
+            comm.abort()
+            return
+        task = asyncio.get_running_loop().create_task(self._run_handler(comm))
+        self._handlers[task] = comm
+        task.add_done_callback(self._handlers.pop)
+
+    async def _run_handler(self, comm: Comm) -> None:
+        try:
+            await self._handle_comm(comm)
+        except asyncio.CancelledError:
+            comm.abort()
+            raise
+        except CommClosedError:
+            comm.abort()
+        except Exception:
+            logger.exception("connection handler for %s failed", comm.peer_address)
+            comm.abort()
+        else:
+            await comm.close()
+
+    @abstractmethod
+    async def _stop_accepting(self) -> None:
+        """Stop accepting new connections."""
+
+    async def stop(self) -> None:
+        """Stop accepting, cancel the handlers and close their comms."""
+        self._stopped = True
+        await self._stop_accepting()
+        tasks = list(self._handlers)
+        for task, comm in list(self._handlers.items()):
+            task.cancel()
+            comm.abort()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.address} serving {len(self._handlers)}>"
+
+
+def _backend(scheme: str) -> Any:
+    return importlib.import_module(_BACKENDS[scheme])
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, (OSError, asyncio.TimeoutError)) and not isinstance(
+        exc, socket.gaierror
+    )
+
+
+async def connect(
+    address: str, timeout: float = 10.0, limits: FrameLimits = DEFAULT_LIMITS
+) -> Comm:
+    """Open a comm to ``address``, retrying refused connections until ``timeout``.
+
+    Raises ``TimeoutError`` (an ``OSError``) naming the address and the last
+    cause when no connection could be made in time, or ``OSError`` at once for
+    causes retrying cannot fix (an unknown host name).
+    """
+    address = normalize_address(address)
+    backend = _backend(parse_address(address)[0])
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = _FIRST_RETRY_DELAY
+    cause: BaseException | None = None  # the most informative failure so far
+    while True:
+        remaining = max(deadline - loop.time(), 0.0)
+        try:
+            comm: Comm = await asyncio.wait_for(
+                backend.backend_connect(address, limits), remaining
+            )
+            return comm
+        except Exception as exc:
+            if not _retryable(exc):
+                raise OSError(f"could not connect to {address}: {exc}") from exc
+            if cause is None or not isinstance(exc, asyncio.TimeoutError):
+                cause = exc
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                reason = str(cause) or "timed out"
+                raise TimeoutError(
+                    f"could not connect to {address} within {timeout}s: {reason}"
+                ) from cause
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(delay * 2, _MAX_RETRY_DELAY)
+
+
+async def listen(
+    address: str, handle_comm: HandleComm, limits: FrameLimits = DEFAULT_LIMITS
+) -> Listener:
+    """Listen at ``address`` (port 0 picks a free port; see ``Listener.address``).
+
+    Each accepted connection runs ``handle_comm(comm)`` in its own task.
+    """
+    address = normalize_address(address)
+    backend = _backend(parse_address(address)[0])
+    listener: Listener = await backend.backend_listen(address, handle_comm, limits)
+    return listener

@@ -1,0 +1,264 @@
+"""TCP comms on ``asyncio.BufferedProtocol`` (fast with uvloop).
+
+Theory of operation
+-------------------
+:class:`TCPComm` is both the :class:`~taskmill.comm.core.Comm` and the
+transport's protocol object, to keep the per-message path short.
+
+Receiving: the event loop reads straight into the buffer a
+:class:`~taskmill.protocol.FrameParser` hands out (a scratch buffer for small
+items, an exact-size ``bytearray`` per large frame), so large frames are never
+concatenated or copied.  Completed messages (frame lists) queue in an inbox and
+are decoded by ``read()``.  When the inbox holds many unread messages the
+transport stops reading (backpressure to the sender's kernel buffers).
+
+Sending: ``write()`` encodes, checks the limits, then hands the prefix and the
+frames to ``transport.writelines`` (zero-copy with uvloop); tiny messages are
+joined into one ``write``.  When the transport's buffer passes its high-water
+mark it calls ``pause_writing`` and ``write()`` waits for ``resume_writing``.
+
+Errors: a malformed, oversize or truncated stream is logged as a warning with
+the peer address and the reason, that connection alone is aborted, and
+``read()`` raises :class:`CommClosedError` carrying the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import socket
+from typing import Any, Callable, cast
+
+from taskmill.comm.addressing import parse_address, unparse_address
+from taskmill.comm.core import CommClosedError, Comm, HandleComm, Listener
+from taskmill.protocol import (
+    FrameLimits,
+    FrameParser,
+    ProtocolError,
+    dumps,
+    frame_prefix,
+    loads,
+)
+from taskmill.protocol.framing import frame_lengths
+
+logger = logging.getLogger("taskmill.comm.tcp")
+
+_SMALL_WRITE = 16 * 1024
+_INBOX_HIGH = 1024
+_INBOX_LOW = 64
+_CLOSE_TIMEOUT = 5.0
+
+
+def _sockaddr(sockname: Any) -> str:
+    if isinstance(sockname, tuple) and len(sockname) >= 2:
+        return unparse_address("tcp", str(sockname[0]), int(sockname[1]))
+    return f"tcp://{sockname}"
+
+
+class TCPComm(Comm, asyncio.BufferedProtocol):
+    """A comm over one TCP connection."""
+
+    def __init__(
+        self, limits: FrameLimits, on_connect: Callable[[TCPComm], None] | None = None
+    ) -> None:
+        self.limits = limits
+        self.local_address = self.peer_address = "tcp://<unconnected>"
+        self._on_connect = on_connect
+        self._parser = FrameParser(limits)
+        self._transport: asyncio.Transport | None = None
+        self._inbox: collections.deque[list[Any]] = collections.deque()
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._write_paused = False
+        self._read_paused = False
+        self._closed = False
+        self._close_reason: str | None = None
+        self._lost: asyncio.Future[None] | None = None
+
+    # -- Comm interface ----------------------------------------------------- #
+
+    async def read(self) -> Any:
+        """The next message; raises :class:`CommClosedError` once closed."""
+        inbox = self._inbox
+        while not inbox:
+            if self._close_reason is not None:
+                raise CommClosedError(f"{self.peer_address}: {self._close_reason}")
+            waiter = self._read_waiter
+            if waiter is None or waiter.done():
+                waiter = self._read_waiter = asyncio.get_running_loop().create_future()
+            await waiter
+        frames = inbox.popleft()
+        if self._read_paused and len(inbox) <= _INBOX_LOW and self._transport is not None:
+            self._read_paused = False
+            self._transport.resume_reading()
+        try:
+            return loads(frames)
+        except ProtocolError as exc:
+            reason = f"malformed message: {exc}"
+            self._fail(reason)
+            raise CommClosedError(f"{self.peer_address}: {reason}") from exc
+
+    async def write(self, msg: Any) -> int:
+        """Send one message; waits while the send buffer is over its high-water mark."""
+        transport = self._transport
+        if self._closed or transport is None or transport.is_closing():
+            raise CommClosedError(f"{self.peer_address}: {self._close_reason or 'comm closed'}")
+        frames = dumps(msg)
+        prefix = frame_prefix(frames, self.limits)
+        nbytes = len(prefix) + sum(frame_lengths(frames))
+        if nbytes <= _SMALL_WRITE:
+            transport.write(prefix + b"".join(frames))
+        else:
+            transport.writelines([prefix, *frames])
+        if self._write_paused:
+            waiter = asyncio.get_running_loop().create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+        return nbytes
+
+    async def close(self) -> None:
+        """Flush buffered writes, close, and wait (briefly) until the socket is gone."""
+        if self._transport is None or self._lost is None:
+            return
+        self._closed = True
+        self._inbox.clear()
+        if self._close_reason is None:
+            self._close_reason = "comm closed locally"
+        self._transport.close()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._lost), _CLOSE_TIMEOUT)
+        except asyncio.TimeoutError:
+            self._transport.abort()
+
+    def abort(self) -> None:
+        """Close at once, dropping unsent data."""
+        self._closed = True
+        self._inbox.clear()
+        if self._close_reason is None:
+            self._close_reason = "comm aborted locally"
+        if self._transport is not None:
+            self._transport.abort()
+
+    def closed(self) -> bool:
+        """Whether the comm is closed."""
+        return self._closed
+
+    # -- protocol callbacks ------------------------------------------------- #
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._transport = transport
+        self._lost = asyncio.get_running_loop().create_future()
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.local_address = _sockaddr(transport.get_extra_info("sockname"))
+        self.peer_address = _sockaddr(transport.get_extra_info("peername"))
+        if self._on_connect is not None:
+            self._on_connect(self)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._parser.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        parser = self._parser
+        try:
+            parser.buffer_updated(nbytes)
+        except ProtocolError as exc:
+            self._fail(f"malformed frame stream: {exc}")
+            return
+        messages = parser.take_messages()
+        if messages and not self._closed:
+            self._inbox.extend(messages)
+            self._wake_reader()
+            if len(self._inbox) >= _INBOX_HIGH and not self._read_paused:
+                self._read_paused = True
+                assert self._transport is not None
+                self._transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        return False  # close our side too; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        if self._close_reason is None:
+            if not self._parser.at_boundary():
+                self._close_reason = (
+                    f"connection closed mid-message ({self._parser.pending_description()})"
+                )
+                logger.warning("closing connection from %s: %s", self.peer_address, self._close_reason)
+            elif exc is not None:
+                self._close_reason = f"connection lost: {exc}"
+            else:
+                self._close_reason = "connection closed by peer"
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
+        self._wake_reader()
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_exception(CommClosedError(f"{self.peer_address}: {self._close_reason}"))
+        self._drain_waiters.clear()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+
+    # -- internals ---------------------------------------------------------- #
+
+    def _wake_reader(self) -> None:
+        waiter = self._read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail(self, reason: str) -> None:
+        """Drop this connection because of a protocol violation."""
+        logger.warning("closing connection from %s: %s", self.peer_address, reason)
+        self._close_reason = reason
+        self.abort()
+
+
+class TCPListener(Listener):
+    """A listening TCP socket; see :class:`~taskmill.comm.core.Listener`."""
+
+    def __init__(self, handle_comm: HandleComm) -> None:
+        super().__init__(handle_comm)
+        self._server: asyncio.AbstractServer | None = None
+
+    async def _start(self, host: str, port: int, limits: FrameLimits) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: TCPComm(limits, on_connect=self._serve),
+            host,
+            port,
+            reuse_address=True,
+            backlog=1024,
+        )
+        sockets = list(self._server.sockets or ())
+        self.address = _sockaddr(sockets[0].getsockname()) if sockets else f"tcp://{host}:{port}"
+
+    async def _stop_accepting(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+
+async def backend_connect(address: str, limits: FrameLimits) -> Comm:
+    """Open one TCP connection (no retries; see :func:`taskmill.comm.connect`)."""
+    _, host, port = parse_address(address)
+    loop = asyncio.get_running_loop()
+    _, comm = await loop.create_connection(lambda: TCPComm(limits), host, port)
+    return comm
+
+
+async def backend_listen(address: str, handle_comm: HandleComm, limits: FrameLimits) -> Listener:
+    """Listen on ``address``; port 0 picks a free port."""
+    _, host, port = parse_address(address)
+    listener = TCPListener(handle_comm)
+    await listener._start(host, port, limits)
+    return listener

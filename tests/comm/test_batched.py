@@ -1,0 +1,166 @@
+"""BatchedSend: coalescing within a tick, no added latency, backpressure, errors."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from taskmill.comm import BatchedSend, Comm, CommClosedError, connect, listen, run
+from taskmill.comm.eventloop import new_event_loop
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class GatedComm(Comm):
+    """A comm whose writes complete only when the test opens the gate."""
+
+    local_address = peer_address = "test://gated"
+
+    def __init__(self) -> None:
+        self.writes: list[Any] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.fail_with: Exception | None = None
+        self._closed = False
+
+    async def read(self) -> Any:
+        raise NotImplementedError
+
+    async def write(self, msg: Any) -> int:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.writes.append(msg)
+        await self.gate.wait()
+        return 1
+
+    async def close(self) -> None:
+        self._closed = True
+
+    def abort(self) -> None:
+        self._closed = True
+
+    def closed(self) -> bool:
+        return self._closed
+
+
+async def ticks(n: int) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+def test_sends_in_one_tick_coalesce_into_one_write() -> None:
+    async def main() -> None:
+        comm = GatedComm()
+        bs = BatchedSend(comm)
+        for i in range(100):
+            bs.send({"i": i})
+        bs.send(100, 101)
+        assert comm.writes == []  # nothing written synchronously
+        await ticks(3)
+        assert comm.writes == [[{"i": i} for i in range(100)] + [100, 101]]
+        assert (bs.messages_sent, bs.batches_sent) == (102, 1)
+
+    run(main())
+
+
+def test_single_send_leaves_without_delay() -> None:
+    async def main() -> None:
+        comm = GatedComm()
+        bs = BatchedSend(comm)
+        bs.send("alone")
+        await ticks(2)  # no timer: the write happens within the next loop iterations
+        assert comm.writes == [["alone"]] and bs.batches_sent == 1
+
+    run(main())
+
+
+def test_messages_accumulate_while_a_write_is_in_flight() -> None:
+    async def main() -> None:
+        comm = GatedComm()
+        comm.gate.clear()
+        bs = BatchedSend(comm)
+        bs.send(0)
+        await ticks(3)
+        assert comm.writes == [[0]]  # in flight, blocked on the gate
+        for i in range(1, 6):
+            bs.send(i)
+            await ticks(1)
+        assert comm.writes == [[0]] and bs.pending == 5
+        comm.gate.set()
+        await ticks(5)
+        assert comm.writes == [[0], [1, 2, 3, 4, 5]]
+        assert (bs.messages_sent, bs.batches_sent) == (6, 2)
+
+    run(main())
+
+
+def test_close_flushes_then_closes() -> None:
+    async def main() -> None:
+        comm = GatedComm()
+        bs = BatchedSend(comm)
+        bs.send(1, 2)
+        await bs.close()
+        assert comm.writes == [[1, 2]] and comm.closed()
+        with pytest.raises(CommClosedError):
+            bs.send(3)
+        await bs.close()
+
+    run(main())
+
+
+def test_broken_comm_reports_error_and_refuses_sends() -> None:
+    async def main() -> None:
+        comm = GatedComm()
+        comm.fail_with = CommClosedError("peer went away")
+        errors: list[BaseException] = []
+        bs = BatchedSend(comm, on_error=errors.append)
+        bs.send(1)
+        await ticks(3)
+        assert errors == [comm.fail_with] and bs.exception is comm.fail_with
+        assert comm.closed()
+        with pytest.raises(CommClosedError, match="peer went away"):
+            bs.send(2)
+
+    run(main())
+
+
+def test_batched_stream_over_tcp() -> None:
+    async def main() -> None:
+        received: list[Any] = []
+        batches: list[int] = []
+        done = asyncio.Event()
+
+        async def handler(comm: Comm) -> None:
+            while len(received) < 1000:
+                batch = await comm.read()
+                batches.append(len(batch))
+                received.extend(batch)
+            done.set()
+
+        listener = await listen("tcp://127.0.0.1:0", handler)
+        bs = BatchedSend(await connect(listener.address))
+        for i in range(1000):
+            bs.send({"i": (i,)})
+            if i % 100 == 99:
+                await ticks(1)
+        await done.wait()
+        assert received == [{"i": [i]} for i in range(1000)]
+        assert len(batches) == bs.batches_sent and 10 <= bs.batches_sent < 1000
+        await bs.close()
+        await listener.stop()
+
+    async def main_wrapper() -> None:
+        await asyncio.wait_for(main(), 20)
+
+    run(main_wrapper())
+
+
+def test_new_event_loop_prefers_uvloop() -> None:
+    uvloop = pytest.importorskip("uvloop")
+    loop = new_event_loop()
+    try:
+        assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()

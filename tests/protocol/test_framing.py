@@ -1,0 +1,79 @@
+"""Framing: prefix format, incremental parsing into preallocated buffers, limits."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from taskmill.protocol import FrameLimits, FrameParser, ProtocolError, encode_frames, frame_prefix
+from taskmill.protocol.framing import LARGE_FRAME
+
+pytestmark = pytest.mark.timeout(10)
+
+
+def test_prefix_is_count_then_lengths_little_endian_uint64() -> None:
+    assert frame_prefix([b"ab", b"", memoryview(b"xyz")]) == struct.pack("<4Q", 3, 2, 0, 3)
+
+
+def _parse(data: bytes, chunk: int, limits: FrameLimits = FrameLimits()) -> list[list[bytes]]:
+    parser = FrameParser(limits)
+    for i in range(0, len(data), chunk):
+        parser.feed(data[i : i + chunk])
+    assert parser.at_boundary()
+    return [[bytes(f) for f in m] for m in parser.take_messages()]
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096, 10**7])
+def test_parser_reassembles_messages_from_any_chunking(chunk: int) -> None:
+    big = bytes(range(256)) * 2000  # > LARGE_FRAME
+    messages = [[b"header"], [b"h", b"", big, b"tail"], [b"x" * 100] * 50, [big]]
+    data = b"".join(encode_frames(m) for m in messages)
+    assert _parse(data, chunk) == messages
+
+
+def test_large_frames_land_in_one_writable_buffer() -> None:
+    big = b"z" * (3 * LARGE_FRAME + 5)
+    parser = FrameParser()
+    parser.feed(encode_frames([b"h", big]))
+    ((header, frame),) = parser.take_messages()
+    assert header == b"h"
+    assert isinstance(frame, memoryview) and not frame.readonly and frame == big
+
+
+def test_too_many_frames() -> None:
+    limits = FrameLimits(max_frames=3)
+    with pytest.raises(ProtocolError, match="4 frames, more than the limit of 3"):
+        frame_prefix([b""] * 4, limits)
+    with pytest.raises(ProtocolError, match="4 frames"):
+        FrameParser(limits).feed(encode_frames([b""] * 4))
+
+
+def test_zero_frames_is_an_error() -> None:
+    with pytest.raises(ProtocolError, match="at least one"):
+        FrameParser().feed(struct.pack("<Q", 0))
+
+
+def test_oversize_message_is_refused_before_allocation() -> None:
+    limits = FrameLimits(max_message_bytes=1000)
+    with pytest.raises(ProtocolError, match="exceeds the limit of 1000 bytes"):
+        frame_prefix([b"h", b"x" * 1000], limits)
+    parser = FrameParser(limits)
+    with pytest.raises(ProtocolError, match="exceeds the limit"):
+        parser.feed(struct.pack("<3Q", 2, 1, 2**60))  # would be an exabyte
+
+
+def test_oversize_header_frame() -> None:
+    limits = FrameLimits(max_header_bytes=10)
+    with pytest.raises(ProtocolError, match="header frame of 11 bytes"):
+        frame_prefix([b"x" * 11], limits)
+
+
+def test_truncated_stream_is_not_at_a_boundary() -> None:
+    data = encode_frames([b"header", b"payload" * 10])
+    parser = FrameParser()
+    parser.feed(data[:-3])
+    assert not parser.at_boundary() and parser.take_messages() == []
+    assert "truncated after 1 of 2 frames" in parser.pending_description()
+    parser.feed(data[-3:])
+    assert parser.at_boundary() and len(parser.take_messages()) == 1
