@@ -31,14 +31,31 @@ replicas otherwise stay until the scheduler frees them (it learnt of them from
 ``SendHasKeys``), so this machine never drops data on its own and
 ``SendReleasedKeys`` is never needed.
 
-Fetching: every ``fetch`` key sits in one heap per holder ordered by the
-priority of the most urgent task that needs it.  A gather pass, run at the end
-of ``handle`` when something changed, picks idle peers (at most
-``max_concurrent_fetches`` with a request in flight, one request per peer) in
-order of their most urgent key, preferring peers that can serve more keys, and
-sends each ONE ``Fetch`` of up to ``max_fetch_keys_per_request`` keys.  A key
-held by several peers goes with the first chosen peer; the others' heap
-entries go stale and are skipped lazily (each entry is popped at most once).
+Fetching: :class:`~taskmill.core.worker_fetch_queue.FetchQueue` queues every
+``fetch`` key with each of its holders, ordered by the priority of the most
+urgent task that needs it.  A gather pass at the end of ``handle`` (when
+something changed) sends ONE ``Fetch`` of up to ``max_fetch_keys_per_request``
+keys to each of the best idle peers, with at most ``max_concurrent_fetches``
+requests in flight and one per peer; keys held by several peers travel with
+the first chosen one.  A peer that lacks a requested key is struck off that
+key's holders (``SendMissingData``); an unreachable peer (``FetchFailed``) is
+struck off every key.  A key with no holder left goes ``missing`` and is asked
+for (``AskWhoHas``, batched per ``handle`` call).
+
+Contract with the shell:
+
+* Within one ``handle`` call, commands come out in event order, with
+  ``AskWhoHas``, then ``Fetch``, then ``Execute`` commands last.
+  ``DeleteData`` names only keys the shell stored (a result, fetched or
+  scattered data), never an input of a task still queued or running.
+* ``Execute.func`` is the serialized function the first time a
+  ``func_token`` is executed here (taken from whichever ``ComputeRequested``
+  carried it), then None: cache it by token.
+* After ``CancelExecution`` the thread stays counted as busy until the shell
+  reports the run's end (``ExecuteSucceeded`` or ``ExecuteFailed``); that
+  report is then dropped (a success also yields ``DeleteData``).
+* ``SendTaskFinished`` for a key obtained without running it (fetched while the
+  scheduler asked for it, or scattered) carries ``type_name=""`` and zero times.
 
 Legality: every state change goes through :meth:`WorkerState._set_state`,
 which checks the edge against ``TRANSITIONS`` and raises
@@ -86,6 +103,27 @@ from taskmill.core.worker_events import (
     WorkerEvent,
 )
 
+from taskmill.core.worker_fetch_queue import FetchQueue
+from taskmill.core.worker_records import (
+    _ALLOWED,
+    CANCELLED,
+    ERROR,
+    EXECUTING,
+    FETCH,
+    FLIGHT,
+    MEMORY,
+    MISSING,
+    READY,
+    RELEASED,
+    TRANSITIONS,
+    WAITING,
+    InvalidWorkerState,
+    InvalidWorkerTransition,
+    StoryEntry,
+    TaskRecord,
+    _HeapEntry,
+)
+
 __all__ = [
     "WorkerState",
     "TaskRecord",
@@ -93,134 +131,6 @@ __all__ = [
     "InvalidWorkerState",
     "TRANSITIONS",
 ]
-
-RELEASED = "released"  # pseudo-state: no record (new, or forgotten)
-WAITING = "waiting"
-READY = "ready"
-EXECUTING = "executing"
-MEMORY = "memory"
-ERROR = "error"
-FETCH = "fetch"
-FLIGHT = "flight"
-MISSING = "missing"
-CANCELLED = "cancelled"
-
-#: Every legal (start, finish) state change.  ``released`` stands for "no
-#: record": creation starts from it and forgetting ends in it.
-TRANSITIONS: frozenset[tuple[str, str]] = frozenset(
-    {
-        (RELEASED, WAITING),
-        (RELEASED, READY),
-        (RELEASED, FETCH),
-        (RELEASED, MISSING),
-        (RELEASED, MEMORY),
-        (WAITING, READY),
-        (WAITING, MEMORY),
-        (WAITING, FETCH),
-        (WAITING, MISSING),
-        (WAITING, RELEASED),
-        (READY, EXECUTING),
-        (READY, MEMORY),
-        (READY, FETCH),
-        (READY, MISSING),
-        (READY, RELEASED),
-        (EXECUTING, MEMORY),
-        (EXECUTING, ERROR),
-        (EXECUTING, CANCELLED),
-        (EXECUTING, FETCH),
-        (EXECUTING, MISSING),
-        (CANCELLED, EXECUTING),
-        (CANCELLED, FLIGHT),
-        (CANCELLED, MEMORY),
-        (CANCELLED, RELEASED),
-        (FETCH, FLIGHT),
-        (FETCH, MISSING),
-        (FETCH, MEMORY),
-        (FETCH, WAITING),
-        (FETCH, READY),
-        (FETCH, RELEASED),
-        (FLIGHT, MEMORY),
-        (FLIGHT, FETCH),
-        (FLIGHT, MISSING),
-        (FLIGHT, CANCELLED),
-        (FLIGHT, WAITING),
-        (FLIGHT, READY),
-        (MISSING, FETCH),
-        (MISSING, MEMORY),
-        (MISSING, WAITING),
-        (MISSING, READY),
-        (MISSING, RELEASED),
-        (MEMORY, RELEASED),
-        (ERROR, WAITING),
-        (ERROR, READY),
-        (ERROR, FETCH),
-        (ERROR, MISSING),
-        (ERROR, MEMORY),
-        (ERROR, RELEASED),
-    }
-)
-
-#: ``TRANSITIONS`` indexed by start state (a cheaper membership test)
-_ALLOWED: dict[str, frozenset[str]] = {
-    start: frozenset(f for s, f in TRANSITIONS if s == start) for start, _ in TRANSITIONS
-}
-
-StoryEntry = tuple[Key, str, str, str]  # (key, start, finish or note, stimulus_id)
-_HeapEntry = tuple[Priority, int, Key]
-
-
-class InvalidWorkerTransition(RuntimeError):
-    """A state change that is not in ``TRANSITIONS``: a bug in this module."""
-
-
-class InvalidWorkerState(AssertionError):
-    """``validate()`` found a broken invariant."""
-
-
-class TaskRecord:
-    """What this worker knows about one key.  Internal, mutable, slotted."""
-
-    __slots__ = (
-        "key",
-        "state",
-        "priority",
-        "seq",
-        "req",
-        "deps",
-        "waiting",
-        "dependents",
-        "who_has",
-        "coming_from",
-        "nbytes",
-        "type_name",
-        "start",
-        "stop",
-        "assigned",
-        "held",
-        "previous",
-    )
-
-    def __init__(self, key: Key, priority: Priority) -> None:
-        self.key = key
-        self.state = RELEASED
-        self.priority = priority
-        self.seq = 0  # heap entry generation: entries with another seq are stale
-        self.req: ComputeRequested | None = None  # until Execute is emitted
-        self.deps: tuple[Key, ...] = ()  # inputs still referenced by this task
-        self.waiting: set[Key] | None = None  # inputs not in memory yet
-        self.dependents: set[Key] | None = None  # pending tasks needing this key
-        self.who_has: set[Address] | None = None  # peers holding it (not here)
-        self.coming_from: Address | None = None  # peer of the fetch in flight
-        self.nbytes = 0
-        self.type_name = ""
-        self.start = 0.0
-        self.stop = 0.0
-        self.assigned = False  # the scheduler wants it computed/reported here
-        self.held = False  # the scheduler believes the data is here
-        self.previous: str | None = None  # state before "cancelled"
-
-    def __repr__(self) -> str:
-        return f"<TaskRecord {self.key!r} {self.state}>"
 
 
 class WorkerState:
@@ -258,12 +168,9 @@ class WorkerState:
         self.nbytes_in_memory = 0
         self._ready: list[_HeapEntry] = []
         self._ready_count = 0
-        self._fetch_heaps: dict[Address, list[_HeapEntry]] = {}
-        self._in_flight: dict[Address, dict[Key, None]] = {}
-        self._has_what: dict[Address, set[Key]] = {}
+        self._fq = FetchQueue(self.tasks, address, max_fetch_keys_per_request, max_concurrent_fetches)
         self._missing: set[Key] = set()
         self._ask: dict[Key, None] = {}
-        self._fetch_dirty = False
         self._funcs: dict[str, Any] = {}  # token -> serialized func not yet sent
         self._delivered: set[str] = set()  # tokens whose func went in an Execute
         self._log: deque[StoryEntry] = deque(maxlen=story_size)
@@ -298,7 +205,7 @@ class WorkerState:
     @property
     def in_flight_count(self) -> int:
         """Peers with a ``Fetch`` in flight."""
-        return len(self._in_flight)
+        return len(self._fq.in_flight)
 
     def task_state(self, key: Key) -> str | None:
         """The state of ``key`` here, or None when it is unknown/forgotten."""
@@ -330,7 +237,7 @@ class WorkerState:
             self._ask = {}
             if keys:
                 out.append(AskWhoHas(self._stim, keys))
-        if self._fetch_dirty:
+        if self._fq.dirty:
             self._gather()
         if self._ready_count and len(self.executing) < self.nthreads:
             self._ensure_computing()
@@ -366,76 +273,21 @@ class WorkerState:
     def _forget(self, ts: TaskRecord) -> None:
         """Drop the record (its state-specific indexes are already cleaned)."""
         if ts.who_has:
-            self._clear_holders(ts)
+            self._fq.clear_holders(ts)
         del self.tasks[ts.key]
         self._set_state(ts, RELEASED)
-
-    def _add_holders(self, ts: TaskRecord, addrs: Iterable[Address]) -> None:
-        wh = ts.who_has
-        for addr in addrs:
-            if addr == self.address:
-                continue
-            if wh is None:
-                wh = ts.who_has = set()
-            elif addr in wh:
-                continue
-            wh.add(addr)
-            hw = self._has_what.get(addr)
-            if hw is None:
-                self._has_what[addr] = {ts.key}
-            else:
-                hw.add(ts.key)
-            if ts.state == FETCH:
-                self._push_fetch_to(addr, ts)
-
-    def _remove_holder(self, ts: TaskRecord, addr: Address) -> None:
-        if ts.who_has and addr in ts.who_has:
-            ts.who_has.discard(addr)
-            hw = self._has_what.get(addr)
-            if hw is not None:
-                hw.discard(ts.key)
-                if not hw:
-                    del self._has_what[addr]
-
-    def _clear_holders(self, ts: TaskRecord) -> None:
-        if ts.who_has:
-            key = ts.key
-            has_what = self._has_what
-            for addr in ts.who_has:
-                hw = has_what.get(addr)
-                if hw is not None:
-                    hw.discard(key)
-                    if not hw:
-                        del has_what[addr]
-        ts.who_has = None
-
-    def _push_fetch_to(self, addr: Address, ts: TaskRecord) -> None:
-        heap = self._fetch_heaps.get(addr)
-        if heap is None:
-            heap = self._fetch_heaps[addr] = []
-        heapq.heappush(heap, (ts.priority, ts.seq, ts.key))
-        self._fetch_dirty = True
 
     def _to_fetch_or_missing(self, ts: TaskRecord, ask: bool = True) -> None:
         """Queue a dependency for fetching, or mark it missing (and ask)."""
         if ts.who_has:
             self._set_state(ts, FETCH)
             ts.seq = next(self._counter)
-            for addr in ts.who_has:
-                self._push_fetch_to(addr, ts)
+            self._fq.push(ts)
         else:
             self._set_state(ts, MISSING)
             self._missing.add(ts.key)
             if ask:
                 self._ask[ts.key] = None
-
-    def _leave_flight(self, ts: TaskRecord) -> None:
-        peer = ts.coming_from
-        if peer is not None:
-            keys = self._in_flight.get(peer)
-            if keys is not None:
-                keys.pop(ts.key, None)
-            ts.coming_from = None
 
     def _make_ready(self, ts: TaskRecord) -> None:
         self._set_state(ts, READY)
@@ -461,7 +313,7 @@ class WorkerState:
 
     def _put_in_memory(self, ts: TaskRecord, nbytes: int) -> None:
         if ts.who_has:
-            self._clear_holders(ts)
+            self._fq.clear_holders(ts)
         self._set_state(ts, MEMORY)
         ts.nbytes = nbytes
         key = ts.key
@@ -567,7 +419,7 @@ class WorkerState:
         else:  # fetch, missing, error: compute here
             if st == MISSING:
                 self._missing.discard(key)
-            self._clear_holders(ts)
+            self._fq.clear_holders(ts)
             self._setup_compute(ts, ev)
 
     def _remember_request(self, ts: TaskRecord, ev: ComputeRequested) -> None:
@@ -596,7 +448,7 @@ class WorkerState:
                     dts = self._new(dkey, priority)
                     dts.dependents = {key}
                     dts.nbytes = ev.nbytes.get(dkey, 0)
-                    self._add_holders(dts, holders)
+                    self._fq.add_holders(dts, holders)
                     self._to_fetch_or_missing(dts)
                 else:
                     if dts.dependents is None:
@@ -624,26 +476,24 @@ class WorkerState:
             if priority < dts.priority:  # more urgent now: requeue everywhere
                 dts.priority = priority
                 dts.seq = next(self._counter)
-                assert dts.who_has
-                for addr in dts.who_has:
-                    self._push_fetch_to(addr, dts)
-            self._add_holders(dts, holders)
+                self._fq.push(dts)
+            self._fq.add_holders(dts, holders)
         elif st == MISSING:
-            self._add_holders(dts, holders)
+            self._fq.add_holders(dts, holders)
             if dts.who_has:
                 self._missing.discard(dts.key)
                 dts.priority = min(priority, dts.priority)
                 self._to_fetch_or_missing(dts)
         elif st == FLIGHT:
-            self._add_holders(dts, holders)
+            self._fq.add_holders(dts, holders)
         elif st == CANCELLED:
             assert dts.previous is not None
             self._set_state(dts, dts.previous)  # wanted again: keep going
-            self._add_holders(dts, holders)
+            self._fq.add_holders(dts, holders)
         elif st == ERROR:  # a stale local failure: the key exists elsewhere now
             dts.assigned = dts.held = False
             dts.priority = priority
-            self._add_holders(dts, holders)
+            self._fq.add_holders(dts, holders)
             self._to_fetch_or_missing(dts)
         # waiting/ready/executing: computed here, its dependents wait for it
 
@@ -740,62 +590,12 @@ class WorkerState:
     # ------------------------------------------------------------------ #
     def _gather(self) -> None:
         """Send one ``Fetch`` to each of the best idle peers."""
-        self._fetch_dirty = False
-        in_flight = self._in_flight
-        slots = self.max_concurrent_fetches - len(in_flight)
-        heaps = self._fetch_heaps
-        if slots <= 0 or not heaps:
-            return
-        cands: list[tuple[Priority, int, int, Address]] = []
-        for peer in list(heaps):
-            if peer in in_flight:
-                continue
-            heap = self._clean_top(peer)
-            if heap:
-                prio, seq, _ = heap[0]
-                cands.append((prio, -len(heap), seq, peer))
-        heapq.heapify(cands)
-        tasks = self.tasks
-        limit = self.max_fetch_keys_per_request
-        while cands and slots > 0:
-            prio, _, seq, peer = heapq.heappop(cands)
-            if peer not in heaps:
-                continue
-            heap = self._clean_top(peer)
-            if not heap:
-                continue
-            if heap[0][0] != prio or heap[0][1] != seq:  # others took its best keys
-                heapq.heappush(cands, (heap[0][0], -len(heap), heap[0][1], peer))
-                continue
-            keys: dict[Key, None] = {}
-            while heap and len(keys) < limit:
-                _, s, key = heapq.heappop(heap)
-                ts = tasks.get(key)
-                if ts is None or ts.state != FETCH or ts.seq != s or not ts.who_has or peer not in ts.who_has:
-                    continue
-                ts.coming_from = peer
-                self._set_state(ts, FLIGHT)
-                keys[key] = None
-            if not heap:
-                del heaps[peer]
-            if keys:
-                in_flight[peer] = keys
-                self._out.append(Fetch(self._stim, peer, tuple(keys)))
-                slots -= 1
+        stim = self._stim
+        for peer, keys in self._fq.select(self._take_for_fetch):
+            self._out.append(Fetch(stim, peer, keys))
 
-    def _clean_top(self, peer: Address) -> list[_HeapEntry] | None:
-        """Pop stale entries off ``peer``'s fetch heap; None (and the heap
-        dropped) when nothing valid is left."""
-        heap = self._fetch_heaps[peer]
-        tasks = self.tasks
-        while heap:
-            _, seq, key = heap[0]
-            ts = tasks.get(key)
-            if ts is not None and ts.state == FETCH and ts.seq == seq and ts.who_has and peer in ts.who_has:
-                return heap
-            heapq.heappop(heap)
-        del self._fetch_heaps[peer]
-        return None
+    def _take_for_fetch(self, ts: TaskRecord, peer: Address) -> None:
+        self._set_state(ts, FLIGHT)
 
     def _fetch_lost(self, ts: TaskRecord) -> None:
         """A fetch of ``ts`` ended without data: retry, compute or give up."""
@@ -805,15 +605,14 @@ class WorkerState:
         elif ts.assigned:  # resumed compute request: compute it here after all
             req = ts.req
             assert req is not None
-            self._clear_holders(ts)
+            self._fq.clear_holders(ts)
             self._setup_compute(ts, req)
         else:
             self._to_fetch_or_missing(ts)
 
     def _on_fetch_succeeded(self, ev: FetchSucceeded) -> None:
         peer = ev.peer
-        flight = self._in_flight.pop(peer, None)
-        self._fetch_dirty = True
+        flight = self._fq.request_done(peer)
         tasks = self.tasks
         announce: dict[Key, int] = {}
         for key, nbytes in ev.nbytes.items():
@@ -825,7 +624,7 @@ class WorkerState:
             st = ts.state
             if st == FLIGHT or st == FETCH or st == MISSING:
                 if st == FLIGHT and ts.coming_from != peer:
-                    self._leave_flight(ts)
+                    self._fq.leave_flight(ts)
                 ts.coming_from = None
                 if st == MISSING:
                     self._missing.discard(key)
@@ -836,7 +635,7 @@ class WorkerState:
                 else:
                     announce[key] = nbytes
             elif st == CANCELLED and ts.previous == FLIGHT:
-                self._leave_flight(ts)
+                self._fq.leave_flight(ts)
                 self._delete.append(key)
                 self._forget(ts)
             elif st == MEMORY:
@@ -854,7 +653,7 @@ class WorkerState:
             ts = tasks.get(key)
             if ts is None:
                 continue
-            self._remove_holder(ts, peer)
+            self._fq.remove_holder(ts, peer)
             if ts.coming_from == peer and (ts.state == FLIGHT or ts.state == CANCELLED):
                 lost.append(key)
                 self._fetch_lost(ts)
@@ -865,15 +664,8 @@ class WorkerState:
 
     def _on_fetch_failed(self, ev: FetchFailed) -> None:
         peer = ev.peer
-        flight = self._in_flight.pop(peer, None)
-        self._fetch_heaps.pop(peer, None)
-        self._fetch_dirty = True
+        flight, held_there = self._fq.forget_peer(peer)
         tasks = self.tasks
-        held_there = self._has_what.pop(peer, None) or set()
-        for key in held_there:
-            wh = tasks[key].who_has
-            if wh is not None:
-                wh.discard(peer)
         if flight is None:
             flight = {k: None for k in ev.keys if (t := tasks.get(k)) is not None and t.coming_from == peer}
             if not flight:
@@ -905,8 +697,8 @@ class WorkerState:
             if ts.who_has:
                 for addr in list(ts.who_has):
                     if addr not in new:
-                        self._remove_holder(ts, addr)
-            self._add_holders(ts, new)
+                        self._fq.remove_holder(ts, addr)
+            self._fq.add_holders(ts, new)
             if st == MISSING:
                 if ts.who_has:
                     self._missing.discard(key)
@@ -963,7 +755,7 @@ class WorkerState:
             else:
                 report = ts.assigned and st in (WAITING, READY, FLIGHT)
                 if st == FLIGHT or st == CANCELLED:
-                    self._leave_flight(ts)
+                    self._fq.leave_flight(ts)
                 elif st == MISSING:
                     self._missing.discard(key)
                 elif st == READY:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from taskmill.core.worker_state import (
+from taskmill.core.worker_records import (
     CANCELLED,
     ERROR,
     EXECUTING,
@@ -31,7 +31,8 @@ from taskmill.core.worker_state import (
 )
 
 if TYPE_CHECKING:
-    from taskmill.core.worker_state import TaskRecord, WorkerState
+    from taskmill.core.worker_records import TaskRecord
+    from taskmill.core.worker_state import WorkerState
 
 _STATES = {WAITING, READY, EXECUTING, MEMORY, ERROR, FETCH, FLIGHT, MISSING, CANCELLED}
 
@@ -53,10 +54,10 @@ def validate_worker_state(ws: WorkerState) -> None:
     ready = 0
     ready_entries = {(e[1], e[2]) for e in ws._ready}
     fetch_entries: dict[str, set[tuple[int, str]]] = {
-        peer: {(e[1], e[2]) for e in heap} for peer, heap in ws._fetch_heaps.items()
+        peer: {(e[1], e[2]) for e in heap} for peer, heap in ws._fq.heaps.items()
     }
     has_what: dict[str, set[str]] = {}
-    slots_free = len(ws._in_flight) < ws.max_concurrent_fetches
+    slots_free = len(ws._fq.in_flight) < ws.max_concurrent_fetches
 
     for key, ts in tasks.items():
         st = ts.state
@@ -133,7 +134,7 @@ def validate_worker_state(ws: WorkerState) -> None:
                     fail(ts, f"dependent {dep!r} does not list it")
         if flying:
             peer = ts.coming_from
-            if peer is None or key not in ws._in_flight.get(peer, {}):
+            if peer is None or key not in ws._fq.in_flight.get(peer, {}):
                 fail(ts, f"in flight from {peer} but not in that request")
         elif ts.coming_from is not None:
             fail(ts, f"coming_from={ts.coming_from} while not in flight")
@@ -145,7 +146,7 @@ def validate_worker_state(ws: WorkerState) -> None:
             assert ts.who_has is not None
             if not any((ts.seq, key) in fetch_entries.get(p, ()) for p in ts.who_has):
                 fail(ts, "fetch but in no holder's queue")
-            if slots_free and any(p not in ws._in_flight for p in ts.who_has):
+            if slots_free and any(p not in ws._fq.in_flight for p in ts.who_has):
                 fail(ts, "idle holder and a free fetch slot, but not fetched")
 
     if executing != ws.executing:
@@ -162,11 +163,11 @@ def validate_worker_state(ws: WorkerState) -> None:
         fail(None, f"nbytes_in_memory {ws.nbytes_in_memory} != {nbytes}")
     if missing != ws._missing:
         fail(None, f"missing index {ws._missing} != {missing}")
-    if has_what != ws._has_what:
-        fail(None, f"holder index {ws._has_what} != {has_what}")
-    if len(ws._in_flight) > ws.max_concurrent_fetches:
-        fail(None, f"{len(ws._in_flight)} peers in flight")
-    for peer, keys in ws._in_flight.items():
+    if has_what != ws._fq.has_what:
+        fail(None, f"holder index {ws._fq.has_what} != {has_what}")
+    if len(ws._fq.in_flight) > ws.max_concurrent_fetches:
+        fail(None, f"{len(ws._fq.in_flight)} peers in flight")
+    for peer, keys in ws._fq.in_flight.items():
         if len(keys) > ws.max_fetch_keys_per_request:
             fail(None, f"{len(keys)} keys in flight from {peer}")
         for key in keys:

@@ -93,7 +93,7 @@ class SimShell:
         assert len(self.running) <= self.nthreads
         assert set(self.running) == self.ws.executing
         assert self.ws.in_memory <= set(self.store)
-        assert set(self.fetches) == set(self.ws._in_flight)
+        assert set(self.fetches) == set(self.ws._fq.in_flight)
 
     # what the outside world does -------------------------------------------
     def finish(self, key: str, success: bool) -> None:
