@@ -206,7 +206,7 @@ class Executor:
         generation = session.next_generation()
         task = [call.key, token, call.args, list(call.dependencies), [-priority, generation, 0],
                 retries, _worker_list(workers), allow_other_workers]
-        return session.submit_graph([task], self._functions_to_send(token, func), [call.key])[0]
+        return session.submit_tasks([task], self._functions_to_send(token, func))[0]
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], key: str | list[str] | None = None,
             pure: bool = True, workers: str | Iterable[str] | None = None,
@@ -234,7 +234,7 @@ class Executor:
             call = pack_call(fn, token, args, kwargs, pure=pure, key=k, is_future=self._is_future, found={})
             tasks.append([call.key, token, call.args, list(call.dependencies), [-priority, generation, i],
                           retries, restrictions, allow_other_workers])
-        return session.submit_graph(tasks, self._functions_to_send(token, func), [t[0] for t in tasks])
+        return session.submit_tasks(tasks, self._functions_to_send(token, func))
 
     # ------------------------------------------------------------------ #
     # Data

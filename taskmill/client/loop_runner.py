@@ -46,6 +46,7 @@ class LoopRunner:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.get_running_loop().shutdown_default_executor()
 
         try:
             self.run(shutdown(), timeout=5)

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("taskmill.client")
 
 FETCH_ATTEMPTS = 5
+GRAPH_CHUNK = 1000  # tasks per update-graph message
 
 
 class Session:
@@ -138,6 +139,8 @@ class Session:
         except concurrent.futures.TimeoutError:
             fut.cancel()
             raise
+        except asyncio.CancelledError as exc:  # asyncio renames the futures' CancelledError
+            raise concurrent.futures.CancelledError(*exc.args) from None
 
     def run_callback(self, fn: Callable[[Future], object], future: Future) -> None:
         if self.on_loop_thread():
@@ -194,12 +197,14 @@ class Session:
         """Queue a message to the scheduler, from any thread."""
         self.post(self._send, msg)
 
-    def submit_graph(self, tasks: list[list[Any]], funcs: dict[str, Serialized],
-                     keys: list[str]) -> list[Future]:
-        """Create the futures for ``keys`` and send the tasks (any thread)."""
+    def submit_tasks(self, tasks: list[list[Any]], funcs: dict[str, Serialized]) -> list[Future]:
+        """Send tasks (wire lists, key first) and return a Future for each (any thread)."""
         self.check_running()
+        keys = [t[0] for t in tasks]
         futures = [Future(k, self) for k in keys]
-        self.send({"op": "update-graph", "tasks": tasks, "funcs": funcs, "wanted": keys})
+        for i in range(0, len(tasks), GRAPH_CHUNK):  # bounded messages; work starts sooner
+            self.send({"op": "update-graph", "tasks": tasks[i:i + GRAPH_CHUNK],
+                       "funcs": funcs if i == 0 else {}, "wanted": keys[i:i + GRAPH_CHUNK]})
         return futures
 
     def cancel_keys(self, keys: list[str]) -> None:
@@ -317,7 +322,7 @@ class Session:
     async def result_async(self, fut: Future) -> Any:
         ks = fut._keystate
         if fut.cancelled():
-            raise asyncio.CancelledError(f"{fut.key} was cancelled")
+            raise concurrent.futures.CancelledError(f"{fut.key} was cancelled")
         return (await self.gather_states([ks]))[0]
 
     async def gather_states(self, states: list[KeyState], errors: str = "raise") -> list[Any]:

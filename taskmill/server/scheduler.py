@@ -38,6 +38,8 @@ from taskmill.server.node import Node, Status
 
 logger = logging.getLogger("taskmill.scheduler")
 
+NANNY_REPORT_WAIT = 1.0  # seconds to wait for a nanny's word on why its worker died
+
 
 class Scheduler(Node):
     """The central scheduler server."""
@@ -56,6 +58,7 @@ class Scheduler(Node):
         self.functions: dict[str, Serialized] = {}
         self.uploads: dict[str, bytes] = {}
         self.exit_reasons: dict[str, str] = {}
+        self._exit_reported: dict[str, asyncio.Event] = {}
         self._stimulus = itertools.count()
         self._workers_changed = asyncio.Condition()
         self.handlers.update({
@@ -211,6 +214,7 @@ class Scheduler(Node):
         self.worker_streams[address] = BatchedSend(comm)
         self.worker_comms[address] = comm
         self.worker_extra[address] = {"pid": pid, "last_seen": time.monotonic(), "memory": 0}
+        self._exit_reported[address] = asyncio.Event()
         logger.info("worker %s joined (%d threads, name %s)", address, nthreads, name or "-")
         self._handle(ev.WorkerJoined(self._sid("worker-joined"), address, nthreads, memory_limit,
                                      time.time(), nanny, name))
@@ -231,6 +235,14 @@ class Scheduler(Node):
             self.worker_streams.pop(address, None)
             self.worker_comms.pop(address, None)
             self.worker_extra.pop(address, None)
+            exit_reported = self._exit_reported[address]
+            if nanny and reason == "its connection closed" and self.status is Status.running:
+                # its nanny knows why the process died (exit code, signal): wait briefly for it
+                try:
+                    await asyncio.wait_for(exit_reported.wait(), NANNY_REPORT_WAIT)
+                except asyncio.TimeoutError:
+                    pass
+            del self._exit_reported[address]
             if self.status is Status.running:
                 reason = self.exit_reasons.pop(address, reason)
                 logger.info("worker %s left: %s", address, reason)
@@ -280,11 +292,14 @@ class Scheduler(Node):
     def _worker_exited(self, worker: str, reason: str, comm: Any = None) -> None:
         """A nanny tells how its worker process ended."""
         logger.info("worker %s exited: %s", worker, reason)
-        if worker in self.worker_streams:
-            self.exit_reasons[worker] = reason
-            comm_ = self.worker_comms.get(worker)
-            if comm_ is not None:
-                comm_.abort()
+        reported = self._exit_reported.get(worker)
+        if reported is None:
+            return
+        self.exit_reasons[worker] = reason
+        reported.set()
+        comm_ = self.worker_comms.get(worker)
+        if comm_ is not None:
+            comm_.abort()
 
     # ------------------------------------------------------------------ #
     # Requests

@@ -1,0 +1,128 @@
+"""Scheduler and workers started from the command line as separate processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import psutil
+import pytest
+
+from taskmill import Executor
+from tests.conftest import wait_for
+from tests.multiprocess.helpers import BIN, running, start_scheduler
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def slow_inc(x: int) -> int:
+    time.sleep(0.2)
+    return x + 1
+
+
+def worker_pids(e: Executor) -> dict[str, int]:
+    return {a: w["pid"] for a, w in e.scheduler_info()["workers"].items()}
+
+
+def test_scheduler_and_two_workers_from_the_command_line() -> None:
+    with running("taskmill-scheduler", "--port", "0") as sched:
+        address = start_scheduler(sched)
+        with running("taskmill-worker", address, "--nthreads", "1") as w1, \
+                running("dworker", address, "--nthreads", "1") as w2:
+            for w in (w1, w2):
+                w.wait_for_line(r"worker listening at tcp://")
+                w.wait_for_line(r"registered with scheduler " + address)
+            sched.wait_for_line(r"worker tcp://\S+ joined")
+            with Executor(address) as e:
+                wait_for(lambda: len(e.nthreads()) == 2, message="two workers registered")
+                a = e.submit(lambda x: x + 1, 1)
+                b = e.submit(lambda x: x + 1, 100)
+                assert e.submit(lambda x, y: x + y, a, b).result() == 103
+                assert sorted(e.gather(e.map(slow_inc, range(10)))) == list(range(1, 11))
+            assert w1.stop() == 0 and w2.stop() == 0
+        assert sched.stop(signal.SIGINT) == 0
+
+
+def test_worker_killed_mid_computation_results_stay_right() -> None:
+    with running("taskmill-scheduler", "--port", "0") as sched:
+        address = start_scheduler(sched)
+        with running("taskmill-worker", address, "--nthreads", "1"), \
+                running("taskmill-worker", address, "--nthreads", "1"):
+            with Executor(address) as e:
+                wait_for(lambda: len(e.nthreads()) == 2, timeout=30, message="two workers")
+                futures = e.map(slow_inc, range(30))
+                wait_for(lambda: sum(f.done() for f in futures) >= 3, timeout=30,
+                         message="some tasks done")
+                victim = next(iter(worker_pids(e).values()))
+                os.kill(victim, signal.SIGKILL)
+                assert e.gather(futures) == list(range(1, 31))
+                # the nanny starts a new worker process in its place
+                wait_for(lambda: len(e.nthreads()) == 2 and victim not in worker_pids(e).values(),
+                         timeout=30, message="nanny restarted the killed worker")
+
+
+def test_scheduler_refuses_public_interface_without_insecure() -> None:
+    out = subprocess.run([os.path.join(BIN, "taskmill-scheduler"), "--host", "0.0.0.0", "--port", "0"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+    assert "--insecure" in out.stderr and "0.0.0.0" in out.stderr
+
+
+def test_worker_with_bad_scheduler_address_fails_clearly() -> None:
+    out = subprocess.run([os.path.join(BIN, "taskmill-worker"), "not an address", "--no-nanny"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+    assert "SCHEDULER_ADDRESS" in out.stderr
+
+
+@pytest.mark.parametrize("alias", ["dcenter", "dscheduler", "dworker"])
+def test_aliases_exist(alias: str) -> None:
+    out = subprocess.run([os.path.join(BIN, alias), "--help"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "Usage" in out.stdout
+
+
+def test_scheduler_gone_fails_pending_futures() -> None:
+    with running("taskmill-scheduler", "--port", "0") as sched:
+        address = start_scheduler(sched)
+        with running("taskmill-worker", address, "--nthreads", "1"):
+            e = Executor(address)
+            try:
+                wait_for(lambda: len(e.nthreads()) == 1, timeout=30, message="worker")
+                f = e.submit(time.sleep, 30, pure=False)
+                os.kill(sched.popen.pid, signal.SIGKILL)
+                start = time.monotonic()
+                with pytest.raises(ConnectionError, match="scheduler"):
+                    f.result(timeout=30)
+                assert time.monotonic() - start < 30
+                with pytest.raises(RuntimeError):
+                    e.submit(slow_inc, 1)
+            finally:
+                e.close()
+
+
+def test_embedded_cluster_leaves_no_process_when_program_is_killed(tmp_path: object) -> None:
+    script = os.path.join(str(tmp_path), "prog.py")
+    with open(script, "w") as fh:
+        fh.write(
+            "import os, sys, time\n"
+            "from taskmill import Executor\n"
+            "e = Executor(n_workers=2, threads_per_worker=1)\n"
+            "pids = [w['pid'] for w in e.scheduler_info()['workers'].values()]\n"
+            "print('PIDS', *pids, flush=True)\n"
+            "time.sleep(600)\n")
+    proc = subprocess.Popen([os.path.join(BIN, "python"), script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("PIDS"), line
+        pids = [int(p) for p in line.split()[1:]]
+        assert len(pids) == 2 and all(psutil.pid_exists(p) for p in pids)
+        proc.kill()
+        proc.wait()
+        wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                                 for p in pids), timeout=15, message="worker processes gone")
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -1,0 +1,47 @@
+"""The embedded cluster with real worker processes under nannies."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from taskmill import Executor, KilledWorker
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def test_default_executor_runs_and_leaves_nothing_behind(no_leaks: None) -> None:
+    with Executor(n_workers=2, threads_per_worker=1) as e:
+        pids = {w["pid"] for w in e.scheduler_info()["workers"].values()}
+        assert len(pids) == 2 and os.getpid() not in pids
+        assert e.submit(inc, 1).result() == 2
+        assert e.gather(e.map(inc, range(100))) == list(range(1, 101))
+
+
+def test_task_that_kills_its_worker_ends_in_killed_worker() -> None:
+    with Executor(n_workers=2, threads_per_worker=1, set_as_default=False) as e:
+        f = e.submit(os._exit, 3)
+        with pytest.raises(KilledWorker) as info:
+            f.result(timeout=60)
+        message = str(info.value)
+        assert f.key in message and "exit code 3" in message
+        wait_for(lambda: len(e.nthreads()) == 2, timeout=30, message="workers restarted")
+        assert e.submit(inc, 10).result() == 11
+
+
+def test_restart_replaces_worker_processes() -> None:
+    with Executor(n_workers=2, threads_per_worker=1, set_as_default=False) as e:
+        before = {w["pid"] for w in e.scheduler_info()["workers"].values()}
+        f = e.submit(inc, 1)
+        f.result()
+        e.restart()
+        after = {w["pid"] for w in e.scheduler_info()["workers"].values()}
+        assert len(after) == 2 and not (before & after)
+        assert f.status == "cancelled"
+        assert e.submit(inc, 5).result() == 6
