@@ -67,7 +67,7 @@ async def _call(comm: Comm, handlers: Mapping[str, Callable[..., Any]], msg: dic
     if handler is None:
         raise ValueError(f"unknown operation {op!r}")
     result = handler(comm=comm, **msg)
-    if inspect.isawaitable(result):
+    if inspect.iscoroutine(result) or inspect.isawaitable(result):
         result = await result
     return result
 

@@ -67,6 +67,7 @@ class TCPComm(Comm, asyncio.BufferedProtocol):
         self._on_connect = on_connect
         self._parser = FrameParser(limits)
         self._transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()  # protocols are made inside the loop
         self._inbox: collections.deque[list[Any]] = collections.deque()
         self._read_waiter: asyncio.Future[None] | None = None
         self._drain_waiters: list[asyncio.Future[None]] = []
@@ -86,7 +87,7 @@ class TCPComm(Comm, asyncio.BufferedProtocol):
                 raise CommClosedError(f"{self.peer_address}: {self._close_reason}")
             waiter = self._read_waiter
             if waiter is None or waiter.done():
-                waiter = self._read_waiter = asyncio.get_running_loop().create_future()
+                waiter = self._read_waiter = self._loop.create_future()
             await waiter
         frames = inbox.popleft()
         if self._read_paused and len(inbox) <= _INBOX_LOW and self._transport is not None:
@@ -106,11 +107,13 @@ class TCPComm(Comm, asyncio.BufferedProtocol):
             raise CommClosedError(f"{self.peer_address}: {self._close_reason or 'comm closed'}")
         frames = dumps(msg)
         prefix = frame_prefix(frames, self.limits)
-        nbytes = len(prefix) + sum(frame_lengths(frames))
-        if nbytes <= _SMALL_WRITE:
-            transport.write(prefix + b"".join(frames))
+        if len(frames) == 1 and len(frames[0]) <= _SMALL_WRITE:
+            data = prefix + frames[0]
+            transport.write(data)
+            nbytes = len(data)
         else:
             transport.writelines([prefix, *frames])
+            nbytes = len(prefix) + sum(frame_lengths(frames))
         if self._write_paused:
             waiter = asyncio.get_running_loop().create_future()
             self._drain_waiters.append(waiter)
@@ -149,7 +152,7 @@ class TCPComm(Comm, asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self._transport = transport
-        self._lost = asyncio.get_running_loop().create_future()
+        self._lost = self._loop.create_future()
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from taskmill.protocol.serialize import Frame
 
 _U64 = struct.Struct("<Q")
+_PREFIX_1 = struct.Struct("<QQ")
 
 #: Default maximum number of frames in one message.
 MAX_FRAMES = 10_000
@@ -42,7 +43,7 @@ MAX_MESSAGE_BYTES = int(os.environ.get("TASKMILL_MAX_MESSAGE_BYTES", 2 * 2**30))
 
 #: Frames at least this large are received into their own buffer.
 LARGE_FRAME = 64 * 1024
-_SCRATCH_SIZE = 4 * LARGE_FRAME
+_SCRATCH_SIZE = 2 * LARGE_FRAME
 
 
 class ProtocolError(Exception):
@@ -94,6 +95,11 @@ def frame_prefix(frames: Sequence[Frame], limits: FrameLimits = DEFAULT_LIMITS) 
 
     Raises :class:`ProtocolError` when the message would break ``limits``.
     """
+    if len(frames) == 1:  # fast path: a header-only message
+        header = frames[0]
+        size = header.nbytes if isinstance(header, memoryview) else len(header)
+        if size <= limits.max_header_bytes and size <= limits.max_message_bytes:
+            return _PREFIX_1.pack(1, size)
     limits.check_count(len(frames))
     lengths = frame_lengths(frames)
     limits.check_lengths(lengths)
@@ -199,6 +205,7 @@ class FrameParser:
         self._start, self._end = 0, self._end - self._start
 
     def _parse(self) -> None:
+        self._parse_small_messages()
         while True:
             if self._lengths is None:
                 if not self._need(8):
@@ -227,6 +234,21 @@ class FrameParser:
                 if self._start == self._end:
                     self._start = self._end = 0
                 self._finish_frame(frame)
+
+    def _parse_small_messages(self) -> None:
+        """Fast path: whole buffered single-frame messages below the large size."""
+        scratch, messages = self._scratch, self._messages
+        start, end = self._start, self._end
+        max_size = min(LARGE_FRAME - 1, self.limits.max_header_bytes, self.limits.max_message_bytes)
+        while self._lengths is None and end - start >= 16:
+            count, length = _PREFIX_1.unpack_from(scratch, start)
+            if count != 1 or length > max_size or end - start < 16 + length:
+                break
+            start += 16 + length
+            messages.append([bytes(self._view[start - length : start])])
+        if start == end:
+            start = end = 0
+        self._start, self._end = start, end
 
     def _start_large(self, length: int) -> None:
         buf = memoryview(bytearray(length))

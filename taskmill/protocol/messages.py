@@ -24,6 +24,7 @@ the remote traceback as ``__cause__`` (as ``concurrent.futures`` does).
 from __future__ import annotations
 
 import struct
+import threading
 import traceback
 from collections.abc import Sequence
 from typing import Any
@@ -37,21 +38,33 @@ EXT_SERIALIZED = 1
 _EXT_REF = struct.Struct("<II")
 
 
-def dumps(msg: Any) -> list[Frame]:
-    """Encode ``msg`` into frames: a msgpack header, then any payload frames."""
-    frames: list[Frame] = [b""]
+class _Encoder(threading.local):
+    """A reusable msgpack packer per thread (creating one costs more than packing)."""
 
-    def default(obj: Any) -> msgpack.ExtType:
+    def __init__(self) -> None:
+        self.frames: list[Frame] = []
+        self.packer = msgpack.Packer(default=self.default, use_bin_type=True)
+
+    def default(self, obj: Any) -> msgpack.ExtType:
         if isinstance(obj, Serialized):
-            ref = _EXT_REF.pack(len(frames), len(obj.frames))
-            frames.extend(obj.frames)
+            ref = _EXT_REF.pack(len(self.frames), len(obj.frames))
+            self.frames.extend(obj.frames)
             return msgpack.ExtType(EXT_SERIALIZED, ref)
         raise TypeError(
             f"cannot encode {type(obj).__qualname__} object in a message; "
             "wrap it with taskmill.protocol.serialize()"
         )
 
-    frames[0] = msgpack.packb(msg, default=default, use_bin_type=True)
+
+_encoder = _Encoder()
+
+
+def dumps(msg: Any) -> list[Frame]:
+    """Encode ``msg`` into frames: a msgpack header, then any payload frames."""
+    encoder = _encoder
+    frames: list[Frame] = [b""]
+    encoder.frames = frames
+    frames[0] = encoder.packer.pack(msg)
     return frames
 
 
