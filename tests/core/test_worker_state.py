@@ -459,3 +459,26 @@ def test_heartbeat_figures() -> None:
     assert (w.executing_count, w.ready_count) == (2, 3)
     w.handle(ok("x0", 10), ok("x1", 20))
     assert len(w.in_memory) == 2 and w.nbytes_in_memory == 30
+
+
+def test_fetch_priority_follows_most_urgent_dependent() -> None:
+    w = ws(max_concurrent_fetches=1)
+    w.handle(compute("t1", {"x": (A,)}, priority=(5,)))  # occupies the only slot
+    w.handle(compute("t2", {"y": (B,)}, priority=(9,)), compute("t3", {"z": (C,)}, priority=(1,)))
+    w.handle(compute("t4", {"y": (B,)}, priority=(0,)))  # y is now the most urgent input
+    cmds = w.handle(FetchSucceeded("s", A, ("x",), {"x": 1}))
+    assert of(cmds, Fetch) == [Fetch("s", B, ("y",))]
+    cmds = w.handle(FetchSucceeded("s2", B, ("y",), {"y": 1}))
+    assert of(cmds, Fetch) == [Fetch("s2", C, ("z",))]
+
+
+def test_data_arriving_for_queued_key_is_accepted() -> None:
+    w = ws(max_concurrent_fetches=1)
+    w.handle(compute("t1", {"x": (A,)}), compute("t2", {"y": (A, B)}))
+    assert w.task_state("y") == "flight"  # went with x to A
+    w.handle(compute("t3", {"z": (B,)}))
+    assert w.task_state("z") == "fetch"
+    # B answers an older request and happens to send z as well
+    cmds = w.handle(FetchSucceeded("s", B, (), {"z": 2}))
+    assert w.task_state("z") == "memory"
+    assert of(cmds, SendHasKeys) == [SendHasKeys("s", {"z": 2})]
