@@ -1,0 +1,46 @@
+"""The names and signatures API.md promises."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import inspect
+import subprocess
+import sys
+
+import taskmill
+from taskmill import Executor, Future
+
+
+def test_exports() -> None:
+    for name in ["Executor", "Future", "wait", "as_completed", "progress", "fire_and_forget"]:
+        assert hasattr(taskmill, name), name
+    assert issubclass(Future, concurrent.futures.Future)
+
+
+def test_executor_methods_and_parameters() -> None:
+    params = inspect.signature(Executor.submit).parameters
+    for p in ["key", "pure", "workers", "allow_other_workers", "retries", "priority", "resources"]:
+        assert p in params, p
+    assert params["pure"].default is True and params["retries"].default == 0
+    for method in ["map", "scatter", "gather", "cancel", "restart", "upload_file", "run", "who_has",
+                   "has_what", "nthreads", "scheduler_info", "concurrent_executor", "close", "shutdown"]:
+        assert callable(getattr(Executor, method)), method
+    init = inspect.signature(Executor.__init__).parameters
+    for p in ["asynchronous", "n_workers", "threads_per_worker", "processes"]:
+        assert p in init, p
+    assert "broadcast" in inspect.signature(Executor.scatter).parameters
+    assert inspect.signature(Executor.gather).parameters["errors"].default == "raise"
+
+
+def test_future_methods() -> None:
+    for method in ["result", "exception", "traceback", "done", "cancel", "add_done_callback", "release"]:
+        assert callable(getattr(Future, method)), method
+    assert isinstance(Future.status, property)
+
+
+def test_import_does_not_pull_heavy_libraries() -> None:
+    code = ("import sys, taskmill; heavy = [m for m in ('dask', 'numpy', 'pandas') if m in sys.modules];"
+            "print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ""
