@@ -125,7 +125,8 @@ class TaskRecord:
         loose: bool = False,
     ) -> None:
         self.key = key
-        self.prefix = key_prefix(key)
+        head, sep, _ = key.rpartition("-")
+        self.prefix = head if sep else key  # == key_prefix(key), inlined: hot
         self.run_spec = run_spec
         self.priority = priority
         self.seq = seq
@@ -152,7 +153,8 @@ class TaskRecord:
         self.type_name = ""
         self.error: ErrorInfo | None = None
         self.suspicious = 0
-        self.deaths: list[tuple[Address, str]] = []
+        #: (worker, reason) of each worker that died while running it
+        self.deaths: tuple[tuple[Address, str], ...] = ()
 
     def __repr__(self) -> str:
         return f"<TaskRecord {self.key!r} {self.state}>"

@@ -300,7 +300,7 @@ class SchedulerState(SchedulerCore):
         self._seq += 1
         ts.seq = self._seq
         ts.suspicious = 0
-        ts.deaths = []
+        ts.deaths = ()
         if nt is None:
             ts.run_spec = None
             ts.restrictions = None
@@ -370,9 +370,10 @@ class SchedulerState(SchedulerCore):
                         MISSING_DEPENDENCY,
                     ),
                 )
-        recs = self._recs
+        check = self._check
         for ts, _ in added:
-            recs.append((ts, CHECK, None))
+            if ts.state == RELEASED:
+                check(ts)
 
     def _on_cancel_requested(self, ev: CancelRequested) -> None:
         closure: dict[TaskRecord, None] = {}
@@ -541,7 +542,7 @@ class SchedulerState(SchedulerCore):
         self._pending_free.pop(ws, None)
         for ts in list(ws.processing):
             ts.suspicious += 1
-            ts.deaths.append((address, reason))
+            ts.deaths += ((address, reason),)
             if ts.suspicious >= self.allowed_failures:
                 deaths = ", ".join(f"{a} ({r})" for a, r in ts.deaths)
                 text = (

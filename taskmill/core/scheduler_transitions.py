@@ -314,7 +314,7 @@ class SchedulerCore:
     def _report_memory(self, ts: TaskRecord) -> None:
         if not ts.who_wants:
             return
-        who = tuple(ws.address for ws in ts.who_has)
+        who = tuple([ws.address for ws in ts.who_has])
         wants = ts.who_wants
         for client, last in wants.items():
             if last != MEMORY:
@@ -400,9 +400,10 @@ class SchedulerCore:
             func = spec.func
         who_has: dict[Key, tuple[Address, ...]] = {}
         nbytes: dict[Key, int] = {}
-        for dts in ts.dependencies:
-            who_has[dts.key] = tuple(w.address for w in dts.who_has)
-            nbytes[dts.key] = dts.nbytes
+        if ts.dependencies:
+            for dts in ts.dependencies:
+                who_has[dts.key] = tuple([w.address for w in dts.who_has])
+                nbytes[dts.key] = dts.nbytes
         self._cmds.append(
             ComputeTask(
                 self._stimulus_id,
@@ -430,7 +431,7 @@ class SchedulerCore:
                 if ws is not None:
                     queue_push(ws.restricted_queue, ts)
         else:
-            queue_push(self.queue, ts)
+            heapq.heappush(self.queue, (ts.sort_key, ts.queue_epoch, ts))
 
     def _to_no_worker(self, ts: TaskRecord, _: Any) -> None:
         assert ts.restrictions is not None
