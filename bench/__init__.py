@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of taskmill against dask.distributed (see README.md)."""
