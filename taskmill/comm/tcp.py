@@ -33,6 +33,7 @@ from typing import Any, Callable, cast
 from taskmill.comm.addressing import parse_address, unparse_address
 from taskmill.comm.core import CommClosedError, Comm, HandleComm, Listener
 from taskmill.protocol import (
+    Frame,
     FrameLimits,
     FrameParser,
     ProtocolError,
@@ -65,10 +66,10 @@ class TCPComm(Comm, asyncio.BufferedProtocol):
         self.limits = limits
         self.local_address = self.peer_address = "tcp://<unconnected>"
         self._on_connect = on_connect
-        self._parser = FrameParser(limits)
+        self._inbox: collections.deque[list[Frame]] = collections.deque()
+        self._parser = FrameParser(limits, self._inbox)  # appends to our inbox
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()  # protocols are made inside the loop
-        self._inbox: collections.deque[list[Any]] = collections.deque()
         self._read_waiter: asyncio.Future[None] | None = None
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._write_paused = False
@@ -165,15 +166,17 @@ class TCPComm(Comm, asyncio.BufferedProtocol):
         return self._parser.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
-        parser = self._parser
+        inbox = self._inbox
+        before = len(inbox)
         try:
-            parser.buffer_updated(nbytes)
+            self._parser.buffer_updated(nbytes)
         except ProtocolError as exc:
             self._fail(f"malformed frame stream: {exc}")
             return
-        messages = parser.take_messages()
-        if messages and not self._closed:
-            self._inbox.extend(messages)
+        if len(inbox) > before:
+            if self._closed:
+                inbox.clear()
+                return
             self._wake_reader()
             if len(self._inbox) >= _INBOX_HIGH and not self._read_paused:
                 self._read_paused = True

@@ -23,6 +23,7 @@ the connection must be dropped.
 
 from __future__ import annotations
 
+import collections
 import os
 import struct
 from collections.abc import Sequence
@@ -116,13 +117,22 @@ class FrameParser:
 
     Use like an ``asyncio.BufferedProtocol``: write up to ``len(get_buffer())``
     bytes into the returned buffer, then call ``buffer_updated(n)``; completed
-    messages accumulate and are taken with ``take_messages()``.  Small frames are
+    messages are appended to ``messages`` (a deque, possibly the caller's own).  Small frames are
     ``bytes``; large ones are ``memoryview`` objects over a writable
     ``bytearray``.  After a :class:`ProtocolError` the parser must be discarded.
     """
 
-    def __init__(self, limits: FrameLimits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self,
+        limits: FrameLimits = DEFAULT_LIMITS,
+        messages: collections.deque[list[Frame]] | None = None,
+    ) -> None:
         self.limits = limits
+        #: Completed messages are appended here (pass your own queue to share it).
+        self.messages: collections.deque[list[Frame]] = (
+            collections.deque() if messages is None else messages
+        )
+        self._small_max = min(LARGE_FRAME - 1, limits.max_header_bytes, limits.max_message_bytes)
         self._scratch = bytearray(_SCRATCH_SIZE)
         self._view = memoryview(self._scratch)
         self._start = 0  # unparsed bytes are self._scratch[_start:_end]
@@ -131,12 +141,13 @@ class FrameParser:
         self._frames: list[Frame] = []  # frames of the message being read, so far
         self._large: memoryview | None = None  # large frame being filled directly
         self._large_filled = 0
-        self._messages: list[list[Frame]] = []
 
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         """Where the next incoming bytes should be written."""
         if self._large is not None:
             return self._large[self._large_filled :]
+        if self._end == 0:
+            return self._view
         if self._end == len(self._scratch):
             self._compact()
         return self._view[self._end :]
@@ -149,8 +160,23 @@ class FrameParser:
                 return
             self._finish_frame(self._large)
             self._large = None
-        else:
-            self._end += nbytes
+            self._parse()
+            return
+        start, end = self._start, self._end + nbytes
+        if self._lengths is None:
+            # Fast path: whole single-frame small messages, parsed in place.
+            scratch, view, small_max = self._scratch, self._view, self._small_max
+            append = self.messages.append
+            while end - start >= 16:
+                count, length = _PREFIX_1.unpack_from(scratch, start)
+                if count != 1 or length > small_max or end - start < 16 + length:
+                    break
+                start += 16 + length
+                append([bytes(view[start - length : start])])
+            if start == end:
+                self._start = self._end = 0
+                return
+        self._start, self._end = start, end
         self._parse()
 
     def feed(self, data: bytes) -> None:
@@ -165,7 +191,8 @@ class FrameParser:
 
     def take_messages(self) -> list[list[Frame]]:
         """Return and forget the messages completed so far."""
-        messages, self._messages = self._messages, []
+        messages = list(self.messages)
+        self.messages.clear()
         return messages
 
     def at_boundary(self) -> bool:
@@ -205,7 +232,6 @@ class FrameParser:
         self._start, self._end = 0, self._end - self._start
 
     def _parse(self) -> None:
-        self._parse_small_messages()
         while True:
             if self._lengths is None:
                 if not self._need(8):
@@ -235,21 +261,6 @@ class FrameParser:
                     self._start = self._end = 0
                 self._finish_frame(frame)
 
-    def _parse_small_messages(self) -> None:
-        """Fast path: whole buffered single-frame messages below the large size."""
-        scratch, messages = self._scratch, self._messages
-        start, end = self._start, self._end
-        max_size = min(LARGE_FRAME - 1, self.limits.max_header_bytes, self.limits.max_message_bytes)
-        while self._lengths is None and end - start >= 16:
-            count, length = _PREFIX_1.unpack_from(scratch, start)
-            if count != 1 or length > max_size or end - start < 16 + length:
-                break
-            start += 16 + length
-            messages.append([bytes(self._view[start - length : start])])
-        if start == end:
-            start = end = 0
-        self._start, self._end = start, end
-
     def _start_large(self, length: int) -> None:
         buf = memoryview(bytearray(length))
         have = min(self._end - self._start, length)
@@ -266,6 +277,6 @@ class FrameParser:
         assert self._lengths is not None
         self._frames.append(frame)
         if len(self._frames) == len(self._lengths):
-            self._messages.append(self._frames)
+            self.messages.append(self._frames)
             self._frames = []
             self._lengths = None
