@@ -12,7 +12,6 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -24,17 +23,27 @@ class ClusterPoolExecutor(concurrent.futures.Executor):
 
     def __init__(self, executor: Any) -> None:
         self._executor = executor
-        self._futures: weakref.WeakSet[Future] = weakref.WeakSet()
+        self._pending: set[Future] = set()  # strong references: work runs even if the caller drops it
         self._shutdown = False
         self._lock = threading.Lock()
+
+    def _track(self, futures: list[Future]) -> None:
+        with self._lock:
+            self._pending.update(futures)
+        for fut in futures:
+            fut._notify_when_done(self._untrack)
+
+    def _untrack(self, fut: Future) -> None:
+        with self._lock:
+            self._pending.discard(fut)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            fut = self._executor.submit(fn, *args, pure=False, **kwargs)
-            self._futures.add(fut)
-            return fut
+            fut = self._executor.submit_call(fn, args, kwargs, pure=False)
+        self._track([fut])
+        return fut
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
             chunksize: int = 1, buffersize: int | None = None) -> Iterator[Any]:
@@ -45,17 +54,16 @@ class ClusterPoolExecutor(concurrent.futures.Executor):
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             futures = self._executor.map(fn, *iterables, pure=False)
-            self._futures.update(futures)
+        self._track(futures)
 
         def results() -> Iterator[Any]:
             try:
                 futures.reverse()
-                while futures:
-                    fut = futures.pop()
+                while futures:  # pop inline: no reference to a yielded result stays here
                     if end_time is None:
-                        yield fut.result()
+                        yield futures.pop().result()
                     else:
-                        yield fut.result(end_time - time.monotonic())
+                        yield futures.pop().result(end_time - time.monotonic())
             finally:
                 for fut in futures:
                     fut.cancel()
@@ -65,7 +73,7 @@ class ClusterPoolExecutor(concurrent.futures.Executor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
             self._shutdown = True
-            futures = list(self._futures)
+            futures = list(self._pending)
         if cancel_futures:
             for fut in futures:
                 fut.cancel()

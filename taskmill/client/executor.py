@@ -199,6 +199,16 @@ class Executor:
         Futures among the arguments (also inside lists, tuples, dicts and
         sets) are dependencies: the function receives their values.
         """
+        return self.submit_call(fn, args, kwargs, key=key, pure=pure, workers=workers,
+                                allow_other_workers=allow_other_workers, retries=retries,
+                                priority=priority)
+
+    def submit_call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], *,
+                    key: str | None = None, pure: bool = True,
+                    workers: str | Iterable[str] | None = None, allow_other_workers: bool = False,
+                    retries: int = 0, priority: int = 0) -> Future:
+        """``submit`` with the call's keyword arguments kept apart from the
+        options, so a function may take keywords named like them."""
         session = self.session
         session.check_running()
         token, func = self._serialize_function(fn)

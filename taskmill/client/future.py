@@ -72,7 +72,9 @@ class Future(concurrent.futures.Future):  # type: ignore[type-arg]
         """Wait for the task and return its value, fetching it from the worker
         that holds it.  Re-raises the task's exception (same type, with the
         remote traceback as ``__cause__``)."""
-        super().result(timeout)
+        if not self.done():  # wait and fetch in one trip to the event loop
+            return self._session.fetch_result_blocking(self, timeout)
+        super().result()
         return self._session.fetch_result_blocking(self, timeout)
 
     def traceback(self, timeout: float | None = None) -> str | None:
@@ -85,7 +87,17 @@ class Future(concurrent.futures.Future):  # type: ignore[type-arg]
         if self.done():
             return self.cancelled()
         self._session.cancel_keys([self.key])
-        return bool(super().cancel())
+        return self._cancel_locally()
+
+    def _cancel_locally(self) -> bool:
+        """Mark cancelled and wake ``concurrent.futures.wait``/``as_completed``
+        waiters, atomically (the loop thread may do the same concurrently)."""
+        with self._condition:
+            if not super().cancel():
+                return False
+            if self._state == concurrent.futures._base.CANCELLED:
+                self.set_running_or_notify_cancel()
+            return True
 
     def release(self) -> None:
         """Drop this future's claim on the data; the cluster frees it when

@@ -285,8 +285,8 @@ class Session:
                 fut.set_result(IN_MEMORY)
             elif ks.status in (ERROR, LOST):
                 fut.set_exception(ks.exception)
-            elif ks.status == CANCELLED and concurrent.futures.Future.cancel(fut):
-                fut.set_running_or_notify_cancel()
+            elif ks.status == CANCELLED:
+                fut._cancel_locally()
 
     def _on_scheduler_lost(self) -> None:
         if self.status != "running":
@@ -317,7 +317,7 @@ class Session:
             raise RuntimeError(
                 "Future.result() would block the event loop; use `await future` in asynchronous mode"
             )
-        return self.sync(self.gather_states([ks]), timeout)[0]
+        return self.sync(self.result_async(fut), timeout)
 
     async def result_async(self, fut: Future) -> Any:
         ks = fut._keystate
