@@ -11,6 +11,7 @@ addresses can be compared as strings.
 
 from __future__ import annotations
 
+import functools
 import socket
 
 SCHEMES = ("tcp", "inproc")
@@ -52,7 +53,17 @@ def unparse_address(scheme: str, host: str, port: int = 0) -> str:
 
 
 def normalize_address(address: str) -> str:
-    """Canonical form: ``'127.0.0.1:8786'`` -> ``'tcp://127.0.0.1:8786'``."""
+    """Canonical form: ``'127.0.0.1:8786'`` -> ``'tcp://127.0.0.1:8786'``.
+
+    Cached: this runs on every request made through a connection pool.
+    """
+    if not isinstance(address, str):
+        raise ValueError(f"address must be a str, got {address!r}; {_EXPECTED}")
+    return _normalize(address)
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalize(address: str) -> str:
     return unparse_address(*parse_address(address))
 
 

@@ -90,3 +90,16 @@ def test_error_reply_of_unpicklable_exception_stands_in_runtime_error() -> None:
 
     exc = exception_from_reply(loads(dumps(error_reply(Local("bad")))))
     assert type(exc) is RuntimeError and "Local: bad" in str(exc)
+
+
+def test_received_array_is_a_view_of_the_received_frame() -> None:
+    from taskmill.protocol import FrameParser, encode_frames
+
+    arr = np.arange(100_000, dtype="i8")
+    parser = FrameParser()
+    parser.feed(encode_frames(dumps({"x": serialize(arr)})))
+    (frames,) = parser.take_messages()
+    out = loads(frames)["x"].deserialize()
+    np.testing.assert_array_equal(out, arr)
+    assert np.shares_memory(out, np.frombuffer(frames[2], dtype="u1"))
+    assert out.flags.writeable
