@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-from taskmill.core.placement import queue_live, worker_capacity
+from taskmill.core.placement import queue_push, worker_capacity
 from taskmill.core.scheduler_events import (
     Address,
     CancelRequested,
@@ -456,7 +456,7 @@ class SchedulerState(SchedulerCore):
             ws.nbytes = 0
             self.idle[ws] = None
         self.queue.clear()
-        self.no_worker.clear()
+        self.restricted_waiting.clear()
         self._recs.clear()
         self._ready.clear()
         self._freed.clear()
@@ -524,9 +524,11 @@ class SchedulerState(SchedulerCore):
         self.workers[ev.worker] = ws
         self.idle[ws] = None
         self._freed[ws] = None
-        stranded = self.no_worker.pop(ev.worker, None)
-        if stranded:
-            self._ready.extend(stranded)
+        for ts in self.restricted_waiting.get(ev.worker, ()):
+            if ts.state == NO_WORKER:
+                self._ready.append(ts)
+            elif ts.state == QUEUED:
+                queue_push(ws.restricted_queue, ts)
 
     def _on_worker_left(self, ev: WorkerLeft) -> None:
         if ev.worker not in self.workers:
@@ -556,9 +558,9 @@ class SchedulerState(SchedulerCore):
             self._remove_replica(ts, ws)
             if not ts.who_has:
                 self._lost(ts, f"key {ts.key!r} was held only on worker {address} which left: {reason}")
-        for ts in queue_live(ws.restricted_queue):
+        for ts in list(self.restricted_waiting.get(address, ())):
             assert ts.restrictions is not None
-            if not any(a in self.workers for a in ts.restrictions):
+            if ts.state == QUEUED and not any(a in self.workers for a in ts.restrictions):
                 self._transition(ts, NO_WORKER)
         ws.restricted_queue.clear()
 

@@ -99,8 +99,9 @@ class SchedulerCore:
         self.idle: dict[WorkerRecord, None] = {}
         #: scheduler-wide heap of queued tasks (unrestricted or loose)
         self.queue: list[QueueEntry] = []
-        #: address -> tasks in state no-worker restricted to that address
-        self.no_worker: dict[Address, dict[TaskRecord, None]] = {}
+        #: address -> strictly restricted tasks allowed there that are queued
+        #: or no-worker (so a worker joining at that address finds them)
+        self.restricted_waiting: dict[Address, dict[TaskRecord, None]] = {}
         #: task prefix -> exponential average of its duration (seconds)
         self.durations: dict[str, float] = {}
         self.transition_log: deque[StoryEntry] = deque(maxlen=100_000)
@@ -294,14 +295,25 @@ class SchedulerCore:
             recs.append((dts, CHECK, None))
         ts.waiting_on.clear()
 
-    def _unindex_no_worker(self, ts: TaskRecord) -> None:
+    def _index_restricted(self, ts: TaskRecord) -> None:
         assert ts.restrictions is not None
         for addr in ts.restrictions:
-            tasks = self.no_worker.get(addr)
+            tasks = self.restricted_waiting.get(addr)
+            if tasks is None:
+                self.restricted_waiting[addr] = {ts: None}
+            else:
+                tasks[ts] = None
+
+    def _unindex_restricted(self, ts: TaskRecord) -> None:
+        """``ts`` leaves queued/no-worker: drop it from the restriction index."""
+        if ts.restrictions is None or ts.loose:
+            return
+        for addr in ts.restrictions:
+            tasks = self.restricted_waiting.get(addr)
             if tasks is not None:
                 tasks.pop(ts, None)
                 if not tasks:
-                    del self.no_worker[addr]
+                    del self.restricted_waiting[addr]
 
     def _data_in_memory(self, ts: TaskRecord) -> None:
         """Tell active dependents that ``ts``'s data is available."""
@@ -378,8 +390,8 @@ class SchedulerCore:
 
     def _start(self, ts: TaskRecord, ws: WorkerRecord) -> None:
         """waiting/queued/no-worker -> processing on ``ws``."""
-        if ts.state == NO_WORKER:
-            self._unindex_no_worker(ts)
+        if ts.state != WAITING:
+            self._unindex_restricted(ts)
         ts.state = PROCESSING
         ts.processing_on = ws
         cost = slot_cost(self.durations.get(ts.prefix))
@@ -421,11 +433,10 @@ class SchedulerCore:
     def _enqueue(self, ts: TaskRecord, _: Any) -> None:
         """waiting/no-worker -> queued: onto the shared heap, or onto the
         heaps of the live workers a strictly restricted task may use."""
-        if ts.state == NO_WORKER:
-            self._unindex_no_worker(ts)
         ts.state = QUEUED
         ts.queue_epoch += 1
         if ts.restrictions is not None and not ts.loose:
+            self._index_restricted(ts)
             for addr in ts.restrictions:
                 ws = self.workers.get(addr)
                 if ws is not None:
@@ -434,14 +445,8 @@ class SchedulerCore:
             heapq.heappush(self.queue, (ts.sort_key, ts.queue_epoch, ts))
 
     def _to_no_worker(self, ts: TaskRecord, _: Any) -> None:
-        assert ts.restrictions is not None
         ts.state = NO_WORKER
-        for addr in ts.restrictions:
-            tasks = self.no_worker.get(addr)
-            if tasks is None:
-                self.no_worker[addr] = {ts: None}
-            else:
-                tasks[ts] = None
+        self._index_restricted(ts)
 
     def _active_released(self, ts: TaskRecord, _: Any) -> None:
         """waiting/queued/no-worker/processing -> released (stop computing)."""
@@ -449,8 +454,8 @@ class SchedulerCore:
         if state == PROCESSING:
             ws = self._unassign(ts)
             self._free(ws, ts.key)
-        elif state == NO_WORKER:
-            self._unindex_no_worker(ts)
+        elif state == NO_WORKER or state == QUEUED:
+            self._unindex_restricted(ts)
         self._leave_active(ts)
         ts.state = RELEASED
         self._recs.append((ts, CHECK, None))
@@ -460,8 +465,8 @@ class SchedulerCore:
         if state == PROCESSING:
             ws = self._unassign(ts)
             self._free(ws, ts.key)  # drop the worker's record of the failure
-        elif state == NO_WORKER:
-            self._unindex_no_worker(ts)
+        elif state == NO_WORKER or state == QUEUED:
+            self._unindex_restricted(ts)
         self._leave_active(ts)
         self._to_erred(ts, info)
 

@@ -85,6 +85,19 @@ def _check_task(state: SchedulerCore, ts: TaskRecord, queued_live: set[TaskRecor
     if s == WAITING and not ts.waiting_on:
         _fail(state, ts, "waiting on nothing (should have been scheduled)")
     strict = ts.restrictions is not None and not ts.loose
+    if strict and s in (QUEUED, NO_WORKER):
+        assert ts.restrictions is not None
+        for addr in ts.restrictions:
+            if ts not in state.restricted_waiting.get(addr, {}):
+                _fail(state, ts, f"not indexed as restricted-waiting under {addr}")
+    if strict and s == QUEUED:
+        assert ts.restrictions is not None
+        for addr in ts.restrictions:
+            rws = state.workers.get(addr)
+            if rws is not None and not any(
+                e[2] is ts and e[1] == ts.queue_epoch for e in rws.restricted_queue
+            ):
+                _fail(state, ts, f"queued but not in the queue of allowed worker {addr}")
     if s == QUEUED:
         if ts.waiting_on:
             _fail(state, ts, "queued with inputs not in memory")
@@ -105,8 +118,6 @@ def _check_task(state: SchedulerCore, ts: TaskRecord, queued_live: set[TaskRecor
         for addr in ts.restrictions:
             if addr in state.workers:
                 _fail(state, ts, f"no-worker while allowed worker {addr} is alive")
-            if ts not in state.no_worker.get(addr, {}):
-                _fail(state, ts, f"not indexed as no-worker under {addr}")
     # neededness
     if s == MEMORY or s in ACTIVE_STATES:
         if not ts.who_wants and not ts.waiters:
@@ -162,10 +173,10 @@ def validate_state(state: SchedulerCore) -> None:
     for ws in state.idle:
         if state.workers.get(ws.address) is not ws:
             _fail(state, None, f"dead worker {ws.address} in idle index")
-    for addr, tasks in state.no_worker.items():
+    for addr, tasks in state.restricted_waiting.items():
         for ts in tasks:
-            if ts.state != NO_WORKER:
-                _fail(state, ts, f"indexed as no-worker under {addr}")
+            if ts.state not in (QUEUED, NO_WORKER) or ts.restrictions is None or ts.loose:
+                _fail(state, ts, f"indexed as restricted-waiting under {addr}")
     for client, cs in state.clients.items():
         for ts in cs.wants:
             if state.tasks.get(ts.key) is not ts or client not in ts.who_wants:

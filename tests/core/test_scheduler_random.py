@@ -45,6 +45,7 @@ class Harness:
         self.n = 0
         # (client, key) -> type name of the last report in the current want session
         self.last: dict[tuple[str, str], str | None] = {}
+        self.last_result: SchedulerEvent | None = None
 
     # ---------------------------------------------------------------- #
     def send(self, *events: SchedulerEvent) -> list[SchedulerCommand]:
@@ -70,7 +71,7 @@ class Harness:
         workers = None
         loose = False
         if self.rng.random() < 0.1:
-            workers = tuple(self.rng.sample(ADDRS, 1))
+            workers = tuple(self.rng.sample(ADDRS, self.rng.choice([1, 2])))
             loose = self.rng.random() < 0.5
         self.defs[key] = task(
             key, *deps, priority=(self.rng.randint(0, 3),), retries=self.rng.choice([0, 0, 1]),
@@ -102,8 +103,8 @@ class Harness:
         st = self.state
         op = rng.choices(
             ["submit", "finish", "err", "release", "want", "cancel", "leave", "join",
-             "scatter", "has", "released", "missing", "disconnect", "restart", "stale"],
-            weights=[20, 30, 4, 8, 3, 2, 2, 3, 2, 2, 1, 2, 1, 0.3, 2],
+             "scatter", "has", "released", "missing", "disconnect", "restart", "stale", "dup"],
+            weights=[20, 30, 4, 8, 3, 2, 2, 3, 2, 2, 1, 2, 1, 0.3, 2, 2],
         )[0]
         client = rng.choice(CLIENTS)
         if op == "submit":
@@ -125,10 +126,15 @@ class Harness:
             if proc:
                 key, addr = rng.choice(proc)
                 if op == "finish":
-                    self.send(finished(addr, key, nbytes=rng.randint(1, 1000),
-                                       duration=rng.choice([0.0001, 0.5])))
+                    ev = finished(addr, key, nbytes=rng.randint(1, 1000),
+                                  duration=rng.choice([0.0001, 0.5]))
                 else:
-                    self.send(erred(addr, key))
+                    ev = erred(addr, key)
+                self.last_result = ev
+                self.send(ev)
+        elif op == "dup":
+            if self.last_result is not None:
+                self.send(self.last_result)  # duplicate or late delivery
         elif op == "stale":
             if st.tasks and st.workers:
                 key = rng.choice(list(st.tasks))

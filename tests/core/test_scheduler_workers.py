@@ -265,3 +265,18 @@ def test_rejoin_at_same_address_is_a_new_worker():
     s(finished("tcp://a", "x-1"))
     cmds = s(join("tcp://a"))  # re-registered without a WorkerLeft: data is gone
     assert s.computes(cmds) == {"x-1": "tcp://a"}
+
+
+def test_restricted_task_reaches_allowed_worker_that_joins_later():
+    s = Sched("tcp://a")
+    keys = [f"r-{i}" for i in range(4)]
+    s(submit([task(k, workers=("tcp://a", "tcp://b")) for k in keys], wanted=keys))
+    assert sum(t.state == "queued" for t in s.state.tasks.values()) == 2
+    cmds = s(join("tcp://b"))  # b may run them too: it takes the queued ones
+    assert set(s.computes(cmds).values()) == {"tcp://b"} and len(of(cmds, ComputeTask)) == 2
+    s(submit([task("r-9", workers=("tcp://a", "tcp://b"))], wanted=["r-9"]))
+    assert s.state.task_state("r-9") == "queued"
+    s(leave("tcp://a"))  # a's tasks and the queued one all end up on b
+    assert s.state.task_state("r-9") == "queued"
+    s.run_all()
+    assert all(s.state.task_state(k) == "memory" for k in keys + ["r-9"])
