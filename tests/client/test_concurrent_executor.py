@@ -108,14 +108,6 @@ class Gates:
             _GATES[name].set()
 
 
-DROPPED_FUTURES_NEVER_RUN = (
-    "a call whose Future the caller drops never runs: ClusterPoolExecutor keeps its futures "
-    "only in a WeakSet, so garbage collection releases the key and the scheduler forgets the "
-    "task, and shutdown(wait=True) has nothing left to wait for (the standard library runs "
-    "every submitted call)"
-)
-
-
 @pytest.fixture
 def gates():
     g = Gates()
@@ -163,13 +155,6 @@ def test_submit_is_impure(pool):
     assert _RECORDED[tag] == [1, 1, 1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ClusterPoolExecutor.submit forwards **kwargs to Executor.submit, so keyword "
-    "arguments named fn/key/pure/workers/priority/retries/resources/allow_other_workers are "
-    "taken as taskmill options (or TypeError 'multiple values for fn') instead of reaching "
-    "the function, unlike CPython's test_submit_keyword",
-)
 def test_submit_keyword_named_like_executor_parameters(pool):
     # CPython's test_submit_keyword: submit(capture, 1, self=2, fn=3).
     future = pool.submit(capture, 1, self=2, fn=3)
@@ -177,6 +162,8 @@ def test_submit_keyword_named_like_executor_parameters(pool):
     future = pool.submit(capture, key="k", pure=True, priority=5, retries=1, workers=None)
     assert future.result(DEADLINE) == (
         (), {"key": "k", "pure": True, "priority": 5, "retries": 1, "workers": None})
+    with pytest.raises(TypeError):
+        pool.submit(fn=capture, arg=1)  # fn is positional-only, as in the standard library
 
 
 def test_submit_exception(pool):
@@ -233,7 +220,6 @@ def test_map_returns_lazily_and_submits_eagerly(pool, gates):
     assert list(results) == ["b", "c"]
 
 
-@pytest.mark.xfail(reason=DROPPED_FUTURES_NEVER_RUN, strict=True)
 def test_map_submits_without_iteration(executor):
     # CPython: "Tests verifying issue 11777": map's calls run even if the
     # returned iterator is never consumed, and shutdown(wait=True) waits for them.
@@ -276,12 +262,6 @@ def test_map_timeout_counts_from_the_call(pool, gates):
     assert time.monotonic() - t0 < 0.3 + DEADLINE / 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the map iterator's generator keeps the last yielded Future in its local `fut` "
-    "(and the Future its KeyState.value) until the next item is requested; CPython's map "
-    "yields fs.pop().result() so no reference survives the yield (issue #14406)",
-)
 def test_map_free_reference(pool):
     # CPython's test_free_reference: the iterator keeps no reference to a
     # result it has already yielded.
@@ -347,7 +327,6 @@ def test_shutdown_wait_waits_for_pending_work(pool, gates):
     assert future.result() == "done"
 
 
-@pytest.mark.xfail(reason=DROPPED_FUTURES_NEVER_RUN, strict=True)
 def test_shutdown_wait_waits_for_futures_the_caller_dropped(executor):
     tag = uuid.uuid4().hex
     ex = executor.concurrent_executor()
@@ -406,13 +385,6 @@ def test_shutdown_cancel_futures_lets_running_calls_finish(pool, gates):
     assert [f.result(DEADLINE) for f in running] == [0, 1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="shutdown(wait=True, cancel_futures=True) hangs forever: it cancel()s futures and "
-    "then concurrent.futures.wait()s on them, but a taskmill Future cancelled by cancel() stays "
-    "in state CANCELLED and is never notified (set_running_or_notify_cancel), so wait never "
-    "counts it as done",
-)
 def test_shutdown_cancel_futures_with_wait_returns(pool, gates):
     names = [gates.new() for _ in range(2)]
     running = [pool.submit(gated, n, i) for i, n in enumerate(names)]

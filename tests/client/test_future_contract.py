@@ -338,14 +338,6 @@ def test_cancel_pending_task(executor, occupied):
     assert queued.cancel() is True  # cancelling twice is fine and still True
 
 
-CANCEL_NOT_NOTIFIED = (
-    "Future.cancel() leaves the future in state CANCELLED and nothing ever calls "
-    "set_running_or_notify_cancel() (Session._complete_futures skips futures that are "
-    "already done()), so concurrent.futures.wait/as_completed never count it as done"
-)
-
-
-@pytest.mark.xfail(reason=CANCEL_NOT_NOTIFIED, strict=True)
 def test_stdlib_wait_sees_cancelled_future(executor, occupied):
     queued = executor.submit(inc, 1250, pure=False)
     assert queued.cancel()
@@ -354,7 +346,6 @@ def test_stdlib_wait_sees_cancelled_future(executor, occupied):
     assert not_done == set()
 
 
-@pytest.mark.xfail(reason=CANCEL_NOT_NOTIFIED, strict=True)
 def test_taskmill_wait_sees_cancelled_future(executor, occupied):
     queued = executor.submit(inc, 1260, pure=False)
     assert queued.cancel()
@@ -362,7 +353,6 @@ def test_taskmill_wait_sees_cancelled_future(executor, occupied):
     assert done == {queued}
 
 
-@pytest.mark.xfail(reason=CANCEL_NOT_NOTIFIED, strict=True)
 def test_stdlib_as_completed_yields_cancelled_future(executor, occupied):
     queued = executor.submit(inc, 1270, pure=False)
     assert queued.cancel()
