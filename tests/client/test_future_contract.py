@@ -159,11 +159,11 @@ def test_stdlib_wait_all_completed_times_out(executor, blocked):
     quick = executor.submit(inc, 100)
     slow, release = blocked()
     start = time.monotonic()
-    done, not_done = cf.wait([quick, slow], timeout=0.3, return_when=cf.ALL_COMPLETED)
+    done, not_done = cf.wait([quick, slow], timeout=1.0, return_when=cf.ALL_COMPLETED)
     elapsed = time.monotonic() - start
     assert done == {quick}
     assert not_done == {slow}
-    assert 0.25 <= elapsed < DEADLINE
+    assert 0.9 <= elapsed < DEADLINE
     release()
     done, not_done = cf.wait([quick, slow], timeout=DEADLINE)
     assert not_done == set()
@@ -239,7 +239,7 @@ def test_stdlib_as_completed_timeout_raises(executor, blocked):
     quick = executor.submit(inc, 700)
     got = []
     with pytest.raises(cf.TimeoutError):
-        for f in cf.as_completed([quick, slow], timeout=0.3):
+        for f in cf.as_completed([quick, slow], timeout=1.0):
             got.append(f)
     assert got == [quick]
     assert issubclass(cf.TimeoutError, TimeoutError)
