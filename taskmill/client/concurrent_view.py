@@ -74,8 +74,11 @@ class ClusterPoolExecutor(concurrent.futures.Executor):
         with self._lock:
             self._shutdown = True
             futures = list(self._pending)
-        if cancel_futures:
+        if cancel_futures and futures:
+            # like the standard library, cancel only calls that have not started
+            states = self._executor.task_states(futures)
             for fut in futures:
-                fut.cancel()
+                if states.get(fut.key) not in ("processing", "memory"):
+                    fut.cancel()
         if wait:
             concurrent.futures.wait(futures)

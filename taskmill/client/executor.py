@@ -309,6 +309,12 @@ class Executor:
 
     ncores = nthreads
 
+    def task_states(self, futures: Iterable[Future]) -> Any:
+        """``{key: state}`` on the scheduler ("waiting", "queued", "processing",
+        "memory", "erred", ...; None for keys it does not know)."""
+        keys = [f.key for f in futures]
+        return self._call(self.session.scheduler_call("task-states", keys=keys))
+
     def scheduler_info(self) -> Any:
         """``{"address": ..., "workers": {address: {"nthreads", "memory_limit", ...}}, ...}``."""
         return self._call(self.session.scheduler_call("scheduler-info"))

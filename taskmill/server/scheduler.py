@@ -67,6 +67,7 @@ class Scheduler(Node):
             "who-has": lambda comm=None, keys=None: self.state.who_has(keys),
             "has-what": lambda comm=None: self.state.has_what(),
             "nthreads": lambda comm=None: self.state.nthreads(),
+            "task-states": lambda keys, comm=None: {k: self.state.task_state(k) for k in keys},
             "scheduler-info": self._scheduler_info,
             "scatter-targets": self._scatter_targets,
             "restart": self._restart,
