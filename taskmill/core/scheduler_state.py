@@ -13,33 +13,50 @@ read-only queries the shell answers clients with; the task transitions, the
 reference counting and placement live in ``scheduler_transitions`` (and
 ``placement``), the invariants in ``scheduler_validate``.
 
-Decisions worth knowing (also in ``docs/architecture.md``):
-
-* **Reports.**  Each wanting client gets one terminal report per outcome:
+Decisions the shell relies on
+-----------------------------
+* **Reports.**  Each wanting client gets one report per outcome:
   ``ReportInMemory`` when the key reaches memory, ``ReportErred`` when it
-  fails, ``ReportLost`` when its data is gone without lineage,
-  ``ReportCancelled`` on cancel/restart.  A key recomputed after its data was
-  lost is *not* reported again (the client was already told it finished; it
-  learns new holders through ``who_has``); if the recomputation fails, the
-  client does get ``ReportErred``.
+  fails, ``ReportLost`` when its data is gone and it has no lineage
+  (scattered data), ``ReportCancelled`` on cancel/restart.  A key recomputed
+  after its data was lost is *not* reported again (the client was told it
+  finished; it learns the new holders through ``who_has``); if that
+  recomputation fails, the client does get ``ReportErred``.  A client that
+  starts wanting a key already in memory/erred is told at once.
 * **Unknown keys** in ``KeysWanted`` (or a wanted key absent from a
-  submission) get ``ReportLost`` with a reason: the data does not exist.
+  submission and unknown) get ``ReportLost`` with a reason; nothing is kept.
+* **Failures.**  ``TaskErred`` errs the task and every active dependent
+  (transitively) with the same error; ``retries`` re-run it first.  The
+  erring worker also gets ``FreeKeys`` for the key (drop its error record).
 * **Stale results.**  A ``TaskFinished`` from a worker the key is not
   processing on is ignored and answered with ``FreeKeys`` to that worker
-  (unless it already holds the key): the worker may have been told to drop the
-  key meanwhile, so recording its copy could point others at data that is gone.
-  Stale ``TaskErred`` is ignored the same way.
+  (unless it is already a known holder): the worker may have been told to
+  drop the key meanwhile, so recording its copy could point others at data
+  that is gone.  Stale ``TaskErred`` is ignored the same way.
 * **Missing data** (``WorkerMissingData``): the errant worker's copy is
-  dropped.  If other copies remain nothing else happens (the asking worker
-  retries them, or asks ``who_has``).  If none remain the key is recomputed
+  struck off.  If other copies remain nothing else happens (the asking worker
+  tries them, or asks ``who_has``).  If none remain the key is recomputed
   from lineage, and every task processing anywhere that needs it goes back to
-  waiting (``FreeKeys`` to its worker); it is sent again (possibly to the same
-  worker) once the input is back in memory.  Without lineage the key errs as
-  lost and its dependents err with ``MissingDependencyError``.
+  waiting (``FreeKeys`` to its worker); it is sent again, possibly to the same
+  worker, once the input is back in memory.  Without lineage the key errs as
+  lost (``ReportLost``) and its dependents err ``MissingDependencyError``.
+  ``WorkerReleasedKeys`` dropping a last copy is handled the same way.
 * **Worker loss.**  Tasks processing there are rescheduled; each counts a
-  suspicious death and after ``allowed_failures`` deaths errs ``KilledWorker``.
+  suspicious death and after ``allowed_failures`` deaths errs
+  ``KilledWorker``.  Keys whose only copy was there are recomputed (if still
+  needed) or reported lost.  ``WorkerJoined`` for an address already known
+  is treated as that worker leaving and a new process joining.
+* **Replicas** reported by ``WorkerHasKeys`` are recorded only for keys in
+  memory; any other key is answered with ``FreeKeys``.
+* **Restrictions.**  ``workers=`` with ``allow_other_workers=False`` runs
+  only there; with no allowed worker alive the task is ``no-worker`` until
+  one joins.  With ``allow_other_workers=True`` the allowed workers are
+  preferred when they have a free slot.
 * Unknown workers, unknown keys, duplicate or stale events are ignored with a
-  story entry, never an exception.
+  story entry, never an exception.  An unknown event *type* raises TypeError.
+* Commands of one ``handle`` call come out in causal order; a ``FreeKeys``
+  to a worker is never emitted after a ``ComputeTask`` of the same key to it
+  that it should precede.
 """
 
 from __future__ import annotations
@@ -133,9 +150,18 @@ class SchedulerState(SchedulerCore):
             if handler is None:
                 raise TypeError(f"not a scheduler event: {event!r}")
             self._stimulus_id = event.stimulus_id
-            handler(event)
-            self._drain()
-            self._schedule_ready()
+            try:
+                handler(event)
+                self._drain()
+                self._schedule_ready()
+            except BaseException:
+                # A bug: drop this event's pending work so the next call starts
+                # clean; commands already made are returned by the next call.
+                self._recs.clear()
+                self._ready.clear()
+                self._freed.clear()
+                self._flush_frees()
+                raise
             if self._pending_free:
                 self._flush_frees()
             if self.validate_each_event:
@@ -479,13 +505,13 @@ class SchedulerState(SchedulerCore):
                 self._free(ws, ev.key)
             return
         duration = ev.stop - ev.start
-        if duration >= 0:
+        if duration >= 0 and ev.stop > 0:  # zero times: obtained without running it
             old = self.durations.get(ts.prefix)
             if old is not None:
                 self.durations[ts.prefix] = 0.5 * old + 0.5 * duration
             elif len(self.durations) < MAX_PREFIXES:
                 self.durations[ts.prefix] = duration
-        self._transition(ts, MEMORY, (ws, ev.nbytes, ev.type_name))
+        self._transition(ts, MEMORY, (ws, ev.nbytes, ev.type_name or ts.type_name))
 
     def _on_task_erred(self, ev: TaskErred) -> None:
         ws = self.workers.get(ev.worker)

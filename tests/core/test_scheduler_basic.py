@@ -275,3 +275,45 @@ def test_new_task_defaults_roundtrip():
     assert cmds == []
     assert s.task_state("k") == "queued"
     assert erred  # helper imported for other modules
+
+
+def test_missing_edge_raises_with_story():
+    import pytest
+
+    from taskmill.core.scheduler_state import InvalidTransition
+
+    s = Sched("tcp://a")
+    s(submit([task("x-1")], wanted=["x-1"]))
+    ts = s.state.tasks["x-1"]
+    with pytest.raises(InvalidTransition) as info:
+        s.state._transition(ts, "no-worker")  # processing -> no-worker: no such edge
+    assert "x-1" in str(info.value) and "waiting" in str(info.value)
+
+
+def test_validate_reports_broken_invariant_with_story():
+    import pytest
+
+    s = Sched("tcp://a")
+    s(submit([task("x-1")], wanted=["x-1"]))
+    s(finished("tcp://a", "x-1"))
+    s.state.tasks["x-1"].who_has.clear()  # corrupt it
+    with pytest.raises(AssertionError) as info:
+        s.state.validate()
+    assert "x-1" in str(info.value) and "processing" in str(info.value)
+
+
+def test_unknown_event_type_is_rejected():
+    import pytest
+
+    from taskmill.core.scheduler_events import SchedulerEvent
+
+    with pytest.raises(TypeError):
+        SchedulerState().handle(SchedulerEvent("s"))
+
+
+def test_client_connected_is_harmless():
+    from taskmill.core.scheduler_events import ClientConnected, ClientDisconnected
+
+    s = Sched("tcp://a")
+    assert s(ClientConnected("s", client="c9")) == []
+    assert s(ClientDisconnected("s", client="c9"), ClientDisconnected("s", client="c9")) == []
