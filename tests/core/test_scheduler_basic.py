@@ -317,3 +317,17 @@ def test_client_connected_is_harmless():
     s = Sched("tcp://a")
     assert s(ClientConnected("s", client="c9")) == []
     assert s(ClientDisconnected("s", client="c9"), ClientDisconnected("s", client="c9")) == []
+
+
+def test_ready_dependent_with_better_priority_goes_before_queued_roots():
+    s = Sched("tcp://a")
+    roots = [task(f"r-{i}", priority=(5,)) for i in range(5)]
+    s(submit(roots, wanted=[t.key for t in roots]))
+    s(submit([task("d-1", "r-0", priority=(1,))], wanted=["d-1"]))
+    cmds = s(finished("tcp://a", "r-0"))
+    assert [c.key for c in of(cmds, ComputeTask)] == ["d-1"]
+    # and a worse-priority dependent waits behind the queued roots
+    s(submit([task("e-1", "r-1", priority=(9,))], wanted=["e-1"]))
+    cmds = s(finished("tcp://a", "r-1"))
+    assert [c.key for c in of(cmds, ComputeTask)] == ["r-2"]
+    assert s.state.task_state("e-1") == "queued"

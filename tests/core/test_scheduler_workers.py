@@ -280,3 +280,21 @@ def test_restricted_task_reaches_allowed_worker_that_joins_later():
     assert s.state.task_state("r-9") == "queued"
     s.run_all()
     assert all(s.state.task_state(k) == "memory" for k in keys + ["r-9"])
+
+
+def test_input_of_waiting_task_lost_is_recomputed():
+    s = Sched("tcp://a", "tcp://b")
+    g = [task("a-1", workers=("tcp://a",)), task("b-1", workers=("tcp://b",)),
+         task("c-1", "a-1", "b-1")]
+    s(submit(g, wanted=["c-1"]))
+    s(finished("tcp://a", "a-1"))
+    assert s.state.task_state("c-1") == "waiting"  # b-1 still running
+    cmds = s(join("tcp://a2"), leave("tcp://a", "oom"))
+    assert s.state.task_state("a-1") == "no-worker"  # strictly restricted to a
+    cmds = s(join("tcp://a"))
+    assert s.computes(cmds) == {"a-1": "tcp://a"}
+    s(finished("tcp://a", "a-1"))
+    cmds = s(finished("tcp://b", "b-1"))
+    assert list(s.computes(cmds)) == ["c-1"]
+    s.run_all()
+    assert [(type(r).__name__, r.key) for r in s.reports()] == [("ReportInMemory", "c-1")]
