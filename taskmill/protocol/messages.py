@@ -34,7 +34,11 @@ import msgpack
 from taskmill.protocol.framing import ProtocolError
 from taskmill.protocol.serialize import Frame, SerializationError, Serialized, serialize
 
-EXT_SERIALIZED = 1
+EXT_SERIALIZED = 1  # a payload in frames of its own: (first frame index, frame count)
+EXT_INLINE = 2  # a small one-frame payload carried inside the header itself
+# Payloads up to this size ride in the header: a message of 20,000 small task
+# arguments is then one frame, not 20,001, and costs no per-frame overhead.
+INLINE_LIMIT = 4096
 _EXT_REF = struct.Struct("<II")
 
 
@@ -47,6 +51,8 @@ class _Encoder(threading.local):
 
     def default(self, obj: Any) -> msgpack.ExtType:
         if isinstance(obj, Serialized):
+            if len(obj.frames) == 1 and len(obj.frames[0]) <= INLINE_LIMIT:
+                return msgpack.ExtType(EXT_INLINE, bytes(obj.frames[0]))
             ref = _EXT_REF.pack(len(self.frames), len(obj.frames))
             self.frames.extend(obj.frames)
             return msgpack.ExtType(EXT_SERIALIZED, ref)
@@ -77,6 +83,8 @@ def loads(frames: Sequence[Frame]) -> Any:
         raise ProtocolError("a message needs at least one (header) frame, got 0")
 
     def ext_hook(code: int, data: bytes) -> Serialized:
+        if code == EXT_INLINE:
+            return Serialized([data])
         if code != EXT_SERIALIZED or len(data) != _EXT_REF.size:
             raise ProtocolError(f"unknown msgpack extension type {code}")
         index, count = _EXT_REF.unpack(data)

@@ -37,7 +37,7 @@ def test_serialized_values_become_frames_and_stay_opaque() -> None:
     arr = np.arange(50_000)
     a, b = serialize(arr), serialize("small")
     frames = dumps({"op": "put", "data": [a, {"deep": b}], "again": a})
-    assert len(frames) == 1 + 2 + 1 + 2
+    assert len(frames) == 1 + 2 + 2  # the small payload rides inside the header
     assert frames[1] is a.frames[0] and frames[2] is a.frames[1]  # not re-pickled
     out = loads(frames)
     data = out["data"][0]
@@ -45,6 +45,14 @@ def test_serialized_values_become_frames_and_stay_opaque() -> None:
     assert data.frames[1] is frames[2]
     np.testing.assert_array_equal(data.deserialize(), arr)
     assert out["data"][1]["deep"].deserialize() == "small"
+
+
+def test_many_small_payloads_stay_one_frame() -> None:
+    payloads = [serialize(i) for i in range(20_000)]
+    frames = dumps({"op": "update-graph", "args": payloads})
+    assert len(frames) == 1
+    out = loads(frames)["args"]
+    assert [p.deserialize() for p in out[:3]] == [0, 1, 2] and out[-1].deserialize() == 19_999
 
 
 def test_unencodable_objects_raise_type_error_naming_the_type() -> None:
