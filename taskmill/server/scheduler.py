@@ -235,15 +235,16 @@ class Scheduler(Node):
         finally:
             self.worker_streams.pop(address, None)
             self.worker_comms.pop(address, None)
-            self.worker_extra.pop(address, None)
             exit_reported = self._exit_reported[address]
-            if nanny and reason == "its connection closed" and self.status is Status.running:
+            if (nanny and reason == "its connection closed" and address not in self.exit_reasons
+                    and self.status is Status.running):
                 # its nanny knows why the process died (exit code, signal): wait briefly for it
                 try:
                     await asyncio.wait_for(exit_reported.wait(), NANNY_REPORT_WAIT)
                 except asyncio.TimeoutError:
                     pass
             del self._exit_reported[address]
+            self.worker_extra.pop(address, None)
             if self.status is Status.running:
                 reason = self.exit_reasons.pop(address, reason)
                 logger.info("worker %s left: %s", address, reason)
@@ -313,14 +314,18 @@ class Scheduler(Node):
         return {"address": self.address, "id": self.id, "workers": workers,
                 "clients": len(self.client_streams)}
 
-    async def wait_for_workers(self, n: int, timeout: float) -> None:
-        """Wait until at least ``n`` workers are connected."""
-        async def enough() -> None:
+    async def wait_for_workers(self, n: int, timeout: float,
+                               gone: frozenset[str] = frozenset()) -> None:
+        """Wait until at least ``n`` workers are connected and none of ``gone`` is."""
+        def ready() -> bool:
+            return len(self.worker_streams) >= n and not gone & self.worker_streams.keys()
+
+        async def wait() -> None:
             async with self._workers_changed:
-                await self._workers_changed.wait_for(lambda: len(self.worker_streams) >= n)
+                await self._workers_changed.wait_for(ready)
 
         try:
-            await asyncio.wait_for(enough(), timeout)
+            await asyncio.wait_for(wait(), timeout)
         except asyncio.TimeoutError:
             raise TimeoutError(
                 f"only {len(self.worker_streams)} of {n} workers connected to the scheduler at "
@@ -356,7 +361,7 @@ class Scheduler(Node):
                     comm_.abort()
 
         await asyncio.gather(*(restart_one(w, nn) for w, nn in nannies.items()))
-        await self.wait_for_workers(n, timeout)
+        await self.wait_for_workers(n, timeout, gone=frozenset(w for w, nn in nannies.items() if nn))
         return "OK"
 
     async def _upload_file(self, filename: str, data: bytes, comm: Any = None) -> dict[str, str]:
