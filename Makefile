@@ -16,6 +16,7 @@ demo: $(STAMP)
 	$(PY) examples/demo.py
 
 test: $(STAMP)
+	$(PY) -m mypy taskmill
 	$(PY) -m pytest -q tests
 
 typecheck: $(STAMP)

@@ -48,8 +48,9 @@ class Executor:
                  timeout: float = 10.0, set_as_default: bool = True) -> None:
         self.asynchronous = asynchronous
         self._address = normalize_address(address) if address is not None else None
-        self._cluster_options = dict(n_workers=n_workers, threads_per_worker=threads_per_worker,
-                                     processes=processes, memory_limit=memory_limit)
+        self._cluster_options: dict[str, Any] = dict(
+            n_workers=n_workers, threads_per_worker=threads_per_worker, processes=processes,
+            memory_limit=memory_limit)
         self._timeout = timeout
         self._set_as_default = set_as_default
         self.cluster: Any = None

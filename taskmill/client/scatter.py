@@ -26,6 +26,7 @@ class ScatterItem:
 
 def scatter_payloads(data: Any, *, hash: bool) -> list[ScatterItem]:
     """Serialize each item to scatter; name it by content (or uniquely)."""
+    pairs: list[tuple[str | None, Any]]
     if isinstance(data, dict):
         pairs = [(str(k), v) for k, v in data.items()]
     elif isinstance(data, (list, tuple, set, frozenset)):
