@@ -338,8 +338,11 @@ class Bench:
                 if res.pop("ok"):
                     self.record(w, s, rep, res)
                 else:
-                    self.fail(w, s, rep, res["error"])
+                    self.fail(w, s, rep, res["error"] + f"\nlog tail:\n{tail(r.log_path, 8)}")
                     failed.add(s)     # do not repeat a deterministic failure N times
+                    # the cluster may be broken now: the next workload gets a fresh one
+                    r.close(timeout=30)
+                    self.runners.pop(s, None)
 
     def close_runners(self) -> None:
         for s, r in self.runners.items():
