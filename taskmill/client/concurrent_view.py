@@ -76,9 +76,9 @@ class ClusterPoolExecutor(concurrent.futures.Executor):
             futures = list(self._pending)
         if cancel_futures and futures:
             # like the standard library, cancel only calls that have not started
-            states = self._executor.task_states(futures)
+            running = self._executor.running_keys()
             for fut in futures:
-                if states.get(fut.key) not in ("processing", "memory"):
+                if fut.key not in running:
                     fut.cancel()
         if wait:
             concurrent.futures.wait(futures)

@@ -310,11 +310,12 @@ class Executor:
 
     ncores = nthreads
 
-    def task_states(self, futures: Iterable[Future]) -> Any:
-        """``{key: state}`` on the scheduler ("waiting", "queued", "processing",
-        "memory", "erred", ...; None for keys it does not know)."""
-        keys = [f.key for f in futures]
-        return self._call(self.session.scheduler_call("task-states", keys=keys))
+    def running_keys(self) -> Any:
+        """The keys whose functions are running on a worker thread right now."""
+        async def run() -> set[str]:
+            return set(await self.session.scheduler_call("running-keys"))
+
+        return self._call(run())
 
     def scheduler_info(self) -> Any:
         """``{"address": ..., "workers": {address: {"nthreads", "memory_limit", ...}}, ...}``."""

@@ -21,31 +21,32 @@ class KeyState:
 
     __slots__ = (
         "key", "status", "refcount", "futures", "who_has", "type_name",
-        "exception", "traceback", "value", "has_value", "_done", "_arrived",
+        "exception", "traceback", "value", "has_value", "waiters", "_arrived",
     )
 
     def __init__(self, key: str) -> None:
         self.key = key
         self.status = PENDING
         self.refcount = 0
-        self.futures: weakref.WeakSet[Future] = weakref.WeakSet()
+        # Weak references: a Future's garbage collection is what releases the key.
+        self.futures: list[weakref.ref[Future]] = []
         self.who_has: tuple[str, ...] = ()
         self.type_name = ""
         self.exception: BaseException | None = None
         self.traceback: str | None = None
         self.value: Any = None
         self.has_value = False
-        self._done: asyncio.Event | None = None
+        self.waiters: list[KeysWaiter] = []
         self._arrived: asyncio.Event | None = None
 
-    @property
-    def done_event(self) -> asyncio.Event:
-        """Set while the key is in a terminal state (loop thread only)."""
-        if self._done is None:
-            self._done = asyncio.Event()
-            if self.status != PENDING:
-                self._done.set()
-        return self._done
+    def add_future(self, fut: Future) -> None:
+        refs = self.futures
+        if len(refs) > 8:  # many futures of one key came and went: drop dead references
+            refs[:] = [r for r in refs if r() is not None]
+        refs.append(weakref.ref(fut))
+
+    def live_futures(self) -> list[Future]:
+        return [f for f in (r() for r in self.futures) if f is not None]
 
     @property
     def arrived_event(self) -> asyncio.Event:
@@ -53,3 +54,25 @@ class KeyState:
         if self._arrived is None:
             self._arrived = asyncio.Event()
         return self._arrived
+
+
+class KeysWaiter:
+    """Resolves one asyncio future once every one of a set of keys reached a
+    terminal state: one object per ``gather`` instead of one Event per key."""
+
+    __slots__ = ("remaining", "future")
+
+    def __init__(self, states: list[KeyState]) -> None:
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.remaining = 0
+        for ks in states:
+            if ks.status == PENDING:
+                self.remaining += 1
+                ks.waiters.append(self)
+        if not self.remaining:
+            self.future.set_result(None)
+
+    def key_done(self) -> None:
+        self.remaining -= 1
+        if self.remaining == 0 and not self.future.done():
+            self.future.set_result(None)

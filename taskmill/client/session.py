@@ -33,7 +33,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 from taskmill.client.future import CANCELLED, ERROR, FINISHED, IN_MEMORY, LOST, PENDING, TERMINAL, Future
-from taskmill.client.keystate import KeyState
+from taskmill.client.keystate import KeysWaiter, KeyState
 from taskmill.client.remote_errors import rebuild_exception, scheduler_decided_error
 from taskmill.comm import BatchedSend, CommClosedError, ConnectionPool, connect
 from taskmill.errors import FutureLostError, SchedulerGoneError
@@ -164,7 +164,7 @@ class Session:
             if ks is None:
                 ks = self.keys[fut.key] = KeyState(fut.key)
             ks.refcount += 1
-            ks.futures.add(fut)
+            ks.add_future(fut)
         if ks.status != PENDING:
             self.post(self._complete_futures, ks)
         return ks
@@ -274,11 +274,14 @@ class Session:
 
     def _finish(self, ks: KeyState, status: str) -> None:
         ks.status = status
-        ks.done_event.set()
+        if ks.waiters:
+            waiters, ks.waiters = ks.waiters, []
+            for waiter in waiters:
+                waiter.key_done()
         self._complete_futures(ks)
 
     def _complete_futures(self, ks: KeyState) -> None:
-        for fut in list(ks.futures):
+        for fut in ks.live_futures():
             if fut.done():
                 continue
             if ks.status == FINISHED:
@@ -327,9 +330,9 @@ class Session:
 
     async def gather_states(self, states: list[KeyState], errors: str = "raise") -> list[Any]:
         """Wait for the keys and return their values, fetching missing ones."""
-        for ks in states:
-            if ks.status == PENDING:
-                await ks.done_event.wait()
+        waiter = KeysWaiter(states)
+        if waiter.remaining:
+            await waiter.future
         out: list[Any] = []
         failed: set[str] = set()
         for ks in states:

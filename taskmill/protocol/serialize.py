@@ -62,11 +62,15 @@ class Serialized:
     unpickles it.
     """
 
-    __slots__ = ("frames", "nbytes")
+    __slots__ = ("frames",)
 
     def __init__(self, frames: list[Frame]) -> None:
-        self.frames: list[Frame] = list(frames)
-        self.nbytes: int = sum(memoryview(f).nbytes for f in self.frames)
+        self.frames: list[Frame] = frames if type(frames) is list else list(frames)
+
+    @property
+    def nbytes(self) -> int:
+        """Total size of the frames in bytes."""
+        return sum(len(f) if type(f) is bytes else memoryview(f).nbytes for f in self.frames)
 
     def deserialize(self) -> Any:
         """Unpickle the payload; out-of-band buffers are used in place."""

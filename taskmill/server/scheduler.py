@@ -67,7 +67,7 @@ class Scheduler(Node):
             "who-has": lambda comm=None, keys=None: self.state.who_has(keys),
             "has-what": lambda comm=None: self.state.has_what(),
             "nthreads": lambda comm=None: self.state.nthreads(),
-            "task-states": lambda keys, comm=None: {k: self.state.task_state(k) for k in keys},
+            "running-keys": self._running_keys,
             "scheduler-info": self._scheduler_info,
             "scatter-targets": self._scatter_targets,
             "restart": self._restart,
@@ -363,6 +363,13 @@ class Scheduler(Node):
         await asyncio.gather(*(restart_one(w, nn) for w, nn in nannies.items()))
         await self.wait_for_workers(n, timeout, gone=frozenset(w for w, nn in nannies.items() if nn))
         return "OK"
+
+    async def _running_keys(self, comm: Any = None) -> list[str]:
+        """Keys executing on any worker thread (asked of the workers themselves)."""
+        replies = await asyncio.gather(
+            *(self.pool.rpc(w).call("executing") for w in list(self.worker_streams)),
+            return_exceptions=True)
+        return [k for r in replies if not isinstance(r, BaseException) for k in r]
 
     async def _upload_file(self, filename: str, data: bytes, comm: Any = None) -> dict[str, str]:
         self.uploads[filename] = data

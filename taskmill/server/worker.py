@@ -73,6 +73,7 @@ class Worker(Node):
             "put-data": self._put_data,
             "run": self._run,
             "upload-file": self._upload_file,
+            "executing": lambda comm=None: sorted(self.state.executing) if self.state else [],
         })
 
     # ------------------------------------------------------------------ #
