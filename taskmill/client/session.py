@@ -368,6 +368,8 @@ class Session:
                 *(self._get_data(w, keys) for w, keys in by_worker.items()), return_exceptions=True
             )
             for (worker, keys), got in zip(by_worker.items(), results):
+                if isinstance(got, BaseException) and not isinstance(got, OSError):
+                    raise got  # e.g. the value cannot be pickled: retrying will not help
                 if isinstance(got, BaseException):
                     logger.info("could not fetch %d keys from %s: %s", len(keys), worker, got)
                     for key in keys:

@@ -103,7 +103,13 @@ class Scheduler(Node):
         to_workers: dict[str, list[dict[str, Any]]] = {}
         to_clients: dict[str, list[dict[str, Any]]] = {}
         forgotten: list[str] = []
-        for cmd in self.state.handle(*events):
+        try:
+            commands = self.state.handle(*events)
+        except Exception as exc:  # a bug: keep serving, keep the evidence
+            logger.exception("scheduler state machine failed on %s", [type(e).__name__ for e in events])
+            self.errors.append(exc)
+            return
+        for cmd in commands:
             match cmd:
                 case ev.ComputeTask():
                     to_workers.setdefault(cmd.worker, []).append({
@@ -164,14 +170,19 @@ class Scheduler(Node):
                 msgs = await comm.read()
                 events = []
                 closing = False
-                for msg in msgs:
-                    op = msg.pop("op")
+                for msg in _as_batch(msgs, client):
+                    op = msg.pop("op", None)
                     closing = closing or op == "close-client"
-                    make = self._client_ops.get(op)
+                    make = self._client_ops.get(op)  # type: ignore[arg-type]
                     if make is None:
                         logger.warning("client %s sent unknown op %r: ignored", client, op)
                         continue
-                    event = make(client=client, sid=self._sid(op), **msg)
+                    try:
+                        event = make(client=client, sid=self._sid(op), **msg)
+                    except Exception as exc:
+                        logger.warning("client %s sent a malformed %r message (%s): ignored",
+                                       client, op, exc)
+                        continue
                     if event is not None:
                         events.append(event)
                 self._handle(*events)
@@ -225,9 +236,19 @@ class Scheduler(Node):
             while True:
                 msgs = await comm.read()
                 self.worker_extra[address]["last_seen"] = time.monotonic()
-                events = [e for e in (self._worker_event(address, m) for m in msgs) if e is not None]
+                msgs = _as_batch(msgs, address)
+                events = []
+                for msg in msgs:
+                    try:
+                        event = self._worker_event(address, msg)
+                    except Exception as exc:
+                        logger.warning("worker %s sent a malformed %r message (%s): ignored",
+                                       address, msg.get("op"), exc)
+                        continue
+                    if event is not None:
+                        events.append(event)
                 self._handle(*events)
-                if any(m["op"] == "unregister" for m in msgs):
+                if any(m.get("op") == "unregister" for m in msgs):
                     reason = "it closed"
                     break
         except (CommClosedError, OSError):
@@ -377,3 +398,11 @@ class Scheduler(Node):
         paths = await asyncio.gather(
             *(self.pool.rpc(w).call("upload-file", filename=filename, data=data) for w in workers))
         return dict(zip(workers, paths))
+
+
+def _as_batch(msgs: Any, peer: str) -> list[dict[str, Any]]:
+    """The messages of one stream read: a list of dicts; anything else is dropped."""
+    if isinstance(msgs, list) and all(isinstance(m, dict) for m in msgs):
+        return msgs
+    logger.warning("%s sent a stream batch that is not a list of messages: ignored", peer)
+    return [m for m in msgs if isinstance(m, dict)] if isinstance(msgs, list) else []

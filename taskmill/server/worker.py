@@ -123,7 +123,13 @@ class Worker(Node):
         try:
             while True:
                 msgs = await comm.read()
-                self._handle(*(self._event_from(m) for m in msgs))
+                events = []
+                for msg in msgs:
+                    try:
+                        events.append(self._event_from(msg))
+                    except Exception as exc:
+                        logger.warning("malformed message from the scheduler (%s): ignored", exc)
+                self._handle(*events)
         except (CommClosedError, OSError):
             pass
         if self.status is Status.running:
@@ -162,7 +168,13 @@ class Worker(Node):
 
     def _handle(self, *events: ev.WorkerEvent) -> None:
         assert self.state is not None
-        for cmd in self.state.handle(*events):
+        try:
+            commands = self.state.handle(*events)
+        except Exception as exc:  # a bug: keep serving, keep the evidence
+            logger.exception("worker state machine failed on %s", [type(e).__name__ for e in events])
+            self.errors.append(exc)
+            return
+        for cmd in commands:
             self._dispatch(cmd)
 
     def _dispatch(self, cmd: ev.WorkerCommand) -> None:
