@@ -4,22 +4,15 @@ until SIGINT/SIGTERM, and the loopback-only rule."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import signal
-import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import click
 
+from taskmill.comm import is_loopback
 from taskmill.comm.eventloop import new_event_loop
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
-    except (OSError, ValueError):
-        return False
+from taskmill.server.runtime import tune_gc
 
 
 def check_host_is_safe(host: str, insecure: bool) -> None:
@@ -34,6 +27,7 @@ def check_host_is_safe(host: str, insecure: bool) -> None:
 
 def serve(start: Callable[[], Awaitable[list[Any]]]) -> None:
     """Start servers, wait until one closes or a signal arrives, close all."""
+    tune_gc()
     loop = new_event_loop()
 
     async def main() -> None:

@@ -9,7 +9,6 @@
 """
 
 from taskmill.comm.addressing import (
-    get_ip,
     get_ip_loopback,
     is_loopback,
     normalize_address,
@@ -30,7 +29,6 @@ __all__ = [
     "ConnectionPool",
     "Listener",
     "connect",
-    "get_ip",
     "get_ip_loopback",
     "handle_comm",
     "is_loopback",

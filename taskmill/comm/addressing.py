@@ -12,7 +12,6 @@ addresses can be compared as strings.
 from __future__ import annotations
 
 import functools
-import socket
 
 SCHEMES = ("tcp", "inproc")
 _EXPECTED = "expected 'tcp://host:port', 'host:port' or 'inproc://name'"
@@ -70,19 +69,6 @@ def _normalize(address: str) -> str:
 def get_ip_loopback() -> str:
     """The IPv4 loopback address, the default place to listen."""
     return "127.0.0.1"
-
-
-def get_ip(probe_host: str = "8.8.8.8") -> str:
-    """The local IP address that routes towards ``probe_host`` (no packet is sent).
-
-    Falls back to loopback on machines without a route.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.connect((probe_host, 80))
-            return str(sock.getsockname()[0])
-        except OSError:
-            return get_ip_loopback()
 
 
 def is_loopback(host: str) -> bool:

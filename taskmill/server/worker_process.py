@@ -19,6 +19,7 @@ import sys
 from taskmill.comm.eventloop import new_event_loop
 from taskmill.logs import setup_logging
 from taskmill.server.process_guard import die_with_parent, exit_when_pipe_closes
+from taskmill.server.runtime import tune_gc
 from taskmill.server.worker import Worker
 
 
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.watch_stdin:
         die_with_parent()
         exit_when_pipe_closes(sys.stdin.fileno())
+    tune_gc()
     loop = new_event_loop()
     try:
         loop.run_until_complete(run_worker(args))
