@@ -20,20 +20,32 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0, interval: flo
         time.sleep(interval)
 
 
+def _sockets(me: psutil.Process) -> set[tuple[object, object]]:
+    return {(c.laddr, c.raddr) for c in me.net_connections(kind="inet")
+            if c.status in (psutil.CONN_ESTABLISHED, psutil.CONN_LISTEN)}
+
+
 @pytest.fixture
 def no_leaks() -> Iterator[None]:
-    """Fail when a test leaves child processes or threads behind."""
+    """Fail when a test leaves child processes, threads or sockets behind."""
     me = psutil.Process()
     children_before = {p.pid for p in me.children(recursive=True)}
     threads_before = {t.ident for t in threading.enumerate()}
+    sockets_before = _sockets(me)
     yield
+    leaks: list[str] = []
 
     def clean() -> bool:
         children = {p.pid for p in me.children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE}
-        threads = {t.ident for t in threading.enumerate() if t.is_alive()}
-        return not (children - children_before) and not (threads - threads_before)
+        threads = {t.name for t in threading.enumerate() if t.is_alive() and t.ident not in threads_before}
+        sockets = _sockets(me) - sockets_before
+        leaks[:] = [f"processes {children - children_before}", f"threads {threads}", f"sockets {sockets}"]
+        return not (children - children_before) and not threads and not sockets
 
-    wait_for(clean, timeout=15, message="no leaked processes or threads")
+    try:
+        wait_for(clean, timeout=15, message="no leaked processes, threads or sockets")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {leaks}") from None
 
 
 @pytest.fixture(scope="module")

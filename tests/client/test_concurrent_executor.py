@@ -350,28 +350,60 @@ def test_shutdown_no_wait_returns_and_work_completes(pool, gates):
 
 
 def test_shutdown_cancel_futures_cancels_queued(pool, gates):
-    # Two workers with one thread each: two running calls, the rest queued.
-    names = [gates.new() for _ in range(2)]
+    # CPython's ExecutorShutdownTest.test_cancel_futures: with few workers most
+    # queued calls are cancelled, and the ones that were not cancelled finish.
+    names = [gates.new() for _ in range(2)]  # two workers, one thread each
     running = [pool.submit(gated, n, i) for i, n in enumerate(names)]
     for n in names:
         gates.wait_started(n)
     queued = [pool.submit(pow, 2, i) for i in range(20)]
     pool.shutdown(wait=False, cancel_futures=True)
-    assert all(f.cancelled() for f in queued)
-    for f in queued:
+    cancelled = [f for f in queued if f.cancelled()]
+    assert len(cancelled) > 10
+    for f in cancelled:
         with pytest.raises(cf.CancelledError):
             f.result(DEADLINE)
     with pytest.raises(RuntimeError):
         pool.submit(pow, 2, 2)
+    gates.open_all()
+    others = [f for f in queued + running if not f.cancelled()]
+    done, not_done = cf.wait(others, timeout=DEADLINE)
+    assert not_done == set()
+    assert all(f.exception() is None for f in others)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ClusterPoolExecutor.shutdown(cancel_futures=True) calls cancel() on every "
-    "unfinished future, including calls already running on a worker; the standard library "
-    "cancels only futures that have not started running (ExecutorShutdownTest.test_cancel_futures "
-    "expects the others to finish)",
-)
+def _wait_until_assigned(executor, futures, timeout=2.0):
+    """Best effort: give the scheduler time to hand queued calls to workers.
+
+    Uses ``Executor.task_states`` when present; returns when any call is
+    "processing" or after ``timeout`` (the test's assertions hold either way).
+    """
+    task_states = getattr(executor, "task_states", None)
+    if task_states is None:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if "processing" in task_states(futures).values():
+            return
+        threading.Event().wait(0.01)
+
+
+def test_shutdown_cancel_futures_cancels_every_call_not_started(executor, pool, gates):
+    # "cancel all pending futures that the executor has not started running":
+    # calls the scheduler already handed to a busy worker have not started either.
+    names = [gates.new() for _ in range(2)]  # occupy both worker threads
+    running = [pool.submit(gated, n, i) for i, n in enumerate(names)]
+    for n in names:
+        gates.wait_started(n)
+    queued = [pool.submit(pow, 2, i) for i in range(6)]
+    _wait_until_assigned(executor, queued)
+    pool.shutdown(wait=False, cancel_futures=True)
+    not_cancelled = [f.key for f in queued if not f.cancelled()]
+    gates.open_all()
+    assert not_cancelled == [], "calls that never started were not cancelled"
+    assert [f.result(DEADLINE) for f in running] == [0, 1]
+
+
 def test_shutdown_cancel_futures_lets_running_calls_finish(pool, gates):
     names = [gates.new() for _ in range(2)]
     running = [pool.submit(gated, n, i) for i, n in enumerate(names)]

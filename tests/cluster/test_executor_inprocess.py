@@ -218,7 +218,7 @@ def test_two_clients_share_without_releasing_each_others_data(inprocess_executor
     assert e1.submit(inc, 2).result() == 3
 
 
-def test_submit_after_close_raises() -> None:
+def test_submit_after_close_raises(no_leaks: None) -> None:
     e = Executor(n_workers=1, threads_per_worker=1, processes=False, set_as_default=False)
     e.close()
     e.close()  # twice is fine
@@ -226,7 +226,7 @@ def test_submit_after_close_raises() -> None:
         e.submit(inc, 1)
 
 
-def test_wrong_address_names_it_within_timeout() -> None:
+def test_wrong_address_names_it_within_timeout(no_leaks: None) -> None:
     import time
 
     start = time.monotonic()
@@ -246,7 +246,7 @@ def test_restart_drops_data_and_stays_usable(no_leaks: None) -> None:
         assert e.submit(inc, 2).result() == 3
 
 
-def test_asynchronous_mode() -> None:
+def test_asynchronous_mode(no_leaks: None) -> None:
     async def main() -> None:
         async with Executor(asynchronous=True, n_workers=1, threads_per_worker=1,
                             processes=False, set_as_default=False) as e:
