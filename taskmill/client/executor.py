@@ -75,13 +75,16 @@ class Executor:
             return self
         loop = asyncio.get_running_loop()
         address = self._address
+        local_address = None
         if address is None:
             from taskmill.cluster.local import LocalCluster
 
             self.cluster = LocalCluster(**self._cluster_options)
             await self.cluster.start()
             address = self.cluster.scheduler_address
-        session = Session(address, loop, self, connect_timeout=self._timeout)
+            local_address = self.cluster.scheduler.inproc_address
+        session = Session(address, loop, self, connect_timeout=self._timeout,
+                          local_address=local_address)
         try:
             await session.start()
         except BaseException:

@@ -51,8 +51,11 @@ class Session:
     """One client's connection to a scheduler and the keys it holds."""
 
     def __init__(self, scheduler_address: str, loop: asyncio.AbstractEventLoop, owner: Any,
-                 *, connect_timeout: float = 10.0) -> None:
+                 *, connect_timeout: float = 10.0, local_address: str | None = None) -> None:
         self.scheduler_address = scheduler_address
+        # where this session talks to the scheduler: an in-process address when
+        # the scheduler runs on this very loop, else the public one
+        self._via = local_address or scheduler_address
         self.loop = loop
         self.owner = owner
         self.connect_timeout = connect_timeout
@@ -73,7 +76,7 @@ class Session:
     # ------------------------------------------------------------------ #
     async def start(self) -> None:
         self._loop_thread = threading.get_ident()
-        comm = await connect(self.scheduler_address, timeout=self.connect_timeout)
+        comm = await connect(self._via, timeout=self.connect_timeout)
         await comm.write({"op": "register-client", "client": self.id, "reply": False})
         reply = await asyncio.wait_for(comm.read(), self.connect_timeout)
         if not isinstance(reply, dict) or reply.get("status") != "OK":
@@ -412,7 +415,7 @@ class Session:
     async def scheduler_call(self, op: str, **kwargs: Any) -> Any:
         if self.status != "running":
             raise SchedulerGoneError(f"not connected to the scheduler ({self.status})")
-        return await self.pool.rpc(self.scheduler_address).call(op, **kwargs)
+        return await self.pool.rpc(self._via).call(op, **kwargs)
 
     async def worker_call(self, worker: str, op: str, **kwargs: Any) -> Any:
         return await self.pool.rpc(worker).call(op, **kwargs)

@@ -1,4 +1,4 @@
-"""The common shell of every taskmill server: a listener, request handlers,
+"""The common shell of every taskmill server: listeners, request handlers,
 a connection pool, a status, and the background tasks it owns.
 
 Structured concurrency: every background loop is started with ``spawn``; an
@@ -34,8 +34,8 @@ class Node:
         self.status = Status.created
         self.handlers: dict[str, Callable[..., Any]] = {"ping": self._ping}
         self.pool = ConnectionPool()
-        self.listener: Any = None
-        self.address = ""
+        self.listeners: list[Any] = []
+        self.address = ""  # the first listener's: where peers on other processes reach us
         self.errors: list[BaseException] = []
         self._background: set[asyncio.Task[Any]] = set()
         self.closed_event = asyncio.Event()
@@ -43,9 +43,14 @@ class Node:
     def _ping(self, comm: Any = None) -> str:
         return "pong"
 
-    async def listen(self, address: str) -> None:
-        self.listener = await listen(address, self._handle_comm)
-        self.address = self.listener.address
+    async def listen(self, address: str) -> str:
+        """Accept connections at ``address`` (more than one listener is fine);
+        returns the address actually bound."""
+        listener = await listen(address, self._handle_comm)
+        self.listeners.append(listener)
+        if not self.address:
+            self.address = listener.address
+        return str(listener.address)
 
     async def _handle_comm(self, comm: Any) -> None:
         await handle_comm(comm, self.handlers)
@@ -78,8 +83,8 @@ class Node:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self.listener is not None:
-            await self.listener.stop()
+        for listener in self.listeners:
+            await listener.stop()
         await self.pool.close()
         self.status = Status.closed
         self.closed_event.set()

@@ -59,6 +59,7 @@ class Scheduler(Node):
         self.uploads: dict[str, bytes] = {}
         self.exit_reasons: dict[str, str] = {}
         self._exit_reported: dict[str, asyncio.Event] = {}
+        self.inproc_address = ""
         self._stimulus = itertools.count()
         self._workers_changed = asyncio.Condition()
         self.handlers.update({
@@ -86,6 +87,8 @@ class Scheduler(Node):
 
     async def start(self) -> Scheduler:
         await self.listen(f"tcp://{self.host}:{self.port}")
+        # clients in this process (an embedded cluster's Executor) skip the sockets
+        self.inproc_address = await self.listen("inproc://")
         self.status = Status.running
         self.spawn(self._check_heartbeats(), "heartbeat-check")
         logger.info("scheduler at %s", self.address)
