@@ -8,7 +8,9 @@ after everything already runnable in this loop iteration, so all sends made
 in one tick leave together as ONE message (a list) in ONE write, and a lone
 send leaves within the same tick: batching adds no fixed delay.  While a write
 is in flight (the transport is applying backpressure), new messages accumulate
-and go out in the next write as soon as the current one completes.
+and go out in the next write as soon as the current one completes.  A flush
+that needs no waiting goes out synchronously (``Comm.write_nowait``), so the
+common case costs no task and no extra loop turn.
 
 The receiver reads lists of messages from the comm.
 
@@ -89,6 +91,14 @@ class BatchedSend:
         if self._write_task is not None or not self._buffer or self.exception is not None:
             return
         batch, self._buffer = self._buffer, []
+        try:
+            if self.comm.write_nowait(batch):  # the common case: no task, no extra loop turn
+                self.messages_sent += len(batch)
+                self.batches_sent += 1
+                return
+        except Exception as exc:
+            self._fail(exc)
+            return
         self._write_task = asyncio.get_running_loop().create_task(self._write(batch))
 
     async def _write(self, batch: list[Any]) -> None:

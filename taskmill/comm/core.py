@@ -65,6 +65,12 @@ class Comm(ABC):
         Unencodable messages raise ``TypeError`` before anything is sent.
         """
 
+    def write_nowait(self, msg: Any) -> bool:
+        """Send ``msg`` at once if that needs no waiting (flow control allows);
+        returns False, having sent nothing, when the caller must ``await write``.
+        Raises like ``write``.  Lets a stream skip a task per message."""
+        return False
+
     @abstractmethod
     async def close(self) -> None:
         """Flush what was written, then close.  Closing twice is fine."""

@@ -67,8 +67,15 @@ class InProcComm(Comm):
             await self._waiter
         return loads(self._inbox.popleft())
 
+    def write_nowait(self, msg: Any) -> bool:
+        self._send(msg)
+        return True
+
     async def write(self, msg: Any) -> int:
         """Encode ``msg`` and deliver a copy of its frames to the peer."""
+        return self._send(msg)
+
+    def _send(self, msg: Any) -> int:
         if self._closed or self._peer is None:
             raise CommClosedError(f"{self.peer_address}: {self._close_reason or 'comm closed'}")
         frames = dumps(msg)

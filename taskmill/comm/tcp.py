@@ -101,8 +101,23 @@ class TCPComm(Comm, asyncio.BufferedProtocol):
             self._fail(reason)
             raise CommClosedError(f"{self.peer_address}: {reason}") from exc
 
+    def write_nowait(self, msg: Any) -> bool:
+        if self._write_paused:
+            return False
+        self._send(msg)
+        return True
+
     async def write(self, msg: Any) -> int:
         """Send one message; waits while the send buffer is over its high-water mark."""
+        nbytes = self._send(msg)
+        if self._write_paused:
+            waiter = asyncio.get_running_loop().create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+        return nbytes
+
+    def _send(self, msg: Any) -> int:
+        """Encode and hand one message to the transport; returns its size."""
         transport = self._transport
         if self._closed or transport is None or transport.is_closing():
             raise CommClosedError(f"{self.peer_address}: {self._close_reason or 'comm closed'}")
@@ -115,10 +130,6 @@ class TCPComm(Comm, asyncio.BufferedProtocol):
         else:
             transport.writelines([prefix, *frames])
             nbytes = len(prefix) + sum(frame_lengths(frames))
-        if self._write_paused:
-            waiter = asyncio.get_running_loop().create_future()
-            self._drain_waiters.append(waiter)
-            await waiter
         return nbytes
 
     async def close(self) -> None:
