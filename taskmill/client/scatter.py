@@ -5,11 +5,10 @@ then tell the scheduler where the data now lives."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from taskmill.client.calls import call_token
+from taskmill.client.calls import call_token, unique_token
 from taskmill.client.future import Future
 from taskmill.protocol import Serialized, serialize
 
@@ -37,7 +36,7 @@ def scatter_payloads(data: Any, *, hash: bool) -> list[ScatterItem]:
     for given_key, value in pairs:
         payload = serialize(value)
         type_name = type(value).__name__
-        key = given_key or f"{type_name}-{call_token('scatter', payload) if hash else uuid.uuid4().hex}"
+        key = given_key or f"{type_name}-{call_token('scatter', payload) if hash else unique_token()}"
         items.append(ScatterItem(key, payload, type_name))
     return items
 
