@@ -24,6 +24,7 @@ the connection must be dropped.
 from __future__ import annotations
 
 import collections
+import mmap
 import os
 import struct
 from collections.abc import Sequence
@@ -44,6 +45,9 @@ MAX_MESSAGE_BYTES = int(os.environ.get("TASKMILL_MAX_MESSAGE_BYTES", 2 * 2**30))
 
 #: Frames at least this large are received into their own buffer.
 LARGE_FRAME = 64 * 1024
+#: Frames at least this large land in a pre-faulted anonymous mapping (Linux).
+HUGE_FRAME = 8 * 1024 * 1024
+_MAP_POPULATE: int = getattr(mmap, "MAP_POPULATE", 0)
 _SCRATCH_SIZE = 2 * LARGE_FRAME
 
 
@@ -110,6 +114,15 @@ def frame_prefix(frames: Sequence[Frame], limits: FrameLimits = DEFAULT_LIMITS) 
 def encode_frames(frames: Sequence[Frame], limits: FrameLimits = DEFAULT_LIMITS) -> bytes:
     """The complete wire bytes of one message (copies; for tests and tiny messages)."""
     return frame_prefix(frames, limits) + b"".join(frames)
+
+
+def allocate_frame(length: int) -> memoryview:
+    """A writable buffer for a large incoming frame.  Huge frames get a
+    pre-faulted anonymous mapping: ``bytearray(n)`` would zero-fill every page
+    first, which costs as much as receiving the data."""
+    if length >= HUGE_FRAME and _MAP_POPULATE:
+        return memoryview(mmap.mmap(-1, length, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_POPULATE))
+    return memoryview(bytearray(length))
 
 
 class FrameParser:
@@ -262,7 +275,7 @@ class FrameParser:
                 self._finish_frame(frame)
 
     def _start_large(self, length: int) -> None:
-        buf = memoryview(bytearray(length))
+        buf = allocate_frame(length)
         have = min(self._end - self._start, length)
         buf[:have] = self._view[self._start : self._start + have]
         self._start += have
