@@ -63,7 +63,10 @@ class Session:
         self.status = "created"
         self.keys: dict[str, KeyState] = {}
         self.pool = ConnectionPool(timeout=connect_timeout)
-        self._lock = threading.Lock()
+        # reentrant: a Future collected while this thread holds it releases its key
+        self._lock = threading.RLock()
+        # messages to the scheduler, in the order they were made, not yet on the loop
+        self._outbox: list[dict[str, Any]] = []
         self._stream: BatchedSend | None = None
         self._reader: asyncio.Task[None] | None = None
         self._loop_thread: int | None = None
@@ -182,7 +185,7 @@ class Session:
                 return
             del self.keys[key]
         if self.status == "running":
-            self.post(self._send, {"op": "release-keys", "keys": [key]})
+            self.send({"op": "release-keys", "keys": [key]})
 
     def next_generation(self) -> int:
         self._generation += 1
@@ -197,8 +200,18 @@ class Session:
             self._on_scheduler_lost()
 
     def send(self, msg: dict[str, Any]) -> None:
-        """Queue a message to the scheduler, from any thread."""
-        self.post(self._send, msg)
+        """Queue a message to the scheduler, from any thread.  Order is kept;
+        a burst of messages costs one wake-up of the loop."""
+        with self._lock:
+            first = not self._outbox
+            self._outbox.append(msg)
+        if first:
+            self.post(self._flush_outbox)
+
+    def _flush_outbox(self) -> None:
+        with self._lock:
+            msgs, self._outbox = self._outbox, []
+        self._send(*_merge_releases(msgs))
 
     def submit_tasks(self, tasks: list[list[Any]], funcs: dict[str, Serialized]) -> list[Future]:
         """Send tasks (wire lists, key first) and return a Future for each (any thread)."""
@@ -425,3 +438,16 @@ class Session:
 
     def is_terminal(self, ks: KeyState) -> bool:
         return ks.status in TERMINAL
+
+
+def _merge_releases(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fold runs of consecutive ``release-keys`` messages into one (order kept)."""
+    out: list[dict[str, Any]] = []
+    for msg in msgs:
+        if msg["op"] != "release-keys":
+            out.append(msg)
+        elif out and out[-1]["op"] == "release-keys":
+            out[-1]["keys"].extend(msg["keys"])
+        else:
+            out.append({"op": "release-keys", "keys": list(msg["keys"])})
+    return out

@@ -263,3 +263,15 @@ def test_asynchronous_mode(no_leaks: None) -> None:
 
 def test_lost_error_type_is_exported() -> None:
     assert issubclass(FutureLostError, Exception)
+
+
+def test_releases_stay_ordered_with_submissions(inprocess_executor: Executor) -> None:
+    e = inprocess_executor
+    for i in range(200):
+        f = e.submit(inc, 20_000 + i)
+        g = e.submit(inc, f)
+        del f  # released right after the dependent was submitted: must not lose the input
+        assert g.result() == 20_002 + i
+    for _ in range(50):  # release and re-submit the same pure key in quick succession
+        e.submit(inc, 31_337)
+        assert e.submit(inc, 31_337).result() == 31_338
