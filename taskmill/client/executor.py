@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import importlib.util
 import os
 import weakref
 from collections.abc import Callable, Coroutine, Iterable
@@ -24,6 +25,7 @@ from typing import Any
 
 from taskmill.client import registry
 from taskmill.client.calls import funcname, pack_call
+from taskmill.client.dask_integration import default_scheduler
 from taskmill.client.future import Future
 from taskmill.client.loop_runner import LoopRunner
 from taskmill.client.nested import collect_futures, rebuild
@@ -74,17 +76,22 @@ class Executor:
         if self.status == "running":
             return self
         loop = asyncio.get_running_loop()
+        # dask support is imported while the cluster starts (a quarter second)
+        future_class = loop.run_in_executor(None, dask_future_class)
         address = self._address
         local_address = None
-        if address is None:
-            from taskmill.cluster.local import LocalCluster
+        try:
+            if address is None:
+                from taskmill.cluster.local import LocalCluster
 
-            self.cluster = LocalCluster(**self._cluster_options)
-            await self.cluster.start()
-            address = self.cluster.scheduler_address
-            local_address = self.cluster.scheduler.inproc_address
+                self.cluster = LocalCluster(**self._cluster_options)
+                await self.cluster.start()
+                address = self.cluster.scheduler_address
+                local_address = self.cluster.scheduler.inproc_address
+        finally:
+            future_cls = await future_class
         session = Session(address, loop, self, connect_timeout=self._timeout,
-                          local_address=local_address)
+                          local_address=local_address, future_class=future_cls)
         try:
             await session.start()
         except BaseException:
@@ -96,6 +103,7 @@ class Executor:
         _live_executors.add(self)
         if self._set_as_default:
             registry.set_default(self)
+            default_scheduler.push(self)
         return self
 
     async def _close(self) -> None:
@@ -111,6 +119,7 @@ class Executor:
             return _done_awaitable() if self.asynchronous else None
         self.status = "closing"
         registry.unset_default(self)
+        default_scheduler.remove(self)
         if self.asynchronous:
             return self._finish_async_close()
         assert self._runner is not None
@@ -359,6 +368,33 @@ class Executor:
         filename = os.path.basename(path)
         return self._call(self.session.scheduler_call("upload-file", filename=filename, data=data))
 
+    # ------------------------------------------------------------------ #
+    # Dask collections
+    # ------------------------------------------------------------------ #
+    def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        """A dask-compatible scheduler: ``x.compute(scheduler=e.get)``.  Takes a
+        graph (or anything with ``__dask_graph__``) and returns the values of
+        ``keys`` in their (nested-list) shape."""
+        from taskmill.client import dask_integration
+
+        return dask_integration.get(self, dsk, keys, **kwargs)
+
+    def compute(self, collections: Any, sync: bool = False, optimize_graph: bool = True,
+                priority: int = 0) -> Any:
+        """Start computing dask collections: a Future for each (a list for a
+        list); ``sync=True`` waits and returns the values."""
+        from taskmill.client import dask_integration
+
+        return dask_integration.compute(self, collections, sync=sync,
+                                        optimize_graph=optimize_graph, priority=priority)
+
+    def persist(self, collections: Any, optimize_graph: bool = True, priority: int = 0) -> Any:
+        """The same collections, backed by data computed and held on the cluster."""
+        from taskmill.client import dask_integration
+
+        return dask_integration.persist(self, collections, optimize_graph=optimize_graph,
+                                        priority=priority)
+
     def concurrent_executor(self) -> Any:
         """A strict ``concurrent.futures.Executor`` view over this cluster."""
         from taskmill.client.concurrent_view import ClusterPoolExecutor
@@ -375,6 +411,15 @@ class Executor:
         from html import escape
 
         return f"<b>taskmill Executor</b><br/>{escape(repr(self))}"
+
+
+def dask_future_class() -> type[Future]:
+    """Futures are dask TaskRefs too where dask is installed."""
+    if importlib.util.find_spec("dask") is None:
+        return Future
+    from taskmill.client.dask_future import DaskFuture
+
+    return DaskFuture
 
 
 def _worker_list(workers: str | Iterable[str] | None) -> list[str] | None:

@@ -49,6 +49,9 @@ class Future(concurrent.futures.Future):  # type: ignore[type-arg]
     ``cancel()``, ``add_done_callback()`` and ``release()``.
     """
 
+    #: dask recognises a future inside a graph (e.g. ``delayed(f)(future)``) by this flag
+    __dask_future__ = True
+
     def __init__(self, key: str, session: Session) -> None:
         super().__init__()
         self.key = key
@@ -129,6 +132,9 @@ class Future(concurrent.futures.Future):  # type: ignore[type-arg]
             self.release()
         except Exception:  # interpreter shutdown
             pass
+
+    def __dask_tokenize__(self) -> str:
+        return self.key
 
     def __reduce__(self) -> tuple[Any, ...]:
         from taskmill.client.registry import future_from_key

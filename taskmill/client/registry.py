@@ -33,13 +33,11 @@ def default_executor() -> Any:
 
 def future_from_key(key: str, scheduler_address: str) -> Any:
     """Rebuild a pickled Future against an open Executor of the same cluster."""
-    from taskmill.client.future import Future
-
     with _lock:
         candidates = [r() for r in reversed(_defaults)]
     for ex in candidates:
         if ex is not None and ex.status == "running" and ex.scheduler_address == scheduler_address:
-            fut = Future(key, ex.session)
+            fut = ex.session.future_class(key, ex.session)
             ex.session.send({"op": "want-keys", "keys": [key]})
             return fut
     raise RuntimeError(

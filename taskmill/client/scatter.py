@@ -52,7 +52,7 @@ async def plan_scatter(session: Session, items: list[ScatterItem], workers: list
         for worker in where:
             per_worker.setdefault(worker, {})[item.key] = item.payload
     await asyncio.gather(*(session.worker_call(w, "put-data", data=d) for w, d in per_worker.items()))
-    futures = [Future(item.key, session) for item in items]
+    futures = [session.future_class(item.key, session) for item in items]
     session.send({
         "op": "scatter-done",
         "who_has": {item.key: where for item, where in zip(items, targets)},

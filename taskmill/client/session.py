@@ -51,8 +51,10 @@ class Session:
     """One client's connection to a scheduler and the keys it holds."""
 
     def __init__(self, scheduler_address: str, loop: asyncio.AbstractEventLoop, owner: Any,
-                 *, connect_timeout: float = 10.0, local_address: str | None = None) -> None:
+                 *, connect_timeout: float = 10.0, local_address: str | None = None,
+                 future_class: type[Future] = Future) -> None:
         self.scheduler_address = scheduler_address
+        self.future_class = future_class
         # where this session talks to the scheduler: an in-process address when
         # the scheduler runs on this very loop, else the public one
         self._via = local_address or scheduler_address
@@ -213,14 +215,29 @@ class Session:
             msgs, self._outbox = self._outbox, []
         self._send(*_merge_releases(msgs))
 
-    def submit_tasks(self, tasks: list[list[Any]], funcs: dict[str, Serialized]) -> list[Future]:
-        """Send tasks (wire lists, key first) and return a Future for each (any thread)."""
+    def submit_tasks(self, tasks: list[list[Any]], funcs: dict[str, Serialized],
+                     wanted: list[str] | None = None) -> list[Future]:
+        """Send tasks (wire lists, key first, dependencies before dependents)
+        and return a Future for each wanted key (default: every task), from any thread.
+
+        Independent tasks (``wanted=None``) go out in chunks the scheduler starts
+        on at once; a graph whose intermediate results nobody wants goes out in
+        chunks the scheduler assembles before it looks at any of them."""
         self.check_running()
-        keys = [t[0] for t in tasks]
-        futures = [Future(k, self) for k in keys]
-        for i in range(0, len(tasks), GRAPH_CHUNK):  # bounded messages; work starts sooner
+        if wanted is None:
+            keys = [t[0] for t in tasks]
+            futures = [self.future_class(k, self) for k in keys]
+            for i in range(0, len(tasks), GRAPH_CHUNK):
+                self.send({"op": "update-graph", "tasks": tasks[i:i + GRAPH_CHUNK],
+                           "funcs": funcs if i == 0 else {}, "wanted": keys[i:i + GRAPH_CHUNK]})
+            return futures
+        futures = [self.future_class(k, self) for k in wanted]
+        chunks = range(0, max(len(tasks), 1), GRAPH_CHUNK)
+        for i in chunks:
+            last = i == chunks[-1]
             self.send({"op": "update-graph", "tasks": tasks[i:i + GRAPH_CHUNK],
-                       "funcs": funcs if i == 0 else {}, "wanted": keys[i:i + GRAPH_CHUNK]})
+                       "funcs": funcs if i == 0 else {}, "wanted": wanted if last else [],
+                       "final": last})
         return futures
 
     def cancel_keys(self, keys: list[str]) -> None:

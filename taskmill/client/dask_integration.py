@@ -1,0 +1,146 @@
+"""Dask collections on taskmill: ``get``, ``compute``, ``persist``, and being
+dask's default scheduler while an Executor is open.
+
+Theory of operation
+-------------------
+* ``get(dsk, keys)`` packs the graph (:mod:`taskmill.client.dask_graph`),
+  submits it as one graph wanting only ``keys``, gathers, and returns values in
+  the shape of ``keys``.  The futures are released on return, so the cluster
+  frees everything.
+* ``compute`` finalizes each collection the way ``dask.compute`` does
+  (``FinalizeCompute`` of its optimized expression) and returns one Future per
+  collection; ``persist`` submits each collection's optimized graph and
+  rebuilds the collection around the Futures of its keys
+  (``__dask_postpersist__``), so later computations start from the data held
+  on the cluster.
+* While an Executor is open its ``get`` is dask's ``scheduler`` setting and
+  dataframe shuffles use the ``tasks`` method (the ``disk`` one only works on
+  one machine).  The settings in force before come back when the last open
+  Executor closes.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from taskmill.client.dask_graph import flatten_keys, pack_graph, repack, to_key, unique
+
+if TYPE_CHECKING:
+    from taskmill.client.executor import Executor
+    from taskmill.client.future import Future
+
+
+# --------------------------------------------------------------------------- #
+# get / compute / persist
+# --------------------------------------------------------------------------- #
+def submit_graph(executor: Executor, dsk: Any, keys: Sequence[Any], priority: int = 0) -> list[Future]:
+    """Submit a dask graph; one Future per key in ``keys`` (a flat list).  Keys
+    the graph uses without defining must be held by futures of this client."""
+    session = executor.session
+    session.check_running()
+    packed = pack_graph(dsk, priority=priority, generation=session.next_generation())
+    wanted = unique(to_key(k) for k in keys)
+    funcs = executor._functions_to_send(*next(iter(packed.funcs.items())))
+    return session.submit_tasks(packed.tasks, funcs, wanted=wanted)
+
+
+def get(executor: Executor, dsk: Any, keys: Any, **kwargs: Any) -> Any:
+    """Compute ``keys`` of ``dsk`` on the cluster; values in the shape of ``keys``."""
+    if executor.asynchronous:
+        raise RuntimeError("Executor.get blocks; in asynchronous mode use `await e.compute(x)`")
+    flat = flatten_keys(keys)
+    futures = submit_graph(executor, dsk, flat, priority=kwargs.get("priority", 0))
+    values = executor.gather(futures)
+    by_key = {f.key: v for f, v in zip(futures, values)}
+    return repack(keys, by_key)
+
+
+def compute(executor: Executor, collections: Any, *, sync: bool = False, optimize_graph: bool = True,
+            priority: int = 0) -> Any:
+    """One Future per dask collection (values with ``sync=True``)."""
+    import dask
+    from dask._expr import FinalizeCompute
+    from dask.base import collections_to_expr
+
+    single = not isinstance(collections, (list, tuple))
+    items = [collections] if single else list(collections)
+    out: list[Any] = []
+    for item in items:
+        if not dask.is_dask_collection(item):
+            out.append(item)
+            continue
+        expr = FinalizeCompute(collections_to_expr([item], optimize_graph)).optimize()
+        keys = flatten_keys(expr.__dask_keys__())
+        out.append(submit_graph(executor, expr, keys, priority)[0])
+    if sync:
+        values = executor.gather(out)
+        return values[0] if single else values
+    return out[0] if single else out
+
+
+def persist(executor: Executor, collections: Any, *, optimize_graph: bool = True,
+            priority: int = 0) -> Any:
+    """The same collections, backed by data held on the cluster."""
+    import dask
+    from dask.base import collections_to_expr
+
+    single = not isinstance(collections, (list, tuple))
+    items = [collections] if single else list(collections)
+    out: list[Any] = []
+    for item in items:
+        if not dask.is_dask_collection(item):
+            out.append(item)
+            continue
+        expr = collections_to_expr([item], optimize_graph).optimize()
+        keys = flatten_keys(expr.__dask_keys__())
+        futures = submit_graph(executor, expr, keys, priority)
+        rebuild, args = item.__dask_postpersist__()
+        out.append(rebuild({k: f for k, f in zip(keys, futures)}, *args))
+    return out[0] if single else out
+
+
+# --------------------------------------------------------------------------- #
+# Being dask's default scheduler
+# --------------------------------------------------------------------------- #
+class DefaultScheduler:
+    """Makes the most recently opened Executor dask's scheduler; restores the
+    previous settings when the last one closes.  (An Executor imports dask, if
+    installed, when it starts: its futures are dask TaskRefs.)"""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stack: list[Executor] = []
+        self._saved: dict[str, Any] | None = None
+
+    def push(self, executor: Executor) -> None:
+        with self._lock:
+            self._stack.append(executor)
+            self._apply()
+
+    def remove(self, executor: Executor) -> None:
+        with self._lock:
+            if executor not in self._stack:
+                return
+            self._stack.remove(executor)
+            if self._stack:
+                self._apply()
+            elif self._saved is not None:
+                sys.modules["dask"].config.set(self._saved)
+                self._saved = None
+
+    def _apply(self) -> None:
+        dask = sys.modules.get("dask")
+        if dask is None:
+            return
+        if self._saved is None:
+            self._saved = {
+                "scheduler": dask.config.get("scheduler", None),
+                "dataframe.shuffle.method": dask.config.get("dataframe.shuffle.method", None),
+            }
+        dask.config.set({"scheduler": self._stack[-1].get, "dataframe.shuffle.method": "tasks"})
+
+
+default_scheduler = DefaultScheduler()
