@@ -15,13 +15,15 @@ from taskmill.server.scheduler import Scheduler
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8786, show_default=True, type=int, help="Port for clients and workers.")
 @click.option("--dashboard-port", default=8787, show_default=True, type=int,
-              help="Port of the web dashboard (reserved; the dashboard is not built yet).")
+              help="Port of the web dashboard (0: any free port).")
+@click.option("--no-dashboard", is_flag=True, help="Do not serve the web dashboard.")
 @click.option("--insecure", is_flag=True, help="Allow listening beyond loopback without authentication.")
 @click.option("--heartbeat-timeout", default=60.0, show_default=True, type=float,
               help="Seconds without a heartbeat before a worker is considered dead.")
-@click.option("--log-level", default="INFO", show_default=True)
-def main(host: str, port: int, dashboard_port: int, insecure: bool, heartbeat_timeout: float,
-         log_level: str) -> None:
+@click.option("--log-level", default=None, envvar="TASKMILL_LOG_LEVEL",
+              help="DEBUG, INFO, WARNING or ERROR  [default: $TASKMILL_LOG_LEVEL or INFO]")
+def main(host: str, port: int, dashboard_port: int, no_dashboard: bool, insecure: bool,
+         heartbeat_timeout: float, log_level: str | None) -> None:
     """Start a taskmill scheduler."""
     setup_logging(log_level)
     check_host_is_safe(host, insecure)
@@ -29,10 +31,13 @@ def main(host: str, port: int, dashboard_port: int, insecure: bool, heartbeat_ti
 
     async def start() -> list[Scheduler]:
         try:
-            scheduler = await Scheduler(host=host, port=port, heartbeat_timeout=heartbeat_timeout).start()
+            scheduler = await Scheduler(host=host, port=port, heartbeat_timeout=heartbeat_timeout,
+                                        dashboard_port=None if no_dashboard else dashboard_port).start()
         except OSError as exc:
             raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
         log.info("scheduler ready: connect with Executor(%r)", scheduler.address)
+        if scheduler.dashboard_link:
+            log.info("dashboard: %s", scheduler.dashboard_link)
         return [scheduler]
 
     serve(start)

@@ -27,7 +27,8 @@ from taskmill.server.worker import Worker
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--name", default="", help="A name for the worker (suffixed when --nworkers > 1).")
 @click.option("--insecure", is_flag=True, help="Allow listening beyond loopback without authentication.")
-@click.option("--log-level", default="INFO", show_default=True)
+@click.option("--log-level", default="INFO", envvar="TASKMILL_LOG_LEVEL", show_default=True,
+              help="DEBUG, INFO, WARNING or ERROR (also from $TASKMILL_LOG_LEVEL).")
 def main(scheduler_address: str, nthreads: int | None, nworkers: int, memory_limit: str,
          no_nanny: bool, host: str, name: str, insecure: bool, log_level: str) -> None:
     """Start workers that connect to the scheduler at SCHEDULER_ADDRESS (host:port)."""

@@ -47,12 +47,13 @@ class Executor:
     def __init__(self, address: str | None = None, *, asynchronous: bool = False,
                  n_workers: int | None = None, threads_per_worker: int | None = None,
                  processes: bool = True, memory_limit: int | str | None = None,
-                 timeout: float = 10.0, set_as_default: bool = True) -> None:
+                 timeout: float = 10.0, set_as_default: bool = True,
+                 dashboard_port: int | None = 0) -> None:
         self.asynchronous = asynchronous
         self._address = normalize_address(address) if address is not None else None
         self._cluster_options: dict[str, Any] = dict(
             n_workers=n_workers, threads_per_worker=threads_per_worker, processes=processes,
-            memory_limit=memory_limit)
+            memory_limit=memory_limit, dashboard_port=dashboard_port)
         self._timeout = timeout
         self._set_as_default = set_as_default
         self.cluster: Any = None
@@ -333,6 +334,36 @@ class Executor:
         """``{"address": ..., "workers": {address: {"nthreads", "memory_limit", ...}}, ...}``."""
         return self._call(self.session.scheduler_call("scheduler-info"))
 
+    # ------------------------------------------------------------------ #
+    # Diagnostics (taskmill.client.diagnostics, taskmill.dashboard)
+    # ------------------------------------------------------------------ #
+    @property
+    def dashboard_link(self) -> str | None:
+        """The URL of the scheduler's web dashboard (None when it has none)."""
+        if self.cluster is not None and self.cluster.scheduler is not None:
+            return self.cluster.scheduler.dashboard_link  # type: ignore[no-any-return]
+        if not hasattr(self, "_dashboard_link"):
+            if self.asynchronous:
+                return None  # unknown without a round trip; see scheduler_info()["dashboard"]
+            self._dashboard_link = self.scheduler_info().get("dashboard")
+        return self._dashboard_link  # type: ignore[no-any-return]
+
+    def get_task_stream(self, start: float = 0.0, stop: float | None = None) -> Any:
+        """Records of the tasks that ended between ``start`` and ``stop`` (wall
+        times; default: all the scheduler remembers, the last 100,000): dicts
+        with key, group, worker, thread, start, stop, transfer (seconds spent
+        fetching its inputs) and status ("OK" or "error")."""
+        return self._call(self.session.scheduler_call("task-stream", start=start, stop=stop))
+
+    def performance_report(self, filename: str = "taskmill-report.html",
+                           title: str = "taskmill performance report") -> Any:
+        """``with e.performance_report("report.html"): ...`` writes one
+        self-contained HTML file (task stream, per-group timings, worker memory)
+        about what ran inside the block (``async with`` in asynchronous mode)."""
+        from taskmill.client.diagnostics import PerformanceReport
+
+        return PerformanceReport(self, filename, title)
+
     def run(self, fn: Callable[..., Any], *args: Any, workers: Iterable[str] | None = None,
             **kwargs: Any) -> Any:
         """Call ``fn(*args, **kwargs)`` on every worker; ``{worker_address: result}``."""
@@ -408,9 +439,9 @@ class Executor:
         return f"<Executor: scheduler={self._session.scheduler_address!r}>"
 
     def _repr_html_(self) -> str:
-        from html import escape
+        from taskmill.client.diagnostics import executor_html
 
-        return f"<b>taskmill Executor</b><br/>{escape(repr(self))}"
+        return executor_html(self)
 
 
 def dask_future_class() -> type[Future]:

@@ -149,9 +149,6 @@ class Future(concurrent.futures.Future):  # type: ignore[type-arg]
         return f"<Future: {status}{extra}, key: {self.key}>"
 
     def _repr_html_(self) -> str:
-        from html import escape
+        from taskmill.client.diagnostics import future_html
 
-        return (
-            f"<b>Future: {escape(self.key)}</b> "
-            f"<span>status: {escape(self.status)}</span>"
-        )
+        return future_html(self)

@@ -43,7 +43,7 @@ class LocalCluster:
     def __init__(self, n_workers: int | None = None, threads_per_worker: int | None = None,
                  processes: bool = True, memory_limit: int | str | None = None,
                  host: str = "127.0.0.1", scheduler_port: int = 0,
-                 startup_timeout: float = 60.0) -> None:
+                 startup_timeout: float = 60.0, dashboard_port: int | None = 0) -> None:
         self.n_workers, self.threads_per_worker = default_sizing(n_workers, threads_per_worker, processes)
         self.processes = processes
         total = psutil.virtual_memory().total
@@ -52,6 +52,8 @@ class LocalCluster:
         self.host = host
         self.scheduler_port = scheduler_port
         self.startup_timeout = startup_timeout
+        #: the scheduler's web dashboard: 0 = any free port, None = off
+        self.dashboard_port = dashboard_port
         self.scheduler: Scheduler | None = None
         self.workers: list[Any] = []
 
@@ -62,7 +64,8 @@ class LocalCluster:
         return self.scheduler.address
 
     async def start(self) -> LocalCluster:
-        self.scheduler = await Scheduler(host=self.host, port=self.scheduler_port).start()
+        self.scheduler = await Scheduler(host=self.host, port=self.scheduler_port,
+                                         dashboard_port=self.dashboard_port).start()
         try:
             self.workers = [self._make_worker(i) for i in range(self.n_workers)]
             await asyncio.wait_for(asyncio.gather(*(w.start() for w in self.workers)),

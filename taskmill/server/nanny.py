@@ -47,14 +47,14 @@ class Nanny(Node):
 
     def __init__(self, scheduler_address: str, *, nthreads: int = 1, memory_limit: int = 0,
                  host: str = "127.0.0.1", port: int = 0, worker_port: int = 0, name: str = "",
-                 log_level: str = "INFO") -> None:
+                 log_level: str | None = None) -> None:
         super().__init__(name or "nanny")
         self.scheduler_address = scheduler_address
         self.nthreads = nthreads
         self.memory_limit = memory_limit
         self.host, self.port, self.worker_port = host, port, worker_port
         self.worker_name = name
-        self.log_level = log_level
+        self.log_level = log_level or os.environ.get("TASKMILL_LOG_LEVEL", "INFO")
         self.process: asyncio.subprocess.Process | None = None
         self.worker_address: str | None = None
         self.restarts = 0

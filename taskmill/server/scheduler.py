@@ -33,6 +33,8 @@ from taskmill.client.waiting import FIRE_AND_FORGET
 from taskmill.comm import BatchedSend, CommClosedError
 from taskmill.core import scheduler_events as ev
 from taskmill.core.scheduler_state import SchedulerState
+from taskmill.dashboard import service as dashboard
+from taskmill.dashboard.monitor import SchedulerMonitor
 from taskmill.protocol import Serialized
 from taskmill.server.node import Node, Status
 
@@ -45,7 +47,8 @@ class Scheduler(Node):
     """The central scheduler server."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 8786, validate: bool = False,
-                 heartbeat_timeout: float = 60.0, allowed_failures: int = 3) -> None:
+                 heartbeat_timeout: float = 60.0, allowed_failures: int = 3,
+                 dashboard_port: int | None = None) -> None:
         super().__init__("scheduler")
         self.host, self.port = host, port
         self.id = f"scheduler-{uuid.uuid4().hex[:12]}"
@@ -63,6 +66,11 @@ class Scheduler(Node):
         self._partial_graphs: dict[str, list[ev.NewTask]] = {}  # by client, until the final chunk
         self._stimulus = itertools.count()
         self._workers_changed = asyncio.Condition()
+        # diagnostics (taskmill.dashboard): a cheap recorder, always on; the web
+        # dashboard only when ``dashboard_port`` is not None (0: any free port)
+        self.monitor = SchedulerMonitor()
+        self.dashboard_port = dashboard_port
+        self.dashboard: Any = None
         self.handlers.update({
             "register-client": self._register_client,
             "register-worker": self._register_worker,
@@ -75,6 +83,9 @@ class Scheduler(Node):
             "restart": self._restart,
             "upload-file": self._upload_file,
             "worker-exited": self._worker_exited,
+            "task-stream": lambda comm=None, start=0.0, stop=None: dashboard.task_stream(self, start, stop),
+            "performance-data": lambda comm=None, start=0.0, stop=None: dashboard.performance_data(
+                self, start, stop),
         })
         self._client_ops: dict[str, Callable[..., ev.SchedulerEvent | None]] = {
             "update-graph": self._update_graph,
@@ -92,8 +103,19 @@ class Scheduler(Node):
         self.inproc_address = await self.listen("inproc://")
         self.status = Status.running
         self.spawn(self._check_heartbeats(), "heartbeat-check")
+        if self.dashboard_port is not None:
+            self.dashboard = await dashboard.start_dashboard(self, self.host, self.dashboard_port)
         logger.info("scheduler at %s", self.address)
         return self
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The dashboard's URL, or None when it is not running."""
+        return self.dashboard.url if self.dashboard is not None else None
+
+    async def _on_close(self) -> None:
+        if self.dashboard is not None:
+            await self.dashboard.stop()
 
     def _sid(self, op: str) -> str:
         return f"{op}-{next(self._stimulus)}"
@@ -107,6 +129,7 @@ class Scheduler(Node):
         to_workers: dict[str, list[dict[str, Any]]] = {}
         to_clients: dict[str, list[dict[str, Any]]] = {}
         forgotten: list[str] = []
+        self.monitor.stamp(events[-1].stimulus_id)
         try:
             commands = self.state.handle(*events)
         except Exception as exc:  # a bug: keep serving, keep the evidence
@@ -283,6 +306,7 @@ class Scheduler(Node):
             if self.status is Status.running:
                 reason = self.exit_reasons.pop(address, reason)
                 logger.info("worker %s left: %s", address, reason)
+                self.monitor.worker_left(address, reason)
                 self._handle(ev.WorkerLeft(self._sid("worker-left"), address, reason, time.time()))
                 await self._notify_workers_changed()
 
@@ -290,9 +314,11 @@ class Scheduler(Node):
         op = msg["op"]
         sid = self._sid(op)
         if op == "task-finished":
+            self.monitor.task_done(worker, msg, True)
             return ev.TaskFinished(sid, worker, msg["key"], msg["nbytes"], msg["type_name"],
                                    msg["start"], msg["stop"])
         if op == "task-erred":
+            self.monitor.task_done(worker, msg, False)
             return ev.TaskErred(sid, worker, msg["key"], msg["exception"], msg["traceback"],
                                 msg["text"], msg["start"], msg["stop"])
         if op == "add-keys":
@@ -304,6 +330,7 @@ class Scheduler(Node):
         if op == "heartbeat":
             self.worker_extra[worker].update(memory=msg.get("memory", 0),
                                              executing=msg.get("executing", 0))
+            self.monitor.heartbeat(worker, msg)
             return ev.WorkerCapacity(sid, worker, time.time(), msg.get("memory", 0))
         if op == "unregister":
             return None
@@ -329,6 +356,8 @@ class Scheduler(Node):
     def _worker_exited(self, worker: str, reason: str, comm: Any = None) -> None:
         """A nanny tells how its worker process ended."""
         logger.info("worker %s exited: %s", worker, reason)
+        ws = self.state.workers.get(worker)
+        self.monitor.worker_exited(ws.nanny if ws is not None else None, worker, reason)
         reported = self._exit_reported.get(worker)
         if reported is None:
             return
@@ -347,7 +376,7 @@ class Scheduler(Node):
             info.update(self.worker_extra.get(address, {}))
             info.pop("last_seen", None)
         return {"address": self.address, "id": self.id, "workers": workers,
-                "clients": len(self.client_streams)}
+                "clients": len(self.client_streams), "dashboard": self.dashboard_link}
 
     async def wait_for_workers(self, n: int, timeout: float,
                                gone: frozenset[str] = frozenset()) -> None:

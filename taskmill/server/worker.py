@@ -39,6 +39,7 @@ from taskmill.protocol import Serialized, serialize
 from taskmill.server.node import Node, Status
 from taskmill.server.sizeof import sizeof
 from taskmill.server.task_runner import TaskRunner
+from taskmill.server.worker_diagnostics import WorkerDiagnostics
 from taskmill.server.uploads import install_upload
 
 logger = logging.getLogger("taskmill.worker")
@@ -68,6 +69,7 @@ class Worker(Node):
         self.stream: BatchedSend | None = None
         self.runner = TaskRunner(nthreads, self._on_task_done)
         self._process = psutil.Process()
+        self.diagnostics = WorkerDiagnostics(self._process)
         self.handlers.update({
             "get-data": self._get_data,
             "put-data": self._put_data,
@@ -183,16 +185,19 @@ class Worker(Node):
                 self._execute(cmd)
             case ev.SendTaskFinished():
                 self._send({"op": "task-finished", "key": cmd.key, "nbytes": cmd.nbytes,
-                            "type_name": cmd.type_name, "start": cmd.start, "stop": cmd.stop})
+                            "type_name": cmd.type_name, "start": cmd.start, "stop": cmd.stop,
+                            "transfer": self.diagnostics.transfer_time(cmd.key)})
             case ev.SendTaskErred():
                 self._send({"op": "task-erred", "key": cmd.key, "exception": cmd.exception,
                             "traceback": cmd.traceback, "text": cmd.exception_text,
-                            "start": cmd.start, "stop": cmd.stop})
+                            "start": cmd.start, "stop": cmd.stop,
+                            "transfer": self.diagnostics.transfer_time(cmd.key)})
             case ev.Fetch():
                 self.spawn(self._fetch(cmd.peer, cmd.keys), "fetch")
             case ev.DeleteData():
                 for key in cmd.keys:
                     self.data.pop(key, None)
+                self.diagnostics.forget(cmd.keys)
             case ev.CancelExecution():
                 pass  # a running thread cannot be interrupted; the state machine drops its result
             case ev.AskWhoHas():
@@ -221,6 +226,7 @@ class Worker(Node):
     def _execute(self, cmd: ev.Execute) -> None:
         func = cmd.func if cmd.func is not None else self.functions.get(cmd.func_token)
         inputs = {k: self.data[k] for k in cmd.dependencies}
+        self.diagnostics.executing(cmd.key, cmd.dependencies)
         self.runner.submit(cmd.key, cmd.func_token, func, cmd.args, inputs)
 
     def _on_task_done(self, key: str, ok: bool, value: Any, tb: str, start: float, stop: float) -> None:
@@ -243,6 +249,7 @@ class Worker(Node):
     # ------------------------------------------------------------------ #
     async def _fetch(self, peer: str, keys: Iterable[str]) -> None:
         keys = tuple(keys)
+        start = time.time()
         try:
             reply = await self.pool.rpc(peer).call("get-data", keys=list(keys))
             got = {k: v.deserialize() for k, v in reply["data"].items()}
@@ -253,8 +260,10 @@ class Worker(Node):
         if self.status is not Status.running:
             return
         self.data.update(got)
+        nbytes = {k: sizeof(v) for k, v in got.items()}
+        self.diagnostics.fetched(peer, nbytes, start, time.time())
         self._handle(ev.FetchSucceeded(stimulus_id=f"fetched-{peer}", peer=peer, requested=keys,
-                                       nbytes={k: sizeof(v) for k, v in got.items()}))
+                                       nbytes=nbytes))
 
     async def _ask_who_has(self, keys: Iterable[str]) -> None:
         who_has = await self.pool.rpc(self.scheduler_address).call("who-has", keys=list(keys))
@@ -287,4 +296,5 @@ class Worker(Node):
             if state is None:
                 continue
             self._send({"op": "heartbeat", "now": time.time(), "memory": self._process.memory_info().rss,
-                        "executing": state.executing_count, "in_memory": len(self.data)})
+                        "executing": state.executing_count, "in_memory": len(self.data),
+                        **self.diagnostics.heartbeat_fields()})

@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--name", default="")
     p.add_argument("--ready-fd", type=int, default=None)
     p.add_argument("--watch-stdin", action="store_true")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", default=None)  # None: $TASKMILL_LOG_LEVEL, else INFO
     return p.parse_args(argv)
 
 
