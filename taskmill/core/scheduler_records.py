@@ -67,7 +67,13 @@ MAX_PREFIXES = 10_000
 
 def key_prefix(key: Key) -> str:
     """The task-name prefix used for duration estimates: the key up to its
-    last ``'-'`` (``"inc-4f2a"`` -> ``"inc"``), or the whole key."""
+    last ``'-'`` (``"inc-4f2a"`` -> ``"inc"``), or the whole key.  A dask
+    tuple key travels as its repr; its name is the first element's
+    (``"('sum-4f2a', 3)"`` -> ``"sum"``, ``"('x', 7)"`` -> ``"x"``)."""
+    if key[:1] == "(" and key[1:2] in ("'", '"'):
+        end = key.find(key[1], 2)
+        if end > 0:
+            key = key[2:end]
     head, sep, _ = key.rpartition("-")
     return head if sep else key
 
@@ -125,8 +131,7 @@ class TaskRecord:
         loose: bool = False,
     ) -> None:
         self.key = key
-        head, sep, _ = key.rpartition("-")
-        self.prefix = head if sep else key  # == key_prefix(key), inlined: hot
+        self.prefix = key_prefix(key)
         self.run_spec = run_spec
         self.priority = priority
         self.seq = seq

@@ -331,3 +331,13 @@ def test_ready_dependent_with_better_priority_goes_before_queued_roots():
     cmds = s(finished("tcp://a", "r-1"))
     assert [c.key for c in of(cmds, ComputeTask)] == ["r-2"]
     assert s.state.task_state("e-1") == "queued"
+
+
+def test_key_prefix_of_plain_and_dask_tuple_keys() -> None:
+    from taskmill.core.scheduler_records import key_prefix
+
+    assert key_prefix("inc-4f2a") == "inc"
+    assert key_prefix("plain") == "plain"
+    assert key_prefix("('sum-aggregate-4f2a', 3, 1)") == "sum-aggregate"
+    assert key_prefix("('x', 7)") == "x"
+    assert key_prefix('("it\'s-9", 0)') == "it's"
