@@ -1,12 +1,10 @@
 // taskmill dashboard: small pages polling JSON endpoints. No build step.
 "use strict";
-const PALETTE = ["#1f77b4","#ff7f0e","#2ca02c","#9467bd","#8c564b","#17becf","#bcbd22",
-                 "#7f7f7f","#aec7e8","#ffbb78","#98df8a","#c5b0d5","#c49c94","#9edae5"];
 const ERR = "#d62728", TRANSFER = "#e377c2";
-function groupColor(name) {  // FNV-1a, same as taskmill/dashboard/colors.py
+function groupColor(name) {  // FNV-1a -> a hue away from error red; same as taskmill/dashboard/colors.py
   let h = 0x811c9dc5;
   for (const b of new TextEncoder().encode(name)) { h ^= b; h = Math.imul(h, 0x01000193) >>> 0; }
-  return PALETTE[h % PALETTE.length];
+  return `hsl(${30 + h % 290}, ${55 + (h >>> 9) % 3 * 10}%, ${42 + (h >>> 13) % 3 * 8}%)`;
 }
 function fmtBytes(n) {
   if (n == null) return "-";
@@ -108,8 +106,8 @@ const Stream = {
     const groups = new Map();
     for (const [t, lane] of placed) {
       const r = rows.get(t[2] + "#" + lane); if (r == null) continue;
-      const x = LEFT + (t[3] - t0) * sx, w = Math.max(1, (t[4] - t[3]) * sx), y = r * LANE + 2;
       const bad = t[6] !== "OK";
+      const x = LEFT + (t[3] - t0) * sx, w = Math.max(bad ? 4 : 1, (t[4] - t[3]) * sx), y = r * LANE + 2;
       if (bad) erred++;
       groups.set(t[1], (groups.get(t[1]) || 0) + 1);
       g.fillStyle = bad ? ERR : groupColor(t[1]); g.fillRect(x, y, w, LANE - 4);
@@ -206,8 +204,16 @@ function initTask() {
     document.getElementById("matches").innerHTML = found.length ? "<ul>" + found.map(t =>
       `<li>${taskLink(t.key)} <span class="pill ${t.state}">${t.state}</span></li>`).join("") + "</ul>" : "<p class='muted'>No known key matches.</p>";
   };
-  document.getElementById("lookup").addEventListener("submit", ev => {
-    ev.preventDefault(); location.href = "/task/" + encodeURIComponent(input.value.trim());
+  document.getElementById("lookup").addEventListener("submit", async ev => {
+    // Enter: the exact key if known, else the first key containing what was typed
+    ev.preventDefault();
+    const q = input.value.trim();
+    let target = q;
+    try {
+      const found = await getJSON(`/api/tasks?q=${encodeURIComponent(q)}`);
+      if (found.length && !found.some(t => t.key === q)) target = found[0].key;
+    } catch (e) { /* go to the page anyway: it says what the scheduler knows */ }
+    location.href = "/task/" + encodeURIComponent(target);
   });
   input.addEventListener("input", () => { clearTimeout(input._t); input._t = setTimeout(search, 200); });
   if (!key) { search(); input.focus(); return; }

@@ -1,0 +1,107 @@
+"""End to end: a cluster runs a few thousand tasks (some erring) and headless
+Chromium (Debian's ``chromium``, driven by Playwright) shows the real figures
+on the dashboard.  Screenshots land in the test's tmp_path."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from taskmill import Executor, wait
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def fail_every_tenth(x: int) -> int:
+    if x % 10 == 0:
+        raise ValueError(f"no multiples of ten: {x}")
+    return x
+
+
+@pytest.fixture
+def browser() -> Any:
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("chromium is not installed (apt-get install chromium; .ci/run does it)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the playwright Python package is not installed (pip install playwright)")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def test_dashboard_shows_real_figures(browser: Any, tmp_path: Any) -> None:
+    with Executor(n_workers=2, threads_per_worker=2, set_as_default=False) as e:
+        good = e.map(inc, range(3000))
+        bad = e.map(fail_every_tenth, range(300))
+        wait(good + bad)
+        stream = e.get_task_stream()
+        assert len(stream) == 3300
+        per_worker = Counter(r["worker"] for r in stream)
+        info = e.scheduler_info()["workers"]
+
+        page = browser.new_page(viewport={"width": 1366, "height": 800})
+        page.goto(e.dashboard_link)
+        page.wait_for_selector('#stream-summary[data-tasks="3300"]', timeout=20_000)
+        summary = page.locator("#stream-summary")
+        assert summary.get_attribute("data-erred") == "30"
+        assert summary.get_attribute("data-lanes") == "4"  # 2 workers x 2 threads
+        inc_row = page.locator('#progress tr[data-group="inc"]')
+        assert inc_row.locator(".c-done").inner_text() == "3000"
+        assert inc_row.locator(".c-total").inner_text() == "3000"
+        assert inc_row.locator(".c-memory").inner_text() == "3000"
+        bad_row = page.locator('#progress tr[data-group="fail_every_tenth"]')
+        assert bad_row.locator(".c-erred").inner_text() == "30"
+        assert bad_row.locator(".c-done").inner_text() == "270"
+        assert page.locator("#n-finished").inner_text() == "3270"
+        assert page.locator("#n-erred").inner_text() == "30"
+        assert page.locator("#memory tbody tr").count() == 2
+        page.screenshot(path=str(tmp_path / "status.png"), full_page=True)
+
+        # keyboard: "w" opens the workers page
+        page.keyboard.press("w")
+        page.wait_for_url("**/workers")
+        page.wait_for_selector("#workers tbody tr[data-worker]")
+        rows = page.locator("#workers tbody tr[data-worker]")
+        assert rows.count() == 2
+        for i in range(2):
+            row = rows.nth(i)
+            address = row.get_attribute("data-worker")
+            assert row.locator(".c-threads").inner_text() == "2"
+            assert int(row.locator(".c-stored").inner_text()) == info[address]["in_memory"]
+            assert per_worker[address] > 0
+            assert row.locator(".c-restarts").inner_text() == "0"
+            assert row.locator(".c-process").inner_text().endswith("MB")
+        page.screenshot(path=str(tmp_path / "workers.png"), full_page=True)
+
+        # the story of an erred task, reached from the task lookup
+        page.keyboard.press("t")
+        page.wait_for_url("**/task")
+        page.wait_for_function("document.activeElement && document.activeElement.id === 'key'")
+        page.keyboard.type(bad[0].key[:20])
+        page.wait_for_selector(f'#matches a[href="/task/{bad[0].key}"]')
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#task-error")
+        assert "no multiples of ten: 0" in page.locator("#task-error").inner_text()
+        assert page.locator("#task-state").inner_text() == "erred"
+        story = page.locator("#story tbody tr")
+        assert story.count() >= 3
+        assert "erred" in story.last.inner_text()
+        page.screenshot(path=str(tmp_path / "task.png"), full_page=True)
+        print("screenshots in", tmp_path)

@@ -1,0 +1,128 @@
+"""The dashboard's pure views over a scheduler state and a monitor: no network."""
+
+from __future__ import annotations
+
+from taskmill.dashboard import views
+from taskmill.dashboard.colors import group_color
+from taskmill.dashboard.monitor import SchedulerMonitor
+from taskmill.dashboard.report import render
+from tests.core.scheduler_helpers import Sched, erred, finished, submit, task
+
+
+def _msg(key: str, start: float, stop: float, transfer: float = 0.0) -> dict[str, object]:
+    return {"key": key, "start": start, "stop": stop, "transfer": transfer}
+
+
+def _scenario() -> tuple[Sched, SchedulerMonitor]:
+    """Two workers; inc-0..3 finish, bad-0 errs, dec-0 depends on bad-0, inc-4/5 still to run."""
+    s = Sched(("w1", 2), ("w2", 1))
+    mon = SchedulerMonitor()
+    keys = [f"inc-{i}" for i in range(6)]
+    s(submit([task(k) for k in keys] + [task("bad-0"), task("dec-0", "bad-0")],
+             wanted=keys + ["bad-0", "dec-0"]))
+    for i, k in enumerate(keys[:4]):
+        worker = s.processing()[k]
+        s(finished(worker, k))
+        mon.task_done(worker, _msg(k, 10.0 + i, 11.0 + i), True)
+    worker = s.processing()["bad-0"]
+    s(erred(worker, "bad-0", "ValueError: nope"))
+    mon.task_done(worker, _msg("bad-0", 20.0, 20.5), False)
+    return s, mon
+
+
+def test_assign_lanes_packs_overlapping_tasks_into_thread_lanes():
+    recs = [("a-1", "w1", 0.0, 2.0, 0.0, "OK"), ("a-2", "w1", 1.0, 3.0, 0.0, "OK"),
+            ("a-3", "w1", 2.0, 4.0, 0.0, "OK"), ("a-4", "w2", 0.0, 1.0, 0.5, "error")]
+    out = views.assign_lanes(recs, {"w1": 2, "w2": 1})
+    lanes = {r["key"]: r["thread"] for r in out}
+    assert lanes == {"a-1": 0, "a-2": 1, "a-3": 0, "a-4": 0}
+    assert [r["key"] for r in out] == ["a-1", "a-4", "a-2", "a-3"]  # by start time
+    a4 = next(r for r in out if r["key"] == "a-4")
+    assert a4 == {"key": "a-4", "group": "a", "worker": "w2", "thread": 0, "start": 0.0,
+                  "stop": 1.0, "transfer": 0.5, "status": "error"}
+
+
+def test_assign_lanes_never_exceeds_threads_even_with_clock_noise():
+    recs = [(f"x-{i}", "w", 0.0, 1.0, 0.0, "OK") for i in range(5)]
+    assert {r["thread"] for r in views.assign_lanes(recs, {"w": 2})} == {0, 1}
+
+
+def test_progress_counts_current_states_and_running_totals():
+    s, mon = _scenario()
+    groups = {g["group"]: g for g in views.progress(s.state, mon)}
+    inc = groups["inc"]
+    assert inc["memory"] == 4 and inc["done"] == 4
+    assert inc["processing"] + inc["queued"] + inc["waiting"] == 2
+    assert inc["total"] == 6 and inc["failed"] == 0
+    assert groups["bad"]["failed"] == 1 and groups["bad"]["erred"] == 1
+    # dec-0 never ran: it erred because its input did
+    assert groups["dec"]["erred"] == 1 and groups["dec"]["failed"] == 1 and groups["dec"]["done"] == 0
+    assert abs(inc["seconds"] - 4.0) < 1e-9
+
+
+def test_task_stream_sends_each_record_once():
+    s, mon = _scenario()
+    first = views.task_stream(mon, s.state.nthreads())
+    assert first["next"] == 5 and len(first["tasks"]) == 5
+    assert first["tasks"][-1][:3] == ["bad-0", "bad", first["tasks"][-1][2]]
+    assert first["tasks"][-1][6] == "error"
+    mon.task_done("w1", _msg("inc-9", 30.0, 31.0), True)
+    second = views.task_stream(mon, s.state.nthreads(), after=first["next"])
+    assert [t[0] for t in second["tasks"]] == ["inc-9"] and second["next"] == 6
+    assert views.task_stream(mon, {}, after=6)["tasks"] == []
+    assert len(views.task_stream(mon, {}, after=0, limit=2)["tasks"]) == 2
+
+
+def test_workers_view_has_figures_and_nanny_history():
+    s, mon = _scenario()
+    mon.heartbeat("w1", {"memory": 123_000_000, "cpu": 42.0,
+                         "transfers": [["w2", 1.0, 1.5, 1000, 2]]})
+    mon.nanny_exits["n1"] = [2, "worker process exited with signal SIGKILL"]
+    s.state.workers["w1"].nanny = "n1"
+    rows = {r["address"]: r for r in views.workers(s.state, {"w1": {"memory": 123_000_000}}, mon)}
+    w1 = rows["w1"]
+    assert w1["nthreads"] == 2 and w1["cpu"] == 42.0 and w1["memory_process"] == 123_000_000
+    assert w1["restarts"] == 2 and "SIGKILL" in w1["last_exit"]
+    assert w1["stored"] == len(s.state.workers["w1"].has_what)
+    assert rows["w2"]["restarts"] == 0 and rows["w2"]["cpu"] is None
+    assert mon.transfer_count == 1 and mon.transfer_bytes == 1000
+
+
+def test_task_info_tells_the_story_with_times_and_the_error():
+    s, mon = _scenario()
+    info = views.task_info(s.state, mon, "bad-0")
+    assert info["state"] == "erred" and info["known"]
+    assert info["error"]["text"] == "ValueError: nope"
+    assert [(e["from"], e["to"]) for e in info["story"]][-1] == ("processing", "erred")
+    assert len(info["runs"]) == 1 and info["runs"][0]["status"] == "error"
+    assert info["dependents"] == ["dec-0"]
+    unknown = views.task_info(s.state, mon, "nope-1")
+    assert not unknown["known"] and unknown["state"] == "forgotten"
+
+
+def test_stimulus_times_come_from_batch_stamps():
+    mon = SchedulerMonitor()
+    mon.stamp("update-graph-3")
+    mon.stamp("task-finished-7")
+    t3, t7, t5, t9, odd = mon.when(["x-3", "y-7", "z-5", "w-9", "no-number"])
+    assert t3 is not None and t7 is not None and t5 == t7 and t9 is None and odd is None
+
+
+def test_group_timings_and_report_render():
+    s, mon = _scenario()
+    tasks = views.assign_lanes(mon.stream, s.state.nthreads())
+    groups = {g["group"]: g for g in views.group_timings(tasks)}
+    assert groups["inc"]["count"] == 4 and abs(groups["inc"]["mean"] - 1.0) < 1e-9
+    assert groups["bad"]["errors"] == 1
+    html = render({"start": 10.0, "stop": 21.0, "tasks": tasks, "groups": list(groups.values()),
+                   "transfers": [], "memory": [{"time": 12.0, "worker": "w1", "memory": 10**8}],
+                   "workers": s.state.nthreads(), "scheduler": "tcp://x:1"})
+    assert html.startswith("<!doctype html>") and "<script" not in html  # self-contained:
+    assert "<link" not in html and "src=" not in html and "href=" not in html
+    assert html.count("<rect") >= 5 and "bad-0" in html and group_color("inc") in html
+
+
+def test_group_colours_are_stable_and_never_error_red():
+    assert group_color("inc") == group_color("inc")
+    hues = [int(group_color(f"g{i}")[4:].split(",")[0]) for i in range(100)]
+    assert all(30 <= h < 320 for h in hues) and len(set(hues)) > 50
