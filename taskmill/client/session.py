@@ -220,24 +220,35 @@ class Session:
         """Send tasks (wire lists, key first, dependencies before dependents)
         and return a Future for each wanted key (default: every task), from any thread.
 
-        Independent tasks (``wanted=None``) go out in chunks the scheduler starts
-        on at once; a graph whose intermediate results nobody wants goes out in
-        chunks the scheduler assembles before it looks at any of them."""
+        Tasks go out in chunks of ``GRAPH_CHUNK`` that the scheduler starts on at
+        once.  A task whose dependents come in a later chunk is wanted for the
+        time being (else the scheduler would free it as unneeded); those keys
+        are released once the whole graph is out, unless something here holds them.
+        """
         self.check_running()
         if wanted is None:
-            keys = [t[0] for t in tasks]
-            futures = [self.future_class(k, self) for k in keys]
-            for i in range(0, len(tasks), GRAPH_CHUNK):
-                self.send({"op": "update-graph", "tasks": tasks[i:i + GRAPH_CHUNK],
-                           "funcs": funcs if i == 0 else {}, "wanted": keys[i:i + GRAPH_CHUNK]})
-            return futures
+            wanted = [t[0] for t in tasks]
         futures = [self.future_class(k, self) for k in wanted]
-        chunks = range(0, max(len(tasks), 1), GRAPH_CHUNK)
-        for i in chunks:
-            last = i == chunks[-1]
-            self.send({"op": "update-graph", "tasks": tasks[i:i + GRAPH_CHUNK],
-                       "funcs": funcs if i == 0 else {}, "wanted": wanted if last else [],
-                       "final": last})
+        wanted_set = set(wanted)
+        defined = {t[0] for t in tasks}
+        last_use: dict[str, int] = {}
+        for i, t in enumerate(tasks):
+            for dep in t[3]:
+                last_use[dep] = i
+        on_hold: list[str] = []
+        for start in range(0, max(len(tasks), 1), GRAPH_CHUNK):
+            end = start + GRAPH_CHUNK
+            chunk = tasks[start:end]
+            want = [t[0] for t in chunk if t[0] in wanted_set or last_use.get(t[0], -1) >= end]
+            on_hold.extend(k for k in want if k not in wanted_set)
+            if start == 0:  # wanted keys that are already on the cluster
+                want.extend(k for k in wanted if k not in defined)
+            self.send({"op": "update-graph", "tasks": chunk, "funcs": funcs if start == 0 else {},
+                       "wanted": want})
+        if on_hold:
+            with self._lock:
+                release = [k for k in on_hold if k not in self.keys]
+            self.send({"op": "release-keys", "keys": release})
         return futures
 
     def cancel_keys(self, keys: list[str]) -> None:

@@ -63,7 +63,6 @@ class Scheduler(Node):
         self.exit_reasons: dict[str, str] = {}
         self._exit_reported: dict[str, asyncio.Event] = {}
         self.inproc_address = ""
-        self._partial_graphs: dict[str, list[ev.NewTask]] = {}  # by client, until the final chunk
         self._stimulus = itertools.count()
         self._workers_changed = asyncio.Condition()
         # diagnostics (taskmill.dashboard): a cheap recorder, always on; the web
@@ -219,32 +218,22 @@ class Scheduler(Node):
             pass
         finally:
             self.client_streams.pop(client, None)
-            self._partial_graphs.pop(client, None)
             if self.status is Status.running:
                 logger.info("client %s disconnected", client)
                 self._handle(ev.ClientDisconnected(self._sid("client-disconnected"), client))
 
     def _update_graph(self, client: str, sid: str, tasks: list[list[Any]],
-                      funcs: dict[str, Serialized], wanted: list[str],
-                      final: bool = True) -> ev.GraphSubmitted | None:
-        """Tasks from a client.  A graph too big for one message comes in
-        chunks marked ``final=False`` and is handed over whole with its last one."""
+                      funcs: dict[str, Serialized], wanted: list[str]) -> ev.GraphSubmitted:
         self.functions.update(funcs)
         functions = self.functions
-        new = [
+        new = tuple(
             ev.NewTask(key=key, run_spec=ev.RunSpec(token, functions.get(token), args),
                        dependencies=tuple(deps), priority=tuple(priority), retries=retries,
                        workers=tuple(workers) if workers else None,
                        allow_other_workers=allow_other)
             for key, token, args, deps, priority, retries, workers, allow_other in tasks
-        ]
-        if not final:
-            self._partial_graphs.setdefault(client, []).extend(new)
-            return None
-        earlier = self._partial_graphs.pop(client, None)
-        if earlier:
-            new = earlier + new
-        return ev.GraphSubmitted(sid, client, tuple(new), tuple(wanted), time.time())
+        )
+        return ev.GraphSubmitted(sid, client, new, tuple(wanted), time.time())
 
     def _scatter_done(self, client: str, sid: str, who_has: dict[str, list[str]],
                       nbytes: dict[str, int], type_names: dict[str, str]) -> ev.DataScattered:
