@@ -211,6 +211,10 @@ class Scheduler(Node):
                         continue
                     if event is not None:
                         events.append(event)
+                    if isinstance(event, ev.GraphSubmitted):  # big: let others in between
+                        self._handle(*events)
+                        events = []
+                        await asyncio.sleep(0)
                 self._handle(*events)
                 if closing:
                     break
