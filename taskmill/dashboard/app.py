@@ -25,6 +25,8 @@ from taskmill.dashboard.metrics import CONTENT_TYPE, metrics_text
 
 logger = logging.getLogger("taskmill.dashboard")
 
+#: How long the status page's per-group counts may be reused (seconds).
+COUNTS_TTL = 1.9
 _PAGES = {"status": "status.html", "workers": "workers.html", "task": "task.html"}
 
 
@@ -41,6 +43,7 @@ def make_app(scheduler: Any) -> web.Application:
     """The aiohttp application serving ``scheduler``'s dashboard."""
     static = _static_dir()
     page_cache: dict[str, str] = {}
+    counts_cache: list[Any] = [float("-inf"), None]
 
     def page(name: str) -> Any:
         async def handler(request: web.Request) -> web.Response:
@@ -55,9 +58,13 @@ def make_app(scheduler: Any) -> web.Application:
 
     async def api_status(request: web.Request) -> web.Response:
         q = request.query
+        now = time.monotonic()
+        if now - counts_cache[0] > COUNTS_TTL:  # the one scan over all tasks: at most every 2 s
+            counts_cache[:] = [now, views.state_counts(scheduler.state)]
         data = views.status(scheduler.state, scheduler.monitor, scheduler.worker_extra,
                             after=int(q.get("after", 0) or 0),
-                            after_transfer=int(q.get("after_transfer", 0) or 0))
+                            after_transfer=int(q.get("after_transfer", 0) or 0),
+                            counts=counts_cache[1])
         data["now"] = time.time()
         data["address"] = scheduler.address
         return _json(data)

@@ -8,7 +8,9 @@ base units: seconds and bytes).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
+from operator import attrgetter
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -23,6 +25,7 @@ from prometheus_client.registry import Collector
 from taskmill.core.scheduler_records import ALL_STATES
 from taskmill.dashboard.monitor import DURATION_BUCKETS
 
+_STATE = attrgetter("state")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -36,8 +39,8 @@ class SchedulerCollector(Collector):
         s = self.scheduler
         state, mon = s.state, s.monitor
         by_state = dict.fromkeys(sorted(ALL_STATES - {"forgotten"}), 0)
-        for ts in state.tasks.values():
-            by_state[ts.state] = by_state.get(ts.state, 0) + 1
+        for st, n in Counter(map(_STATE, state.tasks.values())).items():
+            by_state[st] = by_state.get(st, 0) + n
         tasks = GaugeMetricFamily("taskmill_tasks", "Tasks known to the scheduler, by state",
                                   labels=["state"])
         for name, n in by_state.items():

@@ -19,6 +19,8 @@ overlap on one worker, so packing a worker's tasks greedily by start time
 from __future__ import annotations
 
 import heapq
+from collections import Counter
+from operator import attrgetter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -70,39 +72,65 @@ def task_stream(monitor: SchedulerMonitor, nthreads: Mapping[str, int], after: i
     ``after``/``after_transfer`` are the ``next``/``next_transfer`` numbers of
     the previous reply (records are numbered as they are recorded), so a page
     polling once a second receives each record once.  At most the last
-    ``limit`` of each.  Tasks are ``[key, group, worker, start, stop,
-    transfer, status]``; the browser assigns lanes (the same greedy packing as
-    :func:`assign_lanes`)."""
+    ``limit`` of each.  Encoded for a cheap ``json.dumps`` (thousands of
+    records a second): tasks are ``[key, worker index, start, stop, transfer,
+    ok]`` with times in integer microseconds after ``base`` and ``ok`` 1 or 0;
+    transfers ``[worker index, peer, start, stop, nbytes, nkeys]`` likewise.
+    The browser assigns lanes (the same greedy packing as :func:`assign_lanes`)."""
     new = min(max(0, monitor.tasks_total - after), limit, len(monitor.stream))
     stream = monitor.stream
-    tasks = [[k, key_prefix(k), w, a, b, t, st]
-             for k, w, a, b, t, st in (stream[i] for i in range(len(stream) - new, len(stream)))]
+    recs = [stream[i] for i in range(len(stream) - new, len(stream))]
     new_t = min(max(0, monitor.transfer_count - after_transfer), limit, len(monitor.transfers))
     tr = monitor.transfers
-    transfers = [list(tr[i]) for i in range(len(tr) - new_t, len(tr))]
-    return {"next": monitor.tasks_total, "next_transfer": monitor.transfer_count,
-            "tasks": tasks, "transfers": transfers, "nthreads": dict(nthreads)}
+    trs = [tr[i] for i in range(len(tr) - new_t, len(tr))]
+    base = int(min((r[2] for r in recs), default=0.0))
+    index: dict[str, int] = {}
+    workers: list[str] = []
+
+    def wi(worker: str) -> int:
+        i = index.get(worker)
+        if i is None:
+            i = index[worker] = len(workers)
+            workers.append(worker)
+        return i
+
+    tasks = [[k, wi(w), int((a - base) * 1e6), int((b - base) * 1e6), int(t * 1e6), 1 if st == "OK" else 0]
+             for k, w, a, b, t, st in recs]
+    transfers = [[wi(w), p, int((a - base) * 1e6), int((b - base) * 1e6), n, nk]
+                 for w, p, a, b, n, nk in trs]
+    return {"next": monitor.tasks_total, "next_transfer": monitor.transfer_count, "base": base,
+            "workers": workers, "tasks": tasks, "transfers": transfers, "nthreads": dict(nthreads)}
 
 
-def progress(state: Any, monitor: SchedulerMonitor) -> list[dict[str, Any]]:
+_PREFIX_STATE = attrgetter("prefix", "state")
+
+
+def state_counts(state: Any) -> dict[tuple[str, str], int]:
+    """``{(prefix, state): number of tasks}``: the one scan over all tasks the
+    progress, summary and metrics views share (counted in C by ``Counter``)."""
+    return Counter(map(_PREFIX_STATE, state.tasks.values()))
+
+
+def progress(state: Any, monitor: SchedulerMonitor,
+             counts: Mapping[tuple[str, str], int] | None = None) -> list[dict[str, Any]]:
     """Per task group (prefix): how many of its tasks are waiting, queued,
     processing, in memory or erred now, and how many finished or erred so
     far (``done``/``failed``: counts that stay after results are released)."""
     groups: dict[str, dict[str, Any]] = {}
-    for ts in state.tasks.values():
-        g = groups.get(ts.prefix)
+    for (prefix, st), n in (counts if counts is not None else state_counts(state)).items():
+        g = groups.get(prefix)
         if g is None:
-            g = groups[ts.prefix] = _empty_group(ts.prefix)
-        column = _PROGRESS_OF.get(ts.state)
+            g = groups[prefix] = _empty_group(prefix)
+        column = _PROGRESS_OF.get(st)
         if column is not None:
-            g[column] += 1
-    for name, counts in monitor.groups.items():
+            g[column] += n
+    for name, totals in monitor.groups.items():
         g = groups.get(name)
         if g is None:
             g = groups[name] = _empty_group(name)
-        g["done"] = counts.finished
-        g["failed"] = counts.erred
-        g["seconds"] = counts.seconds
+        g["done"] = totals.finished
+        g["failed"] = totals.erred
+        g["seconds"] = totals.seconds
     for g in groups.values():
         # erred dependents never ran: count them as failed too
         g["failed"] = max(g["failed"], g["erred"])
@@ -137,11 +165,12 @@ def workers(state: Any, extra: Mapping[str, Mapping[str, Any]], monitor: Schedul
     return rows
 
 
-def summary(state: Any, monitor: SchedulerMonitor) -> dict[str, Any]:
+def summary(state: Any, monitor: SchedulerMonitor,
+            counts: Mapping[tuple[str, str], int] | None = None) -> dict[str, Any]:
     """Totals for the page header."""
     by_state: dict[str, int] = {}
-    for ts in state.tasks.values():
-        by_state[ts.state] = by_state.get(ts.state, 0) + 1
+    for (_, st), n in (counts if counts is not None else state_counts(state)).items():
+        by_state[st] = by_state.get(st, 0) + n
     return {"workers": len(state.workers),
             "threads": sum(ws.nthreads for ws in state.workers.values()),
             "memory": sum(ws.memory for ws in state.workers.values()),
@@ -150,13 +179,16 @@ def summary(state: Any, monitor: SchedulerMonitor) -> dict[str, Any]:
 
 
 def status(state: Any, monitor: SchedulerMonitor, extra: Mapping[str, Mapping[str, Any]],
-           after: int = 0, after_transfer: int = 0, limit: int = 5_000) -> dict[str, Any]:
+           after: int = 0, after_transfer: int = 0, limit: int = 5_000,
+           counts: Mapping[tuple[str, str], int] | None = None) -> dict[str, Any]:
     """Everything the status page shows (the task stream: what is new since
-    ``after``/``after_transfer``)."""
+    ``after``/``after_transfer``).  ``counts``: a recent :func:`state_counts`
+    (the app reuses one for a second or two: it is the only scan of all tasks)."""
     nthreads = {a: ws.nthreads for a, ws in state.workers.items()}
-    return {"summary": summary(state, monitor),
+    counts = counts if counts is not None else state_counts(state)
+    return {"summary": summary(state, monitor, counts),
             "stream": task_stream(monitor, nthreads, after, after_transfer, limit),
-            "progress": progress(state, monitor),
+            "progress": progress(state, monitor, counts),
             "memory": [{"address": r["address"], "process": r["memory_process"],
                         "managed": r["memory_managed"], "limit": r["memory_limit"]}
                        for r in workers(state, extra, monitor)]}

@@ -63,9 +63,11 @@ def test_progress_counts_current_states_and_running_totals():
 def test_task_stream_sends_each_record_once():
     s, mon = _scenario()
     first = views.task_stream(mon, s.state.nthreads())
-    assert first["next"] == 5 and len(first["tasks"]) == 5
-    assert first["tasks"][-1][:3] == ["bad-0", "bad", first["tasks"][-1][2]]
-    assert first["tasks"][-1][6] == "error"
+    assert first["next"] == 5 and len(first["tasks"]) == 5 and first["base"] == 10
+    key, wi, start, stop, transfer, ok = first["tasks"][-1]
+    assert key == "bad-0" and first["workers"][wi] in ("w1", "w2") and ok == 0
+    assert (start, stop, transfer) == (10_000_000, 10_500_000, 0)
+    assert first["tasks"][0][2:] == [0, 1_000_000, 0, 1]
     mon.task_done("w1", _msg("inc-9", 30.0, 31.0), True)
     second = views.task_stream(mon, s.state.nthreads(), after=first["next"])
     assert [t[0] for t in second["tasks"]] == ["inc-9"] and second["next"] == 6

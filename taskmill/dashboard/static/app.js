@@ -58,8 +58,13 @@ const Stream = {
   tasks: [], transfers: [], next: 0, nextTransfer: 0, nthreads: {}, keep: 5000, groups: new Map(),
   add(d) {
     this.next = d.next; this.nextTransfer = d.next_transfer; this.nthreads = d.nthreads;
-    for (const t of d.tasks) this.tasks.push(t);
-    for (const t of d.transfers) this.transfers.push(t);
+    // wire: [key, worker index, start us, stop us, transfer us, ok] after d.base seconds
+    const W = d.workers, base = d.base;
+    for (const [k, w, a, b, tr, ok] of d.tasks) {
+      const i = k.lastIndexOf("-");
+      this.tasks.push([k, i > 0 ? k.slice(0, i) : k, W[w], base + a / 1e6, base + b / 1e6, tr / 1e6, ok ? "OK" : "error"]);
+    }
+    for (const [w, p, a, b, n, nk] of d.transfers) this.transfers.push([W[w], p, base + a / 1e6, base + b / 1e6, n, nk]);
     if (this.tasks.length > this.keep) this.tasks.splice(0, this.tasks.length - this.keep);
     if (this.transfers.length > this.keep) this.transfers.splice(0, this.transfers.length - this.keep);
   },
