@@ -100,6 +100,15 @@ class WhoHasAnswered(WorkerEvent):
     who_has: dict[Key, tuple[Address, ...]]
 
 
+@dataclass(frozen=True, slots=True)
+class PauseChanged(WorkerEvent):
+    """Memory is short (``paused=True``): start no task and no fetch until a
+    ``PauseChanged(paused=False)``.  Running work and fetches in flight go on;
+    data is still served to peers."""
+
+    paused: bool
+
+
 # --------------------------------------------------------------------------- #
 # Commands
 # --------------------------------------------------------------------------- #

@@ -42,6 +42,11 @@ key's holders (``SendMissingData``); an unreachable peer (``FetchFailed``) is
 struck off every key.  A key with no holder left goes ``missing`` and is asked
 for (``AskWhoHas``, batched per ``handle`` call).
 
+Pause: ``PauseChanged(paused=True)`` (the shell's memory monitor: memory is
+short) stops the gather pass and ``_ensure_computing``; running work and
+fetches in flight finish, data is still served.  ``PauseChanged(False)``
+resumes both at once.
+
 Contract with the shell:
 
 * Within one ``handle`` call, commands come out in event order, with
@@ -93,6 +98,7 @@ from taskmill.core.worker_events import (
     FetchSucceeded,
     FreeRequested,
     Key,
+    PauseChanged,
     Priority,
     SendHasKeys,
     SendMissingData,
@@ -166,6 +172,8 @@ class WorkerState:
         #: keys whose data is in the shell's data store
         self.in_memory: set[Key] = set()
         self.nbytes_in_memory = 0
+        #: memory is short: start no task and no fetch (``PauseChanged``)
+        self.paused = False
         self._ready: list[_HeapEntry] = []
         self._ready_count = 0
         self._fq = FetchQueue(self.tasks, address, max_fetch_keys_per_request, max_concurrent_fetches)
@@ -187,6 +195,7 @@ class WorkerState:
             FreeRequested: self._on_free,
             DataPut: self._on_data_put,
             WhoHasAnswered: self._on_who_has,
+            PauseChanged: self._on_pause_changed,
         }
 
     # ------------------------------------------------------------------ #
@@ -237,10 +246,13 @@ class WorkerState:
             self._ask = {}
             if keys:
                 out.append(AskWhoHas(self._stim, keys))
-        if self._fq.dirty:
-            self._gather()
-        if self._ready_count and len(self.executing) < self.nthreads:
-            self._ensure_computing()
+        if self.paused:
+            pass  # the gather pass and new executions wait for PauseChanged(False)
+        else:
+            if self._fq.dirty:
+                self._gather()
+            if self._ready_count and len(self.executing) < self.nthreads:
+                self._ensure_computing()
         if self.validate_each_step:
             self.validate()
         return out
@@ -767,6 +779,11 @@ class WorkerState:
                 ts.held = True
                 if report:
                     self._out.append(SendTaskFinished(ev.stimulus_id, key, nbytes, "", 0.0, 0.0))
+
+    def _on_pause_changed(self, ev: PauseChanged) -> None:
+        if ev.paused != self.paused:
+            self.paused = ev.paused
+            self._note("", "note", "paused" if ev.paused else "unpaused")
 
     # ------------------------------------------------------------------ #
     # Invariants

@@ -57,7 +57,7 @@ def validate_worker_state(ws: WorkerState) -> None:
         peer: {(e[1], e[2]) for e in heap} for peer, heap in ws._fq.heaps.items()
     }
     has_what: dict[str, set[str]] = {}
-    slots_free = len(ws._fq.in_flight) < ws.max_concurrent_fetches
+    slots_free = len(ws._fq.in_flight) < ws.max_concurrent_fetches and not ws.paused
 
     for key, ts in tasks.items():
         st = ts.state
@@ -155,7 +155,7 @@ def validate_worker_state(ws: WorkerState) -> None:
         fail(None, f"{len(executing)} executing > {ws.nthreads} threads")
     if ready != ws._ready_count:
         fail(None, f"ready count {ws._ready_count} != {ready}")
-    if ready and len(executing) < ws.nthreads:
+    if ready and len(executing) < ws.nthreads and not ws.paused:
         fail(None, "a thread is idle while tasks are ready")
     if memory != ws.in_memory:
         fail(None, f"in_memory index {ws.in_memory} != {memory}")
