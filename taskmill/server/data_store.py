@@ -145,6 +145,7 @@ class DataStore(MutableMapping[str, Any]):
         self.nbytes: dict[str, int] = {}
         self.spilled_bytes = 0
         self.spill_count = 0
+        self._plain_bytes = 0  # weight held when not spilling (plain dict)
         self._files: SpillFiles | None = None
         self._buffer: zict.Buffer[str, Any] | None = None
         self._dict: dict[str, Any] | MutableMapping[str, Any]
@@ -172,7 +173,7 @@ class DataStore(MutableMapping[str, Any]):
     def memory_bytes(self) -> int:
         """Total weight of the values held in memory."""
         if self._buffer is None:
-            return sum(self.nbytes.values())
+            return self._plain_bytes
         return int(self._buffer.fast.total_weight)
 
     @property
@@ -203,6 +204,10 @@ class DataStore(MutableMapping[str, Any]):
         if key in self._dict:
             del self[key]
         self.nbytes[key] = nbytes
+        if self._buffer is None:
+            self._plain_bytes += nbytes
+            self._dict[key] = value
+            return nbytes
         try:
             self._dict[key] = value
         except Exception as exc:
@@ -223,7 +228,9 @@ class DataStore(MutableMapping[str, Any]):
         if self.is_spilled(key):
             self.spilled_bytes -= self.nbytes[key]
         del self._dict[key]
-        del self.nbytes[key]
+        nbytes = self.nbytes.pop(key)
+        if self._buffer is None:
+            self._plain_bytes -= nbytes
 
     def __contains__(self, key: object) -> bool:
         return key in self._dict
@@ -236,6 +243,11 @@ class DataStore(MutableMapping[str, Any]):
 
     def clear(self) -> None:
         for key in list(self._dict):
+            del self[key]
+
+    def discard(self, key: str) -> None:
+        """Drop ``key`` if present (a spilled value is not loaded to do so)."""
+        if key in self._dict:
             del self[key]
 
     def get_serialized(self, key: str) -> Serialized:
@@ -267,5 +279,5 @@ class DataStore(MutableMapping[str, Any]):
         """Drop everything and remove the spill directory."""
         self._dict.clear()
         self.nbytes.clear()
-        self.spilled_bytes = 0
+        self.spilled_bytes = self._plain_bytes = 0
         shutil.rmtree(self.directory, ignore_errors=True)

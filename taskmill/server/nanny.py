@@ -8,6 +8,11 @@ child reports its address on a pipe once it has registered with the
 scheduler; its stdin is a pipe from the nanny, so it dies with the nanny
 even after a SIGKILL.
 
+With a memory limit, the nanny polls its worker's RSS and kills it (SIGKILL)
+past ``terminate`` (default 95%) of the limit; the reason it then reports is
+"worker exceeded its memory limit (X of Y)" (see
+:mod:`taskmill.server.memory`).
+
 When the child exits unexpectedly the nanny tells the scheduler why
 (exit code or signal name) and starts a new one, unless the exit was clean
 (status 0: the worker chose to stop, e.g. its scheduler is gone) or the
@@ -24,6 +29,9 @@ import signal
 import sys
 from typing import Any
 
+import psutil
+
+from taskmill.server.memory import MALLOC_ENV, MemoryThresholds, memory_exceeded_reason
 from taskmill.server.node import Node, Status
 
 logger = logging.getLogger("taskmill.nanny")
@@ -47,7 +55,8 @@ class Nanny(Node):
 
     def __init__(self, scheduler_address: str, *, nthreads: int = 1, memory_limit: int = 0,
                  host: str = "127.0.0.1", port: int = 0, worker_port: int = 0, name: str = "",
-                 log_level: str | None = None) -> None:
+                 log_level: str | None = None,
+                 memory_thresholds: MemoryThresholds | None = None) -> None:
         super().__init__(name or "nanny")
         self.scheduler_address = scheduler_address
         self.nthreads = nthreads
@@ -60,6 +69,10 @@ class Nanny(Node):
         self.restarts = 0
         self.last_exit: str | None = None
         self._restarting = False
+        #: fractions of ``memory_limit``; ``terminate`` is the nanny's (default: from the environment)
+        self.memory_thresholds = memory_thresholds or MemoryThresholds.from_env()
+        #: why the nanny itself killed the current process (reported instead of the signal)
+        self._kill_reason: str | None = None
         self.handlers.update({"restart": self._restart, "kill": self._kill})
 
     async def start(self) -> Nanny:
@@ -79,6 +92,7 @@ class Nanny(Node):
                 "--name", self.worker_name, "--ready-fd", str(write_fd), "--watch-stdin",
                 "--log-level", self.log_level,
                 stdin=asyncio.subprocess.PIPE, pass_fds=(write_fd,),
+                env={**MALLOC_ENV, **os.environ},
             )
         finally:
             os.close(write_fd)
@@ -91,13 +105,16 @@ class Nanny(Node):
             raise RuntimeError(f"worker process failed to start ({describe_exit(rc)}); "
                                f"is the scheduler at {self.scheduler_address} reachable?")
         self.worker_address = line
+        self._kill_reason = None
         self.spawn(self._watch(self.process), "watch-worker")
+        if self.memory_limit > 0 and self.memory_thresholds.terminate:
+            self.spawn(self._watch_memory(self.process), "watch-memory")
 
     async def _watch(self, process: asyncio.subprocess.Process) -> None:
         returncode = await process.wait()
         if self.status is not Status.running or self._restarting or process is not self.process:
             return
-        reason = describe_exit(returncode)
+        reason = self._kill_reason or describe_exit(returncode)
         self.last_exit = reason
         logger.warning("%s: %s", self.worker_address, reason)
         if returncode == 0:
@@ -114,6 +131,24 @@ class Nanny(Node):
             return
         self.restarts += 1
         await self._start_worker()
+
+    async def _watch_memory(self, process: asyncio.subprocess.Process) -> None:
+        """Kill ``process`` when its RSS passes ``terminate`` of the memory limit."""
+        limit = self.memory_limit
+        threshold = self.memory_thresholds.terminate * limit
+        interval = self.memory_thresholds.interval
+        try:
+            ps = psutil.Process(process.pid)
+            while process.returncode is None and process is self.process:
+                rss = ps.memory_info().rss
+                if rss > threshold:
+                    self._kill_reason = memory_exceeded_reason(rss, limit)
+                    logger.warning("%s: %s; killing it", self.worker_address, self._kill_reason)
+                    process.kill()
+                    return
+                await asyncio.sleep(interval)
+        except (psutil.NoSuchProcess, ProcessLookupError):
+            return
 
     async def _stop_worker(self, grace: float = 3.0) -> None:
         process = self.process

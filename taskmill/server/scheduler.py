@@ -322,7 +322,10 @@ class Scheduler(Node):
             return ev.WorkerMissingData(sid, worker, msg["errant_worker"], tuple(msg["keys"]))
         if op == "heartbeat":
             self.worker_extra[worker].update(memory=msg.get("memory", 0),
-                                             executing=msg.get("executing", 0))
+                                             executing=msg.get("executing", 0),
+                                             managed=msg.get("managed", 0),
+                                             spilled=msg.get("spilled", 0),
+                                             paused=msg.get("paused", False))
             self.monitor.heartbeat(worker, msg)
             return ev.WorkerCapacity(sid, worker, time.time(), msg.get("memory", 0))
         if op == "unregister":

@@ -13,6 +13,10 @@ Theory of operation
 * ``Fetch`` commands become one ``get-data`` request to a peer for many keys.
 * Peers and clients call ``get-data``; clients call ``put-data`` (scatter),
   ``run`` and ``upload-file``.
+* Memory (:mod:`taskmill.server.memory`): with a ``memory_limit``, the data
+  store (:mod:`taskmill.server.data_store`) spills least recently used
+  values to disk, and a monitor spills more and pauses the state machine
+  (``PauseChanged``) when the process's RSS runs high.
 * Heartbeats go out every ``heartbeat_interval`` seconds.  Losing the
   scheduler: the worker tries to register again for ``reconnect_timeout``
   seconds (starting afresh: a new scheduler knows none of our data), then
@@ -36,8 +40,9 @@ from taskmill.comm import BatchedSend, CommClosedError, connect
 from taskmill.core import worker_events as ev
 from taskmill.core.worker_state import WorkerState
 from taskmill.protocol import Serialized, serialize
+from taskmill.server.data_store import DataStore
+from taskmill.server.memory import MemoryThresholds, WorkerMemoryMonitor
 from taskmill.server.node import Node, Status
-from taskmill.server.sizeof import sizeof
 from taskmill.server.task_runner import TaskRunner
 from taskmill.server.worker_diagnostics import WorkerDiagnostics
 from taskmill.server.uploads import install_upload
@@ -51,7 +56,8 @@ class Worker(Node):
     def __init__(self, scheduler_address: str, *, nthreads: int = 1, memory_limit: int = 0,
                  host: str = "127.0.0.1", port: int = 0, nanny: str | None = None, name: str = "",
                  heartbeat_interval: float = 1.0, reconnect_timeout: float = 30.0,
-                 local_directory: str | None = None, validate: bool = False) -> None:
+                 local_directory: str | None = None, validate: bool = False,
+                 memory_thresholds: MemoryThresholds | None = None) -> None:
         super().__init__(name or "worker")
         self.scheduler_address = scheduler_address
         self.nthreads = nthreads
@@ -63,13 +69,20 @@ class Worker(Node):
         self.local_directory = local_directory or os.path.join(
             os.environ.get("TMPDIR", "/tmp"), f"taskmill-worker-{os.getpid()}-{id(self):x}")
         self._validate = validate
-        self.data: dict[str, Any] = {}
+        #: fractions of ``memory_limit`` for spilling and pausing (default: from the environment)
+        self.memory_thresholds = t = memory_thresholds or MemoryThresholds.from_env()
+        fraction = t.target or t.spill
+        self.data = DataStore(os.path.join(self.local_directory, "spill"),
+                              int(memory_limit * fraction) if memory_limit > 0 and fraction else 0)
         self.functions: dict[str, Any] = {}
         self.state: WorkerState | None = None
         self.stream: BatchedSend | None = None
         self.runner = TaskRunner(nthreads, self._on_task_done)
         self._process = psutil.Process()
         self.diagnostics = WorkerDiagnostics(self._process)
+        self.memory_monitor = (
+            WorkerMemoryMonitor(self.data, memory_limit, t, self._rss, self._on_pause)
+            if memory_limit > 0 and (t.spill or t.pause) else None)
         self.handlers.update({
             "get-data": self._get_data,
             "put-data": self._put_data,
@@ -88,11 +101,15 @@ class Worker(Node):
         self.status = Status.running
         await self._register()
         self.spawn(self._heartbeat_loop(), "heartbeat")
+        if self.memory_monitor is not None:
+            self.spawn(self._memory_loop(), "memory-monitor")
         return self
 
     async def _register(self) -> None:
         self.state = WorkerState(self.address, self.nthreads, validate=self._validate)
         self.data.clear()
+        if self.memory_monitor is not None:
+            self.memory_monitor.paused = False  # the new state machine is not paused
         comm = await connect(self.scheduler_address)
         await comm.write({
             "op": "register-worker", "reply": False, "address": self.address,
@@ -117,6 +134,7 @@ class Worker(Node):
             except (CommClosedError, OSError, asyncio.TimeoutError):
                 pass
         self.runner.shutdown()
+        self.data.close()
 
     # ------------------------------------------------------------------ #
     # The scheduler stream
@@ -196,7 +214,7 @@ class Worker(Node):
                 self.spawn(self._fetch(cmd.peer, cmd.keys), "fetch")
             case ev.DeleteData():
                 for key in cmd.keys:
-                    self.data.pop(key, None)
+                    self.data.discard(key)
                 self.diagnostics.forget(cmd.keys)
             case ev.CancelExecution():
                 pass  # a running thread cannot be interrupted; the state machine drops its result
@@ -234,10 +252,12 @@ class Worker(Node):
         if self.state is None or self.status is not Status.running:
             return
         if ok:
-            self.data[key] = value
+            type_name = type(value).__name__
+            nbytes = self.data.put(key, value)
+            del value
             self._handle(ev.ExecuteSucceeded(
-                stimulus_id=f"task-finished-{key}", key=key, nbytes=sizeof(value),
-                type_name=type(value).__name__, start=start, stop=stop))
+                stimulus_id=f"task-finished-{key}", key=key, nbytes=nbytes,
+                type_name=type_name, start=start, stop=stop))
         else:
             exc_payload, text = value
             self._handle(ev.ExecuteFailed(
@@ -259,8 +279,8 @@ class Worker(Node):
             return
         if self.status is not Status.running:
             return
-        self.data.update(got)
-        nbytes = {k: sizeof(v) for k, v in got.items()}
+        nbytes = {k: self.data.put(k, v) for k, v in got.items()}
+        del got
         self.diagnostics.fetched(peer, nbytes, start, time.time())
         self._handle(ev.FetchSucceeded(stimulus_id=f"fetched-{peer}", peer=peer, requested=keys,
                                        nbytes=nbytes))
@@ -271,12 +291,10 @@ class Worker(Node):
                                        who_has={k: tuple(v) for k, v in who_has.items()}))
 
     def _get_data(self, keys: list[str], comm: Any = None) -> dict[str, Any]:
-        return {"data": {k: serialize(self.data[k]) for k in keys if k in self.data}}
+        return {"data": {k: self.data.get_serialized(k) for k in keys if k in self.data}}
 
     def _put_data(self, data: dict[str, Serialized], comm: Any = None) -> dict[str, int]:
-        values = {k: v.deserialize() for k, v in data.items()}
-        self.data.update(values)
-        nbytes = {k: sizeof(v) for k, v in values.items()}
+        nbytes = {k: self.data.put(k, v.deserialize()) for k, v in data.items()}
         self._handle(ev.DataPut(stimulus_id="put-data", nbytes=nbytes))
         return nbytes
 
@@ -289,6 +307,21 @@ class Worker(Node):
         return install_upload(self.local_directory, filename, data)
 
     # ------------------------------------------------------------------ #
+    def _rss(self) -> int:
+        return int(self._process.memory_info().rss)
+
+    def _on_pause(self, paused: bool) -> None:
+        if self.state is not None and self.status is Status.running:
+            self._handle(ev.PauseChanged(stimulus_id="memory-pause" if paused else "memory-resume",
+                                         paused=paused))
+
+    async def _memory_loop(self) -> None:
+        assert self.memory_monitor is not None
+        interval = self.memory_monitor.thresholds.interval
+        while True:
+            await asyncio.sleep(interval)
+            self.memory_monitor.check()
+
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
@@ -297,4 +330,6 @@ class Worker(Node):
                 continue
             self._send({"op": "heartbeat", "now": time.time(), "memory": self._process.memory_info().rss,
                         "executing": state.executing_count, "in_memory": len(self.data),
+                        "managed": self.data.memory_bytes, "spilled": self.data.spilled_bytes,
+                        "paused": state.paused,
                         **self.diagnostics.heartbeat_fields()})

@@ -1,0 +1,142 @@
+"""Keeping a worker below its memory limit: spill, then pause, then restart.
+
+Theory of operation
+-------------------
+Each worker has a memory limit in bytes (``--memory-limit``; 0 = no limit and
+none of this happens).  :class:`MemoryThresholds` holds four fractions of it:
+
+* ``target`` (0.6): the data store spills least recently used values to disk
+  as soon as values in memory plus unmanaged memory (process RSS minus those
+  values) would pass it; checked on every store, no polling;
+* ``spill`` (0.7): the worker's monitor (:class:`WorkerMemoryMonitor`, every
+  ``interval`` seconds) sees the process RSS past it and spills values until
+  RSS is back under ``target`` (or nothing is left in memory);
+* ``pause`` (0.8): past it the worker starts no task and no fetch
+  (``PauseChanged``) until RSS falls back under it; it still serves data;
+* ``terminate`` (0.95): the nanny, polling its worker's RSS, kills it
+  (SIGKILL) and reports "worker exceeded its memory limit (X of Y)", which
+  the scheduler puts into ``KilledWorker`` messages.
+
+A fraction of 0 (or ``None`` from the environment as ``off``) disables that
+step.  Defaults come from the environment: ``TASKMILL_MEMORY_TARGET``,
+``TASKMILL_MEMORY_SPILL``, ``TASKMILL_MEMORY_PAUSE``,
+``TASKMILL_MEMORY_TERMINATE`` (fractions) and
+``TASKMILL_MEMORY_MONITOR_INTERVAL`` (seconds); nanny-started workers inherit
+the nanny's environment.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from taskmill.core.units import format_bytes
+from taskmill.server.data_store import DataStore
+
+logger = logging.getLogger("taskmill.worker")
+
+#: what glibc needs to give freed memory back to the OS promptly (as dask
+#: does); set in the environment of the worker processes a nanny starts
+MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": "65536"}
+
+
+def _fraction(name: str, default: float) -> float:
+    text = os.environ.get(name)
+    if text is None or text.strip() == "":
+        return default
+    if text.strip().lower() in ("off", "false", "none", "no"):
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r}: expected a fraction of the memory limit such as 0.8, or 'off'") from None
+    if not 0.0 <= value <= 1.5:
+        raise ValueError(f"{name}={text!r}: expected a fraction of the memory limit between 0 and 1.5")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryThresholds:
+    """Fractions of the memory limit (0 disables a step) and the monitor's period."""
+
+    target: float = 0.6
+    spill: float = 0.7
+    pause: float = 0.8
+    terminate: float = 0.95
+    interval: float = 0.1
+
+    @classmethod
+    def from_env(cls) -> MemoryThresholds:
+        """Defaults overridden by ``TASKMILL_MEMORY_*`` environment variables."""
+        d = cls()
+        interval = os.environ.get("TASKMILL_MEMORY_MONITOR_INTERVAL")
+        return cls(
+            target=_fraction("TASKMILL_MEMORY_TARGET", d.target),
+            spill=_fraction("TASKMILL_MEMORY_SPILL", d.spill),
+            pause=_fraction("TASKMILL_MEMORY_PAUSE", d.pause),
+            terminate=_fraction("TASKMILL_MEMORY_TERMINATE", d.terminate),
+            interval=float(interval) if interval else d.interval,
+        )
+
+
+def memory_exceeded_reason(rss: int, limit: int) -> str:
+    """The reason a nanny reports when it kills its worker for memory."""
+    return f"worker exceeded its memory limit ({format_bytes(rss)} of {format_bytes(limit)})"
+
+
+class WorkerMemoryMonitor:
+    """One check per call of :meth:`check` (the worker calls it periodically):
+    keep the store's unmanaged offset current, spill on high RSS, and tell
+    ``on_pause(paused)`` when the pause state changes.  Synchronous and
+    I/O-light (spilling writes files); ``rss`` is injectable for tests."""
+
+    def __init__(self, store: DataStore, limit: int, thresholds: MemoryThresholds,
+                 rss: Callable[[], int], on_pause: Callable[[bool], None],
+                 max_spill_seconds: float = 0.5) -> None:
+        self.store = store
+        self.limit = limit
+        self.thresholds = thresholds
+        self.rss = rss
+        self.on_pause = on_pause
+        self.max_spill_seconds = max_spill_seconds
+        self.paused = False
+        self.last_rss = 0
+
+    def check(self) -> int:
+        """Run one check; return the process RSS it ended with."""
+        t, store, limit = self.thresholds, self.store, self.limit
+        rss = self.rss()
+        if t.spill and rss > t.spill * limit:
+            goal = (t.target or t.spill) * limit
+            deadline = time.monotonic() + self.max_spill_seconds
+            spilled = count = 0
+            while rss > goal and time.monotonic() < deadline:
+                weight = store.evict()
+                if weight < 0:
+                    break
+                spilled += weight
+                count += 1
+                rss = self.rss()
+            if count:
+                logger.debug("memory %s over %.0f%% of %s: spilled %d values (%s)",
+                             format_bytes(rss), t.spill * 100, format_bytes(limit), count,
+                             format_bytes(spilled))
+        store.offset = rss - store.memory_bytes
+        if t.pause:
+            paused = rss > t.pause * limit
+            if paused != self.paused:
+                self.paused = paused
+                if paused:
+                    logger.warning("memory %s is over %.0f%% of the limit %s: worker paused "
+                                   "(%s in memory, %s spilled)", format_bytes(rss), t.pause * 100,
+                                   format_bytes(limit), format_bytes(store.memory_bytes),
+                                   format_bytes(store.spilled_bytes))
+                else:
+                    logger.info("memory %s back under %.0f%% of the limit: worker resumes",
+                                format_bytes(rss), t.pause * 100)
+                self.on_pause(paused)
+        self.last_rss = rss
+        return rss
