@@ -320,7 +320,11 @@ class Worker(Node):
         interval = self.memory_monitor.thresholds.interval
         while True:
             await asyncio.sleep(interval)
-            self.memory_monitor.check()
+            try:
+                self.memory_monitor.check()
+            except Exception as exc:  # e.g. disk trouble: keep watching, keep the evidence
+                logger.exception("memory monitor check failed")
+                self.errors.append(exc)
 
     async def _heartbeat_loop(self) -> None:
         while True:
