@@ -41,8 +41,9 @@ Decisions the shell relies on
   worker, once the input is back in memory.  Without lineage the key errs as
   lost (``ReportLost``) and its dependents err ``MissingDependencyError``.
   ``WorkerReleasedKeys`` dropping a last copy is handled the same way.
-* **Worker loss.**  Tasks processing there are rescheduled; each counts a
-  suspicious death and after ``allowed_failures`` deaths errs
+* **Worker loss.**  Tasks processing there are rescheduled; the ``nthreads``
+  it was given first (the ones it was most likely running) each count a
+  suspicious death, and after ``allowed_failures`` deaths err
   ``KilledWorker``.  Keys whose only copy was there are recomputed (if still
   needed) or reported lost.  ``WorkerJoined`` for an address already known
   is treated as that worker leaving and a new process joining.
@@ -568,7 +569,13 @@ class SchedulerState(SchedulerCore):
         self.idle.pop(ws, None)
         self._freed.pop(ws, None)
         self._pending_free.pop(ws, None)
-        for ts in list(ws.processing):
+        # Only the tasks it was most likely running count as suspects: the
+        # ``nthreads`` it was given first (it runs them in that order, and a
+        # finished one leaves ``processing``).  The rest were only queued there.
+        for rank, ts in enumerate(list(ws.processing)):
+            if rank >= ws.nthreads:
+                self._transition(ts, WAITING)
+                continue
             ts.suspicious += 1
             ts.deaths += ((address, reason),)
             if ts.suspicious >= self.allowed_failures:

@@ -298,3 +298,19 @@ def test_input_of_waiting_task_lost_is_recomputed():
     assert list(s.computes(cmds)) == ["c-1"]
     s.run_all()
     assert [(type(r).__name__, r.key) for r in s.reports()] == [("ReportInMemory", "c-1")]
+
+
+def test_only_tasks_likely_running_are_suspects_when_a_worker_dies() -> None:
+    """A worker holding several tasks dies three times: only the one it was
+    given first (nthreads=1) counts the deaths; the others are rescheduled."""
+    from tests.core.scheduler_helpers import Sched, join, leave, submit, task
+
+    sim = Sched("tcp://a")
+    keys = [f"t-{i}" for i in range(5)]
+    sim(submit([task(k) for k in keys], wanted=keys))
+    for _ in range(3):
+        sim(leave("tcp://a", "killed"))
+        sim(join("tcp://a"))
+    states = [sim.state.task_state(k) for k in keys]
+    assert states.count("erred") == 1
+    assert all(s in ("processing", "queued") for s in states if s != "erred")
