@@ -12,6 +12,7 @@ np = pytest.importorskip("numpy")
 
 from numpy.testing import assert_allclose, assert_array_equal  # noqa: E402
 
+from taskmill import Future, wait  # noqa: E402
 from tests.conftest import wait_for  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
@@ -59,9 +60,12 @@ def x(arr: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- reductions
-@pytest.mark.parametrize("how", ["default", "get", "compute"])
-@pytest.mark.parametrize("axis", [None, 0, 1])
-@pytest.mark.parametrize("op", ["sum", "mean", "std", "var", "min", "max", "prod"])
+HOWS = ["default", "get", "compute"]
+REDUCTIONS = [(op, axis, HOWS[(i + i // 3) % 3]) for i, (op, axis) in enumerate(
+    (op, axis) for op in ["sum", "mean", "std", "var", "min", "max", "prod"] for axis in [None, 0, 1])]
+
+
+@pytest.mark.parametrize(("op", "axis", "how"), REDUCTIONS)
 def test_reductions(executor: Any, x: Any, arr: Any, op: str, axis: Any, how: str) -> None:
     expr = getattr(x, op)(axis=axis)
     got = check(executor, expr, how)
@@ -416,3 +420,45 @@ def test_computed_array_is_writeable(executor: Any, x: Any) -> None:
     assert got.flags.writeable == want.flags.writeable
     got[0, 0] = 123.0
     assert got[0, 0] == 123.0
+
+
+def test_persisted_keys_survive_a_fresh_compute_of_the_same_graph(executor: Any) -> None:
+    e = executor
+    x = da.arange(100, chunks=10) * 3
+    p = e.persist(x)
+    futures = [v for v in p.__dask_graph__().values() if isinstance(v, Future)]
+    wait(futures, timeout=30)
+    # the unpersisted expression has the same keys; computing it (and releasing its
+    # own futures afterwards) must not drop the persisted data
+    assert on_cluster(e, x.sum()) == reference(x.sum()) == 14850
+    assert_array_equal(on_cluster(e, x), np.arange(100) * 3)
+    assert {f.status for f in futures} == {"finished"}
+    wait_for(lambda: all(e.who_has().get(f.key) for f in futures), timeout=10, message="persisted data held")
+    assert on_cluster(e, p.sum(), "compute") == 14850
+
+
+def test_releasing_a_persisted_collection_frees_its_data(executor: Any) -> None:
+    import gc
+
+    e = executor
+    p = e.persist(da.ones((40, 40), chunks=(10, 10)) * 5)
+    futures = [v for v in p.__dask_graph__().values() if isinstance(v, Future)]
+    assert len(futures) == 16
+    wait(futures, timeout=30)
+    keys = [f.key for f in futures]
+    assert all(e.who_has().get(k) for k in keys)
+    assert on_cluster(e, p.sum()) == 8000
+    del p, futures
+    gc.collect()
+    wait_for(lambda: not any(e.who_has().get(k) for k in keys), timeout=15, message="persisted data freed")
+
+
+def test_future_as_array_input(executor: Any) -> None:
+    e = executor
+    fa = e.submit(np.arange, 6)
+    y = da.from_delayed(dask.delayed(fa), shape=(6,), dtype=int)
+    assert_array_equal(on_cluster(e, y * 2), np.arange(6) * 2)
+    assert on_cluster(e, y.sum(), "get") == 15
+    total = e.compute(y.sum())
+    assert isinstance(total, Future) and total.result() == 15
+    assert on_cluster(e, dask.delayed(lambda a, b: a + b)(total, fa).sum()) == 15 * 6 + 15

@@ -285,3 +285,62 @@ def test_delayed_persist_then_compute(executor: Any) -> None:
     assert p.compute() == 20
     (q,) = dask.persist(add(d, 100))
     assert q.compute() == 120
+
+
+def test_delayed_nout_kwargs_methods(executor: Any) -> None:
+    q, r = dask.delayed(divmod, nout=2)(17, 5)
+    assert dask.compute(q, r) == dask.compute(q, r, scheduler="sync") == (3, 2)
+    full = dask.delayed(lambda shape, fill_value: [fill_value] * shape)(shape=3, fill_value=add(1, 1))
+    assert check(executor, full) == [2, 2, 2]
+    assert check(executor, dask.delayed("a,b,c").split(",")) == ["a", "b", "c"]
+    assert check(executor, dask.delayed({"k": [1, 2]})["k"][1], "get") == 2
+
+
+class TwoArgError(Exception):
+    """Cannot be rebuilt from its pickled args (pickle calls TwoArgError(msg)),
+    unless tblib's pickler is registered for it (dask.multiprocessing installs
+    it for every exception class that exists when it is imported)."""
+
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(f"{a}/{b}")
+
+
+def test_delayed_exception_that_cannot_be_rebuilt(executor: Any) -> None:
+    from taskmill import RemoteTaskError
+
+    @dask.delayed
+    def fail() -> None:
+        raise TwoArgError(1, 2)
+
+    with pytest.raises(TwoArgError, match="1/2"):
+        fail().compute(scheduler="sync")
+    # the original type when it can be rebuilt, else the documented fallback that
+    # keeps its name and message
+    with pytest.raises((TwoArgError, RemoteTaskError), match="1/2") as info:
+        fail().compute()
+    if isinstance(info.value, RemoteTaskError):
+        assert "TwoArgError" in str(info.value)
+    assert add(1, 1).compute() == 2
+
+
+def test_future_from_compute_inside_delayed(executor: Any) -> None:
+    e = executor
+    fut = e.compute(db.from_sequence(range(10), npartitions=3).sum())
+    assert isinstance(fut, Future)
+    assert add(fut, 1).compute() == 46
+    assert check(executor, db.from_sequence(range(10), npartitions=3).map(operator.add, 1).sum().to_delayed()) == 55
+    assert dask.compute(add(fut, fut), scheduler=e.get) == (90,)
+
+
+def _key_graph(k1: Any, k2: Any) -> dict[Any, Any]:
+    return {k1: 1, k2: 2, "out": (operator.add, k1, (operator.mul, k2, 10))}
+
+
+@pytest.mark.parametrize(("k1", "k2"), [("('x', 0)", ("x", 0)), ("5", 5)], ids=["tuple-vs-repr", "int-vs-str"])
+@pytest.mark.xfail(strict=True, reason="taskmill bug: dask keys are mapped to taskmill keys by repr() "
+                   "(dask_graph.to_key), so distinct dask keys such as ('x', 0) and the string \"('x', 0)\" "
+                   "(or 5 and '5') become one task and one of the values is silently used for both")
+def test_distinct_keys_stay_distinct(executor: Any, k1: Any, k2: Any) -> None:
+    dsk = _key_graph(k1, k2)
+    assert dask.get(dsk, "out") == 21
+    assert executor.get(dsk, "out") == 21
