@@ -18,6 +18,9 @@ When the child exits unexpectedly the nanny tells the scheduler why
 (status 0: the worker chose to stop, e.g. its scheduler is gone) or the
 scheduler no longer answers: a nanny never respawns forever against a
 missing scheduler.
+
+Each worker process gets a fresh local directory (uploaded files, spilled
+data) that the nanny removes once the process has ended, however it ended.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from typing import Any
 
 import psutil
@@ -73,6 +78,7 @@ class Nanny(Node):
         self.memory_thresholds = memory_thresholds or MemoryThresholds.from_env()
         #: why the nanny itself killed the current process (reported instead of the signal)
         self._kill_reason: str | None = None
+        self._worker_dir: str | None = None
         self.handlers.update({"restart": self._restart, "kill": self._kill})
 
     async def start(self) -> Nanny:
@@ -81,7 +87,14 @@ class Nanny(Node):
         await self._start_worker()
         return self
 
+    def _remove_worker_dir(self) -> None:
+        if self._worker_dir is not None:
+            shutil.rmtree(self._worker_dir, ignore_errors=True)
+            self._worker_dir = None
+
     async def _start_worker(self) -> None:
+        self._remove_worker_dir()
+        self._worker_dir = tempfile.mkdtemp(prefix="taskmill-worker-")
         read_fd, write_fd = os.pipe()
         try:
             self.process = await asyncio.create_subprocess_exec(
@@ -90,7 +103,7 @@ class Nanny(Node):
                 "--memory-limit", str(self.memory_limit), "--host", self.host,
                 "--port", str(self.worker_port), "--nanny", self.address,
                 "--name", self.worker_name, "--ready-fd", str(write_fd), "--watch-stdin",
-                "--log-level", self.log_level,
+                "--log-level", self.log_level, "--local-directory", self._worker_dir,
                 stdin=asyncio.subprocess.PIPE, pass_fds=(write_fd,),
                 env={**MALLOC_ENV, **os.environ},
             )
@@ -114,6 +127,7 @@ class Nanny(Node):
         returncode = await process.wait()
         if self.status is not Status.running or self._restarting or process is not self.process:
             return
+        self._remove_worker_dir()
         reason = self._kill_reason or describe_exit(returncode)
         self.last_exit = reason
         logger.warning("%s: %s", self.worker_address, reason)
@@ -185,6 +199,7 @@ class Nanny(Node):
     async def _on_close(self) -> None:
         self._restarting = True
         await self._stop_worker()
+        self._remove_worker_dir()
 
 
 async def _read_line(fd: int) -> str:

@@ -34,13 +34,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--name", default="")
     p.add_argument("--ready-fd", type=int, default=None)
     p.add_argument("--watch-stdin", action="store_true")
+    p.add_argument("--local-directory", default=None)  # uploads, spilled data
     p.add_argument("--log-level", default=None)  # None: $TASKMILL_LOG_LEVEL, else INFO
     return p.parse_args(argv)
 
 
 async def run_worker(args: argparse.Namespace) -> None:
     worker = Worker(args.scheduler, nthreads=args.nthreads, memory_limit=args.memory_limit,
-                    host=args.host, port=args.port, nanny=args.nanny, name=args.name)
+                    host=args.host, port=args.port, nanny=args.nanny, name=args.name,
+                    local_directory=args.local_directory)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.close()))
