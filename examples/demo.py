@@ -24,6 +24,7 @@ def main() -> None:
         workers = e.nthreads()
         print(f"cluster up in {time.perf_counter() - started:.2f}s: scheduler {e.scheduler_address}, "
               f"{len(workers)} workers, {sum(workers.values())} threads")
+        print(f"dashboard: {e.dashboard_link}  (open it while the demo runs)")
 
         a = e.submit(inc, 1)
         b = e.submit(inc, 100)
