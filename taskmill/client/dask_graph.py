@@ -31,9 +31,20 @@ from taskmill.core.taskref import TaskRef
 from taskmill.protocol import Serialized, serialize, serialize_function
 
 
+ESCAPE = "\x1b"
+
+
 def to_key(key: Hashable) -> str:
-    """The taskmill key of a dask key (strings stay as they are)."""
-    return key if isinstance(key, str) else repr(key)
+    """The taskmill key of a dask key: a string stays as it is (so a Future's
+    key means the same to both), a tuple becomes its repr (``"('x', 0)"``),
+    anything else ``ESC + repr`` (so ``5`` and ``"5"`` stay apart).  A graph
+    holding both a tuple key and a string equal to its repr is refused
+    (:func:`pack_graph`)."""
+    if isinstance(key, str):
+        return key
+    if isinstance(key, tuple):
+        return repr(key)
+    return ESCAPE + repr(key)
 
 
 def run_node(node: Any, values: dict[Hashable, Any]) -> Any:
@@ -63,10 +74,19 @@ def pack_graph(dsk: Any, *, priority: int, generation: int) -> PackedGraph:
     from dask._task_spec import Alias, convert_legacy_graph
     from dask.order import order
 
-    graph = convert_legacy_graph(dict(graph_of(dsk)))
-    existing = {k for k, node in graph.items() if isinstance(node, Alias) and node.target == k}
-    for k in existing:
-        del graph[k]
+    raw = dict(graph_of(dsk))
+    names: dict[str, Hashable] = {}
+    for k in raw:
+        other = names.setdefault(to_key(k), k)
+        if other != k:
+            raise ValueError(f"dask keys {other!r} and {k!r} both become taskmill key "
+                             f"{to_key(k)!r}; rename one of them")
+    graph = convert_legacy_graph(raw)
+    # ``{key: future}`` (a persisted collection, a Future in a graph) is data
+    # already on the cluster: no task, only a key others may depend on
+    for k, node in list(graph.items()):
+        if isinstance(node, Alias) and to_key(node.target) == to_key(k):
+            del graph[k]
     ranks: dict[Any, int] = dict(order(graph)) if graph else {}
     token, func = serialize_function(run_node)
     tasks: list[list[Any]] = []

@@ -73,8 +73,9 @@ class Serialized:
         return sum(len(f) if type(f) is bytes else memoryview(f).nbytes for f in self.frames)
 
     def deserialize(self) -> Any:
-        """Unpickle the payload; out-of-band buffers are used in place."""
-        return pickle.loads(self.frames[0], buffers=self.frames[1:])
+        """Unpickle the payload; out-of-band buffers are used in place (small
+        read-only ones are copied, so arrays come back writeable as they went)."""
+        return pickle.loads(self.frames[0], buffers=[_writable(f) for f in self.frames[1:]])
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
         if operator.index(protocol) >= 5:
@@ -95,6 +96,10 @@ class Serialized:
 
     def __repr__(self) -> str:
         return f"<Serialized: {len(self.frames)} frames, {self.nbytes} bytes>"
+
+
+def _writable(frame: Frame) -> Frame:
+    return bytearray(frame) if memoryview(frame).readonly else frame
 
 
 def _as_pickle_buffer(frame: Frame) -> pickle.PickleBuffer | bytes:

@@ -409,10 +409,6 @@ def test_dask_compute_many_outputs(executor: Any, x: Any, arr: Any) -> None:
 
 
 # --------------------------------------------------------------------------- results are ordinary arrays
-@pytest.mark.xfail(strict=True, reason="taskmill bug: numpy results fetched from workers are read-only views "
-                   "over the received (immutable bytes) frames; dask's local schedulers and dask.distributed "
-                   "return writeable arrays, so `r = x.compute(); r[0] = 1` raises "
-                   "'ValueError: assignment destination is read-only'")
 def test_computed_array_is_writeable(executor: Any, x: Any) -> None:
     want = reference(x)
     got = on_cluster(executor, x)

@@ -344,10 +344,6 @@ def test_persist_then_compute(executor: Any, ddf: Any, pdf: Any) -> None:
 
 
 # --------------------------------------------------------------------------- results are ordinary frames
-@pytest.mark.xfail(strict=True, reason="taskmill bug: pandas results fetched from workers are backed by "
-                   "read-only buffers (the received immutable bytes frames), so in-place assignment on a "
-                   "computed frame raises 'ValueError: assignment destination is read-only'; with dask's "
-                   "synchronous scheduler (and dask.distributed) it works")
 def test_computed_frame_is_mutable(executor: Any, ddf: Any) -> None:
     want = reference(ddf[["x", "y"]])
     want.loc[0, "x"] = 99.0
@@ -355,3 +351,22 @@ def test_computed_frame_is_mutable(executor: Any, ddf: Any) -> None:
     got.loc[0, "x"] = 99.0
     assert got.loc[0, "x"] == 99.0
     assert_same(got, want)
+
+
+def test_executor_opened_over_disk_setting_shuffles_with_tasks(executor: Any, ddf: Any, pdf: Any) -> None:
+    from dask.dataframe.dask_expr._shuffle import DiskShuffle, TaskShuffle
+
+    from taskmill import Executor
+
+    with dask.config.set({"dataframe.shuffle.method": "disk"}):
+        with Executor(n_workers=1, threads_per_worker=1, processes=False) as e2:
+            assert dask.config.get("scheduler") == e2.get
+            assert dask.config.get("dataframe.shuffle.method") == "tasks"
+            s = ddf.set_index("x")
+            kinds = {type(n) for n in s.optimize().expr.lower_completely().walk()}
+            assert DiskShuffle not in kinds
+            assert TaskShuffle in kinds
+            like_pandas(s.compute(), pdf.set_index("x"))
+        # the module's executor is still open: it is the scheduler again, still on tasks
+        assert dask.config.get("scheduler") == executor.get
+        assert dask.config.get("dataframe.shuffle.method") == "tasks"
