@@ -458,3 +458,29 @@ def test_future_as_array_input(executor: Any) -> None:
     total = e.compute(y.sum())
     assert isinstance(total, Future) and total.result() == 15
     assert on_cluster(e, dask.delayed(lambda a, b: a + b)(total, fa).sum()) == 15 * 6 + 15
+
+
+class BlockError(Exception):
+    pass
+
+
+def _boom(b: Any) -> Any:
+    raise BlockError("bad block")
+
+
+def test_errors_keep_their_type(executor: Any) -> None:
+    y = da.ones(10, chunks=5).map_blocks(_boom, dtype=float).sum()
+    with pytest.raises(BlockError, match="bad block"):
+        y.compute(scheduler="sync")
+    with pytest.raises(BlockError, match="bad block"):
+        on_cluster(executor, y)
+    with pytest.raises(BlockError, match="bad block"):
+        executor.compute(y).result()
+    bad = executor.submit(_zero_division)
+    with pytest.raises(ZeroDivisionError):
+        on_cluster(executor, da.from_delayed(dask.delayed(bad), shape=(), dtype=int) + 1)
+    assert on_cluster(executor, da.ones(4, chunks=2).sum()) == 4
+
+
+def _zero_division() -> int:
+    return 1 // 0

@@ -370,3 +370,14 @@ def test_executor_opened_over_disk_setting_shuffles_with_tasks(executor: Any, dd
         # the module's executor is still open: it is the scheduler again, still on tasks
         assert dask.config.get("scheduler") == executor.get
         assert dask.config.get("dataframe.shuffle.method") == "tasks"
+
+
+def test_errors_keep_their_type(executor: Any, ddf: Any) -> None:
+    bad = ddf.map_partitions(lambda d: d["no-such-column"], meta=("x", "f8"))
+    with pytest.raises(KeyError, match="no-such-column"):
+        bad.compute(scheduler="sync")
+    with pytest.raises(KeyError, match="no-such-column"):
+        on_cluster(executor, bad)
+    with pytest.raises(KeyError, match="no-such-column"):
+        on_cluster(executor, bad.sum(), "compute")
+    assert on_cluster(executor, ddf.y.count()) == 400
