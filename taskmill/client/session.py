@@ -37,6 +37,7 @@ from taskmill.client.keystate import KeysWaiter, KeyState
 from taskmill.client.remote_errors import rebuild_exception, scheduler_decided_error
 from taskmill.comm import BatchedSend, CommClosedError, ConnectionPool, connect
 from taskmill.errors import FutureLostError, SchedulerGoneError
+from taskmill.comm.pool import PEER_CONNECT_TIMEOUT
 
 if TYPE_CHECKING:
     from taskmill.protocol import Serialized
@@ -65,6 +66,8 @@ class Session:
         self.status = "created"
         self.keys: dict[str, KeyState] = {}
         self.pool = ConnectionPool(timeout=connect_timeout)
+        # workers come and go: a refused connection to one means it is gone
+        self.worker_pool = ConnectionPool(timeout=min(connect_timeout, PEER_CONNECT_TIMEOUT))
         # reentrant: a Future collected while this thread holds it releases its key
         self._lock = threading.RLock()
         # messages to the scheduler, in the order they were made, not yet on the loop
@@ -110,6 +113,7 @@ class Session:
             except (asyncio.CancelledError, Exception):
                 pass
         await self.pool.close()
+        await self.worker_pool.close()
         self._fail_pending(SchedulerGoneError("the executor was closed before this task finished"))
         self.status = "closed"
         self._callbacks.shutdown(wait=False)
@@ -433,7 +437,7 @@ class Session:
                 ks.status = LOST
 
     async def _get_data(self, worker: str, keys: list[str]) -> dict[str, Serialized]:
-        reply = await self.pool.rpc(worker).call("get-data", keys=keys)
+        reply = await self.worker_pool.rpc(worker).call("get-data", keys=keys)
         return dict(reply["data"])
 
     async def _refresh_who_has(self, pending: dict[str, KeyState], attempt: int) -> None:
@@ -459,7 +463,7 @@ class Session:
         return await self.pool.rpc(self._via).call(op, **kwargs)
 
     async def worker_call(self, worker: str, op: str, **kwargs: Any) -> Any:
-        return await self.pool.rpc(worker).call(op, **kwargs)
+        return await self.worker_pool.rpc(worker).call(op, **kwargs)
 
     def states_for(self, futures: Iterable[Future]) -> list[KeyState]:
         return [f._keystate for f in futures]

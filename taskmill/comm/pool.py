@@ -26,6 +26,10 @@ from taskmill.comm.core import CommClosedError, Comm, connect
 from taskmill.protocol import DEFAULT_LIMITS, FrameLimits, ProtocolError, exception_from_reply
 
 
+#: Connect timeout for peers that come and go (workers): a refused connection
+#: to one almost always means it died, so retrying for long only delays work.
+PEER_CONNECT_TIMEOUT = 2.0
+
 class ConnectionPool:
     """Reusable comms to many addresses, at most ``limit`` open at once."""
 

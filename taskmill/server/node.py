@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from taskmill.comm import ConnectionPool, handle_comm, listen
+from taskmill.comm.pool import PEER_CONNECT_TIMEOUT
 
 logger = logging.getLogger("taskmill.node")
 
@@ -33,7 +34,10 @@ class Node:
         self.name = name
         self.status = Status.created
         self.handlers: dict[str, Callable[..., Any]] = {"ping": self._ping}
-        self.pool = ConnectionPool()
+        # A refused connection to a peer almost always means it died: give up
+        # quickly (the scheduler learns of deaths on its own) instead of
+        # retrying for the default ten seconds while work waits.
+        self.pool = ConnectionPool(timeout=PEER_CONNECT_TIMEOUT)
         self.listeners: list[Any] = []
         self.address = ""  # the first listener's: where peers on other processes reach us
         self.errors: list[BaseException] = []

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import logging
 import time
 import uuid
@@ -47,11 +48,13 @@ class Scheduler(Node):
     """The central scheduler server."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 8786, validate: bool = False,
-                 heartbeat_timeout: float = 60.0, allowed_failures: int = 3,
+                 heartbeat_timeout: float = 60.0, allowed_failures: int | None = None,
                  dashboard_port: int | None = None) -> None:
         super().__init__("scheduler")
         self.host, self.port = host, port
         self.id = f"scheduler-{uuid.uuid4().hex[:12]}"
+        if allowed_failures is None:  # how many workers may die running a task before it errs
+            allowed_failures = int(os.environ.get("TASKMILL_ALLOWED_FAILURES", "3"))
         self.state = SchedulerState(allowed_failures=allowed_failures, validate=validate)
         self.heartbeat_timeout = heartbeat_timeout
         self.worker_streams: dict[str, BatchedSend] = {}
