@@ -36,8 +36,9 @@ def main(host: str, port: int, dashboard_port: int, no_dashboard: bool, insecure
         except OSError as exc:
             raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
         log.info("scheduler ready: connect with Executor(%r)", scheduler.address)
-        if scheduler.dashboard_link:
-            log.info("dashboard: %s", scheduler.dashboard_link)
+        link = await scheduler.dashboard_ready()
+        if link:
+            log.info("dashboard: %s", link)
         return [scheduler]
 
     serve(start)

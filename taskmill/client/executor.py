@@ -341,7 +341,11 @@ class Executor:
     def dashboard_link(self) -> str | None:
         """The URL of the scheduler's web dashboard (None when it has none)."""
         if self.cluster is not None and self.cluster.scheduler is not None:
-            return self.cluster.scheduler.dashboard_link  # type: ignore[no-any-return]
+            scheduler = self.cluster.scheduler
+            if self.asynchronous:
+                return scheduler.dashboard_link  # type: ignore[no-any-return]
+            # it starts in the background with the cluster: wait for it here
+            return self.session.sync(scheduler.dashboard_ready())  # type: ignore[no-any-return]
         if not hasattr(self, "_dashboard_link"):
             if self.asynchronous:
                 return None  # unknown without a round trip; see scheduler_info()["dashboard"]

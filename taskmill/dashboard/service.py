@@ -5,6 +5,8 @@ only holds hook calls."""
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import logging
 import time
 from typing import Any
@@ -18,8 +20,9 @@ async def start_dashboard(scheduler: Any, host: str, port: int) -> Any:
     """Serve the dashboard for ``scheduler`` on ``host:port``; returns the
     running server, or None (with a warning) when it cannot: the port is
     taken or aiohttp is not installed.  The scheduler runs on either way."""
-    try:
-        from taskmill.dashboard.app import DashboardServer
+    try:  # importing aiohttp takes a while: not on the event loop's thread
+        app = await asyncio.to_thread(importlib.import_module, "taskmill.dashboard.app")
+        DashboardServer = app.DashboardServer  # noqa: N806
     except ImportError as exc:
         logger.warning("dashboard disabled: %s (pip install aiohttp prometheus_client)", exc)
         return None

@@ -73,6 +73,7 @@ class Scheduler(Node):
         self.monitor = SchedulerMonitor()
         self.dashboard_port = dashboard_port
         self.dashboard: Any = None
+        self._dashboard_starting: asyncio.Task[None] | None = None
         self.handlers.update({
             "register-client": self._register_client,
             "register-worker": self._register_worker,
@@ -105,10 +106,20 @@ class Scheduler(Node):
         self.inproc_address = await self.listen("inproc://")
         self.status = Status.running
         self.spawn(self._check_heartbeats(), "heartbeat-check")
-        if self.dashboard_port is not None:
-            self.dashboard = await dashboard.start_dashboard(self, self.host, self.dashboard_port)
+        if self.dashboard_port is not None:  # starts while workers join (it imports aiohttp)
+            self._dashboard_starting = self.spawn(self._start_dashboard(), "dashboard-start")
         logger.info("scheduler at %s", self.address)
         return self
+
+    async def _start_dashboard(self) -> None:
+        assert self.dashboard_port is not None
+        self.dashboard = await dashboard.start_dashboard(self, self.host, self.dashboard_port)
+
+    async def dashboard_ready(self) -> str | None:
+        """Wait until the dashboard (if any) is up; its URL or None."""
+        if self._dashboard_starting is not None:
+            await asyncio.shield(self._dashboard_starting)
+        return self.dashboard_link
 
     @property
     def dashboard_link(self) -> str | None:
