@@ -15,25 +15,13 @@ from numpy.testing import assert_allclose, assert_array_equal  # noqa: E402
 from taskmill import Future, wait  # noqa: E402
 from tests.conftest import wait_for  # noqa: E402
 
+from tests.dask.compare import on_cluster, reference  # noqa: E402
+
 pytestmark = pytest.mark.timeout(120)
 
 RTOL = 1e-10
 
 
-def on_cluster(e: Any, x: Any, how: str = "default") -> Any:
-    """Compute ``x`` on the cluster, one of three ways."""
-    assert dask.config.get("scheduler") == e.get  # the open Executor is dask's default
-    if how == "default":
-        return x.compute()
-    if how == "get":
-        return x.compute(scheduler=e.get)
-    if how == "compute":
-        return e.compute(x, sync=True)
-    raise ValueError(how)
-
-
-def reference(x: Any) -> Any:
-    return x.compute(scheduler="sync")
 
 
 def check(e: Any, x: Any, how: str = "default", exact: bool = False, rtol: float = RTOL,

@@ -13,22 +13,11 @@ db = pytest.importorskip("dask.bag")
 
 from taskmill import Future, wait  # noqa: E402
 
+from tests.dask.compare import on_cluster, reference  # noqa: E402
+
 pytestmark = pytest.mark.timeout(120)
 
 
-def on_cluster(e: Any, x: Any, how: str = "default") -> Any:
-    assert dask.config.get("scheduler") == e.get  # the open Executor is dask's default
-    if how == "default":
-        return x.compute()
-    if how == "get":
-        return x.compute(scheduler=e.get)
-    if how == "compute":
-        return e.compute(x, sync=True)
-    raise ValueError(how)
-
-
-def reference(x: Any) -> Any:
-    return x.compute(scheduler="sync")
 
 
 def check(e: Any, x: Any, how: str = "default", sort: bool = False) -> Any:

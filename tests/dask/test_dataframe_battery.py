@@ -15,24 +15,13 @@ import pandas.testing as pdt  # noqa: E402
 
 from taskmill import Future, wait  # noqa: E402
 
+from tests.dask.compare import on_cluster, reference  # noqa: E402
+
 pytestmark = pytest.mark.timeout(120)
 
 NPART = 4
 
 
-def on_cluster(e: Any, x: Any, how: str = "default") -> Any:
-    assert dask.config.get("scheduler") == e.get  # the open Executor is dask's default
-    if how == "default":
-        return x.compute()
-    if how == "get":
-        return x.compute(scheduler=e.get)
-    if how == "compute":
-        return e.compute(x, sync=True)
-    raise ValueError(how)
-
-
-def reference(x: Any) -> Any:
-    return x.compute(scheduler="sync")
 
 
 def assert_same(got: Any, want: Any, sort: bool = False, exact: bool = False, dtypes: bool = True) -> None:
