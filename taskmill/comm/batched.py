@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from taskmill.comm.core import CommClosedError, Comm
+from taskmill.protocol import ProtocolError
 
 logger = logging.getLogger("taskmill.comm.batched")
 
@@ -91,26 +92,51 @@ class BatchedSend:
         if self._write_task is not None or not self._buffer or self.exception is not None:
             return
         batch, self._buffer = self._buffer, []
-        try:
-            if self.comm.write_nowait(batch):  # the common case: no task, no extra loop turn
-                self.messages_sent += len(batch)
-                self.batches_sent += 1
-                return
+        try:  # the common case: all of it now, no task, no extra loop turn
+            rest = self._write_nowait(batch)
         except Exception as exc:
             self._fail(exc)
             return
-        self._write_task = asyncio.get_running_loop().create_task(self._write(batch))
+        if rest:
+            self._write_task = asyncio.get_running_loop().create_task(self._write(rest))
+
+    def _write_nowait(self, batch: list[Any]) -> list[Any]:
+        """Write what flow control allows now; a batch over the frame limits
+        goes as smaller batches.  Returns the messages left to write later."""
+        try:
+            if not self.comm.write_nowait(batch):
+                return batch
+        except ProtocolError:
+            if len(batch) == 1:
+                raise
+            half = len(batch) // 2
+            rest = self._write_nowait(batch[:half])
+            return rest + batch[half:] if rest else self._write_nowait(batch[half:])
+        self.messages_sent += len(batch)
+        self.batches_sent += 1
+        return []
+
+    async def _write_split(self, batch: list[Any]) -> None:
+        """``comm.write`` of a batch, split in halves while it exceeds the frame limits."""
+        try:
+            await self.comm.write(batch)
+        except ProtocolError:
+            if len(batch) == 1:
+                raise
+            half = len(batch) // 2
+            await self._write_split(batch[:half])
+            await self._write_split(batch[half:])
+            return
+        self.messages_sent += len(batch)
+        self.batches_sent += 1
 
     async def _write(self, batch: list[Any]) -> None:
         try:
-            await self.comm.write(batch)
+            await self._write_split(batch)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self._fail(exc)
-        else:
-            self.messages_sent += len(batch)
-            self.batches_sent += 1
         finally:
             self._write_task = None
         if self._buffer and self.exception is None:

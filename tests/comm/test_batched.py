@@ -164,3 +164,38 @@ def test_new_event_loop_prefers_uvloop() -> None:
         assert isinstance(loop, uvloop.Loop)
     finally:
         loop.close()
+
+
+def test_batch_over_the_frame_limits_goes_as_smaller_batches() -> None:
+    """Many big messages queued in one tick exceed the header limit together,
+    not alone: they must still all arrive, in order, in several writes."""
+    import asyncio
+
+    from taskmill.comm import BatchedSend, connect, listen
+    from taskmill.comm.eventloop import run
+    from taskmill.protocol import FrameLimits
+
+    limits = FrameLimits(max_header_bytes=1 << 20)
+    payload = b"x" * (300 * 1024)  # inline bytes: each message ~300 KiB of header
+
+    async def main() -> list[int]:
+        got: list[int] = []
+        done = asyncio.Event()
+
+        async def handle(comm: object) -> None:
+            while len(got) < 10:
+                for msg in await comm.read():  # type: ignore[attr-defined]
+                    got.append(msg["i"])
+            done.set()
+
+        listener = await listen("tcp://127.0.0.1:0", handle, limits=limits)
+        comm = await connect(listener.address, limits=limits)
+        stream = BatchedSend(comm)
+        stream.send(*({"i": i, "data": payload} for i in range(10)))
+        await asyncio.wait_for(done.wait(), 10)
+        assert stream.batches_sent > 1 and stream.messages_sent == 10
+        await stream.close()
+        await listener.stop()
+        return got
+
+    assert run(main()) == list(range(10))
