@@ -10,7 +10,9 @@ send leaves within the same tick: batching adds no fixed delay.  While a write
 is in flight (the transport is applying backpressure), new messages accumulate
 and go out in the next write as soon as the current one completes.  A flush
 that needs no waiting goes out synchronously (``Comm.write_nowait``), so the
-common case costs no task and no extra loop turn.
+common case costs no task and no extra loop turn.  A batch that would exceed
+the frame limits (many big messages queued at once) goes out as several
+smaller batches, in order.
 
 The receiver reads lists of messages from the comm.
 
