@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from taskmill.client.dask_graph import flatten_keys, pack_graph, repack, to_key, unique
@@ -58,47 +58,46 @@ def get(executor: Executor, dsk: Any, keys: Any, **kwargs: Any) -> Any:
     return repack(keys, by_key)
 
 
-def compute(executor: Executor, collections: Any, *, sync: bool = False, optimize_graph: bool = True,
-            priority: int = 0) -> Any:
-    """One Future per dask collection (values with ``sync=True``)."""
+def _each_collection(collections: Any, submit: Callable[[Any], Any]) -> tuple[list[Any], bool]:
+    """``submit`` each dask collection of ``collections`` (one, or a list or
+    tuple of them); other objects pass through.  Returns the results and
+    whether a single object was given."""
     import dask
-    from dask._expr import FinalizeCompute
-    from dask.base import collections_to_expr
 
     single = not isinstance(collections, (list, tuple))
     items = [collections] if single else list(collections)
-    out: list[Any] = []
-    for item in items:
-        if not dask.is_dask_collection(item):
-            out.append(item)
-            continue
+    return [submit(x) if dask.is_dask_collection(x) else x for x in items], single
+
+
+def compute(executor: Executor, collections: Any, *, sync: bool = False, optimize_graph: bool = True,
+            priority: int = 0) -> Any:
+    """One Future per dask collection (values with ``sync=True``)."""
+    from dask._expr import FinalizeCompute
+    from dask.base import collections_to_expr
+
+    def submit(item: Any) -> Future:
         expr = FinalizeCompute(collections_to_expr([item], optimize_graph)).optimize()
-        keys = flatten_keys(expr.__dask_keys__())
-        out.append(submit_graph(executor, expr, keys, priority)[0])
+        return submit_graph(executor, expr, flatten_keys(expr.__dask_keys__()), priority)[0]
+
+    out, single = _each_collection(collections, submit)
     if sync:
-        values = executor.gather(out)
-        return values[0] if single else values
+        out = executor.gather(out)
     return out[0] if single else out
 
 
 def persist(executor: Executor, collections: Any, *, optimize_graph: bool = True,
             priority: int = 0) -> Any:
     """The same collections, backed by data held on the cluster."""
-    import dask
     from dask.base import collections_to_expr
 
-    single = not isinstance(collections, (list, tuple))
-    items = [collections] if single else list(collections)
-    out: list[Any] = []
-    for item in items:
-        if not dask.is_dask_collection(item):
-            out.append(item)
-            continue
+    def submit(item: Any) -> Any:
         expr = collections_to_expr([item], optimize_graph).optimize()
         keys = flatten_keys(expr.__dask_keys__())
         futures = submit_graph(executor, expr, keys, priority)
         rebuild, args = item.__dask_postpersist__()
-        out.append(rebuild({k: f for k, f in zip(keys, futures)}, *args))
+        return rebuild(dict(zip(keys, futures)), *args)
+
+    out, single = _each_collection(collections, submit)
     return out[0] if single else out
 
 
