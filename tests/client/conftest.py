@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from taskmill import Executor
@@ -15,3 +17,15 @@ def executor():
         yield e
     finally:
         e.close()
+
+
+@pytest.fixture
+def gates() -> Iterator[object]:
+    """Gates for gated tasks (tests/client/gates.py), all opened at the end."""
+    from tests.client.gates import Gates
+
+    g = Gates()
+    try:
+        yield g
+    finally:
+        g.open_all()

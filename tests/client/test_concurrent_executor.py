@@ -27,6 +27,8 @@ import pytest
 
 from taskmill import Future
 
+from tests.client.gates import GATES as _GATES, STARTED as _STARTED, gated  # noqa: E402,F401
+
 pytestmark = pytest.mark.timeout(60)
 
 DEADLINE = 10.0
@@ -34,8 +36,6 @@ DEADLINE = 10.0
 # --------------------------------------------------------------------------- #
 # Tasks (module level: pickled by reference, run in this process)
 # --------------------------------------------------------------------------- #
-_GATES: dict[str, threading.Event] = {}
-_STARTED: dict[str, threading.Event] = {}
 _RECORDED: dict[str, list] = {}
 _RECORD_LOCK = threading.Lock()
 
@@ -59,13 +59,6 @@ def record(tag, n):
     return n
 
 
-def gated(name, value=None):
-    """Block until the test opens the gate ``name``, then return ``value``."""
-    _STARTED[name].set()
-    if not _GATES[name].wait(30):
-        raise RuntimeError(f"gate {name} was never opened")
-    return value
-
 
 class MyObject:
     def my_method(self):
@@ -83,38 +76,6 @@ def make_dummy(n):
     return Dummy(n)
 
 
-class Gates:
-    def __init__(self) -> None:
-        self.names: list[str] = []
-
-    def new(self) -> str:
-        name = uuid.uuid4().hex
-        _GATES[name] = threading.Event()
-        _STARTED[name] = threading.Event()
-        self.names.append(name)
-        return name
-
-    def open(self, name: str) -> None:
-        _GATES[name].set()
-
-    def wait_started(self, name: str) -> None:
-        assert _STARTED[name].wait(DEADLINE), "gated task never started"
-
-    def started(self, name: str) -> bool:
-        return _STARTED[name].is_set()
-
-    def open_all(self) -> None:
-        for name in self.names:
-            _GATES[name].set()
-
-
-@pytest.fixture
-def gates():
-    g = Gates()
-    try:
-        yield g
-    finally:
-        g.open_all()
 
 
 @pytest.fixture

@@ -17,12 +17,13 @@ from __future__ import annotations
 import concurrent.futures as cf
 import threading
 import time
-import uuid
 
 import pytest
 
 import taskmill
 from taskmill import Executor, Future
+
+from tests.client.gates import GATES as _GATES, STARTED as _STARTED, gated  # noqa: E402,F401
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -31,8 +32,6 @@ DEADLINE = 10.0  # generous upper bound for anything that should happen "soon"
 # --------------------------------------------------------------------------- #
 # Tasks (module level: pickled by reference, run in this process)
 # --------------------------------------------------------------------------- #
-_GATES: dict[str, threading.Event] = {}
-_STARTED: dict[str, threading.Event] = {}
 
 
 def inc(x):
@@ -63,43 +62,7 @@ def raise_value_error_in_task(x):
     raise ValueError(f"bad value {x}")
 
 
-def gated(name, value=None):
-    """Block until the test opens the gate ``name``, then return ``value``."""
-    _STARTED[name].set()
-    if not _GATES[name].wait(30):
-        raise RuntimeError(f"gate {name} was never opened")
-    return value
 
-
-class Gates:
-    def __init__(self) -> None:
-        self.names: list[str] = []
-
-    def new(self) -> str:
-        name = uuid.uuid4().hex
-        _GATES[name] = threading.Event()
-        _STARTED[name] = threading.Event()
-        self.names.append(name)
-        return name
-
-    def open(self, name: str) -> None:
-        _GATES[name].set()
-
-    def wait_started(self, name: str) -> None:
-        assert _STARTED[name].wait(DEADLINE), "gated task never started"
-
-    def open_all(self) -> None:
-        for name in self.names:
-            _GATES[name].set()
-
-
-@pytest.fixture
-def gates():
-    g = Gates()
-    try:
-        yield g
-    finally:
-        g.open_all()
 
 
 @pytest.fixture
