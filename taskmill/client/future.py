@@ -11,7 +11,9 @@ its event loop and then completes each live Future through
 
 A finished task does not move its data: the Future is completed with a
 private marker and ``result()`` fetches the value from a worker the first time
-it is asked for (once per key; later calls reuse it).
+it is asked for (once per key; later calls reuse it).  Small results of tasks
+a client wants come along with the scheduler's report instead (the worker
+attaches them to ``task-finished``), so ``result()`` needs no fetch at all.
 
 Reference counting: each live Future counts once for its key; when the last
 is released (``release()`` or garbage collection) the session tells the
@@ -21,6 +23,7 @@ scheduler, which frees the data unless another client or a task needs it.
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
@@ -75,9 +78,14 @@ class Future(concurrent.futures.Future):  # type: ignore[type-arg]
         """Wait for the task and return its value, fetching it from the worker
         that holds it.  Re-raises the task's exception (same type, with the
         remote traceback as ``__cause__``)."""
-        if not self.done():  # wait and fetch in one trip to the event loop
-            return self._session.fetch_result_blocking(self, timeout)
-        super().result()
+        if not self.done() and not self._session.on_loop_thread():
+            # wait here: the loop completes the future without being asked
+            deadline = None if timeout is None else time.monotonic() + timeout
+            super().result(timeout)
+            if deadline is not None:
+                timeout = max(0.0, deadline - time.monotonic())
+        elif self.done():
+            super().result()
         return self._session.fetch_result_blocking(self, timeout)
 
     def traceback(self, timeout: float | None = None) -> str | None:

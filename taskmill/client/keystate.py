@@ -10,6 +10,7 @@ from taskmill.client.future import PENDING
 
 if TYPE_CHECKING:
     from taskmill.client.future import Future
+    from taskmill.protocol import Serialized
 
 
 class KeyState:
@@ -21,7 +22,7 @@ class KeyState:
 
     __slots__ = (
         "key", "status", "refcount", "futures", "who_has", "type_name",
-        "exception", "traceback", "value", "has_value", "waiters", "_arrived",
+        "exception", "traceback", "value", "has_value", "payload", "waiters", "_arrived",
     )
 
     def __init__(self, key: str) -> None:
@@ -36,8 +37,21 @@ class KeyState:
         self.traceback: str | None = None
         self.value: Any = None
         self.has_value = False
+        #: a small result that came with the scheduler's report, not yet unpickled
+        self.payload: Serialized | None = None
         self.waiters: list[KeysWaiter] = []
         self._arrived: asyncio.Event | None = None
+
+    def unpack_payload(self) -> bool:
+        """Unpickle a result that came with the in-memory report; True when
+        the value is now here.  Safe from any thread: at worst two threads
+        unpickle the same bytes."""
+        payload = self.payload
+        if payload is not None and not self.has_value:
+            self.value = payload.deserialize()
+            self.has_value = True
+            self.payload = None
+        return self.has_value
 
     def add_future(self, fut: Future) -> None:
         refs = self.futures

@@ -30,7 +30,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Coroutine, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from taskmill.client.future import CANCELLED, ERROR, FINISHED, IN_MEMORY, LOST, PENDING, TERMINAL, Future
 from taskmill.client.keystate import KeysWaiter, KeyState
@@ -38,9 +38,7 @@ from taskmill.client.remote_errors import rebuild_exception, scheduler_decided_e
 from taskmill.comm import BatchedSend, CommClosedError, ConnectionPool, connect
 from taskmill.errors import FutureLostError, SchedulerGoneError
 from taskmill.comm.pool import PEER_CONNECT_TIMEOUT
-
-if TYPE_CHECKING:
-    from taskmill.protocol import Serialized
+from taskmill.protocol import Serialized
 
 logger = logging.getLogger("taskmill.client")
 
@@ -284,12 +282,15 @@ class Session:
             if self.status == "running":
                 self._on_scheduler_lost()
 
-    def _on_key_in_memory(self, key: str, who_has: list[str], type_name: str = "") -> None:
+    def _on_key_in_memory(self, key: str, who_has: list[str], type_name: str = "",
+                          value: Serialized | None = None) -> None:
         ks = self.keys.get(key)
         if ks is None:
             return
         ks.who_has = tuple(who_has)
         ks.type_name = type_name
+        if isinstance(value, Serialized) and not ks.has_value:
+            ks.payload = value  # a small result: no fetch needed
         ks.arrived_event.set()
         self._finish(ks, FINISHED)
 
@@ -310,6 +311,7 @@ class Session:
             return
         ks.exception = FutureLostError(f"the data of {key!r} was lost: {reason}")
         ks.has_value = False
+        ks.payload = None
         self._finish(ks, LOST)
 
     def _on_key_cancelled(self, key: str, reason: str = "") -> None:
@@ -318,6 +320,7 @@ class Session:
             return
         ks.has_value = False
         ks.value = None
+        ks.payload = None
         self._finish(ks, CANCELLED)
 
     def _finish(self, ks: KeyState, status: str) -> None:
@@ -362,7 +365,7 @@ class Session:
     # ------------------------------------------------------------------ #
     def fetch_result_blocking(self, fut: Future, timeout: float | None) -> Any:
         ks = fut._keystate
-        if ks.has_value:
+        if ks.status == FINISHED and ks.unpack_payload():
             return ks.value
         if self.on_loop_thread():
             raise RuntimeError(
@@ -392,7 +395,7 @@ class Session:
                 if errors == "raise":
                     raise concurrent.futures.CancelledError(f"{ks.key} was cancelled")
                 failed.add(ks.key)
-        await self._fetch([ks for ks in states if ks.status == FINISHED and not ks.has_value])
+        await self._fetch([ks for ks in states if ks.status == FINISHED and not ks.unpack_payload()])
         for ks in states:
             if ks.key in failed:
                 continue

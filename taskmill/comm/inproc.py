@@ -104,8 +104,12 @@ class InProcComm(Comm):
     # -- run on this end's loop --------------------------------------------- #
 
     def _call(self, fn: Any, arg: Any) -> None:
+        loop = self._loop
         try:
-            self._loop.call_soon_threadsafe(fn, arg)
+            if asyncio._get_running_loop() is loop:
+                loop.call_soon(fn, arg)  # same loop: no need to wake it through its self-pipe
+            else:
+                loop.call_soon_threadsafe(fn, arg)
         except RuntimeError:  # that loop is closed: nobody will read this end
             pass
 

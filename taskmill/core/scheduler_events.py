@@ -156,6 +156,9 @@ class TaskFinished(SchedulerEvent):
     type_name: str
     start: float
     stop: float
+    # opaque: a small result the worker attached because the task was sent
+    # with ``report_value``; forwarded to the clients that want the key, never stored
+    value: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +229,8 @@ class ComputeTask(SchedulerCommand):
     who_has: dict[Key, tuple[Address, ...]]
     nbytes: dict[Key, int]
     priority: Priority
+    # a client wants the result: the worker attaches it to ``task-finished`` if small
+    report_value: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +247,7 @@ class ReportInMemory(SchedulerCommand):
     key: Key
     who_has: tuple[Address, ...]
     type_name: str
+    value: Any = None  # the small result the worker attached, if any (opaque)
 
 
 @dataclass(frozen=True, slots=True)

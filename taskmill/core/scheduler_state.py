@@ -512,7 +512,7 @@ class SchedulerState(SchedulerCore):
                 self.durations[ts.prefix] = 0.5 * old + 0.5 * duration
             elif len(self.durations) < MAX_PREFIXES:
                 self.durations[ts.prefix] = duration
-        self._transition(ts, MEMORY, (ws, ev.nbytes, ev.type_name or ts.type_name))
+        self._transition(ts, MEMORY, (ws, ev.nbytes, ev.type_name or ts.type_name, ev.value))
 
     def _on_task_erred(self, ev: TaskErred) -> None:
         ws = self.workers.get(ev.worker)

@@ -323,7 +323,7 @@ class SchedulerCore:
             if not dts.waiting_on and dts.state == WAITING:
                 ready.append(dts)
 
-    def _report_memory(self, ts: TaskRecord) -> None:
+    def _report_memory(self, ts: TaskRecord, value: Any = None) -> None:
         if not ts.who_wants:
             return
         who = tuple([ws.address for ws in ts.who_has])
@@ -332,7 +332,7 @@ class SchedulerCore:
             if last != MEMORY:
                 wants[client] = MEMORY
                 self._cmds.append(
-                    ReportInMemory(self._stimulus_id, client, ts.key, who, ts.type_name)
+                    ReportInMemory(self._stimulus_id, client, ts.key, who, ts.type_name, value)
                 )
 
     def _report_erred(self, ts: TaskRecord) -> None:
@@ -427,6 +427,7 @@ class SchedulerCore:
                 who_has,
                 nbytes,
                 ts.priority,
+                bool(ts.who_wants),
             )
         )
 
@@ -482,9 +483,9 @@ class SchedulerCore:
         self._recs.append((ts, CHECK, None))
 
     def _processing_memory(
-        self, ts: TaskRecord, arg: tuple[WorkerRecord, int, str]
+        self, ts: TaskRecord, arg: tuple[WorkerRecord, int, str, Any]
     ) -> None:
-        ws, nbytes, type_name = arg
+        ws, nbytes, type_name, value = arg
         self._unassign(ts)
         ts.state = MEMORY
         ts.nbytes = nbytes
@@ -495,7 +496,7 @@ class SchedulerCore:
         if ts.waiters:
             self._data_in_memory(ts)
         if ts.who_wants:
-            self._report_memory(ts)
+            self._report_memory(ts, value)
 
     def _to_memory_scattered(
         self, ts: TaskRecord, arg: tuple[list[WorkerRecord], int, str]

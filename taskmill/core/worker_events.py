@@ -62,6 +62,7 @@ class ExecuteSucceeded(WorkerEvent):
     type_name: str
     start: float
     stop: float
+    value: Any = None  # opaque: the small serialized result to attach to SendTaskFinished
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +167,7 @@ class SendTaskFinished(WorkerCommand):
     type_name: str
     start: float
     stop: float
+    value: Any = None  # opaque small result for the clients that want the key, or None
 
 
 @dataclass(frozen=True, slots=True)

@@ -555,7 +555,8 @@ class WorkerState:
             if ts.assigned:
                 ts.held = True
                 self._out.append(
-                    SendTaskFinished(ev.stimulus_id, key, ev.nbytes, ev.type_name, ev.start, ev.stop)
+                    SendTaskFinished(ev.stimulus_id, key, ev.nbytes, ev.type_name, ev.start, ev.stop,
+                                     ev.value)
                 )
         elif st == CANCELLED and ts.previous == EXECUTING:
             self.executing.discard(key)

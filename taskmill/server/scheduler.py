@@ -152,18 +152,23 @@ class Scheduler(Node):
         for cmd in commands:
             match cmd:
                 case ev.ComputeTask():
-                    to_workers.setdefault(cmd.worker, []).append({
+                    compute = {
                         "op": "compute-task", "key": cmd.key, "func_token": cmd.func_token,
                         "func": cmd.func, "args": cmd.args, "who_has": cmd.who_has,
                         "nbytes": cmd.nbytes, "priority": cmd.priority,
-                        "stimulus_id": cmd.stimulus_id})
+                        "stimulus_id": cmd.stimulus_id}
+                    if cmd.report_value:
+                        compute["report_value"] = True
+                    to_workers.setdefault(cmd.worker, []).append(compute)
                 case ev.FreeKeys():
                     to_workers.setdefault(cmd.worker, []).append(
                         {"op": "free-keys", "keys": cmd.keys, "stimulus_id": cmd.stimulus_id})
                 case ev.ReportInMemory():
-                    to_clients.setdefault(cmd.client, []).append(
-                        {"op": "key-in-memory", "key": cmd.key, "who_has": cmd.who_has,
-                         "type_name": cmd.type_name})
+                    report = {"op": "key-in-memory", "key": cmd.key, "who_has": cmd.who_has,
+                              "type_name": cmd.type_name}
+                    if cmd.value is not None:
+                        report["value"] = cmd.value
+                    to_clients.setdefault(cmd.client, []).append(report)
                 case ev.ReportErred():
                     to_clients.setdefault(cmd.client, []).append(
                         {"op": "task-erred", "key": cmd.key, "exception": cmd.exception,
@@ -323,7 +328,7 @@ class Scheduler(Node):
         if op == "task-finished":
             self.monitor.task_done(worker, msg, True)
             return ev.TaskFinished(sid, worker, msg["key"], msg["nbytes"], msg["type_name"],
-                                   msg["start"], msg["stop"])
+                                   msg["start"], msg["stop"], _attached_value(msg))
         if op == "task-erred":
             self.monitor.task_done(worker, msg, False)
             return ev.TaskErred(sid, worker, msg["key"], msg["exception"], msg["traceback"],
@@ -459,3 +464,9 @@ def _as_batch(msgs: Any, peer: str) -> list[dict[str, Any]]:
         return msgs
     logger.warning("%s sent a stream batch that is not a list of messages: ignored", peer)
     return [m for m in msgs if isinstance(m, dict)] if isinstance(msgs, list) else []
+
+
+def _attached_value(msg: dict[str, Any]) -> Serialized | None:
+    """The small result a worker attached to ``task-finished``, if well formed."""
+    value = msg.get("value")
+    return value if isinstance(value, Serialized) else None

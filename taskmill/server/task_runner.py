@@ -20,8 +20,14 @@ from typing import Any
 from taskmill.core.taskref import substitute_refs
 from taskmill.errors import RemoteTaskError
 from taskmill.protocol import Serialized, serialize
+from taskmill.protocol.messages import INLINE_LIMIT
+from taskmill.server.sizeof import sizeof
 
-OnDone = Callable[[str, bool, Any, str, float, float], None]
+OnDone = Callable[[str, bool, Any, str, float, float, "Serialized | None"], None]
+
+#: results up to this size travel with ``task-finished`` to the clients that
+#: want them (see ``small_result``); it keeps them inside the message header
+SMALL_RESULT_BYTES = INLINE_LIMIT
 
 
 class TaskRunner:
@@ -35,9 +41,12 @@ class TaskRunner:
         self._lock = threading.Lock()
 
     def submit(self, key: str, func_token: str, func: Serialized | None, args: Serialized,
-               inputs: dict[str, Any]) -> None:
+               inputs: dict[str, Any], report_value: bool = False) -> None:
+        """Run the call in a thread; with ``report_value`` a small result is
+        also handed back serialized (see ``small_result``)."""
         loop = asyncio.get_running_loop()
-        self.pool.submit(self._run, loop, self.generation, key, func_token, func, args, inputs)
+        self.pool.submit(self._run, loop, self.generation, key, func_token, func, args, inputs,
+                         report_value)
 
     def discard_all(self) -> None:
         """Forget every task in flight: their outcomes will be dropped."""
@@ -58,8 +67,10 @@ class TaskRunner:
         return fn
 
     def _run(self, loop: asyncio.AbstractEventLoop, generation: int, key: str, func_token: str,
-             func: Serialized | None, args: Serialized, inputs: dict[str, Any]) -> None:
+             func: Serialized | None, args: Serialized, inputs: dict[str, Any],
+             report_value: bool) -> None:
         start = time.time()
+        small: Serialized | None = None
         try:
             fn = self._load_function(func_token, func)
             call_args, call_kwargs = args.deserialize()
@@ -68,6 +79,8 @@ class TaskRunner:
                 call_kwargs = substitute_refs(call_kwargs, inputs)
             value: Any = fn(*call_args, **call_kwargs)
             ok, tb = True, ""
+            if report_value:
+                small = small_result(value)
         except BaseException as exc:  # a task may raise anything, even SystemExit
             ok = False
             value, tb = describe_failure(exc)
@@ -75,9 +88,47 @@ class TaskRunner:
         if generation != self.generation:
             return
         try:
-            loop.call_soon_threadsafe(self.on_done, key, ok, value, tb, start, stop)
+            loop.call_soon_threadsafe(self.on_done, key, ok, value, tb, start, stop, small)
         except RuntimeError:  # loop closed while the task ran
             pass
+
+
+_SCALARS = frozenset({int, float, bool, complex, str, bytes, type(None)})
+_CONTAINERS = frozenset({list, tuple, set, frozenset})
+
+
+def _size_is_known(value: Any, depth: int = 0) -> bool:
+    """Whether ``sizeof(value)`` can be trusted: builtin scalars, short builtin
+    containers of them, numpy and pandas objects without Python objects inside.
+    Anything else might hide a large payload behind a small ``getsizeof``."""
+    typ = type(value)
+    if typ in _SCALARS:
+        return True
+    if depth < 3 and typ in _CONTAINERS and len(value) <= 64:
+        return all(_size_is_known(v, depth + 1) for v in value)
+    if depth < 3 and typ is dict and len(value) <= 64:
+        return all(_size_is_known(k, depth + 1) and _size_is_known(v, depth + 1)
+                   for k, v in value.items())
+    module = typ.__module__
+    if module.startswith("numpy"):
+        dtype = getattr(value, "dtype", None)
+        return dtype is not None and not dtype.hasobject
+    return module.startswith("pandas")
+
+
+def small_result(value: Any) -> Serialized | None:
+    """``value`` serialized when it is small enough to ride along with the
+    ``task-finished`` message (sparing the client a fetch), else None.  Values
+    that cannot be pickled are left for the regular fetch to report."""
+    if not _size_is_known(value) or sizeof(value) > SMALL_RESULT_BYTES:
+        return None
+    try:
+        payload = serialize(value)
+    except Exception:
+        return None
+    if len(payload.frames) != 1 or payload.nbytes > SMALL_RESULT_BYTES:
+        return None
+    return payload
 
 
 def describe_failure(exc: BaseException) -> tuple[tuple[Serialized, str], str]:

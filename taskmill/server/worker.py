@@ -75,6 +75,8 @@ class Worker(Node):
         self.data = DataStore(os.path.join(self.local_directory, "spill"),
                               int(memory_limit * fraction) if memory_limit > 0 and fraction else 0)
         self.functions: dict[str, Any] = {}
+        #: tasks whose small results go back with ``task-finished`` (a client wants them)
+        self.report_values: set[str] = set()
         self.state: WorkerState | None = None
         self.stream: BatchedSend | None = None
         self.runner = TaskRunner(nthreads, self._on_task_done)
@@ -108,6 +110,7 @@ class Worker(Node):
     async def _register(self) -> None:
         self.state = WorkerState(self.address, self.nthreads, validate=self._validate)
         self.data.clear()
+        self.report_values.clear()
         if self.memory_monitor is not None:
             self.memory_monitor.paused = False  # the new state machine is not paused
         comm = await connect(self.scheduler_address)
@@ -177,12 +180,15 @@ class Worker(Node):
             func = msg.get("func")
             if func is not None:
                 self.functions.setdefault(msg["func_token"], func)
+            if msg.get("report_value"):
+                self.report_values.add(msg["key"])
             return ev.ComputeRequested(
                 stimulus_id=msg.get("stimulus_id", "compute"), key=msg["key"],
                 func_token=msg["func_token"], func=None, args=msg["args"],
                 who_has={k: tuple(v) for k, v in msg["who_has"].items()},
                 nbytes=msg["nbytes"], priority=tuple(msg["priority"]))
         if op == "free-keys":
+            self.report_values.difference_update(msg["keys"])
             return ev.FreeRequested(stimulus_id=msg.get("stimulus_id", "free"), keys=tuple(msg["keys"]))
         raise ValueError(f"unknown message from the scheduler: {op!r}")
 
@@ -204,7 +210,7 @@ class Worker(Node):
             case ev.SendTaskFinished():
                 self._send({"op": "task-finished", "key": cmd.key, "nbytes": cmd.nbytes,
                             "type_name": cmd.type_name, "start": cmd.start, "stop": cmd.stop,
-                            "transfer": self.diagnostics.transfer_time(cmd.key)})
+                            "transfer": self.diagnostics.transfer_time(cmd.key), "value": cmd.value})
             case ev.SendTaskErred():
                 self._send({"op": "task-erred", "key": cmd.key, "exception": cmd.exception,
                             "traceback": cmd.traceback, "text": cmd.exception_text,
@@ -245,19 +251,23 @@ class Worker(Node):
         func = cmd.func if cmd.func is not None else self.functions.get(cmd.func_token)
         inputs = {k: self.data[k] for k in cmd.dependencies}
         self.diagnostics.executing(cmd.key, cmd.dependencies)
-        self.runner.submit(cmd.key, cmd.func_token, func, cmd.args, inputs)
+        self.runner.submit(cmd.key, cmd.func_token, func, cmd.args, inputs,
+                           report_value=cmd.key in self.report_values)
 
-    def _on_task_done(self, key: str, ok: bool, value: Any, tb: str, start: float, stop: float) -> None:
-        """Called on the loop (via call_soon_threadsafe) when a task ends."""
+    def _on_task_done(self, key: str, ok: bool, value: Any, tb: str, start: float, stop: float,
+                      small: Serialized | None) -> None:
+        """Called on the loop (via call_soon_threadsafe) when a task ends;
+        ``small`` is the result serialized when a client wants it and it is small."""
         if self.state is None or self.status is not Status.running:
             return
+        self.report_values.discard(key)
         if ok:
             type_name = type(value).__name__
             nbytes = self.data.put(key, value)
             del value
             self._handle(ev.ExecuteSucceeded(
                 stimulus_id=f"task-finished-{key}", key=key, nbytes=nbytes,
-                type_name=type_name, start=start, stop=stop))
+                type_name=type_name, start=start, stop=stop, value=small))
         else:
             exc_payload, text = value
             self._handle(ev.ExecuteFailed(
