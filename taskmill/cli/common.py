@@ -38,7 +38,7 @@ def serve(start: Callable[[], Awaitable[list[Any]]]) -> None:
         finished = [asyncio.ensure_future(n.finished()) for n in nodes]
         stopper = asyncio.ensure_future(stop.wait())
         await asyncio.wait([stopper, *finished], return_when=asyncio.FIRST_COMPLETED)
-        await asyncio.gather(*(n.close() for n in nodes), return_exceptions=True)
+        await asyncio.gather(*(n.close_gracefully() for n in nodes), return_exceptions=True)
         stopper.cancel()
         for f in finished:
             f.cancel()

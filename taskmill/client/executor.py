@@ -23,10 +23,12 @@ import weakref
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
+from taskmill import timeouts
 from taskmill.client import registry
 from taskmill.client.calls import funcname, pack_call
 from taskmill.client.dask_integration import default_scheduler
-from taskmill.client.future import Future
+from taskmill.client.future import FINISHED, Future
+from taskmill.client.keystate import KeysWaiter
 from taskmill.client.loop_runner import LoopRunner
 from taskmill.client.nested import collect_futures, rebuild
 from taskmill.client.session import Session
@@ -333,6 +335,50 @@ class Executor:
     def scheduler_info(self) -> Any:
         """``{"address": ..., "workers": {address: {"nthreads", "memory_limit", ...}}, ...}``."""
         return self._call(self.session.scheduler_call("scheduler-info"))
+
+    def replicate(self, futures: Future | Iterable[Future], n: int | None = None,
+                  workers: str | Iterable[str] | None = None, timeout: float | None = None) -> Any:
+        """Keep copies of the futures' data on ``n`` workers (default: all),
+        chosen among ``workers`` (default: all), so it survives the death of
+        a worker holding it: scattered data has no lineage to recompute it from.
+
+        Waits for the futures to finish, then for the copies; failed futures
+        are skipped.  Copies are made once (later deaths are not made good)
+        and not on paused or retiring workers.  Raises ``TimeoutError`` when
+        the copies are not made within ``timeout`` seconds (default
+        ``$TASKMILL_RETIRE_TIMEOUT``, 30)."""
+        found = collect_futures(futures, self._is_future)
+        session = self.session
+        targets = _worker_list(workers)
+
+        async def run() -> None:
+            waiter = KeysWaiter(session.states_for(found))
+            if waiter.remaining:
+                await waiter.future
+            keys = list(dict.fromkeys(f.key for f in found if f.status == FINISHED))
+            if keys:
+                wait = timeouts.RETIRE.get() if timeout is None else timeout
+                await session.scheduler_call("replicate", keys=keys, n=n, workers=targets,
+                                             max_wait=wait, timeout=wait + timeouts.REQUEST.get())
+
+        return self._call(run())
+
+    def retire_workers(self, workers: str | Iterable[str] | None = None, n: int | None = None,
+                       close_workers: bool = True, timeout: float | None = None) -> Any:
+        """Scale down gracefully: retire ``workers`` (addresses), or the ``n``
+        holding least data.  No new task goes to them; the data held only
+        there is copied to the other workers; then each is removed and, with
+        ``close_workers``, closed (its nanny does not start it again).  No
+        Future's data is lost.  Returns the addresses of the workers retired:
+        one whose data found no other worker to go to (or not within
+        ``timeout`` seconds, default ``$TASKMILL_RETIRE_TIMEOUT``) stays at work."""
+        if workers is None and n is None:
+            raise ValueError("retire_workers needs workers=[addresses] or n=<how many to retire>")
+        session = self.session
+        wait = timeouts.RETIRE.get() if timeout is None else timeout
+        return self._call(session.scheduler_call(
+            "retire-workers", workers=_worker_list(workers), n=n, close_workers=close_workers,
+            max_wait=wait, timeout=wait + timeouts.REQUEST.get()))
 
     # ------------------------------------------------------------------ #
     # Diagnostics (taskmill.client.diagnostics, taskmill.dashboard)

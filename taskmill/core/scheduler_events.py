@@ -208,6 +208,43 @@ class WorkerCapacity(SchedulerEvent):
     memory: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerPaused(SchedulerEvent):
+    """The worker's memory is short (``paused=True``): it starts nothing new,
+    so no new task goes there while another worker has room; ``False`` when
+    it resumes."""
+
+    worker: Address
+    paused: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicateRequested(SchedulerEvent):
+    """Keep copies of ``keys`` on ``n`` workers (all when None), chosen among
+    ``workers`` (all when None).  Keys not in memory are skipped."""
+
+    keys: tuple[Key, ...]
+    n: int | None = None
+    workers: tuple[Address, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetireRequested(SchedulerEvent):
+    """Retire ``workers`` gracefully: no new task goes there, the data held
+    only there is copied elsewhere, then each is removed (``WorkerRetired``)."""
+
+    workers: tuple[Address, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RetireCancelled(SchedulerEvent):
+    """Give up retiring ``workers`` (e.g. it took too long): those still
+    retiring go back to work (``RetirementAborted`` with ``reason``)."""
+
+    workers: tuple[Address, ...]
+    reason: str
+
+
 # --------------------------------------------------------------------------- #
 # Commands
 # --------------------------------------------------------------------------- #
@@ -277,4 +314,31 @@ class ReportLost(SchedulerCommand):
 class ReportCancelled(SchedulerCommand):
     client: str
     key: Key
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AcquireReplicas(SchedulerCommand):
+    """Tell ``worker`` to fetch copies of keys from their holders
+    (``who_has``) and keep them; it reports each copy with ``add-keys``
+    (``WorkerHasKeys``), or ``released-keys`` for one it cannot take."""
+
+    worker: Address
+    who_has: dict[Key, tuple[Address, ...]]
+    nbytes: dict[Key, int]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRetired(SchedulerCommand):
+    """``worker`` was retired: every key it held has a copy elsewhere and it
+    is no longer part of the cluster.  The shell may close it now."""
+
+    worker: Address
+
+
+@dataclass(frozen=True, slots=True)
+class RetirementAborted(SchedulerCommand):
+    """``worker`` could not be retired (``reason``) and is back at work."""
+
+    worker: Address
     reason: str

@@ -26,6 +26,11 @@ Invariants (checked by ``taskmill.core.scheduler_validate``):
   ``dts``'s data.  ``ts.waiting_on`` is the subset of ``ts.dependencies`` not
   in memory, kept only while ``ts`` is active.
 * ``client in ts.who_wants``  <=>  ``ts in clients[client].wants``.
+* ``ws in ts.acquiring_on``  <=>  ``ts in ws.acquiring``: ``ws`` was told to
+  fetch a copy of ``ts`` (replicate, retirement) and has not reported it yet;
+  only for tasks in memory, never for a holder.
+* ``ws in idle``  <=>  ``ws.used < ws.capacity`` and ``ws`` is neither paused
+  nor retiring.
 """
 
 from __future__ import annotations
@@ -118,6 +123,7 @@ class TaskRecord:
         "error",
         "suspicious",
         "deaths",
+        "acquiring_on",
     )
 
     def __init__(
@@ -160,6 +166,8 @@ class TaskRecord:
         self.suspicious = 0
         #: (worker, reason) of each worker that died while running it
         self.deaths: tuple[tuple[Address, str], ...] = ()
+        #: workers told to fetch a copy (``AcquireReplicas``) that have not got it yet
+        self.acquiring_on: dict[WorkerRecord, None] = {}
 
     def __repr__(self) -> str:
         return f"<TaskRecord {self.key!r} {self.state}>"
@@ -185,6 +193,9 @@ class WorkerRecord:
         "restricted_queue",
         "memory",
         "last_seen",
+        "paused",
+        "retiring",
+        "acquiring",
     )
 
     def __init__(
@@ -216,6 +227,17 @@ class WorkerRecord:
         self.restricted_queue: list[tuple[tuple[Priority, int], int, TaskRecord]] = []
         self.memory = 0
         self.last_seen = now
+        #: memory is short there (``WorkerPaused``): no new task goes there
+        self.paused = False
+        #: being retired (``RetireRequested``): no new task, data moves away
+        self.retiring = False
+        #: tasks it was told to fetch a copy of (see ``TaskRecord.acquiring_on``)
+        self.acquiring: dict[TaskRecord, None] = {}
+
+    @property
+    def open(self) -> bool:
+        """Whether new tasks and new copies of data may go here."""
+        return not self.paused and not self.retiring
 
     def __repr__(self) -> str:
         return f"<WorkerRecord {self.address!r} processing={len(self.processing)}>"

@@ -76,9 +76,12 @@ from taskmill.core.scheduler_events import (
     KeysReleased,
     KeysWanted,
     NewTask,
+    ReplicateRequested,
     ReportCancelled,
     ReportLost,
     RestartRequested,
+    RetireCancelled,
+    RetireRequested,
     SchedulerCommand,
     SchedulerEvent,
     TaskErred,
@@ -88,12 +91,12 @@ from taskmill.core.scheduler_events import (
     WorkerJoined,
     WorkerLeft,
     WorkerMissingData,
+    WorkerPaused,
     WorkerReleasedKeys,
 )
 from taskmill.core.scheduler_records import (
     ERRED,
     FORGOTTEN,
-    KILLED_WORKER,
     LOST_DATA,
     MAX_PREFIXES,
     MEMORY,
@@ -108,13 +111,14 @@ from taskmill.core.scheduler_records import (
     TaskRecord,
     WorkerRecord,
 )
-from taskmill.core.scheduler_transitions import CHECK, InvalidTransition, SchedulerCore
+from taskmill.core.scheduler_replicas import ReplicaManagement
+from taskmill.core.scheduler_transitions import CHECK, InvalidTransition
 from taskmill.core.scheduler_validate import validate_state
 
 __all__ = ["SchedulerState", "InvalidTransition"]
 
 
-class SchedulerState(SchedulerCore):
+class SchedulerState(ReplicaManagement):
     """All of the scheduler's decisions, as a pure state machine.
 
     ``handle(*events)`` is the only way to change state.  With
@@ -139,6 +143,10 @@ class SchedulerState(SchedulerCore):
             WorkerReleasedKeys: self._on_worker_released_keys,
             WorkerMissingData: self._on_worker_missing_data,
             WorkerCapacity: self._on_worker_capacity,
+            WorkerPaused: self._on_worker_paused,
+            ReplicateRequested: self._on_replicate_requested,
+            RetireRequested: self._on_retire_requested,
+            RetireCancelled: self._on_retire_cancelled,
         }
 
     # ------------------------------------------------------------------ #
@@ -155,12 +163,20 @@ class SchedulerState(SchedulerCore):
                 handler(event)
                 self._drain()
                 self._schedule_ready()
+                while self._retire_dirty:  # retirement may remove workers: drain again
+                    self._progress_retirement()
+                    self._drain()
+                    self._schedule_ready()
+                if self._acquire_batch:
+                    self._flush_copies()
             except BaseException:
                 # A bug: drop this event's pending work so the next call starts
                 # clean; commands already made are returned by the next call.
                 self._recs.clear()
                 self._ready.clear()
                 self._freed.clear()
+                self._acquire_batch.clear()
+                self._retire_dirty = False
                 self._flush_frees()
                 raise
             if self._pending_free:
@@ -212,6 +228,8 @@ class SchedulerState(SchedulerCore):
                 "nbytes": ws.nbytes,
                 "memory": ws.memory,
                 "last_seen": ws.last_seen,
+                "paused": ws.paused,
+                "retiring": ws.retiring,
             }
             for a, ws in self.workers.items()
         }
@@ -225,8 +243,9 @@ class SchedulerState(SchedulerCore):
         loaded (bytes held per thread, then tasks in flight) first."""
         if n <= 0 or not self.workers:
             return []
+        open_workers = [ws for ws in self.workers.values() if ws.open]
         order = sorted(
-            self.workers.values(),
+            open_workers or self.workers.values(),
             key=lambda ws: (ws.nbytes / max(1, ws.nthreads), ws.used / ws.capacity),
         )
         return [order[i % len(order)].address for i in range(n)]
@@ -475,19 +494,24 @@ class SchedulerState(SchedulerCore):
         self.tasks.clear()
         for cs in self.clients.values():
             cs.wants.clear()
+        for ws in list(self.retiring):
+            self._stop_retiring(ws, ev.reason)
         for ws in self.workers.values():
             ws.processing.clear()
             ws.has_what.clear()
+            ws.acquiring.clear()
             ws.restricted_queue.clear()
             ws.used = 0
             ws.nbytes = 0
-            self.idle[ws] = None
+            if ws.open:
+                self.idle[ws] = None
         self.queue.clear()
         self.restricted_waiting.clear()
         self._recs.clear()
         self._ready.clear()
         self._freed.clear()
         self._pending_free.clear()
+        self._acquire_batch.clear()
 
     # ------------------------------------------------------------------ #
     # Task results
@@ -556,54 +580,14 @@ class SchedulerState(SchedulerCore):
                 self._ready.append(ts)
             elif ts.state == QUEUED:
                 queue_push(ws.restricted_queue, ts)
+        if self.retiring:  # a new place for the data of retiring workers
+            self._retire_dirty = True
 
     def _on_worker_left(self, ev: WorkerLeft) -> None:
         if ev.worker not in self.workers:
             self._log("", "", "", f"ignored: WorkerLeft for unknown worker {ev.worker}")
             return
         self._remove_worker(ev.worker, ev.reason)
-
-    def _remove_worker(self, address: Address, reason: str) -> None:
-        ws = self.workers.pop(address)
-        ws.alive = False
-        self.idle.pop(ws, None)
-        self._freed.pop(ws, None)
-        self._pending_free.pop(ws, None)
-        # Only the tasks it was most likely running count as suspects: the
-        # ``nthreads`` it was given first (it runs them in that order, and a
-        # finished one leaves ``processing``).  The rest were only queued there.
-        for rank, ts in enumerate(list(ws.processing)):
-            if rank >= ws.nthreads:
-                self._transition(ts, WAITING)
-                continue
-            ts.suspicious += 1
-            ts.deaths += ((address, reason),)
-            if ts.suspicious >= self.allowed_failures:
-                deaths = ", ".join(f"{a} ({r})" for a, r in ts.deaths)
-                text = (
-                    f"task {ts.key!r} was processing on {ts.suspicious} workers that "
-                    f"died while running it: {deaths}"
-                )
-                self._transition(ts, ERRED, ErrorInfo(None, None, text, "", KILLED_WORKER))
-            else:
-                self._transition(ts, WAITING)
-        for ts in list(ws.has_what):
-            self._remove_replica(ts, ws)
-            if not ts.who_has:
-                self._lost(ts, f"key {ts.key!r} was held only on worker {address} which left: {reason}")
-        for ts in list(self.restricted_waiting.get(address, ())):
-            assert ts.restrictions is not None
-            if ts.state == QUEUED and not any(a in self.workers for a in ts.restrictions):
-                self._transition(ts, NO_WORKER)
-        ws.restricted_queue.clear()
-
-    def _lost(self, ts: TaskRecord, reason: str) -> None:
-        """The last copy of ``ts`` (in memory) is gone."""
-        if ts.run_spec is None:
-            self._transition(ts, ERRED, ErrorInfo(None, None, reason, "", LOST_DATA))
-        else:
-            self._log(ts.key, MEMORY, MEMORY, "lost: " + reason)
-            self._transition(ts, RELEASED)  # recomputed by the CHECK if still needed
 
     def _on_worker_has_keys(self, ev: WorkerHasKeys) -> None:
         ws = self.workers.get(ev.worker)
@@ -627,6 +611,10 @@ class SchedulerState(SchedulerCore):
             return
         for key in ev.keys:
             ts = self.tasks.get(key)
+            if ts is not None and ws in ts.acquiring_on:
+                self._log(key, ts.state, ts.state, f"{ev.worker} declined to fetch a copy")
+                self._drop_acquisition(ts, ws)
+                continue
             if ts is None or ws not in ts.who_has:
                 self._ignore(key, f"{ev.worker} released a copy it was not known to hold")
                 continue

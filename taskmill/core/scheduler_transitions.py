@@ -104,6 +104,12 @@ class SchedulerCore:
         self.restricted_waiting: dict[Address, dict[TaskRecord, None]] = {}
         #: task prefix -> exponential average of its duration (seconds)
         self.durations: dict[str, float] = {}
+        #: workers being retired (see ``taskmill.core.scheduler_replicas``)
+        self.retiring: dict[WorkerRecord, None] = {}
+        #: a replica changed while workers retire: re-check their progress
+        self._retire_dirty = False
+        #: per-step scratch: copies requested, by worker (see ``scheduler_replicas``)
+        self._acquire_batch: dict[WorkerRecord, list[TaskRecord]] = {}
         self.transition_log: deque[StoryEntry] = deque(maxlen=100_000)
         self._seq = 0
         # per-event scratch space
@@ -267,12 +273,31 @@ class SchedulerCore:
             ws.has_what[ts] = None
             if ts.nbytes > 0:
                 ws.nbytes += ts.nbytes
+            if ts.acquiring_on and ts.acquiring_on.pop(ws, 0) is None:
+                del ws.acquiring[ts]
+            if self.retiring:
+                self._retire_dirty = True
 
     def _remove_replica(self, ts: TaskRecord, ws: WorkerRecord) -> None:
         if ts.who_has.pop(ws, 0) is None:
             del ws.has_what[ts]
             if ts.nbytes > 0:
                 ws.nbytes -= ts.nbytes
+            if self.retiring:
+                self._retire_dirty = True
+
+    def _drop_acquisition(self, ts: TaskRecord, ws: WorkerRecord) -> None:
+        """``ws`` will not get a copy of ``ts`` after all."""
+        if ts.acquiring_on.pop(ws, 0) is None:
+            del ws.acquiring[ts]
+            if self.retiring:
+                self._retire_dirty = True
+
+    def _cancel_acquisitions(self, ts: TaskRecord) -> None:
+        """``ts`` leaves memory: workers fetching a copy drop it (``FreeKeys``)."""
+        for ws in list(ts.acquiring_on):
+            self._free(ws, ts.key)
+            self._drop_acquisition(ts, ws)
 
     def _unassign(self, ts: TaskRecord) -> WorkerRecord:
         """Take ``ts`` off the worker processing it; that slot frees up."""
@@ -282,7 +307,7 @@ class SchedulerCore:
         ws.used -= ts.slot_cost
         ts.slot_cost = 0
         ts.processing_on = None
-        if ws.alive and ws.used < ws.capacity:
+        if ws.alive and ws.used < ws.capacity and ws.open:
             self.idle[ws] = None
             self._freed[ws] = None
         return ws
@@ -515,6 +540,8 @@ class SchedulerCore:
 
     def _memory_released(self, ts: TaskRecord, _: Any) -> None:
         """Data freed (not needed) or lost (no holder left)."""
+        if ts.acquiring_on:
+            self._cancel_acquisitions(ts)
         for ws in list(ts.who_has):
             self._free(ws, ts.key)
             self._remove_replica(ts, ws)
@@ -528,6 +555,8 @@ class SchedulerCore:
 
     def _memory_erred(self, ts: TaskRecord, info: ErrorInfo) -> None:
         """The last copy of a key without lineage is gone."""
+        if ts.acquiring_on:
+            self._cancel_acquisitions(ts)
         for ws in list(ts.who_has):
             self._free(ws, ts.key)
             self._remove_replica(ts, ws)

@@ -73,6 +73,13 @@ def _check_task(state: SchedulerCore, ts: TaskRecord, queued_live: set[TaskRecor
             _fail(state, ts, f"held by dead worker {ws.address}")
         if ts not in ws.has_what:
             _fail(state, ts, f"not in has_what of {ws.address}")
+    for ws in ts.acquiring_on:
+        if s != MEMORY:
+            _fail(state, ts, f"{ws.address} acquires a copy of a task not in memory")
+        if state.workers.get(ws.address) is not ws or ts not in ws.acquiring:
+            _fail(state, ts, f"acquiring on {ws.address}, which does not know it")
+        if ws in ts.who_has:
+            _fail(state, ts, f"acquiring on {ws.address}, which already holds it")
     # processing
     if s == PROCESSING:
         pws = ts.processing_on
@@ -161,8 +168,14 @@ def validate_state(state: SchedulerCore) -> None:
                 _fail(state, ts, f"in processing of {addr} but not processing there")
         if used != ws.used:
             _fail(state, None, f"worker {addr}: used={ws.used} but tasks cost {used}")
-        if (ws.used < ws.capacity) != (ws in state.idle):
-            _fail(state, None, f"worker {addr}: idle index wrong (used={ws.used})")
+        if (ws.used < ws.capacity and ws.open) != (ws in state.idle):
+            _fail(state, None, f"worker {addr}: idle index wrong (used={ws.used}, "
+                  f"paused={ws.paused}, retiring={ws.retiring})")
+        if ws.retiring != (ws in state.retiring):
+            _fail(state, None, f"worker {addr}: retiring={ws.retiring} disagrees with the index")
+        for ts in ws.acquiring:
+            if ws not in ts.acquiring_on:
+                _fail(state, ts, f"in acquiring of {addr} but not acquiring there")
         nbytes = 0
         for ts in ws.has_what:
             nbytes += max(ts.nbytes, 0)
@@ -181,5 +194,9 @@ def validate_state(state: SchedulerCore) -> None:
         for ts in cs.wants:
             if state.tasks.get(ts.key) is not ts or client not in ts.who_wants:
                 _fail(state, ts, f"client {client} wants it but it does not know")
-    if state._recs or state._ready or state._freed or state._pending_free:
+    for ws in state.retiring:
+        if state.workers.get(ws.address) is not ws:
+            _fail(state, None, f"retiring worker {ws.address} is not a live worker")
+    if (state._recs or state._ready or state._freed or state._pending_free
+            or state._retire_dirty or state._acquire_batch):
         _fail(state, None, "per-event scratch space not drained")

@@ -102,6 +102,15 @@ class WhoHasAnswered(WorkerEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class AcquireRequested(WorkerEvent):
+    """The scheduler asks this worker to fetch copies of keys from their
+    holders (``who_has``) and keep them (replicate, retiring a peer)."""
+
+    who_has: dict[Key, tuple[Address, ...]]
+    nbytes: dict[Key, int]
+
+
+@dataclass(frozen=True, slots=True)
 class PauseChanged(WorkerEvent):
     """Memory is short (``paused=True``): start no task and no fetch until a
     ``PauseChanged(paused=False)``.  Running work and fetches in flight go on;

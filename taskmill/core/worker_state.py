@@ -28,8 +28,9 @@ on it (``dependents``).  When the last reason goes, the record is released:
 data in memory is deleted, queued fetches are forgotten, running work is
 cancelled.  ``FreeRequested`` clears ``assigned`` and ``held``; fetched
 replicas otherwise stay until the scheduler frees them (it learnt of them from
-``SendHasKeys``), so this machine never drops data on its own and
-``SendReleasedKeys`` is never needed.
+``SendHasKeys``), so this machine never drops data on its own
+(``SendReleasedKeys`` only declines copies the scheduler asked for, see
+:mod:`taskmill.core.worker_acquire`, which also handles ``AcquireRequested``).
 
 Fetching: :class:`~taskmill.core.worker_fetch_queue.FetchQueue` queues every
 ``fetch`` key with each of its holders, ordered by the priority of the most
@@ -83,7 +84,9 @@ from collections import deque
 from itertools import count
 from typing import Any, Callable, Iterable
 
+from taskmill.core.worker_acquire import acquire_replicas
 from taskmill.core.worker_events import (
+    AcquireRequested,
     Address,
     AskWhoHas,
     CancelExecution,
@@ -196,6 +199,7 @@ class WorkerState:
             DataPut: self._on_data_put,
             WhoHasAnswered: self._on_who_has,
             PauseChanged: self._on_pause_changed,
+            AcquireRequested: lambda ev: acquire_replicas(self, ev),
         }
 
     # ------------------------------------------------------------------ #

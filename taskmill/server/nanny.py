@@ -36,6 +36,7 @@ from typing import Any
 
 import psutil
 
+from taskmill import timeouts
 from taskmill.server.memory import MALLOC_ENV, MemoryThresholds, memory_exceeded_reason
 from taskmill.server.node import Node, Status
 
@@ -164,7 +165,10 @@ class Nanny(Node):
         except (psutil.NoSuchProcess, ProcessLookupError):
             return
 
-    async def _stop_worker(self, grace: float = 3.0) -> None:
+    async def _stop_worker(self) -> None:
+        """SIGTERM (the worker hands its data over, see ``Worker.close_gracefully``),
+        then SIGKILL if it is still there after the retire timeout and 3 s."""
+        grace = timeouts.RETIRE.get() + 3.0
         process = self.process
         if process is None or process.returncode is not None:
             return

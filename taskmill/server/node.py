@@ -93,6 +93,11 @@ class Node:
         self.status = Status.closed
         self.closed_event.set()
 
+    async def close_gracefully(self) -> None:
+        """Close when asked to stop (SIGTERM): subclasses first hand over
+        what they hold (a worker its data); by default the same as ``close``."""
+        await self.close()
+
     async def _on_close(self) -> None:
         """Hook for subclasses: say goodbye before connections close."""
 

@@ -38,6 +38,7 @@ from taskmill.dashboard import service as dashboard
 from taskmill.dashboard.monitor import SchedulerMonitor
 from taskmill.protocol import Serialized
 from taskmill.server.node import Node, Status
+from taskmill.server.replication import ReplicaRequests
 
 logger = logging.getLogger("taskmill.scheduler")
 
@@ -72,6 +73,7 @@ class Scheduler(Node):
         # dashboard only when ``dashboard_port`` is not None (0: any free port)
         self.monitor = SchedulerMonitor()
         self.dashboard_port = dashboard_port
+        self.replicas = ReplicaRequests(self)
         self.dashboard: Any = None
         self._dashboard_starting: asyncio.Task[None] | None = None
         self.handlers.update({
@@ -86,6 +88,8 @@ class Scheduler(Node):
             "restart": self._restart,
             "upload-file": self._upload_file,
             "worker-exited": self._worker_exited,
+            "replicate": self.replicas.replicate,
+            "retire-workers": self.replicas.retire,
             "task-stream": lambda comm=None, start=0.0, stop=None: dashboard.task_stream(self, start, stop),
             "performance-data": lambda comm=None, start=0.0, stop=None: dashboard.performance_data(
                 self, start, stop),
@@ -180,6 +184,14 @@ class Scheduler(Node):
                 case ev.ReportCancelled():
                     to_clients.setdefault(cmd.client, []).append(
                         {"op": "key-cancelled", "key": cmd.key, "reason": cmd.reason})
+                case ev.AcquireReplicas():
+                    to_workers.setdefault(cmd.worker, []).append(
+                        {"op": "acquire-replicas", "who_has": cmd.who_has, "nbytes": cmd.nbytes,
+                         "stimulus_id": cmd.stimulus_id})
+                case ev.WorkerRetired():
+                    to_workers.setdefault(cmd.worker, []).append(self.replicas.retired(cmd))
+                case ev.RetirementAborted():
+                    self.replicas.aborted(cmd)
                 case _:
                     raise TypeError(f"scheduler shell cannot run {cmd!r}")
         for worker, msgs in to_workers.items():
@@ -192,6 +204,7 @@ class Scheduler(Node):
         if forgotten:  # fire-and-forget keys are done: nobody holds them any more
             self._handle(ev.KeysReleased(self._sid("fire-and-forget-done"), FIRE_AND_FORGET,
                                          tuple(forgotten)))
+        self.replicas.check_copies()
 
     @staticmethod
     def _send(stream: BatchedSend | None, msgs: list[dict[str, Any]]) -> None:
@@ -347,6 +360,8 @@ class Scheduler(Node):
                                              paused=msg.get("paused", False))
             self.monitor.heartbeat(worker, msg)
             return ev.WorkerCapacity(sid, worker, time.time(), msg.get("memory", 0))
+        if op == "paused":
+            return ev.WorkerPaused(sid, worker, bool(msg["paused"]))
         if op == "unregister":
             return None
         logger.warning("worker %s sent unknown op %r: ignored", worker, op)
@@ -418,8 +433,9 @@ class Scheduler(Node):
             if unknown:
                 raise ValueError(f"scatter to unknown workers {unknown}; known: {sorted(self.worker_streams)}")
             pool = list(workers)
-        else:
-            pool = self.state.workers_for_scatter(n) if not broadcast else list(self.worker_streams)
+        else:  # not to retiring workers (nor retired ones that are still connected)
+            pool = (self.state.workers_for_scatter(n) if not broadcast else
+                    [a for a, ws in self.state.workers.items() if not ws.retiring])
         if broadcast:
             return [list(pool) for _ in range(n)]
         return [[w] for w, _ in zip(itertools.cycle(pool), range(n))]

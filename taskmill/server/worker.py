@@ -36,6 +36,7 @@ from typing import Any
 
 import psutil
 
+from taskmill import timeouts
 from taskmill.comm import BatchedSend, CommClosedError, connect
 from taskmill.core import worker_events as ev
 from taskmill.core.worker_state import WorkerState
@@ -129,6 +130,31 @@ class Worker(Node):
         logger.info("registered with scheduler %s", self.scheduler_address)
         self.spawn(self._read_stream(comm), "scheduler-stream")
 
+    async def close_gracefully(self) -> None:
+        """Close after handing the data held only here to other workers (the
+        scheduler retires this worker first, within ``TASKMILL_RETIRE_TIMEOUT``).
+        If that fails (no other worker, scheduler gone, too slow), close anyway:
+        the scheduler then recomputes what it can, as for any worker that leaves."""
+        if self.status is Status.running and self.stream is not None:
+            wait = timeouts.RETIRE.get()
+            try:
+                retired = await self.pool.rpc(self.scheduler_address).call(
+                    "retire-workers", workers=[self.address], close_workers=False,
+                    max_wait=wait, timeout=wait + timeouts.REQUEST.get())
+            except Exception as exc:  # scheduler gone or too slow: close anyway
+                logger.warning("could not hand this worker's data over before closing: %s", exc)
+            else:
+                if self.address not in retired:
+                    logger.warning("the scheduler could not move this worker's data elsewhere "
+                                   "before it closes (see the scheduler's log)")
+        await self.close()
+
+    def _retired(self, close: bool) -> None:
+        """The scheduler retired this worker: its data lives elsewhere now."""
+        logger.info("retired by the scheduler%s", "; closing" if close else "")
+        if close:
+            self.spawn(self.close(), "close-retired")
+
     async def _on_close(self) -> None:
         if self.stream is not None:
             try:
@@ -149,6 +175,9 @@ class Worker(Node):
                 events = []
                 for msg in msgs:
                     try:
+                        if msg.get("op") == "retired":
+                            self._retired(bool(msg.get("close")))
+                            continue
                         events.append(self._event_from(msg))
                     except Exception as exc:
                         logger.warning("malformed message from the scheduler (%s): ignored", exc)
@@ -190,6 +219,10 @@ class Worker(Node):
         if op == "free-keys":
             self.report_values.difference_update(msg["keys"])
             return ev.FreeRequested(stimulus_id=msg.get("stimulus_id", "free"), keys=tuple(msg["keys"]))
+        if op == "acquire-replicas":
+            return ev.AcquireRequested(
+                stimulus_id=msg.get("stimulus_id", "acquire"),
+                who_has={k: tuple(v) for k, v in msg["who_has"].items()}, nbytes=msg["nbytes"])
         raise ValueError(f"unknown message from the scheduler: {op!r}")
 
     def _handle(self, *events: ev.WorkerEvent) -> None:
@@ -324,6 +357,7 @@ class Worker(Node):
         if self.state is not None and self.status is Status.running:
             self._handle(ev.PauseChanged(stimulus_id="memory-pause" if paused else "memory-resume",
                                          paused=paused))
+            self._send({"op": "paused", "paused": paused})  # so new tasks go elsewhere
 
     async def _memory_loop(self) -> None:
         assert self.memory_monitor is not None

@@ -2,7 +2,8 @@
 ``python -m taskmill.server.worker_process --scheduler ADDR ...``.
 
 It starts a :class:`Worker`, writes its address to the ``--ready-fd`` pipe
-once registered, exits when told (SIGTERM/SIGINT) or when its nanny
+once registered, exits when told (SIGTERM/SIGINT: after handing its data to
+other workers, ``Worker.close_gracefully``) or when its nanny
 disappears (the stdin pipe closes), and exits with status 0 only when it
 closed on purpose (e.g. the scheduler stayed unreachable).
 """
@@ -20,6 +21,7 @@ from taskmill.comm.eventloop import new_event_loop
 from taskmill.logs import setup_logging
 from taskmill.server.process_guard import die_with_parent, exit_when_pipe_closes
 from taskmill.server.runtime import tune_gc
+from taskmill.server.warmup import modules_to_preload, start_warm_imports
 from taskmill.server.worker import Worker
 
 
@@ -45,11 +47,12 @@ async def run_worker(args: argparse.Namespace) -> None:
                     local_directory=args.local_directory)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.close()))
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.close_gracefully()))
     await worker.start()
     if args.ready_fd is not None:
         os.write(args.ready_fd, f"{worker.address}\n".encode())
         os.close(args.ready_fd)
+    start_warm_imports(modules_to_preload())  # registered: use the idle time before the first tasks
     await worker.finished()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -45,3 +46,11 @@ def test_restart_replaces_worker_processes() -> None:
         assert len(after) == 2 and not (before & after)
         assert f.status == "cancelled"
         assert e.submit(inc, 5).result() == 6
+
+
+def test_worker_processes_preload_numpy_and_dask() -> None:
+    def loaded() -> bool:
+        return all(m in sys.modules for m in ("numpy", "dask"))
+
+    with Executor(n_workers=1, threads_per_worker=1, set_as_default=False) as e:
+        wait_for(lambda: all(e.run(loaded).values()), timeout=30, message="numpy and dask preloaded")
