@@ -1,0 +1,59 @@
+"""Scattered data and real worker processes: SIGKILL loses what had one copy,
+replicate / broadcast copies survive, retiring or SIGTERM hands data over."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from taskmill import Executor, FutureLostError
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def pids(e: Executor) -> dict[str, int]:
+    return {w: i["pid"] for w, i in e.scheduler_info()["workers"].items()}
+
+
+def test_sigkill_loses_single_copies_and_keeps_replicated_ones() -> None:
+    with Executor(n_workers=3, threads_per_worker=1, set_as_default=False) as e:
+        procs = pids(e)
+        a = sorted(procs)[0]
+        single = e.scatter("only on a", workers=[a])
+        replicated = e.scatter("replicated", workers=[a])
+        e.replicate(replicated, n=2)
+        everywhere = e.scatter("broadcast", broadcast=True)
+        assert a in e.who_has(replicated)[replicated.key] and len(e.who_has(replicated)[replicated.key]) == 2
+
+        os.kill(procs[a], signal.SIGKILL)
+        start = time.monotonic()
+        with pytest.raises(FutureLostError) as info:
+            single.result(timeout=10)
+        assert time.monotonic() - start < 5
+        assert single.status == "lost"
+        assert a in str(info.value) and "SIGKILL" in str(info.value)
+        assert replicated.result(timeout=10) == "replicated"
+        assert everywhere.result(timeout=10) == "broadcast"
+        wait_for(lambda: len(e.nthreads()) == 3, timeout=30, message="the nanny restarted the worker")
+
+
+def test_retired_and_sigtermed_workers_hand_their_data_over_and_stay_down() -> None:
+    with Executor(n_workers=3, threads_per_worker=1, set_as_default=False) as e:
+        assert e.cluster is not None
+        procs = pids(e)
+        a, b, _ = sorted(procs)
+        on_a = e.scatter(list(range(1000)), workers=[a])
+        on_b = e.scatter({"x": 1}, workers=[b])
+
+        assert e.retire_workers([a]) == [a]
+        os.kill(procs[b], signal.SIGTERM)  # what stopping `taskmill-worker` does
+        wait_for(lambda: set(e.nthreads()).isdisjoint({a, b}), timeout=30, message="a and b gone")
+        assert e.gather([on_a, on_b]) == [list(range(1000)), {"x": 1}]
+        nannies = e.cluster.workers
+        wait_for(lambda: sum(n.status.value == "closed" for n in nannies) == 2, timeout=30,
+                 message="the nannies of retired workers closed instead of restarting them")
+        assert len(e.nthreads()) == 1
