@@ -61,3 +61,11 @@ PEER_CONNECT = Timeout("TASKMILL_PEER_CONNECT_TIMEOUT", 2.0, "connecting to a wo
 REQUEST = Timeout("TASKMILL_REQUEST_TIMEOUT", 30.0, "the reply to a short request")
 DATA = Timeout("TASKMILL_DATA_TIMEOUT", 300.0, "the reply to a get-data request")
 RETIRE = Timeout("TASKMILL_RETIRE_TIMEOUT", 30.0, "moving data off retiring workers")
+
+
+def seconds(timeout: float | Timeout) -> tuple[float, str]:
+    """``timeout`` in seconds, and a hint naming its variable for error messages
+    (empty for a plain number: the caller chose it)."""
+    if isinstance(timeout, Timeout):
+        return timeout.get(), f" (set {timeout.env} to change it)"
+    return timeout, ""

@@ -424,7 +424,8 @@ class Executor:
             targets = list(workers) if workers is not None else list(
                 await session.scheduler_call("nthreads"))
             replies = await asyncio.gather(
-                *(session.worker_call(w, "run", call=payload) for w in targets))
+                *(session.worker_call(w, "run", call=payload, timeout=None)  # user code: no limit
+                  for w in targets))
             return {w: r.deserialize() for w, r in zip(targets, replies)}
 
         return self._call(run())
@@ -434,7 +435,8 @@ class Executor:
         session = self.session
 
         async def run() -> Executor:
-            await session.scheduler_call("restart", timeout=timeout)
+            await session.scheduler_call("restart", max_wait=timeout,
+                                         timeout=timeout + timeouts.REQUEST.get())
             return self
 
         return self._call(run())
@@ -447,7 +449,9 @@ class Executor:
         with open(path, "rb") as f:
             data = f.read()
         filename = os.path.basename(path)
-        return self._call(self.session.scheduler_call("upload-file", filename=filename, data=data))
+        return self._call(self.session.scheduler_call(
+            "upload-file", filename=filename, data=data,
+            timeout=timeouts.DATA.get() + timeouts.REQUEST.get()))
 
     # ------------------------------------------------------------------ #
     # Dask collections

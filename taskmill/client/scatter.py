@@ -8,6 +8,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from taskmill import timeouts
 from taskmill.client.calls import call_token, unique_token
 from taskmill.client.future import Future
 from taskmill.protocol import Serialized, serialize
@@ -51,7 +52,7 @@ async def plan_scatter(session: Session, items: list[ScatterItem], workers: list
     for item, where in zip(items, targets):
         for worker in where:
             per_worker.setdefault(worker, {})[item.key] = item.payload
-    await asyncio.gather(*(session.worker_call(w, "put-data", data=d) for w, d in per_worker.items()))
+    await asyncio.gather(*(session.worker_call(w, "put-data", data=d, timeout=timeouts.DATA) for w, d in per_worker.items()))
     futures = [session.future_class(item.key, session) for item in items]
     session.send({
         "op": "scatter-done",

@@ -33,11 +33,11 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from taskmill.client.future import CANCELLED, ERROR, FINISHED, IN_MEMORY, LOST, PENDING, TERMINAL, Future
+from taskmill import timeouts
 from taskmill.client.keystate import KeysWaiter, KeyState
 from taskmill.client.remote_errors import rebuild_exception, scheduler_decided_error
 from taskmill.comm import BatchedSend, CommClosedError, ConnectionPool, connect
 from taskmill.errors import FutureLostError, SchedulerGoneError
-from taskmill.comm.pool import PEER_CONNECT_TIMEOUT
 from taskmill.protocol import Serialized
 
 logger = logging.getLogger("taskmill.client")
@@ -65,7 +65,7 @@ class Session:
         self.keys: dict[str, KeyState] = {}
         self.pool = ConnectionPool(timeout=connect_timeout)
         # workers come and go: a refused connection to one means it is gone
-        self.worker_pool = ConnectionPool(timeout=min(connect_timeout, PEER_CONNECT_TIMEOUT))
+        self.worker_pool = ConnectionPool(timeout=min(connect_timeout, timeouts.PEER_CONNECT.get()))
         # reentrant: a Future collected while this thread holds it releases its key
         self._lock = threading.RLock()
         # messages to the scheduler, in the order they were made, not yet on the loop
@@ -440,7 +440,7 @@ class Session:
                 ks.status = LOST
 
     async def _get_data(self, worker: str, keys: list[str]) -> dict[str, Serialized]:
-        reply = await self.worker_pool.rpc(worker).call("get-data", keys=keys)
+        reply = await self.worker_pool.rpc(worker).call("get-data", keys=keys, timeout=timeouts.DATA)
         return dict(reply["data"])
 
     async def _refresh_who_has(self, pending: dict[str, KeyState], attempt: int) -> None:
@@ -460,13 +460,18 @@ class Session:
     # ------------------------------------------------------------------ #
     # Requests
     # ------------------------------------------------------------------ #
-    async def scheduler_call(self, op: str, **kwargs: Any) -> Any:
+    async def scheduler_call(self, op: str, *, timeout: float | timeouts.Timeout = timeouts.REQUEST,
+                             **kwargs: Any) -> Any:
+        """Request ``op`` of the scheduler; ``timeout`` bounds the wait for the reply."""
         if self.status != "running":
             raise SchedulerGoneError(f"not connected to the scheduler ({self.status})")
-        return await self.pool.rpc(self._via).call(op, **kwargs)
+        return await self.pool.rpc(self._via).call(op, timeout=timeout, **kwargs)
 
-    async def worker_call(self, worker: str, op: str, **kwargs: Any) -> Any:
-        return await self.worker_pool.rpc(worker).call(op, **kwargs)
+    async def worker_call(self, worker: str, op: str, *, timeout: float | timeouts.Timeout | None,
+                          **kwargs: Any) -> Any:
+        """Request ``op`` of a worker; ``timeout`` bounds the wait for the reply
+        (None only for ops that run user code)."""
+        return await self.worker_pool.rpc(worker).call(op, timeout=timeout, **kwargs)
 
     def states_for(self, futures: Iterable[Future]) -> list[KeyState]:
         return [f._keystate for f in futures]

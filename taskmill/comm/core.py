@@ -30,6 +30,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from taskmill import timeouts
 from taskmill.comm.addressing import normalize_address, parse_address
 from taskmill.protocol import DEFAULT_LIMITS, FrameLimits
 
@@ -154,9 +155,13 @@ def _retryable(exc: BaseException) -> bool:
 
 
 async def connect(
-    address: str, timeout: float = 10.0, limits: FrameLimits = DEFAULT_LIMITS
+    address: str,
+    timeout: float | timeouts.Timeout = timeouts.CONNECT,
+    limits: FrameLimits = DEFAULT_LIMITS,
 ) -> Comm:
-    """Open a comm to ``address``, retrying refused connections until ``timeout``.
+    """Open a comm to ``address``, retrying refused connections until ``timeout``
+    (seconds, or a :class:`taskmill.timeouts.Timeout`; default
+    ``$TASKMILL_CONNECT_TIMEOUT``).
 
     Raises ``TimeoutError`` (an ``OSError``) naming the address and the last
     cause when no connection could be made in time, or ``OSError`` at once for
@@ -165,7 +170,8 @@ async def connect(
     address = normalize_address(address)
     backend = _backend(parse_address(address)[0])
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    limit, hint = timeouts.seconds(timeout)
+    deadline = loop.time() + limit
     delay = _FIRST_RETRY_DELAY
     cause: BaseException | None = None  # the most informative failure so far
     while True:
@@ -184,7 +190,7 @@ async def connect(
             if remaining <= 0:
                 reason = str(cause) or "timed out"
                 raise TimeoutError(
-                    f"could not connect to {address} within {timeout}s: {reason}"
+                    f"could not connect to {address} within {limit:g}s{hint}: {reason}"
                 ) from cause
         await asyncio.sleep(min(delay, remaining))
         delay = min(delay * 2, _MAX_RETRY_DELAY)

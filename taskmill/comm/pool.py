@@ -21,20 +21,20 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from taskmill import timeouts
 from taskmill.comm.addressing import normalize_address
 from taskmill.comm.core import CommClosedError, Comm, connect
 from taskmill.protocol import DEFAULT_LIMITS, FrameLimits, ProtocolError, exception_from_reply
 
 
-#: Connect timeout for peers that come and go (workers): a refused connection
-#: to one almost always means it died, so retrying for long only delays work.
-PEER_CONNECT_TIMEOUT = 2.0
-
 class ConnectionPool:
     """Reusable comms to many addresses, at most ``limit`` open at once."""
 
     def __init__(
-        self, limit: int = 512, timeout: float = 10.0, limits: FrameLimits = DEFAULT_LIMITS
+        self,
+        limit: int = 512,
+        timeout: float | timeouts.Timeout = timeouts.CONNECT,
+        limits: FrameLimits = DEFAULT_LIMITS,
     ) -> None:
         self.limit = limit
         self.timeout = timeout
@@ -153,26 +153,33 @@ class RPC:
         self.pool = pool
         self.address = address
 
-    async def call(self, op: str, *, timeout: float | None = None, **kwargs: Any) -> Any:
+    async def call(
+        self, op: str, *, timeout: float | timeouts.Timeout | None = None, **kwargs: Any
+    ) -> Any:
         """Run ``op`` remotely with ``kwargs``; return its result or raise its error.
 
-        ``timeout`` (seconds) bounds the whole call and raises
-        ``asyncio.TimeoutError`` naming the op and the address.  (A handler
-        argument that is itself called ``timeout`` must go through
-        :meth:`request`.)
+        ``timeout`` (seconds, or a :class:`taskmill.timeouts.Timeout`) bounds
+        the whole call (connecting included) and raises
+        ``asyncio.TimeoutError`` naming the op, the address and the variable
+        that sets it; None waits as long as the peer stays connected (only
+        for calls that run user code).  (A handler argument that is itself
+        called ``timeout`` must go through :meth:`request`.)
         """
         return await self.request({"op": op, "reply": True, **kwargs}, timeout=timeout)
 
-    async def request(self, msg: dict[str, Any], timeout: float | None = None) -> Any:
+    async def request(
+        self, msg: dict[str, Any], timeout: float | timeouts.Timeout | None = None
+    ) -> Any:
         """Send the request dict ``msg`` and unpack the reply like :meth:`call`."""
         if timeout is None:
             reply = await self._exchange(msg)
         else:
+            limit, hint = timeouts.seconds(timeout)
             try:
-                reply = await asyncio.wait_for(self._exchange(msg), timeout)
+                reply = await asyncio.wait_for(self._exchange(msg), limit)
             except asyncio.TimeoutError as exc:
                 raise asyncio.TimeoutError(
-                    f"rpc {msg.get('op')!r} to {self.address} timed out after {timeout}s"
+                    f"no reply to {msg.get('op')!r} from {self.address} within {limit:g}s{hint}"
                 ) from exc
         if not isinstance(reply, dict):
             raise ProtocolError(f"reply from {self.address} is not a dict: {reply!r:.200}")

@@ -138,7 +138,7 @@ class Nanny(Node):
             return
         try:
             await self.pool.rpc(self.scheduler_address).call(
-                "worker-exited", worker=self.worker_address, reason=reason)
+                "worker-exited", worker=self.worker_address, reason=reason, timeout=timeouts.REQUEST)
         except (OSError, asyncio.TimeoutError) as exc:
             logger.error("scheduler %s unreachable (%s): not restarting the worker",
                          self.scheduler_address, exc)

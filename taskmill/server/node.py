@@ -14,8 +14,8 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from taskmill import timeouts
 from taskmill.comm import ConnectionPool, handle_comm, listen
-from taskmill.comm.pool import PEER_CONNECT_TIMEOUT
 
 logger = logging.getLogger("taskmill.node")
 
@@ -37,7 +37,7 @@ class Node:
         # A refused connection to a peer almost always means it died: give up
         # quickly (the scheduler learns of deaths on its own) instead of
         # retrying for the default ten seconds while work waits.
-        self.pool = ConnectionPool(timeout=PEER_CONNECT_TIMEOUT)
+        self.pool = ConnectionPool(timeout=timeouts.PEER_CONNECT)
         self.listeners: list[Any] = []
         self.address = ""  # the first listener's: where peers on other processes reach us
         self.errors: list[BaseException] = []

@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from taskmill import timeouts
 from taskmill.client.waiting import FIRE_AND_FORGET
 from taskmill.comm import BatchedSend, CommClosedError
 from taskmill.core import scheduler_events as ev
@@ -427,7 +428,7 @@ class Scheduler(Node):
 
     async def _scatter_targets(self, n: int, workers: list[str] | None, broadcast: bool,
                                comm: Any = None) -> list[list[str]]:
-        await self.wait_for_workers(1, 30.0)
+        await self.wait_for_workers(1, timeouts.CONNECT.get())
         if workers:
             unknown = [w for w in workers if w not in self.worker_streams]
             if unknown:
@@ -440,7 +441,7 @@ class Scheduler(Node):
             return [list(pool) for _ in range(n)]
         return [[w] for w, _ in zip(itertools.cycle(pool), range(n))]
 
-    async def _restart(self, timeout: float = 60.0, comm: Any = None) -> str:
+    async def _restart(self, max_wait: float = 60.0, comm: Any = None) -> str:
         n = len(self.worker_streams)
         nannies = {w: i.get("nanny") for w, i in self.state.workers_info().items()}
         self._handle(ev.RestartRequested(self._sid("restart")))
@@ -449,20 +450,21 @@ class Scheduler(Node):
         async def restart_one(worker: str, nanny: str | None) -> None:
             if nanny:
                 self.exit_reasons[worker] = "the cluster restarted"
-                await self.pool.rpc(nanny).call("restart", timeout=timeout)
+                await self.pool.rpc(nanny).call("restart", timeout=max_wait)
             else:  # no nanny: drop the connection; the worker registers again afresh
                 comm_ = self.worker_comms.get(worker)
                 if comm_ is not None:
                     comm_.abort()
 
         await asyncio.gather(*(restart_one(w, nn) for w, nn in nannies.items()))
-        await self.wait_for_workers(n, timeout, gone=frozenset(w for w, nn in nannies.items() if nn))
+        await self.wait_for_workers(n, max_wait, gone=frozenset(w for w, nn in nannies.items() if nn))
         return "OK"
 
     async def _running_keys(self, comm: Any = None) -> list[str]:
         """Keys executing on any worker thread (asked of the workers themselves)."""
         replies = await asyncio.gather(
-            *(self.pool.rpc(w).call("executing") for w in list(self.worker_streams)),
+            *(self.pool.rpc(w).call("executing", timeout=timeouts.REQUEST)
+              for w in list(self.worker_streams)),
             return_exceptions=True)
         return [k for r in replies if not isinstance(r, BaseException) for k in r]
 
@@ -470,7 +472,8 @@ class Scheduler(Node):
         self.uploads[filename] = data
         workers = list(self.worker_streams)
         paths = await asyncio.gather(
-            *(self.pool.rpc(w).call("upload-file", filename=filename, data=data) for w in workers))
+            *(self.pool.rpc(w).call("upload-file", filename=filename, data=data, timeout=timeouts.DATA)
+              for w in workers))
         return dict(zip(workers, paths))
 
 

@@ -114,13 +114,20 @@ class Worker(Node):
         self.report_values.clear()
         if self.memory_monitor is not None:
             self.memory_monitor.paused = False  # the new state machine is not paused
-        comm = await connect(self.scheduler_address)
+        comm = await connect(self.scheduler_address)  # within $TASKMILL_CONNECT_TIMEOUT
         await comm.write({
             "op": "register-worker", "reply": False, "address": self.address,
             "nthreads": self.nthreads, "memory_limit": self.memory_limit,
             "nanny": self.nanny, "name": self.name, "pid": os.getpid(),
         })
-        reply = await comm.read()
+        try:
+            reply = await asyncio.wait_for(comm.read(), timeouts.REQUEST.get())
+        except asyncio.TimeoutError:
+            comm.abort()
+            raise TimeoutError(
+                f"the scheduler at {self.scheduler_address} did not answer this worker's "
+                f"registration within {timeouts.REQUEST.get():g}s "
+                f"(set {timeouts.REQUEST.env} to change it)") from None
         if not isinstance(reply, dict) or reply.get("status") != "OK":
             await comm.close()
             raise ConnectionError(f"scheduler {self.scheduler_address} refused worker: {reply!r}")
@@ -314,7 +321,7 @@ class Worker(Node):
         keys = tuple(keys)
         start = time.time()
         try:
-            reply = await self.pool.rpc(peer).call("get-data", keys=list(keys))
+            reply = await self.pool.rpc(peer).call("get-data", keys=list(keys), timeout=timeouts.DATA)
             got = {k: v.deserialize() for k, v in reply["data"].items()}
         except Exception as exc:  # unreachable peer, broken connection, bad payload
             self._handle(ev.FetchFailed(stimulus_id=f"fetch-failed-{peer}", peer=peer, keys=keys,
@@ -329,7 +336,8 @@ class Worker(Node):
                                        nbytes=nbytes))
 
     async def _ask_who_has(self, keys: Iterable[str]) -> None:
-        who_has = await self.pool.rpc(self.scheduler_address).call("who-has", keys=list(keys))
+        who_has = await self.pool.rpc(self.scheduler_address).call(
+            "who-has", keys=list(keys), timeout=timeouts.REQUEST)
         self._handle(ev.WhoHasAnswered(stimulus_id="who-has-answer",
                                        who_has={k: tuple(v) for k, v in who_has.items()}))
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from taskmill import timeouts
 from taskmill.comm import Comm, CommClosedError, ConnectionPool, connect, handle_comm, listen, run
 from taskmill.protocol import RemoteTraceback
 
@@ -137,16 +138,21 @@ def test_non_dict_request_gets_error_and_close(caplog: pytest.LogCaptureFixture)
     assert "expected a request dict, got list" in caplog.text
 
 
-def test_timeout_names_op_and_address_and_drops_the_comm() -> None:
+def test_timeout_names_op_and_address_and_drops_the_comm(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKMILL_REQUEST_TIMEOUT", "0.05")
+
     async def main() -> None:
         server, listener = await start()
         pool = ConnectionPool()
         rpc = pool.rpc(listener.address)
-        with pytest.raises(asyncio.TimeoutError, match=f"'slow' to {listener.address}"):
+        with pytest.raises(asyncio.TimeoutError, match=f"no reply to 'slow' from {listener.address} within 0.05s$"):
             await rpc.call("slow", timeout=0.05)
         assert pool.open == 0  # the comm with a pending reply is never reused
+        # a configurable timeout names the variable that sets it
+        with pytest.raises(asyncio.TimeoutError, match=r"within 0.05s \(set TASKMILL_REQUEST_TIMEOUT"):
+            await rpc.call("slow", timeout=timeouts.REQUEST)
         assert await rpc.call("add", x=1, timeout=5) == 1
-        assert len(server.comms) == 2
+        assert len(server.comms) == 3
         server.release.set()
         await pool.close()
         await listener.stop()
