@@ -49,6 +49,11 @@ Decisions the shell relies on
   is treated as that worker leaving and a new process joining.
 * **Replicas** reported by ``WorkerHasKeys`` are recorded only for keys in
   memory; any other key is answered with ``FreeKeys``.
+* **Copies, retirement, pause** (``ReplicateRequested``, ``RetireRequested``,
+  ``RetireCancelled``, ``WorkerPaused``) and worker removal are handled in
+  ``taskmill.core.scheduler_replicas``: a retired worker's tasks are
+  rescheduled without counting as suspicious; paused and retiring workers get
+  no new task.
 * **Restrictions.**  ``workers=`` with ``allow_other_workers=False`` runs
   only there; with no allowed worker alive the task is ``no-worker`` until
   one joins.  With ``allow_other_workers=True`` the allowed workers are
