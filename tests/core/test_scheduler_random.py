@@ -19,15 +19,19 @@ from taskmill.core.scheduler_events import (
     KeysReleased,
     KeysWanted,
     NewTask,
+    ReplicateRequested,
     ReportCancelled,
     ReportErred,
     ReportInMemory,
     ReportLost,
     RestartRequested,
+    RetireCancelled,
+    RetireRequested,
     SchedulerCommand,
     SchedulerEvent,
     WorkerHasKeys,
     WorkerMissingData,
+    WorkerPaused,
     WorkerReleasedKeys,
 )
 from taskmill.core.scheduler_state import SchedulerState
@@ -103,8 +107,9 @@ class Harness:
         st = self.state
         op = rng.choices(
             ["submit", "finish", "err", "release", "want", "cancel", "leave", "join",
-             "scatter", "has", "released", "missing", "disconnect", "restart", "stale", "dup"],
-            weights=[20, 30, 4, 8, 3, 2, 2, 3, 2, 2, 1, 2, 1, 0.3, 2, 2],
+             "scatter", "has", "released", "missing", "disconnect", "restart", "stale", "dup",
+             "replicate", "copied", "retire", "unretire", "pause"],
+            weights=[20, 30, 4, 8, 3, 2, 2, 3, 2, 2, 1, 2, 1, 0.3, 2, 2, 2, 3, 1, 0.5, 2],
         )[0]
         client = rng.choice(CLIENTS)
         if op == "submit":
@@ -200,12 +205,43 @@ class Harness:
         elif op == "restart":
             self.send(RestartRequested(sid(), reason="restart"))
             self.last.clear()
+        elif op == "replicate":
+            mem = [ts.key for ts in st.tasks.values() if ts.state == "memory"]
+            if mem:
+                self.send(ReplicateRequested(sid(), tuple(rng.sample(mem, min(2, len(mem)))),
+                                             rng.choice([None, 1, 2])))
+        elif op == "copied":  # a worker reports (or declines) a copy it was asked for
+            pending = [(ts.key, ws.address) for ts in st.tasks.values() for ws in ts.acquiring_on]
+            if pending:
+                key, addr = rng.choice(pending)
+                if rng.random() < 0.8:
+                    self.send(WorkerHasKeys(sid(), worker=addr, nbytes={key: 5}))
+                else:
+                    self.send(WorkerReleasedKeys(sid(), worker=addr, keys=(key,)))
+        elif op == "retire":
+            if st.workers:
+                self.send(RetireRequested(sid(), (rng.choice(list(st.workers)),)))
+        elif op == "unretire":
+            if st.retiring:
+                self.send(RetireCancelled(sid(), tuple(ws.address for ws in st.retiring), "timeout"))
+        elif op == "pause":
+            if st.workers:
+                self.send(WorkerPaused(sid(), rng.choice(list(st.workers)), rng.random() < 0.5))
 
     def settle(self) -> None:
-        for addr in ADDRS:
-            if addr not in self.state.workers:
-                self.send(join(addr))
         for _ in range(10_000):
+            for addr in ADDRS:  # again after each step: retirements remove workers
+                if addr not in self.state.workers:
+                    self.send(join(addr))
+            for ws in list(self.state.workers.values()):
+                if ws.paused:
+                    self.send(WorkerPaused(sid(), ws.address, False))
+            copies = [(ts.key, ws.address) for ts in self.state.tasks.values()
+                      for ws in ts.acquiring_on]
+            if copies:  # retirements finish once their copies are made
+                key, addr = copies[0]
+                self.send(WorkerHasKeys(sid(), worker=addr, nbytes={key: 5}))
+                continue
             proc = self.processing()
             if not proc:
                 break
