@@ -39,6 +39,7 @@ from taskmill.dashboard import service as dashboard
 from taskmill.dashboard.monitor import SchedulerMonitor
 from taskmill.protocol import Serialized
 from taskmill.server.node import Node, Status
+from taskmill.server.runtime import HeapFreezer
 from taskmill.server.replication import ReplicaRequests
 
 logger = logging.getLogger("taskmill.scheduler")
@@ -73,6 +74,7 @@ class Scheduler(Node):
         # diagnostics (taskmill.dashboard): a cheap recorder, always on; the web
         # dashboard only when ``dashboard_port`` is not None (0: any free port)
         self.monitor = SchedulerMonitor()
+        self.heap_freezer = HeapFreezer()
         self.dashboard_port = dashboard_port
         self.replicas = ReplicaRequests(self)
         self.dashboard: Any = None
@@ -154,6 +156,7 @@ class Scheduler(Node):
             logger.exception("scheduler state machine failed on %s", [type(e).__name__ for e in events])
             self.errors.append(exc)
             return
+        self.heap_freezer.observe(len(self.state.tasks))
         for cmd in commands:
             match cmd:
                 case ev.ComputeTask():
