@@ -16,9 +16,13 @@ one task); such workers sit in the scheduler's ``idle`` index.
 
 **Placement** (:func:`choose_worker`): among workers with a free slot that the
 task may use, the one holding the most bytes of the task's dependencies, ties
-(and tasks without dependencies) broken by lowest occupancy.  Only the idle
-workers, and the holders of the task's dependencies, are looked at: never all
-workers or all tasks.
+(and tasks without dependencies) broken by lowest occupancy.  When no holder
+has a free slot, a busy holder still gets the task (past its slots) if it
+would start there sooner than on an idle worker that must first fetch the
+inputs: queued work against bytes to move.  Root tasks take their queued root
+siblings along when their kind makes big results (``_pull_siblings`` in the
+scheduler).  Only the idle workers, the holders of the task's dependencies and
+a bounded number of siblings are looked at: never all workers or all tasks.
 
 **Queue** (:class:`ReadyQueue` helpers): ready tasks that found no free slot
 wait in a heap ordered by ``TaskRecord.sort_key`` (priority, then submission
@@ -49,6 +53,18 @@ TINY_TASK_SECONDS = 0.005
 UNITS_PER_THREAD = TINY_SATURATION
 NORMAL_COST = UNITS_PER_THREAD // SATURATION
 TINY_COST = UNITS_PER_THREAD // TINY_SATURATION
+
+#: Bandwidth between workers (bytes/s) assumed when weighing a transfer
+#: against waiting for a busy worker that already holds the inputs.
+ASSUMED_BANDWIDTH = 200e6
+#: Duration (seconds) assumed for a task whose kind never finished yet.
+UNKNOWN_DURATION = 0.05
+
+#: A root task whose kind makes results at least this big (bytes, on average)
+#: takes its queued root siblings along to its worker (see ``_pull_siblings``).
+PULL_SIBLINGS_BYTES = 1_000_000
+#: At most this many siblings go along, and only for dependents with at most one more input.
+MAX_PULLED_SIBLINGS = 3
 
 #: When more workers than this have free slots, only this many are compared.
 MAX_IDLE_SCAN = 16
@@ -107,10 +123,14 @@ def choose_worker(
     ts: TaskRecord,
     workers: dict[Address, WorkerRecord],
     idle: dict[WorkerRecord, None],
+    duration: float | None = None,
 ) -> WorkerRecord | None:
     """Where to run ready task ``ts`` now, or None if no allowed worker has a
-    free slot.  ``idle`` is the index of live workers with a free slot."""
+    free slot.  ``idle`` is the index of live workers with a free slot;
+    ``duration`` the estimated duration of tasks of ``ts``'s kind, if known."""
     if not idle:
+        if ts.dependencies and ts.restrictions is None:
+            return _busy_holder_worth_waiting_for(ts, idle, duration)
         return None
     if ts.restrictions is not None:
         allowed: dict[WorkerRecord, None] = {}
@@ -130,9 +150,48 @@ def choose_worker(
         ws = _by_locality(ts, None, idle)
         if ws is not None:
             return ws
+        ws = _busy_holder_worth_waiting_for(ts, idle, duration)
+        if ws is not None:
+            return ws
     if len(idle) <= MAX_IDLE_SCAN:
         return _least_occupied(idle)
     return _least_occupied(islice(idle, MAX_IDLE_SCAN))
+
+
+def _busy_holder_worth_waiting_for(
+    ts: TaskRecord, idle: dict[WorkerRecord, None], duration: float | None
+) -> WorkerRecord | None:
+    """No worker holding ``ts``'s inputs has a free slot.  The holder where
+    ``ts`` would start soonest, if sooner than on the least occupied idle
+    worker (if any), counting the work queued there against the time to move
+    the missing inputs (``missing bytes / ASSUMED_BANDWIDTH``); None when
+    moving is faster.  The task then goes there past its slots, like dask's
+    dependents: only root tasks are held back on the scheduler, and a
+    dependent never outnumbers the inputs that made it ready."""
+    least = _least_occupied(idle if len(idle) <= MAX_IDLE_SCAN else islice(idle, MAX_IDLE_SCAN))
+    per_task = duration if duration is not None else UNKNOWN_DURATION
+    held: dict[WorkerRecord, int] = {}
+    total = 0
+    for dts in ts.dependencies:
+        nb = dts.nbytes if dts.nbytes > 0 else 1
+        total += nb
+        for ws in dts.who_has:
+            if ws.alive and ws.open:
+                held[ws] = held.get(ws, 0) + nb
+    best: WorkerRecord | None = None
+    best_start = (float("inf") if least is None
+                  else _start_estimate(least, total - held.get(least, 0), per_task))
+    for ws, local in held.items():
+        start = _start_estimate(ws, total - local, per_task)
+        if start < best_start:
+            best, best_start = ws, start
+    return best
+
+
+def _start_estimate(ws: WorkerRecord, missing_bytes: int, per_task: float) -> float:
+    """Seconds until a new task could start on ``ws``: its queued work, then
+    moving ``missing_bytes`` there."""
+    return len(ws.processing) / ws.nthreads * per_task + missing_bytes / ASSUMED_BANDWIDTH
 
 
 # --------------------------------------------------------------------------- #

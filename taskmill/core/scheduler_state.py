@@ -541,6 +541,11 @@ class SchedulerState(ReplicaManagement):
                 self.durations[ts.prefix] = 0.5 * old + 0.5 * duration
             elif len(self.durations) < MAX_PREFIXES:
                 self.durations[ts.prefix] = duration
+            old_bytes = self.output_bytes.get(ts.prefix)
+            if old_bytes is not None:
+                self.output_bytes[ts.prefix] = 0.5 * old_bytes + 0.5 * ev.nbytes
+            elif len(self.output_bytes) < MAX_PREFIXES:
+                self.output_bytes[ts.prefix] = ev.nbytes
         self._transition(ts, MEMORY, (ws, ev.nbytes, ev.type_name or ts.type_name, ev.value))
 
     def _on_task_erred(self, ev: TaskErred) -> None:

@@ -37,10 +37,13 @@ key's story: it is a bug in the state machine, never a user error.
 from __future__ import annotations
 
 import heapq
+from itertools import islice
 from collections import deque
 from typing import Any, Callable
 
 from taskmill.core.placement import (
+    MAX_PULLED_SIBLINGS,
+    PULL_SIBLINGS_BYTES,
     QueueEntry,
     choose_worker,
     queue_peek,
@@ -104,6 +107,8 @@ class SchedulerCore:
         self.restricted_waiting: dict[Address, dict[TaskRecord, None]] = {}
         #: task prefix -> exponential average of its duration (seconds)
         self.durations: dict[str, float] = {}
+        #: task prefix -> exponential average of its result's size (bytes)
+        self.output_bytes: dict[str, float] = {}
         #: workers being retired (see ``taskmill.core.scheduler_replicas``)
         self.retiring: dict[WorkerRecord, None] = {}
         #: a replica changed while workers retire: re-check their progress
@@ -616,9 +621,10 @@ class SchedulerCore:
             if top is not None and top.sort_key < ts.sort_key:
                 self._transition(ts, QUEUED)
                 return
-        ws = choose_worker(ts, self.workers, self.idle)
+        ws = choose_worker(ts, self.workers, self.idle, self.durations.get(ts.prefix))
         if ws is not None:
             self._transition(ts, PROCESSING, ws)
+            self._pull_siblings(ts, ws)
         elif strict:
             assert ts.restrictions is not None
             if any(addr in self.workers for addr in ts.restrictions):
@@ -647,6 +653,29 @@ class SchedulerCore:
                 heapq.heappop(rqueue)
                 ts = b
             self._transition(ts, PROCESSING, ws)
+            self._pull_siblings(ts, ws)
+
+    def _pull_siblings(self, ts: TaskRecord, ws: WorkerRecord) -> None:
+        """Root task ``ts`` just went to ``ws``: send its queued root *siblings*
+        (the other inputs of its dependents) along, even past ``ws``'s slots,
+        when tasks of this kind make big results.  The dependent then finds
+        all its inputs on one worker instead of moving one of them (blocks
+        (i, j) and (j, i) of ``x + x.T`` are queued next to each other, but
+        workers freeing slots in turn would split every pair).  Bounded:
+        at most ``MAX_PULLED_SIBLINGS`` tasks, dependents with few inputs only."""
+        if ts.dependencies or not ts.dependents:
+            return
+        if self.output_bytes.get(ts.prefix, 0.0) < PULL_SIBLINGS_BYTES:
+            return
+        pulled = 0
+        for dts in islice(ts.dependents, MAX_PULLED_SIBLINGS):
+            if len(dts.dependencies) > MAX_PULLED_SIBLINGS + 1:
+                continue  # a wide reduction: its inputs move anyway
+            for sts in dts.dependencies:
+                if (sts.state == QUEUED and not sts.dependencies and sts.restrictions is None
+                        and pulled < MAX_PULLED_SIBLINGS):
+                    self._transition(sts, PROCESSING, ws)
+                    pulled += 1
 
 
 def _sort_key(ts: TaskRecord) -> tuple[Any, int]:

@@ -146,6 +146,47 @@ def test_locality_falls_back_when_holder_is_full():
     assert list(placed.values()).count("tcp://b") == 4 - SATURATION
 
 
+def test_big_inputs_wait_for_their_busy_holder():
+    s = Sched("tcp://a", "tcp://b")
+    s(submit([task("big-1", workers=("tcp://a",))], wanted=["big-1"]))
+    s(finished("tcp://a", "big-1", nbytes=100_000_000))
+    s(submit([task(f"busy-{i}", workers=("tcp://a",)) for i in range(SATURATION)],
+             wanted=[f"busy-{i}" for i in range(SATURATION)]))
+    # a is full, b has every slot free, but moving 100 MB costs more than waiting
+    cmds = s(submit([task("f-1", "big-1")], wanted=["f-1"]))
+    assert s.computes(cmds) == {"f-1": "tcp://a"}
+
+
+def test_dependents_go_to_their_holder_when_every_worker_is_full():
+    s = Sched("tcp://a", "tcp://b")
+    s(submit([task("x-1", workers=("tcp://b",))], wanted=["x-1"]))
+    s(finished("tcp://b", "x-1"))
+    roots = [f"r-{i}" for i in range(10)]
+    s(submit([task(r) for r in roots], wanted=roots))  # fills both workers, the rest queue
+    cmds = s(submit([task("y-1", "x-1", priority=(-1,))], wanted=["y-1"]))
+    assert s.computes(cmds) == {"y-1": "tcp://b"}  # not queued behind the roots
+
+
+def test_root_tasks_with_big_results_take_their_siblings_along():
+    s = Sched("tcp://a", "tcp://b")
+    s(submit([task("rs-0")], wanted=["rs-0"]))
+    (addr,) = s.processing().values()
+    s(finished(addr, "rs-0", nbytes=8_000_000))  # rs tasks make big results
+    fill = [f"other-{i}" for i in range(2 * SATURATION)]
+    s(submit([task(k) for k in fill], wanted=fill))  # every slot taken
+    pairs = [("rs-1", "rs-2"), ("rs-3", "rs-4")]
+    tasks = []
+    for i, (p, q) in enumerate(pairs):
+        tasks += [task(p, priority=(i, 0)), task(q, priority=(i, 1)),
+                  task(f"sum-{p}", p, q, priority=(i, 2))]
+    s(submit(tasks, wanted=[f"sum-{p}" for p, _ in pairs]))
+    for key, worker in list(s.processing().items()):
+        s(finished(worker, key, nbytes=8))  # slots free one by one; the pairs go out
+    placed = s.processing()
+    for p, q in pairs:
+        assert placed.get(p) is not None and placed.get(p) == placed.get(q)
+
+
 def test_function_sent_once_per_worker():
     s = Sched(("tcp://a", 8))
     cmds = s(submit([task(f"inc-{i}") for i in range(3)] + [task("dec-1")],
