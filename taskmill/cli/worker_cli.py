@@ -11,6 +11,7 @@ import psutil
 
 from taskmill.cli.common import check_host_is_safe, serve
 from taskmill.comm import normalize_address
+from taskmill.core.resources import parse_resources
 from taskmill.core.units import parse_bytes
 from taskmill.logs import setup_logging
 from taskmill.server.nanny import Nanny
@@ -26,11 +27,15 @@ from taskmill.server.worker import Worker
 @click.option("--no-nanny", is_flag=True, help="Run the worker in this process, without a nanny.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--name", default="", help="A name for the worker (suffixed when --nworkers > 1).")
+@click.option("--resources", default="", show_default=False,
+              help='Abstract resources of each worker, e.g. "GPU=2,MEMORY=10e9"; tasks submitted '
+                   "with resources={...} run only where (and while) enough of them are free.")
 @click.option("--insecure", is_flag=True, help="Allow listening beyond loopback without authentication.")
 @click.option("--log-level", default="INFO", envvar="TASKMILL_LOG_LEVEL", show_default=True,
               help="DEBUG, INFO, WARNING or ERROR (also from $TASKMILL_LOG_LEVEL).")
 def main(scheduler_address: str, nthreads: int | None, nworkers: int, memory_limit: str,
-         no_nanny: bool, host: str, name: str, insecure: bool, log_level: str) -> None:
+         no_nanny: bool, host: str, name: str, resources: str, insecure: bool,
+         log_level: str) -> None:
     """Start workers that connect to the scheduler at SCHEDULER_ADDRESS (host:port)."""
     setup_logging(log_level)
     check_host_is_safe(host, insecure)
@@ -40,6 +45,10 @@ def main(scheduler_address: str, nthreads: int | None, nworkers: int, memory_lim
         raise click.BadParameter(str(exc), param_hint="SCHEDULER_ADDRESS") from None
     if nworkers < 1:
         raise click.BadParameter("must be at least 1", param_hint="--nworkers")
+    try:
+        declared = parse_resources(resources)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--resources") from None
     threads = nthreads or max(1, (os.cpu_count() or 1) // nworkers)
     limit = (psutil.virtual_memory().total // nworkers if memory_limit == "auto"
              else parse_bytes(memory_limit))
@@ -48,7 +57,8 @@ def main(scheduler_address: str, nthreads: int | None, nworkers: int, memory_lim
         nodes: list[Any] = []
         for i in range(nworkers):
             label = f"{name}-{i}" if name and nworkers > 1 else name
-            kwargs = dict(nthreads=threads, memory_limit=limit, host=host, name=label)
+            kwargs = dict(nthreads=threads, memory_limit=limit, host=host, name=label,
+                          resources=declared)
             nodes.append(Worker(address, **kwargs) if no_nanny  # type: ignore[arg-type]
                          else Nanny(address, log_level=log_level, **kwargs))  # type: ignore[arg-type]
         try:

@@ -69,8 +69,9 @@ def graph_of(dsk: Any) -> Mapping[Hashable, Any]:
     return dsk
 
 
-def pack_graph(dsk: Any, *, priority: int, generation: int) -> PackedGraph:
-    """Normalise ``dsk`` and build one wire task per node."""
+def pack_graph(dsk: Any, *, priority: int, generation: int,
+               resources: dict[str, float] | None = None) -> PackedGraph:
+    """Normalise ``dsk`` and build one wire task per node (each needing ``resources``)."""
     from dask._task_spec import Alias, convert_legacy_graph
     from dask.order import order
 
@@ -99,7 +100,7 @@ def pack_graph(dsk: Any, *, priority: int, generation: int) -> PackedGraph:
             if d not in graph:
                 external.add(to_key(d))
         tasks.append([to_key(key), token, serialize(((node, refs), {})), [to_key(d) for d in deps],
-                      [-priority, generation, ranks.get(key, 0)], 0, None, False])
+                      [-priority, generation, ranks.get(key, 0)], 0, None, False, resources])
     return PackedGraph(tasks, {token: func}, external)
 
 

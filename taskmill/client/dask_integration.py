@@ -36,12 +36,15 @@ if TYPE_CHECKING:
 # --------------------------------------------------------------------------- #
 # get / compute / persist
 # --------------------------------------------------------------------------- #
-def submit_graph(executor: Executor, dsk: Any, keys: Sequence[Any], priority: int = 0) -> list[Future]:
+def submit_graph(executor: Executor, dsk: Any, keys: Sequence[Any], priority: int = 0,
+                 resources: dict[str, float] | None = None) -> list[Future]:
     """Submit a dask graph; one Future per key in ``keys`` (a flat list).  Keys
-    the graph uses without defining must be held by futures of this client."""
+    the graph uses without defining must be held by futures of this client;
+    every task needs ``resources`` (checked by the caller)."""
     session = executor.session
     session.check_running()
-    packed = pack_graph(dsk, priority=priority, generation=session.next_generation())
+    packed = pack_graph(dsk, priority=priority, generation=session.next_generation(),
+                        resources=resources)
     wanted = unique(to_key(k) for k in keys)
     funcs = executor._functions_to_send(*next(iter(packed.funcs.items())))
     return session.submit_tasks(packed.tasks, funcs, wanted=wanted)
@@ -70,14 +73,15 @@ def _each_collection(collections: Any, submit: Callable[[Any], Any]) -> tuple[li
 
 
 def compute(executor: Executor, collections: Any, *, sync: bool = False, optimize_graph: bool = True,
-            priority: int = 0) -> Any:
+            priority: int = 0, resources: dict[str, float] | None = None) -> Any:
     """One Future per dask collection (values with ``sync=True``)."""
     from dask._expr import FinalizeCompute
     from dask.base import collections_to_expr
 
     def submit(item: Any) -> Future:
         expr = FinalizeCompute(collections_to_expr([item], optimize_graph)).optimize()
-        return submit_graph(executor, expr, flatten_keys(expr.__dask_keys__()), priority)[0]
+        return submit_graph(executor, expr, flatten_keys(expr.__dask_keys__()), priority,
+                            resources)[0]
 
     out, single = _each_collection(collections, submit)
     if sync:
@@ -86,14 +90,14 @@ def compute(executor: Executor, collections: Any, *, sync: bool = False, optimiz
 
 
 def persist(executor: Executor, collections: Any, *, optimize_graph: bool = True,
-            priority: int = 0) -> Any:
+            priority: int = 0, resources: dict[str, float] | None = None) -> Any:
     """The same collections, backed by data held on the cluster."""
     from dask.base import collections_to_expr
 
     def submit(item: Any) -> Any:
         expr = collections_to_expr([item], optimize_graph).optimize()
         keys = flatten_keys(expr.__dask_keys__())
-        futures = submit_graph(executor, expr, keys, priority)
+        futures = submit_graph(executor, expr, keys, priority, resources)
         rebuild, args = item.__dask_postpersist__()
         return rebuild(dict(zip(keys, futures)), *args)
 

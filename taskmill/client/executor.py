@@ -33,6 +33,7 @@ from taskmill.client.loop_runner import LoopRunner
 from taskmill.client.nested import collect_futures, rebuild
 from taskmill.client.session import Session
 from taskmill.comm import normalize_address
+from taskmill.core.resources import check_resources
 from taskmill.protocol import Serialized, serialize, serialize_function
 
 _live_executors: weakref.WeakSet[Executor] = weakref.WeakSet()
@@ -50,12 +51,18 @@ class Executor:
                  n_workers: int | None = None, threads_per_worker: int | None = None,
                  processes: bool = True, memory_limit: int | str | None = None,
                  timeout: float = 10.0, set_as_default: bool = True,
-                 dashboard_port: int | None = 0) -> None:
+                 dashboard_port: int | None = 0,
+                 resources: dict[str, float] | None = None) -> None:
         self.asynchronous = asynchronous
         self._address = normalize_address(address) if address is not None else None
+        if resources is not None and self._address is not None:
+            raise ValueError("resources= declares what the workers of an embedded cluster have; "
+                             "workers of a running cluster declare theirs with "
+                             "`taskmill-worker ADDRESS --resources \"GPU=2\"`")
         self._cluster_options: dict[str, Any] = dict(
             n_workers=n_workers, threads_per_worker=threads_per_worker, processes=processes,
-            memory_limit=memory_limit, dashboard_port=dashboard_port)
+            memory_limit=memory_limit, dashboard_port=dashboard_port,
+            resources=check_resources(resources, "worker resources", allow_zero=True))
         self._timeout = timeout
         self._set_as_default = set_as_default
         self.cluster: Any = None
@@ -214,35 +221,42 @@ class Executor:
 
         Futures among the arguments (also inside lists, tuples, dicts and
         sets) are dependencies: the function receives their values.
+        ``resources={"GPU": 1}`` runs it only on a worker that declared at
+        least that much, and only while that much is free there (it holds
+        it while it runs).
         """
         return self.submit_call(fn, args, kwargs, key=key, pure=pure, workers=workers,
                                 allow_other_workers=allow_other_workers, retries=retries,
-                                priority=priority)
+                                priority=priority, resources=resources)
 
     def submit_call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], *,
                     key: str | None = None, pure: bool = True,
                     workers: str | Iterable[str] | None = None, allow_other_workers: bool = False,
-                    retries: int = 0, priority: int = 0) -> Future:
+                    retries: int = 0, priority: int = 0,
+                    resources: dict[str, float] | None = None) -> Future:
         """``submit`` with the call's keyword arguments kept apart from the
         options, so a function may take keywords named like them."""
         session = self.session
         session.check_running()
+        needs = task_resources(resources)
         token, func = self._serialize_function(fn)
         call = pack_call(fn, token, args, kwargs, pure=pure, key=key, is_future=self._is_future, found={})
         generation = session.next_generation()
         task = [call.key, token, call.args, list(call.dependencies), [-priority, generation, 0],
-                retries, _worker_list(workers), allow_other_workers]
+                retries, _worker_list(workers), allow_other_workers, needs]
         return session.submit_tasks([task], self._functions_to_send(token, func))[0]
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], key: str | list[str] | None = None,
             pure: bool = True, workers: str | Iterable[str] | None = None,
             allow_other_workers: bool = False, retries: int = 0, priority: int = 0,
             resources: dict[str, float] | None = None, **kwargs: Any) -> list[Future]:
-        """Submit ``fn`` over each element of the iterables; returns a list of Futures."""
+        """Submit ``fn`` over each element of the iterables; returns a list of
+        Futures.  The options apply to every call (see ``submit``)."""
         session = self.session
         session.check_running()
         if not iterables:
             raise TypeError("map needs at least one iterable")
+        needs = task_resources(resources)
         token, func = self._serialize_function(fn)
         calls = list(zip(*iterables))
         if isinstance(key, (list, tuple)):
@@ -259,7 +273,7 @@ class Executor:
         for i, (args, k) in enumerate(zip(calls, keys)):
             call = pack_call(fn, token, args, kwargs, pure=pure, key=k, is_future=self._is_future, found={})
             tasks.append([call.key, token, call.args, list(call.dependencies), [-priority, generation, i],
-                          retries, restrictions, allow_other_workers])
+                          retries, restrictions, allow_other_workers, needs])
         return session.submit_tasks(tasks, self._functions_to_send(token, func))
 
     # ------------------------------------------------------------------ #
@@ -465,20 +479,24 @@ class Executor:
         return dask_integration.get(self, dsk, keys, **kwargs)
 
     def compute(self, collections: Any, sync: bool = False, optimize_graph: bool = True,
-                priority: int = 0) -> Any:
+                priority: int = 0, resources: dict[str, float] | None = None) -> Any:
         """Start computing dask collections: a Future for each (a list for a
-        list); ``sync=True`` waits and returns the values."""
+        list); ``sync=True`` waits and returns the values.  ``resources``
+        applies to every task of the graphs (see ``submit``)."""
         from taskmill.client import dask_integration
 
         return dask_integration.compute(self, collections, sync=sync,
-                                        optimize_graph=optimize_graph, priority=priority)
+                                        optimize_graph=optimize_graph, priority=priority,
+                                        resources=task_resources(resources))
 
-    def persist(self, collections: Any, optimize_graph: bool = True, priority: int = 0) -> Any:
-        """The same collections, backed by data computed and held on the cluster."""
+    def persist(self, collections: Any, optimize_graph: bool = True, priority: int = 0,
+                resources: dict[str, float] | None = None) -> Any:
+        """The same collections, backed by data computed and held on the
+        cluster.  ``resources`` applies to every task (see ``submit``)."""
         from taskmill.client import dask_integration
 
         return dask_integration.persist(self, collections, optimize_graph=optimize_graph,
-                                        priority=priority)
+                                        priority=priority, resources=task_resources(resources))
 
     def concurrent_executor(self) -> Any:
         """A strict ``concurrent.futures.Executor`` view over this cluster."""
@@ -505,6 +523,12 @@ def dask_future_class() -> type[Future]:
     from taskmill.client.dask_future import DaskFuture
 
     return DaskFuture
+
+
+def task_resources(resources: dict[str, float] | None) -> dict[str, float] | None:
+    """A task's resource requirement as it travels (None: none), checked
+    here so a bad one fails in the caller's thread."""
+    return check_resources(resources, "task resources") or None
 
 
 def _worker_list(workers: str | Iterable[str] | None) -> list[str] | None:

@@ -43,7 +43,8 @@ class LocalCluster:
     def __init__(self, n_workers: int | None = None, threads_per_worker: int | None = None,
                  processes: bool = True, memory_limit: int | str | None = None,
                  host: str = "127.0.0.1", scheduler_port: int = 0,
-                 startup_timeout: float = 60.0, dashboard_port: int | None = 0) -> None:
+                 startup_timeout: float = 60.0, dashboard_port: int | None = 0,
+                 resources: dict[str, float] | None = None) -> None:
         self.n_workers, self.threads_per_worker = default_sizing(n_workers, threads_per_worker, processes)
         self.processes = processes
         total = psutil.virtual_memory().total
@@ -54,6 +55,8 @@ class LocalCluster:
         self.startup_timeout = startup_timeout
         #: the scheduler's web dashboard: 0 = any free port, None = off
         self.dashboard_port = dashboard_port
+        #: abstract resources each worker declares, e.g. {"GPU": 1}
+        self.resources = dict(resources or {})
         self.scheduler: Scheduler | None = None
         self.workers: list[Any] = []
 
@@ -78,7 +81,7 @@ class LocalCluster:
 
     def _make_worker(self, i: int) -> Any:
         kwargs = dict(nthreads=self.threads_per_worker, memory_limit=self.memory_limit,
-                      host=self.host, name=f"local-{i}")
+                      host=self.host, name=f"local-{i}", resources=self.resources)
         if self.processes:
             return Nanny(self.scheduler_address, **kwargs)  # type: ignore[arg-type]
         return Worker(self.scheduler_address, **kwargs)  # type: ignore[arg-type]

@@ -46,6 +46,8 @@ class NewTask:
     retries: int = 0
     workers: tuple[Address, ...] | None = None  # restrictions
     allow_other_workers: bool = False
+    #: abstract resources it holds while it runs, e.g. {"GPU": 1} (always strict)
+    resources: dict[str, float] | None = None
 
 
 # --------------------------------------------------------------------------- #
@@ -136,6 +138,8 @@ class WorkerJoined(SchedulerEvent):
     now: float
     nanny: Address | None = None
     name: str = ""
+    #: abstract resources it declares, e.g. {"GPU": 2}
+    resources: dict[str, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +317,16 @@ class ReportLost(SchedulerCommand):
 @dataclass(frozen=True, slots=True)
 class ReportCancelled(SchedulerCommand):
     client: str
+    key: Key
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStalled(SchedulerCommand):
+    """``key`` waits in no-worker because no live worker could ever run it
+    (``reason``, e.g. the resources it needs that no worker declares); it
+    runs when such a worker joins.  The shell logs a warning."""
+
     key: Key
     reason: str
 

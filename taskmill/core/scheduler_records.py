@@ -31,6 +31,8 @@ Invariants (checked by ``taskmill.core.scheduler_validate``):
   only for tasks in memory, never for a holder.
 * ``ws in idle``  <=>  ``ws.used < ws.capacity`` and ``ws`` is neither paused
   nor retiring.
+* ``ws.resources_used`` is the sum of ``resources`` of ``ws.processing`` and
+  never exceeds ``ws.resources`` (see ``taskmill.core.scheduler_resources``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from taskmill.core.resources import ResourceSpec
 from taskmill.core.scheduler_events import Address, Key, Priority, RunSpec
 
 # --------------------------------------------------------------------------- #
@@ -108,6 +111,7 @@ class TaskRecord:
         "retries",
         "restrictions",
         "loose",
+        "resources",
         "state",
         "dependencies",
         "dependents",
@@ -135,6 +139,7 @@ class TaskRecord:
         retries: int = 0,
         restrictions: frozenset[Address] | None = None,
         loose: bool = False,
+        resources: ResourceSpec | None = None,
     ) -> None:
         self.key = key
         self.prefix = key_prefix(key)
@@ -147,6 +152,8 @@ class TaskRecord:
         self.retries = retries
         self.restrictions = restrictions
         self.loose = loose
+        #: abstract resources it holds on its worker while processing
+        self.resources = resources
         self.state = RELEASED
         self.dependencies: dict[TaskRecord, None] = {}
         self.dependents: dict[TaskRecord, None] = {}
@@ -196,6 +203,8 @@ class WorkerRecord:
         "paused",
         "retiring",
         "acquiring",
+        "resources",
+        "resources_used",
     )
 
     def __init__(
@@ -207,6 +216,7 @@ class WorkerRecord:
         nanny: Address | None = None,
         name: str = "",
         now: float = 0.0,
+        resources: dict[str, float] | None = None,
     ) -> None:
         self.address = address
         self.nthreads = nthreads
@@ -233,6 +243,9 @@ class WorkerRecord:
         self.retiring = False
         #: tasks it was told to fetch a copy of (see ``TaskRecord.acquiring_on``)
         self.acquiring: dict[TaskRecord, None] = {}
+        #: abstract resources it declared (totals), and those its processing tasks hold
+        self.resources: dict[str, float] = resources or {}
+        self.resources_used: dict[str, float] = {}
 
     @property
     def open(self) -> bool:

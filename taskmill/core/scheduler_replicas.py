@@ -270,6 +270,8 @@ class ReplicaManagement(SchedulerCore):
             assert ts.restrictions is not None
             if ts.state == QUEUED and not any(a in self.workers for a in ts.restrictions):
                 self._transition(ts, NO_WORKER)
+        for ts in self.resource_index.remove_worker(ws, self.workers):
+            self._transition(ts, NO_WORKER)  # no live worker declares enough any more
         ws.restricted_queue.clear()
 
     def _lost(self, ts: TaskRecord, reason: str) -> None:

@@ -58,6 +58,11 @@ Decisions the shell relies on
   only there; with no allowed worker alive the task is ``no-worker`` until
   one joins.  With ``allow_other_workers=True`` the allowed workers are
   preferred when they have a free slot.
+* **Resources** (``NewTask.resources``, ``WorkerJoined.resources``): a task
+  runs only on a worker declaring enough, while enough is free there; it
+  waits ``queued`` while they are busy and ``no-worker`` (with a
+  ``TaskStalled`` warning and a story entry saying what is missing) while no
+  live worker declares enough.  See ``taskmill.core.scheduler_resources``.
 * Unknown workers, unknown keys, duplicate or stale events are ignored with a
   story entry, never an exception.  An unknown event *type* raises TypeError.
 * Commands of one ``handle`` call come out in causal order; a ``FreeKeys``
@@ -70,6 +75,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 
 from taskmill.core.placement import queue_push, worker_capacity
+from taskmill.core.resources import resource_spec
 from taskmill.core.scheduler_events import (
     Address,
     CancelRequested,
@@ -235,6 +241,8 @@ class SchedulerState(ReplicaManagement):
                 "last_seen": ws.last_seen,
                 "paused": ws.paused,
                 "retiring": ws.retiring,
+                "resources": dict(ws.resources),
+                "resources_used": dict(ws.resources_used),
             }
             for a, ws in self.workers.items()
         }
@@ -337,6 +345,7 @@ class SchedulerState(ReplicaManagement):
                 nt.retries,
                 frozenset(nt.workers) if nt.workers is not None else None,
                 nt.allow_other_workers,
+                resource_spec(nt.resources),
             )
         self.tasks[key] = ts
         self._log(key, FORGOTTEN, RELEASED, "new")
@@ -356,12 +365,14 @@ class SchedulerState(ReplicaManagement):
             ts.run_spec = None
             ts.restrictions = None
             ts.loose = False
+            ts.resources = None
         else:
             ts.run_spec = nt.run_spec
             ts.priority = nt.priority
             ts.retries = nt.retries
             ts.restrictions = frozenset(nt.workers) if nt.workers is not None else None
             ts.loose = nt.allow_other_workers
+            ts.resources = resource_spec(nt.resources)
         ts.sort_key = (ts.priority, ts.seq)
         for client in ts.who_wants:
             ts.who_wants[client] = ""  # the new attempt's outcome is news to all
@@ -506,12 +517,14 @@ class SchedulerState(ReplicaManagement):
             ws.has_what.clear()
             ws.acquiring.clear()
             ws.restricted_queue.clear()
+            ws.resources_used.clear()
             ws.used = 0
             ws.nbytes = 0
             if ws.open:
                 self.idle[ws] = None
         self.queue.clear()
         self.restricted_waiting.clear()
+        self.resource_index.clear_tasks()
         self._recs.clear()
         self._ready.clear()
         self._freed.clear()
@@ -581,10 +594,12 @@ class SchedulerState(ReplicaManagement):
             ev.nanny,
             ev.name,
             ev.now,
+            dict(ev.resources or {}),
         )
         self.workers[ev.worker] = ws
         self.idle[ws] = None
         self._freed[ws] = None
+        self._ready.extend(self.resource_index.add_worker(ws))
         for ts in self.restricted_waiting.get(ev.worker, ()):
             if ts.state == NO_WORKER:
                 self._ready.append(ts)

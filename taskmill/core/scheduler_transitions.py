@@ -59,6 +59,7 @@ from taskmill.core.scheduler_events import (
     ReportInMemory,
     ReportLost,
     SchedulerCommand,
+    TaskStalled,
 )
 from taskmill.core.scheduler_records import (
     ACTIVE_STATES,
@@ -77,6 +78,7 @@ from taskmill.core.scheduler_records import (
     TaskRecord,
     WorkerRecord,
 )
+from taskmill.core.scheduler_resources import ResourceIndex, acquire, release
 
 #: Recommendation kinds (besides target states).
 CHECK = "check"
@@ -105,6 +107,9 @@ class SchedulerCore:
         #: address -> strictly restricted tasks allowed there that are queued
         #: or no-worker (so a worker joining at that address finds them)
         self.restricted_waiting: dict[Address, dict[TaskRecord, None]] = {}
+        #: workers by declared resource; queued/no-worker tasks needing resources
+        #: (``taskmill.core.scheduler_resources``)
+        self.resource_index = ResourceIndex()
         #: task prefix -> exponential average of its duration (seconds)
         self.durations: dict[str, float] = {}
         #: task prefix -> exponential average of its result's size (bytes)
@@ -311,6 +316,8 @@ class SchedulerCore:
         del ws.processing[ts]
         ws.used -= ts.slot_cost
         ts.slot_cost = 0
+        if ts.resources is not None:
+            release(ws, ts.resources)
         ts.processing_on = None
         if ws.alive and ws.used < ws.capacity and ws.open:
             self.idle[ws] = None
@@ -335,7 +342,10 @@ class SchedulerCore:
                 tasks[ts] = None
 
     def _unindex_restricted(self, ts: TaskRecord) -> None:
-        """``ts`` leaves queued/no-worker: drop it from the restriction index."""
+        """``ts`` leaves queued/no-worker: drop it from the restriction (or resource) index."""
+        if ts.resources is not None:
+            self.resource_index.unindex(ts)
+            return
         if ts.restrictions is None or ts.loose:
             return
         for addr in ts.restrictions:
@@ -428,6 +438,8 @@ class SchedulerCore:
         ts.slot_cost = cost
         ws.used += cost
         ws.processing[ts] = None
+        if ts.resources is not None:
+            acquire(ws, ts.resources)
         if ws.used >= ws.capacity:
             self.idle.pop(ws, None)
         if ws in self._pending_free:
@@ -466,7 +478,9 @@ class SchedulerCore:
         heaps of the live workers a strictly restricted task may use."""
         ts.state = QUEUED
         ts.queue_epoch += 1
-        if ts.restrictions is not None and not ts.loose:
+        if ts.resources is not None:
+            self.resource_index.enqueue(ts)
+        elif ts.restrictions is not None and not ts.loose:
             self._index_restricted(ts)
             for addr in ts.restrictions:
                 ws = self.workers.get(addr)
@@ -476,8 +490,14 @@ class SchedulerCore:
             heapq.heappush(self.queue, (ts.sort_key, ts.queue_epoch, ts))
 
     def _to_no_worker(self, ts: TaskRecord, _: Any) -> None:
+        if ts.resources is not None:
+            why, first = self.resource_index.stall(ts, self.workers)
+            self._log(ts.key, ts.state, NO_WORKER, why)
+            if first:
+                self._cmds.append(TaskStalled(self._stimulus_id, ts.key, why))
+        else:
+            self._index_restricted(ts)
         ts.state = NO_WORKER
-        self._index_restricted(ts)
 
     def _active_released(self, ts: TaskRecord, _: Any) -> None:
         """waiting/queued/no-worker/processing -> released (stop computing)."""
@@ -615,6 +635,9 @@ class SchedulerCore:
                     self._fill(ws)
 
     def _schedule(self, ts: TaskRecord) -> None:
+        if ts.resources is not None:
+            self._schedule_with_resources(ts)
+            return
         strict = ts.restrictions is not None and not ts.loose
         if not strict and self.queue:
             top = queue_peek(self.queue)
@@ -634,24 +657,38 @@ class SchedulerCore:
         else:
             self._transition(ts, QUEUED)
 
+    def _schedule_with_resources(self, ts: TaskRecord) -> None:
+        """Run ``ts`` where its resources are free now, else queue it while
+        some live worker declares enough, else no-worker."""
+        ws = self.resource_index.choose(ts, self.workers, self.idle)
+        if ws is not None:
+            self._transition(ts, PROCESSING, ws)
+        elif self.resource_index.able(ts, self.workers):
+            self._transition(ts, QUEUED)
+        else:
+            self._transition(ts, NO_WORKER)
+
     def _fill(self, ws: WorkerRecord) -> None:
-        """Give ``ws`` queued tasks until its slots are full."""
+        """Give ``ws`` queued tasks until its slots are full: the best of the
+        shared queue, its restricted queue and the resource groups it can
+        serve now."""
         queue = self.queue
         rqueue = ws.restricted_queue
+        resource_index = self.resource_index
         while ws.used < ws.capacity:
             a = queue_peek(queue) if queue else None
             b = queue_peek(rqueue) if rqueue else None
-            if a is None:
-                if b is None:
-                    return
-                heapq.heappop(rqueue)
-                ts = b
-            elif b is None or a.sort_key <= b.sort_key:
-                heapq.heappop(queue)
-                ts = a
+            if a is None or (b is not None and b.sort_key < a.sort_key):
+                ts, heap = b, rqueue
             else:
-                heapq.heappop(rqueue)
-                ts = b
+                ts, heap = a, queue
+            if ws.resources and resource_index.groups:
+                c = resource_index.best_for(ws)
+                if c is not None and (ts is None or c[1].sort_key < ts.sort_key):
+                    heap, ts = c
+            if ts is None:
+                return
+            heapq.heappop(heap)
             self._transition(ts, PROCESSING, ws)
             self._pull_siblings(ts, ws)
 
@@ -673,7 +710,7 @@ class SchedulerCore:
                 continue  # a wide reduction: its inputs move anyway
             for sts in dts.dependencies:
                 if (sts.state == QUEUED and not sts.dependencies and sts.restrictions is None
-                        and pulled < MAX_PULLED_SIBLINGS):
+                        and sts.resources is None and pulled < MAX_PULLED_SIBLINGS):
                     self._transition(sts, PROCESSING, ws)
                     pulled += 1
 

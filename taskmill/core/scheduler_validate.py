@@ -28,6 +28,7 @@ from taskmill.core.scheduler_records import (
     WAITING,
     TaskRecord,
 )
+from taskmill.core.scheduler_resources import ResourceGroup
 
 if TYPE_CHECKING:
     from taskmill.core.scheduler_transitions import SchedulerCore
@@ -42,7 +43,8 @@ def _fail(state: SchedulerCore, ts: TaskRecord | None, msg: str) -> None:
     )
 
 
-def _check_task(state: SchedulerCore, ts: TaskRecord, queued_live: set[TaskRecord]) -> None:
+def _check_task(state: SchedulerCore, ts: TaskRecord, queued_live: set[TaskRecord],
+                resource_queued: dict[TaskRecord, ResourceGroup]) -> None:
     s = ts.state
     if s not in ALL_STATES or s == FORGOTTEN:
         _fail(state, ts, f"bad state {s!r}")
@@ -91,7 +93,11 @@ def _check_task(state: SchedulerCore, ts: TaskRecord, queued_live: set[TaskRecor
         _fail(state, ts, "processing_on set outside processing")
     if s == WAITING and not ts.waiting_on:
         _fail(state, ts, "waiting on nothing (should have been scheduled)")
-    strict = ts.restrictions is not None and not ts.loose
+    if ts.resources is not None:  # queued/no-worker by its resource group, not restrictions
+        problem = state.resource_index.task_problem(ts, state.workers, state.idle, resource_queued)
+        if problem:
+            _fail(state, ts, problem)
+    strict = ts.restrictions is not None and not ts.loose and ts.resources is None
     if strict and s in (QUEUED, NO_WORKER):
         assert ts.restrictions is not None
         for addr in ts.restrictions:
@@ -116,9 +122,9 @@ def _check_task(state: SchedulerCore, ts: TaskRecord, queued_live: set[TaskRecor
                 rws = state.workers.get(addr)
                 if rws is not None and rws in state.idle:
                     _fail(state, ts, f"queued while allowed worker {addr} has a free slot")
-        elif state.idle:
+        elif state.idle and ts.resources is None:
             _fail(state, ts, "queued while a worker has a free slot")
-    if s == NO_WORKER:
+    if s == NO_WORKER and ts.resources is None:
         if not strict:
             _fail(state, ts, "no-worker without strict restrictions")
         assert ts.restrictions is not None
@@ -154,10 +160,12 @@ def validate_state(state: SchedulerCore) -> None:
     queued_live: set[TaskRecord] = set(queue_live(state.queue))
     for ws in state.workers.values():
         queued_live.update(queue_live(ws.restricted_queue))
+    resource_queued = state.resource_index.live_queued()
+    queued_live.update(resource_queued)
     for key, ts in state.tasks.items():
         if ts.key != key:
             _fail(state, ts, f"stored under {key!r}")
-        _check_task(state, ts, queued_live)
+        _check_task(state, ts, queued_live, resource_queued)
     for addr, ws in state.workers.items():
         if ws.address != addr or not ws.alive:
             _fail(state, None, f"worker record {addr} is wrong or dead")
@@ -168,6 +176,9 @@ def validate_state(state: SchedulerCore) -> None:
                 _fail(state, ts, f"in processing of {addr} but not processing there")
         if used != ws.used:
             _fail(state, None, f"worker {addr}: used={ws.used} but tasks cost {used}")
+        problem = state.resource_index.worker_problem(ws)
+        if problem:
+            _fail(state, None, f"worker {addr}: {problem}")
         if (ws.used < ws.capacity and ws.open) != (ws in state.idle):
             _fail(state, None, f"worker {addr}: idle index wrong (used={ws.used}, "
                   f"paused={ws.paused}, retiring={ws.retiring})")
@@ -188,8 +199,12 @@ def validate_state(state: SchedulerCore) -> None:
             _fail(state, None, f"dead worker {ws.address} in idle index")
     for addr, tasks in state.restricted_waiting.items():
         for ts in tasks:
-            if ts.state not in (QUEUED, NO_WORKER) or ts.restrictions is None or ts.loose:
+            if (ts.state not in (QUEUED, NO_WORKER) or ts.restrictions is None or ts.loose
+                    or ts.resources is not None):
                 _fail(state, ts, f"indexed as restricted-waiting under {addr}")
+    problem = state.resource_index.index_problem(state.workers)
+    if problem:
+        _fail(state, None, problem)
     for client, cs in state.clients.items():
         for ts in cs.wants:
             if state.tasks.get(ts.key) is not ts or client not in ts.who_wants:

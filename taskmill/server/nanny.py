@@ -37,6 +37,7 @@ from typing import Any
 import psutil
 
 from taskmill import timeouts
+from taskmill.core.resources import check_resources
 from taskmill.server.memory import MALLOC_ENV, MemoryThresholds, memory_exceeded_reason
 from taskmill.server.node import Node, Status
 
@@ -62,10 +63,13 @@ class Nanny(Node):
     def __init__(self, scheduler_address: str, *, nthreads: int = 1, memory_limit: int = 0,
                  host: str = "127.0.0.1", port: int = 0, worker_port: int = 0, name: str = "",
                  log_level: str | None = None,
-                 memory_thresholds: MemoryThresholds | None = None) -> None:
+                 memory_thresholds: MemoryThresholds | None = None,
+                 resources: dict[str, float] | None = None) -> None:
         super().__init__(name or "nanny")
         self.scheduler_address = scheduler_address
         self.nthreads = nthreads
+        #: abstract resources its worker declares (passed on the command line)
+        self.resources = check_resources(resources, "worker resources", allow_zero=True)
         self.memory_limit = memory_limit
         self.host, self.port, self.worker_port = host, port, worker_port
         self.worker_name = name
@@ -105,6 +109,7 @@ class Nanny(Node):
                 "--port", str(self.worker_port), "--nanny", self.address,
                 "--name", self.worker_name, "--ready-fd", str(write_fd), "--watch-stdin",
                 "--log-level", self.log_level, "--local-directory", self._worker_dir,
+                "--resources", ",".join(f"{k}={v!r}" for k, v in self.resources.items()),
                 stdin=asyncio.subprocess.PIPE, pass_fds=(write_fd,),
                 env={**MALLOC_ENV, **os.environ},
             )

@@ -34,6 +34,7 @@ from taskmill import timeouts
 from taskmill.client.waiting import FIRE_AND_FORGET
 from taskmill.comm import BatchedSend, CommClosedError
 from taskmill.core import scheduler_events as ev
+from taskmill.core.resources import check_resources, format_resources
 from taskmill.core.scheduler_state import SchedulerState
 from taskmill.dashboard import service as dashboard
 from taskmill.dashboard.monitor import SchedulerMonitor
@@ -196,6 +197,10 @@ class Scheduler(Node):
                     to_workers.setdefault(cmd.worker, []).append(self.replicas.retired(cmd))
                 case ev.RetirementAborted():
                     self.replicas.aborted(cmd)
+                case ev.TaskStalled():
+                    logger.warning("task %r waits for a worker: it %s; it runs when such a worker "
+                                   "joins (other tasks needing the same are not logged again)",
+                                   cmd.key, cmd.reason)
                 case _:
                     raise TypeError(f"scheduler shell cannot run {cmd!r}")
         for worker, msgs in to_workers.items():
@@ -270,8 +275,9 @@ class Scheduler(Node):
             ev.NewTask(key=key, run_spec=ev.RunSpec(token, functions.get(token), args),
                        dependencies=tuple(deps), priority=tuple(priority), retries=retries,
                        workers=tuple(workers) if workers else None,
-                       allow_other_workers=allow_other)
-            for key, token, args, deps, priority, retries, workers, allow_other in tasks
+                       allow_other_workers=allow_other,
+                       resources=check_resources(resources, "task resources") or None)
+            for key, token, args, deps, priority, retries, workers, allow_other, resources in tasks
         )
         return ev.GraphSubmitted(sid, client, new, tuple(wanted), time.time())
 
@@ -284,18 +290,25 @@ class Scheduler(Node):
     # Workers
     # ------------------------------------------------------------------ #
     async def _register_worker(self, comm: Any, address: str, nthreads: int, memory_limit: int,
-                               nanny: str | None = None, name: str = "", pid: int = 0) -> None:
+                               nanny: str | None = None, name: str = "", pid: int = 0,
+                               resources: dict[str, float] | None = None) -> None:
         if address in self.worker_streams:
             await comm.write({"status": "error", "text": f"a worker at {address} is already registered"})
+            return
+        try:
+            resources = check_resources(resources, "worker resources", allow_zero=True)
+        except (TypeError, ValueError) as exc:
+            await comm.write({"status": "error", "text": str(exc)})
             return
         await comm.write({"status": "OK", "files": self.uploads})
         self.worker_streams[address] = BatchedSend(comm)
         self.worker_comms[address] = comm
         self.worker_extra[address] = {"pid": pid, "last_seen": time.monotonic(), "memory": 0}
         self._exit_reported[address] = asyncio.Event()
-        logger.info("worker %s joined (%d threads, name %s)", address, nthreads, name or "-")
+        logger.info("worker %s joined (%d threads, name %s%s)", address, nthreads, name or "-",
+                    f", resources {format_resources(resources)}" if resources else "")
         self._handle(ev.WorkerJoined(self._sid("worker-joined"), address, nthreads, memory_limit,
-                                     time.time(), nanny, name))
+                                     time.time(), nanny, name, resources))
         await self._notify_workers_changed()
         reason = "its connection closed"
         try:

@@ -39,6 +39,7 @@ import psutil
 from taskmill import timeouts
 from taskmill.comm import BatchedSend, CommClosedError, connect
 from taskmill.core import worker_events as ev
+from taskmill.core.resources import check_resources
 from taskmill.core.worker_state import WorkerState
 from taskmill.protocol import Serialized, serialize
 from taskmill.server.data_store import DataStore
@@ -58,10 +59,14 @@ class Worker(Node):
                  host: str = "127.0.0.1", port: int = 0, nanny: str | None = None, name: str = "",
                  heartbeat_interval: float = 1.0, reconnect_timeout: float = 30.0,
                  local_directory: str | None = None, validate: bool = False,
-                 memory_thresholds: MemoryThresholds | None = None) -> None:
+                 memory_thresholds: MemoryThresholds | None = None,
+                 resources: dict[str, float] | None = None) -> None:
         super().__init__(name or "worker")
         self.scheduler_address = scheduler_address
         self.nthreads = nthreads
+        #: abstract resources declared to the scheduler (e.g. {"GPU": 2}), which
+        #: sends tasks needing them only while enough are free here
+        self.resources = check_resources(resources, "worker resources", allow_zero=True)
         self.memory_limit = memory_limit
         self.host, self.port = host, port
         self.nanny = nanny
@@ -119,6 +124,7 @@ class Worker(Node):
             "op": "register-worker", "reply": False, "address": self.address,
             "nthreads": self.nthreads, "memory_limit": self.memory_limit,
             "nanny": self.nanny, "name": self.name, "pid": os.getpid(),
+            "resources": self.resources,
         })
         try:
             reply = await asyncio.wait_for(comm.read(), timeouts.REQUEST.get())

@@ -18,6 +18,7 @@ import signal
 import sys
 
 from taskmill.comm.eventloop import new_event_loop
+from taskmill.core.resources import parse_resources
 from taskmill.logs import setup_logging
 from taskmill.server.process_guard import die_with_parent, exit_when_pipe_closes
 from taskmill.server.runtime import tune_gc
@@ -34,6 +35,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--nanny", default=None)
     p.add_argument("--name", default="")
+    p.add_argument("--resources", default="", type=parse_resources)  # "GPU=2,MEMORY=10e9"
     p.add_argument("--ready-fd", type=int, default=None)
     p.add_argument("--watch-stdin", action="store_true")
     p.add_argument("--local-directory", default=None)  # uploads, spilled data
@@ -44,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 async def run_worker(args: argparse.Namespace) -> None:
     worker = Worker(args.scheduler, nthreads=args.nthreads, memory_limit=args.memory_limit,
                     host=args.host, port=args.port, nanny=args.nanny, name=args.name,
-                    local_directory=args.local_directory)
+                    local_directory=args.local_directory, resources=args.resources)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.close_gracefully()))

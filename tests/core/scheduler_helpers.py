@@ -44,6 +44,7 @@ def task(
     retries: int = 0,
     workers: tuple[str, ...] | None = None,
     allow_other_workers: bool = False,
+    resources: dict[str, float] | None = None,
 ) -> NewTask:
     """A NewTask whose function token is the key's prefix (or ``func``)."""
     token = func if func is not None else key.rpartition("-")[0] or key
@@ -55,6 +56,7 @@ def task(
         retries=retries,
         workers=workers,
         allow_other_workers=allow_other_workers,
+        resources=resources,
     )
 
 
@@ -62,8 +64,10 @@ def submit(tasks: Iterable[NewTask], wanted: Iterable[str] = (), client: str = "
     return GraphSubmitted(sid(), client=client, tasks=tuple(tasks), wanted=tuple(wanted))
 
 
-def join(addr: str, nthreads: int = 1, memory_limit: int = 2**30) -> WorkerJoined:
-    return WorkerJoined(sid(), worker=addr, nthreads=nthreads, memory_limit=memory_limit, now=0.0)
+def join(addr: str, nthreads: int = 1, memory_limit: int = 2**30,
+         resources: dict[str, float] | None = None) -> WorkerJoined:
+    return WorkerJoined(sid(), worker=addr, nthreads=nthreads, memory_limit=memory_limit, now=0.0,
+                        resources=resources)
 
 
 def leave(addr: str, reason: str = "connection closed") -> WorkerLeft:

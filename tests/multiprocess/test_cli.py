@@ -126,3 +126,35 @@ def test_embedded_cluster_leaves_no_process_when_program_is_killed(tmp_path: obj
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def gpu_step(x: int) -> int:
+    time.sleep(0.05)
+    return x * 10
+
+
+def test_worker_resources_from_the_command_line_reach_the_scheduler() -> None:
+    with running("taskmill-scheduler", "--port", "0") as sched:
+        address = start_scheduler(sched)
+        with running("taskmill-worker", address, "--nthreads", "2",
+                     "--resources", "GPU=2,MEMORY=10e9") as w1, \
+                running("taskmill-worker", address, "--nthreads", "1", "--no-nanny") as w2:
+            gpu_address = w1.wait_for_line(r"worker listening at (tcp://\S+)").group(1)
+            w2.wait_for_line(r"registered with scheduler")
+            sched.wait_for_line(r"worker " + gpu_address + r" joined .*resources GPU=2, MEMORY=1e\+10")
+            with Executor(address) as e:
+                wait_for(lambda: len(e.nthreads()) == 2, timeout=30, message="two workers")
+                workers = e.scheduler_info()["workers"]
+                assert workers[gpu_address]["resources"] == {"GPU": 2.0, "MEMORY": 1e10}
+                (other,) = set(workers) - {gpu_address}
+                assert workers[other]["resources"] == {}
+                futures = e.map(gpu_step, range(6), resources={"GPU": 1, "MEMORY": 4e9})
+                assert e.gather(futures) == [x * 10 for x in range(6)]
+                assert {w for ws in e.who_has(futures).values() for w in ws} == {gpu_address}
+
+
+def test_malformed_worker_resources_fail_clearly() -> None:
+    out = subprocess.run([os.path.join(BIN, "taskmill-worker"), "127.0.0.1:8786", "--resources", "GPU:2"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+    assert "--resources" in out.stderr and "expected NAME=AMOUNT" in out.stderr, out.stderr
