@@ -1,33 +1,46 @@
 """The dashboard web app: aiohttp on the scheduler's own event loop.
 
-Pages are static HTML + JS shipped in ``taskmill/dashboard/static``; they
-poll small JSON endpoints (``/api/...``) about once a second, so the
-scheduler does dashboard work only while a page is open.  Handlers only read
-the scheduler (through :mod:`taskmill.dashboard.views`), never change it.
+Pages are static HTML + JS shipped in ``taskmill/dashboard/static``.  The
+status and workers pages receive their updates by push: server-sent events
+(``/api/status/events``, ``/api/workers/events``; the browser's
+``EventSource`` reconnects by itself and resumes the task stream from the
+last event id).  Each open page gets at most one update per
+:data:`~taskmill.dashboard.feed.TICK` and only when something changed; the
+messages are built once and shared (:mod:`taskmill.dashboard.feed`), so the
+scheduler does dashboard work only while a page is open, and little of it.
+The task page polls ``/api/task`` every two seconds.  Handlers only read the
+scheduler (through :mod:`taskmill.dashboard.views`), never change it.
 
 Routes: ``/status`` (task stream, progress, memory), ``/workers``,
-``/task/<key>`` (a key's story), ``/metrics`` (Prometheus), ``/api/*`` (JSON),
-``/static/*``.
+``/task/<key>`` (a key's story), ``/metrics`` (Prometheus), ``/api/*`` (JSON:
+the same messages by request, for scripts), ``/static/*``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-import time
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
 from aiohttp import web
 
 from taskmill.dashboard import views
+from taskmill.dashboard.feed import TICK, DashboardFeed
 from taskmill.dashboard.metrics import CONTENT_TYPE, metrics_text
 
 logger = logging.getLogger("taskmill.dashboard")
 
-#: How long the status page's per-group counts may be reused (seconds).
-COUNTS_TTL = 1.9
+#: An open event stream with nothing to say sends a comment this often (seconds).
+KEEPALIVE = 15.0
 _PAGES = {"status": "status.html", "workers": "workers.html", "task": "task.html"}
+_JSON = {"Content-Type": "application/json", "Cache-Control": "no-store"}
+_EVENTS = {"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _static_dir() -> Any:
@@ -39,13 +52,43 @@ def _json(data: Any) -> web.Response:
                         headers={"Cache-Control": "no-store"})
 
 
+def event_stream(feed: DashboardFeed, closing: asyncio.Event,
+                 build: Callable[[str], tuple[bytes, str]]) -> Handler:
+    """A server-sent-events handler: every ``TICK`` (on the clock grid all
+    subscribers share) it sends ``build(cursor)`` if the scheduler changed
+    since the last message; the cursor travels as the event id, so a
+    reconnecting ``EventSource`` resumes where it was."""
+    async def handler(request: web.Request) -> web.StreamResponse:
+        cursor = request.headers.get("Last-Event-ID") or request.query.get("cursor", "")
+        response = web.StreamResponse(headers=_EVENTS)
+        await response.prepare(request)
+        loop = asyncio.get_running_loop()
+        sent: Any = None
+        quiet_since = loop.time()
+        with contextlib.suppress(ConnectionResetError):
+            while not closing.is_set():
+                version = feed.version()
+                if version != sent:
+                    body, cursor = build(cursor)
+                    await response.write(b"id: %s\ndata: %s\n\n" % (cursor.encode(), body))
+                    sent, quiet_since = version, loop.time()
+                elif loop.time() - quiet_since >= KEEPALIVE:
+                    await response.write(b": keep-alive\n\n")
+                    quiet_since = loop.time()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(closing.wait(), TICK - loop.time() % TICK)
+        return response
+    return handler
+
+
 def make_app(scheduler: Any) -> web.Application:
     """The aiohttp application serving ``scheduler``'s dashboard."""
     static = _static_dir()
     page_cache: dict[str, str] = {}
-    counts_cache: list[Any] = [float("-inf"), None]
+    feed = DashboardFeed(scheduler)
+    closing = asyncio.Event()
 
-    def page(name: str) -> Any:
+    def page(name: str) -> Handler:
         async def handler(request: web.Request) -> web.Response:
             text = page_cache.get(name)
             if text is None:
@@ -57,55 +100,54 @@ def make_app(scheduler: Any) -> web.Application:
         raise web.HTTPFound("/status")
 
     async def api_status(request: web.Request) -> web.Response:
+        """One status update by request: ``?after=N&after_transfer=M`` as in
+        the ``next``/``next_transfer`` of the previous one."""
         q = request.query
-        now = time.monotonic()
-        if now - counts_cache[0] > COUNTS_TTL:  # the one scan over all tasks: at most every 2 s
-            counts_cache[:] = [now, views.state_counts(scheduler.state)]
-        data = views.status(scheduler.state, scheduler.monitor, scheduler.worker_extra,
-                            after=int(q.get("after", 0) or 0),
-                            after_transfer=int(q.get("after_transfer", 0) or 0),
-                            counts=counts_cache[1])
-        data["now"] = time.time()
-        data["address"] = scheduler.address
-        return _json(data)
+        body, _ = feed.status_message(f"{q.get('after', '')},{q.get('after_transfer', '')}")
+        return web.Response(body=body, headers=_JSON)
 
     async def api_workers(request: web.Request) -> web.Response:
-        return _json({"now": time.time(), "address": scheduler.address,
-                      "workers": views.workers(scheduler.state, scheduler.worker_extra,
-                                               scheduler.monitor),
-                      "departed": scheduler.monitor.departed,
-                      "summary": views.summary(scheduler.state, scheduler.monitor)})
+        return web.Response(body=feed.workers_message(), headers=_JSON)
 
     async def api_task(request: web.Request) -> web.Response:
         key = request.query.get("key", "")
-        return _json(views.task_info(scheduler.state, scheduler.monitor, key))
+        with feed.timed():
+            return _json(views.task_info(scheduler.state, scheduler.monitor, key))
 
     async def api_tasks(request: web.Request) -> web.Response:
         """Keys matching a search (for the task page's lookup box)."""
         q = request.query.get("q", "")
         state = request.query.get("state", "")
         out = []
-        for key, ts in scheduler.state.tasks.items():
-            if q in key and (not state or ts.state == state):
-                out.append({"key": key, "state": ts.state})
-                if len(out) >= 50:
-                    break
+        with feed.timed():
+            for key, ts in scheduler.state.tasks.items():
+                if q in key and (not state or ts.state == state):
+                    out.append({"key": key, "state": ts.state})
+                    if len(out) >= 50:
+                        break
         return _json(out)
 
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=metrics_text(scheduler), headers={"Content-Type": CONTENT_TYPE})
+        return web.Response(body=metrics_text(feed), headers={"Content-Type": CONTENT_TYPE})
 
     async def health(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
+    async def close_streams(app: web.Application) -> None:
+        closing.set()
+
     app = web.Application()
+    app.on_shutdown.append(close_streams)
     app.router.add_get("/", index)
     app.router.add_get("/status", page("status"))
     app.router.add_get("/workers", page("workers"))
     app.router.add_get("/task", page("task"))
     app.router.add_get("/task/{key:.*}", page("task"))
     app.router.add_get("/api/status", api_status)
+    app.router.add_get("/api/status/events", event_stream(feed, closing, feed.status_message))
     app.router.add_get("/api/workers", api_workers)
+    app.router.add_get("/api/workers/events",
+                       event_stream(feed, closing, lambda cursor: (feed.workers_message(), "")))
     app.router.add_get("/api/task", api_task)
     app.router.add_get("/api/tasks", api_tasks)
     app.router.add_get("/metrics", metrics)
@@ -124,7 +166,8 @@ class DashboardServer:
         self.url = ""
 
     async def start(self) -> str:
-        runner = web.AppRunner(make_app(self.scheduler), access_log=None, handle_signals=False)
+        runner = web.AppRunner(make_app(self.scheduler), access_log=None, handle_signals=False,
+                                shutdown_timeout=2.0)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
         try:

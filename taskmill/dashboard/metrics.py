@@ -2,16 +2,16 @@
 
 A custom collector reads the state and the monitor at scrape time (nothing
 is counted twice, nothing is done per task for it beyond the monitor's own
-counters).  Metric names follow Prometheus conventions (``_total`` counters,
+counters).  Tasks by state come from the dashboard feed's shared, throttled
+scan (:class:`~taskmill.dashboard.feed.DashboardFeed`), so a scrape does not
+walk every task; those gauges may be a couple of seconds old, the counters
+are exact.  Metric names follow Prometheus conventions (``_total`` counters,
 base units: seconds and bytes).
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
-from operator import attrgetter
-from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -23,23 +23,23 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from taskmill.core.scheduler_records import ALL_STATES
+from taskmill.dashboard.feed import DashboardFeed
 from taskmill.dashboard.monitor import DURATION_BUCKETS
 
-_STATE = attrgetter("state")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class SchedulerCollector(Collector):
     """Collects from a running :class:`~taskmill.server.scheduler.Scheduler`."""
 
-    def __init__(self, scheduler: Any) -> None:
-        self.scheduler = scheduler
+    def __init__(self, feed: DashboardFeed) -> None:
+        self.feed = feed
 
     def collect(self) -> Iterator[Metric]:
-        s = self.scheduler
+        s = self.feed.scheduler
         state, mon = s.state, s.monitor
         by_state = dict.fromkeys(sorted(ALL_STATES - {"forgotten"}), 0)
-        for st, n in Counter(map(_STATE, state.tasks.values())).items():
+        for (_, st), n in self.feed.counts.get().items():
             by_state[st] = by_state.get(st, 0) + n
         tasks = GaugeMetricFamily("taskmill_tasks", "Tasks known to the scheduler, by state",
                                   labels=["state"])
@@ -99,10 +99,15 @@ class SchedulerCollector(Collector):
                                 value=mon.loop_delay)
         yield GaugeMetricFamily("taskmill_event_loop_delay_max_seconds",
                                 "Largest event-loop delay seen", value=mon.loop_delay_max)
+        yield CounterMetricFamily("taskmill_dashboard_cpu_seconds",
+                                  "Scheduler CPU seconds spent on the dashboard and /metrics",
+                                  value=self.feed.cpu_seconds)
 
 
-def metrics_text(scheduler: Any) -> bytes:
-    """The scheduler's metrics, rendered once."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(SchedulerCollector(scheduler))
-    return generate_latest(registry)
+def metrics_text(feed: DashboardFeed) -> bytes:
+    """The scheduler's metrics, rendered once (the time it takes counts in
+    ``feed.cpu_seconds``)."""
+    with feed.timed():
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(SchedulerCollector(feed))
+        return generate_latest(registry)

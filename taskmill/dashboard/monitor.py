@@ -3,13 +3,19 @@
 Theory of operation
 -------------------
 The scheduler shell calls three hooks on its hot paths and must not pay for
-them: ``task_done`` (one per finished or erred task: a deque append and a
-few counter updates, ~1 us), ``stamp`` (one per batch of events: the wall
-time of the latest stimulus id, so a key's story can say *when*) and
-``heartbeat`` (once per worker per second).  Nothing here scans the tasks
-or the workers; the views (:mod:`taskmill.dashboard.views`) do that, and only
-when someone looks (a page is open, ``/metrics`` is scraped, a client asks).
+them: ``task_done`` (one per finished or erred task: one tuple appended to a
+bounded deque and a counter incremented, ~0.3 us), ``stamp`` (one per batch
+of events: the wall time of the latest stimulus id, so a key's story can say
+*when*) and ``heartbeat`` (once per worker per second).
 
+The running totals (per task group, the duration histogram, erred tasks) are
+*folded* from the task stream lazily: when someone reads them (a view, a
+scrape, a heartbeat) or when ``FOLD_EVERY`` records are waiting, so a fold
+is a few milliseconds at most and always happens before the records it needs
+fall out of the bounded stream.  Reading a total is exact.
+
+Nothing here scans the tasks or the workers; the views
+(:mod:`taskmill.dashboard.views`) do that, and only when someone looks.
 Every buffer is bounded: the task stream keeps the last ``stream_length``
 tasks, transfers and memory samples their own few thousand.
 """
@@ -20,6 +26,8 @@ import asyncio
 import bisect
 import time
 from collections import deque
+from itertools import islice, repeat
+from operator import itemgetter, sub
 from typing import Any
 
 from taskmill.core.scheduler_records import key_prefix
@@ -28,12 +36,16 @@ from taskmill.core.scheduler_records import key_prefix
 DURATION_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0)
 #: How many distinct prefixes the per-group counters keep (like the scheduler's duration table).
 MAX_GROUPS = 10_000
+#: Records waiting to be folded into the totals before the hook folds them itself.
+FOLD_EVERY = 4096
 
-#: One task-stream record: (key, worker, start, stop, transfer seconds, status)
-#: with status "OK" or "error".
-StreamRecord = tuple[str, str, float, float, float, str]
+#: One task-stream record: (key, worker, start, stop, transfer seconds, ok)
+#: with ``ok`` False for an erred task.
+StreamRecord = tuple[str, str, float, float, float, bool]
 #: One transfer: (worker, peer, start, stop, nbytes, number of keys).
 TransferRecord = tuple[str, str, float, float, int, int]
+
+_head = itemgetter(0)
 
 
 class GroupCounts:
@@ -53,16 +65,19 @@ class SchedulerMonitor:
 
     def __init__(self, stream_length: int = 100_000) -> None:
         self.stream: deque[StreamRecord] = deque(maxlen=stream_length)
+        #: records ever added to ``stream`` (their numbers: the task stream's cursor)
+        self.tasks_total = 0
+        self._folded = 0
+        self._fold_every = max(1, min(FOLD_EVERY, stream_length // 2))
+        self._groups: dict[str, GroupCounts] = {}
+        self._erred_total = 0
+        self._duration_buckets = [0] * (len(DURATION_BUCKETS) + 1)
+        self._duration_sum = 0.0
         self.transfers: deque[TransferRecord] = deque(maxlen=20_000)
         #: (time, worker, process memory in bytes): one per heartbeat
         self.memory_samples: deque[tuple[float, str, int]] = deque(maxlen=50_000)
         #: (number of the last stimulus id of a batch of events, wall time it was handled)
         self.stamps: deque[tuple[int, float]] = deque(maxlen=200_000)
-        self.groups: dict[str, GroupCounts] = {}
-        self.tasks_total = 0
-        self.erred_total = 0
-        self.duration_buckets = [0] * (len(DURATION_BUCKETS) + 1)
-        self.duration_sum = 0.0
         self.transfer_count = 0
         self.transfer_bytes = 0
         self.transfer_seconds = 0.0
@@ -80,26 +95,10 @@ class SchedulerMonitor:
     # ------------------------------------------------------------------ #
     def task_done(self, worker: str, msg: dict[str, Any], ok: bool) -> None:
         """A ``task-finished`` (``ok``) or ``task-erred`` message from ``worker``."""
-        key = msg["key"]
-        start = msg["start"]
-        stop = msg["stop"]
-        self.stream.append((key, worker, start, stop, msg.get("transfer", 0.0), "OK" if ok else "error"))
-        duration = stop - start
+        self.stream.append((msg["key"], worker, msg["start"], msg["stop"], msg.get("transfer", 0.0), ok))
         self.tasks_total += 1
-        self.duration_sum += duration
-        self.duration_buckets[bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
-        prefix = key_prefix(key)
-        group = self.groups.get(prefix)
-        if group is None:
-            if len(self.groups) >= MAX_GROUPS:
-                return
-            group = self.groups[prefix] = GroupCounts()
-        group.seconds += duration
-        if ok:
-            group.finished += 1
-        else:
-            group.erred += 1
-            self.erred_total += 1
+        if self.tasks_total - self._folded >= self._fold_every:
+            self.fold()
 
     def stamp(self, stimulus_id: str) -> None:
         """The shell handled a batch of events ending with ``stimulus_id`` now."""
@@ -118,6 +117,7 @@ class SchedulerMonitor:
             self.transfer_count += 1
             self.transfer_bytes += nbytes
             self.transfer_seconds += stop - start
+        self.fold()  # once a second: keeps each fold small when nobody reads
 
     def worker_exited(self, nanny: str | None, worker: str, reason: str) -> None:
         """A nanny reported that its worker process ended (it restarts it)."""
@@ -128,10 +128,69 @@ class SchedulerMonitor:
         self.worker_left(worker, reason)
 
     def worker_left(self, worker: str, reason: str) -> None:
+        """A worker left the cluster (kept, bounded, for the workers page)."""
         self.worker_cpu.pop(worker, None)
         self.departed[worker] = reason
         while len(self.departed) > 100:
             del self.departed[next(iter(self.departed))]
+
+    # ------------------------------------------------------------------ #
+    # Running totals, folded from the stream when read
+    # ------------------------------------------------------------------ #
+    def fold(self) -> None:
+        """Add the records recorded since the last fold to the running totals
+        (counted in C as far as possible: well under a microsecond a record)."""
+        new = self.tasks_total - self._folded
+        if new <= 0:
+            return
+        self._folded = self.tasks_total
+        keys, _, starts, stops, _, oks = zip(*islice(reversed(self.stream), new))
+        durations = list(map(sub, stops, starts))
+        self._duration_sum += sum(durations)
+        ranked = sorted(durations)
+        below = 0
+        for i, bound in enumerate(DURATION_BUCKETS):
+            upto = bisect.bisect_right(ranked, bound, below)
+            self._duration_buckets[i] += upto - below
+            below = upto
+        self._duration_buckets[-1] += new - below
+        self._erred_total += new - sum(oks)
+        groups = self._groups
+        for prefix, duration, ok in zip(_prefixes(keys), durations, oks):
+            group = groups.get(prefix)
+            if group is None:
+                if len(groups) >= MAX_GROUPS:
+                    continue
+                group = groups[prefix] = GroupCounts()
+            group.seconds += duration
+            if ok:
+                group.finished += 1
+            else:
+                group.erred += 1
+
+    @property
+    def erred_total(self) -> int:
+        """Tasks that erred so far."""
+        self.fold()
+        return self._erred_total
+
+    @property
+    def groups(self) -> dict[str, GroupCounts]:
+        """Running totals per task group (prefix); at most ``MAX_GROUPS`` groups."""
+        self.fold()
+        return self._groups
+
+    @property
+    def duration_buckets(self) -> list[int]:
+        """Task durations counted per ``DURATION_BUCKETS`` bucket (the last: longer)."""
+        self.fold()
+        return self._duration_buckets
+
+    @property
+    def duration_sum(self) -> float:
+        """Compute seconds of all finished and erred tasks."""
+        self.fold()
+        return self._duration_sum
 
     # ------------------------------------------------------------------ #
     # Background: event-loop delay
@@ -167,6 +226,31 @@ class SchedulerMonitor:
     def records_between(self, start: float = 0.0, stop: float = float("inf")) -> list[StreamRecord]:
         """Task-stream records of tasks that ended within ``[start, stop]``."""
         return [r for r in self.stream if start <= r[3] <= stop]
+
+    def new_tasks(self, after: int, limit: int) -> list[StreamRecord]:
+        """Task-stream records numbered ``after`` and later (at most the last ``limit``), oldest first."""
+        return _newest(self.stream, self.tasks_total, after, limit)
+
+    def new_transfers(self, after: int, limit: int) -> list[TransferRecord]:
+        """Transfers numbered ``after`` and later (at most the last ``limit``), oldest first."""
+        return _newest(self.transfers, self.transfer_count, after, limit)
+
+
+def _newest(buffer: deque[Any], total: int, after: int, limit: int) -> list[Any]:
+    """The items numbered ``after`` and later of a bounded ``buffer`` that has
+    received ``total`` items (a cursor past ``total``: the recorder restarted, all)."""
+    n = min(total - after if after <= total else total, limit, len(buffer))
+    out = list(islice(reversed(buffer), max(0, n)))
+    out.reverse()
+    return out
+
+
+def _prefixes(keys: tuple[str, ...]) -> list[str]:
+    """``key_prefix`` of each key; in C for the usual ``name-token`` keys."""
+    heads = list(map(_head, map(str.rpartition, keys, repeat("-"))))
+    if "" in heads or any(map(str.startswith, keys, repeat("("))):  # no dash, or dask tuple keys
+        return list(map(key_prefix, keys))
+    return heads
 
 
 def _stimulus_number(stimulus_id: str) -> int | None:

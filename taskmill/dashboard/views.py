@@ -18,7 +18,10 @@ overlap on one worker, so packing a worker's tasks greedily by start time
 
 from __future__ import annotations
 
+import base64
 import heapq
+import sys
+from array import array
 from collections import Counter
 from operator import attrgetter
 from collections.abc import Iterable, Mapping
@@ -45,12 +48,12 @@ _PROGRESS_OF = {WAITING: "waiting", NO_WORKER: "waiting", QUEUED: "queued",
 def assign_lanes(records: Iterable[StreamRecord], nthreads: Mapping[str, int] | None = None,
                  ) -> list[dict[str, Any]]:
     """Task-stream records as dicts, each with the ``thread`` lane (0-based,
-    per worker) it ran on, sorted by start time."""
+    per worker) it ran on, sorted by start time; ``status`` is "OK" or "error"."""
     nthreads = nthreads or {}
     free: dict[str, list[tuple[float, int]]] = {}  # worker -> heap of (free from, lane)
     lanes_used: dict[str, int] = {}
     out: list[dict[str, Any]] = []
-    for key, worker, start, stop, transfer, status in sorted(records, key=lambda r: r[2]):
+    for key, worker, start, stop, transfer, ok in sorted(records, key=lambda r: r[2]):
         heap = free.setdefault(worker, [])
         if heap and heap[0][0] <= start + 1e-6:
             lane = heapq.heappop(heap)[1]
@@ -61,45 +64,41 @@ def assign_lanes(records: Iterable[StreamRecord], nthreads: Mapping[str, int] | 
             lane = heapq.heappop(heap)[1]
         heapq.heappush(heap, (stop, lane))
         out.append({"key": key, "group": key_prefix(key), "worker": worker, "thread": lane,
-                    "start": start, "stop": stop, "transfer": transfer, "status": status})
+                    "start": start, "stop": stop, "transfer": transfer,
+                    "status": "OK" if ok else "error"})
     return out
 
 
 def task_stream(monitor: SchedulerMonitor, nthreads: Mapping[str, int], after: int = 0,
                 after_transfer: int = 0, limit: int = 5_000) -> dict[str, Any]:
-    """The task-stream records the page has not seen yet, compactly.
+    """The task-stream records the page has not seen yet, in columns.
 
     ``after``/``after_transfer`` are the ``next``/``next_transfer`` numbers of
     the previous reply (records are numbered as they are recorded), so a page
-    polling once a second receives each record once.  At most the last
-    ``limit`` of each.  Encoded for a cheap ``json.dumps`` (thousands of
-    records a second): tasks are ``[key, worker index, start, stop, transfer,
-    ok]`` with times in integer microseconds after ``base`` and ``ok`` 1 or 0;
-    transfers ``[worker index, peer, start, stop, nbytes, nkeys]`` likewise.
+    receives each record once; at most the last ``limit`` of each.  Encoded
+    for the scheduler's sake (thousands of records a second, built in C, no
+    per-record Python work): ``keys`` a list; ``worker`` (uint32 indexes into
+    ``workers``), ``start``/``stop``/``transfer`` (float64 seconds) and ``ok``
+    (uint8, 0 for an erred task) little-endian arrays in base64.  Transfers,
+    a few a second, are ``[worker index, peer, start, stop, nbytes, nkeys]``.
     The browser assigns lanes (the same greedy packing as :func:`assign_lanes`)."""
-    new = min(max(0, monitor.tasks_total - after), limit, len(monitor.stream))
-    stream = monitor.stream
-    recs = [stream[i] for i in range(len(stream) - new, len(stream))]
-    new_t = min(max(0, monitor.transfer_count - after_transfer), limit, len(monitor.transfers))
-    tr = monitor.transfers
-    trs = [tr[i] for i in range(len(tr) - new_t, len(tr))]
-    base = int(min((r[2] for r in recs), default=0.0))
-    index: dict[str, int] = {}
-    workers: list[str] = []
+    recs = monitor.new_tasks(after, limit)
+    trs = monitor.new_transfers(after_transfer, limit)
+    keys, ws, starts, stops, transfers, oks = zip(*recs) if recs else ((),) * 6
+    index = {w: i for i, w in enumerate(dict.fromkeys((*ws, *(t[0] for t in trs))))}
+    return {"next": monitor.tasks_total, "next_transfer": monitor.transfer_count,
+            "workers": list(index), "keys": keys,
+            "worker": _b64(array("I", map(index.__getitem__, ws))),
+            "start": _b64(array("d", starts)), "stop": _b64(array("d", stops)),
+            "transfer": _b64(array("d", transfers)), "ok": _b64(array("B", oks)),
+            "transfers": [[index[w], p, a, b, n, nk] for w, p, a, b, n, nk in trs],
+            "nthreads": dict(nthreads)}
 
-    def wi(worker: str) -> int:
-        i = index.get(worker)
-        if i is None:
-            i = index[worker] = len(workers)
-            workers.append(worker)
-        return i
 
-    tasks = [[k, wi(w), int((a - base) * 1e6), int((b - base) * 1e6), int(t * 1e6), 1 if st == "OK" else 0]
-             for k, w, a, b, t, st in recs]
-    transfers = [[wi(w), p, int((a - base) * 1e6), int((b - base) * 1e6), n, nk]
-                 for w, p, a, b, n, nk in trs]
-    return {"next": monitor.tasks_total, "next_transfer": monitor.transfer_count, "base": base,
-            "workers": workers, "tasks": tasks, "transfers": transfers, "nthreads": dict(nthreads)}
+def _b64(values: array[Any]) -> str:
+    if sys.byteorder == "big":
+        values.byteswap()
+    return base64.b64encode(values).decode("ascii")
 
 
 _PREFIX_STATE = attrgetter("prefix", "state")
@@ -178,16 +177,14 @@ def summary(state: Any, monitor: SchedulerMonitor,
             "erred_total": monitor.erred_total, "loop_delay": monitor.loop_delay}
 
 
-def status(state: Any, monitor: SchedulerMonitor, extra: Mapping[str, Mapping[str, Any]],
-           after: int = 0, after_transfer: int = 0, limit: int = 5_000,
-           counts: Mapping[tuple[str, str], int] | None = None) -> dict[str, Any]:
-    """Everything the status page shows (the task stream: what is new since
-    ``after``/``after_transfer``).  ``counts``: a recent :func:`state_counts`
-    (the app reuses one for a second or two: it is the only scan of all tasks)."""
-    nthreads = {a: ws.nthreads for a, ws in state.workers.items()}
+def overview(state: Any, monitor: SchedulerMonitor, extra: Mapping[str, Mapping[str, Any]],
+             counts: Mapping[tuple[str, str], int] | None = None) -> dict[str, Any]:
+    """The status page's figures besides the task stream: the summary,
+    progress per group and the workers' memory.  ``counts``: a recent
+    :func:`state_counts` (the callers reuse one for a while: it is the only
+    scan of all tasks)."""
     counts = counts if counts is not None else state_counts(state)
     return {"summary": summary(state, monitor, counts),
-            "stream": task_stream(monitor, nthreads, after, after_transfer, limit),
             "progress": progress(state, monitor, counts),
             "memory": [{"address": r["address"], "process": r["memory_process"],
                         "managed": r["memory_managed"], "limit": r["memory_limit"]}

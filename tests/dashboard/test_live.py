@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -65,20 +66,68 @@ def test_metrics_parse_with_real_figures(executor: Executor) -> None:
     failed = ("taskmill_tasks_completed_total", (("outcome", "erred"),))
     assert m[done] - before.get(done, 0) == 345
     assert m[failed] - before.get(failed, 0) == 5
-    assert m[("taskmill_tasks", (("state", "memory"),))] >= 345
-    assert m[("taskmill_tasks", (("state", "erred"),))] >= 5
+    # tasks by state come from a scan of all tasks done at most every 2 s: wait for a fresh one
+    def tasks_in(state: str) -> float:
+        return _metrics(executor)[("taskmill_tasks", (("state", state),))]
+
+    wait_for(lambda: tasks_in("memory") >= 345 and tasks_in("erred") >= 5, timeout=10,
+             message="tasks by state in /metrics")
     count = ("taskmill_task_duration_seconds_count", ())
     assert m[count] - before.get(count, 0) == 350
     assert m[("taskmill_task_duration_seconds_bucket", (("le", "+Inf"),))] == m[count]
     assert m[("taskmill_task_duration_seconds_sum", ())] > 0
     assert m[("taskmill_workers", ())] == 2 and m[("taskmill_threads", ())] == 4
     assert ("taskmill_event_loop_delay_seconds", ()) in m
+    assert m[("taskmill_dashboard_cpu_seconds_total", ())] > 0  # what the scrapes cost
     # worker memory arrives with heartbeats (every second)
     wait_for(lambda: all(v > 10**6 for (name, labels), v in _metrics(executor).items()
                          if name == "taskmill_worker_memory_bytes" and ("kind", "process") in labels),
              timeout=10, message="worker process memory in /metrics")
     kinds = {dict(labels)["kind"] for (name, labels) in m if name == "taskmill_worker_memory_bytes"}
     assert kinds == {"process", "managed", "limit"}
+
+
+def _events(url: str, headers: dict[str, str] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The (id, data) of each server-sent event from ``url``."""
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as r:
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        event_id = ""
+        for line in r:
+            if line.startswith(b"id: "):
+                event_id = line[4:].decode().strip()
+            elif line.startswith(b"data: "):
+                yield event_id, json.loads(line[6:])
+
+
+def test_status_is_pushed_with_only_new_records(executor: Executor) -> None:
+    base = executor.dashboard_link.rsplit("/", 1)[0]  # type: ignore[union-attr]
+    wait(executor.map(inc, range(1000, 1100)))
+    first_id, first = next(_events(base + "/api/status/events"))
+    seen = first["stream"]["next"]
+    assert first_id == f"{seen},{first['stream']['next_transfer']}" and seen >= 100
+    assert len(first["stream"]["keys"]) == min(seen, 5000)
+    assert first["summary"]["workers"] == 2 and {g["group"] for g in first["progress"]} >= {"inc"}
+    # a page that reconnects sends the last event id and receives only what is new
+    futures = executor.map(inc, range(2000, 2030))
+    wait(futures)
+    for event_id, update in _events(base + "/api/status/events", {"Last-Event-ID": first_id}):
+        if update["stream"]["next"] >= seen + 30:
+            break
+    assert set(update["stream"]["keys"][-30:]) == {f.key for f in futures}
+    assert len(update["stream"]["keys"]) == update["stream"]["next"] - seen
+    _, workers = next(_events(base + "/api/workers/events"))
+    assert len(workers["workers"]) == 2 and workers["summary"]["threads"] == 4
+
+
+def test_closing_with_a_page_subscribed_is_prompt() -> None:
+    with Executor(n_workers=1, threads_per_worker=1, processes=False, dashboard_port=0,
+                  set_as_default=False) as e:
+        events = _events(e.dashboard_link.rsplit("/", 1)[0] + "/api/status/events")  # type: ignore[union-attr]
+        next(events)
+        start = time.monotonic()
+        e.close()
+        assert time.monotonic() - start < 5
+        assert list(events) == []  # the stream ended with the scheduler
 
 
 def test_task_stream_and_performance_report(executor: Executor, tmp_path: Any) -> None:

@@ -2,37 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 from taskmill.dashboard import views
 from taskmill.dashboard.colors import group_color
-from taskmill.dashboard.monitor import SchedulerMonitor
+from taskmill.dashboard.monitor import DURATION_BUCKETS, SchedulerMonitor
 from taskmill.dashboard.report import render
-from tests.core.scheduler_helpers import Sched, erred, finished, submit, task
-
-
-def _msg(key: str, start: float, stop: float, transfer: float = 0.0) -> dict[str, object]:
-    return {"key": key, "start": start, "stop": stop, "transfer": transfer}
-
-
-def _scenario() -> tuple[Sched, SchedulerMonitor]:
-    """Two workers; inc-0..3 finish, bad-0 errs, dec-0 depends on bad-0, inc-4/5 still to run."""
-    s = Sched(("w1", 2), ("w2", 1))
-    mon = SchedulerMonitor()
-    keys = [f"inc-{i}" for i in range(6)]
-    s(submit([task(k) for k in keys] + [task("bad-0"), task("dec-0", "bad-0")],
-             wanted=keys + ["bad-0", "dec-0"]))
-    for i, k in enumerate(keys[:4]):
-        worker = s.processing()[k]
-        s(finished(worker, k))
-        mon.task_done(worker, _msg(k, 10.0 + i, 11.0 + i), True)
-    worker = s.processing()["bad-0"]
-    s(erred(worker, "bad-0", "ValueError: nope"))
-    mon.task_done(worker, _msg("bad-0", 20.0, 20.5), False)
-    return s, mon
+from tests.dashboard.scenario import decode_stream, msg, scenario
 
 
 def test_assign_lanes_packs_overlapping_tasks_into_thread_lanes():
-    recs = [("a-1", "w1", 0.0, 2.0, 0.0, "OK"), ("a-2", "w1", 1.0, 3.0, 0.0, "OK"),
-            ("a-3", "w1", 2.0, 4.0, 0.0, "OK"), ("a-4", "w2", 0.0, 1.0, 0.5, "error")]
+    recs = [("a-1", "w1", 0.0, 2.0, 0.0, True), ("a-2", "w1", 1.0, 3.0, 0.0, True),
+            ("a-3", "w1", 2.0, 4.0, 0.0, True), ("a-4", "w2", 0.0, 1.0, 0.5, False)]
     out = views.assign_lanes(recs, {"w1": 2, "w2": 1})
     lanes = {r["key"]: r["thread"] for r in out}
     assert lanes == {"a-1": 0, "a-2": 1, "a-3": 0, "a-4": 0}
@@ -43,12 +24,12 @@ def test_assign_lanes_packs_overlapping_tasks_into_thread_lanes():
 
 
 def test_assign_lanes_never_exceeds_threads_even_with_clock_noise():
-    recs = [(f"x-{i}", "w", 0.0, 1.0, 0.0, "OK") for i in range(5)]
+    recs = [(f"x-{i}", "w", 0.0, 1.0, 0.0, True) for i in range(5)]
     assert {r["thread"] for r in views.assign_lanes(recs, {"w": 2})} == {0, 1}
 
 
 def test_progress_counts_current_states_and_running_totals():
-    s, mon = _scenario()
+    s, mon = scenario()
     groups = {g["group"]: g for g in views.progress(s.state, mon)}
     inc = groups["inc"]
     assert inc["memory"] == 4 and inc["done"] == 4
@@ -61,22 +42,46 @@ def test_progress_counts_current_states_and_running_totals():
 
 
 def test_task_stream_sends_each_record_once():
-    s, mon = _scenario()
+    s, mon = scenario()
     first = views.task_stream(mon, s.state.nthreads())
-    assert first["next"] == 5 and len(first["tasks"]) == 5 and first["base"] == 10
-    key, wi, start, stop, transfer, ok = first["tasks"][-1]
-    assert key == "bad-0" and first["workers"][wi] in ("w1", "w2") and ok == 0
-    assert (start, stop, transfer) == (10_000_000, 10_500_000, 0)
-    assert first["tasks"][0][2:] == [0, 1_000_000, 0, 1]
-    mon.task_done("w1", _msg("inc-9", 30.0, 31.0), True)
+    assert first["next"] == 5
+    rows = decode_stream(first)
+    assert rows == list(mon.stream)
+    assert rows[-1][0] == "bad-0" and rows[-1][1] in ("w1", "w2") and rows[-1][2:] == (20.0, 20.5, 0.0, False)
+    mon.task_done("w1", msg("inc-9", 30.0, 31.0, 0.25), True)
     second = views.task_stream(mon, s.state.nthreads(), after=first["next"])
-    assert [t[0] for t in second["tasks"]] == ["inc-9"] and second["next"] == 6
-    assert views.task_stream(mon, {}, after=6)["tasks"] == []
-    assert len(views.task_stream(mon, {}, after=0, limit=2)["tasks"]) == 2
+    assert decode_stream(second) == [("inc-9", "w1", 30.0, 31.0, 0.25, True)] and second["next"] == 6
+    assert views.task_stream(mon, {}, after=6)["keys"] == ()
+    assert len(views.task_stream(mon, {}, after=0, limit=2)["keys"]) == 2
+    # a cursor from before a restart (past what was recorded) gets everything
+    assert len(views.task_stream(mon, {}, after=1000)["keys"]) == 6
+    mon.heartbeat("w2", {"transfers": [["w1", 1.0, 1.5, 1000, 2]]})
+    third = views.task_stream(mon, {}, after=6)
+    [[wi, peer, start, stop, nbytes, nkeys]] = third["transfers"]
+    assert (third["workers"][wi], peer, start, stop, nbytes, nkeys) == ("w2", "w1", 1.0, 1.5, 1000, 2)
+    assert json.loads(json.dumps(third)) == {**third, "keys": []}  # plain JSON
+
+
+def test_totals_are_folded_lazily_and_exactly():
+    mon = SchedulerMonitor(stream_length=10)  # folds at least every 5 records: none is lost
+    for i in range(23):
+        mon.task_done("w", msg(f"g{i % 2}-{i}", 0.0, 0.002 if i % 3 else 20.0), ok=i % 7 != 0)
+    assert mon.tasks_total == 23 and len(mon.stream) == 10
+    assert mon.erred_total == 4  # i = 0, 7, 14, 21
+    assert {g: (c.finished, c.erred) for g, c in mon.groups.items()} == {"g0": (10, 2), "g1": (9, 2)}
+    assert sum(mon.duration_buckets) == 23
+    assert mon.duration_buckets[DURATION_BUCKETS.index(0.005)] == 15  # 0.002 s <= 0.005 s
+    assert mon.duration_buckets[DURATION_BUCKETS.index(60.0)] == 8  # 20 s
+    assert abs(mon.duration_sum - (15 * 0.002 + 8 * 20.0)) < 1e-9
+    assert abs(mon.groups["g0"].seconds + mon.groups["g1"].seconds - mon.duration_sum) < 1e-9
+    # dask tuple keys and keys without a dash are grouped like the scheduler groups them
+    for key in ("('sum-4f2a', 3)", "nodash", "g0-99"):
+        mon.task_done("w", msg(key, 0.0, 1.0), ok=True)
+    assert {g: c.finished for g, c in mon.groups.items()} == {"g0": 11, "g1": 9, "sum": 1, "nodash": 1}
 
 
 def test_workers_view_has_figures_and_nanny_history():
-    s, mon = _scenario()
+    s, mon = scenario()
     mon.heartbeat("w1", {"memory": 123_000_000, "cpu": 42.0,
                          "transfers": [["w2", 1.0, 1.5, 1000, 2]]})
     mon.nanny_exits["n1"] = [2, "worker process exited with signal SIGKILL"]
@@ -91,7 +96,7 @@ def test_workers_view_has_figures_and_nanny_history():
 
 
 def test_task_info_tells_the_story_with_times_and_the_error():
-    s, mon = _scenario()
+    s, mon = scenario()
     info = views.task_info(s.state, mon, "bad-0")
     assert info["state"] == "erred" and info["known"]
     assert info["error"]["text"] == "ValueError: nope"
@@ -111,7 +116,7 @@ def test_stimulus_times_come_from_batch_stamps():
 
 
 def test_group_timings_and_report_render():
-    s, mon = _scenario()
+    s, mon = scenario()
     tasks = views.assign_lanes(mon.stream, s.state.nthreads())
     groups = {g["group"]: g for g in views.group_timings(tasks)}
     assert groups["inc"]["count"] == 4 and abs(groups["inc"]["mean"] - 1.0) < 1e-9

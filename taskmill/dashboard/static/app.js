@@ -1,4 +1,4 @@
-// taskmill dashboard: small pages polling JSON endpoints. No build step.
+// taskmill dashboard: small pages fed by server-sent events (status, workers) or polling (task). No build step.
 "use strict";
 const ERR = "#d62728", TRANSFER = "#e377c2";
 function groupColor(name) {  // FNV-1a -> a hue away from error red; same as taskmill/dashboard/colors.py
@@ -40,17 +40,44 @@ function setFigures(sum) {
     `<span>processing <b>${t.processing || 0}</b></span><span>memory <b>${fmtBytes(sum.memory)}</b></span>`;
 }
 
+function showLost(why) {
+  if (!document.getElementById("conn")) document.querySelector("main").insertAdjacentHTML("afterbegin",
+    `<p id="conn" class="err" role="alert">Lost contact with the scheduler (${esc(why)}); retrying.</p>`);
+}
+function updated() { document.body.dataset.updated = String(Date.now()); document.getElementById("conn")?.remove(); }
+
 function poll(fn, ms) {
-  let timer = null;
   const tick = async () => {
-    try { await fn(); document.body.dataset.updated = String(Date.now()); document.getElementById("conn")?.remove(); }
-    catch (e) {
-      if (!document.getElementById("conn")) document.querySelector("main").insertAdjacentHTML("afterbegin",
-        `<p id="conn" class="err" role="alert">Lost contact with the scheduler (${esc(e.message)}); retrying.</p>`);
-    }
-    timer = setTimeout(tick, document.hidden ? ms * 5 : ms);
+    try { await fn(); updated(); } catch (e) { showLost(e.message); }
+    setTimeout(tick, document.hidden ? ms * 5 : ms);
   };
   tick();
+}
+
+// push: the scheduler sends an update when something changed (at most a few a second).
+// EventSource reconnects by itself (resuming from the last event id); a hidden tab unsubscribes
+// and resumes from cursor() when shown again, so it costs the scheduler nothing meanwhile.
+function subscribe(url, fn, cursor = () => "") {
+  let source = null;
+  const open = () => {
+    source = new EventSource(`${url}?cursor=${encodeURIComponent(cursor())}`);
+    source.onmessage = ev => { try { fn(JSON.parse(ev.data)); updated(); } catch (e) { showLost(e.message); } };
+    source.onerror = () => {
+      showLost("connection closed");
+      if (source.readyState === EventSource.CLOSED) { source = null; setTimeout(() => { if (!source && !document.hidden) open(); }, 3000); }
+    };
+  };
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden) { source?.close(); source = null; } else if (!source) open();
+  });
+  if (!document.hidden) open();
+}
+
+// base64 of little-endian numbers (the task stream's columns) -> DataView
+function column(b64) {
+  const s = atob(b64), u = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) u[i] = s.charCodeAt(i);
+  return new DataView(u.buffer);
 }
 
 // ---------------------------------------------------------------- status
@@ -58,13 +85,14 @@ const Stream = {
   tasks: [], transfers: [], next: 0, nextTransfer: 0, nthreads: {}, keep: 5000, groups: new Map(),
   add(d) {
     this.next = d.next; this.nextTransfer = d.next_transfer; this.nthreads = d.nthreads;
-    // wire: [key, worker index, start us, stop us, transfer us, ok] after d.base seconds
-    const W = d.workers, base = d.base;
-    for (const [k, w, a, b, tr, ok] of d.tasks) {
+    // wire: keys, then columns (see taskmill/dashboard/views.py task_stream)
+    const W = d.workers, w = column(d.worker), a = column(d.start), b = column(d.stop), tr = column(d.transfer), ok = column(d.ok);
+    d.keys.forEach((k, j) => {
       const i = k.lastIndexOf("-");
-      this.tasks.push([k, i > 0 ? k.slice(0, i) : k, W[w], base + a / 1e6, base + b / 1e6, tr / 1e6, ok ? "OK" : "error"]);
-    }
-    for (const [w, p, a, b, n, nk] of d.transfers) this.transfers.push([W[w], p, base + a / 1e6, base + b / 1e6, n, nk]);
+      this.tasks.push([k, i > 0 ? k.slice(0, i) : k, W[w.getUint32(4 * j, true)], a.getFloat64(8 * j, true),
+                       b.getFloat64(8 * j, true), tr.getFloat64(8 * j, true), ok.getUint8(j) ? "OK" : "error"]);
+    });
+    for (const [wi, p, s, e, n, nk] of d.transfers) this.transfers.push([W[wi], p, s, e, n, nk]);
     if (this.tasks.length > this.keep) this.tasks.splice(0, this.tasks.length - this.keep);
     if (this.transfers.length > this.keep) this.transfers.splice(0, this.transfers.length - this.keep);
   },
@@ -170,20 +198,19 @@ function initStatus() {
   });
   canvas.addEventListener("mouseleave", () => { tip.style.display = "none"; });
   canvas.addEventListener("click", () => { if (canvas.dataset.key && canvas.style.cursor) location.href = "/task/" + encodeURIComponent(canvas.dataset.key); });
-  poll(async () => {
-    const d = await getJSON(`/api/status?after=${Stream.next}&after_transfer=${Stream.nextTransfer}`);
+  subscribe("/api/status/events", d => {
     if (d.stream.next < Stream.next) { Stream.tasks = []; Stream.transfers = []; }  // scheduler restarted
     Stream.add(d.stream); Stream.draw(); setFigures(d.summary);
     document.querySelector("#progress tbody").innerHTML = d.progress.length ? d.progress.map(progressRow).join("") :
       `<tr><td colspan="9" class="muted">No tasks yet.</td></tr>`;
     document.querySelector("#memory tbody").innerHTML = d.memory.map(memoryRow).join("");
-  }, 1000);
+  }, () => `${Stream.next},${Stream.nextTransfer}`);
 }
 
 // ---------------------------------------------------------------- workers
 function initWorkers() {
-  poll(async () => {
-    const d = await getJSON("/api/workers"); setFigures(d.summary);
+  subscribe("/api/workers/events", d => {
+    setFigures(d.summary);
     document.querySelector("#workers tbody").innerHTML = d.workers.map(w =>
       `<tr data-worker="${esc(w.address)}" tabindex="0"><td>${esc(w.address)}</td><td class="wrap">${esc(w.name || "")}</td>` +
       `<td class="c-threads">${w.nthreads}</td><td class="c-cpu">${w.cpu == null ? "-" : w.cpu.toFixed(0) + " %"}</td>` +
@@ -195,7 +222,7 @@ function initWorkers() {
     const gone = Object.entries(d.departed || {});
     document.getElementById("departed").innerHTML = gone.length ? "<h2>Departed workers</h2><ul>" +
       gone.slice(-20).reverse().map(([w, why]) => `<li>${esc(w)}: ${esc(why)}</li>`).join("") + "</ul>" : "";
-  }, 1000);
+  });
 }
 
 // ---------------------------------------------------------------- task
