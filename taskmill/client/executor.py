@@ -412,6 +412,14 @@ class Executor:
             self._dashboard_link = self.scheduler_info().get("dashboard")
         return self._dashboard_link  # type: ignore[no-any-return]
 
+    def story(self, *keys: Future | str) -> Any:
+        """What the scheduler did with these keys (futures or key strings), and
+        why: ``[key, from_state, to_state, stimulus_id, note]`` entries, oldest
+        first.  E.g. a task waiting in ``no-worker`` says which resources no
+        worker declares."""
+        names = [k.key if isinstance(k, Future) else k for k in keys]
+        return self._call(self.session.scheduler_call("story", keys=names))
+
     def get_task_stream(self, start: float = 0.0, stop: float | None = None) -> Any:
         """Records of the tasks that ended between ``start`` and ``stop`` (wall
         times; default: all the scheduler remembers, the last 100,000): dicts

@@ -94,6 +94,7 @@ class Scheduler(Node):
             "worker-exited": self._worker_exited,
             "replicate": self.replicas.replicate,
             "retire-workers": self.replicas.retire,
+            "story": lambda comm=None, keys=(): [list(e) for k in keys for e in self.state.story(k)],
             "task-stream": lambda comm=None, start=0.0, stop=None: dashboard.task_stream(self, start, stop),
             "performance-data": lambda comm=None, start=0.0, stop=None: dashboard.performance_data(
                 self, start, stop),

@@ -102,8 +102,8 @@ def test_tasks_go_only_to_workers_that_have_the_resource(caplog: pytest.LogCaptu
             message = next(r.getMessage() for r in caplog.records if "TPU" in r.getMessage())
             assert t.key in message and "none declares TPU" in message
             assert e.cluster.scheduler.state.task_state(t.key) == "no-worker"
-            story = e.cluster.scheduler.state.story(t.key)
-            assert any("none declares TPU" in entry[4] for entry in story)
+            assert any("none declares TPU" in note and to == "no-worker"
+                       for key, _, to, _, note in e.story(t))
             assert not t.done()
             tpu = start_worker(e, nthreads=1, resources={"TPU": 1})
             try:
