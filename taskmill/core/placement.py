@@ -88,7 +88,7 @@ def _occupancy(ws: WorkerRecord) -> float:
     return ws.used / ws.capacity
 
 
-def _least_occupied(candidates: Iterable[WorkerRecord]) -> WorkerRecord | None:
+def least_occupied(candidates: Iterable[WorkerRecord]) -> WorkerRecord | None:
     best: WorkerRecord | None = None
     best_occ = 0.0
     for ws in candidates:
@@ -98,7 +98,7 @@ def _least_occupied(candidates: Iterable[WorkerRecord]) -> WorkerRecord | None:
     return best
 
 
-def _by_locality(
+def by_locality(
     ts: TaskRecord, allowed: dict[WorkerRecord, None] | None, idle: dict[WorkerRecord, None]
 ) -> WorkerRecord | None:
     """The idle (and allowed) worker holding most bytes of ``ts``'s inputs."""
@@ -140,22 +140,22 @@ def choose_worker(
                 allowed[ws] = None
         if allowed:
             if ts.dependencies:
-                ws = _by_locality(ts, allowed, idle)
+                ws = by_locality(ts, allowed, idle)
                 if ws is not None:
                     return ws
-            return _least_occupied(allowed)
+            return least_occupied(allowed)
         if not ts.loose:
             return None
     if ts.dependencies:
-        ws = _by_locality(ts, None, idle)
+        ws = by_locality(ts, None, idle)
         if ws is not None:
             return ws
         ws = _busy_holder_worth_waiting_for(ts, idle, duration)
         if ws is not None:
             return ws
     if len(idle) <= MAX_IDLE_SCAN:
-        return _least_occupied(idle)
-    return _least_occupied(islice(idle, MAX_IDLE_SCAN))
+        return least_occupied(idle)
+    return least_occupied(islice(idle, MAX_IDLE_SCAN))
 
 
 def _busy_holder_worth_waiting_for(
@@ -168,7 +168,7 @@ def _busy_holder_worth_waiting_for(
     moving is faster.  The task then goes there past its slots, like dask's
     dependents: only root tasks are held back on the scheduler, and a
     dependent never outnumbers the inputs that made it ready."""
-    least = _least_occupied(idle if len(idle) <= MAX_IDLE_SCAN else islice(idle, MAX_IDLE_SCAN))
+    least = least_occupied(idle if len(idle) <= MAX_IDLE_SCAN else islice(idle, MAX_IDLE_SCAN))
     per_task = duration if duration is not None else UNKNOWN_DURATION
     held: dict[WorkerRecord, int] = {}
     total = 0

@@ -44,7 +44,7 @@ import heapq
 import math
 from typing import TYPE_CHECKING
 
-from taskmill.core.placement import QueueEntry, _by_locality, _least_occupied, queue_live, queue_peek
+from taskmill.core.placement import QueueEntry, by_locality, least_occupied, queue_live, queue_peek
 from taskmill.core.resources import ResourceSpec, format_resources
 from taskmill.core.scheduler_events import Address
 from taskmill.core.scheduler_records import NO_WORKER, PROCESSING, QUEUED, TaskRecord, WorkerRecord
@@ -211,10 +211,10 @@ class ResourceIndex:
             named = {ws: None for ws in candidates if ws.address in ts.restrictions}
             candidates = named or candidates
         if ts.dependencies:
-            ws = _by_locality(ts, candidates, idle)
+            ws = by_locality(ts, candidates, idle)
             if ws is not None:
                 return ws
-        return _least_occupied(candidates)
+        return least_occupied(candidates)
 
     def best_for(self, ws: WorkerRecord) -> tuple[list[QueueEntry], TaskRecord] | None:
         """The best queued resource task ``ws`` could run now (allowed,
