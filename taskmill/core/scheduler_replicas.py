@@ -40,6 +40,20 @@ with ``RetirementAborted`` and, if alive, the worker is back at work.
 **Removal** (``_remove_worker``, for ``WorkerLeft`` and retirement): see
 "Worker loss" in ``taskmill.core.scheduler_state``.
 
+**Insurance copies while workers die.**  A result held on one worker whose
+inputs were already freed costs its whole freed lineage to recompute when
+that worker dies (with each kill losing a third of a 3-worker cluster's
+results, that cascade is what made repeated deaths diverge).  So for
+``INSURANCE_WINDOW`` seconds after a worker left unexpectedly (time comes from
+the events' ``now``), every *small* result (at most ``INSURED_BYTES``) that is
+still needed and held in one place gets a copy requested on another open
+worker, through the same ``AcquireReplicas`` path as ``replicate``: when a
+result finishes, and when a death (or a dropped copy) leaves such a key with a
+single holder (a result that finds no open worker is retried when one joins
+or resumes).  Small results cost little memory and one batched transfer;
+big ones are left to lineage (doubling them could cause the next death).
+Outside the window nothing changes, so a healthy cluster pays nothing.
+
 **Pause.**  ``WorkerPaused`` takes a worker out of the ``idle`` index while
 its memory is short, so placement sends its new tasks elsewhere; with every
 worker paused, ready tasks wait in the scheduler's queue.  Tasks already
@@ -52,6 +66,8 @@ while a retirement is in progress and something relevant changed.
 """
 
 from __future__ import annotations
+
+from itertools import islice
 
 from taskmill.core.scheduler_events import (
     AcquireReplicas,
@@ -85,8 +101,36 @@ def _by_load(workers: list[WorkerRecord]) -> list[WorkerRecord]:
     return sorted(workers, key=lambda ws: (ws.nbytes / max(1, ws.nthreads), ws.used / ws.capacity))
 
 
+def _keys_held(ws: WorkerRecord) -> int:
+    """Keys ``ws`` holds or is fetching a copy of."""
+    return len(ws.has_what) + len(ws.acquiring)
+
+
+#: Results up to this size (bytes) get an insurance copy while workers die.
+INSURED_BYTES = 64 * 1024
+#: How long (seconds) after an unexpected worker death results are insured.
+INSURANCE_WINDOW = 60.0
+#: At most this many open workers are compared when choosing where a copy goes.
+MAX_COPY_TARGET_SCAN = 16
+
+
 class ReplicaManagement(SchedulerCore):
     """Replication, retirement, pause and worker removal (see the module docstring)."""
+
+    def __init__(self, *, allowed_failures: int = 3, validate: bool = False) -> None:
+        super().__init__(allowed_failures=allowed_failures, validate=validate)
+        #: the latest ``now`` seen on an event (the state machine has no clock)
+        self.clock = 0.0
+        #: small results get insurance copies while ``clock`` is before this
+        self.insured_until = float("-inf")
+        #: results that found no worker to take their insurance copy: retried
+        #: when a worker joins or resumes (entries may be stale: re-checked then)
+        self._uninsured: dict[TaskRecord, None] = {}
+
+    def _tick(self, now: float) -> None:
+        """An event brought the time ``now``."""
+        if now > self.clock:
+            self.clock = now
 
     # ------------------------------------------------------------------ #
     # Queries (read-only)
@@ -116,6 +160,32 @@ class ReplicaManagement(SchedulerCore):
             self._acquire_batch[ws] = [ts]
         else:
             batch.append(ts)
+
+    def _insure(self, ts: TaskRecord) -> None:
+        """Request a second copy of ``ts`` if it is a small, still needed result
+        held in one place while workers have been dying (module docstring)."""
+        if (
+            self.clock >= self.insured_until
+            or len(ts.who_has) != 1
+            or ts.acquiring_on
+            or not 0 <= ts.nbytes <= INSURED_BYTES
+            or not (ts.waiters or ts.who_wants)
+            or ts.state != MEMORY
+        ):
+            return
+        candidates = (ws for ws in self.workers.values() if ws.open and ws not in ts.who_has)
+        target = min(islice(candidates, MAX_COPY_TARGET_SCAN), key=_keys_held, default=None)
+        if target is not None:
+            self._request_copy(ts, target)
+        else:
+            self._uninsured[ts] = None
+
+    def _insure_pending(self) -> None:
+        """A worker can take copies again: retry the results that found none."""
+        pending = self._uninsured
+        self._uninsured = {}
+        for ts in pending:
+            self._insure(ts)
 
     def _flush_copies(self) -> None:
         """Emit one ``AcquireReplicas`` per worker for the copies requested
@@ -242,8 +312,11 @@ class ReplicaManagement(SchedulerCore):
         self._pending_free.pop(ws, None)
         if ws.retiring:
             self._stop_retiring(ws, f"it left before its data was moved: {reason}")
+        if not expected:  # workers die: insure small results for a while
+            self.insured_until = self.clock + INSURANCE_WINDOW
         for ts in list(ws.acquiring):
             self._drop_acquisition(ts, ws)
+            self._insure(ts)
         # Only the tasks it was most likely running count as suspects: the
         # ``nthreads`` it was given first (it runs them in that order, and a
         # finished one leaves ``processing``).  The rest were only queued there.
@@ -266,6 +339,8 @@ class ReplicaManagement(SchedulerCore):
             self._remove_replica(ts, ws)
             if not ts.who_has:
                 self._lost(ts, f"key {ts.key!r} was held only on worker {address} which left: {reason}")
+            else:
+                self._insure(ts)
         for ts in list(self.restricted_waiting.get(address, ())):
             assert ts.restrictions is not None
             if ts.state == QUEUED and not any(a in self.workers for a in ts.restrictions):
@@ -302,3 +377,4 @@ class ReplicaManagement(SchedulerCore):
                 self._freed[ws] = None
             if self.retiring:
                 self._retire_dirty = True
+            self._insure_pending()

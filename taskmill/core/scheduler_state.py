@@ -46,7 +46,9 @@ Decisions the shell relies on
   suspicious death, and after ``allowed_failures`` deaths err
   ``KilledWorker``.  Keys whose only copy was there are recomputed (if still
   needed) or reported lost.  ``WorkerJoined`` for an address already known
-  is treated as that worker leaving and a new process joining.
+  is treated as that worker leaving and a new process joining.  For a while
+  after such a death small results get insurance copies (``AcquireReplicas``,
+  see ``taskmill.core.scheduler_replicas``).
 * **Replicas** reported by ``WorkerHasKeys`` are recorded only for keys in
   memory; any other key is answered with ``FreeKeys``.
 * **Copies, retirement, pause** (``ReplicateRequested``, ``RetireRequested``,
@@ -524,6 +526,7 @@ class SchedulerState(ReplicaManagement):
                 self.idle[ws] = None
         self.queue.clear()
         self.restricted_waiting.clear()
+        self._uninsured.clear()
         self.resource_index.clear_tasks()
         self._recs.clear()
         self._ready.clear()
@@ -560,6 +563,7 @@ class SchedulerState(ReplicaManagement):
             elif len(self.output_bytes) < MAX_PREFIXES:
                 self.output_bytes[ts.prefix] = ev.nbytes
         self._transition(ts, MEMORY, (ws, ev.nbytes, ev.type_name or ts.type_name, ev.value))
+        self._insure(ts)
 
     def _on_task_erred(self, ev: TaskErred) -> None:
         ws = self.workers.get(ev.worker)
@@ -607,8 +611,10 @@ class SchedulerState(ReplicaManagement):
                 queue_push(ws.restricted_queue, ts)
         if self.retiring:  # a new place for the data of retiring workers
             self._retire_dirty = True
+        self._insure_pending()
 
     def _on_worker_left(self, ev: WorkerLeft) -> None:
+        self._tick(ev.now)
         if ev.worker not in self.workers:
             self._log("", "", "", f"ignored: WorkerLeft for unknown worker {ev.worker}")
             return
@@ -667,6 +673,7 @@ class SchedulerState(ReplicaManagement):
                 )
 
     def _on_worker_capacity(self, ev: WorkerCapacity) -> None:
+        self._tick(ev.now)
         ws = self.workers.get(ev.worker)
         if ws is not None:
             ws.memory = ev.memory

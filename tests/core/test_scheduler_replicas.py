@@ -21,8 +21,8 @@ from taskmill.core.scheduler_events import (
 )
 
 
-def scatter(s: Sched, key: str, *where: str, client: str = "c1") -> None:
-    s(DataScattered(sid(), client, {key: tuple(where)}, {key: 100}))
+def scatter(s: Sched, key: str, *where: str, client: str = "c1", nbytes: int = 100) -> None:
+    s(DataScattered(sid(), client, {key: tuple(where)}, {key: nbytes}))
 
 
 def has(addr: str, *keys: str) -> WorkerHasKeys:
@@ -106,7 +106,7 @@ def test_copy_of_a_key_released_meanwhile_is_freed_on_the_fetching_worker():
 
 def test_worker_declining_or_leaving_settles_the_copy():
     s = Sched("tcp://a", "tcp://b", "tcp://c")
-    scatter(s, "s", "tcp://a")
+    scatter(s, "s", "tcp://a", nbytes=10**7)  # too big for an insurance copy after the death
     s(replicate("s"))
     s(WorkerReleasedKeys(sid(), "tcp://b", ("s",)))
     assert s.state.who_has(["s"])["s"] == ["tcp://a"]
