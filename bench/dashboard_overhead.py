@@ -210,12 +210,14 @@ def main() -> None:
                   f"wall {run.wall:.2f}s{extra}", flush=True)
     off = statistics.median(r.cpu for r in runs[False])
     on = statistics.median(r.cpu for r in runs[True])
+    paired = statistics.median(b.cpu / a.cpu for a, b in zip(runs[False], runs[True]))
     accounted = statistics.median(r.accounted / r.cpu for r in runs[True])
     looking = "on (nobody looking)" if a.idle else \
         f"on, {'Chromium' if a.browser else 'status stream'} open + /metrics scraped"
     print(f"\nmedian scheduler CPU for {a.tasks} tasks: without dashboard {off:.2f}s, with dashboard "
-          f"{looking} {on:.2f}s: overhead {100 * (on - off) / off:+.1f}% (on/off {on / off:.3f}); "
-          f"accounted by the dashboard itself: median {100 * accounted:.1f}% of scheduler CPU")
+          f"{looking} {on:.2f}s: overhead {100 * (on - off) / off:+.1f}% (on/off {on / off:.3f}; "
+          f"median of the per-round on/off ratios {paired:.3f}); accounted by the dashboard itself: "
+          f"median {100 * accounted:.1f}% of scheduler CPU")
     hook_costs(a.tasks)
 
 

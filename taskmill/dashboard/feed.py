@@ -15,9 +15,11 @@ the task stream travels.
 The one scan over all tasks (counts per group and state, for progress, the
 summary and ``/metrics``) runs at most every ``COUNTS_INTERVAL`` seconds and
 is spaced out further when it is slow, so that it never takes more than
-``COUNTS_SHARE`` of the scheduler's time (a million-task graph is not scanned
-every two seconds).  Its figures are therefore up to a few seconds old; the
-running totals (finished, erred, durations) are always exact.
+``COUNTS_SHARE`` of the scheduler thread's CPU time (a million-task graph is
+not scanned every two seconds, and a machine shared with other work does
+not make the scan a larger part of what the scheduler does).  Its figures
+are therefore a few seconds old; the running totals (finished, erred,
+durations) are always exact.
 
 Every build is timed in the scheduler thread's CPU time (``cpu_seconds``,
 exported on ``/metrics`` as ``taskmill_dashboard_cpu_seconds_total``), so what
@@ -38,8 +40,8 @@ from taskmill.dashboard import views
 TICK = 0.5
 #: The scan over all tasks runs at most this often (seconds)...
 COUNTS_INTERVAL = 2.0
-#: ...and is spaced so that it takes at most this share of the time.
-COUNTS_SHARE = 0.02
+#: ...and is spaced so that it takes at most this share of the scheduler's CPU time.
+COUNTS_SHARE = 0.01
 
 T = TypeVar("T")
 Version = tuple[int, int, int]
@@ -47,25 +49,31 @@ Version = tuple[int, int, int]
 
 class Throttled(Generic[T]):
     """The value of an expensive ``read``, refreshed at most every
-    ``interval`` seconds and never more often than keeps its cost below
-    ``share`` of the time (a read that took 0.1 s waits 5 s at 2%)."""
+    ``interval`` seconds of ``wall`` time, and only once the process has
+    used ``cost / share`` seconds of ``cpu`` time since the last read: the
+    read never takes more than ``share`` of the scheduler's own CPU time,
+    however large the state grows or however busy the machine is (a 10 ms
+    read at 1% waits for 1 s of scheduler CPU)."""
 
     def __init__(self, read: Callable[[], T], interval: float, share: float,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 wall: Callable[[], float] = time.monotonic,
+                 cpu: Callable[[], float] = time.thread_time) -> None:
         self._read = read
         self.interval = interval
         self.share = share
-        self._clock = clock
+        self._wall = wall
+        self._cpu = cpu
         self._value: T | None = None
-        self._due = float("-inf")
+        self._wall_due = self._cpu_due = float("-inf")
 
     def get(self) -> T:
         """The current value, read again if it is due."""
-        now = self._clock()
-        if self._value is None or now >= self._due:
+        if self._value is None or (self._wall() >= self._wall_due and self._cpu() >= self._cpu_due):
+            start = self._cpu()
             self._value = self._read()
-            cost = self._clock() - now
-            self._due = now + max(self.interval, cost / self.share)
+            now = self._cpu()
+            self._wall_due = self._wall() + self.interval
+            self._cpu_due = now + (now - start) / self.share
         return self._value
 
 

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import base64
 import heapq
-import sys
-from array import array
+import struct
 from collections import Counter
 from operator import attrgetter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from taskmill.core.scheduler_records import (
@@ -88,17 +87,16 @@ def task_stream(monitor: SchedulerMonitor, nthreads: Mapping[str, int], after: i
     index = {w: i for i, w in enumerate(dict.fromkeys((*ws, *(t[0] for t in trs))))}
     return {"next": monitor.tasks_total, "next_transfer": monitor.transfer_count,
             "workers": list(index), "keys": keys,
-            "worker": _b64(array("I", map(index.__getitem__, ws))),
-            "start": _b64(array("d", starts)), "stop": _b64(array("d", stops)),
-            "transfer": _b64(array("d", transfers)), "ok": _b64(array("B", oks)),
+            "worker": _pack("I", list(map(index.__getitem__, ws))),
+            "start": _pack("d", starts), "stop": _pack("d", stops),
+            "transfer": _pack("d", transfers), "ok": _pack("B", oks),
             "transfers": [[index[w], p, a, b, n, nk] for w, p, a, b, n, nk in trs],
             "nthreads": dict(nthreads)}
 
 
-def _b64(values: array[Any]) -> str:
-    if sys.byteorder == "big":
-        values.byteswap()
-    return base64.b64encode(values).decode("ascii")
+def _pack(code: str, values: Sequence[Any]) -> str:
+    """``values`` as little-endian ``code`` (struct format) numbers in base64."""
+    return base64.b64encode(struct.pack(f"<{len(values)}{code}", *values)).decode("ascii")
 
 
 _PREFIX_STATE = attrgetter("prefix", "state")

@@ -79,6 +79,13 @@ def test_dashboard_shows_real_figures(browser: Any, tmp_path: Any) -> None:
         assert page.locator("#memory tbody tr").count() == 2
         page.screenshot(path=str(tmp_path / "status.png"), full_page=True)
 
+        # the open page is updated by push, without reloading: more tasks appear
+        page.evaluate("window.notReloaded = true")
+        wait(e.map(inc, range(5000, 5200)))
+        expect(page.locator("#n-finished")).to_have_text("3470", timeout=10_000)
+        page.wait_for_selector('#stream-summary[data-tasks="3500"]', timeout=10_000)
+        assert page.evaluate("window.notReloaded") is True
+
         # keyboard: "w" opens the workers page
         page.keyboard.press("w")
         page.wait_for_url("**/workers")

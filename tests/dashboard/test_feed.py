@@ -20,28 +20,31 @@ class FakeClock:
         return self.now
 
 
-def test_throttled_reads_at_most_every_interval_and_spaces_slow_reads() -> None:
-    clock = FakeClock()
+def test_throttled_reads_every_interval_and_within_a_share_of_the_cpu() -> None:
+    wall, cpu = FakeClock(), FakeClock()
     reads: list[float] = []
 
     def read() -> int:
-        reads.append(clock.now)
-        clock.now += cost  # the read itself takes this long
+        reads.append(wall.now)
+        cpu.now += cost  # the read itself takes this much CPU
         return len(reads)
 
     cost = 0.001
-    t = Throttled(read, interval=2.0, share=0.02, clock=clock)
+    t = Throttled(read, interval=2.0, share=0.01, wall=wall, cpu=cpu)
     assert t.get() == 1 and t.get() == 1
-    clock.now = 1.9
-    assert t.get() == 1
-    clock.now = 2.0
-    assert t.get() == 2
-    cost = 0.5  # a slow scan: the next one waits 0.5 / 0.02 = 25 s
-    clock.now = 4.0
+    wall.now, cpu.now = 1.9, 1.0
+    assert t.get() == 1  # too soon
+    wall.now = 2.0
+    assert t.get() == 2  # 2 s passed, and the scheduler used far more than 100x the read's CPU
+    wall.now = 4.0
+    assert t.get() == 2  # 2 s passed, but the scheduler has not used 100x the read's CPU
+    cpu.now += 0.1
+    cost = 0.05  # a slow read: the next one waits until the scheduler used 5 s of CPU
     assert t.get() == 3
-    clock.now = 28.9
+    cpu_after = cpu.now
+    wall.now, cpu.now = 100.0, cpu_after + 4.9  # a busy machine: little CPU for the scheduler
     assert t.get() == 3
-    clock.now = 29.0
+    cpu.now = cpu_after + 5.001
     assert t.get() == 4
 
 

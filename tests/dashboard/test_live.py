@@ -117,6 +117,10 @@ def test_status_is_pushed_with_only_new_records(executor: Executor) -> None:
     assert len(update["stream"]["keys"]) == update["stream"]["next"] - seen
     _, workers = next(_events(base + "/api/workers/events"))
     assert len(workers["workers"]) == 2 and workers["summary"]["threads"] == 4
+    # the same by request, for scripts
+    polled = json.loads(_get(f"{base}/api/status?after={seen}&after_transfer=0"))
+    assert len(polled["stream"]["keys"]) == polled["stream"]["next"] - seen >= 30
+    assert json.loads(_get(base + "/api/workers"))["summary"]["workers"] == 2
 
 
 def test_closing_with_a_page_subscribed_is_prompt() -> None:
