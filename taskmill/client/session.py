@@ -42,7 +42,10 @@ from taskmill.protocol import Serialized
 
 logger = logging.getLogger("taskmill.client")
 
+#: rounds in which a holder named by the scheduler failed to deliver, before giving up
 FETCH_ATTEMPTS = 5
+#: longest pause (seconds) between asking where a key lives while it is recomputed
+RECOMPUTE_POLL_MAX = 1.0
 GRAPH_CHUNK = 1000  # tasks per update-graph message
 
 
@@ -407,10 +410,16 @@ class Session:
         return out
 
     async def _fetch(self, states: list[KeyState]) -> None:
+        """Fetch finished keys' values from their holders.  A holder that fails
+        (unreachable, or without the key) is struck off and the scheduler is
+        asked where the key lives now; after ``FETCH_ATTEMPTS`` such rounds the
+        key is lost.  A key with no holder left is being recomputed (the
+        scheduler errs or reports it lost otherwise): that wait, however long
+        the lineage takes, does not count as a failed attempt."""
         pending = {ks.key: ks for ks in states}
-        for attempt in range(FETCH_ATTEMPTS):
-            if not pending:
-                return
+        failed_rounds = 0
+        pause = 0.1
+        while pending:
             by_worker: dict[str, list[str]] = {}
             for key, ks in pending.items():
                 if ks.who_has:
@@ -418,6 +427,7 @@ class Session:
             results = await asyncio.gather(
                 *(self._get_data(w, keys) for w, keys in by_worker.items()), return_exceptions=True
             )
+            failed = False
             for (worker, keys), got in zip(by_worker.items(), results):
                 if isinstance(got, BaseException) and not isinstance(got, OSError):
                     raise got  # e.g. the value cannot be pickled: retrying will not help
@@ -425,13 +435,22 @@ class Session:
                     logger.info("could not fetch %d keys from %s: %s", len(keys), worker, got)
                     for key in keys:
                         pending[key].who_has = tuple(w for w in pending[key].who_has if w != worker)
+                    failed = True
                     continue
+                failed = failed or len(got) < len(keys)
                 for key, value in got.items():
                     ks = pending.pop(key)
                     ks.value = value.deserialize()
                     ks.has_value = True
-            if pending:
-                await self._refresh_who_has(pending, attempt)
+            if not pending:
+                return
+            failed_rounds += failed
+            if failed_rounds >= FETCH_ATTEMPTS:
+                break
+            await self._refresh_who_has(pending, pause)
+            pause = min(2 * pause, RECOMPUTE_POLL_MAX)
+            for key in [k for k, ks in pending.items() if ks.status != FINISHED]:
+                del pending[key]  # erred or lost meanwhile: the caller raises its error
         for ks in pending.values():
             if ks.status == FINISHED:
                 ks.exception = FutureLostError(
@@ -443,7 +462,9 @@ class Session:
         reply = await self.worker_pool.rpc(worker).call("get-data", keys=keys, timeout=timeouts.DATA)
         return dict(reply["data"])
 
-    async def _refresh_who_has(self, pending: dict[str, KeyState], attempt: int) -> None:
+    async def _refresh_who_has(self, pending: dict[str, KeyState], pause: float) -> None:
+        """Ask where ``pending`` keys live; for those with no holder (being
+        recomputed) wait up to ``pause`` seconds for a new report."""
         who_has = await self.scheduler_call("who-has", keys=list(pending))
         for key, workers in who_has.items():
             if key in pending:
@@ -454,7 +475,7 @@ class Session:
         if waiting:
             await asyncio.wait(
                 [asyncio.ensure_future(ks.arrived_event.wait()) for ks in waiting],
-                timeout=0.1 * 2 ** attempt,
+                timeout=pause,
             )
 
     # ------------------------------------------------------------------ #

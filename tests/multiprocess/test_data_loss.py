@@ -57,3 +57,29 @@ def test_retired_and_sigtermed_workers_hand_their_data_over_and_stay_down() -> N
         wait_for(lambda: sum(n.status.value == "closed" for n in nannies) == 2, timeout=30,
                  message="the nannies of retired workers closed instead of restarting them")
         assert len(e.nthreads()) == 1
+
+
+def slow_seed(seconds: float) -> int:
+    time.sleep(seconds)
+    return 7
+
+
+def big_result(seed: int) -> bytes:
+    return bytes([seed]) * 100_000  # too big to ride along with the in-memory report
+
+
+def test_result_of_a_lost_key_waits_for_a_recomputation_longer_than_the_fetch_retries() -> None:
+    # the client's fetch retries (5, about 3 s of pauses in all) only count holders that
+    # fail; waiting while the scheduler recomputes a long lineage is not a failure
+    with Executor(n_workers=2, threads_per_worker=1, set_as_default=False) as e:
+        seed = e.submit(slow_seed, 4.0)
+        big = e.submit(big_result, seed)
+        wait_for(lambda: big.done(), timeout=30, message="big computed")
+        del seed  # its data is freed: recomputing `big` takes 4 s
+        holder = e.who_has(big)[big.key]
+        assert len(holder) == 1
+        wait_for(lambda: len(e.who_has()) == 1, timeout=10, message="the seed's data freed")
+        os.kill(pids(e)[holder[0]], signal.SIGKILL)
+        start = time.monotonic()
+        assert big.result(timeout=60) == bytes([7]) * 100_000
+        assert time.monotonic() - start > 3.5  # it was recomputed, lineage and all
