@@ -11,8 +11,9 @@ instead (Playwright and Debian's ``chromium``).  Besides the difference of
 medians (noisy on a shared machine), each dashboard run reports what the
 scheduler itself accounted to the dashboard
 (``taskmill_dashboard_cpu_seconds_total``: thread CPU time of building
-updates and metrics; it misses aiohttp's own request handling and socket
-writes, which the difference includes).
+updates and metrics, less garbage collections that happened to start during
+them; it misses aiohttp's own request handling and socket writes, which the
+difference includes).
 
     .venv/bin/python bench/dashboard_overhead.py [--tasks 20000] [--rounds 5] [--browser] [--idle]
 """
