@@ -13,30 +13,13 @@ import pytest
 
 from taskmill import Executor, wait
 
-pytestmark = [
-    pytest.mark.timeout(240),
-    # Known open problem (issue 4): with a kill every second the recomputation
-    # of lost lineage does not keep up and the run does not converge within
-    # minutes; kept out of the default run until fixed.  TASKMILL_CHAOS=1 runs it.
-    pytest.mark.skipif(not os.environ.get("TASKMILL_CHAOS"),
-                       reason="chaos test does not converge yet (issue 4); set TASKMILL_CHAOS=1"),
-]
+from tests.chaos.ring_graph import combine, local_result, start_value, total
 
-
-def combine(a: int, b: int, salt: int) -> int:
-    time.sleep(0.005)  # 2,000 of these keep 3 workers busy for a few seconds
-    return (a * 31 + b * 17 + salt) % 1_000_003
-
-
-def local_result(width: int, depth: int, seed: int) -> int:
-    layer = [start_value(i, seed) for i in range(width)]
-    for d in range(depth):
-        layer = [combine(layer[i], layer[(i + 1) % width], d) for i in range(width)]
-    return sum(layer) % 1_000_003
-
-
-def start_value(i: int, seed: int) -> int:
-    return (i * 7 + seed) % 1000
+# Each seed takes ~17-32 s on a busy 2-core machine, cluster start and recovery
+# check included (the graph alone: ~6.5 s without kills): after the first death
+# the scheduler keeps a second copy of small results, so a kill costs the tasks
+# it was running, not a recomputation of their freed lineage (docs/failures.md).
+pytestmark = pytest.mark.timeout(150)
 
 
 def cluster_result(e: Executor, width: int, depth: int, seed: int) -> int:
@@ -44,11 +27,11 @@ def cluster_result(e: Executor, width: int, depth: int, seed: int) -> int:
     layer = [e.submit(start_value, i, seed) for i in range(width)]
     for d in range(depth):
         layer = [e.submit(combine, layer[i], layer[(i + 1) % width], d) for i in range(width)]
-    total = e.submit(lambda xs: sum(xs) % 1_000_003, layer)
-    return int(total.result(timeout=180))
+    result = e.submit(total, layer)
+    return int(result.result(timeout=90))
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [1, 2, 3])
 def test_results_stay_right_while_workers_are_killed(seed: int, no_leaks: None,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     # Outside kills are not the tasks' fault: allow more deaths than the default
