@@ -15,7 +15,7 @@ from taskmill import Executor, wait
 
 from tests.chaos.ring_graph import combine, local_result, start_value, total
 
-# Each seed takes ~17-32 s on a busy 2-core machine, cluster start and recovery
+# Each seed takes ~12-32 s on a busy 2-core machine, cluster start and recovery
 # check included (the graph alone: ~6.5 s without kills): after the first death
 # the scheduler keeps a second copy of small results, so a kill costs the tasks
 # it was running, not a recomputation of their freed lineage (docs/failures.md).
