@@ -52,11 +52,12 @@ Version = tuple[int, int, int]
 
 class Throttled(Generic[T]):
     """The value of an expensive ``read``, refreshed at most every
-    ``interval`` seconds of ``wall`` time, and only once the process has
-    used ``cost / share`` seconds of ``cpu`` time since the last read: the
-    read never takes more than ``share`` of the scheduler's own CPU time,
-    however large the state grows or however busy the machine is (a 10 ms
-    read at 1% waits for 1 s of scheduler CPU)."""
+    ``interval`` seconds of ``wall`` time, and only once ``cost / share``
+    seconds of ``cpu`` time (by default the calling thread's: the
+    scheduler's loop) went by since the last read: the read never takes more
+    than ``share`` of the scheduler's own CPU time, however large the state
+    grows or however busy the machine is (a 10 ms read at 1% waits for 1 s
+    of scheduler CPU)."""
 
     def __init__(self, read: Callable[[], T], interval: float, share: float,
                  wall: Callable[[], float] = time.monotonic,
