@@ -19,6 +19,9 @@ TASKMILL_REQUEST_TIMEOUT       30 s     the reply to a short request (who-has,
 TASKMILL_DATA_TIMEOUT          300 s    the reply to a get-data (moving results)
 TASKMILL_RETIRE_TIMEOUT        30 s     replicate / retire_workers: copies made, data
                                         moved off a retiring worker
+TASKMILL_RECONNECT_TIMEOUT     30 s     a worker that lost its scheduler trying to
+                                        register again before it exits (its nanny
+                                        then stops too instead of respawning it)
 =============================  =======  ==========================================
 
 Waits that are deliberately unbounded: a user's ``result()``/``gather``
@@ -61,6 +64,8 @@ PEER_CONNECT = Timeout("TASKMILL_PEER_CONNECT_TIMEOUT", 2.0, "connecting to a wo
 REQUEST = Timeout("TASKMILL_REQUEST_TIMEOUT", 30.0, "the reply to a short request")
 DATA = Timeout("TASKMILL_DATA_TIMEOUT", 300.0, "the reply to a get-data request")
 RETIRE = Timeout("TASKMILL_RETIRE_TIMEOUT", 30.0, "moving data off retiring workers")
+RECONNECT = Timeout("TASKMILL_RECONNECT_TIMEOUT", 30.0,
+                    "a worker registering again with a lost scheduler before it exits")
 
 
 def seconds(timeout: float | Timeout) -> tuple[float, str]:

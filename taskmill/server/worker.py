@@ -57,7 +57,7 @@ class Worker(Node):
 
     def __init__(self, scheduler_address: str, *, nthreads: int = 1, memory_limit: int = 0,
                  host: str = "127.0.0.1", port: int = 0, nanny: str | None = None, name: str = "",
-                 heartbeat_interval: float = 1.0, reconnect_timeout: float = 30.0,
+                 heartbeat_interval: float = 1.0, reconnect_timeout: float | None = None,
                  local_directory: str | None = None, validate: bool = False,
                  memory_thresholds: MemoryThresholds | None = None,
                  resources: dict[str, float] | None = None) -> None:
@@ -71,7 +71,8 @@ class Worker(Node):
         self.host, self.port = host, port
         self.nanny = nanny
         self.heartbeat_interval = heartbeat_interval
-        self.reconnect_timeout = reconnect_timeout
+        self.reconnect_timeout = (reconnect_timeout if reconnect_timeout is not None
+                                  else timeouts.RECONNECT.get())
         self.local_directory = local_directory or os.path.join(
             os.environ.get("TMPDIR", "/tmp"), f"taskmill-worker-{os.getpid()}-{id(self):x}")
         self._validate = validate

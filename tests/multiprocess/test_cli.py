@@ -158,3 +158,22 @@ def test_malformed_worker_resources_fail_clearly() -> None:
                          capture_output=True, text=True, timeout=30)
     assert out.returncode != 0
     assert "--resources" in out.stderr and "expected NAME=AMOUNT" in out.stderr, out.stderr
+
+
+def test_workers_give_up_on_a_scheduler_that_stays_away(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker retries for TASKMILL_RECONNECT_TIMEOUT, then exits; its nanny
+    does not respawn it against the missing scheduler but stops too."""
+    monkeypatch.setenv("TASKMILL_RECONNECT_TIMEOUT", "2")
+    with running("taskmill-scheduler", "--port", "0") as sched:
+        address = start_scheduler(sched)
+        with running("taskmill-worker", address, "--nthreads", "1") as worker:
+            worker.wait_for_line("registered with scheduler")
+            children = psutil.Process(worker.popen.pid).children(recursive=True)
+            assert len(children) == 1  # the worker process under its nanny
+            os.kill(sched.popen.pid, signal.SIGKILL)
+            start = time.monotonic()
+            worker.wait_for_line("trying to reconnect for 2s")
+            assert worker.popen.wait(timeout=30) is not None  # the whole command ended
+            assert time.monotonic() - start < 30
+            assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+            assert sum("registered with scheduler" in line for line in worker.lines) == 1
