@@ -40,6 +40,7 @@ from taskmill.dashboard import service as dashboard
 from taskmill.dashboard.monitor import SchedulerMonitor
 from taskmill.protocol import Serialized
 from taskmill.server.node import Node, Status
+from taskmill.server import runtime
 from taskmill.server.runtime import HeapFreezer
 from taskmill.server.replication import ReplicaRequests
 
@@ -76,6 +77,7 @@ class Scheduler(Node):
         # dashboard only when ``dashboard_port`` is not None (0: any free port)
         self.monitor = SchedulerMonitor()
         self.heap_freezer = HeapFreezer()
+        self._gc_tuned = False  # see runtime.embedded_scheduler_started
         self.dashboard_port = dashboard_port
         self.replicas = ReplicaRequests(self)
         self.dashboard: Any = None
@@ -114,6 +116,8 @@ class Scheduler(Node):
         # clients in this process (an embedded cluster's Executor) skip the sockets
         self.inproc_address = await self.listen("inproc://")
         self.status = Status.running
+        runtime.embedded_scheduler_started()
+        self._gc_tuned = True
         self.spawn(self._check_heartbeats(), "heartbeat-check")
         if self.dashboard_port is not None:  # starts while workers join (it imports aiohttp)
             self._dashboard_starting = self.spawn(self._start_dashboard(), "dashboard-start")
@@ -138,6 +142,9 @@ class Scheduler(Node):
     async def _on_close(self) -> None:
         if self.dashboard is not None:
             await self.dashboard.stop()
+        if self._gc_tuned:
+            self._gc_tuned = False
+            runtime.embedded_scheduler_stopped()
 
     def _sid(self, op: str) -> str:
         return f"{op}-{next(self._stimulus)}"

@@ -41,3 +41,16 @@ def test_does_nothing_in_a_user_program(monkeypatch: pytest.MonkeyPatch) -> None
     freezer = HeapFreezer(every=1)
     freezer.observe(10)
     assert gc.get_freeze_count() == 0 and freezer.frozen_at == 0
+
+
+def test_embedded_schedulers_collect_young_objects_less_often_then_restore() -> None:
+    from taskmill import Executor
+
+    before = gc.get_threshold()
+    with Executor(n_workers=1, threads_per_worker=1, processes=False, dashboard_port=None) as e:
+        assert gc.get_threshold()[0] == max(before[0], runtime.EMBEDDED_GEN0_THRESHOLD)
+        with Executor(n_workers=1, threads_per_worker=1, processes=False, dashboard_port=None):
+            pass  # a second embedded cluster closing does not restore early
+        assert gc.get_threshold()[0] == max(before[0], runtime.EMBEDDED_GEN0_THRESHOLD)
+        assert e.submit(abs, -1).result() == 1
+    assert gc.get_threshold() == before
