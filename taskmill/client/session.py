@@ -216,9 +216,21 @@ class Session:
             self.post(self._flush_outbox)
 
     def _flush_outbox(self) -> None:
+        """Send what is queued, at most about ``GRAPH_CHUNK`` tasks' worth per
+        loop turn: a big graph queued in one go would otherwise be encoded in
+        one piece while nothing else (replies, reports) runs on the loop."""
         with self._lock:
-            msgs, self._outbox = self._outbox, []
+            take, budget = 0, 0
+            for msg in self._outbox:
+                take += 1
+                budget += len(msg["tasks"]) if msg["op"] == "update-graph" else 1
+                if budget >= GRAPH_CHUNK:
+                    break
+            msgs, self._outbox = self._outbox[:take], self._outbox[take:]
+            more = bool(self._outbox)
         self._send(*_merge_releases(msgs))
+        if more:
+            self.loop.call_soon(self._flush_outbox)
 
     def submit_tasks(self, tasks: list[list[Any]], funcs: dict[str, Serialized],
                      wanted: list[str] | None = None) -> list[Future]:
