@@ -98,3 +98,21 @@ def test_settings_restored_on_close() -> None:
         assert dask.config.get("scheduler") == e.get
         assert dask.config.get("dataframe.shuffle.method") == "tasks"
     assert dask.config.get("scheduler", None) == before
+
+
+def test_graph_packing_pauses_cycle_collection_and_restores_it() -> None:
+    import gc
+
+    from taskmill.client.dask_integration import cyclic_gc_paused
+
+    assert gc.isenabled()
+    with cyclic_gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with cyclic_gc_paused():
+            pass
+        assert not gc.isenabled()  # a program that turned it off keeps it off
+    finally:
+        gc.enable()
