@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from taskmill import Executor, wait
+from tests.dashboard.workload import fail_every_tenth, inc
 
 try:
     from playwright.sync_api import expect
@@ -23,16 +24,6 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def inc(x: int) -> int:
-    return x + 1
-
-
-def fail_every_tenth(x: int) -> int:
-    if x % 10 == 0:
-        raise ValueError(f"no multiples of ten: {x}")
-    return x
 
 
 @pytest.fixture

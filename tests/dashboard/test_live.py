@@ -14,19 +14,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from taskmill import Executor, wait
+from tests.dashboard.workload import fail_every_tenth, inc
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def inc(x: int) -> int:
-    return x + 1
-
-
-def fail_every_tenth(x: int) -> int:
-    if x % 10 == 0:
-        raise ValueError(f"no multiples of ten: {x}")
-    return x
 
 
 @pytest.fixture(scope="module")
