@@ -130,7 +130,7 @@ def choose_worker(
     ``duration`` the estimated duration of tasks of ``ts``'s kind, if known."""
     if not idle:
         if ts.dependencies and ts.restrictions is None:
-            return _busy_holder_worth_waiting_for(ts, idle, duration)
+            return _busy_holder_worth_waiting_for(ts, None, duration)
         return None
     if ts.restrictions is not None:
         allowed: dict[WorkerRecord, None] = {}
@@ -146,29 +146,27 @@ def choose_worker(
             return least_occupied(allowed)
         if not ts.loose:
             return None
+    least = least_occupied(idle if len(idle) <= MAX_IDLE_SCAN else islice(idle, MAX_IDLE_SCAN))
     if ts.dependencies:
         ws = by_locality(ts, None, idle)
         if ws is not None:
             return ws
-        ws = _busy_holder_worth_waiting_for(ts, idle, duration)
+        ws = _busy_holder_worth_waiting_for(ts, least, duration)
         if ws is not None:
             return ws
-    if len(idle) <= MAX_IDLE_SCAN:
-        return least_occupied(idle)
-    return least_occupied(islice(idle, MAX_IDLE_SCAN))
+    return least
 
 
 def _busy_holder_worth_waiting_for(
-    ts: TaskRecord, idle: dict[WorkerRecord, None], duration: float | None
+    ts: TaskRecord, least: WorkerRecord | None, duration: float | None
 ) -> WorkerRecord | None:
     """No worker holding ``ts``'s inputs has a free slot.  The holder where
-    ``ts`` would start soonest, if sooner than on the least occupied idle
-    worker (if any), counting the work queued there against the time to move
-    the missing inputs (``missing bytes / ASSUMED_BANDWIDTH``); None when
-    moving is faster.  The task then goes there past its slots, like dask's
+    ``ts`` would start soonest, if sooner than on ``least``, the least
+    occupied idle worker (None: no worker has a free slot), counting the
+    work queued there against the time to move the missing inputs
+    (``missing bytes / ASSUMED_BANDWIDTH``); None when moving is faster.  The task then goes there past its slots, like dask's
     dependents: only root tasks are held back on the scheduler, and a
     dependent never outnumbers the inputs that made it ready."""
-    least = least_occupied(idle if len(idle) <= MAX_IDLE_SCAN else islice(idle, MAX_IDLE_SCAN))
     per_task = duration if duration is not None else UNKNOWN_DURATION
     held: dict[WorkerRecord, int] = {}
     total = 0
