@@ -5,16 +5,22 @@ the (cached) function, unpickling the arguments, putting dependency values
 in place of their TaskRefs, calling, and describing a failure.  The outcome
 reaches the loop with one ``call_soon_threadsafe``.  Outcomes of tasks
 submitted before ``discard_all`` (the worker started afresh) are dropped.
+
+The pool is ``nthreads`` daemon threads reading calls from one
+``SimpleQueue``, started together at the first call.  It has no per-call
+``concurrent.futures.Future`` or idle-thread bookkeeping: handing a call
+to a thread is one ``put``.  ``shutdown`` drops the calls not yet started
+and lets each thread end after its current call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from taskmill.core.taskref import substitute_refs
@@ -30,31 +36,64 @@ OnDone = Callable[[str, bool, Any, str, float, float, "Serialized | None"], None
 SMALL_RESULT_BYTES = INLINE_LIMIT
 
 
+Call = tuple[asyncio.AbstractEventLoop, int, str, str, "Serialized | None", Serialized,
+             dict[str, Any], bool]
+_STOP = None  # tells a thread to end
+
+
 class TaskRunner:
     """A pool of ``nthreads`` threads running task calls."""
 
     def __init__(self, nthreads: int, on_done: OnDone) -> None:
-        self.pool = ThreadPoolExecutor(nthreads, thread_name_prefix="taskmill-task")
+        self.nthreads = nthreads
         self.on_done = on_done
         self.generation = 0
+        self.threads: list[threading.Thread] = []
+        self._calls: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
         self._functions: dict[str, Callable[..., Any]] = {}
         self._lock = threading.Lock()
+        self._closed = False
 
     def submit(self, key: str, func_token: str, func: Serialized | None, args: Serialized,
                inputs: dict[str, Any], report_value: bool = False) -> None:
         """Run the call in a thread; with ``report_value`` a small result is
         also handed back serialized (see ``small_result``)."""
-        loop = asyncio.get_running_loop()
-        self.pool.submit(self._run, loop, self.generation, key, func_token, func, args, inputs,
-                         report_value)
+        if self._closed:
+            raise RuntimeError("the task runner is shut down")
+        if not self.threads:
+            self._start_threads()
+        self._calls.put((asyncio.get_running_loop(), self.generation, key, func_token, func, args,
+                         inputs, report_value))
 
     def discard_all(self) -> None:
         """Forget every task in flight: their outcomes will be dropped."""
         self.generation += 1
 
     def shutdown(self) -> None:
+        """Drop the calls not started; each thread ends after its current call."""
         self.discard_all()
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self._closed = True
+        try:
+            while True:
+                self._calls.get_nowait()
+        except queue.Empty:
+            pass
+        for _ in self.threads:
+            self._calls.put(_STOP)
+
+    def _start_threads(self) -> None:
+        for i in range(self.nthreads):
+            thread = threading.Thread(target=self._serve, name=f"taskmill-task_{i}", daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def _serve(self) -> None:
+        calls = self._calls
+        while True:
+            call = calls.get()
+            if call is _STOP:
+                return
+            self._run(*call)
 
     def _load_function(self, token: str, payload: Serialized | None) -> Callable[..., Any]:
         fn = self._functions.get(token)

@@ -1,0 +1,94 @@
+"""The worker's task thread pool: calls run in threads, outcomes come back to the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+from taskmill.comm import run
+from taskmill.protocol import serialize, serialize_function
+from taskmill.server.task_runner import TaskRunner
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+def leave(code: int) -> None:
+    raise SystemExit(code)
+
+
+GATE = threading.Event()  # the runner's threads are in this process
+
+
+def wait_then(value: int) -> int:
+    assert GATE.wait(10)
+    return value
+
+
+class Outcomes:
+    def __init__(self) -> None:
+        self.got: dict[str, tuple[bool, Any]] = {}
+        self.threads: set[str] = set()
+        self.changed = asyncio.Event()
+
+    def __call__(self, key: str, ok: bool, value: Any, tb: str, start: float, stop: float,
+                 small: Any) -> None:
+        self.got[key] = (ok, value)
+        self.threads.add(threading.current_thread().name)
+        self.changed.set()
+
+    async def wait(self, *keys: str) -> None:
+        while not all(k in self.got for k in keys):
+            self.changed.clear()
+            await asyncio.wait_for(self.changed.wait(), 10)
+
+
+def call(runner: TaskRunner, key: str, fn: Any, *args: Any) -> None:
+    token, func = serialize_function(fn)
+    runner.submit(key, token, func, serialize((args, {})), {})
+
+
+def test_calls_run_on_pool_threads_and_report_on_the_loop() -> None:
+    async def main() -> None:
+        outcomes = Outcomes()
+        runner = TaskRunner(2, outcomes)
+        call(runner, "a", add, 1, 2)
+        call(runner, "b", leave, 3)  # SystemExit in a task is a failure, not the thread's end
+        call(runner, "c", add, 4, 5)
+        await outcomes.wait("a", "b", "c")
+        assert outcomes.got["a"] == (True, 3) and outcomes.got["c"] == (True, 9)
+        assert outcomes.got["b"][0] is False and "SystemExit" in outcomes.got["b"][1][1]
+        assert outcomes.threads == {"MainThread"}  # on_done runs on the loop's thread
+        assert [t.name for t in runner.threads] == ["taskmill-task_0", "taskmill-task_1"]
+        runner.shutdown()
+        for t in runner.threads:
+            t.join(10)
+            assert not t.is_alive()
+        with pytest.raises(RuntimeError, match="shut down"):
+            call(runner, "d", add, 1, 1)
+
+    run(main())
+
+
+def test_discarded_and_unstarted_calls_report_nothing() -> None:
+    async def main() -> None:
+        outcomes = Outcomes()
+        runner = TaskRunner(1, outcomes)
+        GATE.clear()
+        call(runner, "running", wait_then, 1)
+        call(runner, "queued", add, 1, 1)
+        runner.shutdown()  # drops "queued"; "running" finishes but is discarded
+        GATE.set()
+        runner.threads[0].join(10)
+        assert not runner.threads[0].is_alive()
+        for _ in range(3):  # an outcome posted before the thread ended runs in these turns
+            await asyncio.sleep(0)
+        assert outcomes.got == {}
+
+    run(main())
