@@ -89,7 +89,6 @@ class Executor:
         # dask support is imported while the cluster starts (a quarter second)
         future_class = loop.run_in_executor(None, dask_future_class)
         address = self._address
-        local_address = None
         try:
             if address is None:
                 from taskmill.cluster.local import LocalCluster
@@ -97,11 +96,11 @@ class Executor:
                 self.cluster = LocalCluster(**self._cluster_options)
                 await self.cluster.start()
                 address = self.cluster.scheduler_address
-                local_address = self.cluster.scheduler.inproc_address
         finally:
             future_cls = await future_class
         session = Session(address, loop, self, connect_timeout=self._timeout,
-                          local_address=local_address, future_class=future_cls)
+                          local_scheduler=self.cluster.scheduler if self.cluster else None,
+                          future_class=future_cls)
         try:
             await session.start()
         except BaseException:

@@ -6,6 +6,9 @@ Theory of operation
 A ``Session`` lives on one event loop (the Executor's background thread, or
 the user's loop in asynchronous mode).  Calls from user threads reach it
 through ``post`` (``call_soon_threadsafe``), so messages keep their order.
+With an embedded scheduler on the same loop the stream is a
+:mod:`~taskmill.comm.local` link (messages handed over as objects), else a
+socket; requests go to the scheduler's in-process listener or its address.
 
 * Submissions go out on a ``BatchedSend`` stream as ``update-graph``
   messages; nothing waits for the scheduler, so ``submit`` costs only the
@@ -18,7 +21,10 @@ through ``post`` (``call_soon_threadsafe``), so messages keep their order.
   asks the scheduler again only when a worker no longer has the data.
 * Reference counts: ``register_future`` / ``release_future`` count live
   Futures per key under a lock (Futures may be collected on any thread); the
-  count reaching zero sends ``release-keys``.
+  count reaching zero sends ``release-keys``.  A release is not urgent: it
+  waits up to ``RELEASE_DELAY`` for company, so the release that follows a
+  ``result()`` travels with the next submission (one message, one wake-up of
+  the scheduler and of the worker) instead of racing it.
 * Losing the scheduler fails every pending Future with SchedulerGoneError.
 """
 
@@ -30,13 +36,14 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from taskmill.client.future import CANCELLED, ERROR, FINISHED, IN_MEMORY, LOST, PENDING, TERMINAL, Future
 from taskmill import timeouts
 from taskmill.client.keystate import KeysWaiter, KeyState
 from taskmill.client.remote_errors import rebuild_exception, scheduler_decided_error
 from taskmill.comm import BatchedSend, CommClosedError, ConnectionPool, connect
+from taskmill.comm.local import LocalEnd
 from taskmill.errors import FutureLostError, SchedulerGoneError
 from taskmill.protocol import Serialized
 
@@ -47,19 +54,32 @@ FETCH_ATTEMPTS = 5
 #: longest pause (seconds) between asking where a key lives while it is recomputed
 RECOMPUTE_POLL_MAX = 1.0
 GRAPH_CHUNK = 1000  # tasks per update-graph message
+#: seconds a lone ``release-keys`` may wait for other messages to travel with
+RELEASE_DELAY = 0.005
+# what will flush the outbox: nothing yet, a timer (lazy messages only), the loop at once
+_IDLE, _LAZY, _URGENT = 0, 1, 2
+
+
+class LocalScheduler(Protocol):
+    """A scheduler on the session's own event loop."""
+
+    inproc_address: str
+
+    def connect_local_client(self, client: str) -> LocalEnd: ...
 
 
 class Session:
     """One client's connection to a scheduler and the keys it holds."""
 
     def __init__(self, scheduler_address: str, loop: asyncio.AbstractEventLoop, owner: Any,
-                 *, connect_timeout: float = 10.0, local_address: str | None = None,
+                 *, connect_timeout: float = 10.0, local_scheduler: LocalScheduler | None = None,
                  future_class: type[Future] = Future) -> None:
         self.scheduler_address = scheduler_address
         self.future_class = future_class
-        # where this session talks to the scheduler: an in-process address when
-        # the scheduler runs on this very loop, else the public one
-        self._via = local_address or scheduler_address
+        self._local_scheduler = local_scheduler
+        # where requests go: the in-process listener of a scheduler on this
+        # very loop, else the public address
+        self._via = local_scheduler.inproc_address if local_scheduler else scheduler_address
         self.loop = loop
         self.owner = owner
         self.connect_timeout = connect_timeout
@@ -73,25 +93,38 @@ class Session:
         self._lock = threading.RLock()
         # messages to the scheduler, in the order they were made, not yet on the loop
         self._outbox: list[dict[str, Any]] = []
-        self._stream: BatchedSend | None = None
+        self._flush_pending = _IDLE  # guarded by _lock
+        self._lazy_timer: asyncio.TimerHandle | None = None
+        self._stream: BatchedSend | LocalEnd | None = None
         self._reader: asyncio.Task[None] | None = None
         self._loop_thread: int | None = None
         self._callbacks = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="taskmill-callback")
         self._generation = 0
-        self.scheduler_info: dict[str, Any] = {}
+        self._report_handlers: dict[str, Callable[..., None]] = {
+            "key-in-memory": self._on_key_in_memory,
+            "task-erred": self._on_task_erred,
+            "key-lost": self._on_key_lost,
+            "key-cancelled": self._on_key_cancelled,
+        }
 
     # ------------------------------------------------------------------ #
     # Lifecycle
     # ------------------------------------------------------------------ #
     async def start(self) -> None:
         self._loop_thread = threading.get_ident()
+        if self._local_scheduler is not None:
+            link = self._local_scheduler.connect_local_client(self.id)
+            link.on_messages = self._on_reports
+            link.on_close = self._on_scheduler_lost
+            self._stream = link
+            self.status = "running"
+            return
         comm = await connect(self._via, timeout=self.connect_timeout)
         await comm.write({"op": "register-client", "client": self.id, "reply": False})
         reply = await asyncio.wait_for(comm.read(), self.connect_timeout)
         if not isinstance(reply, dict) or reply.get("status") != "OK":
             await comm.close()
             raise ConnectionError(f"scheduler at {self.scheduler_address} refused the client: {reply!r}")
-        self.scheduler_info = reply
         self._stream = BatchedSend(comm)
         self._reader = asyncio.create_task(self._read_reports(comm), name=f"{self.id}-reports")
         self.status = "running"
@@ -103,6 +136,7 @@ class Session:
         self.status = "closing"
         if self._stream is not None and was_running:
             try:
+                self._flush_outbox()
                 self._stream.send({"op": "close-client"})
                 await asyncio.wait_for(self._stream.close(), 5)
             except (CommClosedError, OSError, asyncio.TimeoutError):
@@ -192,7 +226,7 @@ class Session:
                 return
             del self.keys[key]
         if self.status == "running":
-            self.send({"op": "release-keys", "keys": [key]})
+            self.send({"op": "release-keys", "keys": [key]}, urgent=False)
 
     def next_generation(self) -> int:
         self._generation += 1
@@ -206,14 +240,21 @@ class Session:
         except CommClosedError:
             self._on_scheduler_lost()
 
-    def send(self, msg: dict[str, Any]) -> None:
+    def send(self, msg: dict[str, Any], urgent: bool = True) -> None:
         """Queue a message to the scheduler, from any thread.  Order is kept;
-        a burst of messages costs one wake-up of the loop."""
+        a burst of messages costs one wake-up of the loop.  A message that is
+        not ``urgent`` may wait up to ``RELEASE_DELAY`` for others to go with."""
+        wanted = _URGENT if urgent else _LAZY
         with self._lock:
-            first = not self._outbox
             self._outbox.append(msg)
-        if first:
-            self.post(self._flush_outbox)
+            if self._flush_pending >= wanted:
+                return  # already on its way, soon enough
+            self._flush_pending = wanted
+        self.post(self._flush_outbox if urgent else self._flush_outbox_later)
+
+    def _flush_outbox_later(self) -> None:
+        if self._lazy_timer is None:
+            self._lazy_timer = self.loop.call_later(RELEASE_DELAY, self._flush_outbox)
 
     def _flush_outbox(self) -> None:
         """Send what is queued, at most about ``GRAPH_CHUNK`` tasks' worth per
@@ -228,7 +269,12 @@ class Session:
                     break
             msgs, self._outbox = self._outbox[:take], self._outbox[take:]
             more = bool(self._outbox)
-        self._send(*_merge_releases(msgs))
+            self._flush_pending = _URGENT if more else _IDLE
+        if self._lazy_timer is not None:
+            self._lazy_timer.cancel()
+            self._lazy_timer = None
+        if msgs:
+            self._send(*_merge_releases(msgs))
         if more:
             self.loop.call_soon(self._flush_outbox)
 
@@ -243,6 +289,10 @@ class Session:
         are released once the whole graph is out, unless something here holds them.
         """
         self.check_running()
+        if self._local_scheduler is not None:  # the scheduler will hold these very objects
+            for t in tasks:
+                if len(t[2].frames) > 1:  # out-of-band buffers: may be the user's memory
+                    t[2] = t[2].owned()
         if wanted is None:
             wanted = [t[0] for t in tasks]
         futures = [self.future_class(k, self) for k in wanted]
@@ -275,27 +325,23 @@ class Session:
     # Reports from the scheduler (loop thread)
     # ------------------------------------------------------------------ #
     async def _read_reports(self, comm: Any) -> None:
-        handlers: dict[str, Callable[..., None]] = {
-            "key-in-memory": self._on_key_in_memory,
-            "task-erred": self._on_task_erred,
-            "key-lost": self._on_key_lost,
-            "key-cancelled": self._on_key_cancelled,
-        }
         try:
             while True:
-                msgs = await comm.read()
-                for msg in msgs:
-                    op = msg.pop("op")
-                    handler = handlers.get(op)
-                    if handler is None:
-                        logger.warning("ignoring unknown report %r from the scheduler", op)
-                        continue
-                    handler(**msg)
+                self._on_reports(await comm.read())
         except (CommClosedError, OSError):
             pass
         finally:
-            if self.status == "running":
-                self._on_scheduler_lost()
+            self._on_scheduler_lost()
+
+    def _on_reports(self, msgs: list[dict[str, Any]]) -> None:
+        """One batch of the scheduler's reports."""
+        for msg in msgs:
+            op = msg.pop("op")
+            handler = self._report_handlers.get(op)
+            if handler is None:
+                logger.warning("ignoring unknown report %r from the scheduler", op)
+                continue
+            handler(**msg)
 
     def _on_key_in_memory(self, key: str, who_has: list[str], type_name: str = "",
                           value: Serialized | None = None) -> None:

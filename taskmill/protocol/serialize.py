@@ -72,6 +72,15 @@ class Serialized:
         """Total size of the frames in bytes."""
         return sum(len(f) if type(f) is bytes else memoryview(f).nbytes for f in self.frames)
 
+    def owned(self) -> Serialized:
+        """This payload, or a copy of it whose frames are private ``bytes``
+        when some frame may share memory with another object (an out-of-band
+        buffer of a numpy array, say)."""
+        frames = self.frames
+        if all(type(f) is bytes for f in frames):
+            return self
+        return Serialized([f if type(f) is bytes else bytes(f) for f in frames])
+
     def deserialize(self) -> Any:
         """Unpickle the payload; out-of-band buffers are used in place (small
         read-only ones are copied, so arrays come back writeable as they went)."""

@@ -9,6 +9,10 @@ Theory of operation
   state machine and routes the commands it returns: ``compute-task`` and
   ``free-keys`` to workers, reports to clients, all through ``BatchedSend``
   so one event loop tick produces at most one write per peer.
+* A client on the scheduler's own event loop (the Executor of an embedded
+  cluster) skips the bytes: ``connect_local_client`` gives it a
+  :mod:`~taskmill.comm.local` link, whose batches reach the same
+  ``_client_batch`` as a socket's.
 * Short requests (``who-has``, ``nthreads``, ``scatter-targets``,
   ``restart``, ``upload-file`` ...) use the request/reply convention.
 * The scheduler never unpickles user data: functions, arguments, results
@@ -33,6 +37,7 @@ from typing import Any
 from taskmill import timeouts
 from taskmill.client.waiting import FIRE_AND_FORGET
 from taskmill.comm import BatchedSend, CommClosedError
+from taskmill.comm.local import LocalEnd, local_link
 from taskmill.core import scheduler_events as ev
 from taskmill.core.resources import check_resources, format_resources
 from taskmill.core.scheduler_state import SchedulerState
@@ -47,6 +52,8 @@ from taskmill.server.replication import ReplicaRequests
 logger = logging.getLogger("taskmill.scheduler")
 
 NANNY_REPORT_WAIT = 1.0  # seconds to wait for a nanny's word on why its worker died
+#: a client message adding at least this many tasks lets other streams in before the next one
+YIELD_AFTER_TASKS = 100
 
 
 class Scheduler(Node):
@@ -65,7 +72,7 @@ class Scheduler(Node):
         self.worker_streams: dict[str, BatchedSend] = {}
         self.worker_comms: dict[str, Any] = {}
         self.worker_extra: dict[str, dict[str, Any]] = {}
-        self.client_streams: dict[str, BatchedSend] = {}
+        self.client_streams: dict[str, BatchedSend | LocalEnd] = {}
         self.functions: dict[str, Serialized] = {}
         self.uploads: dict[str, bytes] = {}
         self.exit_reasons: dict[str, str] = {}
@@ -140,6 +147,9 @@ class Scheduler(Node):
         return self.dashboard.url if self.dashboard is not None else None
 
     async def _on_close(self) -> None:
+        for stream in list(self.client_streams.values()):
+            if isinstance(stream, LocalEnd):
+                stream.abort()  # tells the local client; socket clients see their comms close
         if self.dashboard is not None:
             await self.dashboard.stop()
         if self._gc_tuned:
@@ -224,7 +234,7 @@ class Scheduler(Node):
         self.replicas.check_copies()
 
     @staticmethod
-    def _send(stream: BatchedSend | None, msgs: list[dict[str, Any]]) -> None:
+    def _send(stream: BatchedSend | LocalEnd | None, msgs: list[dict[str, Any]]) -> None:
         if stream is None:
             return
         try:
@@ -237,43 +247,75 @@ class Scheduler(Node):
     # ------------------------------------------------------------------ #
     async def _register_client(self, comm: Any, client: str) -> None:
         await comm.write({"status": "OK", "address": self.address, "id": self.id})
-        self.client_streams[client] = BatchedSend(comm)
-        logger.info("client %s connected", client)
-        self._handle(ev.ClientConnected(self._sid("client-connected"), client))
+        self._client_joined(client, BatchedSend(comm))
         try:
             while True:
-                msgs = await comm.read()
-                events = []
-                closing = False
-                for msg in _as_batch(msgs, client):
-                    op = msg.pop("op", None)
-                    closing = closing or op == "close-client"
-                    make = self._client_ops.get(op)  # type: ignore[arg-type]
-                    if make is None:
-                        logger.warning("client %s sent unknown op %r: ignored", client, op)
-                        continue
-                    try:
-                        event = make(client=client, sid=self._sid(op), **msg)
-                    except Exception as exc:
-                        logger.warning("client %s sent a malformed %r message (%s): ignored",
-                                       client, op, exc)
-                        continue
-                    if event is not None:
-                        events.append(event)
-                    if isinstance(event, ev.GraphSubmitted):  # big: let others in between
-                        self._handle(*events)
-                        events = []
-                        await asyncio.sleep(0)
-                self._handle(*events)
+                groups, closing = self._client_events(client, await comm.read())
+                for i, events in enumerate(groups):
+                    if i:
+                        await asyncio.sleep(0)  # after a big graph: let others in
+                    self._handle(*events)
                 if closing:
                     break
         except (CommClosedError, OSError):
             pass
         finally:
-            self.client_streams.pop(client, None)
-            if self.status is Status.running:
-                logger.info("client %s disconnected", client)
-                self._handle(ev.ClientDisconnected(self._sid("client-disconnected"), client))
+            self._client_left(client)
+
+    def connect_local_client(self, client: str) -> LocalEnd:
+        """Register a client running on this scheduler's event loop; returns
+        the client's end of a :mod:`~taskmill.comm.local` link."""
+        if self.status is not Status.running:
+            raise CommClosedError(f"scheduler {self.address} is {self.status.name}")
+        theirs, ours = local_link(asyncio.get_running_loop(), self.address, client)
+
+        def on_messages(batch: list[Any]) -> None:
+            groups, closing = self._client_events(client, batch)
+            for events in groups:
+                self._handle(*events)
+            if closing:
+                ours.abort()
+                self._client_left(client)
+
+        ours.on_messages = on_messages
+        ours.on_close = lambda: self._client_left(client)
+        self._client_joined(client, ours)
+        return theirs
+
+    def _client_joined(self, client: str, stream: BatchedSend | LocalEnd) -> None:
+        self.client_streams[client] = stream
+        logger.info("client %s connected", client)
+        self._handle(ev.ClientConnected(self._sid("client-connected"), client))
+
+    def _client_left(self, client: str) -> None:
+        if self.client_streams.pop(client, None) is not None and self.status is Status.running:
+            logger.info("client %s disconnected", client)
+            self._handle(ev.ClientDisconnected(self._sid("client-disconnected"), client))
+
+    def _client_events(self, client: str, msgs: Any) -> tuple[list[list[ev.SchedulerEvent]], bool]:
+        """The events of one batch of a client's messages, in groups to handle
+        in turn (a new group after each big graph), and whether the client is
+        leaving (``close-client``).  Malformed messages are logged and skipped."""
+        groups: list[list[ev.SchedulerEvent]] = [[]]
+        closing = False
+        for msg in _as_batch(msgs, client):
+            op = msg.pop("op", None)
+            closing = closing or op == "close-client"
+            make = self._client_ops.get(op)  # type: ignore[arg-type]
+            if make is None:
+                logger.warning("client %s sent unknown op %r: ignored", client, op)
+                continue
+            try:
+                event = make(client=client, sid=self._sid(op), **msg)
+            except Exception as exc:
+                logger.warning("client %s sent a malformed %r message (%s): ignored",
+                               client, op, exc)
+                continue
+            if event is not None:
+                groups[-1].append(event)
+                if isinstance(event, ev.GraphSubmitted) and len(event.tasks) >= YIELD_AFTER_TASKS:
+                    groups.append([])
+        return [g for g in groups if g], closing
 
     def _update_graph(self, client: str, sid: str, tasks: list[list[Any]],
                       funcs: dict[str, Serialized], wanted: list[str]) -> ev.GraphSubmitted:

@@ -275,3 +275,27 @@ def test_releases_stay_ordered_with_submissions(inprocess_executor: Executor) ->
     for _ in range(50):  # release and re-submit the same pure key in quick succession
         e.submit(inc, 31_337)
         assert e.submit(inc, 31_337).result() == 31_338
+
+
+def array_sum(_: object, arr: object) -> int:
+    return int(arr.sum())  # type: ignore[attr-defined]
+
+
+def test_an_argument_is_captured_at_submit_even_while_the_task_waits(
+        inprocess_executor: Executor) -> None:
+    """The embedded scheduler holds submitted tasks as objects (no sockets in
+    between); an out-of-band numpy argument must still be a private copy."""
+    from tests.client.gates import Gates, gated
+
+    np = pytest.importorskip("numpy")
+    e = inprocess_executor
+    gates = Gates()
+    try:
+        blocker = e.submit(gated, gates.new(), pure=False)
+        arr = np.arange(100_000, dtype="i8")
+        total = e.submit(array_sum, blocker, arr)  # waits on the scheduler for its input
+        arr[:] = 0
+        gates.open_all()
+        assert total.result() == sum(range(100_000))
+    finally:
+        gates.open_all()

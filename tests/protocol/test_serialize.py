@@ -117,3 +117,17 @@ def test_memoryview_round_trips_zero_copy() -> None:
     ser = serialize(memoryview(data))
     out = ser.deserialize()
     assert isinstance(out, memoryview) and out == data
+
+
+def test_owned_copies_out_of_band_frames_and_keeps_in_band_ones() -> None:
+    arr = np.arange(1000, dtype="i8")
+    payload = serialize(arr)
+    assert len(payload.frames) == 2 and type(payload.frames[1]) is not bytes
+    owned = payload.owned()
+    assert owned is not payload and all(type(f) is bytes for f in owned.frames)
+    assert owned.frames[0] is payload.frames[0]
+    arr[:] = -1  # the user changes the array after pickling it
+    assert (owned.deserialize() == np.arange(1000)).all()
+    assert (payload.deserialize() == -1).all()  # the view shares the user's memory
+    small = serialize((1, "two"))
+    assert small.owned() is small
