@@ -17,20 +17,24 @@ class KeyState:
     """Status, location and (once fetched) value of a key, for one session.
 
     Mutated only on the session's event loop thread, except ``refcount`` and
-    ``futures`` which the session guards with its lock.
+    ``pending`` which the session guards with its lock.
     """
 
     __slots__ = (
-        "key", "status", "refcount", "futures", "who_has", "type_name",
+        "key", "status", "refcount", "pending", "who_has", "type_name",
         "exception", "traceback", "value", "has_value", "payload", "waiters", "_arrived",
+        "_compact_at",
     )
 
     def __init__(self, key: str) -> None:
         self.key = key
         self.status = PENDING
         self.refcount = 0
-        # Weak references: a Future's garbage collection is what releases the key.
-        self.futures: list[weakref.ref[Future]] = []
+        # The Futures not completed yet, weakly: a Future's garbage collection
+        # is what releases the key.  A completed Future is never completed
+        # again, so completing empties the list (each Future costs O(1) once).
+        self.pending: list[weakref.ref[Future]] = []
+        self._compact_at = 8
         self.who_has: tuple[str, ...] = ()
         self.type_name = ""
         self.exception: BaseException | None = None
@@ -54,13 +58,19 @@ class KeyState:
         return self.has_value
 
     def add_future(self, fut: Future) -> None:
-        refs = self.futures
-        if len(refs) > 8:  # many futures of one key came and went: drop dead references
+        """Remember a new Future of this key (under the session's lock)."""
+        refs = self.pending
+        if len(refs) >= self._compact_at:  # many came and went: drop the dead references
             refs[:] = [r for r in refs if r() is not None]
+            self._compact_at = max(8, 2 * len(refs))  # amortized O(1) per Future
         refs.append(weakref.ref(fut))
 
-    def live_futures(self) -> list[Future]:
-        return [f for f in (r() for r in self.futures) if f is not None]
+    def take_pending(self) -> list[Future]:
+        """The live Futures not completed yet, forgotten here: the caller
+        completes them now (under the session's lock)."""
+        refs, self.pending = self.pending, []
+        self._compact_at = 8
+        return [f for f in (r() for r in refs) if f is not None]
 
     @property
     def arrived_event(self) -> asyncio.Event:

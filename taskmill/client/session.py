@@ -296,6 +296,9 @@ class Session:
         if wanted is None:
             wanted = [t[0] for t in tasks]
         futures = [self.future_class(k, self) for k in wanted]
+        if len(tasks) <= GRAPH_CHUNK:  # one message: nothing to hold between chunks
+            self.send({"op": "update-graph", "tasks": tasks, "funcs": funcs, "wanted": wanted})
+            return futures
         wanted_set = set(wanted)
         defined = {t[0] for t in tasks}
         last_use: dict[str, int] = {}
@@ -303,7 +306,7 @@ class Session:
             for dep in t[3]:
                 last_use[dep] = i
         on_hold: list[str] = []
-        for start in range(0, max(len(tasks), 1), GRAPH_CHUNK):
+        for start in range(0, len(tasks), GRAPH_CHUNK):
             end = start + GRAPH_CHUNK
             chunk = tasks[start:end]
             want = [t[0] for t in chunk if t[0] in wanted_set or last_use.get(t[0], -1) >= end]
@@ -393,8 +396,10 @@ class Session:
         self._complete_futures(ks)
 
     def _complete_futures(self, ks: KeyState) -> None:
-        for fut in ks.live_futures():
-            if fut.done():
+        with self._lock:
+            futures = ks.take_pending()
+        for fut in futures:
+            if fut.done():  # cancelled by the user meanwhile
                 continue
             if ks.status == FINISHED:
                 fut.set_result(IN_MEMORY)

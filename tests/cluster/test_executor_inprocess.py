@@ -299,3 +299,13 @@ def test_an_argument_is_captured_at_submit_even_while_the_task_waits(
         assert total.result() == sum(range(100_000))
     finally:
         gates.open_all()
+
+
+def test_many_futures_of_one_key_each_complete(inprocess_executor: Executor) -> None:
+    e = inprocess_executor
+    first = e.submit(inc, 41)
+    assert first.result() == 42
+    again = [e.submit(inc, 41) for _ in range(2000)]  # the same pure key, already in memory
+    assert {f.key for f in again} == {first.key}
+    assert e.gather(again) == [42] * 2000
+    assert all(f.done() and f.status == "finished" for f in again)
