@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import struct
 import threading
@@ -251,5 +252,85 @@ def test_bad_addresses_raise_value_error() -> None:
     async def main() -> None:
         with pytest.raises(ValueError, match="expected 'tcp://host:port'"):
             await connect("no-port-here")
+
+    run(main())
+
+
+def _family(comm: Comm) -> int:
+    return comm._transport.get_extra_info("socket").family  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("listen_on", ["tcp://127.0.0.1:0", "tcp://0.0.0.0:0"])
+def test_loopback_connections_take_the_unix_shortcut_and_tcp_still_works(listen_on: str) -> None:
+    async def body(listener: Any) -> None:
+        port = int(listener.address.rsplit(":", 1)[1])
+        address = f"tcp://127.0.0.1:{port}"
+        comm = await connect(address)
+        assert _family(comm) == socket.AF_UNIX
+        assert comm.peer_address == address
+        await comm.write({"via": "shortcut"})
+        assert await comm.read() == {"via": "shortcut"}
+        await comm.close()
+        # a plain TCP client (another machine's view) reaches the same listener
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(struct.pack("<2Q", 1, 1) + b"\xc0")  # one frame: msgpack None
+        await writer.drain()
+        header = await reader.readexactly(16)
+        assert struct.unpack("<2Q", header) == (1, 1)
+        assert await reader.readexactly(1) == b"\xc0"
+        writer.close()
+
+    run_with_listener(listen_on, echo, body)
+
+
+def test_loopback_without_a_shortcut_uses_tcp() -> None:
+    async def main() -> None:
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.close()
+
+        server = await asyncio.start_server(accept, "127.0.0.1", 0)  # not taskmill
+        port = server.sockets[0].getsockname()[1]
+        comm = await connect(f"tcp://127.0.0.1:{port}")
+        assert _family(comm) == socket.AF_INET
+        comm.abort()
+        server.close()
+
+    run(main())
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid") or os.getuid() != 0, reason="needs root to be another user")
+def test_a_shortcut_name_taken_by_another_user_is_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    """Anyone may bind an abstract name; only our own user's is trusted."""
+    async def main() -> None:
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.close()
+
+        server = await asyncio.start_server(accept, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        ready_r, ready_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the squatter: another user holding the shortcut name
+            try:
+                os.setuid(65534)
+                squat = socket.socket(socket.AF_UNIX)
+                squat.bind(f"\0taskmill-tcp/127.0.0.1:{port}")
+                squat.listen()
+                os.write(ready_w, b"x")
+                time.sleep(30)
+            finally:
+                os._exit(0)
+        try:
+            assert os.read(ready_r, 1) == b"x"
+            with caplog.at_level(logging.WARNING, logger="taskmill.comm.tcp"):
+                comm = await connect(f"tcp://127.0.0.1:{port}")
+            assert _family(comm) == socket.AF_INET
+            assert "belongs to uid 65534" in caplog.text
+            comm.abort()
+        finally:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            os.close(ready_r)
+            os.close(ready_w)
+            server.close()
 
     run(main())
