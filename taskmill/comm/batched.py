@@ -2,17 +2,18 @@
 
 Theory of operation
 -------------------
-``BatchedSend.send(*msgs)`` never blocks: messages are appended to a buffer.
-If no write is in flight, a flush is scheduled with ``loop.call_soon``, i.e.
-after everything already runnable in this loop iteration, so all sends made
-in one tick leave together as ONE message (a list) in ONE write, and a lone
-send leaves within the same tick: batching adds no fixed delay.  While a write
-is in flight (the transport is applying backpressure), new messages accumulate
-and go out in the next write as soon as the current one completes.  A flush
-that needs no waiting goes out synchronously (``Comm.write_nowait``), so the
-common case costs no task and no extra loop turn.  A batch that would exceed
-the frame limits (many big messages queued at once) goes out as several
-smaller batches, in order.
+``BatchedSend.send(*msgs)`` never blocks.  On an idle stream (nothing
+queued, no write in flight, no flush due) the messages are written at once,
+inside ``send``, so the peer can start on them while this side finishes its
+own work; a flush is then scheduled with ``loop.call_soon``, and every later
+send of this loop iteration joins the buffer and leaves with that flush as ONE
+message (a list) in ONE write.  So a lone send costs no extra loop turn and a
+burst at most two writes.  While a write is in flight (the transport is
+applying backpressure), new messages accumulate and go out in the next write
+as soon as the current one completes.  A write that needs no waiting goes out
+synchronously (``Comm.write_nowait``), so the common case costs no task.  A
+batch that would exceed the frame limits (many big messages queued at once)
+goes out as several smaller batches, in order.
 
 The receiver reads lists of messages from the comm.
 
@@ -62,9 +63,11 @@ class BatchedSend:
                 + (f": {self.exception!r}" if self.exception is not None else "")
             ) from self.exception
         self._buffer.extend(msgs)
-        if not self._flush_scheduled and self._write_task is None:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        if self._flush_scheduled or self._write_task is not None:
+            return  # leaves with this iteration's flush, or after the write in flight
+        self._flush_scheduled = True
+        asyncio.get_running_loop().call_soon(self._flush)  # for later sends of this iteration
+        self._write_buffer()  # an idle stream: these go now
 
     @property
     def pending(self) -> int:
@@ -76,7 +79,7 @@ class BatchedSend:
         self._closing = True
         while self._write_task is not None or (self._buffer and self.exception is None):
             if self._write_task is None:
-                self._flush()
+                self._write_buffer()
             if self._write_task is not None:
                 await asyncio.shield(self._write_task)
         await self.comm.close()
@@ -91,6 +94,9 @@ class BatchedSend:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        self._write_buffer()
+
+    def _write_buffer(self) -> None:
         if self._write_task is not None or not self._buffer or self.exception is not None:
             return
         batch, self._buffer = self._buffer, []
@@ -142,7 +148,7 @@ class BatchedSend:
         finally:
             self._write_task = None
         if self._buffer and self.exception is None:
-            self._flush()
+            self._write_buffer()
 
     def _fail(self, exc: BaseException) -> None:
         self.exception = exc

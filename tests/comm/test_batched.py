@@ -50,28 +50,54 @@ async def ticks(n: int) -> None:
         await asyncio.sleep(0)
 
 
-def test_sends_in_one_tick_coalesce_into_one_write() -> None:
+class InstantComm(GatedComm):
+    """Writes complete at once (``write_nowait``), as on an idle socket."""
+
+    def write_nowait(self, msg: Any) -> bool:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.writes.append(msg)
+        return True
+
+
+def test_a_burst_costs_at_most_two_writes() -> None:
     async def main() -> None:
-        comm = GatedComm()
+        comm = InstantComm()
         bs = BatchedSend(comm)
         for i in range(100):
             bs.send({"i": i})
         bs.send(100, 101)
-        assert comm.writes == []  # nothing written synchronously
-        await ticks(3)
-        assert comm.writes == [[{"i": i} for i in range(100)] + [100, 101]]
-        assert (bs.messages_sent, bs.batches_sent) == (102, 1)
+        assert comm.writes == [[{"i": 0}]]  # an idle stream: the first leaves at once
+        await ticks(1)
+        assert comm.writes == [[{"i": 0}], [{"i": i} for i in range(1, 100)] + [100, 101]]
+        assert (bs.messages_sent, bs.batches_sent) == (102, 2)
+        await ticks(1)
+        bs.send("next turn")  # idle again: at once
+        assert comm.writes[-1] == ["next turn"]
 
     run(main())
 
 
-def test_single_send_leaves_without_delay() -> None:
+def test_a_lone_send_is_written_inside_send() -> None:
     async def main() -> None:
-        comm = GatedComm()
+        comm = InstantComm()
         bs = BatchedSend(comm)
         bs.send("alone")
-        await ticks(2)  # no timer: the write happens within the next loop iterations
         assert comm.writes == [["alone"]] and bs.batches_sent == 1
+        await ticks(2)
+        assert comm.writes == [["alone"]]  # the flush that followed had nothing to do
+
+    run(main())
+
+
+def test_a_write_that_must_wait_goes_through_a_task() -> None:
+    async def main() -> None:
+        comm = GatedComm()  # no write_nowait: every write is awaited
+        bs = BatchedSend(comm)
+        bs.send(1)
+        bs.send(2, 3)
+        await ticks(3)
+        assert comm.writes == [[1], [2, 3]]
 
     run(main())
 
@@ -199,3 +225,17 @@ def test_batch_over_the_frame_limits_goes_as_smaller_batches() -> None:
         return got
 
     assert run(main()) == list(range(10))
+
+
+def test_an_immediate_write_that_fails_breaks_the_stream_without_raising_in_send() -> None:
+    async def main() -> None:
+        comm = InstantComm()
+        comm.fail_with = CommClosedError("peer went away")
+        errors: list[BaseException] = []
+        bs = BatchedSend(comm, on_error=errors.append)
+        bs.send(1)  # the failure is recorded, as for a failed flush
+        assert errors == [comm.fail_with] and bs.exception is comm.fail_with and comm.closed()
+        with pytest.raises(CommClosedError, match="peer went away"):
+            bs.send(2)
+
+    run(main())
