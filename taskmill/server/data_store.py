@@ -201,15 +201,15 @@ class DataStore(MutableMapping[str, Any]):
         memory; the failure is logged."""
         if nbytes is None:
             nbytes = sizeof(value)
-        if key in self._dict:
+        if key in self.nbytes:
             del self[key]
         self.nbytes[key] = nbytes
         if self._buffer is None:
             self._plain_bytes += nbytes
             self._dict[key] = value
             return nbytes
-        try:
-            self._dict[key] = value
+        try:  # a new key: straight into the in-memory LRU, which spills others if need be
+            self._buffer.fast[key] = value
         except Exception as exc:
             logger.warning("could not spill to %s (%s: %s): keeping the data in memory",
                            self.directory, type(exc).__name__, exc)
@@ -225,15 +225,18 @@ class DataStore(MutableMapping[str, Any]):
         return self._dict[key]
 
     def __delitem__(self, key: str) -> None:
-        if self.is_spilled(key):
-            self.spilled_bytes -= self.nbytes[key]
-        del self._dict[key]
         nbytes = self.nbytes.pop(key)
         if self._buffer is None:
+            del self._dict[key]
             self._plain_bytes -= nbytes
+        elif self.is_spilled(key):
+            self.spilled_bytes -= nbytes
+            del self._buffer.slow[key]
+        else:
+            del self._buffer.fast[key]
 
     def __contains__(self, key: object) -> bool:
-        return key in self._dict
+        return key in self.nbytes
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._dict)
@@ -247,7 +250,7 @@ class DataStore(MutableMapping[str, Any]):
 
     def discard(self, key: str) -> None:
         """Drop ``key`` if present (a spilled value is not loaded to do so)."""
-        if key in self._dict:
+        if key in self.nbytes:
             del self[key]
 
     def get_serialized(self, key: str) -> Serialized:
