@@ -56,7 +56,8 @@ RECOMPUTE_POLL_MAX = 1.0
 GRAPH_CHUNK = 1000  # tasks per update-graph message
 #: seconds a lone ``release-keys`` may wait for other messages to travel with
 RELEASE_DELAY = 0.005
-# what will flush the outbox: nothing yet, a timer (lazy messages only), the loop at once
+# what will flush the outbox: nothing yet, the armed timer (soon enough for lazy
+# messages), the loop at once
 _IDLE, _LAZY, _URGENT = 0, 1, 2
 
 
@@ -135,6 +136,9 @@ class Session:
         was_running = self.status == "running"
         self.status = "closing"
         if self._stream is not None and was_running:
+            if self._lazy_timer is not None:
+                self._lazy_timer.cancel()
+                self._lazy_timer = None
             try:
                 self._flush_outbox()
                 self._stream.send({"op": "close-client"})
@@ -254,7 +258,17 @@ class Session:
 
     def _flush_outbox_later(self) -> None:
         if self._lazy_timer is None:
-            self._lazy_timer = self.loop.call_later(RELEASE_DELAY, self._flush_outbox)
+            self._lazy_timer = self.loop.call_later(RELEASE_DELAY, self._lazy_timer_fired)
+
+    def _lazy_timer_fired(self) -> None:
+        # the timer stays armed across urgent flushes (re-arming it for every
+        # release would cost a wake-up of the loop each time): it may find nothing
+        self._lazy_timer = None
+        with self._lock:
+            if not self._outbox:
+                self._flush_pending = _IDLE
+                return
+        self._flush_outbox()
 
     def _flush_outbox(self) -> None:
         """Send what is queued, at most about ``GRAPH_CHUNK`` tasks' worth per
@@ -269,10 +283,10 @@ class Session:
                     break
             msgs, self._outbox = self._outbox[:take], self._outbox[take:]
             more = bool(self._outbox)
-            self._flush_pending = _URGENT if more else _IDLE
-        if self._lazy_timer is not None:
-            self._lazy_timer.cancel()
-            self._lazy_timer = None
+            if more:
+                self._flush_pending = _URGENT
+            else:  # lazy messages sent from now on wait for the armed timer, if any
+                self._flush_pending = _LAZY if self._lazy_timer is not None else _IDLE
         if msgs:
             self._send(*_merge_releases(msgs))
         if more:
