@@ -288,8 +288,8 @@ class TCPListener(Listener):
         )
         sockets = list(self._server.sockets or ())
         self.address = _sockaddr(sockets[0].getsockname()) if sockets else f"tcp://{host}:{port}"
-        bound_port = parse_address(self.address)[2]
-        name = _shortcut_name("127.0.0.1" if host in _WILDCARD_HOSTS else host, bound_port)
+        _, bound_host, bound_port = parse_address(self.address)
+        name = _shortcut_name("127.0.0.1" if host in _WILDCARD_HOSTS else bound_host, bound_port)
         if name is not None:
             await self._start_shortcut(name, limits)
 
