@@ -10,8 +10,8 @@ With an embedded scheduler on the same loop the stream is a
 :mod:`~taskmill.comm.local` link (messages handed over as objects), else a
 socket; requests go to the scheduler's in-process listener or its address.
 
-* Submissions go out on a ``BatchedSend`` stream as ``update-graph``
-  messages; nothing waits for the scheduler, so ``submit`` costs only the
+* Submissions go out on the stream (a ``BatchedSend``, or the local link) as
+  ``update-graph`` messages; nothing waits for the scheduler, so ``submit`` costs only the
   pickling done in the caller's thread.
 * The scheduler streams back reports (``key-in-memory``, ``task-erred``,
   ``key-lost``, ``key-cancelled``); ``_on_*`` handlers update the key's

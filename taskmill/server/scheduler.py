@@ -7,12 +7,13 @@ Theory of operation
   (``register-client`` / ``register-worker``).  Every batch of messages read
   from a stream becomes a batch of typed events; ``_handle`` feeds them to the
   state machine and routes the commands it returns: ``compute-task`` and
-  ``free-keys`` to workers, reports to clients, all through ``BatchedSend``
-  so one event loop tick produces at most one write per peer.
+  ``free-keys`` to workers, reports to clients, all through ``BatchedSend``:
+  one ``send`` per peer per batch of events, written at once when the stream
+  is idle, so a tick produces at most two writes per peer.
 * A client on the scheduler's own event loop (the Executor of an embedded
   cluster) skips the bytes: ``connect_local_client`` gives it a
-  :mod:`~taskmill.comm.local` link, whose batches reach the same
-  ``_client_batch`` as a socket's.
+  :mod:`~taskmill.comm.local` link, whose batches go through the same
+  ``_client_events`` as a socket's.
 * Short requests (``who-has``, ``nthreads``, ``scatter-targets``,
   ``restart``, ``upload-file`` ...) use the request/reply convention.
 * The scheduler never unpickles user data: functions, arguments, results
