@@ -1,5 +1,5 @@
 """Shared pieces of the command-line programs: running a set of servers
-until SIGINT/SIGTERM, and the loopback-only rule."""
+until SIGINT/SIGTERM, and the loopback-only rule (lifted by a shared token)."""
 
 from __future__ import annotations
 
@@ -11,17 +11,24 @@ from typing import Any
 import click
 
 from taskmill.comm import is_loopback
+from taskmill.comm.auth import AuthenticationError, configured_token
 from taskmill.comm.eventloop import new_event_loop
 from taskmill.server.runtime import tune_gc
 
 
 def check_host_is_safe(host: str, insecure: bool) -> None:
-    """Refuse to listen beyond loopback unless told to (like Redis' protected mode)."""
-    if not is_loopback(host) and not insecure:
+    """Refuse to listen beyond loopback without a shared token, unless told
+    to (like Redis' protected mode); refuse an unreadable token file."""
+    try:
+        token = configured_token()
+    except AuthenticationError as exc:
+        raise click.UsageError(str(exc)) from None
+    if not is_loopback(host) and token is None and not insecure:
         raise click.UsageError(
             f"refusing to listen on {host}: taskmill runs pickled code, so anyone who can reach "
-            "this port can run programs on this machine. Listen on loopback (the default), or pass "
-            "--insecure if this network is trusted."
+            "this port can run programs on this machine. Listen on loopback (the default), set "
+            "the same secret in $TASKMILL_TOKEN (or a file named by $TASKMILL_TOKEN_FILE) on "
+            "every node, or pass --insecure if this network is trusted."
         )
 
 

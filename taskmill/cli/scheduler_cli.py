@@ -17,7 +17,7 @@ from taskmill.server.scheduler import Scheduler
 @click.option("--dashboard-port", default=8787, show_default=True, type=int,
               help="Port of the web dashboard (0: any free port).")
 @click.option("--no-dashboard", is_flag=True, help="Do not serve the web dashboard.")
-@click.option("--insecure", is_flag=True, help="Allow listening beyond loopback without authentication.")
+@click.option("--insecure", is_flag=True, help="Allow listening beyond loopback without a shared token ($TASKMILL_TOKEN).")
 @click.option("--heartbeat-timeout", default=60.0, show_default=True, type=float,
               help="Seconds without a heartbeat before a worker is considered dead.")
 @click.option("--log-level", default=None, envvar="TASKMILL_LOG_LEVEL",

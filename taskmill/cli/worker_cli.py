@@ -30,7 +30,7 @@ from taskmill.server.worker import Worker
 @click.option("--resources", default="", show_default=False,
               help='Abstract resources of each worker, e.g. "GPU=2,MEMORY=10e9"; tasks submitted '
                    "with resources={...} run only where (and while) enough of them are free.")
-@click.option("--insecure", is_flag=True, help="Allow listening beyond loopback without authentication.")
+@click.option("--insecure", is_flag=True, help="Allow listening beyond loopback without a shared token ($TASKMILL_TOKEN).")
 @click.option("--log-level", default="INFO", envvar="TASKMILL_LOG_LEVEL", show_default=True,
               help="DEBUG, INFO, WARNING or ERROR (also from $TASKMILL_LOG_LEVEL).")
 def main(scheduler_address: str, nthreads: int | None, nworkers: int, memory_limit: str,

@@ -18,6 +18,13 @@ server.  A :class:`Listener` runs ``handle_comm(comm)`` for each accepted
 connection in its own task; the connection lives as long as that task: when
 the handler returns the comm is closed, and ``Listener.stop()`` cancels the
 handlers and aborts their comms.
+
+Between processes, a connection is authenticated before either side's code
+sees it (:mod:`~taskmill.comm.auth`): the listener greets every connection
+and, with a shared token configured, runs an HMAC challenge both ways;
+``connect`` answers.  A peer that fails is refused (a logged warning on the
+accepting side, :class:`~taskmill.comm.auth.AuthenticationError` on the
+connecting side, never retried).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from typing import Any
 
 from taskmill import timeouts
 from taskmill.comm.addressing import normalize_address, parse_address
+from taskmill.comm.auth import AuthenticationError, client_handshake, configured_token, server_handshake
 from taskmill.protocol import DEFAULT_LIMITS, FrameLimits
 
 logger = logging.getLogger("taskmill.comm")
@@ -97,11 +105,15 @@ class Listener(ABC):
     """Accepts connections at :attr:`address`; serves each in its own task."""
 
     address: str
+    #: whether accepted connections come from other processes (and so authenticate)
+    authenticates = True
 
     def __init__(self, handle_comm: HandleComm) -> None:
         self._handle_comm = handle_comm
         self._handlers: dict[asyncio.Task[None], Comm] = {}
         self._stopped = False
+        #: the shared token peers must prove they know (None: none configured)
+        self.token: bytes | None = None
 
     def _serve(self, comm: Comm) -> None:
         """Start ``handle_comm(comm)`` in a task the listener keeps track of."""
@@ -113,6 +125,20 @@ class Listener(ABC):
         task.add_done_callback(self._handlers.pop)
 
     async def _run_handler(self, comm: Comm) -> None:
+        if self.authenticates:
+            try:
+                if self.token is None:  # a greeting only: no waiting, no extra loop turn
+                    await server_handshake(comm, None)
+                else:
+                    await asyncio.wait_for(server_handshake(comm, self.token), timeouts.CONNECT.get())
+            except asyncio.CancelledError:
+                comm.abort()
+                raise
+            except Exception as exc:
+                logger.warning("refused a connection from %s: %s",
+                               comm.peer_address, str(exc) or type(exc).__name__)
+                comm.abort()
+                return
         try:
             await self._handle_comm(comm)
         except asyncio.CancelledError:
@@ -164,23 +190,23 @@ async def connect(
     ``$TASKMILL_CONNECT_TIMEOUT``).
 
     Raises ``TimeoutError`` (an ``OSError``) naming the address and the last
-    cause when no connection could be made in time, or ``OSError`` at once for
-    causes retrying cannot fix (an unknown host name).
+    cause when no connection could be made in time, ``AuthenticationError`` when
+    the peer does not share our token, or ``OSError`` at once for causes
+    retrying cannot fix (an unknown host name).
     """
     address = normalize_address(address)
     backend = _backend(parse_address(address)[0])
+    token = configured_token()
     loop = asyncio.get_running_loop()
     limit, hint = timeouts.seconds(timeout)
     deadline = loop.time() + limit
     delay = _FIRST_RETRY_DELAY
     cause: BaseException | None = None  # the most informative failure so far
     while True:
-        remaining = max(deadline - loop.time(), 0.0)
         try:
-            comm: Comm = await asyncio.wait_for(
-                backend.backend_connect(address, limits), remaining
-            )
-            return comm
+            return await _open(backend, address, limits, token, deadline)
+        except AuthenticationError:
+            raise  # retrying cannot fix it; the message says what will
         except Exception as exc:
             if not _retryable(exc):
                 raise OSError(f"could not connect to {address}: {exc}") from exc
@@ -196,6 +222,22 @@ async def connect(
         delay = min(delay * 2, _MAX_RETRY_DELAY)
 
 
+async def _open(backend: Any, address: str, limits: FrameLimits, token: bytes | None,
+                deadline: float) -> Comm:
+    """One attempt: connect, then (between processes) answer the listener's greeting."""
+    loop = asyncio.get_running_loop()
+    comm: Comm = await asyncio.wait_for(backend.backend_connect(address, limits),
+                                        max(deadline - loop.time(), 0.0))
+    if backend.IN_PROCESS:
+        return comm
+    try:
+        await asyncio.wait_for(client_handshake(comm, token), max(deadline - loop.time(), 0.0))
+    except BaseException:
+        comm.abort()
+        raise
+    return comm
+
+
 async def listen(
     address: str, handle_comm: HandleComm, limits: FrameLimits = DEFAULT_LIMITS
 ) -> Listener:
@@ -206,4 +248,6 @@ async def listen(
     address = normalize_address(address)
     backend = _backend(parse_address(address)[0])
     listener: Listener = await backend.backend_listen(address, handle_comm, limits)
+    listener.authenticates = not backend.IN_PROCESS
+    listener.token = configured_token()
     return listener

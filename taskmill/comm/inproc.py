@@ -28,6 +28,9 @@ from taskmill.protocol import Frame, FrameLimits, dumps, frame_prefix, loads
 from taskmill.protocol.framing import frame_lengths
 
 _listeners: dict[str, InProcListener] = {}
+
+#: connections stay inside this process (no authentication)
+IN_PROCESS = True
 _lock = threading.Lock()
 _ids = itertools.count(1)
 

@@ -60,6 +60,9 @@ from taskmill.protocol.framing import frame_lengths
 
 logger = logging.getLogger("taskmill.comm.tcp")
 
+#: connections stay inside this process (no authentication)
+IN_PROCESS = False
+
 _SMALL_WRITE = 16 * 1024
 _INBOX_HIGH = 1024
 _INBOX_LOW = 64

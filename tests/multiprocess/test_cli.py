@@ -177,3 +177,25 @@ def test_workers_give_up_on_a_scheduler_that_stays_away(monkeypatch: pytest.Monk
             assert time.monotonic() - start < 30
             assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
             assert sum("registered with scheduler" in line for line in worker.lines) == 1
+
+
+def test_a_shared_token_admits_its_holders_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With $TASKMILL_TOKEN the programs may listen beyond loopback; clients and
+    workers must prove they know it."""
+    monkeypatch.setenv("TASKMILL_TOKEN", "cluster-secret")
+    with running("taskmill-scheduler", "--host", "0.0.0.0", "--port", "0") as sched:
+        port = start_scheduler(sched).rsplit(":", 1)[1]
+        address = f"tcp://127.0.0.1:{port}"
+        with running("taskmill-worker", address, "--nthreads", "1") as w:
+            w.wait_for_line(r"registered with scheduler")
+            with Executor(address) as e:
+                assert e.submit(lambda x: x + 1, 41).result() == 42
+            monkeypatch.setenv("TASKMILL_TOKEN", "a-guess")
+            with pytest.raises(OSError, match="refused our token"):
+                Executor(address, timeout=10)
+            monkeypatch.delenv("TASKMILL_TOKEN")
+            with pytest.raises(OSError, match=r"requires a token: set \$TASKMILL_TOKEN"):
+                Executor(address, timeout=10)
+            sched.wait_for_line(r"refused a connection from")
+            assert w.stop() == 0
+        assert sched.stop(signal.SIGINT) == 0

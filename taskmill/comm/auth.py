@@ -1,0 +1,125 @@
+"""Shared-token authentication of connections: an HMAC challenge, both ways.
+
+Theory of operation
+-------------------
+Taskmill runs pickled code, so whoever can talk to a scheduler, worker or
+nanny can run programs on its machine.  On a network that others reach, every
+node is given the same secret token: ``$TASKMILL_TOKEN``, or the first line of
+the file named by ``$TASKMILL_TOKEN_FILE`` (:func:`configured_token`).
+
+Every connection between processes (TCP, and its loopback shortcut) starts
+with the accepting side's ``hello`` message, before anything else:
+
+* no token on the server: ``{"op": "hello", "challenge": None}``, and the
+  connection is open (one message, no round trip);
+* a token: ``hello`` carries 32 random bytes; the client answers with 32 of
+  its own and ``HMAC-SHA256(token, "client" + both nonces)``, the server
+  checks it and answers with ``HMAC-SHA256(token, "server" + both nonces)``,
+  which the client checks.  So each side proves it knows the token without
+  sending it, and a recorded exchange cannot be replayed (fresh nonces).
+
+Both sides must agree: a client with a token refuses a server without one
+(it could not tell it from an impostor), and a server with a token refuses
+a client without one or with another.  The connecting side raises
+:class:`AuthenticationError` saying which variable to set; the accepting side
+logs a warning naming the peer and closes that connection only.  In-process
+comms (``inproc://``, the local link) do not authenticate: they never leave
+the process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from taskmill.comm.core import Comm
+
+NONCE_BYTES = 32
+_TOKEN_ENV = "TASKMILL_TOKEN"
+_TOKEN_FILE_ENV = "TASKMILL_TOKEN_FILE"
+
+
+class AuthenticationError(ConnectionError):
+    """The two ends of a connection do not share the same token."""
+
+
+def configured_token() -> bytes | None:
+    """The shared token from the environment, or None when none is set."""
+    token = os.environ.get(_TOKEN_ENV)
+    if not token:
+        path = os.environ.get(_TOKEN_FILE_ENV)
+        if path:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    token = f.readline().strip()
+            except OSError as exc:
+                raise AuthenticationError(f"cannot read the token file {path} "
+                                          f"(${_TOKEN_FILE_ENV}): {exc}") from exc
+            if not token:
+                raise AuthenticationError(f"the token file {path} (${_TOKEN_FILE_ENV}) is empty")
+    return token.encode() if token else None
+
+
+def _mac(token: bytes, role: bytes, server_nonce: bytes, client_nonce: bytes) -> bytes:
+    return hmac.new(token, role + server_nonce + client_nonce, hashlib.sha256).digest()
+
+
+def _nonce(msg: Any, field: str) -> bytes:
+    value = msg.get(field) if isinstance(msg, dict) else None
+    if not isinstance(value, bytes) or len(value) != NONCE_BYTES:
+        raise AuthenticationError(f"malformed handshake: no {NONCE_BYTES}-byte {field!r} in {msg!r:.200}")
+    return value
+
+
+async def server_handshake(comm: Comm, token: bytes | None) -> None:
+    """Run the accepting side; raises AuthenticationError when the peer fails."""
+    if token is None:
+        await comm.write({"op": "hello", "challenge": None})
+        return
+    server_nonce = secrets.token_bytes(NONCE_BYTES)
+    await comm.write({"op": "hello", "challenge": server_nonce})
+    answer = await comm.read()
+    if isinstance(answer, dict) and answer.get("op") == "no-token":
+        raise AuthenticationError("the peer has no token")
+    client_nonce = _nonce(answer, "nonce")
+    mac = answer.get("mac")
+    if not isinstance(mac, bytes) or not hmac.compare_digest(
+            mac, _mac(token, b"client", server_nonce, client_nonce)):
+        await comm.write({"op": "denied"})
+        raise AuthenticationError("the peer's token differs")
+    await comm.write({"op": "welcome", "mac": _mac(token, b"server", server_nonce, client_nonce)})
+
+
+async def client_handshake(comm: Comm, token: bytes | None) -> None:
+    """Run the connecting side; raises AuthenticationError saying what to fix."""
+    peer = comm.peer_address
+    hello = await comm.read()
+    if not isinstance(hello, dict) or hello.get("op") != "hello":
+        raise AuthenticationError(f"{peer} did not greet as a taskmill server (got {hello!r:.200})")
+    challenge = hello.get("challenge")
+    if challenge is None:
+        if token is not None:
+            raise AuthenticationError(
+                f"{peer} does not use a token, but ${_TOKEN_ENV} is set here: set the same "
+                f"token on every node of the cluster, or unset it everywhere")
+        return
+    server_nonce = _nonce(hello, "challenge")
+    if token is None:
+        await comm.write({"op": "no-token"})
+        raise AuthenticationError(
+            f"{peer} requires a token: set ${_TOKEN_ENV} (or ${_TOKEN_FILE_ENV}) to the "
+            "cluster's shared token")
+    client_nonce = secrets.token_bytes(NONCE_BYTES)
+    await comm.write({"op": "auth", "nonce": client_nonce,
+                      "mac": _mac(token, b"client", server_nonce, client_nonce)})
+    reply = await comm.read()
+    mac = reply.get("mac") if isinstance(reply, dict) else None
+    if not isinstance(mac, bytes) or not hmac.compare_digest(
+            mac, _mac(token, b"server", server_nonce, client_nonce)):
+        raise AuthenticationError(
+            f"{peer} refused our token, or does not know it: ${_TOKEN_ENV} must be the same "
+            "on every node of the cluster")
