@@ -11,24 +11,28 @@ from typing import Any
 import click
 
 from taskmill.comm import is_loopback
+from taskmill.comm import tls
 from taskmill.comm.auth import AuthenticationError, configured_token
 from taskmill.comm.eventloop import new_event_loop
 from taskmill.server.runtime import tune_gc
 
 
 def check_host_is_safe(host: str, insecure: bool) -> None:
-    """Refuse to listen beyond loopback without a shared token, unless told
-    to (like Redis' protected mode); refuse an unreadable token file."""
+    """Refuse to listen beyond loopback without a shared token or TLS
+    certificates, unless told to (like Redis' protected mode); refuse an
+    unreadable token file or half-configured TLS."""
     try:
-        token = configured_token()
-    except AuthenticationError as exc:
+        authenticated = configured_token() is not None or tls.server_context() is not None
+    except (AuthenticationError, tls.TLSConfigError) as exc:
         raise click.UsageError(str(exc)) from None
-    if not is_loopback(host) and token is None and not insecure:
+    if not is_loopback(host) and not authenticated and not insecure:
         raise click.UsageError(
             f"refusing to listen on {host}: taskmill runs pickled code, so anyone who can reach "
             "this port can run programs on this machine. Listen on loopback (the default), set "
             "the same secret in $TASKMILL_TOKEN (or a file named by $TASKMILL_TOKEN_FILE) on "
-            "every node, or pass --insecure if this network is trusted."
+            "every node, give every node a certificate of the cluster's CA ($TASKMILL_TLS_CA_FILE, "
+            "$TASKMILL_TLS_CERT_FILE, $TASKMILL_TLS_KEY_FILE), or pass --insecure if this "
+            "network is trusted."
         )
 
 

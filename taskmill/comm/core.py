@@ -33,12 +33,14 @@ import asyncio
 import importlib
 import logging
 import socket
+import ssl
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from taskmill import timeouts
 from taskmill.comm.addressing import normalize_address, parse_address
+from taskmill.comm import tls
 from taskmill.comm.auth import AuthenticationError, client_handshake, configured_token, server_handshake
 from taskmill.protocol import DEFAULT_LIMITS, FrameLimits
 
@@ -176,7 +178,7 @@ def _backend(scheme: str) -> Any:
 
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, (OSError, asyncio.TimeoutError)) and not isinstance(
-        exc, socket.gaierror
+        exc, (socket.gaierror, ssl.SSLError)  # an unknown host; certificates that do not match
     )
 
 
@@ -215,6 +217,9 @@ async def connect(
             remaining = deadline - loop.time()
             if remaining <= 0:
                 reason = str(cause) or "timed out"
+                if tls.configured():
+                    reason += ("; with TLS, check that the peer uses TLS too and accepts this "
+                               "node's certificate ($TASKMILL_TLS_*)")
                 raise TimeoutError(
                     f"could not connect to {address} within {limit:g}s{hint}: {reason}"
                 ) from cause

@@ -29,6 +29,10 @@ in the network namespace, exactly like ``127.0.0.1``, vanish with the
 process, and reach the same ``TCPComm`` code; a Unix socket just skips the
 TCP stack, so a message between processes of one machine costs about half.
 Addresses stay ``tcp://``; nothing above this module knows the difference.
+
+TLS: when :mod:`~taskmill.comm.tls` finds certificates in the environment,
+listeners and connections (the shortcut included) wrap their sockets in TLS
+with mutual certificates; the same ``TCPComm`` runs on top.
 Anyone may bind an abstract name, but only the holder of a TCP port can
 listen on it, so a connection through the shortcut is kept only when the
 listening process runs as our own user (``SO_PEERCRED``): a name taken by
@@ -42,11 +46,13 @@ import collections
 import logging
 import os
 import socket
+import ssl
 import struct
 from typing import Any, Callable, cast
 
 from taskmill.comm.addressing import is_loopback, parse_address, unparse_address
 from taskmill.comm.core import CommClosedError, Comm, HandleComm, Listener
+from taskmill.comm.tls import client_context, server_context
 from taskmill.protocol import (
     Frame,
     FrameLimits,
@@ -279,15 +285,18 @@ class TCPListener(Listener):
         super().__init__(handle_comm)
         self._server: asyncio.AbstractServer | None = None
         self._shortcut: asyncio.AbstractServer | None = None
+        self._ssl: ssl.SSLContext | None = None
 
     async def _start(self, host: str, port: int, limits: FrameLimits) -> None:
         loop = asyncio.get_running_loop()
+        self._ssl = server_context()
         self._server = await loop.create_server(
             lambda: TCPComm(limits, on_connect=self._serve),
             host,
             port,
             reuse_address=True,
             backlog=1024,
+            ssl=self._ssl,
         )
         sockets = list(self._server.sockets or ())
         self.address = _sockaddr(sockets[0].getsockname()) if sockets else f"tcp://{host}:{port}"
@@ -302,7 +311,7 @@ class TCPListener(Listener):
             sock.bind(name)
             sock.listen(1024)
             self._shortcut = await asyncio.get_running_loop().create_unix_server(
-                lambda: TCPComm(limits, on_connect=self._serve), sock=sock)
+                lambda: TCPComm(limits, on_connect=self._serve), sock=sock, ssl=self._ssl)
         except OSError as exc:  # taken or not allowed here: TCP alone still works
             sock.close()
             logger.debug("no loopback shortcut for %s: %s", self.address, exc)
@@ -318,17 +327,21 @@ async def backend_connect(address: str, limits: FrameLimits) -> Comm:
     through the loopback shortcut when the listener has one, else TCP."""
     _, host, port = parse_address(address)
     loop = asyncio.get_running_loop()
+    context = client_context()
     name = _shortcut_name(host, port)
     if name is not None:
-        comm = await _connect_shortcut(name, limits)
+        comm = await _connect_shortcut(name, limits, context)
         if comm is not None:
             comm.peer_address = address
             return comm
-    _, tcp_comm = await loop.create_connection(lambda: TCPComm(limits), host, port)
+    _, tcp_comm = await loop.create_connection(
+        lambda: TCPComm(limits), host, port, ssl=context,
+        server_hostname="" if context is not None else None)
     return tcp_comm
 
 
-async def _connect_shortcut(name: str, limits: FrameLimits) -> TCPComm | None:
+async def _connect_shortcut(name: str, limits: FrameLimits,
+                            context: ssl.SSLContext | None) -> TCPComm | None:
     """A comm over the abstract Unix socket ``name``; None when nobody listens there."""
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -345,7 +358,9 @@ async def _connect_shortcut(name: str, limits: FrameLimits) -> TCPComm | None:
         logger.warning("the loopback shortcut %r belongs to uid %d, not us: using TCP",
                        name[1:], uid)
         return None
-    _, comm = await loop.create_unix_connection(lambda: TCPComm(limits), sock=sock)
+    _, comm = await loop.create_unix_connection(
+        lambda: TCPComm(limits), sock=sock, ssl=context,
+        server_hostname="" if context is not None else None)
     return comm
 
 

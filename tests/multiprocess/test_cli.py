@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -197,5 +198,25 @@ def test_a_shared_token_admits_its_holders_only(monkeypatch: pytest.MonkeyPatch)
             with pytest.raises(OSError, match=r"requires a token: set \$TASKMILL_TOKEN"):
                 Executor(address, timeout=10)
             sched.wait_for_line(r"refused a connection from")
+            assert w.stop() == 0
+        assert sched.stop(signal.SIGINT) == 0
+
+
+def test_tls_certificates_let_the_programs_listen_beyond_loopback(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from tests.tls_certs import make_ca, make_node
+
+    make_ca(tmp_path, "cluster")
+    cert, key = make_node(tmp_path, "cluster", "node")
+    monkeypatch.setenv("TASKMILL_TLS_CA_FILE", str(tmp_path / "cluster-ca.pem"))
+    monkeypatch.setenv("TASKMILL_TLS_CERT_FILE", str(cert))
+    monkeypatch.setenv("TASKMILL_TLS_KEY_FILE", str(key))
+    with running("taskmill-scheduler", "--host", "0.0.0.0", "--port", "0") as sched:
+        port = start_scheduler(sched).rsplit(":", 1)[1]
+        address = f"tcp://127.0.0.1:{port}"
+        with running("taskmill-worker", address, "--nthreads", "1") as w:
+            w.wait_for_line(r"registered with scheduler")
+            with Executor(address) as e:
+                assert e.submit(lambda x: x + 1, 41).result() == 42
             assert w.stop() == 0
         assert sched.stop(signal.SIGINT) == 0

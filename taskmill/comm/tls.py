@@ -1,0 +1,87 @@
+"""TLS with mutual certificates for the connections between processes.
+
+Theory of operation
+-------------------
+A cluster that runs over a network others can watch encrypts its
+connections: every node gets a certificate (and its key) signed by the
+cluster's certificate authority, and the CA's certificate.  They come from
+the environment, so the programs, their worker processes and the clients all
+find them the same way:
+
+* ``$TASKMILL_TLS_CA_FILE``: the CA certificate(s), PEM;
+* ``$TASKMILL_TLS_CERT_FILE``: this node's certificate, PEM (its key may follow it);
+* ``$TASKMILL_TLS_KEY_FILE``: this node's key, when not in the certificate file.
+
+When the three are set (``TLS_KEY`` optional), every TCP connection, and its
+loopback shortcut, is TLS 1.2 or later, and each side requires the other's
+certificate to be signed by the CA: a connection from or to a node without
+such a certificate fails its TLS handshake.  Host names are not checked:
+nodes are addressed by IP, and the CA signing only the cluster's nodes is
+what makes a certificate trusted.  Setting some of the variables but not all
+needed is an error naming the missing one.  Without them connections are
+plain TCP.  The shared token (:mod:`~taskmill.comm.auth`) works with or
+without TLS.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import ssl
+
+_CA = "TASKMILL_TLS_CA_FILE"
+_CERT = "TASKMILL_TLS_CERT_FILE"
+_KEY = "TASKMILL_TLS_KEY_FILE"
+
+
+class TLSConfigError(ValueError):
+    """The TLS variables are set but unusable; the message says which and why."""
+
+
+def _settings() -> tuple[str, str, str | None] | None:
+    ca, cert, key = (os.environ.get(v) or None for v in (_CA, _CERT, _KEY))
+    if ca is None and cert is None and key is None:
+        return None
+    missing = [name for name, value in ((_CA, ca), (_CERT, cert)) if value is None]
+    if missing:
+        raise TLSConfigError(f"TLS is half configured: set {' and '.join('$' + m for m in missing)} "
+                             f"too (the CA certificate and this node's certificate), or unset "
+                             f"the TASKMILL_TLS_* variables")
+    assert ca is not None and cert is not None
+    return ca, cert, key
+
+
+def configured() -> bool:
+    """Whether the environment asks for TLS."""
+    return _settings() is not None
+
+
+def _context(purpose: ssl.Purpose) -> ssl.SSLContext | None:
+    settings = _settings()
+    return None if settings is None else _load(purpose, *settings)
+
+
+@functools.lru_cache(maxsize=8)
+def _load(purpose: ssl.Purpose, ca: str, cert: str, key: str | None) -> ssl.SSLContext:
+    """A context for these files (made once: loading certificates takes milliseconds)."""
+    ctx = ssl.create_default_context(purpose)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = False  # nodes go by IP; the cluster CA is the trust
+    ctx.verify_mode = ssl.CERT_REQUIRED  # both ways: mutual certificates
+    try:
+        ctx.load_verify_locations(cafile=ca)
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise TLSConfigError(f"cannot load the TLS files (${_CA}={ca}, ${_CERT}={cert}"
+                             f"{f', ${_KEY}={key}' if key else ''}): {exc}") from exc
+    return ctx
+
+
+def server_context() -> ssl.SSLContext | None:
+    """The context for accepting connections, or None without TLS settings."""
+    return _context(ssl.Purpose.CLIENT_AUTH)
+
+
+def client_context() -> ssl.SSLContext | None:
+    """The context for making connections, or None without TLS settings."""
+    return _context(ssl.Purpose.SERVER_AUTH)
