@@ -77,6 +77,23 @@ def _load(purpose: ssl.Purpose, ca: str, cert: str, key: str | None) -> ssl.SSLC
     return ctx
 
 
+def web_server_context() -> ssl.SSLContext | None:
+    """HTTPS for the web dashboard: this node's certificate, but no client
+    certificate asked of browsers (a shared token guards the pages)."""
+    settings = _settings()
+    if settings is None:
+        return None
+    ca, cert, key = settings
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise TLSConfigError(f"cannot load the TLS files (${_CERT}={cert}"
+                             f"{f', ${_KEY}={key}' if key else ''}): {exc}") from exc
+    return ctx
+
+
 def server_context() -> ssl.SSLContext | None:
     """The context for accepting connections, or None without TLS settings."""
     return _context(ssl.Purpose.CLIENT_AUTH)

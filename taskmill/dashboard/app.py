@@ -14,12 +14,21 @@ scheduler (through :mod:`taskmill.dashboard.views`), never change it.
 Routes: ``/status`` (task stream, progress, memory), ``/workers``,
 ``/task/<key>`` (a key's story), ``/metrics`` (Prometheus), ``/api/*`` (JSON:
 the same messages by request, for scripts), ``/static/*``.
+
+Guarded like the cluster's connections: with a shared token
+(``$TASKMILL_TOKEN``) every route but ``/health`` asks for HTTP Basic
+authentication with the token as the password (any user name; browsers
+prompt once, scrapers and scripts send it); with TLS certificates configured
+the pages are served over HTTPS with this node's certificate.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -28,6 +37,8 @@ from typing import Any
 
 from aiohttp import web
 
+from taskmill.comm.auth import configured_token
+from taskmill.comm.tls import web_server_context
 from taskmill.dashboard import views
 from taskmill.dashboard.feed import TICK, DashboardFeed
 from taskmill.dashboard.metrics import CONTENT_TYPE, metrics_text
@@ -81,8 +92,35 @@ def event_stream(feed: DashboardFeed, closing: asyncio.Event,
     return handler
 
 
-def make_app(scheduler: Any) -> web.Application:
-    """The aiohttp application serving ``scheduler``'s dashboard."""
+def _password(request: web.Request) -> bytes | None:
+    """The password of an HTTP Basic ``Authorization`` header, if any."""
+    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        return base64.b64decode(encoded, validate=True).partition(b":")[2]
+    except (binascii.Error, ValueError):
+        return None
+
+
+def token_guard(token: bytes) -> Any:
+    """Middleware admitting requests whose Basic password is ``token``."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        password = _password(request)
+        if request.path != "/health" and (password is None or not hmac.compare_digest(password, token)):
+            raise web.HTTPUnauthorized(
+                text="this dashboard needs the cluster's token as the password ($TASKMILL_TOKEN)",
+                headers={"WWW-Authenticate": 'Basic realm="taskmill"'})
+        return await handler(request)
+
+    return guard
+
+
+def make_app(scheduler: Any, token: bytes | None = None) -> web.Application:
+    """The aiohttp application serving ``scheduler``'s dashboard (behind
+    ``token`` as an HTTP Basic password, when given)."""
     static = _static_dir()
     page_cache: dict[str, str] = {}
     feed = DashboardFeed(scheduler)
@@ -136,7 +174,7 @@ def make_app(scheduler: Any) -> web.Application:
     async def close_streams(app: web.Application) -> None:
         closing.set()
 
-    app = web.Application()
+    app = web.Application(middlewares=[token_guard(token)] if token is not None else [])
     app.on_shutdown.append(close_streams)
     app.router.add_get("/", index)
     app.router.add_get("/status", page("status"))
@@ -166,10 +204,11 @@ class DashboardServer:
         self.url = ""
 
     async def start(self) -> str:
-        runner = web.AppRunner(make_app(self.scheduler), access_log=None, handle_signals=False,
-                                shutdown_timeout=2.0)
+        runner = web.AppRunner(make_app(self.scheduler, configured_token()), access_log=None,
+                               handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+        context = web_server_context()
+        site = web.TCPSite(runner, self.host, self.port, reuse_address=True, ssl_context=context)
         try:
             await site.start()
         except BaseException:
@@ -177,7 +216,7 @@ class DashboardServer:
             raise
         self._runner = runner
         host, port = runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}/status"
+        self.url = f"{'https' if context is not None else 'http'}://{host}:{port}/status"
         return self.url
 
     async def stop(self) -> None:
