@@ -64,15 +64,23 @@ def _context(purpose: ssl.Purpose) -> ssl.SSLContext | None:
 @functools.lru_cache(maxsize=8)
 def _load(purpose: ssl.Purpose, ca: str, cert: str, key: str | None) -> ssl.SSLContext:
     """A context for these files (made once: loading certificates takes milliseconds)."""
-    ctx = ssl.create_default_context(purpose)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx = _with_certificate(purpose, cert, key)
     ctx.check_hostname = False  # nodes go by IP; the cluster CA is the trust
     ctx.verify_mode = ssl.CERT_REQUIRED  # both ways: mutual certificates
     try:
         ctx.load_verify_locations(cafile=ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise TLSConfigError(f"cannot load the CA certificate ${_CA}={ca}: {exc}") from exc
+    return ctx
+
+
+def _with_certificate(purpose: ssl.Purpose, cert: str, key: str | None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(purpose)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
         ctx.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
-        raise TLSConfigError(f"cannot load the TLS files (${_CA}={ca}, ${_CERT}={cert}"
+        raise TLSConfigError(f"cannot load this node's certificate (${_CERT}={cert}"
                              f"{f', ${_KEY}={key}' if key else ''}): {exc}") from exc
     return ctx
 
@@ -81,17 +89,7 @@ def web_server_context() -> ssl.SSLContext | None:
     """HTTPS for the web dashboard: this node's certificate, but no client
     certificate asked of browsers (a shared token guards the pages)."""
     settings = _settings()
-    if settings is None:
-        return None
-    ca, cert, key = settings
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        ctx.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
-        raise TLSConfigError(f"cannot load the TLS files (${_CERT}={cert}"
-                             f"{f', ${_KEY}={key}' if key else ''}): {exc}") from exc
-    return ctx
+    return None if settings is None else _with_certificate(ssl.Purpose.CLIENT_AUTH, *settings[1:])
 
 
 def server_context() -> ssl.SSLContext | None:

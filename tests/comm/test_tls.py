@@ -120,7 +120,10 @@ def test_half_configured_tls_names_what_is_missing(monkeypatch: pytest.MonkeyPat
     with pytest.raises(TLSConfigError, match=r"\$TASKMILL_TLS_CA_FILE"):
         client_context()
     monkeypatch.setenv("TASKMILL_TLS_CA_FILE", str(tmp_path / "missing.pem"))
-    with pytest.raises(TLSConfigError, match="cannot load the TLS files"):
+    with pytest.raises(TLSConfigError, match="cannot load this node's certificate"):
+        client_context()  # its key is in another file, not named yet
+    monkeypatch.setenv("TASKMILL_TLS_KEY_FILE", certs["a"]["TASKMILL_TLS_KEY_FILE"])
+    with pytest.raises(TLSConfigError, match="cannot load the CA certificate"):
         client_context()
     use(monkeypatch, certs["a"])
     ctx = client_context()

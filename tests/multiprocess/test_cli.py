@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -13,7 +15,7 @@ import pytest
 
 from taskmill import Executor
 from tests.conftest import wait_for
-from tests.multiprocess.helpers import BIN, running, start_scheduler
+from tests.multiprocess.helpers import BIN, Proc, running, start_scheduler
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -180,26 +182,33 @@ def test_workers_give_up_on_a_scheduler_that_stays_away(monkeypatch: pytest.Monk
             assert sum("registered with scheduler" in line for line in worker.lines) == 1
 
 
-def test_a_shared_token_admits_its_holders_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With $TASKMILL_TOKEN the programs may listen beyond loopback; clients and
-    workers must prove they know it."""
-    monkeypatch.setenv("TASKMILL_TOKEN", "cluster-secret")
+@contextlib.contextmanager
+def public_cluster() -> Iterator[tuple[str, Proc]]:
+    """A scheduler on every interface (``--host 0.0.0.0``) with one worker;
+    yields the scheduler's loopback address and process, after a task ran."""
     with running("taskmill-scheduler", "--host", "0.0.0.0", "--port", "0") as sched:
-        port = start_scheduler(sched).rsplit(":", 1)[1]
-        address = f"tcp://127.0.0.1:{port}"
+        address = "tcp://127.0.0.1:" + start_scheduler(sched).rsplit(":", 1)[1]
         with running("taskmill-worker", address, "--nthreads", "1") as w:
             w.wait_for_line(r"registered with scheduler")
             with Executor(address) as e:
                 assert e.submit(lambda x: x + 1, 41).result() == 42
-            monkeypatch.setenv("TASKMILL_TOKEN", "a-guess")
-            with pytest.raises(OSError, match="refused our token"):
-                Executor(address, timeout=10)
-            monkeypatch.delenv("TASKMILL_TOKEN")
-            with pytest.raises(OSError, match=r"requires a token: set \$TASKMILL_TOKEN"):
-                Executor(address, timeout=10)
-            sched.wait_for_line(r"refused a connection from")
+            yield address, sched
             assert w.stop() == 0
         assert sched.stop(signal.SIGINT) == 0
+
+
+def test_a_shared_token_admits_its_holders_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With $TASKMILL_TOKEN the programs may listen beyond loopback; clients and
+    workers must prove they know it."""
+    monkeypatch.setenv("TASKMILL_TOKEN", "cluster-secret")
+    with public_cluster() as (address, sched):
+        monkeypatch.setenv("TASKMILL_TOKEN", "a-guess")
+        with pytest.raises(OSError, match="refused our token"):
+            Executor(address, timeout=10)
+        monkeypatch.delenv("TASKMILL_TOKEN")
+        with pytest.raises(OSError, match=r"requires a token: set \$TASKMILL_TOKEN"):
+            Executor(address, timeout=10)
+        sched.wait_for_line(r"refused a connection from")
 
 
 def test_tls_certificates_let_the_programs_listen_beyond_loopback(
@@ -211,12 +220,5 @@ def test_tls_certificates_let_the_programs_listen_beyond_loopback(
     monkeypatch.setenv("TASKMILL_TLS_CA_FILE", str(tmp_path / "cluster-ca.pem"))
     monkeypatch.setenv("TASKMILL_TLS_CERT_FILE", str(cert))
     monkeypatch.setenv("TASKMILL_TLS_KEY_FILE", str(key))
-    with running("taskmill-scheduler", "--host", "0.0.0.0", "--port", "0") as sched:
-        port = start_scheduler(sched).rsplit(":", 1)[1]
-        address = f"tcp://127.0.0.1:{port}"
-        with running("taskmill-worker", address, "--nthreads", "1") as w:
-            w.wait_for_line(r"registered with scheduler")
-            with Executor(address) as e:
-                assert e.submit(lambda x: x + 1, 41).result() == 42
-            assert w.stop() == 0
-        assert sched.stop(signal.SIGINT) == 0
+    with public_cluster():
+        pass  # the scheduler and the worker talked over TLS, and a task ran
