@@ -136,6 +136,9 @@ class Listener(ABC):
             except asyncio.CancelledError:
                 comm.abort()
                 raise
+            except CommClosedError:  # gone before the greeting (a probe), or bad bytes (logged)
+                comm.abort()
+                return
             except Exception as exc:
                 logger.warning("refused a connection from %s: %s",
                                comm.peer_address, str(exc) or type(exc).__name__)
