@@ -201,7 +201,6 @@ async def connect(
     """
     address = normalize_address(address)
     backend = _backend(parse_address(address)[0])
-    token = configured_token()
     loop = asyncio.get_running_loop()
     limit, hint = timeouts.seconds(timeout)
     deadline = loop.time() + limit
@@ -209,7 +208,7 @@ async def connect(
     cause: BaseException | None = None  # the most informative failure so far
     while True:
         try:
-            return await _open(backend, address, limits, token, deadline)
+            return await _open(backend, address, limits, deadline)
         except AuthenticationError:
             raise  # retrying cannot fix it; the message says what will
         except Exception as exc:
@@ -230,8 +229,7 @@ async def connect(
         delay = min(delay * 2, _MAX_RETRY_DELAY)
 
 
-async def _open(backend: Any, address: str, limits: FrameLimits, token: bytes | None,
-                deadline: float) -> Comm:
+async def _open(backend: Any, address: str, limits: FrameLimits, deadline: float) -> Comm:
     """One attempt: connect, then (between processes) answer the listener's greeting."""
     loop = asyncio.get_running_loop()
     comm: Comm = await asyncio.wait_for(backend.backend_connect(address, limits),
@@ -239,7 +237,8 @@ async def _open(backend: Any, address: str, limits: FrameLimits, token: bytes | 
     if backend.IN_PROCESS:
         return comm
     try:
-        await asyncio.wait_for(client_handshake(comm, token), max(deadline - loop.time(), 0.0))
+        await asyncio.wait_for(client_handshake(comm, configured_token()),
+                               max(deadline - loop.time(), 0.0))
     except BaseException:
         comm.abort()
         raise

@@ -30,13 +30,14 @@ process, and reach the same ``TCPComm`` code; a Unix socket just skips the
 TCP stack, so a message between processes of one machine costs about half.
 Addresses stay ``tcp://``; nothing above this module knows the difference.
 
-TLS: when :mod:`~taskmill.comm.tls` finds certificates in the environment,
-listeners and connections (the shortcut included) wrap their sockets in TLS
-with mutual certificates; the same ``TCPComm`` runs on top.
 Anyone may bind an abstract name, but only the holder of a TCP port can
 listen on it, so a connection through the shortcut is kept only when the
 listening process runs as our own user (``SO_PEERCRED``): a name taken by
 another user is ignored and TCP used instead.
+
+TLS: when :mod:`~taskmill.comm.tls` finds certificates in the environment,
+listeners and connections (the shortcut included) wrap their sockets in TLS
+with mutual certificates; the same ``TCPComm`` runs on top.
 """
 
 from __future__ import annotations

@@ -69,7 +69,10 @@ def test_a_token_mismatch_fails_at_once_with_what_to_fix(
         assert time.monotonic() - started < 5  # not retried until the timeout
         assert listener.address in str(info.value)
         # the listener keeps serving those who know the token
-        monkeypatch.setenv("TASKMILL_TOKEN", server) if server else monkeypatch.delenv("TASKMILL_TOKEN")
+        if server is None:
+            monkeypatch.delenv("TASKMILL_TOKEN")
+        else:
+            monkeypatch.setenv("TASKMILL_TOKEN", server)
         comm = await connect(listener.address)
         await comm.write("fine")
         assert await comm.read() == "fine"

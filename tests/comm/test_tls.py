@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import ssl
 import time
 from pathlib import Path
@@ -128,4 +127,3 @@ def test_half_configured_tls_names_what_is_missing(monkeypatch: pytest.MonkeyPat
     use(monkeypatch, certs["a"])
     ctx = client_context()
     assert ctx is not None and ctx.verify_mode == ssl.CERT_REQUIRED
-    assert os.environ["TASKMILL_TLS_CA_FILE"].endswith("cluster-ca.pem")

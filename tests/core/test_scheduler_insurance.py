@@ -29,6 +29,15 @@ def run_chain(s: Sched, *keys: str) -> dict[str, str]:
     return s.computes(cmds)
 
 
+def x_finished_after_a_death() -> tuple[Sched, dict[str, str], list]:
+    """Three workers, one dies, then x-1 -> y-1 -> z-1 is submitted and x-1
+    finishes: the scheduler, where each task went, and the commands of x-1's end."""
+    s = Sched("tcp://a", "tcp://b", "tcp://c")
+    s(died("tcp://c"))
+    where = run_chain(s, "x-1", "y-1", "z-1")
+    return s, where, s(finished(where["x-1"], "x-1"))
+
+
 def test_a_healthy_cluster_makes_no_insurance_copies():
     s = Sched("tcp://a", "tcp://b")
     where = run_chain(s, "x-1", "y-1")
@@ -36,11 +45,8 @@ def test_a_healthy_cluster_makes_no_insurance_copies():
 
 
 def test_after_a_death_small_needed_results_get_a_copy_and_survive_the_next_death():
-    s = Sched("tcp://a", "tcp://b", "tcp://c")
-    s(died("tcp://c"))
-    where = run_chain(s, "x-1", "y-1", "z-1")
+    s, where, cmds = x_finished_after_a_death()
     holder = where["x-1"]
-    cmds = s(finished(holder, "x-1"))
     target = copies(cmds)["x-1"]
     assert target != holder and target in ("tcp://a", "tcp://b")
     y_on = s.computes(cmds)["y-1"]
@@ -75,12 +81,9 @@ def test_insurance_ends_when_the_window_passes():
 
 
 def test_a_death_re_insures_survivors_and_a_joining_worker_takes_what_found_no_place():
-    s = Sched("tcp://a", "tcp://b", "tcp://c")
-    s(died("tcp://c"))
-    where = run_chain(s, "x-1", "y-1", "z-1")
+    s, where, cmds = x_finished_after_a_death()
     holder = where["x-1"]
     other = "tcp://b" if holder == "tcp://a" else "tcp://a"
-    cmds = s(finished(holder, "x-1"))
     assert copies(cmds) == {"x-1": other}
     s(WorkerHasKeys(sid(), other, {"x-1": 8}))
     # the copy's holder dies: x-1 (still needed by y-1) has one holder and
