@@ -29,6 +29,7 @@ from typing import Any
 
 from taskmill.core.taskref import TaskRef
 from taskmill.protocol import Serialized, serialize, serialize_function
+from taskmill.protocol.vocabulary import TaskSpec
 
 
 ESCAPE = "\x1b"
@@ -57,7 +58,7 @@ class PackedGraph:
     """A graph ready to submit: wire tasks (dependencies first) and the
     function they all share."""
 
-    tasks: list[list[Any]]
+    tasks: list[TaskSpec]
     funcs: dict[str, Serialized]
     external: set[str]  # keys used but not defined here: data already on the cluster
 
@@ -90,7 +91,7 @@ def pack_graph(dsk: Any, *, priority: int, generation: int,
             del graph[k]
     ranks: dict[Any, int] = dict(order(graph)) if graph else {}
     token, func = serialize_function(run_node)
-    tasks: list[list[Any]] = []
+    tasks: list[TaskSpec] = []
     external: set[str] = set()
     for key in _dependencies_first(graph, ranks):
         node = graph[key]
@@ -99,8 +100,9 @@ def pack_graph(dsk: Any, *, priority: int, generation: int,
         for d in deps:
             if d not in graph:
                 external.add(to_key(d))
-        tasks.append([to_key(key), token, serialize(((node, refs), {})), [to_key(d) for d in deps],
-                      [-priority, generation, ranks.get(key, 0)], 0, None, False, resources])
+        tasks.append(TaskSpec(to_key(key), token, serialize(((node, refs), {})),
+                              tuple([to_key(d) for d in deps]),
+                              (-priority, generation, ranks.get(key, 0)), 0, None, False, resources))
     return PackedGraph(tasks, {token: func}, external)
 
 

@@ -8,6 +8,8 @@ import time
 from html import escape
 from typing import Any
 
+from taskmill.protocol.vocabulary import PerformanceData
+
 
 class PerformanceReport:
     """``with e.performance_report("report.html"):`` (or ``async with`` in
@@ -35,15 +37,14 @@ class PerformanceReport:
 
     def __exit__(self, *exc: object) -> None:
         data = self.executor._call(self.executor.session.scheduler_call(
-            "performance-data", start=self.start, stop=time.time()))
+            PerformanceData(self.start, time.time())))
         self._write(data)
 
     async def __aenter__(self) -> PerformanceReport:
         return self.__enter__()
 
     async def __aexit__(self, *exc: object) -> None:
-        data = await self.executor.session.scheduler_call(
-            "performance-data", start=self.start, stop=time.time())
+        data = await self.executor.session.scheduler_call(PerformanceData(self.start, time.time()))
         self._write(data)
 
 

@@ -35,6 +35,21 @@ from taskmill.client.session import Session
 from taskmill.comm import normalize_address
 from taskmill.core.resources import check_resources
 from taskmill.protocol import Serialized, serialize, serialize_function
+from taskmill.protocol.vocabulary import (
+    HasWhat,
+    NThreads,
+    Replicate,
+    Restart,
+    RetireWorkers,
+    Run,
+    RunningKeys,
+    SchedulerInfo,
+    Story,
+    TaskSpec,
+    TaskStream,
+    UploadFile,
+    WhoHas,
+)
 
 _live_executors: weakref.WeakSet[Executor] = weakref.WeakSet()
 
@@ -241,8 +256,10 @@ class Executor:
         token, func = self._serialize_function(fn)
         call = pack_call(fn, token, args, kwargs, pure=pure, key=key, is_future=self._is_future, found={})
         generation = session.next_generation()
-        task = [call.key, token, call.args, list(call.dependencies), [-priority, generation, 0],
-                retries, _worker_list(workers), allow_other_workers, needs]
+        restrictions = _worker_list(workers)
+        task = TaskSpec(call.key, token, call.args, call.dependencies, (-priority, generation, 0),
+                        retries, None if restrictions is None else tuple(restrictions),
+                        allow_other_workers, needs)
         return session.submit_tasks([task], self._functions_to_send(token, func))[0]
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], key: str | list[str] | None = None,
@@ -267,12 +284,13 @@ class Executor:
         else:
             keys = [None] * len(calls)
         generation = session.next_generation()
-        restrictions = _worker_list(workers)
+        listed = _worker_list(workers)
+        restrictions = None if listed is None else tuple(listed)
         tasks = []
         for i, (args, k) in enumerate(zip(calls, keys)):
             call = pack_call(fn, token, args, kwargs, pure=pure, key=k, is_future=self._is_future, found={})
-            tasks.append([call.key, token, call.args, list(call.dependencies), [-priority, generation, i],
-                          retries, restrictions, allow_other_workers, needs])
+            tasks.append(TaskSpec(call.key, token, call.args, call.dependencies, (-priority, generation, i),
+                                  retries, restrictions, allow_other_workers, needs))
         return session.submit_tasks(tasks, self._functions_to_send(token, func))
 
     # ------------------------------------------------------------------ #
@@ -326,28 +344,28 @@ class Executor:
     def who_has(self, futures: Future | Iterable[Future] | None = None) -> Any:
         """``{key: [worker_address, ...]}`` for the given futures (or all keys)."""
         keys = None if futures is None else [f.key for f in collect_futures(futures, self._is_future)]
-        return self._call(self.session.scheduler_call("who-has", keys=keys))
+        return self._call(self.session.scheduler_call(WhoHas(None if keys is None else tuple(keys))))
 
     def has_what(self) -> Any:
         """``{worker_address: [key, ...]}``."""
-        return self._call(self.session.scheduler_call("has-what"))
+        return self._call(self.session.scheduler_call(HasWhat()))
 
     def nthreads(self) -> Any:
         """``{worker_address: number_of_threads}``."""
-        return self._call(self.session.scheduler_call("nthreads"))
+        return self._call(self.session.scheduler_call(NThreads()))
 
     ncores = nthreads
 
     def running_keys(self) -> Any:
         """The keys whose functions are running on a worker thread right now."""
         async def run() -> set[str]:
-            return set(await self.session.scheduler_call("running-keys"))
+            return set(await self.session.scheduler_call(RunningKeys()))
 
         return self._call(run())
 
     def scheduler_info(self) -> Any:
         """``{"address": ..., "workers": {address: {"nthreads", "memory_limit", ...}}, ...}``."""
-        return self._call(self.session.scheduler_call("scheduler-info"))
+        return self._call(self.session.scheduler_call(SchedulerInfo()))
 
     def replicate(self, futures: Future | Iterable[Future], n: int | None = None,
                   workers: str | Iterable[str] | None = None, timeout: float | None = None) -> Any:
@@ -371,8 +389,9 @@ class Executor:
             keys = list(dict.fromkeys(f.key for f in found if f.status == FINISHED))
             if keys:
                 wait = timeouts.RETIRE.get() if timeout is None else timeout
-                await session.scheduler_call("replicate", keys=keys, n=n, workers=targets,
-                                             max_wait=wait, timeout=wait + timeouts.REQUEST.get())
+                await session.scheduler_call(
+                    Replicate(tuple(keys), n, None if targets is None else tuple(targets), wait),
+                    timeout=wait + timeouts.REQUEST.get())
 
         return self._call(run())
 
@@ -389,9 +408,10 @@ class Executor:
             raise ValueError("retire_workers needs workers=[addresses] or n=<how many to retire>")
         session = self.session
         wait = timeouts.RETIRE.get() if timeout is None else timeout
+        targets = _worker_list(workers)
         return self._call(session.scheduler_call(
-            "retire-workers", workers=_worker_list(workers), n=n, close_workers=close_workers,
-            max_wait=wait, timeout=wait + timeouts.REQUEST.get()))
+            RetireWorkers(None if targets is None else tuple(targets), n, close_workers, wait),
+            timeout=wait + timeouts.REQUEST.get()))
 
     # ------------------------------------------------------------------ #
     # Diagnostics (taskmill.client.diagnostics, taskmill.dashboard)
@@ -417,14 +437,14 @@ class Executor:
         first.  E.g. a task waiting in ``no-worker`` says which resources no
         worker declares."""
         names = [k.key if isinstance(k, Future) else k for k in keys]
-        return self._call(self.session.scheduler_call("story", keys=names))
+        return self._call(self.session.scheduler_call(Story(tuple(names))))
 
     def get_task_stream(self, start: float = 0.0, stop: float | None = None) -> Any:
         """Records of the tasks that ended between ``start`` and ``stop`` (wall
         times; default: all the scheduler remembers, the last 100,000): dicts
         with key, group, worker, thread, start, stop, transfer (seconds spent
         fetching its inputs) and status ("OK" or "error")."""
-        return self._call(self.session.scheduler_call("task-stream", start=start, stop=stop))
+        return self._call(self.session.scheduler_call(TaskStream(start, stop)))
 
     def performance_report(self, filename: str = "taskmill-report.html",
                            title: str = "taskmill performance report") -> Any:
@@ -443,9 +463,9 @@ class Executor:
 
         async def run() -> dict[str, Any]:
             targets = list(workers) if workers is not None else list(
-                await session.scheduler_call("nthreads"))
+                await session.scheduler_call(NThreads()))
             replies = await asyncio.gather(
-                *(session.worker_call(w, "run", call=payload, timeout=None)  # user code: no limit
+                *(session.worker_call(w, Run(payload), timeout=None)  # user code: no limit
                   for w in targets))
             return {w: r.deserialize() for w, r in zip(targets, replies)}
 
@@ -456,8 +476,7 @@ class Executor:
         session = self.session
 
         async def run() -> Executor:
-            await session.scheduler_call("restart", max_wait=timeout,
-                                         timeout=timeout + timeouts.REQUEST.get())
+            await session.scheduler_call(Restart(timeout), timeout=timeout + timeouts.REQUEST.get())
             return self
 
         return self._call(run())
@@ -471,8 +490,7 @@ class Executor:
             data = f.read()
         filename = os.path.basename(path)
         return self._call(self.session.scheduler_call(
-            "upload-file", filename=filename, data=data,
-            timeout=timeouts.DATA.get() + timeouts.REQUEST.get()))
+            UploadFile(filename, data), timeout=timeouts.DATA.get() + timeouts.REQUEST.get()))
 
     # ------------------------------------------------------------------ #
     # Dask collections

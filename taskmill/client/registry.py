@@ -7,6 +7,8 @@ import threading
 import weakref
 from typing import Any
 
+from taskmill.protocol.vocabulary import WantKeys
+
 _lock = threading.Lock()
 _defaults: list[weakref.ref[Any]] = []
 
@@ -38,7 +40,7 @@ def future_from_key(key: str, scheduler_address: str) -> Any:
     for ex in candidates:
         if ex is not None and ex.status == "running" and ex.scheduler_address == scheduler_address:
             fut = ex.session.future_class(key, ex.session)
-            ex.session.send({"op": "want-keys", "keys": [key]})
+            ex.session.send(WantKeys("", ex.session.id, (key,)))
             return fut
     raise RuntimeError(
         f"cannot unpickle the Future {key!r}: no open Executor connected to {scheduler_address} "

@@ -12,6 +12,7 @@ from taskmill import timeouts
 from taskmill.client.calls import call_token, unique_token
 from taskmill.client.future import Future
 from taskmill.protocol import Serialized, serialize
+from taskmill.protocol.vocabulary import PutData, ScatterDone, ScatterTargets
 
 if TYPE_CHECKING:
     from taskmill.client.session import Session
@@ -47,17 +48,17 @@ async def plan_scatter(session: Session, items: list[ScatterItem], workers: list
     """Send the items to workers and register them; returns one Future each."""
     session.check_running()
     targets: list[list[str]] = await session.scheduler_call(
-        "scatter-targets", n=len(items), workers=workers, broadcast=broadcast)
+        ScatterTargets(len(items), None if workers is None else tuple(workers), broadcast))
     per_worker: dict[str, dict[str, Serialized]] = {}
     for item, where in zip(items, targets):
         for worker in where:
             per_worker.setdefault(worker, {})[item.key] = item.payload
-    await asyncio.gather(*(session.worker_call(w, "put-data", data=d, timeout=timeouts.DATA) for w, d in per_worker.items()))
+    await asyncio.gather(*(session.worker_call(w, PutData(d), timeout=timeouts.DATA) for w, d in per_worker.items()))
     futures = [session.future_class(item.key, session) for item in items]
-    session.send({
-        "op": "scatter-done",
-        "who_has": {item.key: where for item, where in zip(items, targets)},
-        "nbytes": {item.key: item.payload.nbytes for item in items},
-        "type_names": {item.key: item.type_name for item in items},
-    })
+    session.send(ScatterDone(
+        "", session.id,
+        who_has={item.key: tuple(where) for item, where in zip(items, targets)},
+        nbytes={item.key: item.payload.nbytes for item in items},
+        type_names={item.key: item.type_name for item in items},
+    ))
     return futures

@@ -13,9 +13,12 @@ socket; requests go to the scheduler's in-process listener or its address.
 * Submissions go out on the stream (a ``BatchedSend``, or the local link) as
   ``update-graph`` messages; nothing waits for the scheduler, so ``submit`` costs only the
   pickling done in the caller's thread.
-* The scheduler streams back reports (``key-in-memory``, ``task-erred``,
-  ``key-lost``, ``key-cancelled``); ``_on_*`` handlers update the key's
+* The scheduler streams back reports (``key-in-memory``, ``key-erred``,
+  ``key-lost``, ``key-cancelled``), decoded through
+  :mod:`taskmill.protocol.vocabulary`; ``_on_*`` handlers update the key's
   :class:`KeyState` and complete its live Futures.
+* Messages to the scheduler wait in an outbox as vocabulary values and are
+  encoded on the loop when they go out.
 * Data never passes through the scheduler: ``gather`` asks the workers named
   in the ``key-in-memory`` report, one request per worker for many keys, and
   asks the scheduler again only when a worker no longer has the data.
@@ -35,6 +38,7 @@ import concurrent.futures
 import logging
 import threading
 import uuid
+from dataclasses import replace
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Protocol
 
@@ -45,7 +49,24 @@ from taskmill.client.remote_errors import rebuild_exception, scheduler_decided_e
 from taskmill.comm import BatchedSend, CommClosedError, ConnectionPool, connect
 from taskmill.comm.local import LocalEnd
 from taskmill.errors import FutureLostError, SchedulerGoneError
-from taskmill.protocol import Serialized
+from taskmill.protocol import ProtocolError, Serialized
+from taskmill.protocol.vocabulary import (
+    CancelKeys,
+    ClientRegistered,
+    CloseClient,
+    GetData,
+    KeyCancelled,
+    KeyErred,
+    KeyInMemory,
+    KeyLost,
+    Message,
+    RegisterClient,
+    ReleaseKeys,
+    TaskSpec,
+    UpdateGraph,
+    WhoHas,
+    decode,
+)
 
 logger = logging.getLogger("taskmill.client")
 
@@ -93,7 +114,7 @@ class Session:
         # reentrant: a Future collected while this thread holds it releases its key
         self._lock = threading.RLock()
         # messages to the scheduler, in the order they were made, not yet on the loop
-        self._outbox: list[dict[str, Any]] = []
+        self._outbox: list[Message] = []
         self._flush_pending = _IDLE  # guarded by _lock
         self._lazy_timer: asyncio.TimerHandle | None = None
         self._stream: BatchedSend | LocalEnd | None = None
@@ -101,11 +122,11 @@ class Session:
         self._loop_thread: int | None = None
         self._callbacks = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="taskmill-callback")
         self._generation = 0
-        self._report_handlers: dict[str, Callable[..., None]] = {
-            "key-in-memory": self._on_key_in_memory,
-            "task-erred": self._on_task_erred,
-            "key-lost": self._on_key_lost,
-            "key-cancelled": self._on_key_cancelled,
+        self._report_handlers: dict[type[Message], Callable[[Any], None]] = {
+            KeyInMemory: self._on_key_in_memory,
+            KeyErred: self._on_key_erred,
+            KeyLost: self._on_key_lost,
+            KeyCancelled: self._on_key_cancelled,
         }
 
     # ------------------------------------------------------------------ #
@@ -121,9 +142,16 @@ class Session:
             self.status = "running"
             return
         comm = await connect(self._via, timeout=self.connect_timeout)
-        await comm.write({"op": "register-client", "client": self.id, "reply": False})
+        request = RegisterClient(self.id).to_wire()
+        request["reply"] = False  # the answer comes on the stream itself
+        await comm.write(request)
         reply = await asyncio.wait_for(comm.read(), self.connect_timeout)
-        if not isinstance(reply, dict) or reply.get("status") != "OK":
+        try:
+            answer = decode(reply)
+        except ProtocolError as exc:
+            answer = None
+            reply = f"{reply!r:.200} ({exc})"
+        if not isinstance(answer, ClientRegistered):
             await comm.close()
             raise ConnectionError(f"scheduler at {self.scheduler_address} refused the client: {reply!r}")
         self._stream = BatchedSend(comm)
@@ -141,7 +169,7 @@ class Session:
                 self._lazy_timer = None
             try:
                 self._flush_outbox()
-                self._stream.send({"op": "close-client"})
+                self._stream.send(CloseClient().to_wire())
                 await asyncio.wait_for(self._stream.close(), 5)
             except (CommClosedError, OSError, asyncio.TimeoutError):
                 pass
@@ -230,13 +258,13 @@ class Session:
                 return
             del self.keys[key]
         if self.status == "running":
-            self.send({"op": "release-keys", "keys": [key]}, urgent=False)
+            self.send(ReleaseKeys("", self.id, (key,)), urgent=False)
 
     def next_generation(self) -> int:
         self._generation += 1
         return self._generation
 
-    def _send(self, *msgs: dict[str, Any]) -> None:
+    def _send(self, *msgs: dict[str, Any]) -> None:  # wire dicts
         if self._stream is None or self.status != "running":
             return
         try:
@@ -244,7 +272,7 @@ class Session:
         except CommClosedError:
             self._on_scheduler_lost()
 
-    def send(self, msg: dict[str, Any], urgent: bool = True) -> None:
+    def send(self, msg: Message, urgent: bool = True) -> None:
         """Queue a message to the scheduler, from any thread.  Order is kept;
         a burst of messages costs one wake-up of the loop.  A message that is
         not ``urgent`` may wait up to ``RELEASE_DELAY`` for others to go with."""
@@ -278,7 +306,7 @@ class Session:
             take, budget = 0, 0
             for msg in self._outbox:
                 take += 1
-                budget += len(msg["tasks"]) if msg["op"] == "update-graph" else 1
+                budget += len(msg.tasks) if isinstance(msg, UpdateGraph) else 1
                 if budget >= GRAPH_CHUNK:
                     break
             msgs, self._outbox = self._outbox[:take], self._outbox[take:]
@@ -288,13 +316,13 @@ class Session:
             else:  # lazy messages sent from now on wait for the armed timer, if any
                 self._flush_pending = _LAZY if self._lazy_timer is not None else _IDLE
         if msgs:
-            self._send(*_merge_releases(msgs))
+            self._send(*[m.to_wire() for m in _merge_releases(msgs)])
         if more:
             self.loop.call_soon(self._flush_outbox)
 
-    def submit_tasks(self, tasks: list[list[Any]], funcs: dict[str, Serialized],
+    def submit_tasks(self, tasks: list[TaskSpec], funcs: dict[str, Serialized],
                      wanted: list[str] | None = None) -> list[Future]:
-        """Send tasks (wire lists, key first, dependencies before dependents)
+        """Send tasks (dependencies before dependents)
         and return a Future for each wanted key (default: every task), from any thread.
 
         Tasks go out in chunks of ``GRAPH_CHUNK`` that the scheduler starts on at
@@ -304,39 +332,37 @@ class Session:
         """
         self.check_running()
         if self._local_scheduler is not None:  # the scheduler will hold these very objects
-            for t in tasks:
-                if len(t[2].frames) > 1:  # out-of-band buffers: may be the user's memory
-                    t[2] = t[2].owned()
+            tasks = [replace(t, args=t.args.owned()) if len(t.args.frames) > 1 else t
+                     for t in tasks]  # out-of-band buffers: may be the user's memory
         if wanted is None:
-            wanted = [t[0] for t in tasks]
+            wanted = [t.key for t in tasks]
         futures = [self.future_class(k, self) for k in wanted]
         if len(tasks) <= GRAPH_CHUNK:  # one message: nothing to hold between chunks
-            self.send({"op": "update-graph", "tasks": tasks, "funcs": funcs, "wanted": wanted})
+            self.send(UpdateGraph("", self.id, tuple(tasks), tuple(wanted), funcs))
             return futures
         wanted_set = set(wanted)
-        defined = {t[0] for t in tasks}
+        defined = {t.key for t in tasks}
         last_use: dict[str, int] = {}
         for i, t in enumerate(tasks):
-            for dep in t[3]:
+            for dep in t.dependencies:
                 last_use[dep] = i
         on_hold: list[str] = []
         for start in range(0, len(tasks), GRAPH_CHUNK):
             end = start + GRAPH_CHUNK
             chunk = tasks[start:end]
-            want = [t[0] for t in chunk if t[0] in wanted_set or last_use.get(t[0], -1) >= end]
+            want = [t.key for t in chunk if t.key in wanted_set or last_use.get(t.key, -1) >= end]
             on_hold.extend(k for k in want if k not in wanted_set)
             if start == 0:  # wanted keys that are already on the cluster
                 want.extend(k for k in wanted if k not in defined)
-            self.send({"op": "update-graph", "tasks": chunk, "funcs": funcs if start == 0 else {},
-                       "wanted": want})
+            self.send(UpdateGraph("", self.id, tuple(chunk), tuple(want), funcs if start == 0 else None))
         if on_hold:
             with self._lock:
                 release = [k for k in on_hold if k not in self.keys]
-            self.send({"op": "release-keys", "keys": release})
+            self.send(ReleaseKeys("", self.id, tuple(release)))
         return futures
 
     def cancel_keys(self, keys: list[str]) -> None:
-        self.send({"op": "cancel-keys", "keys": keys})
+        self.send(CancelKeys("", self.id, tuple(keys)))
 
     # ------------------------------------------------------------------ #
     # Reports from the scheduler (loop thread)
@@ -352,48 +378,48 @@ class Session:
 
     def _on_reports(self, msgs: list[dict[str, Any]]) -> None:
         """One batch of the scheduler's reports."""
-        for msg in msgs:
-            op = msg.pop("op")
-            handler = self._report_handlers.get(op)
-            if handler is None:
-                logger.warning("ignoring unknown report %r from the scheduler", op)
+        for raw in msgs:
+            try:
+                msg = decode(raw, client=self.id, stimulus_id="")
+                handler = self._report_handlers[type(msg)]
+            except (ProtocolError, KeyError, AttributeError) as exc:
+                logger.warning("ignoring a malformed or unknown report from the scheduler: %s", exc)
                 continue
-            handler(**msg)
+            handler(msg)
 
-    def _on_key_in_memory(self, key: str, who_has: list[str], type_name: str = "",
-                          value: Serialized | None = None) -> None:
-        ks = self.keys.get(key)
+    def _on_key_in_memory(self, msg: KeyInMemory) -> None:
+        ks = self.keys.get(msg.key)
         if ks is None:
             return
-        ks.who_has = tuple(who_has)
-        ks.type_name = type_name
-        if isinstance(value, Serialized) and not ks.has_value:
-            ks.payload = value  # a small result: no fetch needed
+        ks.who_has = msg.who_has
+        ks.type_name = msg.type_name
+        if msg.value is not None and not ks.has_value:
+            ks.payload = msg.value  # a small result: no fetch needed
         ks.arrived_event.set()
         self._finish(ks, FINISHED)
 
-    def _on_task_erred(self, key: str, exception: Serialized | None, traceback: Serialized | None,
-                       text: str, worker: str, error_type: str = "") -> None:
-        ks = self.keys.get(key)
+    def _on_key_erred(self, msg: KeyErred) -> None:
+        ks = self.keys.get(msg.key)
         if ks is None:
             return
-        if exception is None:
-            ks.exception = scheduler_decided_error(error_type, text)
+        if msg.exception is None:
+            ks.exception = scheduler_decided_error(msg.error_type, msg.exception_text)
         else:
-            ks.exception, ks.traceback = rebuild_exception(key, worker, exception, traceback, text)
+            ks.exception, ks.traceback = rebuild_exception(
+                msg.key, msg.worker, msg.exception, msg.traceback, msg.exception_text)
         self._finish(ks, ERROR)
 
-    def _on_key_lost(self, key: str, reason: str) -> None:
-        ks = self.keys.get(key)
+    def _on_key_lost(self, msg: KeyLost) -> None:
+        ks = self.keys.get(msg.key)
         if ks is None:
             return
-        ks.exception = FutureLostError(f"the data of {key!r} was lost: {reason}")
+        ks.exception = FutureLostError(f"the data of {msg.key!r} was lost: {msg.reason}")
         ks.has_value = False
         ks.payload = None
         self._finish(ks, LOST)
 
-    def _on_key_cancelled(self, key: str, reason: str = "") -> None:
-        ks = self.keys.get(key)
+    def _on_key_cancelled(self, msg: KeyCancelled) -> None:
+        ks = self.keys.get(msg.key)
         if ks is None:
             return
         ks.has_value = False
@@ -536,13 +562,13 @@ class Session:
                 ks.status = LOST
 
     async def _get_data(self, worker: str, keys: list[str]) -> dict[str, Serialized]:
-        reply = await self.worker_pool.rpc(worker).call("get-data", keys=keys, timeout=timeouts.DATA)
+        reply = await self.worker_pool.rpc(worker).ask(GetData(tuple(keys)), timeout=timeouts.DATA)
         return dict(reply["data"])
 
     async def _refresh_who_has(self, pending: dict[str, KeyState], pause: float) -> None:
         """Ask where ``pending`` keys live; for those with no holder (being
         recomputed) wait up to ``pause`` seconds for a new report."""
-        who_has = await self.scheduler_call("who-has", keys=list(pending))
+        who_has = await self.scheduler_call(WhoHas(tuple(pending)))
         for key, workers in who_has.items():
             if key in pending:
                 pending[key].who_has = tuple(workers)
@@ -558,18 +584,18 @@ class Session:
     # ------------------------------------------------------------------ #
     # Requests
     # ------------------------------------------------------------------ #
-    async def scheduler_call(self, op: str, *, timeout: float | timeouts.Timeout = timeouts.REQUEST,
-                             **kwargs: Any) -> Any:
-        """Request ``op`` of the scheduler; ``timeout`` bounds the wait for the reply."""
+    async def scheduler_call(self, msg: Message, *,
+                             timeout: float | timeouts.Timeout = timeouts.REQUEST) -> Any:
+        """Send the request ``msg`` to the scheduler; ``timeout`` bounds the wait for the reply."""
         if self.status != "running":
             raise SchedulerGoneError(f"not connected to the scheduler ({self.status})")
-        return await self.pool.rpc(self._via).call(op, timeout=timeout, **kwargs)
+        return await self.pool.rpc(self._via).ask(msg, timeout=timeout)
 
-    async def worker_call(self, worker: str, op: str, *, timeout: float | timeouts.Timeout | None,
-                          **kwargs: Any) -> Any:
-        """Request ``op`` of a worker; ``timeout`` bounds the wait for the reply
-        (None only for ops that run user code)."""
-        return await self.worker_pool.rpc(worker).call(op, timeout=timeout, **kwargs)
+    async def worker_call(self, worker: str, msg: Message, *,
+                          timeout: float | timeouts.Timeout | None) -> Any:
+        """Send the request ``msg`` to a worker; ``timeout`` bounds the wait for the reply
+        (None only for requests that run user code)."""
+        return await self.worker_pool.rpc(worker).ask(msg, timeout=timeout)
 
     def states_for(self, futures: Iterable[Future]) -> list[KeyState]:
         return [f._keystate for f in futures]
@@ -578,14 +604,18 @@ class Session:
         return ks.status in TERMINAL
 
 
-def _merge_releases(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _merge_releases(msgs: list[Message]) -> list[Message]:
     """Fold runs of consecutive ``release-keys`` messages into one (order kept)."""
-    out: list[dict[str, Any]] = []
+    out: list[Message] = []
+    run: list[str] = []
     for msg in msgs:
-        if msg["op"] != "release-keys":
-            out.append(msg)
-        elif out and out[-1]["op"] == "release-keys":
-            out[-1]["keys"].extend(msg["keys"])
-        else:
-            out.append({"op": "release-keys", "keys": list(msg["keys"])})
+        if isinstance(msg, ReleaseKeys):
+            run.extend(msg.keys)
+            continue
+        if run:
+            out.append(ReleaseKeys("", "", tuple(run)))  # client: filled in by the scheduler
+            run = []
+        out.append(msg)
+    if run:
+        out.append(ReleaseKeys("", "", tuple(run)))
     return out

@@ -14,8 +14,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from taskmill.client.future import Future
-
-FIRE_AND_FORGET = "fire-and-forget"
+from taskmill.protocol.vocabulary import FireAndForget
 
 
 def _as_list(futures: Future | Iterable[Future]) -> list[Future]:
@@ -86,4 +85,4 @@ def fire_and_forget(futures: Future | Iterable[Future]) -> None:
     for f in _as_list(futures):
         by_session.setdefault(f._session, []).append(f.key)
     for session, keys in by_session.items():
-        session.send({"op": "fire-and-forget", "keys": keys})
+        session.send(FireAndForget("", session.id, tuple(keys)))

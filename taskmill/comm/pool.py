@@ -10,10 +10,12 @@ closed, or ``connect`` waits for a comm to come back.  A comm that broke, or
 whose request did not complete cleanly (error, timeout, cancellation), is
 aborted and never reused: a late reply must not be read by the next request.
 
-:class:`RPC` is a view of the pool bound to one address: ``call(op, **kw)``
-sends ``{"op": op, "reply": True, **kw}`` and returns ``reply["result"]``, or
-raises the remote exception as its original type with the remote traceback
-as ``__cause__``.
+:class:`RPC` is a view of the pool bound to one address: ``ask(message)``
+sends a request of the vocabulary (:mod:`taskmill.protocol.vocabulary`) and
+returns ``reply["result"]``, or raises the remote exception as its original
+type with the remote traceback as ``__cause__``.  ``call(op, **kw)`` does the
+same for a bare op (``{"op": op, "reply": True, **kw}``): the request/reply
+convention itself knows no vocabulary.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from taskmill import timeouts
 from taskmill.comm.addressing import normalize_address
 from taskmill.comm.core import CommClosedError, Comm, connect
 from taskmill.protocol import DEFAULT_LIMITS, FrameLimits, ProtocolError, exception_from_reply
+from taskmill.protocol.wire_types import Message
 
 
 class ConnectionPool:
@@ -152,6 +155,12 @@ class RPC:
     def __init__(self, pool: ConnectionPool, address: str) -> None:
         self.pool = pool
         self.address = address
+
+    async def ask(self, msg: Message, *, timeout: float | timeouts.Timeout | None = None) -> Any:
+        """Send the request ``msg`` and return its result (see :meth:`call`)."""
+        request = msg.to_wire()
+        request["reply"] = True
+        return await self.request(request, timeout=timeout)
 
     async def call(
         self, op: str, *, timeout: float | timeouts.Timeout | None = None, **kwargs: Any

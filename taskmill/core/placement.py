@@ -40,7 +40,7 @@ import heapq
 from itertools import islice
 from typing import Iterable
 
-from taskmill.core.scheduler_events import Address, Priority
+from taskmill.protocol.vocabulary import Address, Priority
 from taskmill.core.scheduler_records import QUEUED, TaskRecord, WorkerRecord
 
 #: Tasks in flight per thread, for tasks of normal or unknown duration.

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskmill.core.resources import ResourceSpec
-from taskmill.core.scheduler_events import Address, Key, Priority, RunSpec
+from taskmill.protocol.vocabulary import Address, Key, Priority, TaskSpec
 
 # --------------------------------------------------------------------------- #
 # Task states
@@ -61,11 +61,11 @@ ALL_STATES = frozenset(
 #: States in which a task is still to be computed and needs its inputs.
 ACTIVE_STATES = frozenset({WAITING, QUEUED, NO_WORKER, PROCESSING})
 
-# Error types the scheduler itself decides (``ReportErred.error_type``).
+# Error types the scheduler itself decides (``KeyErred.error_type``).
 KILLED_WORKER = "KilledWorker"
 MISSING_DEPENDENCY = "MissingDependencyError"
 #: Internal marker: a key without lineage whose last copy is gone.  Clients
-#: wanting the key itself get ``ReportLost``; dependents err with
+#: wanting the key itself get ``KeyLost``; dependents err with
 #: ``MissingDependencyError``.
 LOST_DATA = "LostData"
 
@@ -133,7 +133,7 @@ class TaskRecord:
     def __init__(
         self,
         key: Key,
-        run_spec: RunSpec | None,
+        run_spec: TaskSpec | None,
         priority: Priority,
         seq: int,
         retries: int = 0,
@@ -237,7 +237,7 @@ class WorkerRecord:
         self.restricted_queue: list[tuple[tuple[Priority, int], int, TaskRecord]] = []
         self.memory = 0
         self.last_seen = now
-        #: memory is short there (``WorkerPaused``): no new task goes there
+        #: memory is short there (``Paused``): no new task goes there
         self.paused = False
         #: being retired (``RetireRequested``): no new task, data moves away
         self.retiring = False
@@ -254,6 +254,11 @@ class WorkerRecord:
 
     def __repr__(self) -> str:
         return f"<WorkerRecord {self.address!r} processing={len(self.processing)}>"
+
+
+#: The pseudo-client that wants the keys of ``fire-and-forget`` messages: each
+#: is released as soon as it is done (nobody is told).
+FIRE_AND_FORGET = "fire-and-forget"
 
 
 class ClientRecord:

@@ -11,12 +11,12 @@ state machine it never touches sockets or the clock.
 **Copies.**  The scheduler never moves data itself: it tells a worker to
 fetch keys from their holders (``AcquireReplicas``, one per worker and
 ``handle`` call) through the worker's ordinary fetch path.  Until the worker
-reports the copy (``WorkerHasKeys``) the request is remembered on both
+reports the copy (``AddKeys``) the request is remembered on both
 records (``TaskRecord.acquiring_on`` / ``WorkerRecord.acquiring``), so that
 
 * a key leaving memory meanwhile is freed on the fetching worker too
   (``FreeKeys``), and the worker never keeps a copy nobody tracks;
-* a worker that cannot take the copy (``WorkerReleasedKeys``: it is computing
+* a worker that cannot take the copy (``ReleasedKeys``: it is computing
   or failed that key itself) or that leaves is struck off, and whoever waits
   for the copy (``replicate``, a retirement) sees it settle.
 
@@ -54,7 +54,7 @@ or resumes).  Small results cost little memory and one batched transfer;
 big ones are left to lineage (doubling them could cause the next death).
 Outside the window nothing changes, so a healthy cluster pays nothing.
 
-**Pause.**  ``WorkerPaused`` takes a worker out of the ``idle`` index while
+**Pause.**  ``Paused`` takes a worker out of the ``idle`` index while
 its memory is short, so placement sends its new tasks elsewhere; with every
 worker paused, ready tasks wait in the scheduler's queue.  Tasks already
 sent there stay (it finishes what it runs; the rest starts when it resumes).
@@ -70,15 +70,17 @@ from __future__ import annotations
 from itertools import islice
 
 from taskmill.core.scheduler_events import (
+    ReplicateRequested,
+    RetireCancelled,
+    RetireRequested,
+    RetirementAborted,
+    WorkerRetired,
+)
+from taskmill.protocol.vocabulary import (
     AcquireReplicas,
     Address,
     Key,
-    ReplicateRequested,
-    RetireCancelled,
-    RetirementAborted,
-    RetireRequested,
-    WorkerPaused,
-    WorkerRetired,
+    Paused,
 )
 from taskmill.core.scheduler_records import (
     ERRED,
@@ -360,10 +362,10 @@ class ReplicaManagement(SchedulerCore):
     # ------------------------------------------------------------------ #
     # Pause
     # ------------------------------------------------------------------ #
-    def _on_worker_paused(self, ev: WorkerPaused) -> None:
+    def _on_worker_paused(self, ev: Paused) -> None:
         ws = self.workers.get(ev.worker)
         if ws is None:
-            self._log("", "", "", f"ignored: WorkerPaused from unknown worker {ev.worker}")
+            self._log("", "", "", f"ignored: Paused from unknown worker {ev.worker}")
             return
         if ws.paused == ev.paused:
             return

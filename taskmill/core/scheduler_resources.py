@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 
 from taskmill.core.placement import QueueEntry, by_locality, least_occupied, queue_live, queue_peek
 from taskmill.core.resources import ResourceSpec, format_resources
-from taskmill.core.scheduler_events import Address
+from taskmill.protocol.vocabulary import Address
 from taskmill.core.scheduler_records import NO_WORKER, PROCESSING, QUEUED, TaskRecord, WorkerRecord
 
 if TYPE_CHECKING:

@@ -16,15 +16,15 @@ reference counting and placement live in ``scheduler_transitions`` (and
 Decisions the shell relies on
 -----------------------------
 * **Reports.**  Each wanting client gets one report per outcome:
-  ``ReportInMemory`` when the key reaches memory, ``ReportErred`` when it
-  fails, ``ReportLost`` when its data is gone and it has no lineage
-  (scattered data), ``ReportCancelled`` on cancel/restart.  A key recomputed
+  ``KeyInMemory`` when the key reaches memory, ``KeyErred`` when it
+  fails, ``KeyLost`` when its data is gone and it has no lineage
+  (scattered data), ``KeyCancelled`` on cancel/restart.  A key recomputed
   after its data was lost is *not* reported again (the client was told it
   finished; it learns the new holders through ``who_has``); if that
-  recomputation fails, the client does get ``ReportErred``.  A client that
+  recomputation fails, the client does get ``KeyErred``.  A client that
   starts wanting a key already in memory/erred is told at once.
-* **Unknown keys** in ``KeysWanted`` (or a wanted key absent from a
-  submission and unknown) get ``ReportLost`` with a reason; nothing is kept.
+* **Unknown keys** in ``WantKeys`` (or a wanted key absent from a
+  submission and unknown) get ``KeyLost`` with a reason; nothing is kept.
 * **Failures.**  ``TaskErred`` errs the task and every active dependent
   (transitively) with the same error; ``retries`` re-run it first.  The
   erring worker also gets ``FreeKeys`` for the key (drop its error record).
@@ -33,26 +33,26 @@ Decisions the shell relies on
   (unless it is already a known holder): the worker may have been told to
   drop the key meanwhile, so recording its copy could point others at data
   that is gone.  Stale ``TaskErred`` is ignored the same way.
-* **Missing data** (``WorkerMissingData``): the errant worker's copy is
+* **Missing data** (``MissingData``): the errant worker's copy is
   struck off.  If other copies remain nothing else happens (the asking worker
   tries them, or asks ``who_has``).  If none remain the key is recomputed
   from lineage, and every task processing anywhere that needs it goes back to
   waiting (``FreeKeys`` to its worker); it is sent again, possibly to the same
   worker, once the input is back in memory.  Without lineage the key errs as
-  lost (``ReportLost``) and its dependents err ``MissingDependencyError``.
-  ``WorkerReleasedKeys`` dropping a last copy is handled the same way.
+  lost (``KeyLost``) and its dependents err ``MissingDependencyError``.
+  ``ReleasedKeys`` dropping a last copy is handled the same way.
 * **Worker loss.**  Tasks processing there are rescheduled; the ``nthreads``
   it was given first (the ones it was most likely running) each count a
   suspicious death, and after ``allowed_failures`` deaths err
   ``KilledWorker``.  Keys whose only copy was there are recomputed (if still
-  needed) or reported lost.  ``WorkerJoined`` for an address already known
+  needed) or reported lost.  ``RegisterWorker`` for an address already known
   is treated as that worker leaving and a new process joining.  For a while
   after such a death small results get insurance copies (``AcquireReplicas``,
   see ``taskmill.core.scheduler_replicas``).
-* **Replicas** reported by ``WorkerHasKeys`` are recorded only for keys in
+* **Replicas** reported by ``AddKeys`` are recorded only for keys in
   memory; any other key is answered with ``FreeKeys``.
 * **Copies, retirement, pause** (``ReplicateRequested``, ``RetireRequested``,
-  ``RetireCancelled``, ``WorkerPaused``) and worker removal are handled in
+  ``RetireCancelled``, ``Paused``) and worker removal are handled in
   ``taskmill.core.scheduler_replicas``: a retired worker's tasks are
   rescheduled without counting as suspicious; paused and retiring workers get
   no new task.
@@ -60,7 +60,7 @@ Decisions the shell relies on
   only there; with no allowed worker alive the task is ``no-worker`` until
   one joins.  With ``allow_other_workers=True`` the allowed workers are
   preferred when they have a free slot.
-* **Resources** (``NewTask.resources``, ``WorkerJoined.resources``): a task
+* **Resources** (``TaskSpec.resources``, ``RegisterWorker.resources``): a task
   runs only on a worker declaring enough, while enough is free there; it
   waits ``queued`` while they are busy and ``no-worker`` (with a
   ``TaskStalled`` warning and a story entry saying what is missing) while no
@@ -79,33 +79,36 @@ from typing import Any, Callable, Iterable
 from taskmill.core.placement import queue_push, worker_capacity
 from taskmill.core.resources import resource_spec
 from taskmill.core.scheduler_events import (
-    Address,
-    CancelRequested,
     ClientConnected,
     ClientDisconnected,
-    DataScattered,
-    GraphSubmitted,
-    Key,
-    KeysReleased,
-    KeysWanted,
-    NewTask,
     ReplicateRequested,
-    ReportCancelled,
-    ReportLost,
     RestartRequested,
     RetireCancelled,
     RetireRequested,
-    SchedulerCommand,
-    SchedulerEvent,
+    SchedulerInput,
+    SchedulerOutput,
+    WorkerLeft,
+)
+from taskmill.protocol.vocabulary import (
+    AddKeys,
+    Address,
+    CancelKeys,
+    FireAndForget,
+    Heartbeat,
+    Key,
+    KeyCancelled,
+    KeyLost,
+    MissingData,
+    Paused,
+    RegisterWorker,
+    ReleaseKeys,
+    ReleasedKeys,
+    ScatterDone,
     TaskErred,
     TaskFinished,
-    WorkerCapacity,
-    WorkerHasKeys,
-    WorkerJoined,
-    WorkerLeft,
-    WorkerMissingData,
-    WorkerPaused,
-    WorkerReleasedKeys,
+    TaskSpec,
+    UpdateGraph,
+    WantKeys,
 )
 from taskmill.core.scheduler_records import (
     ERRED,
@@ -120,6 +123,7 @@ from taskmill.core.scheduler_records import (
     RELEASED,
     WAITING,
     ClientRecord,
+    FIRE_AND_FORGET,
     ErrorInfo,
     TaskRecord,
     WorkerRecord,
@@ -140,23 +144,24 @@ class SchedulerState(ReplicaManagement):
     def __init__(self, *, allowed_failures: int = 3, validate: bool = False) -> None:
         super().__init__(allowed_failures=allowed_failures, validate=validate)
         self._handlers: dict[type, Callable[[Any], None]] = {
-            GraphSubmitted: self._on_graph_submitted,
+            UpdateGraph: self._on_graph_submitted,
             TaskFinished: self._on_task_finished,
             TaskErred: self._on_task_erred,
-            KeysReleased: self._on_keys_released,
-            KeysWanted: self._on_keys_wanted,
+            ReleaseKeys: self._on_keys_released,
+            WantKeys: self._on_keys_wanted,
+            FireAndForget: self._on_fire_and_forget,
             ClientConnected: self._on_client_connected,
             ClientDisconnected: self._on_client_disconnected,
-            CancelRequested: self._on_cancel_requested,
-            DataScattered: self._on_data_scattered,
+            CancelKeys: self._on_cancel_requested,
+            ScatterDone: self._on_data_scattered,
             RestartRequested: self._on_restart_requested,
-            WorkerJoined: self._on_worker_joined,
+            RegisterWorker: self._on_worker_joined,
             WorkerLeft: self._on_worker_left,
-            WorkerHasKeys: self._on_worker_has_keys,
-            WorkerReleasedKeys: self._on_worker_released_keys,
-            WorkerMissingData: self._on_worker_missing_data,
-            WorkerCapacity: self._on_worker_capacity,
-            WorkerPaused: self._on_worker_paused,
+            AddKeys: self._on_worker_has_keys,
+            ReleasedKeys: self._on_worker_released_keys,
+            MissingData: self._on_worker_missing_data,
+            Heartbeat: self._on_worker_capacity,
+            Paused: self._on_worker_paused,
             ReplicateRequested: self._on_replicate_requested,
             RetireRequested: self._on_retire_requested,
             RetireCancelled: self._on_retire_cancelled,
@@ -165,9 +170,10 @@ class SchedulerState(ReplicaManagement):
     # ------------------------------------------------------------------ #
     # The entry point
     # ------------------------------------------------------------------ #
-    def handle(self, *events: SchedulerEvent) -> list[SchedulerCommand]:
+    def handle(self, *events: SchedulerInput) -> list[SchedulerOutput]:
         """Apply ``events`` in order; return the commands they cause."""
-        for event in events:
+        queue = list(events)
+        for event in queue:
             handler = self._handlers.get(type(event))
             if handler is None:
                 raise TypeError(f"not a scheduler event: {event!r}")
@@ -196,6 +202,9 @@ class SchedulerState(ReplicaManagement):
                 self._flush_frees()
             if self.validate_each_event:
                 self.validate()
+            if self._forgotten_done:  # fire-and-forget keys done: nobody holds them now
+                keys, self._forgotten_done = tuple(self._forgotten_done), []
+                queue.append(ReleaseKeys(event.stimulus_id, FIRE_AND_FORGET, keys))
         cmds = self._cmds
         self._cmds = []
         return cmds
@@ -288,8 +297,10 @@ class SchedulerState(ReplicaManagement):
 
     def _unknown_wanted(self, client: str, key: Key) -> None:
         self._ignore(key, f"client {client} wants an unknown key")
+        if client == FIRE_AND_FORGET:
+            return
         self._cmds.append(
-            ReportLost(
+            KeyLost(
                 self._stimulus_id,
                 client,
                 key,
@@ -313,7 +324,7 @@ class SchedulerState(ReplicaManagement):
         for ts in list(cs.wants):
             self._release_want(cs, ts)
 
-    def _on_keys_released(self, ev: KeysReleased) -> None:
+    def _on_keys_released(self, ev: ReleaseKeys) -> None:
         cs = self.clients.get(ev.client)
         for key in ev.keys:
             ts = self.tasks.get(key)
@@ -322,26 +333,32 @@ class SchedulerState(ReplicaManagement):
                 continue
             self._release_want(cs, ts)
 
-    def _on_keys_wanted(self, ev: KeysWanted) -> None:
-        cs = self._client(ev.client)
-        for key in ev.keys:
+    def _on_fire_and_forget(self, ev: FireAndForget) -> None:
+        self._want_keys(FIRE_AND_FORGET, ev.keys)
+
+    def _on_keys_wanted(self, ev: WantKeys) -> None:
+        self._want_keys(ev.client, ev.keys)
+
+    def _want_keys(self, client: str, keys: tuple[Key, ...]) -> None:
+        cs = self._client(client)
+        for key in keys:
             ts = self.tasks.get(key)
             if ts is None:
-                self._unknown_wanted(ev.client, key)
+                self._unknown_wanted(client, key)
             else:
                 self._want(cs, ts)
 
     # ------------------------------------------------------------------ #
     # Graphs
     # ------------------------------------------------------------------ #
-    def _new_record(self, key: Key, nt: NewTask | None) -> TaskRecord:
+    def _new_record(self, key: Key, nt: TaskSpec | None) -> TaskRecord:
         self._seq += 1
         if nt is None:
             ts = TaskRecord(key, None, (0,), self._seq)
         else:
             ts = TaskRecord(
                 key,
-                nt.run_spec,
+                nt,
                 nt.priority,
                 self._seq,
                 nt.retries,
@@ -353,7 +370,7 @@ class SchedulerState(ReplicaManagement):
         self._log(key, FORGOTTEN, RELEASED, "new")
         return ts
 
-    def _redefine(self, ts: TaskRecord, nt: NewTask | None) -> None:
+    def _redefine(self, ts: TaskRecord, nt: TaskSpec | None) -> None:
         """Give a released task (that had erred) a new definition."""
         for dts in ts.dependencies:
             dts.dependents.pop(ts, None)
@@ -369,7 +386,7 @@ class SchedulerState(ReplicaManagement):
             ts.loose = False
             ts.resources = None
         else:
-            ts.run_spec = nt.run_spec
+            ts.run_spec = nt
             ts.priority = nt.priority
             ts.retries = nt.retries
             ts.restrictions = frozenset(nt.workers) if nt.workers is not None else None
@@ -379,9 +396,11 @@ class SchedulerState(ReplicaManagement):
         for client in ts.who_wants:
             ts.who_wants[client] = ""  # the new attempt's outcome is news to all
 
-    def _on_graph_submitted(self, ev: GraphSubmitted) -> None:
+    def _on_graph_submitted(self, ev: UpdateGraph) -> None:
+        if ev.funcs:
+            self.functions.update(ev.funcs)
         cs = self._client(ev.client)
-        added: list[tuple[TaskRecord, NewTask]] = []
+        added: list[tuple[TaskRecord, TaskSpec]] = []
         seen: set[Key] = set()
         for nt in ev.tasks:
             key = nt.key
@@ -439,7 +458,7 @@ class SchedulerState(ReplicaManagement):
             if ts.state == RELEASED:
                 check(ts)
 
-    def _on_cancel_requested(self, ev: CancelRequested) -> None:
+    def _on_cancel_requested(self, ev: CancelKeys) -> None:
         closure: dict[TaskRecord, None] = {}
         stack: list[TaskRecord] = []
         for key in ev.keys:
@@ -458,7 +477,7 @@ class SchedulerState(ReplicaManagement):
         reason = f"cancelled by client {ev.client}"
         for ts in closure:
             for client in ts.who_wants:
-                self._cmds.append(ReportCancelled(self._stimulus_id, client, ts.key, reason))
+                self._cmds.append(KeyCancelled(self._stimulus_id, client, ts.key, reason))
                 cs = self.clients.get(client)
                 if cs is not None:
                     cs.wants.pop(ts, None)
@@ -468,12 +487,12 @@ class SchedulerState(ReplicaManagement):
         for ts in closure:
             self._transition(ts, FORGOTTEN)
 
-    def _on_data_scattered(self, ev: DataScattered) -> None:
+    def _on_data_scattered(self, ev: ScatterDone) -> None:
         cs = self._client(ev.client)
         for key, addrs in ev.who_has.items():
             holders = [self.workers[a] for a in addrs if a in self.workers]
             nbytes = ev.nbytes.get(key, -1)
-            type_name = ev.type_names.get(key, "")
+            type_name = ev.type_names.get(key, "") if ev.type_names else ""
             ts = self.tasks.get(key)
             if ts is None:
                 ts = self._new_record(key, None)
@@ -506,7 +525,7 @@ class SchedulerState(ReplicaManagement):
     def _on_restart_requested(self, ev: RestartRequested) -> None:
         for key, ts in self.tasks.items():
             for client in ts.who_wants:
-                self._cmds.append(ReportCancelled(self._stimulus_id, client, key, ev.reason))
+                self._cmds.append(KeyCancelled(self._stimulus_id, client, key, ev.reason))
             self._log(key, ts.state, FORGOTTEN, "restart")
             ts.state = FORGOTTEN
         self.tasks.clear()
@@ -587,7 +606,7 @@ class SchedulerState(ReplicaManagement):
     # ------------------------------------------------------------------ #
     # Workers
     # ------------------------------------------------------------------ #
-    def _on_worker_joined(self, ev: WorkerJoined) -> None:
+    def _on_worker_joined(self, ev: RegisterWorker) -> None:
         if ev.worker in self.workers:
             self._remove_worker(ev.worker, "worker re-registered at the same address")
         ws = WorkerRecord(
@@ -620,10 +639,10 @@ class SchedulerState(ReplicaManagement):
             return
         self._remove_worker(ev.worker, ev.reason)
 
-    def _on_worker_has_keys(self, ev: WorkerHasKeys) -> None:
+    def _on_worker_has_keys(self, ev: AddKeys) -> None:
         ws = self.workers.get(ev.worker)
         if ws is None:
-            self._log("", "", "", f"ignored: WorkerHasKeys from unknown worker {ev.worker}")
+            self._log("", "", "", f"ignored: AddKeys from unknown worker {ev.worker}")
             return
         for key, nbytes in ev.nbytes.items():
             ts = self.tasks.get(key)
@@ -635,10 +654,10 @@ class SchedulerState(ReplicaManagement):
                 self._ignore(key, f"{ev.worker} has an unneeded copy: freeing it")
                 self._free(ws, key)
 
-    def _on_worker_released_keys(self, ev: WorkerReleasedKeys) -> None:
+    def _on_worker_released_keys(self, ev: ReleasedKeys) -> None:
         ws = self.workers.get(ev.worker)
         if ws is None:
-            self._log("", "", "", f"ignored: WorkerReleasedKeys from unknown {ev.worker}")
+            self._log("", "", "", f"ignored: ReleasedKeys from unknown {ev.worker}")
             return
         for key in ev.keys:
             ts = self.tasks.get(key)
@@ -653,7 +672,7 @@ class SchedulerState(ReplicaManagement):
             if not ts.who_has:
                 self._lost(ts, f"key {key!r} was held only on worker {ev.worker} which released it")
 
-    def _on_worker_missing_data(self, ev: WorkerMissingData) -> None:
+    def _on_worker_missing_data(self, ev: MissingData) -> None:
         errant = self.workers.get(ev.errant_worker)
         for key in ev.keys:
             ts = self.tasks.get(key)
@@ -672,7 +691,7 @@ class SchedulerState(ReplicaManagement):
                     f"no longer has it (reported by {ev.worker})",
                 )
 
-    def _on_worker_capacity(self, ev: WorkerCapacity) -> None:
+    def _on_worker_capacity(self, ev: Heartbeat) -> None:
         self._tick(ev.now)
         ws = self.workers.get(ev.worker)
         if ws is not None:

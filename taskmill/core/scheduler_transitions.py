@@ -50,16 +50,16 @@ from taskmill.core.placement import (
     queue_push,
     slot_cost,
 )
-from taskmill.core.scheduler_events import (
+from taskmill.core.scheduler_events import SchedulerOutput, TaskStalled
+from taskmill.protocol.serialize import Serialized
+from taskmill.protocol.vocabulary import (
     Address,
     ComputeTask,
     FreeKeys,
     Key,
-    ReportErred,
-    ReportInMemory,
-    ReportLost,
-    SchedulerCommand,
-    TaskStalled,
+    KeyErred,
+    KeyInMemory,
+    KeyLost,
 )
 from taskmill.core.scheduler_records import (
     ACTIVE_STATES,
@@ -74,6 +74,7 @@ from taskmill.core.scheduler_records import (
     RELEASED,
     WAITING,
     ClientRecord,
+    FIRE_AND_FORGET,
     ErrorInfo,
     TaskRecord,
     WorkerRecord,
@@ -98,6 +99,10 @@ class SchedulerCore:
         self.allowed_failures = allowed_failures
         self.validate_each_event = validate
         self.tasks: dict[Key, TaskRecord] = {}
+        #: function token -> the serialized function (sent once to each worker)
+        self.functions: dict[str, Serialized] = {}
+        #: fire-and-forget keys done this step (released at its end)
+        self._forgotten_done: list[Key] = []
         self.workers: dict[Address, WorkerRecord] = {}
         self.clients: dict[str, ClientRecord] = {}
         #: live workers with a free slot
@@ -124,7 +129,7 @@ class SchedulerCore:
         self._seq = 0
         # per-event scratch space
         self._stimulus_id = ""
-        self._cmds: list[SchedulerCommand] = []
+        self._cmds: list[SchedulerOutput] = []
         self._recs: deque[Recommendation] = deque()
         self._ready: list[TaskRecord] = []
         self._freed: dict[WorkerRecord, None] = {}
@@ -371,8 +376,11 @@ class SchedulerCore:
         for client, last in wants.items():
             if last != MEMORY:
                 wants[client] = MEMORY
+                if client == FIRE_AND_FORGET:
+                    self._forgotten_done.append(ts.key)
+                    continue
                 self._cmds.append(
-                    ReportInMemory(self._stimulus_id, client, ts.key, who, ts.type_name, value)
+                    KeyInMemory(self._stimulus_id, client, ts.key, who, ts.type_name, value)
                 )
 
     def _report_erred(self, ts: TaskRecord) -> None:
@@ -385,13 +393,15 @@ class SchedulerCore:
             if last == kind:
                 continue
             wants[client] = kind
-            if lost:
+            if client == FIRE_AND_FORGET:
+                self._forgotten_done.append(ts.key)
+            elif lost:
                 self._cmds.append(
-                    ReportLost(self._stimulus_id, client, ts.key, info.exception_text)
+                    KeyLost(self._stimulus_id, client, ts.key, info.exception_text)
                 )
             else:
                 self._cmds.append(
-                    ReportErred(
+                    KeyErred(
                         self._stimulus_id,
                         client,
                         ts.key,
@@ -451,7 +461,7 @@ class SchedulerCore:
             func = None
         else:
             ws.funcs.add(token)
-            func = spec.func
+            func = self.functions.get(token)
         who_has: dict[Key, tuple[Address, ...]] = {}
         nbytes: dict[Key, int] = {}
         if ts.dependencies:

@@ -1,4 +1,4 @@
-"""The worker's side of copies the scheduler asks for (``AcquireRequested``).
+"""The worker's side of copies the scheduler asks for (``AcquireReplicas``).
 
 Theory of operation
 -------------------
@@ -9,7 +9,7 @@ ordinary fetch path (``fetch`` -> ``flight`` -> ``memory``; ``missing`` and a
 scheduler wants the data here (``held``), queued behind the inputs of tasks
 (``REPLICA_PRIORITY``).  When the data arrives it is announced with
 ``add-keys`` like any fetched copy, and it stays until the scheduler frees it;
-a ``FreeRequested`` drops it at any point of the way.
+a ``FreeKeys`` drops it at any point of the way.
 
 A key already here is announced at once.  A key this worker is computing or
 failed to compute itself is declined with ``released-keys``: the scheduler
@@ -25,12 +25,12 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from taskmill.core.worker_events import (
-    AcquireRequested,
+from taskmill.protocol.vocabulary import (
+    AcquireReplicas,
+    AddKeys,
     Key,
     Priority,
-    SendHasKeys,
-    SendReleasedKeys,
+    ReleasedKeys,
 )
 from taskmill.core.worker_records import CANCELLED, FETCH, FLIGHT, MEMORY, MISSING
 
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 REPLICA_PRIORITY: Priority = (sys.maxsize,)
 
 
-def acquire_replicas(state: WorkerState, ev: AcquireRequested) -> None:
+def acquire_replicas(state: WorkerState, ev: AcquireReplicas) -> None:
     """Handle ``ev`` on ``state`` (see the module docstring)."""
     announce: dict[Key, int] = {}
     declined: list[Key] = []
@@ -65,6 +65,6 @@ def acquire_replicas(state: WorkerState, ev: AcquireRequested) -> None:
             state._note(key, "ignored", f"copy requested while {st}: declined")
             declined.append(key)
     if announce:
-        state._out.append(SendHasKeys(ev.stimulus_id, announce))
+        state._out.append(AddKeys(ev.stimulus_id, state.address, announce))
     if declined:
-        state._out.append(SendReleasedKeys(ev.stimulus_id, tuple(declined)))
+        state._out.append(ReleasedKeys(ev.stimulus_id, state.address, tuple(declined)))

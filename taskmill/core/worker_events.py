@@ -1,20 +1,26 @@
-"""Typed events into, and commands out of, the pure worker state machine.
+"""The worker state machine's own events and commands.
 
 The worker shell (``taskmill.server.worker``) owns the sockets, the thread
 pool and the data store (the values themselves).  The state machine
 (``taskmill.core.worker_state``) owns the decisions: which task runs next,
 which inputs to fetch from which peer, what to tell the scheduler.  It never
 sees a value, only keys and sizes.
+
+What it hears from the scheduler (``ComputeTask``, ``FreeKeys``,
+``AcquireReplicas``) and tells the scheduler (``TaskFinished``, ``AddKeys``,
+``Paused`` ...) are wire messages of :mod:`taskmill.protocol.vocabulary`.
+The classes below never cross a process boundary: events the shell makes from
+what it observes (a thread finished a task, a fetch came back, memory ran
+short) and commands it carries out itself (run a task, fetch from a peer,
+drop values).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-Key = str
-Address = str
-Priority = tuple[int, ...]
+from taskmill.protocol.vocabulary import Address, Key, Message
 
 
 # --------------------------------------------------------------------------- #
@@ -23,27 +29,6 @@ Priority = tuple[int, ...]
 @dataclass(frozen=True, slots=True)
 class WorkerEvent:
     stimulus_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class ComputeRequested(WorkerEvent):
-    """The scheduler asks this worker to run ``key``.  ``who_has`` lists, for
-    each dependency, the workers holding it (possibly this one)."""
-
-    key: Key
-    func_token: str
-    func: Any  # opaque serialized function, or None if sent before
-    args: Any  # opaque serialized arguments
-    who_has: dict[Key, tuple[Address, ...]]
-    nbytes: dict[Key, int]
-    priority: Priority
-
-
-@dataclass(frozen=True, slots=True)
-class FreeRequested(WorkerEvent):
-    """The scheduler says: forget these keys (data, queued or running work)."""
-
-    keys: tuple[Key, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,14 +47,14 @@ class ExecuteSucceeded(WorkerEvent):
     type_name: str
     start: float
     stop: float
-    value: Any = None  # opaque: the small serialized result to attach to SendTaskFinished
+    value: Any = None  # opaque: the small serialized result to attach to TaskFinished
 
 
 @dataclass(frozen=True, slots=True)
 class ExecuteFailed(WorkerEvent):
     key: Key
     exception: Any  # opaque serialized exception
-    traceback: Any  # opaque serialized traceback text
+    traceback: str
     exception_text: str
     start: float
     stop: float
@@ -102,21 +87,20 @@ class WhoHasAnswered(WorkerEvent):
 
 
 @dataclass(frozen=True, slots=True)
-class AcquireRequested(WorkerEvent):
-    """The scheduler asks this worker to fetch copies of keys from their
-    holders (``who_has``) and keep them (replicate, retiring a peer)."""
-
-    who_has: dict[Key, tuple[Address, ...]]
-    nbytes: dict[Key, int]
-
-
-@dataclass(frozen=True, slots=True)
 class PauseChanged(WorkerEvent):
     """Memory is short (``paused=True``): start no task and no fetch until a
     ``PauseChanged(paused=False)``.  Running work and fetches in flight go on;
     data is still served to peers."""
 
     paused: bool
+
+
+class WorkerInput(Protocol):
+    """What the worker machine handles: its own events and the wire messages
+    it takes from the scheduler."""
+
+    @property
+    def stimulus_id(self) -> str: ...
 
 
 # --------------------------------------------------------------------------- #
@@ -130,13 +114,15 @@ class WorkerCommand:
 @dataclass(frozen=True, slots=True)
 class Execute(WorkerCommand):
     """Run a task in the thread pool.  ``dependencies`` are all in the data
-    store when this command is issued."""
+    store when this command is issued.  With ``report_value`` the shell hands
+    back the result serialized when it is small (a client wants it)."""
 
     key: Key
     func_token: str
     func: Any  # opaque serialized function, or None: use the cached one
     args: Any
     dependencies: tuple[Key, ...]
+    report_value: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,38 +154,6 @@ class AskWhoHas(WorkerCommand):
     keys: tuple[Key, ...]
 
 
-# Messages to the scheduler, mirrored one-to-one by scheduler events.
-@dataclass(frozen=True, slots=True)
-class SendTaskFinished(WorkerCommand):
-    key: Key
-    nbytes: int
-    type_name: str
-    start: float
-    stop: float
-    value: Any = None  # opaque small result for the clients that want the key, or None
-
-
-@dataclass(frozen=True, slots=True)
-class SendTaskErred(WorkerCommand):
-    key: Key
-    exception: Any
-    traceback: Any
-    exception_text: str
-    start: float
-    stop: float
-
-
-@dataclass(frozen=True, slots=True)
-class SendHasKeys(WorkerCommand):
-    nbytes: dict[Key, int]
-
-
-@dataclass(frozen=True, slots=True)
-class SendReleasedKeys(WorkerCommand):
-    keys: tuple[Key, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SendMissingData(WorkerCommand):
-    errant_worker: Address
-    keys: tuple[Key, ...]
+#: What the worker machine returns: its own commands and wire messages for
+#: the scheduler.
+WorkerOutput = WorkerCommand | Message

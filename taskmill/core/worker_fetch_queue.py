@@ -30,7 +30,7 @@ from __future__ import annotations
 import heapq
 from typing import Callable, Iterable
 
-from taskmill.core.worker_events import Address, Key, Priority
+from taskmill.protocol.vocabulary import Address, Key, Priority
 from taskmill.core.worker_records import FETCH, TaskRecord, _HeapEntry
 
 __all__ = ["FetchQueue"]

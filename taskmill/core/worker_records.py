@@ -12,7 +12,12 @@ that module for what each state means and how records move between them.
 
 from __future__ import annotations
 
-from taskmill.core.worker_events import Address, ComputeRequested, Key, Priority
+from taskmill.protocol.vocabulary import (
+    Address,
+    ComputeTask,
+    Key,
+    Priority,
+)
 
 __all__ = [
     "TRANSITIONS",
@@ -133,7 +138,7 @@ class TaskRecord:
         self.state = RELEASED
         self.priority = priority
         self.seq = 0  # heap entry generation: entries with another seq are stale
-        self.req: ComputeRequested | None = None  # until Execute is emitted
+        self.req: ComputeTask | None = None  # until Execute is emitted
         self.deps: tuple[Key, ...] = ()  # inputs still referenced by this task
         self.waiting: set[Key] | None = None  # inputs not in memory yet
         self.dependents: set[Key] | None = None  # pending tasks needing this key

@@ -26,11 +26,11 @@ A record lives exactly as long as it is *needed*: the scheduler assigned it
 result, an announced replica, scattered data), or a pending task here depends
 on it (``dependents``).  When the last reason goes, the record is released:
 data in memory is deleted, queued fetches are forgotten, running work is
-cancelled.  ``FreeRequested`` clears ``assigned`` and ``held``; fetched
+cancelled.  ``FreeKeys`` clears ``assigned`` and ``held``; fetched
 replicas otherwise stay until the scheduler frees them (it learnt of them from
-``SendHasKeys``), so this machine never drops data on its own
-(``SendReleasedKeys`` only declines copies the scheduler asked for, see
-:mod:`taskmill.core.worker_acquire`, which also handles ``AcquireRequested``).
+``AddKeys``), so this machine never drops data on its own
+(``ReleasedKeys`` only declines copies the scheduler asked for, see
+:mod:`taskmill.core.worker_acquire`, which also handles ``AcquireReplicas``).
 
 Fetching: :class:`~taskmill.core.worker_fetch_queue.FetchQueue` queues every
 ``fetch`` key with each of its holders, ordered by the priority of the most
@@ -39,7 +39,7 @@ something changed) sends ONE ``Fetch`` of up to ``max_fetch_keys_per_request``
 keys to each of the best idle peers, with at most ``max_concurrent_fetches``
 requests in flight and one per peer; keys held by several peers travel with
 the first chosen one.  A peer that lacks a requested key is struck off that
-key's holders (``SendMissingData``); an unreachable peer (``FetchFailed``) is
+key's holders (``MissingData``); an unreachable peer (``FetchFailed``) is
 struck off every key.  A key with no holder left goes ``missing`` and is asked
 for (``AskWhoHas``, batched per ``handle`` call).
 
@@ -55,12 +55,12 @@ Contract with the shell:
   ``DeleteData`` names only keys the shell stored (a result, fetched or
   scattered data), never an input of a task still queued or running.
 * ``Execute.func`` is the serialized function the first time a
-  ``func_token`` is executed here (taken from whichever ``ComputeRequested``
+  ``func_token`` is executed here (taken from whichever ``ComputeTask``
   carried it), then None: cache it by token.
 * After ``CancelExecution`` the thread stays counted as busy until the shell
   reports the run's end (``ExecuteSucceeded`` or ``ExecuteFailed``); that
   report is then dropped (a success also yields ``DeleteData``).
-* ``SendTaskFinished`` for a key obtained without running it (fetched while the
+* ``TaskFinished`` for a key obtained without running it (fetched while the
   scheduler asked for it, or scattered) carries ``type_name=""`` and zero times.
 
 Legality: every state change goes through :meth:`WorkerState._set_state`,
@@ -86,11 +86,8 @@ from typing import Any, Callable, Iterable
 
 from taskmill.core.worker_acquire import acquire_replicas
 from taskmill.core.worker_events import (
-    AcquireRequested,
-    Address,
     AskWhoHas,
     CancelExecution,
-    ComputeRequested,
     DataPut,
     DeleteData,
     Execute,
@@ -99,17 +96,23 @@ from taskmill.core.worker_events import (
     Fetch,
     FetchFailed,
     FetchSucceeded,
-    FreeRequested,
-    Key,
     PauseChanged,
-    Priority,
-    SendHasKeys,
-    SendMissingData,
-    SendTaskErred,
-    SendTaskFinished,
     WhoHasAnswered,
-    WorkerCommand,
-    WorkerEvent,
+    WorkerInput,
+    WorkerOutput,
+)
+from taskmill.protocol.vocabulary import (
+    AcquireReplicas,
+    AddKeys,
+    Address,
+    ComputeTask,
+    FreeKeys,
+    Key,
+    MissingData,
+    Paused,
+    Priority,
+    TaskErred,
+    TaskFinished,
 )
 
 from taskmill.core.worker_fetch_queue import FetchQueue
@@ -186,20 +189,20 @@ class WorkerState:
         self._delivered: set[str] = set()  # tokens whose func went in an Execute
         self._log: deque[StoryEntry] = deque(maxlen=story_size)
         self._counter = count(1)
-        self._out: list[WorkerCommand] = []
+        self._out: list[WorkerOutput] = []
         self._delete: list[Key] = []
         self._stim = ""
         self._handlers: dict[type, Callable[[Any], None]] = {
-            ComputeRequested: self._on_compute,
+            ComputeTask: self._on_compute,
             ExecuteSucceeded: self._on_execute_succeeded,
             ExecuteFailed: self._on_execute_failed,
             FetchSucceeded: self._on_fetch_succeeded,
             FetchFailed: self._on_fetch_failed,
-            FreeRequested: self._on_free,
+            FreeKeys: self._on_free,
             DataPut: self._on_data_put,
             WhoHasAnswered: self._on_who_has,
             PauseChanged: self._on_pause_changed,
-            AcquireRequested: lambda ev: acquire_replicas(self, ev),
+            AcquireReplicas: lambda ev: acquire_replicas(self, ev),
         }
 
     # ------------------------------------------------------------------ #
@@ -231,9 +234,9 @@ class WorkerState:
         ``"note"`` for events that changed nothing."""
         return [e for e in self._log if e[0] == key]
 
-    def handle(self, *events: WorkerEvent) -> list[WorkerCommand]:
+    def handle(self, *events: WorkerInput) -> list[WorkerOutput]:
         """Apply ``events`` in order; return the commands to carry out, in order."""
-        out: list[WorkerCommand] = []
+        out: list[WorkerOutput] = []
         self._out = out
         handlers = self._handlers
         for ev in events:
@@ -394,7 +397,7 @@ class WorkerState:
     # ------------------------------------------------------------------ #
     # Compute
     # ------------------------------------------------------------------ #
-    def _on_compute(self, ev: ComputeRequested) -> None:
+    def _on_compute(self, ev: ComputeTask) -> None:
         key = ev.key
         ts = self.tasks.get(key)
         if ts is None:
@@ -405,7 +408,7 @@ class WorkerState:
         if st == MEMORY:
             ts.assigned = ts.held = True
             self._out.append(
-                SendTaskFinished(ev.stimulus_id, key, ts.nbytes, ts.type_name, ts.start, ts.stop)
+                TaskFinished(ev.stimulus_id, self.address, key, ts.nbytes, ts.type_name, ts.start, ts.stop)
             )
             self._note(key, "note", "compute requested: already in memory")
         elif st == WAITING and ts.assigned:
@@ -438,13 +441,13 @@ class WorkerState:
             self._fq.clear_holders(ts)
             self._setup_compute(ts, ev)
 
-    def _remember_request(self, ts: TaskRecord, ev: ComputeRequested) -> None:
+    def _remember_request(self, ts: TaskRecord, ev: ComputeTask) -> None:
         ts.req = ev
         ts.priority = ev.priority
         if ev.func is not None and ev.func_token not in self._delivered:
             self._funcs[ev.func_token] = ev.func
 
-    def _setup_compute(self, ts: TaskRecord, ev: ComputeRequested) -> None:
+    def _setup_compute(self, ts: TaskRecord, ev: ComputeTask) -> None:
         """Make ``ts`` a task to compute here: track its inputs, then wait or
         become ready."""
         ts.assigned = True
@@ -539,7 +542,7 @@ class WorkerState:
                     func = req.func
                 if func is not None:
                     self._delivered.add(token)
-            out.append(Execute(stim, key, token, func, req.args, ts.deps))
+            out.append(Execute(stim, key, token, func, req.args, ts.deps, req.report_value))
 
     def _on_execute_succeeded(self, ev: ExecuteSucceeded) -> None:
         key = ev.key
@@ -559,7 +562,7 @@ class WorkerState:
             if ts.assigned:
                 ts.held = True
                 self._out.append(
-                    SendTaskFinished(ev.stimulus_id, key, ev.nbytes, ev.type_name, ev.start, ev.stop,
+                    TaskFinished(ev.stimulus_id, self.address, key, ev.nbytes, ev.type_name, ev.start, ev.stop,
                                      ev.value)
                 )
         elif st == CANCELLED and ts.previous == EXECUTING:
@@ -583,8 +586,9 @@ class WorkerState:
             if ts.assigned:
                 self._set_state(ts, ERROR)
                 self._out.append(
-                    SendTaskErred(
+                    TaskErred(
                         ev.stimulus_id,
+                        self.address,
                         key,
                         ev.exception,
                         ev.traceback,
@@ -648,7 +652,7 @@ class WorkerState:
                 self._put_in_memory(ts, nbytes)
                 ts.held = True
                 if ts.assigned:
-                    self._out.append(SendTaskFinished(ev.stimulus_id, key, nbytes, "", 0.0, 0.0))
+                    self._out.append(TaskFinished(ev.stimulus_id, self.address, key, nbytes, "", 0.0, 0.0))
                 else:
                     announce[key] = nbytes
             elif st == CANCELLED and ts.previous == FLIGHT:
@@ -661,7 +665,7 @@ class WorkerState:
                 self._note(key, "ignored", f"data from {peer} while {st}: deleted")
                 self._delete.append(key)
         if announce:
-            self._out.append(SendHasKeys(ev.stimulus_id, announce))
+            self._out.append(AddKeys(ev.stimulus_id, self.address, announce))
         lost: list[Key] = []
         requested = flight if flight is not None else dict.fromkeys(ev.requested)
         for key in requested:
@@ -677,7 +681,7 @@ class WorkerState:
             elif ts.state == FETCH and not ts.who_has:
                 self._to_fetch_or_missing(ts)
         if lost:
-            self._out.append(SendMissingData(ev.stimulus_id, peer, tuple(lost)))
+            self._out.append(MissingData(ev.stimulus_id, self.address, peer, tuple(lost)))
 
     def _on_fetch_failed(self, ev: FetchFailed) -> None:
         peer = ev.peer
@@ -698,7 +702,7 @@ class WorkerState:
             if ts is not None and ts.state == FETCH and not ts.who_has:
                 self._to_fetch_or_missing(ts)
         if lost:
-            self._out.append(SendMissingData(ev.stimulus_id, peer, tuple(lost)))
+            self._out.append(MissingData(ev.stimulus_id, self.address, peer, tuple(lost)))
 
     def _on_who_has(self, ev: WhoHasAnswered) -> None:
         tasks = self.tasks
@@ -728,7 +732,7 @@ class WorkerState:
     # ------------------------------------------------------------------ #
     # Free, scatter
     # ------------------------------------------------------------------ #
-    def _on_free(self, ev: FreeRequested) -> None:
+    def _on_free(self, ev: FreeKeys) -> None:
         tasks = self.tasks
         for key in ev.keys:
             ts = tasks.get(key)
@@ -783,12 +787,14 @@ class WorkerState:
                 self._put_in_memory(ts, nbytes)
                 ts.held = True
                 if report:
-                    self._out.append(SendTaskFinished(ev.stimulus_id, key, nbytes, "", 0.0, 0.0))
+                    self._out.append(TaskFinished(ev.stimulus_id, self.address, key, nbytes, "", 0.0, 0.0))
 
     def _on_pause_changed(self, ev: PauseChanged) -> None:
         if ev.paused != self.paused:
             self.paused = ev.paused
             self._note("", "note", "paused" if ev.paused else "unpaused")
+            # so that the scheduler sends new tasks elsewhere meanwhile
+            self._out.append(Paused(ev.stimulus_id, self.address, ev.paused))
 
     # ------------------------------------------------------------------ #
     # Invariants

@@ -31,6 +31,7 @@ from operator import itemgetter, sub
 from typing import Any
 
 from taskmill.core.scheduler_records import key_prefix
+from taskmill.protocol.vocabulary import Heartbeat, TaskErred, TaskFinished
 
 #: Task-duration histogram bucket bounds (seconds), Prometheus style.
 DURATION_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0)
@@ -93,9 +94,10 @@ class SchedulerMonitor:
     # ------------------------------------------------------------------ #
     # Hooks (hot paths)
     # ------------------------------------------------------------------ #
-    def task_done(self, worker: str, msg: dict[str, Any], ok: bool) -> None:
-        """A ``task-finished`` (``ok``) or ``task-erred`` message from ``worker``."""
-        self.stream.append((msg["key"], worker, msg["start"], msg["stop"], msg.get("transfer", 0.0), ok))
+    def task_done(self, msg: TaskFinished | TaskErred) -> None:
+        """A ``task-finished`` or ``task-erred`` message from a worker."""
+        self.stream.append((msg.key, msg.worker, msg.start, msg.stop, msg.transfer,
+                            type(msg) is TaskFinished))
         self.tasks_total += 1
         if self.tasks_total - self._folded >= self._fold_every:
             self.fold()
@@ -106,13 +108,13 @@ class SchedulerMonitor:
         if number is not None:
             self.stamps.append((number, time.time()))
 
-    def heartbeat(self, worker: str, msg: dict[str, Any]) -> None:
+    def heartbeat(self, msg: Heartbeat) -> None:
         """A worker's heartbeat: memory, CPU and the transfers since the last one."""
         now = time.time()
-        self.memory_samples.append((now, worker, msg.get("memory", 0)))
-        if "cpu" in msg:
-            self.worker_cpu[worker] = msg["cpu"]
-        for peer, start, stop, nbytes, nkeys in msg.get("transfers", ()):
+        worker = msg.worker
+        self.memory_samples.append((now, worker, msg.memory))
+        self.worker_cpu[worker] = msg.cpu
+        for peer, start, stop, nbytes, nkeys in msg.transfers:
             self.transfers.append((worker, peer, start, stop, nbytes, nkeys))
             self.transfer_count += 1
             self.transfer_bytes += nbytes

@@ -38,6 +38,7 @@ import psutil
 
 from taskmill import timeouts
 from taskmill.core.resources import check_resources
+from taskmill.protocol.vocabulary import Kill, RestartWorker, WorkerExited
 from taskmill.server.memory import MALLOC_ENV, MemoryThresholds, memory_exceeded_reason
 from taskmill.server.node import Node, Status
 
@@ -84,7 +85,7 @@ class Nanny(Node):
         #: why the nanny itself killed the current process (reported instead of the signal)
         self._kill_reason: str | None = None
         self._worker_dir: str | None = None
-        self.handlers.update({"restart": self._restart, "kill": self._kill})
+        self.serve({RestartWorker: self._restart, Kill: self._kill})
 
     async def start(self) -> Nanny:
         await self.listen(f"tcp://{self.host}:{self.port}")
@@ -142,8 +143,8 @@ class Nanny(Node):
             await self.close()
             return
         try:
-            await self.pool.rpc(self.scheduler_address).call(
-                "worker-exited", worker=self.worker_address, reason=reason, timeout=timeouts.REQUEST)
+            await self.pool.rpc(self.scheduler_address).ask(
+                WorkerExited(self.worker_address or "", reason), timeout=timeouts.REQUEST)
         except (OSError, asyncio.TimeoutError) as exc:
             logger.error("scheduler %s unreachable (%s): not restarting the worker",
                          self.scheduler_address, exc)
@@ -186,7 +187,7 @@ class Nanny(Node):
         except ProcessLookupError:
             pass
 
-    async def _restart(self, timeout: float = START_TIMEOUT, comm: Any = None) -> str:
+    async def _restart(self, msg: RestartWorker, comm: Any) -> str:
         """Kill the worker process and start a new one."""
         self._restarting = True
         try:
@@ -194,12 +195,12 @@ class Nanny(Node):
                 self.process.kill()
                 await self.process.wait()
             self.restarts += 1
-            await asyncio.wait_for(self._start_worker(), timeout)
+            await asyncio.wait_for(self._start_worker(), START_TIMEOUT)
         finally:
             self._restarting = False
         return "OK"
 
-    async def _kill(self, comm: Any = None) -> str:
+    async def _kill(self, msg: Kill, comm: Any) -> str:
         """Stop the worker process for good (the nanny stays up)."""
         self._restarting = True
         await self._stop_worker()

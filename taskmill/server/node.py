@@ -9,13 +9,19 @@ exception escaping one is logged with the node's name and recorded in
 from __future__ import annotations
 
 import asyncio
+import os
 import enum
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, TypeVar
 
 from taskmill import timeouts
 from taskmill.comm import ConnectionPool, handle_comm, listen
+from taskmill.protocol.vocabulary import Message, Ping
+
+M = TypeVar("M", bound=Message)
+#: serves one request: the checked message and the comm it came on -> the result
+Handler = Callable[[Any, Any], Any]
 
 logger = logging.getLogger("taskmill.node")
 
@@ -33,7 +39,8 @@ class Node:
     def __init__(self, name: str) -> None:
         self.name = name
         self.status = Status.created
-        self.handlers: dict[str, Callable[..., Any]] = {"ping": self._ping}
+        self.handlers: dict[str, Callable[..., Any]] = {}
+        self.serve({Ping: self._ping})
         # A refused connection to a peer almost always means it died: give up
         # quickly (the scheduler learns of deaths on its own) instead of
         # retrying for the default ten seconds while work waits.
@@ -41,10 +48,21 @@ class Node:
         self.listeners: list[Any] = []
         self.address = ""  # the first listener's: where peers on other processes reach us
         self.errors: list[BaseException] = []
+        #: an exception from a state machine closes the node instead of being
+        #: logged and served on (``$TASKMILL_STRICT``; the test suite sets it)
+        self.strict = os.environ.get("TASKMILL_STRICT", "") not in ("", "0")
         self._background: set[asyncio.Task[Any]] = set()
         self.closed_event = asyncio.Event()
 
-    def _ping(self, comm: Any = None) -> str:
+    def serve(self, handlers: Mapping[type[Message], Handler]) -> None:
+        """Answer the requests of these vocabulary classes: each request is
+        checked and decoded (``from_wire``) before its handler sees it, and a
+        malformed one gets an error reply naming the field."""
+        for cls, handler in handlers.items():
+            self.handlers[cls.op] = _typed(cls, handler)
+
+    @staticmethod
+    def _ping(msg: Ping, comm: Any) -> str:
         return "pong"
 
     async def listen(self, address: str) -> str:
@@ -103,3 +121,11 @@ class Node:
 
     async def finished(self) -> None:
         await self.closed_event.wait()
+
+
+def _typed(cls: type[Message], handler: Handler) -> Callable[..., Any]:
+    def serve(comm: Any = None, **fields: Any) -> Any:
+        return handler(cls.from_wire(fields), comm)
+
+    serve.__name__ = f"serve_{cls.__name__}"
+    return serve

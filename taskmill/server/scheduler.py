@@ -32,19 +32,52 @@ import os
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from taskmill import timeouts
-from taskmill.client.waiting import FIRE_AND_FORGET
 from taskmill.comm import BatchedSend, CommClosedError
 from taskmill.comm.local import LocalEnd, local_link
 from taskmill.core import scheduler_events as ev
 from taskmill.core.resources import check_resources, format_resources
+from taskmill.core.scheduler_events import SchedulerInput
 from taskmill.core.scheduler_state import SchedulerState
 from taskmill.dashboard import service as dashboard
 from taskmill.dashboard.monitor import SchedulerMonitor
-from taskmill.protocol import Serialized
+from taskmill.protocol import ProtocolError
+from taskmill.protocol.vocabulary import (
+    CLIENT,
+    WORKER,
+    ClientRegistered,
+    CloseClient,
+    HasWhat,
+    Heartbeat,
+    Message,
+    NThreads,
+    PerformanceData,
+    RegisterClient,
+    RegisterWorker,
+    RegistrationRefused,
+    Replicate,
+    Restart,
+    RestartWorker,
+    RetireWorkers,
+    RunningKeys,
+    Executing,
+    ScatterTargets,
+    SchedulerInfo,
+    Story,
+    TaskErred,
+    TaskFinished,
+    TaskStream,
+    Unregister,
+    UpdateGraph,
+    UploadFile,
+    WhoHas,
+    WorkerExited,
+    WorkerRegistered,
+    decode,
+)
 from taskmill.server.node import Node, Status
 from taskmill.server import runtime
 from taskmill.server.runtime import HeapFreezer
@@ -74,7 +107,6 @@ class Scheduler(Node):
         self.worker_comms: dict[str, Any] = {}
         self.worker_extra: dict[str, dict[str, Any]] = {}
         self.client_streams: dict[str, BatchedSend | LocalEnd] = {}
-        self.functions: dict[str, Serialized] = {}
         self.uploads: dict[str, bytes] = {}
         self.exit_reasons: dict[str, str] = {}
         self._exit_reported: dict[str, asyncio.Event] = {}
@@ -87,37 +119,27 @@ class Scheduler(Node):
         self.heap_freezer = HeapFreezer()
         self._gc_tuned = False  # see runtime.embedded_scheduler_started
         self.dashboard_port = dashboard_port
-        self.replicas = ReplicaRequests(self)
+        self.replicas = ReplicaRequests(self.state, self._handle, self._sid)
         self.dashboard: Any = None
         self._dashboard_starting: asyncio.Task[None] | None = None
-        self.handlers.update({
-            "register-client": self._register_client,
-            "register-worker": self._register_worker,
-            "who-has": lambda comm=None, keys=None: self.state.who_has(keys),
-            "has-what": lambda comm=None: self.state.has_what(),
-            "nthreads": lambda comm=None: self.state.nthreads(),
-            "running-keys": self._running_keys,
-            "scheduler-info": self._scheduler_info,
-            "scatter-targets": self._scatter_targets,
-            "restart": self._restart,
-            "upload-file": self._upload_file,
-            "worker-exited": self._worker_exited,
-            "replicate": self.replicas.replicate,
-            "retire-workers": self.replicas.retire,
-            "story": lambda comm=None, keys=(): [list(e) for k in keys for e in self.state.story(k)],
-            "task-stream": lambda comm=None, start=0.0, stop=None: dashboard.task_stream(self, start, stop),
-            "performance-data": lambda comm=None, start=0.0, stop=None: dashboard.performance_data(
-                self, start, stop),
+        self.serve({
+            RegisterClient: self._register_client,
+            RegisterWorker: self._register_worker,
+            WhoHas: lambda msg, comm: self.state.who_has(msg.keys),
+            HasWhat: lambda msg, comm: self.state.has_what(),
+            NThreads: lambda msg, comm: self.state.nthreads(),
+            RunningKeys: self._running_keys,
+            SchedulerInfo: self._scheduler_info,
+            ScatterTargets: self._scatter_targets,
+            Restart: self._restart,
+            UploadFile: self._upload_file,
+            WorkerExited: self._worker_exited,
+            Replicate: self.replicas.replicate,
+            RetireWorkers: self.replicas.retire,
+            Story: lambda msg, comm: [list(e) for k in msg.keys for e in self.state.story(k)],
+            TaskStream: lambda msg, comm: dashboard.task_stream(self, msg.start, msg.stop),
+            PerformanceData: lambda msg, comm: dashboard.performance_data(self, msg.start, msg.stop),
         })
-        self._client_ops: dict[str, Callable[..., ev.SchedulerEvent | None]] = {
-            "update-graph": self._update_graph,
-            "release-keys": lambda client, sid, keys: ev.KeysReleased(sid, client, tuple(keys)),
-            "want-keys": lambda client, sid, keys: ev.KeysWanted(sid, client, tuple(keys)),
-            "fire-and-forget": lambda client, sid, keys: ev.KeysWanted(sid, FIRE_AND_FORGET, tuple(keys)),
-            "cancel-keys": lambda client, sid, keys: ev.CancelRequested(sid, client, tuple(keys)),
-            "scatter-done": self._scatter_done,
-            "close-client": lambda client, sid: None,
-        }
 
     async def start(self) -> Scheduler:
         await self.listen(f"tcp://{self.host}:{self.port}")
@@ -163,57 +185,29 @@ class Scheduler(Node):
     # ------------------------------------------------------------------ #
     # Events in, commands out
     # ------------------------------------------------------------------ #
-    def _handle(self, *events: ev.SchedulerEvent) -> None:
+    def _handle(self, *events: SchedulerInput) -> None:
         if not events:
             return
         to_workers: dict[str, list[dict[str, Any]]] = {}
         to_clients: dict[str, list[dict[str, Any]]] = {}
-        forgotten: list[str] = []
         self.monitor.stamp(events[-1].stimulus_id)
         try:
             commands = self.state.handle(*events)
-        except Exception as exc:  # a bug: keep serving, keep the evidence
-            logger.exception("scheduler state machine failed on %s", [type(e).__name__ for e in events])
-            self.errors.append(exc)
+        except Exception as exc:  # a bug in the state machine
+            self._machine_failed(exc, events)
             return
         self.heap_freezer.observe(len(self.state.tasks))
         for cmd in commands:
+            if isinstance(cmd, Message):  # addressed by its worker or client field
+                if cmd.receiver == WORKER:
+                    to_workers.setdefault(cmd.worker, []).append(cmd.to_wire())  # type: ignore[attr-defined]
+                else:
+                    to_clients.setdefault(cmd.client, []).append(cmd.to_wire())  # type: ignore[attr-defined]
+                continue
             match cmd:
-                case ev.ComputeTask():
-                    compute = {
-                        "op": "compute-task", "key": cmd.key, "func_token": cmd.func_token,
-                        "func": cmd.func, "args": cmd.args, "who_has": cmd.who_has,
-                        "nbytes": cmd.nbytes, "priority": cmd.priority,
-                        "stimulus_id": cmd.stimulus_id}
-                    if cmd.report_value:
-                        compute["report_value"] = True
-                    to_workers.setdefault(cmd.worker, []).append(compute)
-                case ev.FreeKeys():
-                    to_workers.setdefault(cmd.worker, []).append(
-                        {"op": "free-keys", "keys": cmd.keys, "stimulus_id": cmd.stimulus_id})
-                case ev.ReportInMemory():
-                    report = {"op": "key-in-memory", "key": cmd.key, "who_has": cmd.who_has,
-                              "type_name": cmd.type_name}
-                    if cmd.value is not None:
-                        report["value"] = cmd.value
-                    to_clients.setdefault(cmd.client, []).append(report)
-                case ev.ReportErred():
-                    to_clients.setdefault(cmd.client, []).append(
-                        {"op": "task-erred", "key": cmd.key, "exception": cmd.exception,
-                         "traceback": cmd.traceback, "text": cmd.exception_text,
-                         "worker": cmd.worker, "error_type": cmd.error_type})
-                case ev.ReportLost():
-                    to_clients.setdefault(cmd.client, []).append(
-                        {"op": "key-lost", "key": cmd.key, "reason": cmd.reason})
-                case ev.ReportCancelled():
-                    to_clients.setdefault(cmd.client, []).append(
-                        {"op": "key-cancelled", "key": cmd.key, "reason": cmd.reason})
-                case ev.AcquireReplicas():
-                    to_workers.setdefault(cmd.worker, []).append(
-                        {"op": "acquire-replicas", "who_has": cmd.who_has, "nbytes": cmd.nbytes,
-                         "stimulus_id": cmd.stimulus_id})
                 case ev.WorkerRetired():
-                    to_workers.setdefault(cmd.worker, []).append(self.replicas.retired(cmd))
+                    retired = self.replicas.retired(cmd)
+                    to_workers.setdefault(cmd.worker, []).append(retired.to_wire())
                 case ev.RetirementAborted():
                     self.replicas.aborted(cmd)
                 case ev.TaskStalled():
@@ -225,14 +219,17 @@ class Scheduler(Node):
         for worker, msgs in to_workers.items():
             self._send(self.worker_streams.get(worker), msgs)
         for client, msgs in to_clients.items():
-            if client == FIRE_AND_FORGET:
-                forgotten.extend(m["key"] for m in msgs if m["op"] != "key-lost")
-            else:
-                self._send(self.client_streams.get(client), msgs)
-        if forgotten:  # fire-and-forget keys are done: nobody holds them any more
-            self._handle(ev.KeysReleased(self._sid("fire-and-forget-done"), FIRE_AND_FORGET,
-                                         tuple(forgotten)))
+            self._send(self.client_streams.get(client), msgs)
         self.replicas.check_copies()
+
+    def _machine_failed(self, exc: Exception, events: tuple[SchedulerInput, ...]) -> None:
+        """A bug in the state machine: keep its evidence (the stimulus log is
+        written out); under ``strict`` (tests) the scheduler stops serving
+        rather than go on with half-applied state."""
+        logger.exception("scheduler state machine failed on %s", [type(e).__name__ for e in events])
+        self.errors.append(exc)
+        if self.strict:
+            self.spawn(self.close(), "close-after-machine-failure")
 
     @staticmethod
     def _send(stream: BatchedSend | LocalEnd | None, msgs: list[dict[str, Any]]) -> None:
@@ -246,8 +243,9 @@ class Scheduler(Node):
     # ------------------------------------------------------------------ #
     # Clients
     # ------------------------------------------------------------------ #
-    async def _register_client(self, comm: Any, client: str) -> None:
-        await comm.write({"status": "OK", "address": self.address, "id": self.id})
+    async def _register_client(self, msg: RegisterClient, comm: Any) -> None:
+        client = msg.client
+        await comm.write(ClientRegistered(self.address, self.id).to_wire())
         self._client_joined(client, BatchedSend(comm))
         try:
             while True:
@@ -293,92 +291,64 @@ class Scheduler(Node):
             logger.info("client %s disconnected", client)
             self._handle(ev.ClientDisconnected(self._sid("client-disconnected"), client))
 
-    def _client_events(self, client: str, msgs: Any) -> tuple[list[list[ev.SchedulerEvent]], bool]:
+    def _client_events(self, client: str, msgs: Any) -> tuple[list[list[SchedulerInput]], bool]:
         """The events of one batch of a client's messages, in groups to handle
         in turn (a new group after each big graph), and whether the client is
         leaving (``close-client``).  Malformed messages are logged and skipped."""
-        groups: list[list[ev.SchedulerEvent]] = [[]]
+        groups: list[list[SchedulerInput]] = [[]]
         closing = False
-        for msg in _as_batch(msgs, client):
-            op = msg.pop("op", None)
-            closing = closing or op == "close-client"
-            make = self._client_ops.get(op)  # type: ignore[arg-type]
-            if make is None:
-                logger.warning("client %s sent unknown op %r: ignored", client, op)
-                continue
+        now = time.time()
+        for raw in _as_batch(msgs, client):
+            op = raw.get("op")
             try:
-                event = make(client=client, sid=self._sid(op), **msg)
-            except Exception as exc:
-                logger.warning("client %s sent a malformed %r message (%s): ignored",
-                               client, op, exc)
+                msg = decode(raw, client=client, stimulus_id=self._sid(str(op)), now=now)
+                if msg.sender != CLIENT:
+                    raise ProtocolError(f"{op!r} is not a message a client sends")
+                if isinstance(msg, UpdateGraph):
+                    for spec in msg.tasks:
+                        if spec.resources:
+                            check_resources(spec.resources, "task resources")
+            except (ProtocolError, TypeError, ValueError) as exc:
+                logger.warning("client %s sent a malformed %r message (%s): ignored", client, op, exc)
                 continue
-            if event is not None:
-                groups[-1].append(event)
-                if isinstance(event, ev.GraphSubmitted) and len(event.tasks) >= YIELD_AFTER_TASKS:
-                    groups.append([])
+            if isinstance(msg, CloseClient):
+                closing = True
+                continue
+            groups[-1].append(msg)  # type: ignore[arg-type]
+            if isinstance(msg, UpdateGraph) and len(msg.tasks) >= YIELD_AFTER_TASKS:
+                groups.append([])
         return [g for g in groups if g], closing
-
-    def _update_graph(self, client: str, sid: str, tasks: list[list[Any]],
-                      funcs: dict[str, Serialized], wanted: list[str]) -> ev.GraphSubmitted:
-        self.functions.update(funcs)
-        functions = self.functions
-        new = tuple(
-            ev.NewTask(key=key, run_spec=ev.RunSpec(token, functions.get(token), args),
-                       dependencies=tuple(deps), priority=tuple(priority), retries=retries,
-                       workers=tuple(workers) if workers else None,
-                       allow_other_workers=allow_other,
-                       resources=check_resources(resources, "task resources") or None)
-            for key, token, args, deps, priority, retries, workers, allow_other, resources in tasks
-        )
-        return ev.GraphSubmitted(sid, client, new, tuple(wanted), time.time())
-
-    def _scatter_done(self, client: str, sid: str, who_has: dict[str, list[str]],
-                      nbytes: dict[str, int], type_names: dict[str, str]) -> ev.DataScattered:
-        return ev.DataScattered(sid, client, {k: tuple(v) for k, v in who_has.items()}, nbytes,
-                                type_names)
 
     # ------------------------------------------------------------------ #
     # Workers
     # ------------------------------------------------------------------ #
-    async def _register_worker(self, comm: Any, address: str, nthreads: int, memory_limit: int,
-                               nanny: str | None = None, name: str = "", pid: int = 0,
-                               resources: dict[str, float] | None = None) -> None:
+    async def _register_worker(self, msg: RegisterWorker, comm: Any) -> None:
+        address = msg.worker
         if address in self.worker_streams:
-            await comm.write({"status": "error", "text": f"a worker at {address} is already registered"})
+            await comm.write(RegistrationRefused(f"a worker at {address} is already registered").to_wire())
             return
         try:
-            resources = check_resources(resources, "worker resources", allow_zero=True)
+            check_resources(msg.resources, "worker resources", allow_zero=True)
         except (TypeError, ValueError) as exc:
-            await comm.write({"status": "error", "text": str(exc)})
+            await comm.write(RegistrationRefused(str(exc)).to_wire())
             return
-        await comm.write({"status": "OK", "files": self.uploads})
+        await comm.write(WorkerRegistered(self.uploads).to_wire())
         self.worker_streams[address] = BatchedSend(comm)
         self.worker_comms[address] = comm
-        self.worker_extra[address] = {"pid": pid, "last_seen": time.monotonic(), "memory": 0}
+        self.worker_extra[address] = {"pid": msg.pid, "last_seen": time.monotonic(), "memory": 0}
         self._exit_reported[address] = asyncio.Event()
-        logger.info("worker %s joined (%d threads, name %s%s)", address, nthreads, name or "-",
-                    f", resources {format_resources(resources)}" if resources else "")
-        self._handle(ev.WorkerJoined(self._sid("worker-joined"), address, nthreads, memory_limit,
-                                     time.time(), nanny, name, resources))
+        logger.info("worker %s joined (%d threads, name %s%s)", address, msg.nthreads, msg.name or "-",
+                    f", resources {format_resources(msg.resources)}" if msg.resources else "")
+        self._handle(replace(msg, stimulus_id=self._sid("worker-joined"), now=time.time()))
         await self._notify_workers_changed()
         reason = "its connection closed"
         try:
             while True:
                 msgs = await comm.read()
                 self.worker_extra[address]["last_seen"] = time.monotonic()
-                msgs = _as_batch(msgs, address)
-                events = []
-                for msg in msgs:
-                    try:
-                        event = self._worker_event(address, msg)
-                    except Exception as exc:
-                        logger.warning("worker %s sent a malformed %r message (%s): ignored",
-                                       address, msg.get("op"), exc)
-                        continue
-                    if event is not None:
-                        events.append(event)
+                events, leaving = self._worker_events(address, msgs)
                 self._handle(*events)
-                if any(m.get("op") == "unregister" for m in msgs):
+                if leaving:
                     reason = "it closed"
                     break
         except (CommClosedError, OSError):
@@ -387,7 +357,7 @@ class Scheduler(Node):
             self.worker_streams.pop(address, None)
             self.worker_comms.pop(address, None)
             exit_reported = self._exit_reported[address]
-            if (nanny and reason == "its connection closed" and address not in self.exit_reasons
+            if (msg.nanny and reason == "its connection closed" and address not in self.exit_reasons
                     and self.status is Status.running):
                 # its nanny knows why the process died (exit code, signal): wait briefly for it
                 try:
@@ -403,37 +373,33 @@ class Scheduler(Node):
                 self._handle(ev.WorkerLeft(self._sid("worker-left"), address, reason, time.time()))
                 await self._notify_workers_changed()
 
-    def _worker_event(self, worker: str, msg: dict[str, Any]) -> ev.SchedulerEvent | None:
-        op = msg["op"]
-        sid = self._sid(op)
-        if op == "task-finished":
-            self.monitor.task_done(worker, msg, True)
-            return ev.TaskFinished(sid, worker, msg["key"], msg["nbytes"], msg["type_name"],
-                                   msg["start"], msg["stop"], _attached_value(msg))
-        if op == "task-erred":
-            self.monitor.task_done(worker, msg, False)
-            return ev.TaskErred(sid, worker, msg["key"], msg["exception"], msg["traceback"],
-                                msg["text"], msg["start"], msg["stop"])
-        if op == "add-keys":
-            return ev.WorkerHasKeys(sid, worker, msg["nbytes"])
-        if op == "released-keys":
-            return ev.WorkerReleasedKeys(sid, worker, tuple(msg["keys"]))
-        if op == "missing-data":
-            return ev.WorkerMissingData(sid, worker, msg["errant_worker"], tuple(msg["keys"]))
-        if op == "heartbeat":
-            self.worker_extra[worker].update(memory=msg.get("memory", 0),
-                                             executing=msg.get("executing", 0),
-                                             managed=msg.get("managed", 0),
-                                             spilled=msg.get("spilled", 0),
-                                             paused=msg.get("paused", False))
-            self.monitor.heartbeat(worker, msg)
-            return ev.WorkerCapacity(sid, worker, time.time(), msg.get("memory", 0))
-        if op == "paused":
-            return ev.WorkerPaused(sid, worker, bool(msg["paused"]))
-        if op == "unregister":
-            return None
-        logger.warning("worker %s sent unknown op %r: ignored", worker, op)
-        return None
+    def _worker_events(self, worker: str, msgs: Any) -> tuple[list[SchedulerInput], bool]:
+        """The events of one batch of a worker's messages, and whether it is
+        leaving (``unregister``).  Malformed messages are logged and skipped."""
+        events: list[SchedulerInput] = []
+        leaving = False
+        now = time.time()
+        for raw in _as_batch(msgs, worker):
+            op = raw.get("op")
+            try:
+                msg = decode(raw, worker=worker, stimulus_id=self._sid(str(op)), now=now)
+                if msg.sender != WORKER:
+                    raise ProtocolError(f"{op!r} is not a message a worker sends")
+            except (ProtocolError, TypeError, ValueError) as exc:
+                logger.warning("worker %s sent a malformed %r message (%s): ignored", worker, op, exc)
+                continue
+            if isinstance(msg, Unregister):
+                leaving = True
+                continue
+            if isinstance(msg, (TaskFinished, TaskErred)):
+                self.monitor.task_done(msg)
+            elif isinstance(msg, Heartbeat):
+                self.worker_extra[worker].update(
+                    memory=msg.memory, executing=msg.executing, managed=msg.managed,
+                    spilled=msg.spilled, paused=msg.paused)
+                self.monitor.heartbeat(msg)
+            events.append(msg)  # type: ignore[arg-type]
+        return events, leaving
 
     async def _notify_workers_changed(self) -> None:
         async with self._workers_changed:
@@ -451,8 +417,9 @@ class Scheduler(Node):
                     if comm is not None:
                         comm.abort()
 
-    def _worker_exited(self, worker: str, reason: str, comm: Any = None) -> None:
+    def _worker_exited(self, msg: WorkerExited, comm: Any) -> None:
         """A nanny tells how its worker process ended."""
+        worker, reason = msg.worker, msg.reason
         logger.info("worker %s exited: %s", worker, reason)
         ws = self.state.workers.get(worker)
         self.monitor.worker_exited(ws.nanny if ws is not None else None, worker, reason)
@@ -468,7 +435,7 @@ class Scheduler(Node):
     # ------------------------------------------------------------------ #
     # Requests
     # ------------------------------------------------------------------ #
-    def _scheduler_info(self, comm: Any = None) -> dict[str, Any]:
+    def _scheduler_info(self, msg: SchedulerInfo, comm: Any) -> dict[str, Any]:
         workers = self.state.workers_info()
         for address, info in workers.items():
             info.update(self.worker_extra.get(address, {}))
@@ -493,8 +460,8 @@ class Scheduler(Node):
                 f"only {len(self.worker_streams)} of {n} workers connected to the scheduler at "
                 f"{self.address} within {timeout:.0f}s") from None
 
-    async def _scatter_targets(self, n: int, workers: list[str] | None, broadcast: bool,
-                               comm: Any = None) -> list[list[str]]:
+    async def _scatter_targets(self, msg: ScatterTargets, comm: Any) -> list[list[str]]:
+        n, workers, broadcast = msg.n, msg.workers, msg.broadcast
         await self.wait_for_workers(1, timeouts.CONNECT.get())
         if workers:
             unknown = [w for w in workers if w not in self.worker_streams]
@@ -508,7 +475,8 @@ class Scheduler(Node):
             return [list(pool) for _ in range(n)]
         return [[w] for w, _ in zip(itertools.cycle(pool), range(n))]
 
-    async def _restart(self, max_wait: float = 60.0, comm: Any = None) -> str:
+    async def _restart(self, msg: Restart, comm: Any) -> str:
+        max_wait = msg.max_wait
         n = len(self.worker_streams)
         nannies = {w: i.get("nanny") for w, i in self.state.workers_info().items()}
         self._handle(ev.RestartRequested(self._sid("restart")))
@@ -517,7 +485,7 @@ class Scheduler(Node):
         async def restart_one(worker: str, nanny: str | None) -> None:
             if nanny:
                 self.exit_reasons[worker] = "the cluster restarted"
-                await self.pool.rpc(nanny).call("restart", timeout=max_wait)
+                await self.pool.rpc(nanny).ask(RestartWorker(), timeout=max_wait)
             else:  # no nanny: drop the connection; the worker registers again afresh
                 comm_ = self.worker_comms.get(worker)
                 if comm_ is not None:
@@ -527,20 +495,19 @@ class Scheduler(Node):
         await self.wait_for_workers(n, max_wait, gone=frozenset(w for w, nn in nannies.items() if nn))
         return "OK"
 
-    async def _running_keys(self, comm: Any = None) -> list[str]:
+    async def _running_keys(self, msg: RunningKeys, comm: Any) -> list[str]:
         """Keys executing on any worker thread (asked of the workers themselves)."""
         replies = await asyncio.gather(
-            *(self.pool.rpc(w).call("executing", timeout=timeouts.REQUEST)
+            *(self.pool.rpc(w).ask(Executing(), timeout=timeouts.REQUEST)
               for w in list(self.worker_streams)),
             return_exceptions=True)
         return [k for r in replies if not isinstance(r, BaseException) for k in r]
 
-    async def _upload_file(self, filename: str, data: bytes, comm: Any = None) -> dict[str, str]:
-        self.uploads[filename] = data
+    async def _upload_file(self, msg: UploadFile, comm: Any) -> dict[str, str]:
+        self.uploads[msg.filename] = msg.data
         workers = list(self.worker_streams)
         paths = await asyncio.gather(
-            *(self.pool.rpc(w).call("upload-file", filename=filename, data=data, timeout=timeouts.DATA)
-              for w in workers))
+            *(self.pool.rpc(w).ask(msg, timeout=timeouts.DATA) for w in workers))
         return dict(zip(workers, paths))
 
 
@@ -551,8 +518,3 @@ def _as_batch(msgs: Any, peer: str) -> list[dict[str, Any]]:
     logger.warning("%s sent a stream batch that is not a list of messages: ignored", peer)
     return [m for m in msgs if isinstance(m, dict)] if isinstance(msgs, list) else []
 
-
-def _attached_value(msg: dict[str, Any]) -> Serialized | None:
-    """The small result a worker attached to ``task-finished``, if well formed."""
-    value = msg.get("value")
-    return value if isinstance(value, Serialized) else None

@@ -51,6 +51,10 @@ class TaskRunner:
         self.threads: list[threading.Thread] = []
         self._calls: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
         self._functions: dict[str, Callable[..., Any]] = {}
+        #: token -> the serialized function, as it came with the first task of
+        #: that token (the state machine sends each only once): a later task
+        #: of the token may reach a thread before the first one unpickled it
+        self._payloads: dict[str, Serialized] = {}
         self._lock = threading.Lock()
         self._closed = False
 
@@ -62,6 +66,8 @@ class TaskRunner:
             raise RuntimeError("the task runner is shut down")
         if not self.threads:
             self._start_threads()
+        if func is not None:
+            self._payloads[func_token] = func
         self._calls.put((asyncio.get_running_loop(), self.generation, key, func_token, func, args,
                          inputs, report_value))
 
@@ -98,6 +104,8 @@ class TaskRunner:
     def _load_function(self, token: str, payload: Serialized | None) -> Callable[..., Any]:
         fn = self._functions.get(token)
         if fn is None:
+            if payload is None:
+                payload = self._payloads.get(token)
             if payload is None:
                 raise RuntimeError(f"the function of this task (token {token}) never reached this worker")
             fn = payload.deserialize()

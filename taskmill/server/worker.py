@@ -4,8 +4,10 @@
 Theory of operation
 -------------------
 * One long-lived stream to the scheduler (``register-worker``): the
-  scheduler's ``compute-task`` / ``free-keys`` messages become events; the
-  state machine's ``Send*`` commands become batched messages back.
+  scheduler's messages (``compute-task``, ``free-keys``, ``acquire-replicas``)
+  are decoded through :mod:`taskmill.protocol.vocabulary` and handed to the
+  state machine as they are; the wire messages it returns (``task-finished``,
+  ``add-keys``, ``paused`` ...) go back on the stream, batched.
 * ``Execute`` commands run in a thread pool of ``nthreads`` threads
   (:mod:`taskmill.server.task_runner`); the thread posts the outcome back to
   the loop, which stores the value and feeds ``ExecuteSucceeded`` /
@@ -32,6 +34,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 import psutil
@@ -40,8 +43,29 @@ from taskmill import timeouts
 from taskmill.comm import BatchedSend, CommClosedError, connect
 from taskmill.core import worker_events as ev
 from taskmill.core.resources import check_resources
+from taskmill.core.worker_events import WorkerInput
 from taskmill.core.worker_state import WorkerState
-from taskmill.protocol import Serialized, serialize
+from taskmill.protocol import ProtocolError, Serialized, serialize
+from taskmill.protocol.vocabulary import (
+    SCHEDULER,
+    Executing,
+    GetData,
+    Heartbeat,
+    Message,
+    PutData,
+    RegisterWorker,
+    RegistrationRefused,
+    Retired,
+    RetireWorkers,
+    Run,
+    TaskErred,
+    TaskFinished,
+    Unregister,
+    UploadFile,
+    WhoHas,
+    WorkerRegistered,
+    decode,
+)
 from taskmill.server.data_store import DataStore
 from taskmill.server.memory import MemoryThresholds, WorkerMemoryMonitor
 from taskmill.server.node import Node, Status
@@ -81,9 +105,6 @@ class Worker(Node):
         fraction = t.target or t.spill
         self.data = DataStore(os.path.join(self.local_directory, "spill"),
                               int(memory_limit * fraction) if memory_limit > 0 and fraction else 0)
-        self.functions: dict[str, Any] = {}
-        #: tasks whose small results go back with ``task-finished`` (a client wants them)
-        self.report_values: set[str] = set()
         self.state: WorkerState | None = None
         self.stream: BatchedSend | None = None
         self.runner = TaskRunner(nthreads, self._on_task_done)
@@ -92,12 +113,12 @@ class Worker(Node):
         self.memory_monitor = (
             WorkerMemoryMonitor(self.data, memory_limit, t, self._rss, self._on_pause)
             if memory_limit > 0 and (t.spill or t.pause) else None)
-        self.handlers.update({
-            "get-data": self._get_data,
-            "put-data": self._put_data,
-            "run": self._run,
-            "upload-file": self._upload_file,
-            "executing": lambda comm=None: sorted(self.state.executing) if self.state else [],
+        self.serve({
+            GetData: self._get_data,
+            PutData: self._put_data,
+            Run: self._run,
+            UploadFile: lambda msg, comm: install_upload(self.local_directory, msg.filename, msg.data),
+            Executing: lambda msg, comm: sorted(self.state.executing) if self.state else [],
         })
 
     # ------------------------------------------------------------------ #
@@ -117,16 +138,13 @@ class Worker(Node):
     async def _register(self) -> None:
         self.state = WorkerState(self.address, self.nthreads, validate=self._validate)
         self.data.clear()
-        self.report_values.clear()
         if self.memory_monitor is not None:
             self.memory_monitor.paused = False  # the new state machine is not paused
         comm = await connect(self.scheduler_address)  # within $TASKMILL_CONNECT_TIMEOUT
-        await comm.write({
-            "op": "register-worker", "reply": False, "address": self.address,
-            "nthreads": self.nthreads, "memory_limit": self.memory_limit,
-            "nanny": self.nanny, "name": self.name, "pid": os.getpid(),
-            "resources": self.resources,
-        })
+        request = RegisterWorker(self.address, self.nthreads, self.memory_limit, self.nanny,
+                                 self.name, os.getpid(), self.resources).to_wire()
+        request["reply"] = False  # the answer comes on the stream itself
+        await comm.write(request)
         try:
             reply = await asyncio.wait_for(comm.read(), timeouts.REQUEST.get())
         except asyncio.TimeoutError:
@@ -135,10 +153,15 @@ class Worker(Node):
                 f"the scheduler at {self.scheduler_address} did not answer this worker's "
                 f"registration within {timeouts.REQUEST.get():g}s "
                 f"(set {timeouts.REQUEST.env} to change it)") from None
-        if not isinstance(reply, dict) or reply.get("status") != "OK":
+        try:
+            answer = decode(reply)
+        except ProtocolError as exc:
+            answer = RegistrationRefused(f"malformed answer ({exc})")
+        if not isinstance(answer, WorkerRegistered):
             await comm.close()
-            raise ConnectionError(f"scheduler {self.scheduler_address} refused worker: {reply!r}")
-        for filename, data in reply.get("files", {}).items():
+            reason = answer.reason if isinstance(answer, RegistrationRefused) else repr(answer)
+            raise ConnectionError(f"scheduler {self.scheduler_address} refused worker: {reason}")
+        for filename, data in answer.files.items():
             install_upload(self.local_directory, filename, data)
         self.stream = BatchedSend(comm)
         logger.info("registered with scheduler %s", self.scheduler_address)
@@ -152,9 +175,9 @@ class Worker(Node):
         if self.status is Status.running and self.stream is not None:
             wait = timeouts.RETIRE.get()
             try:
-                retired = await self.pool.rpc(self.scheduler_address).call(
-                    "retire-workers", workers=[self.address], close_workers=False,
-                    max_wait=wait, timeout=wait + timeouts.REQUEST.get())
+                retired = await self.pool.rpc(self.scheduler_address).ask(
+                    RetireWorkers(workers=(self.address,), close_workers=False, max_wait=wait),
+                    timeout=wait + timeouts.REQUEST.get())
             except Exception as exc:  # scheduler gone or too slow: close anyway
                 logger.warning("could not hand this worker's data over before closing: %s", exc)
             else:
@@ -172,7 +195,7 @@ class Worker(Node):
     async def _on_close(self) -> None:
         if self.stream is not None:
             try:
-                self.stream.send({"op": "unregister"})
+                self.stream.send(Unregister().to_wire())
                 await asyncio.wait_for(self.stream.close(), 2)
             except (CommClosedError, OSError, asyncio.TimeoutError):
                 pass
@@ -185,16 +208,19 @@ class Worker(Node):
     async def _read_stream(self, comm: Any) -> None:
         try:
             while True:
-                msgs = await comm.read()
-                events = []
-                for msg in msgs:
+                events: list[WorkerInput] = []
+                for raw in await comm.read():
                     try:
-                        if msg.get("op") == "retired":
-                            self._retired(bool(msg.get("close")))
-                            continue
-                        events.append(self._event_from(msg))
-                    except Exception as exc:
+                        msg = decode(raw, worker=self.address)
+                        if msg.sender != SCHEDULER:
+                            raise ProtocolError(f"{msg.op!r} is not a message the scheduler sends")
+                    except (ProtocolError, TypeError, ValueError, AttributeError) as exc:
                         logger.warning("malformed message from the scheduler (%s): ignored", exc)
+                        continue
+                    if isinstance(msg, Retired):
+                        self._retired(msg.close)
+                    else:
+                        events.append(msg)  # type: ignore[arg-type]
                 self._handle(*events)
         except (CommClosedError, OSError):
             pass
@@ -217,52 +243,28 @@ class Worker(Node):
                          self.scheduler_address, self.reconnect_timeout)
             await self.close()
 
-    def _event_from(self, msg: dict[str, Any]) -> ev.WorkerEvent:
-        op = msg["op"]
-        if op == "compute-task":
-            func = msg.get("func")
-            if func is not None:
-                self.functions.setdefault(msg["func_token"], func)
-            if msg.get("report_value"):
-                self.report_values.add(msg["key"])
-            return ev.ComputeRequested(
-                stimulus_id=msg.get("stimulus_id", "compute"), key=msg["key"],
-                func_token=msg["func_token"], func=None, args=msg["args"],
-                who_has={k: tuple(v) for k, v in msg["who_has"].items()},
-                nbytes=msg["nbytes"], priority=tuple(msg["priority"]))
-        if op == "free-keys":
-            self.report_values.difference_update(msg["keys"])
-            return ev.FreeRequested(stimulus_id=msg.get("stimulus_id", "free"), keys=tuple(msg["keys"]))
-        if op == "acquire-replicas":
-            return ev.AcquireRequested(
-                stimulus_id=msg.get("stimulus_id", "acquire"),
-                who_has={k: tuple(v) for k, v in msg["who_has"].items()}, nbytes=msg["nbytes"])
-        raise ValueError(f"unknown message from the scheduler: {op!r}")
-
-    def _handle(self, *events: ev.WorkerEvent) -> None:
+    def _handle(self, *events: WorkerInput) -> None:
         assert self.state is not None
         try:
             commands = self.state.handle(*events)
-        except Exception as exc:  # a bug: keep serving, keep the evidence
+        except Exception as exc:  # a bug in the state machine
             logger.exception("worker state machine failed on %s", [type(e).__name__ for e in events])
             self.errors.append(exc)
+            if self.strict:
+                self.spawn(self.close(), "close-after-machine-failure")
             return
         for cmd in commands:
             self._dispatch(cmd)
 
-    def _dispatch(self, cmd: ev.WorkerCommand) -> None:
+    def _dispatch(self, cmd: ev.WorkerOutput) -> None:
         match cmd:
             case ev.Execute():
                 self._execute(cmd)
-            case ev.SendTaskFinished():
-                self._send({"op": "task-finished", "key": cmd.key, "nbytes": cmd.nbytes,
-                            "type_name": cmd.type_name, "start": cmd.start, "stop": cmd.stop,
-                            "transfer": self.diagnostics.transfer_time(cmd.key), "value": cmd.value})
-            case ev.SendTaskErred():
-                self._send({"op": "task-erred", "key": cmd.key, "exception": cmd.exception,
-                            "traceback": cmd.traceback, "text": cmd.exception_text,
-                            "start": cmd.start, "stop": cmd.stop,
-                            "transfer": self.diagnostics.transfer_time(cmd.key)})
+            case TaskFinished() | TaskErred():  # with the seconds its inputs took to arrive
+                transfer = self.diagnostics.transfer_time(cmd.key)
+                self._send(replace(cmd, transfer=transfer) if transfer else cmd)
+            case Message():
+                self._send(cmd)
             case ev.Fetch():
                 self.spawn(self._fetch(cmd.peer, cmd.keys), "fetch")
             case ev.DeleteData():
@@ -273,21 +275,14 @@ class Worker(Node):
                 pass  # a running thread cannot be interrupted; the state machine drops its result
             case ev.AskWhoHas():
                 self.spawn(self._ask_who_has(cmd.keys), "who-has")
-            case ev.SendHasKeys():
-                self._send({"op": "add-keys", "nbytes": cmd.nbytes})
-            case ev.SendReleasedKeys():
-                self._send({"op": "released-keys", "keys": list(cmd.keys)})
-            case ev.SendMissingData():
-                self._send({"op": "missing-data", "errant_worker": cmd.errant_worker,
-                            "keys": list(cmd.keys)})
             case _:
                 raise TypeError(f"worker shell cannot run {cmd!r}")
 
-    def _send(self, msg: dict[str, Any]) -> None:
+    def _send(self, msg: Message) -> None:
         if self.stream is None:
             return
         try:
-            self.stream.send(msg)
+            self.stream.send(msg.to_wire())
         except CommClosedError:
             pass  # the reader notices and reconnects
 
@@ -295,11 +290,10 @@ class Worker(Node):
     # Running tasks
     # ------------------------------------------------------------------ #
     def _execute(self, cmd: ev.Execute) -> None:
-        func = cmd.func if cmd.func is not None else self.functions.get(cmd.func_token)
         inputs = {k: self.data[k] for k in cmd.dependencies}
         self.diagnostics.executing(cmd.key, cmd.dependencies)
-        self.runner.submit(cmd.key, cmd.func_token, func, cmd.args, inputs,
-                           report_value=cmd.key in self.report_values)
+        self.runner.submit(cmd.key, cmd.func_token, cmd.func, cmd.args, inputs,
+                           report_value=cmd.report_value)
 
     def _on_task_done(self, key: str, ok: bool, value: Any, tb: str, start: float, stop: float,
                       small: Serialized | None) -> None:
@@ -307,7 +301,6 @@ class Worker(Node):
         ``small`` is the result serialized when a client wants it and it is small."""
         if self.state is None or self.status is not Status.running:
             return
-        self.report_values.discard(key)
         if ok:
             type_name = type(value).__name__
             nbytes = self.data.put(key, value)
@@ -328,7 +321,7 @@ class Worker(Node):
         keys = tuple(keys)
         start = time.time()
         try:
-            reply = await self.pool.rpc(peer).call("get-data", keys=list(keys), timeout=timeouts.DATA)
+            reply = await self.pool.rpc(peer).ask(GetData(keys), timeout=timeouts.DATA)
             got = {k: v.deserialize() for k, v in reply["data"].items()}
         except Exception as exc:  # unreachable peer, broken connection, bad payload
             self._handle(ev.FetchFailed(stimulus_id=f"fetch-failed-{peer}", peer=peer, keys=keys,
@@ -343,26 +336,23 @@ class Worker(Node):
                                        nbytes=nbytes))
 
     async def _ask_who_has(self, keys: Iterable[str]) -> None:
-        who_has = await self.pool.rpc(self.scheduler_address).call(
-            "who-has", keys=list(keys), timeout=timeouts.REQUEST)
+        who_has = await self.pool.rpc(self.scheduler_address).ask(
+            WhoHas(tuple(keys)), timeout=timeouts.REQUEST)
         self._handle(ev.WhoHasAnswered(stimulus_id="who-has-answer",
                                        who_has={k: tuple(v) for k, v in who_has.items()}))
 
-    def _get_data(self, keys: list[str], comm: Any = None) -> dict[str, Any]:
-        return {"data": {k: self.data.get_serialized(k) for k in keys if k in self.data}}
+    def _get_data(self, msg: GetData, comm: Any) -> dict[str, Any]:
+        return {"data": {k: self.data.get_serialized(k) for k in msg.keys if k in self.data}}
 
-    def _put_data(self, data: dict[str, Serialized], comm: Any = None) -> dict[str, int]:
-        nbytes = {k: self.data.put(k, v.deserialize()) for k, v in data.items()}
+    def _put_data(self, msg: PutData, comm: Any) -> dict[str, int]:
+        nbytes = {k: self.data.put(k, v.deserialize()) for k, v in msg.data.items()}
         self._handle(ev.DataPut(stimulus_id="put-data", nbytes=nbytes))
         return nbytes
 
-    async def _run(self, call: Serialized, comm: Any = None) -> Serialized:
-        fn, args, kwargs = call.deserialize()
+    async def _run(self, msg: Run, comm: Any) -> Serialized:
+        fn, args, kwargs = msg.call.deserialize()
         result = await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
         return serialize(result)
-
-    def _upload_file(self, filename: str, data: bytes, comm: Any = None) -> str:
-        return install_upload(self.local_directory, filename, data)
 
     # ------------------------------------------------------------------ #
     def _rss(self) -> int:
@@ -372,7 +362,6 @@ class Worker(Node):
         if self.state is not None and self.status is Status.running:
             self._handle(ev.PauseChanged(stimulus_id="memory-pause" if paused else "memory-resume",
                                          paused=paused))
-            self._send({"op": "paused", "paused": paused})  # so new tasks go elsewhere
 
     async def _memory_loop(self) -> None:
         assert self.memory_monitor is not None
@@ -391,8 +380,9 @@ class Worker(Node):
             state = self.state
             if state is None:
                 continue
-            self._send({"op": "heartbeat", "now": time.time(), "memory": self._process.memory_info().rss,
-                        "executing": state.executing_count, "in_memory": len(self.data),
-                        "managed": self.data.memory_bytes, "spilled": self.data.spilled_bytes,
-                        "paused": state.paused,
-                        **self.diagnostics.heartbeat_fields()})
+            cpu, transfers = self.diagnostics.heartbeat_figures()
+            self._send(Heartbeat(
+                "", self.address, 0.0, memory=self._process.memory_info().rss,
+                executing=state.executing_count, in_memory=len(self.data),
+                managed=self.data.memory_bytes, spilled=self.data.spilled_bytes,
+                paused=state.paused, cpu=cpu, transfers=tuple(transfers)))

@@ -48,10 +48,11 @@ class WorkerDiagnostics:
                 self._fetch_seconds.pop(key, None)
                 self._transfer_of.pop(key, None)
 
-    def heartbeat_fields(self) -> dict[str, Any]:
+    def heartbeat_figures(self) -> tuple[float, list[tuple[str, float, float, int, int]]]:
+        """CPU percent, and the transfers since the last heartbeat."""
         transfers, self._transfers = self._transfers, []
         try:
-            cpu = self._process.cpu_percent()
+            cpu = float(self._process.cpu_percent())
         except Exception:
             cpu = 0.0
-        return {"cpu": cpu, "transfers": transfers}
+        return cpu, transfers

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from taskmill import Executor
+from taskmill.protocol.vocabulary import TaskFinished
 from taskmill.server.task_runner import SMALL_RESULT_BYTES, small_result
 
 pytestmark = pytest.mark.timeout(60)
@@ -48,7 +49,7 @@ def counted_executor() -> Iterator[tuple[Executor, list[list[str]]]]:
 
             def counting(keys: list[str], comm: Any = None, _serve: Any = serve) -> Any:
                 fetches.append(list(keys))
-                return _serve(keys, comm=comm)
+                return _serve(comm=comm, keys=keys)
 
             worker.handlers["get-data"] = counting
         yield e, fetches
@@ -76,22 +77,22 @@ def test_intermediate_results_are_not_attached(
     """Only keys a client wants ride along; a dependency nobody holds does not."""
     e, _ = counted_executor
     scheduler = e.cluster.scheduler
-    reports: list[dict[str, Any]] = []
-    original = scheduler._worker_event
+    reports: list[TaskFinished] = []
+    original = scheduler._worker_events
 
-    def spy(worker: str, msg: dict[str, Any]) -> Any:
-        if msg.get("op") == "task-finished":
-            reports.append(msg)
-        return original(worker, msg)
+    def spy(worker: str, msgs: Any) -> Any:
+        events, leaving = original(worker, msgs)
+        reports.extend(m for m in events if isinstance(m, TaskFinished))
+        return events, leaving
 
-    scheduler._worker_event = spy
+    scheduler._worker_events = spy
     try:
         assert e.get({"tm-middle": (inc, 1000), "tm-last": (inc, "tm-middle")}, "tm-last") == 1002
     finally:
-        scheduler._worker_event = original
-    by_key = {m["key"]: m for m in reports}
-    assert by_key["tm-last"]["value"] is not None
-    assert by_key["tm-middle"]["value"] is None
+        scheduler._worker_events = original
+    by_key = {m.key: m for m in reports}
+    assert by_key["tm-last"].value is not None
+    assert by_key["tm-middle"].value is None
 
 
 def test_small_result_rules() -> None:

@@ -10,21 +10,22 @@ import itertools
 from typing import Any, Iterable, TypeVar
 
 from taskmill.core.scheduler_events import (
-    ComputeTask,
-    FreeKeys,
-    GraphSubmitted,
-    NewTask,
-    ReportCancelled,
-    ReportErred,
-    ReportInMemory,
-    ReportLost,
-    RunSpec,
     SchedulerCommand,
     SchedulerEvent,
+    WorkerLeft,
+)
+from taskmill.protocol.vocabulary import (
+    ComputeTask,
+    FreeKeys,
+    KeyCancelled,
+    KeyErred,
+    KeyInMemory,
+    KeyLost,
+    RegisterWorker,
     TaskErred,
     TaskFinished,
-    WorkerJoined,
-    WorkerLeft,
+    TaskSpec,
+    UpdateGraph,
 )
 from taskmill.core.scheduler_state import SchedulerState
 
@@ -45,12 +46,13 @@ def task(
     workers: tuple[str, ...] | None = None,
     allow_other_workers: bool = False,
     resources: dict[str, float] | None = None,
-) -> NewTask:
-    """A NewTask whose function token is the key's prefix (or ``func``)."""
+) -> TaskSpec:
+    """A TaskSpec whose function token is the key's prefix (or ``func``)."""
     token = func if func is not None else key.rpartition("-")[0] or key
-    return NewTask(
+    return TaskSpec(
         key=key,
-        run_spec=RunSpec(func_token=token, func=f"<func {token}>", args=(key, deps)),
+        func_token=token,
+        args=(key, deps),  # type: ignore[arg-type]
         dependencies=tuple(deps),
         priority=priority,
         retries=retries,
@@ -60,13 +62,16 @@ def task(
     )
 
 
-def submit(tasks: Iterable[NewTask], wanted: Iterable[str] = (), client: str = "c1") -> GraphSubmitted:
-    return GraphSubmitted(sid(), client=client, tasks=tuple(tasks), wanted=tuple(wanted))
+def submit(tasks: Iterable[TaskSpec], wanted: Iterable[str] = (), client: str = "c1") -> UpdateGraph:
+    tasks = tuple(tasks)
+    funcs = {t.func_token: f"<func {t.func_token}>" for t in tasks}
+    return UpdateGraph(sid(), client=client, tasks=tasks, wanted=tuple(wanted),
+                       funcs=funcs)  # type: ignore[arg-type]
 
 
 def join(addr: str, nthreads: int = 1, memory_limit: int = 2**30,
-         resources: dict[str, float] | None = None) -> WorkerJoined:
-    return WorkerJoined(sid(), worker=addr, nthreads=nthreads, memory_limit=memory_limit, now=0.0,
+         resources: dict[str, float] | None = None) -> RegisterWorker:
+    return RegisterWorker(stimulus_id=sid(), worker=addr, nthreads=nthreads, memory_limit=memory_limit, now=0.0,
                         resources=resources)
 
 
@@ -130,7 +135,7 @@ class Sched:
         raise AssertionError("did not converge")
 
     def reports(self, client: str | None = None) -> list[Any]:
-        kinds = (ReportInMemory, ReportErred, ReportLost, ReportCancelled)
+        kinds = (KeyInMemory, KeyErred, KeyLost, KeyCancelled)
         return [
             c for c in self.log if isinstance(c, kinds) and (client is None or c.client == client)
         ]

@@ -5,16 +5,15 @@ from __future__ import annotations
 from scheduler_helpers import Sched, erred, finished, join, of, submit, task
 
 from taskmill.core.placement import SATURATION
-from taskmill.core.scheduler_events import (
+from taskmill.protocol.vocabulary import (
     ComputeTask,
     FreeKeys,
-    GraphSubmitted,
-    NewTask,
-    ReportErred,
-    ReportInMemory,
-    ReportLost,
-    RunSpec,
-    WorkerCapacity,
+    Heartbeat,
+    KeyErred,
+    KeyInMemory,
+    KeyLost,
+    TaskSpec,
+    UpdateGraph,
 )
 from taskmill.core.scheduler_state import SchedulerState
 
@@ -26,7 +25,7 @@ def test_single_task_runs_and_reports():
     assert ct.worker == "tcp://a" and ct.key == "inc-1"
     assert ct.func == "<func inc>" and ct.who_has == {} and ct.priority == (0,)
     cmds = s(finished("tcp://a", "inc-1", nbytes=28))
-    (rep,) = of(cmds, ReportInMemory)
+    (rep,) = of(cmds, KeyInMemory)
     assert (rep.client, rep.key, rep.who_has, rep.type_name) == ("c1", "inc-1", ("tcp://a",), "int")
     assert s.state.task_state("inc-1") == "memory"
     assert s.state.who_has() == {"inc-1": ["tcp://a"]}
@@ -51,7 +50,7 @@ def test_chain_runs_in_order_and_frees_intermediates():
     assert s.state.task_state("x-1") == "released"  # kept as lineage
     cmds = s(finished("tcp://a", "z-1"))
     assert s.freed(cmds) == {"tcp://a": {"y-1"}}
-    assert [r.key for r in of(cmds, ReportInMemory)] == ["z-1"]
+    assert [r.key for r in of(cmds, KeyInMemory)] == ["z-1"]
     assert s.state.has_what() == {"tcp://a": ["z-1"]}
 
 
@@ -225,16 +224,16 @@ def test_pure_key_submitted_twice_shares_one_task():
     cmds = s(submit([task("inc-1")], wanted=["inc-1"], client="c2"))
     assert of(cmds, ComputeTask) == []
     cmds = s(finished("tcp://a", "inc-1"))
-    assert sorted(r.client for r in of(cmds, ReportInMemory)) == ["c1", "c2"]
+    assert sorted(r.client for r in of(cmds, KeyInMemory)) == ["c1", "c2"]
     # a late submission of a finished key reports at once
     cmds = s(submit([task("inc-1")], wanted=["inc-1"], client="c3"))
-    assert [(r.client, r.key) for r in of(cmds, ReportInMemory)] == [("c3", "inc-1")]
+    assert [(r.client, r.key) for r in of(cmds, KeyInMemory)] == [("c3", "inc-1")]
 
 
 def test_missing_dependency_errs_at_once():
     s = Sched("tcp://a")
     cmds = s(submit([task("y-1", "x-1"), task("z-1", "y-1")], wanted=["y-1", "z-1"]))
-    errs = {r.key: r for r in of(cmds, ReportErred)}
+    errs = {r.key: r for r in of(cmds, KeyErred)}
     assert set(errs) == {"y-1", "z-1"}
     assert errs["y-1"].error_type == "MissingDependencyError"
     assert errs["y-1"].exception is None and errs["y-1"].worker == ""
@@ -254,31 +253,31 @@ def test_dependency_on_existing_key():
 
 
 def test_unknown_key_wanted_reports_lost():
-    from taskmill.core.scheduler_events import KeysWanted
+    from taskmill.protocol.vocabulary import WantKeys
 
     s = Sched("tcp://a")
-    cmds = s(KeysWanted("s", client="c1", keys=("nope",)))
-    (r,) = of(cmds, ReportLost)
+    cmds = s(WantKeys("s", client="c1", keys=("nope",)))
+    (r,) = of(cmds, KeyLost)
     assert r.key == "nope" and "not known" in r.reason
     cmds = s(submit([], wanted=["nope2"]))
-    assert [r.key for r in of(cmds, ReportLost)] == ["nope2"]
+    assert [r.key for r in of(cmds, KeyLost)] == ["nope2"]
 
 
 def test_keys_wanted_existing_in_memory_reports():
-    from taskmill.core.scheduler_events import KeysWanted
+    from taskmill.protocol.vocabulary import WantKeys
 
     s = Sched("tcp://a")
     s(submit([task("x-1")], wanted=["x-1"]))
     s(finished("tcp://a", "x-1"))
-    cmds = s(KeysWanted("s", client="c2", keys=("x-1",)))
-    assert [(r.client, r.key) for r in of(cmds, ReportInMemory)] == [("c2", "x-1")]
+    cmds = s(WantKeys("s", client="c2", keys=("x-1",)))
+    assert [(r.client, r.key) for r in of(cmds, KeyInMemory)] == [("c2", "x-1")]
 
 
 def test_heartbeat_updates_figures_only():
     s = Sched("tcp://a")
-    assert s(WorkerCapacity("s", worker="tcp://a", now=5.0, memory=123)) == []
+    assert s(Heartbeat("s", worker="tcp://a", now=5.0, memory=123)) == []
     assert s.state.workers_info()["tcp://a"]["memory"] == 123
-    assert s(WorkerCapacity("s", worker="tcp://zzz", now=5.0)) == []
+    assert s(Heartbeat("s", worker="tcp://zzz", now=5.0)) == []
 
 
 def test_queries():
@@ -310,9 +309,9 @@ def test_graph_submitted_with_many_workers_is_fine():
 
 
 def test_new_task_defaults_roundtrip():
-    nt = NewTask("k", RunSpec("tok", None, ()))
+    nt = TaskSpec("k", "tok", ())
     s = SchedulerState(validate=True)
-    cmds = s.handle(GraphSubmitted("s", client="c", tasks=(nt,), wanted=("k",)))
+    cmds = s.handle(UpdateGraph("s", client="c", tasks=(nt,), wanted=("k",)))
     assert cmds == []
     assert s.task_state("k") == "queued"
     assert erred  # helper imported for other modules

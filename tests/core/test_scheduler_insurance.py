@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from scheduler_helpers import Sched, finished, join, of, sid, submit, task
 
-from taskmill.core.scheduler_events import (
-    AcquireReplicas,
-    WorkerCapacity,
-    WorkerHasKeys,
-    WorkerLeft,
-)
+from taskmill.core.scheduler_events import WorkerLeft
+from taskmill.protocol.vocabulary import AcquireReplicas, AddKeys, Heartbeat
 from taskmill.core.scheduler_replicas import INSURANCE_WINDOW, INSURED_BYTES
 
 
@@ -50,12 +46,12 @@ def test_after_a_death_small_needed_results_get_a_copy_and_survive_the_next_deat
     target = copies(cmds)["x-1"]
     assert target != holder and target in ("tcp://a", "tcp://b")
     y_on = s.computes(cmds)["y-1"]
-    s(WorkerHasKeys(sid(), target, {"x-1": 8}))
+    s(AddKeys(sid(), target, {"x-1": 8}))
     assert sorted(s.state.who_has(["x-1"])["x-1"]) == ["tcp://a", "tcp://b"]
     # y-1 finishes, then the worker holding both dies: x-1 is not recomputed
     cmds = s(finished(y_on, "y-1"))
     assert "y-1" in copies(cmds)
-    s(WorkerHasKeys(sid(), copies(cmds)["y-1"], {"y-1": 8}))
+    s(AddKeys(sid(), copies(cmds)["y-1"], {"y-1": 8}))
     cmds = s(died(y_on, now=101.0))
     assert "x-1" not in s.computes(cmds) and "y-1" not in s.computes(cmds)
     assert s.state.task_state("y-1") == "memory"
@@ -75,7 +71,7 @@ def test_big_results_get_no_copy():
 def test_insurance_ends_when_the_window_passes():
     s = Sched("tcp://a", "tcp://b", "tcp://c")
     s(died("tcp://c", now=100.0))
-    s(WorkerCapacity(sid(), "tcp://a", now=100.0 + INSURANCE_WINDOW + 1))
+    s(Heartbeat(sid(), "tcp://a", now=100.0 + INSURANCE_WINDOW + 1))
     where = run_chain(s, "x-1", "y-1")
     assert copies(s(finished(where["x-1"], "x-1"))) == {}
 
@@ -85,7 +81,7 @@ def test_a_death_re_insures_survivors_and_a_joining_worker_takes_what_found_no_p
     holder = where["x-1"]
     other = "tcp://b" if holder == "tcp://a" else "tcp://a"
     assert copies(cmds) == {"x-1": other}
-    s(WorkerHasKeys(sid(), other, {"x-1": 8}))
+    s(AddKeys(sid(), other, {"x-1": 8}))
     # the copy's holder dies: x-1 (still needed by y-1) has one holder and
     # nowhere to go until a worker joins, which is then asked for a copy
     cmds = s(died(other, now=101.0))

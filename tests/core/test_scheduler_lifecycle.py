@@ -4,19 +4,18 @@ from __future__ import annotations
 
 from scheduler_helpers import Sched, erred, finished, join, of, sid, submit, task
 
-from taskmill.core.scheduler_events import (
-    CancelRequested,
-    ClientDisconnected,
+from taskmill.core.scheduler_events import ClientDisconnected, RestartRequested
+from taskmill.protocol.vocabulary import (
+    CancelKeys,
     ComputeTask,
-    DataScattered,
     FreeKeys,
-    KeysReleased,
-    KeysWanted,
-    ReportCancelled,
-    ReportErred,
-    ReportInMemory,
-    ReportLost,
-    RestartRequested,
+    KeyCancelled,
+    KeyErred,
+    KeyInMemory,
+    KeyLost,
+    ReleaseKeys,
+    ScatterDone,
+    WantKeys,
 )
 
 
@@ -28,7 +27,7 @@ def test_error_propagates_to_dependents():
     g = [task("x-1"), task("y-1", "x-1"), task("z-1", "y-1"), task("w-1")]
     s(submit(g, wanted=["x-1", "z-1", "w-1"]))
     cmds = s(erred("tcp://a", "x-1", "ValueError('bad')"))
-    errs = {r.key: r for r in of(cmds, ReportErred)}
+    errs = {r.key: r for r in of(cmds, KeyErred)}
     assert set(errs) == {"x-1", "z-1"}  # y-1 is not wanted by anyone
     for r in errs.values():
         assert r.exception == "<exc x-1>" and r.worker == "tcp://a"
@@ -39,7 +38,7 @@ def test_error_propagates_to_dependents():
     # the erring worker is told to drop its record of the failure
     assert "x-1" in s.freed(cmds).get("tcp://a", set())
     # releasing the erred keys forgets the whole erred subgraph
-    s(KeysReleased(sid(), client="c1", keys=("x-1", "z-1")))
+    s(ReleaseKeys(sid(), client="c1", keys=("x-1", "z-1")))
     assert {k for k in ("x-1", "y-1", "z-1") if s.state.task_state(k)} == set()
 
 
@@ -47,11 +46,11 @@ def test_error_for_key_wanted_later_reports_at_once():
     s = Sched("tcp://a")
     s(submit([task("x-1")], wanted=["x-1"]))
     s(erred("tcp://a", "x-1"))
-    cmds = s(KeysWanted(sid(), client="c2", keys=("x-1",)))
-    assert [(r.client, r.key) for r in of(cmds, ReportErred)] == [("c2", "x-1")]
+    cmds = s(WantKeys(sid(), client="c2", keys=("x-1",)))
+    assert [(r.client, r.key) for r in of(cmds, KeyErred)] == [("c2", "x-1")]
     # a dependent submitted on an erred key errs at once, with the same error
     cmds = s(submit([task("y-1", "x-1")], wanted=["y-1"], client="c3"))
-    (r,) = of(cmds, ReportErred)
+    (r,) = of(cmds, KeyErred)
     assert r.key == "y-1" and r.exception == "<exc x-1>"
 
 
@@ -61,11 +60,11 @@ def test_retries_reschedule_then_err():
     for _ in range(2):
         (addr,) = s.processing().values()
         cmds = s(erred(addr, "x-1"))
-        assert not of(cmds, ReportErred)
+        assert not of(cmds, KeyErred)
         assert len(of(cmds, ComputeTask)) == 1
     (addr,) = s.processing().values()
     cmds = s(erred(addr, "x-1"))
-    assert [r.key for r in of(cmds, ReportErred)] == ["x-1"]
+    assert [r.key for r in of(cmds, KeyErred)] == ["x-1"]
 
 
 def test_erred_key_resubmitted_runs_again():
@@ -77,7 +76,7 @@ def test_erred_key_resubmitted_runs_again():
     assert s.computes(cmds) == {"x-1": "tcp://a"}
     s(finished("tcp://a", "x-1"))
     cmds = s(finished("tcp://a", "y-1"))
-    assert [r.key for r in of(cmds, ReportInMemory)] == ["y-1"]
+    assert [r.key for r in of(cmds, KeyInMemory)] == ["y-1"]
 
 
 # --------------------------------------------------------------------------- #
@@ -88,9 +87,9 @@ def test_two_clients_share_a_key():
     s(submit([task("x-1")], wanted=["x-1"], client="c1"))
     s(submit([task("x-1")], wanted=["x-1"], client="c2"))
     s(finished("tcp://a", "x-1"))
-    cmds = s(KeysReleased(sid(), client="c1", keys=("x-1",)))
+    cmds = s(ReleaseKeys(sid(), client="c1", keys=("x-1",)))
     assert cmds == [] and s.state.task_state("x-1") == "memory"
-    cmds = s(KeysReleased(sid(), client="c2", keys=("x-1",)))
+    cmds = s(ReleaseKeys(sid(), client="c2", keys=("x-1",)))
     assert of(cmds, FreeKeys)[0].keys == ("x-1",)
     assert s.state.task_state("x-1") is None
 
@@ -98,7 +97,7 @@ def test_two_clients_share_a_key():
 def test_release_while_processing_frees_on_worker():
     s = Sched("tcp://a")
     s(submit([task("x-1")], wanted=["x-1"]))
-    cmds = s(KeysReleased(sid(), client="c1", keys=("x-1",)))
+    cmds = s(ReleaseKeys(sid(), client="c1", keys=("x-1",)))
     assert s.freed(cmds) == {"tcp://a": {"x-1"}}
     assert s.state.task_state("x-1") is None
     # the result arrives late: stale, the worker is told to drop it
@@ -111,7 +110,7 @@ def test_dependency_kept_while_a_dependent_needs_it():
     s = Sched("tcp://a")
     s(submit([task("x-1"), task("y-1", "x-1")], wanted=["x-1", "y-1"]))
     s(finished("tcp://a", "x-1"))
-    cmds = s(KeysReleased(sid(), client="c1", keys=("x-1",)))
+    cmds = s(ReleaseKeys(sid(), client="c1", keys=("x-1",)))
     assert cmds == [] and s.state.task_state("x-1") == "memory"  # y-1 needs it
     cmds = s(finished("tcp://a", "y-1"))
     assert s.freed(cmds) == {"tcp://a": {"x-1"}}
@@ -120,7 +119,7 @@ def test_dependency_kept_while_a_dependent_needs_it():
 def test_releasing_a_waiting_graph_releases_its_inputs():
     s = Sched("tcp://a")
     s(submit([task("x-1"), task("y-1", "x-1")], wanted=["y-1"]))
-    cmds = s(KeysReleased(sid(), client="c1", keys=("y-1",)))
+    cmds = s(ReleaseKeys(sid(), client="c1", keys=("y-1",)))
     assert s.freed(cmds) == {"tcp://a": {"x-1"}}  # x-1 was processing
     assert s.state.tasks == {}
 
@@ -141,10 +140,10 @@ def test_released_lineage_recomputed_when_wanted_again():
     s(submit([task("x-1"), task("y-1", "x-1")], wanted=["y-1"]))
     s(finished("tcp://a", "x-1"), finished("tcp://a", "y-1"))
     assert s.state.task_state("x-1") == "released"
-    cmds = s(KeysWanted(sid(), client="c2", keys=("x-1",)))
+    cmds = s(WantKeys(sid(), client="c2", keys=("x-1",)))
     assert s.computes(cmds) == {"x-1": "tcp://a"}
     cmds = s(finished("tcp://a", "x-1"))
-    assert [(r.client, r.key) for r in of(cmds, ReportInMemory)] == [("c2", "x-1")]
+    assert [(r.client, r.key) for r in of(cmds, KeyInMemory)] == [("c2", "x-1")]
 
 
 # --------------------------------------------------------------------------- #
@@ -154,8 +153,8 @@ def test_cancel_stops_key_and_dependents():
     s = Sched("tcp://a")
     s(submit([task("x-1"), task("y-1", "x-1"), task("u-1")], wanted=["x-1", "y-1", "u-1"]))
     s(submit([task("y-1", "x-1")], wanted=["y-1"], client="c2"))
-    cmds = s(CancelRequested(sid(), client="c1", keys=("x-1",)))
-    cancelled = sorted((r.client, r.key) for r in of(cmds, ReportCancelled))
+    cmds = s(CancelKeys(sid(), client="c1", keys=("x-1",)))
+    cancelled = sorted((r.client, r.key) for r in of(cmds, KeyCancelled))
     assert cancelled == [("c1", "x-1"), ("c1", "y-1"), ("c2", "y-1")]
     assert s.freed(cmds) == {"tcp://a": {"x-1"}}
     assert s.state.task_state("x-1") is None and s.state.task_state("y-1") is None
@@ -171,16 +170,16 @@ def test_cancel_in_memory_frees_holders_and_unknown_is_ignored():
     s = Sched("tcp://a")
     s(submit([task("x-1")], wanted=["x-1"]))
     s(finished("tcp://a", "x-1"))
-    cmds = s(CancelRequested(sid(), client="c1", keys=("x-1", "nope")))
+    cmds = s(CancelKeys(sid(), client="c1", keys=("x-1", "nope")))
     assert s.freed(cmds) == {"tcp://a": {"x-1"}}
-    assert [r.key for r in of(cmds, ReportCancelled)] == ["x-1"]
+    assert [r.key for r in of(cmds, KeyCancelled)] == ["x-1"]
 
 
 # --------------------------------------------------------------------------- #
 # scatter
 # --------------------------------------------------------------------------- #
 def scatter(who_has, client="c1"):
-    return DataScattered(
+    return ScatterDone(
         sid(), client=client, who_has={k: tuple(v) for k, v in who_has.items()},
         nbytes={k: 100 for k in who_has}, type_names={k: "bytes" for k in who_has},
     )
@@ -189,13 +188,13 @@ def scatter(who_has, client="c1"):
 def test_scatter_goes_to_memory_and_feeds_tasks():
     s = Sched("tcp://a", "tcp://b")
     cmds = s(scatter({"d-1": ["tcp://b"]}))
-    (r,) = of(cmds, ReportInMemory)
+    (r,) = of(cmds, KeyInMemory)
     assert (r.key, r.who_has, r.type_name) == ("d-1", ("tcp://b",), "bytes")
     cmds = s(submit([task("f-1", "d-1")], wanted=["f-1"]))
     (ct,) = of(cmds, ComputeTask)
     assert ct.worker == "tcp://b" and ct.who_has == {"d-1": ("tcp://b",)}
     assert s.state.workers_info()["tcp://b"]["nbytes"] == 100
-    s(KeysReleased(sid(), client="c1", keys=("d-1",)))
+    s(ReleaseKeys(sid(), client="c1", keys=("d-1",)))
     assert s.state.task_state("d-1") == "memory"  # f-1 still needs it
     cmds = s(finished("tcp://b", "f-1"))
     assert s.freed(cmds) == {"tcp://b": {"d-1"}}
@@ -204,14 +203,14 @@ def test_scatter_goes_to_memory_and_feeds_tasks():
 def test_scatter_to_unknown_worker_is_lost():
     s = Sched("tcp://a")
     cmds = s(scatter({"d-1": ["tcp://gone"]}))
-    assert [r.key for r in of(cmds, ReportLost)] == ["d-1"]
+    assert [r.key for r in of(cmds, KeyLost)] == ["d-1"]
 
 
 def test_scatter_replica_of_known_key():
     s = Sched("tcp://a", "tcp://b")
     s(scatter({"d-1": ["tcp://a"]}))
     cmds = s(scatter({"d-1": ["tcp://b"]}, client="c2"))
-    assert [(r.client, r.who_has) for r in of(cmds, ReportInMemory)] == [
+    assert [(r.client, r.who_has) for r in of(cmds, KeyInMemory)] == [
         ("c2", ("tcp://a", "tcp://b"))
     ]
 
@@ -226,10 +225,10 @@ def test_restart_forgets_everything_and_reports_cancelled():
     s(finished("tcp://a", "x-1"))
     cmds = s(RestartRequested(sid(), reason="restart requested by c1"))
     assert not of(cmds, FreeKeys)
-    assert sorted((r.client, r.key) for r in of(cmds, ReportCancelled)) == [
+    assert sorted((r.client, r.key) for r in of(cmds, KeyCancelled)) == [
         ("c1", "x-1"), ("c1", "y-1"), ("c2", "x-1")
     ]
-    assert all(r.reason == "restart requested by c1" for r in of(cmds, ReportCancelled))
+    assert all(r.reason == "restart requested by c1" for r in of(cmds, KeyCancelled))
     assert s.state.tasks == {} and s.state.has_what() == {"tcp://a": []}
     # the cluster is usable afterwards
     cmds = s(submit([task("x-1")], wanted=["x-1"]))

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import time
 
-from taskmill.core.scheduler_events import (
+from taskmill.protocol.vocabulary import (
     ComputeTask,
-    GraphSubmitted,
-    KeysReleased,
-    NewTask,
-    RunSpec,
+    RegisterWorker,
+    ReleaseKeys,
     TaskFinished,
-    WorkerJoined,
+    TaskSpec,
+    UpdateGraph,
 )
 from taskmill.core.scheduler_state import SchedulerState
 
@@ -26,12 +25,12 @@ def run_map(n: int = 20_000, nworkers: int = 4, nthreads: int = 2) -> dict[str, 
     s = SchedulerState()
     for i in range(nworkers):
         s.handle(
-            WorkerJoined(f"j{i}", worker=f"tcp://w{i}", nthreads=nthreads, memory_limit=2**30, now=0.0)
+            RegisterWorker(stimulus_id=f"j{i}", worker=f"tcp://w{i}", nthreads=nthreads, memory_limit=2**30, now=0.0)
         )
-    tasks = tuple(NewTask(f"inc-{i}", RunSpec("inc", b"f", (i,))) for i in range(n))
+    tasks = tuple(TaskSpec(f"inc-{i}", "inc", (i,)) for i in range(n))
     keys = tuple(t.key for t in tasks)
     t0 = time.perf_counter()
-    cmds = s.handle(GraphSubmitted("submit", client="c", tasks=tasks, wanted=keys))
+    cmds = s.handle(UpdateGraph("submit", client="c", tasks=tasks, wanted=keys))
     t1 = time.perf_counter()
     pending = [c for c in cmds if type(c) is ComputeTask]
     done = 0
@@ -44,7 +43,7 @@ def run_map(n: int = 20_000, nworkers: int = 4, nthreads: int = 2) -> dict[str, 
         done += 1
         pending.extend(o for o in out if type(o) is ComputeTask)
     t2 = time.perf_counter()
-    s.handle(KeysReleased("release", client="c", keys=keys))
+    s.handle(ReleaseKeys("release", client="c", keys=keys))
     t3 = time.perf_counter()
     assert done == n and not s.tasks
     return {
@@ -59,8 +58,8 @@ def run_tree(width: int = 8192) -> float:
     """A binary tree reduction (2*width - 1 tasks): dependencies, locality, frees."""
     s = SchedulerState()
     for i in range(4):
-        s.handle(WorkerJoined(f"j{i}", worker=f"tcp://w{i}", nthreads=2, memory_limit=2**30, now=0.0))
-    tasks = [NewTask(f"leaf-{i}", RunSpec("leaf", b"f", (i,))) for i in range(width)]
+        s.handle(RegisterWorker(stimulus_id=f"j{i}", worker=f"tcp://w{i}", nthreads=2, memory_limit=2**30, now=0.0))
+    tasks = [TaskSpec(f"leaf-{i}", "leaf", (i,)) for i in range(width)]
     level = [t.key for t in tasks]
     n = 0
     while len(level) > 1:
@@ -68,11 +67,11 @@ def run_tree(width: int = 8192) -> float:
         for j in range(0, len(level), 2):
             n += 1
             key = f"add-{n}"
-            tasks.append(NewTask(key, RunSpec("add", b"f", ()), dependencies=(level[j], level[j + 1])))
+            tasks.append(TaskSpec(key, "add", (), dependencies=(level[j], level[j + 1])))
             nxt.append(key)
         level = nxt
     t0 = time.perf_counter()
-    cmds = s.handle(GraphSubmitted("submit", client="c", tasks=tuple(tasks), wanted=(level[0],)))
+    cmds = s.handle(UpdateGraph("submit", client="c", tasks=tuple(tasks), wanted=(level[0],)))
     pending = [c for c in cmds if type(c) is ComputeTask]
     while pending:
         c = pending.pop()

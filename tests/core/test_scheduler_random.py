@@ -13,26 +13,28 @@ import pytest
 from scheduler_helpers import erred, finished, join, leave, sid, submit, task
 
 from taskmill.core.scheduler_events import (
-    CancelRequested,
     ClientDisconnected,
-    DataScattered,
-    KeysReleased,
-    KeysWanted,
-    NewTask,
     ReplicateRequested,
-    ReportCancelled,
-    ReportErred,
-    ReportInMemory,
-    ReportLost,
     RestartRequested,
     RetireCancelled,
     RetireRequested,
     SchedulerCommand,
     SchedulerEvent,
-    WorkerHasKeys,
-    WorkerMissingData,
-    WorkerPaused,
-    WorkerReleasedKeys,
+)
+from taskmill.protocol.vocabulary import (
+    AddKeys,
+    CancelKeys,
+    KeyCancelled,
+    KeyErred,
+    KeyInMemory,
+    KeyLost,
+    MissingData,
+    Paused,
+    ReleaseKeys,
+    ReleasedKeys,
+    ScatterDone,
+    TaskSpec,
+    WantKeys,
 )
 from taskmill.core.scheduler_state import SchedulerState
 
@@ -44,7 +46,7 @@ class Harness:
     def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed)
         self.state = SchedulerState(validate=True, allowed_failures=3)
-        self.defs: dict[str, NewTask] = {}
+        self.defs: dict[str, TaskSpec] = {}
         self.scattered: set[str] = set()
         self.n = 0
         # (client, key) -> type name of the last report in the current want session
@@ -55,10 +57,10 @@ class Harness:
     def send(self, *events: SchedulerEvent) -> list[SchedulerCommand]:
         cmds = self.state.handle(*events)
         for c in cmds:
-            if isinstance(c, (ReportInMemory, ReportErred, ReportLost, ReportCancelled)):
+            if isinstance(c, (KeyInMemory, KeyErred, KeyLost, KeyCancelled)):
                 kind = type(c).__name__
                 k = (c.client, c.key)
-                if kind != "ReportCancelled":
+                if kind != "KeyCancelled":
                     assert self.last.get(k) != kind, f"duplicate {kind} for {k}"
                 self.last[k] = kind
         return cmds
@@ -83,8 +85,8 @@ class Harness:
         )
         return key
 
-    def closure(self, keys: list[str]) -> list[NewTask]:
-        out: dict[str, NewTask] = {}
+    def closure(self, keys: list[str]) -> list[TaskSpec]:
+        out: dict[str, TaskSpec] = {}
         stack = list(keys)
         while stack:
             k = stack.pop()
@@ -152,19 +154,19 @@ class Harness:
                 keys = [ts.key for ts in rng.sample(list(cs.wants), k=min(2, len(cs.wants)))]
                 for k in keys:
                     self.end_session(client, k)
-                self.send(KeysReleased(sid(), client=client, keys=tuple(keys)))
+                self.send(ReleaseKeys(sid(), client=client, keys=tuple(keys)))
         elif op == "want":
             key = rng.choice(list(st.tasks) or ["nope"]) if rng.random() < 0.9 else "unknown-0"
             if key not in st.tasks:
                 self.end_session(client, key)
-                self.send(KeysWanted(sid(), client=client, keys=(key,)))
-                self.end_session(client, key)  # ReportLost for an unknown key: no want
+                self.send(WantKeys(sid(), client=client, keys=(key,)))
+                self.end_session(client, key)  # KeyLost for an unknown key: no want
             else:
-                self.send(KeysWanted(sid(), client=client, keys=(key,)))
+                self.send(WantKeys(sid(), client=client, keys=(key,)))
         elif op == "cancel":
             if st.tasks:
                 key = rng.choice(list(st.tasks))
-                self.send(CancelRequested(sid(), client=client, keys=(key,)))
+                self.send(CancelKeys(sid(), client=client, keys=(key,)))
                 for k in list(self.last):
                     if k[1] not in st.tasks:
                         del self.last[k]
@@ -180,11 +182,11 @@ class Harness:
                 self.scattered.add(key)
                 self.defs[key] = task(key)
                 addrs = tuple(rng.sample(list(st.workers), 1))
-                self.send(DataScattered(sid(), client=client, who_has={key: addrs}, nbytes={key: 10}))
+                self.send(ScatterDone(sid(), client=client, who_has={key: addrs}, nbytes={key: 10}))
         elif op == "has":
             mem = [ts.key for ts in st.tasks.values() if ts.state == "memory"]
             if mem and st.workers:
-                self.send(WorkerHasKeys(sid(), worker=rng.choice(list(st.workers)),
+                self.send(AddKeys(sid(), worker=rng.choice(list(st.workers)),
                                         nbytes={rng.choice(mem): 5, "junk-key": 1}))
         elif op in ("released", "missing"):
             mem = [ts for ts in st.tasks.values() if ts.state == "memory"]
@@ -192,10 +194,10 @@ class Harness:
                 ts = rng.choice(mem)
                 holder = rng.choice(list(ts.who_has)).address
                 if op == "released":
-                    self.send(WorkerReleasedKeys(sid(), worker=holder, keys=(ts.key,)))
+                    self.send(ReleasedKeys(sid(), worker=holder, keys=(ts.key,)))
                 else:
                     asker = rng.choice(list(st.workers))
-                    self.send(WorkerMissingData(sid(), worker=asker, errant_worker=holder,
+                    self.send(MissingData(sid(), worker=asker, errant_worker=holder,
                                                 keys=(ts.key,)))
         elif op == "disconnect":
             for k in list(self.last):
@@ -215,9 +217,9 @@ class Harness:
             if pending:
                 key, addr = rng.choice(pending)
                 if rng.random() < 0.8:
-                    self.send(WorkerHasKeys(sid(), worker=addr, nbytes={key: 5}))
+                    self.send(AddKeys(sid(), worker=addr, nbytes={key: 5}))
                 else:
-                    self.send(WorkerReleasedKeys(sid(), worker=addr, keys=(key,)))
+                    self.send(ReleasedKeys(sid(), worker=addr, keys=(key,)))
         elif op == "retire":
             if st.workers:
                 self.send(RetireRequested(sid(), (rng.choice(list(st.workers)),)))
@@ -226,7 +228,7 @@ class Harness:
                 self.send(RetireCancelled(sid(), tuple(ws.address for ws in st.retiring), "timeout"))
         elif op == "pause":
             if st.workers:
-                self.send(WorkerPaused(sid(), rng.choice(list(st.workers)), rng.random() < 0.5))
+                self.send(Paused(sid(), rng.choice(list(st.workers)), rng.random() < 0.5))
 
     def settle(self) -> None:
         for _ in range(10_000):
@@ -235,12 +237,12 @@ class Harness:
                     self.send(join(addr))
             for ws in list(self.state.workers.values()):
                 if ws.paused:
-                    self.send(WorkerPaused(sid(), ws.address, False))
+                    self.send(Paused(sid(), ws.address, False))
             copies = [(ts.key, ws.address) for ts in self.state.tasks.values()
                       for ws in ts.acquiring_on]
             if copies:  # retirements finish once their copies are made
                 key, addr = copies[0]
-                self.send(WorkerHasKeys(sid(), worker=addr, nbytes={key: 5}))
+                self.send(AddKeys(sid(), worker=addr, nbytes={key: 5}))
                 continue
             proc = self.processing()
             if not proc:
@@ -256,8 +258,8 @@ class Harness:
             assert ts.state in ("memory", "erred", "released"), (ts, st.story(ts.key))
         for client, cs in st.clients.items():
             for ts in cs.wants:
-                expected = {"memory": {"ReportInMemory"},
-                            "erred": {"ReportErred", "ReportLost"}}[ts.state]
+                expected = {"memory": {"KeyInMemory"},
+                            "erred": {"KeyErred", "KeyLost"}}[ts.state]
                 got = self.last.get((client, ts.key))
                 assert got in expected, (client, ts.key, ts.state, got, st.story(ts.key))
 

@@ -5,28 +5,30 @@ from __future__ import annotations
 from scheduler_helpers import Sched, finished, join, leave, of, sid, submit, task
 
 from taskmill.core.scheduler_events import (
-    AcquireReplicas,
-    DataScattered,
-    FreeKeys,
-    KeysReleased,
     ReplicateRequested,
-    ReportLost,
     RetireCancelled,
-    RetirementAborted,
     RetireRequested,
-    WorkerHasKeys,
-    WorkerPaused,
-    WorkerReleasedKeys,
+    RetirementAborted,
     WorkerRetired,
+)
+from taskmill.protocol.vocabulary import (
+    AcquireReplicas,
+    AddKeys,
+    FreeKeys,
+    KeyLost,
+    Paused,
+    ReleaseKeys,
+    ReleasedKeys,
+    ScatterDone,
 )
 
 
 def scatter(s: Sched, key: str, *where: str, client: str = "c1", nbytes: int = 100) -> None:
-    s(DataScattered(sid(), client, {key: tuple(where)}, {key: nbytes}))
+    s(ScatterDone(sid(), client, {key: tuple(where)}, {key: nbytes}))
 
 
-def has(addr: str, *keys: str) -> WorkerHasKeys:
-    return WorkerHasKeys(sid(), addr, {k: 100 for k in keys})
+def has(addr: str, *keys: str) -> AddKeys:
+    return AddKeys(sid(), addr, {k: 100 for k in keys})
 
 
 def replicate(*keys: str, n: int | None = None, workers: tuple[str, ...] | None = None) -> ReplicateRequested:
@@ -41,8 +43,8 @@ def acquires(cmds: list) -> dict[str, dict[str, tuple[str, ...]]]:
     return out
 
 
-def pause(addr: str, paused: bool = True) -> WorkerPaused:
-    return WorkerPaused(sid(), addr, paused)
+def pause(addr: str, paused: bool = True) -> Paused:
+    return Paused(sid(), addr, paused)
 
 
 # --------------------------------------------------------------------------- #
@@ -60,7 +62,7 @@ def test_replicate_copies_to_every_worker_and_survives_a_death():
     assert s.state.copies_pending(["s"]) == []
     assert sorted(s.state.who_has(["s"])["s"]) == ["tcp://a", "tcp://b", "tcp://c"]
     cmds = s(leave("tcp://a", "worker process exited with signal SIGKILL"))
-    assert not of(cmds, ReportLost)
+    assert not of(cmds, KeyLost)
     assert s.state.task_state("s") == "memory"
 
 
@@ -97,7 +99,7 @@ def test_copy_of_a_key_released_meanwhile_is_freed_on_the_fetching_worker():
     s = Sched("tcp://a", "tcp://b")
     scatter(s, "s", "tcp://a")
     s(replicate("s"))
-    cmds = s(KeysReleased(sid(), "c1", ("s",)))
+    cmds = s(ReleaseKeys(sid(), "c1", ("s",)))
     assert s.freed(cmds) == {"tcp://a": {"s"}, "tcp://b": {"s"}}
     assert s.state.copies_pending(["s"]) == []
     cmds = s(has("tcp://b", "s"))  # a late report: freed again, not recorded
@@ -108,7 +110,7 @@ def test_worker_declining_or_leaving_settles_the_copy():
     s = Sched("tcp://a", "tcp://b", "tcp://c")
     scatter(s, "s", "tcp://a", nbytes=10**7)  # too big for an insurance copy after the death
     s(replicate("s"))
-    s(WorkerReleasedKeys(sid(), "tcp://b", ("s",)))
+    s(ReleasedKeys(sid(), "tcp://b", ("s",)))
     assert s.state.who_has(["s"])["s"] == ["tcp://a"]
     assert s.state.copies_pending(["s"]) == ["s"]
     s(leave("tcp://c"))
@@ -121,7 +123,7 @@ def test_frees_precede_a_copy_request_to_the_same_worker():
     scatter(s, "s", "tcp://a")
     s(submit([task("x-1", workers=("tcp://b",))], wanted=["x-1"]))
     s(finished("tcp://b", "x-1"))
-    cmds = s(KeysReleased(sid(), "c1", ("x-1",)), replicate("s"))
+    cmds = s(ReleaseKeys(sid(), "c1", ("x-1",)), replicate("s"))
     kinds = [(type(c).__name__, c.worker) for c in cmds if isinstance(c, (FreeKeys, AcquireReplicas))]
     assert kinds == [("FreeKeys", "tcp://b"), ("AcquireReplicas", "tcp://b")]
 
@@ -180,7 +182,7 @@ def test_retire_moves_data_only_held_there_then_retires():
     assert of(cmds, WorkerRetired) == [WorkerRetired(cmds[-1].stimulus_id, "tcp://a")]
     assert "tcp://a" not in s.state.workers
     assert s.state.who_has(["s", "both"]) == {"s": ["tcp://b"], "both": ["tcp://b"]}
-    assert not [r for r in s.reports() if isinstance(r, ReportLost)]
+    assert not [r for r in s.reports() if isinstance(r, KeyLost)]
 
 
 def test_retire_worker_without_data_is_immediate_and_its_tasks_are_not_suspects():
@@ -212,7 +214,7 @@ def test_retire_target_dying_or_declining_gets_the_copy_elsewhere():
     cmds = s(RetireRequested(sid(), ("tcp://a",)))
     (first,) = acquires(cmds)
     second = "tcp://c" if first == "tcp://b" else "tcp://b"
-    cmds = s(WorkerReleasedKeys(sid(), first, ("s",)))
+    cmds = s(ReleasedKeys(sid(), first, ("s",)))
     assert acquires(cmds) == {second: {"s": ("tcp://a",)}} or acquires(cmds) == {first: {"s": ("tcp://a",)}}
     target = next(iter(acquires(cmds)))
     cmds = s(leave(target))

@@ -16,18 +16,20 @@ from test_scheduler_random import ADDRS, Harness
 
 from taskmill.core.resources import check_resources, parse_resources, resource_spec
 from taskmill.core.scheduler_events import (
-    CancelRequested,
-    ComputeTask,
-    KeysReleased,
-    NewTask,
     RestartRequested,
     RetireRequested,
     SchedulerCommand,
     SchedulerEvent,
     TaskStalled,
-    WorkerHasKeys,
-    WorkerJoined,
-    WorkerPaused,
+)
+from taskmill.protocol.vocabulary import (
+    AddKeys,
+    CancelKeys,
+    ComputeTask,
+    Paused,
+    RegisterWorker,
+    ReleaseKeys,
+    TaskSpec,
 )
 
 GPU = {"GPU": 1}
@@ -170,7 +172,7 @@ def test_a_worker_with_an_unrelated_resource_does_not_wake_stalled_tasks() -> No
 def test_releasing_a_stalled_task_forgets_it() -> None:
     s = gpu_cluster()
     s(submit([task("t-1", resources={"TPU": 1})], wanted=["t-1"]))
-    s(KeysReleased(sid(), "c1", ("t-1",)))
+    s(ReleaseKeys(sid(), "c1", ("t-1",)))
     assert "t-1" not in s.state.tasks
     assert s.state.resource_index.groups == {}
 
@@ -201,7 +203,7 @@ def test_a_retry_gives_the_resource_back_and_queues_behind_earlier_tasks() -> No
 def test_cancel_while_holding_the_resource_frees_it_for_the_next_task() -> None:
     s = gpu_cluster()
     s(submit([task("g-1", resources=GPU), task("g-2", resources=GPU)], wanted=["g-1", "g-2"]))
-    cmds = s(CancelRequested(sid(), "c1", ("g-1",)))
+    cmds = s(CancelKeys(sid(), "c1", ("g-1",)))
     assert s.freed(cmds) == {"tcp://a": {"g-1"}}
     assert s.computes(cmds) == {"g-2": "tcp://a"}
     assert used(s, "tcp://a") == {"GPU": 1.0}
@@ -258,10 +260,10 @@ def test_retiring_worker_hands_its_tasks_on_and_gets_no_new_ones() -> None:
 
 def test_paused_worker_gets_no_resource_task_until_it_resumes() -> None:
     s = gpu_cluster()
-    s(WorkerPaused(sid(), "tcp://a", True))
+    s(Paused(sid(), "tcp://a", True))
     cmds = s(submit([task("g-1", resources=GPU)], wanted=["g-1"]))
     assert s.computes(cmds) == {} and s.state.task_state("g-1") == "queued"
-    cmds = s(WorkerPaused(sid(), "tcp://a", False))
+    cmds = s(Paused(sid(), "tcp://a", False))
     assert s.computes(cmds) == {"g-1": "tcp://a"}
 
 
@@ -351,7 +353,7 @@ NEEDS = [{"GPU": 1}, {"GPU": 2}, {"GPU": 0.5, "MEM": 3}, {"TPU": 1}, {"MEM": 1}]
 class ResourceHarness(Harness):
     def new_key(self) -> str:
         key = super().new_key()
-        nt: NewTask = self.defs[key]
+        nt: TaskSpec = self.defs[key]
         if self.rng.random() < 0.4:
             workers = nt.workers
             if workers is not None and not nt.allow_other_workers and ADDRS[0] not in workers:
@@ -362,7 +364,7 @@ class ResourceHarness(Harness):
 
     def send(self, *events: SchedulerEvent) -> list[SchedulerCommand]:
         events = tuple(dataclasses.replace(e, resources=DECLARED[e.worker])
-                       if isinstance(e, WorkerJoined) else e for e in events)
+                       if isinstance(e, RegisterWorker) else e for e in events)
         return super().send(*events)
 
 
@@ -378,6 +380,6 @@ def test_random_scenarios_with_resources(seed: int) -> None:
     for ws in h.state.workers.values():
         assert not ws.resources_used
     for client in list(h.state.clients):
-        h.send(KeysReleased(sid(), client=client, keys=tuple(ts.key for ts in h.state.clients[client].wants)))
-    h.send(WorkerHasKeys(sid(), worker=next(iter(h.state.workers)), nbytes={}))
+        h.send(ReleaseKeys(sid(), client=client, keys=tuple(ts.key for ts in h.state.clients[client].wants)))
+    h.send(AddKeys(sid(), worker=next(iter(h.state.workers)), nbytes={}))
     assert h.state.tasks == {}

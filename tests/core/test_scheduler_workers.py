@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from scheduler_helpers import Sched, erred, finished, join, leave, of, sid, submit, task
 
-from taskmill.core.scheduler_events import (
+from taskmill.protocol.vocabulary import (
+    AddKeys,
     ComputeTask,
-    DataScattered,
     FreeKeys,
-    KeysReleased,
-    ReportErred,
-    ReportInMemory,
-    ReportLost,
-    WorkerHasKeys,
-    WorkerMissingData,
-    WorkerReleasedKeys,
+    KeyErred,
+    KeyInMemory,
+    KeyLost,
+    MissingData,
+    ReleaseKeys,
+    ReleasedKeys,
+    ScatterDone,
 )
 
 
@@ -29,7 +29,7 @@ def test_worker_loss_mid_task_reschedules():
     assert not of(cmds, FreeKeys)  # nothing is sent to a dead worker
     assert s.state.tasks["x-1"].suspicious == 1
     cmds = s(finished("tcp://b", "x-1"))
-    assert [r.key for r in of(cmds, ReportInMemory)] == ["x-1"]
+    assert [r.key for r in of(cmds, KeyInMemory)] == ["x-1"]
 
 
 def test_worker_loss_with_no_worker_left_queues():
@@ -49,7 +49,7 @@ def test_killed_worker_after_allowed_failures():
         s(join(f"tcp://w{i}"))
         assert s.processing() == {"bad-1": f"tcp://w{i}"}
         cmds = s(leave(f"tcp://w{i}", f"worker process exited with signal SIGKILL #{i}"))
-    errs = {r.key: r for r in of(cmds, ReportErred)}
+    errs = {r.key: r for r in of(cmds, KeyErred)}
     assert set(errs) == {"bad-1", "dep-1"}
     r = errs["bad-1"]
     assert r.error_type == "KilledWorker" and r.exception is None
@@ -82,7 +82,7 @@ def test_lost_only_copy_is_recomputed_from_lineage():
     s.run_all()
     assert s.state.task_state("z-1") == "memory"
     reports = [(r.key, type(r).__name__) for r in s.reports()]
-    assert reports == [("z-1", "ReportInMemory")]
+    assert reports == [("z-1", "KeyInMemory")]
     assert other
 
 
@@ -93,23 +93,23 @@ def test_lost_wanted_key_recomputed_silently():
     cmds = s(leave("tcp://a"))
     assert s.computes(cmds) == {"x-1": "tcp://b"}
     cmds = s(finished("tcp://b", "x-1"))
-    assert not of(cmds, ReportInMemory)  # the client was told once already
+    assert not of(cmds, KeyInMemory)  # the client was told once already
     assert s.state.who_has(["x-1"]) == {"x-1": ["tcp://b"]}
 
 
 def test_lost_scattered_data_reports_lost_and_errs_dependents():
     s = Sched("tcp://a", "tcp://b")
-    s(DataScattered(sid(), client="c1", who_has={"d-1": ("tcp://a",)}, nbytes={"d-1": 5}))
+    s(ScatterDone(sid(), client="c1", who_has={"d-1": ("tcp://a",)}, nbytes={"d-1": 5}))
     s(submit([task("f-1", "d-1", workers=("tcp://b",)), task("g-1", "f-1")], wanted=["g-1"],
              client="c2"))
     assert s.processing() == {"f-1": "tcp://b"}
     cmds = s(leave("tcp://a", "connection reset"))
-    (lost,) = of(cmds, ReportLost)
+    (lost,) = of(cmds, KeyLost)
     assert lost.client == "c1" and lost.key == "d-1"
     assert lost.reason == (
         "key 'd-1' was held only on worker tcp://a which left: connection reset"
     )
-    (err,) = of(cmds, ReportErred)
+    (err,) = of(cmds, KeyErred)
     assert err.client == "c2" and err.key == "g-1"
     assert err.error_type == "MissingDependencyError" and "d-1" in err.exception_text
     assert s.freed(cmds) == {"tcp://b": {"f-1"}}
@@ -120,7 +120,7 @@ def test_unneeded_copies_on_dead_worker_do_not_matter():
     s(submit([task("x-1")], wanted=["x-1"]))
     (where,) = s.processing().values()
     s(finished(where, "x-1"))
-    s(WorkerHasKeys(sid(), worker="tcp://b" if where == "tcp://a" else "tcp://a",
+    s(AddKeys(sid(), worker="tcp://b" if where == "tcp://a" else "tcp://a",
                     nbytes={"x-1": 8}))
     assert len(s.state.who_has()["x-1"]) == 2
     cmds = s(leave(where))
@@ -134,24 +134,24 @@ def test_worker_released_last_copy_recomputes():
     s = Sched("tcp://a")
     s(submit([task("x-1")], wanted=["x-1"]))
     s(finished("tcp://a", "x-1"))
-    cmds = s(WorkerReleasedKeys(sid(), worker="tcp://a", keys=("x-1", "unknown")))
+    cmds = s(ReleasedKeys(sid(), worker="tcp://a", keys=("x-1", "unknown")))
     assert s.computes(cmds) == {"x-1": "tcp://a"}
 
 
 def test_has_keys_for_unneeded_key_frees_it():
     s = Sched("tcp://a")
-    cmds = s(WorkerHasKeys(sid(), worker="tcp://a", nbytes={"zzz": 3}))
+    cmds = s(AddKeys(sid(), worker="tcp://a", nbytes={"zzz": 3}))
     assert s.freed(cmds) == {"tcp://a": {"zzz"}}
-    assert s(WorkerHasKeys(sid(), worker="tcp://nope", nbytes={"zzz": 3})) == []
+    assert s(AddKeys(sid(), worker="tcp://nope", nbytes={"zzz": 3})) == []
 
 
 def test_missing_data_with_other_copies_does_nothing_else():
     s = Sched("tcp://a", "tcp://b", "tcp://c")
     s(submit([task("x-1", workers=("tcp://a",))], wanted=["x-1"]))
     s(finished("tcp://a", "x-1"))
-    s(WorkerHasKeys(sid(), worker="tcp://b", nbytes={"x-1": 8}))
+    s(AddKeys(sid(), worker="tcp://b", nbytes={"x-1": 8}))
     s(submit([task("y-1", "x-1", workers=("tcp://c",))], wanted=["y-1"]))
-    cmds = s(WorkerMissingData(sid(), worker="tcp://c", errant_worker="tcp://a", keys=("x-1",)))
+    cmds = s(MissingData(sid(), worker="tcp://c", errant_worker="tcp://a", keys=("x-1",)))
     assert cmds == []
     assert s.state.who_has(["x-1"]) == {"x-1": ["tcp://b"]}
     assert s.processing() == {"y-1": "tcp://c"}
@@ -162,7 +162,7 @@ def test_missing_data_last_copy_recomputes_and_resends_dependent():
     s(submit([task("x-1", workers=("tcp://a",))], wanted=["x-1"]))
     s(finished("tcp://a", "x-1"))
     s(submit([task("y-1", "x-1", workers=("tcp://c",))], wanted=["y-1"]))
-    cmds = s(WorkerMissingData(sid(), worker="tcp://c", errant_worker="tcp://a", keys=("x-1",)))
+    cmds = s(MissingData(sid(), worker="tcp://c", errant_worker="tcp://a", keys=("x-1",)))
     # y-1 goes back to waiting (its worker drops it), x-1 is recomputed
     assert s.freed(cmds) == {"tcp://c": {"y-1"}}
     assert s.computes(cmds) == {"x-1": "tcp://a"}
@@ -171,7 +171,7 @@ def test_missing_data_last_copy_recomputes_and_resends_dependent():
     (ct,) = of(cmds, ComputeTask)
     assert ct.key == "y-1" and ct.worker == "tcp://c" and ct.who_has == {"x-1": ("tcp://a",)}
     # duplicate / unknown-worker reports are harmless
-    assert s(WorkerMissingData(sid(), worker="tcp://c", errant_worker="tcp://zz", keys=("x-1",))) == []
+    assert s(MissingData(sid(), worker="tcp://c", errant_worker="tcp://zz", keys=("x-1",))) == []
 
 
 # --------------------------------------------------------------------------- #
@@ -245,18 +245,18 @@ def test_events_for_unknown_things_are_ignored():
     assert s.freed(s(finished("tcp://a", "never"))) == {"tcp://a": {"never"}}
     assert s.freed(s(erred("tcp://a", "never"))) == {"tcp://a": {"never"}}
     assert s(leave("tcp://nope")) == []
-    assert s(KeysReleased(sid(), client="ghost", keys=("x-1",))) == []
-    assert s(WorkerReleasedKeys(sid(), worker="tcp://nope", keys=("x",))) == []
-    assert s(WorkerMissingData(sid(), worker="tcp://a", errant_worker="tcp://b", keys=("x",))) == []
+    assert s(ReleaseKeys(sid(), client="ghost", keys=("x-1",))) == []
+    assert s(ReleasedKeys(sid(), worker="tcp://nope", keys=("x",))) == []
+    assert s(MissingData(sid(), worker="tcp://a", errant_worker="tcp://b", keys=("x",))) == []
 
 
 def test_stale_erred_after_reschedule_is_ignored():
     s = Sched("tcp://a", "tcp://b")
     s(submit([task("x-1")], wanted=["x-1"]))
     (where,) = s.processing().values()
-    s(KeysReleased(sid(), client="c1", keys=("x-1",)))
+    s(ReleaseKeys(sid(), client="c1", keys=("x-1",)))
     s(submit([task("x-1")], wanted=["x-1"]))
-    assert not of(s(erred("tcp://zz", "x-1")), ReportErred)
+    assert not of(s(erred("tcp://zz", "x-1")), KeyErred)
 
 
 def test_rejoin_at_same_address_is_a_new_worker():
@@ -297,7 +297,7 @@ def test_input_of_waiting_task_lost_is_recomputed():
     cmds = s(finished("tcp://b", "b-1"))
     assert list(s.computes(cmds)) == ["c-1"]
     s.run_all()
-    assert [(type(r).__name__, r.key) for r in s.reports()] == [("ReportInMemory", "c-1")]
+    assert [(type(r).__name__, r.key) for r in s.reports()] == [("KeyInMemory", "c-1")]
 
 
 def test_only_tasks_likely_running_are_suspects_when_a_worker_dies() -> None:

@@ -3,32 +3,34 @@
 from __future__ import annotations
 
 from taskmill.core.worker_events import (
-    AcquireRequested,
     AskWhoHas,
     DeleteData,
     Fetch,
     FetchFailed,
     FetchSucceeded,
-    FreeRequested,
-    SendHasKeys,
-    SendMissingData,
-    SendReleasedKeys,
     WhoHasAnswered,
 )
-from tests.core.test_worker_state import A, B, compute, ok, ws
+from taskmill.protocol.vocabulary import (
+    AcquireReplicas,
+    AddKeys,
+    FreeKeys,
+    MissingData,
+    ReleasedKeys,
+)
+from tests.core.test_worker_state import ME, A, B, compute, ok, ws
 
 
-def acquire(**who_has: tuple[str, ...]) -> AcquireRequested:
-    return AcquireRequested("acquire", dict(who_has), {k: 10 for k in who_has})
+def acquire(**who_has: tuple[str, ...]) -> AcquireReplicas:
+    return AcquireReplicas("acquire", ME, dict(who_has), {k: 10 for k in who_has})
 
 
 def test_copy_is_fetched_announced_and_kept_until_freed() -> None:
     w = ws()
     assert w.handle(acquire(s=(A,), t=(A,))) == [Fetch("acquire", A, ("s", "t"))]
     cmds = w.handle(FetchSucceeded("got", A, ("s", "t"), {"s": 10, "t": 12}))
-    assert cmds == [SendHasKeys("got", {"s": 10, "t": 12})]
+    assert cmds == [AddKeys("got", ME, {"s": 10, "t": 12})]
     assert w.in_memory == {"s", "t"}
-    assert w.handle(FreeRequested("free", ("s",))) == [DeleteData("free", ("s",))]
+    assert w.handle(FreeKeys("free", ME, ("s",))) == [DeleteData("free", ("s",))]
     assert w.in_memory == {"t"}
 
 
@@ -44,20 +46,20 @@ def test_key_already_here_is_announced_at_once() -> None:
     w = ws()
     w.handle(compute("x"))
     w.handle(ok("x", nbytes=5))
-    assert w.handle(acquire(x=(A,))) == [SendHasKeys("acquire", {"x": 5})]
+    assert w.handle(acquire(x=(A,))) == [AddKeys("acquire", ME, {"x": 5})]
 
 
 def test_key_being_computed_here_is_declined() -> None:
     w = ws()
     w.handle(compute("x"))
-    assert w.handle(acquire(x=(A,))) == [SendReleasedKeys("acquire", ("x",))]
+    assert w.handle(acquire(x=(A,))) == [ReleasedKeys("acquire", ME, ("x",))]
     assert w.task_state("x") == "executing"
 
 
 def test_copy_freed_while_in_flight_is_dropped_on_arrival() -> None:
     w = ws()
     w.handle(acquire(s=(A,)))
-    assert w.handle(FreeRequested("free", ("s",))) == []
+    assert w.handle(FreeKeys("free", ME, ("s",))) == []
     assert w.task_state("s") == "cancelled"
     cmds = w.handle(FetchSucceeded("got", A, ("s",), {"s": 10}))
     assert cmds == [DeleteData("got", ("s",))]
@@ -68,7 +70,7 @@ def test_missing_holder_is_reported_then_scheduler_asked() -> None:
     w = ws()
     w.handle(acquire(s=(A,)))
     cmds = w.handle(FetchSucceeded("got", A, ("s",), {}))
-    assert SendMissingData("got", A, ("s",)) in cmds
+    assert MissingData("got", ME, A, ("s",)) in cmds
     assert AskWhoHas("got", ("s",)) in cmds
     assert w.task_state("s") == "missing"
     assert w.handle(WhoHasAnswered("who", {"s": (B,)})) == [Fetch("who", B, ("s",))]

@@ -9,9 +9,9 @@ from taskmill.core.worker_events import (
     Fetch,
     FetchSucceeded,
     PauseChanged,
-    SendTaskFinished,
 )
-from tests.core.test_worker_state import A, compute, ok, ws
+from taskmill.protocol.vocabulary import Paused, TaskFinished
+from tests.core.test_worker_state import ME, A, compute, ok, ws
 
 
 def pause(paused: bool = True) -> PauseChanged:
@@ -24,24 +24,25 @@ def kinds(cmds: list) -> list[str]:
 
 def test_paused_worker_starts_nothing_then_resumes_in_priority_order() -> None:
     w = ws(nthreads=2)
-    assert w.handle(pause()) == []
+    assert w.handle(pause()) == [Paused("memory", ME, True)]  # the scheduler is told
     assert w.paused
     assert w.handle(compute("x", priority=(2,)), compute("y", priority=(1,)), compute("z", priority=(0,))) == []
     assert w.ready_count == 3 and w.executing_count == 0
     cmds = w.handle(pause(False))
-    assert [(type(c), c.key) for c in cmds] == [(Execute, "z"), (Execute, "y")]  # type: ignore[attr-defined]
+    assert cmds[0] == Paused("memory", ME, False)
+    assert [(type(c), c.key) for c in cmds[1:]] == [(Execute, "z"), (Execute, "y")]  # type: ignore[attr-defined]
     assert not w.paused and w.ready_count == 1
 
 
 def test_running_tasks_finish_while_paused_and_nothing_new_starts() -> None:
     w = ws(nthreads=1)
     assert kinds(w.handle(compute("x"), compute("y", priority=(1,)))) == ["Execute"]
-    assert w.handle(pause()) == []
+    assert kinds(w.handle(pause())) == ["Paused"]
     cmds = w.handle(ok("x"))
-    assert kinds(cmds) == ["SendTaskFinished"]  # reported, but y does not start
+    assert kinds(cmds) == ["TaskFinished"]  # reported, but y does not start
     assert w.task_state("y") == "ready" and w.executing_count == 0
     cmds = w.handle(pause(False))
-    assert [(type(c), c.key) for c in cmds] == [(Execute, "y")]  # type: ignore[attr-defined]
+    assert [type(c) for c in cmds] == [Paused, Execute] and cmds[1].key == "y"  # type: ignore[attr-defined]
 
 
 def test_no_fetch_while_paused_in_flight_completes() -> None:
@@ -53,19 +54,19 @@ def test_no_fetch_while_paused_in_flight_completes() -> None:
     assert w.handle(compute("b", {"d2": (A,)}, priority=(1,))) == []
     assert w.task_state("d2") == "fetch"
     # the fetch in flight lands; its task is ready but does not run
-    assert kinds(w.handle(FetchSucceeded("got", A, ("d1",), {"d1": 10}))) == ["SendHasKeys"]
+    assert kinds(w.handle(FetchSucceeded("got", A, ("d1",), {"d1": 10}))) == ["AddKeys"]
     assert w.task_state("a") == "ready"
     cmds = w.handle(pause(False))
-    assert kinds(cmds) == ["Fetch", "Execute"]
-    assert cmds[0] == Fetch("memory", A, ("d2",))
-    assert cmds[1].key == "a"  # type: ignore[attr-defined]
+    assert kinds(cmds) == ["Paused", "Fetch", "Execute"]
+    assert cmds[1] == Fetch("memory", A, ("d2",))
+    assert cmds[2].key == "a"  # type: ignore[attr-defined]
 
 
 def test_pause_is_idempotent_and_recorded() -> None:
     w = ws()
-    w.handle(pause(), pause())
+    assert kinds(w.handle(pause(), pause())) == ["Paused"]  # told once
     assert w.paused
-    assert w.handle(pause(False), pause(False)) == []
+    assert w.handle(pause(False), pause(False)) == [Paused("memory", ME, False)]
     notes = [e for e in w.story("") if e[1] == "note"]
     assert [e[2] for e in notes] == ["paused", "unpaused"]
 
@@ -76,4 +77,4 @@ def test_scattered_data_and_reports_flow_while_paused() -> None:
     assert w.handle(DataPut("put", {"s": 5})) == []
     assert "s" in w.in_memory
     cmds = w.handle(compute("s"))  # already here: reported even while paused
-    assert cmds == [SendTaskFinished("compute-s", "s", 5, "", 0.0, 0.0)]
+    assert cmds == [TaskFinished("compute-s", ME, "s", 5, "", 0.0, 0.0)]

@@ -9,7 +9,6 @@ import pytest
 from taskmill.core.worker_events import (
     AskWhoHas,
     CancelExecution,
-    ComputeRequested,
     DataPut,
     DeleteData,
     Execute,
@@ -18,13 +17,16 @@ from taskmill.core.worker_events import (
     Fetch,
     FetchFailed,
     FetchSucceeded,
-    FreeRequested,
-    SendHasKeys,
-    SendMissingData,
-    SendTaskErred,
-    SendTaskFinished,
     WhoHasAnswered,
     WorkerCommand,
+)
+from taskmill.protocol.vocabulary import (
+    AddKeys,
+    ComputeTask,
+    FreeKeys,
+    MissingData,
+    TaskErred,
+    TaskFinished,
 )
 from taskmill.core.worker_state import InvalidWorkerState, InvalidWorkerTransition, WorkerState
 
@@ -44,10 +46,10 @@ def compute(
     priority: tuple[int, ...] = (0,),
     func: Any = "f",
     token: str = "tok",
-) -> ComputeRequested:
+) -> ComputeTask:
     deps = dict(who_has or {})
-    return ComputeRequested(
-        f"compute-{key}", key, token, func, ("args", key), deps, {k: 10 for k in deps}, priority
+    return ComputeTask(
+        f"compute-{key}", ME, key, token, func, ("args", key), deps, {k: 10 for k in deps}, priority
     )
 
 
@@ -77,7 +79,7 @@ def test_single_task_ready_execute_finish() -> None:
     assert w.task_state("x") == "executing"
     assert w.executing_count == 1
     cmds = w.handle(ok("x", 100))
-    assert cmds == [SendTaskFinished("done-x", "x", 100, "int", 1.0, 2.0)]
+    assert cmds == [TaskFinished("done-x", ME, "x", 100, "int", 1.0, 2.0)]
     assert w.task_state("x") == "memory"
     assert w.in_memory == {"x"} and w.nbytes_in_memory == 100
     assert [(s, f) for _, s, f, _ in w.story("x")] == [
@@ -108,7 +110,7 @@ def test_execution_failure_reports_error() -> None:
     w = ws()
     w.handle(compute("x"))
     cmds = w.handle(err("x"))
-    assert cmds == [SendTaskErred("err-x", "x", "exc", "tb", "ZeroDivisionError", 1.0, 2.0)]
+    assert cmds == [TaskErred("err-x", ME, "x", "exc", "tb", "ZeroDivisionError", 1.0, 2.0)]
     assert w.task_state("x") == "error"
     # a new request for an erred key is a retry
     assert executed(w.handle(compute("x"))) == ["x"]
@@ -139,7 +141,7 @@ def test_one_fetch_per_peer_for_many_keys() -> None:
     assert all(w.task_state(f"t{i}") == "waiting" for i in range(50))
     for f in fetches:
         cmds = w.handle(FetchSucceeded("got-" + f.peer, f.peer, f.keys, {k: 5 for k in f.keys}))
-        assert of(cmds, SendHasKeys) == [SendHasKeys("got-" + f.peer, {k: 5 for k in f.keys})]
+        assert of(cmds, AddKeys) == [AddKeys("got-" + f.peer, ME, {k: 5 for k in f.keys})]
     assert w.ready_count == 49 and w.executing_count == 1
 
 
@@ -190,11 +192,11 @@ def test_fetch_failure_tries_other_holder_then_asks() -> None:
     cmds = w.handle(compute("t", {"d": (A, B)}))
     (f1,) = of(cmds, Fetch)
     cmds = w.handle(FetchFailed("fail1", f1.peer, f1.keys, "connection refused"))
-    assert of(cmds, SendMissingData) == [SendMissingData("fail1", f1.peer, ("d",))]
+    assert of(cmds, MissingData) == [MissingData("fail1", ME, f1.peer, ("d",))]
     (f2,) = of(cmds, Fetch)
     assert f2.peer != f1.peer and f2.keys == ("d",)
     cmds = w.handle(FetchFailed("fail2", f2.peer, f2.keys, "timeout"))
-    assert of(cmds, SendMissingData) == [SendMissingData("fail2", f2.peer, ("d",))]
+    assert of(cmds, MissingData) == [MissingData("fail2", ME, f2.peer, ("d",))]
     assert of(cmds, AskWhoHas) == [AskWhoHas("fail2", ("d",))]
     assert w.task_state("d") == "missing"
     cmds = w.handle(WhoHasAnswered("wh", {"d": ()}))
@@ -232,11 +234,11 @@ def test_peer_without_the_key() -> None:
     (f,) = of(cmds, Fetch)
     assert f.peer == A and set(f.keys) == {"d", "e"}
     cmds = w.handle(FetchSucceeded("s", A, f.keys, {"e": 4}))
-    assert of(cmds, SendHasKeys) == [SendHasKeys("s", {"e": 4})]
-    assert of(cmds, SendMissingData) == [SendMissingData("s", A, ("d",))]
+    assert of(cmds, AddKeys) == [AddKeys("s", ME, {"e": 4})]
+    assert of(cmds, MissingData) == [MissingData("s", ME, A, ("d",))]
     assert of(cmds, Fetch) == [Fetch("s", B, ("d",))]
     cmds = w.handle(FetchSucceeded("s2", B, ("d",), {}))
-    assert of(cmds, SendMissingData) == [SendMissingData("s2", B, ("d",))]
+    assert of(cmds, MissingData) == [MissingData("s2", ME, B, ("d",))]
     assert of(cmds, AskWhoHas) == [AskWhoHas("s2", ("d",))]
 
 
@@ -244,7 +246,7 @@ def test_data_for_unneeded_key_deleted() -> None:
     w = ws()
     cmds = w.handle(compute("t", {"d": (A,)}))
     (f,) = of(cmds, Fetch)
-    w.handle(FreeRequested("free", ("t",)))
+    w.handle(FreeKeys("free", ME, ("t",)))
     assert w.task_state("d") == "cancelled"
     cmds = w.handle(FetchSucceeded("s", A, ("d",), {"d": 1}))
     assert cmds == [DeleteData("s", ("d",))]
@@ -256,7 +258,7 @@ def test_data_for_unneeded_key_deleted() -> None:
 def test_cancelled_fetch_revived_by_new_dependent() -> None:
     w = ws()
     cmds = w.handle(compute("t", {"d": (A,)}))
-    w.handle(FreeRequested("free", ("t",)))
+    w.handle(FreeKeys("free", ME, ("t",)))
     cmds = w.handle(compute("u", {"d": (A,)}))
     assert not of(cmds, Fetch)  # still in flight
     assert w.task_state("d") == "flight"
@@ -269,33 +271,33 @@ def test_cancelled_fetch_revived_by_new_dependent() -> None:
 def test_free_while_executing_discards_result() -> None:
     w = ws()
     w.handle(compute("x"), compute("y"))
-    cmds = w.handle(FreeRequested("free", ("x",)))
+    cmds = w.handle(FreeKeys("free", ME, ("x",)))
     assert cmds == [CancelExecution("free", "x")]
     assert w.task_state("x") == "cancelled"
     assert w.executing_count == 1  # the thread is still busy
     cmds = w.handle(ok("x"))
     assert of(cmds, DeleteData) == [DeleteData("done-x", ("x",))]
-    assert not of(cmds, SendTaskFinished)
+    assert not of(cmds, TaskFinished)
     assert executed(cmds) == ["y"]
     assert w.task_state("x") is None
     # a failure of a cancelled task is not reported either
-    w.handle(FreeRequested("free-y", ("y",)))
+    w.handle(FreeKeys("free-y", ME, ("y",)))
     assert w.handle(err("y")) == []
 
 
 def test_free_then_recompute_while_executing_reuses_run() -> None:
     w = ws()
     w.handle(compute("x"))
-    w.handle(FreeRequested("free", ("x",)))
+    w.handle(FreeKeys("free", ME, ("x",)))
     assert w.handle(compute("x")) == []
     assert w.task_state("x") == "executing"
-    assert of(w.handle(ok("x")), SendTaskFinished)
+    assert of(w.handle(ok("x")), TaskFinished)
 
 
 def test_free_ready_and_waiting() -> None:
     w = ws()
     w.handle(compute("busy"), compute("r"), compute("wt", {"d": (A,)}))
-    cmds = w.handle(FreeRequested("free", ("r", "wt")))
+    cmds = w.handle(FreeKeys("free", ME, ("r", "wt")))
     assert cmds == []  # d is in flight: dropped when it arrives
     assert w.task_state("r") is None and w.task_state("wt") is None
     assert w.ready_count == 0
@@ -308,7 +310,7 @@ def test_free_memory_key() -> None:
     w = ws()
     w.handle(compute("x"))
     w.handle(ok("x"))
-    assert w.handle(FreeRequested("free", ("x", "unknown"))) == [DeleteData("free", ("x",))]
+    assert w.handle(FreeKeys("free", ME, ("x", "unknown"))) == [DeleteData("free", ("x",))]
     assert w.in_memory == set() and w.nbytes_in_memory == 0
 
 
@@ -319,7 +321,7 @@ def test_free_of_key_still_needed_as_dependency() -> None:
     w.handle(compute("blocker"))
     w.handle(compute("y", {"x": (ME,)}))
     assert w.task_state("y") == "ready"
-    cmds = w.handle(FreeRequested("free", ("x",)))
+    cmds = w.handle(FreeKeys("free", ME, ("x",)))
     assert cmds == []  # kept: y needs it
     assert w.task_state("x") == "memory"
     cmds = w.handle(ok("blocker"))
@@ -335,16 +337,16 @@ def test_free_of_fetched_replica() -> None:
     w.handle(compute("t", {"d": (A,)}))
     w.handle(FetchSucceeded("s", A, ("d",), {"d": 1}))
     w.handle(ok("t"))
-    # the scheduler knows the replica (SendHasKeys): kept until it frees it
+    # the scheduler knows the replica (AddKeys): kept until it frees it
     assert w.task_state("d") == "memory"
-    assert w.handle(FreeRequested("free", ("d",))) == [DeleteData("free", ("d",))]
+    assert w.handle(FreeKeys("free", ME, ("d",))) == [DeleteData("free", ("d",))]
 
 
 def test_free_dependent_releases_queued_inputs() -> None:
     w = ws(max_concurrent_fetches=1)
     w.handle(compute("t", {"d": (A,), "e": (B,)}))
     assert {w.task_state("d"), w.task_state("e")} == {"flight", "fetch"}
-    w.handle(FreeRequested("free", ("t",)))
+    w.handle(FreeKeys("free", ME, ("t",)))
     assert {w.task_state("d"), w.task_state("e")} == {"cancelled", None}
 
 
@@ -358,10 +360,10 @@ def test_duplicate_compute_requests() -> None:
     assert w.handle(compute("y"), compute("x")) == []
     assert w.ready_count == 1
     cmds = w.handle(ok("x"))
-    assert of(cmds, SendTaskFinished)[0].key == "x"
+    assert of(cmds, TaskFinished)[0].key == "x"
     # already in memory: report again (idempotent)
     cmds = w.handle(compute("x"))
-    assert cmds == [SendTaskFinished("compute-x", "x", 8, "int", 1.0, 2.0)]
+    assert cmds == [TaskFinished("compute-x", ME, "x", 8, "int", 1.0, 2.0)]
 
 
 def test_scatter_satisfies_waiting_task() -> None:
@@ -392,7 +394,7 @@ def test_stale_events_ignored() -> None:
     assert w.handle(err("ghost")) == []
     assert w.handle(FetchFailed("f", A, ("ghost",), "x")) == []
     assert w.handle(WhoHasAnswered("w", {"ghost": (A,)})) == []
-    assert w.handle(FreeRequested("f", ("ghost",))) == []
+    assert w.handle(FreeKeys("f", ME, ("ghost",))) == []
     w.handle(compute("x"))
     w.handle(ok("x"))
     assert w.handle(ok("x")) == []  # duplicate result
@@ -406,7 +408,7 @@ def test_compute_requested_for_key_in_flight_resumes() -> None:
     cmds = w.handle(compute("d"))
     assert cmds == [] and w.task_state("d") == "flight"
     cmds = w.handle(FetchSucceeded("s", A, ("d",), {"d": 9}))
-    assert of(cmds, SendTaskFinished) == [SendTaskFinished("s", "d", 9, "", 0.0, 0.0)]
+    assert of(cmds, TaskFinished) == [TaskFinished("s", ME, "d", 9, "", 0.0, 0.0)]
 
 
 def test_compute_requested_for_key_in_flight_computes_if_fetch_fails() -> None:
@@ -416,7 +418,7 @@ def test_compute_requested_for_key_in_flight_computes_if_fetch_fails() -> None:
     cmds = w.handle(FetchFailed("f", A, ("d",), "down"))
     assert executed(cmds) == ["d"]
     cmds = w.handle(ok("d"))
-    assert of(cmds, SendTaskFinished)[0].key == "d"
+    assert of(cmds, TaskFinished)[0].key == "d"
     assert executed(cmds) == ["t"]
 
 
@@ -481,4 +483,4 @@ def test_data_arriving_for_queued_key_is_accepted() -> None:
     # B answers an older request and happens to send z as well
     cmds = w.handle(FetchSucceeded("s", B, (), {"z": 2}))
     assert w.task_state("z") == "memory"
-    assert of(cmds, SendHasKeys) == [SendHasKeys("s", {"z": 2})]
+    assert of(cmds, AddKeys) == [AddKeys("s", ME, {"z": 2})]

@@ -16,7 +16,6 @@ import pytest
 from taskmill.core.worker_events import (
     AskWhoHas,
     CancelExecution,
-    ComputeRequested,
     DataPut,
     DeleteData,
     Execute,
@@ -25,13 +24,16 @@ from taskmill.core.worker_events import (
     Fetch,
     FetchFailed,
     FetchSucceeded,
-    FreeRequested,
-    SendHasKeys,
-    SendMissingData,
-    SendTaskErred,
-    SendTaskFinished,
     WhoHasAnswered,
     WorkerEvent,
+)
+from taskmill.protocol.vocabulary import (
+    AddKeys,
+    ComputeTask,
+    FreeKeys,
+    MissingData,
+    TaskErred,
+    TaskFinished,
 )
 from taskmill.core.worker_state import WorkerState
 
@@ -60,9 +62,9 @@ class SimShell:
         return f"s{self.n}"
 
     def send(self, ev: WorkerEvent) -> None:
-        if isinstance(ev, ComputeRequested):
+        if isinstance(ev, ComputeTask):
             self.pending.add(ev.key)
-        elif isinstance(ev, FreeRequested):
+        elif isinstance(ev, FreeKeys):
             self.pending.difference_update(ev.keys)
         for cmd in self.ws.handle(ev):
             if isinstance(cmd, Execute):
@@ -78,18 +80,18 @@ class SimShell:
                 for key in cmd.keys:
                     assert key in self.store, (cmd, self.ws.story(key))
                     del self.store[key]
-            elif isinstance(cmd, (SendTaskFinished, SendTaskErred)):
+            elif isinstance(cmd, (TaskFinished, TaskErred)):
                 assert cmd.key in self.pending, (cmd, self.ws.story(cmd.key))
                 self.pending.discard(cmd.key)
                 self.reports.append(cmd.key)
-                if isinstance(cmd, SendTaskFinished):
+                if isinstance(cmd, TaskFinished):
                     assert cmd.key in self.store
-            elif isinstance(cmd, SendHasKeys):
+            elif isinstance(cmd, AddKeys):
                 assert all(k in self.store for k in cmd.nbytes)
             elif isinstance(cmd, CancelExecution):
                 assert cmd.key in self.running
             else:
-                assert isinstance(cmd, (AskWhoHas, SendMissingData)), cmd
+                assert isinstance(cmd, (AskWhoHas, MissingData)), cmd
         assert len(self.running) <= self.nthreads
         assert set(self.running) == self.ws.executing
         assert self.ws.in_memory <= set(self.store)
@@ -133,16 +135,16 @@ class SimShell:
                 ]
                 if not stuck:
                     return
-                self.send(FreeRequested(self.stim(), tuple(stuck)))
+                self.send(FreeKeys(self.stim(), ME, tuple(stuck)))
         raise AssertionError("did not quiesce")
 
 
-def random_compute(rng: random.Random, stim: str) -> ComputeRequested:
+def random_compute(rng: random.Random, stim: str) -> ComputeTask:
     i = rng.randrange(len(KEYS))
     deps = rng.sample(KEYS[:i], min(i, rng.randint(0, 3)))
     who_has = {d: tuple(rng.sample((ME,) + PEERS, rng.randint(0, 2))) for d in deps}
-    return ComputeRequested(
-        stim, KEYS[i], f"tok{i % 2}", rng.choice([None, "F"]), (), who_has, {d: 2 for d in deps},
+    return ComputeTask(
+        stim, ME, KEYS[i], f"tok{i % 2}", rng.choice([None, "F"]), (), who_has, {d: 2 for d in deps},
         (rng.randint(0, 3),),
     )
 
@@ -162,7 +164,7 @@ def run_random_sequence(seed: int) -> None:
             returned = None if rng.random() < 0.3 else rng.sample(keys, rng.randint(0, len(keys)))
             sh.reply(peer, returned)
         elif action == "free":
-            sh.send(FreeRequested(sh.stim(), tuple(rng.sample(KEYS, rng.randint(1, 3)))))
+            sh.send(FreeKeys(sh.stim(), ME, tuple(rng.sample(KEYS, rng.randint(1, 3)))))
         elif action == "put":
             key = rng.choice(KEYS)
             if key not in sh.ws.executing:
@@ -175,7 +177,7 @@ def run_random_sequence(seed: int) -> None:
     sh.drain()
     assert not sh.pending, (sh.pending, [sh.ws.story(k) for k in sh.pending])
     # freeing everything leaves nothing behind: no leaked data, no records
-    sh.send(FreeRequested(sh.stim(), tuple(sh.ws.tasks)))
+    sh.send(FreeKeys(sh.stim(), ME, tuple(sh.ws.tasks)))
     sh.drain()
     assert not sh.ws.tasks, sh.ws.tasks
     assert not sh.store and not sh.ws.in_memory and sh.ws.nbytes_in_memory == 0
@@ -196,7 +198,7 @@ def run_independent_tasks(n: int, nthreads: int = 4) -> float:
     """Seconds spent in ``handle`` for ``n`` compute -> execute -> succeed."""
     ws = WorkerState(ME, nthreads)
     events = [
-        ComputeRequested(f"c{i}", f"t{i}", "tok", None, (i,), {}, {}, (0, i)) for i in range(n)
+        ComputeTask(f"c{i}", ME, f"t{i}", "tok", None, (i,), {}, {}, (0, i)) for i in range(n)
     ]
     handle = ws.handle
     t0 = time.perf_counter()

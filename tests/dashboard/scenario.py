@@ -8,11 +8,18 @@ from array import array
 from typing import Any
 
 from taskmill.dashboard.monitor import SchedulerMonitor
+from taskmill.protocol import serialize
+from taskmill.protocol.vocabulary import TaskErred, TaskFinished
 from tests.core.scheduler_helpers import Sched, erred, finished, submit, task
 
 
-def msg(key: str, start: float, stop: float, transfer: float = 0.0) -> dict[str, object]:
-    return {"key": key, "start": start, "stop": stop, "transfer": transfer}
+def done(worker: str, key: str, start: float, stop: float, transfer: float = 0.0,
+         ok: bool = True) -> TaskFinished | TaskErred:
+    """A worker's ``task-finished`` (or, not ``ok``, ``task-erred``) message."""
+    if ok:
+        return TaskFinished("s", worker, key, 8, "int", start, stop, transfer=transfer)
+    return TaskErred("s", worker, key, serialize(ValueError()), "tb", "ValueError", start, stop,
+                     transfer=transfer)
 
 
 def scenario() -> tuple[Sched, SchedulerMonitor]:
@@ -25,10 +32,10 @@ def scenario() -> tuple[Sched, SchedulerMonitor]:
     for i, k in enumerate(keys[:4]):
         worker = s.processing()[k]
         s(finished(worker, k))
-        mon.task_done(worker, msg(k, 10.0 + i, 11.0 + i), True)
+        mon.task_done(done(worker, k, 10.0 + i, 11.0 + i, ok=True))
     worker = s.processing()["bad-0"]
     s(erred(worker, "bad-0", "ValueError: nope"))
-    mon.task_done(worker, msg("bad-0", 20.0, 20.5), False)
+    mon.task_done(done(worker, "bad-0", 20.0, 20.5, ok=False))
     return s, mon
 
 

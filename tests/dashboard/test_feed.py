@@ -11,7 +11,7 @@ from typing import Any
 
 from taskmill.dashboard import feed as feed_module
 from taskmill.dashboard.feed import DashboardFeed, Throttled
-from tests.dashboard.scenario import decode_stream, msg, scenario
+from tests.dashboard.scenario import decode_stream, done, scenario
 
 
 class FakeClock:
@@ -71,7 +71,7 @@ def test_status_messages_are_shared_between_pages_in_step_and_rebuilt_on_change(
     assert {g["group"]: g["done"] for g in data["progress"]} == {"inc": 4, "bad": 0, "dec": 0}
     assert data["summary"]["finished_total"] == 4 and data["summary"]["erred_total"] == 1
 
-    scheduler.monitor.task_done("w1", msg("inc-9", 30.0, 31.0), True)  # a change
+    scheduler.monitor.task_done(done("w1", "inc-9", 30.0, 31.0))  # a change
     newer, cursor2 = feed.status_message(cursor)
     assert cursor2 == "6,0" and [k for k in json.loads(newer)["stream"]["keys"]] == ["inc-9"]
     assert builds == [(0, 0), (5, 0)]
@@ -88,7 +88,7 @@ def test_the_scan_of_all_tasks_is_shared_and_throttled(monkeypatch: Any) -> None
     feed.status_message("")
     feed.workers_message()
     for i in range(5):  # changes, each a new message, but within COUNTS_INTERVAL: one scan
-        scheduler.monitor.task_done("w1", msg(f"inc-{10 + i}", 30.0, 31.0), True)
+        scheduler.monitor.task_done(done("w1", f"inc-{10 + i}", 30.0, 31.0, ok=True))
         feed.status_message("")
         feed.workers_message()
     assert len(scans) == 1

@@ -8,7 +8,8 @@ from taskmill.dashboard import views
 from taskmill.dashboard.colors import group_color
 from taskmill.dashboard.monitor import DURATION_BUCKETS, SchedulerMonitor
 from taskmill.dashboard.report import render
-from tests.dashboard.scenario import decode_stream, msg, scenario
+from taskmill.protocol.vocabulary import Heartbeat
+from tests.dashboard.scenario import decode_stream, done, scenario
 
 
 def test_assign_lanes_packs_overlapping_tasks_into_thread_lanes():
@@ -48,14 +49,14 @@ def test_task_stream_sends_each_record_once():
     rows = decode_stream(first)
     assert rows == list(mon.stream)
     assert rows[-1][0] == "bad-0" and rows[-1][1] in ("w1", "w2") and rows[-1][2:] == (20.0, 20.5, 0.0, False)
-    mon.task_done("w1", msg("inc-9", 30.0, 31.0, 0.25), True)
+    mon.task_done(done("w1", "inc-9", 30.0, 31.0, 0.25, ok=True))
     second = views.task_stream(mon, s.state.nthreads(), after=first["next"])
     assert decode_stream(second) == [("inc-9", "w1", 30.0, 31.0, 0.25, True)] and second["next"] == 6
     assert views.task_stream(mon, {}, after=6)["keys"] == ()
     assert len(views.task_stream(mon, {}, after=0, limit=2)["keys"]) == 2
     # a cursor from before a restart (past what was recorded) gets everything
     assert len(views.task_stream(mon, {}, after=1000)["keys"]) == 6
-    mon.heartbeat("w2", {"transfers": [["w1", 1.0, 1.5, 1000, 2]]})
+    mon.heartbeat(Heartbeat("s", "w2", 0.0, transfers=(("w1", 1.0, 1.5, 1000, 2),)))
     third = views.task_stream(mon, {}, after=6)
     [[wi, peer, start, stop, nbytes, nkeys]] = third["transfers"]
     assert (third["workers"][wi], peer, start, stop, nbytes, nkeys) == ("w2", "w1", 1.0, 1.5, 1000, 2)
@@ -65,7 +66,7 @@ def test_task_stream_sends_each_record_once():
 def test_totals_are_folded_lazily_and_exactly():
     mon = SchedulerMonitor(stream_length=10)  # folds at least every 5 records: none is lost
     for i in range(23):
-        mon.task_done("w", msg(f"g{i % 2}-{i}", 0.0, 0.002 if i % 3 else 20.0), ok=i % 7 != 0)
+        mon.task_done(done("w", f"g{i % 2}-{i}", 0.0, 0.002 if i % 3 else 20.0, ok=i % 7 != 0))
     assert mon.tasks_total == 23 and len(mon.stream) == 10
     assert mon.erred_total == 4  # i = 0, 7, 14, 21
     assert {g: (c.finished, c.erred) for g, c in mon.groups.items()} == {"g0": (10, 2), "g1": (9, 2)}
@@ -76,14 +77,14 @@ def test_totals_are_folded_lazily_and_exactly():
     assert abs(mon.groups["g0"].seconds + mon.groups["g1"].seconds - mon.duration_sum) < 1e-9
     # dask tuple keys and keys without a dash are grouped like the scheduler groups them
     for key in ("('sum-4f2a', 3)", "nodash", "g0-99"):
-        mon.task_done("w", msg(key, 0.0, 1.0), ok=True)
+        mon.task_done(done("w", key, 0.0, 1.0, ok=True))
     assert {g: c.finished for g, c in mon.groups.items()} == {"g0": 11, "g1": 9, "sum": 1, "nodash": 1}
 
 
 def test_workers_view_has_figures_and_nanny_history():
     s, mon = scenario()
-    mon.heartbeat("w1", {"memory": 123_000_000, "cpu": 42.0,
-                         "transfers": [["w2", 1.0, 1.5, 1000, 2]]})
+    mon.heartbeat(Heartbeat("s", "w1", 0.0, memory=123_000_000, cpu=42.0,
+                            transfers=(("w2", 1.0, 1.5, 1000, 2),)))
     mon.nanny_exits["n1"] = [2, "worker process exited with signal SIGKILL"]
     s.state.workers["w1"].nanny = "n1"
     rows = {r["address"]: r for r in views.workers(s.state, {"w1": {"memory": 123_000_000}}, mon)}

@@ -1,0 +1,660 @@
+"""Every message that crosses a process boundary, each a typed value.
+
+Theory of operation
+-------------------
+This module is the wire vocabulary of taskmill: each class below is one op,
+declared with :func:`~taskmill.protocol.wire_types.message`, which gives it a
+checked ``to_wire()`` / ``from_wire()`` pair (see
+:mod:`taskmill.protocol.wire_types`).  The shells translate between these
+values and the wire and nothing else builds or reads op dicts; the pure
+state machines take them as events and return them as commands:
+
+* a worker's state machine returns ``TaskFinished`` (with its own address in
+  ``worker``); the worker shell sends ``to_wire()`` on its stream; the
+  scheduler shell decodes it, filling ``worker`` (the stream it came on) and
+  ``stimulus_id`` (its own), and hands it to the scheduler's state machine;
+* the scheduler's state machine returns ``ComputeTask`` addressed to
+  ``worker``; the shell routes it by that field and sends ``to_wire()``; the
+  worker shell decodes it and hands it to the worker's state machine.
+
+So adding a message from a worker to the scheduler touches this module, the
+worker machine that returns it and the scheduler machine that handles it.
+``docs/protocol.md`` lists every op below (a test keeps the two in step).
+
+Fields in ``local=`` are filled in by the receiving end and never sent: the
+peer a stream message came from (``worker``, ``client``), the receiver's own
+``stimulus_id`` and clock (``now``).  For a message a machine returns, the
+same field names the destination (``ComputeTask.worker``,
+``KeyInMemory.client``).
+
+Payloads the scheduler never looks inside (functions, arguments, results,
+exceptions) are :class:`~taskmill.protocol.serialize.Serialized` values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from taskmill.protocol.serialize import Serialized
+from taskmill.protocol.wire_types import (
+    ANY,
+    CLIENT,
+    NANNY,
+    SCHEDULER,
+    WORKER,
+    REGISTRY,
+    Message,
+    Record,
+    decode,
+    message,
+    record,
+)
+
+Key = str
+Address = str
+Priority = tuple[int, ...]
+
+__all__ = ["REGISTRY", "Message", "Record", "decode", "Key", "Address", "Priority",
+           "ANY", "CLIENT", "NANNY", "SCHEDULER", "WORKER"]
+
+_FROM_CLIENT = ("client", "stimulus_id")
+_FROM_WORKER = ("worker", "stimulus_id")
+
+
+# --------------------------------------------------------------------------- #
+# Registration and greeting (any connection between processes)
+# --------------------------------------------------------------------------- #
+@message("hello", ANY, ANY)
+@dataclass(frozen=True, slots=True)
+class Hello(Message):
+    """The accepting side's first message on every connection between
+    processes: ``challenge`` is 32 random bytes when a token is configured."""
+
+    challenge: bytes | None = None
+
+
+@message("auth", ANY, ANY)
+@dataclass(frozen=True, slots=True)
+class Auth(Message):
+    """The connecting side's answer to a challenge: its nonce and
+    HMAC-SHA256(token, "client" + challenge + nonce)."""
+
+    nonce: bytes
+    mac: bytes
+
+
+@message("no-token", ANY, ANY)
+@dataclass(frozen=True, slots=True)
+class NoToken(Message):
+    """The connecting side has no token to answer a challenge with."""
+
+
+@message("denied", ANY, ANY)
+@dataclass(frozen=True, slots=True)
+class Denied(Message):
+    """The accepting side refused the MAC."""
+
+
+@message("welcome", ANY, ANY)
+@dataclass(frozen=True, slots=True)
+class Welcome(Message):
+    """The accepting side proves it holds the token too:
+    HMAC-SHA256(token, "server" + challenge + nonce)."""
+
+    mac: bytes
+
+
+@message("register-client", CLIENT, SCHEDULER, kind="request")
+@dataclass(frozen=True, slots=True)
+class RegisterClient(Message):
+    """Opens a client's stream; answered with ``client-registered``, then the
+    connection carries batches of client messages one way and reports the other."""
+
+    client: str
+
+
+@message("client-registered", SCHEDULER, CLIENT, kind="request")
+@dataclass(frozen=True, slots=True)
+class ClientRegistered(Message):
+    address: Address
+    id: str
+
+
+@message("register-worker", WORKER, SCHEDULER, kind="request", local=("stimulus_id", "now"))
+@dataclass(frozen=True, slots=True)
+class RegisterWorker(Message):
+    """Opens a worker's stream (the scheduler's ``WorkerJoined``); answered with
+    ``worker-registered`` or ``registration-refused``."""
+
+    worker: Address
+    nthreads: int
+    memory_limit: int
+    nanny: Address | None = None
+    name: str = ""
+    pid: int = 0
+    #: abstract resources it declares, e.g. {"GPU": 2}
+    resources: dict[str, float] | None = None
+    stimulus_id: str = ""
+    now: float = 0.0
+
+
+@message("worker-registered", SCHEDULER, WORKER, kind="request")
+@dataclass(frozen=True, slots=True)
+class WorkerRegistered(Message):
+    """``files``: what was uploaded to the cluster so far (name -> bytes)."""
+
+    files: dict[str, bytes]
+
+
+@message("registration-refused", SCHEDULER, ANY, kind="request")
+@dataclass(frozen=True, slots=True)
+class RegistrationRefused(Message):
+    reason: str
+
+
+# --------------------------------------------------------------------------- #
+# Client -> scheduler (stream)
+# --------------------------------------------------------------------------- #
+@record
+@dataclass(frozen=True, slots=True)
+class TaskSpec(Record):
+    """One task of ``update-graph``: how to run it and what it needs.  The
+    function travels once per client by ``func_token`` (``UpdateGraph.funcs``);
+    ``args`` are the pickled arguments, in which dependencies appear as
+    references to their keys."""
+
+    key: Key
+    func_token: str
+    args: Serialized
+    dependencies: tuple[Key, ...] = ()
+    priority: Priority = (0,)
+    retries: int = 0
+    #: restrictions: run only there (or prefer there, with allow_other_workers)
+    workers: tuple[Address, ...] | None = None
+    allow_other_workers: bool = False
+    #: abstract resources it holds while it runs, e.g. {"GPU": 1} (always strict)
+    resources: dict[str, float] | None = None
+
+
+@message("update-graph", CLIENT, SCHEDULER, local=(*_FROM_CLIENT, "now"))
+@dataclass(frozen=True, slots=True)
+class UpdateGraph(Message):
+    """A client adds tasks and declares which keys it wants (holds futures for).
+
+    Tasks whose key already exists are not re-added (pure tasks submitted twice
+    share one task); a key that failed or was forgotten is re-added.  A
+    dependency that is neither in ``tasks`` nor already known makes the
+    dependent task err at once with an error naming the key.  ``funcs`` holds
+    the functions (by token) not sent by this client before."""
+
+    stimulus_id: str
+    client: str
+    tasks: tuple[TaskSpec, ...]
+    wanted: tuple[Key, ...]
+    funcs: dict[str, Serialized] | None = None
+    now: float = 0.0
+
+
+@message("release-keys", CLIENT, SCHEDULER, local=_FROM_CLIENT)
+@dataclass(frozen=True, slots=True)
+class ReleaseKeys(Message):
+    """The client no longer holds any future for these keys."""
+
+    stimulus_id: str
+    client: str
+    keys: tuple[Key, ...]
+
+
+@message("want-keys", CLIENT, SCHEDULER, local=_FROM_CLIENT)
+@dataclass(frozen=True, slots=True)
+class WantKeys(Message):
+    """The client holds futures for existing keys (e.g. unpickled from another client)."""
+
+    stimulus_id: str
+    client: str
+    keys: tuple[Key, ...]
+
+
+@message("fire-and-forget", CLIENT, SCHEDULER, local=_FROM_CLIENT)
+@dataclass(frozen=True, slots=True)
+class FireAndForget(Message):
+    """Compute these keys even after every client released them; forget each
+    once it is done."""
+
+    stimulus_id: str
+    client: str
+    keys: tuple[Key, ...]
+
+
+@message("cancel-keys", CLIENT, SCHEDULER, local=_FROM_CLIENT)
+@dataclass(frozen=True, slots=True)
+class CancelKeys(Message):
+    """Stop these keys and their dependents; every client that wants one is
+    told ``key-cancelled``."""
+
+    stimulus_id: str
+    client: str
+    keys: tuple[Key, ...]
+
+
+@message("scatter-done", CLIENT, SCHEDULER, local=_FROM_CLIENT)
+@dataclass(frozen=True, slots=True)
+class ScatterDone(Message):
+    """The client put data directly on workers (``put-data``); ``who_has`` says where."""
+
+    stimulus_id: str
+    client: str
+    who_has: dict[Key, tuple[Address, ...]]
+    nbytes: dict[Key, int]
+    type_names: dict[Key, str] | None = None
+
+
+@message("close-client", CLIENT, SCHEDULER)
+@dataclass(frozen=True, slots=True)
+class CloseClient(Message):
+    """The client leaves: everything it wanted is released."""
+
+
+# --------------------------------------------------------------------------- #
+# Scheduler -> client (stream): reports
+# --------------------------------------------------------------------------- #
+@message("key-in-memory", SCHEDULER, CLIENT, local=("stimulus_id", "client"))
+@dataclass(frozen=True, slots=True)
+class KeyInMemory(Message):
+    """``key`` is in memory on ``who_has``; ``value`` is the small result a
+    worker attached (the client then needs no fetch), if any."""
+
+    stimulus_id: str
+    client: str
+    key: Key
+    who_has: tuple[Address, ...]
+    type_name: str = ""
+    value: Serialized | None = None
+
+
+@message("key-erred", SCHEDULER, CLIENT, local=("stimulus_id", "client"))
+@dataclass(frozen=True, slots=True)
+class KeyErred(Message):
+    """``key`` failed.  With ``exception`` None the scheduler itself failed it:
+    ``error_type`` names the taskmill error the client raises ("KilledWorker",
+    "MissingDependencyError") with ``exception_text`` as its message."""
+
+    stimulus_id: str
+    client: str
+    key: Key
+    exception: Serialized | None
+    traceback: str | None
+    exception_text: str
+    worker: Address = ""  # where it failed ("" when the scheduler decided it)
+    error_type: str = ""
+
+
+@message("key-lost", SCHEDULER, CLIENT, local=("stimulus_id", "client"))
+@dataclass(frozen=True, slots=True)
+class KeyLost(Message):
+    """The key's data is gone and cannot be recomputed (no lineage), or the
+    key is unknown."""
+
+    stimulus_id: str
+    client: str
+    key: Key
+    reason: str
+
+
+@message("key-cancelled", SCHEDULER, CLIENT, local=("stimulus_id", "client"))
+@dataclass(frozen=True, slots=True)
+class KeyCancelled(Message):
+    stimulus_id: str
+    client: str
+    key: Key
+    reason: str = ""
+
+
+# --------------------------------------------------------------------------- #
+# Scheduler -> worker (stream)
+# --------------------------------------------------------------------------- #
+@message("compute-task", SCHEDULER, WORKER, local=("worker",))
+@dataclass(frozen=True, slots=True)
+class ComputeTask(Message):
+    """Run ``key`` on ``worker``.  ``who_has`` lists, for each dependency, the
+    workers holding it.  ``func`` is None when this worker was already sent
+    the function of ``func_token``.  With ``report_value`` a client wants the
+    result: the worker attaches it to ``task-finished`` when it is small."""
+
+    stimulus_id: str
+    worker: Address
+    key: Key
+    func_token: str
+    func: Serialized | None
+    args: Serialized
+    who_has: dict[Key, tuple[Address, ...]]
+    nbytes: dict[Key, int]
+    priority: Priority
+    report_value: bool = False
+
+
+@message("free-keys", SCHEDULER, WORKER, local=("worker",))
+@dataclass(frozen=True, slots=True)
+class FreeKeys(Message):
+    """Forget these keys: data, queued or running work."""
+
+    stimulus_id: str
+    worker: Address
+    keys: tuple[Key, ...]
+
+
+@message("acquire-replicas", SCHEDULER, WORKER, local=("worker",))
+@dataclass(frozen=True, slots=True)
+class AcquireReplicas(Message):
+    """Fetch copies of keys from their holders (``who_has``) and keep them
+    (replicate, retiring a peer, insurance); each copy is reported with
+    ``add-keys``, or ``released-keys`` for one the worker cannot take."""
+
+    stimulus_id: str
+    worker: Address
+    who_has: dict[Key, tuple[Address, ...]]
+    nbytes: dict[Key, int]
+
+
+@message("retired", SCHEDULER, WORKER, local=("worker",))
+@dataclass(frozen=True, slots=True)
+class Retired(Message):
+    """The worker was retired: its data lives elsewhere.  With ``close`` it
+    closes itself (exit status 0, so its nanny does not start it again)."""
+
+    worker: Address
+    close: bool = False
+
+
+# --------------------------------------------------------------------------- #
+# Worker -> scheduler (stream)
+# --------------------------------------------------------------------------- #
+@message("task-finished", WORKER, SCHEDULER, local=_FROM_WORKER)
+@dataclass(frozen=True, slots=True)
+class TaskFinished(Message):
+    """``key`` is in memory on ``worker``.  Zero times: obtained without running
+    it (fetched or scattered).  ``value``: the small result, when the task was
+    sent with ``report_value``; forwarded to the clients, never stored.
+    ``transfer``: seconds spent fetching its inputs (diagnostics)."""
+
+    stimulus_id: str
+    worker: Address
+    key: Key
+    nbytes: int
+    type_name: str
+    start: float
+    stop: float
+    value: Serialized | None = None
+    transfer: float = 0.0
+
+
+@message("task-erred", WORKER, SCHEDULER, local=_FROM_WORKER)
+@dataclass(frozen=True, slots=True)
+class TaskErred(Message):
+    """``key`` raised on ``worker``: the pickled exception and its traceback text."""
+
+    stimulus_id: str
+    worker: Address
+    key: Key
+    exception: Serialized
+    traceback: str
+    exception_text: str
+    start: float = 0.0
+    stop: float = 0.0
+    transfer: float = 0.0
+
+
+@message("add-keys", WORKER, SCHEDULER, local=_FROM_WORKER)
+@dataclass(frozen=True, slots=True)
+class AddKeys(Message):
+    """The worker now also holds copies of keys (fetched, or asked to acquire)."""
+
+    stimulus_id: str
+    worker: Address
+    nbytes: dict[Key, int]
+
+
+@message("released-keys", WORKER, SCHEDULER, local=_FROM_WORKER)
+@dataclass(frozen=True, slots=True)
+class ReleasedKeys(Message):
+    """The worker dropped (or declined to fetch) its copies of keys."""
+
+    stimulus_id: str
+    worker: Address
+    keys: tuple[Key, ...]
+
+
+@message("missing-data", WORKER, SCHEDULER, local=_FROM_WORKER)
+@dataclass(frozen=True, slots=True)
+class MissingData(Message):
+    """``worker`` could not get ``keys`` from ``errant_worker``: that copy is gone."""
+
+    stimulus_id: str
+    worker: Address
+    errant_worker: Address
+    keys: tuple[Key, ...]
+
+
+@message("paused", WORKER, SCHEDULER, local=_FROM_WORKER)
+@dataclass(frozen=True, slots=True)
+class Paused(Message):
+    """The worker's memory is short (``paused``): send it no new task while
+    another worker has room; ``False`` when it resumes."""
+
+    stimulus_id: str
+    worker: Address
+    paused: bool
+
+
+@message("heartbeat", WORKER, SCHEDULER, local=(*_FROM_WORKER, "now"))
+@dataclass(frozen=True, slots=True)
+class Heartbeat(Message):
+    """Periodic figures of a worker (for policy and the dashboard; never
+    needed for correctness).  ``transfers``: (peer, start, stop, bytes, keys)."""
+
+    stimulus_id: str
+    worker: Address
+    now: float
+    memory: int = 0
+    executing: int = 0
+    in_memory: int = 0
+    managed: int = 0
+    spilled: int = 0
+    paused: bool = False
+    cpu: float = 0.0
+    transfers: tuple[tuple[Address, float, float, int, int], ...] = ()
+
+
+@message("unregister", WORKER, SCHEDULER)
+@dataclass(frozen=True, slots=True)
+class Unregister(Message):
+    """The worker is closing: its stream ends after this."""
+
+
+# --------------------------------------------------------------------------- #
+# Requests to any server, then to the scheduler (request/reply: the reply is
+# ``{"status": "OK", "result": ...}`` or an error, see docs/protocol.md)
+# --------------------------------------------------------------------------- #
+@message("ping", ANY, ANY, kind="request")
+@dataclass(frozen=True, slots=True)
+class Ping(Message):
+    """-> "pong" (is the server up and answering?)."""
+
+
+@message("who-has", ANY, SCHEDULER, kind="request")
+@dataclass(frozen=True, slots=True)
+class WhoHas(Message):
+    """-> {key: [holder addresses]}; every key in memory when ``keys`` is None."""
+
+    keys: tuple[Key, ...] | None = None
+
+
+@message("has-what", CLIENT, SCHEDULER, kind="request")
+@dataclass(frozen=True, slots=True)
+class HasWhat(Message):
+    """-> {worker address: [keys it holds]}."""
+
+
+@message("nthreads", CLIENT, SCHEDULER, kind="request")
+@dataclass(frozen=True, slots=True)
+class NThreads(Message):
+    """-> {worker address: threads}."""
+
+
+@message("running-keys", CLIENT, SCHEDULER, kind="request")
+@dataclass(frozen=True, slots=True)
+class RunningKeys(Message):
+    """-> keys executing on any worker thread (asked of the workers)."""
+
+
+@message("scheduler-info", CLIENT, SCHEDULER, kind="request")
+@dataclass(frozen=True, slots=True)
+class SchedulerInfo(Message):
+    """-> {"address", "id", "workers": {address: figures}, "clients", "dashboard"}."""
+
+
+@message("scatter-targets", CLIENT, SCHEDULER, kind="request")
+@dataclass(frozen=True, slots=True)
+class ScatterTargets(Message):
+    """-> for each of ``n`` items, the workers to put it on."""
+
+    n: int
+    workers: tuple[Address, ...] | None = None
+    broadcast: bool = False
+
+
+@message("restart", CLIENT, SCHEDULER, kind="request")
+@dataclass(frozen=True, slots=True)
+class Restart(Message):
+    """Restart every worker, dropping all tasks and data; waits up to
+    ``max_wait`` seconds for the workers to come back.  -> "OK"."""
+
+    max_wait: float = 60.0
+
+
+@message("upload-file", ANY, ANY, kind="request")
+@dataclass(frozen=True, slots=True)
+class UploadFile(Message):
+    """Install a file in each worker's directory (to the scheduler: on every
+    worker, now and later).  -> the path(s) where it was written."""
+
+    filename: str
+    data: bytes
+
+
+@message("worker-exited", NANNY, SCHEDULER, kind="request")
+@dataclass(frozen=True, slots=True)
+class WorkerExited(Message):
+    """A nanny tells how its worker process ended (exit code, signal, memory)."""
+
+    worker: Address
+    reason: str
+
+
+@message("replicate", CLIENT, SCHEDULER, kind="request")
+@dataclass(frozen=True, slots=True)
+class Replicate(Message):
+    """Keep copies of ``keys`` on ``n`` workers (all when None) among
+    ``workers``; -> how many copies were made."""
+
+    keys: tuple[Key, ...]
+    n: int | None = None
+    workers: tuple[Address, ...] | None = None
+    max_wait: float | None = None
+
+
+@message("retire-workers", ANY, SCHEDULER, kind="request")
+@dataclass(frozen=True, slots=True)
+class RetireWorkers(Message):
+    """Retire ``workers`` (or the ``n`` cheapest) after moving their unique
+    data; -> the addresses retired."""
+
+    workers: tuple[Address, ...] | None = None
+    n: int | None = None
+    close_workers: bool = True
+    max_wait: float | None = None
+
+
+@message("story", CLIENT, SCHEDULER, kind="request")
+@dataclass(frozen=True, slots=True)
+class Story(Message):
+    """-> the scheduler's recorded transitions of ``keys``."""
+
+    keys: tuple[Key, ...] = ()
+
+
+@message("task-stream", CLIENT, SCHEDULER, kind="request")
+@dataclass(frozen=True, slots=True)
+class TaskStream(Message):
+    """-> the task stream records between ``start`` and ``stop`` (wall time)."""
+
+    start: float = 0.0
+    stop: float | None = None
+
+
+@message("performance-data", CLIENT, SCHEDULER, kind="request")
+@dataclass(frozen=True, slots=True)
+class PerformanceData(Message):
+    """-> what ``performance_report`` renders, between ``start`` and ``stop``."""
+
+    start: float = 0.0
+    stop: float | None = None
+
+
+# --------------------------------------------------------------------------- #
+# Requests to workers and nannies
+# --------------------------------------------------------------------------- #
+@message("get-data", ANY, WORKER, kind="request")
+@dataclass(frozen=True, slots=True)
+class GetData(Message):
+    """-> {"data": {key: Serialized}} for the ``keys`` held here (others absent)."""
+
+    keys: tuple[Key, ...]
+
+
+@message("put-data", CLIENT, WORKER, kind="request")
+@dataclass(frozen=True, slots=True)
+class PutData(Message):
+    """Store scattered values; -> {key: nbytes}."""
+
+    data: dict[Key, Serialized]
+
+
+@message("run", CLIENT, WORKER, kind="request")
+@dataclass(frozen=True, slots=True)
+class Run(Message):
+    """Call ``(fn, args, kwargs)`` on the worker; -> the pickled result."""
+
+    call: Serialized
+
+
+@message("executing", SCHEDULER, WORKER, kind="request")
+@dataclass(frozen=True, slots=True)
+class Executing(Message):
+    """-> the keys a worker thread runs now."""
+
+
+@message("restart-worker", SCHEDULER, NANNY, kind="request")
+@dataclass(frozen=True, slots=True)
+class RestartWorker(Message):
+    """Kill the worker process and start a new one; -> "OK"."""
+
+
+@message("kill", SCHEDULER, NANNY, kind="request")
+@dataclass(frozen=True, slots=True)
+class Kill(Message):
+    """Stop the worker process for good (the nanny stays up)."""
+
+
+def op_names() -> list[str]:
+    """Every op of the vocabulary, in declaration order."""
+    return list(REGISTRY)
+
+
+def describe(op: str) -> dict[str, Any]:
+    """What the protocol document says of ``op``: route, kind and wire fields."""
+    cls = REGISTRY[op]
+    return {"op": op, "class": cls.__name__, "sender": cls.sender, "receiver": cls.receiver,
+            "kind": cls.kind, "fields": [name for name, _, _ in cls._wire],
+            "local": list(cls.local), "doc": (cls.__doc__ or "").strip()}

@@ -1,0 +1,279 @@
+"""Typed wire messages: the machinery behind :mod:`taskmill.protocol.vocabulary`.
+
+Theory of operation
+-------------------
+A message is a frozen dataclass declared with :func:`message`, which names
+its ``op``, who sends it and who receives it, and which of its fields are
+*local*: filled in by the receiving end (the peer it came from, the receiver's
+own stimulus id and clock) and never sent.  From the field annotations the
+decorator builds one checker per field, so both directions are checked:
+
+* ``msg.to_wire()`` gives the plain dict that travels (``{"op": ..., field:
+  value}``; local fields left out, fields equal to their default omitted,
+  nested records as lists);
+* ``Cls.from_wire(d, **local)`` checks every field's type (converting the
+  lists msgpack returns into the tuples the annotations ask for), refuses
+  missing and unknown fields, and builds the message; any problem is a
+  :class:`~taskmill.protocol.framing.ProtocolError` naming the op and field;
+* :func:`decode` does the same for any op of the vocabulary.
+
+A *record* (:func:`record`) is a typed value nested inside messages (a task of
+``update-graph``): no op, encoded positionally as a list, checked the same way.
+
+Annotations understood: ``str``, ``int``, ``float`` (an int is accepted),
+``bool``, ``bytes``, ``Serialized`` (an opaque payload), ``Any`` (unchecked),
+``X | None``, ``tuple[X, ...]``, ``tuple[X, Y]``, ``dict[K, V]`` and records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
+
+from taskmill.protocol.framing import ProtocolError
+from taskmill.protocol.serialize import Serialized
+
+#: The kinds of node a message travels between (for the docs and for routing).
+CLIENT, SCHEDULER, WORKER, NANNY, ANY = "client", "scheduler", "worker", "nanny", "any"
+
+Check = Callable[[Any], Any]  # returns the value, converted; raises TypeError/ValueError
+M = TypeVar("M", bound="Message")
+R = TypeVar("R", bound="Record")
+
+
+class Message:
+    """A message that crosses a process boundary (see the module docstring)."""
+
+    __slots__ = ()
+    op: ClassVar[str]
+    sender: ClassVar[str]
+    receiver: ClassVar[str]
+    #: ``"stream"`` (on a batched stream) or ``"request"`` (request/reply)
+    kind: ClassVar[str]
+    #: fields the receiving end fills in; never on the wire
+    local: ClassVar[tuple[str, ...]]
+    _wire: ClassVar[tuple[tuple[str, Check, Any], ...]]  # (name, check, default or _REQUIRED)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The plain dict that travels for this message."""
+        out: dict[str, Any] = {"op": self.op}
+        for name, _, default in self._wire:
+            value = getattr(self, name)
+            if value is default and default is not _REQUIRED:
+                continue
+            out[name] = _encode(value)
+        return out
+
+    @classmethod
+    def from_wire(cls: type[M], msg: dict[str, Any], **local: Any) -> M:
+        """Check ``msg`` (a decoded wire dict of this op) and build the message;
+        ``local`` gives the local fields.  Raises ``ProtocolError``."""
+        if not isinstance(msg, dict):
+            raise ProtocolError(f"a {cls.op!r} message must be a map, got {type(msg).__name__}")
+        op = msg.get("op", cls.op)
+        if op != cls.op:
+            raise ProtocolError(f"expected a {cls.op!r} message, got {op!r}")
+        kwargs = local
+        seen = 1 if "op" in msg else 0
+        for name, check, default in cls._wire:
+            if name in msg:
+                seen += 1
+                try:
+                    kwargs[name] = check(msg[name])
+                except (TypeError, ValueError) as exc:
+                    raise ProtocolError(f"{cls.op!r} message: field {name!r}: {exc}") from None
+            elif default is _REQUIRED:
+                raise ProtocolError(f"{cls.op!r} message lacks the field {name!r}")
+        if seen != len(msg):
+            known = {name for name, _, _ in cls._wire}
+            extra = sorted(str(k) for k in msg if k != "op" and k not in known)
+            raise ProtocolError(f"{cls.op!r} message has unknown fields {extra}")
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:  # a local field missing: the receiver's bug
+            raise TypeError(f"decoding {cls.op!r}: {exc}") from None
+
+
+class Record:
+    """A typed value nested in messages, encoded positionally as a list."""
+
+    __slots__ = ()
+    _wire: ClassVar[tuple[tuple[str, Check, Any], ...]]
+
+    def to_wire(self) -> list[Any]:
+        return [_encode(getattr(self, name)) for name, _, _ in self._wire]
+
+    @classmethod
+    def from_wire(cls: type[R], items: Any) -> R:
+        spec = cls._wire
+        if not isinstance(items, (list, tuple)) or len(items) != len(spec):
+            raise TypeError(f"a {cls.__name__} is a list of {len(spec)} items, got {_show(items)}")
+        return cls(*[check(v) for (_, check, _), v in zip(spec, items)])
+
+
+_REQUIRED: Any = dataclasses.MISSING
+#: every op of the vocabulary -> its message class
+REGISTRY: dict[str, type[Message]] = {}
+
+
+def message(op: str, sender: str, receiver: str, *, kind: str = "stream",
+            local: tuple[str, ...] = ()) -> Callable[[type[M]], type[M]]:
+    """Declare a dataclass (frozen, slots) as the message ``op``."""
+
+    def declare(cls: type[M]) -> type[M]:
+        if op in REGISTRY:
+            raise ValueError(f"op {op!r} is declared twice ({REGISTRY[op].__name__}, {cls.__name__})")
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        if not set(local) <= names:
+            raise ValueError(f"{cls.__name__}: local fields {set(local) - names} are not fields")
+        cls.op, cls.sender, cls.receiver, cls.kind, cls.local = op, sender, receiver, kind, local
+        cls._wire = _spec(cls, skip=set(local))
+        REGISTRY[op] = cls
+        return cls
+
+    return declare
+
+
+def record(cls: type[R]) -> type[R]:
+    """Declare a dataclass as a :class:`Record`."""
+    cls._wire = _spec(cls, skip=set())
+    return cls
+
+
+def decode(msg: Any, **local: Any) -> Message:
+    """The message of any op in the vocabulary; ``local`` gives the receiver's
+    local fields (those the op does not declare are ignored)."""
+    if not isinstance(msg, dict):
+        raise ProtocolError(f"a message must be a map, got {type(msg).__name__}")
+    op = msg.get("op")
+    cls = REGISTRY.get(op)  # type: ignore[arg-type]
+    if cls is None:
+        raise ProtocolError(f"unknown op {op!r}")
+    return cls.from_wire(msg, **{k: v for k, v in local.items() if k in cls.local})
+
+
+# --------------------------------------------------------------------------- #
+# Field checkers, built once per class from the annotations
+# --------------------------------------------------------------------------- #
+def _spec(cls: type, skip: set[str]) -> tuple[tuple[str, Check, Any], ...]:
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else _REQUIRED
+        out.append((f.name, _checker(hints[f.name]), default))
+    return tuple(out)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
+def _exact(*types_: type) -> Check:
+    names = " or ".join(t.__name__ for t in types_)
+
+    def check(value: Any) -> Any:
+        if type(value) not in types_:
+            raise TypeError(f"expected {names}, got {_show(value)}")
+        return value
+
+    return check
+
+
+def _float(value: Any) -> float:
+    if type(value) is float:
+        return value
+    if type(value) is int:
+        return float(value)
+    raise TypeError(f"expected a number, got {_show(value)}")
+
+
+def _any(value: Any) -> Any:
+    return value
+
+
+def _checker(hint: Any) -> Check:
+    if hint is Any:
+        return _any
+    if hint is float:
+        return _float
+    if hint is int:
+        return _exact(int)
+    if hint in (str, bool, bytes, Serialized):
+        return _exact(hint)
+    if isinstance(hint, type) and issubclass(hint, Record):
+        return hint.from_wire
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        inner = _checker(options[0] if len(options) == 1 else typing.Union[tuple(options)])
+        if len(options) > 1:
+            inner = _first_of([_checker(a) for a in options])
+
+        def optional(value: Any) -> Any:
+            return None if value is None else inner(value)
+
+        return optional
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return _tuple_of(_checker(args[0]))
+        return _fixed_tuple([_checker(a) for a in args])
+    if origin is dict:
+        return _dict_of(_checker(args[0]), _checker(args[1]))
+    raise TypeError(f"no wire checker for the annotation {hint!r}")
+
+
+def _first_of(checks: list[Check]) -> Check:
+    def check(value: Any) -> Any:
+        problems = []
+        for c in checks:
+            try:
+                return c(value)
+            except (TypeError, ValueError) as exc:
+                problems.append(str(exc))
+        raise TypeError("; ".join(problems))
+
+    return check
+
+
+def _tuple_of(item: Check) -> Check:
+    plain = item is _any
+
+    def check(value: Any) -> tuple[Any, ...]:
+        if type(value) is not list and type(value) is not tuple:
+            raise TypeError(f"expected a list, got {_show(value)}")
+        return tuple(value) if plain else tuple([item(v) for v in value])
+
+    return check
+
+
+def _fixed_tuple(items: list[Check]) -> Check:
+    def check(value: Any) -> tuple[Any, ...]:
+        if type(value) not in (list, tuple) or len(value) != len(items):
+            raise TypeError(f"expected a list of {len(items)} items, got {_show(value)}")
+        return tuple([c(v) for c, v in zip(items, value)])
+
+    return check
+
+
+def _dict_of(key: Check, item: Check) -> Check:
+    def check(value: Any) -> dict[Any, Any]:
+        if type(value) is not dict:
+            raise TypeError(f"expected a map, got {_show(value)}")
+        return {key(k): item(v) for k, v in value.items()}
+
+    return check
+
+
+def _encode(value: Any) -> Any:
+    """A field's wire form: records become lists, containers of records too."""
+    if isinstance(value, Record):
+        return value.to_wire()
+    if type(value) is tuple and value and isinstance(value[0], Record):
+        return [v.to_wire() for v in value]
+    return value
