@@ -27,8 +27,8 @@ from taskmill import timeouts
 from taskmill.client import registry
 from taskmill.client.calls import funcname, pack_call
 from taskmill.client.dask_integration import default_scheduler
-from taskmill.client.future import FINISHED, Future
-from taskmill.client.keystate import KeysWaiter
+from taskmill.client.future import Future
+from taskmill.client.keystate import FINISHED, KeysWaiter
 from taskmill.client.loop_runner import LoopRunner
 from taskmill.client.nested import collect_futures, rebuild
 from taskmill.client.session import Session

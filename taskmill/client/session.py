@@ -38,9 +38,9 @@ import uuid
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Protocol
 
-from taskmill.client.future import CANCELLED, ERROR, FINISHED, IN_MEMORY, LOST, PENDING, TERMINAL, Future
+from taskmill.client.future import IN_MEMORY, Future
 from taskmill import timeouts
-from taskmill.client.keystate import KeysWaiter, KeyState
+from taskmill.client.keystate import CANCELLED, ERROR, FINISHED, LOST, PENDING, TERMINAL, KeysWaiter, KeyState
 from taskmill.client.remote_errors import rebuild_exception, scheduler_decided_error
 from taskmill.comm import BatchedSend, CommClosedError, ConnectionPool, connect
 from taskmill.comm.local import LocalEnd
