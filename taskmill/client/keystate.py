@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     from taskmill.protocol import Serialized
 
 PENDING, FINISHED, ERROR, CANCELLED, LOST = "pending", "finished", "error", "cancelled", "lost"
-TERMINAL = frozenset({FINISHED, ERROR, CANCELLED, LOST})
 
 
 class PendingFuture(Protocol):
