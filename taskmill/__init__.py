@@ -1,8 +1,8 @@
 """taskmill: a dynamic distributed task scheduler for Python.
 
 ``Executor`` connects to a cluster (or starts one on this machine), runs
-Python calls there and returns ``Future`` objects; see API.md for the
-contract.  Importing taskmill does not import dask, numpy or pandas.
+Python calls there and returns ``Future`` objects; see docs/api.md for
+the contract.  Importing taskmill does not import dask, numpy or pandas.
 """
 
 from taskmill.client.executor import Executor

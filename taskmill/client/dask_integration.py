@@ -26,19 +26,37 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from taskmill.client.dask_graph import flatten_keys, pack_graph, repack, to_key, unique
 
 if TYPE_CHECKING:
-    from taskmill.client.executor import Executor
     from taskmill.client.future import Future
+    from taskmill.client.session import Session
+    from taskmill.protocol import Serialized
+
+
+class ExecutorLike(Protocol):
+    """What this module uses of an :class:`taskmill.client.executor.Executor`
+    (which imports this module to serve its ``get``, ``compute`` and ``persist``)."""
+
+    @property
+    def asynchronous(self) -> bool: ...
+
+    @property
+    def session(self) -> Session: ...
+
+    def _functions_to_send(self, token: str, payload: Serialized) -> dict[str, Serialized]: ...
+
+    def gather(self, futures: Any) -> Any: ...
+
+    def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any: ...
 
 
 # --------------------------------------------------------------------------- #
 # get / compute / persist
 # --------------------------------------------------------------------------- #
-def submit_graph(executor: Executor, dsk: Any, keys: Sequence[Any], priority: int = 0,
+def submit_graph(executor: ExecutorLike, dsk: Any, keys: Sequence[Any], priority: int = 0,
                  resources: dict[str, float] | None = None) -> list[Future]:
     """Submit a dask graph; one Future per key in ``keys`` (a flat list).  Keys
     the graph uses without defining must be held by futures of this client;
@@ -69,7 +87,7 @@ def cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def get(executor: Executor, dsk: Any, keys: Any, **kwargs: Any) -> Any:
+def get(executor: ExecutorLike, dsk: Any, keys: Any, **kwargs: Any) -> Any:
     """Compute ``keys`` of ``dsk`` on the cluster; values in the shape of ``keys``."""
     if executor.asynchronous:
         raise RuntimeError("Executor.get blocks; in asynchronous mode use `await e.compute(x)`")
@@ -91,7 +109,7 @@ def _each_collection(collections: Any, submit: Callable[[Any], Any]) -> tuple[li
     return [submit(x) if dask.is_dask_collection(x) else x for x in items], single
 
 
-def compute(executor: Executor, collections: Any, *, sync: bool = False, optimize_graph: bool = True,
+def compute(executor: ExecutorLike, collections: Any, *, sync: bool = False, optimize_graph: bool = True,
             priority: int = 0, resources: dict[str, float] | None = None) -> Any:
     """One Future per dask collection (values with ``sync=True``)."""
     from dask._expr import FinalizeCompute
@@ -108,7 +126,7 @@ def compute(executor: Executor, collections: Any, *, sync: bool = False, optimiz
     return out[0] if single else out
 
 
-def persist(executor: Executor, collections: Any, *, optimize_graph: bool = True,
+def persist(executor: ExecutorLike, collections: Any, *, optimize_graph: bool = True,
             priority: int = 0, resources: dict[str, float] | None = None) -> Any:
     """The same collections, backed by data held on the cluster."""
     from dask.base import collections_to_expr
@@ -134,15 +152,15 @@ class DefaultScheduler:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._stack: list[Executor] = []
+        self._stack: list[ExecutorLike] = []
         self._saved: dict[str, Any] | None = None
 
-    def push(self, executor: Executor) -> None:
+    def push(self, executor: ExecutorLike) -> None:
         with self._lock:
             self._stack.append(executor)
             self._apply()
 
-    def remove(self, executor: Executor) -> None:
+    def remove(self, executor: ExecutorLike) -> None:
         with self._lock:
             if executor not in self._stack:
                 return

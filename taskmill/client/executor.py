@@ -24,11 +24,10 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from taskmill import timeouts
-from taskmill.client import registry
+from taskmill.client import dask_integration, registry
 from taskmill.client.calls import funcname, pack_call
-from taskmill.client.dask_integration import default_scheduler
-from taskmill.client.future import FINISHED, Future
-from taskmill.client.keystate import KeysWaiter
+from taskmill.client.future import Future
+from taskmill.client.keystate import FINISHED, KeysWaiter
 from taskmill.client.loop_runner import LoopRunner
 from taskmill.client.nested import collect_futures, rebuild
 from taskmill.client.session import Session
@@ -127,7 +126,7 @@ class Executor:
         _live_executors.add(self)
         if self._set_as_default:
             registry.set_default(self)
-            default_scheduler.push(self)
+            dask_integration.default_scheduler.push(self)
         return self
 
     async def _close(self) -> None:
@@ -143,7 +142,7 @@ class Executor:
             return _done_awaitable() if self.asynchronous else None
         self.status = "closing"
         registry.unset_default(self)
-        default_scheduler.remove(self)
+        dask_integration.default_scheduler.remove(self)
         if self.asynchronous:
             return self._finish_async_close()
         assert self._runner is not None
@@ -499,8 +498,6 @@ class Executor:
         """A dask-compatible scheduler: ``x.compute(scheduler=e.get)``.  Takes a
         graph (or anything with ``__dask_graph__``) and returns the values of
         ``keys`` in their (nested-list) shape."""
-        from taskmill.client import dask_integration
-
         return dask_integration.get(self, dsk, keys, **kwargs)
 
     def compute(self, collections: Any, sync: bool = False, optimize_graph: bool = True,
@@ -508,8 +505,6 @@ class Executor:
         """Start computing dask collections: a Future for each (a list for a
         list); ``sync=True`` waits and returns the values.  ``resources``
         applies to every task of the graphs (see ``submit``)."""
-        from taskmill.client import dask_integration
-
         return dask_integration.compute(self, collections, sync=sync,
                                         optimize_graph=optimize_graph, priority=priority,
                                         resources=task_resources(resources))
@@ -518,8 +513,6 @@ class Executor:
                 resources: dict[str, float] | None = None) -> Any:
         """The same collections, backed by data computed and held on the
         cluster.  ``resources`` applies to every task (see ``submit``)."""
-        from taskmill.client import dask_integration
-
         return dask_integration.persist(self, collections, optimize_graph=optimize_graph,
                                         priority=priority, resources=task_resources(resources))
 

@@ -25,13 +25,36 @@ from __future__ import annotations
 import concurrent.futures
 import time
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from taskmill.client.session import Session
+from taskmill.client.keystate import CANCELLED, FINISHED, KeyState
 
-PENDING, FINISHED, ERROR, CANCELLED, LOST = "pending", "finished", "error", "cancelled", "lost"
-TERMINAL = frozenset({FINISHED, ERROR, CANCELLED, LOST})
+
+class FutureSession(Protocol):
+    """What a Future asks of the client session it belongs to (a
+    :class:`taskmill.client.session.Session` fits: the session sits above
+    this module)."""
+
+    @property
+    def scheduler_address(self) -> str: ...
+
+    @property
+    def owner(self) -> Any: ...
+
+    def register_future(self, fut: Future) -> KeyState: ...
+
+    def release_future(self, key: str) -> None: ...
+
+    def cancel_keys(self, keys: list[str]) -> None: ...
+
+    def on_loop_thread(self) -> bool: ...
+
+    def fetch_result_blocking(self, fut: Future, timeout: float | None) -> Any: ...
+
+    async def result_async(self, fut: Future) -> Any: ...
+
+    def run_callback(self, fn: Callable[[Future], object], future: Future) -> None: ...
+
 
 class _InMemory:
     """Marker stored as a finished Future's ``concurrent.futures`` result."""
@@ -55,7 +78,7 @@ class Future(concurrent.futures.Future):  # type: ignore[type-arg]
     #: dask recognises a future inside a graph (e.g. ``delayed(f)(future)``) by this flag
     __dask_future__ = True
 
-    def __init__(self, key: str, session: Session) -> None:
+    def __init__(self, key: str, session: FutureSession) -> None:
         super().__init__()
         self.key = key
         self._session = session

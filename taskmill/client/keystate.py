@@ -1,16 +1,32 @@
-"""What one client session knows about one key: shared by all its Futures."""
+"""What one client session knows about one key: shared by all its Futures.
+
+A key's status is one of the states below; a Future of the key reports it
+(``Future.status``), the session sets it from the scheduler's reports.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import TYPE_CHECKING, Any
-
-from taskmill.client.future import PENDING
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from taskmill.client.future import Future
     from taskmill.protocol import Serialized
+
+PENDING, FINISHED, ERROR, CANCELLED, LOST = "pending", "finished", "error", "cancelled", "lost"
+
+
+class PendingFuture(Protocol):
+    """What the session does with a key's Futures not completed yet (a
+    :class:`taskmill.client.future.Future` fits): it completes them."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: Any) -> None: ...
+
+    def set_exception(self, exception: BaseException | None) -> None: ...
+
+    def _cancel_locally(self) -> bool: ...
 
 
 class KeyState:
@@ -33,7 +49,7 @@ class KeyState:
         # The Futures not completed yet, weakly: a Future's garbage collection
         # is what releases the key.  A completed Future is never completed
         # again, so completing empties the list (each Future costs O(1) once).
-        self.pending: list[weakref.ref[Future]] = []
+        self.pending: list[weakref.ref[PendingFuture]] = []
         self._compact_at = 8
         self.who_has: tuple[str, ...] = ()
         self.type_name = ""
@@ -57,7 +73,7 @@ class KeyState:
             self.payload = None
         return self.has_value
 
-    def add_future(self, fut: Future) -> None:
+    def add_future(self, fut: PendingFuture) -> None:
         """Remember a new Future of this key (under the session's lock)."""
         refs = self.pending
         if len(refs) >= self._compact_at:  # many came and went: drop the dead references
@@ -65,7 +81,7 @@ class KeyState:
             self._compact_at = max(8, 2 * len(refs))  # amortized O(1) per Future
         refs.append(weakref.ref(fut))
 
-    def take_pending(self) -> list[Future]:
+    def take_pending(self) -> list[PendingFuture]:
         """The live Futures not completed yet, forgotten here: the caller
         completes them now (under the session's lock)."""
         refs, self.pending = self.pending, []

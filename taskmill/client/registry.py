@@ -1,5 +1,5 @@
-"""Which Executor is the default in this process (used when Futures are
-unpickled here, and by dask's default-scheduler hook)."""
+"""The open Executors of this process, most recent last: a Future unpickled
+here is rebuilt against one connected to its cluster."""
 
 from __future__ import annotations
 
@@ -21,16 +21,6 @@ def set_default(executor: Any) -> None:
 def unset_default(executor: Any) -> None:
     with _lock:
         _defaults[:] = [r for r in _defaults if r() is not None and r() is not executor]
-
-
-def default_executor() -> Any:
-    """The most recently started open Executor, or None."""
-    with _lock:
-        for ref in reversed(_defaults):
-            ex = ref()
-            if ex is not None and ex.status == "running":
-                return ex
-    return None
 
 
 def future_from_key(key: str, scheduler_address: str) -> Any:

@@ -42,9 +42,9 @@ from dataclasses import replace
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Protocol
 
-from taskmill.client.future import CANCELLED, ERROR, FINISHED, IN_MEMORY, LOST, PENDING, TERMINAL, Future
+from taskmill.client.future import IN_MEMORY, Future
 from taskmill import timeouts
-from taskmill.client.keystate import KeysWaiter, KeyState
+from taskmill.client.keystate import CANCELLED, ERROR, FINISHED, LOST, PENDING, KeysWaiter, KeyState
 from taskmill.client.remote_errors import rebuild_exception, scheduler_decided_error
 from taskmill.comm import BatchedSend, CommClosedError, ConnectionPool, connect
 from taskmill.comm.local import LocalEnd
@@ -599,9 +599,6 @@ class Session:
 
     def states_for(self, futures: Iterable[Future]) -> list[KeyState]:
         return [f._keystate for f in futures]
-
-    def is_terminal(self, ks: KeyState) -> bool:
-        return ks.status in TERMINAL
 
 
 def _merge_releases(msgs: list[Message]) -> list[Message]:

@@ -33,10 +33,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from taskmill.comm.core import Comm
+from typing import Any, Protocol
 
 NONCE_BYTES = 32
 _TOKEN_ENV = "TASKMILL_TOKEN"
@@ -45,6 +42,18 @@ _TOKEN_FILE_ENV = "TASKMILL_TOKEN_FILE"
 
 class AuthenticationError(ConnectionError):
     """The two ends of a connection do not share the same token."""
+
+
+class MessageStream(Protocol):
+    """What a handshake needs of a connection: a :class:`taskmill.comm.core.Comm`
+    fits (this module sits below the comms that authenticate with it)."""
+
+    @property
+    def peer_address(self) -> str: ...
+
+    async def read(self) -> Any: ...
+
+    async def write(self, msg: Any) -> object: ...
 
 
 def configured_token() -> bytes | None:
@@ -75,7 +84,7 @@ def _nonce(msg: Any, field: str) -> bytes:
     return value
 
 
-async def server_handshake(comm: Comm, token: bytes | None) -> None:
+async def server_handshake(comm: MessageStream, token: bytes | None) -> None:
     """Run the accepting side; raises AuthenticationError when the peer fails."""
     if token is None:
         await comm.write({"op": "hello", "challenge": None})
@@ -94,7 +103,7 @@ async def server_handshake(comm: Comm, token: bytes | None) -> None:
     await comm.write({"op": "welcome", "mac": _mac(token, b"server", server_nonce, client_nonce)})
 
 
-async def client_handshake(comm: Comm, token: bytes | None) -> None:
+async def client_handshake(comm: MessageStream, token: bytes | None) -> None:
     """Run the connecting side; raises AuthenticationError saying what to fix."""
     peer = comm.peer_address
     hello = await comm.read()
