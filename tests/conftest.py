@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 
 import psutil
 import pytest
+
+# Under tests a shell that gets an exception from its state machine closes
+# instead of serving on with half-applied state, and the machines write their
+# stimulus logs (for replay) into the run's own directory.
+os.environ.setdefault("TASKMILL_STRICT", "1")
+os.environ.setdefault("TASKMILL_STIMULUS_DIR", os.path.join(tempfile.gettempdir(),
+                                                            f"taskmill-stimuli-{os.getpid()}"))
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01,

@@ -188,8 +188,6 @@ def test_the_whole_package_is_free_of_circles() -> None:
     assert not found, "import circles:\n" + describe(graph, found)
 
 
-@pytest.mark.xfail(strict=False, reason="server/scheduler.py imports client.waiting.FIRE_AND_FORGET, "
-                                        "which the machine refactor removes")
 def test_the_server_does_not_import_the_client() -> None:
     graph = import_graph()
     wrong = sorted(f"{m} -> {t}" for m, targets in graph.items() if _under(m, "taskmill.server")

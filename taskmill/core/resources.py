@@ -3,7 +3,7 @@
 A worker declares totals of named, abstract resources (``GPU=2``,
 ``MEMORY=10e9``); a task asks for amounts (``resources={"GPU": 1}``).  The
 names mean nothing to taskmill: the scheduler only counts (see
-``taskmill.core.scheduler_resources``).  This module holds the pure checks
+``taskmill.core.scheduler.resource_index``).  This module holds the pure checks
 shared by the client, the command line, the worker and the scheduler, so a
 bad specification fails where it is written, with the same message.
 """

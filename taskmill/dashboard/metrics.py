@@ -22,7 +22,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from taskmill.core.scheduler_records import ALL_STATES
+from taskmill.core.scheduler.records import ALL_STATES
 from taskmill.dashboard.feed import DashboardFeed
 from taskmill.dashboard.monitor import DURATION_BUCKETS
 

@@ -30,7 +30,7 @@ from itertools import islice, repeat
 from operator import itemgetter, sub
 from typing import Any
 
-from taskmill.core.scheduler_records import key_prefix
+from taskmill.core.scheduler.records import key_prefix
 from taskmill.protocol.vocabulary import Heartbeat, TaskErred, TaskFinished
 
 #: Task-duration histogram bucket bounds (seconds), Prometheus style.

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 Every function here reads (never mutates) a
-:class:`~taskmill.core.scheduler_state.SchedulerState`, a
+:class:`~taskmill.core.scheduler.state.SchedulerState`, a
 :class:`~taskmill.dashboard.monitor.SchedulerMonitor` and the shell's
 per-worker extras, and returns JSON-ready dicts and lists.  They run only
 when someone looks (a page polls, ``/metrics`` is scraped, a client asks for
@@ -26,7 +26,7 @@ from operator import attrgetter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from taskmill.core.scheduler_records import (
+from taskmill.core.scheduler.records import (
     ERRED,
     MEMORY,
     NO_WORKER,

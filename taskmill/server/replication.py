@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 The decisions (which worker fetches which copy, when a retiring worker may
-go) are the pure state machine's (``taskmill.core.scheduler_replicas``).
+go) are the pure state machine's (``taskmill.core.scheduler.replicas``).
 This module turns the two client requests into events and waits, with a
 deadline, for their outcome:
 
@@ -32,8 +32,8 @@ from collections.abc import Callable
 from typing import Any
 
 from taskmill import timeouts
-from taskmill.core import scheduler_events as ev
-from taskmill.core.scheduler_state import SchedulerState
+from taskmill.core.scheduler import events as ev
+from taskmill.core.scheduler.state import SchedulerState
 from taskmill.protocol.vocabulary import Replicate, Retired, RetireWorkers
 
 logger = logging.getLogger("taskmill.scheduler")

@@ -1,5 +1,5 @@
 """The scheduler shell: sockets around the pure
-:class:`~taskmill.core.scheduler_state.SchedulerState`.
+:class:`~taskmill.core.scheduler.state.SchedulerState`.
 
 Theory of operation
 -------------------
@@ -38,10 +38,10 @@ from typing import Any
 from taskmill import timeouts
 from taskmill.comm import BatchedSend, CommClosedError
 from taskmill.comm.local import LocalEnd, local_link
-from taskmill.core import scheduler_events as ev
+from taskmill.core.scheduler import events as ev
 from taskmill.core.resources import check_resources, format_resources
-from taskmill.core.scheduler_events import SchedulerInput
-from taskmill.core.scheduler_state import SchedulerState
+from taskmill.core.scheduler.events import SchedulerInput
+from taskmill.core.scheduler.state import SchedulerState
 from taskmill.dashboard import service as dashboard
 from taskmill.dashboard.monitor import SchedulerMonitor
 from taskmill.protocol import ProtocolError

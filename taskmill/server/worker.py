@@ -1,5 +1,5 @@
 """The worker shell: sockets, threads and the data store around the pure
-:class:`~taskmill.core.worker_state.WorkerState`.
+:class:`~taskmill.core.worker.state.WorkerState`.
 
 Theory of operation
 -------------------
@@ -41,10 +41,10 @@ import psutil
 
 from taskmill import timeouts
 from taskmill.comm import BatchedSend, CommClosedError, connect
-from taskmill.core import worker_events as ev
+from taskmill.core.worker import events as ev
 from taskmill.core.resources import check_resources
-from taskmill.core.worker_events import WorkerInput
-from taskmill.core.worker_state import WorkerState
+from taskmill.core.worker.events import WorkerInput
+from taskmill.core.worker.state import WorkerState
 from taskmill.protocol import ProtocolError, Serialized, serialize
 from taskmill.protocol.vocabulary import (
     SCHEDULER,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from typing import Any, Iterable, TypeVar
 
-from taskmill.core.scheduler_events import (
+from taskmill.core.scheduler.events import (
     SchedulerCommand,
     SchedulerEvent,
     WorkerLeft,
@@ -27,7 +27,7 @@ from taskmill.protocol.vocabulary import (
     TaskSpec,
     UpdateGraph,
 )
-from taskmill.core.scheduler_state import SchedulerState
+from taskmill.core.scheduler.state import SchedulerState
 
 C = TypeVar("C", bound=SchedulerCommand)
 _ids = itertools.count()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from scheduler_helpers import Sched, erred, finished, join, of, submit, task
 
-from taskmill.core.placement import SATURATION
+from taskmill.core.scheduler.placement import SATURATION
 from taskmill.protocol.vocabulary import (
     ComputeTask,
     FreeKeys,
@@ -15,7 +15,7 @@ from taskmill.protocol.vocabulary import (
     TaskSpec,
     UpdateGraph,
 )
-from taskmill.core.scheduler_state import SchedulerState
+from taskmill.core.scheduler.state import SchedulerState
 
 
 def test_single_task_runs_and_reports():
@@ -320,7 +320,7 @@ def test_new_task_defaults_roundtrip():
 def test_missing_edge_raises_with_story():
     import pytest
 
-    from taskmill.core.scheduler_state import InvalidTransition
+    from taskmill.core.scheduler.state import InvalidTransition
 
     s = Sched("tcp://a")
     s(submit([task("x-1")], wanted=["x-1"]))
@@ -345,14 +345,14 @@ def test_validate_reports_broken_invariant_with_story():
 def test_unknown_event_type_is_rejected():
     import pytest
 
-    from taskmill.core.scheduler_events import SchedulerEvent
+    from taskmill.core.scheduler.events import SchedulerEvent
 
     with pytest.raises(TypeError):
         SchedulerState().handle(SchedulerEvent("s"))
 
 
 def test_client_connected_is_harmless():
-    from taskmill.core.scheduler_events import ClientConnected, ClientDisconnected
+    from taskmill.core.scheduler.events import ClientConnected, ClientDisconnected
 
     s = Sched("tcp://a")
     assert s(ClientConnected("s", client="c9")) == []
@@ -374,7 +374,7 @@ def test_ready_dependent_with_better_priority_goes_before_queued_roots():
 
 
 def test_key_prefix_of_plain_and_dask_tuple_keys() -> None:
-    from taskmill.core.scheduler_records import key_prefix
+    from taskmill.core.scheduler.records import key_prefix
 
     assert key_prefix("inc-4f2a") == "inc"
     assert key_prefix("plain") == "plain"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from scheduler_helpers import Sched, finished, join, of, sid, submit, task
 
-from taskmill.core.scheduler_events import WorkerLeft
+from taskmill.core.scheduler.events import WorkerLeft
 from taskmill.protocol.vocabulary import AcquireReplicas, AddKeys, Heartbeat
-from taskmill.core.scheduler_replicas import INSURANCE_WINDOW, INSURED_BYTES
+from taskmill.core.scheduler.replicas import INSURANCE_WINDOW, INSURED_BYTES
 
 
 def died(addr: str, now: float = 100.0) -> WorkerLeft:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from scheduler_helpers import Sched, erred, finished, join, of, sid, submit, task
 
-from taskmill.core.scheduler_events import ClientDisconnected, RestartRequested
+from taskmill.core.scheduler.events import ClientDisconnected, RestartRequested
 from taskmill.protocol.vocabulary import (
     CancelKeys,
     ComputeTask,

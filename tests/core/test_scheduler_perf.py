@@ -18,7 +18,7 @@ from taskmill.protocol.vocabulary import (
     TaskSpec,
     UpdateGraph,
 )
-from taskmill.core.scheduler_state import SchedulerState
+from taskmill.core.scheduler.state import SchedulerState
 
 
 def run_map(n: int = 20_000, nworkers: int = 4, nthreads: int = 2) -> dict[str, float]:

@@ -12,7 +12,7 @@ import random
 import pytest
 from scheduler_helpers import erred, finished, join, leave, sid, submit, task
 
-from taskmill.core.scheduler_events import (
+from taskmill.core.scheduler.events import (
     ClientDisconnected,
     ReplicateRequested,
     RestartRequested,
@@ -36,7 +36,7 @@ from taskmill.protocol.vocabulary import (
     TaskSpec,
     WantKeys,
 )
-from taskmill.core.scheduler_state import SchedulerState
+from taskmill.core.scheduler.state import SchedulerState
 
 ADDRS = [f"tcp://w{i}" for i in range(4)]
 CLIENTS = ["c0", "c1", "c2"]

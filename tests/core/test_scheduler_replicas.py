@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from scheduler_helpers import Sched, finished, join, leave, of, sid, submit, task
 
-from taskmill.core.scheduler_events import (
+from taskmill.core.scheduler.events import (
     ReplicateRequested,
     RetireCancelled,
     RetireRequested,

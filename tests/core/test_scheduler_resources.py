@@ -15,7 +15,7 @@ from scheduler_helpers import Sched, erred, finished, join, leave, of, sid, subm
 from test_scheduler_random import ADDRS, Harness
 
 from taskmill.core.resources import check_resources, parse_resources, resource_spec
-from taskmill.core.scheduler_events import (
+from taskmill.core.scheduler.events import (
     RestartRequested,
     RetireRequested,
     SchedulerCommand,

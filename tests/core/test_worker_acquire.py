@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from taskmill.core.worker_events import (
+from taskmill.core.worker.events import (
     AskWhoHas,
     DeleteData,
     Fetch,

@@ -3,7 +3,7 @@ fetch; everything resumes on unpause."""
 
 from __future__ import annotations
 
-from taskmill.core.worker_events import (
+from taskmill.core.worker.events import (
     DataPut,
     Execute,
     Fetch,

@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 import pytest
 
-from taskmill.core.worker_events import (
+from taskmill.core.worker.events import (
     AskWhoHas,
     CancelExecution,
     DataPut,
@@ -28,7 +28,7 @@ from taskmill.protocol.vocabulary import (
     TaskErred,
     TaskFinished,
 )
-from taskmill.core.worker_state import InvalidWorkerState, InvalidWorkerTransition, WorkerState
+from taskmill.core.worker.state import InvalidWorkerState, InvalidWorkerTransition, WorkerState
 
 ME = "tcp://me:1"
 A = "tcp://a:1"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from taskmill.core.worker_events import (
+from taskmill.core.worker.events import (
     AskWhoHas,
     CancelExecution,
     DataPut,
@@ -35,7 +35,7 @@ from taskmill.protocol.vocabulary import (
     TaskErred,
     TaskFinished,
 )
-from taskmill.core.worker_state import WorkerState
+from taskmill.core.worker.state import WorkerState
 
 ME = "me"
 PEERS = ("p1", "p2", "p3")

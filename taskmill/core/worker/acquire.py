@@ -16,7 +16,7 @@ failed to compute itself is declined with ``released-keys``: the scheduler
 then strikes this worker off and looks elsewhere.
 
 This is part of the pure worker state machine
-(:class:`~taskmill.core.worker_state.WorkerState`); it is kept in its own
+(:class:`~taskmill.core.worker.state.WorkerState`); it is kept in its own
 module and drives the machine through its internal helpers.
 """
 
@@ -32,10 +32,10 @@ from taskmill.protocol.vocabulary import (
     Priority,
     ReleasedKeys,
 )
-from taskmill.core.worker_records import CANCELLED, FETCH, FLIGHT, MEMORY, MISSING
+from taskmill.core.worker.records import CANCELLED, FETCH, FLIGHT, MEMORY, MISSING
 
 if TYPE_CHECKING:
-    from taskmill.core.worker_state import WorkerState
+    from taskmill.core.worker.state import WorkerState
 
 #: Copies are fetched after the inputs of every task (lower sorts first).
 REPLICA_PRIORITY: Priority = (sys.maxsize,)

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-The worker shell feeds typed events (:mod:`taskmill.core.worker_events`) to
+The worker shell feeds typed events (:mod:`taskmill.core.worker.events`) to
 :meth:`WorkerState.handle` and carries out the commands it returns.  Nothing
 in here touches a socket, a thread, asyncio or the clock, and no value is ever
 seen: only keys and sizes.  The shell stores a value *before* it hands the
@@ -30,9 +30,9 @@ cancelled.  ``FreeKeys`` clears ``assigned`` and ``held``; fetched
 replicas otherwise stay until the scheduler frees them (it learnt of them from
 ``AddKeys``), so this machine never drops data on its own
 (``ReleasedKeys`` only declines copies the scheduler asked for, see
-:mod:`taskmill.core.worker_acquire`, which also handles ``AcquireReplicas``).
+:mod:`taskmill.core.worker.acquire`, which also handles ``AcquireReplicas``).
 
-Fetching: :class:`~taskmill.core.worker_fetch_queue.FetchQueue` queues every
+Fetching: :class:`~taskmill.core.worker.fetch_queue.FetchQueue` queues every
 ``fetch`` key with each of its holders, ordered by the priority of the most
 urgent task that needs it.  A gather pass at the end of ``handle`` (when
 something changed) sends ONE ``Fetch`` of up to ``max_fetch_keys_per_request``
@@ -84,8 +84,9 @@ from collections import deque
 from itertools import count
 from typing import Any, Callable, Iterable
 
-from taskmill.core.worker_acquire import acquire_replicas
-from taskmill.core.worker_events import (
+from taskmill.core.stimulus_log import DEFAULT_SIZE, StimulusLog
+from taskmill.core.worker.acquire import acquire_replicas
+from taskmill.core.worker.events import (
     AskWhoHas,
     CancelExecution,
     DataPut,
@@ -115,8 +116,8 @@ from taskmill.protocol.vocabulary import (
     TaskFinished,
 )
 
-from taskmill.core.worker_fetch_queue import FetchQueue
-from taskmill.core.worker_records import (
+from taskmill.core.worker.fetch_queue import FetchQueue
+from taskmill.core.worker.records import (
     _ALLOWED,
     CANCELLED,
     ERROR,
@@ -162,6 +163,7 @@ class WorkerState:
         max_fetch_keys_per_request: int = 1000,
         max_concurrent_fetches: int = 10,
         story_size: int = 100_000,
+        stimulus_log_size: int = DEFAULT_SIZE,
     ) -> None:
         if nthreads < 1:
             raise ValueError(f"nthreads must be >= 1, got {nthreads}")
@@ -170,6 +172,11 @@ class WorkerState:
         self.address = address
         self.nthreads = nthreads
         self.validate_each_step = validate
+        #: the events of the last calls of ``handle``, to replay a failure
+        self.stimulus_log = StimulusLog(WorkerState, dict(
+            address=address, nthreads=nthreads, max_fetch_keys_per_request=max_fetch_keys_per_request,
+            max_concurrent_fetches=max_concurrent_fetches, story_size=story_size,
+            stimulus_log_size=stimulus_log_size), stimulus_log_size)
         self.max_fetch_keys_per_request = max_fetch_keys_per_request
         self.max_concurrent_fetches = max_concurrent_fetches
         self.tasks: dict[Key, TaskRecord] = {}
@@ -236,6 +243,14 @@ class WorkerState:
 
     def handle(self, *events: WorkerInput) -> list[WorkerOutput]:
         """Apply ``events`` in order; return the commands to carry out, in order."""
+        self.stimulus_log.record(events)
+        try:
+            return self._handle(events)
+        except Exception as exc:
+            self.stimulus_log.failed(exc)
+            raise
+
+    def _handle(self, events: tuple[WorkerInput, ...]) -> list[WorkerOutput]:
         out: list[WorkerOutput] = []
         self._out = out
         handlers = self._handlers
@@ -801,6 +816,6 @@ class WorkerState:
     # ------------------------------------------------------------------ #
     def validate(self) -> None:
         """Check every invariant; raise :class:`InvalidWorkerState` if one fails."""
-        from taskmill.core.worker_validate import validate_worker_state
+        from taskmill.core.worker.validate import validate_worker_state
 
         validate_worker_state(self)

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 :class:`FetchQueue` is the part of the pure worker state machine
-(:mod:`taskmill.core.worker_state`) that plans transfers.  It keeps three
+(:mod:`taskmill.core.worker.state`) that plans transfers.  It keeps three
 indexes over the records of keys to fetch:
 
 * ``heaps[peer]``: a heap of ``(priority, seq, key)`` for every key in
@@ -31,7 +31,7 @@ import heapq
 from typing import Callable, Iterable
 
 from taskmill.protocol.vocabulary import Address, Key, Priority
-from taskmill.core.worker_records import FETCH, TaskRecord, _HeapEntry
+from taskmill.core.worker.records import FETCH, TaskRecord, _HeapEntry
 
 __all__ = ["FetchQueue"]
 

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-``SchedulerState`` (``taskmill.core.scheduler_state``) owns one
+``SchedulerState`` (``taskmill.core.scheduler.state``) owns one
 :class:`TaskRecord` per known key, one :class:`WorkerRecord` per live worker and
 one :class:`ClientRecord` per client that wants something.  Records point at
 each other directly (a task's ``who_has`` holds worker records, a worker's
@@ -14,7 +14,7 @@ Records hash by identity, so a plain ``set`` would iterate in memory-address
 order and the commands the state machine emits would differ from run to run;
 ordered dicts keep every run of the same events byte-for-byte reproducible.
 
-Invariants (checked by ``taskmill.core.scheduler_validate``):
+Invariants (checked by ``taskmill.core.scheduler.validate``):
 
 * ``ts in ws.has_what``  <=>  ``ws in ts.who_has``; a task is in memory iff
   ``who_has`` is non-empty.
@@ -32,7 +32,7 @@ Invariants (checked by ``taskmill.core.scheduler_validate``):
 * ``ws in idle``  <=>  ``ws.used < ws.capacity`` and ``ws`` is neither paused
   nor retiring.
 * ``ws.resources_used`` is the sum of ``resources`` of ``ws.processing`` and
-  never exceeds ``ws.resources`` (see ``taskmill.core.scheduler_resources``).
+  never exceeds ``ws.resources`` (see ``taskmill.core.scheduler.resource_index``).
 """
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ class WorkerRecord:
         self.processing: dict[TaskRecord, None] = {}
         self.has_what: dict[TaskRecord, None] = {}
         self.nbytes = 0
-        #: slot units taken by ``processing`` (see ``taskmill.core.placement``)
+        #: slot units taken by ``processing`` (see ``taskmill.core.scheduler.placement``)
         self.used = 0
         self.capacity = capacity
         #: func tokens already sent to this worker process

@@ -4,8 +4,8 @@ retirement, paused workers, removal.
 Theory of operation
 -------------------
 ``ReplicaManagement`` sits between ``SchedulerCore`` (state and transitions,
-``taskmill.core.scheduler_transitions``) and ``SchedulerState`` (the other
-event handlers, ``taskmill.core.scheduler_state``).  Like the rest of the
+``taskmill.core.scheduler.transitions``) and ``SchedulerState`` (the other
+event handlers, ``taskmill.core.scheduler.state``).  Like the rest of the
 state machine it never touches sockets or the clock.
 
 **Copies.**  The scheduler never moves data itself: it tells a worker to
@@ -38,7 +38,7 @@ shell cancels (``RetireCancelled``), or it dies first, the retirement ends
 with ``RetirementAborted`` and, if alive, the worker is back at work.
 
 **Removal** (``_remove_worker``, for ``WorkerLeft`` and retirement): see
-"Worker loss" in ``taskmill.core.scheduler_state``.
+"Worker loss" in ``taskmill.core.scheduler.state``.
 
 **Insurance copies while workers die.**  A result held on one worker whose
 inputs were already freed costs its whole freed lineage to recompute when
@@ -69,7 +69,7 @@ from __future__ import annotations
 
 from itertools import islice
 
-from taskmill.core.scheduler_events import (
+from taskmill.core.scheduler.events import (
     ReplicateRequested,
     RetireCancelled,
     RetireRequested,
@@ -82,7 +82,7 @@ from taskmill.protocol.vocabulary import (
     Key,
     Paused,
 )
-from taskmill.core.scheduler_records import (
+from taskmill.core.scheduler.records import (
     ERRED,
     KILLED_WORKER,
     LOST_DATA,
@@ -95,7 +95,7 @@ from taskmill.core.scheduler_records import (
     TaskRecord,
     WorkerRecord,
 )
-from taskmill.core.scheduler_transitions import SchedulerCore
+from taskmill.core.scheduler.transitions import SchedulerCore
 
 
 def _by_load(workers: list[WorkerRecord]) -> list[WorkerRecord]:

@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 ``validate_state(state)`` walks all tasks, workers and clients of a
 ``SchedulerCore`` and checks the invariants listed in
-``taskmill.core.scheduler_records`` plus the neededness and queueing rules of
-``taskmill.core.scheduler_transitions``.  It is O(size of the state): tests
+``taskmill.core.scheduler.records`` plus the neededness and queueing rules of
+``taskmill.core.scheduler.transitions``.  It is O(size of the state): tests
 run it after every event (``SchedulerState(validate=True)``); production does
 not.  A broken invariant raises ``AssertionError`` carrying the key's story.
 """
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from taskmill.core.placement import queue_live
-from taskmill.core.scheduler_records import (
+from taskmill.core.scheduler.placement import queue_live
+from taskmill.core.scheduler.records import (
     ACTIVE_STATES,
     ALL_STATES,
     ERRED,
@@ -28,10 +28,10 @@ from taskmill.core.scheduler_records import (
     WAITING,
     TaskRecord,
 )
-from taskmill.core.scheduler_resources import ResourceGroup
+from taskmill.core.scheduler.resource_index import ResourceGroup
 
 if TYPE_CHECKING:
-    from taskmill.core.scheduler_transitions import SchedulerCore
+    from taskmill.core.scheduler.transitions import SchedulerCore
 
 
 def _fail(state: SchedulerCore, ts: TaskRecord | None, msg: str) -> None:

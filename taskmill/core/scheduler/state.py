@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 The scheduler shell (``taskmill.server.scheduler``) turns wire messages into
-the typed events of ``taskmill.core.scheduler_events`` and feeds them to
+the typed events of ``taskmill.core.scheduler.events`` and feeds them to
 :meth:`SchedulerState.handle`, which returns the commands to send
 (``ComputeTask``/``FreeKeys`` to workers, ``Report*`` to clients).  Nothing in
 here touches sockets, threads, asyncio or the clock: time arrives on events.
@@ -48,12 +48,12 @@ Decisions the shell relies on
   needed) or reported lost.  ``RegisterWorker`` for an address already known
   is treated as that worker leaving and a new process joining.  For a while
   after such a death small results get insurance copies (``AcquireReplicas``,
-  see ``taskmill.core.scheduler_replicas``).
+  see ``taskmill.core.scheduler.replicas``).
 * **Replicas** reported by ``AddKeys`` are recorded only for keys in
   memory; any other key is answered with ``FreeKeys``.
 * **Copies, retirement, pause** (``ReplicateRequested``, ``RetireRequested``,
   ``RetireCancelled``, ``Paused``) and worker removal are handled in
-  ``taskmill.core.scheduler_replicas``: a retired worker's tasks are
+  ``taskmill.core.scheduler.replicas``: a retired worker's tasks are
   rescheduled without counting as suspicious; paused and retiring workers get
   no new task.
 * **Restrictions.**  ``workers=`` with ``allow_other_workers=False`` runs
@@ -64,7 +64,7 @@ Decisions the shell relies on
   runs only on a worker declaring enough, while enough is free there; it
   waits ``queued`` while they are busy and ``no-worker`` (with a
   ``TaskStalled`` warning and a story entry saying what is missing) while no
-  live worker declares enough.  See ``taskmill.core.scheduler_resources``.
+  live worker declares enough.  See ``taskmill.core.scheduler.resource_index``.
 * Unknown workers, unknown keys, duplicate or stale events are ignored with a
   story entry, never an exception.  An unknown event *type* raises TypeError.
 * Commands of one ``handle`` call come out in causal order; a ``FreeKeys``
@@ -76,9 +76,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-from taskmill.core.placement import queue_push, worker_capacity
+from taskmill.core.stimulus_log import DEFAULT_SIZE, StimulusLog
+from taskmill.core.scheduler.placement import queue_push, worker_capacity
 from taskmill.core.resources import resource_spec
-from taskmill.core.scheduler_events import (
+from taskmill.core.scheduler.events import (
     ClientConnected,
     ClientDisconnected,
     ReplicateRequested,
@@ -110,7 +111,7 @@ from taskmill.protocol.vocabulary import (
     UpdateGraph,
     WantKeys,
 )
-from taskmill.core.scheduler_records import (
+from taskmill.core.scheduler.records import (
     ERRED,
     FORGOTTEN,
     LOST_DATA,
@@ -128,9 +129,9 @@ from taskmill.core.scheduler_records import (
     TaskRecord,
     WorkerRecord,
 )
-from taskmill.core.scheduler_replicas import ReplicaManagement
-from taskmill.core.scheduler_transitions import CHECK, InvalidTransition
-from taskmill.core.scheduler_validate import validate_state
+from taskmill.core.scheduler.replicas import ReplicaManagement
+from taskmill.core.scheduler.transitions import CHECK, InvalidTransition
+from taskmill.core.scheduler.validate import validate_state
 
 __all__ = ["SchedulerState", "InvalidTransition"]
 
@@ -141,8 +142,13 @@ class SchedulerState(ReplicaManagement):
     ``handle(*events)`` is the only way to change state.  With
     ``validate=True`` every invariant is checked after every event."""
 
-    def __init__(self, *, allowed_failures: int = 3, validate: bool = False) -> None:
+    def __init__(self, *, allowed_failures: int = 3, validate: bool = False,
+                 stimulus_log_size: int = DEFAULT_SIZE) -> None:
         super().__init__(allowed_failures=allowed_failures, validate=validate)
+        #: the events of the last calls of ``handle``, to replay a failure
+        self.stimulus_log = StimulusLog(SchedulerState, dict(
+            allowed_failures=allowed_failures, stimulus_log_size=stimulus_log_size),
+            stimulus_log_size)
         self._handlers: dict[type, Callable[[Any], None]] = {
             UpdateGraph: self._on_graph_submitted,
             TaskFinished: self._on_task_finished,
@@ -171,7 +177,17 @@ class SchedulerState(ReplicaManagement):
     # The entry point
     # ------------------------------------------------------------------ #
     def handle(self, *events: SchedulerInput) -> list[SchedulerOutput]:
-        """Apply ``events`` in order; return the commands they cause."""
+        """Apply ``events`` in order; return the commands they cause.  A
+        failure (a broken invariant under ``validate``, a bug) writes the
+        stimulus log out and names the file in the exception."""
+        self.stimulus_log.record(events)
+        try:
+            return self._handle(events)
+        except Exception as exc:
+            self.stimulus_log.failed(exc)
+            raise
+
+    def _handle(self, events: tuple[SchedulerInput, ...]) -> list[SchedulerOutput]:
         queue = list(events)
         for event in queue:
             handler = self._handlers.get(type(event))

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 ``SchedulerCore`` holds all scheduler state and the transition table
 ``(from_state, to_state) -> method``; ``SchedulerState``
-(``taskmill.core.scheduler_state``) adds the event handlers and queries on top.
+(``taskmill.core.scheduler.state``) adds the event handlers and queries on top.
 
 One event is processed in four phases, all inside ``handle``:
 
@@ -41,7 +41,7 @@ from itertools import islice
 from collections import deque
 from typing import Any, Callable
 
-from taskmill.core.placement import (
+from taskmill.core.scheduler.placement import (
     MAX_PULLED_SIBLINGS,
     PULL_SIBLINGS_BYTES,
     QueueEntry,
@@ -50,7 +50,7 @@ from taskmill.core.placement import (
     queue_push,
     slot_cost,
 )
-from taskmill.core.scheduler_events import SchedulerOutput, TaskStalled
+from taskmill.core.scheduler.events import SchedulerOutput, TaskStalled
 from taskmill.protocol.serialize import Serialized
 from taskmill.protocol.vocabulary import (
     Address,
@@ -61,7 +61,7 @@ from taskmill.protocol.vocabulary import (
     KeyInMemory,
     KeyLost,
 )
-from taskmill.core.scheduler_records import (
+from taskmill.core.scheduler.records import (
     ACTIVE_STATES,
     ERRED,
     FORGOTTEN,
@@ -79,7 +79,7 @@ from taskmill.core.scheduler_records import (
     TaskRecord,
     WorkerRecord,
 )
-from taskmill.core.scheduler_resources import ResourceIndex, acquire, release
+from taskmill.core.scheduler.resource_index import ResourceIndex, acquire, release
 
 #: Recommendation kinds (besides target states).
 CHECK = "check"
@@ -113,13 +113,13 @@ class SchedulerCore:
         #: or no-worker (so a worker joining at that address finds them)
         self.restricted_waiting: dict[Address, dict[TaskRecord, None]] = {}
         #: workers by declared resource; queued/no-worker tasks needing resources
-        #: (``taskmill.core.scheduler_resources``)
+        #: (``taskmill.core.scheduler.resource_index``)
         self.resource_index = ResourceIndex()
         #: task prefix -> exponential average of its duration (seconds)
         self.durations: dict[str, float] = {}
         #: task prefix -> exponential average of its result's size (bytes)
         self.output_bytes: dict[str, float] = {}
-        #: workers being retired (see ``taskmill.core.scheduler_replicas``)
+        #: workers being retired (see ``taskmill.core.scheduler.replicas``)
         self.retiring: dict[WorkerRecord, None] = {}
         #: a replica changed while workers retire: re-check their progress
         self._retire_dirty = False

@@ -5,7 +5,7 @@ Theory of operation
 A key known to a worker has one :class:`TaskRecord`, in one of the states
 below (``released`` is the pseudo-state of a key without a record).
 ``TRANSITIONS`` lists every legal state change; the state machine
-(:mod:`taskmill.core.worker_state`) checks each change against it and raises
+(:mod:`taskmill.core.worker.state`) checks each change against it and raises
 :class:`InvalidWorkerTransition`, with the key's story, on any other.  See
 that module for what each state means and how records move between them.
 """

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 :func:`validate_worker_state` walks every record and index of a
-:class:`~taskmill.core.worker_state.WorkerState` and checks that the
+:class:`~taskmill.core.worker.state.WorkerState` and checks that the
 incrementally maintained indexes (executing set, ready heap and count, fetch
 heaps, in-flight requests, holder index, missing set, memory set and bytes)
 agree with the records, that dependency links are symmetric, that every record
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from taskmill.core.worker_records import (
+from taskmill.core.worker.records import (
     CANCELLED,
     ERROR,
     EXECUTING,
@@ -31,8 +31,8 @@ from taskmill.core.worker_records import (
 )
 
 if TYPE_CHECKING:
-    from taskmill.core.worker_records import TaskRecord
-    from taskmill.core.worker_state import WorkerState
+    from taskmill.core.worker.records import TaskRecord
+    from taskmill.core.worker.state import WorkerState
 
 _STATES = {WAITING, READY, EXECUTING, MEMORY, ERROR, FETCH, FLIGHT, MISSING, CANCELLED}
 

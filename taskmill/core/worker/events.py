@@ -2,7 +2,7 @@
 
 The worker shell (``taskmill.server.worker``) owns the sockets, the thread
 pool and the data store (the values themselves).  The state machine
-(``taskmill.core.worker_state``) owns the decisions: which task runs next,
+(``taskmill.core.worker.state``) owns the decisions: which task runs next,
 which inputs to fetch from which peer, what to tell the scheduler.  It never
 sees a value, only keys and sizes.
 

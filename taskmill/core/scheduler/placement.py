@@ -41,7 +41,7 @@ from itertools import islice
 from typing import Iterable
 
 from taskmill.protocol.vocabulary import Address, Priority
-from taskmill.core.scheduler_records import QUEUED, TaskRecord, WorkerRecord
+from taskmill.core.scheduler.records import QUEUED, TaskRecord, WorkerRecord
 
 #: Tasks in flight per thread, for tasks of normal or unknown duration.
 SATURATION = 2
