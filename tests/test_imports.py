@@ -193,3 +193,12 @@ def test_the_server_does_not_import_the_client() -> None:
     wrong = sorted(f"{m} -> {t}" for m, targets in graph.items() if _under(m, "taskmill.server")
                    for t in targets if _under(t, "taskmill.client"))
     assert not wrong, "taskmill.server imports taskmill.client:\n" + "\n".join(wrong)
+
+
+@pytest.mark.xfail(strict=False, reason="core/worker/state.py is split by the worker refactor")
+def test_no_module_is_over_800_lines() -> None:
+    """Small modules with one purpose: split a module before it passes 800 lines."""
+    package = Path(__file__).resolve().parents[1] / "taskmill"
+    long = {str(p.relative_to(package.parent)): n for p in package.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 800}
+    assert not long, f"modules over 800 lines: {long}"

@@ -33,8 +33,12 @@ import hashlib
 import hmac
 import os
 import secrets
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from taskmill.protocol.framing import ProtocolError
+from taskmill.protocol.vocabulary import Auth, Denied, Hello, Message, NoToken, Welcome, decode
+
+M = TypeVar("M", bound=Message)
 NONCE_BYTES = 32
 _TOKEN_ENV = "TASKMILL_TOKEN"
 _TOKEN_FILE_ENV = "TASKMILL_TOKEN_FILE"
@@ -77,58 +81,69 @@ def _mac(token: bytes, role: bytes, server_nonce: bytes, client_nonce: bytes) ->
     return hmac.new(token, role + server_nonce + client_nonce, hashlib.sha256).digest()
 
 
-def _nonce(msg: Any, field: str) -> bytes:
-    value = msg.get(field) if isinstance(msg, dict) else None
-    if not isinstance(value, bytes) or len(value) != NONCE_BYTES:
-        raise AuthenticationError(f"malformed handshake: no {NONCE_BYTES}-byte {field!r} in {msg!r:.200}")
+def _check_nonce(value: bytes, field: str) -> bytes:
+    if len(value) != NONCE_BYTES:
+        raise AuthenticationError(f"malformed handshake: {field!r} is not {NONCE_BYTES} bytes")
     return value
+
+
+def _read_as(raw: Any, expected: type[M], peer: str) -> M | Message:
+    """``raw`` decoded (a greeting op); AuthenticationError when it is not one."""
+    try:
+        msg = decode(raw)
+    except ProtocolError as exc:
+        raise AuthenticationError(f"malformed handshake from {peer}: {exc}") from None
+    if msg.kind != "greeting":
+        raise AuthenticationError(f"{peer} sent {msg.op!r} instead of the handshake's {expected.op!r}")
+    return msg
 
 
 async def server_handshake(comm: MessageStream, token: bytes | None) -> None:
     """Run the accepting side; raises AuthenticationError when the peer fails."""
     if token is None:
-        await comm.write({"op": "hello", "challenge": None})
+        await comm.write(Hello(None).to_wire())
         return
     server_nonce = secrets.token_bytes(NONCE_BYTES)
-    await comm.write({"op": "hello", "challenge": server_nonce})
-    answer = await comm.read()
-    if isinstance(answer, dict) and answer.get("op") == "no-token":
+    await comm.write(Hello(server_nonce).to_wire())
+    answer = _read_as(await comm.read(), Auth, comm.peer_address)
+    if isinstance(answer, NoToken):
         raise AuthenticationError("the peer has no token")
-    client_nonce = _nonce(answer, "nonce")
-    mac = answer.get("mac")
-    if not isinstance(mac, bytes) or not hmac.compare_digest(
-            mac, _mac(token, b"client", server_nonce, client_nonce)):
-        await comm.write({"op": "denied"})
+    if not isinstance(answer, Auth):
+        raise AuthenticationError(f"malformed handshake: expected 'auth', got {answer.op!r}")
+    client_nonce = _check_nonce(answer.nonce, "nonce")
+    if not hmac.compare_digest(answer.mac, _mac(token, b"client", server_nonce, client_nonce)):
+        await comm.write(Denied().to_wire())
         raise AuthenticationError("the peer's token differs")
-    await comm.write({"op": "welcome", "mac": _mac(token, b"server", server_nonce, client_nonce)})
+    await comm.write(Welcome(_mac(token, b"server", server_nonce, client_nonce)).to_wire())
 
 
 async def client_handshake(comm: MessageStream, token: bytes | None) -> None:
     """Run the connecting side; raises AuthenticationError saying what to fix."""
     peer = comm.peer_address
-    hello = await comm.read()
-    if not isinstance(hello, dict) or hello.get("op") != "hello":
-        raise AuthenticationError(f"{peer} did not greet as a taskmill server (got {hello!r:.200})")
-    challenge = hello.get("challenge")
-    if challenge is None:
+    raw = await comm.read()
+    try:
+        hello = decode(raw)
+    except ProtocolError:
+        hello = None
+    if not isinstance(hello, Hello):
+        raise AuthenticationError(f"{peer} did not greet as a taskmill server (got {raw!r:.200})")
+    if hello.challenge is None:
         if token is not None:
             raise AuthenticationError(
                 f"{peer} does not use a token, but ${_TOKEN_ENV} is set here: set the same "
                 f"token on every node of the cluster, or unset it everywhere")
         return
-    server_nonce = _nonce(hello, "challenge")
+    server_nonce = _check_nonce(hello.challenge, "challenge")
     if token is None:
-        await comm.write({"op": "no-token"})
+        await comm.write(NoToken().to_wire())
         raise AuthenticationError(
             f"{peer} requires a token: set ${_TOKEN_ENV} (or ${_TOKEN_FILE_ENV}) to the "
             "cluster's shared token")
     client_nonce = secrets.token_bytes(NONCE_BYTES)
-    await comm.write({"op": "auth", "nonce": client_nonce,
-                      "mac": _mac(token, b"client", server_nonce, client_nonce)})
-    reply = await comm.read()
-    mac = reply.get("mac") if isinstance(reply, dict) else None
-    if not isinstance(mac, bytes) or not hmac.compare_digest(
-            mac, _mac(token, b"server", server_nonce, client_nonce)):
+    await comm.write(Auth(client_nonce, _mac(token, b"client", server_nonce, client_nonce)).to_wire())
+    reply = _read_as(await comm.read(), Welcome, peer)
+    if not isinstance(reply, Welcome) or not hmac.compare_digest(
+            reply.mac, _mac(token, b"server", server_nonce, client_nonce)):
         raise AuthenticationError(
             f"{peer} refused our token, or does not know it: ${_TOKEN_ENV} must be the same "
             "on every node of the cluster")

@@ -65,7 +65,7 @@ _FROM_WORKER = ("worker", "stimulus_id")
 # --------------------------------------------------------------------------- #
 # Registration and greeting (any connection between processes)
 # --------------------------------------------------------------------------- #
-@message("hello", ANY, ANY)
+@message("hello", ANY, ANY, kind="greeting")
 @dataclass(frozen=True, slots=True)
 class Hello(Message):
     """The accepting side's first message on every connection between
@@ -74,7 +74,7 @@ class Hello(Message):
     challenge: bytes | None = None
 
 
-@message("auth", ANY, ANY)
+@message("auth", ANY, ANY, kind="greeting")
 @dataclass(frozen=True, slots=True)
 class Auth(Message):
     """The connecting side's answer to a challenge: its nonce and
@@ -84,19 +84,19 @@ class Auth(Message):
     mac: bytes
 
 
-@message("no-token", ANY, ANY)
+@message("no-token", ANY, ANY, kind="greeting")
 @dataclass(frozen=True, slots=True)
 class NoToken(Message):
     """The connecting side has no token to answer a challenge with."""
 
 
-@message("denied", ANY, ANY)
+@message("denied", ANY, ANY, kind="greeting")
 @dataclass(frozen=True, slots=True)
 class Denied(Message):
     """The accepting side refused the MAC."""
 
 
-@message("welcome", ANY, ANY)
+@message("welcome", ANY, ANY, kind="greeting")
 @dataclass(frozen=True, slots=True)
 class Welcome(Message):
     """The accepting side proves it holds the token too:
@@ -117,6 +117,8 @@ class RegisterClient(Message):
 @message("client-registered", SCHEDULER, CLIENT, kind="request")
 @dataclass(frozen=True, slots=True)
 class ClientRegistered(Message):
+    """The scheduler accepted the client: its public address and its id."""
+
     address: Address
     id: str
 
@@ -124,7 +126,7 @@ class ClientRegistered(Message):
 @message("register-worker", WORKER, SCHEDULER, kind="request", local=("stimulus_id", "now"))
 @dataclass(frozen=True, slots=True)
 class RegisterWorker(Message):
-    """Opens a worker's stream (the scheduler's ``WorkerJoined``); answered with
+    """Opens a worker's stream (the worker joins the cluster); answered with
     ``worker-registered`` or ``registration-refused``."""
 
     worker: Address
@@ -150,6 +152,8 @@ class WorkerRegistered(Message):
 @message("registration-refused", SCHEDULER, ANY, kind="request")
 @dataclass(frozen=True, slots=True)
 class RegistrationRefused(Message):
+    """The scheduler refused a registration (``reason`` says why)."""
+
     reason: str
 
 
@@ -209,7 +213,7 @@ class ReleaseKeys(Message):
 @message("want-keys", CLIENT, SCHEDULER, local=_FROM_CLIENT)
 @dataclass(frozen=True, slots=True)
 class WantKeys(Message):
-    """The client holds futures for existing keys (e.g. unpickled from another client)."""
+    """The client holds futures for existing keys, unpickled from another client say."""
 
     stimulus_id: str
     client: str
@@ -305,6 +309,8 @@ class KeyLost(Message):
 @message("key-cancelled", SCHEDULER, CLIENT, local=("stimulus_id", "client"))
 @dataclass(frozen=True, slots=True)
 class KeyCancelled(Message):
+    """``key`` was cancelled (by a client, or the cluster restarted)."""
+
     stimulus_id: str
     client: str
     key: Key

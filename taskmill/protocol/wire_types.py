@@ -51,7 +51,8 @@ class Message:
     op: ClassVar[str]
     sender: ClassVar[str]
     receiver: ClassVar[str]
-    #: ``"stream"`` (on a batched stream) or ``"request"`` (request/reply)
+    #: ``"stream"`` (on a batched stream), ``"request"`` (request/reply) or
+    #: ``"greeting"`` (opens every connection, see ``comm/auth.py``)
     kind: ClassVar[str]
     #: fields the receiving end fills in; never on the wire
     local: ClassVar[tuple[str, ...]]
