@@ -56,12 +56,12 @@ class Message:
     kind: ClassVar[str]
     #: fields the receiving end fills in; never on the wire
     local: ClassVar[tuple[str, ...]]
-    _wire: ClassVar[tuple[tuple[str, Check, Any], ...]]  # (name, check, default or _REQUIRED)
+    _wire: ClassVar[tuple[Field, ...]]
 
     def to_wire(self) -> dict[str, Any]:
         """The plain dict that travels for this message."""
         out: dict[str, Any] = {"op": self.op}
-        for name, _, default in self._wire:
+        for name, _, _, default in self._wire:
             value = getattr(self, name)
             if value is default and default is not _REQUIRED:
                 continue
@@ -77,45 +77,48 @@ class Message:
         op = msg.get("op", cls.op)
         if op != cls.op:
             raise ProtocolError(f"expected a {cls.op!r} message, got {op!r}")
-        kwargs = local
+        kwargs = {name: local[name] for name in cls.local if name in local}
         seen = 1 if "op" in msg else 0
-        for name, check, default in cls._wire:
+        for name, fast, check, default in cls._wire:
             if name in msg:
                 seen += 1
-                try:
-                    kwargs[name] = check(msg[name])
-                except (TypeError, ValueError) as exc:
-                    raise ProtocolError(f"{cls.op!r} message: field {name!r}: {exc}") from None
+                value = msg[name]
+                if type(value) is not fast:
+                    try:
+                        value = check(value)
+                    except (TypeError, ValueError) as exc:
+                        raise ProtocolError(f"{cls.op!r} message: field {name!r}: {exc}") from None
+                kwargs[name] = value
             elif default is _REQUIRED:
                 raise ProtocolError(f"{cls.op!r} message lacks the field {name!r}")
         if seen != len(msg):
-            known = {name for name, _, _ in cls._wire}
+            known = {name for name, _, _, _ in cls._wire}
             extra = sorted(str(k) for k in msg if k != "op" and k not in known)
             raise ProtocolError(f"{cls.op!r} message has unknown fields {extra}")
-        try:
-            return cls(**kwargs)
-        except TypeError as exc:  # a local field missing: the receiver's bug
-            raise TypeError(f"decoding {cls.op!r}: {exc}") from None
+        return cls(**kwargs)
 
 
 class Record:
     """A typed value nested in messages, encoded positionally as a list."""
 
     __slots__ = ()
-    _wire: ClassVar[tuple[tuple[str, Check, Any], ...]]
+    _wire: ClassVar[tuple[Field, ...]]
 
     def to_wire(self) -> list[Any]:
-        return [_encode(getattr(self, name)) for name, _, _ in self._wire]
+        return [_encode(getattr(self, name)) for name, _, _, _ in self._wire]
 
     @classmethod
     def from_wire(cls: type[R], items: Any) -> R:
         spec = cls._wire
         if not isinstance(items, (list, tuple)) or len(items) != len(spec):
             raise TypeError(f"a {cls.__name__} is a list of {len(spec)} items, got {_show(items)}")
-        return cls(*[check(v) for (_, check, _), v in zip(spec, items)])
+        return cls(*[v if type(v) is fast else check(v) for (_, fast, check, _), v in zip(spec, items)])
 
 
 _REQUIRED: Any = dataclasses.MISSING
+#: one field's codec: (name, the type that passes unchecked, the checker, the
+#: default or _REQUIRED)
+Field = tuple[str, type | None, Check, Any]
 #: every op of the vocabulary -> its message class
 REGISTRY: dict[str, type[Message]] = {}
 
@@ -153,21 +156,36 @@ def decode(msg: Any, **local: Any) -> Message:
     cls = REGISTRY.get(op)  # type: ignore[arg-type]
     if cls is None:
         raise ProtocolError(f"unknown op {op!r}")
-    return cls.from_wire(msg, **{k: v for k, v in local.items() if k in cls.local})
+    return cls.from_wire(msg, **local)
 
 
 # --------------------------------------------------------------------------- #
 # Field checkers, built once per class from the annotations
 # --------------------------------------------------------------------------- #
-def _spec(cls: type, skip: set[str]) -> tuple[tuple[str, Check, Any], ...]:
+def _spec(cls: type, skip: set[str]) -> tuple[Field, ...]:
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
         default = f.default if f.default is not dataclasses.MISSING else _REQUIRED
-        out.append((f.name, _checker(hints[f.name]), default))
+        out.append((f.name, _passes(hints[f.name]), _checker(hints[f.name]), default))
     return tuple(out)
+
+
+_PLAIN = (str, int, float, bool, bytes, Serialized)
+
+
+def _passes(hint: Any) -> type | None:
+    """The type whose values need no check nor conversion for ``hint`` (the
+    common case of a plain field, tested with one ``type(v) is t``), or None."""
+    if hint in _PLAIN:
+        return hint  # type: ignore[no-any-return]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(options) == 1 and options[0] in _PLAIN:
+            return options[0]  # type: ignore[no-any-return]
+    return None
 
 
 def _show(value: Any) -> str:
