@@ -5,11 +5,18 @@ Theory of operation
 -------------------
 * Clients and workers each keep one long-lived stream
   (``register-client`` / ``register-worker``).  Every batch of messages read
-  from a stream becomes a batch of typed events; ``_handle`` feeds them to the
-  state machine and routes the commands it returns: ``compute-task`` and
-  ``free-keys`` to workers, reports to clients, all through ``BatchedSend``:
-  one ``send`` per peer per batch of events, written at once when the stream
-  is idle, so a tick produces at most two writes per peer.
+  from a stream is decoded through :mod:`taskmill.protocol.vocabulary` (the
+  stream's peer and a fresh stimulus id filled in) into the typed messages
+  the state machine takes as they are; ``_handle`` feeds them to it and routes
+  the wire messages it returns by their ``worker`` or ``client`` field, all
+  through ``BatchedSend``: one ``send`` per peer per batch of events, written
+  at once when the stream is idle, so a tick produces at most two writes per
+  peer.  The shell knows no op by name but the few it acts on itself
+  (``close-client``, ``unregister``, heartbeat figures for the dashboard).
+* An exception from the state machine is a bug: it is logged and kept in
+  ``errors`` with the machine's stimulus log written out; under
+  ``$TASKMILL_STRICT`` (the test suite) the scheduler closes instead of
+  serving on with half-applied state.
 * A client on the scheduler's own event loop (the Executor of an embedded
   cluster) skips the bytes: ``connect_local_client`` gives it a
   :mod:`~taskmill.comm.local` link, whose batches go through the same
@@ -17,8 +24,9 @@ Theory of operation
 * Short requests (``who-has``, ``nthreads``, ``scatter-targets``,
   ``restart``, ``upload-file`` ...) use the request/reply convention.
 * The scheduler never unpickles user data: functions, arguments, results
-  and exceptions pass through as opaque ``Serialized`` payloads.  Functions
-  are kept by token, so each is received once and sent once per worker.
+  and exceptions pass through as opaque ``Serialized`` payloads.  The state
+  machine keeps functions by token, so each is received once and sent once
+  per worker.
 * A worker whose stream closes, or that misses heartbeats for
   ``heartbeat_timeout`` seconds, is removed (``WorkerLeft``); the state
   machine reschedules or recomputes what it had.
