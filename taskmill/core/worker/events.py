@@ -81,7 +81,7 @@ class FetchFailed(WorkerEvent):
 
 @dataclass(frozen=True, slots=True)
 class WhoHasAnswered(WorkerEvent):
-    """The scheduler's answer to a ``AskWhoHas`` command."""
+    """The scheduler's answer to an ``AskWhoHas`` command."""
 
     who_has: dict[Key, tuple[Address, ...]]
 
@@ -119,7 +119,7 @@ class Execute(WorkerCommand):
 
     key: Key
     func_token: str
-    func: Any  # opaque serialized function, or None: use the cached one
+    func: Any  # opaque serialized function with the first Execute of a token, then None
     args: Any
     dependencies: tuple[Key, ...]
     report_value: bool = False
