@@ -44,6 +44,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from itertools import count
+from typing import Iterable
 
 from taskmill.core.worker.events import CancelExecution, WorkerOutput
 from taskmill.core.worker.fetch_queue import FetchQueue
@@ -147,6 +148,16 @@ class WorkerBookkeeping:
         """A new record (state ``released`` until its first move)."""
         ts = TaskRecord(key, priority)
         self.tasks[key] = ts
+        return ts
+
+    def _new_remote(self, key: Key, priority: Priority, nbytes: int, holders: Iterable[Address]) -> TaskRecord:
+        """A new record for data that lives elsewhere: queued for fetching
+        from ``holders``, or missing (and asked for) if there are none.  The
+        caller says why it is needed (``dependents`` or ``held``)."""
+        ts = self._new(key, priority)
+        ts.nbytes = nbytes
+        self._fq.add_holders(ts, holders)
+        self._to_fetch_or_missing(ts)
         return ts
 
     def _forget(self, ts: TaskRecord) -> None:

@@ -28,6 +28,8 @@ from taskmill.protocol.vocabulary import Address, Key, Message
 # --------------------------------------------------------------------------- #
 @dataclass(frozen=True, slots=True)
 class WorkerEvent:
+    """Something the worker shell observed; ``stimulus_id`` names the cause."""
+
     stimulus_id: str
 
 
@@ -52,6 +54,8 @@ class ExecuteSucceeded(WorkerEvent):
 
 @dataclass(frozen=True, slots=True)
 class ExecuteFailed(WorkerEvent):
+    """A task raised; ``exception`` is opaque (serialized by the shell)."""
+
     key: Key
     exception: Any  # opaque serialized exception
     traceback: str
@@ -108,6 +112,8 @@ class WorkerInput(Protocol):
 # --------------------------------------------------------------------------- #
 @dataclass(frozen=True, slots=True)
 class WorkerCommand:
+    """Something the worker shell must do; ``stimulus_id`` names the cause."""
+
     stimulus_id: str
 
 

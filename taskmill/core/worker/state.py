@@ -248,11 +248,11 @@ class WorkerState(WorkerBookkeeping):
             self.validate()
         return out
 
-
     # ------------------------------------------------------------------ #
     # Compute
     # ------------------------------------------------------------------ #
     def _on_compute(self, ev: ComputeTask) -> None:
+        """The scheduler assigns ``ev.key`` here: compute it, or reuse what is here or on its way."""
         key = ev.key
         ts = self.tasks.get(key)
         if ts is None:
@@ -319,11 +319,8 @@ class WorkerState(WorkerBookkeeping):
             for dkey, holders in who_has.items():
                 dts = tasks.get(dkey)
                 if dts is None:
-                    dts = self._new(dkey, priority)
+                    dts = self._new_remote(dkey, priority, ev.nbytes.get(dkey, 0), holders)
                     dts.dependents = {key}
-                    dts.nbytes = ev.nbytes.get(dkey, 0)
-                    self._fq.add_holders(dts, holders)
-                    self._to_fetch_or_missing(dts)
                 else:
                     if dts.dependents is None:
                         dts.dependents = {key}
@@ -397,6 +394,7 @@ class WorkerState(WorkerBookkeeping):
             out.append(Execute(stim, key, token, func, req.args, ts.deps, req.report_value))
 
     def _on_execute_succeeded(self, ev: ExecuteSucceeded) -> None:
+        """A run ended with a value (already stored): keep and report it, or drop it if cancelled."""
         key = ev.key
         ts = self.tasks.get(key)
         if ts is None:
@@ -426,6 +424,7 @@ class WorkerState(WorkerBookkeeping):
             self._note(key, "ignored", f"execution result while {st}")
 
     def _on_execute_failed(self, ev: ExecuteFailed) -> None:
+        """A run raised: report the error, or drop the outcome if cancelled."""
         key = ev.key
         ts = self.tasks.get(key)
         if ts is None:
@@ -484,6 +483,7 @@ class WorkerState(WorkerBookkeeping):
             self._to_fetch_or_missing(ts)
 
     def _on_fetch_succeeded(self, ev: FetchSucceeded) -> None:
+        """A request to a peer came back: take what came, strike the peer off what did not."""
         peer = ev.peer
         flight = self._fq.request_done(peer)
         tasks = self.tasks
@@ -536,6 +536,7 @@ class WorkerState(WorkerBookkeeping):
             self._out.append(MissingData(ev.stimulus_id, self.address, peer, tuple(lost)))
 
     def _on_fetch_failed(self, ev: FetchFailed) -> None:
+        """A peer could not be reached: strike it off every key; retry, compute or ask."""
         peer = ev.peer
         flight, held_there = self._fq.forget_peer(peer)
         tasks = self.tasks
@@ -557,6 +558,7 @@ class WorkerState(WorkerBookkeeping):
             self._out.append(MissingData(ev.stimulus_id, self.address, peer, tuple(lost)))
 
     def _on_who_has(self, ev: WhoHasAnswered) -> None:
+        """The scheduler's list of holders replaces ours for keys still to fetch."""
         tasks = self.tasks
         for key, addrs in ev.who_has.items():
             ts = tasks.get(key)
@@ -591,11 +593,7 @@ class WorkerState(WorkerBookkeeping):
         for key, holders in ev.who_has.items():
             ts = tasks.get(key)
             if ts is None:
-                ts = self._new(key, REPLICA_PRIORITY)
-                ts.held = True
-                ts.nbytes = ev.nbytes.get(key, 0)
-                self._fq.add_holders(ts, holders)
-                self._to_fetch_or_missing(ts)
+                self._new_remote(key, REPLICA_PRIORITY, ev.nbytes.get(key, 0), holders).held = True
                 continue
             st = ts.state
             if st == MEMORY:
@@ -616,6 +614,7 @@ class WorkerState(WorkerBookkeeping):
     # Free, scatter, pause
     # ------------------------------------------------------------------ #
     def _on_free(self, ev: FreeKeys) -> None:
+        """The scheduler no longer wants these keys here: release what nothing else here needs."""
         tasks = self.tasks
         for key in ev.keys:
             ts = tasks.get(key)
@@ -641,6 +640,7 @@ class WorkerState(WorkerBookkeeping):
                 self._note(key, "note", "freed but kept: input of a task here")
 
     def _on_data_put(self, ev: DataPut) -> None:
+        """A client scattered data here (already stored): it replaces work or fetches for those keys."""
         tasks = self.tasks
         for key, nbytes in ev.nbytes.items():
             ts = tasks.get(key)
@@ -673,6 +673,7 @@ class WorkerState(WorkerBookkeeping):
                     self._out.append(TaskFinished(ev.stimulus_id, self.address, key, nbytes, "", 0.0, 0.0))
 
     def _on_pause_changed(self, ev: PauseChanged) -> None:
+        """Memory ran short or recovered: stop or resume starting tasks and fetches."""
         if ev.paused != self.paused:
             self.paused = ev.paused
             self._note("", "note", "paused" if ev.paused else "unpaused")
