@@ -15,8 +15,6 @@ import ast
 from collections.abc import Iterable
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "taskmill"
 
@@ -181,7 +179,6 @@ def test_client_and_comm_are_free_of_circles() -> None:
     assert not found, "import circles through taskmill.client / taskmill.comm:\n" + describe(graph, found)
 
 
-@pytest.mark.xfail(strict=False, reason="core/server circles are removed by the machine refactor")
 def test_the_whole_package_is_free_of_circles() -> None:
     graph = import_graph()
     found = circles(graph)

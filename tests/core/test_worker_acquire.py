@@ -1,4 +1,9 @@
-"""The worker state machine fetching copies the scheduler asks for (replicate, retirement)."""
+"""The worker state machine fetching copies the scheduler asks for (replicate, retirement).
+
+``AcquireReplicas`` is handled by ``WorkerState._on_acquire_replicas`` in
+:mod:`taskmill.core.worker.state`; copies wait behind inputs of tasks
+(``REPLICA_PRIORITY``).
+"""
 
 from __future__ import annotations
 

@@ -125,6 +125,45 @@ def test_function_sent_once_per_token() -> None:
     assert of(cmds, Execute)[0].key == "a" and of(cmds, Execute)[0].func is None
 
 
+def test_first_execute_of_a_token_carries_the_function_later_ones_none() -> None:
+    w = ws(nthreads=2)
+    cmds = w.handle(compute("a", func="F", token="t1"), compute("b", func=None, token="t1"),
+                    compute("c", func="G", token="t2"))
+    assert [(c.key, c.func_token, c.func) for c in of(cmds, Execute)] == [("a", "t1", "F"), ("b", "t1", None)]
+    cmds = w.handle(ok("a"))
+    assert [(c.key, c.func) for c in of(cmds, Execute)] == [("c", "G")]  # another token: its own function
+    w.handle(ok("b"), ok("c"))
+    # a resend of the function after delivery is not delivered again; nor is a retry's
+    cmds = w.handle(compute("d", func="F", token="t1"))
+    assert [(c.key, c.func) for c in of(cmds, Execute)] == [("d", None)]
+    w.handle(err("d"))
+    assert [(c.key, c.func) for c in of(w.handle(compute("d", func=None, token="t1")), Execute)] == [("d", None)]
+    assert w._funcs == {}
+
+
+def test_task_freed_before_running_keeps_the_function_for_its_token() -> None:
+    w = ws(nthreads=1)
+    w.handle(compute("busy", token="other"))
+    # the task that brought the function is freed while it waits (ready, or for an input)
+    w.handle(compute("a", func="F", token="t"), compute("w", {"d": (A,)}, func="F", token="t2"))
+    w.handle(FreeKeys("free", ME, ("a", "w")))
+    assert w.task_state("a") is None and w.task_state("w") is None
+    w.handle(compute("b", func=None, token="t"), compute("x", func=None, token="t2"))
+    cmds = w.handle(ok("busy"))
+    assert [(c.key, c.func) for c in of(cmds, Execute)] == [("b", "F")]
+    cmds = w.handle(ok("b"))
+    assert [(c.key, c.func) for c in of(cmds, Execute)] == [("x", "F")]
+
+
+def test_task_computed_after_its_fetch_fails_carries_the_function() -> None:
+    w = ws()
+    w.handle(compute("t", {"x": (A,)}))  # x in flight from A
+    w.handle(compute("x", func="FX", token="tx"))  # the scheduler now wants x computed here
+    assert w.task_state("x") == "flight"
+    cmds = w.handle(FetchFailed("gone", A, ("x",), "closed"))
+    assert [(c.key, c.func_token, c.func) for c in of(cmds, Execute)] == [("x", "tx", "FX")]
+
+
 # --------------------------------------------------------------------------- #
 # Dependencies
 # --------------------------------------------------------------------------- #

@@ -28,6 +28,8 @@ from taskmill.protocol.vocabulary import Address, Key, Message
 # --------------------------------------------------------------------------- #
 @dataclass(frozen=True, slots=True)
 class WorkerEvent:
+    """Something the worker shell observed; ``stimulus_id`` names the cause."""
+
     stimulus_id: str
 
 
@@ -52,6 +54,8 @@ class ExecuteSucceeded(WorkerEvent):
 
 @dataclass(frozen=True, slots=True)
 class ExecuteFailed(WorkerEvent):
+    """A task raised; ``exception`` is opaque (serialized by the shell)."""
+
     key: Key
     exception: Any  # opaque serialized exception
     traceback: str
@@ -81,7 +85,7 @@ class FetchFailed(WorkerEvent):
 
 @dataclass(frozen=True, slots=True)
 class WhoHasAnswered(WorkerEvent):
-    """The scheduler's answer to a ``AskWhoHas`` command."""
+    """The scheduler's answer to an ``AskWhoHas`` command."""
 
     who_has: dict[Key, tuple[Address, ...]]
 
@@ -108,6 +112,8 @@ class WorkerInput(Protocol):
 # --------------------------------------------------------------------------- #
 @dataclass(frozen=True, slots=True)
 class WorkerCommand:
+    """Something the worker shell must do; ``stimulus_id`` names the cause."""
+
     stimulus_id: str
 
 
@@ -119,7 +125,7 @@ class Execute(WorkerCommand):
 
     key: Key
     func_token: str
-    func: Any  # opaque serialized function, or None: use the cached one
+    func: Any  # opaque serialized function with the first Execute of a token, then None
     args: Any
     dependencies: tuple[Key, ...]
     report_value: bool = False

@@ -75,6 +75,7 @@ class FetchQueue:
                 self.push_to(addr, ts)
 
     def remove_holder(self, ts: TaskRecord, addr: Address) -> None:
+        """``addr`` no longer holds ``ts`` (its queue entry goes stale)."""
         if ts.who_has and addr in ts.who_has:
             ts.who_has.discard(addr)
             hw = self.has_what.get(addr)
@@ -84,6 +85,7 @@ class FetchQueue:
                     del self.has_what[addr]
 
     def clear_holders(self, ts: TaskRecord) -> None:
+        """Forget every holder of ``ts`` (it is here now, or computed here)."""
         if ts.who_has:
             key = ts.key
             has_what = self.has_what
@@ -111,6 +113,7 @@ class FetchQueue:
 
     # queues -------------------------------------------------------------------
     def push_to(self, addr: Address, ts: TaskRecord) -> None:
+        """Queue ``ts`` with holder ``addr`` (its current ``priority`` and ``seq``)."""
         heap = self.heaps.get(addr)
         if heap is None:
             heap = self.heaps[addr] = []

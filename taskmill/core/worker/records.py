@@ -4,10 +4,11 @@ Theory of operation
 -------------------
 A key known to a worker has one :class:`TaskRecord`, in one of the states
 below (``released`` is the pseudo-state of a key without a record).
-``TRANSITIONS`` lists every legal state change; the state machine
-(:mod:`taskmill.core.worker.state`) checks each change against it and raises
-:class:`InvalidWorkerTransition`, with the key's story, on any other.  See
-that module for what each state means and how records move between them.
+``TRANSITIONS`` lists every legal state change; the machine's books
+(:mod:`taskmill.core.worker.bookkeeping`) check each change against it and
+raise :class:`InvalidWorkerTransition`, with the key's story, on any other.
+See :mod:`taskmill.core.worker.state` for what each state means and which
+events move records between them.
 """
 
 from __future__ import annotations

@@ -2,14 +2,25 @@
 
 Theory of operation
 -------------------
-The worker shell feeds typed events (:mod:`taskmill.core.worker.events`) to
-:meth:`WorkerState.handle` and carries out the commands it returns.  Nothing
-in here touches a socket, a thread, asyncio or the clock, and no value is ever
-seen: only keys and sizes.  The shell stores a value *before* it hands the
-event that announces it (``ExecuteSucceeded``, ``FetchSucceeded``,
-``DataPut``) to ``handle`` and executes the returned commands in order.
+The worker shell (:mod:`taskmill.server.worker`) feeds events to
+:meth:`WorkerState.handle` and carries out the commands it returns.  The
+events are the machine's own (:mod:`taskmill.core.worker.events`: a run
+ended, a fetch came back, memory ran short, a client scattered data) and the
+scheduler's wire messages ``ComputeTask``, ``FreeKeys`` and
+``AcquireReplicas`` (:mod:`taskmill.protocol.vocabulary`); the commands are
+its own (``Execute``, ``Fetch``, ``DeleteData``, ``CancelExecution``,
+``AskWhoHas``) and wire messages for the scheduler (``TaskFinished``,
+``TaskErred``, ``AddKeys``, ``ReleasedKeys``, ``MissingData``, ``Paused``).
+Nothing in here touches a socket, a thread, asyncio or the clock, and no
+value is ever seen: only keys and sizes.  The shell stores a value *before*
+it hands the event that announces it (``ExecuteSucceeded``,
+``FetchSucceeded``, ``DataPut``) to ``handle``, and executes the returned
+commands in order.
 
-Every key this worker knows has one record (:class:`TaskRecord`) in one state:
+This module holds the event handlers: what each event means for the keys it
+names.  The records, their indexes and the moves between states are in
+:mod:`taskmill.core.worker.bookkeeping` (the base class); every key this
+worker knows has one record in one state:
 
 * scheduler-assigned tasks: ``waiting`` (some input not here yet) ->
   ``ready`` (in the ready heap, ordered by ``priority`` then arrival) ->
@@ -23,14 +34,20 @@ Every key this worker knows has one record (:class:`TaskRecord`) in one state:
 
 A record lives exactly as long as it is *needed*: the scheduler assigned it
 (``assigned``), the scheduler believes its data is here (``held``: a reported
-result, an announced replica, scattered data), or a pending task here depends
-on it (``dependents``).  When the last reason goes, the record is released:
-data in memory is deleted, queued fetches are forgotten, running work is
-cancelled.  ``FreeKeys`` clears ``assigned`` and ``held``; fetched
-replicas otherwise stay until the scheduler frees them (it learnt of them from
-``AddKeys``), so this machine never drops data on its own
-(``ReleasedKeys`` only declines copies the scheduler asked for, see
-:mod:`taskmill.core.worker.acquire`, which also handles ``AcquireReplicas``).
+result, a copy it asked for or was told of, scattered data), or a pending
+task here depends on it (``dependents``).  When the last reason goes, the
+record is released: data in memory is deleted, queued fetches are forgotten,
+running work is cancelled.  ``FreeKeys`` clears ``assigned`` and ``held``;
+fetched copies otherwise stay until the scheduler frees them (it learnt of
+them from ``AddKeys``), so this machine never drops data on its own.
+
+Copies the scheduler asks for (``AcquireReplicas``: ``Executor.replicate``,
+retiring a peer) take the ordinary fetch path as records kept because the
+scheduler wants the data here (``held``), queued behind the inputs of tasks
+(``REPLICA_PRIORITY``), and are announced with ``AddKeys`` on arrival.  A key
+already here is announced at once; one this worker is computing or failed to
+compute itself is declined with ``ReleasedKeys`` (the scheduler then looks
+elsewhere).
 
 Fetching: :class:`~taskmill.core.worker.fetch_queue.FetchQueue` queues every
 ``fetch`` key with each of its holders, ordered by the priority of the most
@@ -54,41 +71,37 @@ Contract with the shell:
   ``AskWhoHas``, then ``Fetch``, then ``Execute`` commands last.
   ``DeleteData`` names only keys the shell stored (a result, fetched or
   scattered data), never an input of a task still queued or running.
-* ``Execute.func`` is the serialized function the first time a
-  ``func_token`` is executed here (taken from whichever ``ComputeTask``
-  carried it), then None: cache it by token.
+* Function delivery: the scheduler sends a function's serialized payload
+  once per worker, with one ``ComputeTask`` of its ``func_token``.  The
+  machine keeps it (``_funcs``) until the first ``Execute`` of that token
+  carries it, then sends None for the token (``_delivered``); the shell's
+  task runner keeps the payload by token.  A task freed before it ran does
+  not take the function with it.
 * After ``CancelExecution`` the thread stays counted as busy until the shell
   reports the run's end (``ExecuteSucceeded`` or ``ExecuteFailed``); that
   report is then dropped (a success also yields ``DeleteData``).
 * ``TaskFinished`` for a key obtained without running it (fetched while the
   scheduler asked for it, or scattered) carries ``type_name=""`` and zero times.
 
-Legality: every state change goes through :meth:`WorkerState._set_state`,
-which checks the edge against ``TRANSITIONS`` and raises
-:class:`InvalidWorkerTransition` with the key's story on a missing edge.  The
-*logic* lives in the event handlers, not in per-edge functions: each event
-touches a handful of records in ways that depend on the event, and a table of
-functions would only move that code around at the price of an indirection on
-the hot path.
-
 Costs: each event costs O(keys it names + their dependents/holders), times
 O(log n) for heap operations.  The gather pass costs O(peers with queued
-keys); nothing scans all tasks.  ``validate()`` (O(n)) checks every invariant
-and runs after each ``handle`` when ``validate=True`` (tests).
+keys); nothing scans all tasks.  ``validate()`` (O(n),
+:mod:`taskmill.core.worker.validate`) checks every invariant and runs after
+each ``handle`` when ``validate=True`` (tests).  ``handle`` records its events
+in a :class:`~taskmill.core.stimulus_log.StimulusLog` and writes it out when
+it or ``validate`` fails, so that a failure can be replayed.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections import deque
-from itertools import count
+import sys
 from typing import Any, Callable, Iterable
 
 from taskmill.core.stimulus_log import DEFAULT_SIZE, StimulusLog
-from taskmill.core.worker.acquire import acquire_replicas
+from taskmill.core.worker.bookkeeping import WorkerBookkeeping
 from taskmill.core.worker.events import (
     AskWhoHas,
-    CancelExecution,
     DataPut,
     DeleteData,
     Execute,
@@ -102,6 +115,22 @@ from taskmill.core.worker.events import (
     WorkerInput,
     WorkerOutput,
 )
+from taskmill.core.worker.records import (
+    CANCELLED,
+    ERROR,
+    EXECUTING,
+    FETCH,
+    FLIGHT,
+    MEMORY,
+    MISSING,
+    READY,
+    TRANSITIONS,
+    WAITING,
+    InvalidWorkerState,
+    InvalidWorkerTransition,
+    TaskRecord,
+)
+from taskmill.core.worker.validate import validate_worker_state
 from taskmill.protocol.vocabulary import (
     AcquireReplicas,
     AddKeys,
@@ -112,29 +141,9 @@ from taskmill.protocol.vocabulary import (
     MissingData,
     Paused,
     Priority,
+    ReleasedKeys,
     TaskErred,
     TaskFinished,
-)
-
-from taskmill.core.worker.fetch_queue import FetchQueue
-from taskmill.core.worker.records import (
-    _ALLOWED,
-    CANCELLED,
-    ERROR,
-    EXECUTING,
-    FETCH,
-    FLIGHT,
-    MEMORY,
-    MISSING,
-    READY,
-    RELEASED,
-    TRANSITIONS,
-    WAITING,
-    InvalidWorkerState,
-    InvalidWorkerTransition,
-    StoryEntry,
-    TaskRecord,
-    _HeapEntry,
 )
 
 __all__ = [
@@ -143,15 +152,21 @@ __all__ = [
     "InvalidWorkerTransition",
     "InvalidWorkerState",
     "TRANSITIONS",
+    "REPLICA_PRIORITY",
 ]
 
+#: Copies the scheduler asks for are fetched after the inputs of every task
+#: (lower sorts first).
+REPLICA_PRIORITY: Priority = (sys.maxsize,)
 
-class WorkerState:
+
+class WorkerState(WorkerBookkeeping):
     """Decisions of one worker, as a pure function of the events it saw.
 
     ``handle(*events)`` applies events in order and returns the commands the
     shell must carry out, in order.  Read-only figures for heartbeats:
-    ``executing_count``, ``ready_count``, ``in_memory``, ``nbytes_in_memory``.
+    ``executing_count``, ``ready_count``, ``in_memory``, ``nbytes_in_memory``,
+    ``paused``.  ``validate=True`` checks every invariant after each call.
     """
 
     def __init__(
@@ -169,36 +184,15 @@ class WorkerState:
             raise ValueError(f"nthreads must be >= 1, got {nthreads}")
         if max_fetch_keys_per_request < 1 or max_concurrent_fetches < 1:
             raise ValueError("fetch limits must be >= 1")
-        self.address = address
-        self.nthreads = nthreads
+        super().__init__(address, nthreads, max_fetch_keys_per_request, max_concurrent_fetches, story_size)
         self.validate_each_step = validate
         #: the events of the last calls of ``handle``, to replay a failure
         self.stimulus_log = StimulusLog(WorkerState, dict(
             address=address, nthreads=nthreads, max_fetch_keys_per_request=max_fetch_keys_per_request,
             max_concurrent_fetches=max_concurrent_fetches, story_size=story_size,
             stimulus_log_size=stimulus_log_size), stimulus_log_size)
-        self.max_fetch_keys_per_request = max_fetch_keys_per_request
-        self.max_concurrent_fetches = max_concurrent_fetches
-        self.tasks: dict[Key, TaskRecord] = {}
-        #: keys whose execution occupies a thread (including cancelled ones)
-        self.executing: set[Key] = set()
-        #: keys whose data is in the shell's data store
-        self.in_memory: set[Key] = set()
-        self.nbytes_in_memory = 0
-        #: memory is short: start no task and no fetch (``PauseChanged``)
-        self.paused = False
-        self._ready: list[_HeapEntry] = []
-        self._ready_count = 0
-        self._fq = FetchQueue(self.tasks, address, max_fetch_keys_per_request, max_concurrent_fetches)
-        self._missing: set[Key] = set()
-        self._ask: dict[Key, None] = {}
-        self._funcs: dict[str, Any] = {}  # token -> serialized func not yet sent
+        self._funcs: dict[str, Any] = {}  # token -> serialized func, until an Execute carries it
         self._delivered: set[str] = set()  # tokens whose func went in an Execute
-        self._log: deque[StoryEntry] = deque(maxlen=story_size)
-        self._counter = count(1)
-        self._out: list[WorkerOutput] = []
-        self._delete: list[Key] = []
-        self._stim = ""
         self._handlers: dict[type, Callable[[Any], None]] = {
             ComputeTask: self._on_compute,
             ExecuteSucceeded: self._on_execute_succeeded,
@@ -209,37 +203,8 @@ class WorkerState:
             DataPut: self._on_data_put,
             WhoHasAnswered: self._on_who_has,
             PauseChanged: self._on_pause_changed,
-            AcquireReplicas: lambda ev: acquire_replicas(self, ev),
+            AcquireReplicas: self._on_acquire_replicas,
         }
-
-    # ------------------------------------------------------------------ #
-    # Public surface
-    # ------------------------------------------------------------------ #
-    @property
-    def executing_count(self) -> int:
-        """Threads busy (cancelled executions still hold their thread)."""
-        return len(self.executing)
-
-    @property
-    def ready_count(self) -> int:
-        """Tasks queued for a thread."""
-        return self._ready_count
-
-    @property
-    def in_flight_count(self) -> int:
-        """Peers with a ``Fetch`` in flight."""
-        return len(self._fq.in_flight)
-
-    def task_state(self, key: Key) -> str | None:
-        """The state of ``key`` here, or None when it is unknown/forgotten."""
-        ts = self.tasks.get(key)
-        return None if ts is None else ts.state
-
-    def story(self, key: Key) -> list[StoryEntry]:
-        """Recorded transitions and notes about ``key``, oldest first:
-        ``(key, start, finish, stimulus_id)``; ``start`` is ``"ignored"`` or
-        ``"note"`` for events that changed nothing."""
-        return [e for e in self._log if e[0] == key]
 
     def handle(self, *events: WorkerInput) -> list[WorkerOutput]:
         """Apply ``events`` in order; return the commands to carry out, in order."""
@@ -249,6 +214,10 @@ class WorkerState:
         except Exception as exc:
             self.stimulus_log.failed(exc)
             raise
+
+    def validate(self) -> None:
+        """Check every invariant; raise :class:`InvalidWorkerState` if one fails."""
+        validate_worker_state(self)
 
     def _handle(self, events: tuple[WorkerInput, ...]) -> list[WorkerOutput]:
         out: list[WorkerOutput] = []
@@ -280,139 +249,10 @@ class WorkerState:
         return out
 
     # ------------------------------------------------------------------ #
-    # Small helpers
-    # ------------------------------------------------------------------ #
-    def _set_state(self, ts: TaskRecord, finish: str) -> None:
-        start = ts.state
-        if finish not in _ALLOWED[start]:
-            raise InvalidWorkerTransition(
-                f"{ts.key!r}: {start} -> {finish} is not a legal transition "
-                f"(stimulus {self._stim!r}); story: {self.story(ts.key)}"
-            )
-        ts.state = finish
-        self._log.append((ts.key, start, finish, self._stim))
-
-    def _note(self, key: Key, what: str, detail: str) -> None:
-        self._log.append((key, what, detail, self._stim))
-
-    @staticmethod
-    def _needed(ts: TaskRecord) -> bool:
-        return ts.assigned or ts.held or bool(ts.dependents)
-
-    def _new(self, key: Key, priority: Priority) -> TaskRecord:
-        ts = TaskRecord(key, priority)
-        self.tasks[key] = ts
-        return ts
-
-    def _forget(self, ts: TaskRecord) -> None:
-        """Drop the record (its state-specific indexes are already cleaned)."""
-        if ts.who_has:
-            self._fq.clear_holders(ts)
-        del self.tasks[ts.key]
-        self._set_state(ts, RELEASED)
-
-    def _to_fetch_or_missing(self, ts: TaskRecord, ask: bool = True) -> None:
-        """Queue a dependency for fetching, or mark it missing (and ask)."""
-        if ts.who_has:
-            self._set_state(ts, FETCH)
-            ts.seq = next(self._counter)
-            self._fq.push(ts)
-        else:
-            self._set_state(ts, MISSING)
-            self._missing.add(ts.key)
-            if ask:
-                self._ask[ts.key] = None
-
-    def _make_ready(self, ts: TaskRecord) -> None:
-        self._set_state(ts, READY)
-        ts.seq = seq = next(self._counter)
-        heapq.heappush(self._ready, (ts.priority, seq, ts.key))
-        self._ready_count += 1
-
-    def _unready(self, ts: TaskRecord) -> None:
-        """Bookkeeping for a record leaving ``ready`` other than to execute."""
-        self._ready_count -= 1
-        ready = self._ready
-        if len(ready) > 2 * self._ready_count + 1024:
-            tasks = self.tasks
-            self._ready = [
-                e
-                for e in ready
-                if (t := tasks.get(e[2])) is not None
-                and t is not ts
-                and t.state == READY
-                and t.seq == e[1]
-            ]
-            heapq.heapify(self._ready)
-
-    def _put_in_memory(self, ts: TaskRecord, nbytes: int) -> None:
-        if ts.who_has:
-            self._fq.clear_holders(ts)
-        self._set_state(ts, MEMORY)
-        ts.nbytes = nbytes
-        key = ts.key
-        self.in_memory.add(key)
-        self.nbytes_in_memory += nbytes
-        if ts.dependents:
-            tasks = self.tasks
-            for dkey in ts.dependents:
-                dts = tasks[dkey]
-                w = dts.waiting
-                if w:
-                    w.discard(key)
-                    if not w and dts.state == WAITING:
-                        self._make_ready(dts)
-
-    def _drop_memory(self, ts: TaskRecord) -> None:
-        self.in_memory.discard(ts.key)
-        self.nbytes_in_memory -= ts.nbytes
-        self._delete.append(ts.key)
-
-    def _release_deps(self, ts: TaskRecord) -> None:
-        """``ts`` no longer needs its inputs: release those nobody else needs."""
-        deps = ts.deps
-        if not deps:
-            return
-        ts.deps = ()
-        ts.waiting = None
-        key = ts.key
-        tasks = self.tasks
-        for dkey in deps:
-            dts = tasks.get(dkey)
-            if dts is None or not dts.dependents:
-                continue
-            dts.dependents.discard(key)
-            if not dts.dependents and not dts.assigned and not dts.held:
-                self._release(dts)
-
-    def _release(self, ts: TaskRecord) -> None:
-        """Nobody here needs ``ts`` any more: drop data, queue entries or work."""
-        st = ts.state
-        if st == EXECUTING:
-            ts.previous = EXECUTING
-            self._set_state(ts, CANCELLED)
-            self._out.append(CancelExecution(self._stim, ts.key))
-            return
-        if st == FLIGHT:
-            ts.previous = FLIGHT
-            self._set_state(ts, CANCELLED)
-            return
-        if st == CANCELLED:
-            return
-        if st == MEMORY:
-            self._drop_memory(ts)
-        elif st == READY:
-            self._unready(ts)
-        elif st == MISSING:
-            self._missing.discard(ts.key)
-        ts.req = None
-        self._release_deps(ts)
-        self._forget(ts)
-
-    # ------------------------------------------------------------------ #
     # Compute
     # ------------------------------------------------------------------ #
     def _on_compute(self, ev: ComputeTask) -> None:
+        """The scheduler assigns ``ev.key`` here: compute it, or reuse what is here or on its way."""
         key = ev.key
         ts = self.tasks.get(key)
         if ts is None:
@@ -457,6 +297,8 @@ class WorkerState:
             self._setup_compute(ts, ev)
 
     def _remember_request(self, ts: TaskRecord, ev: ComputeTask) -> None:
+        """``ts`` is to run ``ev`` here (now or if its fetch fails): keep the
+        request, and its function until an ``Execute`` of the token carries it."""
         ts.req = ev
         ts.priority = ev.priority
         if ev.func is not None and ev.func_token not in self._delivered:
@@ -466,10 +308,8 @@ class WorkerState:
         """Make ``ts`` a task to compute here: track its inputs, then wait or
         become ready."""
         ts.assigned = True
-        ts.req = ev
-        ts.priority = priority = ev.priority
-        if ev.func is not None and ev.func_token not in self._delivered:
-            self._funcs[ev.func_token] = ev.func
+        self._remember_request(ts, ev)
+        priority = ev.priority
         who_has = ev.who_has
         if who_has:
             key = ts.key
@@ -479,11 +319,8 @@ class WorkerState:
             for dkey, holders in who_has.items():
                 dts = tasks.get(dkey)
                 if dts is None:
-                    dts = self._new(dkey, priority)
+                    dts = self._new_remote(dkey, priority, ev.nbytes.get(dkey, 0), holders)
                     dts.dependents = {key}
-                    dts.nbytes = ev.nbytes.get(dkey, 0)
-                    self._fq.add_holders(dts, holders)
-                    self._to_fetch_or_missing(dts)
                 else:
                     if dts.dependents is None:
                         dts.dependents = {key}
@@ -532,11 +369,13 @@ class WorkerState:
         # waiting/ready/executing: computed here, its dependents wait for it
 
     def _ensure_computing(self) -> None:
+        """Start ready tasks, most urgent first, while a thread is free."""
         ready = self._ready
         tasks = self.tasks
         executing = self.executing
         out = self._out
         stim = self._stim
+        funcs = self._funcs
         while ready and len(executing) < self.nthreads:
             _, seq, key = heapq.heappop(ready)
             ts = tasks.get(key)
@@ -549,17 +388,13 @@ class WorkerState:
             assert req is not None
             ts.req = None
             token = req.func_token
-            if token in self._delivered:
-                func = None
-            else:
-                func = self._funcs.pop(token, None)
-                if func is None:
-                    func = req.func
-                if func is not None:
-                    self._delivered.add(token)
+            func = funcs.pop(token, None) if funcs else None  # the first Execute of a token carries it
+            if func is not None:
+                self._delivered.add(token)
             out.append(Execute(stim, key, token, func, req.args, ts.deps, req.report_value))
 
     def _on_execute_succeeded(self, ev: ExecuteSucceeded) -> None:
+        """A run ended with a value (already stored): keep and report it, or drop it if cancelled."""
         key = ev.key
         ts = self.tasks.get(key)
         if ts is None:
@@ -589,6 +424,7 @@ class WorkerState:
             self._note(key, "ignored", f"execution result while {st}")
 
     def _on_execute_failed(self, ev: ExecuteFailed) -> None:
+        """A run raised: report the error, or drop the outcome if cancelled."""
         key = ev.key
         ts = self.tasks.get(key)
         if ts is None:
@@ -622,7 +458,7 @@ class WorkerState:
             self._note(key, "ignored", f"execution failure while {st}")
 
     # ------------------------------------------------------------------ #
-    # Fetch
+    # Fetch, who-has, copies
     # ------------------------------------------------------------------ #
     def _gather(self) -> None:
         """Send one ``Fetch`` to each of the best idle peers."""
@@ -647,6 +483,7 @@ class WorkerState:
             self._to_fetch_or_missing(ts)
 
     def _on_fetch_succeeded(self, ev: FetchSucceeded) -> None:
+        """A request to a peer came back: take what came, strike the peer off what did not."""
         peer = ev.peer
         flight = self._fq.request_done(peer)
         tasks = self.tasks
@@ -699,6 +536,7 @@ class WorkerState:
             self._out.append(MissingData(ev.stimulus_id, self.address, peer, tuple(lost)))
 
     def _on_fetch_failed(self, ev: FetchFailed) -> None:
+        """A peer could not be reached: strike it off every key; retry, compute or ask."""
         peer = ev.peer
         flight, held_there = self._fq.forget_peer(peer)
         tasks = self.tasks
@@ -720,6 +558,7 @@ class WorkerState:
             self._out.append(MissingData(ev.stimulus_id, self.address, peer, tuple(lost)))
 
     def _on_who_has(self, ev: WhoHasAnswered) -> None:
+        """The scheduler's list of holders replaces ours for keys still to fetch."""
         tasks = self.tasks
         for key, addrs in ev.who_has.items():
             ts = tasks.get(key)
@@ -744,10 +583,38 @@ class WorkerState:
             elif st == FETCH and not ts.who_has:
                 self._to_fetch_or_missing(ts, ask=False)
 
+    def _on_acquire_replicas(self, ev: AcquireReplicas) -> None:
+        """The scheduler wants copies of keys here: fetch the new ones (behind
+        the inputs of tasks), announce those already here, decline those this
+        worker computes or failed to compute itself."""
+        announce: dict[Key, int] = {}
+        declined: list[Key] = []
+        tasks = self.tasks
+        for key, holders in ev.who_has.items():
+            ts = tasks.get(key)
+            if ts is None:
+                self._new_remote(key, REPLICA_PRIORITY, ev.nbytes.get(key, 0), holders).held = True
+                continue
+            st = ts.state
+            if st == MEMORY:
+                ts.held = True
+                announce[key] = ts.nbytes
+            elif st == FETCH or st == FLIGHT or st == MISSING or (st == CANCELLED and ts.previous == FLIGHT):
+                ts.held = True
+                self._track_input(ts, holders, ts.priority)
+            else:
+                self._note(key, "ignored", f"copy requested while {st}: declined")
+                declined.append(key)
+        if announce:
+            self._out.append(AddKeys(ev.stimulus_id, self.address, announce))
+        if declined:
+            self._out.append(ReleasedKeys(ev.stimulus_id, self.address, tuple(declined)))
+
     # ------------------------------------------------------------------ #
-    # Free, scatter
+    # Free, scatter, pause
     # ------------------------------------------------------------------ #
     def _on_free(self, ev: FreeKeys) -> None:
+        """The scheduler no longer wants these keys here: release what nothing else here needs."""
         tasks = self.tasks
         for key in ev.keys:
             ts = tasks.get(key)
@@ -773,6 +640,7 @@ class WorkerState:
                 self._note(key, "note", "freed but kept: input of a task here")
 
     def _on_data_put(self, ev: DataPut) -> None:
+        """A client scattered data here (already stored): it replaces work or fetches for those keys."""
         tasks = self.tasks
         for key, nbytes in ev.nbytes.items():
             ts = tasks.get(key)
@@ -805,17 +673,10 @@ class WorkerState:
                     self._out.append(TaskFinished(ev.stimulus_id, self.address, key, nbytes, "", 0.0, 0.0))
 
     def _on_pause_changed(self, ev: PauseChanged) -> None:
+        """Memory ran short or recovered: stop or resume starting tasks and fetches."""
         if ev.paused != self.paused:
             self.paused = ev.paused
             self._note("", "note", "paused" if ev.paused else "unpaused")
             # so that the scheduler sends new tasks elsewhere meanwhile
             self._out.append(Paused(ev.stimulus_id, self.address, ev.paused))
 
-    # ------------------------------------------------------------------ #
-    # Invariants
-    # ------------------------------------------------------------------ #
-    def validate(self) -> None:
-        """Check every invariant; raise :class:`InvalidWorkerState` if one fails."""
-        from taskmill.core.worker.validate import validate_worker_state
-
-        validate_worker_state(self)

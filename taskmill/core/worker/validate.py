@@ -2,15 +2,18 @@
 
 Theory of operation
 -------------------
-:func:`validate_worker_state` walks every record and index of a
-:class:`~taskmill.core.worker.state.WorkerState` and checks that the
+:func:`validate_worker_state` walks every record and index that
+:class:`~taskmill.core.worker.bookkeeping.WorkerBookkeeping` keeps (the base
+of :class:`~taskmill.core.worker.state.WorkerState`) and checks that the
 incrementally maintained indexes (executing set, ready heap and count, fetch
 heaps, in-flight requests, holder index, missing set, memory set and bytes)
 agree with the records, that dependency links are symmetric, that every record
 is still needed, and that no work is left idle (a free thread with a ready
 task, a free fetch slot with an idle holder).  It is O(n) and meant for tests
 (``WorkerState(validate=True)`` runs it after every ``handle``); it reads
-private attributes on purpose and never changes anything.
+private attributes on purpose and never changes anything.  It depends on the
+books only, never on the handlers, so the machine imports it and not the
+other way round.
 """
 
 from __future__ import annotations
@@ -28,16 +31,16 @@ from taskmill.core.worker.records import (
     READY,
     WAITING,
     InvalidWorkerState,
+    TaskRecord,
 )
 
 if TYPE_CHECKING:
-    from taskmill.core.worker.records import TaskRecord
-    from taskmill.core.worker.state import WorkerState
+    from taskmill.core.worker.bookkeeping import WorkerBookkeeping
 
 _STATES = {WAITING, READY, EXECUTING, MEMORY, ERROR, FETCH, FLIGHT, MISSING, CANCELLED}
 
 
-def validate_worker_state(ws: WorkerState) -> None:
+def validate_worker_state(ws: WorkerBookkeeping) -> None:
     """Raise :class:`InvalidWorkerState` (with the key's story) on the first
     broken invariant."""
 
