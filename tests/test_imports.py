@@ -192,7 +192,6 @@ def test_the_server_does_not_import_the_client() -> None:
     assert not wrong, "taskmill.server imports taskmill.client:\n" + "\n".join(wrong)
 
 
-@pytest.mark.xfail(strict=False, reason="core/worker/state.py is split by the worker refactor")
 def test_no_module_is_over_800_lines() -> None:
     """Small modules with one purpose: split a module before it passes 800 lines."""
     package = Path(__file__).resolve().parents[1] / "taskmill"
