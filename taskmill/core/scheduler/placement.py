@@ -144,7 +144,7 @@ def choose_worker(
                 if ws is not None:
                     return ws
             return least_occupied(allowed)
-        if not ts.loose:
+        if not ts.allow_other_workers:
             return None
     least = least_occupied(idle if len(idle) <= MAX_IDLE_SCAN else islice(idle, MAX_IDLE_SCAN))
     if ts.dependencies:

@@ -110,7 +110,7 @@ class TaskRecord:
         "sort_key",
         "retries",
         "restrictions",
-        "loose",
+        "allow_other_workers",
         "resources",
         "state",
         "dependencies",
@@ -138,7 +138,7 @@ class TaskRecord:
         seq: int,
         retries: int = 0,
         restrictions: frozenset[Address] | None = None,
-        loose: bool = False,
+        allow_other_workers: bool = False,
         resources: ResourceSpec | None = None,
     ) -> None:
         self.key = key
@@ -151,7 +151,7 @@ class TaskRecord:
         self.sort_key: tuple[Priority, int] = (priority, seq)
         self.retries = retries
         self.restrictions = restrictions
-        self.loose = loose
+        self.allow_other_workers = allow_other_workers
         #: abstract resources it holds on its worker while processing
         self.resources = resources
         self.state = RELEASED

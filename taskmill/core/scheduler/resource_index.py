@@ -95,7 +95,7 @@ def release(ws: WorkerRecord, needs: ResourceSpec) -> None:
 
 def group_key(ts: TaskRecord) -> GroupKey:
     assert ts.resources is not None
-    strict = ts.restrictions if ts.restrictions is not None and not ts.loose else None
+    strict = ts.restrictions if ts.restrictions is not None and not ts.allow_other_workers else None
     return (ts.resources, strict)
 
 
@@ -207,7 +207,7 @@ class ResourceIndex:
             ws: None for ws in pool if ws is not None and ws in idle and fits(ws, needs)}
         if not candidates:
             return None
-        if strict is None and ts.restrictions is not None:  # loose: prefer the named ones
+        if strict is None and ts.restrictions is not None:  # allow_other_workers: prefer the named ones
             named = {ws: None for ws in candidates if ws.address in ts.restrictions}
             candidates = named or candidates
         if ts.dependencies:

@@ -399,14 +399,14 @@ class SchedulerState(ReplicaManagement):
         if nt is None:
             ts.run_spec = None
             ts.restrictions = None
-            ts.loose = False
+            ts.allow_other_workers = False
             ts.resources = None
         else:
             ts.run_spec = nt
             ts.priority = nt.priority
             ts.retries = nt.retries
             ts.restrictions = frozenset(nt.workers) if nt.workers is not None else None
-            ts.loose = nt.allow_other_workers
+            ts.allow_other_workers = nt.allow_other_workers
             ts.resources = resource_spec(nt.resources)
         ts.sort_key = (ts.priority, ts.seq)
         for client in ts.who_wants:

@@ -107,7 +107,7 @@ class SchedulerCore:
         self.clients: dict[str, ClientRecord] = {}
         #: live workers with a free slot
         self.idle: dict[WorkerRecord, None] = {}
-        #: scheduler-wide heap of queued tasks (unrestricted or loose)
+        #: scheduler-wide heap of queued tasks (unrestricted or allow_other_workers)
         self.queue: list[QueueEntry] = []
         #: address -> strictly restricted tasks allowed there that are queued
         #: or no-worker (so a worker joining at that address finds them)
@@ -351,7 +351,7 @@ class SchedulerCore:
         if ts.resources is not None:
             self.resource_index.unindex(ts)
             return
-        if ts.restrictions is None or ts.loose:
+        if ts.restrictions is None or ts.allow_other_workers:
             return
         for addr in ts.restrictions:
             tasks = self.restricted_waiting.get(addr)
@@ -490,7 +490,7 @@ class SchedulerCore:
         ts.queue_epoch += 1
         if ts.resources is not None:
             self.resource_index.enqueue(ts)
-        elif ts.restrictions is not None and not ts.loose:
+        elif ts.restrictions is not None and not ts.allow_other_workers:
             self._index_restricted(ts)
             for addr in ts.restrictions:
                 ws = self.workers.get(addr)
@@ -648,7 +648,7 @@ class SchedulerCore:
         if ts.resources is not None:
             self._schedule_with_resources(ts)
             return
-        strict = ts.restrictions is not None and not ts.loose
+        strict = ts.restrictions is not None and not ts.allow_other_workers
         if not strict and self.queue:
             top = queue_peek(self.queue)
             if top is not None and top.sort_key < ts.sort_key:

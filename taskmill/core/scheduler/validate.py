@@ -97,7 +97,7 @@ def _check_task(state: SchedulerCore, ts: TaskRecord, queued_live: set[TaskRecor
         problem = state.resource_index.task_problem(ts, state.workers, state.idle, resource_queued)
         if problem:
             _fail(state, ts, problem)
-    strict = ts.restrictions is not None and not ts.loose and ts.resources is None
+    strict = ts.restrictions is not None and not ts.allow_other_workers and ts.resources is None
     if strict and s in (QUEUED, NO_WORKER):
         assert ts.restrictions is not None
         for addr in ts.restrictions:
@@ -199,7 +199,7 @@ def validate_state(state: SchedulerCore) -> None:
             _fail(state, None, f"dead worker {ws.address} in idle index")
     for addr, tasks in state.restricted_waiting.items():
         for ts in tasks:
-            if (ts.state not in (QUEUED, NO_WORKER) or ts.restrictions is None or ts.loose
+            if (ts.state not in (QUEUED, NO_WORKER) or ts.restrictions is None or ts.allow_other_workers
                     or ts.resources is not None):
                 _fail(state, ts, f"indexed as restricted-waiting under {addr}")
     problem = state.resource_index.index_problem(state.workers)
