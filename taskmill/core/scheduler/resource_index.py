@@ -44,7 +44,7 @@ import heapq
 import math
 from typing import TYPE_CHECKING
 
-from taskmill.core.scheduler.placement import QueueEntry, by_locality, least_occupied, queue_live, queue_peek
+from taskmill.core.scheduler.policy import QueueEntry, by_locality, least_occupied, queue_live, queue_peek
 from taskmill.core.resources import ResourceSpec, format_resources
 from taskmill.protocol.vocabulary import Address
 from taskmill.core.scheduler.records import NO_WORKER, PROCESSING, QUEUED, TaskRecord, WorkerRecord
