@@ -2,6 +2,8 @@
 
 Theory of operation
 -------------------
+Theory of operation
+-------------------
 :class:`ClientWants` owns the client records (``clients``) and keeps both ends
 of each *want*: ``client in ts.who_wants``  <=>  ``ts in
 clients[client].wants``.  Wants are the references from outside that keep a
@@ -39,7 +41,11 @@ from taskmill.protocol.vocabulary import Key, KeyCancelled, KeyErred, KeyInMemor
 
 
 class ClientWants:
-    """Client records and their wants (see the module docstring)."""
+    """Clients and what they want.
+
+    Owns ``clients`` (id -> record) and both ends of each want.  Invariant:
+    ``client in ts.who_wants`` iff ``ts in clients[client].wants`` (see the
+    module docstring)."""
 
     def __init__(self) -> None:
         #: client id -> its record, for every client that connected or wants something
@@ -52,12 +58,19 @@ class ClientWants:
             cs = self.clients[client] = ClientRecord(client)
         return cs
 
+    @staticmethod
+    def link(cs: ClientRecord, ts: TaskRecord) -> bool:
+        """Record that ``cs`` wants ``ts`` (both ends); whether that is new."""
+        if cs.client in ts.who_wants:
+            return False
+        ts.who_wants[cs.client] = ""
+        cs.wants[ts] = None
+        return True
+
     def want(self, step: Step, cs: ClientRecord, ts: TaskRecord) -> None:
         """``cs`` wants ``ts``: report its outcome at once if it has one,
         compute it if it is only lineage."""
-        if cs.client not in ts.who_wants:
-            ts.who_wants[cs.client] = ""
-            cs.wants[ts] = None
+        self.link(cs, ts)
         state = ts.state
         if state == MEMORY or state == ERRED:
             step.emit(report_current(step, ts))
@@ -101,7 +114,8 @@ class ClientWants:
             self.release(step, cs, ts)
 
     def cancelled(self, step: Step, ts: TaskRecord, reason: str) -> None:
-        """``ts`` is cancelled: every wanting client is told and stops wanting it."""
+        """``ts`` is cancelled (or the cluster restarted): every wanting
+        client is told and stops wanting it."""
         for client in ts.who_wants:
             step.cmds.append(KeyCancelled(step.stimulus_id, client, ts.key, reason))
             cs = self.clients.get(client)
@@ -117,11 +131,6 @@ class ClientWants:
             if cs is not None:
                 cs.wants.pop(ts, None)
         ts.who_wants.clear()
-
-    def clear_tasks(self) -> None:
-        """Every task is gone (restart); the clients stay."""
-        for cs in self.clients.values():
-            cs.wants.clear()
 
 
 def unknown_wanted(step: Step, client: str, key: Key) -> None:

@@ -45,7 +45,12 @@ def by_load(workers: list[WorkerRecord]) -> list[WorkerRecord]:
 
 
 class Membership:
-    """The live workers and the ``idle`` index (see the module docstring)."""
+    """Worker membership: join, leave, pause, and the slot accounting.
+
+    Owns ``workers`` (address -> live record) and ``idle``.  Invariants:
+    records in ``workers`` are alive; ``ws in idle`` iff ``ws.used <
+    ws.capacity`` and ``ws.open``; ``ws.used`` and ``ws.resources_used`` are
+    the sums over ``ws.processing`` (see the module docstring)."""
 
     def __init__(self) -> None:
         #: address -> the live worker there

@@ -63,7 +63,16 @@ from taskmill.protocol.vocabulary import Address, TaskFinished
 
 
 class Placement:
-    """Queues and per-prefix estimates; where ready tasks go (see the module docstring)."""
+    """Where ready tasks go, and the queues of those that wait.
+
+    Owns the shared heap (``queue``), the per-worker restricted heaps
+    (``WorkerRecord.restricted_queue``), ``restricted_waiting`` and the
+    per-prefix ``durations`` and ``output_bytes``; uses the membership's
+    ``workers``/``idle`` and the resource index it is given.  Invariants: a
+    queued task has a live entry in the heaps it may be taken from; a
+    strictly restricted task is indexed under its addresses exactly while
+    queued or no-worker; no task is queued while a worker it may use has a
+    free slot (see the module docstring)."""
 
     def __init__(self, membership: Membership, resources: ResourceIndex) -> None:
         self.membership = membership

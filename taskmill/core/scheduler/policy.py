@@ -1,9 +1,11 @@
-"""Worker-choice policy and the ready-task queue of the scheduler.
+"""Worker-choice policy and the lazy heaps of queued tasks, for the scheduler.
 
 Theory of operation
 -------------------
-Pure functions and a tiny heap wrapper, used by the scheduler transitions; they
-never change a task's state themselves.
+Pure functions over records, used by ``Placement``
+(``taskmill.core.scheduler.placement``, which owns the queues and the
+estimates) and the ``ResourceIndex``; they own no data and never change a
+task's state themselves.
 
 **Slots.**  A worker may have about ``nthreads * SATURATION`` tasks processing
 so that it stays busy while the next round trip is in flight.  Tasks whose
@@ -20,11 +22,11 @@ task may use, the one holding the most bytes of the task's dependencies, ties
 has a free slot, a busy holder still gets the task (past its slots) if it
 would start there sooner than on an idle worker that must first fetch the
 inputs: queued work against bytes to move.  Root tasks take their queued root
-siblings along when their kind makes big results (``_pull_siblings`` in the
-scheduler).  Only the idle workers, the holders of the task's dependencies and
+siblings along when their kind makes big results (``TaskMachine``'s
+``_pull_siblings``).  Only the idle workers, the holders of the task's dependencies and
 a bounded number of siblings are looked at: never all workers or all tasks.
 
-**Queue** (:class:`ReadyQueue` helpers): ready tasks that found no free slot
+**Queues** (:func:`queue_push`, :func:`queue_peek`): ready tasks that found no free slot
 wait in a heap ordered by ``TaskRecord.sort_key`` (priority, then submission
 order).  Unrestricted tasks (and ``allow_other_workers`` ones) share the
 scheduler-wide heap; tasks restricted to some workers are pushed onto each of
@@ -89,6 +91,7 @@ def _occupancy(ws: WorkerRecord) -> float:
 
 
 def least_occupied(candidates: Iterable[WorkerRecord]) -> WorkerRecord | None:
+    """The candidate with the lowest ``used / capacity`` (the first on ties)."""
     best: WorkerRecord | None = None
     best_occ = 0.0
     for ws in candidates:
@@ -201,6 +204,7 @@ def queue_push(heap: list[QueueEntry], ts: TaskRecord) -> None:
 
 
 def entry_live(entry: QueueEntry) -> bool:
+    """Whether a heap entry still stands for its task (queued, same epoch)."""
     ts = entry[2]
     return ts.state == QUEUED and ts.queue_epoch == entry[1]
 

@@ -2,9 +2,10 @@
 
 Theory of operation
 -------------------
-``SchedulerState`` (``taskmill.core.scheduler.state``) owns one
-:class:`TaskRecord` per known key, one :class:`WorkerRecord` per live worker and
-one :class:`ClientRecord` per client that wants something.  Records point at
+The scheduler machine (``taskmill.core.scheduler.state``) keeps one
+:class:`TaskRecord` per known key (in ``TaskMachine.tasks``), one
+:class:`WorkerRecord` per live worker (``Membership.workers``) and one
+:class:`ClientRecord` per client that wants something (``ClientWants.clients``).  Records point at
 each other directly (a task's ``who_has`` holds worker records, a worker's
 ``has_what`` holds task records), so no lookup by key or address is needed on
 hot paths.
@@ -227,13 +228,13 @@ class WorkerRecord:
         self.processing: dict[TaskRecord, None] = {}
         self.has_what: dict[TaskRecord, None] = {}
         self.nbytes = 0
-        #: slot units taken by ``processing`` (see ``taskmill.core.scheduler.placement``)
+        #: slot units taken by ``processing`` (see ``taskmill.core.scheduler.policy``)
         self.used = 0
         self.capacity = capacity
         #: func tokens already sent to this worker process
         self.funcs: set[str] = set()
         #: heap of queue entries for tasks restricted to a set of workers
-        #: including this one (lazy deletion, see ``placement``)
+        #: including this one (lazy deletion, see ``policy``; kept by ``Placement``)
         self.restricted_queue: list[tuple[tuple[Priority, int], int, TaskRecord]] = []
         self.memory = 0
         self.last_seen = now

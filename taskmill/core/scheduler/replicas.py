@@ -102,7 +102,13 @@ def _keys_held(ws: WorkerRecord) -> int:
 
 
 class Replicas:
-    """Copy requests, insurance and retirement (see the module docstring)."""
+    """Copy requests, insurance copies and graceful retirement.
+
+    Owns ``retiring``, ``clock``, ``insured_until`` and ``uninsured``, and the
+    copy-request links on the records (``acquiring_on``/``acquiring``).
+    Invariants: ``ws in retiring`` iff ``ws.retiring``, live workers only; a
+    copy is requested only of a task in memory, never on a holder (see the
+    module docstring)."""
 
     def __init__(self, membership: Membership) -> None:
         self.membership = membership

@@ -95,6 +95,7 @@ Decisions the shell relies on
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any, Callable, Iterable
 
 from taskmill.core.scheduler.clients import ClientWants, report_current, unknown_wanted
@@ -140,7 +141,6 @@ from taskmill.protocol.vocabulary import (
     Address,
     CancelKeys,
     FireAndForget,
-    KeyCancelled,
     Heartbeat,
     Key,
     MissingData,
@@ -232,7 +232,7 @@ class SchedulerState:
         return self.placement.durations
 
     @property
-    def transition_log(self) -> Iterable[StoryEntry]:
+    def transition_log(self) -> deque[StoryEntry]:
         """Every recorded transition and ignored stimulus, oldest first."""
         return self.machine.transition_log
 
@@ -393,18 +393,14 @@ class SchedulerState:
                     continue
                 ts.dependencies[dts] = None
                 dts.dependents[ts] = None
-        wants = cs.wants
-        client = cs.client
+        link = self.wants.link
         for key in ev.wanted:
             ts = tasks.get(key)
             if ts is None:
                 unknown_wanted(step, ev.client, key)
             elif ts.state == RELEASED:  # new ones get their CHECK below
-                if client not in ts.who_wants:
-                    ts.who_wants[client] = ""
-                    wants[ts] = None
-                    if ts.dependents:  # old lineage: not in ``added``
-                        step.recs.append((ts, CHECK, None))
+                if link(cs, ts) and ts.dependents:  # old lineage: not in ``added``
+                    step.recs.append((ts, CHECK, None))
             else:
                 self.wants.want(step, cs, ts)
         for ts, dep in missing:
@@ -466,9 +462,7 @@ class SchedulerState:
             elif ts.state == ERRED:
                 machine.transition(step, ts, RELEASED)
                 machine.redefine(step, ts, None)
-            if cs.client not in ts.who_wants:
-                ts.who_wants[cs.client] = ""
-                cs.wants[ts] = None
+            self.wants.link(cs, ts)
             if ts.state == MEMORY:
                 for ws in holders:
                     machine.add_replica(step, ts, ws)
@@ -493,12 +487,10 @@ class SchedulerState:
     def _on_restart_requested(self, step: Step, ev: RestartRequested) -> None:
         tasks = self.machine.tasks
         for key, ts in tasks.items():
-            for client in ts.who_wants:
-                step.cmds.append(KeyCancelled(step.stimulus_id, client, key, ev.reason))
+            self.wants.cancelled(step, ts, ev.reason)
             step.note(key, ts.state, FORGOTTEN, "restart")
             ts.state = FORGOTTEN
         tasks.clear()
-        self.wants.clear_tasks()
         self.replicas.clear_tasks(step, ev.reason)
         self.membership.clear_tasks()
         self.placement.clear_tasks()

@@ -90,8 +90,14 @@ class InvalidTransition(RuntimeError):
 
 
 class TaskMachine:
-    """Task records, reference counting and the transition table (see the
-    module docstring)."""
+    """The core: task records, reference counting and the transition table.
+
+    Owns ``tasks`` (key -> record), ``functions`` (token -> serialized
+    function) and ``transition_log``.  Invariants (``records``): the links
+    between records are symmetric; a task is in memory iff some worker holds
+    it; an active or in-memory task is needed; a released one is not, and
+    has dependents (lineage); ``waiting_on`` is the set of inputs not in
+    memory while active (see the module docstring)."""
 
     def __init__(self, membership: Membership, placement: Placement, replicas: Replicas,
                  wants: ClientWants, allowed_failures: int) -> None:
