@@ -161,7 +161,7 @@ def report_memory(step: Step, ts: TaskRecord, value: Any = None) -> Made:
         if last != MEMORY:
             wants[client] = MEMORY
             if client == FIRE_AND_FORGET:
-                step.forgotten_done.append(ts.key)
+                step.fire_and_forget_done(ts.key)
                 continue
             cmd = KeyInMemory(step.stimulus_id, client, ts.key, who, ts.type_name, value)
             made = cmd if made is None else also(made, cmd)
@@ -181,7 +181,7 @@ def report_erred(step: Step, ts: TaskRecord) -> Made:
             continue
         wants[client] = kind
         if client == FIRE_AND_FORGET:
-            step.forgotten_done.append(ts.key)
+            step.fire_and_forget_done(ts.key)
         elif lost:
             made = also(made, KeyLost(step.stimulus_id, client, ts.key, info.exception_text))
         else:

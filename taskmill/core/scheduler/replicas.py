@@ -140,11 +140,13 @@ class Replicas:
         ts.acquiring_on[ws] = None
         ws.acquiring[ts] = None
         step.note(ts.key, MEMORY, MEMORY, f"copy requested on {ws.address}")
-        batch = step.acquire_batch.get(ws)
-        if batch is None:
-            step.acquire_batch[ws] = [ts]
+        batches = step.acquire_batch
+        if batches is None:
+            step.acquire_batch = {ws: [ts]}
+        elif ws in batches:
+            batches[ws].append(ts)
         else:
-            batch.append(ts)
+            batches[ws] = [ts]
 
     @staticmethod
     def arrived(ts: TaskRecord, ws: WorkerRecord) -> None:
@@ -168,7 +170,11 @@ class Replicas:
     def flush(self, step: Step) -> None:
         """Emit one ``AcquireReplicas`` per worker for the copies requested
         in this event (after that worker's pending frees)."""
-        for ws, tasks in step.acquire_batch.items():
+        batches = step.acquire_batch
+        if batches is None:
+            return
+        step.acquire_batch = None
+        for ws, tasks in batches.items():
             live = [ts for ts in tasks if ws in ts.acquiring_on]
             if not live or not ws.alive:
                 continue
@@ -181,7 +187,6 @@ class Replicas:
                     {ts.key: ts.nbytes for ts in live},
                 )
             )
-        step.acquire_batch.clear()
 
     def replicate(self, step: Step, ev: ReplicateRequested, tasks: dict[Key, TaskRecord]) -> None:
         """Request copies of ``ev.keys`` until ``ev.n`` workers of the pool

@@ -9,7 +9,8 @@ commands name their cause) and the work the event has started but not
 finished:
 
 * ``recs``: recommendations for other tasks, drained in FIFO order after the
-  event's direct transitions (``TaskMachine.drain``);
+  event's direct transitions (``TaskMachine.drain``; a list read by index,
+  cheaper to make than a deque);
 * ``ready``: tasks whose inputs are all in memory, placed in priority order;
 * ``freed``: workers that got a free slot, filled from the queues;
 * ``pending_free``: ``FreeKeys`` gathered per worker, flushed at the end (or
@@ -22,6 +23,9 @@ finished:
   ``ReleaseKeys`` event after this one);
 * ``cmds``: the commands made so far, shared by the events of one ``handle``
   call and returned by it.
+
+A step is made for every event, so it must be cheap: the containers that
+few events use (``acquire_batch``, ``forgotten_done``) start as None.
 
 Nothing here outlives its event: when a step raises, ``handle`` drops it, so
 no scratch space is ever reset by hand.  The step is pure data plus a few
@@ -70,13 +74,15 @@ class Step:
         #: the machine's transition log, which this step's notes go to
         self.story = story
         self.cmds = cmds
-        self.recs: deque[Recommendation] = deque()
+        self.recs: list[Recommendation] = []
         self.ready: list[TaskRecord] = []
         self.freed: dict[WorkerRecord, None] = {}
         self.pending_free: dict[WorkerRecord, list[Key]] = {}
-        self.acquire_batch: dict[WorkerRecord, list[TaskRecord]] = {}
+        #: (rare, made when needed)
+        self.acquire_batch: dict[WorkerRecord, list[TaskRecord]] | None = None
         self.retire_dirty = False
-        self.forgotten_done: list[Key] = []
+        #: (rare, made when needed)
+        self.forgotten_done: list[Key] | None = None
 
     def note(self, key: Key, start: str, finish: str, note: str = "") -> None:
         """A story entry caused by this step."""
@@ -86,6 +92,13 @@ class Step:
         """A stimulus about ``key`` (record ``ts``, None if unknown) that changes nothing."""
         state = ts.state if ts is not None else FORGOTTEN
         self.story.append((key, state, state, self.stimulus_id, "ignored: " + note))
+
+    def fire_and_forget_done(self, key: Key) -> None:
+        """``key``, wanted by ``FIRE_AND_FORGET``, is done: release it after this event."""
+        if self.forgotten_done is None:
+            self.forgotten_done = [key]
+        else:
+            self.forgotten_done.append(key)
 
     def emit(self, made: Made) -> None:
         """Add what a transition or report made to the commands."""

@@ -184,8 +184,10 @@ class TaskMachine:
     def drain(self, step: Step) -> None:
         """Apply ``step``'s recommendations until none is left."""
         recs = step.recs
-        while recs:
-            ts, what, arg = recs.popleft()
+        i = 0
+        while i < len(recs):
+            ts, what, arg = recs[i]
+            i += 1
             state = ts.state
             if state == FORGOTTEN:
                 continue
@@ -199,6 +201,7 @@ class TaskMachine:
                     self.transition(step, ts, ERRED, arg)
             else:  # pragma: no cover - programming error
                 raise AssertionError(f"unknown recommendation {what!r}")
+        recs.clear()
 
     def check(self, step: Step, ts: TaskRecord) -> None:
         """Bring ``ts`` in line with whether it is still needed."""

@@ -224,5 +224,5 @@ def validate_step(step: Step) -> None:
             or step.retire_dirty):
         raise AssertionError(f"event {step.stimulus_id!r} left work undone: recs={len(step.recs)} "
                              f"ready={len(step.ready)} freed={len(step.freed)} "
-                             f"frees={len(step.pending_free)} copies={len(step.acquire_batch)} "
+                             f"frees={len(step.pending_free)} copies={len(step.acquire_batch or ())} "
                              f"retire_dirty={step.retire_dirty}")
