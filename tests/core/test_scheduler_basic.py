@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from scheduler_helpers import Sched, erred, finished, join, of, submit, task
 
-from taskmill.core.scheduler.placement import SATURATION
+from taskmill.core.scheduler.policy import SATURATION
 from taskmill.protocol.vocabulary import (
     ComputeTask,
     FreeKeys,
@@ -321,12 +321,14 @@ def test_missing_edge_raises_with_story():
     import pytest
 
     from taskmill.core.scheduler.state import InvalidTransition
+    from taskmill.core.scheduler.step import Step
 
     s = Sched("tcp://a")
     s(submit([task("x-1")], wanted=["x-1"]))
     ts = s.state.tasks["x-1"]
+    step = Step("test", s.state.machine.transition_log, [])
     with pytest.raises(InvalidTransition) as info:
-        s.state._transition(ts, "no-worker")  # processing -> no-worker: no such edge
+        s.state.machine.transition(step, ts, "no-worker")  # processing -> no-worker: no such edge
     assert "x-1" in str(info.value) and "waiting" in str(info.value)
 
 

@@ -224,8 +224,8 @@ class Harness:
             if st.workers:
                 self.send(RetireRequested(sid(), (rng.choice(list(st.workers)),)))
         elif op == "unretire":
-            if st.retiring:
-                self.send(RetireCancelled(sid(), tuple(ws.address for ws in st.retiring), "timeout"))
+            if st.replicas.retiring:
+                self.send(RetireCancelled(sid(), tuple(ws.address for ws in st.replicas.retiring), "timeout"))
         elif op == "pause":
             if st.workers:
                 self.send(Paused(sid(), rng.choice(list(st.workers)), rng.random() < 0.5))

@@ -254,7 +254,7 @@ def test_retirement_cancelled_or_worker_dying_ends_it():
     cmds = s(leave("tcp://b", "killed"))
     (aborted,) = of(cmds, RetirementAborted)
     assert aborted.worker == "tcp://b" and "killed" in aborted.reason
-    assert not s.state.retiring
+    assert not s.state.replicas.retiring
 
 
 def test_worker_joining_unblocks_nothing_but_new_copies_may_go_there():
@@ -264,7 +264,7 @@ def test_worker_joining_unblocks_nothing_but_new_copies_may_go_there():
     cmds = s(RetireRequested(sid(), ("tcp://a",)))
     assert of(cmds, RetirementAborted)  # nowhere to go
     s(RetireRequested(sid(), ("tcp://a",)))  # asked again
-    assert not s.state.retiring
+    assert not s.state.replicas.retiring
     s(join("tcp://b"))
     cmds = s(replicate("s"))
     assert acquires(cmds) == {"tcp://b": {"s": ("tcp://a",)}}

@@ -23,11 +23,15 @@ from taskmill.protocol.vocabulary import Address, Key, Message
 # --------------------------------------------------------------------------- #
 @dataclass(frozen=True, slots=True)
 class SchedulerEvent:
+    """Base of the scheduler's own events; ``stimulus_id`` names the cause."""
+
     stimulus_id: str
 
 
 @dataclass(frozen=True, slots=True)
 class ClientConnected(SchedulerEvent):
+    """A client opened its stream (it wants nothing yet)."""
+
     client: str
 
 
@@ -89,6 +93,8 @@ class RetireCancelled(SchedulerEvent):
 # --------------------------------------------------------------------------- #
 @dataclass(frozen=True, slots=True)
 class SchedulerCommand:
+    """Base of the scheduler's own commands; ``stimulus_id`` names the cause."""
+
     stimulus_id: str
 
 
@@ -123,7 +129,9 @@ class SchedulerInput(Protocol):
     messages it takes (each with the ``stimulus_id`` its shell gave it)."""
 
     @property
-    def stimulus_id(self) -> str: ...
+    def stimulus_id(self) -> str:
+        """The cause of this input, for ``story``."""
+        ...
 
 
 #: What it returns: its own commands and wire messages (addressed by their

@@ -1,220 +1,251 @@
-"""Worker-choice policy and the ready-task queue of the scheduler.
+"""Placement for the pure scheduler: where a ready task runs, and the queues
+of the ready tasks that found no free slot.
 
 Theory of operation
 -------------------
-Pure functions and a tiny heap wrapper, used by the scheduler transitions; they
-never change a task's state themselves.
+:class:`Placement` owns everything the scheduler knows for choosing: the
+shared heap of queued tasks (``queue``), the per-worker heaps of tasks
+strictly restricted to some workers (kept on ``WorkerRecord.restricted_queue``
+so a worker freeing a slot finds them at once), the index of strictly
+restricted tasks waiting for an address (``restricted_waiting``, so a worker
+joining there finds them), and what finished tasks taught it per task-name
+prefix (``durations``, ``output_bytes``).  Tasks needing abstract resources
+are queued in the :class:`~taskmill.core.scheduler.resource_index.ResourceIndex`
+it is given instead.  The policy itself (slots, locality, the lazy heaps) is
+the pure functions of ``taskmill.core.scheduler.policy``.
 
-**Slots.**  A worker may have about ``nthreads * SATURATION`` tasks processing
-so that it stays busy while the next round trip is in flight.  Tasks whose
-prefix is known to take under ``TINY_TASK_SECONDS`` cost far less: up to
-``nthreads * TINY_SATURATION`` of them may be in flight.  Both are expressed
-in integer *slot units*: a worker has ``nthreads * UNITS_PER_THREAD`` units, a
-normal task costs ``NORMAL_COST`` and a tiny one ``TINY_COST``.  A worker "has
-a free slot" while ``used < capacity`` (the last task placed may overshoot by
-one task); such workers sit in the scheduler's ``idle`` index.
+Placement decides; the task machine acts.  ``where(ts)`` names the worker a
+ready task should start on now, or the state it should wait in (``queued``
+or ``no-worker``); ``pop_for(ws)`` hands a worker with a free slot the best
+queued task it may run; ``big_results(ts)`` says whether a root task takes
+its queued root siblings along.  The task machine makes the
+transitions and tells placement when a task enters or leaves a queue
+(``enqueue``, ``stall``, ``unindex``) and when workers come and go
+(``worker_joined``, ``worker_left``).  Nothing here changes a task's state.
 
-**Placement** (:func:`choose_worker`): among workers with a free slot that the
-task may use, the one holding the most bytes of the task's dependencies, ties
-(and tasks without dependencies) broken by lowest occupancy.  When no holder
-has a free slot, a busy holder still gets the task (past its slots) if it
-would start there sooner than on an idle worker that must first fetch the
-inputs: queued work against bytes to move.  Root tasks take their queued root
-siblings along when their kind makes big results (``_pull_siblings`` in the
-scheduler).  Only the idle workers, the holders of the task's dependencies and
-a bounded number of siblings are looked at: never all workers or all tasks.
+Invariants (checked by ``taskmill.core.scheduler.validate``):
 
-**Queue** (:class:`ReadyQueue` helpers): ready tasks that found no free slot
-wait in a heap ordered by ``TaskRecord.sort_key`` (priority, then submission
-order).  Unrestricted tasks (and ``allow_other_workers`` ones) share the
-scheduler-wide heap; tasks restricted to some workers are pushed onto each of
-those workers' own heaps.  Entries are ``(sort_key, epoch, task)`` and deleted
-lazily: an entry is live only while the task is ``queued`` with that same
-``queue_epoch`` (bumped on every enqueue), so a task popped from one worker's
-heap leaves dead entries behind in the others.
+* a ``queued`` task without resources has a live entry in the shared heap
+  (unrestricted or ``allow_other_workers``) or in the heap of every live
+  worker it is strictly restricted to; with resources, in its group's heap;
+* a strictly restricted task (without resources) is in
+  ``restricted_waiting`` under each of its addresses exactly while it is
+  ``queued`` or ``no-worker``;
+* no task is ``queued`` while a worker it may use has a free slot.
+
+Cost: O(log n) per queue operation (lazy deletion: a popped or moved task
+leaves dead entries behind, dropped when they reach the top); ``where``
+looks at the idle workers (at most ``MAX_IDLE_SCAN``) and the holders of the
+task's inputs only.
 """
 
 from __future__ import annotations
 
 import heapq
-from itertools import islice
-from typing import Iterable
 
-from taskmill.protocol.vocabulary import Address, Priority
-from taskmill.core.scheduler.records import QUEUED, TaskRecord, WorkerRecord
-
-#: Tasks in flight per thread, for tasks of normal or unknown duration.
-SATURATION = 2
-#: Tasks in flight per thread for tasks whose prefix is known to be tiny.
-TINY_SATURATION = 50
-#: Below this estimated duration (seconds) a task counts as tiny.
-TINY_TASK_SECONDS = 0.005
-
-UNITS_PER_THREAD = TINY_SATURATION
-NORMAL_COST = UNITS_PER_THREAD // SATURATION
-TINY_COST = UNITS_PER_THREAD // TINY_SATURATION
-
-#: Bandwidth between workers (bytes/s) assumed when weighing a transfer
-#: against waiting for a busy worker that already holds the inputs.
-ASSUMED_BANDWIDTH = 200e6
-#: Duration (seconds) assumed for a task whose kind never finished yet.
-UNKNOWN_DURATION = 0.05
-
-#: A root task whose kind makes results at least this big (bytes, on average)
-#: takes its queued root siblings along to its worker (see ``_pull_siblings``).
-PULL_SIBLINGS_BYTES = 1_000_000
-#: At most this many siblings go along, and only for dependents with at most one more input.
-MAX_PULLED_SIBLINGS = 3
-
-#: When more workers than this have free slots, only this many are compared.
-MAX_IDLE_SCAN = 16
-
-QueueEntry = tuple[tuple[Priority, int], int, TaskRecord]
+from taskmill.core.scheduler.membership import Membership
+from taskmill.core.scheduler.policy import (
+    PULL_SIBLINGS_BYTES,
+    QueueEntry,
+    choose_worker,
+    queue_peek,
+    queue_push,
+)
+from taskmill.core.scheduler.records import (
+    MAX_PREFIXES,
+    NO_WORKER,
+    QUEUED,
+    TaskRecord,
+    WorkerRecord,
+)
+from taskmill.core.scheduler.resource_index import ResourceIndex
+from taskmill.protocol.vocabulary import Address, TaskFinished
 
 
-def worker_capacity(nthreads: int) -> int:
-    """Slot units of a worker with ``nthreads`` threads (at least one task)."""
-    return max(1, nthreads) * UNITS_PER_THREAD
+class Placement:
+    """Where ready tasks go, and the queues of those that wait.
 
+    Owns the shared heap (``queue``), the per-worker restricted heaps
+    (``WorkerRecord.restricted_queue``), ``restricted_waiting`` and the
+    per-prefix ``durations`` and ``output_bytes``; uses the membership's
+    ``workers``/``idle`` and the resource index it is given.  Invariants: a
+    queued task has a live entry in the heaps it may be taken from; a
+    strictly restricted task is indexed under its addresses exactly while
+    queued or no-worker; no task is queued while a worker it may use has a
+    free slot (see the module docstring)."""
 
-def slot_cost(duration_estimate: float | None) -> int:
-    """Slot units a task with this estimated duration takes while processing."""
-    if duration_estimate is not None and duration_estimate < TINY_TASK_SECONDS:
-        return TINY_COST
-    return NORMAL_COST
+    def __init__(self, membership: Membership, resources: ResourceIndex) -> None:
+        self.membership = membership
+        self.resources = resources
+        #: scheduler-wide heap of queued tasks (unrestricted or allow_other_workers)
+        self.queue: list[QueueEntry] = []
+        #: address -> strictly restricted tasks allowed there that are queued
+        #: or no-worker (so a worker joining at that address finds them)
+        self.restricted_waiting: dict[Address, dict[TaskRecord, None]] = {}
+        #: task prefix -> exponential average of its duration (seconds)
+        self.durations: dict[str, float] = {}
+        #: task prefix -> exponential average of its result's size (bytes)
+        self.output_bytes: dict[str, float] = {}
 
+    # ------------------------------------------------------------------ #
+    # Estimates
+    # ------------------------------------------------------------------ #
+    def learn(self, ts: TaskRecord, ev: TaskFinished) -> None:
+        """``ts`` finished as ``ev`` says: update its prefix's estimates."""
+        duration = ev.stop - ev.start
+        if duration >= 0 and ev.stop > 0:  # zero times: obtained without running it
+            durations = self.durations
+            old = durations.get(ts.prefix)
+            if old is not None:
+                durations[ts.prefix] = 0.5 * old + 0.5 * duration
+            elif len(durations) < MAX_PREFIXES:
+                durations[ts.prefix] = duration
+            output_bytes = self.output_bytes
+            old_bytes = output_bytes.get(ts.prefix)
+            if old_bytes is not None:
+                output_bytes[ts.prefix] = 0.5 * old_bytes + 0.5 * ev.nbytes
+            elif len(output_bytes) < MAX_PREFIXES:
+                output_bytes[ts.prefix] = ev.nbytes
 
-def _occupancy(ws: WorkerRecord) -> float:
-    return ws.used / ws.capacity
+    def big_results(self, ts: TaskRecord) -> bool:
+        """Whether tasks of ``ts``'s kind make results big enough for a root
+        task to take its queued root siblings along to its worker
+        (``TaskMachine``'s ``_pull_siblings``)."""
+        return self.output_bytes.get(ts.prefix, 0.0) >= PULL_SIBLINGS_BYTES
 
+    # ------------------------------------------------------------------ #
+    # Decisions
+    # ------------------------------------------------------------------ #
+    def where(self, ts: TaskRecord) -> WorkerRecord | str:
+        """Where ready task ``ts`` goes now: a worker to start on, or the
+        state to wait in (``queued``, ``no-worker``)."""
+        workers = self.membership.workers
+        idle = self.membership.idle
+        if ts.resources is not None:
+            # run it where its resources are free now, else queue it while
+            # some live worker declares enough, else no-worker
+            ws = self.resources.choose(ts, workers, idle)
+            if ws is not None:
+                return ws
+            return QUEUED if self.resources.able(ts, workers) else NO_WORKER
+        strict = ts.restrictions is not None and not ts.allow_other_workers
+        if not strict and self.queue:
+            top = queue_peek(self.queue)
+            if top is not None and top.sort_key < ts.sort_key:
+                return QUEUED
+        ws = choose_worker(ts, workers, idle, self.durations.get(ts.prefix))
+        if ws is not None:
+            return ws
+        if strict:
+            assert ts.restrictions is not None
+            if any(addr in workers for addr in ts.restrictions):
+                return QUEUED
+            return NO_WORKER
+        return QUEUED
 
-def least_occupied(candidates: Iterable[WorkerRecord]) -> WorkerRecord | None:
-    best: WorkerRecord | None = None
-    best_occ = 0.0
-    for ws in candidates:
-        occ = ws.used / ws.capacity
-        if best is None or occ < best_occ:
-            best, best_occ = ws, occ
-    return best
+    def pop_for(self, ws: WorkerRecord) -> TaskRecord | None:
+        """Take the best queued task ``ws`` may run now off its heap: the best
+        of the shared queue, its restricted queue and the resource groups it
+        can serve now; None if there is none."""
+        queue = self.queue
+        rqueue = ws.restricted_queue
+        a = queue_peek(queue) if queue else None
+        b = queue_peek(rqueue) if rqueue else None
+        if a is None or (b is not None and b.sort_key < a.sort_key):
+            ts, heap = b, rqueue
+        else:
+            ts, heap = a, queue
+        if ws.resources and self.resources.groups:
+            c = self.resources.best_for(ws)
+            if c is not None and (ts is None or c[1].sort_key < ts.sort_key):
+                heap, ts = c
+        if ts is not None:
+            heapq.heappop(heap)
+        return ts
 
-
-def by_locality(
-    ts: TaskRecord, allowed: dict[WorkerRecord, None] | None, idle: dict[WorkerRecord, None]
-) -> WorkerRecord | None:
-    """The idle (and allowed) worker holding most bytes of ``ts``'s inputs."""
-    scores: dict[WorkerRecord, int] = {}
-    for dts in ts.dependencies:
-        nb = dts.nbytes if dts.nbytes > 0 else 1
-        for ws in dts.who_has:
-            if ws in idle and (allowed is None or ws in allowed):
-                scores[ws] = scores.get(ws, 0) + nb
-    if not scores:
-        return None
-    best: WorkerRecord | None = None
-    best_key: tuple[int, float] = (0, 0.0)
-    for ws, score in scores.items():
-        key = (score, -_occupancy(ws))
-        if best is None or key > best_key:
-            best, best_key = ws, key
-    return best
-
-
-def choose_worker(
-    ts: TaskRecord,
-    workers: dict[Address, WorkerRecord],
-    idle: dict[WorkerRecord, None],
-    duration: float | None = None,
-) -> WorkerRecord | None:
-    """Where to run ready task ``ts`` now, or None if no allowed worker has a
-    free slot.  ``idle`` is the index of live workers with a free slot;
-    ``duration`` the estimated duration of tasks of ``ts``'s kind, if known."""
-    if not idle:
-        if ts.dependencies and ts.restrictions is None:
-            return _busy_holder_worth_waiting_for(ts, None, duration)
-        return None
-    if ts.restrictions is not None:
-        allowed: dict[WorkerRecord, None] = {}
-        for addr in ts.restrictions:
-            ws = workers.get(addr)
-            if ws is not None and ws in idle:
-                allowed[ws] = None
-        if allowed:
-            if ts.dependencies:
-                ws = by_locality(ts, allowed, idle)
+    # ------------------------------------------------------------------ #
+    # Queued and no-worker tasks
+    # ------------------------------------------------------------------ #
+    def enqueue(self, ts: TaskRecord) -> None:
+        """``ts`` becomes queued: onto the shared heap, or onto the heaps of
+        the live workers a strictly restricted task may use, or its resource
+        group's."""
+        ts.queue_epoch += 1
+        if ts.resources is not None:
+            self.resources.enqueue(ts)
+        elif ts.restrictions is not None and not ts.allow_other_workers:
+            self._index_restricted(ts)
+            workers = self.membership.workers
+            for addr in ts.restrictions:
+                ws = workers.get(addr)
                 if ws is not None:
-                    return ws
-            return least_occupied(allowed)
-        if not ts.loose:
-            return None
-    least = least_occupied(idle if len(idle) <= MAX_IDLE_SCAN else islice(idle, MAX_IDLE_SCAN))
-    if ts.dependencies:
-        ws = by_locality(ts, None, idle)
-        if ws is not None:
-            return ws
-        ws = _busy_holder_worth_waiting_for(ts, least, duration)
-        if ws is not None:
-            return ws
-    return least
+                    queue_push(ws.restricted_queue, ts)
+        else:
+            heapq.heappush(self.queue, (ts.sort_key, ts.queue_epoch, ts))
 
+    def stall(self, ts: TaskRecord) -> tuple[str, bool] | None:
+        """``ts`` becomes no-worker.  For a task needing resources: why, and
+        whether its group just started waiting (worth a warning)."""
+        if ts.resources is not None:
+            return self.resources.stall(ts, self.membership.workers)
+        self._index_restricted(ts)
+        return None
 
-def _busy_holder_worth_waiting_for(
-    ts: TaskRecord, least: WorkerRecord | None, duration: float | None
-) -> WorkerRecord | None:
-    """No worker holding ``ts``'s inputs has a free slot.  The holder where
-    ``ts`` would start soonest, if sooner than on ``least``, the least
-    occupied idle worker (None: no worker has a free slot), counting the
-    work queued there against the time to move the missing inputs
-    (``missing bytes / ASSUMED_BANDWIDTH``); None when moving is faster.  The task then goes there past its slots, like dask's
-    dependents: only root tasks are held back on the scheduler, and a
-    dependent never outnumbers the inputs that made it ready."""
-    per_task = duration if duration is not None else UNKNOWN_DURATION
-    held: dict[WorkerRecord, int] = {}
-    total = 0
-    for dts in ts.dependencies:
-        nb = dts.nbytes if dts.nbytes > 0 else 1
-        total += nb
-        for ws in dts.who_has:
-            if ws.alive and ws.open:
-                held[ws] = held.get(ws, 0) + nb
-    best: WorkerRecord | None = None
-    best_start = (float("inf") if least is None
-                  else _start_estimate(least, total - held.get(least, 0), per_task))
-    for ws, local in held.items():
-        start = _start_estimate(ws, total - local, per_task)
-        if start < best_start:
-            best, best_start = ws, start
-    return best
+    def unindex(self, ts: TaskRecord) -> None:
+        """``ts`` leaves queued/no-worker: drop it from the restriction (or
+        resource) index; its heap entries die lazily."""
+        if ts.resources is not None:
+            self.resources.unindex(ts)
+            return
+        if ts.restrictions is None or ts.allow_other_workers:
+            return
+        for addr in ts.restrictions:
+            tasks = self.restricted_waiting.get(addr)
+            if tasks is not None:
+                tasks.pop(ts, None)
+                if not tasks:
+                    del self.restricted_waiting[addr]
 
+    def _index_restricted(self, ts: TaskRecord) -> None:
+        assert ts.restrictions is not None
+        for addr in ts.restrictions:
+            tasks = self.restricted_waiting.get(addr)
+            if tasks is None:
+                self.restricted_waiting[addr] = {ts: None}
+            else:
+                tasks[ts] = None
 
-def _start_estimate(ws: WorkerRecord, missing_bytes: int, per_task: float) -> float:
-    """Seconds until a new task could start on ``ws``: its queued work, then
-    moving ``missing_bytes`` there."""
-    return len(ws.processing) / ws.nthreads * per_task + missing_bytes / ASSUMED_BANDWIDTH
+    # ------------------------------------------------------------------ #
+    # Workers coming and going
+    # ------------------------------------------------------------------ #
+    def worker_joined(self, ws: WorkerRecord) -> list[TaskRecord]:
+        """``ws`` joined: its queued restricted tasks go onto its heap; returns
+        the no-worker tasks it could run (to be scheduled)."""
+        runnable = self.resources.add_worker(ws)
+        for ts in self.restricted_waiting.get(ws.address, ()):
+            if ts.state == NO_WORKER:
+                runnable.append(ts)
+            elif ts.state == QUEUED:
+                queue_push(ws.restricted_queue, ts)
+        return runnable
 
+    def worker_left(self, ws: WorkerRecord) -> list[TaskRecord]:
+        """``ws`` (no longer a member) left: returns the queued tasks no live
+        worker may run any more (to become no-worker)."""
+        workers = self.membership.workers
+        stranded = [
+            ts for ts in self.restricted_waiting.get(ws.address, ())
+            if ts.state == QUEUED
+            and not any(a in workers for a in ts.restrictions or ())
+        ]
+        stranded.extend(self.resources.remove_worker(ws, workers))
+        ws.restricted_queue.clear()
+        return stranded
 
-# --------------------------------------------------------------------------- #
-# Lazy-deletion heaps of queued tasks
-# --------------------------------------------------------------------------- #
-def queue_push(heap: list[QueueEntry], ts: TaskRecord) -> None:
-    """Push ``ts`` (already given its current ``queue_epoch``)."""
-    heapq.heappush(heap, (ts.sort_key, ts.queue_epoch, ts))
-
-
-def entry_live(entry: QueueEntry) -> bool:
-    ts = entry[2]
-    return ts.state == QUEUED and ts.queue_epoch == entry[1]
-
-
-def queue_peek(heap: list[QueueEntry]) -> TaskRecord | None:
-    """The best live task of ``heap`` (dropping dead entries on the way)."""
-    while heap:
-        entry = heap[0]
-        if entry_live(entry):
-            return entry[2]
-        heapq.heappop(heap)
-    return None
-
-
-def queue_live(heap: list[QueueEntry]) -> list[TaskRecord]:
-    """All live tasks of ``heap`` (for validation and worker departure)."""
-    return [e[2] for e in heap if entry_live(e)]
+    def clear_tasks(self) -> None:
+        """Every task is gone (restart); workers stay."""
+        self.queue.clear()
+        self.restricted_waiting.clear()
+        self.resources.clear_tasks()
+        for ws in self.membership.workers.values():
+            ws.restricted_queue.clear()

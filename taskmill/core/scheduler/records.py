@@ -2,9 +2,10 @@
 
 Theory of operation
 -------------------
-``SchedulerState`` (``taskmill.core.scheduler.state``) owns one
-:class:`TaskRecord` per known key, one :class:`WorkerRecord` per live worker and
-one :class:`ClientRecord` per client that wants something.  Records point at
+The scheduler machine (``taskmill.core.scheduler.state``) keeps one
+:class:`TaskRecord` per known key (in ``TaskMachine.tasks``), one
+:class:`WorkerRecord` per live worker (``Membership.workers``) and one
+:class:`ClientRecord` per client that wants something (``ClientWants.clients``).  Records point at
 each other directly (a task's ``who_has`` holds worker records, a worker's
 ``has_what`` holds task records), so no lookup by key or address is needed on
 hot paths.
@@ -110,7 +111,7 @@ class TaskRecord:
         "sort_key",
         "retries",
         "restrictions",
-        "loose",
+        "allow_other_workers",
         "resources",
         "state",
         "dependencies",
@@ -138,7 +139,7 @@ class TaskRecord:
         seq: int,
         retries: int = 0,
         restrictions: frozenset[Address] | None = None,
-        loose: bool = False,
+        allow_other_workers: bool = False,
         resources: ResourceSpec | None = None,
     ) -> None:
         self.key = key
@@ -151,7 +152,7 @@ class TaskRecord:
         self.sort_key: tuple[Priority, int] = (priority, seq)
         self.retries = retries
         self.restrictions = restrictions
-        self.loose = loose
+        self.allow_other_workers = allow_other_workers
         #: abstract resources it holds on its worker while processing
         self.resources = resources
         self.state = RELEASED
@@ -227,13 +228,13 @@ class WorkerRecord:
         self.processing: dict[TaskRecord, None] = {}
         self.has_what: dict[TaskRecord, None] = {}
         self.nbytes = 0
-        #: slot units taken by ``processing`` (see ``taskmill.core.scheduler.placement``)
+        #: slot units taken by ``processing`` (see ``taskmill.core.scheduler.policy``)
         self.used = 0
         self.capacity = capacity
         #: func tokens already sent to this worker process
         self.funcs: set[str] = set()
         #: heap of queue entries for tasks restricted to a set of workers
-        #: including this one (lazy deletion, see ``placement``)
+        #: including this one (lazy deletion, see ``policy``; kept by ``Placement``)
         self.restricted_queue: list[tuple[tuple[Priority, int], int, TaskRecord]] = []
         self.memory = 0
         self.last_seen = now

@@ -7,9 +7,9 @@ A worker declares totals (``WorkerRecord.resources``, e.g. ``{"GPU": 2}``); a
 task asks for amounts (``TaskRecord.resources``, a sorted tuple of pairs).  A
 task with a requirement runs only on a worker whose totals cover it, and only
 while enough is free there: a task holds its amounts from the moment it is
-sent (``_start``) until it leaves ``processing`` for any reason (finish,
-error, retry, cancel, worker death or retirement: all pass through
-``_unassign``), counted in ``WorkerRecord.resources_used``.  The scheduler
+sent (``Membership.assign``) until it leaves ``processing`` for any reason
+(finish, error, retry, cancel, worker death or retirement: all pass through
+``Membership.unassign``), counted in ``WorkerRecord.resources_used``.  The scheduler
 does the counting, so a worker is never sent more than it declared.
 
 Requirements are strict (``allow_other_workers`` only prefers the named
@@ -18,9 +18,9 @@ shared queue or the per-worker restricted queues: tasks with the same
 requirement and the same strict ``workers=`` restriction form one
 :class:`ResourceGroup`, with
 
-* a heap of its ``queued`` tasks (lazy deletion, like ``placement``'s
+* a heap of its ``queued`` tasks (lazy deletion, like ``policy``'s
   heaps): any worker that can run one can run them all, so only the top
-  matters.  When a worker frees a slot (``_fill``: every task leaving
+  matters.  When a worker frees a slot (``Placement.pop_for``: every task leaving
   ``processing`` frees its slot, and with it its resources) it compares the
   top of each group it could run *now* with the tops of the other queues.
   Cost per slot freed: the number of groups with queued tasks (distinct
@@ -44,7 +44,7 @@ import heapq
 import math
 from typing import TYPE_CHECKING
 
-from taskmill.core.scheduler.placement import QueueEntry, by_locality, least_occupied, queue_live, queue_peek
+from taskmill.core.scheduler.policy import QueueEntry, by_locality, least_occupied, queue_live, queue_peek
 from taskmill.core.resources import ResourceSpec, format_resources
 from taskmill.protocol.vocabulary import Address
 from taskmill.core.scheduler.records import NO_WORKER, PROCESSING, QUEUED, TaskRecord, WorkerRecord
@@ -78,12 +78,14 @@ def fits(ws: WorkerRecord, needs: ResourceSpec) -> bool:
 
 
 def acquire(ws: WorkerRecord, needs: ResourceSpec) -> None:
+    """A task holding ``needs`` starts on ``ws``."""
     used = ws.resources_used
     for name, amount in needs:
         used[name] = used.get(name, 0.0) + amount
 
 
 def release(ws: WorkerRecord, needs: ResourceSpec) -> None:
+    """A task holding ``needs`` leaves ``ws``'s processing."""
     used = ws.resources_used
     for name, amount in needs:
         left = used.get(name, 0.0) - amount
@@ -94,8 +96,9 @@ def release(ws: WorkerRecord, needs: ResourceSpec) -> None:
 
 
 def group_key(ts: TaskRecord) -> GroupKey:
+    """The resource group of ``ts``: its requirement and strict restriction."""
     assert ts.resources is not None
-    strict = ts.restrictions if ts.restrictions is not None and not ts.loose else None
+    strict = ts.restrictions if ts.restrictions is not None and not ts.allow_other_workers else None
     return (ts.resources, strict)
 
 
@@ -111,6 +114,7 @@ class ResourceGroup:
         self.no_worker: dict[TaskRecord, None] = {}
 
     def allows(self, ws: WorkerRecord) -> bool:
+        """Whether the group's tasks may run on ``ws`` (restrictions aside from resources)."""
         return self.restrictions is None or ws.address in self.restrictions
 
     def __repr__(self) -> str:
@@ -118,7 +122,13 @@ class ResourceGroup:
 
 
 class ResourceIndex:
-    """Live workers by declared resource, and the resource groups."""
+    """Live workers by declared resource, and the resource groups.
+
+    Owns ``by_name`` (resource -> live workers declaring it) and ``groups``
+    (the queued and no-worker tasks per requirement).  Invariants: a queued
+    resource task has a live worker able to run it but no idle one with the
+    amounts free; a no-worker one has no live worker able to run it (see
+    the module docstring)."""
 
     def __init__(self) -> None:
         #: resource name -> live workers declaring some of it
@@ -207,7 +217,7 @@ class ResourceIndex:
             ws: None for ws in pool if ws is not None and ws in idle and fits(ws, needs)}
         if not candidates:
             return None
-        if strict is None and ts.restrictions is not None:  # loose: prefer the named ones
+        if strict is None and ts.restrictions is not None:  # allow_other_workers: prefer the named ones
             named = {ws: None for ws in candidates if ws.address in ts.restrictions}
             candidates = named or candidates
         if ts.dependencies:

@@ -8,10 +8,28 @@ the typed events of ``taskmill.core.scheduler.events`` and feeds them to
 (``ComputeTask``/``FreeKeys`` to workers, ``Report*`` to clients).  Nothing in
 here touches sockets, threads, asyncio or the clock: time arrives on events.
 
-This module holds the *event handlers* (what each event means) and the
-read-only queries the shell answers clients with; the task transitions, the
-reference counting and placement live in ``scheduler_transitions`` (and
-``placement``), the invariants in ``scheduler_validate``.
+:class:`SchedulerState` is the one class of the machine.  It owns the task
+machine and the topic objects, each the only home of its data:
+
+* :class:`~taskmill.core.scheduler.transitions.TaskMachine`: the task
+  records, reference counting and the transition table (the core);
+* :class:`~taskmill.core.scheduler.membership.Membership`: the live workers,
+  the ``idle`` index and the slot accounting;
+* :class:`~taskmill.core.scheduler.placement.Placement`: the queues, the
+  per-prefix estimates, where ready tasks go;
+* :class:`~taskmill.core.scheduler.resource_index.ResourceIndex`: workers by
+  declared resource and the queues of tasks needing resources;
+* :class:`~taskmill.core.scheduler.replicas.Replicas`: copy requests,
+  insurance copies and retirement;
+* :class:`~taskmill.core.scheduler.clients.ClientWants`: clients, their
+  wants and the reports they get.
+
+This module holds ``handle``, the *event handlers* (what each event means,
+in terms of those objects) and the read-only queries the shell answers
+clients with; the invariants are checked by ``validate``.  Each event gets a
+fresh :class:`~taskmill.core.scheduler.step.Step` for the work it starts;
+``handle`` runs the event's phases (see ``transitions``) and drops the step
+at the end, or when the event raises.
 
 Decisions the shell relies on
 -----------------------------
@@ -52,8 +70,8 @@ Decisions the shell relies on
 * **Replicas** reported by ``AddKeys`` are recorded only for keys in
   memory; any other key is answered with ``FreeKeys``.
 * **Copies, retirement, pause** (``ReplicateRequested``, ``RetireRequested``,
-  ``RetireCancelled``, ``Paused``) and worker removal are handled in
-  ``taskmill.core.scheduler.replicas``: a retired worker's tasks are
+  ``RetireCancelled``, ``Paused``) are handled with
+  ``taskmill.core.scheduler.replicas`` and ``membership``: a retired worker's tasks are
   rescheduled without counting as suspicious; paused and retiring workers get
   no new task.
 * **Restrictions.**  ``workers=`` with ``allow_other_workers=False`` runs
@@ -67,6 +85,9 @@ Decisions the shell relies on
   live worker declares enough.  See ``taskmill.core.scheduler.resource_index``.
 * Unknown workers, unknown keys, duplicate or stale events are ignored with a
   story entry, never an exception.  An unknown event *type* raises TypeError.
+* A bug (an exception inside ``handle``) drops the commands of that call,
+  and the stimulus log is written out: the machine's state is suspect from
+  then on, and the shell stops (``TASKMILL_STRICT``) or logs it.
 * Commands of one ``handle`` call come out in causal order; a ``FreeKeys``
   to a worker is never emitted after a ``ComputeTask`` of the same key to it
   that it should precede.
@@ -74,11 +95,10 @@ Decisions the shell relies on
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any, Callable, Iterable
 
-from taskmill.core.stimulus_log import DEFAULT_SIZE, StimulusLog
-from taskmill.core.scheduler.placement import queue_push, worker_capacity
-from taskmill.core.resources import resource_spec
+from taskmill.core.scheduler.clients import ClientWants, report_current, unknown_wanted
 from taskmill.core.scheduler.events import (
     ClientConnected,
     ClientDisconnected,
@@ -89,7 +109,33 @@ from taskmill.core.scheduler.events import (
     SchedulerInput,
     SchedulerOutput,
     WorkerLeft,
+    WorkerRetired,
 )
+from taskmill.core.scheduler.membership import Membership
+from taskmill.core.scheduler.placement import Placement
+from taskmill.core.scheduler.records import (
+    ERRED,
+    FIRE_AND_FORGET,
+    FORGOTTEN,
+    LOST_DATA,
+    MEMORY,
+    MISSING_DEPENDENCY,
+    NO_WORKER,
+    PROCESSING,
+    RELEASED,
+    WAITING,
+    ClientRecord,
+    ErrorInfo,
+    TaskRecord,
+    WorkerRecord,
+)
+from taskmill.core.scheduler.replicas import Replicas
+from taskmill.core.scheduler.resource_index import ResourceIndex
+from taskmill.core.scheduler.step import CHECK, Step, StoryEntry
+from taskmill.core.scheduler.transitions import InvalidTransition, TaskMachine
+from taskmill.core.scheduler.validate import validate_state, validate_step
+from taskmill.core.stimulus_log import DEFAULT_SIZE, StimulusLog
+from taskmill.protocol.serialize import Serialized
 from taskmill.protocol.vocabulary import (
     AddKeys,
     Address,
@@ -97,8 +143,6 @@ from taskmill.protocol.vocabulary import (
     FireAndForget,
     Heartbeat,
     Key,
-    KeyCancelled,
-    KeyLost,
     MissingData,
     Paused,
     RegisterWorker,
@@ -111,32 +155,11 @@ from taskmill.protocol.vocabulary import (
     UpdateGraph,
     WantKeys,
 )
-from taskmill.core.scheduler.records import (
-    ERRED,
-    FORGOTTEN,
-    LOST_DATA,
-    MAX_PREFIXES,
-    MEMORY,
-    MISSING_DEPENDENCY,
-    NO_WORKER,
-    PROCESSING,
-    QUEUED,
-    RELEASED,
-    WAITING,
-    ClientRecord,
-    FIRE_AND_FORGET,
-    ErrorInfo,
-    TaskRecord,
-    WorkerRecord,
-)
-from taskmill.core.scheduler.replicas import ReplicaManagement
-from taskmill.core.scheduler.transitions import CHECK, InvalidTransition
-from taskmill.core.scheduler.validate import validate_state
 
 __all__ = ["SchedulerState", "InvalidTransition"]
 
 
-class SchedulerState(ReplicaManagement):
+class SchedulerState:
     """All of the scheduler's decisions, as a pure state machine.
 
     ``handle(*events)`` is the only way to change state.  With
@@ -144,12 +167,19 @@ class SchedulerState(ReplicaManagement):
 
     def __init__(self, *, allowed_failures: int = 3, validate: bool = False,
                  stimulus_log_size: int = DEFAULT_SIZE) -> None:
-        super().__init__(allowed_failures=allowed_failures, validate=validate)
+        self.validate_each_event = validate
         #: the events of the last calls of ``handle``, to replay a failure
         self.stimulus_log = StimulusLog(SchedulerState, dict(
             allowed_failures=allowed_failures, stimulus_log_size=stimulus_log_size),
             stimulus_log_size)
-        self._handlers: dict[type, Callable[[Any], None]] = {
+        self.membership = Membership()
+        self.resource_index = ResourceIndex()
+        self.placement = Placement(self.membership, self.resource_index)
+        self.replicas = Replicas(self.membership)
+        self.wants = ClientWants()
+        self.machine = TaskMachine(self.membership, self.placement, self.replicas, self.wants,
+                                   allowed_failures)
+        self._handlers: dict[type, Callable[[Step, Any], None]] = {
             UpdateGraph: self._on_graph_submitted,
             TaskFinished: self._on_task_finished,
             TaskErred: self._on_task_erred,
@@ -166,12 +196,45 @@ class SchedulerState(ReplicaManagement):
             AddKeys: self._on_worker_has_keys,
             ReleasedKeys: self._on_worker_released_keys,
             MissingData: self._on_worker_missing_data,
-            Heartbeat: self._on_worker_capacity,
+            Heartbeat: self._on_heartbeat,
             Paused: self._on_worker_paused,
             ReplicateRequested: self._on_replicate_requested,
             RetireRequested: self._on_retire_requested,
             RetireCancelled: self._on_retire_cancelled,
         }
+
+    # ------------------------------------------------------------------ #
+    # The state, as the shell, the dashboard and the tests see it
+    # ------------------------------------------------------------------ #
+    @property
+    def tasks(self) -> dict[Key, TaskRecord]:
+        """Key -> record of every task not forgotten (``TaskMachine``)."""
+        return self.machine.tasks
+
+    @property
+    def workers(self) -> dict[Address, WorkerRecord]:
+        """Address -> record of every live worker (``Membership``)."""
+        return self.membership.workers
+
+    @property
+    def clients(self) -> dict[str, ClientRecord]:
+        """Client id -> record of every known client (``ClientWants``)."""
+        return self.wants.clients
+
+    @property
+    def functions(self) -> dict[str, Serialized]:
+        """Function token -> serialized function (``TaskMachine``)."""
+        return self.machine.functions
+
+    @property
+    def durations(self) -> dict[str, float]:
+        """Task prefix -> average duration in seconds (``Placement``)."""
+        return self.placement.durations
+
+    @property
+    def transition_log(self) -> deque[StoryEntry]:
+        """Every recorded transition and ignored stimulus, oldest first."""
+        return self.machine.transition_log
 
     # ------------------------------------------------------------------ #
     # The entry point
@@ -188,234 +251,123 @@ class SchedulerState(ReplicaManagement):
             raise
 
     def _handle(self, events: tuple[SchedulerInput, ...]) -> list[SchedulerOutput]:
+        cmds: list[SchedulerOutput] = []
+        machine = self.machine
+        story = machine.transition_log
         queue = list(events)
         for event in queue:
             handler = self._handlers.get(type(event))
             if handler is None:
                 raise TypeError(f"not a scheduler event: {event!r}")
-            self._stimulus_id = event.stimulus_id
-            try:
-                handler(event)
-                self._drain()
-                self._schedule_ready()
-                while self._retire_dirty:  # retirement may remove workers: drain again
-                    self._progress_retirement()
-                    self._drain()
-                    self._schedule_ready()
-                if self._acquire_batch:
-                    self._flush_copies()
-            except BaseException:
-                # A bug: drop this event's pending work so the next call starts
-                # clean; commands already made are returned by the next call.
-                self._recs.clear()
-                self._ready.clear()
-                self._freed.clear()
-                self._acquire_batch.clear()
-                self._retire_dirty = False
-                self._flush_frees()
-                raise
-            if self._pending_free:
-                self._flush_frees()
+            step = Step(event.stimulus_id, story, cmds)
+            handler(step, event)
+            # the phases after the handler: drain the recommendations, place
+            # ready tasks and fill freed slots, move retiring workers' data
+            # (which may retire workers: drain again), send copies and frees
+            machine.drain(step)
+            machine.schedule_ready(step)
+            while step.retire_dirty:
+                self.replicas.progress(step, self._retired)
+                machine.drain(step)
+                machine.schedule_ready(step)
+            if step.acquire_batch:
+                self.replicas.flush(step)
+            if step.pending_free:
+                step.flush_all_frees()
             if self.validate_each_event:
                 self.validate()
-            if self._forgotten_done:  # fire-and-forget keys done: nobody holds them now
-                keys, self._forgotten_done = tuple(self._forgotten_done), []
-                queue.append(ReleaseKeys(event.stimulus_id, FIRE_AND_FORGET, keys))
-        cmds = self._cmds
-        self._cmds = []
+                validate_step(step)
+            if step.forgotten_done:  # fire-and-forget keys done: nobody holds them now
+                queue.append(ReleaseKeys(event.stimulus_id, FIRE_AND_FORGET,
+                                         tuple(step.forgotten_done)))
         return cmds
 
     def validate(self) -> None:
         """Check every invariant; raise AssertionError with the key's story."""
-        validate_state(self)
+        validate_state(self.machine)
 
     # ------------------------------------------------------------------ #
     # Queries (read-only)
     # ------------------------------------------------------------------ #
+    def story(self, key: Key) -> list[StoryEntry]:
+        """Every recorded transition (and ignored stimulus) of ``key``:
+        ``(key, from_state, to_state, stimulus_id, note)``."""
+        return self.machine.story(key)
+
     def who_has(self, keys: Iterable[Key] | None = None) -> dict[Key, list[Address]]:
         """Holders of ``keys`` (empty list: not in memory or unknown); with
         no ``keys``, of every key in memory."""
+        tasks = self.machine.tasks
         if keys is None:
             return {
                 k: [ws.address for ws in ts.who_has]
-                for k, ts in self.tasks.items()
+                for k, ts in tasks.items()
                 if ts.state == MEMORY
             }
         out: dict[Key, list[Address]] = {}
         for k in keys:
-            ts = self.tasks.get(k)
+            ts = tasks.get(k)
             out[k] = [ws.address for ws in ts.who_has] if ts is not None else []
         return out
 
+    def task_state(self, key: Key) -> str | None:
+        """The state of ``key`` (None: unknown or forgotten)."""
+        ts = self.machine.tasks.get(key)
+        return ts.state if ts is not None else None
+
     def has_what(self) -> dict[Address, list[Key]]:
         """The keys each worker holds."""
-        return {a: [ts.key for ts in ws.has_what] for a, ws in self.workers.items()}
+        return self.membership.has_what()
 
     def nthreads(self) -> dict[Address, int]:
-        return {a: ws.nthreads for a, ws in self.workers.items()}
+        """The threads of each worker."""
+        return self.membership.nthreads()
 
     def workers_info(self) -> dict[Address, dict[str, Any]]:
-        return {
-            a: {
-                "nthreads": ws.nthreads,
-                "memory_limit": ws.memory_limit,
-                "nanny": ws.nanny,
-                "name": ws.name,
-                "processing": len(ws.processing),
-                "in_memory": len(ws.has_what),
-                "nbytes": ws.nbytes,
-                "memory": ws.memory,
-                "last_seen": ws.last_seen,
-                "paused": ws.paused,
-                "retiring": ws.retiring,
-                "resources": dict(ws.resources),
-                "resources_used": dict(ws.resources_used),
-            }
-            for a, ws in self.workers.items()
-        }
-
-    def task_state(self, key: Key) -> str | None:
-        ts = self.tasks.get(key)
-        return ts.state if ts is not None else None
+        """What the shell and the dashboard show of each worker."""
+        return self.membership.workers_info()
 
     def workers_for_scatter(self, n: int) -> list[Address]:
         """Where to put ``n`` scattered items: spread over the workers, least
         loaded (bytes held per thread, then tasks in flight) first."""
-        if n <= 0 or not self.workers:
-            return []
-        open_workers = [ws for ws in self.workers.values() if ws.open]
-        order = sorted(
-            open_workers or self.workers.values(),
-            key=lambda ws: (ws.nbytes / max(1, ws.nthreads), ws.used / ws.capacity),
-        )
-        return [order[i % len(order)].address for i in range(n)]
+        return self.membership.for_scatter(n)
+
+    def workers_to_retire(self, n: int) -> list[Address]:
+        """The ``n`` workers (not already retiring) cheapest to retire: least
+        data held first."""
+        return self.membership.to_retire(n)
+
+    def copies_pending(self, keys: list[Key]) -> list[Key]:
+        """Those of ``keys`` that some worker is still fetching a copy of."""
+        return self.replicas.copies_pending(keys, self.machine.tasks)
 
     # ------------------------------------------------------------------ #
     # Clients
     # ------------------------------------------------------------------ #
-    def _client(self, client: str) -> ClientRecord:
-        cs = self.clients.get(client)
-        if cs is None:
-            cs = self.clients[client] = ClientRecord(client)
-        return cs
+    def _on_client_connected(self, step: Step, ev: ClientConnected) -> None:
+        self.wants.get(ev.client)
 
-    def _want(self, cs: ClientRecord, ts: TaskRecord) -> None:
-        """``cs`` wants ``ts``: report its outcome at once if it has one,
-        compute it if it is only lineage."""
-        if cs.client not in ts.who_wants:
-            ts.who_wants[cs.client] = ""
-            cs.wants[ts] = None
-        state = ts.state
-        if state == MEMORY or state == ERRED:
-            self._report_current(ts)
-        elif state == RELEASED:
-            self._recs.append((ts, CHECK, None))
+    def _on_client_disconnected(self, step: Step, ev: ClientDisconnected) -> None:
+        self.wants.disconnected(step, ev.client)
 
-    def _unknown_wanted(self, client: str, key: Key) -> None:
-        self._ignore(key, f"client {client} wants an unknown key")
-        if client == FIRE_AND_FORGET:
-            return
-        self._cmds.append(
-            KeyLost(
-                self._stimulus_id,
-                client,
-                key,
-                f"key {key!r} is not known to the scheduler "
-                "(never submitted, or released and forgotten)",
-            )
-        )
+    def _on_keys_released(self, step: Step, ev: ReleaseKeys) -> None:
+        self.wants.release_keys(step, ev.client, ev.keys, self.machine.tasks)
 
-    def _release_want(self, cs: ClientRecord, ts: TaskRecord) -> None:
-        if cs.wants.pop(ts, 0) is None:
-            del ts.who_wants[cs.client]
-            self._recs.append((ts, CHECK, None))
+    def _on_fire_and_forget(self, step: Step, ev: FireAndForget) -> None:
+        self.wants.want_keys(step, FIRE_AND_FORGET, ev.keys, self.machine.tasks)
 
-    def _on_client_connected(self, ev: ClientConnected) -> None:
-        self._client(ev.client)
-
-    def _on_client_disconnected(self, ev: ClientDisconnected) -> None:
-        cs = self.clients.pop(ev.client, None)
-        if cs is None:
-            return
-        for ts in list(cs.wants):
-            self._release_want(cs, ts)
-
-    def _on_keys_released(self, ev: ReleaseKeys) -> None:
-        cs = self.clients.get(ev.client)
-        for key in ev.keys:
-            ts = self.tasks.get(key)
-            if ts is None or cs is None or ts not in cs.wants:
-                self._ignore(key, f"client {ev.client} released a key it did not want")
-                continue
-            self._release_want(cs, ts)
-
-    def _on_fire_and_forget(self, ev: FireAndForget) -> None:
-        self._want_keys(FIRE_AND_FORGET, ev.keys)
-
-    def _on_keys_wanted(self, ev: WantKeys) -> None:
-        self._want_keys(ev.client, ev.keys)
-
-    def _want_keys(self, client: str, keys: tuple[Key, ...]) -> None:
-        cs = self._client(client)
-        for key in keys:
-            ts = self.tasks.get(key)
-            if ts is None:
-                self._unknown_wanted(client, key)
-            else:
-                self._want(cs, ts)
+    def _on_keys_wanted(self, step: Step, ev: WantKeys) -> None:
+        self.wants.want_keys(step, ev.client, ev.keys, self.machine.tasks)
 
     # ------------------------------------------------------------------ #
     # Graphs
     # ------------------------------------------------------------------ #
-    def _new_record(self, key: Key, nt: TaskSpec | None) -> TaskRecord:
-        self._seq += 1
-        if nt is None:
-            ts = TaskRecord(key, None, (0,), self._seq)
-        else:
-            ts = TaskRecord(
-                key,
-                nt,
-                nt.priority,
-                self._seq,
-                nt.retries,
-                frozenset(nt.workers) if nt.workers is not None else None,
-                nt.allow_other_workers,
-                resource_spec(nt.resources),
-            )
-        self.tasks[key] = ts
-        self._log(key, FORGOTTEN, RELEASED, "new")
-        return ts
-
-    def _redefine(self, ts: TaskRecord, nt: TaskSpec | None) -> None:
-        """Give a released task (that had erred) a new definition."""
-        for dts in ts.dependencies:
-            dts.dependents.pop(ts, None)
-            self._recs.append((dts, CHECK, None))
-        ts.dependencies = {}
-        self._seq += 1
-        ts.seq = self._seq
-        ts.suspicious = 0
-        ts.deaths = ()
-        if nt is None:
-            ts.run_spec = None
-            ts.restrictions = None
-            ts.loose = False
-            ts.resources = None
-        else:
-            ts.run_spec = nt
-            ts.priority = nt.priority
-            ts.retries = nt.retries
-            ts.restrictions = frozenset(nt.workers) if nt.workers is not None else None
-            ts.loose = nt.allow_other_workers
-            ts.resources = resource_spec(nt.resources)
-        ts.sort_key = (ts.priority, ts.seq)
-        for client in ts.who_wants:
-            ts.who_wants[client] = ""  # the new attempt's outcome is news to all
-
-    def _on_graph_submitted(self, ev: UpdateGraph) -> None:
+    def _on_graph_submitted(self, step: Step, ev: UpdateGraph) -> None:
+        machine = self.machine
+        tasks = machine.tasks
         if ev.funcs:
-            self.functions.update(ev.funcs)
-        cs = self._client(ev.client)
+            machine.functions.update(ev.funcs)
+        cs = self.wants.get(ev.client)
         added: list[tuple[TaskRecord, TaskSpec]] = []
         seen: set[Key] = set()
         for nt in ev.tasks:
@@ -423,41 +375,38 @@ class SchedulerState(ReplicaManagement):
             if key in seen:
                 continue
             seen.add(key)
-            ts = self.tasks.get(key)
+            ts = tasks.get(key)
             if ts is None:
-                ts = self._new_record(key, nt)
+                ts = machine.new_record(step, key, nt)
             elif ts.state == ERRED:
-                self._transition(ts, RELEASED)
-                self._redefine(ts, nt)
+                machine.transition(step, ts, RELEASED)
+                machine.redefine(step, ts, nt)
             else:
                 continue  # known and fine: reuse it
             added.append((ts, nt))
         missing: list[tuple[TaskRecord, Key]] = []
         for ts, nt in added:
             for dep in nt.dependencies:
-                dts = self.tasks.get(dep)
+                dts = tasks.get(dep)
                 if dts is None or dts is ts:
                     missing.append((ts, dep))
                     continue
                 ts.dependencies[dts] = None
                 dts.dependents[ts] = None
-        wants = cs.wants
-        client = cs.client
+        link = self.wants.link
         for key in ev.wanted:
-            ts = self.tasks.get(key)
+            ts = tasks.get(key)
             if ts is None:
-                self._unknown_wanted(ev.client, key)
+                unknown_wanted(step, ev.client, key)
             elif ts.state == RELEASED:  # new ones get their CHECK below
-                if client not in ts.who_wants:
-                    ts.who_wants[client] = ""
-                    wants[ts] = None
-                    if ts.dependents:  # old lineage: not in ``added``
-                        self._recs.append((ts, CHECK, None))
+                if link(cs, ts) and ts.dependents:  # old lineage: not in ``added``
+                    step.recs.append((ts, CHECK, None))
             else:
-                self._want(cs, ts)
+                self.wants.want(step, cs, ts)
         for ts, dep in missing:
             if ts.state == RELEASED:
-                self._transition(
+                machine.transition(
+                    step,
                     ts,
                     ERRED,
                     ErrorInfo(
@@ -469,18 +418,19 @@ class SchedulerState(ReplicaManagement):
                         MISSING_DEPENDENCY,
                     ),
                 )
-        check = self._check
+        check = machine.check
         for ts, _ in added:
             if ts.state == RELEASED:
-                check(ts)
+                check(step, ts)
 
-    def _on_cancel_requested(self, ev: CancelKeys) -> None:
+    def _on_cancel_requested(self, step: Step, ev: CancelKeys) -> None:
+        machine = self.machine
         closure: dict[TaskRecord, None] = {}
         stack: list[TaskRecord] = []
         for key in ev.keys:
-            ts = self.tasks.get(key)
+            ts = machine.tasks.get(key)
             if ts is None:
-                self._ignore(key, f"client {ev.client} cancelled an unknown key")
+                step.ignore(key, ts, f"client {ev.client} cancelled an unknown key")
             elif ts not in closure:
                 closure[ts] = None
                 stack.append(ts)
@@ -492,41 +442,37 @@ class SchedulerState(ReplicaManagement):
                     stack.append(dts)
         reason = f"cancelled by client {ev.client}"
         for ts in closure:
-            for client in ts.who_wants:
-                self._cmds.append(KeyCancelled(self._stimulus_id, client, ts.key, reason))
-                cs = self.clients.get(client)
-                if cs is not None:
-                    cs.wants.pop(ts, None)
-            ts.who_wants.clear()
+            self.wants.cancelled(step, ts, reason)
         for ts in closure:
-            self._transition(ts, RELEASED)
+            machine.transition(step, ts, RELEASED)
         for ts in closure:
-            self._transition(ts, FORGOTTEN)
+            machine.transition(step, ts, FORGOTTEN)
 
-    def _on_data_scattered(self, ev: ScatterDone) -> None:
-        cs = self._client(ev.client)
+    def _on_data_scattered(self, step: Step, ev: ScatterDone) -> None:
+        machine = self.machine
+        workers = self.membership.workers
+        cs = self.wants.get(ev.client)
         for key, addrs in ev.who_has.items():
-            holders = [self.workers[a] for a in addrs if a in self.workers]
+            holders = [workers[a] for a in addrs if a in workers]
             nbytes = ev.nbytes.get(key, -1)
             type_name = ev.type_names.get(key, "") if ev.type_names else ""
-            ts = self.tasks.get(key)
+            ts = machine.tasks.get(key)
             if ts is None:
-                ts = self._new_record(key, None)
+                ts = machine.new_record(step, key, None)
             elif ts.state == ERRED:
-                self._transition(ts, RELEASED)
-                self._redefine(ts, None)
-            if cs.client not in ts.who_wants:
-                ts.who_wants[cs.client] = ""
-                cs.wants[ts] = None
+                machine.transition(step, ts, RELEASED)
+                machine.redefine(step, ts, None)
+            self.wants.link(cs, ts)
             if ts.state == MEMORY:
                 for ws in holders:
-                    self._add_replica(ts, ws)
-                self._report_current(ts)
+                    machine.add_replica(step, ts, ws)
+                step.emit(report_current(step, ts))
             elif holders:
-                self._transition(ts, RELEASED)
-                self._transition(ts, MEMORY, (holders, nbytes, type_name))
+                machine.transition(step, ts, RELEASED)
+                machine.transition(step, ts, MEMORY, (holders, nbytes, type_name))
             else:
-                self._transition(
+                machine.transition(
+                    step,
                     ts,
                     ERRED,
                     ErrorInfo(
@@ -538,179 +484,168 @@ class SchedulerState(ReplicaManagement):
                     ),
                 )
 
-    def _on_restart_requested(self, ev: RestartRequested) -> None:
-        for key, ts in self.tasks.items():
-            for client in ts.who_wants:
-                self._cmds.append(KeyCancelled(self._stimulus_id, client, key, ev.reason))
-            self._log(key, ts.state, FORGOTTEN, "restart")
+    def _on_restart_requested(self, step: Step, ev: RestartRequested) -> None:
+        tasks = self.machine.tasks
+        for key, ts in tasks.items():
+            self.wants.cancelled(step, ts, ev.reason)
+            step.note(key, ts.state, FORGOTTEN, "restart")
             ts.state = FORGOTTEN
-        self.tasks.clear()
-        for cs in self.clients.values():
-            cs.wants.clear()
-        for ws in list(self.retiring):
-            self._stop_retiring(ws, ev.reason)
-        for ws in self.workers.values():
-            ws.processing.clear()
-            ws.has_what.clear()
-            ws.acquiring.clear()
-            ws.restricted_queue.clear()
-            ws.resources_used.clear()
-            ws.used = 0
-            ws.nbytes = 0
-            if ws.open:
-                self.idle[ws] = None
-        self.queue.clear()
-        self.restricted_waiting.clear()
-        self._uninsured.clear()
-        self.resource_index.clear_tasks()
-        self._recs.clear()
-        self._ready.clear()
-        self._freed.clear()
-        self._pending_free.clear()
-        self._acquire_batch.clear()
+        tasks.clear()
+        self.replicas.clear_tasks(step, ev.reason)
+        self.membership.clear_tasks()
+        self.placement.clear_tasks()
 
     # ------------------------------------------------------------------ #
     # Task results
     # ------------------------------------------------------------------ #
-    def _on_task_finished(self, ev: TaskFinished) -> None:
-        ws = self.workers.get(ev.worker)
+    def _on_task_finished(self, step: Step, ev: TaskFinished) -> None:
+        ws = self.membership.workers.get(ev.worker)
+        ts = self.machine.tasks.get(ev.key)
         if ws is None:
-            self._ignore(ev.key, f"TaskFinished from unknown worker {ev.worker}")
+            step.ignore(ev.key, ts, f"TaskFinished from unknown worker {ev.worker}")
             return
-        ts = self.tasks.get(ev.key)
         if ts is None or ts.processing_on is not ws:
             if ts is not None and ws in ts.who_has:
-                self._ignore(ev.key, f"duplicate TaskFinished from {ev.worker}")
+                step.ignore(ev.key, ts, f"duplicate TaskFinished from {ev.worker}")
             else:
-                self._ignore(ev.key, f"stale TaskFinished from {ev.worker}: freeing it there")
-                self._free(ws, ev.key)
+                step.ignore(ev.key, ts, f"stale TaskFinished from {ev.worker}: freeing it there")
+                step.free(ws, ev.key)
             return
-        duration = ev.stop - ev.start
-        if duration >= 0 and ev.stop > 0:  # zero times: obtained without running it
-            old = self.durations.get(ts.prefix)
-            if old is not None:
-                self.durations[ts.prefix] = 0.5 * old + 0.5 * duration
-            elif len(self.durations) < MAX_PREFIXES:
-                self.durations[ts.prefix] = duration
-            old_bytes = self.output_bytes.get(ts.prefix)
-            if old_bytes is not None:
-                self.output_bytes[ts.prefix] = 0.5 * old_bytes + 0.5 * ev.nbytes
-            elif len(self.output_bytes) < MAX_PREFIXES:
-                self.output_bytes[ts.prefix] = ev.nbytes
-        self._transition(ts, MEMORY, (ws, ev.nbytes, ev.type_name or ts.type_name, ev.value))
-        self._insure(ts)
+        self.placement.learn(ts, ev)
+        self.machine.transition(step, ts, MEMORY,
+                                (ws, ev.nbytes, ev.type_name or ts.type_name, ev.value))
+        self.replicas.insure(step, ts)
 
-    def _on_task_erred(self, ev: TaskErred) -> None:
-        ws = self.workers.get(ev.worker)
+    def _on_task_erred(self, step: Step, ev: TaskErred) -> None:
+        ws = self.membership.workers.get(ev.worker)
+        ts = self.machine.tasks.get(ev.key)
         if ws is None:
-            self._ignore(ev.key, f"TaskErred from unknown worker {ev.worker}")
+            step.ignore(ev.key, ts, f"TaskErred from unknown worker {ev.worker}")
             return
-        ts = self.tasks.get(ev.key)
         if ts is None or ts.processing_on is not ws:
-            self._ignore(ev.key, f"stale TaskErred from {ev.worker}")
+            step.ignore(ev.key, ts, f"stale TaskErred from {ev.worker}")
             if ts is None or ws not in ts.who_has:
-                self._free(ws, ev.key)
+                step.free(ws, ev.key)
             return
         if ts.retries > 0:
             ts.retries -= 1
-            self._log(ts.key, PROCESSING, PROCESSING, f"retry ({ts.retries} left)")
-            self._transition(ts, WAITING)
+            step.note(ts.key, PROCESSING, PROCESSING, f"retry ({ts.retries} left)")
+            self.machine.transition(step, ts, WAITING)
             return
         info = ErrorInfo(ev.exception, ev.traceback, ev.exception_text, ws.address, "")
-        self._transition(ts, ERRED, info)
+        self.machine.transition(step, ts, ERRED, info)
 
     # ------------------------------------------------------------------ #
     # Workers
     # ------------------------------------------------------------------ #
-    def _on_worker_joined(self, ev: RegisterWorker) -> None:
-        if ev.worker in self.workers:
-            self._remove_worker(ev.worker, "worker re-registered at the same address")
-        ws = WorkerRecord(
-            ev.worker,
-            ev.nthreads,
-            ev.memory_limit,
-            worker_capacity(ev.nthreads),
-            ev.nanny,
-            ev.name,
-            ev.now,
-            dict(ev.resources or {}),
-        )
-        self.workers[ev.worker] = ws
-        self.idle[ws] = None
-        self._freed[ws] = None
-        self._ready.extend(self.resource_index.add_worker(ws))
-        for ts in self.restricted_waiting.get(ev.worker, ()):
-            if ts.state == NO_WORKER:
-                self._ready.append(ts)
-            elif ts.state == QUEUED:
-                queue_push(ws.restricted_queue, ts)
-        if self.retiring:  # a new place for the data of retiring workers
-            self._retire_dirty = True
-        self._insure_pending()
+    def _on_worker_joined(self, step: Step, ev: RegisterWorker) -> None:
+        if ev.worker in self.membership.workers:
+            self._remove_worker(step, ev.worker, "worker re-registered at the same address")
+        ws = self.membership.join(ev)
+        step.freed[ws] = None
+        step.ready.extend(self.placement.worker_joined(ws))
+        self.replicas.new_room(step)
 
-    def _on_worker_left(self, ev: WorkerLeft) -> None:
-        self._tick(ev.now)
-        if ev.worker not in self.workers:
-            self._log("", "", "", f"ignored: WorkerLeft for unknown worker {ev.worker}")
+    def _on_worker_left(self, step: Step, ev: WorkerLeft) -> None:
+        self.replicas.tick(ev.now)
+        if ev.worker not in self.membership.workers:
+            step.note("", "", "", f"ignored: WorkerLeft for unknown worker {ev.worker}")
             return
-        self._remove_worker(ev.worker, ev.reason)
+        self._remove_worker(step, ev.worker, ev.reason)
 
-    def _on_worker_has_keys(self, ev: AddKeys) -> None:
-        ws = self.workers.get(ev.worker)
+    def _remove_worker(self, step: Step, address: Address, reason: str,
+                       expected: bool = False) -> None:
+        """``address`` is gone: see "Worker loss" in the module docstring.
+        ``expected``: it was retired, so its tasks do not count as suspicious."""
+        ws = self.membership.remove(address)
+        step.forget_worker(ws)
+        self.replicas.worker_gone(step, ws, reason, expected)
+        self.machine.worker_lost(step, ws, reason, expected)
+        for ts in self.placement.worker_left(ws):
+            self.machine.transition(step, ts, NO_WORKER)  # no live worker may run it any more
+
+    def _retired(self, step: Step, ws: WorkerRecord) -> None:
+        """Retiring ``ws`` holds no key without a copy elsewhere: remove it."""
+        self._remove_worker(step, ws.address, "it was retired", expected=True)
+        step.cmds.append(WorkerRetired(step.stimulus_id, ws.address))
+
+    def _on_worker_has_keys(self, step: Step, ev: AddKeys) -> None:
+        ws = self.membership.workers.get(ev.worker)
         if ws is None:
-            self._log("", "", "", f"ignored: AddKeys from unknown worker {ev.worker}")
+            step.note("", "", "", f"ignored: AddKeys from unknown worker {ev.worker}")
             return
         for key, nbytes in ev.nbytes.items():
-            ts = self.tasks.get(key)
+            ts = self.machine.tasks.get(key)
             if ts is not None and ts.state == MEMORY:
                 if ts.nbytes < 0 and nbytes >= 0:
                     ts.nbytes = nbytes
-                self._add_replica(ts, ws)
+                self.machine.add_replica(step, ts, ws)
             else:
-                self._ignore(key, f"{ev.worker} has an unneeded copy: freeing it")
-                self._free(ws, key)
+                step.ignore(key, ts, f"{ev.worker} has an unneeded copy: freeing it")
+                step.free(ws, key)
 
-    def _on_worker_released_keys(self, ev: ReleasedKeys) -> None:
-        ws = self.workers.get(ev.worker)
+    def _on_worker_released_keys(self, step: Step, ev: ReleasedKeys) -> None:
+        ws = self.membership.workers.get(ev.worker)
         if ws is None:
-            self._log("", "", "", f"ignored: ReleasedKeys from unknown {ev.worker}")
+            step.note("", "", "", f"ignored: ReleasedKeys from unknown {ev.worker}")
             return
         for key in ev.keys:
-            ts = self.tasks.get(key)
+            ts = self.machine.tasks.get(key)
             if ts is not None and ws in ts.acquiring_on:
-                self._log(key, ts.state, ts.state, f"{ev.worker} declined to fetch a copy")
-                self._drop_acquisition(ts, ws)
+                step.note(key, ts.state, ts.state, f"{ev.worker} declined to fetch a copy")
+                self.replicas.drop(step, ts, ws)
                 continue
             if ts is None or ws not in ts.who_has:
-                self._ignore(key, f"{ev.worker} released a copy it was not known to hold")
+                step.ignore(key, ts, f"{ev.worker} released a copy it was not known to hold")
                 continue
-            self._remove_replica(ts, ws)
+            self.machine.remove_replica(step, ts, ws)
             if not ts.who_has:
-                self._lost(ts, f"key {key!r} was held only on worker {ev.worker} which released it")
+                self.machine.lost(
+                    step, ts, f"key {key!r} was held only on worker {ev.worker} which released it")
 
-    def _on_worker_missing_data(self, ev: MissingData) -> None:
-        errant = self.workers.get(ev.errant_worker)
+    def _on_worker_missing_data(self, step: Step, ev: MissingData) -> None:
+        errant = self.membership.workers.get(ev.errant_worker)
         for key in ev.keys:
-            ts = self.tasks.get(key)
+            ts = self.machine.tasks.get(key)
             if ts is None or ts.state != MEMORY:
-                self._ignore(key, f"{ev.worker} misses it on {ev.errant_worker}")
+                step.ignore(key, ts, f"{ev.worker} misses it on {ev.errant_worker}")
                 continue
             if errant is None or errant not in ts.who_has:
-                self._ignore(key, f"{ev.worker} misses it on non-holder {ev.errant_worker}")
+                step.ignore(key, ts, f"{ev.worker} misses it on non-holder {ev.errant_worker}")
                 continue
-            self._remove_replica(ts, errant)
-            self._log(key, MEMORY, MEMORY, f"{ev.worker} could not get it from {ev.errant_worker}")
+            self.machine.remove_replica(step, ts, errant)
+            step.note(key, MEMORY, MEMORY, f"{ev.worker} could not get it from {ev.errant_worker}")
             if not ts.who_has:
-                self._lost(
+                self.machine.lost(
+                    step,
                     ts,
                     f"key {key!r} was held only on worker {ev.errant_worker} which "
                     f"no longer has it (reported by {ev.worker})",
                 )
 
-    def _on_worker_capacity(self, ev: Heartbeat) -> None:
-        self._tick(ev.now)
-        ws = self.workers.get(ev.worker)
-        if ws is not None:
-            ws.memory = ev.memory
-            ws.last_seen = ev.now
+    def _on_heartbeat(self, step: Step, ev: Heartbeat) -> None:
+        self.replicas.tick(ev.now)
+        self.membership.heartbeat(ev)
 
+    def _on_worker_paused(self, step: Step, ev: Paused) -> None:
+        ws = self.membership.workers.get(ev.worker)
+        if ws is None:
+            step.note("", "", "", f"ignored: Paused from unknown worker {ev.worker}")
+            return
+        if self.membership.pause(step, ws, ev.paused) and not ev.paused:
+            self.replicas.new_room(step)
+
+    # ------------------------------------------------------------------ #
+    # Copies and retirement
+    # ------------------------------------------------------------------ #
+    def _on_replicate_requested(self, step: Step, ev: ReplicateRequested) -> None:
+        self.replicas.replicate(step, ev, self.machine.tasks)
+
+    def _on_retire_requested(self, step: Step, ev: RetireRequested) -> None:
+        self.replicas.retire(step, ev.workers)
+
+    def _on_retire_cancelled(self, step: Step, ev: RetireCancelled) -> None:
+        for address in ev.workers:
+            ws = self.membership.workers.get(address)
+            if ws is not None and ws.retiring:
+                self.replicas.stop_retiring(step, ws, ev.reason)

@@ -1,70 +1,70 @@
-"""The scheduler's task transitions: the table of legal state changes.
+"""The scheduler's task state machine: records, reference counting, and the
+table of legal transitions.
 
 Theory of operation
 -------------------
-``SchedulerCore`` holds all scheduler state and the transition table
-``(from_state, to_state) -> method``; ``SchedulerState``
-(``taskmill.core.scheduler.state``) adds the event handlers and queries on top.
+:class:`TaskMachine` owns the task records (``tasks``), the functions clients
+sent (``functions``, by token), the story of every transition
+(``transition_log``) and the transition table ``(from_state, to_state) ->
+function``.  ``SchedulerState`` (``taskmill.core.scheduler.state``) owns it
+together with the topic objects it consults and keeps up to date:
+``Membership`` (workers, slots), ``Placement`` (queues, where tasks go),
+``Replicas`` (copies, retirement) and ``ClientWants`` (wants, reports).
 
-One event is processed in four phases, all inside ``handle``:
+Every change of a task's state goes through :meth:`TaskMachine.transition`,
+which looks the edge up in the table, runs its function and records it.  A
+transition function takes the event's :class:`~taskmill.core.scheduler.step.Step`,
+the task and an argument, does the bookkeeping of that edge and *returns the
+commands it makes* (``Made``: None, one command, or a list when several
+clients are told); ``transition`` adds them to the step's commands.  A
+transition missing from the table raises :class:`InvalidTransition` with the
+key's story: a bug in the state machine, never a user error (an edge between
+two states that both connect to ``released`` goes through it).
+
+One event is processed in phases, driven by ``SchedulerState.handle``:
 
 1. the event handler makes the direct transitions the event implies
    (``TaskFinished`` -> processing->memory, ...);
 2. transitions do not recurse: consequences for *other* tasks are pushed as
-   *recommendations* on ``_recs`` and drained in FIFO order (``_drain``).  The
-   main recommendation is ``CHECK``: bring a task in line with whether it is
-   still needed (``_check``), which is what makes reference counting,
+   *recommendations* on ``Step.recs`` and drained in FIFO order (``drain``).
+   The main recommendation is ``CHECK``: bring a task in line with whether it
+   is still needed (``check``), which is what makes reference counting,
    releasing, forgetting and recomputing-from-lineage work.  Deep graphs
    therefore never hit Python's recursion limit;
-3. tasks whose inputs are all in memory were collected on ``_ready``; they are
-   placed in priority order (``_schedule_ready``), then workers whose slots
-   freed up take queued tasks (``_fill``);
-4. ``FreeKeys`` gathered per worker are flushed (a ``ComputeTask`` to a worker
-   first flushes that worker's pending frees, so a free never overtakes a
-   compute of the same key).
+3. tasks whose inputs are all in memory were collected on ``Step.ready``;
+   they are placed in priority order (``schedule_ready``, asking
+   ``Placement.where``), then workers whose slots freed up take queued tasks
+   (``Placement.pop_for``).  Placing a task never makes another one ready;
+4. the ``FreeKeys`` gathered per worker on the step are flushed (a
+   ``ComputeTask`` to a worker first flushes that worker's pending frees, so
+   a free never overtakes a compute of the same key).
 
-Neededness: a task is *needed* while a client wants it or an active dependent
-(``waiters``) still needs its data.  A task that is not needed is released
-(its data freed on every holder); a released or erred task with no dependents
-and no wanting client is forgotten.  Released tasks with dependents stay as
-lineage so lost data can be recomputed.  A needed released task is recomputed
-(or errs as lost if it has no run spec: scattered data).
-
-A transition missing from the table raises :class:`InvalidTransition` with the
-key's story: it is a bug in the state machine, never a user error.
+Neededness (the reference counting): a task is *needed* while a client wants
+it or an active dependent (``waiters``) still needs its data.  A task that is
+not needed is released (its data freed on every holder); a released or
+erred task with no dependents and no wanting client is forgotten.  Released
+tasks with dependents stay as lineage so lost data can be recomputed.  A
+needed released task is recomputed (or errs as lost if it has no run spec:
+scattered data).
 """
 
 from __future__ import annotations
 
-import heapq
-from itertools import islice
 from collections import deque
+from itertools import islice
 from typing import Any, Callable
 
-from taskmill.core.scheduler.placement import (
-    MAX_PULLED_SIBLINGS,
-    PULL_SIBLINGS_BYTES,
-    QueueEntry,
-    choose_worker,
-    queue_peek,
-    queue_push,
-    slot_cost,
-)
-from taskmill.core.scheduler.events import SchedulerOutput, TaskStalled
-from taskmill.protocol.serialize import Serialized
-from taskmill.protocol.vocabulary import (
-    Address,
-    ComputeTask,
-    FreeKeys,
-    Key,
-    KeyErred,
-    KeyInMemory,
-    KeyLost,
-)
+from taskmill.core.resources import resource_spec
+from taskmill.core.scheduler.clients import ClientWants, report_erred, report_memory
+from taskmill.core.scheduler.events import TaskStalled
+from taskmill.core.scheduler.membership import Membership
+from taskmill.core.scheduler.placement import Placement
+from taskmill.core.scheduler.policy import MAX_PULLED_SIBLINGS, slot_cost
 from taskmill.core.scheduler.records import (
     ACTIVE_STATES,
     ERRED,
     FORGOTTEN,
+    KILLED_WORKER,
     LOST_DATA,
     MEMORY,
     MISSING_DEPENDENCY,
@@ -73,68 +73,49 @@ from taskmill.core.scheduler.records import (
     QUEUED,
     RELEASED,
     WAITING,
-    ClientRecord,
-    FIRE_AND_FORGET,
     ErrorInfo,
     TaskRecord,
     WorkerRecord,
 )
-from taskmill.core.scheduler.resource_index import ResourceIndex, acquire, release
+from taskmill.core.scheduler.replicas import Replicas
+from taskmill.core.scheduler.step import CHECK, Made, Step, StoryEntry
+from taskmill.protocol.serialize import Serialized
+from taskmill.protocol.vocabulary import Address, ComputeTask, Key, TaskSpec
 
-#: Recommendation kinds (besides target states).
-CHECK = "check"
-
-StoryEntry = tuple[Key, str, str, str, str]
-Recommendation = tuple[TaskRecord, str, Any]
+Transition = Callable[[Step, TaskRecord, Any], Made]
 
 
 class InvalidTransition(RuntimeError):
     """A transition that is not in the table was requested (a bug)."""
 
 
-class SchedulerCore:
-    """State and transitions of the scheduler (see module docstring)."""
+class TaskMachine:
+    """The core: task records, reference counting and the transition table.
 
-    def __init__(self, *, allowed_failures: int = 3, validate: bool = False) -> None:
+    Owns ``tasks`` (key -> record), ``functions`` (token -> serialized
+    function) and ``transition_log``.  Invariants (``records``): the links
+    between records are symmetric; a task is in memory iff some worker holds
+    it; an active or in-memory task is needed; a released one is not, and
+    has dependents (lineage); ``waiting_on`` is the set of inputs not in
+    memory while active (see the module docstring)."""
+
+    def __init__(self, membership: Membership, placement: Placement, replicas: Replicas,
+                 wants: ClientWants, allowed_failures: int) -> None:
+        self.membership = membership
+        self.placement = placement
+        self.replicas = replicas
+        self.wants = wants
+        #: deaths of workers running a task after which it errs ``KilledWorker``
         self.allowed_failures = allowed_failures
-        self.validate_each_event = validate
+        #: key -> its record, for every task not forgotten
         self.tasks: dict[Key, TaskRecord] = {}
         #: function token -> the serialized function (sent once to each worker)
         self.functions: dict[str, Serialized] = {}
-        #: fire-and-forget keys done this step (released at its end)
-        self._forgotten_done: list[Key] = []
-        self.workers: dict[Address, WorkerRecord] = {}
-        self.clients: dict[str, ClientRecord] = {}
-        #: live workers with a free slot
-        self.idle: dict[WorkerRecord, None] = {}
-        #: scheduler-wide heap of queued tasks (unrestricted or loose)
-        self.queue: list[QueueEntry] = []
-        #: address -> strictly restricted tasks allowed there that are queued
-        #: or no-worker (so a worker joining at that address finds them)
-        self.restricted_waiting: dict[Address, dict[TaskRecord, None]] = {}
-        #: workers by declared resource; queued/no-worker tasks needing resources
-        #: (``taskmill.core.scheduler.resource_index``)
-        self.resource_index = ResourceIndex()
-        #: task prefix -> exponential average of its duration (seconds)
-        self.durations: dict[str, float] = {}
-        #: task prefix -> exponential average of its result's size (bytes)
-        self.output_bytes: dict[str, float] = {}
-        #: workers being retired (see ``taskmill.core.scheduler.replicas``)
-        self.retiring: dict[WorkerRecord, None] = {}
-        #: a replica changed while workers retire: re-check their progress
-        self._retire_dirty = False
-        #: per-step scratch: copies requested, by worker (see ``scheduler_replicas``)
-        self._acquire_batch: dict[WorkerRecord, list[TaskRecord]] = {}
+        #: every transition and ignored stimulus, for ``story``
         self.transition_log: deque[StoryEntry] = deque(maxlen=100_000)
+        #: submission counter: the second part of every task's sort key
         self._seq = 0
-        # per-event scratch space
-        self._stimulus_id = ""
-        self._cmds: list[SchedulerOutput] = []
-        self._recs: deque[Recommendation] = deque()
-        self._ready: list[TaskRecord] = []
-        self._freed: dict[WorkerRecord, None] = {}
-        self._pending_free: dict[WorkerRecord, list[Key]] = {}
-        self._table: dict[tuple[str, str], Callable[[TaskRecord, Any], None]] = {
+        self._table: dict[tuple[str, str], Transition] = {
             (RELEASED, WAITING): self._released_waiting,
             (RELEASED, MEMORY): self._to_memory_scattered,
             (RELEASED, ERRED): self._to_erred,
@@ -169,261 +150,221 @@ class SchedulerCore:
         ``(key, from_state, to_state, stimulus_id, note)``."""
         return [e for e in self.transition_log if e[0] == key]
 
-    def _log(self, key: Key, start: str, finish: str, note: str = "") -> None:
-        self.transition_log.append((key, start, finish, self._stimulus_id, note))
-
-    def _ignore(self, key: Key, note: str) -> None:
-        ts = self.tasks.get(key)
-        state = ts.state if ts is not None else FORGOTTEN
-        self._log(key, state, state, "ignored: " + note)
-
-    def _story_text(self, key: Key) -> str:
+    def story_text(self, key: Key) -> str:
+        """The last entries of ``key``'s story, for error messages."""
         return "\n".join(f"  {e}" for e in self.story(key)[-30:])
 
     # ------------------------------------------------------------------ #
     # Transition machinery
     # ------------------------------------------------------------------ #
-    def _transition(self, ts: TaskRecord, finish: str, arg: Any = None) -> None:
+    def transition(self, step: Step, ts: TaskRecord, finish: str, arg: Any = None) -> None:
+        """Move ``ts`` to state ``finish`` (``arg``: what that edge needs),
+        adding the commands it makes to ``step``."""
         start = ts.state
         if start == finish:
             return
         fn = self._table.get((start, finish))
         if fn is None:
             if (start, RELEASED) in self._table and (RELEASED, finish) in self._table:
-                self._transition(ts, RELEASED)
-                self._transition(ts, finish, arg)
+                self.transition(step, ts, RELEASED)
+                self.transition(step, ts, finish, arg)
                 return
             raise InvalidTransition(
                 f"no transition {start} -> {finish} for task {ts.key!r}; story:\n"
-                + self._story_text(ts.key)
+                + self.story_text(ts.key)
             )
-        fn(ts, arg)
-        self.transition_log.append((ts.key, start, finish, self._stimulus_id, ""))
+        made = fn(step, ts, arg)
+        step.story.append((ts.key, start, finish, step.stimulus_id, ""))
+        if made is not None:
+            if isinstance(made, list):
+                step.cmds.extend(made)
+            else:
+                step.cmds.append(made)
 
-    def _drain(self) -> None:
-        """Apply recommendations until none is left."""
-        recs = self._recs
-        while recs:
-            ts, what, arg = recs.popleft()
+    def drain(self, step: Step) -> None:
+        """Apply ``step``'s recommendations until none is left."""
+        recs = step.recs
+        i = 0
+        while i < len(recs):
+            ts, what, arg = recs[i]
+            i += 1
             state = ts.state
             if state == FORGOTTEN:
                 continue
             if what == CHECK:
-                self._check(ts)
+                self.check(step, ts)
             elif what == WAITING:
                 if state == QUEUED or state == PROCESSING or state == NO_WORKER:
-                    self._transition(ts, WAITING)
+                    self.transition(step, ts, WAITING)
             elif what == ERRED:
                 if state in ACTIVE_STATES:
-                    self._transition(ts, ERRED, arg)
+                    self.transition(step, ts, ERRED, arg)
             else:  # pragma: no cover - programming error
                 raise AssertionError(f"unknown recommendation {what!r}")
+        recs.clear()
 
-    def _check(self, ts: TaskRecord) -> None:
+    def check(self, step: Step, ts: TaskRecord) -> None:
         """Bring ``ts`` in line with whether it is still needed."""
         state = ts.state
         if ts.who_wants or ts.waiters:
             if state == RELEASED:
                 if ts.run_spec is None:
-                    self._transition(
-                        ts,
-                        ERRED,
-                        ErrorInfo(
-                            None,
-                            None,
-                            f"key {ts.key!r} was scattered data whose every copy is gone",
-                            "",
-                            LOST_DATA,
-                        ),
-                    )
+                    self.transition(step, ts, ERRED, ErrorInfo(
+                        None, None, f"key {ts.key!r} was scattered data whose every copy is gone",
+                        "", LOST_DATA))
                     return
                 for dts in ts.dependencies:
                     if dts.state == ERRED:
                         assert dts.error is not None
-                        self._transition(ts, ERRED, self._derived_error(dts, dts.error))
+                        self.transition(step, ts, ERRED, _derived_error(dts.error))
                         return
-                self._transition(ts, WAITING)
+                self.transition(step, ts, WAITING)
         elif state == MEMORY or state in ACTIVE_STATES:
-            self._transition(ts, RELEASED)
+            self.transition(step, ts, RELEASED)
         elif (state == RELEASED or state == ERRED) and not ts.dependents:
-            self._transition(ts, FORGOTTEN)
-
-    def _derived_error(self, failed: TaskRecord, info: ErrorInfo) -> ErrorInfo:
-        """The error a dependent of ``failed`` gets."""
-        if info.error_type == LOST_DATA:
-            return ErrorInfo(
-                None,
-                None,
-                f"a dependency's data was lost: {info.exception_text}",
-                "",
-                MISSING_DEPENDENCY,
-            )
-        return info
+            self.transition(step, ts, FORGOTTEN)
 
     # ------------------------------------------------------------------ #
-    # Helpers used by transitions
+    # Records
     # ------------------------------------------------------------------ #
-    def _free(self, ws: WorkerRecord, key: Key) -> None:
-        if ws.alive:
-            pending = self._pending_free.get(ws)
-            if pending is None:
-                self._pending_free[ws] = [key]
-            else:
-                pending.append(key)
-
-    def _flush_frees(self, ws: WorkerRecord | None = None) -> None:
-        if ws is None:
-            pending = self._pending_free
-            self._pending_free = {}
-            for w, keys in pending.items():
-                self._cmds.append(FreeKeys(self._stimulus_id, w.address, tuple(keys)))
+    def new_record(self, step: Step, key: Key, spec: TaskSpec | None) -> TaskRecord:
+        """A record for the new key ``key``: a task (``spec``) or scattered data (None)."""
+        self._seq += 1
+        if spec is None:
+            ts = TaskRecord(key, None, (0,), self._seq)
         else:
-            keys = self._pending_free.pop(ws, [])
-            if keys:
-                self._cmds.append(FreeKeys(self._stimulus_id, ws.address, tuple(keys)))
+            ts = TaskRecord(
+                key,
+                spec,
+                spec.priority,
+                self._seq,
+                spec.retries,
+                frozenset(spec.workers) if spec.workers is not None else None,
+                spec.allow_other_workers,
+                resource_spec(spec.resources),
+            )
+        self.tasks[key] = ts
+        step.note(key, FORGOTTEN, RELEASED, "new")
+        return ts
 
-    def _add_replica(self, ts: TaskRecord, ws: WorkerRecord) -> None:
+    def redefine(self, step: Step, ts: TaskRecord, spec: TaskSpec | None) -> None:
+        """Give a released task (that had erred) a new definition."""
+        for dts in ts.dependencies:
+            dts.dependents.pop(ts, None)
+            step.recs.append((dts, CHECK, None))
+        ts.dependencies = {}
+        self._seq += 1
+        ts.seq = self._seq
+        ts.suspicious = 0
+        ts.deaths = ()
+        if spec is None:
+            ts.run_spec = None
+            ts.restrictions = None
+            ts.allow_other_workers = False
+            ts.resources = None
+        else:
+            ts.run_spec = spec
+            ts.priority = spec.priority
+            ts.retries = spec.retries
+            ts.restrictions = frozenset(spec.workers) if spec.workers is not None else None
+            ts.allow_other_workers = spec.allow_other_workers
+            ts.resources = resource_spec(spec.resources)
+        ts.sort_key = (ts.priority, ts.seq)
+        for client in ts.who_wants:
+            ts.who_wants[client] = ""  # the new attempt's outcome is news to all
+
+    def add_replica(self, step: Step, ts: TaskRecord, ws: WorkerRecord) -> None:
+        """``ws`` holds a copy of ``ts``."""
         if ws not in ts.who_has:
             ts.who_has[ws] = None
             ws.has_what[ts] = None
             if ts.nbytes > 0:
                 ws.nbytes += ts.nbytes
-            if ts.acquiring_on and ts.acquiring_on.pop(ws, 0) is None:
-                del ws.acquiring[ts]
-            if self.retiring:
-                self._retire_dirty = True
+            if ts.acquiring_on:
+                self.replicas.arrived(ts, ws)
+            if self.replicas.retiring:
+                step.retire_dirty = True
 
-    def _remove_replica(self, ts: TaskRecord, ws: WorkerRecord) -> None:
+    def remove_replica(self, step: Step, ts: TaskRecord, ws: WorkerRecord) -> None:
+        """``ws`` no longer holds a copy of ``ts``."""
         if ts.who_has.pop(ws, 0) is None:
             del ws.has_what[ts]
             if ts.nbytes > 0:
                 ws.nbytes -= ts.nbytes
-            if self.retiring:
-                self._retire_dirty = True
+            if self.replicas.retiring:
+                step.retire_dirty = True
 
-    def _drop_acquisition(self, ts: TaskRecord, ws: WorkerRecord) -> None:
-        """``ws`` will not get a copy of ``ts`` after all."""
-        if ts.acquiring_on.pop(ws, 0) is None:
-            del ws.acquiring[ts]
-            if self.retiring:
-                self._retire_dirty = True
+    def lost(self, step: Step, ts: TaskRecord, reason: str) -> None:
+        """The last copy of ``ts`` (in memory) is gone."""
+        if ts.run_spec is None:
+            self.transition(step, ts, ERRED, ErrorInfo(None, None, reason, "", LOST_DATA))
+        else:
+            step.note(ts.key, MEMORY, MEMORY, "lost: " + reason)
+            self.transition(step, ts, RELEASED)  # recomputed by the CHECK if still needed
 
-    def _cancel_acquisitions(self, ts: TaskRecord) -> None:
-        """``ts`` leaves memory: workers fetching a copy drop it (``FreeKeys``)."""
-        for ws in list(ts.acquiring_on):
-            self._free(ws, ts.key)
-            self._drop_acquisition(ts, ws)
+    def worker_lost(self, step: Step, ws: WorkerRecord, reason: str, expected: bool) -> None:
+        """``ws`` (already out of ``Membership``) is gone: reschedule its
+        tasks, recompute (or report lost) what only it held.  ``expected``:
+        it was retired, so its tasks do not count as suspicious."""
+        address = ws.address
+        # Only the tasks it was most likely running count as suspects: the
+        # ``nthreads`` it was given first (it runs them in that order, and a
+        # finished one leaves ``processing``).  The rest were only queued there.
+        for rank, ts in enumerate(list(ws.processing)):
+            if expected or rank >= ws.nthreads:
+                self.transition(step, ts, WAITING)
+                continue
+            ts.suspicious += 1
+            ts.deaths += ((address, reason),)
+            if ts.suspicious >= self.allowed_failures:
+                deaths = ", ".join(f"{a} ({r})" for a, r in ts.deaths)
+                text = (
+                    f"task {ts.key!r} was processing on {ts.suspicious} workers that "
+                    f"died while running it: {deaths}"
+                )
+                self.transition(step, ts, ERRED, ErrorInfo(None, None, text, "", KILLED_WORKER))
+            else:
+                self.transition(step, ts, WAITING)
+        for ts in list(ws.has_what):
+            self.remove_replica(step, ts, ws)
+            if not ts.who_has:
+                self.lost(step, ts, f"key {ts.key!r} was held only on worker {address} which left: {reason}")
+            else:
+                self.replicas.insure(step, ts)
 
-    def _unassign(self, ts: TaskRecord) -> WorkerRecord:
-        """Take ``ts`` off the worker processing it; that slot frees up."""
-        ws = ts.processing_on
-        assert ws is not None
-        del ws.processing[ts]
-        ws.used -= ts.slot_cost
-        ts.slot_cost = 0
-        if ts.resources is not None:
-            release(ws, ts.resources)
-        ts.processing_on = None
-        if ws.alive and ws.used < ws.capacity and ws.open:
-            self.idle[ws] = None
-            self._freed[ws] = None
-        return ws
-
-    def _leave_active(self, ts: TaskRecord) -> None:
+    # ------------------------------------------------------------------ #
+    # Helpers of the transitions
+    # ------------------------------------------------------------------ #
+    @staticmethod
+    def _leave_active(step: Step, ts: TaskRecord) -> None:
         """``ts`` no longer needs its inputs: re-check each of them."""
-        recs = self._recs
+        recs = step.recs
         for dts in ts.dependencies:
             dts.waiters.pop(ts, None)
             recs.append((dts, CHECK, None))
         ts.waiting_on.clear()
 
-    def _index_restricted(self, ts: TaskRecord) -> None:
-        assert ts.restrictions is not None
-        for addr in ts.restrictions:
-            tasks = self.restricted_waiting.get(addr)
-            if tasks is None:
-                self.restricted_waiting[addr] = {ts: None}
-            else:
-                tasks[ts] = None
-
-    def _unindex_restricted(self, ts: TaskRecord) -> None:
-        """``ts`` leaves queued/no-worker: drop it from the restriction (or resource) index."""
-        if ts.resources is not None:
-            self.resource_index.unindex(ts)
-            return
-        if ts.restrictions is None or ts.loose:
-            return
-        for addr in ts.restrictions:
-            tasks = self.restricted_waiting.get(addr)
-            if tasks is not None:
-                tasks.pop(ts, None)
-                if not tasks:
-                    del self.restricted_waiting[addr]
-
-    def _data_in_memory(self, ts: TaskRecord) -> None:
+    @staticmethod
+    def _data_in_memory(step: Step, ts: TaskRecord) -> None:
         """Tell active dependents that ``ts``'s data is available."""
-        ready = self._ready
+        ready = step.ready
         for dts in ts.waiters:
             dts.waiting_on.pop(ts, None)
             if not dts.waiting_on and dts.state == WAITING:
                 ready.append(dts)
 
-    def _report_memory(self, ts: TaskRecord, value: Any = None) -> None:
-        if not ts.who_wants:
-            return
-        who = tuple([ws.address for ws in ts.who_has])
-        wants = ts.who_wants
-        for client, last in wants.items():
-            if last != MEMORY:
-                wants[client] = MEMORY
-                if client == FIRE_AND_FORGET:
-                    self._forgotten_done.append(ts.key)
-                    continue
-                self._cmds.append(
-                    KeyInMemory(self._stimulus_id, client, ts.key, who, ts.type_name, value)
-                )
-
-    def _report_erred(self, ts: TaskRecord) -> None:
-        info = ts.error
-        assert info is not None
-        lost = info.error_type == LOST_DATA
-        kind = "lost" if lost else ERRED
-        wants = ts.who_wants
-        for client, last in wants.items():
-            if last == kind:
-                continue
-            wants[client] = kind
-            if client == FIRE_AND_FORGET:
-                self._forgotten_done.append(ts.key)
-            elif lost:
-                self._cmds.append(
-                    KeyLost(self._stimulus_id, client, ts.key, info.exception_text)
-                )
-            else:
-                self._cmds.append(
-                    KeyErred(
-                        self._stimulus_id,
-                        client,
-                        ts.key,
-                        info.exception,
-                        info.traceback,
-                        info.exception_text,
-                        info.worker,
-                        info.error_type,
-                    )
-                )
-
-    def _report_current(self, ts: TaskRecord) -> None:
-        """Report ``ts``'s outcome (if it has one) to wanting clients not yet told."""
-        if ts.state == MEMORY:
-            self._report_memory(ts)
-        elif ts.state == ERRED:
-            self._report_erred(ts)
+    def _free_everywhere(self, step: Step, ts: TaskRecord) -> None:
+        """``ts`` leaves memory: every holder and fetcher drops it."""
+        if ts.acquiring_on:
+            self.replicas.cancel(step, ts)
+        for ws in list(ts.who_has):
+            step.free(ws, ts.key)
+            self.remove_replica(step, ts, ws)
 
     # ------------------------------------------------------------------ #
     # Transitions
     # ------------------------------------------------------------------ #
-    def _released_waiting(self, ts: TaskRecord, _: Any) -> None:
+    def _released_waiting(self, step: Step, ts: TaskRecord, _: Any) -> Made:
         ts.state = WAITING
         waiting_on = ts.waiting_on
         for dts in ts.dependencies:
@@ -431,29 +372,22 @@ class SchedulerCore:
             if dts.state != MEMORY:
                 waiting_on[dts] = None
                 if dts.state == RELEASED:
-                    self._recs.append((dts, CHECK, None))
+                    step.recs.append((dts, CHECK, None))
                 elif dts.state == ERRED:
                     assert dts.error is not None
-                    self._recs.append((ts, ERRED, self._derived_error(dts, dts.error)))
+                    step.recs.append((ts, ERRED, _derived_error(dts.error)))
         if not waiting_on:
-            self._ready.append(ts)
+            step.ready.append(ts)
+        return None
 
-    def _start(self, ts: TaskRecord, ws: WorkerRecord) -> None:
+    def _start(self, step: Step, ts: TaskRecord, ws: WorkerRecord) -> Made:
         """waiting/queued/no-worker -> processing on ``ws``."""
         if ts.state != WAITING:
-            self._unindex_restricted(ts)
+            self.placement.unindex(ts)
         ts.state = PROCESSING
-        ts.processing_on = ws
-        cost = slot_cost(self.durations.get(ts.prefix))
-        ts.slot_cost = cost
-        ws.used += cost
-        ws.processing[ts] = None
-        if ts.resources is not None:
-            acquire(ws, ts.resources)
-        if ws.used >= ws.capacity:
-            self.idle.pop(ws, None)
-        if ws in self._pending_free:
-            self._flush_frees(ws)
+        self.membership.assign(ts, ws, slot_cost(self.placement.durations.get(ts.prefix)))
+        if ws in step.pending_free:
+            step.flush_frees(ws)
         spec = ts.run_spec
         assert spec is not None
         token = spec.func_token
@@ -468,99 +402,90 @@ class SchedulerCore:
             for dts in ts.dependencies:
                 who_has[dts.key] = tuple([w.address for w in dts.who_has])
                 nbytes[dts.key] = dts.nbytes
-        self._cmds.append(
-            ComputeTask(
-                self._stimulus_id,
-                ws.address,
-                ts.key,
-                token,
-                func,
-                spec.args,
-                who_has,
-                nbytes,
-                ts.priority,
-                bool(ts.who_wants),
-            )
+        return ComputeTask(
+            step.stimulus_id,
+            ws.address,
+            ts.key,
+            token,
+            func,
+            spec.args,
+            who_has,
+            nbytes,
+            ts.priority,
+            bool(ts.who_wants),
         )
 
-    def _enqueue(self, ts: TaskRecord, _: Any) -> None:
-        """waiting/no-worker -> queued: onto the shared heap, or onto the
-        heaps of the live workers a strictly restricted task may use."""
+    def _enqueue(self, step: Step, ts: TaskRecord, _: Any) -> Made:
+        """waiting/no-worker -> queued (``Placement.enqueue`` says where)."""
         ts.state = QUEUED
-        ts.queue_epoch += 1
-        if ts.resources is not None:
-            self.resource_index.enqueue(ts)
-        elif ts.restrictions is not None and not ts.loose:
-            self._index_restricted(ts)
-            for addr in ts.restrictions:
-                ws = self.workers.get(addr)
-                if ws is not None:
-                    queue_push(ws.restricted_queue, ts)
-        else:
-            heapq.heappush(self.queue, (ts.sort_key, ts.queue_epoch, ts))
+        self.placement.enqueue(ts)
+        return None
 
-    def _to_no_worker(self, ts: TaskRecord, _: Any) -> None:
-        if ts.resources is not None:
-            why, first = self.resource_index.stall(ts, self.workers)
-            self._log(ts.key, ts.state, NO_WORKER, why)
+    def _to_no_worker(self, step: Step, ts: TaskRecord, _: Any) -> Made:
+        made: Made = None
+        stalled = self.placement.stall(ts)
+        if stalled is not None:
+            why, first = stalled
+            step.note(ts.key, ts.state, NO_WORKER, why)
             if first:
-                self._cmds.append(TaskStalled(self._stimulus_id, ts.key, why))
-        else:
-            self._index_restricted(ts)
+                made = TaskStalled(step.stimulus_id, ts.key, why)
         ts.state = NO_WORKER
+        return made
 
-    def _active_released(self, ts: TaskRecord, _: Any) -> None:
+    def _leave_processing_or_queues(self, step: Step, ts: TaskRecord) -> None:
+        """An active ``ts`` stops being computed: off its worker (which is
+        told to drop it) or out of the queues, and its inputs re-checked."""
+        state = ts.state
+        if state == PROCESSING:
+            ws = self.membership.unassign(step, ts)
+            step.free(ws, ts.key)  # also drops the worker's record of a failure
+        elif state == NO_WORKER or state == QUEUED:
+            self.placement.unindex(ts)
+        self._leave_active(step, ts)
+
+    def _active_released(self, step: Step, ts: TaskRecord, _: Any) -> Made:
         """waiting/queued/no-worker/processing -> released (stop computing)."""
-        state = ts.state
-        if state == PROCESSING:
-            ws = self._unassign(ts)
-            self._free(ws, ts.key)
-        elif state == NO_WORKER or state == QUEUED:
-            self._unindex_restricted(ts)
-        self._leave_active(ts)
+        self._leave_processing_or_queues(step, ts)
         ts.state = RELEASED
-        self._recs.append((ts, CHECK, None))
+        step.recs.append((ts, CHECK, None))
+        return None
 
-    def _active_erred(self, ts: TaskRecord, info: ErrorInfo) -> None:
-        state = ts.state
-        if state == PROCESSING:
-            ws = self._unassign(ts)
-            self._free(ws, ts.key)  # drop the worker's record of the failure
-        elif state == NO_WORKER or state == QUEUED:
-            self._unindex_restricted(ts)
-        self._leave_active(ts)
-        self._to_erred(ts, info)
+    def _active_erred(self, step: Step, ts: TaskRecord, info: ErrorInfo) -> Made:
+        self._leave_processing_or_queues(step, ts)
+        return self._to_erred(step, ts, info)
 
-    def _to_erred(self, ts: TaskRecord, info: ErrorInfo) -> None:
+    def _to_erred(self, step: Step, ts: TaskRecord, info: ErrorInfo) -> Made:
         """-> erred: report it, and err every active dependent (transitively)."""
         ts.state = ERRED
         ts.error = info
-        self._report_erred(ts)
+        made = report_erred(step, ts)
         if ts.waiters:
-            derived = self._derived_error(ts, info)
+            derived = _derived_error(info)
             for dts in ts.waiters:
-                self._recs.append((dts, ERRED, derived))
-        self._recs.append((ts, CHECK, None))
+                step.recs.append((dts, ERRED, derived))
+        step.recs.append((ts, CHECK, None))
+        return made
 
     def _processing_memory(
-        self, ts: TaskRecord, arg: tuple[WorkerRecord, int, str, Any]
-    ) -> None:
+        self, step: Step, ts: TaskRecord, arg: tuple[WorkerRecord, int, str, Any]
+    ) -> Made:
         ws, nbytes, type_name, value = arg
-        self._unassign(ts)
+        self.membership.unassign(step, ts)
         ts.state = MEMORY
         ts.nbytes = nbytes
         ts.type_name = type_name
-        self._add_replica(ts, ws)
+        self.add_replica(step, ts, ws)
         if ts.dependencies:
-            self._leave_active(ts)
+            self._leave_active(step, ts)
         if ts.waiters:
-            self._data_in_memory(ts)
+            self._data_in_memory(step, ts)
         if ts.who_wants:
-            self._report_memory(ts, value)
+            return report_memory(step, ts, value)
+        return None
 
     def _to_memory_scattered(
-        self, ts: TaskRecord, arg: tuple[list[WorkerRecord], int, str]
-    ) -> None:
+        self, step: Step, ts: TaskRecord, arg: tuple[list[WorkerRecord], int, str]
+    ) -> Made:
         holders, nbytes, type_name = arg
         ts.state = MEMORY
         if nbytes >= 0 or ts.nbytes < 0:
@@ -568,47 +493,42 @@ class SchedulerCore:
         if type_name:
             ts.type_name = type_name
         for ws in holders:
-            self._add_replica(ts, ws)
-        self._data_in_memory(ts)
-        self._report_memory(ts)
-        self._recs.append((ts, CHECK, None))
+            self.add_replica(step, ts, ws)
+        self._data_in_memory(step, ts)
+        made = report_memory(step, ts)
+        step.recs.append((ts, CHECK, None))
+        return made
 
-    def _memory_released(self, ts: TaskRecord, _: Any) -> None:
+    def _memory_released(self, step: Step, ts: TaskRecord, _: Any) -> Made:
         """Data freed (not needed) or lost (no holder left)."""
-        if ts.acquiring_on:
-            self._cancel_acquisitions(ts)
-        for ws in list(ts.who_has):
-            self._free(ws, ts.key)
-            self._remove_replica(ts, ws)
+        self._free_everywhere(step, ts)
         ts.state = RELEASED
-        recs = self._recs
+        recs = step.recs
         for dts in ts.waiters:
             dts.waiting_on[ts] = None
             if dts.state != WAITING:
                 recs.append((dts, WAITING, None))
         recs.append((ts, CHECK, None))
+        return None
 
-    def _memory_erred(self, ts: TaskRecord, info: ErrorInfo) -> None:
+    def _memory_erred(self, step: Step, ts: TaskRecord, info: ErrorInfo) -> Made:
         """The last copy of a key without lineage is gone."""
-        if ts.acquiring_on:
-            self._cancel_acquisitions(ts)
-        for ws in list(ts.who_has):
-            self._free(ws, ts.key)
-            self._remove_replica(ts, ws)
+        self._free_everywhere(step, ts)
         for dts in ts.waiters:
             dts.waiting_on[ts] = None
-        self._to_erred(ts, info)
+        return self._to_erred(step, ts, info)
 
-    def _erred_released(self, ts: TaskRecord, _: Any) -> None:
+    def _erred_released(self, step: Step, ts: TaskRecord, _: Any) -> Made:
         ts.error = None
         ts.state = RELEASED
-        self._recs.append((ts, CHECK, None))
+        step.recs.append((ts, CHECK, None))
+        return None
 
-    def _forget(self, ts: TaskRecord, _: Any) -> None:
+    def _forget(self, step: Step, ts: TaskRecord, _: Any) -> Made:
         """released/erred -> forgotten: drop the record and every link to it."""
         ts.state = FORGOTTEN
         del self.tasks[ts.key]
-        recs = self._recs
+        recs = step.recs
         for dts in ts.dependencies:
             dts.dependents.pop(ts, None)
             dts.waiters.pop(ts, None)
@@ -616,93 +536,52 @@ class SchedulerCore:
         for dts in ts.dependents:  # only on a forced forget (cancel)
             dts.dependencies.pop(ts, None)
             dts.waiting_on.pop(ts, None)
-        for client in ts.who_wants:  # only on a forced forget (cancel)
-            cs = self.clients.get(client)
-            if cs is not None:
-                cs.wants.pop(ts, None)
-        ts.who_wants.clear()
+        if ts.who_wants:  # only on a forced forget (cancel)
+            self.wants.forget(ts)
+        return None
 
     # ------------------------------------------------------------------ #
-    # Placement
+    # Placing ready tasks
     # ------------------------------------------------------------------ #
-    def _schedule_ready(self) -> None:
+    def schedule_ready(self, step: Step) -> None:
         """Place the tasks that became ready, best priority first, then let
         workers whose slots freed take queued work."""
-        while self._ready:
-            ready = self._ready
-            self._ready = []
+        ready = step.ready
+        if ready:
             if len(ready) > 1:
                 ready.sort(key=_sort_key)
             for ts in ready:
                 state = ts.state
                 if (state == WAITING or state == NO_WORKER) and not ts.waiting_on:
-                    self._schedule(ts)
-        if self._freed:
-            freed = self._freed
-            self._freed = {}
+                    self._schedule(step, ts)
+            ready.clear()
+        freed = step.freed
+        if freed:
             for ws in freed:
                 if ws.alive:
-                    self._fill(ws)
+                    self._fill(step, ws)
+            freed.clear()
 
-    def _schedule(self, ts: TaskRecord) -> None:
-        if ts.resources is not None:
-            self._schedule_with_resources(ts)
-            return
-        strict = ts.restrictions is not None and not ts.loose
-        if not strict and self.queue:
-            top = queue_peek(self.queue)
-            if top is not None and top.sort_key < ts.sort_key:
-                self._transition(ts, QUEUED)
-                return
-        ws = choose_worker(ts, self.workers, self.idle, self.durations.get(ts.prefix))
-        if ws is not None:
-            self._transition(ts, PROCESSING, ws)
-            self._pull_siblings(ts, ws)
-        elif strict:
-            assert ts.restrictions is not None
-            if any(addr in self.workers for addr in ts.restrictions):
-                self._transition(ts, QUEUED)
-            else:
-                self._transition(ts, NO_WORKER)
+    def _schedule(self, step: Step, ts: TaskRecord) -> None:
+        where = self.placement.where(ts)
+        if isinstance(where, str):
+            self.transition(step, ts, where)
         else:
-            self._transition(ts, QUEUED)
+            self.transition(step, ts, PROCESSING, where)
+            if ts.resources is None:
+                self._pull_siblings(step, ts, where)
 
-    def _schedule_with_resources(self, ts: TaskRecord) -> None:
-        """Run ``ts`` where its resources are free now, else queue it while
-        some live worker declares enough, else no-worker."""
-        ws = self.resource_index.choose(ts, self.workers, self.idle)
-        if ws is not None:
-            self._transition(ts, PROCESSING, ws)
-        elif self.resource_index.able(ts, self.workers):
-            self._transition(ts, QUEUED)
-        else:
-            self._transition(ts, NO_WORKER)
-
-    def _fill(self, ws: WorkerRecord) -> None:
-        """Give ``ws`` queued tasks until its slots are full: the best of the
-        shared queue, its restricted queue and the resource groups it can
-        serve now."""
-        queue = self.queue
-        rqueue = ws.restricted_queue
-        resource_index = self.resource_index
+    def _fill(self, step: Step, ws: WorkerRecord) -> None:
+        """Give ``ws`` queued tasks until its slots are full."""
+        pop_for = self.placement.pop_for
         while ws.used < ws.capacity:
-            a = queue_peek(queue) if queue else None
-            b = queue_peek(rqueue) if rqueue else None
-            if a is None or (b is not None and b.sort_key < a.sort_key):
-                ts, heap = b, rqueue
-            else:
-                ts, heap = a, queue
-            if ws.resources and resource_index.groups:
-                c = resource_index.best_for(ws)
-                if c is not None and (ts is None or c[1].sort_key < ts.sort_key):
-                    heap, ts = c
+            ts = pop_for(ws)
             if ts is None:
                 return
-            heapq.heappop(heap)
-            self._transition(ts, PROCESSING, ws)
-            self._pull_siblings(ts, ws)
+            self.transition(step, ts, PROCESSING, ws)
+            self._pull_siblings(step, ts, ws)
 
-    def _pull_siblings(self, ts: TaskRecord, ws: WorkerRecord) -> None:
+    def _pull_siblings(self, step: Step, ts: TaskRecord, ws: WorkerRecord) -> None:
         """Root task ``ts`` just went to ``ws``: send its queued root *siblings*
         (the other inputs of its dependents) along, even past ``ws``'s slots,
         when tasks of this kind make big results.  The dependent then finds
@@ -710,9 +589,7 @@ class SchedulerCore:
         (i, j) and (j, i) of ``x + x.T`` are queued next to each other, but
         workers freeing slots in turn would split every pair).  Bounded:
         at most ``MAX_PULLED_SIBLINGS`` tasks, dependents with few inputs only."""
-        if ts.dependencies or not ts.dependents:
-            return
-        if self.output_bytes.get(ts.prefix, 0.0) < PULL_SIBLINGS_BYTES:
+        if ts.dependencies or not ts.dependents or not self.placement.big_results(ts):
             return
         pulled = 0
         for dts in islice(ts.dependents, MAX_PULLED_SIBLINGS):
@@ -721,8 +598,21 @@ class SchedulerCore:
             for sts in dts.dependencies:
                 if (sts.state == QUEUED and not sts.dependencies and sts.restrictions is None
                         and sts.resources is None and pulled < MAX_PULLED_SIBLINGS):
-                    self._transition(sts, PROCESSING, ws)
+                    self.transition(step, sts, PROCESSING, ws)
                     pulled += 1
+
+
+def _derived_error(info: ErrorInfo) -> ErrorInfo:
+    """The error a dependent of a task that failed with ``info`` gets."""
+    if info.error_type == LOST_DATA:
+        return ErrorInfo(
+            None,
+            None,
+            f"a dependency's data was lost: {info.exception_text}",
+            "",
+            MISSING_DEPENDENCY,
+        )
+    return info
 
 
 def _sort_key(ts: TaskRecord) -> tuple[Any, int]:
