@@ -52,8 +52,8 @@ def test_a_broken_invariant_writes_the_log_and_replay_fails_at_the_same_event(
         stimulus_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     original = SchedulerState._on_task_finished
 
-    def buggy(self: SchedulerState, ev: TaskFinished) -> None:
-        original(self, ev)
+    def buggy(self: SchedulerState, step: object, ev: TaskFinished) -> None:
+        original(self, step, ev)
         if ev.key == "b":  # a bug: forgets that the data is held
             self.tasks["b"].who_has.clear()
 

@@ -44,6 +44,17 @@ from typing import Any
 from taskmill.core.resources import ResourceSpec
 from taskmill.protocol.vocabulary import Address, Key, Priority, TaskSpec
 
+#: The workers a task may run on, sorted: hashable, equal however they were
+#: listed, and iterated in the same order in every process (a frozenset of
+#: strings iterates in hash order, which differs between processes, so a
+#: replayed stimulus log could place tasks differently).
+Restriction = tuple[Address, ...]
+
+
+def restriction(workers: tuple[Address, ...] | None) -> Restriction | None:
+    """The canonical form of a task's ``workers=``."""
+    return None if workers is None else tuple(sorted(set(workers)))
+
 # --------------------------------------------------------------------------- #
 # Task states
 # --------------------------------------------------------------------------- #
@@ -138,7 +149,7 @@ class TaskRecord:
         priority: Priority,
         seq: int,
         retries: int = 0,
-        restrictions: frozenset[Address] | None = None,
+        restrictions: Restriction | None = None,
         allow_other_workers: bool = False,
         resources: ResourceSpec | None = None,
     ) -> None:

@@ -47,7 +47,14 @@ from typing import TYPE_CHECKING
 from taskmill.core.scheduler.policy import QueueEntry, by_locality, least_occupied, queue_live, queue_peek
 from taskmill.core.resources import ResourceSpec, format_resources
 from taskmill.protocol.vocabulary import Address
-from taskmill.core.scheduler.records import NO_WORKER, PROCESSING, QUEUED, TaskRecord, WorkerRecord
+from taskmill.core.scheduler.records import (
+    NO_WORKER,
+    PROCESSING,
+    QUEUED,
+    Restriction,
+    TaskRecord,
+    WorkerRecord,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -56,7 +63,7 @@ if TYPE_CHECKING:
 EPSILON = 1e-9
 
 #: What tasks of one group share: the requirement and the strict restriction.
-GroupKey = tuple[ResourceSpec, frozenset[Address] | None]
+GroupKey = tuple[ResourceSpec, Restriction | None]
 
 
 def covers(ws: WorkerRecord, needs: ResourceSpec) -> bool:
@@ -107,7 +114,7 @@ class ResourceGroup:
 
     __slots__ = ("needs", "restrictions", "queue", "no_worker")
 
-    def __init__(self, needs: ResourceSpec, restrictions: frozenset[Address] | None) -> None:
+    def __init__(self, needs: ResourceSpec, restrictions: Restriction | None) -> None:
         self.needs = needs
         self.restrictions = restrictions
         self.queue: list[QueueEntry] = []
@@ -181,7 +188,7 @@ class ResourceIndex:
                 best = holders
         return best or {}
 
-    def _able(self, needs: ResourceSpec, restrictions: frozenset[Address] | None,
+    def _able(self, needs: ResourceSpec, restrictions: Restriction | None,
               workers: dict[Address, WorkerRecord]) -> bool:
         if restrictions is not None:
             for addr in restrictions:

@@ -61,6 +61,7 @@ from taskmill.core.scheduler.membership import Membership
 from taskmill.core.scheduler.placement import Placement
 from taskmill.core.scheduler.policy import MAX_PULLED_SIBLINGS, slot_cost
 from taskmill.core.scheduler.records import (
+    restriction,
     ACTIVE_STATES,
     ERRED,
     FORGOTTEN,
@@ -239,7 +240,7 @@ class TaskMachine:
                 spec.priority,
                 self._seq,
                 spec.retries,
-                frozenset(spec.workers) if spec.workers is not None else None,
+                restriction(spec.workers),
                 spec.allow_other_workers,
                 resource_spec(spec.resources),
             )
@@ -266,7 +267,7 @@ class TaskMachine:
             ts.run_spec = spec
             ts.priority = spec.priority
             ts.retries = spec.retries
-            ts.restrictions = frozenset(spec.workers) if spec.workers is not None else None
+            ts.restrictions = restriction(spec.workers)
             ts.allow_other_workers = spec.allow_other_workers
             ts.resources = resource_spec(spec.resources)
         ts.sort_key = (ts.priority, ts.seq)
