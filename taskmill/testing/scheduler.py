@@ -1,0 +1,307 @@
+"""The simulated scheduler: :mod:`taskmill.server.scheduler` minus sockets.
+
+Theory of operation
+-------------------
+:class:`SimScheduler` does what the real scheduler shell does around the pure
+:class:`~taskmill.core.scheduler.SchedulerState`, on
+:mod:`~taskmill.testing.network` channels instead of streams:
+
+* a worker's connection opens with ``register-worker``; the registration is
+  refused while a connection from the same address is still open (a
+  restarted worker's old connection not yet seen closing) and tried again
+  once it closes; accepted, it is answered with ``worker-registered`` and
+  handed to the machine (``RegisterWorker`` with the shell's stimulus id and
+  the clock's ``now``);
+* every batch from a worker or a client is decoded with
+  :func:`~taskmill.protocol.vocabulary.decode`, filling the peer's address or
+  id, a fresh stimulus id and ``now``, and handed to ``handle`` as one call
+  (a client's batch is split after each big ``update-graph``, as the shell
+  does); ``unregister`` and ``close-client`` end their connection;
+* the commands are routed as the shell routes them: wire messages by their
+  ``worker`` / ``client`` field, one batch per peer per ``handle`` call;
+  ``WorkerRetired`` becomes ``Retired(worker, close)`` on that worker's
+  stream, ``RetirementAborted`` and ``TaskStalled`` are recorded;
+* a connection closing is ``WorkerLeft`` / ``ClientDisconnected``.
+
+It also keeps, per client and key, the kinds of report sent since the client
+last started wanting the key (:attr:`SimScheduler.reports`), which the
+cluster's checks read: on a FIFO stream that is what the client is told.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+from typing import Any
+
+from taskmill.core.resources import check_resources
+from taskmill.core.scheduler import SchedulerState
+from taskmill.core.scheduler.events import (
+    ClientConnected,
+    ClientDisconnected,
+    RetirementAborted,
+    SchedulerOutput,
+    TaskStalled,
+    WorkerLeft,
+    WorkerRetired,
+)
+from taskmill.protocol.vocabulary import (
+    CLIENT,
+    WORKER,
+    CloseClient,
+    Message,
+    RegisterWorker,
+    Retired,
+    ScatterDone,
+    Unregister,
+    UpdateGraph,
+    WantKeys,
+    WorkerRegistered,
+    decode,
+)
+from taskmill.server.scheduler import YIELD_AFTER_TASKS
+from taskmill.testing.network import Batch, Channel, Network
+
+
+class ShellContractError(AssertionError):
+    """A simulated shell saw a machine break its contract (a message from
+    the wrong side, a task run twice at once, a function never delivered ...)."""
+
+
+class SimScheduler:
+    """The scheduler shell of a simulated cluster (see the module docstring)."""
+
+    def __init__(self, net: Network, *, allowed_failures: int = 3, validate: bool = True) -> None:
+        self.net = net
+        self.clock = net.clock
+        #: the pure machine
+        self.state = SchedulerState(allowed_failures=allowed_failures, validate=validate)
+        self._ids = itertools.count()
+        #: registered worker address -> the channel to it (its open connection)
+        self.streams: dict[str, Channel] = {}
+        #: channel from a worker -> the channel back to it, for every open connection
+        self._back: dict[Channel, Channel] = {}
+        #: channel from a registered worker -> its address
+        self._registered: dict[Channel, str] = {}
+        #: address -> registrations refused while an old connection is open
+        self._refused: dict[str, list[tuple[Channel, Batch]]] = {}
+        #: channel from a worker that said ``unregister`` (it closes)
+        self._leaving: set[Channel] = set()
+        #: connected client id -> the channel to it
+        self.clients: dict[str, Channel] = {}
+        self._client_of: dict[Channel, str] = {}
+        #: address -> True once retired, False when its retirement was aborted
+        self.retired: dict[str, bool] = {}
+        #: workers that close themselves once retired
+        self.close_on_retire: set[str] = set()
+        #: every ``TaskStalled`` warning, in order
+        self.stalled: list[TaskStalled] = []
+        #: client -> key -> kinds of report ("KeyInMemory" ...) sent since it
+        #: last started wanting the key (or the key was redefined)
+        self.reports: dict[str, dict[str, list[str]]] = {}
+
+    def sid(self, op: str) -> str:
+        """A fresh stimulus id, as the shell makes them."""
+        return f"{op}-{next(self._ids)}"
+
+    # ------------------------------------------------------------------ #
+    # Events in, commands out
+    # ------------------------------------------------------------------ #
+    def handle(self, *events: Any) -> list[SchedulerOutput]:
+        """Hand ``events`` to the machine in one call and route its commands."""
+        if not events:
+            return []
+        cmds = self.state.handle(*events)
+        to_workers: dict[str, Batch] = {}
+        to_clients: dict[str, Batch] = {}
+        reports = self.reports
+        for cmd in cmds:
+            if isinstance(cmd, Message):
+                if cmd.receiver == WORKER:
+                    to_workers.setdefault(cmd.worker, []).append(cmd.to_wire())  # type: ignore[attr-defined]
+                else:
+                    client: str = cmd.client  # type: ignore[attr-defined]
+                    to_clients.setdefault(client, []).append(cmd.to_wire())
+                    reports.setdefault(client, {}).setdefault(
+                        cmd.key, []).append(type(cmd).__name__)  # type: ignore[attr-defined]
+                continue
+            if isinstance(cmd, WorkerRetired):
+                address = cmd.worker
+                close = address in self.close_on_retire
+                self.close_on_retire.discard(address)
+                self.retired[address] = True
+                to_workers.setdefault(address, []).append(Retired(address, close).to_wire())
+            elif isinstance(cmd, RetirementAborted):
+                self.close_on_retire.discard(cmd.worker)
+                self.retired[cmd.worker] = False
+            elif isinstance(cmd, TaskStalled):
+                self.stalled.append(cmd)
+            else:
+                raise TypeError(f"scheduler shell cannot run {cmd!r}")
+        send = self.net.send
+        for address, batch in to_workers.items():
+            ch = self.streams.get(address)
+            if ch is not None:
+                send(ch, batch)
+        for client, batch in to_clients.items():
+            ch = self.clients.get(client)
+            if ch is not None:
+                send(ch, batch)
+        return cmds
+
+    def _new_session(self, client: str, keys: Any) -> None:
+        """``client`` starts wanting ``keys``: their reports start afresh."""
+        mine = self.reports.setdefault(client, {})
+        for key in keys:
+            mine[key] = []
+
+    def _redefined(self, keys: Any) -> None:
+        """Erred ``keys`` are submitted again: their next outcome is news to
+        every client that wants them."""
+        tasks = self.state.tasks
+        for key in keys:
+            ts = tasks.get(key)
+            if ts is not None and ts.state == "erred":
+                for client in ts.who_wants:
+                    self.reports.setdefault(client, {})[key] = []
+
+    # ------------------------------------------------------------------ #
+    # Workers
+    # ------------------------------------------------------------------ #
+    def accept_worker(self, up: Channel, down: Channel) -> None:
+        """A worker opened a connection: ``up`` from it, ``down`` to it."""
+        self._back[up] = down
+
+    def from_worker(self, up: Channel, batch: Batch) -> None:
+        """A batch arrived on a worker's connection."""
+        address = self._registered.get(up)
+        if address is None:
+            self._register(up, batch)
+            return
+        net = self.net
+        now = self.clock.now
+        sid = self.sid
+        events = []
+        for raw in batch:
+            msg = decode(raw, worker=address, stimulus_id=sid(str(raw.get("op"))), now=now)
+            if msg.sender != WORKER:
+                raise ShellContractError(f"worker {address} sent {msg.op!r}, which only a {msg.sender} sends")
+            net.record("scheduler", msg)
+            if type(msg) is Unregister:
+                self._leaving.add(up)
+                continue
+            events.append(msg)
+        self.handle(*events)
+
+    def _register(self, up: Channel, batch: Batch) -> None:
+        msg = decode(batch[0], stimulus_id="", now=0.0)
+        if type(msg) is not RegisterWorker or len(batch) != 1:
+            raise ShellContractError(f"a worker's connection opened with {batch!r:.200}, not one register-worker")
+        address = msg.worker
+        if address in self.streams:  # the old connection is still open: try again once it closes
+            self._refused.setdefault(address, []).append((up, batch))
+            return
+        check_resources(msg.resources, "worker resources", allow_zero=True)
+        down = self._back[up]
+        self.net.send(down, [WorkerRegistered({}).to_wire()])
+        self.streams[address] = down
+        self._registered[up] = address
+        self.net.record("scheduler", msg)
+        self.handle(replace(msg, stimulus_id=self.sid("worker-joined"), now=self.clock.now))
+
+    def worker_closed(self, up: Channel) -> None:
+        """A worker's connection closed (it closed, or it died)."""
+        down = self._back.pop(up)
+        self.net.abort(down)
+        address = self._registered.pop(up, None)
+        leaving = up in self._leaving
+        self._leaving.discard(up)
+        if address is None:  # closed before it was registered
+            for waiting in self._refused.values():
+                waiting[:] = [(ch, b) for ch, b in waiting if ch is not up]
+            return
+        if self.streams.get(address) is down:
+            del self.streams[address]
+        reason = "it closed" if leaving else "its connection closed"
+        self.handle(WorkerLeft(self.sid("worker-left"), address, reason, self.clock.now))
+        for ch, batch in self._refused.pop(address, []):
+            if not ch.closed:
+                self.net.send_first(ch, batch)
+
+    # ------------------------------------------------------------------ #
+    # Clients
+    # ------------------------------------------------------------------ #
+    def accept_client(self, client: str, up: Channel, down: Channel) -> None:
+        """A client connected: ``up`` from it, ``down`` to it."""
+        self._client_of[up] = client
+        self.clients[client] = down
+        self.handle(ClientConnected(self.sid("client-connected"), client))
+
+    def from_client(self, up: Channel, batch: Batch) -> None:
+        """A batch arrived from a client."""
+        client = self._client_of.get(up)
+        if client is None:
+            return  # it already said close-client
+        groups: list[list[Any]] = [[]]
+        closing = False
+        now = self.clock.now
+        for raw in batch:
+            msg = decode(raw, client=client, stimulus_id=self.sid(str(raw.get("op"))), now=now)
+            if msg.sender != CLIENT:
+                raise ShellContractError(f"client {client} sent {msg.op!r}, which only a {msg.sender} sends")
+            self.net.record("scheduler", msg)
+            kind = type(msg)
+            if kind is CloseClient:
+                closing = True
+                continue
+            if kind is UpdateGraph:
+                for spec in msg.tasks:  # type: ignore[attr-defined]
+                    if spec.resources:
+                        check_resources(spec.resources, "task resources")
+            groups[-1].append(msg)
+            if kind is UpdateGraph and len(msg.tasks) >= YIELD_AFTER_TASKS:  # type: ignore[attr-defined]
+                groups.append([])
+        for events in groups:
+            if not events:
+                continue
+            for ev in events:  # note where want sessions start, for the checks
+                kind = type(ev)
+                if kind is UpdateGraph:
+                    self._redefined([t.key for t in ev.tasks])
+                    self._new_session(client, ev.wanted)
+                elif kind is ScatterDone:
+                    self._redefined(ev.who_has)
+                    self._new_session(client, ev.who_has)
+                elif kind is WantKeys:
+                    self._new_session(client, ev.keys)
+            self.handle(*events)
+        if closing:
+            self.client_closed(up)
+
+    def client_closed(self, up: Channel) -> None:
+        """A client's connection closed (``close-client``, or it vanished)."""
+        client = self._client_of.pop(up, None)
+        if client is None:
+            return
+        self.net.abort(self.clients.pop(client))
+        self.handle(ClientDisconnected(self.sid("client-disconnected"), client))
+
+    # ------------------------------------------------------------------ #
+    # Requests (answered at once, as request/reply calls are)
+    # ------------------------------------------------------------------ #
+    def scatter_targets(self, n: int, workers: tuple[str, ...] | None = None,
+                        broadcast: bool = False) -> list[list[str]]:
+        """Where to put ``n`` scattered items (the ``scatter-targets`` request)."""
+        if workers:
+            unknown = [w for w in workers if w not in self.streams]
+            if unknown:
+                raise ValueError(f"scatter to unknown workers {unknown}; known: {sorted(self.streams)}")
+            pool = list(workers)
+        else:
+            pool = (self.state.workers_for_scatter(n) if not broadcast else
+                    [a for a, ws in self.state.workers.items() if not ws.retiring])
+        if not pool:
+            raise ValueError("no worker to scatter to")
+        if broadcast:
+            return [list(pool) for _ in range(n)]
+        return [[w] for w, _ in zip(itertools.cycle(pool), range(n))]
