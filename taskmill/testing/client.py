@@ -37,6 +37,7 @@ from taskmill.protocol.vocabulary import (
     decode,
 )
 from taskmill.testing.behaviour import SimTask, TaskBook, func_payload
+from taskmill.testing.known_issues import SCATTER_ORPHANED
 from taskmill.testing.network import Batch, Channel, Network
 from taskmill.testing.scheduler import ShellContractError, SimScheduler
 from taskmill.testing.worker import SimWorker
@@ -133,13 +134,14 @@ class SimClient:
         who_has: dict[str, tuple[str, ...]] = {}
         for key, where in zip(keys, targets):
             self.book.scatter(key, data[key], nbytes)
-            held = []
+            held = {}
             for address in where:
                 worker = self.peers.get(address)
                 if worker is not None and worker.alive:
                     worker.put_data({key: data[key]}, {key: nbytes})
-                    held.append(address)
+                    held[address] = worker.name
             who_has[key] = tuple(held)
+            self.scheduler.scatter_puts[(self.id, key)] = held
             self.wanted[key] = None
         self._send(ScatterDone("", self.id, who_has, {k: nbytes for k in keys},
                                {k: type(data[k]).__name__ for k in keys}))
@@ -160,6 +162,11 @@ class SimClient:
         if not self.connected:
             return
         self.connected = False
+        scheduler = self.scheduler
+        for (client, key), put in list(scheduler.scatter_puts.items()):
+            if client == self.id:  # its scatter-done never leaves
+                del scheduler.scatter_puts[(client, key)]
+                scheduler.known_issues += [(SCATTER_ORPHANED, key, a) for a in put]
         if self.up is not None:
             self.net.close(self.up, lose_queued=True)
 
@@ -208,6 +215,6 @@ class SimClient:
         holders = list(last.who_has) + self.scheduler.state.who_has([key])[key]
         for address in holders:
             worker = self.peers.get(address)
-            if worker is not None and worker.alive and key in worker.store and key not in worker.hidden:
+            if worker is not None and worker.alive and key in worker.store:
                 return worker.store[key]
         raise LookupError(f"no worker can serve {key!r} (holders named: {holders})")

@@ -91,6 +91,7 @@ class SimCluster:
         self.scheduler = SimScheduler(self.net, allowed_failures=allowed_failures, validate=validate)
         #: the worker incarnation at each address now (live ones only)
         self.workers: dict[str, SimWorker] = {}
+        self.scheduler.peek = self.workers.get
         #: every worker incarnation ever started, in order
         self.incarnations: list[SimWorker] = []
         #: every client, by id
@@ -126,6 +127,7 @@ class SimCluster:
         w = SimWorker(address, nthreads, incarnation=incarnation, net=self.net, book=self.book,
                       peers=self.workers, who_has=self.scheduler.state.who_has, resources=resources,
                       validate=self.validate, small_result_bytes=self.small_result_bytes)
+        w.known_issues = self.scheduler.known_issues
         self.incarnations.append(w)
         self.workers[address] = w
         up = self.net.channel(f"{w.name}->scheduler", self.scheduler.from_worker,
@@ -219,8 +221,8 @@ class SimCluster:
         return None
 
     def drop_data(self, address: str, *keys: str) -> None:
-        """The worker at ``address`` can no longer hand ``keys`` to peers
-        (they answer ``get-data`` without them): see :meth:`SimWorker.drop`."""
+        """The worker at ``address`` answers the next ``get-data`` for
+        ``keys`` without them: see :meth:`SimWorker.drop`."""
         self.workers[address].drop(*keys)
 
     def pause(self, address: str, paused: bool = True) -> None:

@@ -27,8 +27,9 @@ work), where every cause has had its effect:
 * **membership**: the scheduler's workers are exactly the live, registered,
   not retired simulated workers;
 * **leaks** (``leaks=True``): no worker holds a key the scheduler does not
-  list it as holding (except keys :meth:`~taskmill.testing.SimWorker.drop`
-  hid, which the scheduler was told about only through ``missing-data``).
+  list it as holding (except keys it once failed to serve,
+  :meth:`~taskmill.testing.SimWorker.drop`: the scheduler struck that copy
+  off on ``missing-data`` while the worker kept it).
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def quiescent_problems(scheduler: SimScheduler, workers: Mapping[str, SimWorker]
             record = state.workers.get(w.address)
             for key in machine.in_memory:
                 task = state.tasks.get(key)
-                if key not in w.hidden and (task is None or record not in task.who_has):
+                if key not in w.dropped and (task is None or record not in task.who_has):
                     add(f"{w.name} holds {key!r} but the scheduler does not know it "
                         f"({'forgotten' if task is None else task.state})")
 

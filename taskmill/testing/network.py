@@ -153,6 +153,10 @@ class Network:
             ch.queue.clear()
         ch.queue.append((self.clock.now + self.latency, CLOSED))
 
+    def queued(self, ch: Channel) -> list[Batch]:
+        """The batches queued on ``ch``, decoded (for inspection only)."""
+        return [loads(p) if self.msgpack else p for _, p in ch.queue if p is not CLOSED]
+
     def send_first(self, ch: Channel, batch: Batch) -> None:
         """Put ``batch`` back at the head of ``ch`` (a request sent again)."""
         payload = dumps(batch) if self.msgpack else list(batch)

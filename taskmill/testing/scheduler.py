@@ -47,12 +47,15 @@ from taskmill.core.scheduler.events import (
 )
 from taskmill.protocol.vocabulary import (
     CLIENT,
+    AddKeys,
     WORKER,
     CloseClient,
     Message,
+    MissingData,
     RegisterWorker,
     Retired,
     ScatterDone,
+    TaskFinished,
     Unregister,
     UpdateGraph,
     WantKeys,
@@ -60,6 +63,8 @@ from taskmill.protocol.vocabulary import (
     decode,
 )
 from taskmill.server.scheduler import YIELD_AFTER_TASKS
+from taskmill.testing import known_issues
+from taskmill.testing.known_issues import Issue, Peek
 from taskmill.testing.network import Batch, Channel, Network
 
 
@@ -96,6 +101,16 @@ class SimScheduler:
         self.close_on_retire: set[str] = set()
         #: every ``TaskStalled`` warning, in order
         self.stalled: list[TaskStalled] = []
+        #: (code, key, worker) of every known defect this run ran into
+        #: (:mod:`taskmill.testing.known_issues`)
+        self.known_issues: list[Issue] = []
+        #: the simulated worker registered at an address (set by the cluster),
+        #: for the known-issue detectors' ground truth
+        self.peek: Peek = lambda address: None
+        #: (client, key) -> {address: worker name} a client put data on,
+        #: until its ``scatter-done`` arrives
+        self.scatter_puts: dict[tuple[str, str], dict[str, str]] = {}
+        self._names: dict[str, str] = {}
         #: client -> key -> kinds of report ("KeyInMemory" ...) sent since it
         #: last started wanting the key (or the key was redefined)
         self.reports: dict[str, dict[str, list[str]]] = {}
@@ -112,18 +127,28 @@ class SimScheduler:
         if not events:
             return []
         cmds = self.state.handle(*events)
+        self._track(cmds)
+        self.route(cmds)
+        return cmds
+
+    def _track(self, cmds: list[SchedulerOutput]) -> None:
+        """Note the reports among ``cmds`` (see :attr:`reports`)."""
+        reports = self.reports
+        for cmd in cmds:
+            if isinstance(cmd, Message) and cmd.receiver == CLIENT:
+                reports.setdefault(cmd.client, {}).setdefault(  # type: ignore[attr-defined]
+                    cmd.key, []).append(type(cmd).__name__)  # type: ignore[attr-defined]
+
+    def route(self, cmds: list[SchedulerOutput]) -> None:
+        """Send the commands of one batch of events: one batch per peer."""
         to_workers: dict[str, Batch] = {}
         to_clients: dict[str, Batch] = {}
-        reports = self.reports
         for cmd in cmds:
             if isinstance(cmd, Message):
                 if cmd.receiver == WORKER:
                     to_workers.setdefault(cmd.worker, []).append(cmd.to_wire())  # type: ignore[attr-defined]
                 else:
-                    client: str = cmd.client  # type: ignore[attr-defined]
-                    to_clients.setdefault(client, []).append(cmd.to_wire())
-                    reports.setdefault(client, {}).setdefault(
-                        cmd.key, []).append(type(cmd).__name__)  # type: ignore[attr-defined]
+                    to_clients.setdefault(cmd.client, []).append(cmd.to_wire())  # type: ignore[attr-defined]
                 continue
             if isinstance(cmd, WorkerRetired):
                 address = cmd.worker
@@ -147,13 +172,16 @@ class SimScheduler:
             ch = self.clients.get(client)
             if ch is not None:
                 send(ch, batch)
-        return cmds
 
     def _new_session(self, client: str, keys: Any) -> None:
-        """``client`` starts wanting ``keys``: their reports start afresh."""
+        """``client`` starts wanting ``keys`` (those it does not want yet):
+        their reports start afresh."""
         mine = self.reports.setdefault(client, {})
+        tasks = self.state.tasks
         for key in keys:
-            mine[key] = []
+            ts = tasks.get(key)
+            if ts is None or client not in ts.who_wants:
+                mine[key] = []
 
     def _redefined(self, keys: Any) -> None:
         """Erred ``keys`` are submitted again: their next outcome is news to
@@ -187,11 +215,41 @@ class SimScheduler:
             if msg.sender != WORKER:
                 raise ShellContractError(f"worker {address} sent {msg.op!r}, which only a {msg.sender} sends")
             net.record("scheduler", msg)
-            if type(msg) is Unregister:
+            kind = type(msg)
+            if kind is Unregister:
                 self._leaving.add(up)
                 continue
+            if kind is AddKeys:
+                self.known_issues += known_issues.add_keys_issues(
+                    self.state, address, msg.nbytes, self._peek,  # type: ignore[attr-defined]
+                    lambda: self._queued_frees(address))
+            elif kind is TaskFinished:
+                self.known_issues += known_issues.task_finished_issues(
+                    self.state, address, msg.key, self._peek,  # type: ignore[attr-defined]
+                    lambda: self._queued_frees(address))
+            elif kind is MissingData:
+                self.known_issues += known_issues.missing_data_issues(
+                    self.state, msg.errant_worker, msg.keys, self._peek)  # type: ignore[attr-defined]
             events.append(msg)
         self.handle(*events)
+
+    def _peek(self, address: str) -> Any:
+        """The simulated worker whose connection is registered at ``address``, if alive."""
+        worker = self.peek(address)
+        if worker is None or address not in self.streams or worker.name != self._names.get(address):
+            return None
+        return worker
+
+    def _queued_frees(self, address: str) -> set[str]:
+        """Keys of the ``free-keys`` queued to ``address``, not yet delivered."""
+        ch = self.streams.get(address)
+        keys: set[str] = set()
+        if ch is not None:
+            for batch in self.net.queued(ch):
+                for raw in batch:
+                    if raw.get("op") == "free-keys":
+                        keys.update(raw["keys"])
+        return keys
 
     def _register(self, up: Channel, batch: Batch) -> None:
         msg = decode(batch[0], stimulus_id="", now=0.0)
@@ -205,6 +263,7 @@ class SimScheduler:
         down = self._back[up]
         self.net.send(down, [WorkerRegistered({}).to_wire()])
         self.streams[address] = down
+        self._names[address] = msg.name
         self._registered[up] = address
         self.net.record("scheduler", msg)
         self.handle(replace(msg, stimulus_id=self.sid("worker-joined"), now=self.clock.now))
@@ -261,22 +320,44 @@ class SimScheduler:
             groups[-1].append(msg)
             if kind is UpdateGraph and len(msg.tasks) >= YIELD_AFTER_TASKS:  # type: ignore[attr-defined]
                 groups.append([])
+        state = self.state
         for events in groups:
             if not events:
                 continue
-            for ev in events:  # note where want sessions start, for the checks
+            # One machine call per message, the commands routed together as
+            # the shell routes a batch's: the scheduler machine completes each
+            # event (placement included) before the next, so only the stimulus
+            # log's grouping differs, and the checks see where each client's
+            # want of a key starts.
+            cmds: list[SchedulerOutput] = []
+            for ev in events:
                 kind = type(ev)
                 if kind is UpdateGraph:
                     self._redefined([t.key for t in ev.tasks])
                     self._new_session(client, ev.wanted)
                 elif kind is ScatterDone:
+                    self._scatter_done(client, ev)
                     self._redefined(ev.who_has)
                     self._new_session(client, ev.who_has)
                 elif kind is WantKeys:
                     self._new_session(client, ev.keys)
-            self.handle(*events)
+                done = state.handle(ev)
+                self._track(done)
+                cmds += done
+            self.route(cmds)
         if closing:
             self.client_closed(up)
+
+    def _scatter_done(self, client: str, msg: Any) -> None:
+        """Compare the processes the client put data on with those registered
+        at those addresses now (see ``known_issues.SCATTER_TO_RESTARTED``)."""
+        for key in msg.who_has:
+            for address, name in self.scatter_puts.pop((client, key), {}).items():
+                registered = self._names.get(address) if address in self.streams else None
+                if name != registered:
+                    worker = self.peek(address)
+                    if registered is not None or (worker is not None and worker.name == name):
+                        self.known_issues.append((known_issues.SCATTER_TO_RESTARTED, key, address))
 
     def client_closed(self, up: Channel) -> None:
         """A client's connection closed (``close-client``, or it vanished)."""

@@ -30,9 +30,12 @@ started with no free thread or with an input not stored, a task run twice at
 once, a function delivered twice or never, resources oversubscribed, a
 message from the wrong side.
 
-A fault a test can inject: :meth:`SimWorker.drop` makes keys unreadable for
-peers (a ``get-data`` answers without them) while the worker's machine still
-believes it holds them: the path that ends in ``missing-data``.
+A fault a test can inject: :meth:`SimWorker.drop` makes the next
+``get-data`` asking for some keys answer without them (as if the worker had
+just dropped them), while its machine and store keep them: the path that
+ends in ``missing-data``.  Only the next answer: a worker whose machine
+believes it holds a key it can never serve would be a broken shell, not a
+protocol race.
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ from taskmill.testing.behaviour import (
     serialized_failure,
     serialized_value,
 )
+from taskmill.testing import known_issues
+from taskmill.testing.known_issues import Issue
 from taskmill.testing.network import Batch, Channel, Network
 from taskmill.testing.scheduler import ShellContractError
 
@@ -123,14 +128,18 @@ class SimWorker:
         self.state = WorkerState(address, nthreads, validate=validate)
         #: the data store: key -> value
         self.store: dict[str, Any] = {}
-        #: keys peers cannot read any more (:meth:`drop`)
-        self.hidden: set[str] = set()
+        #: keys the next ``get-data`` answers without (:meth:`drop`)
+        self.unservable: set[str] = set()
+        #: every key ever dropped that way (the scheduler may have struck
+        #: this copy off while the machine keeps it)
+        self.dropped: set[str] = set()
         #: token -> the function payload, as delivered with an ``Execute``
         self.functions: dict[str, Serialized] = {}
         #: runs in progress (threads busy), by key
         self.running: dict[str, Run] = {}
         #: how many ``compute-task`` messages carried each function token
         self.functions_received: dict[str, int] = {}
+        self._sent_functions: dict[str, Serialized] = {}
         #: False once it died or closed
         self.alive = True
         #: True once the scheduler answered its registration
@@ -139,6 +148,8 @@ class SimWorker:
         self.retired: bool | None = None
         self.up: Channel | None = None
         self.down: Channel | None = None
+        #: where to record known defects met (the cluster shares one list)
+        self.known_issues: list[Issue] = []
 
     def __repr__(self) -> str:
         state = "alive" if self.alive else "dead"
@@ -174,6 +185,7 @@ class SimWorker:
                     n = self.functions_received[token] = self.functions_received.get(token, 0) + 1
                     if n > 1:
                         raise ShellContractError(f"{self.name} was sent the function {token!r} {n} times")
+                    self._sent_functions[token] = msg.func  # type: ignore[attr-defined]
                 events.append(msg)
             elif kind is WorkerRegistered:
                 self.registered = True
@@ -231,7 +243,7 @@ class SimWorker:
             elif kind is DeleteData:
                 for key in cmd.keys:  # type: ignore[attr-defined]
                     self.store.pop(key, None)
-                    self.hidden.discard(key)
+                    self.unservable.discard(key)
             elif kind is CancelExecution:
                 run = self.running.get(cmd.key)  # type: ignore[attr-defined]
                 if run is not None:
@@ -261,7 +273,11 @@ class SimWorker:
                 raise ShellContractError(f"{self.name} got the wrong function for {token!r}")
             self.functions[token] = cmd.func
         elif token not in self.functions:
-            raise ShellContractError(f"{self.name} runs {key!r} but was never handed the function {token!r}")
+            if token not in self._sent_functions:
+                raise ShellContractError(f"{self.name} runs {key!r} but was never sent the function {token!r}")
+            # the machine got it and lost it (a known defect): run with it all the same
+            self.known_issues.append((known_issues.FUNCTION_DROPPED, key, self.address))
+            self.functions[token] = self._sent_functions[token]
         if key in self.running:
             raise ShellContractError(f"{self.name} starts {key!r} while a run of it is still going")
         if len(self.running) >= self.nthreads:
@@ -316,8 +332,10 @@ class SimWorker:
             if source is None or not source.alive:
                 data = None
             else:
-                store, hidden = source.store, source.hidden
-                data = {k: store[k] for k in keys if k in store and k not in hidden}
+                store, unservable = source.store, source.unservable
+                data = {k: store[k] for k in keys if k in store and k not in unservable}
+                if unservable:
+                    unservable.difference_update(keys)
             net.schedule(net.latency, lambda: self._fetched(peer, keys, data),
                          f"fetch from {peer} lands on {self.name}", self)
 
@@ -337,10 +355,14 @@ class SimWorker:
 
         def serve() -> None:
             answer = {k: tuple(v) for k, v in self.who_has(keys).items()}
-            net.schedule(net.latency, lambda: self.handle(WhoHasAnswered("who-has-answer", answer)),
+            net.schedule(net.latency, lambda: self._who_has_answered(answer),
                          f"who-has answer lands on {self.name}", self)
 
         net.schedule(net.latency, serve, f"scheduler answers who-has of {self.name}", self)
+
+    def _who_has_answered(self, answer: dict[str, tuple[str, ...]]) -> None:
+        self.known_issues += known_issues.who_has_issues(self.state, self.address, answer)
+        self.handle(WhoHasAnswered("who-has-answer", answer))
 
     def put_data(self, data: dict[str, Any], nbytes: dict[str, int]) -> None:
         """A client scattered ``data`` here (``put-data``)."""
@@ -351,9 +373,11 @@ class SimWorker:
     # Faults and timers a test drives
     # ------------------------------------------------------------------ #
     def drop(self, *keys: str) -> None:
-        """Peers can no longer read ``keys`` here (``get-data`` answers
-        without them); this worker's machine is not told."""
-        self.hidden.update(k for k in keys if k in self.store)
+        """The next ``get-data`` asking for ``keys`` answers without them;
+        this worker's machine is not told (see the module docstring)."""
+        held = [k for k in keys if k in self.store]
+        self.unservable.update(held)
+        self.dropped.update(held)
 
     def pause(self, paused: bool = True) -> None:
         """Memory is short (or no longer): the memory monitor's ``PauseChanged``."""
