@@ -209,29 +209,40 @@ class SimScheduler:
         net = self.net
         now = self.clock.now
         sid = self.sid
-        events = []
+        events: list[Any] = []
         for raw in batch:
             msg = decode(raw, worker=address, stimulus_id=sid(str(raw.get("op"))), now=now)
             if msg.sender != WORKER:
                 raise ShellContractError(f"worker {address} sent {msg.op!r}, which only a {msg.sender} sends")
             net.record("scheduler", msg)
-            kind = type(msg)
-            if kind is Unregister:
+            if type(msg) is Unregister:
                 self._leaving.add(up)
                 continue
-            if kind is AddKeys:
-                self.known_issues += known_issues.add_keys_issues(
-                    self.state, address, msg.nbytes, self._peek,  # type: ignore[attr-defined]
-                    lambda: self._queued_frees(address))
-            elif kind is TaskFinished:
-                self.known_issues += known_issues.task_finished_issues(
-                    self.state, address, msg.key, self._peek,  # type: ignore[attr-defined]
-                    lambda: self._queued_frees(address))
-            elif kind is MissingData:
-                self.known_issues += known_issues.missing_data_issues(
-                    self.state, msg.errant_worker, msg.keys, self._peek)  # type: ignore[attr-defined]
             events.append(msg)
-        self.handle(*events)
+        # One machine call per message, routed together (as for clients, see
+        # from_client), so the known-defect detectors see the state each
+        # message meets.
+        state = self.state
+        cmds: list[SchedulerOutput] = []
+        for msg in events:
+            self._detect(msg, address)
+            done = state.handle(msg)
+            self._track(done)
+            cmds += done
+        self.route(cmds)
+
+    def _detect(self, msg: Any, address: str) -> None:
+        """Record the known defects ``msg`` from ``address`` is about to trigger."""
+        kind = type(msg)
+        if kind is AddKeys:
+            self.known_issues += known_issues.add_keys_issues(
+                self.state, address, msg.nbytes, self._peek, lambda: self._queued_frees(address))
+        elif kind is TaskFinished:
+            self.known_issues += known_issues.task_finished_issues(
+                self.state, address, msg.key, self._peek, lambda: self._queued_frees(address))
+        elif kind is MissingData:
+            self.known_issues += known_issues.missing_data_issues(
+                self.state, msg.errant_worker, msg.keys, self._peek)
 
     def _peek(self, address: str) -> Any:
         """The simulated worker whose connection is registered at ``address``, if alive."""
