@@ -171,6 +171,18 @@ class SimCluster:
         with self._guard():
             return self.net.step()
 
+    def deliver(self, sender: str, receiver: str = "scheduler") -> None:
+        """Deliver now the oldest batch (or the close) queued from ``sender``
+        (a worker's name ``address#n``, a client id, or "scheduler") to
+        ``receiver``: to force one order of events."""
+        name = f"{sender}->{receiver}"
+        for ch in self.net.channels:
+            if ch.name == name and ch.queue:
+                with self._guard():
+                    self.net.deliver(ch)
+                return
+        raise LookupError(f"nothing queued from {sender} to {receiver}")
+
     @property
     def idle(self) -> bool:
         """Nothing in flight: no message queued, no pending work."""
