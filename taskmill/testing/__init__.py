@@ -35,7 +35,10 @@ clock:
   is stuck).  A failure writes every machine's stimulus log out and names
   the files and the seed (:func:`replay` re-runs one machine's log);
 * :mod:`~taskmill.testing.random_scenarios`: thousands of random schedules,
-  one seed each (``python -m taskmill.testing.random_scenarios --seed N``).
+  one seed each (``python -m taskmill.testing.random_scenarios --seed N``);
+* :mod:`~taskmill.testing.known_issues`: the known machine defects and
+  protocol gaps, recognised as they happen (the shells know the ground
+  truth), so random sweeps tell them from new failures.
 
 Writing a simulated test
 ------------------------
@@ -59,7 +62,8 @@ Writing a simulated test
 Tasks fail on purpose with ``SimTask("x", fail=2, retries=1)`` (the first two
 runs raise); ``cluster.run_until(lambda: ...)`` stops mid-flight (say, while a
 task runs: ``"x" in cluster.worker(a).running``) to inject a fault at that
-moment; ``SimCluster(trace=True)`` keeps every delivered message
+moment; ``cluster.deliver("client-0")`` delivers one sender's next batch now,
+to force an order; ``SimCluster(trace=True)`` keeps every delivered message
 (``cluster.messages(ComputeTask)``).  Run the same test under many seeds to
 try many delivery orders.
 """
