@@ -103,18 +103,6 @@ def test_cluster_queries_have_documented_shapes(inprocess_executor: Executor) ->
     assert e.run(os.getpid) == {a: os.getpid() for a in info["workers"]}
 
 
-def test_release_frees_data(inprocess_executor: Executor) -> None:
-    e = inprocess_executor
-    f = e.submit(inc, 5000)
-    f.result()
-    key = f.key
-    assert e.who_has([f])[key]
-    f.release()
-    del f
-    wait_for(lambda: all(key not in keys for keys in e.has_what().values()),
-             message="released key freed on the workers")
-
-
 def test_intermediate_results_are_freed(inprocess_executor: Executor) -> None:
     e = inprocess_executor
     x = e.submit(inc, 7000)

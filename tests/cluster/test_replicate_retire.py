@@ -1,4 +1,5 @@
-"""replicate, retire_workers and paused workers on an in-process cluster (3 workers)."""
+"""replicate and retire_workers on an in-process cluster (3 workers); pause, and the protocol
+logic of retirement, are tested on the simulated cluster (tests/simulated/)."""
 
 from __future__ import annotations
 
@@ -113,28 +114,3 @@ def test_worker_closing_gracefully_hands_its_data_over(e: Executor) -> None:
     e.session.sync(worker_at(e, a).close_gracefully())
     assert a not in e.nthreads()
     assert f.result(timeout=10) == "precious"
-
-
-def test_retiring_every_worker_keeps_the_one_whose_data_has_nowhere_to_go(e: Executor) -> None:
-    workers = sorted(e.nthreads())
-    f = e.scatter(1, workers=[workers[0]])
-    retired = e.retire_workers(workers)
-    assert workers[0] not in retired and len(retired) == 2
-    assert e.nthreads() == {workers[0]: 1}
-    assert f.result() == 1
-
-
-def test_paused_worker_gets_no_new_tasks(e: Executor) -> None:
-    a, b, c = sorted(e.nthreads())
-    for addr in (a, b):
-        e.session.post(worker_at(e, addr)._on_pause, True)
-    wait_for(lambda: all(e.scheduler_info()["workers"][w]["paused"] for w in (a, b)),
-             message="scheduler knows a and b are paused")
-    futures = e.map(inc, range(10), pure=False)
-    assert e.gather(futures) == list(range(1, 11))
-    assert all(where == [c] for where in e.who_has(futures).values())
-    e.session.post(worker_at(e, a)._on_pause, False)
-    wait_for(lambda: not e.scheduler_info()["workers"][a]["paused"], message="a resumed")
-    more = e.map(inc, range(10, 40), pure=False)
-    e.gather(more)
-    assert any(a in v for v in e.who_has(more).values())

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from taskmill import Executor
-from taskmill.protocol.vocabulary import TaskFinished
 from taskmill.server.task_runner import SMALL_RESULT_BYTES, small_result
 
 pytestmark = pytest.mark.timeout(60)
@@ -70,29 +69,6 @@ def test_large_and_opaque_results_are_fetched(
     opaque = e.submit(make_opaque, 10)
     assert opaque.result().payload == b"y" * 10
     assert sorted(k for keys in fetches for k in keys) == sorted([big.key, opaque.key])
-
-
-def test_intermediate_results_are_not_attached(
-        counted_executor: tuple[Executor, list[list[str]]]) -> None:
-    """Only keys a client wants ride along; a dependency nobody holds does not."""
-    e, _ = counted_executor
-    scheduler = e.cluster.scheduler
-    reports: list[TaskFinished] = []
-    original = scheduler._worker_events
-
-    def spy(worker: str, msgs: Any) -> Any:
-        events, leaving = original(worker, msgs)
-        reports.extend(m for m in events if isinstance(m, TaskFinished))
-        return events, leaving
-
-    scheduler._worker_events = spy
-    try:
-        assert e.get({"tm-middle": (inc, 1000), "tm-last": (inc, "tm-middle")}, "tm-last") == 1002
-    finally:
-        scheduler._worker_events = original
-    by_key = {m.key: m for m in reports}
-    assert by_key["tm-last"].value is not None
-    assert by_key["tm-middle"].value is None
 
 
 def test_small_result_rules() -> None:

@@ -1,0 +1,134 @@
+"""Known machine bugs and protocol gaps the simulation runs into, recognised as they happen.
+
+Theory of operation
+-------------------
+The simulated shells know the ground truth the machines cannot see (what each
+worker really holds, which incarnation of a worker a client put data on), so
+they can tell, at the moment a message is delivered, that it is about to
+trigger a known defect.  Each such moment is recorded in
+:attr:`~taskmill.testing.scheduler.SimScheduler.known_issues` as
+``(code, key, worker)``.  The random-scenario tests use the record to tell a
+schedule that failed because of a known defect (counted and reported, each
+defect pinned by an ``xfail`` test in ``tests/simulated/test_known_issues.py``)
+from a new failure.  When a defect is fixed, its detector and the tolerance
+go, and the ``xfail`` test starts passing (it is strict).
+
+The detectors only look; they never change what is delivered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+#: A late ``add-keys`` from the worker the scheduler now has computing that
+#: very key is answered with ``free-keys``, which cancels the computation:
+#: the task stays ``processing`` forever (or its result is dropped).
+ADD_KEYS_WHILE_PROCESSING = "add-keys-while-processing"
+#: ``add-keys`` for a copy the worker was told to drop meanwhile (the
+#: ``free-keys`` crossed it): the scheduler records a holder that has nothing.
+STALE_ADD_KEYS = "stale-add-keys"
+#: A late ``missing-data`` strikes off a copy the errant worker holds again
+#: by now: the scheduler forgets a copy that exists (the worker keeps it).
+STALE_MISSING_DATA = "stale-missing-data"
+#: A ``task-finished`` from an earlier assignment of a key is taken for the
+#: result of a new assignment of the same key to the same worker, while the
+#: ``free-keys`` that ended the earlier one makes the worker drop the result:
+#: the scheduler records a copy that does not exist.
+STALE_TASK_FINISHED = "stale-task-finished"
+#: A worker's ``who-has`` answer that arrives after the key was freed and
+#: requested again strikes off the holders learnt since and leaves the key
+#: ``missing`` without asking again: the copy (or input) never arrives.
+STALE_WHO_HAS = "stale-who-has"
+#: A ``compute-task`` carrying a function, for a key the worker already
+#: holds (or runs), is answered without keeping the function; the scheduler
+#: never sends it again, so the next task of that function runs without it.
+FUNCTION_DROPPED = "function-dropped"
+#: ``scatter-done`` names a worker address, not a process: when the worker
+#: at that address restarted between ``put-data`` and ``scatter-done``, the
+#: scheduler credits the wrong process with the data.
+SCATTER_TO_RESTARTED = "scatter-to-restarted-worker"
+#: A client that vanishes between ``put-data`` and ``scatter-done`` leaves
+#: data on workers that the scheduler never hears of (never freed).
+SCATTER_ORPHANED = "scatter-orphaned"
+
+DESCRIPTIONS = {
+    ADD_KEYS_WHILE_PROCESSING: "scheduler frees a key on the worker it has computing that key "
+                               "(late add-keys): the task is stuck processing",
+    STALE_ADD_KEYS: "scheduler records a replica from an add-keys that crossed its free-keys",
+    STALE_MISSING_DATA: "scheduler strikes off a valid copy on a late missing-data",
+    STALE_TASK_FINISHED: "scheduler takes a task-finished of an earlier assignment, crossed by its "
+                         "free-keys, for the result of a new one on the same worker",
+    STALE_WHO_HAS: "worker takes a stale who-has answer over fresher holders and leaves the key "
+                   "missing without asking again",
+    FUNCTION_DROPPED: "worker drops the function that came with a compute-task for a key it "
+                      "already holds; a later task of that function runs without it",
+    SCATTER_TO_RESTARTED: "scatter-done credits a restarted worker (same address) with data it lacks",
+    SCATTER_ORPHANED: "data put by a client that vanished before scatter-done is never freed",
+}
+
+Issue = tuple[str, str, str]
+#: the simulated worker registered at an address (duck-typed: ``store``,
+#: ``dropped``), or None
+Peek = Callable[[str], Any]
+
+
+def add_keys_issues(state: Any, address: str, nbytes: Iterable[str], peek: Peek,
+                    queued_frees: Callable[[], set[str]]) -> list[Issue]:
+    """Known defects an ``add-keys`` from ``address`` for ``nbytes``'s keys
+    is about to trigger in the scheduler machine ``state``."""
+    out: list[Issue] = []
+    tasks = state.tasks
+    frees: set[str] | None = None
+    for key in nbytes:
+        ts = tasks.get(key)
+        if ts is None:
+            continue
+        if ts.processing_on is not None and ts.processing_on.address == address:
+            out.append((ADD_KEYS_WHILE_PROCESSING, key, address))
+        elif ts.state == "memory" and all(ws.address != address for ws in ts.who_has):
+            worker = peek(address)
+            if frees is None:
+                frees = queued_frees()
+            if worker is None or key not in worker.store or key in frees:
+                out.append((STALE_ADD_KEYS, key, address))
+    return out
+
+
+def missing_data_issues(state: Any, errant: str, keys: Iterable[str], peek: Peek) -> list[Issue]:
+    """Known defects a ``missing-data`` naming ``errant`` is about to trigger."""
+    out: list[Issue] = []
+    worker = peek(errant)
+    if worker is None:
+        return out
+    tasks = state.tasks
+    for key in keys:
+        ts = tasks.get(key)
+        if (ts is not None and ts.state == "memory" and any(ws.address == errant for ws in ts.who_has)
+                and key in worker.store and key not in worker.dropped):
+            out.append((STALE_MISSING_DATA, key, errant))
+    return out
+
+
+def task_finished_issues(state: Any, address: str, key: str, peek: Peek,
+                         queued_frees: Callable[[], set[str]]) -> list[Issue]:
+    """Known defects a ``task-finished`` from ``address`` is about to trigger:
+    the scheduler will record the key on that worker, which dropped it
+    already or is about to (a ``free-keys`` for it is on its way there)."""
+    ts = state.tasks.get(key)
+    if ts is not None and ts.processing_on is not None and ts.processing_on.address == address:
+        worker = peek(address)
+        if worker is not None and (key not in worker.store or key in queued_frees()):
+            return [(STALE_TASK_FINISHED, key, address)]
+    return []
+
+
+def who_has_issues(state: Any, address: str, answer: dict[str, tuple[str, ...]]) -> list[Issue]:
+    """Known defects a ``who-has`` answer is about to trigger in the worker machine ``state``."""
+    out: list[Issue] = []
+    for key, holders in answer.items():
+        rec = state.tasks.get(key)
+        if (rec is not None and rec.state == "fetch" and rec.who_has
+                and not rec.who_has & {h for h in holders if h != address}):
+            out.append((STALE_WHO_HAS, key, address))
+    return out
