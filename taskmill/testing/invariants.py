@@ -50,7 +50,7 @@ _WORKER_PAUSED_OK = frozenset({"memory", "fetch", "ready", "waiting", "missing"}
 
 def can_run_on(ts: TaskRecord, ws: WorkerRecord) -> bool:
     """Whether ``ws`` satisfies ``ts``'s strict restrictions and resources."""
-    if ts.restrictions is not None and not ts.loose and ws.address not in ts.restrictions:
+    if ts.restrictions is not None and not ts.allow_other_workers and ws.address not in ts.restrictions:
         return False
     if ts.resources:
         for name, amount in ts.resources:

@@ -239,7 +239,7 @@ class _Scenario:
 
     def op_retire(self) -> None:
         cluster = self.cluster
-        retiring = [ws.address for ws in cluster.state.retiring]
+        retiring = [ws.address for ws in cluster.state.workers.values() if ws.retiring]
         if retiring and self.rng.random() < 0.5:
             cluster.cancel_retirement(*retiring)
         elif len(cluster.state.workers) > 1:
