@@ -14,6 +14,10 @@ Every "set" of records is a ``dict[record, None]``: an insertion-ordered set.
 Records hash by identity, so a plain ``set`` would iterate in memory-address
 order and the commands the state machine emits would differ from run to run;
 ordered dicts keep every run of the same events byte-for-byte reproducible.
+Collections of keys or addresses follow the same rule, for a subtler reason:
+``hash(str)`` is salted per process, so a set of strings iterates in another
+order in the process that replays a stimulus log.  A plain ``set`` appears
+only where nothing iterates it (membership tests), and says so.
 
 Invariants (checked by ``taskmill.core.scheduler.validate``):
 
@@ -242,7 +246,8 @@ class WorkerRecord:
         #: slot units taken by ``processing`` (see ``taskmill.core.scheduler.policy``)
         self.used = 0
         self.capacity = capacity
-        #: func tokens already sent to this worker process
+        #: func tokens already sent to this worker process (a plain set:
+        #: membership tests only, never iterated)
         self.funcs: set[str] = set()
         #: heap of queue entries for tasks restricted to a set of workers
         #: including this one (lazy deletion, see ``policy``; kept by ``Placement``)

@@ -350,7 +350,7 @@ class ResourceIndex:
             for name, amount in ts.resources or ():
                 held[name] = held.get(name, 0.0) + amount
         used = ws.resources_used
-        for name in held.keys() | used.keys():
+        for name in {**held, **used}:  # ordered, so the same problem is reported in every process
             if not math.isclose(held.get(name, 0.0), used.get(name, 0.0), abs_tol=1e-6):
                 return (f"resources_used[{name!r}]={used.get(name, 0.0)} but its processing "
                         f"tasks hold {held.get(name, 0.0)}")

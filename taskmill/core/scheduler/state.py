@@ -369,7 +369,7 @@ class SchedulerState:
             machine.functions.update(ev.funcs)
         cs = self.wants.get(ev.client)
         added: list[tuple[TaskRecord, TaskSpec]] = []
-        seen: set[Key] = set()
+        seen: set[Key] = set()  # membership only
         for nt in ev.tasks:
             key = nt.key
             if key in seen:

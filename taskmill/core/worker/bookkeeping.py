@@ -15,7 +15,7 @@ What it keeps (all of it checked by :mod:`taskmill.core.worker.validate`):
   this worker knows, in one state (see :mod:`taskmill.core.worker.records`);
 * ``executing`` (threads busy), the ready heap of ``(priority, seq, key)``
   with its live count, ``in_memory`` with ``nbytes_in_memory``, the
-  ``missing`` set, and the :class:`~taskmill.core.worker.fetch_queue.FetchQueue`
+  ``_missing`` keys, and the :class:`~taskmill.core.worker.fetch_queue.FetchQueue`
   (holders of each key, per-peer queues, requests in flight);
 * the story: a bounded log of every state change and note, each tagged with
   the stimulus that caused it;
@@ -83,9 +83,11 @@ class WorkerBookkeeping:
         self.max_fetch_keys_per_request = max_fetch_keys_per_request
         self.max_concurrent_fetches = max_concurrent_fetches
         self.tasks: dict[Key, TaskRecord] = {}
-        #: keys whose execution occupies a thread (including cancelled ones)
+        #: keys whose execution occupies a thread (including cancelled ones).
+        #: A plain set: the machine only tests membership and counts it.
         self.executing: set[Key] = set()
-        #: keys whose data is in the shell's data store
+        #: keys whose data is in the shell's data store.  A plain set: the
+        #: machine only tests membership (the shell may iterate it freely).
         self.in_memory: set[Key] = set()
         self.nbytes_in_memory = 0
         #: memory is short: start no task and no fetch (``PauseChanged``)
@@ -93,7 +95,9 @@ class WorkerBookkeeping:
         self._ready: list[_HeapEntry] = []
         self._ready_count = 0
         self._fq = FetchQueue(self.tasks, address, max_fetch_keys_per_request, max_concurrent_fetches)
-        self._missing: set[Key] = set()
+        #: keys with no known holder (``AskWhoHas`` sent); ordered, as a
+        #: re-ask of every missing key would walk it
+        self._missing: dict[Key, None] = {}
         self._log: deque[StoryEntry] = deque(maxlen=story_size)
         self._counter = count(1)
         # scratch of the handle() call under way
@@ -175,7 +179,7 @@ class WorkerBookkeeping:
             self._fq.push(ts)
         else:
             self._set_state(ts, MISSING)
-            self._missing.add(ts.key)
+            self._missing[ts.key] = None
             if ask:
                 self._ask[ts.key] = None
 
@@ -213,11 +217,11 @@ class WorkerBookkeeping:
         self.nbytes_in_memory += nbytes
         if ts.dependents:
             tasks = self.tasks
-            for dkey in ts.dependents:
+            for dkey in ts.dependents:  # in order: it sets their ``seq``
                 dts = tasks[dkey]
                 w = dts.waiting
                 if w:
-                    w.discard(key)
+                    w.pop(key, None)
                     if not w and dts.state == WAITING:
                         self._make_ready(dts)
 
@@ -240,7 +244,7 @@ class WorkerBookkeeping:
             dts = tasks.get(dkey)
             if dts is None or not dts.dependents:
                 continue
-            dts.dependents.discard(key)
+            dts.dependents.pop(key, None)
             if not dts.dependents and not dts.assigned and not dts.held:
                 self._release(dts)
 
@@ -263,7 +267,7 @@ class WorkerBookkeeping:
         elif st == READY:
             self._unready(ts)
         elif st == MISSING:
-            self._missing.discard(ts.key)
+            self._missing.pop(ts.key, None)
         ts.req = None
         self._release_deps(ts)
         self._forget(ts)

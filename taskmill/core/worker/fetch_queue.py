@@ -14,7 +14,11 @@ indexes over the records of keys to fetch:
   so each entry costs O(log n) once.
 * ``in_flight[peer]``: the keys of the one outstanding request to ``peer``.
 * ``has_what[peer]``: every key (not in memory) that ``peer`` is believed to
-  hold, so that a dead peer can be struck off in O(its keys).
+  hold, in the order it was learnt, so that a dead peer can be struck off in
+  O(its keys).  Like a record's ``who_has`` it is an insertion-ordered
+  ``dict[..., None]``, never a ``set``: the keys of a dead peer are walked to
+  decide what goes missing, and a set of strings would walk them in a
+  different order in each process (see :mod:`taskmill.core.worker.records`).
 
 :meth:`FetchQueue.select` is the gather policy: among idle peers (no request
 in flight) it takes the one whose most urgent valid key is most urgent (ties:
@@ -48,7 +52,7 @@ class FetchQueue:
         self.max_peers = max_peers
         self.heaps: dict[Address, list[_HeapEntry]] = {}
         self.in_flight: dict[Address, dict[Key, None]] = {}
-        self.has_what: dict[Address, set[Key]] = {}
+        self.has_what: dict[Address, dict[Key, None]] = {}
         #: something changed that may allow a new request (checked by the caller)
         self.dirty = False
 
@@ -62,25 +66,25 @@ class FetchQueue:
             if addr == self.address:
                 continue
             if wh is None:
-                wh = ts.who_has = set()
+                wh = ts.who_has = {}
             elif addr in wh:
                 continue
-            wh.add(addr)
+            wh[addr] = None
             hw = has_what.get(addr)
             if hw is None:
-                has_what[addr] = {ts.key}
+                has_what[addr] = {ts.key: None}
             else:
-                hw.add(ts.key)
+                hw[ts.key] = None
             if ts.state == FETCH:
                 self.push_to(addr, ts)
 
     def remove_holder(self, ts: TaskRecord, addr: Address) -> None:
         """``addr`` no longer holds ``ts`` (its queue entry goes stale)."""
         if ts.who_has and addr in ts.who_has:
-            ts.who_has.discard(addr)
+            del ts.who_has[addr]
             hw = self.has_what.get(addr)
             if hw is not None:
-                hw.discard(ts.key)
+                hw.pop(ts.key, None)
                 if not hw:
                     del self.has_what[addr]
 
@@ -92,23 +96,23 @@ class FetchQueue:
             for addr in ts.who_has:
                 hw = has_what.get(addr)
                 if hw is not None:
-                    hw.discard(key)
+                    hw.pop(key, None)
                     if not hw:
                         del has_what[addr]
         ts.who_has = None
 
-    def forget_peer(self, peer: Address) -> tuple[dict[Key, None] | None, set[Key]]:
+    def forget_peer(self, peer: Address) -> tuple[dict[Key, None] | None, dict[Key, None]]:
         """``peer`` is unreachable: strike it off every key.  Returns its
         request in flight (if any) and the keys it was believed to hold."""
         flight = self.in_flight.pop(peer, None)
         self.heaps.pop(peer, None)
         self.dirty = True
-        held = self.has_what.pop(peer, None) or set()
+        held = self.has_what.pop(peer, None) or {}
         tasks = self.tasks
         for key in held:
             wh = tasks[key].who_has
             if wh is not None:
-                wh.discard(peer)
+                wh.pop(peer, None)
         return flight, held
 
     # queues -------------------------------------------------------------------

@@ -9,6 +9,21 @@ below (``released`` is the pseudo-state of a key without a record).
 raise :class:`InvalidWorkerTransition`, with the key's story, on any other.
 See :mod:`taskmill.core.worker.state` for what each state means and which
 events move records between them.
+
+Determinism: the machine must be a pure function of its events *in every
+process*, because a stimulus log is replayed in another process than the one
+that wrote it, and Python salts ``hash(str)`` per process
+(``PYTHONHASHSEED``): a ``set`` of keys or addresses iterates in a different
+order in each process.  So every collection of keys or addresses that the
+machine iterates is a ``dict[..., None]``, an insertion-ordered set (the
+scheduler's records follow the same rule): a record's ``waiting``,
+``dependents`` and ``who_has``, the fetch queue's ``has_what`` and the books'
+``_missing``.  The order in which they are walked decides which dependents
+become ready first (their ``seq`` breaks priority ties in the ready heap),
+the order of ``AskWhoHas`` keys and of the story.  A plain ``set`` is kept
+only where nothing iterates it in the machine (membership tests and sizes:
+the books' ``executing`` and ``in_memory``, delivered function tokens); each
+says so where it is declared.
 """
 
 from __future__ import annotations
@@ -141,9 +156,10 @@ class TaskRecord:
         self.seq = 0  # heap entry generation: entries with another seq are stale
         self.req: ComputeTask | None = None  # until Execute is emitted
         self.deps: tuple[Key, ...] = ()  # inputs still referenced by this task
-        self.waiting: set[Key] | None = None  # inputs not in memory yet
-        self.dependents: set[Key] | None = None  # pending tasks needing this key
-        self.who_has: set[Address] | None = None  # peers holding it (not here)
+        # insertion-ordered sets (see "Determinism" in the module docstring)
+        self.waiting: dict[Key, None] | None = None  # inputs not in memory yet
+        self.dependents: dict[Key, None] | None = None  # pending tasks needing this key
+        self.who_has: dict[Address, None] | None = None  # peers holding it (not here)
         self.coming_from: Address | None = None  # peer of the fetch in flight
         self.nbytes = 0
         self.type_name = ""

@@ -83,6 +83,13 @@ Contract with the shell:
 * ``TaskFinished`` for a key obtained without running it (fetched while the
   scheduler asked for it, or scattered) carries ``type_name=""`` and zero times.
 
+Determinism: the machine is a pure function of its events in every process,
+so that a stimulus log replays identically elsewhere.  No clock and no
+randomness, and no ``set`` of keys or addresses is ever iterated: Python
+orders those by a per-process salted hash.  Records, indexes and the
+collections they link are insertion-ordered dicts (see
+:mod:`taskmill.core.worker.records`); plain sets serve membership tests only.
+
 Costs: each event costs O(keys it names + their dependents/holders), times
 O(log n) for heap operations.  The gather pass costs O(peers with queued
 keys); nothing scans all tasks.  ``validate()`` (O(n),
@@ -192,7 +199,7 @@ class WorkerState(WorkerBookkeeping):
             max_concurrent_fetches=max_concurrent_fetches, story_size=story_size,
             stimulus_log_size=stimulus_log_size), stimulus_log_size)
         self._funcs: dict[str, Any] = {}  # token -> serialized func, until an Execute carries it
-        self._delivered: set[str] = set()  # tokens whose func went in an Execute
+        self._delivered: set[str] = set()  # tokens whose func went in an Execute (membership only)
         self._handlers: dict[type, Callable[[Any], None]] = {
             ComputeTask: self._on_compute,
             ExecuteSucceeded: self._on_execute_succeeded,
@@ -292,7 +299,7 @@ class WorkerState(WorkerBookkeeping):
             self._note(key, "note", "compute requested while in flight")
         else:  # fetch, missing, error: compute here
             if st == MISSING:
-                self._missing.discard(key)
+                self._missing.pop(key, None)
             self._fq.clear_holders(ts)
             self._setup_compute(ts, ev)
 
@@ -314,25 +321,25 @@ class WorkerState(WorkerBookkeeping):
         if who_has:
             key = ts.key
             ts.deps = tuple(who_has)
-            waiting: set[Key] | None = None
+            waiting: dict[Key, None] | None = None
             tasks = self.tasks
             for dkey, holders in who_has.items():
                 dts = tasks.get(dkey)
                 if dts is None:
                     dts = self._new_remote(dkey, priority, ev.nbytes.get(dkey, 0), holders)
-                    dts.dependents = {key}
+                    dts.dependents = {key: None}
                 else:
                     if dts.dependents is None:
-                        dts.dependents = {key}
+                        dts.dependents = {key: None}
                     else:
-                        dts.dependents.add(key)
+                        dts.dependents[key] = None
                     if dts.state == MEMORY:
                         continue
                     self._track_input(dts, holders, priority)
                 if waiting is None:
-                    waiting = {dkey}
+                    waiting = {dkey: None}
                 else:
-                    waiting.add(dkey)
+                    waiting[dkey] = None
             ts.waiting = waiting
             if waiting:
                 self._set_state(ts, WAITING)
@@ -352,7 +359,7 @@ class WorkerState(WorkerBookkeeping):
         elif st == MISSING:
             self._fq.add_holders(dts, holders)
             if dts.who_has:
-                self._missing.discard(dts.key)
+                self._missing.pop(dts.key, None)
                 dts.priority = min(priority, dts.priority)
                 self._to_fetch_or_missing(dts)
         elif st == FLIGHT:
@@ -500,7 +507,7 @@ class WorkerState(WorkerBookkeeping):
                     self._fq.leave_flight(ts)
                 ts.coming_from = None
                 if st == MISSING:
-                    self._missing.discard(key)
+                    self._missing.pop(key, None)
                 self._put_in_memory(ts, nbytes)
                 ts.held = True
                 if ts.assigned:
@@ -568,7 +575,7 @@ class WorkerState(WorkerBookkeeping):
             if not (st == FETCH or st == MISSING or st == FLIGHT or (st == CANCELLED and ts.previous == FLIGHT)):
                 self._note(key, "ignored", f"who-has answer while {st}")
                 continue
-            new = {a for a in addrs if a != self.address}
+            new = {a: None for a in addrs if a != self.address}  # ordered: see records
             if ts.who_has:
                 for addr in list(ts.who_has):
                     if addr not in new:
@@ -576,7 +583,7 @@ class WorkerState(WorkerBookkeeping):
             self._fq.add_holders(ts, new)
             if st == MISSING:
                 if ts.who_has:
-                    self._missing.discard(key)
+                    self._missing.pop(key, None)
                     self._to_fetch_or_missing(ts)
                 else:
                     self._note(key, "note", "still missing")
@@ -661,7 +668,7 @@ class WorkerState(WorkerBookkeeping):
                 if st == FLIGHT or st == CANCELLED:
                     self._fq.leave_flight(ts)
                 elif st == MISSING:
-                    self._missing.discard(key)
+                    self._missing.pop(key, None)
                 elif st == READY:
                     self._unready(ts)
                 if st == WAITING or st == READY:

@@ -6,7 +6,7 @@ Theory of operation
 :class:`~taskmill.core.worker.bookkeeping.WorkerBookkeeping` keeps (the base
 of :class:`~taskmill.core.worker.state.WorkerState`) and checks that the
 incrementally maintained indexes (executing set, ready heap and count, fetch
-heaps, in-flight requests, holder index, missing set, memory set and bytes)
+heaps, in-flight requests, holder index, missing keys, memory set and bytes)
 agree with the records, that dependency links are symmetric, that every record
 is still needed, and that no work is left idle (a free thread with a ready
 task, a free fetch slot with an idle holder).  It is O(n) and meant for tests
@@ -50,16 +50,17 @@ def validate_worker_state(ws: WorkerBookkeeping) -> None:
         raise InvalidWorkerState(f"{who}{msg}; story: {story}")
 
     tasks = ws.tasks
-    executing = set()
-    memory = set()
-    missing = set()
+    # order-insensitive comparisons with the machine's indexes: plain sets
+    executing: set[str] = set()
+    memory: set[str] = set()
+    missing: set[str] = set()
     nbytes = 0
     ready = 0
     ready_entries = {(e[1], e[2]) for e in ws._ready}
     fetch_entries: dict[str, set[tuple[int, str]]] = {
         peer: {(e[1], e[2]) for e in heap} for peer, heap in ws._fq.heaps.items()
     }
-    has_what: dict[str, set[str]] = {}
+    has_what: dict[str, set[str]] = {}  # the holder index, rebuilt from the records
     slots_free = len(ws._fq.in_flight) < ws.max_concurrent_fetches and not ws.paused
 
     for key, ts in tasks.items():
@@ -89,7 +90,7 @@ def validate_worker_state(ws: WorkerBookkeeping) -> None:
         if st == MISSING:
             missing.add(key)
             if ts.who_has:
-                fail(ts, f"missing but holders {ts.who_has}")
+                fail(ts, f"missing but holders {list(ts.who_has)}")
         if ts.who_has:
             if ws.address in ts.who_has:
                 fail(ts, "this worker listed as a holder")
@@ -105,7 +106,7 @@ def validate_worker_state(ws: WorkerBookkeeping) -> None:
         if st == READY:
             ready += 1
             if ts.waiting:
-                fail(ts, f"ready but waiting for {ts.waiting}")
+                fail(ts, f"ready but waiting for {list(ts.waiting)}")
             if (ts.seq, key) not in ready_entries:
                 fail(ts, "ready but not in the ready heap")
         if st in (WAITING, READY) or running:
@@ -117,9 +118,9 @@ def validate_worker_state(ws: WorkerBookkeeping) -> None:
                 if st == READY and dts.state != MEMORY:
                     fail(ts, f"ready but input {dkey!r} is {dts.state}")
             if st == WAITING:
-                expected = {d for d in ts.deps if tasks[d].state != MEMORY}
-                if not expected or ts.waiting != expected:
-                    fail(ts, f"waiting for {ts.waiting}, expected {expected}")
+                expected = [d for d in ts.deps if tasks[d].state != MEMORY]
+                if not expected or ts.waiting is None or ts.waiting.keys() != set(expected):
+                    fail(ts, f"waiting for {list(ts.waiting or ())}, expected {expected}")
         elif ts.deps or ts.waiting:
             fail(ts, f"{st} but still holds inputs {ts.deps}")
         if ts.dependents:
@@ -153,7 +154,7 @@ def validate_worker_state(ws: WorkerBookkeeping) -> None:
                 fail(ts, "idle holder and a free fetch slot, but not fetched")
 
     if executing != ws.executing:
-        fail(None, f"executing index {ws.executing} != {executing}")
+        fail(None, f"executing index {sorted(ws.executing)} != {sorted(executing)}")
     if len(executing) > ws.nthreads:
         fail(None, f"{len(executing)} executing > {ws.nthreads} threads")
     if ready != ws._ready_count:
@@ -161,13 +162,15 @@ def validate_worker_state(ws: WorkerBookkeeping) -> None:
     if ready and len(executing) < ws.nthreads and not ws.paused:
         fail(None, "a thread is idle while tasks are ready")
     if memory != ws.in_memory:
-        fail(None, f"in_memory index {ws.in_memory} != {memory}")
+        fail(None, f"in_memory index {sorted(ws.in_memory)} != {sorted(memory)}")
     if nbytes != ws.nbytes_in_memory:
         fail(None, f"nbytes_in_memory {ws.nbytes_in_memory} != {nbytes}")
-    if missing != ws._missing:
-        fail(None, f"missing index {ws._missing} != {missing}")
-    if has_what != ws._fq.has_what:
-        fail(None, f"holder index {ws._fq.has_what} != {has_what}")
+    if missing != ws._missing.keys():
+        fail(None, f"missing index {list(ws._missing)} != {sorted(missing)}")
+    index = {peer: set(keys) for peer, keys in ws._fq.has_what.items()}
+    if has_what != index:
+        fail(None, f"holder index {sorted((p, sorted(k)) for p, k in index.items())} != "
+                   f"{sorted((p, sorted(k)) for p, k in has_what.items())}")
     if len(ws._fq.in_flight) > ws.max_concurrent_fetches:
         fail(None, f"{len(ws._fq.in_flight)} peers in flight")
     for peer, keys in ws._fq.in_flight.items():
