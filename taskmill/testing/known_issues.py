@@ -129,6 +129,6 @@ def who_has_issues(state: Any, address: str, answer: dict[str, tuple[str, ...]])
     for key, holders in answer.items():
         rec = state.tasks.get(key)
         if (rec is not None and rec.state == "fetch" and rec.who_has
-                and not rec.who_has & {h for h in holders if h != address}):
+                and not rec.who_has.keys() & {h for h in holders if h != address}):
             out.append((STALE_WHO_HAS, key, address))
     return out
