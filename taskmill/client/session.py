@@ -65,6 +65,7 @@ from taskmill.protocol.vocabulary import (
     TaskSpec,
     UpdateGraph,
     WhoHas,
+    arrived,
     decode,
 )
 
@@ -169,7 +170,7 @@ class Session:
                 self._lazy_timer = None
             try:
                 self._flush_outbox()
-                self._stream.send(CloseClient().to_wire())
+                self._send_now(CloseClient())
                 await asyncio.wait_for(self._stream.close(), 5)
             except (CommClosedError, OSError, asyncio.TimeoutError):
                 pass
@@ -264,11 +265,11 @@ class Session:
         self._generation += 1
         return self._generation
 
-    def _send(self, *msgs: dict[str, Any]) -> None:  # wire dicts
+    def _send(self, *msgs: Message) -> None:
         if self._stream is None or self.status != "running":
             return
         try:
-            self._stream.send(*msgs)
+            self._send_now(*msgs)
         except CommClosedError:
             self._on_scheduler_lost()
 
@@ -316,7 +317,7 @@ class Session:
             else:  # lazy messages sent from now on wait for the armed timer, if any
                 self._flush_pending = _LAZY if self._lazy_timer is not None else _IDLE
         if msgs:
-            self._send(*[m.to_wire() for m in _merge_releases(msgs)])
+            self._send(*_merge_releases(msgs))
         if more:
             self.loop.call_soon(self._flush_outbox)
 
@@ -376,11 +377,20 @@ class Session:
         finally:
             self._on_scheduler_lost()
 
-    def _on_reports(self, msgs: list[dict[str, Any]]) -> None:
-        """One batch of the scheduler's reports."""
+    def _send_now(self, *msgs: Message) -> None:
+        """Put messages on the stream: as they are on a local link, else encoded."""
+        stream = self._stream
+        assert stream is not None
+        if isinstance(stream, LocalEnd):
+            stream.send(*msgs)
+        else:
+            stream.send(*[m.to_wire() for m in msgs])
+
+    def _on_reports(self, msgs: list[Any]) -> None:
+        """One batch of the scheduler's reports (wire dicts, or messages over a local link)."""
         for raw in msgs:
             try:
-                msg = decode(raw, client=self.id, stimulus_id="")
+                msg = arrived(raw, client=self.id, stimulus_id="")
                 handler = self._report_handlers[type(msg)]
             except (ProtocolError, KeyError, AttributeError) as exc:
                 logger.warning("ignoring a malformed or unknown report from the scheduler: %s", exc)

@@ -11,11 +11,14 @@ as one list, on the next turn.  This is the batching of
 :class:`~taskmill.comm.batched.BatchedSend` (one delivery per turn, order
 kept) without its encoding, copying, decoding and reader task.
 
-Handing objects over has two rules, which the users of a link keep:
+The messages are the vocabulary's typed values themselves
+(:mod:`taskmill.protocol.vocabulary`), not their wire form: the receiver sets
+its local fields (``arrived``) and skips encoding and checking, which the
+types already guarantee in one process.  Handing objects over has two rules,
+which the users of a link keep:
 
-* a message belongs to the receiver once sent: the sender builds a fresh
-  one for every send and never touches it again (the receiver may, e.g.
-  ``msg.pop("op")``);
+* a message belongs to the receiver once sent: the sender never touches it
+  again (the vocabulary's values are frozen);
 * payload frames that may alias user memory (a numpy argument pickled with
   out-of-band buffers) are copied before sending (``Serialized.owned()``), so
   the receiver never shares memory with the user's objects, as over TCP.

@@ -46,6 +46,7 @@ from taskmill.protocol.wire_types import (
     REGISTRY,
     Message,
     Record,
+    arrived,
     decode,
     message,
     record,
@@ -55,7 +56,7 @@ Key = str
 Address = str
 Priority = tuple[int, ...]
 
-__all__ = ["REGISTRY", "Message", "Record", "decode", "Key", "Address", "Priority",
+__all__ = ["REGISTRY", "Message", "Record", "arrived", "decode", "Key", "Address", "Priority",
            "ANY", "CLIENT", "NANNY", "SCHEDULER", "WORKER"]
 
 _FROM_CLIENT = ("client", "stimulus_id")
@@ -662,5 +663,5 @@ def describe(op: str) -> dict[str, Any]:
     """What the protocol document says of ``op``: route, kind and wire fields."""
     cls = REGISTRY[op]
     return {"op": op, "class": cls.__name__, "sender": cls.sender, "receiver": cls.receiver,
-            "kind": cls.kind, "fields": [name for name, _, _, _ in cls._wire],
+            "kind": cls.kind, "fields": [field[0] for field in cls._wire],
             "local": list(cls.local), "doc": (cls.__doc__ or "").strip()}

@@ -61,11 +61,11 @@ class Message:
     def to_wire(self) -> dict[str, Any]:
         """The plain dict that travels for this message."""
         out: dict[str, Any] = {"op": self.op}
-        for name, _, _, default in self._wire:
+        for name, _, _, default, encode in self._wire:
             value = getattr(self, name)
             if value is default and default is not _REQUIRED:
                 continue
-            out[name] = _encode(value)
+            out[name] = value if encode is None else encode(value)
         return out
 
     @classmethod
@@ -79,7 +79,7 @@ class Message:
             raise ProtocolError(f"expected a {cls.op!r} message, got {op!r}")
         kwargs = {name: local[name] for name in cls.local if name in local}
         seen = 1 if "op" in msg else 0
-        for name, fast, check, default in cls._wire:
+        for name, fast, check, default, _ in cls._wire:
             if name in msg:
                 seen += 1
                 value = msg[name]
@@ -92,7 +92,7 @@ class Message:
             elif default is _REQUIRED:
                 raise ProtocolError(f"{cls.op!r} message lacks the field {name!r}")
         if seen != len(msg):
-            known = {name for name, _, _, _ in cls._wire}
+            known = {field[0] for field in cls._wire}
             extra = sorted(str(k) for k in msg if k != "op" and k not in known)
             raise ProtocolError(f"{cls.op!r} message has unknown fields {extra}")
         return cls(**kwargs)
@@ -105,20 +105,21 @@ class Record:
     _wire: ClassVar[tuple[Field, ...]]
 
     def to_wire(self) -> list[Any]:
-        return [_encode(getattr(self, name)) for name, _, _, _ in self._wire]
+        return [getattr(self, name) if encode is None else encode(getattr(self, name))
+                for name, _, _, _, encode in self._wire]
 
     @classmethod
     def from_wire(cls: type[R], items: Any) -> R:
         spec = cls._wire
         if not isinstance(items, (list, tuple)) or len(items) != len(spec):
             raise TypeError(f"a {cls.__name__} is a list of {len(spec)} items, got {_show(items)}")
-        return cls(*[v if type(v) is fast else check(v) for (_, fast, check, _), v in zip(spec, items)])
+        return cls(*[v if type(v) is fast else check(v) for (_, fast, check, _, _), v in zip(spec, items)])
 
 
 _REQUIRED: Any = dataclasses.MISSING
 #: one field's codec: (name, the type that passes unchecked, the checker, the
-#: default or _REQUIRED)
-Field = tuple[str, type | None, Check, Any]
+#: default or _REQUIRED, the encoder of a field holding records or None)
+Field = tuple[str, type | None, Check, Any, Callable[[Any], Any] | None]
 #: every op of the vocabulary -> its message class
 REGISTRY: dict[str, type[Message]] = {}
 
@@ -147,6 +148,16 @@ def record(cls: type[R]) -> type[R]:
     return cls
 
 
+def arrived(msg: Any, **local: Any) -> Message:
+    """A message taken off a stream: decoded from its wire form (see
+    :func:`decode`), or, when a same-loop link handed the message object
+    over as it is, that object with the receiver's local fields set."""
+    if isinstance(msg, Message):
+        fields = {k: v for k, v in local.items() if k in msg.local}
+        return dataclasses.replace(msg, **fields) if fields else msg  # type: ignore[type-var]
+    return decode(msg, **local)
+
+
 def decode(msg: Any, **local: Any) -> Message:
     """The message of any op in the vocabulary; ``local`` gives the receiver's
     local fields (those the op does not declare are ignored)."""
@@ -169,7 +180,8 @@ def _spec(cls: type, skip: set[str]) -> tuple[Field, ...]:
         if f.name in skip:
             continue
         default = f.default if f.default is not dataclasses.MISSING else _REQUIRED
-        out.append((f.name, _passes(hints[f.name]), _checker(hints[f.name]), default))
+        hint = hints[f.name]
+        out.append((f.name, _passes(hint), _checker(hint), default, _encoder(hint)))
     return tuple(out)
 
 
@@ -240,10 +252,10 @@ def _checker(hint: Any) -> Check:
         return optional
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
-            return _tuple_of(_checker(args[0]))
+            return _tuple_of(_checker(args[0]), _passes(args[0]))
         return _fixed_tuple([_checker(a) for a in args])
     if origin is dict:
-        return _dict_of(_checker(args[0]), _checker(args[1]))
+        return _dict_of(_checker(args[0]), _checker(args[1]), _passes(args[0]), _passes(args[1]))
     raise TypeError(f"no wire checker for the annotation {hint!r}")
 
 
@@ -260,13 +272,17 @@ def _first_of(checks: list[Check]) -> Check:
     return check
 
 
-def _tuple_of(item: Check) -> Check:
-    plain = item is _any
-
+def _tuple_of(item: Check, plain: type | None) -> Check:
     def check(value: Any) -> tuple[Any, ...]:
         if type(value) is not list and type(value) is not tuple:
             raise TypeError(f"expected a list, got {_show(value)}")
-        return tuple(value) if plain else tuple([item(v) for v in value])
+        if plain is not None:
+            for v in value:
+                if type(v) is not plain:
+                    break
+            else:  # the common case: every item already of its type
+                return tuple(value)
+        return tuple([item(v) for v in value])
 
     return check
 
@@ -280,19 +296,46 @@ def _fixed_tuple(items: list[Check]) -> Check:
     return check
 
 
-def _dict_of(key: Check, item: Check) -> Check:
+def _dict_of(key: Check, item: Check, key_plain: type | None, item_plain: type | None) -> Check:
     def check(value: Any) -> dict[Any, Any]:
         if type(value) is not dict:
             raise TypeError(f"expected a map, got {_show(value)}")
+        if key_plain is not None and item_plain is not None:
+            for k, v in value.items():
+                if type(k) is not key_plain or type(v) is not item_plain:
+                    break
+            else:  # the common case: nothing to check further or convert
+                return value
         return {key(k): item(v) for k, v in value.items()}
 
     return check
 
 
-def _encode(value: Any) -> Any:
-    """A field's wire form: records become lists, containers of records too."""
-    if isinstance(value, Record):
-        return value.to_wire()
-    if type(value) is tuple and value and isinstance(value[0], Record):
-        return [v.to_wire() for v in value]
-    return value
+def _encoder(hint: Any) -> Callable[[Any], Any] | None:
+    """How a field's value becomes its wire form: None when it already is one;
+    records (and tuples of records, possibly None) become lists."""
+    if isinstance(hint, type) and issubclass(hint, Record):
+        return _record_wire
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [_encoder(a) for a in args if a is not type(None)]
+        if any(e is not None for e in inner):
+            if len(inner) != 1:
+                raise TypeError(f"no wire encoder for the annotation {hint!r}")
+            encode = inner[0]
+            assert encode is not None
+            return lambda value: None if value is None else encode(value)
+        return None
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis and _encoder(args[0]) is not None:
+        return _records_wire
+    if any(_encoder(a) is not None for a in args):
+        raise TypeError(f"no wire encoder for records inside {hint!r}")
+    return None
+
+
+def _record_wire(value: Record) -> list[Any]:
+    return value.to_wire()
+
+
+def _records_wire(values: tuple[Record, ...]) -> list[list[Any]]:
+    return [v.to_wire() for v in values]

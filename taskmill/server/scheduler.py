@@ -84,6 +84,7 @@ from taskmill.protocol.vocabulary import (
     WhoHas,
     WorkerExited,
     WorkerRegistered,
+    arrived,
     decode,
 )
 from taskmill.server.node import Node, Status
@@ -197,7 +198,7 @@ class Scheduler(Node):
         if not events:
             return
         to_workers: dict[str, list[dict[str, Any]]] = {}
-        to_clients: dict[str, list[dict[str, Any]]] = {}
+        to_clients: dict[str, list[Message]] = {}
         self.monitor.stamp(events[-1].stimulus_id)
         try:
             commands = self.state.handle(*events)
@@ -210,7 +211,7 @@ class Scheduler(Node):
                 if cmd.receiver == WORKER:
                     to_workers.setdefault(cmd.worker, []).append(cmd.to_wire())  # type: ignore[attr-defined]
                 else:
-                    to_clients.setdefault(cmd.client, []).append(cmd.to_wire())  # type: ignore[attr-defined]
+                    to_clients.setdefault(cmd.client, []).append(cmd)  # type: ignore[attr-defined]
                 continue
             match cmd:
                 case ev.WorkerRetired():
@@ -226,8 +227,12 @@ class Scheduler(Node):
                     raise TypeError(f"scheduler shell cannot run {cmd!r}")
         for worker, msgs in to_workers.items():
             self._send(self.worker_streams.get(worker), msgs)
-        for client, msgs in to_clients.items():
-            self._send(self.client_streams.get(client), msgs)
+        for client, reports in to_clients.items():
+            stream = self.client_streams.get(client)
+            if isinstance(stream, LocalEnd):  # same loop: the messages as they are
+                self._send(stream, reports)
+            else:
+                self._send(stream, [m.to_wire() for m in reports])
         self.replicas.check_copies()
 
     def _machine_failed(self, exc: Exception, events: tuple[SchedulerInput, ...]) -> None:
@@ -240,7 +245,7 @@ class Scheduler(Node):
             self.spawn(self.close(), "close-after-machine-failure")
 
     @staticmethod
-    def _send(stream: BatchedSend | LocalEnd | None, msgs: list[dict[str, Any]]) -> None:
+    def _send(stream: BatchedSend | LocalEnd | None, msgs: list[Any]) -> None:
         if stream is None:
             return
         try:
@@ -307,9 +312,9 @@ class Scheduler(Node):
         closing = False
         now = time.time()
         for raw in _as_batch(msgs, client):
-            op = raw.get("op")
+            op = raw.op if isinstance(raw, Message) else raw.get("op")
             try:
-                msg = decode(raw, client=client, stimulus_id=self._sid(str(op)), now=now)
+                msg = arrived(raw, client=client, stimulus_id=self._sid(str(op)), now=now)
                 if msg.sender != CLIENT:
                     raise ProtocolError(f"{op!r} is not a message a client sends")
                 if isinstance(msg, UpdateGraph):
@@ -519,10 +524,11 @@ class Scheduler(Node):
         return dict(zip(workers, paths))
 
 
-def _as_batch(msgs: Any, peer: str) -> list[dict[str, Any]]:
-    """The messages of one stream read: a list of dicts; anything else is dropped."""
-    if isinstance(msgs, list) and all(isinstance(m, dict) for m in msgs):
+def _as_batch(msgs: Any, peer: str) -> list[Any]:
+    """The messages of one stream read: a list of wire dicts (or of messages
+    handed over by a local link); anything else is dropped."""
+    if isinstance(msgs, list) and all(isinstance(m, (dict, Message)) for m in msgs):
         return msgs
     logger.warning("%s sent a stream batch that is not a list of messages: ignored", peer)
-    return [m for m in msgs if isinstance(m, dict)] if isinstance(msgs, list) else []
+    return [m for m in msgs if isinstance(m, (dict, Message))] if isinstance(msgs, list) else []
 
