@@ -16,6 +16,12 @@ def nobody_holds(cluster: SimCluster, key: str) -> bool:
     return cluster.who_has(key) == [] and all(key not in w.store for w in cluster.workers.values())
 
 
+def deliver_everything_from(cluster: SimCluster, client: SimClient) -> None:
+    """Deliver now every batch ``client`` has sent that is still on its way."""
+    while any(ch.queue for ch in cluster.net.channels if ch.name == f"{client.id}->scheduler"):
+        cluster.deliver(client.id)
+
+
 def running_somewhere(cluster: SimCluster, key: str) -> bool:
     return any(key in w.running for w in cluster.workers.values())
 
@@ -67,6 +73,7 @@ def test_a_key_released_while_processing_is_dropped_by_its_worker_and_never_repo
     client.submit(SimTask("slow-1", duration=2.0))
     cluster.run_until(lambda: running_somewhere(cluster, "slow-1"))
     client.release("slow-1")
+    cluster.deliver(client.id)  # while it runs
     cluster.run_until_idle()
     assert client.reports_for("slow-1") == []
     assert cluster.task_state("slow-1") is None and nobody_holds(cluster, "slow-1")
@@ -81,6 +88,7 @@ def test_a_key_released_while_processing_and_submitted_again_is_reported_once() 
     cluster.run_until(lambda: running_somewhere(cluster, "slow-1"))
     client.release("slow-1")
     client.submit(task)
+    deliver_everything_from(cluster, client)  # both while it runs
     cluster.run_until_idle()
     assert kinds(client, "slow-1") == ["KeyInMemory"]
     assert client.result("slow-1") == cluster.expected("slow-1")
@@ -93,6 +101,7 @@ def test_cancelling_a_key_another_client_wants_tells_both_who_cancelled_it() -> 
     second.submit(SimTask("slow-1", duration=2.0), SimTask("own-1"))
     cluster.run_until(lambda: running_somewhere(cluster, "slow-1"))
     first.cancel("slow-1")
+    cluster.deliver(first.id)  # while it runs
     cluster.run_until_idle()
     for c in (first, second):
         report = c.last_report("slow-1")
@@ -108,6 +117,7 @@ def test_cancelling_an_input_cancels_another_clients_dependent() -> None:
     second.submit(SimTask("in-1", duration=2.0), SimTask("out-1", ("in-1",)), wanted=["out-1"])
     cluster.run_until(lambda: running_somewhere(cluster, "in-1"))
     first.cancel("in-1")
+    cluster.deliver(first.id)  # while it runs
     cluster.run_until_idle()
     assert kinds(second, "out-1") == ["KeyCancelled"] and "out-1" not in cluster.book.runs
 

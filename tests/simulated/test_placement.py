@@ -83,6 +83,7 @@ def test_a_dependent_of_a_big_input_waits_for_its_busy_holder() -> None:
     client.submit(*[SimTask(f"busy-{i}", duration=2.0, workers=("sim://w0",)) for i in range(SATURATION)])
     cluster.run_until(lambda: len(cluster.state.workers["sim://w0"].processing) == SATURATION)
     client.submit(SimTask("use-1", ("big-1",)))
+    cluster.deliver(client.id)  # placed while w0 is still full
     cluster.run_until_idle()
     assert cluster.who_has("use-1") == ["sim://w0"]
     assert "big-1" not in copied_keys(cluster)
@@ -95,6 +96,7 @@ def test_a_dependent_of_a_small_input_moves_to_an_idle_worker_rather_than_wait()
     client.submit(*[SimTask(f"busy-{i}", duration=2.0, workers=("sim://w0",)) for i in range(SATURATION)])
     cluster.run_until(lambda: len(cluster.state.workers["sim://w0"].processing) == SATURATION)
     client.submit(SimTask("use-1", ("little-1",)))
+    cluster.deliver(client.id)  # placed while w0 is still full
     cluster.run_until_idle()
     assert cluster.who_has("use-1") == ["sim://w1"]
     assert "little-1" in copied_keys(cluster)
@@ -144,6 +146,7 @@ def test_a_loose_restriction_runs_elsewhere_when_its_worker_is_full() -> None:
     client.submit(*[SimTask(f"busy-{i}", duration=2.0, workers=("sim://w1",)) for i in range(SATURATION)])
     cluster.run_until(lambda: len(cluster.state.workers["sim://w1"].processing) == SATURATION)
     client.submit(SimTask("pref-1", workers=("sim://w1",), allow_other_workers=True))
+    cluster.deliver(client.id)  # placed while w1 is still full
     cluster.run_until_idle()
     assert cluster.who_has("pref-1") == ["sim://w0"]
 

@@ -41,6 +41,7 @@ def test_a_later_submission_with_better_priority_overtakes_the_queue() -> None:
     client.submit(*[SimTask(f"bulk-{i}", priority=(5,), duration=1.0) for i in range(6)])
     cluster.run_until(lambda: bool(cluster.worker("sim://w0").running))
     client.submit(SimTask("urgent-1", priority=(0,)))
+    cluster.deliver(client.id)  # queued while the first two still run
     cluster.run_until_idle()
     order = start_order(cluster)
     # only the tasks already sent (two slots) start before it
@@ -72,9 +73,9 @@ def test_strictly_restricted_tasks_queue_for_their_worker_without_blocking_other
     client.submit(*[SimTask(f"only-{i}", duration=1.0, workers=("sim://w1",)) for i in range(6)])
     cluster.run_until(lambda: cluster.task_state("only-5") == "queued")
     client.submit(SimTask("free-1"))
-    cluster.run_until(lambda: cluster.who_has("free-1") != [])
-    assert cluster.who_has("free-1") == ["sim://w0"]
-    assert any(cluster.task_state(f"only-{i}") == "queued" for i in range(6))
+    cluster.deliver(client.id)
+    assert cluster.state.tasks["free-1"].processing_on is cluster.state.workers["sim://w0"]
+    assert cluster.task_state("only-5") == "queued"
     cluster.run_until_idle()
     assert all(cluster.who_has(f"only-{i}") == ["sim://w1"] for i in range(6))
 
@@ -96,6 +97,7 @@ def test_released_queued_tasks_leave_the_queue_and_never_run() -> None:
     client.submit(*[SimTask(f"t-{i}", duration=1.0) for i in range(6)])
     cluster.run_until(lambda: cluster.task_state("t-5") == "queued" and bool(cluster.worker("sim://w0").running))
     client.release("t-4", "t-5")
+    cluster.deliver(client.id)  # while they are still queued
     cluster.run_until_idle()
     assert "t-4" not in cluster.book.runs and "t-5" not in cluster.book.runs
     assert cluster.task_state("t-4") is None and client.outcome("t-3") == "memory"
@@ -107,6 +109,7 @@ def test_a_cancelled_queued_task_is_skipped_and_the_queue_goes_on() -> None:
     client.submit(*[SimTask(f"t-{i}", duration=1.0) for i in range(5)])
     cluster.run_until(lambda: cluster.task_state("t-2") == "queued" and bool(cluster.worker("sim://w0").running))
     client.cancel("t-2")
+    cluster.deliver(client.id)  # while it is still queued
     cluster.run_until_idle()
     assert client.outcome("t-2") == "cancelled" and "t-2" not in cluster.book.runs
     assert [client.outcome(f"t-{i}") for i in (0, 1, 3, 4)] == ["memory"] * 4
