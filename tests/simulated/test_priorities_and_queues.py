@@ -23,7 +23,7 @@ def test_queued_tasks_start_in_priority_order() -> None:
     prios = {"t-a": 5, "t-b": 1, "t-c": 9, "t-d": 3, "t-e": 0, "t-f": 7}
     client.submit(*[SimTask(k, priority=(p,)) for k, p in prios.items()])
     cluster.run_until_idle()
-    assert start_order(cluster) == sorted(prios, key=prios.get)
+    assert start_order(cluster) == sorted(prios, key=prios.__getitem__)
 
 
 def test_equal_priorities_start_in_submission_order_across_submissions() -> None:
