@@ -103,17 +103,6 @@ def test_cluster_queries_have_documented_shapes(inprocess_executor: Executor) ->
     assert e.run(os.getpid) == {a: os.getpid() for a in info["workers"]}
 
 
-def test_intermediate_results_are_freed(inprocess_executor: Executor) -> None:
-    e = inprocess_executor
-    x = e.submit(inc, 7000)
-    y = e.submit(inc, x)
-    key = x.key
-    del x
-    assert y.result() == 7002
-    wait_for(lambda: all(key not in keys for keys in e.has_what().values()),
-             message="unneeded intermediate freed")
-
-
 def test_cancel_stops_a_pending_task(inprocess_executor: Executor) -> None:
     e = inprocess_executor
     import time

@@ -1,6 +1,8 @@
 """Abstract worker resources end to end on an in-process cluster: tasks that
 need a resource run only on workers that declared it, never more at once
-than declared, and wait (saying why) while no worker has it."""
+than declared, and wait (saying why) while no worker has it.  How many run
+at once on each worker is tested on the simulated cluster
+(tests/simulated/test_resources_and_restrictions.py)."""
 
 from __future__ import annotations
 
@@ -59,26 +61,6 @@ def e() -> Iterator[Executor]:
 def start_worker(e: Executor, **kwargs: Any) -> Worker:
     """One more in-process worker on the Executor's loop."""
     return e.session.sync(Worker(e.scheduler_address, **kwargs).start())  # type: ignore[no-any-return]
-
-
-def test_each_worker_runs_one_gpu_task_at_a_time(e: Executor) -> None:
-    info = e.scheduler_info()["workers"]
-    assert [w["resources"] for w in info.values()] == [{"GPU": 1.0}, {"GPU": 1.0}]
-    futures = e.map(hold, range(8), resources={"GPU": 1})
-    runs = by_worker(e, futures)
-    assert sum(len(v) for v in runs.values()) == 8
-    for worker, intervals in runs.items():
-        assert overlaps(intervals) == 1, (worker, intervals)
-    # nothing held any more
-    assert all(w["resources_used"] == {} for w in e.scheduler_info()["workers"].values())
-    # without resources the same calls share each worker's two threads
-    plain = e.map(hold, range(8), [0.2] * 8, pure=False)
-    assert max(overlaps(v) for v in by_worker(e, plain).values()) == 2
-
-
-def test_a_half_gpu_task_runs_two_at_a_time(e: Executor) -> None:
-    futures = [e.submit(hold, i, 0.2, resources={"GPU": 0.5}, pure=False) for i in range(4)]
-    assert max(overlaps(v) for v in by_worker(e, futures).values()) == 2
 
 
 def test_tasks_go_only_to_workers_that_have_the_resource(caplog: pytest.LogCaptureFixture) -> None:
