@@ -59,43 +59,19 @@ class Message:
     _wire: ClassVar[tuple[Field, ...]]
 
     def to_wire(self) -> dict[str, Any]:
-        """The plain dict that travels for this message."""
-        out: dict[str, Any] = {"op": self.op}
-        for name, _, _, default, encode in self._wire:
-            value = getattr(self, name)
-            if value is default and default is not _REQUIRED:
-                continue
-            out[name] = value if encode is None else encode(value)
-        return out
+        """The plain dict that travels for this message (compiled per class by
+        :func:`message`): ``{"op": op, field: value}`` without the local fields
+        and the fields equal to their default, records as lists."""
+        raise TypeError(f"{type(self).__name__} is not declared with @message")
 
     @classmethod
     def from_wire(cls: type[M], msg: dict[str, Any], **local: Any) -> M:
         """Check ``msg`` (a decoded wire dict of this op) and build the message;
-        ``local`` gives the local fields.  Raises ``ProtocolError``."""
-        if not isinstance(msg, dict):
-            raise ProtocolError(f"a {cls.op!r} message must be a map, got {type(msg).__name__}")
-        op = msg.get("op", cls.op)
-        if op != cls.op:
-            raise ProtocolError(f"expected a {cls.op!r} message, got {op!r}")
-        kwargs = {name: local[name] for name in cls.local if name in local}
-        seen = 1 if "op" in msg else 0
-        for name, fast, check, default, _ in cls._wire:
-            if name in msg:
-                seen += 1
-                value = msg[name]
-                if type(value) is not fast:
-                    try:
-                        value = check(value)
-                    except (TypeError, ValueError) as exc:
-                        raise ProtocolError(f"{cls.op!r} message: field {name!r}: {exc}") from None
-                kwargs[name] = value
-            elif default is _REQUIRED:
-                raise ProtocolError(f"{cls.op!r} message lacks the field {name!r}")
-        if seen != len(msg):
-            known = {field[0] for field in cls._wire}
-            extra = sorted(str(k) for k in msg if k != "op" and k not in known)
-            raise ProtocolError(f"{cls.op!r} message has unknown fields {extra}")
-        return cls(**kwargs)
+        ``local`` gives the local fields (compiled per class by :func:`message`).
+        Each field is checked against its annotation, lists become the tuples
+        it asks for; a missing, unknown or mistyped field is a ``ProtocolError``
+        naming the op and the field."""
+        raise TypeError(f"{cls.__name__} is not declared with @message")
 
 
 class Record:
@@ -105,15 +81,14 @@ class Record:
     _wire: ClassVar[tuple[Field, ...]]
 
     def to_wire(self) -> list[Any]:
-        return [getattr(self, name) if encode is None else encode(getattr(self, name))
-                for name, _, _, _, encode in self._wire]
+        """Its fields in order, as a list (compiled per class by :func:`record`)."""
+        raise TypeError(f"{type(self).__name__} is not declared with @record")
 
     @classmethod
     def from_wire(cls: type[R], items: Any) -> R:
-        spec = cls._wire
-        if not isinstance(items, (list, tuple)) or len(items) != len(spec):
-            raise TypeError(f"a {cls.__name__} is a list of {len(spec)} items, got {_show(items)}")
-        return cls(*[v if type(v) is fast else check(v) for (_, fast, check, _, _), v in zip(spec, items)])
+        """Check a list of its fields and build the record (compiled per class
+        by :func:`record`); raises ``TypeError`` saying what was wrong."""
+        raise TypeError(f"{cls.__name__} is not declared with @record")
 
 
 _REQUIRED: Any = dataclasses.MISSING
@@ -136,6 +111,7 @@ def message(op: str, sender: str, receiver: str, *, kind: str = "stream",
             raise ValueError(f"{cls.__name__}: local fields {set(local) - names} are not fields")
         cls.op, cls.sender, cls.receiver, cls.kind, cls.local = op, sender, receiver, kind, local
         cls._wire = _spec(cls, skip=set(local))
+        _compile_message(cls)
         REGISTRY[op] = cls
         return cls
 
@@ -145,6 +121,7 @@ def message(op: str, sender: str, receiver: str, *, kind: str = "stream",
 def record(cls: type[R]) -> type[R]:
     """Declare a dataclass as a :class:`Record`."""
     cls._wire = _spec(cls, skip=set())
+    _compile_record(cls)
     return cls
 
 
@@ -153,8 +130,12 @@ def arrived(msg: Any, **local: Any) -> Message:
     :func:`decode`), or, when a same-loop link handed the message object
     over as it is, that object with the receiver's local fields set."""
     if isinstance(msg, Message):
-        fields = {k: v for k, v in local.items() if k in msg.local}
-        return dataclasses.replace(msg, **fields) if fields else msg  # type: ignore[type-var]
+        # the sender handed it over and never touches it again: the receiver
+        # owns it, so its local fields are set in place (no copy)
+        for name in msg.local:
+            if name in local:
+                object.__setattr__(msg, name, local[name])
+        return msg
     return decode(msg, **local)
 
 
@@ -339,3 +320,125 @@ def _record_wire(value: Record) -> list[Any]:
 
 def _records_wire(values: tuple[Record, ...]) -> list[list[Any]]:
     return [v.to_wire() for v in values]
+
+
+# --------------------------------------------------------------------------- #
+# The per-class codec, compiled once per class from its field specs
+# --------------------------------------------------------------------------- #
+# ``to_wire`` and ``from_wire`` run for every message, so each class gets its
+# own straight-line pair (as dataclasses and attrs generate ``__init__``):
+# the generic methods above state what they do, these do it without a loop
+# or a call per field.  tests/protocol/test_vocabulary.py checks both.
+
+def _field_error(cls: type, name: str, check: Check, value: Any) -> Any:
+    try:
+        return check(value)
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"{cls.op!r} message: field {name!r}: {exc}") from None  # type: ignore[attr-defined]
+
+
+def _not_a_map(cls: type, msg: Any) -> None:
+    raise ProtocolError(f"a {cls.op!r} message must be a map, got {type(msg).__name__}")  # type: ignore[attr-defined]
+
+
+def _wrong_op(cls: type, op: Any) -> None:
+    raise ProtocolError(f"expected a {cls.op!r} message, got {op!r}")  # type: ignore[attr-defined]
+
+
+def _lacks(cls: type, name: str) -> None:
+    raise ProtocolError(f"{cls.op!r} message lacks the field {name!r}")  # type: ignore[attr-defined]
+
+
+def _unknown_fields(cls: type, msg: dict[str, Any]) -> None:
+    known = {field[0] for field in cls._wire}  # type: ignore[attr-defined]
+    extra = sorted(str(k) for k in msg if k != "op" and k not in known)
+    raise ProtocolError(f"{cls.op!r} message has unknown fields {extra}")  # type: ignore[attr-defined]
+
+
+def _bad_record(cls: type, items: Any) -> None:
+    raise TypeError(f"a {cls.__name__} is a list of {len(cls._wire)} items, got {_show(items)}")  # type: ignore[attr-defined]
+
+
+def _namespace(cls: type) -> dict[str, Any]:
+    ns: dict[str, Any] = {"_MISSING": _REQUIRED, "_field_error": _field_error, "_lacks": _lacks,
+                          "_not_a_map": _not_a_map, "_wrong_op": _wrong_op,
+                          "_unknown_fields": _unknown_fields, "_bad_record": _bad_record}
+    for i, (_, fast, check, default, encode) in enumerate(cls._wire):  # type: ignore[attr-defined]
+        ns.update({f"_f{i}": fast, f"_c{i}": check, f"_d{i}": default, f"_e{i}": encode})
+    return ns
+
+
+def _compile(source: str, ns: dict[str, Any], name: str) -> Any:
+    exec(compile(source, f"<wire codec {name}>", "exec"), ns)  # noqa: S102 - our own generated code
+    return ns
+
+
+def _check_line(i: int, name: str, fast: type | None, var: str, error: str) -> str:
+    if fast is None:
+        return f"{var} = {error}"
+    return f"if type({var}) is not _f{i}: {var} = {error}"
+
+
+def _compile_message(cls: type[Message]) -> None:
+    ns = _namespace(cls)
+    ns["_OP"] = cls.op
+    to = ["def to_wire(self):", "    out = {'op': _OP}"]
+    frm = ["def from_wire(cls, msg, **local):",
+           "    if type(msg) is not dict: _not_a_map(cls, msg)",
+           "    get = msg.get",
+           "    seen = 0",
+           "    op = get('op', _MISSING)",
+           "    if op is not _MISSING:",
+           "        seen = 1",
+           "        if op != _OP: _wrong_op(cls, op)"]
+    wire_index = {}
+    for i, (name, fast, _, default, encode) in enumerate(cls._wire):
+        wire_index[name] = i
+        value = f"_e{i}(v)" if encode is not None else "v"
+        to.append(f"    v = self.{name}")
+        if default is _REQUIRED:
+            to.append(f"    out[{name!r}] = {value}")
+        else:
+            to.append(f"    if v is not _d{i}: out[{name!r}] = {value}")
+        check = _check_line(i, name, fast, f"a{i}", f"_field_error(cls, {name!r}, _c{i}, a{i})")
+        frm += [f"    a{i} = get({name!r}, _MISSING)",
+                f"    if a{i} is _MISSING:",
+                f"        {'_lacks(cls, ' + repr(name) + ')' if default is _REQUIRED else f'a{i} = _d{i}'}",
+                "    else:",
+                "        seen += 1",
+                f"        {check}"]
+    frm.append("    if seen != len(msg): _unknown_fields(cls, msg)")
+    args = []
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in wire_index:
+            args.append(f"a{wire_index[f.name]}")
+        elif f.default is dataclasses.MISSING:
+            args.append(f"local[{f.name!r}]")
+        else:
+            ns[f"_local_default_{f.name}"] = f.default
+            args.append(f"local.get({f.name!r}, _local_default_{f.name})")
+    frm.append(f"    return cls({', '.join(args)})")
+    to.append("    return out")
+    _compile("\n".join(to + frm), ns, cls.__name__)
+    cls.to_wire = ns["to_wire"]  # type: ignore[method-assign]
+    cls.from_wire = classmethod(ns["from_wire"])  # type: ignore[assignment]
+
+
+def _compile_record(cls: type[Record]) -> None:
+    ns = _namespace(cls)
+    n = len(cls._wire)
+    names = [field[0] for field in cls._wire]
+    values = [f"_e{i}(self.{name})" if cls._wire[i][4] is not None else f"self.{name}"
+              for i, name in enumerate(names)]
+    variables = [f"a{i}" for i in range(n)]
+    lines = ["def to_wire(self):", f"    return [{', '.join(values)}]",
+             "def from_wire(cls, items):",
+             f"    if (type(items) is not list and type(items) is not tuple) or len(items) != {n}:",
+             "        _bad_record(cls, items)",
+             f"    {', '.join(variables)}{',' if n == 1 else ''} = items"]
+    for i, (name, fast, _, _, _) in enumerate(cls._wire):
+        lines.append("    " + _check_line(i, name, fast, f"a{i}", f"_c{i}(a{i})"))
+    lines.append(f"    return cls({', '.join(variables)})")
+    _compile("\n".join(lines), ns, cls.__name__)
+    cls.to_wire = ns["to_wire"]  # type: ignore[method-assign]
+    cls.from_wire = classmethod(ns["from_wire"])  # type: ignore[assignment]
