@@ -46,6 +46,12 @@ Decisions the shell relies on
 * **Failures.**  ``TaskErred`` errs the task and every active dependent
   (transitively) with the same error; ``retries`` re-run it first.  The
   erring worker also gets ``FreeKeys`` for the key (drop its error record).
+* **Crossed messages (epochs).**  Every ``ComputeTask``, ``FreeKeys`` and
+  ``AcquireReplicas`` carries an ``epoch``: one more than the previous
+  message to any worker (``SchedulerState.epoch``).  A worker's messages carry
+  ``seen``, the ``epoch`` of the last of ours it had handled: on FIFO streams
+  that tells whether it sent them before or after it handled a given message
+  of ours.
 * **Stale results.**  A ``TaskFinished`` from a worker the key is not
   processing on is ignored and answered with ``FreeKeys`` to that worker
   (unless it is already a known holder): the worker may have been told to
@@ -179,6 +185,8 @@ class SchedulerState:
         self.wants = ClientWants()
         self.machine = TaskMachine(self.membership, self.placement, self.replicas, self.wants,
                                    allowed_failures)
+        #: the ``epoch`` of the last message sent to a worker (see ``step``)
+        self.epoch = 0
         self._handlers: dict[type, Callable[[Step, Any], None]] = {
             UpdateGraph: self._on_graph_submitted,
             TaskFinished: self._on_task_finished,
@@ -259,7 +267,7 @@ class SchedulerState:
             handler = self._handlers.get(type(event))
             if handler is None:
                 raise TypeError(f"not a scheduler event: {event!r}")
-            step = Step(event.stimulus_id, story, cmds)
+            step = Step(event.stimulus_id, story, cmds, self.epoch)
             handler(step, event)
             # the phases after the handler: drain the recommendations, place
             # ready tasks and fill freed slots, move retiring workers' data
@@ -274,6 +282,7 @@ class SchedulerState:
                 self.replicas.flush(step)
             if step.pending_free:
                 step.flush_all_frees()
+            self.epoch = step.epoch
             if self.validate_each_event:
                 self.validate()
                 validate_step(step)

@@ -414,6 +414,7 @@ class TaskMachine:
             nbytes,
             ts.priority,
             bool(ts.who_wants),
+            step.next_epoch(),
         )
 
     def _enqueue(self, step: Step, ts: TaskRecord, _: Any) -> Made:
