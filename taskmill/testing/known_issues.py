@@ -21,10 +21,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-#: A late ``add-keys`` from the worker the scheduler now has computing that
-#: very key is answered with ``free-keys``, which cancels the computation:
-#: the task stays ``processing`` forever (or its result is dropped).
-ADD_KEYS_WHILE_PROCESSING = "add-keys-while-processing"
 #: ``add-keys`` for a copy the worker was told to drop meanwhile (the
 #: ``free-keys`` crossed it): the scheduler records a holder that has nothing.
 STALE_ADD_KEYS = "stale-add-keys"
@@ -53,8 +49,6 @@ SCATTER_TO_RESTARTED = "scatter-to-restarted-worker"
 SCATTER_ORPHANED = "scatter-orphaned"
 
 DESCRIPTIONS = {
-    ADD_KEYS_WHILE_PROCESSING: "scheduler frees a key on the worker it has computing that key "
-                               "(late add-keys): the task is stuck processing",
     STALE_ADD_KEYS: "scheduler records a replica from an add-keys that crossed its free-keys",
     STALE_MISSING_DATA: "scheduler strikes off a valid copy on a late missing-data",
     STALE_TASK_FINISHED: "scheduler takes a task-finished of an earlier assignment, crossed by its "
@@ -84,9 +78,7 @@ def add_keys_issues(state: Any, address: str, nbytes: Iterable[str], peek: Peek,
         ts = tasks.get(key)
         if ts is None:
             continue
-        if ts.processing_on is not None and ts.processing_on.address == address:
-            out.append((ADD_KEYS_WHILE_PROCESSING, key, address))
-        elif ts.state == "memory" and all(ws.address != address for ws in ts.who_has):
+        if ts.state == "memory" and all(ws.address != address for ws in ts.who_has):
             worker = peek(address)
             if frees is None:
                 frees = queued_frees()

@@ -74,7 +74,9 @@ Decisions the shell relies on
   after such a death small results get insurance copies (``AcquireReplicas``,
   see ``taskmill.core.scheduler.replicas``).
 * **Replicas** reported by ``AddKeys`` are recorded only for keys in
-  memory; any other key is answered with ``FreeKeys``.
+  memory; a key the reporting worker computes now is ignored (it answers the
+  ``ComputeTask`` with that copy); any other key is answered with
+  ``FreeKeys``.
 * **Copies, retirement, pause** (``ReplicateRequested``, ``RetireRequested``,
   ``RetireCancelled``, ``Paused``) are handled with
   ``taskmill.core.scheduler.replicas`` and ``membership``: a retired worker's tasks are
@@ -589,6 +591,9 @@ class SchedulerState:
                 if ts.nbytes < 0 and nbytes >= 0:
                     ts.nbytes = nbytes
                 self.machine.add_replica(step, ts, ws)
+            elif ts is not None and ts.processing_on is ws:
+                # sent before it handled the ComputeTask, which it answers with this copy
+                step.ignore(key, ts, f"AddKeys from {ev.worker}, which computes it")
             else:
                 step.ignore(key, ts, f"{ev.worker} has an unneeded copy: freeing it")
                 step.free(ws, key)
