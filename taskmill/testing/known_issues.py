@@ -27,11 +27,6 @@ STALE_ADD_KEYS = "stale-add-keys"
 #: A late ``missing-data`` strikes off a copy the errant worker holds again
 #: by now: the scheduler forgets a copy that exists (the worker keeps it).
 STALE_MISSING_DATA = "stale-missing-data"
-#: A ``task-finished`` from an earlier assignment of a key is taken for the
-#: result of a new assignment of the same key to the same worker, while the
-#: ``free-keys`` that ended the earlier one makes the worker drop the result:
-#: the scheduler records a copy that does not exist.
-STALE_TASK_FINISHED = "stale-task-finished"
 #: A worker's ``who-has`` answer that arrives after the key was freed and
 #: requested again strikes off the holders learnt since and leaves the key
 #: ``missing`` without asking again: the copy (or input) never arrives.
@@ -51,8 +46,6 @@ SCATTER_ORPHANED = "scatter-orphaned"
 DESCRIPTIONS = {
     STALE_ADD_KEYS: "scheduler records a replica from an add-keys that crossed its free-keys",
     STALE_MISSING_DATA: "scheduler strikes off a valid copy on a late missing-data",
-    STALE_TASK_FINISHED: "scheduler takes a task-finished of an earlier assignment, crossed by its "
-                         "free-keys, for the result of a new one on the same worker",
     STALE_WHO_HAS: "worker takes a stale who-has answer over fresher holders and leaves the key "
                    "missing without asking again",
     FUNCTION_DROPPED: "worker drops the function that came with a compute-task for a key it "
@@ -100,19 +93,6 @@ def missing_data_issues(state: Any, errant: str, keys: Iterable[str], peek: Peek
                 and key in worker.store and key not in worker.dropped):
             out.append((STALE_MISSING_DATA, key, errant))
     return out
-
-
-def task_finished_issues(state: Any, address: str, key: str, peek: Peek,
-                         queued_frees: Callable[[], set[str]]) -> list[Issue]:
-    """Known defects a ``task-finished`` from ``address`` is about to trigger:
-    the scheduler will record the key on that worker, which dropped it
-    already or is about to (a ``free-keys`` for it is on its way there)."""
-    ts = state.tasks.get(key)
-    if ts is not None and ts.processing_on is not None and ts.processing_on.address == address:
-        worker = peek(address)
-        if worker is not None and (key not in worker.store or key in queued_frees()):
-            return [(STALE_TASK_FINISHED, key, address)]
-    return []
 
 
 def who_has_issues(state: Any, address: str, answer: dict[str, tuple[str, ...]]) -> list[Issue]:

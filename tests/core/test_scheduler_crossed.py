@@ -19,6 +19,9 @@ from taskmill.protocol.vocabulary import (
     AddKeys,
     ComputeTask,
     FreeKeys,
+    Heartbeat,
+    KeyErred,
+    KeyInMemory,
     ReleaseKeys,
 )
 
@@ -62,6 +65,19 @@ def test_a_free_and_a_compute_of_the_same_key_in_one_event_come_in_epoch_order()
     assert cmds.index(free) < cmds.index(ct)
 
 
+def test_the_free_ledger_is_settled_by_any_message_and_by_heartbeats() -> None:
+    s = Sched(A)
+    s(submit([task("x-1")], wanted=["x-1"]))
+    s(finished(A, "x-1"))
+    (free,) = of(s(ReleaseKeys(sid(), "c1", ("x-1",))), FreeKeys)
+    ws = s.state.workers[A]
+    assert ws.unacked_frees == {"x-1": free.epoch}
+    s(Heartbeat(sid(), A, 1.0, seen=free.epoch - 1))
+    assert ws.unacked_frees == {"x-1": free.epoch}  # not handled yet
+    s(Heartbeat(sid(), A, 2.0, seen=free.epoch))
+    assert ws.unacked_frees == {} and not ws.free_log
+
+
 # --------------------------------------------------------------------------- #
 # add-keys-while-processing
 # --------------------------------------------------------------------------- #
@@ -98,3 +114,43 @@ def test_an_add_keys_from_the_worker_now_computing_that_key_is_left_to_the_compu
     assert s.state.task_state("x-1") == "processing"
     cmds = s(finished(B, "x-1"))
     assert compute_of(cmds, "y-1").worker == B
+
+
+# --------------------------------------------------------------------------- #
+# stale-task-finished
+# --------------------------------------------------------------------------- #
+def test_an_earlier_runs_result_is_not_taken_for_a_new_assignments() -> None:
+    s = Sched(A)
+    first = compute_of(s(submit([task("x-1")], wanted=["x-1"])), "x-1")
+    (free,) = of(s(ReleaseKeys(sid(), "c1", ("x-1",))), FreeKeys)  # x-1 forgotten
+    assert s.state.task_state("x-1") is None
+    second = compute_of(s(submit([task("x-1")], wanted=["x-1"])), "x-1")
+    assert first.epoch < free.epoch < second.epoch
+    # the first run's result, sent before A handled the free (which drops it)
+    cmds = s(_finished_seen(A, "x-1", first.epoch))
+    assert cmds == []  # no report, no second free: the free on its way decides
+    assert s.state.task_state("x-1") == "processing"
+    cmds = s(_finished_seen(A, "x-1", second.epoch))
+    assert [r.key for r in of(cmds, KeyInMemory)] == ["x-1"]
+    assert s.state.who_has(["x-1"]) == {"x-1": [A]}
+
+
+def test_an_earlier_runs_failure_is_not_taken_for_a_new_assignments() -> None:
+    s = Sched(A)
+    first = compute_of(s(submit([task("x-1")], wanted=["x-1"])), "x-1")
+    s(ReleaseKeys(sid(), "c1", ("x-1",)))
+    second = compute_of(s(submit([task("x-1")], wanted=["x-1"])), "x-1")
+    ev = erred(A, "x-1")
+    assert s(type(ev)(ev.stimulus_id, ev.worker, ev.key, ev.exception, ev.traceback,
+                      ev.exception_text, seen=first.epoch)) == []
+    assert s.state.task_state("x-1") == "processing"
+    ev = erred(A, "x-1")
+    cmds = s(type(ev)(ev.stimulus_id, ev.worker, ev.key, ev.exception, ev.traceback,
+                      ev.exception_text, seen=second.epoch))
+    assert [r.key for r in of(cmds, KeyErred)] == ["x-1"]
+
+
+def _finished_seen(addr: str, key: str, seen: int):  # type: ignore[no-untyped-def]
+    ev = finished(addr, key)
+    return type(ev)(ev.stimulus_id, ev.worker, ev.key, ev.nbytes, ev.type_name, ev.start,
+                    ev.stop, seen=seen)

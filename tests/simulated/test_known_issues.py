@@ -6,7 +6,11 @@ detector in ``taskmill/testing/known_issues.py`` and its tolerance in the
 random schedules to go).  The first is written out step by step; the others
 replay a random schedule that runs into the defect (``python -m
 taskmill.testing.random_scenarios --seed N`` shows it, with both machines'
-stimulus logs).  Fixed defects keep their schedules here as regression tests.
+stimulus logs).
+
+Fixed defects keep their schedules here as regression tests: the simulated
+scheduler shell checks, on every ``task-finished``, that the machine records
+no copy a worker lacks or is about to drop (``SimScheduler._copy_check``).
 """
 
 from __future__ import annotations
@@ -43,13 +47,13 @@ def test_a_late_add_keys_does_not_cancel_the_recomputation_it_crossed() -> None:
 
 @pytest.mark.parametrize("seed", [
     1406,  # add-keys-while-processing: a late add-keys freed the key its worker recomputed
+    6153,  # stale-task-finished: an earlier run's result taken for a new assignment's
 ])
 def test_the_schedule_that_met_a_fixed_defect_runs_clean(seed: int) -> None:
     run_scenario(seed)  # raises if a crossed message is mistaken again
 
 
 @pytest.mark.parametrize(("code", "seed"), [
-    pytest.param(ki.STALE_TASK_FINISHED, 6153, marks=_xfail(ki.STALE_TASK_FINISHED)),
     pytest.param(ki.STALE_ADD_KEYS, 44, marks=_xfail(ki.STALE_ADD_KEYS)),
     pytest.param(ki.STALE_MISSING_DATA, 607, marks=_xfail(ki.STALE_MISSING_DATA)),
     pytest.param(ki.STALE_WHO_HAS, 18446, marks=_xfail(ki.STALE_WHO_HAS)),

@@ -49,14 +49,18 @@ Decisions the shell relies on
 * **Crossed messages (epochs).**  Every ``ComputeTask``, ``FreeKeys`` and
   ``AcquireReplicas`` carries an ``epoch``: one more than the previous
   message to any worker (``SchedulerState.epoch``).  A worker's messages carry
-  ``seen``, the ``epoch`` of the last of ours it had handled: on FIFO streams
-  that tells whether it sent them before or after it handled a given message
-  of ours.
-* **Stale results.**  A ``TaskFinished`` from a worker the key is not
-  processing on is ignored and answered with ``FreeKeys`` to that worker
-  (unless it is already a known holder): the worker may have been told to
-  drop the key meanwhile, so recording its copy could point others at data
-  that is gone.  Stale ``TaskErred`` is ignored the same way.
+  ``seen``, the ``epoch`` of the last of ours it had handled.  Each worker
+  record keeps a ledger of the ``FreeKeys`` sent there that it has not shown
+  it handled yet (``WorkerRecord.crossed``; every message from it,
+  heartbeats too, settles the ledger up to its ``seen``).  A
+  ``TaskFinished`` or ``TaskErred`` about a key that crossed a ``FreeKeys`` of
+  that key is ignored: the worker drops the key when the free arrives, and
+  whatever it was told after the free (a new ``ComputeTask``) gets its own
+  answer.  So an earlier run's result is never taken for a new assignment's.
+* **Stale results.**  A ``TaskFinished`` that crossed no free, from a worker
+  the key is not processing on, is ignored and answered with ``FreeKeys`` to
+  that worker (unless it is already a known holder): its copy is nobody's
+  business.  Stale ``TaskErred`` is ignored the same way.
 * **Missing data** (``MissingData``): the errant worker's copy is
   struck off.  If other copies remain nothing else happens (the asking worker
   tries them, or asks ``who_has``).  If none remain the key is recomputed
@@ -515,6 +519,10 @@ class SchedulerState:
         if ws is None:
             step.ignore(ev.key, ts, f"TaskFinished from unknown worker {ev.worker}")
             return
+        ws.acknowledge(ev.seen)
+        if ws.crossed(ev.key, ev.seen):
+            step.ignore(ev.key, ts, f"TaskFinished from {ev.worker} crossed a FreeKeys of it")
+            return
         if ts is None or ts.processing_on is not ws:
             if ts is not None and ws in ts.who_has:
                 step.ignore(ev.key, ts, f"duplicate TaskFinished from {ev.worker}")
@@ -532,6 +540,10 @@ class SchedulerState:
         ts = self.machine.tasks.get(ev.key)
         if ws is None:
             step.ignore(ev.key, ts, f"TaskErred from unknown worker {ev.worker}")
+            return
+        ws.acknowledge(ev.seen)
+        if ws.crossed(ev.key, ev.seen):
+            step.ignore(ev.key, ts, f"TaskErred from {ev.worker} crossed a FreeKeys of it")
             return
         if ts is None or ts.processing_on is not ws:
             step.ignore(ev.key, ts, f"stale TaskErred from {ev.worker}")
@@ -585,6 +597,7 @@ class SchedulerState:
         if ws is None:
             step.note("", "", "", f"ignored: AddKeys from unknown worker {ev.worker}")
             return
+        ws.acknowledge(ev.seen)
         for key, nbytes in ev.nbytes.items():
             ts = self.machine.tasks.get(key)
             if ts is not None and ts.state == MEMORY:
@@ -603,6 +616,7 @@ class SchedulerState:
         if ws is None:
             step.note("", "", "", f"ignored: ReleasedKeys from unknown {ev.worker}")
             return
+        ws.acknowledge(ev.seen)
         for key in ev.keys:
             ts = self.machine.tasks.get(key)
             if ts is not None and ws in ts.acquiring_on:

@@ -25,7 +25,10 @@ finished:
   call and returned by it;
 * ``epoch``: the ``epoch`` of the last message to a worker made so far (the
   machine's counter, handed on from step to step): each ``ComputeTask``,
-  ``FreeKeys`` and ``AcquireReplicas`` takes the next one (``next_epoch``).
+  ``FreeKeys`` and ``AcquireReplicas`` takes the next one (``next_epoch``),
+  and each ``FreeKeys`` is entered in its worker's ledger
+  (``WorkerRecord.freeing``), see "Crossed messages" in
+  ``taskmill.core.scheduler.state``.
 
 A step is made for every event, so it must be cheap: the containers that
 few events use (``acquire_batch``, ``forgotten_done``) start as None.
@@ -139,7 +142,9 @@ class Step:
         self.pending_free.clear()
 
     def _free_now(self, ws: WorkerRecord, keys: tuple[Key, ...]) -> None:
-        self.cmds.append(FreeKeys(self.stimulus_id, ws.address, keys, self.next_epoch()))
+        epoch = self.epoch = self.epoch + 1
+        ws.freeing(keys, epoch)
+        self.cmds.append(FreeKeys(self.stimulus_id, ws.address, keys, epoch))
 
     def forget_worker(self, ws: WorkerRecord) -> None:
         """``ws`` left: nothing of this step goes to it any more."""
