@@ -21,9 +21,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-#: ``add-keys`` for a copy the worker was told to drop meanwhile (the
-#: ``free-keys`` crossed it): the scheduler records a holder that has nothing.
-STALE_ADD_KEYS = "stale-add-keys"
 #: A late ``missing-data`` strikes off a copy the errant worker holds again
 #: by now: the scheduler forgets a copy that exists (the worker keeps it).
 STALE_MISSING_DATA = "stale-missing-data"
@@ -44,7 +41,6 @@ SCATTER_TO_RESTARTED = "scatter-to-restarted-worker"
 SCATTER_ORPHANED = "scatter-orphaned"
 
 DESCRIPTIONS = {
-    STALE_ADD_KEYS: "scheduler records a replica from an add-keys that crossed its free-keys",
     STALE_MISSING_DATA: "scheduler strikes off a valid copy on a late missing-data",
     STALE_WHO_HAS: "worker takes a stale who-has answer over fresher holders and leaves the key "
                    "missing without asking again",
@@ -58,26 +54,6 @@ Issue = tuple[str, str, str]
 #: the simulated worker registered at an address (duck-typed: ``store``,
 #: ``dropped``), or None
 Peek = Callable[[str], Any]
-
-
-def add_keys_issues(state: Any, address: str, nbytes: Iterable[str], peek: Peek,
-                    queued_frees: Callable[[], set[str]]) -> list[Issue]:
-    """Known defects an ``add-keys`` from ``address`` for ``nbytes``'s keys
-    is about to trigger in the scheduler machine ``state``."""
-    out: list[Issue] = []
-    tasks = state.tasks
-    frees: set[str] | None = None
-    for key in nbytes:
-        ts = tasks.get(key)
-        if ts is None:
-            continue
-        if ts.state == "memory" and all(ws.address != address for ws in ts.who_has):
-            worker = peek(address)
-            if frees is None:
-                frees = queued_frees()
-            if worker is None or key not in worker.store or key in frees:
-                out.append((STALE_ADD_KEYS, key, address))
-    return out
 
 
 def missing_data_issues(state: Any, errant: str, keys: Iterable[str], peek: Peek) -> list[Issue]:

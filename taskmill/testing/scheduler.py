@@ -238,23 +238,20 @@ class SimScheduler:
     def _detect(self, msg: Any, address: str) -> None:
         """Record the known defects ``msg`` from ``address`` is about to trigger."""
         kind = type(msg)
-        if kind is AddKeys:
-            self.known_issues += known_issues.add_keys_issues(
-                self.state, address, msg.nbytes, self._peek, lambda: self._queued_frees(address))
-        elif kind is MissingData:
+        if kind is MissingData:
             self.known_issues += known_issues.missing_data_issues(
                 self.state, msg.errant_worker, msg.keys, self._peek)
 
     def _copy_check(self, msg: Any, address: str) -> Callable[[], None] | None:
         """For a message about copies of keys, a check to run once the machine
-        handled it: it may record a copy on the sender (``task-finished``)
-        only if that worker holds it and is not about to drop it (no
-        ``free-keys`` of it on the way there).  On FIFO streams these messages
+        handled it: it may record a copy on the sender (``add-keys``,
+        ``task-finished``) only if that worker holds it and is not about to
+        drop it (no ``free-keys`` of it on the way there).  On FIFO streams these messages
         can cross the scheduler's own: the machine must tell."""
         kind = type(msg)
-        if kind is TaskFinished:
+        if kind is AddKeys or kind is TaskFinished:
             holder = address
-            keys = (msg.key,)
+            keys = tuple(msg.nbytes) if kind is AddKeys else (msg.key,)
         else:
             return None
         record = self.state.workers.get(holder)

@@ -23,6 +23,7 @@ from taskmill.protocol.vocabulary import (
     KeyErred,
     KeyInMemory,
     ReleaseKeys,
+    ReleasedKeys,
 )
 
 A, B = "tcp://a", "tcp://b"
@@ -154,3 +155,37 @@ def _finished_seen(addr: str, key: str, seen: int):  # type: ignore[no-untyped-d
     ev = finished(addr, key)
     return type(ev)(ev.stimulus_id, ev.worker, ev.key, ev.nbytes, ev.type_name, ev.start,
                     ev.stop, seen=seen)
+
+
+# --------------------------------------------------------------------------- #
+# stale-add-keys
+# --------------------------------------------------------------------------- #
+def test_an_add_keys_that_crossed_a_free_of_the_key_is_not_recorded() -> None:
+    s = Sched(A, B)
+    s(submit([task("x-1", workers=(A,))], wanted=["x-1"]))
+    s(finished(A, "x-1"))
+    asked = copy_requested(s, "x-1", B)
+    # B got the copy (its add-keys on the way) when the client lets x-1 go:
+    # freed on A and on B; then x-1 is wanted again and computed on A
+    (to_b,) = [f for f in of(s(ReleaseKeys(sid(), "c1", ("x-1",))), FreeKeys) if f.worker == B]
+    s(submit([task("x-1", workers=(A,))], wanted=["x-1"]))
+    s(finished(A, "x-1"))
+    cmds = s(AddKeys(sid(), B, {"x-1": 8}, seen=asked))
+    assert cmds == []  # not recorded, and B is not told twice
+    assert s.state.who_has(["x-1"]) == {"x-1": [A]}
+    # once B handled the free, its word counts again (it fetched x-1 anew)
+    s(AddKeys(sid(), B, {"x-1": 8}, seen=to_b.epoch))
+    assert s.state.who_has(["x-1"]) == {"x-1": [A, B]}
+
+
+def test_a_decline_that_crossed_a_free_does_not_end_a_newer_copy_request() -> None:
+    s = Sched(A, B)
+    s(submit([task("x-1", workers=(A,))], wanted=["x-1"]))
+    s(finished(A, "x-1"))
+    first = copy_requested(s, "x-1", B)
+    s(ReleaseKeys(sid(), "c1", ("x-1",)))  # frees the copy under way on B
+    s(submit([task("x-1", workers=(A,))], wanted=["x-1"]))
+    s(finished(A, "x-1"))
+    copy_requested(s, "x-1", B)
+    assert s(ReleasedKeys(sid(), B, ("x-1",), seen=first)) == []
+    assert s.state.workers[B] in s.state.tasks["x-1"].acquiring_on  # still asked for

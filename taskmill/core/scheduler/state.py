@@ -53,10 +53,12 @@ Decisions the shell relies on
   record keeps a ledger of the ``FreeKeys`` sent there that it has not shown
   it handled yet (``WorkerRecord.crossed``; every message from it,
   heartbeats too, settles the ledger up to its ``seen``).  A
-  ``TaskFinished`` or ``TaskErred`` about a key that crossed a ``FreeKeys`` of
-  that key is ignored: the worker drops the key when the free arrives, and
-  whatever it was told after the free (a new ``ComputeTask``) gets its own
-  answer.  So an earlier run's result is never taken for a new assignment's.
+  ``TaskFinished``, ``TaskErred``, ``AddKeys`` or ``ReleasedKeys`` about a key
+  that crossed a ``FreeKeys`` of that key is ignored: the worker drops the
+  key when the free arrives, and whatever it was told after the free (a new
+  ``ComputeTask``, ``AcquireReplicas``) gets its own answer.  So an earlier
+  run's result is never taken for a new assignment's, and a copy that is
+  being freed is never recorded.
 * **Stale results.**  A ``TaskFinished`` that crossed no free, from a worker
   the key is not processing on, is ignored and answered with ``FreeKeys`` to
   that worker (unless it is already a known holder): its copy is nobody's
@@ -600,7 +602,9 @@ class SchedulerState:
         ws.acknowledge(ev.seen)
         for key, nbytes in ev.nbytes.items():
             ts = self.machine.tasks.get(key)
-            if ts is not None and ts.state == MEMORY:
+            if ws.crossed(key, ev.seen):
+                step.ignore(key, ts, f"AddKeys from {ev.worker} crossed a FreeKeys of it")
+            elif ts is not None and ts.state == MEMORY:
                 if ts.nbytes < 0 and nbytes >= 0:
                     ts.nbytes = nbytes
                 self.machine.add_replica(step, ts, ws)
@@ -619,6 +623,9 @@ class SchedulerState:
         ws.acknowledge(ev.seen)
         for key in ev.keys:
             ts = self.machine.tasks.get(key)
+            if ws.crossed(key, ev.seen):
+                step.ignore(key, ts, f"ReleasedKeys from {ev.worker} crossed a FreeKeys of it")
+                continue
             if ts is not None and ws in ts.acquiring_on:
                 step.note(key, ts.state, ts.state, f"{ev.worker} declined to fetch a copy")
                 self.replicas.drop(step, ts, ws)
