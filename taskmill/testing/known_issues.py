@@ -18,12 +18,9 @@ The detectors only look; they never change what is delivered.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
-#: A late ``missing-data`` strikes off a copy the errant worker holds again
-#: by now: the scheduler forgets a copy that exists (the worker keeps it).
-STALE_MISSING_DATA = "stale-missing-data"
 #: A worker's ``who-has`` answer that arrives after the key was freed and
 #: requested again strikes off the holders learnt since and leaves the key
 #: ``missing`` without asking again: the copy (or input) never arrives.
@@ -41,7 +38,6 @@ SCATTER_TO_RESTARTED = "scatter-to-restarted-worker"
 SCATTER_ORPHANED = "scatter-orphaned"
 
 DESCRIPTIONS = {
-    STALE_MISSING_DATA: "scheduler strikes off a valid copy on a late missing-data",
     STALE_WHO_HAS: "worker takes a stale who-has answer over fresher holders and leaves the key "
                    "missing without asking again",
     FUNCTION_DROPPED: "worker drops the function that came with a compute-task for a key it "
@@ -54,21 +50,6 @@ Issue = tuple[str, str, str]
 #: the simulated worker registered at an address (duck-typed: ``store``,
 #: ``dropped``), or None
 Peek = Callable[[str], Any]
-
-
-def missing_data_issues(state: Any, errant: str, keys: Iterable[str], peek: Peek) -> list[Issue]:
-    """Known defects a ``missing-data`` naming ``errant`` is about to trigger."""
-    out: list[Issue] = []
-    worker = peek(errant)
-    if worker is None:
-        return out
-    tasks = state.tasks
-    for key in keys:
-        ts = tasks.get(key)
-        if (ts is not None and ts.state == "memory" and any(ws.address == errant for ws in ts.who_has)
-                and key in worker.store and key not in worker.dropped):
-            out.append((STALE_MISSING_DATA, key, errant))
-    return out
 
 
 def who_has_issues(state: Any, address: str, answer: dict[str, tuple[str, ...]]) -> list[Issue]:

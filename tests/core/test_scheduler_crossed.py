@@ -22,6 +22,7 @@ from taskmill.protocol.vocabulary import (
     Heartbeat,
     KeyErred,
     KeyInMemory,
+    MissingData,
     ReleaseKeys,
     ReleasedKeys,
 )
@@ -189,3 +190,47 @@ def test_a_decline_that_crossed_a_free_does_not_end_a_newer_copy_request() -> No
     copy_requested(s, "x-1", B)
     assert s(ReleasedKeys(sid(), B, ("x-1",), seen=first)) == []
     assert s.state.workers[B] in s.state.tasks["x-1"].acquiring_on  # still asked for
+
+
+# --------------------------------------------------------------------------- #
+# stale-missing-data
+# --------------------------------------------------------------------------- #
+def test_a_missing_data_older_than_the_copy_does_not_strike_it_off() -> None:
+    s = Sched(A, B)
+    s(submit([task("x-1", workers=(A,)), task("y-1", "x-1", workers=(B,))], wanted=["y-1"]))
+    cmds = s(finished(A, "x-1"))
+    y = compute_of(cmds, "y-1")  # B asks A for x-1 after handling this
+    # A drops x-1 (say it had to), so it is recomputed on A, and y-1 sent again
+    s(ReleasedKeys(sid(), A, ("x-1",)))
+    assert s.state.task_state("x-1") == "processing"
+    s(finished(A, "x-1"))
+    assert s.processing() == {"y-1": B}
+    # B's request, sent before, found A without x-1: that copy is not this one
+    cmds = s(MissingData(sid(), B, A, ("x-1",), seen=y.epoch))
+    assert cmds == []
+    assert s.state.who_has(["x-1"]) == {"x-1": [A]}
+
+
+def test_a_missing_data_younger_than_the_copy_strikes_it_off() -> None:
+    s = Sched(A, B)
+    s(submit([task("x-1", workers=(A,)), task("y-1", "x-1", workers=(B,))], wanted=["y-1"]))
+    cmds = s(finished(A, "x-1"))
+    y = compute_of(cmds, "y-1")
+    recorded = s.state.tasks["x-1"].who_has[s.state.workers[A]]
+    assert recorded < y.epoch  # the copy was known when B was sent to fetch it
+    cmds = s(MissingData(sid(), B, A, ("x-1",), seen=y.epoch))
+    assert s.state.task_state("x-1") == "processing"  # lost: recomputed
+    assert s.freed(cmds) == {B: {"y-1"}}
+
+
+def test_a_missing_data_as_old_as_the_copy_is_ignored() -> None:
+    s = Sched(A, B)
+    s(submit([task("x-1")], wanted=["x-1"]))
+    s(finished(next(iter(s.processing().values())), "x-1"))
+    (holder,) = s.state.who_has(["x-1"])["x-1"]
+    other = B if holder == A else A
+    recorded = s.state.tasks["x-1"].who_has[s.state.workers[holder]]
+    assert s(MissingData(sid(), other, holder, ("x-1",), seen=recorded)) == []
+    assert s.state.who_has(["x-1"]) == {"x-1": [holder]}
+    s(MissingData(sid(), other, holder, ("x-1",), seen=recorded + 1))
+    assert s.state.task_state("x-1") == "processing"

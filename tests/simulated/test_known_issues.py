@@ -9,9 +9,9 @@ taskmill.testing.random_scenarios --seed N`` shows it, with both machines'
 stimulus logs).
 
 Fixed defects keep their schedules here as regression tests: the simulated
-scheduler shell checks, on every ``add-keys`` and ``task-finished``, that the
-machine records no copy a worker lacks or is about to drop
-(``SimScheduler._copy_check``).
+scheduler shell checks, on every ``add-keys``, ``task-finished`` and
+``missing-data``, that the machine records no copy a worker lacks or is
+about to drop and strikes off none that exists (``SimScheduler._copy_check``).
 """
 
 from __future__ import annotations
@@ -51,13 +51,13 @@ def test_a_late_add_keys_does_not_cancel_the_recomputation_it_crossed() -> None:
     6153,  # stale-task-finished: an earlier run's result taken for a new assignment's
     44,  # stale-add-keys (as met: an add-keys from a worker dying meanwhile)
     2048,  # stale-add-keys: an add-keys that crossed a free-keys of the key
+    607,  # stale-missing-data: a late missing-data struck off a copy made since
 ])
 def test_the_schedule_that_met_a_fixed_defect_runs_clean(seed: int) -> None:
     run_scenario(seed)  # raises if a crossed message is mistaken again
 
 
 @pytest.mark.parametrize(("code", "seed"), [
-    pytest.param(ki.STALE_MISSING_DATA, 607, marks=_xfail(ki.STALE_MISSING_DATA)),
     pytest.param(ki.STALE_WHO_HAS, 18446, marks=_xfail(ki.STALE_WHO_HAS)),
     pytest.param(ki.FUNCTION_DROPPED, 38751, marks=_xfail(ki.FUNCTION_DROPPED)),
     pytest.param(ki.SCATTER_TO_RESTARTED, 695, marks=_xfail(ki.SCATTER_TO_RESTARTED)),

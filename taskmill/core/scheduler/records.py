@@ -18,7 +18,8 @@ ordered dicts keep every run of the same events byte-for-byte reproducible.
 Invariants (checked by ``taskmill.core.scheduler.validate``):
 
 * ``ts in ws.has_what``  <=>  ``ws in ts.who_has``; a task is in memory iff
-  ``who_has`` is non-empty.
+  ``who_has`` is non-empty.  (``who_has`` maps each holder to the ``epoch``
+  its copy was recorded at, not to None.)
 * ``ws.unacked_frees`` maps each key of ``ws.free_log`` to the latest
   ``epoch`` it was freed with there; ``free_log`` is in ``epoch`` order.
 * ``ts.processing_on is ws``  <=>  ``ts in ws.processing``  <=>  state is
@@ -174,7 +175,9 @@ class TaskRecord:
         self.dependents: dict[TaskRecord, None] = {}
         self.waiters: dict[TaskRecord, None] = {}
         self.waiting_on: dict[TaskRecord, None] = {}
-        self.who_has: dict[WorkerRecord, None] = {}
+        #: holder -> the ``epoch`` of the last message to a worker when the copy
+        #: was recorded (a ``MissingData`` must be younger to strike it off)
+        self.who_has: dict[WorkerRecord, int] = {}
         #: client -> the last terminal report sent to it for this key
         #: ("memory", "erred", "lost") or "" (nothing yet).  Reports are sent
         #: only when they differ from the last one: no duplicates.

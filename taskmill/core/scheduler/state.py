@@ -64,7 +64,10 @@ Decisions the shell relies on
   that worker (unless it is already a known holder): its copy is nobody's
   business.  Stale ``TaskErred`` is ignored the same way.
 * **Missing data** (``MissingData``): the errant worker's copy is
-  struck off.  If other copies remain nothing else happens (the asking worker
+  struck off, unless it was recorded at an ``epoch`` not before the
+  ``MissingData``'s ``seen`` (the asking worker asked before it could know of
+  that copy: the errant worker may have got the key only since, and keeps it).
+  If other copies remain nothing else happens (the asking worker
   tries them, or asks ``who_has``).  If none remain the key is recomputed
   from lineage, and every task processing anywhere that needs it goes back to
   waiting (``FreeKeys`` to its worker); it is sent again, possibly to the same
@@ -193,7 +196,7 @@ class SchedulerState:
         self.wants = ClientWants()
         self.machine = TaskMachine(self.membership, self.placement, self.replicas, self.wants,
                                    allowed_failures)
-        #: the ``epoch`` of the last message sent to a worker (see ``step``)
+        #: the ``epoch`` of the last message sent to a worker (see "Crossed messages")
         self.epoch = 0
         self._handlers: dict[type, Callable[[Step, Any], None]] = {
             UpdateGraph: self._on_graph_submitted,
@@ -647,6 +650,10 @@ class SchedulerState:
                 continue
             if errant is None or errant not in ts.who_has:
                 step.ignore(key, ts, f"{ev.worker} misses it on non-holder {ev.errant_worker}")
+                continue
+            if ev.seen <= ts.who_has[errant]:
+                step.ignore(key, ts, f"{ev.worker} misses it on {ev.errant_worker}, but asked "
+                                     "before that copy was known")
                 continue
             self.machine.remove_replica(step, ts, errant)
             step.note(key, MEMORY, MEMORY, f"{ev.worker} could not get it from {ev.errant_worker}")
