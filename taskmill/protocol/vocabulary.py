@@ -27,6 +27,15 @@ peer a stream message came from (``worker``, ``client``), the receiver's own
 same field names the destination (``ComputeTask.worker``,
 ``KeyInMemory.client``).
 
+Crossed messages: every message the scheduler sends a worker on its stream
+(``compute-task``, ``free-keys``, ``acquire-replicas``) carries an ``epoch``,
+one more than the scheduler's previous message to any worker, and the
+messages a worker sends about keys (and its heartbeats) carry ``seen``: the
+``epoch`` of the last scheduler message it had handled when it sent them.
+On FIFO streams that tells the scheduler whether a worker's word about a key
+was sent before or after the worker saw a given ``free-keys`` (see "Crossed
+messages" in ``taskmill.core.scheduler.state``).
+
 Payloads the scheduler never looks inside (functions, arguments, results,
 exceptions) are :class:`~taskmill.protocol.serialize.Serialized` values.
 """
@@ -339,6 +348,8 @@ class ComputeTask(Message):
     nbytes: dict[Key, int]
     priority: Priority
     report_value: bool = False
+    #: the scheduler's message counter (see the module docstring)
+    epoch: int = 0
 
 
 @message("free-keys", SCHEDULER, WORKER, local=("worker",))
@@ -349,6 +360,7 @@ class FreeKeys(Message):
     stimulus_id: str
     worker: Address
     keys: tuple[Key, ...]
+    epoch: int = 0
 
 
 @message("acquire-replicas", SCHEDULER, WORKER, local=("worker",))
@@ -362,6 +374,7 @@ class AcquireReplicas(Message):
     worker: Address
     who_has: dict[Key, tuple[Address, ...]]
     nbytes: dict[Key, int]
+    epoch: int = 0
 
 
 @message("retired", SCHEDULER, WORKER, local=("worker",))
@@ -394,6 +407,8 @@ class TaskFinished(Message):
     stop: float
     value: Serialized | None = None
     transfer: float = 0.0
+    #: the ``epoch`` of the last scheduler message handled (module docstring)
+    seen: int = 0
 
 
 @message("task-erred", WORKER, SCHEDULER, local=_FROM_WORKER)
@@ -410,6 +425,7 @@ class TaskErred(Message):
     start: float = 0.0
     stop: float = 0.0
     transfer: float = 0.0
+    seen: int = 0
 
 
 @message("add-keys", WORKER, SCHEDULER, local=_FROM_WORKER)
@@ -420,6 +436,7 @@ class AddKeys(Message):
     stimulus_id: str
     worker: Address
     nbytes: dict[Key, int]
+    seen: int = 0
 
 
 @message("released-keys", WORKER, SCHEDULER, local=_FROM_WORKER)
@@ -430,17 +447,21 @@ class ReleasedKeys(Message):
     stimulus_id: str
     worker: Address
     keys: tuple[Key, ...]
+    seen: int = 0
 
 
 @message("missing-data", WORKER, SCHEDULER, local=_FROM_WORKER)
 @dataclass(frozen=True, slots=True)
 class MissingData(Message):
-    """``worker`` could not get ``keys`` from ``errant_worker``: that copy is gone."""
+    """``worker`` could not get ``keys`` from ``errant_worker``: that copy is
+    gone, or did not exist yet when it asked.  ``seen``: the ``epoch`` of the
+    last scheduler message it had handled when it *asked* ``errant_worker``."""
 
     stimulus_id: str
     worker: Address
     errant_worker: Address
     keys: tuple[Key, ...]
+    seen: int = 0
 
 
 @message("paused", WORKER, SCHEDULER, local=_FROM_WORKER)
@@ -458,7 +479,8 @@ class Paused(Message):
 @dataclass(frozen=True, slots=True)
 class Heartbeat(Message):
     """Periodic figures of a worker (for policy and the dashboard; never
-    needed for correctness).  ``transfers``: (peer, start, stop, bytes, keys)."""
+    needed for correctness).  ``transfers``: (peer, start, stop, bytes, keys);
+    ``seen`` lets the scheduler forget the frees a quiet worker has handled."""
 
     stimulus_id: str
     worker: Address
@@ -471,6 +493,8 @@ class Heartbeat(Message):
     paused: bool = False
     cpu: float = 0.0
     transfers: tuple[tuple[Address, float, float, int, int], ...] = ()
+    #: the ``epoch`` of the last scheduler message handled (module docstring)
+    seen: int = 0
 
 
 @message("unregister", WORKER, SCHEDULER)

@@ -385,4 +385,4 @@ class Worker(Node):
                 "", self.address, 0.0, memory=self._process.memory_info().rss,
                 executing=state.executing_count, in_memory=len(self.data),
                 managed=self.data.memory_bytes, spilled=self.data.spilled_bytes,
-                paused=state.paused, cpu=cpu, transfers=tuple(transfers)))
+                paused=state.paused, cpu=cpu, transfers=tuple(transfers), seen=state.epoch))

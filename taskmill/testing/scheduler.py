@@ -31,6 +31,7 @@ cluster's checks read: on a FIFO stream that is what the client is told.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -220,29 +221,58 @@ class SimScheduler:
                 continue
             events.append(msg)
         # One machine call per message, routed together (as for clients, see
-        # from_client), so the known-defect detectors see the state each
-        # message meets.
+        # from_client), so the copy checks see the state each message meets.
         state = self.state
         cmds: list[SchedulerOutput] = []
         for msg in events:
-            self._detect(msg, address)
+            check = self._copy_check(msg, address)
             done = state.handle(msg)
+            if check is not None:
+                check()
             self._track(done)
             cmds += done
         self.route(cmds)
 
-    def _detect(self, msg: Any, address: str) -> None:
-        """Record the known defects ``msg`` from ``address`` is about to trigger."""
+    def _copy_check(self, msg: Any, address: str) -> Callable[[], None] | None:
+        """For a message about copies of keys, a check to run once the machine
+        handled it: it may record a copy on the sender (``add-keys``,
+        ``task-finished``) only if that worker holds it and is not about to
+        drop it (no ``free-keys`` of it on the way there), and strike off a
+        copy (``missing-data``) only if its holder lacks it (or failed to
+        serve it, :meth:`~taskmill.testing.SimWorker.drop`).  On FIFO streams
+        these messages can cross the scheduler's own: the machine must tell."""
         kind = type(msg)
-        if kind is AddKeys:
-            self.known_issues += known_issues.add_keys_issues(
-                self.state, address, msg.nbytes, self._peek, lambda: self._queued_frees(address))
-        elif kind is TaskFinished:
-            self.known_issues += known_issues.task_finished_issues(
-                self.state, address, msg.key, self._peek, lambda: self._queued_frees(address))
+        if kind is AddKeys or kind is TaskFinished:
+            holder = address
+            keys = tuple(msg.nbytes) if kind is AddKeys else (msg.key,)
         elif kind is MissingData:
-            self.known_issues += known_issues.missing_data_issues(
-                self.state, msg.errant_worker, msg.keys, self._peek)
+            holder = msg.errant_worker
+            keys = msg.keys
+        else:
+            return None
+        record = self.state.workers.get(holder)
+        if record is None:
+            return None
+        tasks = self.state.tasks
+        before = {k for k in keys if (ts := tasks.get(k)) is not None and record in ts.who_has}
+
+        def check() -> None:
+            worker = self._peek(holder)
+            if worker is None:
+                return
+            now = {k for k in keys if (ts := tasks.get(k)) is not None and record in ts.who_has}
+            frees = self._queued_frees(holder)
+            if kind is MissingData:
+                wrong = [k for k in before - now
+                         if k in worker.store and k not in worker.dropped and k not in frees]
+                what = "struck off copies that exist"
+            else:
+                wrong = [k for k in now - before if k not in worker.store or k in frees]
+                what = "recorded copies that do not exist or are being freed"
+            if wrong:
+                raise ShellContractError(f"on {msg.op!r} from {address} the scheduler {what}: "
+                                         f"{sorted(wrong)} on {worker.name}")
+        return check
 
     def _peek(self, address: str) -> Any:
         """The simulated worker whose connection is registered at ``address``, if alive."""

@@ -389,4 +389,5 @@ class SimWorker:
             return
         state = self.state
         self.net.send(self.up, [Heartbeat("", self.address, 0.0, executing=state.executing_count,
-                                          in_memory=len(self.store), paused=state.paused).to_wire()])
+                                          in_memory=len(self.store), paused=state.paused,
+                                          seen=state.epoch).to_wire()])

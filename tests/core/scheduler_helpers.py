@@ -1,11 +1,15 @@
 """Tiny builders for synchronous scheduler state-machine tests.
 
 ``Sched`` wraps a validating ``SchedulerState`` and remembers every command;
-the module functions make events without boilerplate.
+the module functions make events without boilerplate.  A worker message made
+without ``seen`` (0) is sent as by a worker that has handled every message
+the scheduler sent so far (``up_to_date``); a test of crossed messages gives
+``seen`` itself (``Sched.epoch`` is the scheduler's latest).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Any, Iterable, TypeVar
 
@@ -91,6 +95,14 @@ def erred(addr: str, key: str, text: str = "ZeroDivisionError('boom')") -> TaskE
     )
 
 
+def up_to_date(state: SchedulerState, events: Iterable[SchedulerEvent]) -> tuple[SchedulerEvent, ...]:
+    """``events``, each worker message without ``seen`` given the scheduler's
+    latest ``epoch``: sent after its worker handled everything sent to it."""
+    epoch = state.epoch
+    return tuple(dataclasses.replace(e, seen=epoch) if getattr(e, "seen", None) == 0 else e  # type: ignore[arg-type]
+                 for e in events)
+
+
 def of(cmds: Iterable[SchedulerCommand], kind: type[C]) -> list[C]:
     return [c for c in cmds if isinstance(c, kind)]
 
@@ -107,8 +119,13 @@ class Sched:
             else:
                 self(join(w))
 
+    @property
+    def epoch(self) -> int:
+        """The ``epoch`` of the last message the scheduler sent a worker."""
+        return self.state.epoch
+
     def __call__(self, *events: SchedulerEvent) -> list[SchedulerCommand]:
-        cmds = self.state.handle(*events)
+        cmds = self.state.handle(*up_to_date(self.state, events))
         self.log.extend(cmds)
         return cmds
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from scheduler_helpers import erred, finished, join, leave, sid, submit, task
+from scheduler_helpers import erred, finished, join, leave, sid, submit, task, up_to_date
 
 from taskmill.core.scheduler.events import (
     ClientDisconnected,
@@ -55,7 +55,7 @@ class Harness:
 
     # ---------------------------------------------------------------- #
     def send(self, *events: SchedulerEvent) -> list[SchedulerCommand]:
-        cmds = self.state.handle(*events)
+        cmds = self.state.handle(*up_to_date(self.state, events))
         for c in cmds:
             if isinstance(c, (KeyInMemory, KeyErred, KeyLost, KeyCancelled)):
                 kind = type(c).__name__

@@ -1,12 +1,17 @@
 """Machine defects and protocol gaps found by the simulated cluster, pinned.
 
-Each test asserts what should happen and fails today (``xfail``, strict: a
-fix makes it pass, and the test then asks for the detector in
-``taskmill/testing/known_issues.py`` and its tolerance in the random
-schedules to go).  The first is written out step by step; the others replay
-a random schedule that runs into the defect (``python -m
+Each test asserts what should happen.  Those of defects still open fail
+today (``xfail``, strict: a fix makes it pass, and the test then asks for the
+detector in ``taskmill/testing/known_issues.py`` and its tolerance in the
+random schedules to go).  The first is written out step by step; the others
+replay a random schedule that runs into the defect (``python -m
 taskmill.testing.random_scenarios --seed N`` shows it, with both machines'
 stimulus logs).
+
+Fixed defects keep their schedules here as regression tests: the simulated
+scheduler shell checks, on every ``add-keys``, ``task-finished`` and
+``missing-data``, that the machine records no copy a worker lacks or is
+about to drop and strikes off none that exists (``SimScheduler._copy_check``).
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ def _xfail(code: str) -> pytest.MarkDecorator:
     return pytest.mark.xfail(strict=True, reason=f"known defect {code}: {ki.DESCRIPTIONS[code]}")
 
 
-@_xfail(ki.ADD_KEYS_WHILE_PROCESSING)
 def test_a_late_add_keys_does_not_cancel_the_recomputation_it_crossed() -> None:
     cluster = SimCluster(2, seed=3)
     client = cluster.client()
@@ -42,11 +46,18 @@ def test_a_late_add_keys_does_not_cancel_the_recomputation_it_crossed() -> None:
     assert client.result("a-1") == cluster.expected("a-1")
 
 
+@pytest.mark.parametrize("seed", [
+    1406,  # add-keys-while-processing: a late add-keys freed the key its worker recomputed
+    6153,  # stale-task-finished: an earlier run's result taken for a new assignment's
+    44,  # stale-add-keys (as met: an add-keys from a worker dying meanwhile)
+    2048,  # stale-add-keys: an add-keys that crossed a free-keys of the key
+    607,  # stale-missing-data: a late missing-data struck off a copy made since
+])
+def test_the_schedule_that_met_a_fixed_defect_runs_clean(seed: int) -> None:
+    run_scenario(seed)  # raises if a crossed message is mistaken again
+
+
 @pytest.mark.parametrize(("code", "seed"), [
-    pytest.param(ki.ADD_KEYS_WHILE_PROCESSING, 1406, marks=_xfail(ki.ADD_KEYS_WHILE_PROCESSING)),
-    pytest.param(ki.STALE_TASK_FINISHED, 6153, marks=_xfail(ki.STALE_TASK_FINISHED)),
-    pytest.param(ki.STALE_ADD_KEYS, 44, marks=_xfail(ki.STALE_ADD_KEYS)),
-    pytest.param(ki.STALE_MISSING_DATA, 607, marks=_xfail(ki.STALE_MISSING_DATA)),
     pytest.param(ki.STALE_WHO_HAS, 18446, marks=_xfail(ki.STALE_WHO_HAS)),
     pytest.param(ki.FUNCTION_DROPPED, 38751, marks=_xfail(ki.FUNCTION_DROPPED)),
     pytest.param(ki.SCATTER_TO_RESTARTED, 695, marks=_xfail(ki.SCATTER_TO_RESTARTED)),

@@ -107,11 +107,13 @@ class Membership:
         return True
 
     def heartbeat(self, ev: Heartbeat) -> None:
-        """``ev.worker`` is alive and uses ``ev.memory`` bytes."""
+        """``ev.worker`` is alive, uses ``ev.memory`` bytes and has handled
+        the scheduler's messages up to ``ev.seen``."""
         ws = self.workers.get(ev.worker)
         if ws is not None:
             ws.memory = ev.memory
             ws.last_seen = ev.now
+            ws.acknowledge(ev.seen)
 
     def clear_tasks(self) -> None:
         """Every task is gone (restart): nothing is processing or held anywhere."""

@@ -22,7 +22,10 @@ only where nothing iterates it (membership tests), and says so.
 Invariants (checked by ``taskmill.core.scheduler.validate``):
 
 * ``ts in ws.has_what``  <=>  ``ws in ts.who_has``; a task is in memory iff
-  ``who_has`` is non-empty.
+  ``who_has`` is non-empty.  (``who_has`` maps each holder to the ``epoch``
+  its copy was recorded at, not to None.)
+* ``ws.unacked_frees`` maps each key of ``ws.free_log`` to the latest
+  ``epoch`` it was freed with there; ``free_log`` is in ``epoch`` order.
 * ``ts.processing_on is ws``  <=>  ``ts in ws.processing``  <=>  state is
   ``processing``; ``ws.used`` is the sum of ``slot_cost`` of ``ws.processing``.
 * ``dts in ts.dependencies``  <=>  ``ts in dts.dependents``.
@@ -42,6 +45,7 @@ Invariants (checked by ``taskmill.core.scheduler.validate``):
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,7 +179,9 @@ class TaskRecord:
         self.dependents: dict[TaskRecord, None] = {}
         self.waiters: dict[TaskRecord, None] = {}
         self.waiting_on: dict[TaskRecord, None] = {}
-        self.who_has: dict[WorkerRecord, None] = {}
+        #: holder -> the ``epoch`` of the last message to a worker when the copy
+        #: was recorded (a ``MissingData`` must be younger to strike it off)
+        self.who_has: dict[WorkerRecord, int] = {}
         #: client -> the last terminal report sent to it for this key
         #: ("memory", "erred", "lost") or "" (nothing yet).  Reports are sent
         #: only when they differ from the last one: no duplicates.
@@ -221,6 +227,8 @@ class WorkerRecord:
         "acquiring",
         "resources",
         "resources_used",
+        "unacked_frees",
+        "free_log",
     )
 
     def __init__(
@@ -263,6 +271,37 @@ class WorkerRecord:
         #: abstract resources it declared (totals), and those its processing tasks hold
         self.resources: dict[str, float] = resources or {}
         self.resources_used: dict[str, float] = {}
+        #: the ledger of frees it may not have handled yet: key -> ``epoch`` of
+        #: the latest ``FreeKeys`` of it sent here, and those ``FreeKeys`` as
+        #: ``(epoch, keys)``, oldest first (see ``crossed``)
+        self.unacked_frees: dict[Key, int] = {}
+        self.free_log: deque[tuple[int, tuple[Key, ...]]] = deque()
+
+    def freeing(self, keys: tuple[Key, ...], epoch: int) -> None:
+        """A ``FreeKeys`` of ``keys`` with ``epoch`` goes to this worker."""
+        self.free_log.append((epoch, keys))
+        unacked = self.unacked_frees
+        for key in keys:
+            unacked[key] = epoch
+
+    def acknowledge(self, seen: int) -> None:
+        """The worker sent a message after handling the scheduler's message
+        ``seen``: it has handled every ``FreeKeys`` up to that one."""
+        log = self.free_log
+        if log and log[0][0] <= seen:
+            unacked = self.unacked_frees
+            while log and log[0][0] <= seen:
+                epoch, keys = log.popleft()
+                for key in keys:
+                    if unacked.get(key) == epoch:
+                        del unacked[key]
+
+    def crossed(self, key: Key, seen: int) -> bool:
+        """Whether a message about ``key`` that the worker sent after handling
+        the scheduler's message ``seen`` crossed a ``FreeKeys`` of ``key``
+        (which it handled afterwards, and which overrides what it said)."""
+        epoch = self.unacked_frees.get(key)
+        return epoch is not None and epoch > seen
 
     @property
     def open(self) -> bool:

@@ -185,6 +185,7 @@ class Replicas:
                     ws.address,
                     {ts.key: tuple([h.address for h in ts.who_has]) for ts in live},
                     {ts.key: ts.nbytes for ts in live},
+                    step.next_epoch(),
                 )
             )
 

@@ -46,13 +46,28 @@ Decisions the shell relies on
 * **Failures.**  ``TaskErred`` errs the task and every active dependent
   (transitively) with the same error; ``retries`` re-run it first.  The
   erring worker also gets ``FreeKeys`` for the key (drop its error record).
-* **Stale results.**  A ``TaskFinished`` from a worker the key is not
-  processing on is ignored and answered with ``FreeKeys`` to that worker
-  (unless it is already a known holder): the worker may have been told to
-  drop the key meanwhile, so recording its copy could point others at data
-  that is gone.  Stale ``TaskErred`` is ignored the same way.
+* **Crossed messages (epochs).**  Every ``ComputeTask``, ``FreeKeys`` and
+  ``AcquireReplicas`` carries an ``epoch``: one more than the previous
+  message to any worker (``SchedulerState.epoch``).  A worker's messages carry
+  ``seen``, the ``epoch`` of the last of ours it had handled.  Each worker
+  record keeps a ledger of the ``FreeKeys`` sent there that it has not shown
+  it handled yet (``WorkerRecord.crossed``; every message from it,
+  heartbeats too, settles the ledger up to its ``seen``).  A
+  ``TaskFinished``, ``TaskErred``, ``AddKeys`` or ``ReleasedKeys`` about a key
+  that crossed a ``FreeKeys`` of that key is ignored: the worker drops the
+  key when the free arrives, and whatever it was told after the free (a new
+  ``ComputeTask``, ``AcquireReplicas``) gets its own answer.  So an earlier
+  run's result is never taken for a new assignment's, and a copy that is
+  being freed is never recorded.
+* **Stale results.**  A ``TaskFinished`` that crossed no free, from a worker
+  the key is not processing on, is ignored and answered with ``FreeKeys`` to
+  that worker (unless it is already a known holder): its copy is nobody's
+  business.  Stale ``TaskErred`` is ignored the same way.
 * **Missing data** (``MissingData``): the errant worker's copy is
-  struck off.  If other copies remain nothing else happens (the asking worker
+  struck off, unless it was recorded at an ``epoch`` not before the
+  ``MissingData``'s ``seen`` (the asking worker asked before it could know of
+  that copy: the errant worker may have got the key only since, and keeps it).
+  If other copies remain nothing else happens (the asking worker
   tries them, or asks ``who_has``).  If none remain the key is recomputed
   from lineage, and every task processing anywhere that needs it goes back to
   waiting (``FreeKeys`` to its worker); it is sent again, possibly to the same
@@ -68,7 +83,9 @@ Decisions the shell relies on
   after such a death small results get insurance copies (``AcquireReplicas``,
   see ``taskmill.core.scheduler.replicas``).
 * **Replicas** reported by ``AddKeys`` are recorded only for keys in
-  memory; any other key is answered with ``FreeKeys``.
+  memory; a key the reporting worker computes now is ignored (it answers the
+  ``ComputeTask`` with that copy); any other key is answered with
+  ``FreeKeys``.
 * **Copies, retirement, pause** (``ReplicateRequested``, ``RetireRequested``,
   ``RetireCancelled``, ``Paused``) are handled with
   ``taskmill.core.scheduler.replicas`` and ``membership``: a retired worker's tasks are
@@ -179,6 +196,8 @@ class SchedulerState:
         self.wants = ClientWants()
         self.machine = TaskMachine(self.membership, self.placement, self.replicas, self.wants,
                                    allowed_failures)
+        #: the ``epoch`` of the last message sent to a worker (see "Crossed messages")
+        self.epoch = 0
         self._handlers: dict[type, Callable[[Step, Any], None]] = {
             UpdateGraph: self._on_graph_submitted,
             TaskFinished: self._on_task_finished,
@@ -259,7 +278,7 @@ class SchedulerState:
             handler = self._handlers.get(type(event))
             if handler is None:
                 raise TypeError(f"not a scheduler event: {event!r}")
-            step = Step(event.stimulus_id, story, cmds)
+            step = Step(event.stimulus_id, story, cmds, self.epoch)
             handler(step, event)
             # the phases after the handler: drain the recommendations, place
             # ready tasks and fill freed slots, move retiring workers' data
@@ -274,6 +293,7 @@ class SchedulerState:
                 self.replicas.flush(step)
             if step.pending_free:
                 step.flush_all_frees()
+            self.epoch = step.epoch
             if self.validate_each_event:
                 self.validate()
                 validate_step(step)
@@ -504,6 +524,10 @@ class SchedulerState:
         if ws is None:
             step.ignore(ev.key, ts, f"TaskFinished from unknown worker {ev.worker}")
             return
+        ws.acknowledge(ev.seen)
+        if ws.crossed(ev.key, ev.seen):
+            step.ignore(ev.key, ts, f"TaskFinished from {ev.worker} crossed a FreeKeys of it")
+            return
         if ts is None or ts.processing_on is not ws:
             if ts is not None and ws in ts.who_has:
                 step.ignore(ev.key, ts, f"duplicate TaskFinished from {ev.worker}")
@@ -521,6 +545,10 @@ class SchedulerState:
         ts = self.machine.tasks.get(ev.key)
         if ws is None:
             step.ignore(ev.key, ts, f"TaskErred from unknown worker {ev.worker}")
+            return
+        ws.acknowledge(ev.seen)
+        if ws.crossed(ev.key, ev.seen):
+            step.ignore(ev.key, ts, f"TaskErred from {ev.worker} crossed a FreeKeys of it")
             return
         if ts is None or ts.processing_on is not ws:
             step.ignore(ev.key, ts, f"stale TaskErred from {ev.worker}")
@@ -574,12 +602,18 @@ class SchedulerState:
         if ws is None:
             step.note("", "", "", f"ignored: AddKeys from unknown worker {ev.worker}")
             return
+        ws.acknowledge(ev.seen)
         for key, nbytes in ev.nbytes.items():
             ts = self.machine.tasks.get(key)
-            if ts is not None and ts.state == MEMORY:
+            if ws.crossed(key, ev.seen):
+                step.ignore(key, ts, f"AddKeys from {ev.worker} crossed a FreeKeys of it")
+            elif ts is not None and ts.state == MEMORY:
                 if ts.nbytes < 0 and nbytes >= 0:
                     ts.nbytes = nbytes
                 self.machine.add_replica(step, ts, ws)
+            elif ts is not None and ts.processing_on is ws:
+                # sent before it handled the ComputeTask, which it answers with this copy
+                step.ignore(key, ts, f"AddKeys from {ev.worker}, which computes it")
             else:
                 step.ignore(key, ts, f"{ev.worker} has an unneeded copy: freeing it")
                 step.free(ws, key)
@@ -589,8 +623,12 @@ class SchedulerState:
         if ws is None:
             step.note("", "", "", f"ignored: ReleasedKeys from unknown {ev.worker}")
             return
+        ws.acknowledge(ev.seen)
         for key in ev.keys:
             ts = self.machine.tasks.get(key)
+            if ws.crossed(key, ev.seen):
+                step.ignore(key, ts, f"ReleasedKeys from {ev.worker} crossed a FreeKeys of it")
+                continue
             if ts is not None and ws in ts.acquiring_on:
                 step.note(key, ts.state, ts.state, f"{ev.worker} declined to fetch a copy")
                 self.replicas.drop(step, ts, ws)
@@ -612,6 +650,10 @@ class SchedulerState:
                 continue
             if errant is None or errant not in ts.who_has:
                 step.ignore(key, ts, f"{ev.worker} misses it on non-holder {ev.errant_worker}")
+                continue
+            if ev.seen <= ts.who_has[errant]:
+                step.ignore(key, ts, f"{ev.worker} misses it on {ev.errant_worker}, but asked "
+                                     "before that copy was known")
                 continue
             self.machine.remove_replica(step, ts, errant)
             step.note(key, MEMORY, MEMORY, f"{ev.worker} could not get it from {ev.errant_worker}")

@@ -22,7 +22,13 @@ finished:
 * ``forgotten_done``: fire-and-forget keys that finished (released by a
   ``ReleaseKeys`` event after this one);
 * ``cmds``: the commands made so far, shared by the events of one ``handle``
-  call and returned by it.
+  call and returned by it;
+* ``epoch``: the ``epoch`` of the last message to a worker made so far (the
+  machine's counter, handed on from step to step): each ``ComputeTask``,
+  ``FreeKeys`` and ``AcquireReplicas`` takes the next one (``next_epoch``),
+  and each ``FreeKeys`` is entered in its worker's ledger
+  (``WorkerRecord.freeing``), see "Crossed messages" in
+  ``taskmill.core.scheduler.state``.
 
 A step is made for every event, so it must be cheap: the containers that
 few events use (``acquire_batch``, ``forgotten_done``) start as None.
@@ -65,12 +71,13 @@ def also(made: Made, cmd: SchedulerOutput) -> list[SchedulerOutput] | SchedulerO
 class Step:
     """The work of one event (see the module docstring)."""
 
-    __slots__ = ("stimulus_id", "story", "cmds", "recs", "ready", "freed", "pending_free",
+    __slots__ = ("stimulus_id", "story", "cmds", "epoch", "recs", "ready", "freed", "pending_free",
                  "acquire_batch", "retire_dirty", "forgotten_done")
 
     def __init__(self, stimulus_id: str, story: deque[StoryEntry],
-                 cmds: list[SchedulerOutput]) -> None:
+                 cmds: list[SchedulerOutput], epoch: int = 0) -> None:
         self.stimulus_id = stimulus_id
+        self.epoch = epoch
         #: the machine's transition log, which this step's notes go to
         self.story = story
         self.cmds = cmds
@@ -108,6 +115,11 @@ class Step:
             else:
                 self.cmds.append(made)
 
+    def next_epoch(self) -> int:
+        """The ``epoch`` of a new message to a worker."""
+        self.epoch += 1
+        return self.epoch
+
     def free(self, ws: WorkerRecord, key: Key) -> None:
         """Tell ``ws`` (if alive) to drop ``key``, with its other frees of this step."""
         if ws.alive:
@@ -121,13 +133,18 @@ class Step:
         """Emit the frees gathered for ``ws`` now (before another command to it)."""
         keys = self.pending_free.pop(ws, None)
         if keys:
-            self.cmds.append(FreeKeys(self.stimulus_id, ws.address, tuple(keys)))
+            self._free_now(ws, tuple(keys))
 
     def flush_all_frees(self) -> None:
         """Emit every gathered free, one ``FreeKeys`` per worker."""
         for ws, keys in self.pending_free.items():
-            self.cmds.append(FreeKeys(self.stimulus_id, ws.address, tuple(keys)))
+            self._free_now(ws, tuple(keys))
         self.pending_free.clear()
+
+    def _free_now(self, ws: WorkerRecord, keys: tuple[Key, ...]) -> None:
+        epoch = self.epoch = self.epoch + 1
+        ws.freeing(keys, epoch)
+        self.cmds.append(FreeKeys(self.stimulus_id, ws.address, keys, epoch))
 
     def forget_worker(self, ws: WorkerRecord) -> None:
         """``ws`` left: nothing of this step goes to it any more."""

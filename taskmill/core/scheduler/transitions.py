@@ -275,9 +275,9 @@ class TaskMachine:
             ts.who_wants[client] = ""  # the new attempt's outcome is news to all
 
     def add_replica(self, step: Step, ts: TaskRecord, ws: WorkerRecord) -> None:
-        """``ws`` holds a copy of ``ts``."""
+        """``ws`` holds a copy of ``ts`` (a copy it held already keeps its ``epoch``)."""
         if ws not in ts.who_has:
-            ts.who_has[ws] = None
+            ts.who_has[ws] = step.epoch
             ws.has_what[ts] = None
             if ts.nbytes > 0:
                 ws.nbytes += ts.nbytes
@@ -288,7 +288,7 @@ class TaskMachine:
 
     def remove_replica(self, step: Step, ts: TaskRecord, ws: WorkerRecord) -> None:
         """``ws`` no longer holds a copy of ``ts``."""
-        if ts.who_has.pop(ws, 0) is None:
+        if ts.who_has.pop(ws, None) is not None:
             del ws.has_what[ts]
             if ts.nbytes > 0:
                 ws.nbytes -= ts.nbytes
@@ -414,6 +414,7 @@ class TaskMachine:
             nbytes,
             ts.priority,
             bool(ts.who_wants),
+            step.next_epoch(),
         )
 
     def _enqueue(self, step: Step, ts: TaskRecord, _: Any) -> Made:

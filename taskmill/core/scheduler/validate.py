@@ -31,6 +31,7 @@ from taskmill.core.scheduler.records import (
     RELEASED,
     WAITING,
     TaskRecord,
+    WorkerRecord,
 )
 from taskmill.core.scheduler.resource_index import ResourceGroup
 from taskmill.core.scheduler.step import Step
@@ -197,6 +198,7 @@ def validate_state(m: TaskMachine) -> None:
                 _fail(m, ts, f"in has_what of {addr} but not in who_has")
         if nbytes != ws.nbytes:
             _fail(m, None, f"worker {addr}: nbytes={ws.nbytes} but holds {nbytes}")
+        _check_ledger(m, ws)
     for ws in m.membership.idle:
         if m.membership.workers.get(ws.address) is not ws:
             _fail(m, None, f"dead worker {ws.address} in idle index")
@@ -215,6 +217,21 @@ def validate_state(m: TaskMachine) -> None:
     for ws in m.replicas.retiring:
         if m.membership.workers.get(ws.address) is not ws:
             _fail(m, None, f"retiring worker {ws.address} is not a live worker")
+
+
+def _check_ledger(m: TaskMachine, ws: WorkerRecord) -> None:
+    """The frees ``ws`` may not have handled: the log in ``epoch`` order, the
+    index its latest ``epoch`` per key."""
+    latest: dict[str, int] = {}
+    last = -1
+    for epoch, keys in ws.free_log:
+        if epoch <= last:
+            _fail(m, None, f"worker {ws.address}: free log out of order")
+        last = epoch
+        for key in keys:
+            latest[key] = epoch
+    if latest != ws.unacked_frees:
+        _fail(m, None, f"worker {ws.address}: unacked frees disagree with the free log")
 
 
 def validate_step(step: Step) -> None:

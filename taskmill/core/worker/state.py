@@ -90,6 +90,16 @@ orders those by a per-process salted hash.  Records, indexes and the
 collections they link are insertion-ordered dicts (see
 :mod:`taskmill.core.worker.records`); plain sets serve membership tests only.
 
+Epochs: each ``ComputeTask``, ``FreeKeys`` and ``AcquireReplicas`` carries the
+scheduler's ``epoch``; the machine keeps the last one it handled (``epoch``)
+and every ``TaskFinished``, ``TaskErred``, ``AddKeys`` and ``ReleasedKeys`` it
+returns carries it as ``seen`` (the shell puts it on heartbeats too).  A
+``MissingData`` carries instead the ``epoch`` it had when it sent the request
+that came back without the keys (kept per peer in flight, ``_asked``).  That
+is how the scheduler tells a message that crossed one of its ``FreeKeys``
+from a fresh one, and a copy that was gone from one that did not exist yet
+(see "Crossed messages" in ``taskmill.core.scheduler.state``).
+
 Costs: each event costs O(keys it names + their dependents/holders), times
 O(log n) for heap operations.  The gather pass costs O(peers with queued
 keys); nothing scans all tasks.  ``validate()`` (O(n),
@@ -200,6 +210,10 @@ class WorkerState(WorkerBookkeeping):
             stimulus_log_size=stimulus_log_size), stimulus_log_size)
         self._funcs: dict[str, Any] = {}  # token -> serialized func, until an Execute carries it
         self._delivered: set[str] = set()  # tokens whose func went in an Execute (membership only)
+        #: the ``epoch`` of the last scheduler message handled (module docstring)
+        self.epoch = 0
+        #: peer -> ``epoch`` when the request in flight to it was sent
+        self._asked: dict[Address, int] = {}
         self._handlers: dict[type, Callable[[Any], None]] = {
             ComputeTask: self._on_compute,
             ExecuteSucceeded: self._on_execute_succeeded,
@@ -260,6 +274,7 @@ class WorkerState(WorkerBookkeeping):
     # ------------------------------------------------------------------ #
     def _on_compute(self, ev: ComputeTask) -> None:
         """The scheduler assigns ``ev.key`` here: compute it, or reuse what is here or on its way."""
+        self.epoch = ev.epoch
         key = ev.key
         ts = self.tasks.get(key)
         if ts is None:
@@ -270,7 +285,8 @@ class WorkerState(WorkerBookkeeping):
         if st == MEMORY:
             ts.assigned = ts.held = True
             self._out.append(
-                TaskFinished(ev.stimulus_id, self.address, key, ts.nbytes, ts.type_name, ts.start, ts.stop)
+                TaskFinished(ev.stimulus_id, self.address, key, ts.nbytes, ts.type_name, ts.start, ts.stop,
+                             seen=self.epoch)
             )
             self._note(key, "note", "compute requested: already in memory")
         elif st == WAITING and ts.assigned:
@@ -420,7 +436,7 @@ class WorkerState(WorkerBookkeeping):
                 ts.held = True
                 self._out.append(
                     TaskFinished(ev.stimulus_id, self.address, key, ev.nbytes, ev.type_name, ev.start, ev.stop,
-                                     ev.value)
+                                     ev.value, seen=self.epoch)
                 )
         elif st == CANCELLED and ts.previous == EXECUTING:
             self.executing.discard(key)
@@ -453,6 +469,7 @@ class WorkerState(WorkerBookkeeping):
                         ev.exception_text,
                         ev.start,
                         ev.stop,
+                        seen=self.epoch,
                     )
                 )
             else:  # ran only for local dependents: get it from elsewhere
@@ -470,7 +487,9 @@ class WorkerState(WorkerBookkeeping):
     def _gather(self) -> None:
         """Send one ``Fetch`` to each of the best idle peers."""
         stim = self._stim
+        asked = self._asked
         for peer, keys in self._fq.select(self._take_for_fetch):
+            asked[peer] = self.epoch
             self._out.append(Fetch(stim, peer, keys))
 
     def _take_for_fetch(self, ts: TaskRecord, peer: Address) -> None:
@@ -493,6 +512,7 @@ class WorkerState(WorkerBookkeeping):
         """A request to a peer came back: take what came, strike the peer off what did not."""
         peer = ev.peer
         flight = self._fq.request_done(peer)
+        asked = self._asked.pop(peer, 0)  # unknown request: as old as can be
         tasks = self.tasks
         announce: dict[Key, int] = {}
         for key, nbytes in ev.nbytes.items():
@@ -511,7 +531,8 @@ class WorkerState(WorkerBookkeeping):
                 self._put_in_memory(ts, nbytes)
                 ts.held = True
                 if ts.assigned:
-                    self._out.append(TaskFinished(ev.stimulus_id, self.address, key, nbytes, "", 0.0, 0.0))
+                    self._out.append(TaskFinished(ev.stimulus_id, self.address, key, nbytes, "", 0.0, 0.0,
+                                                  seen=self.epoch))
                 else:
                     announce[key] = nbytes
             elif st == CANCELLED and ts.previous == FLIGHT:
@@ -524,7 +545,7 @@ class WorkerState(WorkerBookkeeping):
                 self._note(key, "ignored", f"data from {peer} while {st}: deleted")
                 self._delete.append(key)
         if announce:
-            self._out.append(AddKeys(ev.stimulus_id, self.address, announce))
+            self._out.append(AddKeys(ev.stimulus_id, self.address, announce, self.epoch))
         lost: list[Key] = []
         requested = flight if flight is not None else dict.fromkeys(ev.requested)
         for key in requested:
@@ -540,12 +561,13 @@ class WorkerState(WorkerBookkeeping):
             elif ts.state == FETCH and not ts.who_has:
                 self._to_fetch_or_missing(ts)
         if lost:
-            self._out.append(MissingData(ev.stimulus_id, self.address, peer, tuple(lost)))
+            self._out.append(MissingData(ev.stimulus_id, self.address, peer, tuple(lost), asked))
 
     def _on_fetch_failed(self, ev: FetchFailed) -> None:
         """A peer could not be reached: strike it off every key; retry, compute or ask."""
         peer = ev.peer
         flight, held_there = self._fq.forget_peer(peer)
+        asked = self._asked.pop(peer, 0)
         tasks = self.tasks
         if flight is None:
             flight = {k: None for k in ev.keys if (t := tasks.get(k)) is not None and t.coming_from == peer}
@@ -562,7 +584,7 @@ class WorkerState(WorkerBookkeeping):
             if ts is not None and ts.state == FETCH and not ts.who_has:
                 self._to_fetch_or_missing(ts)
         if lost:
-            self._out.append(MissingData(ev.stimulus_id, self.address, peer, tuple(lost)))
+            self._out.append(MissingData(ev.stimulus_id, self.address, peer, tuple(lost), asked))
 
     def _on_who_has(self, ev: WhoHasAnswered) -> None:
         """The scheduler's list of holders replaces ours for keys still to fetch."""
@@ -594,6 +616,7 @@ class WorkerState(WorkerBookkeeping):
         """The scheduler wants copies of keys here: fetch the new ones (behind
         the inputs of tasks), announce those already here, decline those this
         worker computes or failed to compute itself."""
+        self.epoch = ev.epoch
         announce: dict[Key, int] = {}
         declined: list[Key] = []
         tasks = self.tasks
@@ -613,15 +636,16 @@ class WorkerState(WorkerBookkeeping):
                 self._note(key, "ignored", f"copy requested while {st}: declined")
                 declined.append(key)
         if announce:
-            self._out.append(AddKeys(ev.stimulus_id, self.address, announce))
+            self._out.append(AddKeys(ev.stimulus_id, self.address, announce, self.epoch))
         if declined:
-            self._out.append(ReleasedKeys(ev.stimulus_id, self.address, tuple(declined)))
+            self._out.append(ReleasedKeys(ev.stimulus_id, self.address, tuple(declined), self.epoch))
 
     # ------------------------------------------------------------------ #
     # Free, scatter, pause
     # ------------------------------------------------------------------ #
     def _on_free(self, ev: FreeKeys) -> None:
         """The scheduler no longer wants these keys here: release what nothing else here needs."""
+        self.epoch = ev.epoch
         tasks = self.tasks
         for key in ev.keys:
             ts = tasks.get(key)
@@ -677,7 +701,8 @@ class WorkerState(WorkerBookkeeping):
                 self._put_in_memory(ts, nbytes)
                 ts.held = True
                 if report:
-                    self._out.append(TaskFinished(ev.stimulus_id, self.address, key, nbytes, "", 0.0, 0.0))
+                    self._out.append(TaskFinished(ev.stimulus_id, self.address, key, nbytes, "", 0.0, 0.0,
+                                                  seen=self.epoch))
 
     def _on_pause_changed(self, ev: PauseChanged) -> None:
         """Memory ran short or recovered: stop or resume starting tasks and fetches."""
