@@ -116,13 +116,6 @@ def test_missing_data_naming_a_worker_that_never_held_the_key_is_ignored() -> No
     assert "ignored: tcp://c misses it on non-holder tcp://b" in notes(s, "x-1")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "scheduler bug: ScatterDone without a size for a key (nbytes missing: TaskRecord.nbytes=-1) "
-    "records holder tcp://a with WorkerRecord.nbytes += 0; a later AddKeys from tcp://b carrying "
-    "the size (500) sets TaskRecord.nbytes=500 in _on_worker_has_keys without adding it to the "
-    "holders already recorded, so tcp://a's nbytes stays 0 while it holds 500 bytes (validate: "
-    "'worker tcp://a: nbytes=0 but holds 500'; without validation the count goes negative when the "
-    "copy is removed).  Expected: every holder's nbytes counts the size once it is known"))
 def test_a_copy_reported_of_scattered_data_of_unknown_size_sets_its_size() -> None:
     s = Sched("tcp://a", "tcp://b")
     s(ScatterDone(sid(), "c1", {"d-1": ("tcp://a",)}, {}))

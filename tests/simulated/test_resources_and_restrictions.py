@@ -231,12 +231,6 @@ def test_a_task_restricted_to_an_address_nobody_has_yet_runs_when_a_worker_start
     assert client.result("then-1") == cluster.expected("then-1")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gap in the scheduler machine: a task strictly restricted (workers=, allow_other_workers=False) "
-    "to addresses where no worker is alive goes waiting -> no-worker with an empty story note and no "
-    "TaskStalled, while a task stalled for resources gets both (ResourceIndex.why_unrunnable); "
-    "Placement.stall returns None for restrictions, so TaskMachine._to_no_worker records no reason. "
-    "Expected: a no-worker story entry naming the allowed workers none of which is alive"))
 def test_the_story_of_a_task_waiting_for_its_restricted_workers_names_them() -> None:
     cluster = SimCluster(1, seed=17)
     client = cluster.client()

@@ -183,13 +183,16 @@ class Placement:
         else:
             heapq.heappush(self.queue, (ts.sort_key, ts.queue_epoch, ts))
 
-    def stall(self, ts: TaskRecord) -> tuple[str, bool] | None:
-        """``ts`` becomes no-worker.  For a task needing resources: why, and
-        whether its group just started waiting (worth a warning)."""
+    def stall(self, ts: TaskRecord) -> tuple[str, bool]:
+        """``ts`` becomes no-worker: why, and whether its group (its
+        resources, or its restriction's workers) just started waiting, which
+        is worth one warning."""
         if ts.resources is not None:
             return self.resources.stall(ts, self.membership.workers)
+        assert ts.restrictions is not None
+        first = not any(addr in self.restricted_waiting for addr in ts.restrictions)
         self._index_restricted(ts)
-        return None
+        return f"may run only on {', '.join(ts.restrictions)}, none of them a live worker", first
 
     def unindex(self, ts: TaskRecord) -> None:
         """``ts`` leaves queued/no-worker: drop it from the restriction (or

@@ -609,7 +609,7 @@ class SchedulerState:
                 step.ignore(key, ts, f"AddKeys from {ev.worker} crossed a FreeKeys of it")
             elif ts is not None and ts.state == MEMORY:
                 if ts.nbytes < 0 and nbytes >= 0:
-                    ts.nbytes = nbytes
+                    self.machine.learn_size(ts, nbytes)
                 self.machine.add_replica(step, ts, ws)
             elif ts is not None and ts.processing_on is ws:
                 # sent before it handled the ComputeTask, which it answers with this copy

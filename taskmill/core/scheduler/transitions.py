@@ -286,6 +286,13 @@ class TaskMachine:
             if self.replicas.retiring:
                 step.retire_dirty = True
 
+    def learn_size(self, ts: TaskRecord, nbytes: int) -> None:
+        """The size of ``ts``, unknown until now (scattered without one), is
+        ``nbytes``: the holders recorded so far count it from now on."""
+        ts.nbytes = nbytes
+        for ws in ts.who_has:
+            ws.nbytes += nbytes
+
     def remove_replica(self, step: Step, ts: TaskRecord, ws: WorkerRecord) -> None:
         """``ws`` no longer holds a copy of ``ts``."""
         if ts.who_has.pop(ws, None) is not None:
@@ -425,12 +432,10 @@ class TaskMachine:
 
     def _to_no_worker(self, step: Step, ts: TaskRecord, _: Any) -> Made:
         made: Made = None
-        stalled = self.placement.stall(ts)
-        if stalled is not None:
-            why, first = stalled
-            step.note(ts.key, ts.state, NO_WORKER, why)
-            if first:
-                made = TaskStalled(step.stimulus_id, ts.key, why)
+        why, first = self.placement.stall(ts)
+        step.note(ts.key, ts.state, NO_WORKER, why)
+        if first:
+            made = TaskStalled(step.stimulus_id, ts.key, why)
         ts.state = NO_WORKER
         return made
 
