@@ -36,10 +36,6 @@ STALE_MISSING_DATA = "stale-missing-data"
 #: ``free-keys`` that ended the earlier one makes the worker drop the result:
 #: the scheduler records a copy that does not exist.
 STALE_TASK_FINISHED = "stale-task-finished"
-#: A worker's ``who-has`` answer that arrives after the key was freed and
-#: requested again strikes off the holders learnt since and leaves the key
-#: ``missing`` without asking again: the copy (or input) never arrives.
-STALE_WHO_HAS = "stale-who-has"
 #: A ``compute-task`` carrying a function, for a key the worker already
 #: holds (or runs), is answered without keeping the function; the scheduler
 #: never sends it again, so the next task of that function runs without it.
@@ -59,8 +55,6 @@ DESCRIPTIONS = {
     STALE_MISSING_DATA: "scheduler strikes off a valid copy on a late missing-data",
     STALE_TASK_FINISHED: "scheduler takes a task-finished of an earlier assignment, crossed by its "
                          "free-keys, for the result of a new one on the same worker",
-    STALE_WHO_HAS: "worker takes a stale who-has answer over fresher holders and leaves the key "
-                   "missing without asking again",
     FUNCTION_DROPPED: "worker drops the function that came with a compute-task for a key it "
                       "already holds; a later task of that function runs without it",
     SCATTER_TO_RESTARTED: "scatter-done credits a restarted worker (same address) with data it lacks",
@@ -121,14 +115,3 @@ def task_finished_issues(state: Any, address: str, key: str, peek: Peek,
         if worker is not None and (key not in worker.store or key in queued_frees()):
             return [(STALE_TASK_FINISHED, key, address)]
     return []
-
-
-def who_has_issues(state: Any, address: str, answer: dict[str, tuple[str, ...]]) -> list[Issue]:
-    """Known defects a ``who-has`` answer is about to trigger in the worker machine ``state``."""
-    out: list[Issue] = []
-    for key, holders in answer.items():
-        rec = state.tasks.get(key)
-        if (rec is not None and rec.state == "fetch" and rec.who_has
-                and not rec.who_has.keys() & {h for h in holders if h != address}):
-            out.append((STALE_WHO_HAS, key, address))
-    return out

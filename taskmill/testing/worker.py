@@ -361,7 +361,6 @@ class SimWorker:
         net.schedule(net.latency, serve, f"scheduler answers who-has of {self.name}", self)
 
     def _who_has_answered(self, answer: dict[str, tuple[str, ...]]) -> None:
-        self.known_issues += known_issues.who_has_issues(self.state, self.address, answer)
         self.handle(WhoHasAnswered("who-has-answer", answer))
 
     def put_data(self, data: dict[str, Any], nbytes: dict[str, int]) -> None:

@@ -267,6 +267,37 @@ def test_resent_compute_request_brings_new_holders() -> None:
     assert of(cmds, Fetch) == [Fetch("compute-t", B, ("d",))]
 
 
+def test_a_stale_who_has_answer_only_adds_holders() -> None:
+    # the answer to a question asked while d was missing arrives after t was
+    # freed and sent again with d's new holder B: B stays, A is added
+    w = ws()
+    w.handle(compute("t", {"d": (A,)}))
+    cmds = w.handle(FetchFailed("f", A, ("d",), "down"))
+    assert of(cmds, AskWhoHas) == [AskWhoHas("f", ("d",))]
+    w.handle(FreeKeys("free", ME, ("t",)))
+    assert w.task_state("d") is None
+    w.handle(compute("t", {"d": (B,)}))
+    assert w.task_state("d") == "flight"
+    assert w.handle(WhoHasAnswered("wh", {"d": ()})) == []
+    assert w.task_state("d") == "flight" and list(w.tasks["d"].who_has or ()) == [B]
+    w.handle(WhoHasAnswered("wh2", {"d": (A,)}))
+    assert list(w.tasks["d"].who_has or ()) == [B, A]
+    # the stale holder costs one failed fetch at most
+    cmds = w.handle(FetchSucceeded("s", B, ("d",), {}))
+    assert of(cmds, Fetch) == [Fetch("s", A, ("d",))]
+    cmds = w.handle(FetchFailed("f2", A, ("d",), "down"))
+    assert of(cmds, AskWhoHas) == [AskWhoHas("f2", ("d",))] and w.task_state("d") == "missing"
+
+
+def test_an_empty_who_has_answer_keeps_the_holders_of_a_queued_key() -> None:
+    w = ws(max_concurrent_fetches=1)
+    w.handle(compute("t", {"d": (A,), "e": (A,)}), FetchFailed("f", A, ("d", "e"), "down"))
+    w.handle(compute("t", {"d": (B,), "e": (C,)}))  # a resend: e queued behind d's fetch
+    assert w.task_state("e") == "fetch"
+    assert w.handle(WhoHasAnswered("wh", {"d": (), "e": ()})) == []
+    assert w.task_state("e") == "fetch" and list(w.tasks["e"].who_has or ()) == [C]
+
+
 def test_peer_without_the_key() -> None:
     w = ws()
     cmds = w.handle(compute("t", {"d": (A, B), "e": (A,)}))

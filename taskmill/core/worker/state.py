@@ -58,7 +58,10 @@ requests in flight and one per peer; keys held by several peers travel with
 the first chosen one.  A peer that lacks a requested key is struck off that
 key's holders (``MissingData``); an unreachable peer (``FetchFailed``) is
 struck off every key.  A key with no holder left goes ``missing`` and is asked
-for (``AskWhoHas``, batched per ``handle`` call).
+for (``AskWhoHas``, batched per ``handle`` call); the answer only adds holders
+(it may be older than holders learnt meanwhile).  An empty answer leaves the
+key ``missing``: the scheduler has no copy either, so it recomputes the key and
+sends the task needing it again (``FreeKeys`` then ``ComputeTask``).
 
 Pause: ``PauseChanged(paused=True)`` (the shell's memory monitor: memory is
 short) stops the gather pass and ``_ensure_computing``; running work and
@@ -565,7 +568,14 @@ class WorkerState(WorkerBookkeeping):
             self._out.append(MissingData(ev.stimulus_id, self.address, peer, tuple(lost)))
 
     def _on_who_has(self, ev: WhoHasAnswered) -> None:
-        """The scheduler's list of holders replaces ours for keys still to fetch."""
+        """The scheduler's holders are added to ours for keys still to fetch.
+
+        Only added: the answer may be older than holders learnt since the
+        question (a ``ComputeTask`` or ``AcquireReplicas`` after the key was
+        freed and requested again, on another channel), and striking those
+        off would leave the key ``missing`` with nobody to ask.  A holder
+        that is gone by now costs one failed fetch, which strikes it off
+        (and asks again when none is left)."""
         tasks = self.tasks
         for key, addrs in ev.who_has.items():
             ts = tasks.get(key)
@@ -575,20 +585,13 @@ class WorkerState(WorkerBookkeeping):
             if not (st == FETCH or st == MISSING or st == FLIGHT or (st == CANCELLED and ts.previous == FLIGHT)):
                 self._note(key, "ignored", f"who-has answer while {st}")
                 continue
-            new = {a: None for a in addrs if a != self.address}  # ordered: see records
-            if ts.who_has:
-                for addr in list(ts.who_has):
-                    if addr not in new:
-                        self._fq.remove_holder(ts, addr)
-            self._fq.add_holders(ts, new)
+            self._fq.add_holders(ts, [a for a in addrs if a != self.address])
             if st == MISSING:
                 if ts.who_has:
                     self._missing.pop(key, None)
                     self._to_fetch_or_missing(ts)
                 else:
                     self._note(key, "note", "still missing")
-            elif st == FETCH and not ts.who_has:
-                self._to_fetch_or_missing(ts, ask=False)
 
     def _on_acquire_replicas(self, ev: AcquireReplicas) -> None:
         """The scheduler wants copies of keys here: fetch the new ones (behind
