@@ -36,10 +36,6 @@ STALE_MISSING_DATA = "stale-missing-data"
 #: ``free-keys`` that ended the earlier one makes the worker drop the result:
 #: the scheduler records a copy that does not exist.
 STALE_TASK_FINISHED = "stale-task-finished"
-#: A ``compute-task`` carrying a function, for a key the worker already
-#: holds (or runs), is answered without keeping the function; the scheduler
-#: never sends it again, so the next task of that function runs without it.
-FUNCTION_DROPPED = "function-dropped"
 #: ``scatter-done`` names a worker address, not a process: when the worker
 #: at that address restarted between ``put-data`` and ``scatter-done``, the
 #: scheduler credits the wrong process with the data.
@@ -55,8 +51,6 @@ DESCRIPTIONS = {
     STALE_MISSING_DATA: "scheduler strikes off a valid copy on a late missing-data",
     STALE_TASK_FINISHED: "scheduler takes a task-finished of an earlier assignment, crossed by its "
                          "free-keys, for the result of a new one on the same worker",
-    FUNCTION_DROPPED: "worker drops the function that came with a compute-task for a key it "
-                      "already holds; a later task of that function runs without it",
     SCATTER_TO_RESTARTED: "scatter-done credits a restarted worker (same address) with data it lacks",
     SCATTER_ORPHANED: "data put by a client that vanished before scatter-done is never freed",
 }

@@ -76,7 +76,6 @@ from taskmill.testing.behaviour import (
     serialized_failure,
     serialized_value,
 )
-from taskmill.testing import known_issues
 from taskmill.testing.known_issues import Issue
 from taskmill.testing.network import Batch, Channel, Network
 from taskmill.testing.scheduler import ShellContractError
@@ -139,7 +138,6 @@ class SimWorker:
         self.running: dict[str, Run] = {}
         #: how many ``compute-task`` messages carried each function token
         self.functions_received: dict[str, int] = {}
-        self._sent_functions: dict[str, Serialized] = {}
         #: False once it died or closed
         self.alive = True
         #: True once the scheduler answered its registration
@@ -185,7 +183,6 @@ class SimWorker:
                     n = self.functions_received[token] = self.functions_received.get(token, 0) + 1
                     if n > 1:
                         raise ShellContractError(f"{self.name} was sent the function {token!r} {n} times")
-                    self._sent_functions[token] = msg.func  # type: ignore[attr-defined]
                 events.append(msg)
             elif kind is WorkerRegistered:
                 self.registered = True
@@ -273,11 +270,8 @@ class SimWorker:
                 raise ShellContractError(f"{self.name} got the wrong function for {token!r}")
             self.functions[token] = cmd.func
         elif token not in self.functions:
-            if token not in self._sent_functions:
-                raise ShellContractError(f"{self.name} runs {key!r} but was never sent the function {token!r}")
-            # the machine got it and lost it (a known defect): run with it all the same
-            self.known_issues.append((known_issues.FUNCTION_DROPPED, key, self.address))
-            self.functions[token] = self._sent_functions[token]
+            state = ("was sent" if token in self.functions_received else "was never sent")
+            raise ShellContractError(f"{self.name} runs {key!r} without the function {token!r} (it {state} it)")
         if key in self.running:
             raise ShellContractError(f"{self.name} starts {key!r} while a run of it is still going")
         if len(self.running) >= self.nthreads:

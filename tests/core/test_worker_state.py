@@ -155,6 +155,31 @@ def test_task_freed_before_running_keeps_the_function_for_its_token() -> None:
     assert [(c.key, c.func) for c in of(cmds, Execute)] == [("x", "F")]
 
 
+def test_function_that_came_for_a_key_already_here_is_kept_for_its_token() -> None:
+    w = ws(nthreads=1)
+    w.handle(compute("a", func="F", token="t1"))
+    w.handle(ok("a"))
+    # "a" is asked for again (its last report crossed a free) with the first task of t2
+    cmds = w.handle(compute("a", func="G", token="t2"))
+    assert of(cmds, TaskFinished) and not of(cmds, Execute)
+    cmds = w.handle(compute("b", func=None, token="t2"))
+    assert [(c.key, c.func_token, c.func) for c in of(cmds, Execute)] == [("b", "t2", "G")]
+    assert w._funcs == {}
+
+
+def test_function_that_came_with_a_task_adopted_while_running_is_kept() -> None:
+    w = ws(nthreads=1)
+    w.handle(compute("a", token="t0"), compute("t", {"a": (A,)}, token="t0"))  # a runs, t needs it
+    w.handle(FreeKeys("free", ME, ("a",)))  # kept running: t needs it
+    assert w.task_state("a") == "executing"
+    w.handle(compute("a", func="G", token="t2"))  # adopted, not run again
+    cmds = w.handle(ok("a"))
+    assert [(c.key, c.func) for c in of(cmds, Execute)] == [("t", None)]
+    w.handle(compute("b", func=None, token="t2"))
+    cmds = w.handle(ok("t"))
+    assert [(c.key, c.func) for c in of(cmds, Execute)] == [("b", "G")]
+
+
 def test_task_computed_after_its_fetch_fails_carries_the_function() -> None:
     w = ws()
     w.handle(compute("t", {"x": (A,)}))  # x in flight from A

@@ -48,7 +48,7 @@ def test_a_late_add_keys_does_not_cancel_the_recomputation_it_crossed() -> None:
     pytest.param(ki.STALE_ADD_KEYS, 44, marks=_xfail(ki.STALE_ADD_KEYS)),
     pytest.param(ki.STALE_MISSING_DATA, 607, marks=_xfail(ki.STALE_MISSING_DATA)),
     pytest.param("stale-who-has", 18446),
-    pytest.param(ki.FUNCTION_DROPPED, 38751, marks=_xfail(ki.FUNCTION_DROPPED)),
+    pytest.param("function-dropped", 38751),
     pytest.param(ki.SCATTER_TO_RESTARTED, 695, marks=_xfail(ki.SCATTER_TO_RESTARTED)),
     pytest.param(ki.SCATTER_ORPHANED, 1289, marks=_xfail(ki.SCATTER_ORPHANED)),
 ])

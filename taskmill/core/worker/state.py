@@ -78,8 +78,10 @@ Contract with the shell:
   once per worker, with one ``ComputeTask`` of its ``func_token``.  The
   machine keeps it (``_funcs``) until the first ``Execute`` of that token
   carries it, then sends None for the token (``_delivered``); the shell's
-  task runner keeps the payload by token.  A task freed before it ran does
-  not take the function with it.
+  task runner keeps the payload by token.  It keeps the function whatever
+  becomes of the ``ComputeTask`` that brought it: a task freed before it ran,
+  or one answered at once (already in memory here, or adopted while running),
+  does not take the function with it.
 * After ``CancelExecution`` the thread stays counted as busy until the shell
   reports the run's end (``ExecuteSucceeded`` or ``ExecuteFailed``); that
   report is then dropped (a success also yields ``DeleteData``).
@@ -264,6 +266,9 @@ class WorkerState(WorkerBookkeeping):
     def _on_compute(self, ev: ComputeTask) -> None:
         """The scheduler assigns ``ev.key`` here: compute it, or reuse what is here or on its way."""
         key = ev.key
+        if ev.func is not None and ev.func_token not in self._delivered:
+            # sent once per worker: kept for the token whatever becomes of this key
+            self._funcs[ev.func_token] = ev.func
         ts = self.tasks.get(key)
         if ts is None:
             ts = self._new(key, ev.priority)
@@ -308,11 +313,9 @@ class WorkerState(WorkerBookkeeping):
 
     def _remember_request(self, ts: TaskRecord, ev: ComputeTask) -> None:
         """``ts`` is to run ``ev`` here (now or if its fetch fails): keep the
-        request, and its function until an ``Execute`` of the token carries it."""
+        request (its function is kept by ``_on_compute``)."""
         ts.req = ev
         ts.priority = ev.priority
-        if ev.func is not None and ev.func_token not in self._delivered:
-            self._funcs[ev.func_token] = ev.func
 
     def _setup_compute(self, ts: TaskRecord, ev: ComputeTask) -> None:
         """Make ``ts`` a task to compute here: track its inputs, then wait or
