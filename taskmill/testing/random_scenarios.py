@@ -218,9 +218,12 @@ class _Scenario:
         if client is None or not cluster.scheduler.streams:
             return
         key = f"data-{len(self.keys) + len(self.scattered)}"
+        try:
+            client.scatter({key: self.rng.randint(0, 10**6)},
+                           broadcast=self.rng.random() < 0.2)
+        except ValueError:  # "no worker to scatter to": every worker is retiring
+            return
         self.scattered.append(key)
-        client.scatter({key: self.rng.randint(0, 10**6)},
-                       broadcast=self.rng.random() < 0.2)
 
     def op_drop(self) -> None:
         cluster = self.cluster
