@@ -36,13 +36,6 @@ STALE_MISSING_DATA = "stale-missing-data"
 #: ``free-keys`` that ended the earlier one makes the worker drop the result:
 #: the scheduler records a copy that does not exist.
 STALE_TASK_FINISHED = "stale-task-finished"
-#: ``scatter-done`` names a worker address, not a process: when the worker
-#: at that address restarted between ``put-data`` and ``scatter-done``, the
-#: scheduler credits the wrong process with the data.
-SCATTER_TO_RESTARTED = "scatter-to-restarted-worker"
-#: A client that vanishes between ``put-data`` and ``scatter-done`` leaves
-#: data on workers that the scheduler never hears of (never freed).
-SCATTER_ORPHANED = "scatter-orphaned"
 
 DESCRIPTIONS = {
     ADD_KEYS_WHILE_PROCESSING: "scheduler frees a key on the worker it has computing that key "
@@ -51,8 +44,6 @@ DESCRIPTIONS = {
     STALE_MISSING_DATA: "scheduler strikes off a valid copy on a late missing-data",
     STALE_TASK_FINISHED: "scheduler takes a task-finished of an earlier assignment, crossed by its "
                          "free-keys, for the result of a new one on the same worker",
-    SCATTER_TO_RESTARTED: "scatter-done credits a restarted worker (same address) with data it lacks",
-    SCATTER_ORPHANED: "data put by a client that vanished before scatter-done is never freed",
 }
 
 Issue = tuple[str, str, str]

@@ -107,9 +107,6 @@ class SimScheduler:
         #: the simulated worker registered at an address (set by the cluster),
         #: for the known-issue detectors' ground truth
         self.peek: Peek = lambda address: None
-        #: (client, key) -> {address: worker name} a client put data on,
-        #: until its ``scatter-done`` arrives
-        self.scatter_puts: dict[tuple[str, str], dict[str, str]] = {}
         self._names: dict[str, str] = {}
         #: client -> key -> kinds of report ("KeyInMemory" ...) sent since it
         #: last started wanting the key (or the key was redefined)
@@ -347,7 +344,6 @@ class SimScheduler:
                     self._redefined([t.key for t in ev.tasks])
                     self._new_session(client, ev.wanted)
                 elif kind is ScatterDone:
-                    self._scatter_done(client, ev)
                     self._redefined(ev.who_has)
                     self._new_session(client, ev.who_has)
                 elif kind is WantKeys:
@@ -358,17 +354,6 @@ class SimScheduler:
             self.route(cmds)
         if closing:
             self.client_closed(up)
-
-    def _scatter_done(self, client: str, msg: Any) -> None:
-        """Compare the processes the client put data on with those registered
-        at those addresses now (see ``known_issues.SCATTER_TO_RESTARTED``)."""
-        for key in msg.who_has:
-            for address, name in self.scatter_puts.pop((client, key), {}).items():
-                registered = self._names.get(address) if address in self.streams else None
-                if name != registered:
-                    worker = self.peek(address)
-                    if registered is not None or (worker is not None and worker.name == name):
-                        self.known_issues.append((known_issues.SCATTER_TO_RESTARTED, key, address))
 
     def client_closed(self, up: Channel) -> None:
         """A client's connection closed (``close-client``, or it vanished)."""

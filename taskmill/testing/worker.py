@@ -160,7 +160,7 @@ class SimWorker:
         """Open its connection to the scheduler and ask to register."""
         self.up, self.down = up, down
         request = RegisterWorker(self.address, self.nthreads, 0, None, self.name, 0,
-                                 self.resources or None)
+                                 self.resources or None, incarnation=self.name)
         self.net.send(up, [request.to_wire()])
 
     def from_scheduler(self, ch: Channel, batch: Batch) -> None:
@@ -357,10 +357,12 @@ class SimWorker:
     def _who_has_answered(self, answer: dict[str, tuple[str, ...]]) -> None:
         self.handle(WhoHasAnswered("who-has-answer", answer))
 
-    def put_data(self, data: dict[str, Any], nbytes: dict[str, int]) -> None:
-        """A client scattered ``data`` here (``put-data``)."""
+    def put_data(self, data: dict[str, Any], nbytes: dict[str, int], client: str = "") -> str:
+        """``client`` scattered ``data`` here (``put-data``); returns the
+        answer's incarnation (this incarnation's name)."""
         self.store.update(data)
-        self.handle(DataPut("put-data", dict(nbytes)))
+        self.handle(DataPut("put-data", dict(nbytes), client))
+        return self.name
 
     # ------------------------------------------------------------------ #
     # Faults and timers a test drives

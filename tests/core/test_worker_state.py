@@ -24,6 +24,7 @@ from taskmill.protocol.vocabulary import (
     AddKeys,
     ComputeTask,
     FreeKeys,
+    KeysScattered,
     MissingData,
     TaskErred,
     TaskFinished,
@@ -466,13 +467,26 @@ def test_scatter_satisfies_waiting_task() -> None:
     cmds = w.handle(compute("t", {"s": ()}))
     assert of(cmds, AskWhoHas) == [AskWhoHas("compute-t", ("s",))]
     assert w.task_state("s") == "missing"
-    cmds = w.handle(DataPut("put", {"s": 50}))
+    cmds = w.handle(DataPut("put", {"s": 50}, "c1"))
     assert executed(cmds) == ["t"]
+    assert of(cmds, KeysScattered) == [KeysScattered("put", ME, "c1", {"s": 50})]
     assert w.nbytes_in_memory == 50
     w.handle(ok("t"))
     assert w.task_state("s") == "memory"  # scattered data stays until freed
-    assert w.handle(DataPut("put2", {"new": 1})) == []
+    assert w.handle(DataPut("put2", {"new": 1}, "c1")) == [KeysScattered("put2", ME, "c1", {"new": 1})]
     assert w.task_state("new") == "memory"
+
+
+def test_scatter_reports_what_it_stored_with_the_client() -> None:
+    w = ws(nthreads=1)
+    w.handle(compute("x"))  # executing: the put value will be replaced by the result
+    w.handle(compute("t", {"f": (A,)}))  # "f" in flight: the put value replaces the fetch
+    cmds = w.handle(DataPut("put", {"x": 1, "f": 2, "new": 3}, "c1"))
+    assert of(cmds, KeysScattered) == [KeysScattered("put", ME, "c1", {"f": 2, "new": 3})]
+    # scattered again (same key): reported again, the scheduler reconciles
+    cmds = w.handle(DataPut("put2", {"new": 4}, "c2"))
+    assert cmds == [KeysScattered("put2", ME, "c2", {"new": 4})]
+    assert w.nbytes_in_memory == 6
 
 
 def test_scatter_while_fetching() -> None:

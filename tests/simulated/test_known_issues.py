@@ -44,13 +44,13 @@ def test_a_late_add_keys_does_not_cancel_the_recomputation_it_crossed() -> None:
 
 @pytest.mark.parametrize(("code", "seed"), [
     pytest.param(ki.ADD_KEYS_WHILE_PROCESSING, 1406, marks=_xfail(ki.ADD_KEYS_WHILE_PROCESSING)),
-    pytest.param(ki.STALE_TASK_FINISHED, 6153, marks=_xfail(ki.STALE_TASK_FINISHED)),
+    pytest.param(ki.STALE_TASK_FINISHED, 3111, marks=_xfail(ki.STALE_TASK_FINISHED)),
     pytest.param(ki.STALE_ADD_KEYS, 44, marks=_xfail(ki.STALE_ADD_KEYS)),
     pytest.param(ki.STALE_MISSING_DATA, 607, marks=_xfail(ki.STALE_MISSING_DATA)),
     pytest.param("stale-who-has", 18446),
     pytest.param("function-dropped", 38751),
-    pytest.param(ki.SCATTER_TO_RESTARTED, 695, marks=_xfail(ki.SCATTER_TO_RESTARTED)),
-    pytest.param(ki.SCATTER_ORPHANED, 1289, marks=_xfail(ki.SCATTER_ORPHANED)),
+    pytest.param("scatter-to-restarted-worker", 695),
+    pytest.param("scatter-orphaned", 1289),
 ])
 def test_the_schedule_that_met_the_defect_runs_clean(code: str, seed: int) -> None:
     result = run_scenario(seed)  # raises if the defect broke an invariant

@@ -221,6 +221,7 @@ class WorkerRecord:
         "acquiring",
         "resources",
         "resources_used",
+        "incarnation",
     )
 
     def __init__(
@@ -263,6 +264,8 @@ class WorkerRecord:
         #: abstract resources it declared (totals), and those its processing tasks hold
         self.resources: dict[str, float] = resources or {}
         self.resources_used: dict[str, float] = {}
+        #: the worker's token of this registration (``RegisterWorker.incarnation``)
+        self.incarnation = ""
 
     @property
     def open(self) -> bool:

@@ -10,7 +10,8 @@ scheduler's wire messages ``ComputeTask``, ``FreeKeys`` and
 ``AcquireReplicas`` (:mod:`taskmill.protocol.vocabulary`); the commands are
 its own (``Execute``, ``Fetch``, ``DeleteData``, ``CancelExecution``,
 ``AskWhoHas``) and wire messages for the scheduler (``TaskFinished``,
-``TaskErred``, ``AddKeys``, ``ReleasedKeys``, ``MissingData``, ``Paused``).
+``TaskErred``, ``AddKeys``, ``KeysScattered``, ``ReleasedKeys``,
+``MissingData``, ``Paused``).
 Nothing in here touches a socket, a thread, asyncio or the clock, and no
 value is ever seen: only keys and sizes.  The shell stores a value *before*
 it hands the event that announces it (``ExecuteSucceeded``,
@@ -150,6 +151,7 @@ from taskmill.protocol.vocabulary import (
     ComputeTask,
     FreeKeys,
     Key,
+    KeysScattered,
     MissingData,
     Paused,
     Priority,
@@ -653,20 +655,26 @@ class WorkerState(WorkerBookkeeping):
                 self._note(key, "note", "freed but kept: input of a task here")
 
     def _on_data_put(self, ev: DataPut) -> None:
-        """A client scattered data here (already stored): it replaces work or fetches for those keys."""
+        """A client scattered data here (already stored): it replaces work or
+        fetches for those keys.  The scheduler hears it from here
+        (``KeysScattered``, tagged with the client) as well as from the
+        client, so that it knows which process holds the data."""
         tasks = self.tasks
+        stored: dict[Key, int] = {}
         for key, nbytes in ev.nbytes.items():
             ts = tasks.get(key)
             if ts is None:
                 ts = self._new(key, (0,))
                 self._put_in_memory(ts, nbytes)
                 ts.held = True
+                stored[key] = nbytes
                 continue
             st = ts.state
             if st == MEMORY:
                 self.nbytes_in_memory += nbytes - ts.nbytes
                 ts.nbytes = nbytes
                 ts.held = True
+                stored[key] = nbytes
             elif st == EXECUTING or (st == CANCELLED and ts.previous == EXECUTING):
                 self._note(key, "ignored", f"data put while {st}: the result will replace it")
             else:
@@ -682,8 +690,11 @@ class WorkerState(WorkerBookkeeping):
                 ts.req = None
                 self._put_in_memory(ts, nbytes)
                 ts.held = True
+                stored[key] = nbytes
                 if report:
                     self._out.append(TaskFinished(ev.stimulus_id, self.address, key, nbytes, "", 0.0, 0.0))
+        if stored:
+            self._out.append(KeysScattered(ev.stimulus_id, self.address, ev.client, stored))
 
     def _on_pause_changed(self, ev: PauseChanged) -> None:
         """Memory ran short or recovered: stop or resume starting tasks and fetches."""
