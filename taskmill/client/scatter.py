@@ -1,6 +1,8 @@
 """Putting local data on workers: serialize in the caller's thread, ask the
 scheduler where to put each item, send each worker its share in one request,
-then tell the scheduler where the data now lives."""
+then tell the scheduler which keys the client wants and where the data now
+lives, naming each worker's registration as its ``put-data`` answered (each
+worker also reports the keys itself; the scheduler reconciles the two)."""
 
 from __future__ import annotations
 
@@ -53,12 +55,14 @@ async def plan_scatter(session: Session, items: list[ScatterItem], workers: list
     for item, where in zip(items, targets):
         for worker in where:
             per_worker.setdefault(worker, {})[item.key] = item.payload
-    await asyncio.gather(*(session.worker_call(w, PutData(d), timeout=timeouts.DATA) for w, d in per_worker.items()))
+    replies = await asyncio.gather(*(session.worker_call(w, PutData(d, session.id), timeout=timeouts.DATA)
+                                     for w, d in per_worker.items()))
     futures = [session.future_class(item.key, session) for item in items]
     session.send(ScatterDone(
         "", session.id,
         who_has={item.key: tuple(where) for item, where in zip(items, targets)},
         nbytes={item.key: item.payload.nbytes for item in items},
         type_names={item.key: item.type_name for item in items},
+        incarnations={w: reply["incarnation"] for w, reply in zip(per_worker, replies)},
     ))
     return futures

@@ -137,7 +137,10 @@ class ClientRegistered(Message):
 @dataclass(frozen=True, slots=True)
 class RegisterWorker(Message):
     """Opens a worker's stream (the worker joins the cluster); answered with
-    ``worker-registered`` or ``registration-refused``."""
+    ``worker-registered`` or ``registration-refused``.  ``incarnation`` is new
+    at each registration (a restarted or reconnected worker holds nothing):
+    ``put-data`` answers with it, so that ``scatter-done`` credits only the
+    registration that took the data."""
 
     worker: Address
     nthreads: int
@@ -147,6 +150,7 @@ class RegisterWorker(Message):
     pid: int = 0
     #: abstract resources it declares, e.g. {"GPU": 2}
     resources: dict[str, float] | None = None
+    incarnation: str = ""
     stimulus_id: str = ""
     now: float = 0.0
 
@@ -255,13 +259,18 @@ class CancelKeys(Message):
 @message("scatter-done", CLIENT, SCHEDULER, local=_FROM_CLIENT)
 @dataclass(frozen=True, slots=True)
 class ScatterDone(Message):
-    """The client put data directly on workers (``put-data``); ``who_has`` says where."""
+    """The client put data directly on workers (``put-data``) and wants it:
+    ``who_has`` says where, ``incarnations`` which registration of each of
+    those workers took it (``put-data``'s answer).  A worker is credited only
+    if it is still that registration, or it reported the keys itself
+    (``keys-scattered``)."""
 
     stimulus_id: str
     client: str
     who_has: dict[Key, tuple[Address, ...]]
     nbytes: dict[Key, int]
     type_names: dict[Key, str] | None = None
+    incarnations: dict[Address, str] | None = None
 
 
 @message("close-client", CLIENT, SCHEDULER)
@@ -437,6 +446,19 @@ class AddKeys(Message):
     worker: Address
     nbytes: dict[Key, int]
     seen: int = 0
+
+
+@message("keys-scattered", WORKER, SCHEDULER, local=_FROM_WORKER)
+@dataclass(frozen=True, slots=True)
+class KeysScattered(Message):
+    """``client`` put these keys here (``put-data``), sent before the answer:
+    the scheduler credits this worker when the client's ``scatter-done``
+    wants them, and frees them if the client is gone without sending it."""
+
+    stimulus_id: str
+    worker: Address
+    client: str
+    nbytes: dict[Key, int]
 
 
 @message("released-keys", WORKER, SCHEDULER, local=_FROM_WORKER)
@@ -647,9 +669,12 @@ class GetData(Message):
 @message("put-data", CLIENT, WORKER, kind="request")
 @dataclass(frozen=True, slots=True)
 class PutData(Message):
-    """Store scattered values; -> {key: nbytes}."""
+    """Store values ``client`` scatters (reported to the scheduler with
+    ``keys-scattered``); -> {"incarnation": the worker's registration (see
+    ``register-worker``), "nbytes": {key: nbytes}}."""
 
     data: dict[Key, Serialized]
+    client: str = ""
 
 
 @message("run", CLIENT, WORKER, kind="request")

@@ -14,7 +14,10 @@ Theory of operation
   ``ExecuteFailed``.
 * ``Fetch`` commands become one ``get-data`` request to a peer for many keys.
 * Peers and clients call ``get-data``; clients call ``put-data`` (scatter),
-  ``run`` and ``upload-file``.
+  ``run`` and ``upload-file``.  ``put-data`` waits until the worker is
+  registered, so that the machine's ``keys-scattered`` reaches the scheduler,
+  and answers with this registration's ``incarnation`` (new at each
+  registration), which the client passes on in ``scatter-done``.
 * Memory (:mod:`taskmill.server.memory`): with a ``memory_limit``, the data
   store (:mod:`taskmill.server.data_store`) spills least recently used
   values to disk, and a monitor spills more and pauses the state machine
@@ -32,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import replace
@@ -107,6 +111,10 @@ class Worker(Node):
                               int(memory_limit * fraction) if memory_limit > 0 and fraction else 0)
         self.state: WorkerState | None = None
         self.stream: BatchedSend | None = None
+        #: a token of the current registration (``RegisterWorker.incarnation``)
+        self.incarnation = ""
+        #: set while registered: the stream is open (``put-data`` waits for it)
+        self._registered = asyncio.Event()
         self.runner = TaskRunner(nthreads, self._on_task_done)
         self._process = psutil.Process()
         self.diagnostics = WorkerDiagnostics(self._process)
@@ -136,13 +144,16 @@ class Worker(Node):
         return self
 
     async def _register(self) -> None:
+        self._registered.clear()
+        self.incarnation = secrets.token_hex(8)
         self.state = WorkerState(self.address, self.nthreads, validate=self._validate)
         self.data.clear()
         if self.memory_monitor is not None:
             self.memory_monitor.paused = False  # the new state machine is not paused
         comm = await connect(self.scheduler_address)  # within $TASKMILL_CONNECT_TIMEOUT
         request = RegisterWorker(self.address, self.nthreads, self.memory_limit, self.nanny,
-                                 self.name, os.getpid(), self.resources).to_wire()
+                                 self.name, os.getpid(), self.resources,
+                                 incarnation=self.incarnation).to_wire()
         request["reply"] = False  # the answer comes on the stream itself
         await comm.write(request)
         try:
@@ -164,6 +175,7 @@ class Worker(Node):
         for filename, data in answer.files.items():
             install_upload(self.local_directory, filename, data)
         self.stream = BatchedSend(comm)
+        self._registered.set()
         logger.info("registered with scheduler %s", self.scheduler_address)
         self.spawn(self._read_stream(comm), "scheduler-stream")
 
@@ -344,10 +356,12 @@ class Worker(Node):
     def _get_data(self, msg: GetData, comm: Any) -> dict[str, Any]:
         return {"data": {k: self.data.get_serialized(k) for k in msg.keys if k in self.data}}
 
-    def _put_data(self, msg: PutData, comm: Any) -> dict[str, int]:
+    async def _put_data(self, msg: PutData, comm: Any) -> dict[str, Any]:
+        if not self._registered.is_set():  # (re)starting: the report would reach nobody
+            await asyncio.wait_for(self._registered.wait(), timeouts.REQUEST.get())
         nbytes = {k: self.data.put(k, v.deserialize()) for k, v in msg.data.items()}
-        self._handle(ev.DataPut(stimulus_id="put-data", nbytes=nbytes))
-        return nbytes
+        self._handle(ev.DataPut(stimulus_id="put-data", nbytes=nbytes, client=msg.client))
+        return {"incarnation": self.incarnation, "nbytes": nbytes}
 
     async def _run(self, msg: Run, comm: Any) -> Serialized:
         fn, args, kwargs = msg.call.deserialize()

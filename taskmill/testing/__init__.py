@@ -36,9 +36,9 @@ clock:
   the files and the seed (:func:`replay` re-runs one machine's log);
 * :mod:`~taskmill.testing.random_scenarios`: thousands of random schedules,
   one seed each (``python -m taskmill.testing.random_scenarios --seed N``);
-* :mod:`~taskmill.testing.known_issues`: the known machine defects and
-  protocol gaps, recognised as they happen (the shells know the ground
-  truth), so random sweeps tell them from new failures.
+* the simulated shells know the ground truth the machines cannot see
+  (what each worker really holds), so they also check, message by message,
+  that the scheduler records no copy a worker lacks.
 
 Writing a simulated test
 ------------------------

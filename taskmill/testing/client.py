@@ -37,7 +37,6 @@ from taskmill.protocol.vocabulary import (
     decode,
 )
 from taskmill.testing.behaviour import SimTask, TaskBook, func_payload
-from taskmill.testing.known_issues import SCATTER_ORPHANED
 from taskmill.testing.network import Batch, Channel, Network
 from taskmill.testing.scheduler import ShellContractError, SimScheduler
 from taskmill.testing.worker import SimWorker
@@ -127,24 +126,27 @@ class SimClient:
                 broadcast: bool = False, nbytes: int = 8) -> list[str]:
         """Put ``data`` (key -> value) on workers (chosen as the scheduler
         chooses, or among ``workers``), then tell the scheduler
-        (``scatter-done``).  Returns the keys, now wanted."""
+        (``scatter-done``, with the incarnation each ``put-data`` answered
+        with).  A worker that is down or not registered yet takes nothing (the
+        real worker waits for its registration before it answers).  Returns
+        the keys, now wanted."""
         keys = list(data)
         targets = self.scheduler.scatter_targets(len(keys), tuple(workers) if workers else None,
                                                  broadcast)
         who_has: dict[str, tuple[str, ...]] = {}
+        incarnations: dict[str, str] = {}
         for key, where in zip(keys, targets):
             self.book.scatter(key, data[key], nbytes)
-            held = {}
+            held = []
             for address in where:
                 worker = self.peers.get(address)
-                if worker is not None and worker.alive:
-                    worker.put_data({key: data[key]}, {key: nbytes})
-                    held[address] = worker.name
+                if worker is not None and worker.alive and worker.registered:
+                    incarnations[address] = worker.put_data({key: data[key]}, {key: nbytes}, self.id)
+                    held.append(address)
             who_has[key] = tuple(held)
-            self.scheduler.scatter_puts[(self.id, key)] = held
             self.wanted[key] = None
         self._send(ScatterDone("", self.id, who_has, {k: nbytes for k in keys},
-                               {k: type(data[k]).__name__ for k in keys}))
+                               {k: type(data[k]).__name__ for k in keys}, incarnations))
         return keys
 
     def close(self) -> None:
@@ -162,11 +164,6 @@ class SimClient:
         if not self.connected:
             return
         self.connected = False
-        scheduler = self.scheduler
-        for (client, key), put in list(scheduler.scatter_puts.items()):
-            if client == self.id:  # its scatter-done never leaves
-                del scheduler.scatter_puts[(client, key)]
-                scheduler.known_issues += [(SCATTER_ORPHANED, key, a) for a in put]
         if self.up is not None:
             self.net.close(self.up, lose_queued=True)
 

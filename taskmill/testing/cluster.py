@@ -127,7 +127,6 @@ class SimCluster:
         w = SimWorker(address, nthreads, incarnation=incarnation, net=self.net, book=self.book,
                       peers=self.workers, who_has=self.scheduler.state.who_has, resources=resources,
                       validate=self.validate, small_result_bytes=self.small_result_bytes)
-        w.known_issues = self.scheduler.known_issues
         self.incarnations.append(w)
         self.workers[address] = w
         up = self.net.channel(f"{w.name}->scheduler", self.scheduler.from_worker,

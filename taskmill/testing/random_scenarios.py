@@ -32,8 +32,7 @@ A failure names the seed; run that one schedule again with::
 
     python -m taskmill.testing.random_scenarios --seed N
 
-(``--count`` and ``--family`` run many and sort the outcomes: passed, failed
-on a known defect of :mod:`taskmill.testing.known_issues`, failed anew; it
+(``--count`` and ``--family`` run many and report those that failed; it
 prints schedules per second).
 """
 
@@ -64,8 +63,6 @@ class ScenarioResult:
     steps: int
     tasks: int
     faults: int
-    #: the known defects it ran into (``taskmill.testing.known_issues``)
-    known_issues: tuple[tuple[str, str, str], ...] = ()
 
 
 def family_of(seed: int) -> str:
@@ -218,9 +215,12 @@ class _Scenario:
         if client is None or not cluster.scheduler.streams:
             return
         key = f"data-{len(self.keys) + len(self.scattered)}"
+        try:
+            client.scatter({key: self.rng.randint(0, 10**6)},
+                           broadcast=self.rng.random() < 0.2)
+        except ValueError:  # "no worker to scatter to": every worker is retiring
+            return
         self.scattered.append(key)
-        client.scatter({key: self.rng.randint(0, 10**6)},
-                       broadcast=self.rng.random() < 0.2)
 
     def op_drop(self) -> None:
         cluster = self.cluster
@@ -281,8 +281,7 @@ class _Scenario:
         if self.family == "plain":
             self.expect_all_in_memory()
         self.release_everything()
-        return ScenarioResult(self.seed, self.family, cluster.net.steps, len(self.keys), self.faults,
-                              tuple(cluster.scheduler.known_issues))
+        return ScenarioResult(self.seed, self.family, cluster.net.steps, len(self.keys), self.faults)
 
     def expect_all_in_memory(self) -> None:
         for client in self.clients:
@@ -316,67 +315,37 @@ class _Scenario:
 def run_scenario(seed: int, family: str | None = None, steps: int = 60) -> ScenarioResult:
     """Run the random schedule of ``seed`` (family: see the module
     docstring; by default it follows the seed), ``steps`` steps before
-    settling; raises with the seed and the stimulus logs on a failure.  A
-    failure of a schedule that ran into a known defect
-    (:mod:`taskmill.testing.known_issues`) carries them in its
-    ``known_issues`` attribute."""
-    scenario = _Scenario(seed, family or family_of(seed))
-    try:
-        return scenario.run(steps)
-    except Exception as exc:
-        issues = tuple(scenario.cluster.scheduler.known_issues)
-        exc.known_issues = issues  # type: ignore[attr-defined]
-        if issues:
-            exc.add_note("known defects this schedule ran into (taskmill.testing.known_issues): "
-                         + ", ".join(sorted({code for code, _, _ in issues})))
-        raise
+    settling; raises with the seed and the stimulus logs on a failure."""
+    return _Scenario(seed, family or family_of(seed)).run(steps)
 
 
 @dataclass
 class Sweep:
-    """What :func:`sweep` found: every schedule passed, failed on a known
-    defect (by code: the seeds), or failed anew (the first error)."""
+    """What :func:`sweep` found: how many schedules passed, and the failures
+    (seed, error)."""
 
     passed: int = 0
-    #: how many schedules failed on known defects (a schedule may meet several)
-    failed_known: int = 0
-    known: dict[str, list[int]] = field(default_factory=dict)
-    #: known defects met by schedules that passed anyway (code -> count)
-    met: dict[str, int] = field(default_factory=dict)
-    new: list[tuple[int, BaseException]] = field(default_factory=list)
+    failed: list[tuple[int, BaseException]] = field(default_factory=list)
 
     def summary(self) -> str:
-        """One line per outcome, for a report."""
-        lines = [f"{self.passed} passed, {self.failed_known} failed on known "
-                 f"defects, {len(self.new)} failed anew"]
-        for code, seeds in sorted(self.known.items()):
-            lines.append(f"  known {code}: seeds {seeds[:10]}{' ...' if len(seeds) > 10 else ''}")
-        for code, n in sorted(self.met.items()):
-            lines.append(f"  met without failing: {code} x{n}")
-        return "\n".join(lines)
+        """One line, for a report."""
+        seeds = [seed for seed, _ in self.failed]
+        return f"{self.passed} passed, {len(self.failed)} failed" + (f": seeds {seeds[:10]}" if seeds else "")
 
 
 def sweep(seeds: Iterable[int], family: str | None = None, steps: int = 60,
-          stop_at_new: bool = True) -> Sweep:
-    """Run each seed's schedule and sort the outcomes (see :class:`Sweep`)."""
+          stop_at_failure: bool = True) -> Sweep:
+    """Run each seed's schedule (see :class:`Sweep`)."""
     out = Sweep()
     for seed in seeds:
         try:
-            result = run_scenario(seed, family, steps)
+            run_scenario(seed, family, steps)
         except Exception as exc:
-            issues = getattr(exc, "known_issues", ())
-            if not issues:
-                out.new.append((seed, exc))
-                if stop_at_new:
-                    break
-                continue
-            out.failed_known += 1
-            for code in sorted({code for code, _, _ in issues}):
-                out.known.setdefault(code, []).append(seed)
+            out.failed.append((seed, exc))
+            if stop_at_failure:
+                break
             continue
         out.passed += 1
-        for code in {code for code, _, _ in result.known_issues}:
-            out.met[code] = out.met.get(code, 0) + 1
     return out
 
 
@@ -392,18 +361,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.count == 1:  # one schedule: let its failure speak for itself
         result = run_scenario(args.seed, args.family, args.steps)
         print(f"seed {args.seed} ({result.family}) passed: {result.steps} steps, {result.tasks} "
-              f"tasks, {result.faults} faults, known defects met: "
-              f"{sorted({c for c, _, _ in result.known_issues}) or 'none'}")
+              f"tasks, {result.faults} faults")
         return 0
     start = time.perf_counter()
     found = sweep(range(args.seed, args.seed + args.count), args.family, args.steps,
-                  stop_at_new=False)
+                  stop_at_failure=False)
     elapsed = time.perf_counter() - start
     print(f"{args.count} schedules in {elapsed:.2f} s ({args.count / elapsed:.0f} schedules/s)")
     print(found.summary())
-    for seed, exc in found.new:
+    for seed, exc in found.failed:
         print(f"--- seed {seed}: {exc}")
-    return 1 if found.new else 0
+    return 1 if found.failed else 0
 
 
 if __name__ == "__main__":

@@ -64,8 +64,6 @@ from taskmill.protocol.vocabulary import (
     decode,
 )
 from taskmill.server.scheduler import YIELD_AFTER_TASKS
-from taskmill.testing import known_issues
-from taskmill.testing.known_issues import Issue, Peek
 from taskmill.testing.network import Batch, Channel, Network
 
 
@@ -102,15 +100,9 @@ class SimScheduler:
         self.close_on_retire: set[str] = set()
         #: every ``TaskStalled`` warning, in order
         self.stalled: list[TaskStalled] = []
-        #: (code, key, worker) of every known defect this run ran into
-        #: (:mod:`taskmill.testing.known_issues`)
-        self.known_issues: list[Issue] = []
         #: the simulated worker registered at an address (set by the cluster),
-        #: for the known-issue detectors' ground truth
-        self.peek: Peek = lambda address: None
-        #: (client, key) -> {address: worker name} a client put data on,
-        #: until its ``scatter-done`` arrives
-        self.scatter_puts: dict[tuple[str, str], dict[str, str]] = {}
+        #: the ground truth for the checks of copies (``_copy_check``)
+        self.peek: Callable[[str], Any] = lambda address: None
         self._names: dict[str, str] = {}
         #: client -> key -> kinds of report ("KeyInMemory" ...) sent since it
         #: last started wanting the key (or the key was redefined)
@@ -377,7 +369,6 @@ class SimScheduler:
                     self._redefined([t.key for t in ev.tasks])
                     self._new_session(client, ev.wanted)
                 elif kind is ScatterDone:
-                    self._scatter_done(client, ev)
                     self._redefined(ev.who_has)
                     self._new_session(client, ev.who_has)
                 elif kind is WantKeys:
@@ -388,17 +379,6 @@ class SimScheduler:
             self.route(cmds)
         if closing:
             self.client_closed(up)
-
-    def _scatter_done(self, client: str, msg: Any) -> None:
-        """Compare the processes the client put data on with those registered
-        at those addresses now (see ``known_issues.SCATTER_TO_RESTARTED``)."""
-        for key in msg.who_has:
-            for address, name in self.scatter_puts.pop((client, key), {}).items():
-                registered = self._names.get(address) if address in self.streams else None
-                if name != registered:
-                    worker = self.peek(address)
-                    if registered is not None or (worker is not None and worker.name == name):
-                        self.known_issues.append((known_issues.SCATTER_TO_RESTARTED, key, address))
 
     def client_closed(self, up: Channel) -> None:
         """A client's connection closed (``close-client``, or it vanished)."""

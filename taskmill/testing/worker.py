@@ -76,8 +76,6 @@ from taskmill.testing.behaviour import (
     serialized_failure,
     serialized_value,
 )
-from taskmill.testing import known_issues
-from taskmill.testing.known_issues import Issue
 from taskmill.testing.network import Batch, Channel, Network
 from taskmill.testing.scheduler import ShellContractError
 
@@ -139,7 +137,6 @@ class SimWorker:
         self.running: dict[str, Run] = {}
         #: how many ``compute-task`` messages carried each function token
         self.functions_received: dict[str, int] = {}
-        self._sent_functions: dict[str, Serialized] = {}
         #: False once it died or closed
         self.alive = True
         #: True once the scheduler answered its registration
@@ -148,8 +145,6 @@ class SimWorker:
         self.retired: bool | None = None
         self.up: Channel | None = None
         self.down: Channel | None = None
-        #: where to record known defects met (the cluster shares one list)
-        self.known_issues: list[Issue] = []
 
     def __repr__(self) -> str:
         state = "alive" if self.alive else "dead"
@@ -162,7 +157,7 @@ class SimWorker:
         """Open its connection to the scheduler and ask to register."""
         self.up, self.down = up, down
         request = RegisterWorker(self.address, self.nthreads, 0, None, self.name, 0,
-                                 self.resources or None)
+                                 self.resources or None, incarnation=self.name)
         self.net.send(up, [request.to_wire()])
 
     def from_scheduler(self, ch: Channel, batch: Batch) -> None:
@@ -185,7 +180,6 @@ class SimWorker:
                     n = self.functions_received[token] = self.functions_received.get(token, 0) + 1
                     if n > 1:
                         raise ShellContractError(f"{self.name} was sent the function {token!r} {n} times")
-                    self._sent_functions[token] = msg.func  # type: ignore[attr-defined]
                 events.append(msg)
             elif kind is WorkerRegistered:
                 self.registered = True
@@ -273,11 +267,8 @@ class SimWorker:
                 raise ShellContractError(f"{self.name} got the wrong function for {token!r}")
             self.functions[token] = cmd.func
         elif token not in self.functions:
-            if token not in self._sent_functions:
-                raise ShellContractError(f"{self.name} runs {key!r} but was never sent the function {token!r}")
-            # the machine got it and lost it (a known defect): run with it all the same
-            self.known_issues.append((known_issues.FUNCTION_DROPPED, key, self.address))
-            self.functions[token] = self._sent_functions[token]
+            state = ("was sent" if token in self.functions_received else "was never sent")
+            raise ShellContractError(f"{self.name} runs {key!r} without the function {token!r} (it {state} it)")
         if key in self.running:
             raise ShellContractError(f"{self.name} starts {key!r} while a run of it is still going")
         if len(self.running) >= self.nthreads:
@@ -361,13 +352,14 @@ class SimWorker:
         net.schedule(net.latency, serve, f"scheduler answers who-has of {self.name}", self)
 
     def _who_has_answered(self, answer: dict[str, tuple[str, ...]]) -> None:
-        self.known_issues += known_issues.who_has_issues(self.state, self.address, answer)
         self.handle(WhoHasAnswered("who-has-answer", answer))
 
-    def put_data(self, data: dict[str, Any], nbytes: dict[str, int]) -> None:
-        """A client scattered ``data`` here (``put-data``)."""
+    def put_data(self, data: dict[str, Any], nbytes: dict[str, int], client: str = "") -> str:
+        """``client`` scattered ``data`` here (``put-data``); returns the
+        answer's incarnation (this incarnation's name)."""
         self.store.update(data)
-        self.handle(DataPut("put-data", dict(nbytes)))
+        self.handle(DataPut("put-data", dict(nbytes), client))
+        return self.name
 
     # ------------------------------------------------------------------ #
     # Faults and timers a test drives

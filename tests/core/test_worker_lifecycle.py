@@ -5,7 +5,8 @@ every state, the ready heap's order, and the story.  Events in, commands out."""
 from __future__ import annotations
 
 from taskmill.core.worker.events import AskWhoHas, DataPut, DeleteData, Fetch, FetchSucceeded, WhoHasAnswered
-from taskmill.protocol.vocabulary import AddKeys, FreeKeys, TaskErred, TaskFinished
+from taskmill.core.worker import WorkerState
+from taskmill.protocol.vocabulary import AddKeys, FreeKeys, KeysScattered, TaskErred, TaskFinished
 from tests.core.test_worker_state import ME, A, compute, err, executed, of, ok, ws
 
 
@@ -13,8 +14,13 @@ def free(*keys: str) -> FreeKeys:
     return FreeKeys("free", ME, keys)
 
 
-def put(**nbytes: int) -> DataPut:
-    return DataPut("put", dict(nbytes))
+def put_into(w: WorkerState, **nbytes: int) -> list[object]:
+    """A client scatters ``nbytes`` to ``w``: the commands besides the report
+    of the keys it stored for that client (``keys-scattered``)."""
+    cmds = w.handle(DataPut("put", dict(nbytes), client="c1"))
+    reports = [c for c in cmds if isinstance(c, KeysScattered)]
+    assert all(r.client == "c1" and r.nbytes.items() <= nbytes.items() for r in reports)
+    return [c for c in cmds if not isinstance(c, KeysScattered)]
 
 
 def scattered_finish(key: str, nbytes: int) -> TaskFinished:
@@ -89,7 +95,7 @@ def test_a_ready_task_freed_and_requested_again_runs_once() -> None:
 def test_data_put_for_a_waiting_task_stands_for_its_result_and_drops_its_inputs() -> None:
     w = ws()
     w.handle(compute("t", {"d": (A,)}))
-    assert w.handle(put(t=5)) == [scattered_finish("t", 5)]
+    assert put_into(w, t=5) == [scattered_finish("t", 5)]
     assert w.task_state("t") == "memory" and w.task_state("d") == "cancelled"
     assert w.handle(FetchSucceeded("got", A, ("d",), {"d": 1})) == [DeleteData("got", ("d",))]
 
@@ -97,7 +103,7 @@ def test_data_put_for_a_waiting_task_stands_for_its_result_and_drops_its_inputs(
 def test_data_put_for_a_ready_task_stands_for_its_result_and_it_never_runs() -> None:
     w = ws()
     w.handle(compute("busy"), compute("t"))
-    assert w.handle(put(t=5)) == [scattered_finish("t", 5)]
+    assert put_into(w, t=5) == [scattered_finish("t", 5)]
     assert w.ready_count == 0
     assert executed(w.handle(ok("busy"))) == []
 
@@ -105,7 +111,7 @@ def test_data_put_for_a_ready_task_stands_for_its_result_and_it_never_runs() -> 
 def test_data_put_for_a_running_task_is_ignored_and_the_run_reports() -> None:
     w = ws()
     w.handle(compute("t"))
-    assert w.handle(put(t=5)) == []
+    assert put_into(w, t=5) == []
     assert w.task_state("t") == "executing"
     assert of(w.handle(ok("t", 7)), TaskFinished)[0].nbytes == 7
     assert w.nbytes_in_memory == 7
@@ -115,14 +121,14 @@ def test_data_put_for_a_missing_input_lets_its_task_run() -> None:
     w = ws()
     w.handle(compute("t", {"d": ()}))
     assert w.task_state("d") == "missing"
-    assert executed(w.handle(put(d=4))) == ["t"]
+    assert executed(put_into(w, d=4)) == ["t"]
     assert w.task_state("d") == "memory" and w.handle(WhoHasAnswered("late", {"d": (A,)})) == []
 
 
 def test_data_put_for_an_input_in_flight_makes_the_late_answer_a_duplicate() -> None:
     w = ws()
     w.handle(compute("t", {"d": (A,)}))
-    assert executed(w.handle(put(d=4))) == ["t"]
+    assert executed(put_into(w, d=4)) == ["t"]
     assert w.handle(FetchSucceeded("got", A, ("d",), {"d": 4})) == []
 
 
@@ -130,7 +136,7 @@ def test_data_put_for_a_cancelled_fetch_is_kept_and_the_late_answer_is_dropped()
     w = ws()
     w.handle(compute("t", {"d": (A,)}))
     w.handle(free("t"))
-    assert w.handle(put(d=4)) == [] and w.task_state("d") == "memory"
+    assert put_into(w, d=4) == [] and w.task_state("d") == "memory"
     assert w.handle(FetchSucceeded("got", A, ("d",), {"d": 4})) == []
     assert w.in_memory == {"d"}
 
@@ -139,7 +145,7 @@ def test_data_put_for_a_key_already_here_updates_its_size() -> None:
     w = ws()
     w.handle(compute("t"))
     w.handle(ok("t", 10))
-    assert w.handle(put(t=30)) == []
+    assert put_into(w, t=30) == []
     assert w.nbytes_in_memory == 30 and w.tasks["t"].nbytes == 30
 
 
@@ -147,13 +153,13 @@ def test_data_put_for_a_key_that_failed_here_replaces_the_error() -> None:
     w = ws()
     w.handle(compute("t"))
     w.handle(err("t"))
-    assert w.handle(put(t=6)) == []  # the scheduler learns of it from the client
+    assert put_into(w, t=6) == []  # the scheduler learns of it from the client
     assert w.task_state("t") == "memory" and w.nbytes_in_memory == 6
 
 
 def test_data_put_for_an_unknown_key_is_kept_until_freed() -> None:
     w = ws()
-    assert w.handle(put(s=9)) == []
+    assert put_into(w, s=9) == []
     assert w.in_memory == {"s"}
     assert w.handle(free("s")) == [DeleteData("free", ("s",))]
 

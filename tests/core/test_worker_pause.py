@@ -10,7 +10,7 @@ from taskmill.core.worker.events import (
     FetchSucceeded,
     PauseChanged,
 )
-from taskmill.protocol.vocabulary import Paused, TaskFinished
+from taskmill.protocol.vocabulary import KeysScattered, Paused, TaskFinished
 from tests.core.test_worker_state import ME, A, compute, ok, ws
 
 
@@ -74,7 +74,7 @@ def test_pause_is_idempotent_and_recorded() -> None:
 def test_scattered_data_and_reports_flow_while_paused() -> None:
     w = ws()
     w.handle(pause())
-    assert w.handle(DataPut("put", {"s": 5})) == []
+    assert w.handle(DataPut("put", {"s": 5}, "c1")) == [KeysScattered("put", ME, "c1", {"s": 5})]
     assert "s" in w.in_memory
     cmds = w.handle(compute("s"))  # already here: reported even while paused
     assert cmds == [TaskFinished("compute-s", ME, "s", 5, "", 0.0, 0.0)]

@@ -24,6 +24,7 @@ from taskmill.protocol.vocabulary import (
     AddKeys,
     ComputeTask,
     FreeKeys,
+    KeysScattered,
     MissingData,
     TaskErred,
     TaskFinished,
@@ -155,6 +156,31 @@ def test_task_freed_before_running_keeps_the_function_for_its_token() -> None:
     assert [(c.key, c.func) for c in of(cmds, Execute)] == [("x", "F")]
 
 
+def test_function_that_came_for_a_key_already_here_is_kept_for_its_token() -> None:
+    w = ws(nthreads=1)
+    w.handle(compute("a", func="F", token="t1"))
+    w.handle(ok("a"))
+    # "a" is asked for again (its last report crossed a free) with the first task of t2
+    cmds = w.handle(compute("a", func="G", token="t2"))
+    assert of(cmds, TaskFinished) and not of(cmds, Execute)
+    cmds = w.handle(compute("b", func=None, token="t2"))
+    assert [(c.key, c.func_token, c.func) for c in of(cmds, Execute)] == [("b", "t2", "G")]
+    assert w._funcs == {}
+
+
+def test_function_that_came_with_a_task_adopted_while_running_is_kept() -> None:
+    w = ws(nthreads=1)
+    w.handle(compute("a", token="t0"), compute("t", {"a": (A,)}, token="t0"))  # a runs, t needs it
+    w.handle(FreeKeys("free", ME, ("a",)))  # kept running: t needs it
+    assert w.task_state("a") == "executing"
+    w.handle(compute("a", func="G", token="t2"))  # adopted, not run again
+    cmds = w.handle(ok("a"))
+    assert [(c.key, c.func) for c in of(cmds, Execute)] == [("t", None)]
+    w.handle(compute("b", func=None, token="t2"))
+    cmds = w.handle(ok("t"))
+    assert [(c.key, c.func) for c in of(cmds, Execute)] == [("b", "G")]
+
+
 def test_task_computed_after_its_fetch_fails_carries_the_function() -> None:
     w = ws()
     w.handle(compute("t", {"x": (A,)}))  # x in flight from A
@@ -265,6 +291,37 @@ def test_resent_compute_request_brings_new_holders() -> None:
     # the scheduler recomputed d on B and resends t
     cmds = w.handle(compute("t", {"d": (B,)}))
     assert of(cmds, Fetch) == [Fetch("compute-t", B, ("d",))]
+
+
+def test_a_stale_who_has_answer_only_adds_holders() -> None:
+    # the answer to a question asked while d was missing arrives after t was
+    # freed and sent again with d's new holder B: B stays, A is added
+    w = ws()
+    w.handle(compute("t", {"d": (A,)}))
+    cmds = w.handle(FetchFailed("f", A, ("d",), "down"))
+    assert of(cmds, AskWhoHas) == [AskWhoHas("f", ("d",))]
+    w.handle(FreeKeys("free", ME, ("t",)))
+    assert w.task_state("d") is None
+    w.handle(compute("t", {"d": (B,)}))
+    assert w.task_state("d") == "flight"
+    assert w.handle(WhoHasAnswered("wh", {"d": ()})) == []
+    assert w.task_state("d") == "flight" and list(w.tasks["d"].who_has or ()) == [B]
+    w.handle(WhoHasAnswered("wh2", {"d": (A,)}))
+    assert list(w.tasks["d"].who_has or ()) == [B, A]
+    # the stale holder costs one failed fetch at most
+    cmds = w.handle(FetchSucceeded("s", B, ("d",), {}))
+    assert of(cmds, Fetch) == [Fetch("s", A, ("d",))]
+    cmds = w.handle(FetchFailed("f2", A, ("d",), "down"))
+    assert of(cmds, AskWhoHas) == [AskWhoHas("f2", ("d",))] and w.task_state("d") == "missing"
+
+
+def test_an_empty_who_has_answer_keeps_the_holders_of_a_queued_key() -> None:
+    w = ws(max_concurrent_fetches=1)
+    w.handle(compute("t", {"d": (A,), "e": (A,)}), FetchFailed("f", A, ("d", "e"), "down"))
+    w.handle(compute("t", {"d": (B,), "e": (C,)}))  # a resend: e queued behind d's fetch
+    assert w.task_state("e") == "fetch"
+    assert w.handle(WhoHasAnswered("wh", {"d": (), "e": ()})) == []
+    assert w.task_state("e") == "fetch" and list(w.tasks["e"].who_has or ()) == [C]
 
 
 def test_peer_without_the_key() -> None:
@@ -410,13 +467,26 @@ def test_scatter_satisfies_waiting_task() -> None:
     cmds = w.handle(compute("t", {"s": ()}))
     assert of(cmds, AskWhoHas) == [AskWhoHas("compute-t", ("s",))]
     assert w.task_state("s") == "missing"
-    cmds = w.handle(DataPut("put", {"s": 50}))
+    cmds = w.handle(DataPut("put", {"s": 50}, "c1"))
     assert executed(cmds) == ["t"]
+    assert of(cmds, KeysScattered) == [KeysScattered("put", ME, "c1", {"s": 50})]
     assert w.nbytes_in_memory == 50
     w.handle(ok("t"))
     assert w.task_state("s") == "memory"  # scattered data stays until freed
-    assert w.handle(DataPut("put2", {"new": 1})) == []
+    assert w.handle(DataPut("put2", {"new": 1}, "c1")) == [KeysScattered("put2", ME, "c1", {"new": 1})]
     assert w.task_state("new") == "memory"
+
+
+def test_scatter_reports_what_it_stored_with_the_client() -> None:
+    w = ws(nthreads=1)
+    w.handle(compute("x"))  # executing: the put value will be replaced by the result
+    w.handle(compute("t", {"f": (A,)}))  # "f" in flight: the put value replaces the fetch
+    cmds = w.handle(DataPut("put", {"x": 1, "f": 2, "new": 3}, "c1"))
+    assert of(cmds, KeysScattered) == [KeysScattered("put", ME, "c1", {"f": 2, "new": 3})]
+    # scattered again (same key): reported again, the scheduler reconciles
+    cmds = w.handle(DataPut("put2", {"new": 4}, "c2"))
+    assert cmds == [KeysScattered("put2", ME, "c2", {"new": 4})]
+    assert w.nbytes_in_memory == 6
 
 
 def test_scatter_while_fetching() -> None:

@@ -31,6 +31,7 @@ from taskmill.protocol.vocabulary import (
     AddKeys,
     ComputeTask,
     FreeKeys,
+    KeysScattered,
     MissingData,
     TaskErred,
     TaskFinished,
@@ -86,7 +87,7 @@ class SimShell:
                 self.reports.append(cmd.key)
                 if isinstance(cmd, TaskFinished):
                     assert cmd.key in self.store
-            elif isinstance(cmd, AddKeys):
+            elif isinstance(cmd, (AddKeys, KeysScattered)):
                 assert all(k in self.store for k in cmd.nbytes)
             elif isinstance(cmd, CancelExecution):
                 assert cmd.key in self.running

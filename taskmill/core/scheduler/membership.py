@@ -73,6 +73,7 @@ class Membership:
             ev.now,
             dict(ev.resources or {}),
         )
+        ws.incarnation = ev.incarnation
         self.workers[ev.worker] = ws
         self.idle[ws] = None
         return ws

@@ -229,6 +229,7 @@ class WorkerRecord:
         "resources_used",
         "unacked_frees",
         "free_log",
+        "incarnation",
     )
 
     def __init__(
@@ -276,6 +277,8 @@ class WorkerRecord:
         #: ``(epoch, keys)``, oldest first (see ``crossed``)
         self.unacked_frees: dict[Key, int] = {}
         self.free_log: deque[tuple[int, tuple[Key, ...]]] = deque()
+        #: the worker's token of this registration (``RegisterWorker.incarnation``)
+        self.incarnation = ""
 
     def freeing(self, keys: tuple[Key, ...], epoch: int) -> None:
         """A ``FreeKeys`` of ``keys`` with ``epoch`` goes to this worker."""

@@ -22,7 +22,9 @@ machine and the topic objects, each the only home of its data:
 * :class:`~taskmill.core.scheduler.replicas.Replicas`: copy requests,
   insurance copies and retirement;
 * :class:`~taskmill.core.scheduler.clients.ClientWants`: clients, their
-  wants and the reports they get.
+  wants and the reports they get;
+* :class:`~taskmill.core.scheduler.scatters.Scatters`: scatters under way
+  (the client's ``ScatterDone`` and the workers' ``KeysScattered``).
 
 This module holds ``handle``, the *event handlers* (what each event means,
 in terms of those objects) and the read-only queries the shell answers
@@ -82,6 +84,10 @@ Decisions the shell relies on
   is treated as that worker leaving and a new process joining.  For a while
   after such a death small results get insurance copies (``AcquireReplicas``,
   see ``taskmill.core.scheduler.replicas``).
+* **Scattered data** (``ScatterDone`` from the client, ``KeysScattered``
+  from each worker that took it) is credited only to the workers that took
+  it and are still the same registration; data of a client gone before its
+  ``ScatterDone`` is freed.  See ``taskmill.core.scheduler.scatters``.
 * **Replicas** reported by ``AddKeys`` are recorded only for keys in
   memory; a key the reporting worker computes now is ignored (it answers the
   ``ComputeTask`` with that copy); any other key is answered with
@@ -115,7 +121,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Callable, Iterable
 
-from taskmill.core.scheduler.clients import ClientWants, report_current, unknown_wanted
+from taskmill.core.scheduler.clients import ClientWants, unknown_wanted
 from taskmill.core.scheduler.events import (
     ClientConnected,
     ClientDisconnected,
@@ -134,7 +140,6 @@ from taskmill.core.scheduler.records import (
     ERRED,
     FIRE_AND_FORGET,
     FORGOTTEN,
-    LOST_DATA,
     MEMORY,
     MISSING_DEPENDENCY,
     NO_WORKER,
@@ -148,6 +153,7 @@ from taskmill.core.scheduler.records import (
 )
 from taskmill.core.scheduler.replicas import Replicas
 from taskmill.core.scheduler.resource_index import ResourceIndex
+from taskmill.core.scheduler.scatters import Scatters
 from taskmill.core.scheduler.step import CHECK, Step, StoryEntry
 from taskmill.core.scheduler.transitions import InvalidTransition, TaskMachine
 from taskmill.core.scheduler.validate import validate_state, validate_step
@@ -160,6 +166,7 @@ from taskmill.protocol.vocabulary import (
     FireAndForget,
     Heartbeat,
     Key,
+    KeysScattered,
     MissingData,
     Paused,
     RegisterWorker,
@@ -198,6 +205,7 @@ class SchedulerState:
                                    allowed_failures)
         #: the ``epoch`` of the last message sent to a worker (see "Crossed messages")
         self.epoch = 0
+        self.scatters = Scatters(self.machine, self.membership, self.wants)
         self._handlers: dict[type, Callable[[Step, Any], None]] = {
             UpdateGraph: self._on_graph_submitted,
             TaskFinished: self._on_task_finished,
@@ -208,7 +216,8 @@ class SchedulerState:
             ClientConnected: self._on_client_connected,
             ClientDisconnected: self._on_client_disconnected,
             CancelKeys: self._on_cancel_requested,
-            ScatterDone: self._on_data_scattered,
+            ScatterDone: self.scatters.scatter_done,
+            KeysScattered: self.scatters.keys_scattered,
             RestartRequested: self._on_restart_requested,
             RegisterWorker: self._on_worker_joined,
             WorkerLeft: self._on_worker_left,
@@ -369,6 +378,7 @@ class SchedulerState:
 
     def _on_client_disconnected(self, step: Step, ev: ClientDisconnected) -> None:
         self.wants.disconnected(step, ev.client)
+        self.scatters.client_gone(step, ev.client)
 
     def _on_keys_released(self, step: Step, ev: ReleaseKeys) -> None:
         self.wants.release_keys(step, ev.client, ev.keys, self.machine.tasks)
@@ -468,42 +478,6 @@ class SchedulerState:
         for ts in closure:
             machine.transition(step, ts, FORGOTTEN)
 
-    def _on_data_scattered(self, step: Step, ev: ScatterDone) -> None:
-        machine = self.machine
-        workers = self.membership.workers
-        cs = self.wants.get(ev.client)
-        for key, addrs in ev.who_has.items():
-            holders = [workers[a] for a in addrs if a in workers]
-            nbytes = ev.nbytes.get(key, -1)
-            type_name = ev.type_names.get(key, "") if ev.type_names else ""
-            ts = machine.tasks.get(key)
-            if ts is None:
-                ts = machine.new_record(step, key, None)
-            elif ts.state == ERRED:
-                machine.transition(step, ts, RELEASED)
-                machine.redefine(step, ts, None)
-            self.wants.link(cs, ts)
-            if ts.state == MEMORY:
-                for ws in holders:
-                    machine.add_replica(step, ts, ws)
-                step.emit(report_current(step, ts))
-            elif holders:
-                machine.transition(step, ts, RELEASED)
-                machine.transition(step, ts, MEMORY, (holders, nbytes, type_name))
-            else:
-                machine.transition(
-                    step,
-                    ts,
-                    ERRED,
-                    ErrorInfo(
-                        None,
-                        None,
-                        f"key {key!r} was scattered to unknown workers {list(addrs)}",
-                        "",
-                        LOST_DATA,
-                    ),
-                )
-
     def _on_restart_requested(self, step: Step, ev: RestartRequested) -> None:
         tasks = self.machine.tasks
         for key, ts in tasks.items():
@@ -588,6 +562,7 @@ class SchedulerState:
         ws = self.membership.remove(address)
         step.forget_worker(ws)
         self.replicas.worker_gone(step, ws, reason, expected)
+        self.scatters.worker_gone(ws)
         self.machine.worker_lost(step, ws, reason, expected)
         for ts in self.placement.worker_left(ws):
             self.machine.transition(step, ts, NO_WORKER)  # no live worker may run it any more

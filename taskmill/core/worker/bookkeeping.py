@@ -171,7 +171,7 @@ class WorkerBookkeeping:
         del self.tasks[ts.key]
         self._set_state(ts, RELEASED)
 
-    def _to_fetch_or_missing(self, ts: TaskRecord, ask: bool = True) -> None:
+    def _to_fetch_or_missing(self, ts: TaskRecord) -> None:
         """Queue a dependency for fetching, or mark it missing (and ask)."""
         if ts.who_has:
             self._set_state(ts, FETCH)
@@ -180,8 +180,7 @@ class WorkerBookkeeping:
         else:
             self._set_state(ts, MISSING)
             self._missing[ts.key] = None
-            if ask:
-                self._ask[ts.key] = None
+            self._ask[ts.key] = None
 
     def _make_ready(self, ts: TaskRecord) -> None:
         """Queue ``ts`` (all inputs here) for a thread."""

@@ -35,9 +35,10 @@ class WorkerEvent:
 
 @dataclass(frozen=True, slots=True)
 class DataPut(WorkerEvent):
-    """A client scattered data here (the shell already stored it)."""
+    """``client`` scattered data here (the shell already stored it)."""
 
     nbytes: dict[Key, int]
+    client: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,8 @@ scheduler's wire messages ``ComputeTask``, ``FreeKeys`` and
 ``AcquireReplicas`` (:mod:`taskmill.protocol.vocabulary`); the commands are
 its own (``Execute``, ``Fetch``, ``DeleteData``, ``CancelExecution``,
 ``AskWhoHas``) and wire messages for the scheduler (``TaskFinished``,
-``TaskErred``, ``AddKeys``, ``ReleasedKeys``, ``MissingData``, ``Paused``).
+``TaskErred``, ``AddKeys``, ``KeysScattered``, ``ReleasedKeys``,
+``MissingData``, ``Paused``).
 Nothing in here touches a socket, a thread, asyncio or the clock, and no
 value is ever seen: only keys and sizes.  The shell stores a value *before*
 it hands the event that announces it (``ExecuteSucceeded``,
@@ -58,7 +59,10 @@ requests in flight and one per peer; keys held by several peers travel with
 the first chosen one.  A peer that lacks a requested key is struck off that
 key's holders (``MissingData``); an unreachable peer (``FetchFailed``) is
 struck off every key.  A key with no holder left goes ``missing`` and is asked
-for (``AskWhoHas``, batched per ``handle`` call).
+for (``AskWhoHas``, batched per ``handle`` call); the answer only adds holders
+(it may be older than holders learnt meanwhile).  An empty answer leaves the
+key ``missing``: the scheduler has no copy either, so it recomputes the key and
+sends the task needing it again (``FreeKeys`` then ``ComputeTask``).
 
 Pause: ``PauseChanged(paused=True)`` (the shell's memory monitor: memory is
 short) stops the gather pass and ``_ensure_computing``; running work and
@@ -75,8 +79,10 @@ Contract with the shell:
   once per worker, with one ``ComputeTask`` of its ``func_token``.  The
   machine keeps it (``_funcs``) until the first ``Execute`` of that token
   carries it, then sends None for the token (``_delivered``); the shell's
-  task runner keeps the payload by token.  A task freed before it ran does
-  not take the function with it.
+  task runner keeps the payload by token.  It keeps the function whatever
+  becomes of the ``ComputeTask`` that brought it: a task freed before it ran,
+  or one answered at once (already in memory here, or adopted while running),
+  does not take the function with it.
 * After ``CancelExecution`` the thread stays counted as busy until the shell
   reports the run's end (``ExecuteSucceeded`` or ``ExecuteFailed``); that
   report is then dropped (a success also yields ``DeleteData``).
@@ -155,6 +161,7 @@ from taskmill.protocol.vocabulary import (
     ComputeTask,
     FreeKeys,
     Key,
+    KeysScattered,
     MissingData,
     Paused,
     Priority,
@@ -276,6 +283,9 @@ class WorkerState(WorkerBookkeeping):
         """The scheduler assigns ``ev.key`` here: compute it, or reuse what is here or on its way."""
         self.epoch = ev.epoch
         key = ev.key
+        if ev.func is not None and ev.func_token not in self._delivered:
+            # sent once per worker: kept for the token whatever becomes of this key
+            self._funcs[ev.func_token] = ev.func
         ts = self.tasks.get(key)
         if ts is None:
             ts = self._new(key, ev.priority)
@@ -321,11 +331,9 @@ class WorkerState(WorkerBookkeeping):
 
     def _remember_request(self, ts: TaskRecord, ev: ComputeTask) -> None:
         """``ts`` is to run ``ev`` here (now or if its fetch fails): keep the
-        request, and its function until an ``Execute`` of the token carries it."""
+        request (its function is kept by ``_on_compute``)."""
         ts.req = ev
         ts.priority = ev.priority
-        if ev.func is not None and ev.func_token not in self._delivered:
-            self._funcs[ev.func_token] = ev.func
 
     def _setup_compute(self, ts: TaskRecord, ev: ComputeTask) -> None:
         """Make ``ts`` a task to compute here: track its inputs, then wait or
@@ -587,7 +595,14 @@ class WorkerState(WorkerBookkeeping):
             self._out.append(MissingData(ev.stimulus_id, self.address, peer, tuple(lost), asked))
 
     def _on_who_has(self, ev: WhoHasAnswered) -> None:
-        """The scheduler's list of holders replaces ours for keys still to fetch."""
+        """The scheduler's holders are added to ours for keys still to fetch.
+
+        Only added: the answer may be older than holders learnt since the
+        question (a ``ComputeTask`` or ``AcquireReplicas`` after the key was
+        freed and requested again, on another channel), and striking those
+        off would leave the key ``missing`` with nobody to ask.  A holder
+        that is gone by now costs one failed fetch, which strikes it off
+        (and asks again when none is left)."""
         tasks = self.tasks
         for key, addrs in ev.who_has.items():
             ts = tasks.get(key)
@@ -597,20 +612,13 @@ class WorkerState(WorkerBookkeeping):
             if not (st == FETCH or st == MISSING or st == FLIGHT or (st == CANCELLED and ts.previous == FLIGHT)):
                 self._note(key, "ignored", f"who-has answer while {st}")
                 continue
-            new = {a: None for a in addrs if a != self.address}  # ordered: see records
-            if ts.who_has:
-                for addr in list(ts.who_has):
-                    if addr not in new:
-                        self._fq.remove_holder(ts, addr)
-            self._fq.add_holders(ts, new)
+            self._fq.add_holders(ts, [a for a in addrs if a != self.address])
             if st == MISSING:
                 if ts.who_has:
                     self._missing.pop(key, None)
                     self._to_fetch_or_missing(ts)
                 else:
                     self._note(key, "note", "still missing")
-            elif st == FETCH and not ts.who_has:
-                self._to_fetch_or_missing(ts, ask=False)
 
     def _on_acquire_replicas(self, ev: AcquireReplicas) -> None:
         """The scheduler wants copies of keys here: fetch the new ones (behind
@@ -671,20 +679,26 @@ class WorkerState(WorkerBookkeeping):
                 self._note(key, "note", "freed but kept: input of a task here")
 
     def _on_data_put(self, ev: DataPut) -> None:
-        """A client scattered data here (already stored): it replaces work or fetches for those keys."""
+        """A client scattered data here (already stored): it replaces work or
+        fetches for those keys.  The scheduler hears it from here
+        (``KeysScattered``, tagged with the client) as well as from the
+        client, so that it knows which process holds the data."""
         tasks = self.tasks
+        stored: dict[Key, int] = {}
         for key, nbytes in ev.nbytes.items():
             ts = tasks.get(key)
             if ts is None:
                 ts = self._new(key, (0,))
                 self._put_in_memory(ts, nbytes)
                 ts.held = True
+                stored[key] = nbytes
                 continue
             st = ts.state
             if st == MEMORY:
                 self.nbytes_in_memory += nbytes - ts.nbytes
                 ts.nbytes = nbytes
                 ts.held = True
+                stored[key] = nbytes
             elif st == EXECUTING or (st == CANCELLED and ts.previous == EXECUTING):
                 self._note(key, "ignored", f"data put while {st}: the result will replace it")
             else:
@@ -700,9 +714,12 @@ class WorkerState(WorkerBookkeeping):
                 ts.req = None
                 self._put_in_memory(ts, nbytes)
                 ts.held = True
+                stored[key] = nbytes
                 if report:
                     self._out.append(TaskFinished(ev.stimulus_id, self.address, key, nbytes, "", 0.0, 0.0,
                                                   seen=self.epoch))
+        if stored:
+            self._out.append(KeysScattered(ev.stimulus_id, self.address, ev.client, stored))
 
     def _on_pause_changed(self, ev: PauseChanged) -> None:
         """Memory ran short or recovered: stop or resume starting tasks and fetches."""
