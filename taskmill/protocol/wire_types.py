@@ -330,13 +330,6 @@ def _records_wire(values: tuple[Record, ...]) -> list[list[Any]]:
 # the generic methods above state what they do, these do it without a loop
 # or a call per field.  tests/protocol/test_vocabulary.py checks both.
 
-def _field_error(cls: type, name: str, check: Check, value: Any) -> Any:
-    try:
-        return check(value)
-    except (TypeError, ValueError) as exc:
-        raise ProtocolError(f"{cls.op!r} message: field {name!r}: {exc}") from None  # type: ignore[attr-defined]
-
-
 def _not_a_map(cls: type, msg: Any) -> None:
     raise ProtocolError(f"a {cls.op!r} message must be a map, got {type(msg).__name__}")  # type: ignore[attr-defined]
 
@@ -360,7 +353,7 @@ def _bad_record(cls: type, items: Any) -> None:
 
 
 def _namespace(cls: type) -> dict[str, Any]:
-    ns: dict[str, Any] = {"_MISSING": _REQUIRED, "_field_error": _field_error, "_lacks": _lacks,
+    ns: dict[str, Any] = {"_MISSING": _REQUIRED, "_lacks": _lacks,
                           "_not_a_map": _not_a_map, "_wrong_op": _wrong_op,
                           "_unknown_fields": _unknown_fields, "_bad_record": _bad_record}
     for i, (_, fast, check, default, encode) in enumerate(cls._wire):  # type: ignore[attr-defined]
@@ -373,15 +366,43 @@ def _compile(source: str, ns: dict[str, Any], name: str) -> Any:
     return ns
 
 
-def _check_line(i: int, name: str, fast: type | None, var: str, error: str) -> str:
-    if fast is None:
-        return f"{var} = {error}"
-    return f"if type({var}) is not _f{i}: {var} = {error}"
+def _accepts_none(check: Check) -> bool:
+    try:
+        return check(None) is None
+    except (TypeError, ValueError):
+        return False
+
+
+def _check_line(i: int, fast: type | None, check: Check, var: str, call: str) -> str:
+    """One field's check: nothing to do for a value of its plain type (or None
+    where None is allowed), else the checker ``call``."""
+    conditions = []
+    if _accepts_none(check):
+        conditions.append(f"{var} is not None")
+    if fast is not None:
+        conditions.append(f"type({var}) is not _f{i}")
+    if not conditions:
+        return f"{var} = {call}"
+    return f"if {' and '.join(conditions)}: {var} = {call}"
+
+
+def _construct(cls: type, values: list[str], ns: dict[str, Any]) -> list[str]:
+    """Lines that build the instance from checked ``values`` (one per field,
+    in order) by setting its slots directly: a frozen dataclass's
+    ``__init__`` goes through ``object.__setattr__`` once per field, which
+    costs more than decoding the field did."""
+    ns["_new"] = object.__new__
+    lines = ["    obj = _new(cls)"]
+    for i, (f, value) in enumerate(zip(dataclasses.fields(cls), values)):
+        ns[f"_set{i}"] = getattr(cls, f.name).__set__  # the slot's descriptor
+        lines.append(f"    _set{i}(obj, {value})")
+    return lines + ["    return obj"]
 
 
 def _compile_message(cls: type[Message]) -> None:
     ns = _namespace(cls)
     ns["_OP"] = cls.op
+    ns["ProtocolError"] = ProtocolError
     to = ["def to_wire(self):", "    out = {'op': _OP}"]
     frm = ["def from_wire(cls, msg, **local):",
            "    if type(msg) is not dict: _not_a_map(cls, msg)",
@@ -390,9 +411,11 @@ def _compile_message(cls: type[Message]) -> None:
            "    op = get('op', _MISSING)",
            "    if op is not _MISSING:",
            "        seen = 1",
-           "        if op != _OP: _wrong_op(cls, op)"]
+           "        if op != _OP: _wrong_op(cls, op)",
+           "    field = ''",
+           "    try:"]
     wire_index = {}
-    for i, (name, fast, _, default, encode) in enumerate(cls._wire):
+    for i, (name, fast, check, default, encode) in enumerate(cls._wire):
         wire_index[name] = i
         value = f"_e{i}(v)" if encode is not None else "v"
         to.append(f"    v = self.{name}")
@@ -400,14 +423,18 @@ def _compile_message(cls: type[Message]) -> None:
             to.append(f"    out[{name!r}] = {value}")
         else:
             to.append(f"    if v is not _d{i}: out[{name!r}] = {value}")
-        check = _check_line(i, name, fast, f"a{i}", f"_field_error(cls, {name!r}, _c{i}, a{i})")
-        frm += [f"    a{i} = get({name!r}, _MISSING)",
-                f"    if a{i} is _MISSING:",
-                f"        {'_lacks(cls, ' + repr(name) + ')' if default is _REQUIRED else f'a{i} = _d{i}'}",
-                "    else:",
-                "        seen += 1",
-                f"        {check}"]
-    frm.append("    if seen != len(msg): _unknown_fields(cls, msg)")
+        line = _check_line(i, fast, check, f"a{i}", f"_c{i}(a{i})")
+        frm += [f"        a{i} = get({name!r}, _MISSING)",
+                f"        if a{i} is _MISSING:",
+                f"            {'_lacks(cls, ' + repr(name) + ')' if default is _REQUIRED else f'a{i} = _d{i}'}",
+                "        else:",
+                "            seen += 1",
+                f"            field = {name!r}",
+                f"            {line}"]
+    frm += ["        pass",  # a message without fields
+            "    except (TypeError, ValueError) as exc:",
+            "        raise ProtocolError(f'{_OP!r} message: field {field!r}: {exc}') from None",
+            "    if seen != len(msg): _unknown_fields(cls, msg)"]
     args = []
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.name in wire_index:
@@ -417,7 +444,7 @@ def _compile_message(cls: type[Message]) -> None:
         else:
             ns[f"_local_default_{f.name}"] = f.default
             args.append(f"local.get({f.name!r}, _local_default_{f.name})")
-    frm.append(f"    return cls({', '.join(args)})")
+    frm += _construct(cls, args, ns)
     to.append("    return out")
     _compile("\n".join(to + frm), ns, cls.__name__)
     cls.to_wire = ns["to_wire"]  # type: ignore[method-assign]
@@ -436,9 +463,9 @@ def _compile_record(cls: type[Record]) -> None:
              f"    if (type(items) is not list and type(items) is not tuple) or len(items) != {n}:",
              "        _bad_record(cls, items)",
              f"    {', '.join(variables)}{',' if n == 1 else ''} = items"]
-    for i, (name, fast, _, _, _) in enumerate(cls._wire):
-        lines.append("    " + _check_line(i, name, fast, f"a{i}", f"_c{i}(a{i})"))
-    lines.append(f"    return cls({', '.join(variables)})")
+    for i, (_, fast, check, _, _) in enumerate(cls._wire):
+        lines.append("    " + _check_line(i, fast, check, f"a{i}", f"_c{i}(a{i})"))
+    lines += _construct(cls, variables, ns)
     _compile("\n".join(lines), ns, cls.__name__)
     cls.to_wire = ns["to_wire"]  # type: ignore[method-assign]
     cls.from_wire = classmethod(ns["from_wire"])  # type: ignore[assignment]
