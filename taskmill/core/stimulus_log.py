@@ -17,10 +17,15 @@ each, so the failure happens again under a debugger, at the first event that
 breaks an invariant.  Random-scenario tests use the same file to keep a
 failing schedule.
 
-The log keeps references to the events (so to their payloads): ``size``
-bounds it by count (10,000 by default, about the last few seconds of a busy
-scheduler).  A log that dropped its oldest events cannot rebuild the state
-from nothing; ``replay`` says so instead of replaying a different history.
+The log keeps references to the events (so to their payloads), and every
+object it keeps alive is one more for each garbage collection to walk: a log
+of 10,000 calls cost a worker about 1.5 us a task.  So its size depends on
+what it is for (:func:`log_size`): a machine that validates itself (the
+tests, the simulated cluster) keeps its whole history, up to 100,000 calls,
+so a failure replays from its birth; a production machine keeps its last 100
+calls, for a post-mortem to read.  A log that dropped its oldest events
+cannot rebuild the state from nothing; ``replay`` says so instead of
+replaying a different history.
 """
 
 from __future__ import annotations
@@ -34,7 +39,19 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-DEFAULT_SIZE = 10_000
+#: calls kept by a machine that does not validate itself (production)
+DEFAULT_SIZE = 100
+#: calls kept by a machine that validates itself after every event (tests)
+VALIDATING_SIZE = 100_000
+_BIRTH = ("the machine was built",)
+
+
+def log_size(size: int | None, validate: bool) -> int:
+    """The number of ``handle`` calls a machine keeps: ``size`` when given,
+    else by what the log is for (see the module docstring)."""
+    if size is not None:
+        return size
+    return VALIDATING_SIZE if validate else DEFAULT_SIZE
 
 
 class StimulusLog:
@@ -43,17 +60,23 @@ class StimulusLog:
     def __init__(self, machine: type, kwargs: dict[str, Any], size: int = DEFAULT_SIZE) -> None:
         self.machine = f"{machine.__module__}:{machine.__qualname__}"
         self.kwargs = kwargs
-        self.events: deque[Any] = deque(maxlen=size)
-        #: whether the oldest events were dropped (the log no longer starts
-        #: at the machine's birth)
-        self.wrapped = False
+        # the first entry marks the machine's birth: once it is pushed out,
+        # the log no longer starts there (see ``wrapped``)
+        self.events: deque[Any] = deque([_BIRTH], maxlen=size + 1)
+        #: one call of ``handle``: ``record(events)`` (``deque.append``, no
+        #: Python frame: the machines call it on every ``handle``)
+        self.record = self.events.append
 
-    def record(self, batch: tuple[Any, ...]) -> None:
-        """One call of ``handle``: its events, in order."""
-        events = self.events
-        if len(events) == events.maxlen:
-            self.wrapped = True
-        events.append(batch)
+    @property
+    def wrapped(self) -> bool:
+        """Whether the oldest calls were dropped (the log no longer starts at
+        the machine's birth)."""
+        return not self.events or self.events[0] is not _BIRTH
+
+    @property
+    def calls(self) -> list[tuple[Any, ...]]:
+        """The recorded calls of ``handle``, oldest first."""
+        return [batch for batch in self.events if batch is not _BIRTH]
 
     def failed(self, exc: BaseException) -> None:
         """Write the log out and name the file in ``exc`` (the machine raises it)."""
@@ -62,7 +85,7 @@ class StimulusLog:
         except OSError as problem:
             exc.add_note(f"could not write the stimulus log: {problem}")
         else:
-            exc.add_note(f"stimulus log of the last {len(self.events)} calls of handle "
+            exc.add_note(f"stimulus log of the last {len(self.calls)} calls of handle "
                          f"written to {path}; replay it with taskmill.testing.replay({path!r})")
 
     def dump(self, directory: str | None = None) -> str:
@@ -72,7 +95,7 @@ class StimulusLog:
         fd, path = tempfile.mkstemp(prefix=f"taskmill-stimuli-{int(time.time())}-", suffix=".pickle",
                                     dir=directory)
         with os.fdopen(fd, "wb") as f:
-            pickle.dump({"machine": self.machine, "kwargs": self.kwargs, "events": list(self.events),
+            pickle.dump({"machine": self.machine, "kwargs": self.kwargs, "events": self.calls,
                          "complete": not self.wrapped}, f, protocol=pickle.HIGHEST_PROTOCOL)
         return path
 

@@ -93,3 +93,12 @@ def test_the_worker_machine_replays_too(stimulus_dir: Path) -> None:
     fresh = replay(w.stimulus_log.dump(), on_event=lambda i, events, cmds: seen.append(cmds))
     assert seen == [first, second]
     assert fresh.task_state("x") == "memory"
+
+
+def test_a_validating_machine_keeps_its_whole_history_a_production_one_its_last_calls() -> None:
+    production, validating = SchedulerState(), SchedulerState(validate=True)
+    for i in range(150):
+        production.handle(join(f"w{i}"))
+        validating.handle(join(f"w{i}"))
+    assert len(production.stimulus_log.calls) == 100 and production.stimulus_log.wrapped
+    assert len(validating.stimulus_log.calls) == 150 and not validating.stimulus_log.wrapped

@@ -157,7 +157,7 @@ from taskmill.core.scheduler.scatters import Scatters
 from taskmill.core.scheduler.step import CHECK, Step, StoryEntry
 from taskmill.core.scheduler.transitions import InvalidTransition, TaskMachine
 from taskmill.core.scheduler.validate import validate_state, validate_step
-from taskmill.core.stimulus_log import DEFAULT_SIZE, StimulusLog
+from taskmill.core.stimulus_log import StimulusLog, log_size
 from taskmill.protocol.serialize import Serialized
 from taskmill.protocol.vocabulary import (
     AddKeys,
@@ -190,12 +190,13 @@ class SchedulerState:
     ``validate=True`` every invariant is checked after every event."""
 
     def __init__(self, *, allowed_failures: int = 3, validate: bool = False,
-                 stimulus_log_size: int = DEFAULT_SIZE) -> None:
+                 stimulus_log_size: int | None = None) -> None:
         self.validate_each_event = validate
         #: the events of the last calls of ``handle``, to replay a failure
         self.stimulus_log = StimulusLog(SchedulerState, dict(
             allowed_failures=allowed_failures, stimulus_log_size=stimulus_log_size),
-            stimulus_log_size)
+            log_size(stimulus_log_size, validate))
+        self._record = self.stimulus_log.record
         self.membership = Membership()
         self.resource_index = ResourceIndex()
         self.placement = Placement(self.membership, self.resource_index)
@@ -271,7 +272,7 @@ class SchedulerState:
         """Apply ``events`` in order; return the commands they cause.  A
         failure (a broken invariant under ``validate``, a bug) writes the
         stimulus log out and names the file in the exception."""
-        self.stimulus_log.record(events)
+        self._record(events)
         try:
             return self._handle(events)
         except Exception as exc:

@@ -121,7 +121,7 @@ import heapq
 import sys
 from typing import Any, Callable, Iterable
 
-from taskmill.core.stimulus_log import DEFAULT_SIZE, StimulusLog
+from taskmill.core.stimulus_log import StimulusLog, log_size
 from taskmill.core.worker.bookkeeping import WorkerBookkeeping
 from taskmill.core.worker.events import (
     AskWhoHas,
@@ -202,7 +202,7 @@ class WorkerState(WorkerBookkeeping):
         max_fetch_keys_per_request: int = 1000,
         max_concurrent_fetches: int = 10,
         story_size: int = 100_000,
-        stimulus_log_size: int = DEFAULT_SIZE,
+        stimulus_log_size: int | None = None,
     ) -> None:
         if nthreads < 1:
             raise ValueError(f"nthreads must be >= 1, got {nthreads}")
@@ -214,7 +214,8 @@ class WorkerState(WorkerBookkeeping):
         self.stimulus_log = StimulusLog(WorkerState, dict(
             address=address, nthreads=nthreads, max_fetch_keys_per_request=max_fetch_keys_per_request,
             max_concurrent_fetches=max_concurrent_fetches, story_size=story_size,
-            stimulus_log_size=stimulus_log_size), stimulus_log_size)
+            stimulus_log_size=stimulus_log_size), log_size(stimulus_log_size, validate))
+        self._record = self.stimulus_log.record
         self._funcs: dict[str, Any] = {}  # token -> serialized func, until an Execute carries it
         self._delivered: set[str] = set()  # tokens whose func went in an Execute (membership only)
         #: the ``epoch`` of the last scheduler message handled (module docstring)
@@ -236,7 +237,7 @@ class WorkerState(WorkerBookkeeping):
 
     def handle(self, *events: WorkerInput) -> list[WorkerOutput]:
         """Apply ``events`` in order; return the commands to carry out, in order."""
-        self.stimulus_log.record(events)
+        self._record(events)
         try:
             return self._handle(events)
         except Exception as exc:
