@@ -62,6 +62,7 @@ class StimulusLog:
         self.kwargs = kwargs
         # the first entry marks the machine's birth: once it is pushed out,
         # the log no longer starts there (see ``wrapped``)
+        self.size = size
         self.events: deque[Any] = deque([_BIRTH], maxlen=size + 1)
         #: one call of ``handle``: ``record(events)`` (``deque.append``, no
         #: Python frame: the machines call it on every ``handle``)
@@ -76,7 +77,8 @@ class StimulusLog:
     @property
     def calls(self) -> list[tuple[Any, ...]]:
         """The recorded calls of ``handle``, oldest first."""
-        return [batch for batch in self.events if batch is not _BIRTH]
+        calls = [batch for batch in self.events if batch is not _BIRTH]
+        return calls[-self.size:] if self.size else []
 
     def failed(self, exc: BaseException) -> None:
         """Write the log out and name the file in ``exc`` (the machine raises it)."""
