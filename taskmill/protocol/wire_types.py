@@ -31,7 +31,7 @@ import dataclasses
 import types
 import typing
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from taskmill.protocol.framing import ProtocolError
 from taskmill.protocol.serialize import Serialized
@@ -92,9 +92,24 @@ class Record:
 
 
 _REQUIRED: Any = dataclasses.MISSING
-#: one field's codec: (name, the type that passes unchecked, the checker, the
-#: default or _REQUIRED, the encoder of a field holding records or None)
-Field = tuple[str, type | None, Check, Any, Callable[[Any], Any] | None]
+
+
+class Field(NamedTuple):
+    """One wire field's codec, built from its annotation."""
+
+    name: str
+    #: the type whose values pass unchecked (``type(v) is plain``), or None
+    plain: type | None
+    #: checks (and converts) any other value
+    check: Check
+    #: its default, or ``_REQUIRED``
+    default: Any
+    #: makes a field holding records wire-ready, or None
+    encode: Callable[[Any], Any] | None
+    #: ``X | None``: None passes unchecked
+    nullable: bool
+
+
 #: every op of the vocabulary -> its message class
 REGISTRY: dict[str, type[Message]] = {}
 
@@ -162,11 +177,16 @@ def _spec(cls: type, skip: set[str]) -> tuple[Field, ...]:
             continue
         default = f.default if f.default is not dataclasses.MISSING else _REQUIRED
         hint = hints[f.name]
-        out.append((f.name, _passes(hint), _checker(hint), default, _encoder(hint)))
+        out.append(Field(f.name, _passes(hint), _checker(hint), default, _encoder(hint),
+                         _nullable(hint)))
     return tuple(out)
 
 
 _PLAIN = (str, int, float, bool, bytes, Serialized)
+
+
+def _nullable(hint: Any) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
 
 
 def _passes(hint: Any) -> type | None:
@@ -186,12 +206,10 @@ def _show(value: Any) -> str:
     return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
 
 
-def _exact(*types_: type) -> Check:
-    names = " or ".join(t.__name__ for t in types_)
-
+def _exact(expected: type) -> Check:
     def check(value: Any) -> Any:
-        if type(value) not in types_:
-            raise TypeError(f"expected {names}, got {_show(value)}")
+        if type(value) is not expected:
+            raise TypeError(f"expected {expected.__name__}, got {_show(value)}")
         return value
 
     return check
@@ -223,9 +241,9 @@ def _checker(hint: Any) -> Check:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in args if a is not type(None)]
-        inner = _checker(options[0] if len(options) == 1 else typing.Union[tuple(options)])
-        if len(options) > 1:
-            inner = _first_of([_checker(a) for a in options])
+        if len(options) != 1:
+            raise TypeError(f"no wire checker for the annotation {hint!r}: a union is X | None")
+        inner = _checker(options[0])
 
         def optional(value: Any) -> Any:
             return None if value is None else inner(value)
@@ -238,19 +256,6 @@ def _checker(hint: Any) -> Check:
     if origin is dict:
         return _dict_of(_checker(args[0]), _checker(args[1]), _passes(args[0]), _passes(args[1]))
     raise TypeError(f"no wire checker for the annotation {hint!r}")
-
-
-def _first_of(checks: list[Check]) -> Check:
-    def check(value: Any) -> Any:
-        problems = []
-        for c in checks:
-            try:
-                return c(value)
-            except (TypeError, ValueError) as exc:
-                problems.append(str(exc))
-        raise TypeError("; ".join(problems))
-
-    return check
 
 
 def _tuple_of(item: Check, plain: type | None) -> Check:
@@ -327,8 +332,8 @@ def _records_wire(values: tuple[Record, ...]) -> list[list[Any]]:
 # --------------------------------------------------------------------------- #
 # ``to_wire`` and ``from_wire`` run for every message, so each class gets its
 # own straight-line pair (as dataclasses and attrs generate ``__init__``):
-# the generic methods above state what they do, these do it without a loop
-# or a call per field.  tests/protocol/test_vocabulary.py checks both.
+# the base classes' methods document what they do.  tests/protocol/
+# test_vocabulary.py checks them on every message of the vocabulary.
 
 def _not_a_map(cls: type, msg: Any) -> None:
     raise ProtocolError(f"a {cls.op!r} message must be a map, got {type(msg).__name__}")  # type: ignore[attr-defined]
@@ -343,7 +348,7 @@ def _lacks(cls: type, name: str) -> None:
 
 
 def _unknown_fields(cls: type, msg: dict[str, Any]) -> None:
-    known = {field[0] for field in cls._wire}  # type: ignore[attr-defined]
+    known = {field.name for field in cls._wire}  # type: ignore[attr-defined]
     extra = sorted(str(k) for k in msg if k != "op" and k not in known)
     raise ProtocolError(f"{cls.op!r} message has unknown fields {extra}")  # type: ignore[attr-defined]
 
@@ -356,8 +361,9 @@ def _namespace(cls: type) -> dict[str, Any]:
     ns: dict[str, Any] = {"_MISSING": _REQUIRED, "_lacks": _lacks,
                           "_not_a_map": _not_a_map, "_wrong_op": _wrong_op,
                           "_unknown_fields": _unknown_fields, "_bad_record": _bad_record}
-    for i, (_, fast, check, default, encode) in enumerate(cls._wire):  # type: ignore[attr-defined]
-        ns.update({f"_f{i}": fast, f"_c{i}": check, f"_d{i}": default, f"_e{i}": encode})
+    for i, field in enumerate(cls._wire):  # type: ignore[attr-defined]
+        ns.update({f"_f{i}": field.plain, f"_c{i}": field.check, f"_d{i}": field.default,
+                   f"_e{i}": field.encode})
     return ns
 
 
@@ -366,20 +372,13 @@ def _compile(source: str, ns: dict[str, Any], name: str) -> Any:
     return ns
 
 
-def _accepts_none(check: Check) -> bool:
-    try:
-        return check(None) is None
-    except (TypeError, ValueError):
-        return False
-
-
-def _check_line(i: int, fast: type | None, check: Check, var: str, call: str) -> str:
+def _check_line(i: int, field: Field, var: str, call: str) -> str:
     """One field's check: nothing to do for a value of its plain type (or None
     where None is allowed), else the checker ``call``."""
     conditions = []
-    if _accepts_none(check):
+    if field.nullable:
         conditions.append(f"{var} is not None")
-    if fast is not None:
+    if field.plain is not None:
         conditions.append(f"type({var}) is not _f{i}")
     if not conditions:
         return f"{var} = {call}"
@@ -415,15 +414,16 @@ def _compile_message(cls: type[Message]) -> None:
            "    field = ''",
            "    try:"]
     wire_index = {}
-    for i, (name, fast, check, default, encode) in enumerate(cls._wire):
+    for i, field in enumerate(cls._wire):
+        name, default = field.name, field.default
         wire_index[name] = i
-        value = f"_e{i}(v)" if encode is not None else "v"
+        value = f"_e{i}(v)" if field.encode is not None else "v"
         to.append(f"    v = self.{name}")
         if default is _REQUIRED:
             to.append(f"    out[{name!r}] = {value}")
         else:
             to.append(f"    if v is not _d{i}: out[{name!r}] = {value}")
-        line = _check_line(i, fast, check, f"a{i}", f"_c{i}(a{i})")
+        line = _check_line(i, field, f"a{i}", f"_c{i}(a{i})")
         frm += [f"        a{i} = get({name!r}, _MISSING)",
                 f"        if a{i} is _MISSING:",
                 f"            {'_lacks(cls, ' + repr(name) + ')' if default is _REQUIRED else f'a{i} = _d{i}'}",
@@ -454,17 +454,16 @@ def _compile_message(cls: type[Message]) -> None:
 def _compile_record(cls: type[Record]) -> None:
     ns = _namespace(cls)
     n = len(cls._wire)
-    names = [field[0] for field in cls._wire]
-    values = [f"_e{i}(self.{name})" if cls._wire[i][4] is not None else f"self.{name}"
-              for i, name in enumerate(names)]
+    values = [f"_e{i}(self.{field.name})" if field.encode is not None else f"self.{field.name}"
+              for i, field in enumerate(cls._wire)]
     variables = [f"a{i}" for i in range(n)]
     lines = ["def to_wire(self):", f"    return [{', '.join(values)}]",
              "def from_wire(cls, items):",
              f"    if (type(items) is not list and type(items) is not tuple) or len(items) != {n}:",
              "        _bad_record(cls, items)",
              f"    {', '.join(variables)}{',' if n == 1 else ''} = items"]
-    for i, (_, fast, check, _, _) in enumerate(cls._wire):
-        lines.append("    " + _check_line(i, fast, check, f"a{i}", f"_c{i}(a{i})"))
+    for i, field in enumerate(cls._wire):
+        lines.append("    " + _check_line(i, field, f"a{i}", f"_c{i}(a{i})"))
     lines += _construct(cls, variables, ns)
     _compile("\n".join(lines), ns, cls.__name__)
     cls.to_wire = ns["to_wire"]  # type: ignore[method-assign]

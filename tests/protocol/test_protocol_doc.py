@@ -39,7 +39,7 @@ def render() -> str:
                      f"{local} | {_summary(d['doc'])} |")
     record = v.TaskSpec
     lines += ["", f"`TaskSpec` (in `update-graph`'s `tasks`) travels as a list of its fields in order: "
-              + ", ".join(f"`{field[0]}`" for field in record._wire) + "."]
+              + ", ".join(f"`{field.name}`" for field in record._wire) + "."]
     return "\n".join(lines)
 
 
