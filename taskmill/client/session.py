@@ -170,7 +170,7 @@ class Session:
                 self._lazy_timer = None
             try:
                 self._flush_outbox()
-                self._send_now(CloseClient())
+                self._stream.send_messages(CloseClient())
                 await asyncio.wait_for(self._stream.close(), 5)
             except (CommClosedError, OSError, asyncio.TimeoutError):
                 pass
@@ -269,7 +269,7 @@ class Session:
         if self._stream is None or self.status != "running":
             return
         try:
-            self._send_now(*msgs)
+            self._stream.send_messages(*msgs)
         except CommClosedError:
             self._on_scheduler_lost()
 
@@ -376,15 +376,6 @@ class Session:
             pass
         finally:
             self._on_scheduler_lost()
-
-    def _send_now(self, *msgs: Message) -> None:
-        """Put messages on the stream: as they are on a local link, else encoded."""
-        stream = self._stream
-        assert stream is not None
-        if isinstance(stream, LocalEnd):
-            stream.send(*msgs)
-        else:
-            stream.send(*[m.to_wire() for m in msgs])
 
     def _on_reports(self, msgs: list[Any]) -> None:
         """One batch of the scheduler's reports (wire dicts, or messages over a local link)."""

@@ -32,6 +32,7 @@ from typing import Any
 
 from taskmill.comm.core import CommClosedError, Comm
 from taskmill.protocol import ProtocolError
+from taskmill.protocol.wire_types import Message
 
 logger = logging.getLogger("taskmill.comm.batched")
 
@@ -68,6 +69,10 @@ class BatchedSend:
         self._flush_scheduled = True
         asyncio.get_running_loop().call_soon(self._flush)  # for later sends of this iteration
         self._write_buffer()  # an idle stream: these go now
+
+    def send_messages(self, *msgs: Message) -> None:
+        """Send messages of the vocabulary, in their wire form (see :meth:`send`)."""
+        self.send(*[m.to_wire() for m in msgs])
 
     @property
     def pending(self) -> int:

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from taskmill.comm.core import CommClosedError
+from taskmill.protocol.wire_types import Message
 
 OnMessages = Callable[[list[Any]], None]
 
@@ -72,6 +73,11 @@ class LocalEnd:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
+
+    def send_messages(self, *msgs: Message) -> None:
+        """Hand messages of the vocabulary over as they are: on one loop they
+        need no wire form (a ``BatchedSend`` encodes them)."""
+        self.send(*msgs)
 
     def closed(self) -> bool:
         return self._closed

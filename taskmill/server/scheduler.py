@@ -197,7 +197,7 @@ class Scheduler(Node):
     def _handle(self, *events: SchedulerInput) -> None:
         if not events:
             return
-        to_workers: dict[str, list[dict[str, Any]]] = {}
+        to_workers: dict[str, list[Message]] = {}
         to_clients: dict[str, list[Message]] = {}
         self.monitor.stamp(events[-1].stimulus_id)
         try:
@@ -209,14 +209,14 @@ class Scheduler(Node):
         for cmd in commands:
             if isinstance(cmd, Message):  # addressed by its worker or client field
                 if cmd.receiver == WORKER:
-                    to_workers.setdefault(cmd.worker, []).append(cmd.to_wire())  # type: ignore[attr-defined]
+                    to_workers.setdefault(cmd.worker, []).append(cmd)  # type: ignore[attr-defined]
                 else:
                     to_clients.setdefault(cmd.client, []).append(cmd)  # type: ignore[attr-defined]
                 continue
             match cmd:
                 case ev.WorkerRetired():
                     retired = self.replicas.retired(cmd)
-                    to_workers.setdefault(cmd.worker, []).append(retired.to_wire())
+                    to_workers.setdefault(cmd.worker, []).append(retired)
                 case ev.RetirementAborted():
                     self.replicas.aborted(cmd)
                 case ev.TaskStalled():
@@ -228,11 +228,7 @@ class Scheduler(Node):
         for worker, msgs in to_workers.items():
             self._send(self.worker_streams.get(worker), msgs)
         for client, reports in to_clients.items():
-            stream = self.client_streams.get(client)
-            if isinstance(stream, LocalEnd):  # same loop: the messages as they are
-                self._send(stream, reports)
-            else:
-                self._send(stream, [m.to_wire() for m in reports])
+            self._send(self.client_streams.get(client), reports)
         self.replicas.check_copies()
 
     def _machine_failed(self, exc: Exception, events: tuple[SchedulerInput, ...]) -> None:
@@ -245,11 +241,12 @@ class Scheduler(Node):
             self.spawn(self.close(), "close-after-machine-failure")
 
     @staticmethod
-    def _send(stream: BatchedSend | LocalEnd | None, msgs: list[Any]) -> None:
+    def _send(stream: BatchedSend | LocalEnd | None, msgs: list[Message]) -> None:
+        """Send to a peer (a local link hands the messages over as they are)."""
         if stream is None:
             return
         try:
-            stream.send(*msgs)
+            stream.send_messages(*msgs)
         except CommClosedError:
             pass  # its reader notices the closed stream and removes the peer
 

@@ -207,7 +207,7 @@ class Worker(Node):
     async def _on_close(self) -> None:
         if self.stream is not None:
             try:
-                self.stream.send(Unregister().to_wire())
+                self.stream.send_messages(Unregister())
                 await asyncio.wait_for(self.stream.close(), 2)
             except (CommClosedError, OSError, asyncio.TimeoutError):
                 pass
@@ -294,7 +294,7 @@ class Worker(Node):
         if self.stream is None:
             return
         try:
-            self.stream.send(msg.to_wire())
+            self.stream.send_messages(msg)
         except CommClosedError:
             pass  # the reader notices and reconnects
 
