@@ -51,6 +51,8 @@ from taskmill.comm.local import LocalEnd
 from taskmill.errors import FutureLostError, SchedulerGoneError
 from taskmill.protocol import ProtocolError, Serialized
 from taskmill.protocol.vocabulary import (
+    CLIENT,
+    SCHEDULER,
     CancelKeys,
     ClientRegistered,
     CloseClient,
@@ -381,7 +383,7 @@ class Session:
         """One batch of the scheduler's reports (wire dicts, or messages over a local link)."""
         for raw in msgs:
             try:
-                msg = arrived(raw, client=self.id, stimulus_id="")
+                msg = arrived(raw, SCHEDULER, CLIENT, client=self.id, stimulus_id="")
                 handler = self._report_handlers[type(msg)]
             except (ProtocolError, KeyError, AttributeError) as exc:
                 logger.warning("ignoring a malformed or unknown report from the scheduler: %s", exc)

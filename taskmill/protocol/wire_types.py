@@ -140,30 +140,39 @@ def record(cls: type[R]) -> type[R]:
     return cls
 
 
-def arrived(msg: Any, **local: Any) -> Message:
-    """A message taken off a stream: decoded from its wire form (see
-    :func:`decode`), or, when a same-loop link handed the message object
-    over as it is, that object with the receiver's local fields set."""
-    if isinstance(msg, Message):
-        # the sender handed it over and never touches it again: the receiver
-        # owns it, so its local fields are set in place (no copy)
-        for name in msg.local:
-            if name in local:
-                object.__setattr__(msg, name, local[name])
-        return msg
-    return decode(msg, **local)
+def arrived(msg: Any, sender: str, receiver: str, **local: Any) -> Message:
+    """A message taken off the stream a ``sender`` keeps with a ``receiver``:
+    decoded from its wire form (see :func:`decode`), or, when a same-loop link
+    handed the message object over as it is, that object with the receiver's
+    local fields set.  An op that does not travel on such a stream (a request,
+    a message of other peers) is a ``ProtocolError`` like a malformed one,
+    found before anything is decoded."""
+    cls = type(msg) if isinstance(msg, Message) else _class_of(msg)
+    if cls.kind != "stream" or cls.sender != sender or cls.receiver != receiver:
+        raise ProtocolError(f"{cls.op!r} is not a message a {sender} sends a {receiver} on its stream")
+    if not isinstance(msg, Message):
+        return cls.from_wire(msg, **local)
+    # the sender handed it over and never touches it again: the receiver owns
+    # it, so its local fields are set in place (no copy)
+    for name in msg.local:
+        if name in local:
+            object.__setattr__(msg, name, local[name])
+    return msg
+
+
+def _class_of(msg: Any) -> type[Message]:
+    if not isinstance(msg, dict):
+        raise ProtocolError(f"a message must be a map, got {type(msg).__name__}")
+    cls = REGISTRY.get(msg.get("op"))  # type: ignore[arg-type]
+    if cls is None:
+        raise ProtocolError(f"unknown op {msg.get('op')!r}")
+    return cls
 
 
 def decode(msg: Any, **local: Any) -> Message:
     """The message of any op in the vocabulary; ``local`` gives the receiver's
     local fields (those the op does not declare are ignored)."""
-    if not isinstance(msg, dict):
-        raise ProtocolError(f"a message must be a map, got {type(msg).__name__}")
-    op = msg.get("op")
-    cls = REGISTRY.get(op)  # type: ignore[arg-type]
-    if cls is None:
-        raise ProtocolError(f"unknown op {op!r}")
-    return cls.from_wire(msg, **local)
+    return _class_of(msg).from_wire(msg, **local)
 
 
 # --------------------------------------------------------------------------- #

@@ -55,9 +55,11 @@ from taskmill.dashboard.monitor import SchedulerMonitor
 from taskmill.protocol import ProtocolError
 from taskmill.protocol.vocabulary import (
     CLIENT,
+    SCHEDULER,
     WORKER,
     ClientRegistered,
     CloseClient,
+    Executing,
     HasWhat,
     Heartbeat,
     Message,
@@ -71,7 +73,6 @@ from taskmill.protocol.vocabulary import (
     RestartWorker,
     RetireWorkers,
     RunningKeys,
-    Executing,
     ScatterTargets,
     SchedulerInfo,
     Story,
@@ -85,7 +86,6 @@ from taskmill.protocol.vocabulary import (
     WorkerExited,
     WorkerRegistered,
     arrived,
-    decode,
 )
 from taskmill.server.node import Node, Status
 from taskmill.server import runtime
@@ -311,9 +311,8 @@ class Scheduler(Node):
         for raw in _as_batch(msgs, client):
             op = raw.op if isinstance(raw, Message) else raw.get("op")
             try:
-                msg = arrived(raw, client=client, stimulus_id=self._sid(str(op)), now=now)
-                if msg.sender != CLIENT:
-                    raise ProtocolError(f"{op!r} is not a message a client sends")
+                msg = arrived(raw, CLIENT, SCHEDULER, client=client, stimulus_id=self._sid(str(op)),
+                              now=now)
                 if isinstance(msg, UpdateGraph):
                     for spec in msg.tasks:
                         if spec.resources:
@@ -392,9 +391,8 @@ class Scheduler(Node):
         for raw in _as_batch(msgs, worker):
             op = raw.get("op")
             try:
-                msg = decode(raw, worker=worker, stimulus_id=self._sid(str(op)), now=now)
-                if msg.sender != WORKER:
-                    raise ProtocolError(f"{op!r} is not a message a worker sends")
+                msg = arrived(raw, WORKER, SCHEDULER, worker=worker, stimulus_id=self._sid(str(op)),
+                              now=now)
             except (ProtocolError, TypeError, ValueError) as exc:
                 logger.warning("worker %s sent a malformed %r message (%s): ignored", worker, op, exc)
                 continue

@@ -52,6 +52,7 @@ from taskmill.core.worker.state import WorkerState
 from taskmill.protocol import ProtocolError, Serialized, serialize
 from taskmill.protocol.vocabulary import (
     SCHEDULER,
+    WORKER,
     Executing,
     GetData,
     Heartbeat,
@@ -59,8 +60,8 @@ from taskmill.protocol.vocabulary import (
     PutData,
     RegisterWorker,
     RegistrationRefused,
-    Retired,
     RetireWorkers,
+    Retired,
     Run,
     TaskErred,
     TaskFinished,
@@ -68,6 +69,7 @@ from taskmill.protocol.vocabulary import (
     UploadFile,
     WhoHas,
     WorkerRegistered,
+    arrived,
     decode,
 )
 from taskmill.server.data_store import DataStore
@@ -223,9 +225,7 @@ class Worker(Node):
                 events: list[WorkerInput] = []
                 for raw in await comm.read():
                     try:
-                        msg = decode(raw, worker=self.address)
-                        if msg.sender != SCHEDULER:
-                            raise ProtocolError(f"{msg.op!r} is not a message the scheduler sends")
+                        msg = arrived(raw, SCHEDULER, WORKER, worker=self.address)
                     except (ProtocolError, TypeError, ValueError, AttributeError) as exc:
                         logger.warning("malformed message from the scheduler (%s): ignored", exc)
                         continue

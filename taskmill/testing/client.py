@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from taskmill.protocol.vocabulary import (
+    CLIENT,
     SCHEDULER,
     CancelKeys,
     CloseClient,
@@ -34,11 +35,10 @@ from taskmill.protocol.vocabulary import (
     ScatterDone,
     UpdateGraph,
     WantKeys,
-    decode,
 )
 from taskmill.testing.behaviour import SimTask, TaskBook, func_payload
 from taskmill.testing.network import Batch, Channel, Network
-from taskmill.testing.scheduler import ShellContractError, SimScheduler
+from taskmill.testing.scheduler import SimScheduler, from_stream
 from taskmill.testing.worker import SimWorker
 
 #: what :meth:`SimClient.outcome` says for each kind of report
@@ -175,9 +175,7 @@ class SimClient:
         if not self.connected:
             return
         for raw in batch:
-            msg = decode(raw, client=self.id, stimulus_id="")
-            if msg.sender != SCHEDULER:
-                raise ShellContractError(f"client {self.id} got {msg.op!r}, which only a {msg.sender} sends")
+            msg = from_stream(raw, SCHEDULER, CLIENT, client=self.id, stimulus_id="")
             self.net.record(self.id, msg)
             self.reports.append(msg)
             self.told.setdefault(msg.key, []).append(msg)  # type: ignore[attr-defined]

@@ -36,6 +36,7 @@ from dataclasses import replace
 from typing import Any
 
 from taskmill.core.resources import check_resources
+from taskmill.protocol import ProtocolError
 from taskmill.core.scheduler import SchedulerState
 from taskmill.core.scheduler.events import (
     ClientConnected,
@@ -48,8 +49,9 @@ from taskmill.core.scheduler.events import (
 )
 from taskmill.protocol.vocabulary import (
     CLIENT,
-    AddKeys,
+    SCHEDULER,
     WORKER,
+    AddKeys,
     CloseClient,
     Message,
     MissingData,
@@ -61,6 +63,7 @@ from taskmill.protocol.vocabulary import (
     UpdateGraph,
     WantKeys,
     WorkerRegistered,
+    arrived,
     decode,
 )
 from taskmill.server.scheduler import YIELD_AFTER_TASKS
@@ -70,6 +73,16 @@ from taskmill.testing.network import Batch, Channel, Network
 class ShellContractError(AssertionError):
     """A simulated shell saw a machine break its contract (a message from
     the wrong side, a task run twice at once, a function never delivered ...)."""
+
+
+def from_stream(raw: Any, sender: str, receiver: str, **local: Any) -> Message:
+    """A stream message decoded as the real shells decode it; in a simulation
+    any problem with it (a message from the wrong side, or not a stream
+    message) is a machine breaking its contract."""
+    try:
+        return arrived(raw, sender, receiver, **local)
+    except ProtocolError as exc:
+        raise ShellContractError(str(exc)) from exc
 
 
 class SimScheduler:
@@ -204,9 +217,8 @@ class SimScheduler:
         sid = self.sid
         events: list[Any] = []
         for raw in batch:
-            msg = decode(raw, worker=address, stimulus_id=sid(str(raw.get("op"))), now=now)
-            if msg.sender != WORKER:
-                raise ShellContractError(f"worker {address} sent {msg.op!r}, which only a {msg.sender} sends")
+            msg = from_stream(raw, WORKER, SCHEDULER, worker=address, stimulus_id=sid(str(raw.get("op"))),
+                              now=now)
             net.record("scheduler", msg)
             if type(msg) is Unregister:
                 self._leaving.add(up)
@@ -338,9 +350,8 @@ class SimScheduler:
         closing = False
         now = self.clock.now
         for raw in batch:
-            msg = decode(raw, client=client, stimulus_id=self.sid(str(raw.get("op"))), now=now)
-            if msg.sender != CLIENT:
-                raise ShellContractError(f"client {client} sent {msg.op!r}, which only a {msg.sender} sends")
+            msg = from_stream(raw, CLIENT, SCHEDULER, client=client, stimulus_id=self.sid(str(raw.get("op"))),
+                              now=now)
             self.net.record("scheduler", msg)
             kind = type(msg)
             if kind is CloseClient:

@@ -61,6 +61,7 @@ from taskmill.core.worker.events import (
 from taskmill.protocol import Serialized
 from taskmill.protocol.vocabulary import (
     SCHEDULER,
+    WORKER,
     ComputeTask,
     Heartbeat,
     Message,
@@ -77,7 +78,7 @@ from taskmill.testing.behaviour import (
     serialized_value,
 )
 from taskmill.testing.network import Batch, Channel, Network
-from taskmill.testing.scheduler import ShellContractError
+from taskmill.testing.scheduler import ShellContractError, from_stream
 
 WhoHasFn = Callable[[Iterable[str]], dict[str, list[str]]]
 
@@ -168,10 +169,8 @@ class SimWorker:
         close = False
         record = self.net.record
         for raw in batch:
-            msg = decode(raw, worker=self.address)
-            if msg.sender != SCHEDULER:
-                raise ShellContractError(f"{self.name} got {msg.op!r} from the scheduler, "
-                                         f"which only a {msg.sender} sends")
+            # the answer to its registration comes first, then the stream proper
+            msg = from_stream(raw, SCHEDULER, WORKER, worker=self.address) if self.registered else decode(raw)
             record(self.name, msg)
             kind = type(msg)
             if kind is ComputeTask:

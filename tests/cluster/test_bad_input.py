@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 import threading
@@ -10,8 +11,18 @@ import msgpack
 import pytest
 
 from taskmill import Executor
-from taskmill.comm import parse_address
+from taskmill.comm import connect, parse_address
 from taskmill.protocol import SerializationError
+from taskmill.protocol.vocabulary import (
+    ClientRegistered,
+    CloseClient,
+    FreeKeys,
+    HasWhat,
+    KeyLost,
+    RegisterClient,
+    WantKeys,
+    decode,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -87,3 +98,30 @@ def test_exception_that_cannot_be_unpickled_still_arrives(inprocess_executor: Ex
     f = inprocess_executor.submit(boom, pure=False)
     with pytest.raises(Exception, match="strange 1 2"):
         f.result(timeout=20)
+
+
+def test_a_message_off_its_stream_route_is_refused_and_the_scheduler_serves_on(
+        inprocess_executor: Executor) -> None:
+    """A request op, or a message of the scheduler's own, sent on a client's
+    stream is malformed there: logged and skipped, never handed to the state
+    machine (where it would be a bug and, under tests, close the scheduler)."""
+    e = inprocess_executor
+
+    async def intrude() -> None:
+        comm = await connect(e.scheduler_address)
+        request = RegisterClient("client-intruder").to_wire()
+        request["reply"] = False
+        await comm.write(request)
+        assert isinstance(decode(await comm.read()), ClientRegistered)
+        await comm.write([HasWhat().to_wire()])
+        await comm.write([FreeKeys("s", "tcp://w:1", ("k",)).to_wire()])
+        # a well-formed message after them: its answer shows they were read and skipped
+        await comm.write([WantKeys("", "", ("no-such-key",)).to_wire()])
+        (report,) = await asyncio.wait_for(comm.read(), 10)
+        assert isinstance(decode(report, client="", stimulus_id=""), KeyLost)
+        await comm.write([CloseClient().to_wire()])
+        await comm.close()
+
+    asyncio.run(intrude())
+    assert e.submit(inc, 3).result() == 4
+    assert e.cluster.scheduler.errors == []

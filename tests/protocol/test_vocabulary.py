@@ -150,3 +150,14 @@ def test_local_fields_come_from_the_receiver_not_the_wire() -> None:
     with pytest.raises(ProtocolError, match="unknown fields"):
         v.decode(wire_with_claim, client="client-a", stimulus_id="s2")
     assert v.decode(wire, client="client-a", stimulus_id="s2") == v.ReleaseKeys("s2", "client-a", ("k",))
+
+
+def test_a_stream_takes_only_the_stream_messages_of_its_route() -> None:
+    with pytest.raises(ProtocolError, match="'has-what' is not a message a client sends a scheduler"):
+        v.arrived(v.HasWhat().to_wire(), v.CLIENT, v.SCHEDULER, client="c", stimulus_id="s")
+    with pytest.raises(ProtocolError, match="'free-keys' is not a message a worker sends a scheduler"):
+        v.arrived(v.FreeKeys("s", "w", ("k",)).to_wire(), v.WORKER, v.SCHEDULER, worker="w",
+                  stimulus_id="s")
+    handed_over = v.ReleaseKeys("", "c", ("k",))  # as a same-loop link hands it over
+    got = v.arrived(handed_over, v.CLIENT, v.SCHEDULER, client="c", stimulus_id="s2", now=1.0)
+    assert got is handed_over and got.stimulus_id == "s2"
