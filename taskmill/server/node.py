@@ -12,7 +12,7 @@ import asyncio
 import os
 import enum
 import logging
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, TypeVar
 
 from taskmill import timeouts
@@ -76,6 +76,17 @@ class Node:
 
     async def _handle_comm(self, comm: Any) -> None:
         await handle_comm(comm, self.handlers)
+
+    def machine_failed(self, exc: Exception, events: Iterable[object]) -> None:
+        """The node's state machine raised on ``events``: a bug.  Keep the
+        evidence (logged with the file its stimulus log was written to, and
+        in ``errors``); under ``strict`` (the tests) stop serving rather than
+        go on with half-applied state."""
+        logger.error("%s: state machine failed on %s", self.name, [type(e).__name__ for e in events],
+                     exc_info=exc)
+        self.errors.append(exc)
+        if self.strict:
+            self.spawn(self.close(), "close-after-machine-failure")
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run ``coro`` in the background; its failure is logged and kept."""

@@ -203,7 +203,7 @@ class Scheduler(Node):
         try:
             commands = self.state.handle(*events)
         except Exception as exc:  # a bug in the state machine
-            self._machine_failed(exc, events)
+            self.machine_failed(exc, events)
             return
         self.heap_freezer.observe(len(self.state.tasks))
         for cmd in commands:
@@ -230,15 +230,6 @@ class Scheduler(Node):
         for client, reports in to_clients.items():
             self._send(self.client_streams.get(client), reports)
         self.replicas.check_copies()
-
-    def _machine_failed(self, exc: Exception, events: tuple[SchedulerInput, ...]) -> None:
-        """A bug in the state machine: keep its evidence (the stimulus log is
-        written out); under ``strict`` (tests) the scheduler stops serving
-        rather than go on with half-applied state."""
-        logger.exception("scheduler state machine failed on %s", [type(e).__name__ for e in events])
-        self.errors.append(exc)
-        if self.strict:
-            self.spawn(self.close(), "close-after-machine-failure")
 
     @staticmethod
     def _send(stream: BatchedSend | LocalEnd | None, msgs: list[Message]) -> None:

@@ -260,10 +260,7 @@ class Worker(Node):
         try:
             commands = self.state.handle(*events)
         except Exception as exc:  # a bug in the state machine
-            logger.exception("worker state machine failed on %s", [type(e).__name__ for e in events])
-            self.errors.append(exc)
-            if self.strict:
-                self.spawn(self.close(), "close-after-machine-failure")
+            self.machine_failed(exc, events)
             return
         for cmd in commands:
             self._dispatch(cmd)
