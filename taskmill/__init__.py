@@ -7,6 +7,7 @@ the contract.  Importing taskmill does not import dask, numpy or pandas.
 
 from taskmill.client.executor import Executor
 from taskmill.client.future import Future
+from taskmill.client.nested import futures_of
 from taskmill.client.progress import progress
 from taskmill.client.waiting import as_completed, fire_and_forget, wait
 from taskmill.errors import (
@@ -31,6 +32,7 @@ __all__ = [
     "TaskmillError",
     "as_completed",
     "fire_and_forget",
+    "futures_of",
     "progress",
     "wait",
 ]

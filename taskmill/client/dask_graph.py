@@ -19,6 +19,16 @@ graph) refers to data already on the cluster: it becomes no task at all, only
 a dependency on that key.  Tasks go out in dependency order (dask's
 ``order``, which also gives their priorities: earlier first), so the
 scheduler never sees a dependency before its task, whatever the chunking.
+
+A Future inside a node (``delayed(f)(future)``, also inside lists, tuples,
+dicts and sets, ``da.from_delayed(future)``, ``(f, future)`` in a graph given
+to ``get``) is a dask ``TaskRef`` the node depends on; before the node is
+pickled it is replaced by a plain ``TaskRef`` of the same key, so the graph
+carries the key and never a pickled Future (which a worker process could not
+unpickle: see :mod:`taskmill.client.future_pickling`).
+
+Each task's options (retries, workers, resources, priority) come from the
+call and from ``dask.annotate`` (:mod:`taskmill.client.dask_annotations`).
 """
 
 from __future__ import annotations
@@ -27,6 +37,12 @@ from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from taskmill.client.dask_annotations import (
+    TaskOptionsOf,
+    call_annotations,
+    graph_annotations,
+    unoptimised_annotations,
+)
 from taskmill.core.taskref import TaskRef
 from taskmill.protocol import Serialized, serialize, serialize_function
 from taskmill.protocol.vocabulary import TaskSpec
@@ -70,12 +86,14 @@ def graph_of(dsk: Any) -> Mapping[Hashable, Any]:
     return dsk
 
 
-def pack_graph(dsk: Any, *, priority: int, generation: int,
-               resources: dict[str, float] | None = None) -> PackedGraph:
-    """Normalise ``dsk`` and build one wire task per node (each needing ``resources``)."""
+def pack_graph(dsk: Any, *, generation: int, options: Mapping[str, Any] | None = None) -> PackedGraph:
+    """Normalise ``dsk`` and build one wire task per node.  ``options``: those
+    of the call (``priority``, ``retries``, ``workers``,
+    ``allow_other_workers``, ``resources``), under the graph's annotations."""
     from dask._task_spec import Alias, convert_legacy_graph
     from dask.order import order
 
+    options = options or {}
     raw = dict(graph_of(dsk))
     names: dict[str, Hashable] = {}
     for k in raw:
@@ -83,6 +101,8 @@ def pack_graph(dsk: Any, *, priority: int, generation: int,
         if other != k:
             raise ValueError(f"dask keys {other!r} and {k!r} both become taskmill key "
                              f"{to_key(k)!r}; rename one of them")
+    options_of = TaskOptionsOf(graph_annotations(dsk), unoptimised_annotations(dsk),
+                               call_annotations(options), options.get("priority", 0))
     graph = convert_legacy_graph(raw)
     # ``{key: future}`` (a persisted collection, a Future in a graph) is data
     # already on the cluster: no task, only a key others may depend on
@@ -97,13 +117,28 @@ def pack_graph(dsk: Any, *, priority: int, generation: int,
         node = graph[key]
         deps = node.dependencies
         refs = {d: TaskRef(to_key(d)) for d in deps}
-        for d in deps:
-            if d not in graph:
-                external.add(to_key(d))
+        outside = [d for d in deps if d not in graph]
+        if outside:
+            external.update(to_key(d) for d in outside)
+            node = keys_for_futures(node, outside)
+        opts = options_of(key, node)
         tasks.append(TaskSpec(to_key(key), token, serialize(((node, refs), {})),
                               tuple([to_key(d) for d in deps]),
-                              (-priority, generation, ranks.get(key, 0)), 0, None, False, resources))
+                              (-opts.priority, generation, ranks.get(key, 0)), opts.retries,
+                              opts.workers, opts.allow_other_workers, opts.resources))
     return PackedGraph(tasks, {token: func}, external)
+
+
+def keys_for_futures(node: Any, outside: Iterable[Hashable]) -> Any:
+    """``node`` with every reference to data outside the graph (a Future, or
+    a key of a persisted collection) a plain dask ``TaskRef``: the graph
+    carries the key, never a pickled Future."""
+    from dask._task_spec import Task
+    from dask._task_spec import TaskRef as KeyReference
+
+    if not isinstance(node, Task):  # an Alias names its target by key already
+        return node
+    return node.substitute({d: KeyReference(d) for d in outside})  # type: ignore[misc, arg-type]
 
 
 def _dependencies_first(graph: Mapping[Hashable, Any], ranks: Mapping[Hashable, int]) -> list[Hashable]:

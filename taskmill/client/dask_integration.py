@@ -3,7 +3,8 @@ dask's default scheduler while an Executor is open.
 
 Theory of operation
 -------------------
-* ``get(dsk, keys)`` packs the graph (:mod:`taskmill.client.dask_graph`),
+* ``get(dsk, keys)`` packs the graph (:mod:`taskmill.client.dask_graph`,
+  with the ``dask.annotate`` annotations of :mod:`taskmill.client.dask_annotations`),
   submits it as one graph wanting only ``keys``, gathers, and returns values in
   the shape of ``keys``.  The futures are released on return, so the cluster
   frees everything.
@@ -24,10 +25,11 @@ from __future__ import annotations
 import gc
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
+from taskmill.client.dask_annotations import TASK_ANNOTATIONS
 from taskmill.client.dask_graph import flatten_keys, pack_graph, repack, to_key, unique
 
 if TYPE_CHECKING:
@@ -56,16 +58,17 @@ class ExecutorLike(Protocol):
 # --------------------------------------------------------------------------- #
 # get / compute / persist
 # --------------------------------------------------------------------------- #
-def submit_graph(executor: ExecutorLike, dsk: Any, keys: Sequence[Any], priority: int = 0,
-                 resources: dict[str, float] | None = None) -> list[Future]:
+def submit_graph(executor: ExecutorLike, dsk: Any, keys: Sequence[Any],
+                 options: Mapping[str, Any] | None = None) -> list[Future]:
     """Submit a dask graph; one Future per key in ``keys`` (a flat list).  Keys
-    the graph uses without defining must be held by futures of this client;
-    every task needs ``resources`` (checked by the caller)."""
+    the graph uses without defining must be held by futures of this client.
+    ``options``: the call's task options (``priority``, ``retries``,
+    ``workers``, ``allow_other_workers``, ``resources``), under the graph's
+    ``dask.annotate`` annotations."""
     session = executor.session
     session.check_running()
     with cyclic_gc_paused():
-        packed = pack_graph(dsk, priority=priority, generation=session.next_generation(),
-                            resources=resources)
+        packed = pack_graph(dsk, generation=session.next_generation(), options=options)
         wanted = unique(to_key(k) for k in keys)
         funcs = executor._functions_to_send(*next(iter(packed.funcs.items())))
         return session.submit_tasks(packed.tasks, funcs, wanted=wanted)
@@ -88,11 +91,15 @@ def cyclic_gc_paused() -> Iterator[None]:
 
 
 def get(executor: ExecutorLike, dsk: Any, keys: Any, **kwargs: Any) -> Any:
-    """Compute ``keys`` of ``dsk`` on the cluster; values in the shape of ``keys``."""
+    """Compute ``keys`` of ``dsk`` on the cluster; values in the shape of
+    ``keys``.  Of ``kwargs`` (what ``x.compute(**kwargs)`` passes on), the
+    task options are honoured (see :func:`submit_graph`); others are ignored,
+    as dask's own schedulers ignore the options they do not know."""
     if executor.asynchronous:
         raise RuntimeError("Executor.get blocks; in asynchronous mode use `await e.compute(x)`")
     flat = flatten_keys(keys)
-    futures = submit_graph(executor, dsk, flat, priority=kwargs.get("priority", 0))
+    futures = submit_graph(executor, dsk, flat,
+                           {name: kwargs[name] for name in TASK_ANNOTATIONS if name in kwargs})
     values = executor.gather(futures)
     by_key = {f.key: v for f, v in zip(futures, values)}
     return repack(keys, by_key)
@@ -110,15 +117,15 @@ def _each_collection(collections: Any, submit: Callable[[Any], Any]) -> tuple[li
 
 
 def compute(executor: ExecutorLike, collections: Any, *, sync: bool = False, optimize_graph: bool = True,
-            priority: int = 0, resources: dict[str, float] | None = None) -> Any:
-    """One Future per dask collection (values with ``sync=True``)."""
+            options: Mapping[str, Any] | None = None) -> Any:
+    """One Future per dask collection (values with ``sync=True``); ``options``
+    as for :func:`submit_graph`."""
     from dask._expr import FinalizeCompute
     from dask.base import collections_to_expr
 
     def submit(item: Any) -> Future:
         expr = FinalizeCompute(collections_to_expr([item], optimize_graph)).optimize()
-        return submit_graph(executor, expr, flatten_keys(expr.__dask_keys__()), priority,
-                            resources)[0]
+        return submit_graph(executor, expr, flatten_keys(expr.__dask_keys__()), options)[0]
 
     out, single = _each_collection(collections, submit)
     if sync:
@@ -127,14 +134,15 @@ def compute(executor: ExecutorLike, collections: Any, *, sync: bool = False, opt
 
 
 def persist(executor: ExecutorLike, collections: Any, *, optimize_graph: bool = True,
-            priority: int = 0, resources: dict[str, float] | None = None) -> Any:
-    """The same collections, backed by data held on the cluster."""
+            options: Mapping[str, Any] | None = None) -> Any:
+    """The same collections, backed by data held on the cluster; ``options``
+    as for :func:`submit_graph`."""
     from dask.base import collections_to_expr
 
     def submit(item: Any) -> Any:
         expr = collections_to_expr([item], optimize_graph).optimize()
         keys = flatten_keys(expr.__dask_keys__())
-        futures = submit_graph(executor, expr, keys, priority, resources)
+        futures = submit_graph(executor, expr, keys, options)
         rebuild, args = item.__dask_postpersist__()
         return rebuild(dict(zip(keys, futures)), *args)
 

@@ -29,7 +29,7 @@ from taskmill.client.calls import funcname, pack_call
 from taskmill.client.future import Future
 from taskmill.client.keystate import FINISHED, KeysWaiter
 from taskmill.client.loop_runner import LoopRunner
-from taskmill.client.nested import collect_futures, rebuild
+from taskmill.client.nested import collect_futures, futures_in, rebuild
 from taskmill.client.session import Session
 from taskmill.comm import normalize_address
 from taskmill.core.resources import check_resources
@@ -330,10 +330,10 @@ class Executor:
 
         return self._call(run())
 
-    def cancel(self, futures: Future | Iterable[Future]) -> Any:
-        """Cancel futures: their tasks stop and their data is released."""
-        futs = [futures] if isinstance(futures, Future) else list(futures)
-        for f in futs:
+    def cancel(self, futures: Any) -> Any:
+        """Cancel futures (a Future, a persisted dask collection, or lists of
+        them): their tasks stop and their data is released."""
+        for f in futures_in(futures):
             f.cancel()
         return _done_awaitable() if self.asynchronous else None
 
@@ -497,24 +497,33 @@ class Executor:
     def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
         """A dask-compatible scheduler: ``x.compute(scheduler=e.get)``.  Takes a
         graph (or anything with ``__dask_graph__``) and returns the values of
-        ``keys`` in their (nested-list) shape."""
+        ``keys`` in their (nested-list) shape.  Honours the options ``priority``,
+        ``retries``, ``workers``, ``allow_other_workers`` and ``resources``
+        (``x.compute(retries=2)`` passes them on) and ``dask.annotate``."""
         return dask_integration.get(self, dsk, keys, **kwargs)
 
     def compute(self, collections: Any, sync: bool = False, optimize_graph: bool = True,
-                priority: int = 0, resources: dict[str, float] | None = None) -> Any:
+                priority: int = 0, resources: dict[str, float] | None = None,
+                workers: str | Iterable[str] | None = None, allow_other_workers: bool = False,
+                retries: int = 0) -> Any:
         """Start computing dask collections: a Future for each (a list for a
-        list); ``sync=True`` waits and returns the values.  ``resources``
-        applies to every task of the graphs (see ``submit``)."""
-        return dask_integration.compute(self, collections, sync=sync,
-                                        optimize_graph=optimize_graph, priority=priority,
-                                        resources=task_resources(resources))
+        list); ``sync=True`` waits and returns the values.  The options apply to
+        every task of the graphs (see ``submit``); ``dask.annotate``
+        annotations of the collections take precedence, and an annotated
+        priority adds to ``priority``."""
+        return dask_integration.compute(self, collections, sync=sync, optimize_graph=optimize_graph,
+                                        options=_graph_options(priority, resources, workers,
+                                                               allow_other_workers, retries))
 
     def persist(self, collections: Any, optimize_graph: bool = True, priority: int = 0,
-                resources: dict[str, float] | None = None) -> Any:
+                resources: dict[str, float] | None = None,
+                workers: str | Iterable[str] | None = None, allow_other_workers: bool = False,
+                retries: int = 0) -> Any:
         """The same collections, backed by data computed and held on the
-        cluster.  ``resources`` applies to every task (see ``submit``)."""
+        cluster.  The options are those of ``compute``."""
         return dask_integration.persist(self, collections, optimize_graph=optimize_graph,
-                                        priority=priority, resources=task_resources(resources))
+                                        options=_graph_options(priority, resources, workers,
+                                                               allow_other_workers, retries))
 
     def concurrent_executor(self) -> Any:
         """A strict ``concurrent.futures.Executor`` view over this cluster."""
@@ -547,6 +556,16 @@ def task_resources(resources: dict[str, float] | None) -> dict[str, float] | Non
     """A task's resource requirement as it travels (None: none), checked
     here so a bad one fails in the caller's thread."""
     return check_resources(resources, "task resources") or None
+
+
+def _graph_options(priority: int, resources: dict[str, float] | None,
+                   workers: str | Iterable[str] | None, allow_other_workers: bool,
+                   retries: int) -> dict[str, Any]:
+    """The options of ``compute``/``persist``, checked here (in the caller's
+    thread), as ``dask_integration`` takes them."""
+    return {"priority": priority, "resources": task_resources(resources),
+            "workers": _worker_list(workers), "allow_other_workers": allow_other_workers,
+            "retries": retries}
 
 
 def _worker_list(workers: str | Iterable[str] | None) -> list[str] | None:

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any, Protocol
 
+from taskmill.client.future_pickling import reduce_future
 from taskmill.client.keystate import CANCELLED, FINISHED, KeyState
 
 
@@ -168,9 +169,7 @@ class Future(concurrent.futures.Future):  # type: ignore[type-arg]
         return self.key
 
     def __reduce__(self) -> tuple[Any, ...]:
-        from taskmill.client.registry import future_from_key
-
-        return (future_from_key, (self.key, self._session.scheduler_address))
+        reduce_future(self)  # see taskmill.client.future_pickling
 
     def __repr__(self) -> str:
         status = self.status

@@ -9,20 +9,19 @@ tqdm's text bar.  The choice is made at each call (not once at import, as
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
 from typing import Any
 
-from taskmill.client.future import Future
+from taskmill.client.nested import futures_in
 from taskmill.client.waiting import as_completed
 
 
-def progress(futures: Future | Iterable[Future], *, description: str = "tasks",
-             file: Any = None) -> dict[str, int]:
-    """Show a progress bar until every future is done; returns
+def progress(futures: Any, *, description: str = "tasks", file: Any = None) -> dict[str, int]:
+    """Show a progress bar until every future (a Future, a persisted dask
+    collection, or lists of them) is done; returns
     ``{"finished": n, "erred": n, "cancelled": n}`` and shows those counts at
     the end (a bar with erred tasks ends red).  ``file``: where the text bar
     writes (default: standard error); a notebook's widget ignores it."""
-    futs = [futures] if isinstance(futures, Future) else list(futures)
+    futs = futures_in(futures)
     counts = {"finished": 0, "erred": 0, "cancelled": 0}
     with bar_class()(total=len(futs), desc=description, unit="task", file=file) as bar:
         for fut in as_completed(futs):

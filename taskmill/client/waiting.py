@@ -2,7 +2,10 @@
 
 Futures are ``concurrent.futures.Future`` objects, so ``wait`` is the standard
 library's; ``as_completed`` adds what cluster users want: futures added while
-iterating, and ``with_results`` to get ``(future, result)`` pairs.
+iterating, and ``with_results`` to get ``(future, result)`` pairs.  ``wait``
+and ``fire_and_forget`` take what dask.distributed's take: a Future, a
+persisted dask collection, or (nested) lists, tuples, sets and dicts of them
+(:func:`taskmill.client.nested.futures_in`).
 """
 
 from __future__ import annotations
@@ -14,17 +17,15 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from taskmill.client.future import Future
+from taskmill.client.nested import futures_in
 from taskmill.protocol.vocabulary import FireAndForget
 
 
-def _as_list(futures: Future | Iterable[Future]) -> list[Future]:
-    return [futures] if isinstance(futures, Future) else list(futures)
-
-
-def wait(futures: Future | Iterable[Future], timeout: float | None = None,
+def wait(futures: Any, timeout: float | None = None,
          return_when: str = concurrent.futures.ALL_COMPLETED) -> Any:
-    """Wait for futures; returns ``(done, not_done)`` like the standard library."""
-    return concurrent.futures.wait(_as_list(futures), timeout=timeout, return_when=return_when)
+    """Wait for futures (a Future, a persisted dask collection, or lists of
+    them); returns ``(done, not_done)`` like the standard library."""
+    return concurrent.futures.wait(futures_in(futures), timeout=timeout, return_when=return_when)
 
 
 class as_completed:  # noqa: N801 - a function-like class, as in concurrent.futures
@@ -79,10 +80,11 @@ class as_completed:  # noqa: N801 - a function-like class, as in concurrent.futu
             return fut, exc
 
 
-def fire_and_forget(futures: Future | Iterable[Future]) -> None:
-    """Run these tasks to completion even if every Future of them is released."""
+def fire_and_forget(futures: Any) -> None:
+    """Run these tasks (Futures, persisted dask collections, or lists of them)
+    to completion even if every Future of them is released."""
     by_session: dict[Any, list[str]] = {}
-    for f in _as_list(futures):
+    for f in futures_in(futures):
         by_session.setdefault(f._session, []).append(f.key)
     for session, keys in by_session.items():
         session.send(FireAndForget("", session.id, tuple(keys)))
