@@ -22,10 +22,10 @@ scheduler never sees a dependency before its task, whatever the chunking.
 
 A Future inside a node (``delayed(f)(future)``, also inside lists, tuples,
 dicts and sets, ``da.from_delayed(future)``, ``(f, future)`` in a graph given
-to ``get``) is a dask ``TaskRef`` the node depends on; before the node is
-pickled it is replaced by a plain ``TaskRef`` of the same key, so the graph
-carries the key and never a pickled Future (which a worker process could not
-unpickle: see :mod:`taskmill.client.future_pickling`).
+to ``get``) is a dask ``TaskRef`` the node depends on; a node depending on
+data outside the graph is pickled inside ``futures_as_keys``, where such a
+Future pickles as a plain ``TaskRef`` of its key: the graph carries the key,
+never a pickled Future (:mod:`taskmill.client.future_pickling`).
 
 Each task's options (retries, workers, resources, priority) come from the
 call and from ``dask.annotate`` (:mod:`taskmill.client.dask_annotations`).
@@ -43,6 +43,7 @@ from taskmill.client.dask_annotations import (
     graph_annotations,
     unoptimised_annotations,
 )
+from taskmill.client.future_pickling import futures_as_keys
 from taskmill.core.taskref import TaskRef
 from taskmill.protocol import Serialized, serialize, serialize_function
 from taskmill.protocol.vocabulary import TaskSpec
@@ -117,28 +118,19 @@ def pack_graph(dsk: Any, *, generation: int, options: Mapping[str, Any] | None =
         node = graph[key]
         deps = node.dependencies
         refs = {d: TaskRef(to_key(d)) for d in deps}
-        outside = [d for d in deps if d not in graph]
-        if outside:
-            external.update(to_key(d) for d in outside)
-            node = keys_for_futures(node, outside)
+        outside = [to_key(d) for d in deps if d not in graph]
+        if outside:  # data on the cluster, perhaps a Future inside the node
+            external.update(outside)
+            with futures_as_keys(deps):
+                args = serialize(((node, refs), {}))
+        else:
+            args = serialize(((node, refs), {}))
         opts = options_of(key, node)
-        tasks.append(TaskSpec(to_key(key), token, serialize(((node, refs), {})),
+        tasks.append(TaskSpec(to_key(key), token, args,
                               tuple([to_key(d) for d in deps]),
                               (-opts.priority, generation, ranks.get(key, 0)), opts.retries,
                               opts.workers, opts.allow_other_workers, opts.resources))
     return PackedGraph(tasks, {token: func}, external)
-
-
-def keys_for_futures(node: Any, outside: Iterable[Hashable]) -> Any:
-    """``node`` with every reference to data outside the graph (a Future, or
-    a key of a persisted collection) a plain dask ``TaskRef``: the graph
-    carries the key, never a pickled Future."""
-    from dask._task_spec import Task
-    from dask._task_spec import TaskRef as KeyReference
-
-    if not isinstance(node, Task):  # an Alias names its target by key already
-        return node
-    return node.substitute({d: KeyReference(d) for d in outside})  # type: ignore[misc, arg-type]
 
 
 def _dependencies_first(graph: Mapping[Hashable, Any], ranks: Mapping[Hashable, int]) -> list[Hashable]:

@@ -169,7 +169,7 @@ class Future(concurrent.futures.Future):  # type: ignore[type-arg]
         return self.key
 
     def __reduce__(self) -> tuple[Any, ...]:
-        reduce_future(self)  # see taskmill.client.future_pickling
+        return reduce_future(self)  # see taskmill.client.future_pickling
 
     def __repr__(self) -> str:
         status = self.status
