@@ -14,15 +14,16 @@ dask.distributed does and turn each task's into its ``TaskSpec`` fields:
   merges the annotations of the layers it fuses (its ``_fuse_annotations``:
   the largest retries, priority and resources, the workers all of them
   allow).
-* **What survives low-level fusion**: array and bag optimisation (and
-  delayed with ``optimization.fuse.delayed``) fuse chains of tasks into one
+* **Surviving low-level fusion**: array and bag optimisation (and delayed
+  with ``optimization.fuse.delayed``) fuse chains of tasks into one
   ``Task.fuse`` task and return a plain dict, which drops every layer's
-  annotations; dask.distributed then ignores them (its tests turn fusion
-  off).  We do better: a task the optimised graph does not annotate takes
-  the annotations its key had in the graph before optimisation, and a fused
-  task those of the tasks fused into it, merged by dask's own rule.  An
-  array's blockwise-fused layer keeps the annotations of the tasks it
-  outputs.
+  annotations; dask.distributed then ignores them (its own tests turn fusion
+  off).  We do better.  When a layer of the graph is annotated, arrays are
+  materialised with ``optimization.fuse.active`` off (:func:`fusion_kept_off`:
+  blockwise fusion, which merges annotations, still runs), so the optimised
+  graph keeps them.  Bags always fuse: there a task the optimised graph does
+  not annotate takes the annotations its key had before optimisation, and a
+  fused task those of the tasks fused into it, merged by dask's rule.
 * **Call annotations**: ``dask.get_annotations()`` at call time (a
   ``compute`` inside ``with dask.annotate(...)``), overridden by the
   options of the call (``compute(resources=...)``, ``x.compute(retries=3)``),
@@ -40,7 +41,8 @@ Graphs without annotations pay one walk over their layers, nothing per task.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,6 +107,19 @@ def unoptimised_annotations(dsk: Any) -> dict[Hashable, Annotations]:
 
     graphs = [node.operand("dsk") for node in dsk.walk() if isinstance(node, HLGExpr)]
     return _layer_annotations([g for g in graphs if isinstance(g, HighLevelGraph)])
+
+
+@contextmanager
+def fusion_kept_off(annotated: bool) -> Iterator[None]:
+    """Materialise an ``annotated`` graph without dask's low-level fusion of
+    arrays, which would drop the annotations (a graph without any: as is)."""
+    if not annotated:
+        yield
+        return
+    import dask
+
+    with dask.config.set({"optimization.fuse.active": False}):
+        yield
 
 
 def _layer_annotations(graphs: Iterable[Any]) -> dict[Hashable, Annotations]:
@@ -236,5 +251,5 @@ def _addresses(value: Any, key: Hashable) -> tuple[str, ...] | None:
 
 
 __all__ = ["TASK_ANNOTATIONS", "TaskOptions", "TaskOptionsOf", "call_annotations",
-           "graph_annotations", "unoptimised_annotations"]
+           "fusion_kept_off", "graph_annotations", "unoptimised_annotations"]
 

@@ -40,6 +40,7 @@ from typing import Any
 from taskmill.client.dask_annotations import (
     TaskOptionsOf,
     call_annotations,
+    fusion_kept_off,
     graph_annotations,
     unoptimised_annotations,
 )
@@ -95,15 +96,18 @@ def pack_graph(dsk: Any, *, generation: int, options: Mapping[str, Any] | None =
     from dask.order import order
 
     options = options or {}
-    raw = dict(graph_of(dsk))
+    before_optimisation = unoptimised_annotations(dsk)
+    with fusion_kept_off(bool(before_optimisation)):
+        raw = dict(graph_of(dsk))
+        annotations = graph_annotations(dsk)
     names: dict[str, Hashable] = {}
     for k in raw:
         other = names.setdefault(to_key(k), k)
         if other != k:
             raise ValueError(f"dask keys {other!r} and {k!r} both become taskmill key "
                              f"{to_key(k)!r}; rename one of them")
-    options_of = TaskOptionsOf(graph_annotations(dsk), unoptimised_annotations(dsk),
-                               call_annotations(options), options.get("priority", 0))
+    options_of = TaskOptionsOf(annotations, before_optimisation, call_annotations(options),
+                               options.get("priority", 0))
     graph = convert_legacy_graph(raw)
     # ``{key: future}`` (a persisted collection, a Future in a graph) is data
     # already on the cluster: no task, only a key others may depend on
