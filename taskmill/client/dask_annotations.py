@@ -236,8 +236,10 @@ def _flag(value: Any, key: Hashable) -> bool:
 
 
 def _addresses(value: Any, key: Hashable) -> tuple[str, ...] | None:
-    """``workers``: an address or a list, tuple or set of them."""
-    if value is None:
+    """``workers``: an address or a list, tuple or set of them; none (an
+    empty list, as dask's fusion of disjoint ones gives) restricts nothing,
+    as in dask.distributed."""
+    if value is None or (isinstance(value, (list, tuple, set, frozenset)) and not value):
         return None
     listed = [value] if isinstance(value, str) else value
     if not isinstance(listed, (list, tuple, set, frozenset)) or not all(

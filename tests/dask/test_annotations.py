@@ -239,3 +239,12 @@ def test_annotated_priorities_order_the_queue() -> None:
     cluster.run_until_idle()
     started = [k for k in cluster.book.runs if k in order]
     assert started == sorted(order, key=lambda k: -order[k])
+
+
+def test_workers_fused_to_none_in_common_restrict_nothing() -> None:
+    with dask.annotate(workers=A):
+        x = da.ones(4, chunks=2) + 1
+    with dask.annotate(workers=B):
+        y = x * 2  # blockwise fusion: the workers both layers allow, none
+    tasks = packed(persist_expr(y))
+    assert len(tasks) == 2 and all(t.workers is None for t in tasks.values())
