@@ -12,7 +12,8 @@ from taskmill import Executor, Future
 
 
 def test_exports() -> None:
-    for name in ["Executor", "Future", "wait", "as_completed", "progress", "fire_and_forget"]:
+    for name in ["Executor", "Future", "wait", "as_completed", "progress", "fire_and_forget",
+                 "futures_of"]:
         assert hasattr(taskmill, name), name
     assert issubclass(Future, concurrent.futures.Future)
 
