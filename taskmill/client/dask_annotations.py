@@ -180,8 +180,7 @@ class TaskOptionsOf:
         get = annotations.get
         resources = get("resources")
         if resources is not None:
-            where = "" if key is None else f" of task {key!r}"
-            resources = check_resources(resources, f"the resources annotation{where}") or None
+            resources = check_resources(resources, _naming("resources", key)) or None
         return TaskOptions(
             priority=self._call_priority + _integer(get("priority", 0), "priority", key),
             retries=_integer(get("retries", 0), "retries", key, minimum=0),
@@ -217,25 +216,31 @@ def _fused_keys(key: Hashable, node: Any) -> list[Hashable]:
     return keys
 
 
+def _naming(name: str, key: Hashable | None) -> str:
+    """What an error calls an option: a task's annotation, or one for the whole call."""
+    if key is None:
+        return f"the {name} option (or annotation around the call)"
+    return f"the {name} annotation of task {key!r}"
+
+
 def _integer(value: Any, name: str, key: Hashable | None, minimum: int | None = None) -> int:
-    whose = "" if key is None else f" of task {key!r}"
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"the {name} annotation{whose} must be a whole number, not {value!r}")
+        raise TypeError(f"{_naming(name, key)} must be a whole number, not {value!r}")
     if minimum is not None and value < minimum:
-        raise ValueError(f"the {name} annotation{whose} must be {minimum} or more, not {value!r}")
+        raise ValueError(f"{_naming(name, key)} must be {minimum} or more, not {value!r}")
     return int(value)
 
 
-def _flag(value: Any, key: Hashable) -> bool:
+def _flag(value: Any, key: Hashable | None) -> bool:
     if not isinstance(value, bool):
-        raise TypeError(f"the allow_other_workers annotation of task {key!r} must be True or "
-                        f"False, not {value!r}")
+        raise TypeError(f"{_naming('allow_other_workers', key)} must be True or False, "
+                        f"not {value!r}")
     return value
 
 
-def _addresses(value: Any, key: Hashable) -> tuple[str, ...] | None:
+def _addresses(value: Any, key: Hashable | None) -> tuple[str, ...] | None:
     """``workers``: an address or a list, tuple or set of them; none (an
     empty list, as dask's fusion of disjoint ones gives) restricts nothing,
     as in dask.distributed."""
@@ -244,12 +249,12 @@ def _addresses(value: Any, key: Hashable) -> tuple[str, ...] | None:
     listed = [value] if isinstance(value, str) else value
     if not isinstance(listed, (list, tuple, set, frozenset)) or not all(
             isinstance(w, str) for w in listed):
-        raise TypeError(f"the workers annotation of task {key!r} must be a worker address or a "
-                        f"list of them, like 'tcp://127.0.0.1:40000', not {value!r}")
+        raise TypeError(f"{_naming('workers', key)} must be a worker address or a list of them, "
+                        f"like 'tcp://127.0.0.1:40000', not {value!r}")
     try:
         return tuple(sorted({normalize_address(w) for w in listed}))
     except ValueError as exc:
-        raise ValueError(f"the workers annotation of task {key!r}: {exc}") from None
+        raise ValueError(f"{_naming('workers', key)}: {exc}") from None
 
 
 __all__ = ["TASK_ANNOTATIONS", "TaskOptions", "TaskOptionsOf", "call_annotations",

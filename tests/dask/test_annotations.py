@@ -248,3 +248,12 @@ def test_workers_fused_to_none_in_common_restrict_nothing() -> None:
         y = x * 2  # blockwise fusion: the workers both layers allow, none
     tasks = packed(persist_expr(y))
     assert len(tasks) == 2 and all(t.workers is None for t in tasks.values())
+
+
+def test_a_bad_option_of_the_call_fails_naming_it() -> None:
+    a = dask.delayed(inc)(1)
+    with pytest.raises(TypeError, match=r"the priority option \(or annotation around the call\) "
+                                        "must be a whole number"):
+        packed(compute_expr(a), priority="high")
+    with pytest.raises(ValueError, match="the retries option .* must be 0 or more"):
+        packed(compute_expr(a), retries=-2)
