@@ -39,11 +39,17 @@ def describe(*args: Any, **kwargs: Any) -> Any:
     return plain(args), plain(kwargs)
 
 
+def frame_of(values: list[int]) -> Any:
+    import pandas
+
+    return pandas.DataFrame({"x": values})
+
+
 def graphs_with(f: Future, g: Future) -> dict[str, Any]:
     """Every shape in which a Future goes into a dask graph, with its value
     computed from ``f`` = 42 and ``g`` = [1, 2, 3]."""
     nested = dask.delayed(describe)([f, (f, {"in": [g]})], {"f": f}, {f}, key=f)
-    return {
+    shapes = {
         "argument": (dask.delayed(inc)(f), 43),
         "containers and keywords": (nested, (([42, (42, {"in": [[1, 2, 3]]})], {"f": 42}, [42]),
                                              {"key": 42})),
@@ -52,6 +58,13 @@ def graphs_with(f: Future, g: Future) -> dict[str, Any]:
         "db.from_delayed (fused)": (db.from_delayed([dask.delayed(list)(g)]).map(inc).sum(), 9),
         "delayed(future)": (dask.delayed(g), [1, 2, 3]),
     }
+    try:
+        import dask.dataframe as dd
+    except ImportError:  # no pandas
+        return shapes
+    frame = dd.from_delayed([dask.delayed(frame_of)(g)], meta=frame_of([]))
+    shapes["dd.from_delayed"] = (frame.x.sum(), 6)
+    return shapes
 
 
 class Holder:
