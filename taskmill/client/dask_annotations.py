@@ -112,7 +112,9 @@ def unoptimised_annotations(dsk: Any) -> dict[Hashable, Annotations]:
 @contextmanager
 def fusion_kept_off(annotated: bool) -> Iterator[None]:
     """Materialise an ``annotated`` graph without dask's low-level fusion of
-    arrays, which would drop the annotations (a graph without any: as is)."""
+    arrays, which would drop the annotations (a graph without any: as is).
+    Dask's configuration is process-wide: a graph another thread materialises
+    meanwhile is not fused either, which costs it speed, never correctness."""
     if not annotated:
         yield
         return
