@@ -23,12 +23,17 @@ def unset_default(executor: Any) -> None:
         _defaults[:] = [r for r in _defaults if r() is not None and r() is not executor]
 
 
-def future_from_key(key: str, scheduler_address: str) -> Any:
-    """Rebuild a pickled Future against an open Executor of the same cluster."""
+def open_executors() -> list[Any]:
+    """The open Executors of this process (those opened as defaults), most recent first."""
     with _lock:
         candidates = [r() for r in reversed(_defaults)]
-    for ex in candidates:
-        if ex is not None and ex.status == "running" and ex.scheduler_address == scheduler_address:
+    return [ex for ex in candidates if ex is not None and ex.status == "running"]
+
+
+def future_from_key(key: str, scheduler_address: str) -> Any:
+    """Rebuild a pickled Future against an open Executor of the same cluster."""
+    for ex in open_executors():
+        if ex.scheduler_address == scheduler_address:
             fut = ex.session.future_class(key, ex.session)
             ex.session.send(WantKeys("", ex.session.id, (key,)))
             return fut
