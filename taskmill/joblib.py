@@ -104,37 +104,37 @@ class ScatterMemory:
     """Futures of scattered objects, looked up by the objects' identity.
 
     An entry lives as long as its object: a weak reference's callback drops
-    it, so a reused ``id`` never finds the Future of a dead object.
+    it (and with it the Future, so the cluster frees the data), and a reused
+    ``id`` never finds the Future of a dead object.  No lock: the callback
+    may run inside a garbage collection on any thread, even one in the
+    middle of ``get`` or ``put``, and single dict operations are atomic.
     """
 
     def __init__(self) -> None:
         self._entries: dict[int, tuple[weakref.ref[Any], Future]] = {}
-        self._lock = threading.Lock()
 
     def get(self, obj: Any) -> Future | None:
-        with self._lock:
-            entry = self._entries.get(id(obj))
+        entry = self._entries.get(id(obj))
         if entry is None or entry[0]() is not obj:
             return None
         return entry[1]
 
     def put(self, obj: Any, future: Future) -> None:
         key = id(obj)
+        entries = self._entries
 
         def forget(ref: weakref.ref[Any]) -> None:
-            with self._lock:
-                if self._entries.get(key, (None,))[0] is ref:
-                    del self._entries[key]
+            entry = entries.get(key)
+            if entry is not None and entry[0] is ref:
+                entries.pop(key, None)
 
-        with self._lock:
-            self._entries[key] = (weakref.ref(obj, forget), future)
+        entries[key] = (weakref.ref(obj, forget), future)
 
     def release_all(self) -> None:
         """Forget every entry and release its Future (the cluster frees the
         data once no task needs it)."""
-        with self._lock:
-            entries = list(self._entries.values())
-            self._entries.clear()
+        entries = list(self._entries.values())
+        self._entries.clear()
         for _, future in entries:
             future.release()
 
@@ -196,15 +196,16 @@ class TaskmillBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
                 raise RuntimeError("the Executor passed to the joblib backend 'taskmill' as executor= "
                                    f"is {self._given_executor.status}: pass an open one")
             return self._given_executor
-        for executor in registry.open_executors():
-            if isinstance(executor, Executor):
-                if executor.asynchronous:
-                    raise RuntimeError(
-                        "the joblib backend 'taskmill' needs a blocking Executor, but the most "
-                        "recently opened one is asynchronous: open Executor() without "
-                        "asynchronous=True, or pass one as parallel_config(executor=...)")
-                return executor
-        raise RuntimeError(NO_EXECUTOR)
+        opened = registry.open_executors()
+        if not opened:
+            raise RuntimeError(NO_EXECUTOR)
+        executor: Executor = opened[0]
+        if executor.asynchronous:
+            raise RuntimeError(
+                "the joblib backend 'taskmill' needs a blocking Executor, but the most recently "
+                "opened one is asynchronous: open Executor() without asynchronous=True, or pass "
+                "a blocking one as parallel_config(backend='taskmill', executor=...)")
+        return executor
 
     def effective_n_jobs(self, n_jobs: int | None) -> int:
         """How many batches run at once: ``n_jobs`` when positive, else the

@@ -3,6 +3,7 @@ scattering of large arguments and what is left on the cluster afterwards."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +17,7 @@ import taskmill.joblib  # noqa: E402,F401  (registers the backend)
 from joblib import Parallel, delayed  # noqa: E402
 from taskmill import Executor  # noqa: E402
 from taskmill.client import registry  # noqa: E402
-from taskmill.joblib import SCATTER_THRESHOLD, TaskmillBackend  # noqa: E402
+from taskmill.joblib import SCATTER_THRESHOLD, ScatterMemory, TaskmillBackend  # noqa: E402
 from tests.client.gates import Gates, gated  # noqa: E402
 from tests.conftest import wait_for  # noqa: E402
 
@@ -53,11 +54,23 @@ def test_results_equal_the_sequential_ones_in_order(executor: Executor, batch_si
     scheduler_forgets_everything(executor)
 
 
-def test_a_generator_of_results_keeps_order_and_leaves_nothing_behind(executor: Executor) -> None:
+def test_generators_of_results_leave_nothing_behind(executor: Executor) -> None:
     with joblib.parallel_config(backend="taskmill"):
         results = Parallel(n_jobs=2, return_as="generator")(delayed(square_plus)(i) for i in range(50))
         assert list(results) == [i * i for i in range(50)]
+        unordered = Parallel(n_jobs=2, return_as="generator_unordered")(
+            delayed(square_plus)(i) for i in range(50))
+        assert sorted(unordered) == [i * i for i in range(50)]
     scheduler_forgets_everything(executor)
+
+
+def test_shared_memory_calls_fall_back_to_threads(executor: Executor) -> None:
+    """``require="sharedmem"`` needs this process's memory: joblib falls back to its
+    threading backend (a task would append to a copy of the list)."""
+    found: list[int] = []
+    with joblib.parallel_config(backend="taskmill"):
+        Parallel(n_jobs=2, require="sharedmem")(delayed(found.append)(i) for i in range(10))
+    assert sorted(found) == list(range(10))
 
 
 def test_n_jobs_counts_the_threads_of_the_cluster(executor: Executor) -> None:
@@ -185,6 +198,29 @@ def test_without_an_open_executor_the_error_says_how_to_open_one(
         with pytest.raises(RuntimeError, match=r"(?s)no open Executor.*Executor\(\)") as info:
             Parallel(n_jobs=-1)(delayed(square_plus)(i) for i in range(3))
     assert "parallel_config(backend='taskmill', executor=" in str(info.value)
+
+
+def test_an_asynchronous_executor_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "_defaults", [])
+
+    async def main() -> None:
+        async with Executor(asynchronous=True, n_workers=1, processes=False):
+            with joblib.parallel_config(backend="taskmill"):
+                with pytest.raises(RuntimeError, match="needs a blocking Executor"):
+                    Parallel(n_jobs=2)(delayed(square_plus)(i) for i in range(3))
+
+    asyncio.run(main())
+
+
+def test_the_data_of_a_scattered_argument_that_dies_is_freed(executor: Executor) -> None:
+    memory = ScatterMemory()
+    array = np.ones(100_000)
+    future = executor.scatter([array], hash=False)[0]
+    key = future.key
+    memory.put(array, future)
+    assert memory.get(array) is future and memory.get(np.ones(3)) is None
+    del future, array  # the memory's weak reference drops its entry, and the Future with it
+    wait_for(lambda: key not in executor.who_has(), message="the dead argument's data was freed")
 
 
 @pytest.mark.parametrize("options, error, match", [
