@@ -245,3 +245,13 @@ def test_submit_options_reach_every_batch(executor: Executor) -> None:
 
 def placed(i: int) -> int:
     return i
+
+
+def test_a_cluster_without_workers_is_waited_for_then_named() -> None:
+    with Executor(n_workers=1, processes=False, set_as_default=False) as empty:
+        assert empty.retire_workers(n=1)
+        wait_for(lambda: not empty.nthreads(), message="the only worker left")
+        with joblib.parallel_config(backend="taskmill", executor=empty, wait_for_workers_timeout=0.3):
+            with pytest.raises(TimeoutError, match=r"has had no worker for 0.3 s.*taskmill-worker"):
+                Parallel()(delayed(square_plus)(i) for i in range(3))
+        wait_for(lambda: not empty.cluster.scheduler.state.tasks, message="the probe was cancelled")
