@@ -163,12 +163,23 @@ def test_scatter_option_puts_objects_on_the_cluster_once_for_the_backend(
         calls_of_scatter.append(options)
         return real_scatter(data, **options)
 
+    big_list = list(range(50_000))  # takes no weak reference: only scatter= keeps it out of batches
+    task_arg_bytes: list[int] = []
+    real_submit = executor.session.submit_tasks
+
+    def measuring_submit(tasks: Any, funcs: Any, wanted: Any = None) -> Any:
+        task_arg_bytes.extend(t.args.nbytes for t in tasks)
+        return real_submit(tasks, funcs, wanted)
+
     monkeypatch.setattr(executor, "scatter", counting_scatter)
-    with joblib.parallel_config(backend="taskmill", scatter=[big]):
+    monkeypatch.setattr(executor.session, "submit_tasks", measuring_submit)
+    with joblib.parallel_config(backend="taskmill", scatter=[big, big_list]):
         for _ in range(3):
             assert Parallel(n_jobs=2)(delayed(scaled_sum)(big, 1.0, i) for i in range(4)) == [
                 1.0 * big.size + i for i in range(4)]
+            assert Parallel(n_jobs=2)(delayed(len)(big_list) for _ in range(4)) == [50_000] * 4
     assert len(calls_of_scatter) == 1 and calls_of_scatter[0]["broadcast"] is True
+    assert max(task_arg_bytes) < 2_000
 
 
 def inner_backend_and_sum(n: int) -> tuple[str, int]:
