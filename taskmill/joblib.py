@@ -15,7 +15,8 @@ joblib's ``AutoBatchingMixin`` so a batch takes between
 batch is one task, ``run_batch(calls)``, submitted with ``pure=False`` under a
 fresh key (two equal calls of a random function must not share a result).
 ``n_jobs=-1`` (the default) is every thread of the cluster, ``-2`` all but
-one, and so on; a positive ``n_jobs`` is taken as given.
+one, and so on; a positive ``n_jobs`` is taken as given.  A cluster without
+workers is waited for (a probe task) up to ``wait_for_workers_timeout``.
 
 *Large arguments are scattered once.*  Before a batch goes out, each
 positional or keyword argument of at least ``SCATTER_THRESHOLD`` bytes is put
@@ -24,9 +25,13 @@ the call the value.  Scattered objects are remembered by identity for the rest
 of the ``Parallel`` call (weak references: an argument that dies frees its
 entry, and an id reused by a new object is not taken for the old one), so an
 array shared by a thousand calls crosses the network once instead of with
-every batch.  The memory is per call, so an array mutated in place between two
-calls is sent again; ``scatter=[objects]`` keeps objects on every worker for
-as long as the backend lives (the ``parallel_config`` block) instead.
+every batch.  Below the threshold an argument rides with its batch: that costs
+less than a scatter's two round trips (the scheduler, then a worker).  Objects
+that take no weak reference (lists, tuples, dicts) ride too, as with dask.
+joblib dispatches under its own lock, so two batches never scatter the same
+object twice.  The memory is per call, so an array mutated in place between
+two calls is sent again; ``scatter=[objects]`` keeps objects (lists too) on
+every worker for as long as the backend lives (the ``parallel_config`` block).
 
 *Completion and errors.*  joblib's callback is attached to each batch's Future
 (``add_done_callback``: it runs on the client's callback thread, which may

@@ -266,3 +266,7 @@ def test_a_cluster_without_workers_is_waited_for_then_named() -> None:
             with pytest.raises(TimeoutError, match=r"has had no worker for 0.3 s.*taskmill-worker"):
                 Parallel()(delayed(square_plus)(i) for i in range(3))
         wait_for(lambda: not empty.cluster.scheduler.state.tasks, message="the probe was cancelled")
+
+
+def test_importing_taskmill_joblib_registers_the_backend() -> None:
+    assert joblib.parallel.BACKENDS["taskmill"] is TaskmillBackend
