@@ -25,8 +25,11 @@ the call the value.  Scattered objects are remembered by identity for the rest
 of the ``Parallel`` call (weak references: an argument that dies frees its
 entry, and an id reused by a new object is not taken for the old one), so an
 array shared by a thousand calls crosses the network once instead of with
-every batch.  Below the threshold an argument rides with its batch: that costs
-less than a scatter's two round trips (the scheduler, then a worker).  Objects
+every batch.  Below the threshold an argument rides with its batch: on a local
+2-worker cluster a 64 KiB array adds about 0.3 ms to a batch, a scatter (two
+round trips: the scheduler, then a worker) costs about 0.65 ms, and 1 MiB
+costs 1.4 ms either way; so a scattered argument pays off from its second or
+third batch, and a smaller one would rarely be shared enough to.  Objects
 that take no weak reference (lists, tuples, dicts) ride too, as with dask.
 joblib dispatches under its own lock, so two batches never scatter the same
 object twice.  The memory is per call, so an array mutated in place between
