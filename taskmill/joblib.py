@@ -28,8 +28,10 @@ array shared by a thousand calls crosses the network once instead of with
 every batch.  Below the threshold an argument rides with its batch: on a local
 2-worker cluster a 64 KiB array adds about 0.3 ms to a batch, a scatter (two
 round trips: the scheduler, then a worker) costs about 0.65 ms, and 1 MiB
-costs 1.4 ms either way; so a scattered argument pays off from its second or
-third batch, and a smaller one would rarely be shared enough to.  Objects
+costs 1.4 ms either way.  A scatter pays off once an argument is shared by
+three batches or so, whatever its size, and costs about 0.35 ms when it is
+not; the threshold bets that small arguments are more often per-call ones
+(dask's bets the other way, at 1 kB).  Objects
 that take no weak reference (lists, tuples, dicts) ride too, as with dask.
 joblib dispatches under its own lock, so two batches never scatter the same
 object twice.  The memory is per call, so an array mutated in place between
