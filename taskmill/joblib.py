@@ -31,8 +31,8 @@ round trips: the scheduler, then a worker) costs about 0.65 ms, and 1 MiB
 costs 1.4 ms either way.  A scatter pays off once an argument is shared by
 three batches or so, whatever its size, and costs about 0.35 ms when it is
 not; the threshold bets that small arguments are more often per-call ones
-(dask's bets the other way, at 1 kB).  Objects
-that take no weak reference (lists, tuples, dicts) ride too, as with dask.
+(dask's bets the other way, at 1 kB).  Objects that take no weak reference
+(lists, tuples, dicts) ride too, as with dask.
 joblib dispatches under its own lock, so two batches never scatter the same
 object twice.  The memory is per call, so an array mutated in place between
 two calls is sent again; ``scatter=[objects]`` keeps objects (lists too) on
