@@ -54,6 +54,12 @@ def test_results_equal_the_sequential_ones_in_order(executor: Executor, batch_si
     scheduler_forgets_everything(executor)
 
 
+def test_the_backend_named_in_parallel_itself(executor: Executor) -> None:
+    assert Parallel(n_jobs=-1, backend="taskmill")(delayed(square_plus)(i) for i in range(20)) == [
+        i * i for i in range(20)]
+    scheduler_forgets_everything(executor)
+
+
 def test_generators_of_results_leave_nothing_behind(executor: Executor) -> None:
     with joblib.parallel_config(backend="taskmill"):
         results = Parallel(n_jobs=2, return_as="generator")(delayed(square_plus)(i) for i in range(50))
