@@ -172,8 +172,9 @@ class TaskmillBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
     default_n_jobs = -1
 
     def __init__(self, executor: Executor | None = None, scatter: Iterable[Any] | None = None,
-                 wait_for_workers_timeout: float = 10.0, **submit_options: Any) -> None:
-        super().__init__()
+                 wait_for_workers_timeout: float = 10.0, nesting_level: int | None = None,
+                 **submit_options: Any) -> None:
+        super().__init__(nesting_level=nesting_level)  # Parallel(backend="taskmill") passes it
         if executor is not None and not isinstance(executor, Executor):
             raise TypeError(f"executor= takes a taskmill Executor, not {type(executor).__name__}")
         if scatter is not None and not isinstance(scatter, (list, tuple)):
