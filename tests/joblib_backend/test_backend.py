@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ from joblib import Parallel, delayed  # noqa: E402
 from taskmill import Executor  # noqa: E402
 from taskmill.client import registry  # noqa: E402
 from taskmill.joblib import SCATTER_THRESHOLD, ScatterMemory, TaskmillBackend  # noqa: E402
+from tests.client.conftest import gates  # noqa: E402,F401  (the fixture)
 from tests.client.gates import Gates, gated  # noqa: E402
 from tests.conftest import wait_for  # noqa: E402
 
@@ -30,47 +30,39 @@ def scaled_sum(values: Any, factor: float, i: int) -> float:
     return float(values.sum()) * factor + i
 
 
-@pytest.fixture
-def gates() -> Iterator[Gates]:
-    g = Gates()
-    try:
-        yield g
-    finally:
-        g.open_all()
-
-
 def scheduler_forgets_everything(executor: Executor) -> None:
     wait_for(lambda: not executor.cluster.scheduler.state.tasks, timeout=10,
              message="the scheduler holds no task of the Parallel call")
 
 
 @pytest.mark.parametrize("batch_size", ["auto", 1, 7])
-def test_results_equal_the_sequential_ones_in_order(executor: Executor, batch_size: Any) -> None:
+def test_results_equal_the_sequential_ones_in_order(inprocess_executor: Executor,
+                                                    batch_size: Any) -> None:
     expected = [square_plus(i, offset=3) for i in range(300)]
     with joblib.parallel_config(backend="taskmill"):
         got = Parallel(n_jobs=-1, batch_size=batch_size)(delayed(square_plus)(i, offset=3)
                                                          for i in range(300))
     assert got == expected
-    scheduler_forgets_everything(executor)
+    scheduler_forgets_everything(inprocess_executor)
 
 
-def test_the_backend_named_in_parallel_itself(executor: Executor) -> None:
+def test_the_backend_named_in_parallel_itself(inprocess_executor: Executor) -> None:
     assert Parallel(n_jobs=-1, backend="taskmill")(delayed(square_plus)(i) for i in range(20)) == [
         i * i for i in range(20)]
-    scheduler_forgets_everything(executor)
+    scheduler_forgets_everything(inprocess_executor)
 
 
-def test_generators_of_results_leave_nothing_behind(executor: Executor) -> None:
+def test_generators_of_results_leave_nothing_behind(inprocess_executor: Executor) -> None:
     with joblib.parallel_config(backend="taskmill"):
         results = Parallel(n_jobs=2, return_as="generator")(delayed(square_plus)(i) for i in range(50))
         assert list(results) == [i * i for i in range(50)]
         unordered = Parallel(n_jobs=2, return_as="generator_unordered")(
             delayed(square_plus)(i) for i in range(50))
         assert sorted(unordered) == [i * i for i in range(50)]
-    scheduler_forgets_everything(executor)
+    scheduler_forgets_everything(inprocess_executor)
 
 
-def test_shared_memory_calls_fall_back_to_threads(executor: Executor) -> None:
+def test_shared_memory_calls_fall_back_to_threads(inprocess_executor: Executor) -> None:
     """``require="sharedmem"`` needs this process's memory: joblib falls back to its
     threading backend (a task would append to a copy of the list)."""
     found: list[int] = []
@@ -79,7 +71,7 @@ def test_shared_memory_calls_fall_back_to_threads(executor: Executor) -> None:
     assert sorted(found) == list(range(10))
 
 
-def test_n_jobs_counts_the_threads_of_the_cluster(executor: Executor) -> None:
+def test_n_jobs_counts_the_threads_of_the_cluster(inprocess_executor: Executor) -> None:
     with joblib.parallel_config(backend="taskmill"):
         assert joblib.effective_n_jobs(-1) == 2  # two workers with one thread each
         assert joblib.effective_n_jobs(-2) == 1
@@ -105,7 +97,7 @@ def wait_at_gate(i: int, gate: str) -> int:
 
 
 def test_an_exception_propagates_with_its_traceback_and_cancels_the_rest(
-        executor: Executor, gates: Gates) -> None:
+        inprocess_executor: Executor, gates: Gates) -> None:
     STARTED.clear()
     gate = gates.new()
     calls = [delayed(first_fails)()] + [delayed(wait_at_gate)(i, gate) for i in range(1, 21)]
@@ -115,20 +107,20 @@ def test_an_exception_propagates_with_its_traceback_and_cancels_the_rest(
     remote = str(info.value.__cause__)
     assert "first_fails" in remote and "raise ValueError" in remote  # the task's own traceback
     # the calls still queued were cancelled: the scheduler forgets them while two are still blocked
-    scheduler_forgets_everything(executor)
+    scheduler_forgets_everything(inprocess_executor)
     gates.open(gate)
-    wait_for(lambda: not executor.running_keys(), message="the blocked calls ended")
+    wait_for(lambda: not inprocess_executor.running_keys(), message="the blocked calls ended")
     assert len(STARTED) <= 2, f"calls started after the failure: {STARTED}"
 
 
 def test_a_large_argument_shared_by_many_calls_is_scattered_once(
-        executor: Executor, monkeypatch: pytest.MonkeyPatch) -> None:
+        inprocess_executor: Executor, monkeypatch: pytest.MonkeyPatch) -> None:
     big = np.ones(200_000)  # 1.6 MB
     small = np.ones(10)
     assert big.nbytes > SCATTER_THRESHOLD
     scattered: list[Any] = []
     task_arg_bytes: list[int] = []
-    real_scatter, real_submit = executor.scatter, executor.session.submit_tasks
+    real_scatter, real_submit = inprocess_executor.scatter, inprocess_executor.session.submit_tasks
 
     def counting_scatter(data: Any, **options: Any) -> Any:
         scattered.extend(data)
@@ -138,8 +130,8 @@ def test_a_large_argument_shared_by_many_calls_is_scattered_once(
         task_arg_bytes.extend(t.args.nbytes for t in tasks)
         return real_submit(tasks, funcs, wanted)
 
-    monkeypatch.setattr(executor, "scatter", counting_scatter)
-    monkeypatch.setattr(executor.session, "submit_tasks", measuring_submit)
+    monkeypatch.setattr(inprocess_executor, "scatter", counting_scatter)
+    monkeypatch.setattr(inprocess_executor.session, "submit_tasks", measuring_submit)
     with joblib.parallel_config(backend="taskmill"):
         got = Parallel(n_jobs=2, batch_size=1)(delayed(scaled_sum)(big, factor=2.0, i=i)
                                                for i in range(40))
@@ -151,19 +143,19 @@ def test_a_large_argument_shared_by_many_calls_is_scattered_once(
         assert len(scattered) == 1  # a small argument travels with its batch
 
         # the memory is per call: an array changed in place is sent again by the next call
-        scheduler_forgets_everything(executor)
+        scheduler_forgets_everything(inprocess_executor)
         big[:] = 2.0
         assert Parallel(n_jobs=2)(delayed(scaled_sum)(big, 1.0, i) for i in range(3)) == [
             2.0 * big.size + i for i in range(3)]
         assert len(scattered) == 2
-    scheduler_forgets_everything(executor)
+    scheduler_forgets_everything(inprocess_executor)
 
 
 def test_scatter_option_puts_objects_on_the_cluster_once_for_the_backend(
-        executor: Executor, monkeypatch: pytest.MonkeyPatch) -> None:
+        inprocess_executor: Executor, monkeypatch: pytest.MonkeyPatch) -> None:
     big = np.ones(100_000)
     calls_of_scatter: list[Any] = []
-    real_scatter = executor.scatter
+    real_scatter = inprocess_executor.scatter
 
     def counting_scatter(data: Any, **options: Any) -> Any:
         calls_of_scatter.append(options)
@@ -171,14 +163,14 @@ def test_scatter_option_puts_objects_on_the_cluster_once_for_the_backend(
 
     big_list = list(range(50_000))  # takes no weak reference: only scatter= keeps it out of batches
     task_arg_bytes: list[int] = []
-    real_submit = executor.session.submit_tasks
+    real_submit = inprocess_executor.session.submit_tasks
 
     def measuring_submit(tasks: Any, funcs: Any, wanted: Any = None) -> Any:
         task_arg_bytes.extend(t.args.nbytes for t in tasks)
         return real_submit(tasks, funcs, wanted)
 
-    monkeypatch.setattr(executor, "scatter", counting_scatter)
-    monkeypatch.setattr(executor.session, "submit_tasks", measuring_submit)
+    monkeypatch.setattr(inprocess_executor, "scatter", counting_scatter)
+    monkeypatch.setattr(inprocess_executor.session, "submit_tasks", measuring_submit)
     with joblib.parallel_config(backend="taskmill", scatter=[big, big_list]):
         for _ in range(3):
             assert Parallel(n_jobs=2)(delayed(scaled_sum)(big, 1.0, i) for i in range(4)) == [
@@ -193,13 +185,14 @@ def inner_backend_and_sum(n: int) -> tuple[str, int]:
     return type(backend).__name__, sum(Parallel(n_jobs=-1)(delayed(abs)(-i) for i in range(n)))
 
 
-def test_a_nested_parallel_call_runs_sequentially_inside_its_task(executor: Executor) -> None:
+def test_a_nested_parallel_call_runs_sequentially_inside_its_task(
+        inprocess_executor: Executor) -> None:
     with joblib.parallel_config(backend="taskmill"):
         got = Parallel(n_jobs=2)(delayed(inner_backend_and_sum)(n) for n in range(1, 5))
     assert got == [("SequentialBackend", n * (n - 1) // 2) for n in range(1, 5)]
 
 
-def test_an_executor_passed_explicitly_is_used(executor: Executor) -> None:
+def test_an_executor_passed_explicitly_is_used(inprocess_executor: Executor) -> None:
     with Executor(n_workers=1, threads_per_worker=3, processes=False, set_as_default=False) as other:
         with joblib.parallel_config(backend="taskmill", executor=other):
             assert joblib.effective_n_jobs(-1) == 3
@@ -229,15 +222,16 @@ def test_an_asynchronous_executor_is_refused_by_name(monkeypatch: pytest.MonkeyP
     asyncio.run(main())
 
 
-def test_the_data_of_a_scattered_argument_that_dies_is_freed(executor: Executor) -> None:
+def test_the_data_of_a_scattered_argument_that_dies_is_freed(inprocess_executor: Executor) -> None:
     memory = ScatterMemory()
     array = np.ones(100_000)
-    future = executor.scatter([array], hash=False)[0]
+    future = inprocess_executor.scatter([array], hash=False)[0]
     key = future.key
     memory.put(array, future)
     assert memory.get(array) is future and memory.get(np.ones(3)) is None
     del future, array  # the memory's weak reference drops its entry, and the Future with it
-    wait_for(lambda: key not in executor.who_has(), message="the dead argument's data was freed")
+    wait_for(lambda: key not in inprocess_executor.who_has(),
+             message="the dead argument's data was freed")
 
 
 @pytest.mark.parametrize("options, error, match", [
@@ -252,11 +246,12 @@ def test_bad_options_are_refused_by_name(options: dict[str, Any], error: type[Ex
         TaskmillBackend(**options)
 
 
-def test_submit_options_reach_every_batch(executor: Executor) -> None:
-    target = next(iter(executor.nthreads()))
+def test_submit_options_reach_every_batch(inprocess_executor: Executor) -> None:
+    target = next(iter(inprocess_executor.nthreads()))
     with joblib.parallel_config(backend="taskmill", workers=[target]):
         assert Parallel(n_jobs=2, batch_size=1)(delayed(placed)(i) for i in range(6)) == list(range(6))
-    records = [r for r in executor.get_task_stream() if r["key"].startswith("joblib-placed-")]
+    records = [r for r in inprocess_executor.get_task_stream()
+               if r["key"].startswith("joblib-placed-")]
     assert len(records) == 6 and {r["worker"] for r in records} == {target}
 
 
