@@ -270,7 +270,8 @@ class TaskmillBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
     def submit(self, func: Any, callback: Callable[[Any], object] | None = None) -> Future:
         """Send one joblib batch (``func.items``) as a task; ``callback`` runs
         when it is done, with the Future."""
-        executor = self._executor or self._find_executor()
+        executor = self._executor
+        assert executor is not None, "joblib configures a backend before it submits to it"
         calls: list[Call] = [(f, tuple(self._shipped(executor, a) for a in args),
                               {k: self._shipped(executor, v) for k, v in kwargs.items()})
                              for f, args, kwargs in func.items]
