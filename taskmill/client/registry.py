@@ -13,6 +13,13 @@ _lock = threading.Lock()
 _defaults: list[weakref.ref[Any]] = []
 
 
+def open_executors() -> list[Any]:
+    """The open Executors of this process (those opened as defaults), most recent first."""
+    with _lock:
+        candidates = [r() for r in reversed(_defaults)]
+    return [ex for ex in candidates if ex is not None and ex.status == "running"]
+
+
 def set_default(executor: Any) -> None:
     with _lock:
         _defaults.append(weakref.ref(executor))
@@ -23,17 +30,12 @@ def unset_default(executor: Any) -> None:
         _defaults[:] = [r for r in _defaults if r() is not None and r() is not executor]
 
 
-def open_executors() -> list[Any]:
-    """The open Executors of this process (those opened as defaults), most recent first."""
-    with _lock:
-        candidates = [r() for r in reversed(_defaults)]
-    return [ex for ex in candidates if ex is not None and ex.status == "running"]
-
-
 def future_from_key(key: str, scheduler_address: str) -> Any:
     """Rebuild a pickled Future against an open Executor of the same cluster."""
-    for ex in open_executors():
-        if ex.scheduler_address == scheduler_address:
+    with _lock:
+        candidates = [r() for r in reversed(_defaults)]
+    for ex in candidates:
+        if ex is not None and ex.status == "running" and ex.scheduler_address == scheduler_address:
             fut = ex.session.future_class(key, ex.session)
             ex.session.send(WantKeys("", ex.session.id, (key,)))
             return fut
