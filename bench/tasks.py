@@ -19,3 +19,7 @@ def make_array(nbytes, seed=0):
 
 def nbytes_of(x):
     return int(x.nbytes)
+
+
+def element(x, i):
+    return float(x[i])

@@ -40,7 +40,7 @@ def test_future_methods() -> None:
 
 
 def test_import_does_not_pull_heavy_libraries() -> None:
-    code = ("import sys, taskmill; heavy = [m for m in ('dask', 'numpy', 'pandas') if m in sys.modules];"
+    code = ("import sys, taskmill; heavy = [m for m in ('dask', 'numpy', 'pandas', 'joblib') if m in sys.modules];"
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
