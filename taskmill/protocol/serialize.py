@@ -49,6 +49,18 @@ _REPR_LIMIT = 100
 _FUNCTION_LRU_SIZE = 256
 
 
+#: How payloads are unpickled: ``pickle.loads``, except in a worker process
+#: while its warm-up thread imports heavy modules (:mod:`taskmill.server.warmup`
+#: swaps in a loader that waits for those imports rather than race them).
+_loads: Callable[..., Any] = pickle.loads
+
+
+def set_loads(loads: Callable[..., Any] | None) -> None:
+    """Unpickle payloads with ``loads`` from now on (``None``: ``pickle.loads``)."""
+    global _loads
+    _loads = pickle.loads if loads is None else loads
+
+
 class SerializationError(TypeError):
     """An object could be pickled neither by ``pickle`` nor by ``cloudpickle``."""
 
@@ -84,7 +96,7 @@ class Serialized:
     def deserialize(self) -> Any:
         """Unpickle the payload; out-of-band buffers are used in place (small
         read-only ones are copied, so arrays come back writeable as they went)."""
-        return pickle.loads(self.frames[0], buffers=[_writable(f) for f in self.frames[1:]])
+        return _loads(self.frames[0], buffers=[_writable(f) for f in self.frames[1:]])
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
         if operator.index(protocol) >= 5:

@@ -19,18 +19,11 @@ from sklearn.svm import SVC  # noqa: E402
 from taskmill import Executor  # noqa: E402
 from tests.conftest import wait_for  # noqa: E402
 
-def import_numpy() -> None:
-    import numpy  # noqa: F401
-
 
 @pytest.fixture(scope="module")
 def process_executor() -> Iterator[Executor]:
     with Executor(n_workers=2, threads_per_worker=1, processes=True) as e:
-        # A worker imports numpy in a warm-up thread when it starts; an array unpickled on its
-        # loop meanwhile (the scattered X) can meet a half-imported numpy ("cannot import name
-        # ... from partially initialized module"): a worker defect, reported.  Wait it out.
-        e.run(import_numpy)
-        yield e
+        yield e  # fresh workers: the scattered X meets their warm-up imports (tests/server/test_warmup.py)
 
 
 def test_grid_search_matches_the_sequential_fit(process_executor: Executor,

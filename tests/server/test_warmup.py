@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import fractions
 import logging
+import pickle
 import sys
+import threading
 
+import cloudpickle
 import pytest
 
-from taskmill.server.warmup import modules_to_preload, start_warm_imports
+from taskmill import Executor
+from taskmill.server.warmup import ImportGate, modules_to_preload, start_warm_imports
 
 
 def test_defaults_then_user_modules(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -27,3 +32,53 @@ def test_imports_in_a_thread_and_reports_failures(caplog: pytest.LogCaptureFixtu
     assert "colorsys" in sys.modules  # a failing module does not stop the rest
     assert "could not preload module 'no_such_module_for_taskmill'" in caplog.text
     assert start_warm_imports([]) is None
+
+
+def _load_in_thread(gate: ImportGate, payload: bytes) -> tuple[threading.Thread, list[object]]:
+    out: list[object] = []
+    thread = threading.Thread(target=lambda: out.append(gate.loads(payload)), daemon=True)
+    thread.start()
+    return thread, out
+
+
+@pytest.mark.parametrize("payload", [
+    pickle.dumps(fractions.Fraction(1, 3)),  # names a class of the module
+    cloudpickle.dumps(lambda: fractions.Fraction(1, 3)),  # by value: cloudpickle's subimport
+], ids=["class", "by-value function"])
+def test_a_payload_needing_a_module_waits_for_the_warm_up(payload: bytes) -> None:
+    gate = ImportGate()
+    gate.settled = gate.settled - {"fractions"}  # as if the warm-up had not imported it yet
+    thread, out = _load_in_thread(gate, payload)
+    thread.join(timeout=0.2)
+    assert thread.is_alive() and not out  # held back while the warm-up runs
+    gate.open()
+    thread.join(timeout=10)
+    value = out[0]
+    assert (value() if callable(value) else value) == fractions.Fraction(1, 3)
+
+
+def test_a_payload_of_settled_modules_does_not_wait() -> None:
+    gate = ImportGate()  # never opened
+    thread, out = _load_in_thread(gate, cloudpickle.dumps((lambda x: x + 1, [1, "a", b"b"])))
+    thread.join(timeout=10)
+    fn, rest = out[0]  # type: ignore[misc]
+    assert fn(1) == 2 and rest == [1, "a", b"b"]
+
+
+def test_warm_up_restores_plain_unpickling() -> None:
+    serialize_module = sys.modules["taskmill.protocol.serialize"]
+    thread = start_warm_imports(["colorsys"])
+    assert thread is not None
+    thread.join(timeout=30)
+    assert serialize_module._loads is pickle.loads
+
+
+def test_first_scatter_of_an_array_in_fresh_workers() -> None:
+    """Regression: the warm-up's numpy import raced the unpickling of the first
+    scattered array ("partially initialized module 'numpy._core.numeric'") in
+    about one fresh worker of two."""
+    np = pytest.importorskip("numpy")
+    for _ in range(3):
+        with Executor(n_workers=2) as e:
+            [x] = e.scatter([np.arange(10)], broadcast=True)
+            assert e.submit(lambda a: int(np.sum(a)), x).result(timeout=30) == 45
