@@ -9,6 +9,7 @@ from taskmill.client.executor import Executor
 from taskmill.client.future import Future
 from taskmill.client.progress import progress
 from taskmill.client.waiting import as_completed, fire_and_forget, wait
+from taskmill.client.worker_client import get_client, get_worker, rejoin, secede, worker_client
 from taskmill.errors import (
     FutureLostError,
     KilledWorker,
@@ -31,6 +32,11 @@ __all__ = [
     "TaskmillError",
     "as_completed",
     "fire_and_forget",
+    "get_client",
+    "get_worker",
     "progress",
+    "rejoin",
+    "secede",
     "wait",
+    "worker_client",
 ]
