@@ -121,18 +121,25 @@ class ChildrenSubmitted(Exception):
     pass
 
 
+CHILD_STARTED = threading.Event()
+
+
 def child_waits_for_gate() -> bool:
+    CHILD_STARTED.set()
     return GATE.wait(30)
 
 
 def submit_children_then_raise(n: int) -> None:
     e = get_client()
     children = [e.submit(child_waits_for_gate, pure=False) for _ in range(n)]
+    secede()  # a child takes the thread: the scheduler knows them
+    assert CHILD_STARTED.wait(30)
     raise ChildrenSubmitted(f"after submitting {len(children)} children")
 
 
 def test_children_of_a_failed_task_are_released(one_thread: Executor) -> None:
     GATE.clear()  # the children wait until released, so they are still there when the parent fails
+    CHILD_STARTED.clear()
     scheduler = one_thread.cluster.scheduler
     before = set(scheduler.state.tasks)
     f = one_thread.submit(submit_children_then_raise, 3, pure=False)
@@ -140,9 +147,23 @@ def test_children_of_a_failed_task_are_released(one_thread: Executor) -> None:
         f.result(timeout=30)
     key = f.key
     f.release()
-    wait_for(lambda: set(scheduler.state.tasks) - before <= {key}, timeout=20,
-             message="the scheduler forgot the children")
-    GATE.set()
-    assert not any(k.startswith("child_waits_for_gate") for k in scheduler.state.tasks)
+    try:
+        wait_for(lambda: set(scheduler.state.tasks) - before <= {key}, timeout=20,
+                 message="the scheduler forgot the children")
+    finally:
+        GATE.set()
     children = {e[0] for e in scheduler.state.transition_log if e[0].startswith("child_waits_for_gate")}
-    assert len(children) == 3  # they did reach the scheduler before they were released
+    assert len(children) == 3
+
+
+def the_workers_client_status() -> str:
+    return str(get_client().status)
+
+
+def test_the_workers_client_is_closed_with_the_worker() -> None:
+    with Executor(n_workers=1, threads_per_worker=1, processes=False) as e:
+        assert e.submit(the_workers_client_status).result(timeout=30) == "running"
+        worker = e.cluster.workers[0]
+        client = worker.task_client
+        assert client is not None
+    assert worker.task_client is None and client.status == "closed"
