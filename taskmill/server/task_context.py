@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 Every thread of a worker's task pool (:mod:`taskmill.server.task_runner`)
 owns one :class:`TaskThread`, stored once in a thread-local when the thread
-starts; before each call the pool writes the call's key and generation into
-it (the only per-task cost).  "The current task" is therefore a property of
+starts; before each call the pool stores the call in it (one attribute
+write: the only per-task cost), whose key and generation it reads when asked.  "The current task" is therefore a property of
 the thread, never of the process: workers running in-process
 (``Executor(processes=False)``) share one process but not their threads.
 
@@ -28,17 +28,26 @@ _local = threading.local()
 class TaskThread:
     """What one pool thread knows about itself and the call it runs."""
 
-    __slots__ = ("runner", "key", "generation", "seceded")
+    __slots__ = ("runner", "call", "seceded")
 
     def __init__(self, runner: Any) -> None:
         #: the :class:`~taskmill.server.task_runner.TaskRunner` owning this thread
         self.runner = runner
-        #: the key of the call running now (or that ran last); "" before the first
-        self.key = ""
-        #: the runner's generation when that call was handed over
-        self.generation = -1
+        #: the call running now (or that ran last), as the runner queued it:
+        #: ``(loop, generation, key, ...)``; None before the first
+        self.call: tuple[Any, ...] | None = None
         #: the call running now left the thread count (``secede()``)
         self.seceded = False
+
+    @property
+    def key(self) -> str:
+        """The key of the call running now; "" before the first."""
+        return "" if self.call is None else str(self.call[2])
+
+    @property
+    def generation(self) -> int:
+        """The runner's generation when the call was queued (-1 before the first)."""
+        return -1 if self.call is None else int(self.call[1])
 
 
 def enter_pool(runner: Any) -> TaskThread:

@@ -190,7 +190,7 @@ class TaskRunner:
             call = calls.get()
             if call is _STOP:
                 break
-            me.generation, me.key = call[1], call[2]
+            me.call = call
             self._run(*call)
             if me.seceded:  # another thread took this one's place when it seceded
                 break
