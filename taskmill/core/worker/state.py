@@ -74,8 +74,8 @@ resumes both at once.
 Contract with the shell:
 
 * Within one ``handle`` call, commands come out in event order, with
-  ``AskWhoHas``, then ``RejoinGranted``, then ``Fetch``, then ``Execute``
-  commands last.
+  ``AskWhoHas``, then the ``RejoinGranted`` of waiting rejoiners, then
+  ``Fetch``, then ``Execute`` commands last.
   ``DeleteData`` names only keys the shell stored (a result, fetched or
   scattered data), never an input of a task still queued or running.
 * Function delivery: the scheduler sends a function's serialized payload
