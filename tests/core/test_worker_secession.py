@@ -113,3 +113,13 @@ def test_story_shows_secede_and_rejoin() -> None:
     notes = [e[2] for e in w.story("a") if e[1] == "note"]
     assert notes == ["seceded: its thread no longer counts", "asks to rejoin: waits for a thread",
                      "rejoined: its thread counts again"]
+
+
+def test_a_seceded_run_adopted_again_is_announced_again() -> None:
+    w = ws(nthreads=1)
+    w.handle(compute("a"))
+    w.handle(secede("a"))
+    w.handle(FreeKeys("free", ME, ("a",)))  # cancelled; the scheduler forgets its secession
+    cmds = w.handle(compute("a"))  # back here: the run goes on, still seceded
+    assert w.task_state("a") == "executing" and told(cmds) == [("a", True)]
+    assert told(w.handle(compute("a"))) == []  # a duplicate request says nothing new

@@ -29,6 +29,11 @@ layer of :class:`~taskmill.core.worker.state.WorkerState`, between the books
   memory does not hold them back: they are running work, not new work.  A
   rejoin of a key not seceded is granted at once (the thread of a run the
   machine does not know must not block for ever).
+* A seceded run the scheduler did not count as its own (cancelled, or run
+  only for a task here) and now assigns here again is adopted as it is, so
+  the scheduler hears ``Seceded(key, seceded=True)`` again
+  (:meth:`SecessionHandlers._run_adopted`): the slot it has just taken for
+  the task must not be held by a run that waits outside the thread count.
 * The end of a run (``ExecuteSucceeded`` / ``ExecuteFailed``) takes its key
   out of both (:meth:`SecessionHandlers._run_left_thread`): a task may
   secede and never rejoin.  The scheduler needs no word of it: a seceded
@@ -86,6 +91,13 @@ class SecessionHandlers(WorkerBookkeeping):
             self._note(key, "note", "rejoined: its thread counts again")
             self._out.append(RejoinGranted(stim, key))
             self._out.append(Seceded(stim, self.address, key, False))
+
+    def _run_adopted(self, key: Key) -> None:
+        """The scheduler assigned ``key`` here again while its run goes on: if
+        that run is seceded, say so again (the scheduler counted a slot)."""
+        if key in self.seceded:
+            self._note(key, "note", "adopted while seceded: the scheduler is told again")
+            self._out.append(Seceded(self._stim, self.address, key, True))
 
     def _run_left_thread(self, key: Key) -> None:
         """The run of ``key`` ended: it is neither seceded nor rejoining any more."""

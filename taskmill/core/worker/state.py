@@ -323,12 +323,14 @@ class WorkerState(SecessionHandlers):
             else:  # executing only for local dependents: adopt the run
                 ts.assigned = True
                 self._note(key, "note", "compute requested: already executing")
+                self._run_adopted(key)
         elif st == CANCELLED:
             ts.assigned = True
             if ts.previous == FLIGHT:
                 self._remember_request(ts, ev)
             assert ts.previous is not None
             self._set_state(ts, ts.previous)
+            self._run_adopted(key)
         elif st == FLIGHT:  # resume: keep the fetch, compute if it fails
             ts.assigned = True
             self._remember_request(ts, ev)
