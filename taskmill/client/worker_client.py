@@ -11,8 +11,8 @@ several workers share a process (``Executor(processes=False)``).
   task (``.address``, ``.name``, ``.nthreads``, ``.local_directory``).
 * ``get_client()`` is an :class:`~taskmill.client.executor.Executor`
   connected to the worker's scheduler, one per worker, made on first use
-  (under a lock: concurrent tasks share it) and closed when the worker
-  closes.  It connects as the worker does, so a shared token
+  (under a lock: concurrent tasks share it; made anew if a task closed it)
+  and closed when the worker closes.  It connects as the worker does, so a shared token
   (``$TASKMILL_TOKEN``) or TLS settings of the worker's environment apply.
   It is not made dask's default scheduler (the user's Executor, when one
   lives in the same process, stays the default).
@@ -63,10 +63,10 @@ def get_client(timeout: float | None = None) -> Executor:
     Outside a task: ``ValueError``."""
     worker: Worker = current_task("get_client()").runner.worker
     client: Executor | None = worker.task_client
-    if client is None:
+    if client is None or client.status == "closed":
         with _client_lock:
             client = worker.task_client
-            if client is None:
+            if client is None or client.status == "closed":  # a task may have closed it
                 client = worker.task_client = Executor(
                     worker.scheduler_address, set_as_default=False,
                     timeout=CONNECT_TIMEOUT if timeout is None else timeout)

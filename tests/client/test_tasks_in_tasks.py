@@ -167,3 +167,13 @@ def test_the_workers_client_is_closed_with_the_worker() -> None:
         client = worker.task_client
         assert client is not None
     assert worker.task_client is None and client.status == "closed"
+
+
+def close_the_workers_client() -> int:
+    get_client().close()
+    with worker_client() as e:  # (waiting without seceding would hold the one thread)
+        return int(e.submit(len, [1, 2]).result())
+
+
+def test_a_task_that_closes_the_workers_client_gets_a_new_one(one_thread: Executor) -> None:
+    assert one_thread.submit(close_the_workers_client, pure=False).result(timeout=30) == 2
