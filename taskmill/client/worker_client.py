@@ -38,6 +38,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from taskmill.client.executor import Executor
+from taskmill.server.node import Status
 from taskmill.server.task_context import current_task
 
 if TYPE_CHECKING:
@@ -60,13 +61,17 @@ def get_worker() -> Worker:
 def get_client(timeout: float | None = None) -> Executor:
     """An Executor connected to the current task's scheduler, shared by the
     tasks of this worker (made on first use, within ``timeout`` seconds).
-    Outside a task: ``ValueError``."""
+    Outside a task: ``ValueError``; first called while the worker closes:
+    ``RuntimeError`` (the new Executor would outlive it)."""
     worker: Worker = current_task("get_client()").runner.worker
     client: Executor | None = worker.task_client
     if client is None or client.status == "closed":
         with _client_lock:
             client = worker.task_client
             if client is None or client.status == "closed":  # a task may have closed it
+                if worker.status is not Status.running:  # it would outlive the worker
+                    raise RuntimeError(f"get_client() was called while the worker "
+                                       f"{worker.address} running this task closes")
                 client = worker.task_client = Executor(
                     worker.scheduler_address, set_as_default=False,
                     timeout=CONNECT_TIMEOUT if timeout is None else timeout)
