@@ -36,7 +36,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from bench import startup  # noqa: E402
+from bench import startup, tasks_in_tasks  # noqa: E402
 
 TAG = "@@BENCH "
 MB = 1_000_000
@@ -45,7 +45,7 @@ MB = 1_000_000
 @dataclass
 class Workload:
     name: str
-    kind: str                 # "cluster" (runner), "import" or "start" (fresh subprocess)
+    kind: str                 # "cluster" (runner), "import", "start" or "script" (fresh subprocess)
     metric: str
     unit: str
     higher_is_better: bool
@@ -63,7 +63,7 @@ class Workload:
             return tm <= 1.0 and (ratio is None or ratio <= 0.2)
         if n == "map":
             return tm >= 3000 and (ratio is None or ratio >= 5)
-        if n == "chain":
+        if n in ("chain", "fib", "fib_impure"):
             return None if ratio is None else ratio >= 5
         if n == "transfer":
             return tm >= 1000
@@ -87,6 +87,11 @@ WORKLOADS = [
              full=5_000, quick=500, target=">= 5x dask"),
     Workload("transfer", "cluster", "numpy array worker A -> task on worker B", "MB/s", True,
              full=200 * MB, quick=20 * MB, target=">= 1,000 MB/s"),
+    Workload("fib", "script", "recursive fib(N), tasks submit their children via get_client, "
+             "secede/rejoin; 1 worker x 1 thread, pure (N+1 tasks)", "tasks/s", True,
+             full=20, quick=12, target=">= 5x dask"),
+    Workload("fib_impure", "script", "the same with pure=False: every call its own task",
+             "tasks/s", True, full=14, quick=10, target=">= 5x dask"),
 ]
 BY_NAME = {w.name: w for w in WORKLOADS}
 
@@ -277,19 +282,27 @@ class Bench:
         self.log(f"  {w.name:<9} rep {rep + 1}  {system:<8} FAILED: {err.strip().splitlines()[-1]}")
 
     # -- fresh-interpreter workloads --------------------------------------------------------
+    def fresh_script(self, w: Workload, s: str) -> str:
+        if w.kind == "import":
+            return startup.import_script(s)
+        if w.kind == "start":
+            return startup.start_script(s)
+        return tasks_in_tasks.script(s, w.name, self.size(w))
+
     def run_fresh(self, w: Workload) -> None:
         failed: set[str] = set()
         for s in self.systems:          # untimed: fills the bytecode cache, warms the OS page cache
-            code = startup.import_script(s) if w.kind == "import" else startup.start_script(s)
+            if w.kind == "script":
+                break                   # its script warms its own cluster; imports are not timed
             try:
-                run_script(code, self.args.timeout, self.logdir, f"{w.name}-{s}-warmup")
+                run_script(self.fresh_script(w, s), self.args.timeout, self.logdir, f"{w.name}-{s}-warmup")
             except (Timeout, RuntimeError) as exc:
                 self.log(f"  {s}: warm-up run failed: {str(exc).splitlines()[0]}")
         for rep, order in self.orders():
             for s in order:
                 if s in failed:
                     continue
-                code = startup.import_script(s) if w.kind == "import" else startup.start_script(s)
+                code = self.fresh_script(w, s)
                 try:
                     self.record(w, s, rep, run_script(code, self.args.timeout, self.logdir, f"{w.name}-{s}"))
                 except (Timeout, RuntimeError) as exc:
@@ -358,7 +371,8 @@ class Bench:
             for w in WORKLOADS:
                 if w.name not in names:
                     continue
-                self.log(f"== {w.name}" + (f" (size {self.size(w):,})" if w.kind == "cluster" else ""))
+                self.log(f"== {w.name}" + (f" (size {self.size(w):,})" if w.kind in ("cluster", "script")
+                                           else ""))
                 if w.kind == "cluster":
                     self.run_cluster(w)
                 else:
@@ -503,7 +517,8 @@ def main(argv: list[str] | None = None) -> int:
             f"- Date: {started:%Y-%m-%d %H:%M %Z} (run took {elapsed / 60:.1f} min)",
             f"- Machine: {machine()}",
             f"- Software: {versions(systems)}",
-            f"- Setup: local cluster of 2 worker processes x 1 thread for each system, "
+            f"- Setup: local cluster of 2 worker processes x 1 thread for each system (fib workloads: "
+            "a fresh cluster of 1 worker process x 1 thread per repetition), "
             f"{args.repeat} repetitions alternating between the systems (ABBA), medians over repetitions. "
             "Both clusters stay up during the cluster workloads (each idles while the other is measured).",
             "",

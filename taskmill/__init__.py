@@ -10,6 +10,7 @@ from taskmill.client.future import Future
 from taskmill.client.nested import futures_of
 from taskmill.client.progress import progress
 from taskmill.client.waiting import as_completed, fire_and_forget, wait
+from taskmill.client.worker_client import get_client, get_worker, rejoin, secede, worker_client
 from taskmill.errors import (
     FutureLostError,
     KilledWorker,
@@ -33,6 +34,11 @@ __all__ = [
     "as_completed",
     "fire_and_forget",
     "futures_of",
+    "get_client",
+    "get_worker",
     "progress",
+    "rejoin",
+    "secede",
     "wait",
+    "worker_client",
 ]

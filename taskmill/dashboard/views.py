@@ -13,7 +13,9 @@ path calls them.  No I/O, no clock: ``now`` comes in as an argument.
 Thread lanes: workers report when each task started and stopped, not on
 which of their threads; with ``nthreads`` threads at most ``nthreads`` tasks
 overlap on one worker, so packing a worker's tasks greedily by start time
-(interval partitioning) gives each an exact lane index (``thread``).
+(interval partitioning) gives each an exact lane index (``thread``).  Tasks
+that seceded (``secede()``) overlap beyond ``nthreads``; the extra ones share
+the lane that frees first, as clock noise does.
 """
 
 from __future__ import annotations

@@ -497,6 +497,20 @@ class Paused(Message):
     paused: bool
 
 
+@message("seceded", WORKER, SCHEDULER, local=_FROM_WORKER)
+@dataclass(frozen=True, slots=True)
+class Seceded(Message):
+    """The task ``key`` running on ``worker`` left the worker's thread count
+    (``secede()``, ``seceded``) or took a thread again (``rejoin()``, False):
+    the scheduler frees or takes back its slot there, while the task stays
+    processing on that worker."""
+
+    stimulus_id: str
+    worker: Address
+    key: Key
+    seceded: bool
+
+
 @message("heartbeat", WORKER, SCHEDULER, local=(*_FROM_WORKER, "now"))
 @dataclass(frozen=True, slots=True)
 class Heartbeat(Message):

@@ -11,6 +11,20 @@ The pool is ``nthreads`` daemon threads reading calls from one
 ``concurrent.futures.Future`` or idle-thread bookkeeping: handing a call
 to a thread is one ``put``.  ``shutdown`` drops the calls not yet started
 and lets each thread end after its current call.
+
+Seceded tasks (``secede()``/``rejoin()``, :mod:`taskmill.core.worker.secession`):
+the pool keeps ``nthreads`` threads *serving* the queue, however many tasks
+wait outside the count.  Each thread records which call it runs in its
+:class:`~taskmill.server.task_context.TaskThread` (one attribute write per
+call, so ``get_worker()`` and friends know the task).  ``secede`` (in the
+task's thread) starts one more serving thread and tells the loop
+(``on_secede``: the state machine then hands the freed thread the next
+task); the seceded thread ends after its call instead of serving again.
+``rejoin`` tells the loop (``on_rejoin``) and blocks until the machine
+grants a thread (:meth:`TaskRunner.resume`); the thread then serves again,
+so one serving thread too many is told to stop (a stop marker in the queue,
+taken by whichever thread is free first).  A rejoin from a call of an older
+generation (the worker started afresh), or after ``shutdown``, does not wait.
 """
 
 from __future__ import annotations
@@ -28,6 +42,7 @@ from taskmill.errors import RemoteTaskError
 from taskmill.protocol import Serialized, serialize
 from taskmill.protocol.messages import INLINE_LIMIT
 from taskmill.server.sizeof import sizeof
+from taskmill.server.task_context import TaskThread, enter_pool
 
 OnDone = Callable[[str, bool, Any, str, float, float, "Serialized | None"], None]
 
@@ -42,13 +57,25 @@ _STOP = None  # tells a thread to end
 
 
 class TaskRunner:
-    """A pool of ``nthreads`` threads running task calls."""
+    """A pool of ``nthreads`` threads running task calls (more while tasks
+    are seceded).  ``on_secede(key)`` and ``on_rejoin(key)`` run on the loop
+    when a task calls ``secede()`` or ``rejoin()``; ``worker`` is what
+    ``get_worker()`` returns inside its tasks."""
 
-    def __init__(self, nthreads: int, on_done: OnDone) -> None:
+    def __init__(self, nthreads: int, on_done: OnDone,
+                 on_secede: Callable[[str], None] | None = None,
+                 on_rejoin: Callable[[str], None] | None = None, worker: Any = None) -> None:
         self.nthreads = nthreads
         self.on_done = on_done
+        self.on_secede = on_secede
+        self.on_rejoin = on_rejoin
+        self.worker = worker
         self.generation = 0
+        #: the threads alive now (serving the queue or running a seceded task)
         self.threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: key -> the event its thread waits on in ``rejoin``
+        self._rejoining: dict[str, threading.Event] = {}
         self._calls: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
         self._functions: dict[str, Callable[..., Any]] = {}
         #: token -> the serialized function, as it came with the first task of
@@ -57,6 +84,7 @@ class TaskRunner:
         self._payloads: dict[str, Serialized] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._started = 0  # threads started so far (names them)
 
     def submit(self, key: str, func_token: str, func: Serialized | None, args: Serialized,
                inputs: dict[str, Any], report_value: bool = False) -> None:
@@ -64,21 +92,25 @@ class TaskRunner:
         also handed back serialized (see ``small_result``)."""
         if self._closed:
             raise RuntimeError("the task runner is shut down")
-        if not self.threads:
-            self._start_threads()
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            for _ in range(self.nthreads):
+                self._start_thread()
         if func is not None:
             self._payloads[func_token] = func
         self._calls.put((asyncio.get_running_loop(), self.generation, key, func_token, func, args,
                          inputs, report_value))
 
     def discard_all(self) -> None:
-        """Forget every task in flight: their outcomes will be dropped."""
+        """Forget every task in flight: their outcomes will be dropped (and
+        their threads waiting in ``rejoin`` go on at once)."""
         self.generation += 1
+        self._release_rejoiners()
 
     def shutdown(self) -> None:
         """Drop the calls not started; each thread ends after its current call."""
-        self.discard_all()
         self._closed = True
+        self.discard_all()
         try:
             while True:
                 self._calls.get_nowait()
@@ -87,19 +119,84 @@ class TaskRunner:
         for _ in self.threads:
             self._calls.put(_STOP)
 
-    def _start_threads(self) -> None:
-        for i in range(self.nthreads):
-            thread = threading.Thread(target=self._serve, name=f"taskmill-task_{i}", daemon=True)
-            thread.start()
+    # ------------------------------------------------------------------ #
+    # Seceded tasks (called in the task's own thread, but ``resume``)
+    # ------------------------------------------------------------------ #
+    def secede(self, thread: TaskThread) -> None:
+        """The task of ``thread`` leaves the thread count: another thread serves in its place."""
+        if thread.seceded:
+            return
+        thread.seceded = True
+        if self._closed:
+            return
+        self._start_thread()
+        if thread.generation == self.generation and self.on_secede is not None:
+            self._post(self.on_secede, thread.key)
+
+    def rejoin(self, thread: TaskThread) -> None:
+        """Block until the state machine gives the seceded task of ``thread`` a thread again."""
+        if not thread.seceded:
+            raise RuntimeError(
+                f"rejoin() was called by task {thread.key!r}, which did not secede(): call "
+                "secede() first (or use `with worker_client():`, which does both)")
+        granted = threading.Event()
+        with self._lock:  # discard_all bumps the generation, then releases under this lock
+            wait = (thread.generation == self.generation and not self._closed
+                    and self.on_rejoin is not None)
+            if wait:
+                self._rejoining[thread.key] = granted
+        if wait:
+            assert self.on_rejoin is not None
+            self._post(self.on_rejoin, thread.key)
+            granted.wait()
+        thread.seceded = False
+        self._calls.put(_STOP)  # this thread serves again: one of the others ends
+
+    def resume(self, key: str) -> None:
+        """(On the loop.)  The state machine granted ``key`` a thread: its ``rejoin`` returns."""
+        with self._lock:
+            granted = self._rejoining.pop(key, None)
+        if granted is not None:
+            granted.set()
+
+    def _release_rejoiners(self) -> None:
+        with self._lock:
+            waiting, self._rejoining = self._rejoining, {}
+        for granted in waiting.values():
+            granted.set()
+
+    def _post(self, callback: Callable[[str], None], key: str) -> None:
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(callback, key)
+        except RuntimeError:  # the loop closed: the worker is gone
+            self._release_rejoiners()
+
+    # ------------------------------------------------------------------ #
+    # Threads
+    # ------------------------------------------------------------------ #
+    def _start_thread(self) -> None:
+        with self._lock:
+            thread = threading.Thread(target=self._serve, name=f"taskmill-task_{self._started}",
+                                      daemon=True)
+            self._started += 1
             self.threads.append(thread)
+        thread.start()
 
     def _serve(self) -> None:
         calls = self._calls
+        me = enter_pool(self)
         while True:
             call = calls.get()
             if call is _STOP:
-                return
+                break
+            me.call = call
             self._run(*call)
+            if me.seceded:  # another thread took this one's place when it seceded
+                break
+        with self._lock:
+            if not self._closed:  # after shutdown the list stays, to join them
+                self.threads.remove(threading.current_thread())
 
     def _load_function(self, token: str, payload: Serialized | None) -> Callable[..., Any]:
         fn = self._functions.get(token)

@@ -11,7 +11,10 @@ Theory of operation
 * ``Execute`` commands run in a thread pool of ``nthreads`` threads
   (:mod:`taskmill.server.task_runner`); the thread posts the outcome back to
   the loop, which stores the value and feeds ``ExecuteSucceeded`` /
-  ``ExecuteFailed``.
+  ``ExecuteFailed``.  A task's ``secede()`` and ``rejoin()`` reach the
+  machine as ``TaskSeceded`` / ``RejoinRequested``; its ``RejoinGranted``
+  lets the waiting thread go on.  ``get_client()`` inside a task makes one
+  Executor for the worker (``task_client``), closed with it.
 * ``Fetch`` commands become one ``get-data`` request to a peer for many keys.
 * Peers and clients call ``get-data``; clients call ``put-data`` (scatter),
   ``run`` and ``upload-file``.  ``put-data`` waits until the worker is
@@ -117,7 +120,11 @@ class Worker(Node):
         self.incarnation = ""
         #: set while registered: the stream is open (``put-data`` waits for it)
         self._registered = asyncio.Event()
-        self.runner = TaskRunner(nthreads, self._on_task_done)
+        self.runner = TaskRunner(nthreads, self._on_task_done, self._on_secede, self._on_rejoin,
+                                 worker=self)
+        #: the Executor that ``get_client()`` returns inside this worker's tasks
+        #: (made on first use by :mod:`taskmill.client.worker_client`, closed with the worker)
+        self.task_client: Any = None
         self._process = psutil.Process()
         self.diagnostics = WorkerDiagnostics(self._process)
         self.memory_monitor = (
@@ -214,7 +221,20 @@ class Worker(Node):
             except (CommClosedError, OSError, asyncio.TimeoutError):
                 pass
         self.runner.shutdown()
+        await self._close_task_client()
         self.data.close()
+
+    async def _close_task_client(self) -> None:
+        """Close the Executor of ``get_client()``, in a thread of its own: it may
+        talk to a scheduler running on this very loop (in-process workers)."""
+        client, self.task_client = self.task_client, None
+        if client is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, client.close),
+                                   timeouts.REQUEST.get())
+        except Exception as exc:  # closing anyway: the scheduler forgets a client that left
+            logger.warning("could not close the tasks' Executor cleanly: %s", exc)
 
     # ------------------------------------------------------------------ #
     # The scheduler stream
@@ -280,6 +300,8 @@ class Worker(Node):
                 for key in cmd.keys:
                     self.data.discard(key)
                 self.diagnostics.forget(cmd.keys)
+            case ev.RejoinGranted():
+                self.runner.resume(cmd.key)
             case ev.CancelExecution():
                 pass  # a running thread cannot be interrupted; the state machine drops its result
             case ev.AskWhoHas():
@@ -322,6 +344,18 @@ class Worker(Node):
             self._handle(ev.ExecuteFailed(
                 stimulus_id=f"task-erred-{key}", key=key, exception=exc_payload,
                 traceback=tb, exception_text=text, start=start, stop=stop))
+
+    def _on_secede(self, key: str) -> None:
+        """(On the loop.)  The task ``key`` called ``secede()``."""
+        if self.state is not None and self.status is Status.running:
+            self._handle(ev.TaskSeceded(stimulus_id=f"secede-{key}", key=key))
+
+    def _on_rejoin(self, key: str) -> None:
+        """(On the loop.)  The seceded task ``key`` called ``rejoin()`` and waits."""
+        if self.state is not None and self.status is Status.running:
+            self._handle(ev.RejoinRequested(stimulus_id=f"rejoin-{key}", key=key))
+        else:
+            self.runner.resume(key)
 
     # ------------------------------------------------------------------ #
     # Moving data

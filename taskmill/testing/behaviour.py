@@ -54,8 +54,12 @@ class SimTask:
     ``deps``: keys of the tasks (or scattered data) it takes as inputs;
     ``fail``: how many of its first runs raise :class:`SimulatedFailure`;
     ``func``: its function token (by default the key's prefix, so tasks
-    ``inc-1`` and ``inc-2`` share the function ``inc``).  The rest is
-    what :class:`~taskmill.protocol.vocabulary.TaskSpec` says."""
+    ``inc-1`` and ``inc-2`` share the function ``inc``).  ``secede_after``:
+    a run calls ``secede()`` that many simulated seconds after it starts and
+    ``rejoin()`` ``seceded_for`` seconds later (None: when the test calls
+    ``SimWorker.let_rejoin``), then takes ``duration`` more once a thread is
+    granted (``rejoins=False``: it ends seceded instead).
+    The rest is what :class:`~taskmill.protocol.vocabulary.TaskSpec` says."""
 
     key: str
     deps: tuple[str, ...] = ()
@@ -68,6 +72,9 @@ class SimTask:
     allow_other_workers: bool = False
     resources: dict[str, float] | None = None
     func: str | None = None
+    secede_after: float | None = None
+    seceded_for: float | None = 0.01
+    rejoins: bool = True
 
     @property
     def func_token(self) -> str:

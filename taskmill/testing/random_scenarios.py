@@ -19,7 +19,10 @@ scenario's *family* injects something between deliveries:
   retire (and giving up on it), pause and resume, heartbeats;
 * ``clients``: release, want again, cancel, fire-and-forget, clients that
   close, vanish or arrive late;
-* ``mixed``: all of the above.
+* ``mixed``: all of the above;
+* ``seceding`` (only when asked for, so that the seeds of the others keep
+  their schedules): deaths and data faults while some tasks ``secede()``
+  and ``rejoin()`` (or end seceded) as they run.
 
 Then it resumes paused workers, runs until quiescent and checks the
 cluster-wide invariants (:mod:`taskmill.testing.invariants`); every machine
@@ -51,6 +54,8 @@ from taskmill.testing.client import SimClient
 from taskmill.testing.cluster import SimCluster
 
 FAMILIES = ("plain", "failures", "deaths", "data", "clients", "mixed")
+#: families run only when named (``--family``), outside the seeds' rotation
+EXTRA_FAMILIES = ("seceding",)
 PREFIXES = ("inc", "add", "sum")
 
 
@@ -74,15 +79,16 @@ class _Scenario:
     """The state of one random schedule (see the module docstring)."""
 
     def __init__(self, seed: int, family: str) -> None:
-        if family not in FAMILIES:
-            raise ValueError(f"unknown family {family!r}; one of {FAMILIES}")
+        if family not in FAMILIES + EXTRA_FAMILIES:
+            raise ValueError(f"unknown family {family!r}; one of {FAMILIES + EXTRA_FAMILIES}")
         self.seed = seed
         self.family = family
         self.rng = rng = random.Random(seed * 7919 + 17)
         mixed = family == "mixed"
+        self.seceding = family == "seceding"
         self.failures = family == "failures" or mixed
-        self.deaths = family == "deaths" or mixed
-        self.data = family == "data" or mixed
+        self.deaths = family == "deaths" or mixed or self.seceding
+        self.data = family == "data" or mixed or self.seceding
         self.clients_vary = family == "clients" or mixed
         specs = [(rng.choice((1, 1, 2)), {"GPU": 1.0} if rng.random() < 0.3 else None)
                  for _ in range(rng.randint(2, 4))]
@@ -117,10 +123,16 @@ class _Scenario:
         resources = None
         if self.gpus and workers is None and rng.random() < 0.15:
             resources = {"GPU": 1.0}
+        secede_after, seceded_for, rejoins = None, 0.01, True
+        if self.seceding and rng.random() < 0.5:
+            secede_after = rng.choice((0.0, 0.001, 0.05))
+            seceded_for = rng.choice((0.0, 0.01, 0.2))
+            rejoins = rng.random() < 0.8
         task = SimTask(key, deps, duration=rng.choice((0.001, 0.01, 0.1)),
                        nbytes=rng.choice((8, 8, 100_000)), fail=fail, retries=retries,
                        priority=(rng.randint(0, 2),), workers=workers,
-                       allow_other_workers=loose, resources=resources)
+                       allow_other_workers=loose, resources=resources,
+                       secede_after=secede_after, seceded_for=seceded_for, rejoins=rejoins)
         self.keys.append(key)
         self.defs[key] = task
         return task
@@ -354,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0, help="the (first) seed to run")
     parser.add_argument("--count", type=int, default=1, help="how many seeds, from --seed on")
-    parser.add_argument("--family", choices=FAMILIES, default=None,
+    parser.add_argument("--family", choices=FAMILIES + EXTRA_FAMILIES, default=None,
                         help="the kind of faults (default: as the seed says)")
     parser.add_argument("--steps", type=int, default=60, help="steps before settling")
     args = parser.parse_args(argv)

@@ -22,7 +22,10 @@ what the real worker shell does around the pure
   later one (``FetchSucceeded``/``FetchFailed``);
 * ``AskWhoHas`` is answered from the scheduler's machine, in two steps too;
 * ``DeleteData`` drops values, ``CancelExecution`` marks the run so its
-  thread is free again only when it ends (as a real thread).
+  thread is free again only when it ends (as a real thread);
+* a task defined with ``secede_after`` secedes (``TaskSeceded``), asks to
+  rejoin (``RejoinRequested``) and goes on only at ``RejoinGranted``, as the
+  real task runner's threads do; a seceded run holds no thread.
 
 On the way it checks the machines' contracts and raises
 :class:`~taskmill.testing.scheduler.ShellContractError` when one breaks: a run
@@ -56,6 +59,9 @@ from taskmill.core.worker.events import (
     FetchFailed,
     FetchSucceeded,
     PauseChanged,
+    RejoinGranted,
+    RejoinRequested,
+    TaskSeceded,
     WhoHasAnswered,
 )
 from taskmill.protocol import Serialized
@@ -86,7 +92,8 @@ WhoHasFn = Callable[[Iterable[str]], dict[str, list[str]]]
 class Run:
     """A simulated task run on one thread of a worker."""
 
-    __slots__ = ("key", "ok", "result", "start", "report_value", "resources", "cancelled")
+    __slots__ = ("key", "ok", "result", "start", "report_value", "resources", "cancelled",
+                 "seceded", "rejoining")
 
     def __init__(self, key: str, ok: bool, result: Any, start: float, report_value: bool,
                  resources: dict[str, float] | None) -> None:
@@ -99,6 +106,9 @@ class Run:
         self.resources = resources
         #: the machine said ``CancelExecution`` (its result will be dropped)
         self.cancelled = False
+        #: the run called ``secede()`` (holds no thread), and waits in ``rejoin()``
+        self.seceded = False
+        self.rejoining = False
 
 
 class SimWorker:
@@ -243,6 +253,8 @@ class SimWorker:
                     run.cancelled = True
             elif kind is AskWhoHas:
                 self._ask_who_has(cmd.keys)  # type: ignore[attr-defined]
+            elif kind is RejoinGranted:
+                self._rejoin_granted(cmd.key)  # type: ignore[attr-defined]
             else:
                 raise TypeError(f"worker shell cannot run {cmd!r}")
         if out and self.registered and self.up is not None:
@@ -270,7 +282,7 @@ class SimWorker:
             raise ShellContractError(f"{self.name} runs {key!r} without the function {token!r} (it {state} it)")
         if key in self.running:
             raise ShellContractError(f"{self.name} starts {key!r} while a run of it is still going")
-        if len(self.running) >= self.nthreads:
+        if self._busy_threads() >= self.nthreads:
             raise ShellContractError(f"{self.name} starts {key!r} with all {self.nthreads} threads busy")
         store = self.store
         if set(cmd.dependencies) != set(task.deps):
@@ -289,7 +301,51 @@ class SimWorker:
                         f"{self.resources.get(name, 0.0)} in use")
         ok, result = self.book.run(key, {d: store[d] for d in task.deps})
         run = self.running[key] = Run(key, ok, result, self.clock.now, cmd.report_value, task.resources)
-        self.net.schedule(task.duration, lambda: self._run_ended(run), f"run {key} on {self.name}", self)
+        if task.secede_after is None:
+            self.net.schedule(task.duration, lambda: self._run_ended(run), f"run {key} on {self.name}", self)
+        else:
+            self.net.schedule(task.secede_after, lambda: self._secede(run, task.seceded_for, task.rejoins),
+                              f"{key} secedes on {self.name}", self)
+
+    def _busy_threads(self) -> int:
+        return sum(1 for r in self.running.values() if not r.seceded)
+
+    def _secede(self, run: Run, seceded_for: float | None, rejoins: bool) -> None:
+        if self.running.get(run.key) is not run:
+            return
+        run.seceded = True
+        self.handle(TaskSeceded(f"secede-{run.key}", run.key))
+        if seceded_for is not None:
+            self._done_waiting(run, seceded_for, rejoins)
+
+    def _done_waiting(self, run: Run, after: float, rejoins: bool) -> None:
+        then = self._ask_rejoin if rejoins else self._run_ended
+        self.net.schedule(after, lambda: then(run), f"{run.key} done waiting on {self.name}", self)
+
+    def let_rejoin(self, key: str) -> None:
+        """The seceded run of ``key`` (a task with ``seceded_for=None``) is
+        done waiting: it asks to rejoin (or ends, without ``rejoins``) soon."""
+        run = self.running.get(key)
+        if run is None or not run.seceded or run.rejoining:
+            raise ValueError(f"{key!r} is not seceded on {self.name}")
+        self._done_waiting(run, 0.0, self.book.tasks[key].rejoins)
+
+    def _ask_rejoin(self, run: Run) -> None:
+        if self.running.get(run.key) is not run:
+            return
+        run.rejoining = True
+        self.handle(RejoinRequested(f"rejoin-{run.key}", run.key))
+
+    def _rejoin_granted(self, key: str) -> None:
+        run = self.running.get(key)
+        if run is None or not run.rejoining:
+            raise ShellContractError(f"{self.name} let {key!r} rejoin, which does not wait to")
+        if self._busy_threads() >= self.nthreads:
+            raise ShellContractError(f"{self.name} lets {key!r} rejoin with all {self.nthreads} "
+                                     "threads busy")
+        run.seceded = run.rejoining = False
+        duration = self.book.tasks[key].duration
+        self.net.schedule(duration, lambda: self._run_ended(run), f"run {key} on {self.name}", self)
 
     def _run_ended(self, run: Run) -> None:
         key = run.key

@@ -24,6 +24,9 @@ from taskmill.core.worker.events import (
     Fetch,
     FetchFailed,
     FetchSucceeded,
+    RejoinGranted,
+    RejoinRequested,
+    TaskSeceded,
     WhoHasAnswered,
     WorkerEvent,
 )
@@ -33,6 +36,7 @@ from taskmill.protocol.vocabulary import (
     FreeKeys,
     KeysScattered,
     MissingData,
+    Seceded,
     TaskErred,
     TaskFinished,
 )
@@ -53,6 +57,9 @@ class SimShell:
         self.nthreads = nthreads
         self.store: dict[str, int] = {}
         self.running: dict[str, None] = {}
+        #: runs whose thread called secede() (out of the count), and those waiting in rejoin()
+        self.seceded: dict[str, None] = {}
+        self.rejoining: dict[str, None] = {}
         self.fetches: dict[str, tuple[str, ...]] = {}
         self.pending: set[str] = set()  # requested, not yet reported, not freed
         self.reports: list[str] = []
@@ -91,16 +98,22 @@ class SimShell:
                 assert all(k in self.store for k in cmd.nbytes)
             elif isinstance(cmd, CancelExecution):
                 assert cmd.key in self.running
+            elif isinstance(cmd, RejoinGranted):
+                assert cmd.key in self.rejoining, (cmd, self.ws.story(cmd.key))
+                del self.rejoining[cmd.key]
+                del self.seceded[cmd.key]
             else:
-                assert isinstance(cmd, (AskWhoHas, MissingData)), cmd
-        assert len(self.running) <= self.nthreads
+                assert isinstance(cmd, (AskWhoHas, MissingData, Seceded)), cmd
+        assert len(self.running) - len(self.seceded) <= self.nthreads
         assert set(self.running) == self.ws.executing
         assert self.ws.in_memory <= set(self.store)
         assert set(self.fetches) == set(self.ws._fq.in_flight)
 
     # what the outside world does -------------------------------------------
     def finish(self, key: str, success: bool) -> None:
+        assert key not in self.rejoining  # its thread is blocked in rejoin()
         del self.running[key]
+        self.seceded.pop(key, None)
         if success:
             self.store[key] = 3
             self.send(ExecuteSucceeded(self.stim(), key, 3, "int", 0.0, 1.0))
@@ -116,11 +129,20 @@ class SimShell:
             self.store[key] = 2
         self.send(FetchSucceeded(self.stim(), peer, keys, {k: 2 for k in returned}))
 
+    def secede(self, key: str) -> None:
+        self.seceded[key] = None
+        self.send(TaskSeceded(self.stim(), key))
+
+    def rejoin(self, key: str) -> None:
+        self.rejoining[key] = None
+        self.send(RejoinRequested(self.stim(), key))
+
     def drain(self) -> None:
         """Let everything in progress complete successfully."""
         for _ in range(200):
-            if self.running:
-                self.finish(next(iter(self.running)), True)
+            running = [k for k in self.running if k not in self.rejoining]
+            if running:
+                self.finish(running[0], True)
             elif self.fetches:
                 peer = next(iter(self.fetches))
                 self.reply(peer, list(self.fetches[peer]))
@@ -150,15 +172,30 @@ def random_compute(rng: random.Random, stim: str) -> ComputeTask:
     )
 
 
-def run_random_sequence(seed: int) -> None:
+ACTIONS = ["compute", "compute", "finish", "fetch", "free", "put", "who"]
+
+
+def run_random_sequence(seed: int, seceding: bool = False) -> None:
+    """One seeded history; with ``seceding``, running tasks also secede and
+    rejoin (a separate set of histories: the plain ones keep their seeds)."""
     rng = random.Random(seed)
     sh = SimShell(rng.randint(1, 3))
+    actions = ACTIONS + ["secede", "rejoin"] if seceding else ACTIONS
     for _ in range(rng.randint(1, 40)):
-        action = rng.choice(["compute", "compute", "finish", "fetch", "free", "put", "who"])
+        action = rng.choice(actions)
+        runs = sorted(k for k in sh.running if k not in sh.rejoining)
         if action == "compute":
             sh.send(random_compute(rng, sh.stim()))
-        elif action == "finish" and sh.running:
-            sh.finish(rng.choice(sorted(sh.running)), rng.random() < 0.7)
+        elif action == "finish" and runs:
+            sh.finish(rng.choice(runs), rng.random() < 0.7)
+        elif action == "secede" and runs:
+            key = rng.choice(runs)
+            if key not in sh.seceded:
+                sh.secede(key)
+        elif action == "rejoin" and sh.seceded:
+            key = rng.choice(sorted(sh.seceded))
+            if key not in sh.rejoining:
+                sh.rejoin(key)
         elif action == "fetch" and sh.fetches:
             peer = rng.choice(sorted(sh.fetches))
             keys = sh.fetches[peer]
@@ -184,15 +221,17 @@ def run_random_sequence(seed: int) -> None:
     assert not sh.store and not sh.ws.in_memory and sh.ws.nbytes_in_memory == 0
 
 
+@pytest.mark.parametrize("seceding", [False, True])
 @pytest.mark.parametrize("block", range(10))
-def test_random_event_sequences(block: int) -> None:
-    """2,000 seeded random histories (hypothesis is not a dependency); a
-    failure names its seed: reproduce with ``run_random_sequence(seed)``."""
+def test_random_event_sequences(block: int, seceding: bool) -> None:
+    """2,000 seeded random histories (hypothesis is not a dependency), and
+    2,000 more where tasks secede and rejoin; a failure names its seed:
+    reproduce with ``run_random_sequence(seed, seceding)``."""
     for seed in range(block * 200, (block + 1) * 200):
         try:
-            run_random_sequence(seed)
+            run_random_sequence(seed, seceding)
         except Exception as exc:
-            raise AssertionError(f"seed {seed}: {exc}") from exc
+            raise AssertionError(f"seed {seed} (seceding={seceding}): {exc}") from exc
 
 
 def run_independent_tasks(n: int, nthreads: int = 4) -> float:

@@ -92,3 +92,49 @@ def test_discarded_and_unstarted_calls_report_nothing() -> None:
         assert outcomes.got == {}
 
     run(main())
+
+
+SECEDED_GATE = threading.Event()
+
+
+def secede_wait_rejoin(value: int) -> int:
+    from taskmill import rejoin, secede
+
+    secede()
+    assert SECEDED_GATE.wait(10)
+    rejoin()
+    return value
+
+
+def open_seceded_gate() -> bool:
+    SECEDED_GATE.set()
+    return True
+
+
+def test_a_seceded_call_gets_a_replacement_thread_and_the_pool_shrinks_back() -> None:
+    async def main() -> None:
+        outcomes = Outcomes()
+        heard: list[tuple[str, str]] = []
+        runner: TaskRunner
+
+        def on_secede(key: str) -> None:
+            heard.append(("secede", key))
+
+        def on_rejoin(key: str) -> None:  # the machine grants at once
+            heard.append(("rejoin", key))
+            runner.resume(key)
+
+        runner = TaskRunner(1, outcomes, on_secede, on_rejoin)
+        SECEDED_GATE.clear()
+        call(runner, "waits", secede_wait_rejoin, 7)
+        call(runner, "opens", open_seceded_gate)  # runs only on the replacement thread
+        await outcomes.wait("waits", "opens")
+        assert outcomes.got["waits"] == (True, 7) and outcomes.got["opens"] == (True, True)
+        assert heard == [("secede", "waits"), ("rejoin", "waits")]
+        deadline = asyncio.get_running_loop().time() + 10
+        while len(runner.threads) != 1:  # the surplus serving thread takes the stop marker
+            assert asyncio.get_running_loop().time() < deadline, runner.threads
+            await asyncio.sleep(0.01)
+        runner.shutdown()
+
+    run(main())

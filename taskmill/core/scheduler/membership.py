@@ -22,7 +22,9 @@ Invariants (checked by ``taskmill.core.scheduler.validate``):
 * ``ws in idle``  <=>  ``ws.used < ws.capacity`` and ``ws.open`` (neither
   paused nor retiring);
 * ``ws.used`` is the sum of ``slot_cost`` over ``ws.processing``, and
-  ``ws.resources_used`` the sum of their ``resources``.
+  ``ws.resources_used`` the sum of their ``resources``.  A task that
+  seceded (``secede()`` inside it) has ``slot_cost`` 0 until it rejoins: it
+  stays processing, holding its resources but no slot.
 
 Cost: ``assign``/``unassign`` are O(1) (plus the task's resource names);
 the queries are O(workers) and only serve the shell and clients.
@@ -156,6 +158,31 @@ class Membership:
             self.idle[ws] = None
             step.freed[ws] = None
         return ws
+
+    def secede(self, step: Step, ts: TaskRecord) -> bool:
+        """``ts`` left its worker's thread count (``secede()``): its slot frees
+        up while it stays processing there.  Returns whether that changed."""
+        ws = ts.processing_on
+        assert ws is not None
+        if not ts.slot_cost:
+            return False
+        ws.used -= ts.slot_cost
+        ts.slot_cost = 0
+        self.reopen(step, ws)
+        return True
+
+    def rejoin(self, ts: TaskRecord, cost: int) -> bool:
+        """The seceded ``ts`` counts on its worker again (``rejoin()``), for
+        ``cost`` slot units.  Returns whether that changed."""
+        ws = ts.processing_on
+        assert ws is not None
+        if ts.slot_cost:
+            return False
+        ts.slot_cost = cost
+        ws.used += cost
+        if ws.used >= ws.capacity:
+            self.idle.pop(ws, None)
+        return True
 
     # ------------------------------------------------------------------ #
     # Queries (read-only)

@@ -97,6 +97,10 @@ Decisions the shell relies on
   ``taskmill.core.scheduler.replicas`` and ``membership``: a retired worker's tasks are
   rescheduled without counting as suspicious; paused and retiring workers get
   no new task.
+* **Secession** (``Seceded`` from a worker: a task there called ``secede()``
+  or ``rejoin()``): the task stays processing, its slot is freed or taken
+  again (``Membership.secede``/``rejoin``), so a worker whose threads wait on
+  child tasks gets those children.
 * **Restrictions.**  ``workers=`` with ``allow_other_workers=False`` runs
   only there; with no allowed worker alive the task is ``no-worker`` until
   one joins.  With ``allow_other_workers=True`` the allowed workers are
@@ -136,6 +140,7 @@ from taskmill.core.scheduler.events import (
 )
 from taskmill.core.scheduler.membership import Membership
 from taskmill.core.scheduler.placement import Placement
+from taskmill.core.scheduler.policy import slot_cost
 from taskmill.core.scheduler.records import (
     ERRED,
     FIRE_AND_FORGET,
@@ -169,6 +174,7 @@ from taskmill.protocol.vocabulary import (
     KeysScattered,
     MissingData,
     Paused,
+    Seceded,
     RegisterWorker,
     ReleaseKeys,
     ReleasedKeys,
@@ -227,6 +233,7 @@ class SchedulerState:
             MissingData: self._on_worker_missing_data,
             Heartbeat: self._on_heartbeat,
             Paused: self._on_worker_paused,
+            Seceded: self._on_task_seceded,
             ReplicateRequested: self._on_replicate_requested,
             RetireRequested: self._on_retire_requested,
             RetireCancelled: self._on_retire_cancelled,
@@ -652,6 +659,27 @@ class SchedulerState:
             return
         if self.membership.pause(step, ws, ev.paused) and not ev.paused:
             self.replicas.new_room(step)
+
+    def _on_task_seceded(self, step: Step, ev: Seceded) -> None:
+        """A task processing on ``ev.worker`` left its thread count or came back.
+
+        Applied whenever the task is processing there, even if the message
+        crossed a ``FreeKeys`` of it: the worker keeps a cancelled run (and
+        its secession) when the key comes back to it, and a slot wrongly
+        freed only over-fills that worker a little until the task ends,
+        where one wrongly held could starve a worker whose every thread waits
+        on tasks not sent to it."""
+        ts = self.machine.tasks.get(ev.key)
+        ws = self.membership.workers.get(ev.worker)
+        if ts is None or ws is None or ts.processing_on is not ws:
+            step.ignore(ev.key, ts, f"{'secede' if ev.seceded else 'rejoin'} on {ev.worker}, "
+                                    "where it is not processing")
+            return
+        if ev.seceded:
+            if self.membership.secede(step, ts):
+                step.note(ev.key, ts.state, ts.state, f"seceded on {ev.worker}: its slot is free")
+        elif self.membership.rejoin(ts, slot_cost(self.placement.durations.get(ts.prefix))):
+            step.note(ev.key, ts.state, ts.state, f"rejoined on {ev.worker}: it takes a slot again")
 
     # ------------------------------------------------------------------ #
     # Copies and retirement

@@ -13,7 +13,8 @@ What it keeps (all of it checked by :mod:`taskmill.core.worker.validate`):
 
 * ``tasks``: one :class:`~taskmill.core.worker.records.TaskRecord` per key
   this worker knows, in one state (see :mod:`taskmill.core.worker.records`);
-* ``executing`` (threads busy), the ready heap of ``(priority, seq, key)``
+* ``executing`` (threads busy), ``seceded`` and ``rejoining`` (tasks out of
+  the thread count, and those of them waiting for a thread), the ready heap of ``(priority, seq, key)``
   with its live count, ``in_memory`` with ``nbytes_in_memory``, the
   ``_missing`` keys, and the :class:`~taskmill.core.worker.fetch_queue.FetchQueue`
   (holders of each key, per-peer queues, requests in flight);
@@ -86,6 +87,11 @@ class WorkerBookkeeping:
         #: keys whose execution occupies a thread (including cancelled ones).
         #: A plain set: the machine only tests membership and counts it.
         self.executing: set[Key] = set()
+        #: executing keys whose task called ``secede()``: their threads do not
+        #: count against ``nthreads`` (see :mod:`taskmill.core.worker.secession`)
+        self.seceded: dict[Key, None] = {}
+        #: seceded keys waiting in ``rejoin()`` for a thread, first come first served
+        self.rejoining: dict[Key, None] = {}
         #: keys whose data is in the shell's data store.  A plain set: the
         #: machine only tests membership (the shell may iterate it freely).
         self.in_memory: set[Key] = set()
@@ -113,6 +119,11 @@ class WorkerBookkeeping:
     def executing_count(self) -> int:
         """Threads busy (cancelled executions still hold their thread)."""
         return len(self.executing)
+
+    @property
+    def busy_threads(self) -> int:
+        """Threads counted against ``nthreads``: executing tasks, less the seceded ones."""
+        return len(self.executing) - len(self.seceded)
 
     @property
     def ready_count(self) -> int:

@@ -11,8 +11,8 @@ What it hears from the scheduler (``ComputeTask``, ``FreeKeys``,
 ``Paused`` ...) are wire messages of :mod:`taskmill.protocol.vocabulary`.
 The classes below never cross a process boundary: events the shell makes from
 what it observes (a thread finished a task, a fetch came back, memory ran
-short) and commands it carries out itself (run a task, fetch from a peer,
-drop values).
+short, a task seceded or asks to rejoin) and commands it carries out itself
+(run a task, fetch from a peer, drop values, let a rejoining task go on).
 """
 
 from __future__ import annotations
@@ -100,6 +100,22 @@ class PauseChanged(WorkerEvent):
     paused: bool
 
 
+@dataclass(frozen=True, slots=True)
+class TaskSeceded(WorkerEvent):
+    """The running task ``key`` called ``secede()``: its thread no longer
+    counts against ``nthreads`` (it waits on other tasks)."""
+
+    key: Key
+
+
+@dataclass(frozen=True, slots=True)
+class RejoinRequested(WorkerEvent):
+    """The seceded task ``key`` called ``rejoin()``: its thread waits for a
+    ``RejoinGranted`` before it goes on."""
+
+    key: Key
+
+
 class WorkerInput(Protocol):
     """What the worker machine handles: its own events and the wire messages
     it takes from the scheduler."""
@@ -159,6 +175,14 @@ class AskWhoHas(WorkerCommand):
     """Every known holder of these dependencies failed: ask the scheduler."""
 
     keys: tuple[Key, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RejoinGranted(WorkerCommand):
+    """The thread of ``key``, waiting in ``rejoin()``, may go on: it counts
+    against ``nthreads`` again."""
+
+    key: Key
 
 
 #: What the worker machine returns: its own commands and wire messages for

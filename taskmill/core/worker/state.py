@@ -9,9 +9,11 @@ ended, a fetch came back, memory ran short, a client scattered data) and the
 scheduler's wire messages ``ComputeTask``, ``FreeKeys`` and
 ``AcquireReplicas`` (:mod:`taskmill.protocol.vocabulary`); the commands are
 its own (``Execute``, ``Fetch``, ``DeleteData``, ``CancelExecution``,
-``AskWhoHas``) and wire messages for the scheduler (``TaskFinished``,
-``TaskErred``, ``AddKeys``, ``KeysScattered``, ``ReleasedKeys``,
-``MissingData``, ``Paused``).
+``AskWhoHas``, ``RejoinGranted``) and wire messages for the scheduler
+(``TaskFinished``, ``TaskErred``, ``AddKeys``, ``KeysScattered``,
+``ReleasedKeys``, ``MissingData``, ``Paused``, ``Seceded``).  Tasks that
+leave the thread count (``secede()``/``rejoin()``) are handled by the layer
+below, :mod:`taskmill.core.worker.secession`.
 Nothing in here touches a socket, a thread, asyncio or the clock, and no
 value is ever seen: only keys and sizes.  The shell stores a value *before*
 it hands the event that announces it (``ExecuteSucceeded``,
@@ -72,7 +74,8 @@ resumes both at once.
 Contract with the shell:
 
 * Within one ``handle`` call, commands come out in event order, with
-  ``AskWhoHas``, then ``Fetch``, then ``Execute`` commands last.
+  ``AskWhoHas``, then the ``RejoinGranted`` of waiting rejoiners, then
+  ``Fetch``, then ``Execute`` commands last.
   ``DeleteData`` names only keys the shell stored (a result, fetched or
   scattered data), never an input of a task still queued or running.
 * Function delivery: the scheduler sends a function's serialized payload
@@ -122,7 +125,7 @@ import sys
 from typing import Any, Callable, Iterable
 
 from taskmill.core.stimulus_log import StimulusLog, log_size
-from taskmill.core.worker.bookkeeping import WorkerBookkeeping
+from taskmill.core.worker.secession import SecessionHandlers
 from taskmill.core.worker.events import (
     AskWhoHas,
     DataPut,
@@ -134,6 +137,8 @@ from taskmill.core.worker.events import (
     FetchFailed,
     FetchSucceeded,
     PauseChanged,
+    RejoinRequested,
+    TaskSeceded,
     WhoHasAnswered,
     WorkerInput,
     WorkerOutput,
@@ -184,7 +189,7 @@ __all__ = [
 REPLICA_PRIORITY: Priority = (sys.maxsize,)
 
 
-class WorkerState(WorkerBookkeeping):
+class WorkerState(SecessionHandlers):
     """Decisions of one worker, as a pure function of the events it saw.
 
     ``handle(*events)`` applies events in order and returns the commands the
@@ -233,6 +238,8 @@ class WorkerState(WorkerBookkeeping):
             WhoHasAnswered: self._on_who_has,
             PauseChanged: self._on_pause_changed,
             AcquireReplicas: self._on_acquire_replicas,
+            TaskSeceded: self._on_task_seceded,
+            RejoinRequested: self._on_rejoin_requested,
         }
 
     def handle(self, *events: WorkerInput) -> list[WorkerOutput]:
@@ -266,12 +273,14 @@ class WorkerState(WorkerBookkeeping):
             self._ask = {}
             if keys:
                 out.append(AskWhoHas(self._stim, keys))
+        if self.rejoining:  # before new tasks, paused or not (secession.py)
+            self._grant_rejoins()
         if self.paused:
             pass  # the gather pass and new executions wait for PauseChanged(False)
         else:
             if self._fq.dirty:
                 self._gather()
-            if self._ready_count and len(self.executing) < self.nthreads:
+            if self._ready_count and len(self.executing) - len(self.seceded) < self.nthreads:
                 self._ensure_computing()
         if self.validate_each_step:
             self.validate()
@@ -314,12 +323,14 @@ class WorkerState(WorkerBookkeeping):
             else:  # executing only for local dependents: adopt the run
                 ts.assigned = True
                 self._note(key, "note", "compute requested: already executing")
+                self._run_adopted(key)
         elif st == CANCELLED:
             ts.assigned = True
             if ts.previous == FLIGHT:
                 self._remember_request(ts, ev)
             assert ts.previous is not None
             self._set_state(ts, ts.previous)
+            self._run_adopted(key)
         elif st == FLIGHT:  # resume: keep the fetch, compute if it fails
             ts.assigned = True
             self._remember_request(ts, ev)
@@ -408,7 +419,8 @@ class WorkerState(WorkerBookkeeping):
         out = self._out
         stim = self._stim
         funcs = self._funcs
-        while ready and len(executing) < self.nthreads:
+        seceded = self.seceded
+        while ready and len(executing) - len(seceded) < self.nthreads:
             _, seq, key = heapq.heappop(ready)
             ts = tasks.get(key)
             if ts is None or ts.state != READY or ts.seq != seq:
@@ -428,6 +440,8 @@ class WorkerState(WorkerBookkeeping):
     def _on_execute_succeeded(self, ev: ExecuteSucceeded) -> None:
         """A run ended with a value (already stored): keep and report it, or drop it if cancelled."""
         key = ev.key
+        if self.seceded:
+            self._run_left_thread(key)
         ts = self.tasks.get(key)
         if ts is None:
             self._note(key, "ignored", "result for unknown key: deleted")
@@ -458,6 +472,8 @@ class WorkerState(WorkerBookkeeping):
     def _on_execute_failed(self, ev: ExecuteFailed) -> None:
         """A run raised: report the error, or drop the outcome if cancelled."""
         key = ev.key
+        if self.seceded:
+            self._run_left_thread(key)
         ts = self.tasks.get(key)
         if ts is None:
             self._note(key, "ignored", "failure for unknown key")

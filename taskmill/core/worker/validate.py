@@ -155,11 +155,18 @@ def validate_worker_state(ws: WorkerBookkeeping) -> None:
 
     if executing != ws.executing:
         fail(None, f"executing index {sorted(ws.executing)} != {sorted(executing)}")
-    if len(executing) > ws.nthreads:
-        fail(None, f"{len(executing)} executing > {ws.nthreads} threads")
+    if not executing.issuperset(ws.seceded):
+        fail(None, f"seceded {list(ws.seceded)} not all executing")
+    if not set(ws.seceded).issuperset(ws.rejoining):
+        fail(None, f"rejoining {list(ws.rejoining)} not all seceded")
+    busy = len(executing) - len(ws.seceded)
+    if busy > ws.nthreads:
+        fail(None, f"{busy} executing (not seceded) > {ws.nthreads} threads")
+    if ws.rejoining and busy < ws.nthreads:
+        fail(None, f"a thread is free while {list(ws.rejoining)} wait to rejoin")
     if ready != ws._ready_count:
         fail(None, f"ready count {ws._ready_count} != {ready}")
-    if ready and len(executing) < ws.nthreads and not ws.paused:
+    if ready and busy < ws.nthreads and not ws.paused:
         fail(None, "a thread is idle while tasks are ready")
     if memory != ws.in_memory:
         fail(None, f"in_memory index {sorted(ws.in_memory)} != {sorted(memory)}")
