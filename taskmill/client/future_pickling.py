@@ -17,14 +17,17 @@ handed to the cluster, its key goes in its place:
   of one of those keys pickles as a plain ``TaskRef`` of its key: the graph
   carries the key and the worker hands the node the value.
 
-A Future reaches ``pickle`` otherwise only where it is hidden from all that,
-e.g. inside an object of the user's own class, in a closure, or in a call to
-``pickle.dumps``.  Unpickled in a worker process it would have no session to
-belong to, so for now pickling one is a ``TypeError`` that says how to pass
-the data instead (before, the worker failed later with "cannot unpickle the
-Future").  Once tasks have a client of their own (``get_client()``), a Future
-unpickled inside a task can attach to that client, as dask.distributed's do:
-that change belongs here, in :func:`reduce_future`.
+A Future pickled anywhere else (inside an object of the user's own class, a
+closure, a task's return value, ``pickle.dumps``) travels as its key and its
+scheduler's address, and is rebuilt where it is unpickled, as dask.distributed
+does: inside a task, against the worker's shared client (``get_client()``); in
+any other process, against an open Executor connected to that scheduler.  The
+rebuilt Future holds the key for its new client (``want-keys``), so the data
+stays while either holds it.  Where neither exists, unpickling fails with an
+error that says so, rather than yielding a Future that can never resolve.
+The key must still be held when the copy arrives: the sender keeps its Future
+until then (a Future sent and dropped at once may be released first, as in
+dask.distributed).
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ from collections.abc import Collection, Hashable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
+
+from taskmill.client import registry
+from taskmill.protocol.vocabulary import WantKeys
 
 #: The dependency keys of the dask graph node being pickled (None: no node).
 _node_dependencies: ContextVar[Collection[Hashable] | None] = ContextVar(
@@ -52,17 +58,28 @@ def futures_as_keys(dependencies: Collection[Hashable]) -> Iterator[None]:
 
 def reduce_future(future: Any) -> tuple[Any, ...]:
     """``Future.__reduce__``: a dependency of the graph node being pickled
-    becomes its key; anywhere else, refuse, naming the key and the ways that
-    work."""
+    becomes its key; anywhere else, the key and the scheduler's address, for
+    :func:`rebuild_future`."""
     dependencies = _node_dependencies.get()
     if dependencies is not None and future.key in dependencies:
         from dask._task_spec import TaskRef
 
         return (TaskRef, (future.key,))
-    raise TypeError(
-        f"a taskmill Future (key {future.key!r}) cannot be pickled: a process that unpickled "
-        "it would have no client to fetch its data through. Pass the Future itself to "
-        "submit/map or to a dask.delayed call (directly or inside a list, tuple, dict or set): "
-        "the task then receives its value. Inside your own objects, carry future.key or the "
-        "value (future.result()) instead."
-    )
+    return (rebuild_future, (future.key, future._session.scheduler_address))
+
+
+def rebuild_future(key: str, scheduler_address: str) -> Any:
+    """A pickled Future, unpickled: the same key held by the client of this
+    place (the task's ``get_client()``, else an open Executor of that
+    scheduler)."""
+    executor = registry.client_for(scheduler_address)
+    if executor is None:
+        raise RuntimeError(
+            f"cannot unpickle the Future {key!r}: no open Executor connected to "
+            f"{scheduler_address} in this process, and not inside a task. Open one with "
+            f"Executor({scheduler_address!r}) before unpickling, or send future.key and fetch "
+            "the data with that Executor.")
+    session = executor.session
+    future = session.future_class(key, session)
+    session.send(WantKeys("", session.id, (key,)))
+    return future

@@ -37,9 +37,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from taskmill.client import registry
 from taskmill.client.executor import Executor
 from taskmill.server.node import Status
-from taskmill.server.task_context import current_task
+from taskmill.server.task_context import current_task, in_task
 
 if TYPE_CHECKING:
     from taskmill.server.worker import Worker
@@ -107,3 +108,11 @@ def worker_client(timeout: float | None = None, separate_thread: bool = True) ->
     finally:
         if separate_thread:
             rejoin()
+
+
+def _client_of_running_task() -> Executor | None:
+    """A Future unpickled inside a task belongs to the task's client."""
+    return get_client() if in_task() else None
+
+
+registry.provide_task_client(_client_of_running_task)

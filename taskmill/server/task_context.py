@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-__all__ = ["TaskThread", "current_task", "enter_pool"]
+__all__ = ["TaskThread", "current_task", "enter_pool", "in_task"]
 
 _local = threading.local()
 
@@ -65,3 +65,9 @@ def current_task(call: str) -> TaskThread:
             f"{call} was called outside a task: it works only inside a function running on a "
             "taskmill worker (submitted with Executor.submit/map or part of a computed graph)")
     return thread
+
+
+def in_task() -> bool:
+    """Whether the calling thread runs a task now."""
+    thread: TaskThread | None = getattr(_local, "task_thread", None)
+    return thread is not None and bool(thread.key)

@@ -108,17 +108,27 @@ def test_a_get_graph_with_futures_as_tasks_arguments_and_values(
     assert inprocess_executor.get(graph, ["x", "z"]) == [43, 6]
 
 
-def test_pickling_a_future_elsewhere_is_an_error_naming_the_fix(
+def test_a_future_pickled_elsewhere_comes_back_on_an_open_executor(
         inprocess_executor: Executor, futures: tuple[Future, Future]) -> None:
     f, _ = futures
-    with pytest.raises(TypeError, match=rf"Future \(key '{f.key}'\) cannot be pickled.*"
-                                        r"Pass the Future itself to submit/map"):
-        pickle.dumps(f)
-    with pytest.raises(SerializationError, match=r"argument 0 of describe\(\).*cannot be pickled"):
-        inprocess_executor.submit(describe, Holder(f))
-    with pytest.raises(SerializationError, match="cannot be pickled"):
-        dask.delayed(describe)(Holder(f)).compute()
-    assert f.result() == 42  # the future is unharmed
+    copy = pickle.loads(pickle.dumps(f))
+    assert copy is not f and copy.key == f.key and copy.result(timeout=10) == 42
+    holder = pickle.loads(pickle.dumps(Holder(f)))
+    assert holder.future.result(timeout=10) == 42
+    del copy, holder
+    assert f.result() == 42  # the original is unharmed by its copies' release
+
+
+def test_unpickling_a_future_with_no_client_for_it_names_the_fix() -> None:
+    from taskmill.client.future_pickling import rebuild_future
+
+    with pytest.raises(RuntimeError, match=r"cannot unpickle the Future 'k': no open Executor "
+                                           r"connected to tcp://192.0.2.1:8786.*not inside a task"):
+        rebuild_future("k", "tcp://192.0.2.1:8786")
+
+
+def result_of_held_future(holder: Holder) -> Any:
+    return holder.future.result(timeout=20)
 
 
 # --------------------------------------------------------------------------- #
@@ -142,3 +152,13 @@ def test_futures_inside_dask_graphs_on_worker_processes(process_executor: Execut
     assert dask.delayed(inc)(persisted).compute() == 44
     assert e.get({"x": (inc, f), "y": g, "z": (sum, "y")}, ["x", "z"]) == [43, 6]
     assert f.result() == 42 and g.result() == [1, 2, 3]  # still usable afterwards
+
+
+def test_a_future_inside_a_users_object_reaches_a_task_through_its_workers_client(
+        process_executor: Executor) -> None:
+    """Not a dependency: the task gets the Future itself, rebuilt against its
+    worker's client (get_client()), as in dask.distributed."""
+    e = process_executor
+    f = e.submit(inc, 41)
+    assert e.submit(result_of_held_future, Holder(f), pure=False).result(timeout=30) == 42
+    assert dask.delayed(result_of_held_future)(Holder(f)).compute() == 42
