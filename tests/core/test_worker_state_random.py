@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from taskmill.core.worker.events import (
+    AbandonExecution,
     AskWhoHas,
     CancelExecution,
     DataPut,
@@ -24,10 +25,13 @@ from taskmill.core.worker.events import (
     Fetch,
     FetchFailed,
     FetchSucceeded,
+    ScheduleStartReport,
+    StartReportDue,
     WhoHasAnswered,
     WorkerEvent,
 )
 from taskmill.protocol.vocabulary import (
+    AbandonTasks,
     AddKeys,
     ComputeTask,
     FreeKeys,
@@ -35,6 +39,7 @@ from taskmill.protocol.vocabulary import (
     MissingData,
     TaskErred,
     TaskFinished,
+    TasksStarted,
 )
 from taskmill.core.worker.state import WorkerState
 
@@ -56,6 +61,9 @@ class SimShell:
         self.fetches: dict[str, tuple[str, ...]] = {}
         self.pending: set[str] = set()  # requested, not yet reported, not freed
         self.reports: list[str] = []
+        self.tick_pending = False  # a ScheduleStartReport not answered yet
+        self.started: list[str] = []  # keys reported running, in order
+        self.abandoned: set[str] = set()  # calls still running whose threads were freed
         self.n = 0
 
     def stim(self) -> str:
@@ -67,6 +75,8 @@ class SimShell:
             self.pending.add(ev.key)
         elif isinstance(ev, FreeKeys):
             self.pending.difference_update(ev.keys)
+        if isinstance(ev, StartReportDue):
+            self.tick_pending = False
         for cmd in self.ws.handle(ev):
             if isinstance(cmd, Execute):
                 assert cmd.key not in self.running
@@ -91,10 +101,21 @@ class SimShell:
                 assert all(k in self.store for k in cmd.nbytes)
             elif isinstance(cmd, CancelExecution):
                 assert cmd.key in self.running
+            elif isinstance(cmd, ScheduleStartReport):
+                assert not self.tick_pending, "a second tick asked for while one is pending"
+                self.tick_pending = True
+            elif isinstance(cmd, TasksStarted):
+                for key in cmd.keys:
+                    assert key in self.running and key in self.pending, (cmd, self.ws.story(key))
+                self.started.extend(cmd.keys)
+            elif isinstance(cmd, AbandonExecution):
+                del self.running[cmd.key]
+                self.abandoned.add(cmd.key)
             else:
                 assert isinstance(cmd, (AskWhoHas, MissingData)), cmd
         assert len(self.running) <= self.nthreads
         assert set(self.running) == self.ws.executing
+        assert not self.ws.start_reports.unreported or self.tick_pending
         assert self.ws.in_memory <= set(self.store)
         assert set(self.fetches) == set(self.ws._fq.in_flight)
 
@@ -154,7 +175,8 @@ def run_random_sequence(seed: int) -> None:
     rng = random.Random(seed)
     sh = SimShell(rng.randint(1, 3))
     for _ in range(rng.randint(1, 40)):
-        action = rng.choice(["compute", "compute", "finish", "fetch", "free", "put", "who"])
+        action = rng.choice(["compute", "compute", "finish", "fetch", "free", "put", "who", "tick",
+                             "abandon"])
         if action == "compute":
             sh.send(random_compute(rng, sh.stim()))
         elif action == "finish" and sh.running:
@@ -171,6 +193,15 @@ def run_random_sequence(seed: int) -> None:
             if key not in sh.ws.executing:
                 sh.store[key] = 1
                 sh.send(DataPut(sh.stim(), {key: 1}))
+        elif action == "tick" and sh.tick_pending:
+            sh.send(StartReportDue(sh.stim()))
+        elif action == "abandon":  # a forced cancel: free-keys, then abandon-tasks
+            keys = tuple(rng.sample(KEYS, rng.randint(1, 3)))
+            sh.send(FreeKeys(sh.stim(), ME, keys))
+            sh.send(AbandonTasks(sh.stim(), ME, keys))
+            tasks = sh.ws.tasks
+            assert not [k for k in keys if k in tasks and tasks[k].state == "cancelled"
+                        and tasks[k].previous == "executing"], "a cancelled call was not abandoned"
         elif action == "who":
             holders = tuple(rng.sample((ME,) + PEERS, rng.randint(0, 2)))
             sh.send(WhoHasAnswered(sh.stim(), {rng.choice(KEYS): holders}))

@@ -9,9 +9,10 @@ ended, a fetch came back, memory ran short, a client scattered data) and the
 scheduler's wire messages ``ComputeTask``, ``FreeKeys`` and
 ``AcquireReplicas`` (:mod:`taskmill.protocol.vocabulary`); the commands are
 its own (``Execute``, ``Fetch``, ``DeleteData``, ``CancelExecution``,
-``AskWhoHas``) and wire messages for the scheduler (``TaskFinished``,
-``TaskErred``, ``AddKeys``, ``KeysScattered``, ``ReleasedKeys``,
-``MissingData``, ``Paused``).
+``AskWhoHas``, ``AbandonExecution``, ``ScheduleStartReport``) and wire
+messages for the scheduler (``TaskFinished``, ``TaskErred``, ``AddKeys``,
+``KeysScattered``, ``ReleasedKeys``, ``MissingData``, ``Paused``,
+``TasksStarted``).
 Nothing in here touches a socket, a thread, asyncio or the clock, and no
 value is ever seen: only keys and sizes.  The shell stores a value *before*
 it hands the event that announces it (``ExecuteSucceeded``,
@@ -69,10 +70,14 @@ short) stops the gather pass and ``_ensure_computing``; running work and
 fetches in flight finish, data is still served.  ``PauseChanged(False)``
 resumes both at once.
 
+Running calls (reporting starts, abandoning calls): see
+:mod:`taskmill.core.worker.running_calls`.
+
 Contract with the shell:
 
 * Within one ``handle`` call, commands come out in event order, with
-  ``AskWhoHas``, then ``Fetch``, then ``Execute`` commands last.
+  ``AskWhoHas``, then ``Fetch``, then ``Execute`` (with a
+  ``ScheduleStartReport`` after the first one since the last tick) last.
   ``DeleteData`` names only keys the shell stored (a result, fetched or
   scattered data), never an input of a task still queued or running.
 * Function delivery: the scheduler sends a function's serialized payload
@@ -85,7 +90,11 @@ Contract with the shell:
   does not take the function with it.
 * After ``CancelExecution`` the thread stays counted as busy until the shell
   reports the run's end (``ExecuteSucceeded`` or ``ExecuteFailed``); that
-  report is then dropped (a success also yields ``DeleteData``).
+  report is then dropped (a success also yields ``DeleteData``).  After
+  ``AbandonExecution`` the thread is free at once and the shell never
+  reports that run's end.
+* ``ScheduleStartReport``: hand the machine ``StartReportDue`` a few
+  milliseconds later (one is issued at a time).
 * ``TaskFinished`` for a key obtained without running it (fetched while the
   scheduler asked for it, or scattered) carries ``type_name=""`` and zero times.
 
@@ -122,7 +131,6 @@ import sys
 from typing import Any, Callable, Iterable
 
 from taskmill.core.stimulus_log import StimulusLog, log_size
-from taskmill.core.worker.bookkeeping import WorkerBookkeeping
 from taskmill.core.worker.events import (
     AskWhoHas,
     DataPut,
@@ -134,6 +142,7 @@ from taskmill.core.worker.events import (
     FetchFailed,
     FetchSucceeded,
     PauseChanged,
+    StartReportDue,
     WhoHasAnswered,
     WorkerInput,
     WorkerOutput,
@@ -153,8 +162,10 @@ from taskmill.core.worker.records import (
     InvalidWorkerTransition,
     TaskRecord,
 )
+from taskmill.core.worker.running_calls import RunningCalls
 from taskmill.core.worker.validate import validate_worker_state
 from taskmill.protocol.vocabulary import (
+    AbandonTasks,
     AcquireReplicas,
     AddKeys,
     Address,
@@ -184,7 +195,7 @@ __all__ = [
 REPLICA_PRIORITY: Priority = (sys.maxsize,)
 
 
-class WorkerState(WorkerBookkeeping):
+class WorkerState(RunningCalls):
     """Decisions of one worker, as a pure function of the events it saw.
 
     ``handle(*events)`` applies events in order and returns the commands the
@@ -233,6 +244,8 @@ class WorkerState(WorkerBookkeeping):
             WhoHasAnswered: self._on_who_has,
             PauseChanged: self._on_pause_changed,
             AcquireReplicas: self._on_acquire_replicas,
+            StartReportDue: self._on_start_report_due,
+            AbandonTasks: self._on_abandon,
         }
 
     def handle(self, *events: WorkerInput) -> list[WorkerOutput]:
@@ -247,6 +260,7 @@ class WorkerState(WorkerBookkeeping):
     def validate(self) -> None:
         """Check every invariant; raise :class:`InvalidWorkerState` if one fails."""
         validate_worker_state(self)
+        self.validate_running_calls()
 
     def _handle(self, events: tuple[WorkerInput, ...]) -> list[WorkerOutput]:
         out: list[WorkerOutput] = []
@@ -314,12 +328,15 @@ class WorkerState(WorkerBookkeeping):
             else:  # executing only for local dependents: adopt the run
                 ts.assigned = True
                 self._note(key, "note", "compute requested: already executing")
+                self._report_start(key)
         elif st == CANCELLED:
             ts.assigned = True
             if ts.previous == FLIGHT:
                 self._remember_request(ts, ev)
             assert ts.previous is not None
             self._set_state(ts, ts.previous)
+            if ts.state == EXECUTING:  # the run goes on, for this new assignment
+                self._report_start(key)
         elif st == FLIGHT:  # resume: keep the fetch, compute if it fails
             ts.assigned = True
             self._remember_request(ts, ev)
@@ -424,6 +441,7 @@ class WorkerState(WorkerBookkeeping):
             if func is not None:
                 self._delivered.add(token)
             out.append(Execute(stim, key, token, func, req.args, ts.deps, req.report_value))
+            self._report_start(key)
 
     def _on_execute_succeeded(self, ev: ExecuteSucceeded) -> None:
         """A run ended with a value (already stored): keep and report it, or drop it if cancelled."""
@@ -435,7 +453,7 @@ class WorkerState(WorkerBookkeeping):
             return
         st = ts.state
         if st == EXECUTING:
-            self.executing.discard(key)
+            self._call_ended(key)
             self._release_deps(ts)
             ts.type_name = ev.type_name
             ts.start = ev.start
@@ -448,7 +466,7 @@ class WorkerState(WorkerBookkeeping):
                                      ev.value, seen=self.epoch)
                 )
         elif st == CANCELLED and ts.previous == EXECUTING:
-            self.executing.discard(key)
+            self._call_ended(key)
             self._release_deps(ts)
             self._delete.append(key)
             self._forget(ts)
@@ -464,7 +482,7 @@ class WorkerState(WorkerBookkeeping):
             return
         st = ts.state
         if st == EXECUTING:
-            self.executing.discard(key)
+            self._call_ended(key)
             self._release_deps(ts)
             if ts.assigned:
                 self._set_state(ts, ERROR)
@@ -484,7 +502,7 @@ class WorkerState(WorkerBookkeeping):
             else:  # ran only for local dependents: get it from elsewhere
                 self._to_fetch_or_missing(ts)
         elif st == CANCELLED and ts.previous == EXECUTING:
-            self.executing.discard(key)
+            self._call_ended(key)
             self._release_deps(ts)
             self._forget(ts)
         else:
