@@ -11,6 +11,21 @@ The pool is ``nthreads`` daemon threads reading calls from one
 ``concurrent.futures.Future`` or idle-thread bookkeeping: handing a call
 to a thread is one ``put``.  ``shutdown`` drops the calls not yet started
 and lets each thread end after its current call.
+
+Seats.  Each thread sits in a :class:`_Seat`, which counts against
+``nthreads`` until ``_release_seat``: then another thread starts serving the
+queue at once and the released one ends when its current call returns.  A
+thread of Python cannot be stopped, so this is how a call leaves the pool's
+count while it still runs.  ``abandon(key)`` (a forced cancel) releases the
+seat of the call running ``key`` and drops its outcome whenever it comes;
+a call abandoned before a thread took it is skipped.  The loop and the
+threads share a call's flags without a lock, in an order that makes every
+interleaving safe: the thread sets ``call.seat`` before it reads
+``call.abandoned`` and sets ``call.finished`` before it reads
+``seat.leaving``; ``abandon`` sets ``call.abandoned`` before it reads
+``call.seat`` and ``call.finished``.  At worst a released thread serves one
+more call before it ends (the pool briefly has a thread more, never one
+less), and the loop drops an abandoned call's outcome if it arrives anyway.
 """
 
 from __future__ import annotations
@@ -35,10 +50,41 @@ OnDone = Callable[[str, bool, Any, str, float, float, "Serialized | None"], None
 #: want them (see ``small_result``); it keeps them inside the message header
 SMALL_RESULT_BYTES = INLINE_LIMIT
 
-
-Call = tuple[asyncio.AbstractEventLoop, int, str, str, "Serialized | None", Serialized,
-             dict[str, Any], bool]
 _STOP = None  # tells a thread to end
+
+
+class _Seat:
+    """One of the pool's places for a thread; ``leaving``: its thread ends
+    after its current call (another thread took its place)."""
+
+    __slots__ = ("leaving",)
+
+    def __init__(self) -> None:
+        self.leaving = False
+
+
+class _Call:
+    """One task call, from ``submit`` until its outcome is delivered."""
+
+    __slots__ = ("loop", "generation", "key", "func_token", "func", "args", "inputs", "report_value",
+                 "seat", "finished", "abandoned")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, generation: int, key: str, func_token: str,
+                 func: Serialized | None, args: Serialized, inputs: dict[str, Any],
+                 report_value: bool) -> None:
+        self.loop = loop
+        self.generation = generation
+        self.key = key
+        self.func_token = func_token
+        self.func = func
+        self.args = args
+        self.inputs = inputs
+        self.report_value = report_value
+        #: the seat of the thread that took it (None while queued)
+        self.seat: _Seat | None = None
+        self.finished = False
+        #: its outcome is dropped (``abandon``)
+        self.abandoned = False
 
 
 class TaskRunner:
@@ -48,8 +94,11 @@ class TaskRunner:
         self.nthreads = nthreads
         self.on_done = on_done
         self.generation = 0
+        #: every thread started (released ones included, until shutdown)
         self.threads: list[threading.Thread] = []
-        self._calls: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        #: key -> its call, from ``submit`` until the loop takes its outcome
+        self._active: dict[str, _Call] = {}
         self._functions: dict[str, Callable[..., Any]] = {}
         #: token -> the serialized function, as it came with the first task of
         #: that token (the state machine sends each only once): a later task
@@ -65,15 +114,31 @@ class TaskRunner:
         if self._closed:
             raise RuntimeError("the task runner is shut down")
         if not self.threads:
-            self._start_threads()
+            for _ in range(self.nthreads):
+                self._start_thread()
         if func is not None:
             self._payloads[func_token] = func
-        self._calls.put((asyncio.get_running_loop(), self.generation, key, func_token, func, args,
-                         inputs, report_value))
+        call = _Call(asyncio.get_running_loop(), self.generation, key, func_token, func, args, inputs,
+                     report_value)
+        self._active[key] = call
+        self._calls.put(call)
+
+    def abandon(self, key: str) -> None:
+        """Drop the outcome of the call of ``key`` (on the loop): a call not
+        started is skipped; a running one keeps its thread until it returns,
+        but that thread no longer counts (``_release_seat``)."""
+        call = self._active.pop(key, None)
+        if call is None:
+            return
+        call.abandoned = True
+        seat = call.seat
+        if seat is not None and not call.finished:
+            self._release_seat(seat)
 
     def discard_all(self) -> None:
         """Forget every task in flight: their outcomes will be dropped."""
         self.generation += 1
+        self._active.clear()
 
     def shutdown(self) -> None:
         """Drop the calls not started; each thread ends after its current call."""
@@ -87,19 +152,31 @@ class TaskRunner:
         for _ in self.threads:
             self._calls.put(_STOP)
 
-    def _start_threads(self) -> None:
-        for i in range(self.nthreads):
-            thread = threading.Thread(target=self._serve, name=f"taskmill-task_{i}", daemon=True)
-            thread.start()
-            self.threads.append(thread)
+    def _release_seat(self, seat: _Seat) -> None:
+        """The thread in ``seat`` no longer counts against ``nthreads``: a new
+        thread serves the queue from now on, and this one ends when its
+        current call returns (a thread cannot be stopped mid-call)."""
+        seat.leaving = True
+        if not self._closed:
+            self._start_thread()
 
-    def _serve(self) -> None:
+    def _start_thread(self) -> None:
+        seat = _Seat()
+        thread = threading.Thread(target=self._serve, args=(seat,),
+                                  name=f"taskmill-task_{len(self.threads)}", daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def _serve(self, seat: _Seat) -> None:
         calls = self._calls
-        while True:
+        while not seat.leaving:
             call = calls.get()
             if call is _STOP:
                 return
-            self._run(*call)
+            call.seat = seat  # before reading ``abandoned`` (see the module docstring)
+            if not call.abandoned:
+                self._run(call)
+            call.finished = True
 
     def _load_function(self, token: str, payload: Serialized | None) -> Callable[..., Any]:
         fn = self._functions.get(token)
@@ -113,31 +190,40 @@ class TaskRunner:
                 self._functions[token] = fn
         return fn
 
-    def _run(self, loop: asyncio.AbstractEventLoop, generation: int, key: str, func_token: str,
-             func: Serialized | None, args: Serialized, inputs: dict[str, Any],
-             report_value: bool) -> None:
+    def _run(self, call: _Call) -> None:
         start = time.time()
         small: Serialized | None = None
         try:
-            fn = self._load_function(func_token, func)
-            call_args, call_kwargs = args.deserialize()
+            fn = self._load_function(call.func_token, call.func)
+            call_args, call_kwargs = call.args.deserialize()
+            inputs = call.inputs
             if inputs:
                 call_args = substitute_refs(call_args, inputs)
                 call_kwargs = substitute_refs(call_kwargs, inputs)
             value: Any = fn(*call_args, **call_kwargs)
             ok, tb = True, ""
-            if report_value:
+            if call.report_value:
                 small = small_result(value)
         except BaseException as exc:  # a task may raise anything, even SystemExit
             ok = False
             value, tb = describe_failure(exc)
         stop = time.time()
-        if generation != self.generation:
+        if call.generation != self.generation or call.abandoned:
             return
         try:
-            loop.call_soon_threadsafe(self.on_done, key, ok, value, tb, start, stop, small)
+            call.loop.call_soon_threadsafe(self._deliver, call, ok, value, tb, start, stop, small)
         except RuntimeError:  # loop closed while the task ran
             pass
+
+    def _deliver(self, call: _Call, ok: bool, value: Any, tb: str, start: float, stop: float,
+                 small: Serialized | None) -> None:
+        """On the loop: hand the outcome on, unless the call was abandoned meanwhile."""
+        if call.abandoned or call.generation != self.generation:
+            return
+        key = call.key
+        if self._active.get(key) is call:
+            del self._active[key]
+        self.on_done(key, ok, value, tb, start, stop, small)
 
 
 _SCALARS = frozenset({int, float, bool, complex, str, bytes, type(None)})

@@ -22,7 +22,12 @@ what the real worker shell does around the pure
   later one (``FetchSucceeded``/``FetchFailed``);
 * ``AskWhoHas`` is answered from the scheduler's machine, in two steps too;
 * ``DeleteData`` drops values, ``CancelExecution`` marks the run so its
-  thread is free again only when it ends (as a real thread).
+  thread is free again only when it ends (as a real thread);
+  ``AbandonExecution`` frees the run's thread at once and drops its outcome
+  (the real runner lets the abandoned call end on a thread of its own);
+* ``ScheduleStartReport`` is a tick (``StartReportDue``) the shell's delay
+  later, pending work like a run's end, so it lands before or after the runs
+  it concerns end, as the seed decides.
 
 On the way it checks the machines' contracts and raises
 :class:`~taskmill.testing.scheduler.ShellContractError` when one breaks: a run
@@ -45,6 +50,7 @@ from typing import Any
 
 from taskmill.core.worker import WorkerState
 from taskmill.core.worker.events import (
+    AbandonExecution,
     AskWhoHas,
     CancelExecution,
     DataPut,
@@ -56,6 +62,8 @@ from taskmill.core.worker.events import (
     FetchFailed,
     FetchSucceeded,
     PauseChanged,
+    ScheduleStartReport,
+    StartReportDue,
     WhoHasAnswered,
 )
 from taskmill.protocol import Serialized
@@ -71,6 +79,7 @@ from taskmill.protocol.vocabulary import (
     WorkerRegistered,
     decode,
 )
+from taskmill.server.worker import START_REPORT_DELAY
 from taskmill.testing.behaviour import (
     TaskBook,
     func_payload,
@@ -243,6 +252,11 @@ class SimWorker:
                     run.cancelled = True
             elif kind is AskWhoHas:
                 self._ask_who_has(cmd.keys)  # type: ignore[attr-defined]
+            elif kind is ScheduleStartReport:
+                self.net.schedule(START_REPORT_DELAY, self._start_report_due,
+                                  f"start report of {self.name}", self)
+            elif kind is AbandonExecution:
+                self.running.pop(cmd.key, None)  # type: ignore[attr-defined]
             else:
                 raise TypeError(f"worker shell cannot run {cmd!r}")
         if out and self.registered and self.up is not None:
@@ -290,6 +304,9 @@ class SimWorker:
         ok, result = self.book.run(key, {d: store[d] for d in task.deps})
         run = self.running[key] = Run(key, ok, result, self.clock.now, cmd.report_value, task.resources)
         self.net.schedule(task.duration, lambda: self._run_ended(run), f"run {key} on {self.name}", self)
+
+    def _start_report_due(self) -> None:
+        self.handle(StartReportDue("start-report"))
 
     def _run_ended(self, run: Run) -> None:
         key = run.key
