@@ -122,9 +122,9 @@ class SimClient:
             self.wanted[key] = None
         self._send(WantKeys("", self.id, tuple(keys)))
 
-    def cancel(self, *keys: str) -> None:
-        """Cancel ``keys`` and their dependents."""
-        self._send(CancelKeys("", self.id, tuple(keys)))
+    def cancel(self, *keys: str, force: bool = False) -> None:
+        """Cancel ``keys`` and their dependents (``force``: abandon their running calls)."""
+        self._send(CancelKeys("", self.id, tuple(keys), force))
 
     def fire_and_forget(self, *keys: str) -> None:
         """Compute ``keys`` even once every client released them."""
