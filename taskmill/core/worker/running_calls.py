@@ -13,20 +13,25 @@ clients that hold the key (``keys-running``).  A message each way for every
 task would cost the hot path, and most calls end before such a message
 could matter: ``task-finished`` implies that the call ran.  So
 :class:`StartReports` keeps the keys whose calls started and were not
-reported yet:
+reported yet, in two generations, and reports only calls that have run for
+at least one tick interval (the shell's delay, a few milliseconds):
 
-* the first start after a report asks the shell for a tick a few
-  milliseconds later (``ScheduleStartReport``): one timer, armed only while
-  some start is unreported;
-* a call that ends before the tick leaves the set: it needs no report;
-* the tick (``StartReportDue``) takes the set, and the keys still executing
-  for the scheduler (not cancelled meanwhile) go in one ``TasksStarted``;
+* the first start while no tick is pending asks the shell for one
+  (``ScheduleStartReport``): one timer, armed only while some start is
+  unreported;
+* a call that ends before its report leaves the sets: it needs none;
+* each tick (``StartReportDue``) reports the *older* generation, the calls
+  that started before the previous tick and still run for the scheduler
+  (not cancelled meanwhile), in one ``TasksStarted``; the calls started
+  since become the older generation, and a new tick is asked for if any;
 * a run adopted for a new assignment (a compute request for a key already
   executing here, or cancelled and wanted again) is reported again: the
   scheduler's new assignment has not heard of it.
 
-A call shorter than the shell's delay is never reported running: that is
-the price of a hot path without a message of its own.
+So a call is reported between one and two delays after it started, and a
+call shorter than the delay never is: a stream of short tasks costs a tick
+every few milliseconds and no message (a single generation would report the
+call that happens to be running at each tick, however young).
 
 Abandoning.  A forced cancel (``Executor.cancel(..., force=True)``) sends
 ``AbandonTasks`` right after the ``FreeKeys`` that cancelled the keys, so a
@@ -51,19 +56,27 @@ __all__ = ["RunningCalls", "StartReports"]
 
 
 class StartReports:
-    """The keys started and not reported yet, and whether a tick is pending."""
+    """The keys started and not reported yet (two generations, ordered sets),
+    and whether a tick is pending."""
 
-    __slots__ = ("unreported", "armed")
+    __slots__ = ("recent", "older", "armed")
 
     def __init__(self) -> None:
-        #: keys whose calls started since the last report (an ordered set)
-        self.unreported: dict[Key, None] = {}
+        #: keys whose calls started since the last tick
+        self.recent: dict[Key, None] = {}
+        #: keys whose calls started before the last tick, reported at the next
+        self.older: dict[Key, None] = {}
         #: a ``ScheduleStartReport`` was issued and its tick has not come yet
         self.armed = False
 
+    @property
+    def unreported(self) -> list[Key]:
+        """Every key started and not reported yet, older first."""
+        return [*self.older, *self.recent]
+
     def started(self, key: Key) -> bool:
         """The call of ``key`` started; whether the shell must be asked for a tick."""
-        self.unreported[key] = None
+        self.recent[key] = None
         if self.armed:
             return False
         self.armed = True
@@ -71,15 +84,18 @@ class StartReports:
 
     def ended(self, key: Key) -> None:
         """The call of ``key`` ended (or was abandoned) before its report."""
-        if self.unreported:
-            self.unreported.pop(key, None)
+        if self.recent:
+            self.recent.pop(key, None)
+        if self.older:
+            self.older.pop(key, None)
 
-    def due(self) -> list[Key]:
-        """The tick came: the keys started since the last report, forgotten here."""
-        self.armed = False
-        keys = list(self.unreported)
-        self.unreported.clear()
-        return keys
+    def due(self) -> tuple[list[Key], bool]:
+        """The tick came: the keys to report (the older generation, forgotten
+        here) and whether the shell must be asked for another tick."""
+        keys = list(self.older)
+        self.older, self.recent = self.recent, {}
+        self.armed = bool(self.older)
+        return keys, self.armed
 
 
 class RunningCalls(WorkerBookkeeping):
@@ -116,13 +132,16 @@ class RunningCalls(WorkerBookkeeping):
         self.start_reports.ended(key)
 
     def _on_start_report_due(self, ev: StartReportDue) -> None:
-        """The shell's tick: report the calls started since the last tick that
-        still run for the scheduler (one ``TasksStarted``)."""
+        """The shell's tick: report the calls started before the previous tick
+        that still run for the scheduler (one ``TasksStarted``)."""
         tasks = self.tasks
-        keys = tuple([k for k in self.start_reports.due()
+        due, again = self.start_reports.due()
+        keys = tuple([k for k in due
                       if (ts := tasks.get(k)) is not None and ts.state == EXECUTING and ts.assigned])
         if keys:
             self._out.append(TasksStarted(ev.stimulus_id, self.address, keys, self.epoch))
+        if again:
+            self._out.append(ScheduleStartReport(ev.stimulus_id))
 
     def _on_abandon(self, ev: AbandonTasks) -> None:
         """A forced cancel (after the ``FreeKeys`` that cancelled these keys):
