@@ -292,6 +292,7 @@ class Worker(Node):
                 pass  # a running thread cannot be interrupted; the state machine drops its result
             case ev.AbandonExecution():
                 self.runner.abandon(cmd.key)
+                self.diagnostics.forget((cmd.key,))
             case ev.ScheduleStartReport():
                 asyncio.get_running_loop().call_later(START_REPORT_DELAY, self._start_report_due)
             case ev.AskWhoHas():
