@@ -10,9 +10,9 @@ session does), ``release-keys``, ``want-keys``, ``fire-and-forget``,
 through the vocabulary, so a test reads what the client was told
 (:meth:`SimClient.outcome`, :meth:`SimClient.reports_for`), whether it
 believes a key's call runs (:attr:`SimClient.running`, from ``keys-running``
-as the session keeps it) and the value it would get (:meth:`SimClient.result`: the small result that came with the
-report, else the value read from a worker holding the key, as ``gather``
-does).
+as the session keeps it) and the value it would get
+(:meth:`SimClient.result`: the small result that came with the report, else
+the value read from a worker holding the key, as ``gather`` does).
 
 Sending only queues a batch on the client's channel: nothing happens until
 the cluster steps (:meth:`~taskmill.testing.SimCluster.run_until_idle`).
