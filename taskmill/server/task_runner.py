@@ -16,9 +16,10 @@ Seats.  Each thread sits in a :class:`_Seat`, which counts against
 ``nthreads`` until ``_release_seat``: then another thread starts serving the
 queue at once and the released one ends when its current call returns.  A
 thread of Python cannot be stopped, so this is how a call leaves the pool's
-count while it still runs.  ``abandon(key)`` (a forced cancel) releases the
-seat of the call running ``key`` and drops its outcome whenever it comes;
-a call abandoned before a thread took it is skipped.  The loop and the
+count while it still runs: the one operation for it (a task that secedes
+makes the same move and keeps its outcome).  ``abandon(key)`` (a forced
+cancel) releases the seat of the call running ``key`` and drops its outcome
+whenever it comes; a call abandoned before a thread took it is skipped.  The loop and the
 threads share a call's flags without a lock, in an order that makes every
 interleaving safe: the thread sets ``call.seat`` before it reads
 ``call.abandoned`` and sets ``call.finished`` before it reads
@@ -94,8 +95,9 @@ class TaskRunner:
         self.nthreads = nthreads
         self.on_done = on_done
         self.generation = 0
-        #: every thread started (released ones included, until shutdown)
+        #: the threads alive now (serving the queue, or ending an abandoned call)
         self.threads: list[threading.Thread] = []
+        self._started = 0  # threads started so far (names them)
         self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         #: key -> its call, from ``submit`` until the loop takes its outcome
         self._active: dict[str, _Call] = {}
@@ -161,22 +163,26 @@ class TaskRunner:
             self._start_thread()
 
     def _start_thread(self) -> None:
-        seat = _Seat()
-        thread = threading.Thread(target=self._serve, args=(seat,),
-                                  name=f"taskmill-task_{len(self.threads)}", daemon=True)
+        with self._lock:
+            thread = threading.Thread(target=self._serve, args=(_Seat(),),
+                                      name=f"taskmill-task_{self._started}", daemon=True)
+            self._started += 1
+            self.threads.append(thread)
         thread.start()
-        self.threads.append(thread)
 
     def _serve(self, seat: _Seat) -> None:
         calls = self._calls
         while not seat.leaving:
             call = calls.get()
             if call is _STOP:
-                return
+                break
             call.seat = seat  # before reading ``abandoned`` (see the module docstring)
             if not call.abandoned:
                 self._run(call)
             call.finished = True
+        with self._lock:
+            if not self._closed:  # after shutdown the list stays, to join them
+                self.threads.remove(threading.current_thread())
 
     def _load_function(self, token: str, payload: Serialized | None) -> Callable[..., Any]:
         fn = self._functions.get(token)

@@ -121,13 +121,14 @@ def test_an_abandoned_call_leaves_the_pool_count_and_its_outcome_is_dropped() ->
         await outcomes.wait("queued")
         assert outcomes.got["queued"] == (True, 3) and "stuck" not in outcomes.got
         assert sum(t.is_alive() for t in runner.threads) == 2  # the abandoned call still runs
+        released = runner.threads[0]
         STUCK_GATE.set()
-        await asyncio.to_thread(runner.threads[0].join, 10)  # the released thread ends with its call
-        assert not runner.threads[0].is_alive()
+        await asyncio.to_thread(released.join, 10)  # the released thread ends with its call
+        assert not released.is_alive() and released not in runner.threads
         call(runner, "after", add, 2, 2)
         await outcomes.wait("after")
         assert "stuck" not in outcomes.got
-        assert sum(t.is_alive() for t in runner.threads) == 1
+        assert len(runner.threads) == 1 and runner.threads[0].is_alive()
         runner.abandon("unknown")  # nothing to do
         runner.shutdown()
 
