@@ -157,7 +157,10 @@ class TaskRunner:
     def _release_seat(self, seat: _Seat) -> None:
         """The thread in ``seat`` no longer counts against ``nthreads``: a new
         thread serves the queue from now on, and this one ends when its
-        current call returns (a thread cannot be stopped mid-call)."""
+        current call returns (a thread cannot be stopped mid-call).  A seat
+        released already stays so: its place was taken once."""
+        if seat.leaving:
+            return
         seat.leaving = True
         if not self._closed:
             self._start_thread()
