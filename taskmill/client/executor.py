@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import datetime
 import importlib.util
 import os
 import weakref
@@ -229,7 +230,8 @@ class Executor:
     def submit(self, fn: Callable[..., Any], *args: Any, key: str | None = None, pure: bool = True,
                workers: str | Iterable[str] | None = None, allow_other_workers: bool = False,
                retries: int = 0, priority: int = 0, resources: dict[str, float] | None = None,
-               **kwargs: Any) -> Future:
+               fifo_timeout: str | float | datetime.timedelta | None = "100 ms",
+               actor: bool = False, actors: bool = False, **kwargs: Any) -> Future:
         """Run ``fn(*args, **kwargs)`` on the cluster and return a Future.
 
         Futures among the arguments (also inside lists, tuples, dicts and
@@ -237,7 +239,14 @@ class Executor:
         ``resources={"GPU": 1}`` runs it only on a worker that declared at
         least that much, and only while that much is free there (it holds
         it while it runs).
+
+        ``fifo_timeout`` is accepted for dask.distributed's sake and does
+        nothing: there it lets calls submitted within that time share a
+        priority; here every submission is ordered as it came (``priority``
+        first).  ``actor=True`` (or ``actors=True``) is not supported yet
+        (NotImplementedError).  None of these options reaches ``fn``.
         """
+        submit_options(fifo_timeout, actor, actors)
         return self.submit_call(fn, args, kwargs, key=key, pure=pure, workers=workers,
                                 allow_other_workers=allow_other_workers, retries=retries,
                                 priority=priority, resources=resources)
@@ -264,9 +273,13 @@ class Executor:
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], key: str | list[str] | None = None,
             pure: bool = True, workers: str | Iterable[str] | None = None,
             allow_other_workers: bool = False, retries: int = 0, priority: int = 0,
-            resources: dict[str, float] | None = None, **kwargs: Any) -> list[Future]:
+            resources: dict[str, float] | None = None,
+            fifo_timeout: str | float | datetime.timedelta | None = "100 ms",
+            actor: bool = False, actors: bool = False, **kwargs: Any) -> list[Future]:
         """Submit ``fn`` over each element of the iterables; returns a list of
-        Futures.  The options apply to every call (see ``submit``)."""
+        Futures.  The options apply to every call (see ``submit``, also for
+        ``fifo_timeout`` and ``actor``); ``kwargs`` go to every call."""
+        submit_options(fifo_timeout, actor, actors)
         session = self.session
         session.check_running()
         if not iterables:
@@ -330,11 +343,22 @@ class Executor:
 
         return self._call(run())
 
-    def cancel(self, futures: Any) -> Any:
+    def cancel(self, futures: Any, force: bool = False) -> Any:
         """Cancel futures (a Future, a persisted dask collection, or lists of
-        them): their tasks stop and their data is released."""
-        for f in futures_in(futures):
-            f.cancel()
+        them), dask's way: their keys are released on the cluster
+        and every Future of them (here and in other clients) becomes
+        cancelled, also when the call already runs (unlike
+        ``Future.cancel()``); their dependents are cancelled too.  A running
+        call cannot be interrupted: it goes on to its end on its worker
+        thread and its outcome is dropped.  ``force=True`` also frees that
+        thread's slot at once: the worker abandons the call (it still runs
+        to its end in a thread of its own) and starts other work meanwhile.
+        Futures already done are left as they are."""
+        pending = [f for f in futures_in(futures) if not f.done()]
+        if pending:
+            self.session.cancel_keys(list(dict.fromkeys(f.key for f in pending)), force)
+            for f in pending:
+                f._cancel_locally()
         return _done_awaitable() if self.asynchronous else None
 
     # ------------------------------------------------------------------ #
@@ -550,6 +574,18 @@ def dask_future_class() -> type[Future]:
     from taskmill.client.dask_future import DaskFuture
 
     return DaskFuture
+
+
+def submit_options(fifo_timeout: Any, actor: bool, actors: bool) -> None:
+    """Check the options of ``submit``/``map`` that dask.distributed has and
+    taskmill does not act on (see ``Executor.submit``)."""
+    if actor or actors:
+        raise NotImplementedError(
+            f"{'actor' if actor else 'actors'}=True: actors are not supported yet (they come with "
+            "the shared-state issue); submit the class without it to get the object itself")
+    if fifo_timeout is not None and not isinstance(fifo_timeout, (str, int, float, datetime.timedelta)):
+        raise TypeError(f"fifo_timeout must be a duration such as '100 ms' or a number of seconds, "
+                        f"not {type(fifo_timeout).__name__}")
 
 
 def task_resources(resources: dict[str, float] | None) -> dict[str, float] | None:

@@ -9,6 +9,13 @@ its event loop and then completes each live Future through
 ``concurrent.futures.Future``'s own setters, so the standard library's
 ``wait`` and ``as_completed`` work unchanged.
 
+The Future is RUNNING (``running()``) while its call runs on a worker: the
+worker reports calls still running a few milliseconds after they started,
+and the scheduler tells the clients (``keys-running``); a call that goes
+back to waiting (its worker died, a retry) makes it PENDING again.  So
+``cancel()`` keeps the standard library's meaning: True only for a call that
+has not started.
+
 A finished task does not move its data: the Future is completed with a
 private marker and ``result()`` fetches the value from a worker the first time
 it is asked for (once per key; later calls reuse it).  Small results of tasks
@@ -24,6 +31,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
+from concurrent.futures._base import FINISHED as _CF_FINISHED
+from concurrent.futures._base import PENDING as _CF_PENDING
+from concurrent.futures._base import RUNNING as _CF_RUNNING
 from collections.abc import Callable, Generator
 from typing import Any, Protocol
 
@@ -46,7 +56,7 @@ class FutureSession(Protocol):
 
     def release_future(self, key: str) -> None: ...
 
-    def cancel_keys(self, keys: list[str]) -> None: ...
+    def cancel_keys(self, keys: list[str], force: bool = False) -> None: ...
 
     def on_loop_thread(self) -> bool: ...
 
@@ -84,7 +94,9 @@ class Future(concurrent.futures.Future):  # type: ignore[type-arg]
         self.key = key
         self._session = session
         self._released = False
-        self._keystate = session.register_future(self)
+        self._keystate = ks = session.register_future(self)
+        if ks.running:
+            self._sync_running()
 
     # -- status ----------------------------------------------------------- #
     @property
@@ -118,16 +130,40 @@ class Future(concurrent.futures.Future):  # type: ignore[type-arg]
         return self._keystate.traceback
 
     def cancel(self) -> bool:
-        """Cancel the task on the cluster.  Returns False when it already finished."""
-        if self.done():
-            return self.cancelled()
+        """Cancel the call, as ``concurrent.futures.Future.cancel`` does: True
+        when it had not started (its key is cancelled on the cluster, with
+        every Future of it) or was cancelled already; False once this client
+        knows the call runs (``running()``), or when it is done.  A call is
+        known to run a few milliseconds after it starts, so a call cancelled
+        within them is cancelled here and its outcome dropped.
+        ``Executor.cancel`` also cancels running calls."""
+        with self._condition:
+            state = self._state
+        if state == _CF_RUNNING or state == _CF_FINISHED:
+            return False
+        if self.cancelled():
+            return True
         self._session.cancel_keys([self.key])
         return self._cancel_locally()
 
+    def _sync_running(self) -> None:
+        """RUNNING while the key's call runs, PENDING otherwise (until done);
+        the key's state is read under the Future's lock, so concurrent calls
+        end in the latest state whatever their order."""
+        with self._condition:
+            if self._keystate.running:
+                if self._state == _CF_PENDING:
+                    self._state = _CF_RUNNING
+            elif self._state == _CF_RUNNING:
+                self._state = _CF_PENDING
+
     def _cancel_locally(self) -> bool:
-        """Mark cancelled and wake ``concurrent.futures.wait``/``as_completed``
+        """Mark cancelled (running or not: the key was cancelled on the
+        cluster) and wake ``concurrent.futures.wait``/``as_completed``
         waiters, atomically (the loop thread may do the same concurrently)."""
         with self._condition:
+            if self._state == _CF_RUNNING:
+                self._state = _CF_PENDING
             if not super().cancel():
                 return False
             if self._state == concurrent.futures._base.CANCELLED:

@@ -28,6 +28,8 @@ class PendingFuture(Protocol):
 
     def _cancel_locally(self) -> bool: ...
 
+    def _sync_running(self) -> None: ...
+
 
 class KeyState:
     """Status, location and (once fetched) value of a key, for one session.
@@ -37,7 +39,7 @@ class KeyState:
     """
 
     __slots__ = (
-        "key", "status", "refcount", "pending", "who_has", "type_name",
+        "key", "status", "refcount", "pending", "running", "who_has", "type_name",
         "exception", "traceback", "value", "has_value", "payload", "waiters", "_arrived",
         "_compact_at",
     )
@@ -50,6 +52,8 @@ class KeyState:
         # is what releases the key.  A completed Future is never completed
         # again, so completing empties the list (each Future costs O(1) once).
         self.pending: list[weakref.ref[PendingFuture]] = []
+        #: its call runs on a worker, as the scheduler last said (``keys-running``)
+        self.running = False
         self._compact_at = 8
         self.who_has: tuple[str, ...] = ()
         self.type_name = ""
@@ -80,6 +84,10 @@ class KeyState:
             refs[:] = [r for r in refs if r() is not None]
             self._compact_at = max(8, 2 * len(refs))  # amortized O(1) per Future
         refs.append(weakref.ref(fut))
+
+    def live_pending(self) -> list[PendingFuture]:
+        """The live Futures not completed yet, kept here (under the session's lock)."""
+        return [f for f in (r() for r in self.pending) if f is not None]
 
     def take_pending(self) -> list[PendingFuture]:
         """The live Futures not completed yet, forgotten here: the caller

@@ -14,7 +14,8 @@ socket; requests go to the scheduler's in-process listener or its address.
   ``update-graph`` messages; nothing waits for the scheduler, so ``submit`` costs only the
   pickling done in the caller's thread.
 * The scheduler streams back reports (``key-in-memory``, ``key-erred``,
-  ``key-lost``, ``key-cancelled``), decoded through
+  ``key-lost``, ``key-cancelled``, and ``keys-running`` for the calls that
+  run, which makes the key's Futures RUNNING), decoded through
   :mod:`taskmill.protocol.vocabulary`; ``_on_*`` handlers update the key's
   :class:`KeyState` and complete its live Futures.
 * Messages to the scheduler wait in an outbox as vocabulary values and are
@@ -61,6 +62,7 @@ from taskmill.protocol.vocabulary import (
     KeyErred,
     KeyInMemory,
     KeyLost,
+    KeysRunning,
     Message,
     RegisterClient,
     ReleaseKeys,
@@ -130,6 +132,7 @@ class Session:
             KeyErred: self._on_key_erred,
             KeyLost: self._on_key_lost,
             KeyCancelled: self._on_key_cancelled,
+            KeysRunning: self._on_keys_running,
         }
 
     # ------------------------------------------------------------------ #
@@ -364,8 +367,9 @@ class Session:
             self.send(ReleaseKeys("", self.id, tuple(release)))
         return futures
 
-    def cancel_keys(self, keys: list[str]) -> None:
-        self.send(CancelKeys("", self.id, tuple(keys)))
+    def cancel_keys(self, keys: list[str], force: bool = False) -> None:
+        """Cancel ``keys`` on the cluster (with ``force``, their running calls are abandoned)."""
+        self.send(CancelKeys("", self.id, tuple(keys), force))
 
     # ------------------------------------------------------------------ #
     # Reports from the scheduler (loop thread)
@@ -401,6 +405,17 @@ class Session:
         ks.arrived_event.set()
         self._finish(ks, FINISHED)
 
+    def _on_keys_running(self, msg: KeysRunning) -> None:
+        futures = []
+        with self._lock:
+            for key in msg.keys:
+                ks = self.keys.get(key)
+                if ks is not None and ks.status == PENDING and ks.running != msg.running:
+                    ks.running = msg.running
+                    futures.extend(ks.live_pending())
+        for fut in futures:  # outside the lock: a Future's lock may be held while it takes ours
+            fut._sync_running()
+
     def _on_key_erred(self, msg: KeyErred) -> None:
         ks = self.keys.get(msg.key)
         if ks is None:
@@ -432,6 +447,7 @@ class Session:
 
     def _finish(self, ks: KeyState, status: str) -> None:
         ks.status = status
+        ks.running = False
         if ks.waiters:
             waiters, ks.waiters = ks.waiters, []
             for waiter in waiters:

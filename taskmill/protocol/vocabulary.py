@@ -249,11 +249,13 @@ class FireAndForget(Message):
 @dataclass(frozen=True, slots=True)
 class CancelKeys(Message):
     """Stop these keys and their dependents; every client that wants one is
-    told ``key-cancelled``."""
+    told ``key-cancelled``.  With ``force`` the workers running them also
+    abandon those calls at once (``abandon-tasks``), freeing their threads."""
 
     stimulus_id: str
     client: str
     keys: tuple[Key, ...]
+    force: bool = False
 
 
 @message("scatter-done", CLIENT, SCHEDULER, local=_FROM_CLIENT)
@@ -336,6 +338,20 @@ class KeyCancelled(Message):
     reason: str = ""
 
 
+@message("keys-running", SCHEDULER, CLIENT, local=("stimulus_id", "client"))
+@dataclass(frozen=True, slots=True)
+class KeysRunning(Message):
+    """The calls of ``keys`` started on a worker (``running``), or went back
+    to waiting for one (``running=False``: their worker died, or a retry
+    waits).  Not sent for calls that finish within the worker's report
+    delay: their ``key-in-memory`` or ``key-erred`` says it all."""
+
+    stimulus_id: str
+    client: str
+    keys: tuple[Key, ...]
+    running: bool = True
+
+
 # --------------------------------------------------------------------------- #
 # Scheduler -> worker (stream)
 # --------------------------------------------------------------------------- #
@@ -386,6 +402,19 @@ class AcquireReplicas(Message):
     epoch: int = 0
 
 
+@message("abandon-tasks", SCHEDULER, WORKER, local=("worker",))
+@dataclass(frozen=True, slots=True)
+class AbandonTasks(Message):
+    """Sent right after the ``free-keys`` of a forced cancel: the calls of
+    these keys still running there are abandoned (their threads leave the
+    pool's count and their outcomes are dropped), so the worker starts other
+    tasks at once."""
+
+    stimulus_id: str
+    worker: Address
+    keys: tuple[Key, ...]
+
+
 @message("retired", SCHEDULER, WORKER, local=("worker",))
 @dataclass(frozen=True, slots=True)
 class Retired(Message):
@@ -434,6 +463,19 @@ class TaskErred(Message):
     start: float = 0.0
     stop: float = 0.0
     transfer: float = 0.0
+    seen: int = 0
+
+
+@message("tasks-started", WORKER, SCHEDULER, local=_FROM_WORKER)
+@dataclass(frozen=True, slots=True)
+class TasksStarted(Message):
+    """The calls of ``keys`` run on ``worker``'s threads: those still
+    running a few milliseconds after they started, reported together (one
+    that finished first needs no report: ``task-finished`` implies it ran)."""
+
+    stimulus_id: str
+    worker: Address
+    keys: tuple[Key, ...]
     seen: int = 0
 
 

@@ -28,26 +28,29 @@ _local = threading.local()
 class TaskThread:
     """What one pool thread knows about itself and the call it runs."""
 
-    __slots__ = ("runner", "call", "seceded")
+    __slots__ = ("runner", "call", "seceded", "leaving")
 
     def __init__(self, runner: Any) -> None:
         #: the :class:`~taskmill.server.task_runner.TaskRunner` owning this thread
         self.runner = runner
-        #: the call running now (or that ran last), as the runner queued it:
-        #: ``(loop, generation, key, ...)``; None before the first
-        self.call: tuple[Any, ...] | None = None
-        #: the call running now left the thread count (``secede()``)
+        #: the call running now (or that ran last), a
+        #: :class:`~taskmill.server.task_runner.Call`; None before the first
+        self.call: Any = None
+        #: the call running now called ``secede()`` (and not ``rejoin()`` yet)
         self.seceded = False
+        #: this thread no longer counts against the pool's threads (seceded,
+        #: or its call was abandoned): it ends when its call returns
+        self.leaving = False
 
     @property
     def key(self) -> str:
         """The key of the call running now; "" before the first."""
-        return "" if self.call is None else str(self.call[2])
+        return "" if self.call is None else str(self.call.key)
 
     @property
     def generation(self) -> int:
         """The runner's generation when the call was queued (-1 before the first)."""
-        return -1 if self.call is None else int(self.call[1])
+        return -1 if self.call is None else int(self.call.generation)
 
 
 def enter_pool(runner: Any) -> TaskThread:

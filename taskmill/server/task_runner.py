@@ -12,19 +12,33 @@ The pool is ``nthreads`` daemon threads reading calls from one
 to a thread is one ``put``.  ``shutdown`` drops the calls not yet started
 and lets each thread end after its current call.
 
-Seceded tasks (``secede()``/``rejoin()``, :mod:`taskmill.core.worker.secession`):
-the pool keeps ``nthreads`` threads *serving* the queue, however many tasks
-wait outside the count.  Each thread records which call it runs in its
-:class:`~taskmill.server.task_context.TaskThread` (one attribute write per
-call, so ``get_worker()`` and friends know the task).  ``secede`` (in the
-task's thread) starts one more serving thread and tells the loop
-(``on_secede``: the state machine then hands the freed thread the next
-task); the seceded thread ends after its call instead of serving again.
-``rejoin`` tells the loop (``on_rejoin``) and blocks until the machine
-grants a thread (:meth:`TaskRunner.resume`); the thread then serves again,
-so one serving thread too many is told to stop (a stop marker in the queue,
-taken by whichever thread is free first).  A rejoin from a call of an older
-generation (the worker started afresh), or after ``shutdown``, does not wait.
+Leaving the count.  Each thread has a
+:class:`~taskmill.server.task_context.TaskThread` record (``get_worker()``
+and friends find the task through it), which counts against ``nthreads``
+until :meth:`TaskRunner._leave_count`: then another thread starts serving
+the queue at once and this one ends when its current call returns (a Python
+thread cannot be stopped).  That one move serves two purposes:
+
+* ``secede()`` (in the task's thread; :mod:`taskmill.core.worker.secession`)
+  leaves the count, keeps its outcome and tells the loop (``on_secede``: the
+  state machine hands the freed thread the next task).  ``rejoin()`` tells
+  the loop (``on_rejoin``) and blocks until the machine grants a thread
+  (:meth:`TaskRunner.resume`); the thread then counts and serves again, so
+  one serving thread too many is told to stop (a stop marker in the queue,
+  taken by whichever thread is free first).  A rejoin from a call of an
+  older generation (the worker started afresh), of an abandoned call, or
+  after ``shutdown`` does not wait.
+* ``abandon(key)`` (a forced cancel, on the loop) leaves the count for the
+  call running ``key`` and drops its outcome whenever it comes; a call
+  abandoned before a thread took it is skipped.
+
+The loop and the threads share a call's flags without a lock, in an order
+that makes every interleaving safe: the thread sets ``call.thread`` before it
+reads ``call.abandoned`` and sets ``call.finished`` before it reads
+``leaving``; ``abandon`` sets ``call.abandoned`` before it reads
+``call.thread`` and ``call.finished``.  At worst a released thread serves one
+more call before it ends (the pool briefly has a thread more, never one
+less), and the loop drops an abandoned call's outcome if it arrives anyway.
 """
 
 from __future__ import annotations
@@ -50,17 +64,39 @@ OnDone = Callable[[str, bool, Any, str, float, float, "Serialized | None"], None
 #: want them (see ``small_result``); it keeps them inside the message header
 SMALL_RESULT_BYTES = INLINE_LIMIT
 
-
-Call = tuple[asyncio.AbstractEventLoop, int, str, str, "Serialized | None", Serialized,
-             dict[str, Any], bool]
 _STOP = None  # tells a thread to end
+
+
+class Call:
+    """One task call, from ``submit`` until its outcome is delivered."""
+
+    __slots__ = ("loop", "generation", "key", "func_token", "func", "args", "inputs", "report_value",
+                 "thread", "finished", "abandoned")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, generation: int, key: str, func_token: str,
+                 func: Serialized | None, args: Serialized, inputs: dict[str, Any],
+                 report_value: bool) -> None:
+        self.loop = loop
+        self.generation = generation
+        self.key = key
+        self.func_token = func_token
+        self.func = func
+        self.args = args
+        self.inputs = inputs
+        self.report_value = report_value
+        #: the record of the thread that took it (None while queued)
+        self.thread: TaskThread | None = None
+        self.finished = False
+        #: its outcome is dropped (``abandon``)
+        self.abandoned = False
 
 
 class TaskRunner:
     """A pool of ``nthreads`` threads running task calls (more while tasks
-    are seceded).  ``on_secede(key)`` and ``on_rejoin(key)`` run on the loop
-    when a task calls ``secede()`` or ``rejoin()``; ``worker`` is what
-    ``get_worker()`` returns inside its tasks."""
+    are seceded or abandoned calls still run).  ``on_secede(key)`` and
+    ``on_rejoin(key)`` run on the loop when a task calls ``secede()`` or
+    ``rejoin()``; ``worker`` is what ``get_worker()`` returns inside its
+    tasks."""
 
     def __init__(self, nthreads: int, on_done: OnDone,
                  on_secede: Callable[[str], None] | None = None,
@@ -71,12 +107,14 @@ class TaskRunner:
         self.on_rejoin = on_rejoin
         self.worker = worker
         self.generation = 0
-        #: the threads alive now (serving the queue or running a seceded task)
+        #: the threads alive now (serving the queue, or ending a seceded or abandoned call)
         self.threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         #: key -> the event its thread waits on in ``rejoin``
         self._rejoining: dict[str, threading.Event] = {}
         self._calls: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
+        #: key -> its call, from ``submit`` until the loop takes its outcome
+        self._active: dict[str, Call] = {}
         self._functions: dict[str, Callable[..., Any]] = {}
         #: token -> the serialized function, as it came with the first task of
         #: that token (the state machine sends each only once): a later task
@@ -98,13 +136,28 @@ class TaskRunner:
                 self._start_thread()
         if func is not None:
             self._payloads[func_token] = func
-        self._calls.put((asyncio.get_running_loop(), self.generation, key, func_token, func, args,
-                         inputs, report_value))
+        call = Call(self._loop, self.generation, key, func_token, func, args, inputs, report_value)
+        self._active[key] = call
+        self._calls.put(call)
+
+    def abandon(self, key: str) -> None:
+        """Drop the outcome of the call of ``key`` (on the loop): a call not
+        started is skipped; a running one keeps its thread until it returns,
+        but that thread no longer counts (``_leave_count``)."""
+        call = self._active.pop(key, None)
+        if call is None:
+            return
+        call.abandoned = True
+        thread = call.thread
+        if thread is not None and not call.finished:
+            self._leave_count(thread)
+            self.resume(key)  # a seceded call waiting in ``rejoin`` goes on, outside the count
 
     def discard_all(self) -> None:
         """Forget every task in flight: their outcomes will be dropped (and
         their threads waiting in ``rejoin`` go on at once)."""
         self.generation += 1
+        self._active.clear()
         self._release_rejoiners()
 
     def shutdown(self) -> None:
@@ -127,9 +180,7 @@ class TaskRunner:
         if thread.seceded:
             return
         thread.seceded = True
-        if self._closed:
-            return
-        self._start_thread()
+        self._leave_count(thread)
         if thread.generation == self.generation and self.on_secede is not None:
             self._post(self.on_secede, thread.key)
 
@@ -139,6 +190,10 @@ class TaskRunner:
             raise RuntimeError(
                 f"rejoin() was called by task {thread.key!r}, which did not secede(): call "
                 "secede() first (or use `with worker_client():`, which does both)")
+        thread.seceded = False
+        call = thread.call
+        if call is not None and call.abandoned:
+            return  # nobody waits for this call: it ends outside the count
         granted = threading.Event()
         with self._lock:  # discard_all bumps the generation, then releases under this lock
             wait = (thread.generation == self.generation and not self._closed
@@ -149,7 +204,9 @@ class TaskRunner:
             assert self.on_rejoin is not None
             self._post(self.on_rejoin, thread.key)
             granted.wait()
-        thread.seceded = False
+            if call is not None and call.abandoned:
+                return  # abandoned while it waited (``abandon`` let it go)
+        thread.leaving = False
         self._calls.put(_STOP)  # this thread serves again: one of the others ends
 
     def resume(self, key: str) -> None:
@@ -175,6 +232,16 @@ class TaskRunner:
     # ------------------------------------------------------------------ #
     # Threads
     # ------------------------------------------------------------------ #
+    def _leave_count(self, thread: TaskThread) -> None:
+        """``thread`` no longer counts against ``nthreads``: a new thread
+        serves the queue from now on, and this one ends when its current call
+        returns (unless it rejoins).  Leaving twice is leaving once."""
+        if thread.leaving:
+            return
+        thread.leaving = True
+        if not self._closed:
+            self._start_thread()
+
     def _start_thread(self) -> None:
         with self._lock:
             thread = threading.Thread(target=self._serve, name=f"taskmill-task_{self._started}",
@@ -186,14 +253,15 @@ class TaskRunner:
     def _serve(self) -> None:
         calls = self._calls
         me = enter_pool(self)
-        while True:
+        while not me.leaving:
             call = calls.get()
             if call is _STOP:
                 break
             me.call = call
-            self._run(*call)
-            if me.seceded:  # another thread took this one's place when it seceded
-                break
+            call.thread = me  # before reading ``abandoned`` (see the module docstring)
+            if not call.abandoned:
+                self._run(call)
+            call.finished = True
         with self._lock:
             if not self._closed:  # after shutdown the list stays, to join them
                 self.threads.remove(threading.current_thread())
@@ -210,31 +278,40 @@ class TaskRunner:
                 self._functions[token] = fn
         return fn
 
-    def _run(self, loop: asyncio.AbstractEventLoop, generation: int, key: str, func_token: str,
-             func: Serialized | None, args: Serialized, inputs: dict[str, Any],
-             report_value: bool) -> None:
+    def _run(self, call: Call) -> None:
         start = time.time()
         small: Serialized | None = None
         try:
-            fn = self._load_function(func_token, func)
-            call_args, call_kwargs = args.deserialize()
+            fn = self._load_function(call.func_token, call.func)
+            call_args, call_kwargs = call.args.deserialize()
+            inputs = call.inputs
             if inputs:
                 call_args = substitute_refs(call_args, inputs)
                 call_kwargs = substitute_refs(call_kwargs, inputs)
             value: Any = fn(*call_args, **call_kwargs)
             ok, tb = True, ""
-            if report_value:
+            if call.report_value:
                 small = small_result(value)
         except BaseException as exc:  # a task may raise anything, even SystemExit
             ok = False
             value, tb = describe_failure(exc)
         stop = time.time()
-        if generation != self.generation:
+        if call.generation != self.generation or call.abandoned:
             return
         try:
-            loop.call_soon_threadsafe(self.on_done, key, ok, value, tb, start, stop, small)
+            call.loop.call_soon_threadsafe(self._deliver, call, ok, value, tb, start, stop, small)
         except RuntimeError:  # loop closed while the task ran
             pass
+
+    def _deliver(self, call: Call, ok: bool, value: Any, tb: str, start: float, stop: float,
+                 small: Serialized | None) -> None:
+        """On the loop: hand the outcome on, unless the call was abandoned meanwhile."""
+        if call.abandoned or call.generation != self.generation:
+            return
+        key = call.key
+        if self._active.get(key) is call:
+            del self._active[key]
+        self.on_done(key, ok, value, tb, start, stop, small)
 
 
 _SCALARS = frozenset({int, float, bool, complex, str, bytes, type(None)})

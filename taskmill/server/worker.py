@@ -15,6 +15,10 @@ Theory of operation
   machine as ``TaskSeceded`` / ``RejoinRequested``; its ``RejoinGranted``
   lets the waiting thread go on.  ``get_client()`` inside a task makes one
   Executor for the worker (``task_client``), closed with it.
+  ``AbandonExecution`` (a forced cancel) tells the runner to drop that
+  call's outcome and put another thread in its place.
+* ``ScheduleStartReport`` arms one timer: ``START_REPORT_DELAY`` later the
+  machine gets ``StartReportDue`` and reports the calls still running.
 * ``Fetch`` commands become one ``get-data`` request to a peer for many keys.
 * Peers and clients call ``get-data``; clients call ``put-data`` (scatter),
   ``run`` and ``upload-file``.  ``put-data`` waits until the worker is
@@ -83,6 +87,11 @@ from taskmill.server.worker_diagnostics import WorkerDiagnostics
 from taskmill.server.uploads import install_upload
 
 logger = logging.getLogger("taskmill.worker")
+
+#: seconds between a call's start and the report that it runs (if it still
+#: does): calls shorter than this cost no message (see
+#: :mod:`taskmill.core.worker.running_calls`)
+START_REPORT_DELAY = 0.005
 
 
 class Worker(Node):
@@ -304,6 +313,11 @@ class Worker(Node):
                 self.runner.resume(cmd.key)
             case ev.CancelExecution():
                 pass  # a running thread cannot be interrupted; the state machine drops its result
+            case ev.AbandonExecution():
+                self.runner.abandon(cmd.key)
+                self.diagnostics.forget((cmd.key,))
+            case ev.ScheduleStartReport():
+                asyncio.get_running_loop().call_later(START_REPORT_DELAY, self._start_report_due)
             case ev.AskWhoHas():
                 self.spawn(self._ask_who_has(cmd.keys), "who-has")
             case _:
@@ -325,6 +339,10 @@ class Worker(Node):
         self.diagnostics.executing(cmd.key, cmd.dependencies)
         self.runner.submit(cmd.key, cmd.func_token, cmd.func, cmd.args, inputs,
                            report_value=cmd.report_value)
+
+    def _start_report_due(self) -> None:
+        if self.state is not None and self.status is Status.running:
+            self._handle(ev.StartReportDue(stimulus_id="start-report"))
 
     def _on_task_done(self, key: str, ok: bool, value: Any, tb: str, start: float, stop: float,
                       small: Serialized | None) -> None:

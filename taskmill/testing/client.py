@@ -8,10 +8,11 @@ session does), ``release-keys``, ``want-keys``, ``fire-and-forget``,
 ``cancel-keys``, ``scatter-done`` after putting data on workers, and
 ``close-client``.  It keeps every report the scheduler sends it, decoded
 through the vocabulary, so a test reads what the client was told
-(:meth:`SimClient.outcome`, :meth:`SimClient.reports_for`) and the value it
-would get (:meth:`SimClient.result`: the small result that came with the
-report, else the value read from a worker holding the key, as ``gather``
-does).
+(:meth:`SimClient.outcome`, :meth:`SimClient.reports_for`), whether it
+believes a key's call runs (:attr:`SimClient.running`, from ``keys-running``
+as the session keeps it) and the value it would get
+(:meth:`SimClient.result`: the small result that came with the report, else
+the value read from a worker holding the key, as ``gather`` does).
 
 Sending only queues a batch on the client's channel: nothing happens until
 the cluster steps (:meth:`~taskmill.testing.SimCluster.run_until_idle`).
@@ -30,6 +31,7 @@ from taskmill.protocol.vocabulary import (
     FireAndForget,
     KeyErred,
     KeyInMemory,
+    KeysRunning,
     Message,
     ReleaseKeys,
     ScatterDone,
@@ -62,6 +64,11 @@ class SimClient:
         self.reports: list[Message] = []
         #: key -> its reports, in order
         self.told: dict[str, list[Message]] = {}
+        #: key -> whether its call runs, as the client was last told (a
+        #: terminal report ends it; releasing the key forgets it)
+        self.running: dict[str, bool] = {}
+        #: every ``keys-running`` report, in order
+        self.running_reports: list[KeysRunning] = []
         self._funcs_sent: set[str] = set()
         self.connected = True
         self.up: Channel | None = None
@@ -106,6 +113,7 @@ class SimClient:
         """Drop the futures of ``keys``."""
         for key in keys:
             self.wanted.pop(key, None)
+            self.running.pop(key, None)
         self._send(ReleaseKeys("", self.id, tuple(keys)))
 
     def want(self, *keys: str) -> None:
@@ -114,9 +122,9 @@ class SimClient:
             self.wanted[key] = None
         self._send(WantKeys("", self.id, tuple(keys)))
 
-    def cancel(self, *keys: str) -> None:
-        """Cancel ``keys`` and their dependents."""
-        self._send(CancelKeys("", self.id, tuple(keys)))
+    def cancel(self, *keys: str, force: bool = False) -> None:
+        """Cancel ``keys`` and their dependents (``force``: abandon their running calls)."""
+        self._send(CancelKeys("", self.id, tuple(keys), force))
 
     def fire_and_forget(self, *keys: str) -> None:
         """Compute ``keys`` even once every client released them."""
@@ -177,8 +185,15 @@ class SimClient:
         for raw in batch:
             msg = from_stream(raw, SCHEDULER, CLIENT, client=self.id, stimulus_id="")
             self.net.record(self.id, msg)
+            if isinstance(msg, KeysRunning):
+                self.running_reports.append(msg)
+                for key in msg.keys:
+                    if key in self.wanted:  # the session drops reports of keys it released
+                        self.running[key] = msg.running
+                continue
             self.reports.append(msg)
             self.told.setdefault(msg.key, []).append(msg)  # type: ignore[attr-defined]
+            self.running.pop(msg.key, None)  # type: ignore[attr-defined]
 
     def reports_for(self, key: str) -> list[Message]:
         """Every report about ``key``, in order."""

@@ -19,6 +19,8 @@ work), where every cause has had its effect:
   by the client was reported cancelled or lost; small results that came with
   a report have the right value; errors have a cause (a task that was set to
   fail, in the key's lineage; a worker that died for ``KilledWorker``);
+  a client believes a key's call runs (``keys-running``) exactly when the
+  scheduler marks it running;
 * **liveness**: no task is left waiting, queued, no-worker or processing
   unless it genuinely cannot run: no open (running, unpaused, not retiring)
   worker satisfies its restrictions and resources, or it waits on such a
@@ -166,6 +168,13 @@ def quiescent_problems(scheduler: SimScheduler, workers: Mapping[str, SimWorker]
             continue
         sent = scheduler.reports.get(client.id, {})
         for key in client.wanted:
+            wanted_task = state.tasks.get(key)
+            marked = (wanted_task is not None and wanted_task.running
+                      and wanted_task.who_wants.get(client.id) == "")
+            if client.running.get(key, False) != marked:
+                add(f"{client.id} believes the call of {key!r} runs: "
+                    f"{client.running.get(key, False)}, but the scheduler says {marked} "
+                    f"(story: {state.story(key)[-8:]})")
             kinds = sent.get(key, [])
             for a, b in zip(kinds, kinds[1:]):
                 if a == b:

@@ -17,7 +17,7 @@ scenario's *family* injects something between deliveries:
   ``allowed_failures`` low enough to see ``KilledWorker``;
 * ``data``: scattered data, lost copies (``missing-data``), replicate,
   retire (and giving up on it), pause and resume, heartbeats;
-* ``clients``: release, want again, cancel, fire-and-forget, clients that
+* ``clients``: release, want again, cancel (forced or not), fire-and-forget, clients that
   close, vanish or arrive late;
 * ``mixed``: all of the above;
 * ``seceding`` (only when asked for, so that the seeds of the others keep
@@ -187,7 +187,7 @@ class _Scenario:
     def op_cancel(self) -> None:
         client = self.live_client()
         if client is not None and client.wanted:
-            client.cancel(self.rng.choice(list(client.wanted)))
+            client.cancel(self.rng.choice(list(client.wanted)), force=self.rng.random() < 0.5)
             self.faults += 1
 
     def op_fire_and_forget(self) -> None:

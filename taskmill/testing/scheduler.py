@@ -53,6 +53,7 @@ from taskmill.protocol.vocabulary import (
     WORKER,
     AddKeys,
     CloseClient,
+    KeysRunning,
     Message,
     MissingData,
     RegisterWorker,
@@ -138,10 +139,10 @@ class SimScheduler:
         return cmds
 
     def _track(self, cmds: list[SchedulerOutput]) -> None:
-        """Note the reports among ``cmds`` (see :attr:`reports`)."""
+        """Note the terminal reports among ``cmds`` (see :attr:`reports`)."""
         reports = self.reports
         for cmd in cmds:
-            if isinstance(cmd, Message) and cmd.receiver == CLIENT:
+            if isinstance(cmd, Message) and cmd.receiver == CLIENT and not isinstance(cmd, KeysRunning):
                 reports.setdefault(cmd.client, {}).setdefault(  # type: ignore[attr-defined]
                     cmd.key, []).append(type(cmd).__name__)  # type: ignore[attr-defined]
 

@@ -26,6 +26,11 @@ what the real worker shell does around the pure
 * a task defined with ``secede_after`` secedes (``TaskSeceded``), asks to
   rejoin (``RejoinRequested``) and goes on only at ``RejoinGranted``, as the
   real task runner's threads do; a seceded run holds no thread.
+  ``AbandonExecution`` frees the run's thread at once and drops its outcome
+  (the real runner lets the abandoned call end on a thread of its own);
+* ``ScheduleStartReport`` is a tick (``StartReportDue``) the shell's delay
+  later, pending work like a run's end, so it lands before or after the runs
+  it concerns end, as the seed decides.
 
 On the way it checks the machines' contracts and raises
 :class:`~taskmill.testing.scheduler.ShellContractError` when one breaks: a run
@@ -48,6 +53,7 @@ from typing import Any
 
 from taskmill.core.worker import WorkerState
 from taskmill.core.worker.events import (
+    AbandonExecution,
     AskWhoHas,
     CancelExecution,
     DataPut,
@@ -61,6 +67,8 @@ from taskmill.core.worker.events import (
     PauseChanged,
     RejoinGranted,
     RejoinRequested,
+    ScheduleStartReport,
+    StartReportDue,
     TaskSeceded,
     WhoHasAnswered,
 )
@@ -77,6 +85,7 @@ from taskmill.protocol.vocabulary import (
     WorkerRegistered,
     decode,
 )
+from taskmill.server.worker import START_REPORT_DELAY
 from taskmill.testing.behaviour import (
     TaskBook,
     func_payload,
@@ -255,6 +264,11 @@ class SimWorker:
                 self._ask_who_has(cmd.keys)  # type: ignore[attr-defined]
             elif kind is RejoinGranted:
                 self._rejoin_granted(cmd.key)  # type: ignore[attr-defined]
+            elif kind is ScheduleStartReport:
+                self.net.schedule(START_REPORT_DELAY, self._start_report_due,
+                                  f"start report of {self.name}", self)
+            elif kind is AbandonExecution:
+                self.running.pop(cmd.key, None)  # type: ignore[attr-defined]
             else:
                 raise TypeError(f"worker shell cannot run {cmd!r}")
         if out and self.registered and self.up is not None:
@@ -346,6 +360,9 @@ class SimWorker:
         run.seceded = run.rejoining = False
         duration = self.book.tasks[key].duration
         self.net.schedule(duration, lambda: self._run_ended(run), f"run {key} on {self.name}", self)
+
+    def _start_report_due(self) -> None:
+        self.handle(StartReportDue("start-report"))
 
     def _run_ended(self, run: Run) -> None:
         key = run.key

@@ -17,6 +17,7 @@ from taskmill.core.worker.events import (
     Fetch,
     FetchFailed,
     FetchSucceeded,
+    ScheduleStartReport,
     WhoHasAnswered,
     WorkerCommand,
 )
@@ -76,7 +77,8 @@ def executed(cmds: list[WorkerCommand]) -> list[str]:
 def test_single_task_ready_execute_finish() -> None:
     w = ws()
     cmds = w.handle(compute("x"))
-    assert cmds == [Execute("compute-x", "x", "tok", "f", ("args", "x"), ())]
+    assert cmds == [Execute("compute-x", "x", "tok", "f", ("args", "x"), ()),
+                    ScheduleStartReport("compute-x")]
     assert w.task_state("x") == "executing"
     assert w.executing_count == 1
     cmds = w.handle(ok("x", 100))

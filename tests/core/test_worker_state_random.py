@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from taskmill.core.worker.events import (
+    AbandonExecution,
     AskWhoHas,
     CancelExecution,
     DataPut,
@@ -26,11 +27,14 @@ from taskmill.core.worker.events import (
     FetchSucceeded,
     RejoinGranted,
     RejoinRequested,
+    ScheduleStartReport,
+    StartReportDue,
     TaskSeceded,
     WhoHasAnswered,
     WorkerEvent,
 )
 from taskmill.protocol.vocabulary import (
+    AbandonTasks,
     AddKeys,
     ComputeTask,
     FreeKeys,
@@ -39,6 +43,7 @@ from taskmill.protocol.vocabulary import (
     Seceded,
     TaskErred,
     TaskFinished,
+    TasksStarted,
 )
 from taskmill.core.worker.state import WorkerState
 
@@ -63,6 +68,9 @@ class SimShell:
         self.fetches: dict[str, tuple[str, ...]] = {}
         self.pending: set[str] = set()  # requested, not yet reported, not freed
         self.reports: list[str] = []
+        self.tick_pending = False  # a ScheduleStartReport not answered yet
+        self.started: list[str] = []  # keys reported running, in order
+        self.abandoned: set[str] = set()  # calls still running whose threads were freed
         self.n = 0
 
     def stim(self) -> str:
@@ -74,6 +82,8 @@ class SimShell:
             self.pending.add(ev.key)
         elif isinstance(ev, FreeKeys):
             self.pending.difference_update(ev.keys)
+        if isinstance(ev, StartReportDue):
+            self.tick_pending = False
         for cmd in self.ws.handle(ev):
             if isinstance(cmd, Execute):
                 assert cmd.key not in self.running
@@ -102,10 +112,23 @@ class SimShell:
                 assert cmd.key in self.rejoining, (cmd, self.ws.story(cmd.key))
                 del self.rejoining[cmd.key]
                 del self.seceded[cmd.key]
+            elif isinstance(cmd, ScheduleStartReport):
+                assert not self.tick_pending, "a second tick asked for while one is pending"
+                self.tick_pending = True
+            elif isinstance(cmd, TasksStarted):
+                for key in cmd.keys:
+                    assert key in self.running and key in self.pending, (cmd, self.ws.story(key))
+                self.started.extend(cmd.keys)
+            elif isinstance(cmd, AbandonExecution):
+                del self.running[cmd.key]
+                self.seceded.pop(cmd.key, None)  # its thread goes on outside the count
+                self.rejoining.pop(cmd.key, None)
+                self.abandoned.add(cmd.key)
             else:
                 assert isinstance(cmd, (AskWhoHas, MissingData, Seceded)), cmd
         assert len(self.running) - len(self.seceded) <= self.nthreads
         assert set(self.running) == self.ws.executing
+        assert not self.ws.start_reports.unreported or self.tick_pending
         assert self.ws.in_memory <= set(self.store)
         assert set(self.fetches) == set(self.ws._fq.in_flight)
 
@@ -172,7 +195,7 @@ def random_compute(rng: random.Random, stim: str) -> ComputeTask:
     )
 
 
-ACTIONS = ["compute", "compute", "finish", "fetch", "free", "put", "who"]
+ACTIONS = ["compute", "compute", "finish", "fetch", "free", "put", "who", "tick", "abandon"]
 
 
 def run_random_sequence(seed: int, seceding: bool = False) -> None:
@@ -208,6 +231,15 @@ def run_random_sequence(seed: int, seceding: bool = False) -> None:
             if key not in sh.ws.executing:
                 sh.store[key] = 1
                 sh.send(DataPut(sh.stim(), {key: 1}))
+        elif action == "tick" and sh.tick_pending:
+            sh.send(StartReportDue(sh.stim()))
+        elif action == "abandon":  # a forced cancel: free-keys, then abandon-tasks
+            keys = tuple(rng.sample(KEYS, rng.randint(1, 3)))
+            sh.send(FreeKeys(sh.stim(), ME, keys))
+            sh.send(AbandonTasks(sh.stim(), ME, keys))
+            tasks = sh.ws.tasks
+            assert not [k for k in keys if k in tasks and tasks[k].state == "cancelled"
+                        and tasks[k].previous == "executing"], "a cancelled call was not abandoned"
         elif action == "who":
             holders = tuple(rng.sample((ME,) + PEERS, rng.randint(0, 2)))
             sh.send(WhoHasAnswered(sh.stim(), {rng.choice(KEYS): holders}))

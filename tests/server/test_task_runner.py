@@ -138,3 +138,65 @@ def test_a_seceded_call_gets_a_replacement_thread_and_the_pool_shrinks_back() ->
         runner.shutdown()
 
     run(main())
+
+
+STUCK_GATE = threading.Event()
+STUCK_STARTED = threading.Event()
+RAN: list[str] = []
+
+
+def blocked() -> str:
+    STUCK_STARTED.set()
+    assert STUCK_GATE.wait(10)
+    return "late"
+
+
+def record(name: str) -> str:
+    RAN.append(name)
+    return name
+
+
+def test_an_abandoned_call_leaves_the_pool_count_and_its_outcome_is_dropped() -> None:
+    async def main() -> None:
+        outcomes = Outcomes()
+        runner = TaskRunner(1, outcomes)
+        call(runner, "stuck", blocked)
+        call(runner, "queued", add, 1, 2)  # waits for the one thread ...
+        assert await asyncio.to_thread(STUCK_STARTED.wait, 10)
+        runner.abandon("stuck")  # ... which another thread replaces at once
+        await outcomes.wait("queued")
+        assert outcomes.got["queued"] == (True, 3) and "stuck" not in outcomes.got
+        assert sum(t.is_alive() for t in runner.threads) == 2  # the abandoned call still runs
+        released = runner.threads[0]
+        STUCK_GATE.set()
+        await asyncio.to_thread(released.join, 10)  # the released thread ends with its call
+        assert not released.is_alive() and released not in runner.threads
+        call(runner, "after", add, 2, 2)
+        await outcomes.wait("after")
+        assert "stuck" not in outcomes.got
+        assert len(runner.threads) == 1 and runner.threads[0].is_alive()
+        runner.abandon("unknown")  # nothing to do
+        runner.shutdown()
+
+    try:
+        run(main())
+    finally:
+        STUCK_GATE.set()
+
+
+def test_a_call_abandoned_before_a_thread_took_it_never_runs() -> None:
+    async def main() -> None:
+        outcomes = Outcomes()
+        runner = TaskRunner(1, outcomes)
+        GATE.clear()
+        call(runner, "first", wait_then, 1)
+        call(runner, "second", record, "second")  # queued behind the first
+        runner.abandon("second")
+        GATE.set()
+        call(runner, "third", record, "third")
+        await outcomes.wait("first", "third")
+        assert RAN == ["third"] and "second" not in outcomes.got
+        assert sum(t.is_alive() for t in runner.threads) == 1  # nothing left the pool
+        runner.shutdown()
+
+    run(main())

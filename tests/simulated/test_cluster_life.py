@@ -21,6 +21,8 @@ def test_restart_mid_computation_cancels_every_clients_keys_and_the_same_keys_ru
     first, second = cluster.client(), cluster.client()
     first.submit(*chain(), wanted=["c-1"])
     second.submit(*chain(), wanted=["b-1", "c-1"])
+    cluster.deliver(first.id)  # both submissions in first
+    cluster.deliver(second.id)
     cluster.run_until(lambda: cluster.task_state("b-1") == "processing")
     cluster.restart()
     cluster.run_until_idle()
@@ -35,8 +37,10 @@ def test_restart_mid_computation_cancels_every_clients_keys_and_the_same_keys_ru
 def test_a_heartbeat_brings_the_workers_figures_and_time_to_the_scheduler() -> None:
     cluster = SimCluster(2, seed=2, trace=True)
     client = cluster.client()
-    client.submit(SimTask("done-1"), SimTask("long-1", duration=5.0, workers=("sim://w1",)))
-    cluster.run_until(lambda: "long-1" in cluster.worker("sim://w1").running and cluster.who_has("done-1") != [])
+    client.submit(SimTask("done-1"))
+    cluster.run_until_idle()
+    client.submit(SimTask("long-1", duration=5.0, workers=("sim://w1",)))
+    cluster.run_until(lambda: "long-1" in cluster.worker("sim://w1").running)
     cluster.clock.advance(30.0)
     cluster.pause("sim://w1")
     cluster.heartbeat("sim://w1")

@@ -2,8 +2,6 @@
 
 Theory of operation
 -------------------
-Theory of operation
--------------------
 :class:`ClientWants` owns the client records (``clients``) and keeps both ends
 of each *want*: ``client in ts.who_wants``  <=>  ``ts in
 clients[client].wants``.  Wants are the references from outside that keep a
@@ -13,7 +11,11 @@ machine's reference counting acts on.  Nothing here changes a task's state.
 
 The report functions make what wanting clients are told: ``KeyInMemory``
 when a key reaches memory, ``KeyErred`` when it fails, ``KeyLost`` when its
-data is gone without lineage, ``KeyCancelled`` on cancel.  ``who_wants``
+data is gone without lineage, ``KeyCancelled`` on cancel, and ``KeysRunning``
+(not a terminal report, so not remembered in ``who_wants``) when its worker
+reports the call started, or when a call reported running goes back to
+waiting (its worker died, a retry); a client that starts wanting a key
+whose call runs is told at once.  ``who_wants``
 remembers the last terminal report each client got (``"memory"``,
 ``"erred"``, ``"lost"`` or ``""``) and a report is made only when it differs:
 no duplicates, and a key recomputed after its data was lost is not reported
@@ -25,19 +27,20 @@ transition returns the commands it makes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 from taskmill.core.scheduler.records import (
     ERRED,
     FIRE_AND_FORGET,
     LOST_DATA,
     MEMORY,
+    PROCESSING,
     RELEASED,
     ClientRecord,
     TaskRecord,
 )
 from taskmill.core.scheduler.step import CHECK, Made, Step, also
-from taskmill.protocol.vocabulary import Key, KeyCancelled, KeyErred, KeyInMemory, KeyLost
+from taskmill.protocol.vocabulary import Key, KeyCancelled, KeyErred, KeyInMemory, KeyLost, KeysRunning
 
 
 class ClientWants:
@@ -74,6 +77,9 @@ class ClientWants:
         state = ts.state
         if state == MEMORY or state == ERRED:
             step.emit(report_current(step, ts))
+        elif (state == PROCESSING and ts.running and not ts.who_wants[cs.client]
+              and cs.client != FIRE_AND_FORGET):
+            step.cmds.append(KeysRunning(step.stimulus_id, cs.client, (ts.key,)))
         elif state == RELEASED:
             step.recs.append((ts, CHECK, None))
 
@@ -147,6 +153,19 @@ def unknown_wanted(step: Step, client: str, key: Key) -> None:
             "(never submitted, or released and forgotten)",
         )
     )
+
+
+def report_running(step: Step, tasks: Iterable[TaskRecord], running: bool) -> None:
+    """Tell the clients wanting ``tasks`` that their calls started running
+    (or went back to waiting): one ``KeysRunning`` per client.  Not those
+    told an outcome already (a lost result recomputed is no news to them)."""
+    per_client: dict[str, list[Key]] = {}
+    for ts in tasks:
+        for client, last in ts.who_wants.items():
+            if not last and client != FIRE_AND_FORGET:
+                per_client.setdefault(client, []).append(ts.key)
+    for client, keys in per_client.items():
+        step.cmds.append(KeysRunning(step.stimulus_id, client, tuple(keys), running))
 
 
 def report_memory(step: Step, ts: TaskRecord, value: Any = None) -> Made:

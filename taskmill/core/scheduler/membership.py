@@ -154,6 +154,7 @@ class Membership:
         if ts.resources is not None:
             release(ws, ts.resources)
         ts.processing_on = None
+        ts.running = False
         if ws.alive and ws.used < ws.capacity and ws.open:
             self.idle[ws] = None
             step.freed[ws] = None

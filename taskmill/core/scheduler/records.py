@@ -28,6 +28,7 @@ Invariants (checked by ``taskmill.core.scheduler.validate``):
   ``epoch`` it was freed with there; ``free_log`` is in ``epoch`` order.
 * ``ts.processing_on is ws``  <=>  ``ts in ws.processing``  <=>  state is
   ``processing``; ``ws.used`` is the sum of ``slot_cost`` of ``ws.processing``.
+  ``ts.running`` (its worker reported the call started) only while processing.
 * ``dts in ts.dependencies``  <=>  ``ts in dts.dependents``.
 * ``ts in dts.waiters``  <=>  ``dts in ts.dependencies`` and ``ts`` is active
   (waiting, queued, no-worker or processing): the dependents that still need
@@ -140,6 +141,7 @@ class TaskRecord:
         "who_has",
         "who_wants",
         "processing_on",
+        "running",
         "slot_cost",
         "queue_epoch",
         "nbytes",
@@ -187,6 +189,10 @@ class TaskRecord:
         #: only when they differ from the last one: no duplicates.
         self.who_wants: dict[str, str] = {}
         self.processing_on: WorkerRecord | None = None
+        #: its worker reported the call started (``TasksStarted``) and the
+        #: wanting clients were told (``KeysRunning``); cleared when it leaves
+        #: ``processing``
+        self.running = False
         self.slot_cost = 0
         self.queue_epoch = 0
         self.nbytes = -1

@@ -43,6 +43,16 @@ Decisions the shell relies on
   finished; it learns the new holders through ``who_has``); if that
   recomputation fails, the client does get ``KeyErred``.  A client that
   starts wanting a key already in memory/erred is told at once.
+* **Running.**  ``TasksStarted`` from the worker a task is processing on
+  marks it ``running`` and tells its wanting clients (``KeysRunning``, one
+  per client per event); a report from another worker, or one that crossed
+  a ``FreeKeys`` of the key, is ignored.  A running task sent back to
+  waiting (its worker died, a retry, a lost input) tells them
+  ``KeysRunning(running=False)``.
+* **Cancel.**  ``CancelKeys`` cancels the keys and their dependents for
+  every wanting client (``KeyCancelled``) and frees them where they run;
+  with ``force`` each worker running one also gets ``AbandonTasks`` for them,
+  right after its ``FreeKeys``.
 * **Unknown keys** in ``WantKeys`` (or a wanted key absent from a
   submission and unknown) get ``KeyLost`` with a reason; nothing is kept.
 * **Failures.**  ``TaskErred`` errs the task and every active dependent
@@ -125,7 +135,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Callable, Iterable
 
-from taskmill.core.scheduler.clients import ClientWants, unknown_wanted
+from taskmill.core.scheduler.clients import ClientWants, report_running, unknown_wanted
 from taskmill.core.scheduler.events import (
     ClientConnected,
     ClientDisconnected,
@@ -165,6 +175,7 @@ from taskmill.core.scheduler.validate import validate_state, validate_step
 from taskmill.core.stimulus_log import StimulusLog, log_size
 from taskmill.protocol.serialize import Serialized
 from taskmill.protocol.vocabulary import (
+    AbandonTasks,
     AddKeys,
     Address,
     CancelKeys,
@@ -181,6 +192,7 @@ from taskmill.protocol.vocabulary import (
     ScatterDone,
     TaskErred,
     TaskFinished,
+    TasksStarted,
     TaskSpec,
     UpdateGraph,
     WantKeys,
@@ -217,6 +229,7 @@ class SchedulerState:
             UpdateGraph: self._on_graph_submitted,
             TaskFinished: self._on_task_finished,
             TaskErred: self._on_task_erred,
+            TasksStarted: self._on_tasks_started,
             ReleaseKeys: self._on_keys_released,
             WantKeys: self._on_keys_wanted,
             FireAndForget: self._on_fire_and_forget,
@@ -479,12 +492,18 @@ class SchedulerState:
                     closure[dts] = None
                     stack.append(dts)
         reason = f"cancelled by client {ev.client}"
+        abandon: dict[WorkerRecord, list[Key]] = {}
         for ts in closure:
             self.wants.cancelled(step, ts, reason)
+            if ev.force and ts.processing_on is not None:
+                abandon.setdefault(ts.processing_on, []).append(ts.key)
         for ts in closure:
             machine.transition(step, ts, RELEASED)
         for ts in closure:
             machine.transition(step, ts, FORGOTTEN)
+        for ws, keys in abandon.items():  # after the frees: the worker has cancelled them then
+            step.flush_frees(ws)
+            step.cmds.append(AbandonTasks(step.stimulus_id, ws.address, tuple(keys)))
 
     def _on_restart_requested(self, step: Step, ev: RestartRequested) -> None:
         tasks = self.machine.tasks
@@ -521,6 +540,25 @@ class SchedulerState:
         self.machine.transition(step, ts, MEMORY,
                                 (ws, ev.nbytes, ev.type_name or ts.type_name, ev.value))
         self.replicas.insure(step, ts)
+
+    def _on_tasks_started(self, step: Step, ev: TasksStarted) -> None:
+        ws = self.membership.workers.get(ev.worker)
+        if ws is None:
+            step.note("", "", "", f"ignored: TasksStarted from unknown worker {ev.worker}")
+            return
+        ws.acknowledge(ev.seen)
+        tasks = self.machine.tasks
+        started: list[TaskRecord] = []
+        for key in ev.keys:
+            ts = tasks.get(key)
+            if ts is None or ts.processing_on is not ws or ws.crossed(key, ev.seen):
+                step.ignore(key, ts, f"stale TasksStarted from {ev.worker}")
+            elif not ts.running:
+                ts.running = True
+                step.note(key, PROCESSING, PROCESSING, f"running on {ev.worker}")
+                started.append(ts)
+        if started:
+            report_running(step, started, True)
 
     def _on_task_erred(self, step: Step, ev: TaskErred) -> None:
         ws = self.membership.workers.get(ev.worker)

@@ -55,7 +55,7 @@ from itertools import islice
 from typing import Any, Callable
 
 from taskmill.core.resources import resource_spec
-from taskmill.core.scheduler.clients import ClientWants, report_erred, report_memory
+from taskmill.core.scheduler.clients import ClientWants, report_erred, report_memory, report_running
 from taskmill.core.scheduler.events import TaskStalled
 from taskmill.core.scheduler.membership import Membership
 from taskmill.core.scheduler.placement import Placement
@@ -451,7 +451,10 @@ class TaskMachine:
         self._leave_active(step, ts)
 
     def _active_released(self, step: Step, ts: TaskRecord, _: Any) -> Made:
-        """waiting/queued/no-worker/processing -> released (stop computing)."""
+        """waiting/queued/no-worker/processing -> released (stop computing);
+        the clients told that its call runs hear that it no longer does."""
+        if ts.running and ts.who_wants:
+            report_running(step, (ts,), False)
         self._leave_processing_or_queues(step, ts)
         ts.state = RELEASED
         step.recs.append((ts, CHECK, None))

@@ -95,6 +95,8 @@ def _check_task(m: TaskMachine, ts: TaskRecord, queued_live: set[TaskRecord],
             _fail(m, ts, "processing with inputs not in memory")
     elif ts.processing_on is not None:
         _fail(m, ts, "processing_on set outside processing")
+    if ts.running and s != PROCESSING:
+        _fail(m, ts, "marked running outside processing")
     if s == WAITING and not ts.waiting_on:
         _fail(m, ts, "waiting on nothing (should have been scheduled)")
     if ts.resources is not None:  # queued/no-worker by its resource group, not restrictions

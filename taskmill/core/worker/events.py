@@ -116,6 +116,12 @@ class RejoinRequested(WorkerEvent):
     key: Key
 
 
+@dataclass(frozen=True, slots=True)
+class StartReportDue(WorkerEvent):
+    """The timer of a ``ScheduleStartReport`` went off: report the calls
+    started since the last report that still run (``tasks-started``)."""
+
+
 class WorkerInput(Protocol):
     """What the worker machine handles: its own events and the wire messages
     it takes from the scheduler."""
@@ -168,6 +174,21 @@ class CancelExecution(WorkerCommand):
     """Best effort: the running task's result will be discarded."""
 
     key: Key
+
+
+@dataclass(frozen=True, slots=True)
+class AbandonExecution(WorkerCommand):
+    """The running call of ``key`` is abandoned (a forced cancel): its thread
+    leaves the pool's count at once, another takes its place, and its outcome
+    is dropped whenever it comes (a Python call cannot be interrupted)."""
+
+    key: Key
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleStartReport(WorkerCommand):
+    """Hand the machine ``StartReportDue`` in a few milliseconds (issued when
+    the first call started since the last report; at most one is pending)."""
 
 
 @dataclass(frozen=True, slots=True)

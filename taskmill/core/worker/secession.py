@@ -34,9 +34,10 @@ layer of :class:`~taskmill.core.worker.state.WorkerState`, between the books
   the scheduler hears ``Seceded(key, seceded=True)`` again
   (:meth:`SecessionHandlers._run_adopted`): the slot it has just taken for
   the task must not be held by a run that waits outside the thread count.
-* The end of a run (``ExecuteSucceeded`` / ``ExecuteFailed``) takes its key
-  out of both (:meth:`SecessionHandlers._run_left_thread`): a task may
-  secede and never rejoin.  The scheduler needs no word of it: a seceded
+* The end of a run (``ExecuteSucceeded`` / ``ExecuteFailed``, or a forced
+  cancel abandoning it) takes its key out of both
+  (:meth:`SecessionHandlers._run_left_thread`): a task may secede and never
+  rejoin.  The scheduler needs no word of it: a seceded
   task holds no slot, so its ``task-finished`` frees none.
 
 Invariants (checked by :mod:`taskmill.core.worker.validate`): ``rejoining``

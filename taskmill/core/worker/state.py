@@ -9,11 +9,13 @@ ended, a fetch came back, memory ran short, a client scattered data) and the
 scheduler's wire messages ``ComputeTask``, ``FreeKeys`` and
 ``AcquireReplicas`` (:mod:`taskmill.protocol.vocabulary`); the commands are
 its own (``Execute``, ``Fetch``, ``DeleteData``, ``CancelExecution``,
-``AskWhoHas``, ``RejoinGranted``) and wire messages for the scheduler
-(``TaskFinished``, ``TaskErred``, ``AddKeys``, ``KeysScattered``,
-``ReleasedKeys``, ``MissingData``, ``Paused``, ``Seceded``).  Tasks that
-leave the thread count (``secede()``/``rejoin()``) are handled by the layer
-below, :mod:`taskmill.core.worker.secession`.
+``AskWhoHas``, ``RejoinGranted``, ``AbandonExecution``, ``ScheduleStartReport``)
+and wire messages for the scheduler (``TaskFinished``, ``TaskErred``,
+``AddKeys``, ``KeysScattered``, ``ReleasedKeys``, ``MissingData``,
+``Paused``, ``Seceded``, ``TasksStarted``).  Tasks that leave the thread
+count (``secede()``/``rejoin()``) are handled by the layer
+:mod:`taskmill.core.worker.secession`; start reports and abandoned calls by
+:mod:`taskmill.core.worker.running_calls`.
 Nothing in here touches a socket, a thread, asyncio or the clock, and no
 value is ever seen: only keys and sizes.  The shell stores a value *before*
 it hands the event that announces it (``ExecuteSucceeded``,
@@ -71,11 +73,15 @@ short) stops the gather pass and ``_ensure_computing``; running work and
 fetches in flight finish, data is still served.  ``PauseChanged(False)``
 resumes both at once.
 
+Running calls (reporting starts, abandoning calls): see
+:mod:`taskmill.core.worker.running_calls`.
+
 Contract with the shell:
 
 * Within one ``handle`` call, commands come out in event order, with
   ``AskWhoHas``, then the ``RejoinGranted`` of waiting rejoiners, then
-  ``Fetch``, then ``Execute`` commands last.
+  ``Fetch``, then ``Execute`` (with a ``ScheduleStartReport`` after the
+  first one since the last tick) last.
   ``DeleteData`` names only keys the shell stored (a result, fetched or
   scattered data), never an input of a task still queued or running.
 * Function delivery: the scheduler sends a function's serialized payload
@@ -88,7 +94,11 @@ Contract with the shell:
   does not take the function with it.
 * After ``CancelExecution`` the thread stays counted as busy until the shell
   reports the run's end (``ExecuteSucceeded`` or ``ExecuteFailed``); that
-  report is then dropped (a success also yields ``DeleteData``).
+  report is then dropped (a success also yields ``DeleteData``).  After
+  ``AbandonExecution`` the thread is free at once and the shell never
+  reports that run's end.
+* ``ScheduleStartReport``: hand the machine ``StartReportDue`` a few
+  milliseconds later (one is issued at a time).
 * ``TaskFinished`` for a key obtained without running it (fetched while the
   scheduler asked for it, or scattered) carries ``type_name=""`` and zero times.
 
@@ -138,6 +148,7 @@ from taskmill.core.worker.events import (
     FetchSucceeded,
     PauseChanged,
     RejoinRequested,
+    StartReportDue,
     TaskSeceded,
     WhoHasAnswered,
     WorkerInput,
@@ -158,8 +169,10 @@ from taskmill.core.worker.records import (
     InvalidWorkerTransition,
     TaskRecord,
 )
+from taskmill.core.worker.running_calls import RunningCalls
 from taskmill.core.worker.validate import validate_worker_state
 from taskmill.protocol.vocabulary import (
+    AbandonTasks,
     AcquireReplicas,
     AddKeys,
     Address,
@@ -189,7 +202,7 @@ __all__ = [
 REPLICA_PRIORITY: Priority = (sys.maxsize,)
 
 
-class WorkerState(SecessionHandlers):
+class WorkerState(SecessionHandlers, RunningCalls):
     """Decisions of one worker, as a pure function of the events it saw.
 
     ``handle(*events)`` applies events in order and returns the commands the
@@ -240,6 +253,8 @@ class WorkerState(SecessionHandlers):
             AcquireReplicas: self._on_acquire_replicas,
             TaskSeceded: self._on_task_seceded,
             RejoinRequested: self._on_rejoin_requested,
+            StartReportDue: self._on_start_report_due,
+            AbandonTasks: self._on_abandon,
         }
 
     def handle(self, *events: WorkerInput) -> list[WorkerOutput]:
@@ -254,6 +269,7 @@ class WorkerState(SecessionHandlers):
     def validate(self) -> None:
         """Check every invariant; raise :class:`InvalidWorkerState` if one fails."""
         validate_worker_state(self)
+        self.validate_running_calls()
 
     def _handle(self, events: tuple[WorkerInput, ...]) -> list[WorkerOutput]:
         out: list[WorkerOutput] = []
@@ -324,6 +340,7 @@ class WorkerState(SecessionHandlers):
                 ts.assigned = True
                 self._note(key, "note", "compute requested: already executing")
                 self._run_adopted(key)
+                self._report_start(key)
         elif st == CANCELLED:
             ts.assigned = True
             if ts.previous == FLIGHT:
@@ -331,6 +348,8 @@ class WorkerState(SecessionHandlers):
             assert ts.previous is not None
             self._set_state(ts, ts.previous)
             self._run_adopted(key)
+            if ts.state == EXECUTING:  # the run goes on, for this new assignment
+                self._report_start(key)
         elif st == FLIGHT:  # resume: keep the fetch, compute if it fails
             ts.assigned = True
             self._remember_request(ts, ev)
@@ -436,12 +455,18 @@ class WorkerState(SecessionHandlers):
             if func is not None:
                 self._delivered.add(token)
             out.append(Execute(stim, key, token, func, req.args, ts.deps, req.report_value))
+            self._report_start(key)
+
+    def _call_ended(self, key: Key) -> None:
+        """The call of ``key`` no longer holds a thread (it ended, or was
+        abandoned): no start to report, and neither seceded nor rejoining."""
+        super()._call_ended(key)
+        if self.seceded:
+            self._run_left_thread(key)
 
     def _on_execute_succeeded(self, ev: ExecuteSucceeded) -> None:
         """A run ended with a value (already stored): keep and report it, or drop it if cancelled."""
         key = ev.key
-        if self.seceded:
-            self._run_left_thread(key)
         ts = self.tasks.get(key)
         if ts is None:
             self._note(key, "ignored", "result for unknown key: deleted")
@@ -449,7 +474,7 @@ class WorkerState(SecessionHandlers):
             return
         st = ts.state
         if st == EXECUTING:
-            self.executing.discard(key)
+            self._call_ended(key)
             self._release_deps(ts)
             ts.type_name = ev.type_name
             ts.start = ev.start
@@ -462,7 +487,7 @@ class WorkerState(SecessionHandlers):
                                      ev.value, seen=self.epoch)
                 )
         elif st == CANCELLED and ts.previous == EXECUTING:
-            self.executing.discard(key)
+            self._call_ended(key)
             self._release_deps(ts)
             self._delete.append(key)
             self._forget(ts)
@@ -472,15 +497,13 @@ class WorkerState(SecessionHandlers):
     def _on_execute_failed(self, ev: ExecuteFailed) -> None:
         """A run raised: report the error, or drop the outcome if cancelled."""
         key = ev.key
-        if self.seceded:
-            self._run_left_thread(key)
         ts = self.tasks.get(key)
         if ts is None:
             self._note(key, "ignored", "failure for unknown key")
             return
         st = ts.state
         if st == EXECUTING:
-            self.executing.discard(key)
+            self._call_ended(key)
             self._release_deps(ts)
             if ts.assigned:
                 self._set_state(ts, ERROR)
@@ -500,7 +523,7 @@ class WorkerState(SecessionHandlers):
             else:  # ran only for local dependents: get it from elsewhere
                 self._to_fetch_or_missing(ts)
         elif st == CANCELLED and ts.previous == EXECUTING:
-            self.executing.discard(key)
+            self._call_ended(key)
             self._release_deps(ts)
             self._forget(ts)
         else:
