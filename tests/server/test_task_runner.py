@@ -200,3 +200,40 @@ def test_a_call_abandoned_before_a_thread_took_it_never_runs() -> None:
         runner.shutdown()
 
     run(main())
+
+
+REJOIN_ASKED = threading.Event()
+REJOIN_RETURNED = threading.Event()
+
+
+def secede_then_rejoin() -> str:
+    from taskmill import rejoin, secede
+
+    secede()
+    rejoin()  # the machine never grants it: the call is abandoned while it waits
+    REJOIN_RETURNED.set()
+    return "dropped"
+
+
+def test_a_seceded_call_abandoned_while_it_waits_to_rejoin_goes_on_outside_the_count() -> None:
+    async def main() -> None:
+        outcomes = Outcomes()
+
+        def on_rejoin(key: str) -> None:  # the machine does not grant: all threads are busy
+            REJOIN_ASKED.set()
+
+        runner = TaskRunner(1, outcomes, on_rejoin=on_rejoin)
+        call(runner, "waits", secede_then_rejoin)
+        assert await asyncio.to_thread(REJOIN_ASKED.wait, 10)
+        runner.abandon("waits")  # a forced cancel: its rejoin() returns, its outcome is dropped
+        assert await asyncio.to_thread(REJOIN_RETURNED.wait, 10)
+        call(runner, "next", add, 1, 1)
+        await outcomes.wait("next")
+        assert "waits" not in outcomes.got
+        deadline = asyncio.get_running_loop().time() + 10
+        while len(runner.threads) != 1:  # the abandoned call's thread ends; nthreads serve on
+            assert asyncio.get_running_loop().time() < deadline, runner.threads
+            await asyncio.sleep(0.01)
+        runner.shutdown()
+
+    run(main())
