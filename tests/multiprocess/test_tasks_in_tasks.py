@@ -8,32 +8,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from taskmill import Executor, get_client, get_worker, rejoin, secede, worker_client
+from taskmill import Executor, get_client, get_worker, rejoin, secede
 from tests.conftest import wait_for
+from tests.recursive_tasks import fib, fib_impure
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def fib(n: int) -> int:
-    if n < 2:
-        return n
-    e = get_client()
-    a, b = e.submit(fib, n - 1), e.submit(fib, n - 2)
-    secede()
-    x, y = e.gather([a, b])
-    rejoin()
-    return x + y
-
-
-def fib_impure(n: int) -> int:
-    if n < 2:
-        return n
-    with worker_client() as e:
-        a, b = e.submit(fib_impure, n - 1, pure=False), e.submit(fib_impure, n - 2, pure=False)
-        return sum(e.gather([a, b]))
-
-
-@pytest.fixture(scope="module")
 def one_process_one_thread() -> Iterator[Executor]:
     with Executor(n_workers=1, threads_per_worker=1, set_as_default=False) as e:
         yield e
