@@ -15,6 +15,7 @@ from tests.recursive_tasks import fib, fib_impure
 pytestmark = pytest.mark.timeout(120)
 
 
+@pytest.fixture(scope="module")
 def one_process_one_thread() -> Iterator[Executor]:
     with Executor(n_workers=1, threads_per_worker=1, set_as_default=False) as e:
         yield e
