@@ -126,7 +126,7 @@ def message(op: str, sender: str, receiver: str, *, kind: str = "stream",
             raise ValueError(f"{cls.__name__}: local fields {set(local) - names} are not fields")
         cls.op, cls.sender, cls.receiver, cls.kind, cls.local = op, sender, receiver, kind, local
         cls._wire = _spec(cls, skip=set(local))
-        _compile_message(cls)
+        _compile_on_first_use(cls, _compile_message)
         REGISTRY[op] = cls
         return cls
 
@@ -136,8 +136,26 @@ def message(op: str, sender: str, receiver: str, *, kind: str = "stream",
 def record(cls: type[R]) -> type[R]:
     """Declare a dataclass as a :class:`Record`."""
     cls._wire = _spec(cls, skip=set())
-    _compile_record(cls)
+    _compile_on_first_use(cls, _compile_record)
     return cls
+
+
+def _compile_on_first_use(cls: Any, compile_codec: Callable[[Any], None]) -> None:
+    """Give ``cls`` stand-in codecs that generate the real ones when first
+    called: generating all of them at import took a third of ``import
+    taskmill``, and a process uses few of the ops.  (Two threads may both
+    generate them; either result is the same.)"""
+
+    def to_wire(self: Any) -> Any:
+        compile_codec(cls)
+        return self.to_wire()
+
+    def from_wire(klass: Any, *args: Any, **kwargs: Any) -> Any:
+        compile_codec(cls)
+        return cls.from_wire(*args, **kwargs)
+
+    cls.to_wire = to_wire
+    cls.from_wire = classmethod(from_wire)
 
 
 def arrived(msg: Any, sender: str, receiver: str, **local: Any) -> Message:

@@ -161,3 +161,20 @@ def test_a_stream_takes_only_the_stream_messages_of_its_route() -> None:
     handed_over = v.ReleaseKeys("", "c", ("k",))  # as a same-loop link hands it over
     got = v.arrived(handed_over, v.CLIENT, v.SCHEDULER, client="c", stimulus_id="s2", now=1.0)
     assert got is handed_over and got.stimulus_id == "s2"
+
+
+def test_codecs_are_generated_on_first_use_from_either_side() -> None:
+    from taskmill.protocol.wire_types import Record, record
+
+    @record
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Pair(Record):
+        name: str
+        size: int = 0
+
+    stand_in = Pair.__dict__["from_wire"]
+    assert Pair.from_wire(["a", 3]) == Pair("a", 3)  # decoding first generates both
+    assert Pair.__dict__["from_wire"] is not stand_in
+    assert Pair("b").to_wire() == ["b", 0]
+    with pytest.raises((TypeError, ValueError)):  # the generated checks
+        Pair.from_wire(["a", "not a size"])
