@@ -32,6 +32,7 @@ from taskmill.client.keystate import FINISHED, KeysWaiter
 from taskmill.client.loop_runner import LoopRunner
 from taskmill.client.nested import collect_futures, futures_in, rebuild
 from taskmill.client.session import Session
+from taskmill.client.waiting import check_n_workers, wait_for_workers
 from taskmill.comm import normalize_address
 from taskmill.core.resources import check_resources
 from taskmill.protocol import Serialized, serialize, serialize_function
@@ -389,6 +390,14 @@ class Executor:
     def scheduler_info(self) -> Any:
         """``{"address": ..., "workers": {address: {"nthreads", "memory_limit", ...}}, ...}``."""
         return self._call(self.session.scheduler_call(SchedulerInfo()))
+
+    def wait_for_workers(self, n_workers: int, timeout: float | None = None) -> Any:
+        """Wait until the scheduler has at least ``n_workers`` running workers
+        (neither paused nor retiring), as dask.distributed's does; awaitable in
+        asynchronous mode.  Raises ``TimeoutError`` naming how many there are
+        when they are not there within ``timeout`` seconds (None: no limit)."""
+        check_n_workers(n_workers, timeout)
+        return self._call(wait_for_workers(self.session, n_workers, timeout))
 
     def replicate(self, futures: Future | Iterable[Future], n: int | None = None,
                   workers: str | Iterable[str] | None = None, timeout: float | None = None) -> Any:
