@@ -213,13 +213,15 @@ class as_completed:  # noqa: N801 - a function-like class, as in concurrent.futu
         """Raise TimeoutError past the deadline (called with the lock held)."""
         if self._deadline is not None and time.monotonic() >= self._deadline:
             raise TimeoutError(
-                f"as_completed: {sum(self._pending.values())} futures were not done within "
+                f"as_completed: {_futures(sum(self._pending.values()))} not done within "
                 f"timeout={self._timeout:g} s of the call; raise the timeout or leave it out")
 
     def _deliver(self, future: Future) -> Any:
         """What one step yields for a done future (blocking for its result)."""
         if not self.with_results:
             return future
+        if future.status == "cancelled":
+            return future, _cancelled(future)
         try:
             return future, future.result()
         except concurrent.futures.CancelledError as exc:
@@ -276,8 +278,10 @@ class as_completed:  # noqa: N801 - a function-like class, as in concurrent.futu
                         self._check_deadline()
         if not self.with_results:
             return future
+        if future.status == "cancelled":
+            return future, _cancelled(future)
         try:
-            return future, await future
+            return future, await _result_here(future)
         except concurrent.futures.CancelledError as exc:
             return future, exc
         except Exception as exc:
@@ -286,9 +290,27 @@ class as_completed:  # noqa: N801 - a function-like class, as in concurrent.futu
             return future, exc
 
 
+async def _result_here(future: Future) -> Any:
+    """``await future`` on the running loop, also for a future of a blocking
+    Executor, whose session lives on that Executor's own loop thread."""
+    session_loop = getattr(future._session, "loop", None)
+    if session_loop is None or session_loop is asyncio.get_running_loop():
+        return await future
+    return await asyncio.wrap_future(
+        asyncio.run_coroutine_threadsafe(future._session.result_async(future), session_loop))
+
+
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+def _cancelled(future: Future) -> concurrent.futures.CancelledError:
+    return concurrent.futures.CancelledError(f"{future.key} was cancelled")
+
+
+def _futures(n: int) -> str:
+    return f"{n} future was" if n == 1 else f"{n} futures were"
 
 
 def fire_and_forget(futures: Any) -> None:

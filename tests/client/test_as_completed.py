@@ -184,7 +184,7 @@ def test_timeout_bounds_the_wait(executor, gates):
     g = gates.new()
     slow = executor.submit(gated, g, 1, pure=False)
     ac = as_completed([slow], timeout=0.05)
-    with pytest.raises(TimeoutError, match="1 futures were not done within timeout=0.05 s"):
+    with pytest.raises(TimeoutError, match="1 future was not done within timeout=0.05 s"):
         next(ac)
     gates.open(g)
     with pytest.raises(ValueError, match="timeout"):
@@ -234,6 +234,24 @@ def test_async_for_with_an_asynchronous_executor(gates) -> None:
             assert [f async for f in as_completed([blocked])] == [blocked]
 
     asyncio.run(main())
+
+
+def big(x):
+    return bytes(100_000) + bytes([x])  # too big to ride along: fetched from the worker
+
+
+def test_async_for_over_futures_of_a_blocking_executor(executor, gates):
+    fs = executor.map(big, [1, 2], pure=False)
+    g = gates.new()
+    cancelled = executor.submit(gated, g, None, pure=False)
+    executor.cancel(cancelled)
+
+    async def main() -> list:
+        return [p async for p in as_completed([*fs, cancelled], with_results=True)]
+
+    results = dict(asyncio.run(main()))
+    assert sorted(results[f][-1] for f in fs) == [1, 2]
+    assert isinstance(results[cancelled], cf.CancelledError)
 
 
 # --------------------------------------------------------------------------- #
