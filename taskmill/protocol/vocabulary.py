@@ -21,6 +21,12 @@ So adding a message from a worker to the scheduler touches this module, the
 worker machine that returns it and the scheduler machine that handles it.
 ``docs/protocol.md`` lists every op below (a test keeps the two in step).
 
+The vocabulary is one namespace in several modules, split by topic to keep
+each readable: this one holds the greeting, registration and the streams;
+the request/reply ops are in :mod:`taskmill.protocol.requests`, imported and
+re-exported here.  A new topic gets a module of its own, imported at the end
+of this one, so its ops register after those before it.
+
 Fields in ``local=`` are filled in by the receiving end and never sent: the
 peer a stream message came from (``worker``, ``client``), the receiver's own
 ``stimulus_id`` and clock (``now``).  For a message a machine returns, the
@@ -53,7 +59,10 @@ from taskmill.protocol.wire_types import (
     SCHEDULER,
     WORKER,
     REGISTRY,
+    Address,
+    Key,
     Message,
+    Priority,
     Record,
     arrived,
     decode,
@@ -61,12 +70,31 @@ from taskmill.protocol.wire_types import (
     record,
 )
 
-Key = str
-Address = str
-Priority = tuple[int, ...]
 
 __all__ = ["REGISTRY", "Message", "Record", "arrived", "decode", "Key", "Address", "Priority",
-           "ANY", "CLIENT", "NANNY", "SCHEDULER", "WORKER"]
+           "ANY", "CLIENT", "NANNY", "SCHEDULER", "WORKER",
+           "Ping",
+           "WhoHas",
+           "HasWhat",
+           "NThreads",
+           "RunningKeys",
+           "SchedulerInfo",
+           "ScatterTargets",
+           "Restart",
+           "UploadFile",
+           "WorkerExited",
+           "Replicate",
+           "RetireWorkers",
+           "Story",
+           "TaskStream",
+           "PerformanceData",
+           "GetData",
+           "PutData",
+           "Run",
+           "Executing",
+           "RestartWorker",
+           "Kill",
+           ]
 
 _FROM_CLIENT = ("client", "stimulus_id")
 _FROM_WORKER = ("worker", "stimulus_id")
@@ -581,182 +609,30 @@ class Unregister(Message):
     """The worker is closing: its stream ends after this."""
 
 
-# --------------------------------------------------------------------------- #
-# Requests to any server, then to the scheduler (request/reply: the reply is
-# ``{"status": "OK", "result": ...}`` or an error, see docs/protocol.md)
-# --------------------------------------------------------------------------- #
-@message("ping", ANY, ANY, kind="request")
-@dataclass(frozen=True, slots=True)
-class Ping(Message):
-    """-> "pong" (is the server up and answering?)."""
-
-
-@message("who-has", ANY, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
-class WhoHas(Message):
-    """-> {key: [holder addresses]}; every key in memory when ``keys`` is None."""
-
-    keys: tuple[Key, ...] | None = None
-
-
-@message("has-what", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
-class HasWhat(Message):
-    """-> {worker address: [keys it holds]}."""
-
-
-@message("nthreads", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
-class NThreads(Message):
-    """-> {worker address: threads}."""
-
-
-@message("running-keys", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
-class RunningKeys(Message):
-    """-> keys executing on any worker thread (asked of the workers)."""
-
-
-@message("scheduler-info", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
-class SchedulerInfo(Message):
-    """-> {"address", "id", "workers": {address: figures}, "clients", "dashboard"}."""
-
-
-@message("scatter-targets", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
-class ScatterTargets(Message):
-    """-> for each of ``n`` items, the workers to put it on."""
-
-    n: int
-    workers: tuple[Address, ...] | None = None
-    broadcast: bool = False
-
-
-@message("restart", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
-class Restart(Message):
-    """Restart every worker, dropping all tasks and data; waits up to
-    ``max_wait`` seconds for the workers to come back.  -> "OK"."""
-
-    max_wait: float = 60.0
-
-
-@message("upload-file", ANY, ANY, kind="request")
-@dataclass(frozen=True, slots=True)
-class UploadFile(Message):
-    """Install a file in each worker's directory (to the scheduler: on every
-    worker, now and later).  -> the path(s) where it was written."""
-
-    filename: str
-    data: bytes
-
-
-@message("worker-exited", NANNY, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
-class WorkerExited(Message):
-    """A nanny tells how its worker process ended (exit code, signal, memory)."""
-
-    worker: Address
-    reason: str
-
-
-@message("replicate", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
-class Replicate(Message):
-    """Keep copies of ``keys`` on ``n`` workers (all when None) among
-    ``workers``; -> how many copies were made."""
-
-    keys: tuple[Key, ...]
-    n: int | None = None
-    workers: tuple[Address, ...] | None = None
-    max_wait: float | None = None
-
-
-@message("retire-workers", ANY, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
-class RetireWorkers(Message):
-    """Retire ``workers`` (or the ``n`` cheapest) after moving their unique
-    data; -> the addresses retired."""
-
-    workers: tuple[Address, ...] | None = None
-    n: int | None = None
-    close_workers: bool = True
-    max_wait: float | None = None
-
-
-@message("story", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
-class Story(Message):
-    """-> the scheduler's recorded transitions of ``keys``."""
-
-    keys: tuple[Key, ...] = ()
-
-
-@message("task-stream", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
-class TaskStream(Message):
-    """-> the task stream records between ``start`` and ``stop`` (wall time)."""
-
-    start: float = 0.0
-    stop: float | None = None
-
-
-@message("performance-data", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
-class PerformanceData(Message):
-    """-> what ``performance_report`` renders, between ``start`` and ``stop``."""
-
-    start: float = 0.0
-    stop: float | None = None
-
-
-# --------------------------------------------------------------------------- #
-# Requests to workers and nannies
-# --------------------------------------------------------------------------- #
-@message("get-data", ANY, WORKER, kind="request")
-@dataclass(frozen=True, slots=True)
-class GetData(Message):
-    """-> {"data": {key: Serialized}} for the ``keys`` held here (others absent)."""
-
-    keys: tuple[Key, ...]
-
-
-@message("put-data", CLIENT, WORKER, kind="request")
-@dataclass(frozen=True, slots=True)
-class PutData(Message):
-    """Store values ``client`` scatters (reported to the scheduler with
-    ``keys-scattered``); -> {"incarnation": the worker's registration (see
-    ``register-worker``), "nbytes": {key: nbytes}}."""
-
-    data: dict[Key, Serialized]
-    client: str = ""
-
-
-@message("run", CLIENT, WORKER, kind="request")
-@dataclass(frozen=True, slots=True)
-class Run(Message):
-    """Call ``(fn, args, kwargs)`` on the worker; -> the pickled result."""
-
-    call: Serialized
-
-
-@message("executing", SCHEDULER, WORKER, kind="request")
-@dataclass(frozen=True, slots=True)
-class Executing(Message):
-    """-> the keys a worker thread runs now."""
-
-
-@message("restart-worker", SCHEDULER, NANNY, kind="request")
-@dataclass(frozen=True, slots=True)
-class RestartWorker(Message):
-    """Kill the worker process and start a new one; -> "OK"."""
-
-
-@message("kill", SCHEDULER, NANNY, kind="request")
-@dataclass(frozen=True, slots=True)
-class Kill(Message):
-    """Stop the worker process for good (the nanny stays up)."""
+# The request/reply ops (declared after the streams', so in this order in docs/protocol.md).
+from taskmill.protocol.requests import (  # noqa: E402  (registration order)
+    Ping,
+    WhoHas,
+    HasWhat,
+    NThreads,
+    RunningKeys,
+    SchedulerInfo,
+    ScatterTargets,
+    Restart,
+    UploadFile,
+    WorkerExited,
+    Replicate,
+    RetireWorkers,
+    Story,
+    TaskStream,
+    PerformanceData,
+    GetData,
+    PutData,
+    Run,
+    Executing,
+    RestartWorker,
+    Kill,
+)
 
 
 def op_names() -> list[str]:

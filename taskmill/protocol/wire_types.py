@@ -110,6 +110,11 @@ class Field(NamedTuple):
     nullable: bool
 
 
+#: the names the vocabulary's fields use
+Key = str
+Address = str
+Priority = tuple[int, ...]
+
 #: every op of the vocabulary -> its message class
 REGISTRY: dict[str, type[Message]] = {}
 
