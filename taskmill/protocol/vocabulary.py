@@ -711,6 +711,23 @@ class PerformanceData(Message):
     stop: float | None = None
 
 
+@message("run-on-scheduler", CLIENT, SCHEDULER, kind="request")
+@dataclass(frozen=True, slots=True)
+class RunOnScheduler(Message):
+    """Call ``(fn, args, kwargs)`` on the scheduler's loop (the one payload it
+    unpickles); -> the pickled result."""
+
+    call: Serialized
+
+
+@message("scheduler-logs", CLIENT, SCHEDULER, kind="request")
+@dataclass(frozen=True, slots=True)
+class SchedulerLogs(Message):
+    """-> the last ``n`` (None: all kept) [level name, line] of the process's log ring."""
+
+    n: int | None = None
+
+
 # --------------------------------------------------------------------------- #
 # Requests to workers and nannies
 # --------------------------------------------------------------------------- #
@@ -739,6 +756,14 @@ class Run(Message):
     """Call ``(fn, args, kwargs)`` on the worker; -> the pickled result."""
 
     call: Serialized
+
+
+@message("worker-logs", CLIENT, WORKER, kind="request")
+@dataclass(frozen=True, slots=True)
+class WorkerLogs(Message):
+    """-> the last ``n`` (None: all kept) [level name, line] of the process's log ring."""
+
+    n: int | None = None
 
 
 @message("executing", SCHEDULER, WORKER, kind="request")
