@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -125,14 +126,24 @@ def test_worker_logs_answer_for_every_worker(e: Executor) -> None:
     assert all(len(records) == 1 for records in e.get_worker_logs(n=1).values())
 
 
-def test_worker_that_does_not_answer_is_left_out_with_a_warning(
-        e: Executor, caplog: pytest.LogCaptureFixture) -> None:
+def test_workers_that_do_not_answer_are_left_out_with_a_warning(
+        e: Executor, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     alive = sorted(e.nthreads())[0]
-    gone = "tcp://127.0.0.1:9"  # discard port: nobody listens
-    with caplog.at_level(logging.WARNING, logger="taskmill.client"):
-        logs = e.get_worker_logs(n=3, workers=[alive, gone])
-    assert list(logs) == [alive]
-    assert any(gone in r.getMessage() and "left out" in r.getMessage() for r in caplog.records)
+    with socket.socket() as closed:  # a port nobody listens on any more: refused
+        closed.bind(("127.0.0.1", 0))
+        gone = "tcp://127.0.0.1:%d" % closed.getsockname()[1]
+    with socket.socket() as mute:  # connections complete in the backlog, nothing ever answers
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(8)
+        silent = "tcp://127.0.0.1:%d" % mute.getsockname()[1]
+        monkeypatch.setenv("TASKMILL_REQUEST_TIMEOUT", "0.5")
+        with caplog.at_level(logging.WARNING, logger="taskmill.client"):
+            logs = e.get_worker_logs(n=3, workers=[alive, gone, silent])
+    assert list(logs) == [alive] and len(logs[alive]) == 3
+    warnings = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert len(warnings) == 2
+    assert any(gone in w for w in warnings)
+    assert any(silent in w and "TASKMILL_REQUEST_TIMEOUT" in w for w in warnings), warnings
 
 
 def test_ring_is_bounded_and_drops_the_oldest_first() -> None:
