@@ -152,10 +152,11 @@ async def call_with_node(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
     ``node`` as each of ``names`` that ``fn`` declares as a keyword parameter
     (unless the caller gave it), as dask.distributed passes
     ``dask_scheduler=``; a coroutine function is awaited here."""
+    params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):  # a builtin without a signature: nothing to pass
-        params = {}  # type: ignore[assignment]
+        params = {}
     for name in names:
         param = params.get(name)
         if param is not None and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):

@@ -24,7 +24,8 @@ Theory of operation
 * Short requests (``who-has``, ``nthreads``, ``scatter-targets``,
   ``restart``, ``upload-file`` ...) use the request/reply convention.
 * The scheduler never unpickles user data: functions, arguments, results
-  and exceptions pass through as opaque ``Serialized`` payloads.  The state
+  and exceptions pass through as opaque ``Serialized`` payloads (the one
+  exception: ``run-on-scheduler``, a call the user sent to run here).  The state
   machine keeps functions by token, so each is received once and sent once
   per worker.
 * A worker whose stream closes, or that misses heartbeats for
