@@ -25,7 +25,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from taskmill import timeouts
-from taskmill.client import dask_integration, registry
+from taskmill.client import cluster_ops, dask_integration, registry
 from taskmill.client.calls import funcname, pack_call
 from taskmill.client.future import Future
 from taskmill.client.keystate import FINISHED, KeysWaiter
@@ -502,6 +502,30 @@ class Executor:
             return {w: r.deserialize() for w, r in zip(targets, replies)}
 
         return self._call(run())
+
+    def run_on_scheduler(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call ``fn(*args, **kwargs)`` in the scheduler process and return its
+        result.  It runs on the scheduler's event loop (blocking the scheduler
+        meanwhile; a coroutine function is awaited there); a function that
+        declares a ``scheduler`` or ``dask_scheduler`` keyword parameter gets
+        the scheduler object under that name.  An exception comes back with
+        its type and the scheduler's traceback as ``__cause__``."""
+        return self._call(cluster_ops.run_on_scheduler(self.session, fn, args, kwargs))
+
+    def get_scheduler_logs(self, n: int | None = None) -> Any:
+        """The scheduler process's recent ``taskmill`` log records, oldest
+        first: ``[(level, line), ...]`` (level a name such as "INFO"; line
+        formatted with time, logger and pid); the last ``n``, or all it keeps
+        (the last 10,000) when ``n`` is None."""
+        return self._call(cluster_ops.scheduler_logs(self.session, n))
+
+    def get_worker_logs(self, n: int | None = None, workers: Iterable[str] | None = None) -> Any:
+        """``{worker_address: [(level, line), ...]}``: each worker process's
+        recent log records, as :meth:`get_scheduler_logs`.  A worker that does
+        not answer within ``TASKMILL_REQUEST_TIMEOUT`` is left out (a warning
+        on the client names it).  In-process workers share their process's
+        records with each other and with an embedded scheduler."""
+        return self._call(cluster_ops.worker_logs(self.session, n, workers))
 
     def restart(self, timeout: float = 60.0) -> Any:
         """Restart every worker process and drop all data; the Executor stays usable."""

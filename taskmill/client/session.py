@@ -604,8 +604,9 @@ class Session:
     # Requests
     # ------------------------------------------------------------------ #
     async def scheduler_call(self, msg: Message, *,
-                             timeout: float | timeouts.Timeout = timeouts.REQUEST) -> Any:
-        """Send the request ``msg`` to the scheduler; ``timeout`` bounds the wait for the reply."""
+                             timeout: float | timeouts.Timeout | None = timeouts.REQUEST) -> Any:
+        """Send the request ``msg`` to the scheduler; ``timeout`` bounds the wait for the reply
+        (None only for requests that run user code)."""
         if self.status != "running":
             raise SchedulerGoneError(f"not connected to the scheduler ({self.status})")
         return await self.pool.rpc(self._via).ask(msg, timeout=timeout)

@@ -46,9 +46,12 @@ __all__ = [
     "Story",
     "TaskStream",
     "PerformanceData",
+    "RunOnScheduler",
+    "SchedulerLogs",
     "GetData",
     "PutData",
     "Run",
+    "WorkerLogs",
     "Executing",
     "RestartWorker",
     "Kill",
@@ -185,6 +188,23 @@ class PerformanceData(Message):
     stop: float | None = None
 
 
+@message("run-on-scheduler", CLIENT, SCHEDULER, kind="request")
+@dataclass(frozen=True, slots=True)
+class RunOnScheduler(Message):
+    """Call ``(fn, args, kwargs)`` on the scheduler's loop (the one payload it
+    unpickles); -> the pickled result."""
+
+    call: Serialized
+
+
+@message("scheduler-logs", CLIENT, SCHEDULER, kind="request")
+@dataclass(frozen=True, slots=True)
+class SchedulerLogs(Message):
+    """-> the last ``n`` (None: all kept) [level name, line] of the process's log ring."""
+
+    n: int | None = None
+
+
 # --------------------------------------------------------------------------- #
 # Requests to workers and nannies
 # --------------------------------------------------------------------------- #
@@ -213,6 +233,14 @@ class Run(Message):
     """Call ``(fn, args, kwargs)`` on the worker; -> the pickled result."""
 
     call: Serialized
+
+
+@message("worker-logs", CLIENT, WORKER, kind="request")
+@dataclass(frozen=True, slots=True)
+class WorkerLogs(Message):
+    """-> the last ``n`` (None: all kept) [level name, line] of the process's log ring."""
+
+    n: int | None = None
 
 
 @message("executing", SCHEDULER, WORKER, kind="request")

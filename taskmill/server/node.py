@@ -9,6 +9,7 @@ exception escaping one is logged with the node's name and recorded in
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import enum
 import logging
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 
 from taskmill import timeouts
 from taskmill.comm import ConnectionPool, handle_comm, listen
+from taskmill.logs import install_log_ring
 from taskmill.protocol.vocabulary import Message, Ping
 
 M = TypeVar("M", bound=Message)
@@ -53,6 +55,8 @@ class Node:
         self.strict = os.environ.get("TASKMILL_STRICT", "") not in ("", "0")
         self._background: set[asyncio.Task[Any]] = set()
         self.closed_event = asyncio.Event()
+        #: this process's recent log records (shared by the nodes of one process)
+        self.log_ring = install_log_ring()
 
     def serve(self, handlers: Mapping[type[Message], Handler]) -> None:
         """Answer the requests of these vocabulary classes: each request is
@@ -140,3 +144,25 @@ def _typed(cls: type[Message], handler: Handler) -> Callable[..., Any]:
 
     serve.__name__ = f"serve_{cls.__name__}"
     return serve
+
+
+async def call_with_node(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], node: Node,
+                         names: tuple[str, ...]) -> Any:
+    """Call a user's ``fn(*args, **kwargs)`` on the node's loop, passing
+    ``node`` as each of ``names`` that ``fn`` declares as a keyword parameter
+    (unless the caller gave it), as dask.distributed passes
+    ``dask_scheduler=``; a coroutine function is awaited here."""
+    params: Mapping[str, inspect.Parameter]
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: nothing to pass
+        params = {}
+    for name in names:
+        param = params.get(name)
+        if param is not None and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+            if name not in kwargs:
+                kwargs = {**kwargs, name: node}
+    result = fn(*args, **kwargs)
+    if inspect.isawaitable(result):
+        result = await result
+    return result

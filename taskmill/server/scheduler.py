@@ -24,7 +24,8 @@ Theory of operation
 * Short requests (``who-has``, ``nthreads``, ``scatter-targets``,
   ``restart``, ``upload-file`` ...) use the request/reply convention.
 * The scheduler never unpickles user data: functions, arguments, results
-  and exceptions pass through as opaque ``Serialized`` payloads.  The state
+  and exceptions pass through as opaque ``Serialized`` payloads (the one
+  exception: ``run-on-scheduler``, a call the user sent to run here).  The state
   machine keeps functions by token, so each is received once and sent once
   per worker.
 * A worker whose stream closes, or that misses heartbeats for
@@ -52,7 +53,7 @@ from taskmill.core.scheduler.events import SchedulerInput
 from taskmill.core.scheduler.state import SchedulerState
 from taskmill.dashboard import service as dashboard
 from taskmill.dashboard.monitor import SchedulerMonitor
-from taskmill.protocol import ProtocolError
+from taskmill.protocol import ProtocolError, SerializationError, serialize
 from taskmill.protocol.vocabulary import (
     CLIENT,
     SCHEDULER,
@@ -73,8 +74,10 @@ from taskmill.protocol.vocabulary import (
     RestartWorker,
     RetireWorkers,
     RunningKeys,
+    RunOnScheduler,
     ScatterTargets,
     SchedulerInfo,
+    SchedulerLogs,
     Story,
     TaskErred,
     TaskFinished,
@@ -87,7 +90,7 @@ from taskmill.protocol.vocabulary import (
     WorkerRegistered,
     arrived,
 )
-from taskmill.server.node import Node, Status
+from taskmill.server.node import Node, Status, call_with_node
 from taskmill.server import runtime
 from taskmill.server.runtime import HeapFreezer
 from taskmill.server.replication import ReplicaRequests
@@ -148,6 +151,8 @@ class Scheduler(Node):
             Story: lambda msg, comm: [list(e) for k in msg.keys for e in self.state.story(k)],
             TaskStream: lambda msg, comm: dashboard.task_stream(self, msg.start, msg.stop),
             PerformanceData: lambda msg, comm: dashboard.performance_data(self, msg.start, msg.stop),
+            RunOnScheduler: self._run_on_scheduler,
+            SchedulerLogs: lambda msg, comm: self.log_ring.recent(msg.n),
         })
 
     async def start(self) -> Scheduler:
@@ -162,6 +167,19 @@ class Scheduler(Node):
             self._dashboard_starting = self.spawn(self._start_dashboard(), "dashboard-start")
         logger.info("scheduler at %s", self.address)
         return self
+
+    async def _run_on_scheduler(self, msg: RunOnScheduler, comm: Any) -> Any:
+        """``Executor.run_on_scheduler``: the user's function on this loop
+        (it blocks the scheduler while it runs, as in dask.distributed), given
+        this object as ``scheduler=`` / ``dask_scheduler=`` when it asks."""
+        fn, args, kwargs = msg.call.deserialize()
+        result = await call_with_node(fn, args, kwargs, self, ("scheduler", "dask_scheduler"))
+        try:
+            return serialize(result)
+        except SerializationError as exc:
+            raise SerializationError(
+                f"run_on_scheduler: the result of {getattr(fn, '__qualname__', fn)!s}() cannot be "
+                f"sent back to the client: {exc}") from None
 
     async def _start_dashboard(self) -> None:
         assert self.dashboard_port is not None

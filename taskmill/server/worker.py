@@ -75,6 +75,7 @@ from taskmill.protocol.vocabulary import (
     Unregister,
     UploadFile,
     WhoHas,
+    WorkerLogs,
     WorkerRegistered,
     arrived,
     decode,
@@ -145,6 +146,7 @@ class Worker(Node):
             Run: self._run,
             UploadFile: lambda msg, comm: install_upload(self.local_directory, msg.filename, msg.data),
             Executing: lambda msg, comm: sorted(self.state.executing) if self.state else [],
+            WorkerLogs: lambda msg, comm: self.log_ring.recent(msg.n),
         })
 
     # ------------------------------------------------------------------ #
