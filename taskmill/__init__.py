@@ -5,6 +5,7 @@ Python calls there and returns ``Future`` objects; see docs/api.md for
 the contract.  Importing taskmill does not import dask, numpy or pandas.
 """
 
+from taskmill.client.actor import Actor, ActorFuture
 from taskmill.client.executor import Executor
 from taskmill.client.future import Future
 from taskmill.client.nested import futures_of
@@ -12,6 +13,7 @@ from taskmill.client.progress import progress
 from taskmill.client.waiting import as_completed, fire_and_forget, wait
 from taskmill.client.worker_client import get_client, get_worker, rejoin, secede, worker_client
 from taskmill.errors import (
+    ActorLostError,
     FutureLostError,
     KilledWorker,
     MissingDependencyError,
@@ -23,6 +25,9 @@ from taskmill.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Actor",
+    "ActorFuture",
+    "ActorLostError",
     "Executor",
     "Future",
     "FutureLostError",

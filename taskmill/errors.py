@@ -31,6 +31,11 @@ class RemoteTaskError(TaskmillError):
     """A task raised an exception whose type cannot be rebuilt on the client."""
 
 
+class ActorLostError(TaskmillError, ConnectionError):
+    """An actor's object is gone: its worker died or restarted, or the actor
+    was released.  An actor lives on one worker only; make a new one."""
+
+
 class RemoteTraceback(Exception):
     """Carries the traceback text of a task that raised on a worker.  Set as
     the ``__cause__`` of the re-raised exception, as ``concurrent.futures.process``

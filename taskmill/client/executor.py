@@ -26,6 +26,7 @@ from typing import Any
 
 from taskmill import timeouts
 from taskmill.client import cluster_ops, dask_integration, registry
+from taskmill.client.actor import actor_key, make_actor
 from taskmill.client.calls import funcname, pack_call
 from taskmill.client.future import Future
 from taskmill.client.keystate import FINISHED, KeysWaiter
@@ -244,10 +245,13 @@ class Executor:
         ``fifo_timeout`` is accepted for dask.distributed's sake and does
         nothing: there it lets calls submitted within that time share a
         priority; here every submission is ordered as it came (``priority``
-        first).  ``actor=True`` (or ``actors=True``) is not supported yet
-        (NotImplementedError).  None of these options reaches ``fn``.
+        first).  ``actor=True`` (or ``actors=True``) makes ``fn``, a class,
+        an actor: one object on one worker, the Future's result an
+        :class:`~taskmill.client.actor.Actor` proxy to it (see
+        :mod:`taskmill.client.actor`).  None of these options reaches ``fn``.
         """
-        submit_options(fifo_timeout, actor, actors)
+        if submit_options(fifo_timeout, actor, actors, fn):
+            fn, args, key, pure = make_actor, (fn, *args), key or actor_key(fn), False
         return self.submit_call(fn, args, kwargs, key=key, pure=pure, workers=workers,
                                 allow_other_workers=allow_other_workers, retries=retries,
                                 priority=priority, resources=resources)
@@ -280,22 +284,20 @@ class Executor:
         """Submit ``fn`` over each element of the iterables; returns a list of
         Futures.  The options apply to every call (see ``submit``, also for
         ``fifo_timeout`` and ``actor``); ``kwargs`` go to every call."""
-        submit_options(fifo_timeout, actor, actors)
+        make_actors = submit_options(fifo_timeout, actor, actors, fn)
         session = self.session
         session.check_running()
         if not iterables:
             raise TypeError("map needs at least one iterable")
+        calls = list(zip(*iterables))
+        keys = _map_keys(key, len(calls))
+        if make_actors:  # one actor per element, each made by its own task
+            return [self.submit_call(make_actor, (fn, *args), kwargs, key=k or actor_key(fn), pure=False,
+                                     workers=workers, allow_other_workers=allow_other_workers,
+                                     retries=retries, priority=priority, resources=resources)
+                    for args, k in zip(calls, keys)]
         needs = task_resources(resources)
         token, func = self._serialize_function(fn)
-        calls = list(zip(*iterables))
-        if isinstance(key, (list, tuple)):
-            if len(key) != len(calls):
-                raise ValueError(f"map got {len(key)} keys for {len(calls)} calls")
-            keys: list[str | None] = list(key)
-        elif isinstance(key, str):
-            keys = [f"{key}-{i}" for i in range(len(calls))]
-        else:
-            keys = [None] * len(calls)
         generation = session.next_generation()
         listed = _worker_list(workers)
         restrictions = None if listed is None else tuple(listed)
@@ -320,7 +322,7 @@ class Executor:
         async def run() -> Any:
             states = session.states_for(found)
             await session.gather_states(states, errors)
-            fetched = {ks.key: ks.value for ks in states if ks.has_value}
+            fetched = {ks.key: ks.user_value(session) for ks in states if ks.has_value}
             return rebuild(futures, self._is_future, fetched, skip_missing=errors == "skip")
 
         return self._call(run())
@@ -609,16 +611,29 @@ def dask_future_class() -> type[Future]:
     return DaskFuture
 
 
-def submit_options(fifo_timeout: Any, actor: bool, actors: bool) -> None:
-    """Check the options of ``submit``/``map`` that dask.distributed has and
-    taskmill does not act on (see ``Executor.submit``)."""
-    if actor or actors:
-        raise NotImplementedError(
-            f"{'actor' if actor else 'actors'}=True: actors are not supported yet (they come with "
-            "the shared-state issue); submit the class without it to get the object itself")
+def submit_options(fifo_timeout: Any, actor: bool, actors: bool, fn: Any) -> bool:
+    """Check the options of ``submit``/``map`` that are not the task's own
+    (see ``Executor.submit``); True: ``fn`` is to become an actor."""
     if fifo_timeout is not None and not isinstance(fifo_timeout, (str, int, float, datetime.timedelta)):
         raise TypeError(f"fifo_timeout must be a duration such as '100 ms' or a number of seconds, "
                         f"not {type(fifo_timeout).__name__}")
+    if (actor or actors) and not isinstance(fn, type):
+        raise TypeError(f"{'actor' if actor else 'actors'}=True needs a class to make the actor "
+                        f"from, got {type(fn).__name__} {fn!r}; submit the class itself, e.g. "
+                        "submit(Counter, 0, actor=True)")
+    return bool(actor or actors)
+
+
+def _map_keys(key: str | list[str] | None, n: int) -> list[str | None]:
+    """The keys of ``map``'s ``n`` calls: as given (a list), ``key-i`` (a
+    string), or None (made from the function and arguments)."""
+    if isinstance(key, (list, tuple)):
+        if len(key) != n:
+            raise ValueError(f"map got {len(key)} keys for {n} calls")
+        return list(key)
+    if isinstance(key, str):
+        return [f"{key}-{i}" for i in range(n)]
+    return [None] * n
 
 
 def task_resources(resources: dict[str, float] | None) -> dict[str, float] | None:

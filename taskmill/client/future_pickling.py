@@ -79,7 +79,12 @@ def rebuild_future(key: str, scheduler_address: str) -> Any:
             f"{scheduler_address} in this process, and not inside a task. Open one with "
             f"Executor({scheduler_address!r}) before unpickling, or send future.key and fetch "
             "the data with that Executor.")
-    session = executor.session
+    return hold_key(executor.session, key)
+
+
+def hold_key(session: Any, key: str) -> Any:
+    """A new Future of ``key`` in ``session``, which tells the scheduler that
+    this client wants the key (it may hold none yet)."""
     future = session.future_class(key, session)
     session.send(WantKeys("", session.id, (key,)))
     return future

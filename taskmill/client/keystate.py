@@ -77,6 +77,14 @@ class KeyState:
             self.payload = None
         return self.has_value
 
+    def user_value(self, session: Any) -> Any:
+        """The value as handed to the user.  A value whose class defines
+        ``_taskmill_bind(value, session)`` (an actor's proxy, which holds its
+        own key) is handed out through it: the cached one must not hold the
+        key, or the key would hold itself forever."""
+        bind = getattr(type(self.value), "_taskmill_bind", None)
+        return self.value if bind is None else bind(self.value, session)
+
     def add_future(self, fut: PendingFuture) -> None:
         """Remember a new Future of this key (under the session's lock)."""
         refs = self.pending

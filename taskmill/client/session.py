@@ -491,7 +491,7 @@ class Session:
     def fetch_result_blocking(self, fut: Future, timeout: float | None) -> Any:
         ks = fut._keystate
         if ks.status == FINISHED and ks.unpack_payload():
-            return ks.value
+            return ks.user_value(self)
         if self.on_loop_thread():
             raise RuntimeError(
                 "Future.result() would block the event loop; use `await future` in asynchronous mode"
@@ -528,7 +528,7 @@ class Session:
                 if errors == "raise" and ks.exception is not None:
                     raise ks.exception
                 continue
-            out.append(ks.value)
+            out.append(ks.user_value(self))
         return out
 
     async def _fetch(self, states: list[KeyState]) -> None:

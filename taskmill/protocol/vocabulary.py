@@ -640,6 +640,13 @@ from taskmill.protocol.requests import (  # noqa: E402  (registration order)
     Kill,
 )
 
+# The actor ops (a proxy asks the worker holding its actor).
+from taskmill.protocol.actors import (  # noqa: E402  (registration order)
+    ActorAttribute,
+    ActorCall,
+)
+__all__ += ["ActorAttribute", "ActorCall"]
+
 
 def op_names() -> list[str]:
     """Every op of the vocabulary, in declaration order."""

@@ -21,7 +21,8 @@ Theory of operation
   machine gets ``StartReportDue`` and reports the calls still running.
 * ``Fetch`` commands become one ``get-data`` request to a peer for many keys.
 * Peers and clients call ``get-data``; clients call ``put-data`` (scatter),
-  ``run`` and ``upload-file``.  ``put-data`` waits until the worker is
+  ``run`` and ``upload-file``; proxies call ``actor-call`` and
+  ``actor-attribute`` (:mod:`taskmill.server.actors`, which holds the actors).  ``put-data`` waits until the worker is
   registered, so that the machine's ``keys-scattered`` reaches the scheduler,
   and answers with this registration's ``incarnation`` (new at each
   registration), which the client passes on in ``scatter-done``.
@@ -80,6 +81,7 @@ from taskmill.protocol.vocabulary import (
     arrived,
     decode,
 )
+from taskmill.server.actors import ActorHost
 from taskmill.server.data_store import DataStore
 from taskmill.server.memory import MemoryThresholds, WorkerMemoryMonitor
 from taskmill.server.node import Node, Status
@@ -148,6 +150,9 @@ class Worker(Node):
             Executing: lambda msg, comm: sorted(self.state.executing) if self.state else [],
             WorkerLogs: lambda msg, comm: self.log_ring.recent(msg.n),
         })
+        #: the actors living here (``submit(Cls, actor=True)``), reached by ``actor-*`` requests
+        self.actors = ActorHost(lambda: self.address)
+        self.serve(self.actors.handlers())
 
     # ------------------------------------------------------------------ #
     # Lifecycle
@@ -168,6 +173,7 @@ class Worker(Node):
         self.incarnation = secrets.token_hex(8)
         self.state = WorkerState(self.address, self.nthreads, validate=self._validate)
         self.data.clear()
+        self.actors.clear()
         if self.memory_monitor is not None:
             self.memory_monitor.paused = False  # the new state machine is not paused
         comm = await connect(self.scheduler_address)  # within $TASKMILL_CONNECT_TIMEOUT
@@ -232,6 +238,7 @@ class Worker(Node):
             except (CommClosedError, OSError, asyncio.TimeoutError):
                 pass
         self.runner.shutdown()
+        self.actors.clear()
         await self._close_task_client()
         self.data.close()
 
@@ -310,6 +317,7 @@ class Worker(Node):
             case ev.DeleteData():
                 for key in cmd.keys:
                     self.data.discard(key)
+                    self.actors.discard(key)
                 self.diagnostics.forget(cmd.keys)
             case ev.RejoinGranted():
                 self.runner.resume(cmd.key)

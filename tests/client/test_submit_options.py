@@ -1,6 +1,7 @@
 """Options of ``submit``/``map`` are options: dask.distributed's
-``fifo_timeout`` is accepted and does nothing, ``actor=True`` is refused
-clearly, and neither reaches the function (API.md, "Added in the platform
+``fifo_timeout`` is accepted and does nothing, ``actor=True`` with a
+function rather than a class is refused clearly (actors themselves are tested
+in tests/client/test_actors.py), and neither reaches the function (API.md, "Added in the platform
 issues").  The ``concurrent.futures`` view takes no options: there every
 keyword is the function's, as in the standard library."""
 
@@ -29,12 +30,12 @@ def test_fifo_timeout_is_accepted_and_not_passed_on(executor):
     assert executor.gather(futures) == [{"scale": 2}] * 3
 
 
-def test_actor_false_is_accepted_and_actor_true_is_refused_clearly(executor):
+def test_actor_false_is_accepted_and_actor_true_needs_a_class(executor):
     assert executor.submit(keywords, actor=False, actors=False, pure=False).result(DEADLINE) == {}
     for option in ("actor", "actors"):
-        with pytest.raises(NotImplementedError, match=f"{option}=True: actors are not supported yet"):
+        with pytest.raises(TypeError, match=f"{option}=True needs a class to make the actor from"):
             executor.submit(keywords, **{option: True})
-        with pytest.raises(NotImplementedError, match="shared-state issue"):
+        with pytest.raises(TypeError, match=r"submit\(Counter, 0, actor=True\)"):
             executor.map(keywords, [1, 2], **{option: True})
 
 
@@ -55,7 +56,7 @@ def test_async_mode_takes_the_same_options() -> None:
         async with Executor(asynchronous=True, n_workers=1, processes=False,
                             dashboard_port=None) as e:
             assert await e.submit(keywords, fifo_timeout="10 ms", actor=False, pure=False) == {}
-            with pytest.raises(NotImplementedError):
+            with pytest.raises(TypeError, match="needs a class"):
                 e.submit(keywords, actor=True)
 
     asyncio.run(main())

@@ -1,0 +1,140 @@
+"""The actors living on one worker: objects made by ``submit(Cls, actor=True)``.
+
+Theory of operation
+-------------------
+An actor is made by an ordinary task (:func:`taskmill.client.actor.make_actor`)
+running on a worker thread: it builds the object, hands it to this worker's
+:class:`ActorHost` under the task's key, and returns the proxy
+(:class:`taskmill.client.actor.Actor`), which is the key's value.  From then on
+the object is reached only through ``actor-call`` and ``actor-attribute``
+requests (:mod:`taskmill.protocol.actors`), sent by proxies straight to this
+worker.
+
+One at a time, in order: each actor has its own thread (a one-thread pool,
+first in first out), apart from the task threads, so a long method neither
+takes a task slot nor is overtaken by the next call; the requests are queued
+on that thread in the order the worker's loop reads them.  A caller that
+issues several calls waits for each before sending the next (the proxy's
+per-actor lock), so one caller's calls run in the order it made them.  A
+method defined with ``async def`` is run on the worker's loop from the actor's
+thread, which waits for it, so it too runs alone.
+
+The object lives while its key is held: when the scheduler frees the key on
+this worker (``DeleteData``, the last Future and proxy released) the worker
+calls :meth:`ActorHost.discard`; a re-registration (the scheduler forgot this
+worker's data) and closing drop every actor.  A request for a key with no
+actor here (released, or a worker restarted at the same address) gets the
+``lost`` outcome, which the proxy raises as :class:`~taskmill.errors.ActorLostError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import traceback
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from taskmill.protocol import error_reply, serialize
+from taskmill.protocol.actors import ActorAttribute, ActorCall
+from taskmill.protocol.vocabulary import Message
+
+logger = logging.getLogger("taskmill.actors")
+
+
+class _Hosted:
+    """One actor: the object and the thread its calls run in."""
+
+    __slots__ = ("instance", "thread")
+
+    def __init__(self, key: str, instance: Any) -> None:
+        self.instance = instance
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix=f"taskmill-actor-{key}")
+
+
+class ActorHost:
+    """The actors of one worker, by key, and the handlers of their requests."""
+
+    def __init__(self, address: Callable[[], str]) -> None:
+        self._address = address
+        self._actors: dict[str, _Hosted] = {}
+
+    def handlers(self) -> Mapping[type[Message], Callable[[Any, Any], Any]]:
+        """The request handlers to ``serve`` on the worker."""
+        return {ActorCall: self._call, ActorAttribute: self._attribute}
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._actors
+
+    def __len__(self) -> int:
+        return len(self._actors)
+
+    def add(self, key: str, instance: Any) -> None:
+        """Keep ``instance`` as the actor ``key`` (from the task thread that made it)."""
+        old = self._actors.get(key)
+        self._actors[key] = _Hosted(key, instance)
+        if old is not None:  # the task ran again (e.g. retried): the newest object wins
+            old.thread.shutdown(wait=False)
+
+    def discard(self, key: str) -> None:
+        """Drop the actor ``key`` if it lives here (its calls already queued still run)."""
+        hosted = self._actors.pop(key, None)
+        if hosted is not None:
+            hosted.thread.shutdown(wait=False)
+            logger.debug("actor %s released", key)
+
+    def clear(self) -> None:
+        """Drop every actor (the worker re-registers or closes)."""
+        for key in list(self._actors):
+            self.discard(key)
+
+    async def _call(self, msg: ActorCall, comm: Any) -> dict[str, Any]:
+        hosted = self._actors.get(msg.key)
+        if hosted is None:
+            return self._lost(msg.key)
+        args, kwargs = msg.call.deserialize()
+        loop = asyncio.get_running_loop()
+
+        def run() -> Any:
+            result = getattr(hosted.instance, msg.name)(*args, **kwargs)
+            if inspect.isawaitable(result):  # an async method: on the loop, still alone
+                return asyncio.run_coroutine_threadsafe(_awaited(result), loop).result()
+            return result
+
+        return await self._run(hosted, run)
+
+    async def _attribute(self, msg: ActorAttribute, comm: Any) -> dict[str, Any]:
+        hosted = self._actors.get(msg.key)
+        if hosted is None:
+            return self._lost(msg.key)
+        return await self._run(hosted, lambda: getattr(hosted.instance, msg.name))
+
+    @staticmethod
+    async def _run(hosted: _Hosted, fn: Callable[[], Any]) -> dict[str, Any]:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(hosted.thread, _outcome, fn)
+        except RuntimeError:  # released meanwhile: its thread takes no more calls
+            return {"status": "lost", "text": "it was released while the call was on its way"}
+
+    def _lost(self, key: str) -> dict[str, Any]:
+        return {"status": "lost",
+                "text": f"no actor {key!r} lives on worker {self._address()} (it was released, or "
+                        "its worker restarted and lost it)"}
+
+
+def _outcome(fn: Callable[[], Any]) -> dict[str, Any]:
+    """(In the actor's thread.)  Run ``fn``: its pickled value, or what it
+    raised with the traceback from the user's code down."""
+    try:
+        return {"status": "OK", "result": serialize(fn())}
+    except Exception as exc:  # the user's method raised: the caller re-raises it
+        reply = error_reply(exc)
+        tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
+        reply["traceback"] = "".join(traceback.format_exception(type(exc), exc, tb))
+        return reply
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
