@@ -1,0 +1,49 @@
+"""An actor on a real worker process: calls reach the object there, also from
+a task on another worker process; SIGKILLing its worker makes the next call
+raise ActorLostError quickly (never a hang)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from taskmill import Actor, ActorLostError, Executor
+
+pytestmark = pytest.mark.timeout(120)
+
+DEADLINE = 30.0
+
+
+class Tally:
+    """Counts calls in the worker process it lives in."""
+
+    total = 0
+
+    def add(self, n: int) -> tuple[int, int]:
+        self.total += n
+        return self.total, os.getpid()
+
+
+def add_from_a_task(a: Actor, n: int) -> int:
+    total, _ = a.add(n).result(DEADLINE)
+    return int(total)
+
+
+def test_an_actor_in_a_worker_process_and_its_workers_death() -> None:
+    with Executor(n_workers=2, threads_per_worker=1, set_as_default=False) as e:
+        pids = {w: i["pid"] for w, i in e.scheduler_info()["workers"].items()}
+        first, second = sorted(pids)
+        a = e.submit(Tally, actor=True, workers=[first]).result(DEADLINE)
+        assert a.worker == first
+        assert a.add(2).result(DEADLINE) == (2, pids[first])
+        assert e.submit(add_from_a_task, a, 3, workers=[second], pure=False).result(DEADLINE) == 5
+        assert a.total == 5
+
+        os.kill(pids[first], signal.SIGKILL)
+        start = time.monotonic()
+        with pytest.raises(ActorLostError, match=f"its worker {first} is unreachable"):
+            a.add(1).result(DEADLINE)
+        assert time.monotonic() - start < 10  # within the peer connect timeout, not a hang
