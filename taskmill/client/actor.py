@@ -57,8 +57,10 @@ from taskmill.server.task_context import current_task
 
 __all__ = ["Actor", "ActorFuture", "make_actor", "actor_key"]
 
-#: per session, per actor key: the lock that sends one call at a time (used on the session's loop)
-_send_locks: weakref.WeakKeyDictionary[Any, dict[str, asyncio.Lock]] = weakref.WeakKeyDictionary()
+#: per session, per actor key: the lock that sends one call at a time and how many calls use
+#: it (used on the session's loop; dropped when no call does)
+_send_locks: weakref.WeakKeyDictionary[Any, dict[str, tuple[asyncio.Lock, list[int]]]] = (
+    weakref.WeakKeyDictionary())
 
 
 def actor_key(cls: Callable[..., Any]) -> str:
@@ -204,17 +206,20 @@ class Actor:
 
     async def _ask(self, session: Any, msg: ActorCall | ActorAttribute, what: str) -> Any:
         locks = _send_locks.setdefault(session, {})
-        lock = locks.get(self._key)
-        if lock is None:
-            lock = locks[self._key] = asyncio.Lock()
-        async with lock:
-            try:
+        lock, users = locks.setdefault(self._key, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
                 reply = await session.worker_call(self._address, msg, timeout=None)  # user code
-            except OSError as exc:  # refused, reset, closed: the worker process is gone
-                raise ActorLostError(
-                    f"{what} on actor {self._key!r} failed: its worker {self._address} is "
-                    f"unreachable ({type(exc).__name__}: {exc}). The object lived only there "
-                    "and is lost; make a new actor with submit(..., actor=True).") from exc
+        except OSError as exc:  # refused, reset, closed: the worker process is gone
+            raise ActorLostError(
+                f"{what} on actor {self._key!r} failed: its worker {self._address} is "
+                f"unreachable ({type(exc).__name__}: {exc}). The object lived only there "
+                "and is lost; make a new actor with submit(..., actor=True).") from exc
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del locks[self._key]
         status = reply.get("status")
         if status == "OK":
             return reply["result"].deserialize()

@@ -12,6 +12,7 @@ import threading
 import pytest
 
 from taskmill import Actor, ActorFuture, ActorLostError, Executor, get_client
+from taskmill.client.actor import _send_locks
 from taskmill.errors import RemoteTraceback
 from tests.conftest import wait_for
 
@@ -113,6 +114,8 @@ def test_one_callers_calls_run_in_order_without_waiting_between_them(executor: E
     calls = [a.record(i) for i in range(200)]
     assert [c.result(DEADLINE) for c in calls] == list(range(1, 201))
     assert a.history().result(DEADLINE) == list(range(200))
+    wait_for(lambda: a.key not in _send_locks.get(executor.session, {}), timeout=DEADLINE,
+             message="the per-actor send lock was dropped once no call used it")
 
 
 def test_calls_from_many_threads_run_one_at_a_time_each_threads_in_order(executor: Executor) -> None:
