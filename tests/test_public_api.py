@@ -33,6 +33,17 @@ def test_executor_methods_and_parameters() -> None:
     assert inspect.signature(Executor.gather).parameters["errors"].default == "raise"
 
 
+def test_actor_names() -> None:
+    for name in ["Actor", "ActorFuture", "ActorLostError"]:
+        assert hasattr(taskmill, name), name
+    for p in ["actor", "actors"]:
+        assert inspect.signature(Executor.submit).parameters[p].default is False
+        assert inspect.signature(Executor.map).parameters[p].default is False
+    for method in ["result", "done", "__await__"]:
+        assert callable(getattr(taskmill.ActorFuture, method)), method
+    assert issubclass(taskmill.ActorLostError, (taskmill.TaskmillError, ConnectionError))
+
+
 def test_future_methods() -> None:
     for method in ["result", "exception", "traceback", "done", "cancel", "add_done_callback", "release"]:
         assert callable(getattr(Future, method)), method

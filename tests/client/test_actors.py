@@ -177,6 +177,12 @@ def test_actors_are_usable_from_tasks(executor: Executor) -> None:
     assert executor.submit(make_and_use, pure=False).result(DEADLINE) == (15, 15)
 
 
+def test_the_actors_future_as_a_dependency_gives_the_task_the_proxy(executor: Executor) -> None:
+    future = executor.submit(Counter, 1, actor=True)
+    assert executor.submit(use, future, 2, pure=False).result(DEADLINE) == 3
+    assert future.result(DEADLINE).n == 3
+
+
 def test_map_makes_one_actor_per_element(executor: Executor) -> None:
     actors = executor.gather(executor.map(Counter, [1, 2, 3], actor=True))
     assert len({a.key for a in actors}) == 3
