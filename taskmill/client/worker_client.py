@@ -8,7 +8,8 @@ inside a task.  The task is found through the calling thread
 several workers share a process (``Executor(processes=False)``).
 
 * ``get_worker()`` is the :class:`~taskmill.server.worker.Worker` running the
-  task (``.address``, ``.name``, ``.nthreads``, ``.local_directory``).
+  task (or the actor method: both also work in an actor's thread, see
+  :mod:`taskmill.server.actors`) (``.address``, ``.name``, ``.nthreads``, ``.local_directory``).
 * ``get_client()`` is an :class:`~taskmill.client.executor.Executor`
   connected to the worker's scheduler, one per worker, made on first use
   (under a lock: concurrent tasks share it; made anew if a task closed it)
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING
 
 from taskmill.client import registry
 from taskmill.client.executor import Executor
+from taskmill.server.actors import actor_thread_worker
 from taskmill.server.node import Status
 from taskmill.server.task_context import current_task, in_task
 
@@ -54,8 +56,15 @@ _client_lock = threading.Lock()
 
 
 def get_worker() -> Worker:
-    """The worker running the current task.  Outside a task: ``ValueError``."""
-    worker: Worker = current_task("get_worker()").runner.worker
+    """The worker running the current task (or actor method).  Outside a task: ``ValueError``."""
+    return _running_worker("get_worker()")
+
+
+def _running_worker(call: str) -> Worker:
+    """The worker of the calling thread: an actor's thread, else a task's (``ValueError``)."""
+    worker: Worker | None = actor_thread_worker()
+    if worker is None:
+        worker = current_task(call).runner.worker
     return worker
 
 
@@ -64,7 +73,7 @@ def get_client(timeout: float | None = None) -> Executor:
     tasks of this worker (made on first use, within ``timeout`` seconds).
     Outside a task: ``ValueError``; first called while the worker closes:
     ``RuntimeError`` (the new Executor would outlive it)."""
-    worker: Worker = current_task("get_client()").runner.worker
+    worker = _running_worker("get_client()")
     client: Executor | None = worker.task_client
     if client is None or client.status == "closed":
         with _client_lock:
@@ -111,8 +120,8 @@ def worker_client(timeout: float | None = None, separate_thread: bool = True) ->
 
 
 def _client_of_running_task() -> Executor | None:
-    """A Future unpickled inside a task belongs to the task's client."""
-    return get_client() if in_task() else None
+    """A Future unpickled inside a task (or an actor's method) belongs to the worker's client."""
+    return get_client() if in_task() or actor_thread_worker() is not None else None
 
 
 registry.provide_task_client(_client_of_running_task)

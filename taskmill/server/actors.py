@@ -17,7 +17,9 @@ on that thread in the order the worker's loop reads them.  A caller that
 issues several calls waits for each before sending the next (the proxy's
 per-actor lock), so one caller's calls run in the order it made them.  A
 method defined with ``async def`` is run on the worker's loop from the actor's
-thread, which waits for it, so it too runs alone.
+thread, which waits for it, so it too runs alone.  An actor's thread knows its
+worker (:func:`actor_thread_worker`), so a method can call other actors and
+submit tasks through the worker's client, as a task does with ``get_client()``.
 
 The object lives while its key is held: when the scheduler frees the key on
 this worker (``DeleteData``, the last Future and proxy released) the worker
@@ -32,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import threading
 import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -44,21 +47,35 @@ from taskmill.protocol.vocabulary import Message
 logger = logging.getLogger("taskmill.actors")
 
 
+_local = threading.local()
+
+
+def actor_thread_worker() -> Any:
+    """The worker whose actor runs in the calling thread (None: not an actor's thread)."""
+    return getattr(_local, "worker", None)
+
+
+def _enter_actor_thread(worker: Any) -> None:
+    _local.worker = worker
+
+
 class _Hosted:
     """One actor: the object and the thread its calls run in."""
 
     __slots__ = ("instance", "thread")
 
-    def __init__(self, key: str, instance: Any) -> None:
+    def __init__(self, key: str, instance: Any, worker: Any) -> None:
         self.instance = instance
-        self.thread = ThreadPoolExecutor(1, thread_name_prefix=f"taskmill-actor-{key}")
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix=f"taskmill-actor-{key}",
+                                         initializer=_enter_actor_thread, initargs=(worker,))
 
 
 class ActorHost:
     """The actors of one worker, by key, and the handlers of their requests."""
 
-    def __init__(self, address: Callable[[], str]) -> None:
-        self._address = address
+    def __init__(self, worker: Any) -> None:
+        #: the worker (its ``address``, and the client an actor's method calls through)
+        self.worker = worker
         self._actors: dict[str, _Hosted] = {}
 
     def handlers(self) -> Mapping[type[Message], Callable[[Any, Any], Any]]:
@@ -74,7 +91,7 @@ class ActorHost:
     def add(self, key: str, instance: Any) -> None:
         """Keep ``instance`` as the actor ``key`` (from the task thread that made it)."""
         old = self._actors.get(key)
-        self._actors[key] = _Hosted(key, instance)
+        self._actors[key] = _Hosted(key, instance, self.worker)
         if old is not None:  # the task ran again (e.g. retried): the newest object wins
             old.thread.shutdown(wait=False)
 
@@ -120,7 +137,7 @@ class ActorHost:
 
     def _lost(self, key: str) -> dict[str, Any]:
         return {"status": "lost",
-                "text": f"no actor {key!r} lives on worker {self._address()} (it was released, or "
+                "text": f"no actor {key!r} lives on worker {self.worker.address} (it was released, or "
                         "its worker restarted and lost it)"}
 
 

@@ -151,7 +151,7 @@ class Worker(Node):
             WorkerLogs: lambda msg, comm: self.log_ring.recent(msg.n),
         })
         #: the actors living here (``submit(Cls, actor=True)``), reached by ``actor-*`` requests
-        self.actors = ActorHost(lambda: self.address)
+        self.actors = ActorHost(self)
         self.serve(self.actors.handlers())
 
     # ------------------------------------------------------------------ #

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from taskmill import Actor, ActorFuture, ActorLostError, Executor, get_client
+from taskmill import Actor, ActorFuture, ActorLostError, Executor, get_client, get_worker
 from taskmill.client.actor import _send_locks
 from taskmill.errors import RemoteTraceback
 from tests.conftest import wait_for
@@ -61,6 +61,13 @@ class Counter:
 
     def fail(self, text: str) -> None:
         raise ValueError(text)
+
+    def forward(self, other: Actor, by: int) -> int:
+        """Call another actor from this one's method."""
+        return int(other.increment(by).result(DEADLINE))
+
+    def where(self) -> str:
+        return get_worker().address
 
     @property
     def doubled(self) -> int:
@@ -181,6 +188,14 @@ def test_the_actors_future_as_a_dependency_gives_the_task_the_proxy(executor: Ex
     future = executor.submit(Counter, 1, actor=True)
     assert executor.submit(use, future, 2, pure=False).result(DEADLINE) == 3
     assert future.result(DEADLINE).n == 3
+
+
+def test_an_actors_method_calls_other_actors_and_knows_its_worker(executor: Executor) -> None:
+    first, second = executor.cluster.workers
+    a = executor.submit(Counter, actor=True, workers=[first.address]).result(DEADLINE)
+    b = executor.submit(Counter, 100, actor=True, workers=[second.address]).result(DEADLINE)
+    assert a.where().result(DEADLINE) == first.address
+    assert a.forward(b, 5).result(DEADLINE) == 105 and b.n == 105
 
 
 def test_map_makes_one_actor_per_element(executor: Executor) -> None:

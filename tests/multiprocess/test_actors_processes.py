@@ -1,5 +1,5 @@
 """An actor on a real worker process: calls reach the object there, also from
-a task on another worker process; SIGKILLing its worker makes the next call
+a task and from an actor on another worker process; SIGKILLing its worker makes the next call
 raise ActorLostError quickly (never a hang)."""
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ class Tally:
         self.total += n
         return self.total, os.getpid()
 
+    def relay(self, other: Actor, n: int) -> tuple[int, int]:
+        """Call another actor from this one's method (through the worker's client)."""
+        return other.add(n).result(DEADLINE)
+
 
 def add_from_a_task(a: Actor, n: int) -> int:
     total, _ = a.add(n).result(DEADLINE)
@@ -41,9 +45,13 @@ def test_an_actor_in_a_worker_process_and_its_workers_death() -> None:
         assert a.add(2).result(DEADLINE) == (2, pids[first])
         assert e.submit(add_from_a_task, a, 3, workers=[second], pure=False).result(DEADLINE) == 5
         assert a.total == 5
+        b = e.submit(Tally, actor=True, workers=[second]).result(DEADLINE)
+        assert b.relay(a, 1).result(DEADLINE) == (6, pids[first])
 
         os.kill(pids[first], signal.SIGKILL)
         start = time.monotonic()
         with pytest.raises(ActorLostError, match=f"its worker {first} is unreachable"):
             a.add(1).result(DEADLINE)
+        with pytest.raises(ActorLostError, match=f"its worker {first} is unreachable"):
+            b.relay(a, 1).result(DEADLINE)  # raised in b's method, re-raised here as it was
         assert time.monotonic() - start < 10  # within the peer connect timeout, not a hang
