@@ -41,6 +41,7 @@ from taskmill.protocol.vocabulary import (
     NThreads,
     Replicate,
     Restart,
+    RestartWorkers,
     RetireWorkers,
     Run,
     RunningKeys,
@@ -527,15 +528,34 @@ class Executor:
         records with each other and with an embedded scheduler."""
         return self._call(cluster_ops.worker_logs(self.session, n, workers))
 
-    def restart(self, timeout: float = 60.0) -> Any:
-        """Restart every worker process and drop all data; the Executor stays usable."""
+    def restart(self, timeout: float | None = None, wait_for_workers: bool = True) -> Any:
+        """Restart every worker process and drop all data; the Executor stays
+        usable.  With ``wait_for_workers`` (the default) it returns once as
+        many workers as before are back, or raises ``TimeoutError`` after
+        ``timeout`` seconds (default 60)."""
+        max_wait = _restart_wait(timeout)
         session = self.session
 
         async def run() -> Executor:
-            await session.scheduler_call(Restart(timeout), timeout=timeout + timeouts.REQUEST.get())
+            await session.scheduler_call(Restart(max_wait, wait_for_workers),
+                                         timeout=max_wait + timeouts.REQUEST.get())
             return self
 
         return self._call(run())
+
+    def restart_workers(self, workers: Iterable[str], timeout: float | None = None) -> Any:
+        """Restart the processes of ``workers`` (addresses) through their
+        nannies, as dask.distributed's ``restart_workers``: the other workers
+        keep their data; the keys held only by the restarted ones are lost,
+        their tasks run again where anyone still wants them.  Returns
+        ``{address: "OK"}`` once as many workers as before are back; a worker
+        that is unknown or runs without a nanny is a ``ValueError`` before
+        anything restarts, and a cluster that does not come back within
+        ``timeout`` seconds (default 60) a ``TimeoutError``."""
+        addresses = tuple(_worker_list(workers) or ())
+        max_wait = _restart_wait(timeout)
+        return self._call(self.session.scheduler_call(
+            RestartWorkers(addresses, max_wait), timeout=max_wait + timeouts.REQUEST.get()))
 
     def upload_file(self, path: str) -> Any:
         """Ship a ``.py``, ``.zip`` or ``.egg`` file to every worker (present
@@ -643,6 +663,15 @@ def _worker_list(workers: str | Iterable[str] | None) -> list[str] | None:
     if isinstance(workers, str):
         workers = [workers]
     return [normalize_address(w) for w in workers]
+
+
+def _restart_wait(timeout: float | None) -> float:
+    """Seconds a restart waits for its workers (60 when not told)."""
+    if timeout is None:
+        return 60.0
+    if timeout <= 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    return float(timeout)
 
 
 async def _nothing() -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "SchedulerInfo",
     "ScatterTargets",
     "Restart",
+    "RestartWorkers",
     "UploadFile",
     "WorkerExited",
     "Replicate",
@@ -113,9 +114,22 @@ class ScatterTargets(Message):
 @message("restart", CLIENT, SCHEDULER, kind="request")
 @dataclass(frozen=True, slots=True)
 class Restart(Message):
-    """Restart every worker, dropping all tasks and data; waits up to
-    ``max_wait`` seconds for the workers to come back.  -> "OK"."""
+    """Restart every worker, dropping all tasks and data; with
+    ``wait_for_workers``, waits up to ``max_wait`` seconds for the workers to
+    come back.  -> "OK"."""
 
+    max_wait: float = 60.0
+    wait_for_workers: bool = True
+
+
+@message("restart-workers", CLIENT, SCHEDULER, kind="request")
+@dataclass(frozen=True, slots=True)
+class RestartWorkers(Message):
+    """Restart the processes of ``workers`` through their nannies (the other
+    workers keep their data) and wait up to ``max_wait`` seconds for as many
+    workers as before.  -> {address: "OK"}."""
+
+    workers: tuple[Address, ...]
     max_wait: float = 60.0
 
 

@@ -72,6 +72,7 @@ from taskmill.protocol.vocabulary import (
     Replicate,
     Restart,
     RestartWorker,
+    RestartWorkers,
     RetireWorkers,
     RunningKeys,
     RunOnScheduler,
@@ -144,6 +145,7 @@ class Scheduler(Node):
             SchedulerInfo: self._scheduler_info,
             ScatterTargets: self._scatter_targets,
             Restart: self._restart,
+            RestartWorkers: self._restart_workers,
             UploadFile: self._upload_file,
             WorkerExited: self._worker_exited,
             Replicate: self.replicas.replicate,
@@ -509,8 +511,34 @@ class Scheduler(Node):
                     comm_.abort()
 
         await asyncio.gather(*(restart_one(w, nn) for w, nn in nannies.items()))
-        await self.wait_for_workers(n, max_wait, gone=frozenset(w for w, nn in nannies.items() if nn))
+        if msg.wait_for_workers:
+            await self.wait_for_workers(n, max_wait, gone=frozenset(w for w, nn in nannies.items() if nn))
         return "OK"
+
+    async def _restart_workers(self, msg: RestartWorkers, comm: Any) -> dict[str, str]:
+        """Restart some worker processes through their nannies; the others keep
+        their data, and the keys held only by the restarted ones are lost
+        (recomputed, or their futures lost, as when a worker dies)."""
+        workers = list(dict.fromkeys(msg.workers))
+        info = self.state.workers_info()
+        unknown = [w for w in workers if w not in info]
+        if unknown:
+            raise ValueError(f"restart_workers: no worker at {unknown}; the workers are {sorted(info)}")
+        nannies = {w: info[w].get("nanny") for w in workers}
+        alone = [w for w, nanny in nannies.items() if not nanny]
+        if alone:
+            raise ValueError(
+                f"restart_workers: {alone} run without a nanny, which is what restarts a worker "
+                "process: start them under one (taskmill-worker without --no-nanny), or close "
+                "them and start new ones yourself")
+        n = len(self.worker_streams)
+        logger.info("restarting workers %s", workers)
+        for w in workers:
+            self.exit_reasons[w] = "restarted by restart_workers"
+        await asyncio.gather(*(self.pool.rpc(nanny).ask(RestartWorker(), timeout=msg.max_wait)
+                               for nanny in nannies.values() if nanny))
+        await self.wait_for_workers(n, msg.max_wait, gone=frozenset(workers))
+        return {w: "OK" for w in workers}
 
     async def _running_keys(self, msg: RunningKeys, comm: Any) -> list[str]:
         """Keys executing on any worker thread (asked of the workers themselves)."""
