@@ -33,6 +33,7 @@ from taskmill.client.loop_runner import LoopRunner
 from taskmill.client.nested import collect_futures, futures_in, rebuild
 from taskmill.client.session import Session
 from taskmill.client.waiting import check_n_workers, wait_for_workers
+from taskmill.cluster_state import write_cluster_state
 from taskmill.comm import normalize_address
 from taskmill.core.resources import check_resources
 from taskmill.protocol import Serialized, serialize, serialize_function
@@ -40,6 +41,7 @@ from taskmill.protocol.vocabulary import (
     HasWhat,
     NThreads,
     Replicate,
+    DumpClusterState,
     Restart,
     RestartWorkers,
     RetireWorkers,
@@ -556,6 +558,20 @@ class Executor:
         max_wait = _restart_wait(timeout)
         return self._call(self.session.scheduler_call(
             RestartWorkers(addresses, max_wait), timeout=max_wait + timeouts.REQUEST.get()))
+
+    def dump_cluster_state(self, path: str) -> Any:
+        """Write the scheduler's and every worker's state, with their recent
+        log lines, into one JSON file at ``path`` (gzip-compressed when it ends
+        with ``.gz``), for a bug report; ``taskmill.cluster_state.load_cluster_state(path)``
+        reads it back.  A worker that does not answer in time appears with
+        the reason instead of its state."""
+        session = self.session
+
+        async def run() -> None:
+            state = await session.scheduler_call(DumpClusterState(), timeout=2 * timeouts.REQUEST.get())
+            await asyncio.to_thread(write_cluster_state, state, path)
+
+        return self._call(run())
 
     def upload_file(self, path: str) -> Any:
         """Ship a ``.py``, ``.zip`` or ``.egg`` file to every worker (present

@@ -48,11 +48,13 @@ __all__ = [
     "TaskStream",
     "PerformanceData",
     "RunOnScheduler",
+    "DumpClusterState",
     "SchedulerLogs",
     "GetData",
     "PutData",
     "Run",
     "WorkerLogs",
+    "DumpWorkerState",
     "Executing",
     "RestartWorker",
     "Kill",
@@ -219,6 +221,13 @@ class SchedulerLogs(Message):
     n: int | None = None
 
 
+@message("dump-cluster-state", CLIENT, SCHEDULER, kind="request")
+@dataclass(frozen=True, slots=True)
+class DumpClusterState(Message):
+    """-> the scheduler's state and every worker's (``dump-worker-state``) as
+    plain data, for a bug report (see ``taskmill.cluster_state``)."""
+
+
 # --------------------------------------------------------------------------- #
 # Requests to workers and nannies
 # --------------------------------------------------------------------------- #
@@ -255,6 +264,12 @@ class WorkerLogs(Message):
     """-> the last ``n`` (None: all kept) [level name, line] of the process's log ring."""
 
     n: int | None = None
+
+
+@message("dump-worker-state", SCHEDULER, WORKER, kind="request")
+@dataclass(frozen=True, slots=True)
+class DumpWorkerState(Message):
+    """-> the worker's state machine and recent log lines as plain data."""
 
 
 @message("executing", SCHEDULER, WORKER, kind="request")

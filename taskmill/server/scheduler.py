@@ -70,6 +70,8 @@ from taskmill.protocol.vocabulary import (
     RegisterWorker,
     RegistrationRefused,
     Replicate,
+    DumpClusterState,
+    DumpWorkerState,
     Restart,
     RestartWorker,
     RestartWorkers,
@@ -91,6 +93,7 @@ from taskmill.protocol.vocabulary import (
     WorkerRegistered,
     arrived,
 )
+from taskmill import cluster_state
 from taskmill.server.node import Node, Status, call_with_node
 from taskmill.server import runtime
 from taskmill.server.runtime import HeapFreezer
@@ -146,6 +149,7 @@ class Scheduler(Node):
             ScatterTargets: self._scatter_targets,
             Restart: self._restart,
             RestartWorkers: self._restart_workers,
+            DumpClusterState: self._dump_cluster_state,
             UploadFile: self._upload_file,
             WorkerExited: self._worker_exited,
             Replicate: self.replicas.replicate,
@@ -539,6 +543,25 @@ class Scheduler(Node):
                                for nanny in nannies.values() if nanny))
         await self.wait_for_workers(n, msg.max_wait, gone=frozenset(workers))
         return {w: "OK" for w in workers}
+
+    async def _dump_cluster_state(self, msg: DumpClusterState, comm: Any) -> dict[str, Any]:
+        """This scheduler's state and every worker's, as plain data (a worker
+        that does not answer in time is there with the reason)."""
+        workers = list(self.worker_streams)
+        replies = await asyncio.gather(
+            *(self.pool.rpc(w).ask(DumpWorkerState(), timeout=timeouts.REQUEST) for w in workers),
+            return_exceptions=True)
+        state = self.state
+        return {
+            "format": cluster_state.FORMAT, "time": time.time(),
+            "scheduler": {
+                "address": self.address, "tasks": cluster_state.snapshot_records(state.machine.tasks),
+                "workers": cluster_state.snapshot_records(state.workers),
+                "clients": cluster_state.snapshot_records(state.clients),
+                "info": self._scheduler_info(SchedulerInfo(), comm), "logs": self.log_ring.recent()},
+            "workers": {w: ({"error": f"{type(r).__name__}: {r}"} if isinstance(r, BaseException) else r)
+                        for w, r in zip(workers, replies)},
+        }
 
     async def _running_keys(self, msg: RunningKeys, comm: Any) -> list[str]:
         """Keys executing on any worker thread (asked of the workers themselves)."""

@@ -50,7 +50,7 @@ from typing import Any
 
 import psutil
 
-from taskmill import timeouts
+from taskmill import cluster_state, timeouts
 from taskmill.comm import BatchedSend, CommClosedError, connect
 from taskmill.core.worker import events as ev
 from taskmill.core.resources import check_resources
@@ -76,6 +76,7 @@ from taskmill.protocol.vocabulary import (
     UploadFile,
     WhoHas,
     WorkerLogs,
+    DumpWorkerState,
     WorkerRegistered,
     arrived,
     decode,
@@ -147,6 +148,7 @@ class Worker(Node):
             UploadFile: lambda msg, comm: install_upload(self.local_directory, msg.filename, msg.data),
             Executing: lambda msg, comm: sorted(self.state.executing) if self.state else [],
             WorkerLogs: lambda msg, comm: self.log_ring.recent(msg.n),
+            DumpWorkerState: self._dump_state,
         })
 
     # ------------------------------------------------------------------ #
@@ -403,6 +405,16 @@ class Worker(Node):
             WhoHas(tuple(keys)), timeout=timeouts.REQUEST)
         self._handle(ev.WhoHasAnswered(stimulus_id="who-has-answer",
                                        who_has={k: tuple(v) for k, v in who_has.items()}))
+
+    def _dump_state(self, msg: DumpWorkerState, comm: Any) -> dict[str, Any]:
+        """This worker's state machine and recent log lines, as plain data."""
+        state = self.state
+        return {"address": self.address, "name": self.name, "nthreads": self.nthreads,
+                "status": self.status.name,
+                "tasks": cluster_state.snapshot_records(state.tasks) if state else {},
+                "executing": sorted(state.executing) if state else [],
+                "seceded": list(state.seceded) if state else [],
+                "logs": self.log_ring.recent()}
 
     def _get_data(self, msg: GetData, comm: Any) -> dict[str, Any]:
         return {"data": {k: self.data.get_serialized(k) for k in msg.keys if k in self.data}}
