@@ -42,6 +42,7 @@ from taskmill.protocol.vocabulary import (
     NThreads,
     Replicate,
     DumpClusterState,
+    Rebalance,
     Restart,
     RestartWorkers,
     RetireWorkers,
@@ -427,6 +428,37 @@ class Executor:
                 await session.scheduler_call(
                     Replicate(tuple(keys), n, None if targets is None else tuple(targets), wait),
                     timeout=wait + timeouts.REQUEST.get())
+
+        return self._call(run())
+
+    def rebalance(self, futures: Any = None, workers: str | Iterable[str] | None = None,
+                  timeout: float | None = None) -> Any:
+        """Even out the data the workers hold, as dask.distributed's
+        ``rebalance``: move the data of ``futures`` (Futures or persisted
+        collections; default: every key in memory) among ``workers`` (default:
+        every open worker) until each holds within 10% of their mean bytes,
+        moving as little as that takes (a few large keys may not allow it).
+        Nothing is lost: each move is a copy first, and the sender drops its
+        own only once the copy arrived.  Waits for the futures to finish, then
+        for the moves; raises ``TimeoutError`` if they do not settle within
+        ``timeout`` seconds (default ``$TASKMILL_RETIRE_TIMEOUT``)."""
+        found = None if futures is None else futures_in(futures)
+        session = self.session
+        targets = _worker_list(workers)
+
+        async def run() -> None:
+            keys: tuple[str, ...] | None = None
+            if found is not None:
+                waiter = KeysWaiter(session.states_for(found))
+                if waiter.remaining:
+                    await waiter.future
+                keys = tuple(dict.fromkeys(f.key for f in found if f.status == FINISHED))
+                if not keys:
+                    return
+            wait = timeouts.RETIRE.get() if timeout is None else timeout
+            await session.scheduler_call(
+                Rebalance(keys, None if targets is None else tuple(targets), wait),
+                timeout=wait + timeouts.REQUEST.get())
 
         return self._call(run())
 

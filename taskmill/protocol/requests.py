@@ -43,6 +43,7 @@ __all__ = [
     "UploadFile",
     "WorkerExited",
     "Replicate",
+    "Rebalance",
     "RetireWorkers",
     "Story",
     "TaskStream",
@@ -162,6 +163,18 @@ class Replicate(Message):
 
     keys: tuple[Key, ...]
     n: int | None = None
+    workers: tuple[Address, ...] | None = None
+    max_wait: float | None = None
+
+
+@message("rebalance", CLIENT, SCHEDULER, kind="request")
+@dataclass(frozen=True, slots=True)
+class Rebalance(Message):
+    """Even out the data held by ``workers`` (all when None), moving ``keys``
+    (all when None); returns once every move has settled, waiting up to
+    ``max_wait`` seconds (None: the retire timeout).  -> the number of keys moved."""
+
+    keys: tuple[Key, ...] | None = None
     workers: tuple[Address, ...] | None = None
     max_wait: float | None = None
 

@@ -72,6 +72,16 @@ class ReplicateRequested(SchedulerEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class RebalanceRequested(SchedulerEvent):
+    """Even out the bytes held by ``workers`` (all open ones when None),
+    moving ``keys`` (all in memory when None); see
+    ``taskmill.core.scheduler.rebalance``."""
+
+    keys: tuple[Key, ...] | None = None
+    workers: tuple[Address, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RetireRequested(SchedulerEvent):
     """Retire ``workers`` gracefully: no new task goes there, the data held
     only there is copied elsewhere, then each is removed (``WorkerRetired``)."""

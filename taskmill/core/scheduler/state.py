@@ -102,6 +102,9 @@ Decisions the shell relies on
   memory; a key the reporting worker computes now is ignored (it answers the
   ``ComputeTask`` with that copy); any other key is answered with
   ``FreeKeys``.
+* **Rebalancing** (``RebalanceRequested``): moves of data between workers,
+  each a copy first and a drop once the copy arrived (``Rebalancer``,
+  ``taskmill.core.scheduler.rebalance``).
 * **Copies, retirement, pause** (``ReplicateRequested``, ``RetireRequested``,
   ``RetireCancelled``, ``Paused``) are handled with
   ``taskmill.core.scheduler.replicas`` and ``membership``: a retired worker's tasks are
@@ -139,6 +142,7 @@ from taskmill.core.scheduler.clients import ClientWants, report_running, unknown
 from taskmill.core.scheduler.events import (
     ClientConnected,
     ClientDisconnected,
+    RebalanceRequested,
     ReplicateRequested,
     RestartRequested,
     RetireCancelled,
@@ -166,6 +170,7 @@ from taskmill.core.scheduler.records import (
     TaskRecord,
     WorkerRecord,
 )
+from taskmill.core.scheduler.rebalance import Rebalancer
 from taskmill.core.scheduler.replicas import Replicas
 from taskmill.core.scheduler.resource_index import ResourceIndex
 from taskmill.core.scheduler.scatters import Scatters
@@ -225,6 +230,7 @@ class SchedulerState:
         #: the ``epoch`` of the last message sent to a worker (see "Crossed messages")
         self.epoch = 0
         self.scatters = Scatters(self.machine, self.membership, self.wants)
+        self.rebalancer = Rebalancer(self.machine, self.membership, self.replicas)
         self._handlers: dict[type, Callable[[Step, Any], None]] = {
             UpdateGraph: self._on_graph_submitted,
             TaskFinished: self._on_task_finished,
@@ -248,6 +254,7 @@ class SchedulerState:
             Paused: self._on_worker_paused,
             Seceded: self._on_task_seceded,
             ReplicateRequested: self._on_replicate_requested,
+            RebalanceRequested: self._on_rebalance_requested,
             RetireRequested: self._on_retire_requested,
             RetireCancelled: self._on_retire_cancelled,
         }
@@ -319,6 +326,8 @@ class SchedulerState:
                 self.replicas.progress(step, self._retired)
                 machine.drain(step)
                 machine.schedule_ready(step)
+            if self.rebalancer.moving:
+                self.rebalancer.progress(step)
             if step.acquire_batch:
                 self.replicas.flush(step)
             if step.pending_free:
@@ -722,6 +731,9 @@ class SchedulerState:
     # ------------------------------------------------------------------ #
     # Copies and retirement
     # ------------------------------------------------------------------ #
+    def _on_rebalance_requested(self, step: Step, ev: RebalanceRequested) -> None:
+        self.rebalancer.plan(step, ev)
+
     def _on_replicate_requested(self, step: Step, ev: ReplicateRequested) -> None:
         self.replicas.replicate(step, ev, self.machine.tasks)
 

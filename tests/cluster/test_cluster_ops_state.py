@@ -1,4 +1,4 @@
-"""``Executor.dump_cluster_state`` and ``taskmill.cluster_state.load_cluster_state``."""
+"""``Executor.dump_cluster_state``, ``taskmill.cluster_state.load_cluster_state`` and ``Executor.rebalance``."""
 
 from __future__ import annotations
 
@@ -80,3 +80,18 @@ def test_loading_a_file_of_another_kind_names_the_fix(tmp_path: Path) -> None:
     path.write_text(json.dumps({"hello": 1}))
     with pytest.raises(ValueError, match="not a taskmill cluster state.*dump_cluster_state"):
         load_cluster_state(str(path))
+
+
+def test_rebalance_evens_out_scattered_data_and_every_key_stays_readable() -> None:
+    with Executor(n_workers=2, threads_per_worker=1, processes=False, set_as_default=False) as e:
+        first, second = sorted(e.nthreads())
+        items = [bytes([i]) * 10_000 for i in range(100)]
+        futures = e.scatter(items, workers=[first])
+        assert {w: len(keys) for w, keys in e.has_what().items()} == {first: 100, second: 0}
+        e.rebalance()
+        counts = {w: len(keys) for w, keys in e.has_what().items()}
+        assert abs(counts[first] - counts[second]) <= 10, counts  # within 10% of each other
+        assert sum(counts.values()) == 100  # moved, not copied: each key once
+        assert e.gather(futures) == items
+        e.rebalance(futures[:10], workers=[first, second])  # even already: nothing to do
+        assert {w: len(keys) for w, keys in e.has_what().items()} == counts
