@@ -32,6 +32,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Sequence
 from typing import Any
 
 import psutil
@@ -40,7 +41,9 @@ from taskmill import timeouts
 from taskmill.core.resources import check_resources
 from taskmill.protocol.vocabulary import Kill, RestartWorker, WorkerExited
 from taskmill.server.memory import MALLOC_ENV, MemoryThresholds, memory_exceeded_reason
+from taskmill.plugins import NannyPlugin
 from taskmill.server.node import Node, Status
+from taskmill.server.plugins import PluginHost
 
 logger = logging.getLogger("taskmill.nanny")
 
@@ -65,7 +68,7 @@ class Nanny(Node):
                  host: str = "127.0.0.1", port: int = 0, worker_port: int = 0, name: str = "",
                  log_level: str | None = None,
                  memory_thresholds: MemoryThresholds | None = None,
-                 resources: dict[str, float] | None = None) -> None:
+                 resources: dict[str, float] | None = None, preload: Sequence[str] = ()) -> None:
         super().__init__(name or "nanny")
         self.scheduler_address = scheduler_address
         self.nthreads = nthreads
@@ -85,6 +88,10 @@ class Nanny(Node):
         #: why the nanny itself killed the current process (reported instead of the signal)
         self._kill_reason: str | None = None
         self._worker_dir: str | None = None
+        #: ``--preload`` modules of the worker process (it runs their hooks)
+        self.preload = tuple(preload)
+        #: nanny plugins (``Executor.register_plugin``); ``restart`` ones restart the worker
+        self.plugins = PluginHost(self, NannyPlugin, restart=lambda: self._restart(RestartWorker(), None))
         self.serve({RestartWorker: self._restart, Kill: self._kill})
 
     async def start(self) -> Nanny:
@@ -111,6 +118,7 @@ class Nanny(Node):
                 "--name", self.worker_name, "--ready-fd", str(write_fd), "--watch-stdin",
                 "--log-level", self.log_level, "--local-directory", self._worker_dir,
                 "--resources", ",".join(f"{k}={v!r}" for k, v in self.resources.items()),
+                *(arg for module in self.preload for arg in ("--preload", module)),
                 stdin=asyncio.subprocess.PIPE, pass_fds=(write_fd,),
                 env={**MALLOC_ENV, **os.environ},
             )
@@ -209,6 +217,7 @@ class Nanny(Node):
     async def _on_close(self) -> None:
         self._restarting = True
         await self._stop_worker()
+        await self.plugins.close()
         self._remove_worker_dir()
 
 
