@@ -112,9 +112,12 @@ class NannyPlugin:
 
 
 class Environ(NannyPlugin):
-    """Set environment variables in every worker process: each nanny updates
-    its own environment and restarts its worker, which inherits it (as
-    dask.distributed's ``Environ``).  Values are turned into strings.
+    """Set environment variables in every worker process: each nanny adds
+    them to the environment it starts its worker process with (``nanny.env``,
+    not the nanny's own ``os.environ``: the nannies of an embedded cluster live
+    in the client's process) and restarts its worker, as dask.distributed's
+    ``Environ``.  Values are turned into strings.  Unregistering takes them
+    out of ``nanny.env`` for the next worker process (without a restart).
 
     Only workers with a nanny are affected: an in-process worker shares the
     environment of the process that started it."""
@@ -125,8 +128,13 @@ class Environ(NannyPlugin):
         self.environ = {str(k): str(v) for k, v in (environ or {}).items()}
 
     def setup(self, nanny: Any) -> None:
-        """Update the nanny's environment (its next worker process inherits it)."""
-        os.environ.update(self.environ)
+        """Add the variables to the environment of the nanny's next worker process."""
+        nanny.env.update(self.environ)
+
+    def teardown(self, nanny: Any) -> None:
+        """Leave the variables out of the nanny's next worker process."""
+        for name in self.environ:
+            nanny.env.pop(name, None)
 
 
 #: path components that ``UploadDirectory`` leaves out by default

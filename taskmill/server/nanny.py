@@ -90,15 +90,27 @@ class Nanny(Node):
         self._worker_dir: str | None = None
         #: ``--preload`` modules of the worker process (it runs their hooks)
         self.preload = tuple(preload)
+        #: environment variables of the worker process on top of the nanny's (``Environ``)
+        self.env: dict[str, str] = {}
         #: nanny plugins (``Executor.register_plugin``); ``restart`` ones restart the worker
-        self.plugins = PluginHost(self, NannyPlugin, restart=lambda: self._restart(RestartWorker(), None))
+        self.plugins = PluginHost(self, NannyPlugin, restart=self._restart_for_plugin)
+        #: set once the first worker process is up (a plugin's restart waits for it)
+        self._started = asyncio.Event()
         self.serve({RestartWorker: self._restart, Kill: self._kill})
 
     async def start(self) -> Nanny:
         await self.listen(f"tcp://{self.host}:{self.port}")
         self.status = Status.running
         await self._start_worker()
+        self._started.set()
         return self
+
+    async def _restart_for_plugin(self) -> None:
+        """Restart the worker after a nanny plugin's setup; a plugin set up while
+        the first worker process is still starting (it joined the scheduler but
+        has not told this nanny yet) waits for it rather than killing it midway."""
+        await self._started.wait()
+        await self._restart(RestartWorker(), None)
 
     def _remove_worker_dir(self) -> None:
         if self._worker_dir is not None:
@@ -120,7 +132,7 @@ class Nanny(Node):
                 "--resources", ",".join(f"{k}={v!r}" for k, v in self.resources.items()),
                 *(arg for module in self.preload for arg in ("--preload", module)),
                 stdin=asyncio.subprocess.PIPE, pass_fds=(write_fd,),
-                env={**MALLOC_ENV, **os.environ},
+                env={**MALLOC_ENV, **os.environ, **self.env},
             )
         finally:
             os.close(write_fd)
