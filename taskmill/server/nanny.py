@@ -19,6 +19,11 @@ When the child exits unexpectedly the nanny tells the scheduler why
 scheduler no longer answers: a nanny never respawns forever against a
 missing scheduler.
 
+Nanny plugins (``plugin-setup``, :mod:`taskmill.server.plugins`) run in the
+nanny; one with ``restart`` restarts the worker process afterwards, which
+starts with ``env`` (what ``Environ`` adds) on top of the nanny's environment
+and with the nanny's ``--preload`` modules.
+
 Each worker process gets a fresh local directory (uploaded files, spilled
 data) that the nanny removes once the process has ended, however it ended.
 """

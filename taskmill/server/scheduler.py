@@ -28,6 +28,9 @@ Theory of operation
   exception: ``run-on-scheduler``, a call the user sent to run here).  The state
   machine keeps functions by token, so each is received once and sent once
   per worker.
+* Plugins (:mod:`taskmill.server.scheduler_plugins`): a joining worker gets
+  the worker plugins before the state machine hears of it; scheduler
+  plugins' hooks are called after ``handle`` only while one overrides them.
 * A worker whose stream closes, or that misses heartbeats for
   ``heartbeat_timeout`` seconds, is removed (``WorkerLeft``); the state
   machine reschedules or recomputes what it had.

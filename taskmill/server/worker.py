@@ -34,6 +34,11 @@ Theory of operation
   seconds (starting afresh: a new scheduler knows none of our data), then
   closes.
 
+* Plugins and ``--preload`` modules (:mod:`taskmill.server.plugins`): the
+  scheduler sets plugins up with ``plugin-setup``; their ``transition`` hooks
+  are called after ``handle`` only while a plugin overrides it; preloads'
+  ``taskmill_setup`` runs before registering, teardowns at close.
+
 All decisions live in the state machine; this module only does I/O.
 """
 
