@@ -242,3 +242,31 @@ def test_nanny_plugins_reach_no_in_process_worker(e: Executor) -> None:
     # in-process workers have no nanny (they share this process's environment)
     assert e.register_plugin(Environ({"TM_NOT_SET": "1"})) == {}
     assert "TM_NOT_SET" not in os.environ
+
+
+class FailsOnLateWorkers(WorkerPlugin):
+    name = "fails-on-late-workers"
+
+    def __init__(self, present: list[str]) -> None:
+        self.present = present
+
+    def setup(self, worker: Any) -> None:
+        if worker.address not in self.present:
+            raise SetupBroke("not for late workers")
+        EVENTS.append(("setup", worker.address, "picky"))
+
+
+def test_a_setup_failing_on_a_joining_worker_is_logged_and_the_worker_joins(
+        e: Executor, caplog: pytest.LogCaptureFixture) -> None:
+    workers = sorted(e.nthreads())
+    e.register_plugin(FailsOnLateWorkers(workers))
+    late = start_worker(e)
+    try:
+        wait_for(lambda: late.address in e.nthreads(), message="the late worker joined")
+        wait_for(lambda: "failed to set up on joining worker" in caplog.text,
+                 message="the scheduler logged the failed setup")
+        assert "not for late workers" in caplog.text
+        assert e.submit(inc, 1, workers=[late.address]).result() == 2
+    finally:
+        e.session.sync(late.close())
+    assert events("setup", "picky") == workers
