@@ -11,6 +11,7 @@ from taskmill.client.nested import futures_of
 from taskmill.client.progress import progress
 from taskmill.client.waiting import as_completed, fire_and_forget, wait
 from taskmill.client.worker_client import get_client, get_worker, rejoin, secede, worker_client
+from taskmill.plugins import Environ, NannyPlugin, SchedulerPlugin, UploadDirectory, WorkerPlugin
 from taskmill.errors import (
     FutureLostError,
     KilledWorker,
@@ -23,14 +24,19 @@ from taskmill.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Environ",
     "Executor",
     "Future",
     "FutureLostError",
     "KilledWorker",
     "MissingDependencyError",
+    "NannyPlugin",
     "RemoteTaskError",
     "SchedulerGoneError",
+    "SchedulerPlugin",
     "TaskmillError",
+    "UploadDirectory",
+    "WorkerPlugin",
     "as_completed",
     "fire_and_forget",
     "futures_of",

@@ -45,3 +45,17 @@ def test_import_does_not_pull_heavy_libraries() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+
+
+def test_plugin_names() -> None:
+    from taskmill import Environ, NannyPlugin, SchedulerPlugin, UploadDirectory, WorkerPlugin
+
+    for method in ["setup", "teardown", "transition"]:
+        assert callable(getattr(WorkerPlugin, method)), method
+    for method in ["start", "close", "add_worker", "remove_worker", "transition", "update_graph"]:
+        assert callable(getattr(SchedulerPlugin, method)), method
+    assert NannyPlugin.restart is False and Environ.restart is True
+    assert issubclass(Environ, NannyPlugin) and issubclass(UploadDirectory, WorkerPlugin)
+    assert list(inspect.signature(Executor.register_plugin).parameters) == ["self", "plugin", "name"]
+    assert inspect.signature(Executor.register_plugin).parameters["name"].default is None
+    assert callable(Executor.unregister_plugin)

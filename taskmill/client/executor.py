@@ -25,7 +25,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from taskmill import timeouts
-from taskmill.client import cluster_ops, dask_integration, registry
+from taskmill.client import cluster_ops, dask_integration, plugins, registry
 from taskmill.client.calls import funcname, pack_call
 from taskmill.client.future import Future
 from taskmill.client.keystate import FINISHED, KeysWaiter
@@ -546,6 +546,24 @@ class Executor:
         the scheduler object under that name.  An exception comes back with
         its type and the scheduler's traceback as ``__cause__``."""
         return self._call(cluster_ops.run_on_scheduler(self.session, fn, args, kwargs))
+
+    def register_plugin(self, plugin: Any, name: str | None = None) -> Any:
+        """Register a plugin (an instance of a subclass of ``WorkerPlugin``,
+        ``NannyPlugin`` or ``SchedulerPlugin``, see :mod:`taskmill.plugins`):
+        set up on every worker (nanny, or the scheduler) now and on every
+        worker that joins later.  ``name`` (default: ``plugin.name``, else
+        the class name and a unique suffix) identifies it; registering a name
+        again replaces the plugin.  Returns ``{address: "OK"}``.  A setup that
+        raises fails the call with the original exception (the remote
+        traceback as ``__cause__``); the plugin is then not registered and
+        the nodes keep running."""
+        return self._call(plugins.register_plugin(self.session, plugin, name))
+
+    def unregister_plugin(self, name: str) -> Any:
+        """Tear the plugin ``name`` down everywhere (``teardown``, or ``close``
+        for a scheduler plugin) and forget it; a ValueError naming the
+        registered plugins when there is none of that name."""
+        return self._call(plugins.unregister_plugin(self.session, name))
 
     def get_scheduler_logs(self, n: int | None = None) -> Any:
         """The scheduler process's recent ``taskmill`` log records, oldest

@@ -660,3 +660,14 @@ def describe(op: str) -> dict[str, Any]:
     return {"op": op, "class": cls.__name__, "sender": cls.sender, "receiver": cls.receiver,
             "kind": cls.kind, "fields": [field.name for field in cls._wire],
             "local": list(cls.local), "doc": (cls.__doc__ or "").strip()}
+
+
+# The plugin ops (``Executor.register_plugin``), declared in their own module.
+from taskmill.protocol.plugins import (  # noqa: E402  (registration order)
+    RegisterPlugin,
+    UnregisterPlugin,
+    PluginSetup,
+    PluginTeardown,
+)
+
+__all__ += ["RegisterPlugin", "UnregisterPlugin", "PluginSetup", "PluginTeardown"]

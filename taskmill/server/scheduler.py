@@ -28,6 +28,9 @@ Theory of operation
   exception: ``run-on-scheduler``, a call the user sent to run here).  The state
   machine keeps functions by token, so each is received once and sent once
   per worker.
+* Plugins (:mod:`taskmill.server.scheduler_plugins`): a joining worker gets
+  the worker plugins before the state machine hears of it; scheduler
+  plugins' hooks are called after ``handle`` only while one overrides them.
 * A worker whose stream closes, or that misses heartbeats for
   ``heartbeat_timeout`` seconds, is removed (``WorkerLeft``); the state
   machine reschedules or recomputes what it had.
@@ -42,6 +45,7 @@ import logging
 import time
 import uuid
 from dataclasses import replace
+from collections.abc import Sequence
 from typing import Any
 
 from taskmill import timeouts
@@ -99,6 +103,7 @@ from taskmill.server.node import Node, Status, call_with_node
 from taskmill.server import runtime
 from taskmill.server.runtime import HeapFreezer
 from taskmill.server.replication import ReplicaRequests
+from taskmill.server.scheduler_plugins import SchedulerPlugins
 
 logger = logging.getLogger("taskmill.scheduler")
 
@@ -112,7 +117,7 @@ class Scheduler(Node):
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 8786, validate: bool = False,
                  heartbeat_timeout: float = 60.0, allowed_failures: int | None = None,
-                 dashboard_port: int | None = None) -> None:
+                 dashboard_port: int | None = None, preload: Sequence[str] = ()) -> None:
         super().__init__("scheduler")
         self.host, self.port = host, port
         self.id = f"scheduler-{uuid.uuid4().hex[:12]}"
@@ -138,6 +143,8 @@ class Scheduler(Node):
         self.dashboard_port = dashboard_port
         self.replicas = ReplicaRequests(self.state, self._handle, self._sid)
         self.dashboard: Any = None
+        #: plugins (``Executor.register_plugin``) and ``--preload`` modules
+        self.plugins = SchedulerPlugins(self, preload)
         self._dashboard_starting: asyncio.Task[None] | None = None
         self.serve({
             RegisterClient: self._register_client,
@@ -168,6 +175,7 @@ class Scheduler(Node):
         # clients in this process (an embedded cluster's Executor) skip the sockets
         self.inproc_address = await self.listen("inproc://")
         self.status = Status.running
+        await self.plugins.start()
         runtime.embedded_scheduler_started()
         self._gc_tuned = True
         self.spawn(self._check_heartbeats(), "heartbeat-check")
@@ -205,6 +213,7 @@ class Scheduler(Node):
         return self.dashboard.url if self.dashboard is not None else None
 
     async def _on_close(self) -> None:
+        await self.plugins.close()
         for stream in list(self.client_streams.values()):
             if isinstance(stream, LocalEnd):
                 stream.abort()  # tells the local client; socket clients see their comms close
@@ -226,11 +235,15 @@ class Scheduler(Node):
         to_workers: dict[str, list[Message]] = {}
         to_clients: dict[str, list[Message]] = {}
         self.monitor.stamp(events[-1].stimulus_id)
+        plugins = self.plugins
+        mark = plugins.before_handle() if plugins.watching else None
         try:
             commands = self.state.handle(*events)
         except Exception as exc:  # a bug in the state machine
             self.machine_failed(exc, events)
             return
+        if plugins.watching:
+            plugins.handled(events, mark)
         self.heap_freezer.observe(len(self.state.tasks))
         for cmd in commands:
             if isinstance(cmd, Message):  # addressed by its worker or client field
@@ -365,7 +378,9 @@ class Scheduler(Node):
         self._exit_reported[address] = asyncio.Event()
         logger.info("worker %s joined (%d threads, name %s%s)", address, msg.nthreads, msg.name or "-",
                     f", resources {format_resources(msg.resources)}" if msg.resources else "")
+        await self.plugins.worker_joining(address, msg.nanny)  # before it gets any task
         self._handle(replace(msg, stimulus_id=self._sid("worker-joined"), now=time.time()))
+        self.plugins.worker_added(address)
         await self._notify_workers_changed()
         reason = "its connection closed"
         try:
@@ -397,6 +412,7 @@ class Scheduler(Node):
                 logger.info("worker %s left: %s", address, reason)
                 self.monitor.worker_left(address, reason)
                 self._handle(ev.WorkerLeft(self._sid("worker-left"), address, reason, time.time()))
+                self.plugins.worker_removed(address)
                 await self._notify_workers_changed()
 
     def _worker_events(self, worker: str, msgs: Any) -> tuple[list[SchedulerInput], bool]:

@@ -34,6 +34,11 @@ Theory of operation
   seconds (starting afresh: a new scheduler knows none of our data), then
   closes.
 
+* Plugins and ``--preload`` modules (:mod:`taskmill.server.plugins`): the
+  scheduler sets plugins up with ``plugin-setup``; their ``transition`` hooks
+  are called after ``handle`` only while a plugin overrides it; preloads'
+  ``taskmill_setup`` runs before registering, teardowns at close.
+
 All decisions live in the state machine; this module only does I/O.
 """
 
@@ -44,7 +49,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -83,7 +88,9 @@ from taskmill.protocol.vocabulary import (
 )
 from taskmill.server.data_store import DataStore
 from taskmill.server.memory import MemoryThresholds, WorkerMemoryMonitor
+from taskmill.plugins import WorkerPlugin
 from taskmill.server.node import Node, Status
+from taskmill.server.plugins import PluginHost, Preloads, last_entry
 from taskmill.server.task_runner import TaskRunner
 from taskmill.server.worker_diagnostics import WorkerDiagnostics
 from taskmill.server.uploads import install_upload
@@ -104,7 +111,7 @@ class Worker(Node):
                  heartbeat_interval: float = 1.0, reconnect_timeout: float | None = None,
                  local_directory: str | None = None, validate: bool = False,
                  memory_thresholds: MemoryThresholds | None = None,
-                 resources: dict[str, float] | None = None) -> None:
+                 resources: dict[str, float] | None = None, preload: Sequence[str] = ()) -> None:
         super().__init__(name or "worker")
         self.scheduler_address = scheduler_address
         self.nthreads = nthreads
@@ -141,6 +148,9 @@ class Worker(Node):
         self.memory_monitor = (
             WorkerMemoryMonitor(self.data, memory_limit, t, self._rss, self._on_pause)
             if memory_limit > 0 and (t.spill or t.pause) else None)
+        #: plugins (``Executor.register_plugin``) and ``--preload`` modules
+        self.plugins = PluginHost(self, WorkerPlugin)
+        self.preloads = Preloads(preload)
         self.serve({
             GetData: self._get_data,
             PutData: self._put_data,
@@ -159,6 +169,7 @@ class Worker(Node):
         self.name = self.name if self.name != "worker" else f"worker-{self.address}"
         logger.info("worker listening at %s", self.address)
         self.status = Status.running
+        await self.preloads.setup(self)
         await self._register()
         self.spawn(self._heartbeat_loop(), "heartbeat")
         if self.memory_monitor is not None:
@@ -233,6 +244,8 @@ class Worker(Node):
                 await asyncio.wait_for(self.stream.close(), 2)
             except (CommClosedError, OSError, asyncio.TimeoutError):
                 pass
+        await self.plugins.close()
+        await self.preloads.teardown(self)
         self.runner.shutdown()
         await self._close_task_client()
         self.data.close()
@@ -290,11 +303,15 @@ class Worker(Node):
 
     def _handle(self, *events: WorkerInput) -> None:
         assert self.state is not None
+        watching = self.plugins.watching
+        mark = last_entry(self.state.story_log) if watching else None
         try:
             commands = self.state.handle(*events)
         except Exception as exc:  # a bug in the state machine
             self.machine_failed(exc, events)
             return
+        if watching:
+            self.plugins.transitions_handled(self.state.story_log, mark)
         for cmd in commands:
             self._dispatch(cmd)
 
