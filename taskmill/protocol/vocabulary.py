@@ -652,3 +652,19 @@ def describe(op: str) -> dict[str, Any]:
     return {"op": op, "class": cls.__name__, "sender": cls.sender, "receiver": cls.receiver,
             "kind": cls.kind, "fields": [field.name for field in cls._wire],
             "local": list(cls.local), "doc": (cls.__doc__ or "").strip()}
+
+
+# The waiting primitives' requests (Lock, Semaphore, Event), last in docs/protocol.md.
+from taskmill.protocol.locks import (  # noqa: E402  (registration order)
+    LockAcquire,
+    LockRelease,
+    LockValue,
+    LockRefresh,
+    EventSet,
+    EventClear,
+    EventIsSet,
+    EventWait,
+)
+from taskmill.protocol import locks as _locks  # noqa: E402
+
+__all__ += _locks.__all__
