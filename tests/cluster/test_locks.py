@@ -131,7 +131,8 @@ def test_a_disconnecting_client_frees_its_lock_at_once(e: Executor) -> None:
     other = Executor(e.scheduler_address, set_as_default=False)
     assert Lock("left-behind", client=other).acquire()
     result: list[bool] = []
-    waiter = threading.Thread(target=lambda: result.append(Lock("left-behind", client=e).acquire(timeout=20)))
+    mine = Lock("left-behind", client=e)
+    waiter = threading.Thread(target=lambda: result.append(mine.acquire(timeout=20)))
     waiter.start()
     wait_for(lambda: waiting(e, "left-behind") == 1, message="the waiter queued")
     started = time.monotonic()
@@ -141,6 +142,7 @@ def test_a_disconnecting_client_frees_its_lock_at_once(e: Executor) -> None:
     assert time.monotonic() - started < 5
     with pytest.raises(RuntimeError, match="holds no lease"):  # another object of the name
         Lock("left-behind", client=e).release()
+    mine.release()
 
 
 def test_errors_name_the_primitive(e: Executor) -> None:
