@@ -45,3 +45,18 @@ def test_import_does_not_pull_heavy_libraries() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+
+
+def test_waiting_primitives() -> None:
+    from taskmill import Event, Lock, Semaphore
+
+    assert list(inspect.signature(Lock).parameters) == ["name", "client"]
+    assert list(inspect.signature(Lock.acquire).parameters) == ["self", "blocking", "timeout"]
+    assert list(inspect.signature(Semaphore).parameters) == ["max_leases", "name", "client"]
+    assert inspect.signature(Semaphore).parameters["max_leases"].default == 1
+    assert list(inspect.signature(Event).parameters) == ["name", "client"]
+    for cls, methods in [(Lock, ["release", "locked", "__enter__", "__exit__"]),
+                         (Semaphore, ["acquire", "release", "get_value"]),
+                         (Event, ["set", "clear", "wait", "is_set"])]:
+        for method in methods:
+            assert callable(getattr(cls, method)), (cls, method)
