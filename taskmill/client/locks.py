@@ -38,7 +38,9 @@ works); otherwise it blocks.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
+import re
 import uuid
 import weakref
 from collections import deque
@@ -113,12 +115,28 @@ def _reply_wait(timeout: float | None) -> float | None:
     return None if timeout is None else timeout + timeouts.REQUEST.get()
 
 
-def _check_timeout(what: str, timeout: float | None) -> float | None:
+#: units of a timeout given as text, as dask.distributed accepts ("200ms", "2 s", "1.5min")
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*$", re.I)
+
+
+def _check_timeout(what: str, timeout: Any) -> float | None:
+    """``timeout`` in seconds: a number, a ``timedelta`` or text such as
+    "200ms" (None: no limit); else ValueError naming ``what``."""
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
-        raise ValueError(f"{what}: timeout must be a number of seconds >= 0 or None, not {timeout!r}")
-    return float(timeout)
+    seconds: float | None = None
+    if isinstance(timeout, datetime.timedelta):
+        seconds = timeout.total_seconds()
+    elif isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+        seconds = float(timeout)
+    elif isinstance(timeout, str) and (match := _DURATION.match(timeout)):
+        unit = _UNITS.get(match.group(2).lower() or "s")
+        seconds = None if unit is None else float(match.group(1)) * unit
+    if seconds is None or not seconds >= 0:
+        raise ValueError(f"{what}: timeout must be seconds >= 0 (a number, a timedelta or text "
+                         f"such as '200ms') or None, not {timeout!r}")
+    return seconds
 
 
 class _Primitive:
@@ -160,6 +178,13 @@ class _Primitive:
 
         return self._call(ask)
 
+    def __await__(self) -> Any:
+        """``await Lock(...)`` gives the object (dask.distributed's idiom)."""
+        async def itself() -> Any:
+            return self
+
+        return itself().__await__()
+
     def __repr__(self) -> str:
         return f"<{self.kind}: {self.name}>"
 
@@ -186,8 +211,9 @@ class Semaphore(_Primitive):
     def __reduce__(self) -> Any:
         return (Semaphore, (self.max_leases, self.name))
 
-    def acquire(self, timeout: float | None = None) -> Any:
-        """Wait for a lease, at most ``timeout`` seconds; True when acquired."""
+    def acquire(self, timeout: Any = None) -> Any:
+        """Wait for a lease, at most ``timeout`` seconds (a number, a
+        ``timedelta`` or text such as "200ms"); True when acquired."""
         return self._call(self._acquire, _check_timeout(f"{self!r}.acquire", timeout))
 
     async def _acquire(self, session: Session, timeout: float | None) -> bool:
@@ -213,7 +239,8 @@ class Semaphore(_Primitive):
             pass
 
     def release(self) -> Any:
-        """Give back this object's oldest lease.  Without one: RuntimeError."""
+        """Give back this object's oldest lease (True).  Without one, or when
+        it expired: RuntimeError."""
         try:
             lease = self._leases.popleft()
         except IndexError:
@@ -222,9 +249,10 @@ class Semaphore(_Primitive):
                                "that acquired it)") from None
         return self._call(self._release, lease)
 
-    async def _release(self, session: Session, lease: str) -> None:
+    async def _release(self, session: Session, lease: str) -> bool:
         _refresher(session).leases.discard(lease)
         await session.scheduler_call(LockRelease(self.kind, self.name, lease))
+        return True
 
     def get_value(self) -> Any:
         """How many leases are held now (by anyone)."""
@@ -262,7 +290,7 @@ class Lock(Semaphore):
     def __reduce__(self) -> Any:
         return (Lock, (self.name,))
 
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> Any:  # type: ignore[override]
+    def acquire(self, blocking: bool = True, timeout: Any = None) -> Any:  # type: ignore[override]
         """Acquire the lock; ``blocking=False`` does not wait."""
         if not blocking:
             if timeout is not None:
@@ -305,8 +333,9 @@ class Event(_Primitive):
         """Whether the flag is set."""
         return self._ask(EventIsSet(self.name))
 
-    def wait(self, timeout: float | None = None) -> Any:
-        """Wait until the flag is set, at most ``timeout`` seconds; whether it is."""
+    def wait(self, timeout: Any = None) -> Any:
+        """Wait until the flag is set, at most ``timeout`` (as for
+        ``Semaphore.acquire``); whether it is set."""
         return self._call(self._wait, _check_timeout(f"{self!r}.wait", timeout))
 
     async def _wait(self, session: Session, timeout: float | None) -> bool:

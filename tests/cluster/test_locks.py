@@ -5,6 +5,7 @@ case is in ``tests/multiprocess/test_locks_kill.py``)."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from taskmill import Event, Executor, Lock, Semaphore
+from taskmill.client import registry
 from taskmill.protocol.vocabulary import LockAcquire
 from tests.conftest import wait_for
 
@@ -109,8 +111,9 @@ def test_a_lock_held_by_one_client_makes_the_other_wait_until_released(e: Execut
     assert theirs.locked()
     assert theirs.acquire(blocking=False) is False
     started = time.monotonic()
-    assert theirs.acquire(timeout=0.3) is False
+    assert theirs.acquire(timeout="300ms") is False
     assert time.monotonic() - started >= 0.3
+    assert theirs.acquire(timeout=datetime.timedelta(milliseconds=50)) is False
     got: list[bool] = []
     waiter = threading.Thread(target=lambda: got.append(theirs.acquire(timeout=20)))
     waiter.start()
@@ -156,12 +159,36 @@ def test_errors_name_the_primitive(e: Executor) -> None:
             Event("errors", client=e).set()
     with pytest.raises(ValueError, match="max_leases must be an int >= 1"):
         Semaphore(max_leases=0)
-    with pytest.raises(ValueError, match="timeout must be a number of seconds >= 0"):
-        lock.acquire(timeout=-1)
+    for bad in (-1, "soon", "3 parsecs", True):
+        with pytest.raises(ValueError, match="timeout must be seconds >= 0"):
+            lock.acquire(timeout=bad)
     with pytest.raises(ValueError, match="give a timeout only with blocking=True"):
         lock.acquire(blocking=False, timeout=1)
     with pytest.raises(TypeError, match="name must be a non-empty str"):
         Lock(name=3)  # type: ignore[arg-type]
+
+
+def test_without_an_executor_the_error_says_to_make_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "open_executors", lambda: [])
+    with pytest.raises(ValueError, match=r"<Lock: lonely> needs an Executor: create one first"):
+        Lock("lonely").acquire()
+
+
+def take_and_count(sem: Semaphore) -> tuple[bool, int, bool]:
+    """A task's own Semaphore object (unpickled by name) takes a lease and gives it back."""
+    got = sem.acquire(timeout=10)
+    value = sem.get_value()
+    return got, value, sem.release()
+
+
+def test_a_semaphore_passed_to_a_task_is_the_same_primitive_there(e: Executor) -> None:
+    sem = Semaphore(2, name="passed", client=e)
+    assert sem.acquire()
+    assert e.submit(take_and_count, sem).result() == (True, 2, True)
+    assert sem.get_value() == 1
+    with pytest.raises(ValueError, match="in use with max_leases=2; it cannot be acquired with max_leases=5"):
+        e.submit(take_and_count, Semaphore(5, name="passed")).result()
+    sem.release()
 
 
 def test_unnamed_primitives_are_unique_and_a_name_makes_one_primitive(e: Executor) -> None:
@@ -169,8 +196,8 @@ def test_unnamed_primitives_are_unique_and_a_name_makes_one_primitive(e: Executo
     a, b = Semaphore(3, name="same", client=e), Semaphore(3, name="same", client=e)
     assert a.acquire() and b.acquire()
     assert a.get_value() == b.get_value() == 2
-    a.release()
-    b.release()
+    assert a.release() is True
+    assert b.release() is True
     with pytest.raises(RuntimeError, match="Semaphore: same> was released more often"):
         b.release()
 
@@ -212,7 +239,7 @@ def test_an_event_set_from_a_task_wakes_the_client(e: Executor) -> None:
 def test_the_async_api_awaits_every_method(e: Executor) -> None:
     async def main() -> list[Any]:
         async with Executor(e.scheduler_address, asynchronous=True, set_as_default=False) as ae:
-            lock = Lock("async", client=ae)
+            lock = await Lock("async", client=ae)
             async with lock:
                 held = await lock.locked()
                 blocked = await Lock("async", client=ae).acquire(timeout=0.05)
