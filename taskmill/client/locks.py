@@ -51,7 +51,9 @@ from taskmill import timeouts
 from taskmill.client import registry
 from taskmill.client.session import Session
 from taskmill.client.worker_client import get_client
+from taskmill.comm import CommClosedError
 from taskmill.core.locks import EVENT, LOCK, SEMAPHORE
+from taskmill.errors import SchedulerGoneError
 from taskmill.protocol.vocabulary import (
     EventClear,
     EventIsSet,
@@ -178,6 +180,16 @@ class _Primitive:
 
         return self._call(ask)
 
+    async def _wait_on_scheduler(self, session: Session, msg: Message, timeout: float | None) -> Any:
+        """Send a request the scheduler answers within ``timeout`` (or when
+        granted); a lost scheduler is a SchedulerGoneError naming this object."""
+        try:
+            return await session.scheduler_call(msg, timeout=_reply_wait(timeout))
+        except CommClosedError as exc:
+            raise SchedulerGoneError(
+                f"{self!r}: the scheduler at {session.scheduler_address} went away while this "
+                f"waited ({exc}); the primitives it held are gone with it") from exc
+
     def __await__(self) -> Any:
         """``await Lock(...)`` gives the object (dask.distributed's idiom)."""
         async def itself() -> Any:
@@ -220,7 +232,7 @@ class Semaphore(_Primitive):
         lease = uuid.uuid4().hex
         request = LockAcquire(self.kind, self.name, lease, session.id, self.max_leases, timeout)
         try:
-            reply = await session.scheduler_call(request, timeout=_reply_wait(timeout))
+            reply = await self._wait_on_scheduler(session, request, timeout)
         except BaseException:  # cancelled, or the reply lost: do not leave a lease behind
             withdraw = asyncio.ensure_future(self._withdraw(session, lease))
             _withdrawals.add(withdraw)
@@ -340,4 +352,4 @@ class Event(_Primitive):
 
     async def _wait(self, session: Session, timeout: float | None) -> bool:
         request = EventWait(self.name, uuid.uuid4().hex, session.id, timeout)
-        return bool(await session.scheduler_call(request, timeout=_reply_wait(timeout)))
+        return bool(await self._wait_on_scheduler(session, request, timeout))

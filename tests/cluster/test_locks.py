@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from taskmill import Event, Executor, Lock, Semaphore
+from taskmill import Event, Executor, Lock, SchedulerGoneError, Semaphore
 from taskmill.client import registry
 from taskmill.protocol.vocabulary import LockAcquire
 from tests.conftest import wait_for
@@ -291,3 +291,24 @@ def test_leases_of_a_silent_holder_expire_and_live_ones_are_refreshed(monkeypatc
         assert kept.locked()
         assert Lock("refreshed", client=ex).acquire(timeout=0) is False
         kept.release()
+
+
+def test_a_wait_ends_with_a_clear_error_when_the_scheduler_goes() -> None:
+    with Executor(n_workers=1, processes=False, set_as_default=False) as owner, \
+            Executor(owner.scheduler_address, set_as_default=False) as other:
+        outcome: list[BaseException] = []
+
+        def wait() -> None:
+            try:
+                Event("forever", client=other).wait()
+            except BaseException as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=wait)
+        thread.start()
+        wait_for(lambda: waiting(owner, "forever") == 1, message="the client waits")
+        owner.close()
+        thread.join(20)
+        [error] = outcome
+        assert isinstance(error, SchedulerGoneError)
+        assert "<Event: forever>: the scheduler at" in str(error)
