@@ -233,7 +233,7 @@ class Semaphore(_Primitive):
         request = LockAcquire(self.kind, self.name, lease, session.id, self.max_leases, timeout)
         try:
             reply = await self._wait_on_scheduler(session, request, timeout)
-        except BaseException:  # cancelled, or the reply lost: do not leave a lease behind
+        except (asyncio.CancelledError, TimeoutError):  # given up: leave no lease behind
             withdraw = asyncio.ensure_future(self._withdraw(session, lease))
             _withdrawals.add(withdraw)
             withdraw.add_done_callback(_withdrawals.discard)
@@ -247,8 +247,8 @@ class Semaphore(_Primitive):
     async def _withdraw(self, session: Session, lease: str) -> None:
         try:
             await session.scheduler_call(LockRelease(self.kind, self.name, lease))
-        except Exception:  # never granted nor waiting any more, or the session is gone
-            pass
+        except Exception as exc:  # answered meanwhile and released, or the session is gone
+            logger.debug("withdrawing %s lease %s: %s", self, lease, exc)
 
     def release(self) -> Any:
         """Give back this object's oldest lease (True).  Without one, or when

@@ -44,10 +44,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["LOCK", "SEMAPHORE", "EVENT", "KINDS", "Answer", "Coordination"]
+__all__ = ["LOCK", "SEMAPHORE", "EVENT", "Answer", "Coordination"]
 
 LOCK, SEMAPHORE, EVENT = "Lock", "Semaphore", "Event"
-KINDS = (LOCK, SEMAPHORE, EVENT)
 
 
 @dataclass(frozen=True, slots=True)
