@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from taskmill.core.locks import EVENT, LOCK, SEMAPHORE, Answer, Coordination
+from taskmill.core.locks import EVENT, LOCK, SEMAPHORE, Answer, Coordination, _Leases
 
 
 def acquire(c: Coordination, lease: str, *, client: str = "c1", name: str = "x", kind: str = LOCK,
@@ -165,3 +165,54 @@ def test_event_waits_time_out_and_leave_with_their_client() -> None:
     assert c.tick(3.0) == [Answer("w1", False)]
     assert c.client_left("c2", now=4.0) == [Answer("w2", False)]
     assert c.names == {}
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_operations_keep_the_invariants(seed: int) -> None:
+    """Random acquires, releases, departures, refreshes and ticks: no lease is
+    free while someone waits, none is over-granted, idle names are forgotten,
+    and every request is answered exactly once (granted ones when released)."""
+    import random
+
+    rng = random.Random(seed)
+    c = Coordination(lease_timeout=5.0)
+    now = 0.0
+    answered: dict[str, bool] = {}
+    clients = ["c1", "c2", "c3"]
+    asked: dict[str, tuple[str, str]] = {}  # lease -> (name, client)
+
+    def take(answers: list[Answer]) -> None:
+        for answer in answers:
+            assert answer.request not in answered, f"{answer.request} answered twice"
+            answered[answer.request] = answer.granted
+
+    for step in range(300):
+        now += rng.choice([0.0, 0.5, 1.0, 2.0])
+        op = rng.random()
+        if op < 0.45:
+            lease, name, client = f"l{step}", rng.choice(["a", "b"]), rng.choice(clients)
+            asked[lease] = (name, client)
+            take(c.acquire(SEMAPHORE, name, lease, client, max_leases=2, now=now,
+                           timeout=rng.choice([None, 0, 1.0, 3.0])))
+        elif op < 0.75:
+            held = [lease for lease, ok in answered.items() if ok and lease in asked]
+            if held:
+                lease = rng.choice(held)
+                name, _ = asked.pop(lease)
+                try:
+                    take(c.release(SEMAPHORE, name, lease, now))
+                except RuntimeError:
+                    pass  # it expired or left with its client meanwhile
+        elif op < 0.8:
+            take(c.client_left(rng.choice(clients), now))
+        elif op < 0.9:
+            c.refresh(rng.choice(clients), now)
+        else:
+            take(c.tick(now))
+        for name, entry in c.names.items():
+            assert isinstance(entry, _Leases)
+            assert len(entry.held) <= entry.max_leases
+            assert not entry.waiting or len(entry.held) == entry.max_leases, "a free lease while one waits"
+            assert entry.held or entry.waiting, f"idle {name} not forgotten"
+            assert all(answered.get(lease) is True for lease in entry.held), "held but not granted"
+            assert all(lease not in answered for lease in entry.waiting), "answered yet waiting"
