@@ -7,6 +7,7 @@ the contract.  Importing taskmill does not import dask, numpy or pandas.
 
 from taskmill.client.executor import Executor
 from taskmill.client.future import Future
+from taskmill.client.locks import Event, Lock, Semaphore
 from taskmill.client.nested import futures_of
 from taskmill.client.progress import progress
 from taskmill.client.waiting import as_completed, fire_and_forget, wait
@@ -25,15 +26,18 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Environ",
+    "Event",
     "Executor",
     "Future",
     "FutureLostError",
     "KilledWorker",
+    "Lock",
     "MissingDependencyError",
     "NannyPlugin",
     "RemoteTaskError",
     "SchedulerGoneError",
     "SchedulerPlugin",
+    "Semaphore",
     "TaskmillError",
     "UploadDirectory",
     "WorkerPlugin",

@@ -59,3 +59,18 @@ def test_plugin_names() -> None:
     assert list(inspect.signature(Executor.register_plugin).parameters) == ["self", "plugin", "name"]
     assert inspect.signature(Executor.register_plugin).parameters["name"].default is None
     assert callable(Executor.unregister_plugin)
+
+
+def test_waiting_primitives() -> None:
+    from taskmill import Event, Lock, Semaphore
+
+    assert list(inspect.signature(Lock).parameters) == ["name", "client"]
+    assert list(inspect.signature(Lock.acquire).parameters) == ["self", "blocking", "timeout"]
+    assert list(inspect.signature(Semaphore).parameters) == ["max_leases", "name", "client"]
+    assert inspect.signature(Semaphore).parameters["max_leases"].default == 1
+    assert list(inspect.signature(Event).parameters) == ["name", "client"]
+    for cls, methods in [(Lock, ["release", "locked", "__enter__", "__exit__"]),
+                         (Semaphore, ["acquire", "release", "get_value"]),
+                         (Event, ["set", "clear", "wait", "is_set"])]:
+        for method in methods:
+            assert callable(getattr(cls, method)), (cls, method)

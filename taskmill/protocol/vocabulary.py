@@ -671,3 +671,18 @@ from taskmill.protocol.plugins import (  # noqa: E402  (registration order)
 )
 
 __all__ += ["RegisterPlugin", "UnregisterPlugin", "PluginSetup", "PluginTeardown"]
+
+# The waiting primitives' requests (Lock, Semaphore, Event), declared in their own module.
+from taskmill.protocol.locks import (  # noqa: E402  (registration order)
+    LockAcquire,
+    LockRelease,
+    LockValue,
+    LockRefresh,
+    EventSet,
+    EventClear,
+    EventIsSet,
+    EventWait,
+)
+from taskmill.protocol import locks as _locks  # noqa: E402
+
+__all__ += _locks.__all__

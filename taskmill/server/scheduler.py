@@ -104,6 +104,7 @@ from taskmill.server import runtime
 from taskmill.server.runtime import HeapFreezer
 from taskmill.server.replication import ReplicaRequests
 from taskmill.server.scheduler_plugins import SchedulerPlugins
+from taskmill.server.locks import LockServer
 
 logger = logging.getLogger("taskmill.scheduler")
 
@@ -169,6 +170,8 @@ class Scheduler(Node):
             RunOnScheduler: self._run_on_scheduler,
             SchedulerLogs: lambda msg, comm: self.log_ring.recent(msg.n),
         })
+        self.locks = LockServer(self.client_streams.__contains__, timeouts.LEASE.get())
+        self.serve(self.locks.handlers())
 
     async def start(self) -> Scheduler:
         await self.listen(f"tcp://{self.host}:{self.port}")
@@ -214,6 +217,7 @@ class Scheduler(Node):
 
     async def _on_close(self) -> None:
         await self.plugins.close()
+        self.locks.close()
         for stream in list(self.client_streams.values()):
             if isinstance(stream, LocalEnd):
                 stream.abort()  # tells the local client; socket clients see their comms close
@@ -330,6 +334,7 @@ class Scheduler(Node):
         if self.client_streams.pop(client, None) is not None and self.status is Status.running:
             logger.info("client %s disconnected", client)
             self._handle(ev.ClientDisconnected(self._sid("client-disconnected"), client))
+            self.locks.client_left(client)
 
     def _client_events(self, client: str, msgs: Any) -> tuple[list[list[SchedulerInput]], bool]:
         """The events of one batch of a client's messages, in groups to handle
