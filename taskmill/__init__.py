@@ -9,6 +9,7 @@ from taskmill.client.executor import Executor
 from taskmill.client.future import Future
 from taskmill.client.nested import futures_of
 from taskmill.client.progress import progress
+from taskmill.client.shared import Queue, Variable
 from taskmill.client.waiting import as_completed, fire_and_forget, wait
 from taskmill.client.worker_client import get_client, get_worker, rejoin, secede, worker_client
 from taskmill.errors import (
@@ -28,9 +29,11 @@ __all__ = [
     "FutureLostError",
     "KilledWorker",
     "MissingDependencyError",
+    "Queue",
     "RemoteTaskError",
     "SchedulerGoneError",
     "TaskmillError",
+    "Variable",
     "as_completed",
     "fire_and_forget",
     "futures_of",

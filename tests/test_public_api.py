@@ -45,3 +45,20 @@ def test_import_does_not_pull_heavy_libraries() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+
+
+def test_shared_values_names_and_parameters() -> None:
+    from taskmill import Queue, Variable
+
+    assert list(inspect.signature(Queue).parameters)[:1] == ["name"]
+    assert inspect.signature(Queue).parameters["maxsize"].default == 0
+    assert list(inspect.signature(Queue.get).parameters)[1:] == ["timeout", "batch"]
+    assert list(inspect.signature(Queue.put).parameters)[1:] == ["value", "timeout"]
+    for method in ["put", "get", "qsize"]:
+        assert callable(getattr(Queue, method)), method
+    for method in ["set", "get", "delete"]:
+        assert callable(getattr(Variable, method)), method
+    for method in ["publish_dataset", "get_dataset", "unpublish_dataset", "list_datasets"]:
+        assert callable(getattr(Executor, method)), method
+    assert isinstance(Executor.datasets, property)
+    assert "default" in inspect.signature(Executor.get_dataset).parameters

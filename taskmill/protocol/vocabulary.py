@@ -97,6 +97,9 @@ __all__ = ["REGISTRY", "Message", "Record", "arrived", "decode", "Key", "Address
            "Executing",
            "RestartWorker",
            "Kill",
+           # the shared values (protocol/shared.py)
+           "QueuePut", "QueueGet", "QueueSize", "VariableSet", "VariableGet", "VariableDelete",
+           "DatasetPublish", "DatasetGet", "DatasetUnpublish", "DatasetList", "HandoverDone",
            ]
 
 _FROM_CLIENT = ("client", "stimulus_id")
@@ -638,6 +641,20 @@ from taskmill.protocol.requests import (  # noqa: E402  (registration order)
     Executing,
     RestartWorker,
     Kill,
+)
+
+from taskmill.protocol.shared import (  # noqa: E402  (registration order)
+    QueuePut,
+    QueueGet,
+    QueueSize,
+    VariableSet,
+    VariableGet,
+    VariableDelete,
+    DatasetPublish,
+    DatasetGet,
+    DatasetUnpublish,
+    DatasetList,
+    HandoverDone,
 )
 
 

@@ -94,6 +94,7 @@ from taskmill.server.node import Node, Status, call_with_node
 from taskmill.server import runtime
 from taskmill.server.runtime import HeapFreezer
 from taskmill.server.replication import ReplicaRequests
+from taskmill.server.shared_values import SharedValuesShell
 
 logger = logging.getLogger("taskmill.scheduler")
 
@@ -154,6 +155,7 @@ class Scheduler(Node):
             RunOnScheduler: self._run_on_scheduler,
             SchedulerLogs: lambda msg, comm: self.log_ring.recent(msg.n),
         })
+        self.shared_values = SharedValuesShell(self)  # Queue, Variable, datasets
 
     async def start(self) -> Scheduler:
         await self.listen(f"tcp://{self.host}:{self.port}")

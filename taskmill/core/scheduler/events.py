@@ -88,6 +88,23 @@ class RetireCancelled(SchedulerEvent):
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class PinKeys(SchedulerEvent):
+    """The pseudo-client ``holder`` wants ``keys`` (a shared value refers to
+    them, or they are handed over to a client): their data stays while it does."""
+
+    holder: str
+    keys: tuple[Key, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UnpinKeys(SchedulerEvent):
+    """The pseudo-client ``holder`` no longer wants ``keys``."""
+
+    holder: str
+    keys: tuple[Key, ...]
+
+
 # --------------------------------------------------------------------------- #
 # Commands
 # --------------------------------------------------------------------------- #

@@ -139,11 +139,13 @@ from taskmill.core.scheduler.clients import ClientWants, report_running, unknown
 from taskmill.core.scheduler.events import (
     ClientConnected,
     ClientDisconnected,
+    PinKeys,
     ReplicateRequested,
     RestartRequested,
     RetireCancelled,
     RetireRequested,
     SchedulerInput,
+    UnpinKeys,
     SchedulerOutput,
     WorkerLeft,
     WorkerRetired,
@@ -172,6 +174,7 @@ from taskmill.core.scheduler.scatters import Scatters
 from taskmill.core.scheduler.step import CHECK, Step, StoryEntry
 from taskmill.core.scheduler.transitions import InvalidTransition, TaskMachine
 from taskmill.core.scheduler.validate import validate_state, validate_step
+from taskmill.core.shared_values import handover_holder
 from taskmill.core.stimulus_log import StimulusLog, log_size
 from taskmill.protocol.serialize import Serialized
 from taskmill.protocol.vocabulary import (
@@ -180,6 +183,7 @@ from taskmill.protocol.vocabulary import (
     Address,
     CancelKeys,
     FireAndForget,
+    HandoverDone,
     Heartbeat,
     Key,
     KeysScattered,
@@ -233,6 +237,9 @@ class SchedulerState:
             ReleaseKeys: self._on_keys_released,
             WantKeys: self._on_keys_wanted,
             FireAndForget: self._on_fire_and_forget,
+            PinKeys: self._on_keys_pinned,
+            UnpinKeys: self._on_keys_unpinned,
+            HandoverDone: self._on_handover_done,
             ClientConnected: self._on_client_connected,
             ClientDisconnected: self._on_client_disconnected,
             CancelKeys: self._on_cancel_requested,
@@ -399,6 +406,7 @@ class SchedulerState:
 
     def _on_client_disconnected(self, step: Step, ev: ClientDisconnected) -> None:
         self.wants.disconnected(step, ev.client)
+        self.wants.disconnected(step, handover_holder(ev.client))  # values it never took up
         self.scatters.client_gone(step, ev.client)
 
     def _on_keys_released(self, step: Step, ev: ReleaseKeys) -> None:
@@ -409,6 +417,15 @@ class SchedulerState:
 
     def _on_keys_wanted(self, step: Step, ev: WantKeys) -> None:
         self.wants.want_keys(step, ev.client, ev.keys, self.machine.tasks)
+
+    def _on_keys_pinned(self, step: Step, ev: PinKeys) -> None:
+        self.wants.want_keys(step, ev.holder, ev.keys, self.machine.tasks)
+
+    def _on_keys_unpinned(self, step: Step, ev: UnpinKeys) -> None:
+        self.wants.release_keys(step, ev.holder, ev.keys, self.machine.tasks)
+
+    def _on_handover_done(self, step: Step, ev: HandoverDone) -> None:
+        self.wants.release_keys(step, handover_holder(ev.client), ev.keys, self.machine.tasks)
 
     # ------------------------------------------------------------------ #
     # Graphs

@@ -1,0 +1,178 @@
+"""The scheduler side of ``Queue``, ``Variable`` and datasets: a thin shell.
+
+Theory of operation
+-------------------
+:class:`SharedValuesShell` answers the requests of
+:mod:`taskmill.protocol.shared` for the scheduler: it turns each into a call
+of the pure :class:`~taskmill.core.shared_values.SharedValues` and carries
+out the commands it returns.  A request that may wait gets a waiter id and an
+asyncio future, answered by a later ``Reply``/``Fail``; its deadline is the
+event loop's clock plus its ``timeout``, and one timer, armed for the
+machine's ``next_deadline()``, calls ``expire``.  A waiting request whose
+connection goes away is cancelled in the machine (a waiting ``put`` drops its
+value), so no value is handed to a requester that is gone.  ``Pin``,
+``Unpin`` and ``Handover`` become the scheduler machine's ``PinKeys`` /
+``UnpinKeys`` events, all of one request in one ``_handle`` call, handovers
+first: a key taken out of a queue is held for the taking client before the
+queue lets it go.  Payloads are never unpickled here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import TYPE_CHECKING, Any
+
+from taskmill.core.scheduler.events import PinKeys, SchedulerInput, UnpinKeys
+from taskmill.core.shared_values import (
+    SHARED_HOLDER,
+    Command,
+    Fail,
+    Handover,
+    Item,
+    Pin,
+    Reply,
+    SharedValues,
+    Unpin,
+    handover_holder,
+)
+from taskmill.protocol.vocabulary import (
+    DatasetGet,
+    DatasetList,
+    DatasetPublish,
+    DatasetUnpublish,
+    QueueGet,
+    QueuePut,
+    QueueSize,
+    VariableDelete,
+    VariableGet,
+    VariableSet,
+)
+
+if TYPE_CHECKING:
+    from taskmill.server.scheduler import Scheduler
+
+
+def _wire(value: Any) -> Any:
+    """The reply for what the machine answered: an item as ``{"value", "keys"}``
+    (a list of those for a batch), None as is."""
+    if isinstance(value, Item):
+        return {"value": value.payload, "keys": list(value.keys)}
+    if isinstance(value, list):
+        return [_wire(item) for item in value]
+    return value
+
+
+class SharedValuesShell:
+    """Serves the shared-value requests of one scheduler."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+        self.machine = SharedValues()
+        self._ids = itertools.count()
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        scheduler.serve({
+            QueuePut: self._queue_put,
+            QueueGet: self._queue_get,
+            QueueSize: lambda msg, comm: self.machine.queue_size(msg.name, msg.maxsize),
+            VariableSet: self._variable_set,
+            VariableGet: self._variable_get,
+            VariableDelete: lambda msg, comm: self._apply(self.machine.variable_delete(msg.name)),
+            DatasetPublish: self._publish,
+            DatasetGet: self._dataset_get,
+            DatasetUnpublish: lambda msg, comm: self._apply(self.machine.unpublish(msg.name)),
+            DatasetList: lambda msg, comm: sorted(self.machine.datasets),
+        })
+
+    # ------------------------------------------------------------------ #
+    # Commands
+    # ------------------------------------------------------------------ #
+    def _apply(self, commands: list[Command]) -> None:
+        sid = self.scheduler._sid("shared-values")
+        handovers: list[SchedulerInput] = []
+        others: list[SchedulerInput] = []
+        for cmd in commands:
+            match cmd:
+                case Handover():
+                    handovers.append(PinKeys(sid, handover_holder(cmd.client), cmd.keys))
+                case Pin():
+                    others.append(PinKeys(sid, SHARED_HOLDER, cmd.keys))
+                case Unpin():
+                    others.append(UnpinKeys(sid, SHARED_HOLDER, cmd.keys))
+                case Reply():
+                    self._settle(cmd.waiter, _wire(cmd.value), None)
+                case Fail():
+                    self._settle(cmd.waiter, None, cmd.error)
+        self.scheduler._handle(*handovers, *others)
+        self._arm_timer()
+
+    def _settle(self, waiter: int, value: Any, error: Exception | None) -> None:
+        fut = self._waiting.pop(waiter, None)
+        if fut is None or fut.done():
+            return
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(value)
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self.machine.next_deadline()
+        if deadline is not None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        self._apply(self.machine.expire(asyncio.get_running_loop().time()))
+
+    async def _wait(self, start: Any, timeout: float | None) -> Any:
+        """Run ``start(waiter, deadline)`` (a machine call) and wait for its answer."""
+        loop = asyncio.get_running_loop()
+        waiter = next(self._ids)
+        fut = self._waiting[waiter] = loop.create_future()
+        deadline = None if timeout is None else loop.time() + max(timeout, 0.0)
+        try:
+            self._apply(start(waiter, deadline))
+        except BaseException:
+            self._waiting.pop(waiter, None)
+            raise
+        try:
+            return await fut
+        finally:
+            if waiter in self._waiting:  # cancelled (its connection went away)
+                del self._waiting[waiter]
+                self._apply(self.machine.cancel(waiter))
+
+    # ------------------------------------------------------------------ #
+    # Requests
+    # ------------------------------------------------------------------ #
+    async def _queue_put(self, msg: QueuePut, comm: Any) -> None:
+        item = Item(msg.value, msg.keys)
+        await self._wait(lambda w, d: self.machine.queue_put(
+            msg.name, msg.maxsize, item, msg.client, w, d), msg.timeout)
+
+    async def _queue_get(self, msg: QueueGet, comm: Any) -> Any:
+        return await self._wait(lambda w, d: self.machine.queue_get(
+            msg.name, msg.maxsize, msg.client, w, d, msg.batch), msg.timeout)
+
+    def _variable_set(self, msg: VariableSet, comm: Any) -> None:
+        self._apply(self.machine.variable_set(msg.name, Item(msg.value, msg.keys)))
+
+    async def _variable_get(self, msg: VariableGet, comm: Any) -> Any:
+        return await self._wait(lambda w, d: self.machine.variable_get(
+            msg.name, msg.client, w, d), msg.timeout)
+
+    def _publish(self, msg: DatasetPublish, comm: Any) -> None:
+        if not len(msg.names) == len(msg.values) == len(msg.keys):
+            raise ValueError("dataset-publish: names, values and keys differ in length")
+        items = {name: Item(value, keys) for name, value, keys in zip(msg.names, msg.values, msg.keys)}
+        self._apply(self.machine.publish(items, msg.override))
+
+    def _dataset_get(self, msg: DatasetGet, comm: Any) -> Any:
+        item, commands = self.machine.dataset_get(msg.name, msg.client)
+        self._apply(commands)
+        return _wire(item)
