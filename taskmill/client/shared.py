@@ -45,6 +45,7 @@ from taskmill.protocol.vocabulary import (
     QueueGet,
     QueuePut,
     QueueSize,
+    StreamMark,
     VariableDelete,
     VariableGet,
     VariableSet,
@@ -84,6 +85,18 @@ def pack(value: Any) -> tuple[Serialized, tuple[str, ...]]:
     """The value pickled, and the keys of the Futures inside it."""
     keys = tuple(dict.fromkeys(f.key for f in futures_of(value)))
     return serialize(value), keys
+
+
+def stream_mark(client: Any, keys: Any) -> str:
+    """With keys to send: a fresh mark, sent on the client's stream now (the
+    request carrying it is handled after it, so after everything the client
+    sent before: the scheduler knows the keys); without: "" (no wait)."""
+    if not keys:
+        return ""
+    mark = uuid.uuid4().hex
+    session = client.session
+    session.send(StreamMark("", session.id, mark))
+    return mark
 
 
 def unpack(client: Any, reply: dict[str, Any]) -> Any:
@@ -131,8 +144,10 @@ class Queue:
         payload, keys = pack(value)
 
         async def run() -> None:
+            mark = stream_mark(client, keys)
             await client.session.scheduler_call(QueuePut(
-                client.session.id, self.name, payload, keys, self.maxsize, timeout), timeout=None)
+                client.session.id, self.name, payload, keys, self.maxsize, timeout, mark),
+                timeout=None)
         return _run(client, run())
 
     def get(self, timeout: float | None = None, batch: bool | int = False) -> Any:
@@ -191,8 +206,12 @@ class Variable:
         """Make ``value`` the variable's value (the previous one is released)."""
         client = self.client
         payload, keys = pack(value)
-        return _run(client, client.session.scheduler_call(
-            VariableSet(client.session.id, self.name, payload, keys)))
+
+        async def run() -> None:
+            mark = stream_mark(client, keys)
+            await client.session.scheduler_call(
+                VariableSet(client.session.id, self.name, payload, keys, mark))
+        return _run(client, run())
 
     def get(self, timeout: float | None = None) -> Any:
         """The value; before any ``set``, wait up to ``timeout`` seconds (None:
@@ -238,11 +257,12 @@ def publish(client: Any, args: tuple[Any, ...], name: str | None, override: bool
         if not isinstance(key, str):
             raise TypeError(f"a dataset name must be a str, not {key!r}")
     packed = [pack(value) for value in items.values()]
-    msg = DatasetPublish(tuple(items), tuple(p for p, _ in packed), tuple(k for _, k in packed),
-                         override)
+    keys = tuple(k for _, k in packed)
 
     async def run() -> None:
-        await client.session.scheduler_call(msg)
+        mark = stream_mark(client, any(keys))
+        await client.session.scheduler_call(DatasetPublish(
+            client.session.id, tuple(items), tuple(p for p, _ in packed), keys, override, mark))
     return run()
 
 

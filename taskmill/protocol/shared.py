@@ -16,6 +16,14 @@ passed through a queue is never unwanted on the way.  A request that must
 wait (a ``get`` of an empty queue or of a variable never set, a ``put`` to a
 full queue) is answered when it can be, or with ``TimeoutError`` when its
 ``timeout`` (seconds, None: no limit) has passed.
+
+A value sent with keys also carries a ``mark``: the client sent
+``stream-mark`` with it on its stream just before the request, and the
+scheduler stores the value only once the mark has come through the stream.
+Everything the client sent before (the ``update-graph`` of a Future it has
+just submitted, the ``want-keys`` of one it unpickled) has then been handled,
+so every key is known when it is pinned (requests and the stream travel on
+different connections, in no fixed order).
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ __all__ = [
     "DatasetUnpublish",
     "DatasetList",
     "HandoverDone",
+    "StreamMark",
 ]
 
 
@@ -52,6 +61,7 @@ class QueuePut(Message):
     keys: tuple[Key, ...] = ()
     maxsize: int = 0
     timeout: float | None = None
+    mark: str = ""
 
 
 @message("queue-get", ANY, SCHEDULER, kind="request")
@@ -86,6 +96,7 @@ class VariableSet(Message):
     name: str
     value: Serialized
     keys: tuple[Key, ...] = ()
+    mark: str = ""
 
 
 @message("variable-get", ANY, SCHEDULER, kind="request")
@@ -113,10 +124,12 @@ class DatasetPublish(Message):
     ``values`` (and ``keys``); a name already published is a ``KeyError``
     unless ``override``.  All or none are published.  -> None."""
 
+    client: str
     names: tuple[str, ...]
     values: tuple[Serialized, ...]
     keys: tuple[tuple[Key, ...], ...]
     override: bool = False
+    mark: str = ""
 
 
 @message("dataset-get", ANY, SCHEDULER, kind="request")
@@ -151,3 +164,14 @@ class HandoverDone(Message):
     stimulus_id: str
     client: str
     keys: tuple[Key, ...]
+
+
+@message("stream-mark", CLIENT, SCHEDULER, local=("client", "stimulus_id"))
+@dataclass(frozen=True, slots=True)
+class StreamMark(Message):
+    """Everything the client sent on its stream before this has been handled:
+    the request carrying the same ``mark`` may go ahead."""
+
+    stimulus_id: str
+    client: str
+    mark: str

@@ -100,6 +100,7 @@ __all__ = ["REGISTRY", "Message", "Record", "arrived", "decode", "Key", "Address
            # the shared values (protocol/shared.py)
            "QueuePut", "QueueGet", "QueueSize", "VariableSet", "VariableGet", "VariableDelete",
            "DatasetPublish", "DatasetGet", "DatasetUnpublish", "DatasetList", "HandoverDone",
+           "StreamMark",
            ]
 
 _FROM_CLIENT = ("client", "stimulus_id")
@@ -655,6 +656,7 @@ from taskmill.protocol.shared import (  # noqa: E402  (registration order)
     DatasetUnpublish,
     DatasetList,
     HandoverDone,
+    StreamMark,
 )
 
 

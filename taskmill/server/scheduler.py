@@ -239,6 +239,8 @@ class Scheduler(Node):
                     to_workers.setdefault(cmd.worker, []).append(retired)
                 case ev.RetirementAborted():
                     self.replicas.aborted(cmd)
+                case ev.StreamMarked():
+                    self.shared_values.marked(cmd)
                 case ev.TaskStalled():
                     logger.warning("task %r waits for a worker: it %s; it runs when such a worker "
                                    "joins (other tasks needing the same are not logged again)",

@@ -14,7 +14,10 @@ value), so no value is handed to a requester that is gone.  ``Pin``,
 ``Unpin`` and ``Handover`` become the scheduler machine's ``PinKeys`` /
 ``UnpinKeys`` events, all of one request in one ``_handle`` call, handovers
 first: a key taken out of a queue is held for the taking client before the
-queue lets it go.  Payloads are never unpickled here.
+queue lets it go.  A value sent with keys waits for its ``mark`` to come
+through the sender's stream (``StreamMarked``, see
+:mod:`taskmill.protocol.shared`), at most ``TASKMILL_REQUEST_TIMEOUT``
+seconds, then fails naming the client.  Payloads are never unpickled here.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import asyncio
 import itertools
 from typing import TYPE_CHECKING, Any
 
-from taskmill.core.scheduler.events import PinKeys, SchedulerInput, UnpinKeys
+from taskmill import timeouts
+from taskmill.core.scheduler.events import PinKeys, SchedulerInput, StreamMarked, UnpinKeys
 from taskmill.core.shared_values import (
     SHARED_HOLDER,
     Command,
@@ -72,6 +76,8 @@ class SharedValuesShell:
         self._ids = itertools.count()
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        #: (client, mark) -> set when the mark came through the client's stream
+        self._marks: dict[tuple[str, str], asyncio.Event] = {}
         scheduler.serve({
             QueuePut: self._queue_put,
             QueueGet: self._queue_get,
@@ -148,10 +154,40 @@ class SharedValuesShell:
                 self._apply(self.machine.cancel(waiter))
 
     # ------------------------------------------------------------------ #
+    # Stream marks
+    # ------------------------------------------------------------------ #
+    def _mark_event(self, client: str, mark: str) -> asyncio.Event:
+        event = self._marks.get((client, mark))
+        if event is None:
+            event = self._marks[client, mark] = asyncio.Event()
+        return event
+
+    def marked(self, cmd: StreamMarked) -> None:
+        """The ``mark`` of ``client`` came through its stream."""
+        self._mark_event(cmd.client, cmd.mark).set()
+
+    async def _after_mark(self, client: str, mark: str) -> None:
+        """Wait until ``mark`` came through ``client``'s stream (nothing to wait for without one)."""
+        if not mark:
+            return
+        event = self._mark_event(client, mark)
+        limit = timeouts.REQUEST.get()
+        try:
+            await asyncio.wait_for(event.wait(), limit)
+        except asyncio.TimeoutError:
+            raise TimeoutError(
+                f"client {client}'s stream did not deliver its stream-mark {mark!r} within "
+                f"{limit}s (TASKMILL_REQUEST_TIMEOUT): is its connection to the scheduler up? "
+                "The value was not stored") from None
+        finally:
+            self._marks.pop((client, mark), None)
+
+    # ------------------------------------------------------------------ #
     # Requests
     # ------------------------------------------------------------------ #
     async def _queue_put(self, msg: QueuePut, comm: Any) -> None:
         item = Item(msg.value, msg.keys)
+        await self._after_mark(msg.client, msg.mark)
         await self._wait(lambda w, d: self.machine.queue_put(
             msg.name, msg.maxsize, item, msg.client, w, d), msg.timeout)
 
@@ -159,16 +195,18 @@ class SharedValuesShell:
         return await self._wait(lambda w, d: self.machine.queue_get(
             msg.name, msg.maxsize, msg.client, w, d, msg.batch), msg.timeout)
 
-    def _variable_set(self, msg: VariableSet, comm: Any) -> None:
+    async def _variable_set(self, msg: VariableSet, comm: Any) -> None:
+        await self._after_mark(msg.client, msg.mark)
         self._apply(self.machine.variable_set(msg.name, Item(msg.value, msg.keys)))
 
     async def _variable_get(self, msg: VariableGet, comm: Any) -> Any:
         return await self._wait(lambda w, d: self.machine.variable_get(
             msg.name, msg.client, w, d), msg.timeout)
 
-    def _publish(self, msg: DatasetPublish, comm: Any) -> None:
+    async def _publish(self, msg: DatasetPublish, comm: Any) -> None:
         if not len(msg.names) == len(msg.values) == len(msg.keys):
             raise ValueError("dataset-publish: names, values and keys differ in length")
+        await self._after_mark(msg.client, msg.mark)
         items = {name: Item(value, keys) for name, value, keys in zip(msg.names, msg.values, msg.keys)}
         self._apply(self.machine.publish(items, msg.override))
 

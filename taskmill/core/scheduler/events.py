@@ -141,6 +141,16 @@ class RetirementAborted(SchedulerCommand):
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class StreamMarked(SchedulerCommand):
+    """The ``stream-mark`` ``mark`` of ``client`` came through its stream
+    (everything it sent before is handled): the shell lets the request
+    waiting for it go ahead (:mod:`taskmill.server.shared_values`)."""
+
+    client: str
+    mark: str
+
+
 class SchedulerInput(Protocol):
     """What the scheduler machine handles: its own events and the wire
     messages it takes (each with the ``stimulus_id`` its shell gave it)."""

@@ -147,6 +147,7 @@ from taskmill.core.scheduler.events import (
     SchedulerInput,
     UnpinKeys,
     SchedulerOutput,
+    StreamMarked,
     WorkerLeft,
     WorkerRetired,
 )
@@ -190,6 +191,7 @@ from taskmill.protocol.vocabulary import (
     MissingData,
     Paused,
     Seceded,
+    StreamMark,
     RegisterWorker,
     ReleaseKeys,
     ReleasedKeys,
@@ -240,6 +242,7 @@ class SchedulerState:
             PinKeys: self._on_keys_pinned,
             UnpinKeys: self._on_keys_unpinned,
             HandoverDone: self._on_handover_done,
+            StreamMark: self._on_stream_mark,
             ClientConnected: self._on_client_connected,
             ClientDisconnected: self._on_client_disconnected,
             CancelKeys: self._on_cancel_requested,
@@ -426,6 +429,9 @@ class SchedulerState:
 
     def _on_handover_done(self, step: Step, ev: HandoverDone) -> None:
         self.wants.release_keys(step, handover_holder(ev.client), ev.keys, self.machine.tasks)
+
+    def _on_stream_mark(self, step: Step, ev: StreamMark) -> None:
+        step.cmds.append(StreamMarked(step.stimulus_id, ev.client, ev.mark))
 
     # ------------------------------------------------------------------ #
     # Graphs
