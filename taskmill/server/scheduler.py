@@ -155,7 +155,7 @@ class Scheduler(Node):
             RunOnScheduler: self._run_on_scheduler,
             SchedulerLogs: lambda msg, comm: self.log_ring.recent(msg.n),
         })
-        self.shared_values = SharedValuesShell(self)  # Queue, Variable, datasets
+        self.shared_values = SharedValuesShell(self.serve, self._handle, self._sid)  # Queue, Variable, datasets
 
     async def start(self) -> Scheduler:
         await self.listen(f"tcp://{self.host}:{self.port}")

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from taskmill import timeouts
 from taskmill.core.scheduler.events import PinKeys, SchedulerInput, StreamMarked, UnpinKeys
@@ -53,9 +54,6 @@ from taskmill.protocol.vocabulary import (
     VariableSet,
 )
 
-if TYPE_CHECKING:
-    from taskmill.server.scheduler import Scheduler
-
 
 def _wire(value: Any) -> Any:
     """The reply for what the machine answered: an item as ``{"value", "keys"}``
@@ -70,15 +68,19 @@ def _wire(value: Any) -> Any:
 class SharedValuesShell:
     """Serves the shared-value requests of one scheduler."""
 
-    def __init__(self, scheduler: Scheduler) -> None:
-        self.scheduler = scheduler
+    def __init__(self, serve: Callable[[Mapping[type[Any], Any]], None],
+                 handle: Callable[..., None], stimulus_id: Callable[[str], str]) -> None:
+        """``serve``, ``handle`` and ``stimulus_id``: the scheduler's
+        ``Node.serve``, its ``_handle`` (events to its machine) and ``_sid``."""
+        self._handle = handle
+        self._sid = stimulus_id
         self.machine = SharedValues()
         self._ids = itertools.count()
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._timer: asyncio.TimerHandle | None = None
         #: (client, mark) -> set when the mark came through the client's stream
         self._marks: dict[tuple[str, str], asyncio.Event] = {}
-        scheduler.serve({
+        serve({
             QueuePut: self._queue_put,
             QueueGet: self._queue_get,
             QueueSize: lambda msg, comm: self.machine.queue_size(msg.name, msg.maxsize),
@@ -95,7 +97,7 @@ class SharedValuesShell:
     # Commands
     # ------------------------------------------------------------------ #
     def _apply(self, commands: list[Command]) -> None:
-        sid = self.scheduler._sid("shared-values")
+        sid = self._sid("shared-values")
         handovers: list[SchedulerInput] = []
         others: list[SchedulerInput] = []
         for cmd in commands:
@@ -110,7 +112,7 @@ class SharedValuesShell:
                     self._settle(cmd.waiter, _wire(cmd.value), None)
                 case Fail():
                     self._settle(cmd.waiter, None, cmd.error)
-        self.scheduler._handle(*handovers, *others)
+        self._handle(*handovers, *others)
         self._arm_timer()
 
     def _settle(self, waiter: int, value: Any, error: Exception | None) -> None:

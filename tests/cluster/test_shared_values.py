@@ -138,7 +138,7 @@ def test_variable_stops_a_search_loop_in_tasks(e: Executor, e2: Executor) -> Non
     wait_for(lambda: all(f.running() for f in futures), message="both searches to run")
     Variable("stop-search", client=e2).set(True)
     counts = [f.result(timeout=20) for f in futures]
-    assert all(0 < c < 1_000_000 for c in counts)
+    assert all(0 <= c < 1_000_000 for c in counts)  # stopped, long before the limit
     stop.delete()
 
 
