@@ -422,7 +422,16 @@ class SchedulerState:
         self.wants.want_keys(step, ev.client, ev.keys, self.machine.tasks)
 
     def _on_keys_pinned(self, step: Step, ev: PinKeys) -> None:
-        self.wants.want_keys(step, ev.holder, ev.keys, self.machine.tasks)
+        # a pseudo-client: the reports it is made go nowhere (the shell has no
+        # stream for it), and an unknown key is only noted
+        tasks = self.machine.tasks
+        holder = self.wants.get(ev.holder)
+        for key in ev.keys:
+            ts = tasks.get(key)
+            if ts is None:
+                step.ignore(key, None, f"{ev.holder} pins an unknown key")
+            else:
+                self.wants.want(step, holder, ts)
 
     def _on_keys_unpinned(self, step: Step, ev: UnpinKeys) -> None:
         self.wants.release_keys(step, ev.holder, ev.keys, self.machine.tasks)
