@@ -102,14 +102,14 @@ def stream_mark(client: Any, keys: Any) -> str:
 def unpack(client: Any, reply: dict[str, Any]) -> Any:
     """A value received: unpickled with its Futures held by ``client``; then
     the scheduler stops holding its keys for the client (``handover-done``)."""
-    keys = tuple(reply["keys"])
+    token = reply["token"]
     session = client.session
     try:
         with registry.unpickling_for(client):
             return reply["value"].deserialize()
     finally:
-        if keys:  # after the rebuilt Futures' want-keys, on the same stream
-            session.send(HandoverDone("", session.id, keys))
+        if token:  # after the rebuilt Futures' want-keys, on the same stream
+            session.send(HandoverDone("", session.id, token))
 
 
 def _run(client: Any, coro: Coroutine[Any, Any, Any]) -> Any:

@@ -17,8 +17,9 @@ by some item is *pinned*: the scheduler machine counts ``SHARED_HOLDER`` as a
 client wanting it (``Pin``), until the last item holding it goes (``Unpin``),
 so a Future's data lives while only a queue, variable or dataset refers to
 it.  A value handed to a client is first *handed over* (``Handover``): its
-keys are held for that client (``handover_holder(client)``) until the client
-says it wants them itself, so the keys are never unwanted in between, even
+keys are held for that client by a pseudo-client of its own
+(``handover_holder(client, token)``, one per handover) until the client says
+it wants them itself, so the keys are never unwanted in between, even
 when the item that pinned them is taken at the same moment.
 
 Names: queues and variables share one namespace (using a queue's name as a
@@ -26,9 +27,9 @@ variable is a ``TypeError`` naming both kinds); datasets have their own, as
 in dask.distributed.
 
 Commands returned: ``Reply(waiter, value)`` (a waiting request's answer: None for a ``put``,
-the :class:`Item` taken or read, a list of them for a batch),
+the :class:`Given` item taken or read, a list of them for a batch),
 ``Fail(waiter, error)``, ``Pin(keys)``, ``Unpin(keys)`` and
-``Handover(client, keys)``; requests that never wait return their answer or
+``Handover(client, token, keys)``; requests that never wait return their answer or
 raise their error directly.
 """
 
@@ -44,9 +45,15 @@ SHARED_HOLDER = "shared-values"
 QUEUE, VARIABLE = "Queue", "Variable"
 
 
-def handover_holder(client: str) -> str:
-    """The pseudo-client holding the keys handed to ``client`` until it holds them."""
-    return f"handover:{client}"
+def handover_holder(client: str, token: str) -> str:
+    """The pseudo-client holding the keys of the handover ``token`` to
+    ``client`` until the client holds them itself."""
+    return f"{handover_prefix(client)}{token}"
+
+
+def handover_prefix(client: str) -> str:
+    """What the names of ``client``'s handover pseudo-clients start with."""
+    return f"handover:{client}:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +62,15 @@ class Item:
 
     payload: Any
     keys: tuple[Key, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Given:
+    """A value handed to a client: the item, and the ``token`` of its
+    handover (the client names it when it holds the keys; "" without keys)."""
+
+    item: Item
+    token: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +105,10 @@ class Unpin:
 
 @dataclass(frozen=True, slots=True)
 class Handover:
-    """Hold ``keys`` for ``client`` (``handover_holder``) until it holds them."""
+    """Hold ``keys`` for ``client`` (``handover_holder(client, token)``) until it holds them."""
 
     client: str
+    token: str
     keys: tuple[Key, ...]
 
 
@@ -134,6 +151,7 @@ class SharedValues:
         #: key -> how many held items refer to it (pinned while > 0)
         self.refcounts: Counter[Key] = Counter()
         self._waiting: dict[int, tuple[str, str]] = {}  # waiter -> (kind, name)
+        self._handovers = 0  # handovers made, for their tokens
 
     # ------------------------------------------------------------------ #
     # Keys held
@@ -159,10 +177,13 @@ class SharedValues:
         if gone:
             out.append(Unpin(tuple(gone)))
 
-    @staticmethod
-    def _hand(client: str, item: Item, out: list[Command]) -> None:
-        if item.keys:
-            out.append(Handover(client, item.keys))
+    def _hand(self, client: str, item: Item, out: list[Command]) -> Given:
+        if not item.keys:
+            return Given(item)
+        self._handovers += 1
+        token = str(self._handovers)
+        out.append(Handover(client, token, item.keys))
+        return Given(item, token)
 
     def pinned(self) -> set[Key]:
         """Every key some held value refers to."""
@@ -233,12 +254,13 @@ class SharedValues:
         """How many items the queue holds."""
         return len(self._queue(name, maxsize).items)
 
-    def _take(self, queue: _Queue, n: int, client: str, out: list[Command]) -> list[Item]:
-        taken = [queue.items.popleft() for _ in range(n)]
-        for item in taken:
-            self._hand(client, item, out)
+    def _take(self, queue: _Queue, n: int, client: str, out: list[Command]) -> list[Given]:
+        given = []
+        for _ in range(n):
+            item = queue.items.popleft()
+            given.append(self._hand(client, item, out))
             self._drop(item, out)
-        return taken
+        return given
 
     def _serve_queue(self, queue: _Queue, out: list[Command]) -> None:
         """Let waiting putters in and waiting getters take, in arrival order."""
@@ -273,8 +295,7 @@ class SharedValues:
         old, var.item = var.item, item
         for getter in var.getters:
             del self._waiting[getter.waiter]
-            self._hand(getter.client, item, out)
-            out.append(Reply(getter.waiter, item))
+            out.append(Reply(getter.waiter, self._hand(getter.client, item, out)))
         var.getters.clear()
         self._drop(old, out)
         return out
@@ -285,8 +306,7 @@ class SharedValues:
         var = self._variable(name)
         out: list[Command] = []
         if var.item is not None:
-            self._hand(client, var.item, out)
-            out.append(Reply(waiter, var.item))
+            out.append(Reply(waiter, self._hand(client, var.item, out)))
         else:
             var.getters.append(_Waiter(waiter, client, deadline))
             self._waiting[waiter] = (VARIABLE, name)
@@ -323,15 +343,14 @@ class SharedValues:
             self.datasets[name] = item
         return out
 
-    def dataset_get(self, name: str, client: str) -> tuple[Item, list[Command]]:
+    def dataset_get(self, name: str, client: str) -> tuple[Given, list[Command]]:
         """The dataset's item (handed over to ``client``); unknown: ``KeyError``."""
         item = self.datasets.get(name)
         if item is None:
             raise KeyError(f"Dataset {name!r} is not published (published: "
                            f"{sorted(self.datasets) or 'none'})")
         out: list[Command] = []
-        self._hand(client, item, out)
-        return item, out
+        return self._hand(client, item, out), out
 
     def unpublish(self, name: str) -> list[Command]:
         """Remove the dataset and release its value; unknown: ``KeyError``."""

@@ -8,10 +8,11 @@ request a client (or a task's client) makes of the scheduler; the scheduler
 keeps each value as the client sent it: an opaque pickled ``value`` and the
 ``keys`` of the Futures inside it, which it keeps alive while the value is
 held (:mod:`taskmill.core.shared_values`).  A request that hands a value back
-answers ``{"value": Serialized, "keys": [...]}`` (a queue's ``get`` with a
-batch, a list of them); each key of such an answer is held for the asking
-``client`` until that client says, on its stream, that it holds the key
-itself (``handover-done``, sent after its own ``want-keys``): so a Future
+answers ``{"value": Serialized, "keys": [...], "token": str}`` (a queue's
+``get`` with a batch, a list of them); the keys of such an answer are held
+for the asking ``client`` until that client says, on its stream, that it
+holds them itself (``handover-done`` with the ``token``, sent after its own
+``want-keys``): so a Future
 passed through a queue is never unwanted on the way.  A request that must
 wait (a ``get`` of an empty queue or of a variable never set, a ``put`` to a
 full queue) is answered when it can be, or with ``TimeoutError`` when its
@@ -158,12 +159,12 @@ class DatasetList(Message):
 @message("handover-done", CLIENT, SCHEDULER, local=("client", "stimulus_id"))
 @dataclass(frozen=True, slots=True)
 class HandoverDone(Message):
-    """The client now holds ``keys`` itself (its ``want-keys`` went first):
-    the scheduler stops holding them on its behalf."""
+    """The client now holds the keys of the handover ``token`` itself (its
+    ``want-keys`` went first): the scheduler stops holding them for it."""
 
     stimulus_id: str
     client: str
-    keys: tuple[Key, ...]
+    token: str
 
 
 @message("stream-mark", CLIENT, SCHEDULER, local=("client", "stimulus_id"))

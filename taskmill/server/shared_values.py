@@ -33,6 +33,7 @@ from taskmill.core.shared_values import (
     SHARED_HOLDER,
     Command,
     Fail,
+    Given,
     Handover,
     Item,
     Pin,
@@ -56,10 +57,10 @@ from taskmill.protocol.vocabulary import (
 
 
 def _wire(value: Any) -> Any:
-    """The reply for what the machine answered: an item as ``{"value", "keys"}``
-    (a list of those for a batch), None as is."""
-    if isinstance(value, Item):
-        return {"value": value.payload, "keys": list(value.keys)}
+    """The reply for what the machine answered: a value given as ``{"value",
+    "keys", "token"}`` (a list of those for a batch), None as is."""
+    if isinstance(value, Given):
+        return {"value": value.item.payload, "keys": list(value.item.keys), "token": value.token}
     if isinstance(value, list):
         return [_wire(item) for item in value]
     return value
@@ -103,7 +104,7 @@ class SharedValuesShell:
         for cmd in commands:
             match cmd:
                 case Handover():
-                    handovers.append(PinKeys(sid, handover_holder(cmd.client), cmd.keys))
+                    handovers.append(PinKeys(sid, handover_holder(cmd.client, cmd.token), cmd.keys))
                 case Pin():
                     others.append(PinKeys(sid, SHARED_HOLDER, cmd.keys))
                 case Unpin():

@@ -32,18 +32,23 @@ def test_a_handover_holds_the_key_until_the_receiver_wants_it() -> None:
     s(PinKeys(sid(), SHARED_HOLDER, ("x-1",)))
     s(ReleaseKeys(sid(), "c1", ("x-1",)))
     # taken out of a queue by c2: handed over first, then unpinned, in one batch
-    s(PinKeys(sid(), handover_holder("c2"), ("x-1",)), UnpinKeys(sid(), SHARED_HOLDER, ("x-1",)))
+    s(PinKeys(sid(), handover_holder("c2", "7"), ("x-1",)), UnpinKeys(sid(), SHARED_HOLDER, ("x-1",)))
     assert s.state.task_state("x-1") == "memory"
-    cmds = s(WantKeys(sid(), "c2", ("x-1",)), HandoverDone(sid(), "c2", ("x-1",)))
+    cmds = s(WantKeys(sid(), "c2", ("x-1",)), HandoverDone(sid(), "c2", "7"))
     assert s.freed(cmds) == {}
     assert list(s.state.tasks["x-1"].who_wants) == ["c2"]
+    assert handover_holder("c2", "7") not in s.state.clients  # no record left behind
     assert [r.client for r in s.reports() if r.key == "x-1"][-1] == "c2"  # c2's Future completes
 
 
 def test_handover_pins_of_a_client_that_leaves_are_dropped() -> None:
     s = held_in_memory()
-    s(PinKeys(sid(), handover_holder("c1"), ("x-1",)))
+    s(PinKeys(sid(), handover_holder("c1", "1"), ("x-1",)),
+      PinKeys(sid(), handover_holder("c1", "2"), ("x-1",)),
+      PinKeys(sid(), handover_holder("c10", "1"), ("x-1",)))  # not c1's
     s(ReleaseKeys(sid(), "c1", ("x-1",)))
+    s(HandoverDone(sid(), "c1", "1"))
+    s(ClientDisconnected(sid(), "c10"))
     assert s.state.task_state("x-1") == "memory"
     cmds = s(ClientDisconnected(sid(), "c1"))
     assert s.freed(cmds) == {"tcp://a": {"x-1"}}

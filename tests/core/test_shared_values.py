@@ -6,6 +6,7 @@ import pytest
 
 from taskmill.core.shared_values import (
     Fail,
+    Given,
     Handover,
     Item,
     Pin,
@@ -15,8 +16,17 @@ from taskmill.core.shared_values import (
 )
 
 
+def plain(value: object) -> object:
+    """A reply's value with the items given unwrapped."""
+    if isinstance(value, Given):
+        return value.item
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
 def replies(cmds: list[object]) -> dict[int, object]:
-    return {c.waiter: c.value for c in cmds if isinstance(c, Reply)}
+    return {c.waiter: plain(c.value) for c in cmds if isinstance(c, Reply)}
 
 
 def test_queue_is_fifo_and_a_waiting_get_is_answered_by_the_next_put() -> None:
@@ -72,9 +82,10 @@ def test_keys_in_queued_values_are_pinned_until_taken_and_handed_over_first() ->
     out = sv.queue_put("q", 0, Item(b"g", ("k",)), "c1", 2, None)
     assert not any(isinstance(c, Pin) for c in out)  # already pinned: counted
     out = sv.queue_get("q", 0, "c2", 3, None, None)
-    assert Handover("c2", ("k",)) in out and not any(isinstance(c, Unpin) for c in out)
+    assert out == [Handover("c2", "1", ("k",)), Reply(3, Given(Item(b"f", ("k",)), "1"))]
     out = sv.queue_get("q", 0, "c2", 4, None, None)
-    assert out.index(Handover("c2", ("k",))) < out.index(Unpin(("k",)))
+    assert out == [Handover("c2", "2", ("k",)), Unpin(("k",)),
+                   Reply(4, Given(Item(b"g", ("k",)), "2"))]  # each handover its own token
     assert sv.pinned() == set()
 
 
@@ -92,7 +103,7 @@ def test_variable_get_waits_for_set_and_set_replaces_releasing_the_old_value() -
     sv = SharedValues()
     assert sv.variable_get("v", "c1", 1, None) == []
     out = sv.variable_set("v", Item(b"1", ("k1",)))
-    assert out == [Pin(("k1",)), Handover("c1", ("k1",)), Reply(1, Item(b"1", ("k1",)))]
+    assert out == [Pin(("k1",)), Handover("c1", "1", ("k1",)), Reply(1, Given(Item(b"1", ("k1",)), "1"))]
     out = sv.variable_set("v", Item(b"2", ("k2",)))
     assert out == [Pin(("k2",)), Unpin(("k1",))]
     assert replies(sv.variable_get("v", "c2", 2, None)) == {2: Item(b"2", ("k2",))}
@@ -133,7 +144,7 @@ def test_datasets_publish_get_unpublish_and_errors() -> None:
         sv.publish({"a": Item(b"3"), "c": Item(b"4")}, False)
     assert "c" not in sv.datasets  # all or none
     item, out = sv.dataset_get("a", "c2")
-    assert item == Item(b"1", ("k",)) and out == [Handover("c2", ("k",))]
+    assert item == Given(Item(b"1", ("k",)), "1") and out == [Handover("c2", "1", ("k",))]
     with pytest.raises(KeyError, match="'zz' is not published"):
         sv.dataset_get("zz", "c2")
     assert sv.publish({"a": Item(b"5")}, True) == [Unpin(("k",))]

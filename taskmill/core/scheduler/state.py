@@ -175,7 +175,7 @@ from taskmill.core.scheduler.scatters import Scatters
 from taskmill.core.scheduler.step import CHECK, Step, StoryEntry
 from taskmill.core.scheduler.transitions import InvalidTransition, TaskMachine
 from taskmill.core.scheduler.validate import validate_state, validate_step
-from taskmill.core.shared_values import handover_holder
+from taskmill.core.shared_values import handover_holder, handover_prefix
 from taskmill.core.stimulus_log import StimulusLog, log_size
 from taskmill.protocol.serialize import Serialized
 from taskmill.protocol.vocabulary import (
@@ -409,7 +409,9 @@ class SchedulerState:
 
     def _on_client_disconnected(self, step: Step, ev: ClientDisconnected) -> None:
         self.wants.disconnected(step, ev.client)
-        self.wants.disconnected(step, handover_holder(ev.client))  # values it never took up
+        prefix = handover_prefix(ev.client)  # the values handed to it that it never took up
+        for holder in [h for h in self.wants.clients if h.startswith(prefix)]:
+            self.wants.disconnected(step, holder)
         self.scatters.client_gone(step, ev.client)
 
     def _on_keys_released(self, step: Step, ev: ReleaseKeys) -> None:
@@ -437,7 +439,7 @@ class SchedulerState:
         self.wants.release_keys(step, ev.holder, ev.keys, self.machine.tasks)
 
     def _on_handover_done(self, step: Step, ev: HandoverDone) -> None:
-        self.wants.release_keys(step, handover_holder(ev.client), ev.keys, self.machine.tasks)
+        self.wants.disconnected(step, handover_holder(ev.client, ev.token))
 
     def _on_stream_mark(self, step: Step, ev: StreamMark) -> None:
         step.cmds.append(StreamMarked(step.stimulus_id, ev.client, ev.mark))
