@@ -138,8 +138,10 @@ class SharedValuesShell:
         self._timer = None
         self._apply(self.machine.expire(asyncio.get_running_loop().time()))
 
-    async def _wait(self, start: Any, timeout: float | None) -> Any:
-        """Run ``start(waiter, deadline)`` (a machine call) and wait for its answer."""
+    async def _wait(self, start: Any, timeout: float | None, comm: Any) -> Any:
+        """Run ``start(waiter, deadline)`` (a machine call) and wait for its
+        answer, or for ``comm`` to close (the requester gave up or is gone:
+        its request is cancelled in the machine)."""
         loop = asyncio.get_running_loop()
         waiter = next(self._ids)
         fut = self._waiting[waiter] = loop.create_future()
@@ -149,10 +151,20 @@ class SharedValuesShell:
         except BaseException:
             self._waiting.pop(waiter, None)
             raise
+        # a requester sends nothing more on this connection before the reply,
+        # so a read ends only when the connection closes
+        watch = asyncio.ensure_future(comm.read()) if comm is not None and not fut.done() else None
         try:
-            return await fut
+            if watch is not None:
+                await asyncio.wait((fut, watch), return_when=asyncio.FIRST_COMPLETED)
+            if not fut.done():
+                raise ConnectionError("the requester's connection closed while it waited")
+            return fut.result()
         finally:
-            if waiter in self._waiting:  # cancelled (its connection went away)
+            if watch is not None:
+                watch.cancel()
+                await asyncio.gather(watch, return_exceptions=True)
+            if waiter in self._waiting:  # cancelled, or its connection went away
                 del self._waiting[waiter]
                 self._apply(self.machine.cancel(waiter))
 
@@ -192,11 +204,11 @@ class SharedValuesShell:
         item = Item(msg.value, msg.keys)
         await self._after_mark(msg.client, msg.mark)
         await self._wait(lambda w, d: self.machine.queue_put(
-            msg.name, msg.maxsize, item, msg.client, w, d), msg.timeout)
+            msg.name, msg.maxsize, item, msg.client, w, d), msg.timeout, comm)
 
     async def _queue_get(self, msg: QueueGet, comm: Any) -> Any:
         return await self._wait(lambda w, d: self.machine.queue_get(
-            msg.name, msg.maxsize, msg.client, w, d, msg.batch), msg.timeout)
+            msg.name, msg.maxsize, msg.client, w, d, msg.batch), msg.timeout, comm)
 
     async def _variable_set(self, msg: VariableSet, comm: Any) -> None:
         await self._after_mark(msg.client, msg.mark)
@@ -204,7 +216,7 @@ class SharedValuesShell:
 
     async def _variable_get(self, msg: VariableGet, comm: Any) -> Any:
         return await self._wait(lambda w, d: self.machine.variable_get(
-            msg.name, msg.client, w, d), msg.timeout)
+            msg.name, msg.client, w, d), msg.timeout, comm)
 
     async def _publish(self, msg: DatasetPublish, comm: Any) -> None:
         if not len(msg.names) == len(msg.values) == len(msg.keys):

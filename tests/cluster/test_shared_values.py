@@ -229,3 +229,27 @@ def test_asynchronous_mode_is_awaitable(e: Executor) -> None:
             return size, got, value, names, a
 
     assert asyncio.run(main()) == (1, "x", 7, ["a"], 1)
+
+
+def queue_getters(e: Executor, name: str) -> int:
+    queue = scheduler(e).shared_values.machine.queues.get(name)
+    return 0 if queue is None else len(queue.getters)
+
+
+def test_a_get_given_up_by_its_client_takes_no_value(e: Executor) -> None:
+    """dask.distributed hands the next value to a get whose client is gone (it
+    is lost); here the scheduler cancels the get when its connection closes."""
+    async def give_up() -> None:
+        async with Executor(e.scheduler_address, asynchronous=True, set_as_default=False) as ae:
+            getting = asyncio.ensure_future(Queue("given-up", client=ae).get())
+            # wait (the embedded scheduler is in this process) for the get to be waiting
+            await asyncio.to_thread(wait_for, lambda: queue_getters(e, "given-up") == 1,
+                                    message="the get to wait")
+            getting.cancel()
+            await asyncio.gather(getting, return_exceptions=True)
+
+    asyncio.run(give_up())
+    wait_for(lambda: queue_getters(e, "given-up") == 0, message="the abandoned get to be cancelled")
+    q = Queue("given-up", client=e)
+    q.put("kept")
+    assert q.qsize() == 1 and q.get(timeout=5) == "kept"
