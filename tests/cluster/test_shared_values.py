@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from taskmill import Executor, Queue, Variable, get_client
+from taskmill import Executor, FutureLostError, Queue, Variable, get_client
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -253,3 +253,18 @@ def test_a_get_given_up_by_its_client_takes_no_value(e: Executor) -> None:
     q = Queue("given-up", client=e)
     q.put("kept")
     assert q.qsize() == 1 and q.get(timeout=5) == "kept"
+
+
+def test_after_a_restart_values_stay_and_their_futures_say_they_are_lost() -> None:
+    with Executor(n_workers=1, threads_per_worker=1, processes=False, set_as_default=False) as e:
+        fut = e.submit(inc, 4, pure=False)
+        fut.result(timeout=10)
+        q = Queue("restarted", client=e)
+        q.put(fut)
+        q.put("plain")
+        del fut
+        e.restart()
+        lost = q.get(timeout=5)
+        with pytest.raises(FutureLostError, match="not known to the scheduler"):
+            lost.result(timeout=10)
+        assert q.get(timeout=5) == "plain"
