@@ -10,6 +10,7 @@ from taskmill.client.future import Future
 from taskmill.client.locks import Event, Lock, Semaphore
 from taskmill.client.nested import futures_of
 from taskmill.client.progress import progress
+from taskmill.client.shared import Queue, Variable
 from taskmill.client.waiting import as_completed, fire_and_forget, wait
 from taskmill.client.worker_client import get_client, get_worker, rejoin, secede, worker_client
 from taskmill.plugins import Environ, NannyPlugin, SchedulerPlugin, UploadDirectory, WorkerPlugin
@@ -34,6 +35,7 @@ __all__ = [
     "Lock",
     "MissingDependencyError",
     "NannyPlugin",
+    "Queue",
     "RemoteTaskError",
     "SchedulerGoneError",
     "SchedulerPlugin",
@@ -41,6 +43,7 @@ __all__ = [
     "TaskmillError",
     "UploadDirectory",
     "WorkerPlugin",
+    "Variable",
     "as_completed",
     "fire_and_forget",
     "futures_of",

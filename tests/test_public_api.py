@@ -74,3 +74,20 @@ def test_waiting_primitives() -> None:
                          (Event, ["set", "clear", "wait", "is_set"])]:
         for method in methods:
             assert callable(getattr(cls, method)), (cls, method)
+
+
+def test_shared_values_names_and_parameters() -> None:
+    from taskmill import Queue, Variable
+
+    assert list(inspect.signature(Queue).parameters)[:1] == ["name"]
+    assert inspect.signature(Queue).parameters["maxsize"].default == 0
+    assert list(inspect.signature(Queue.get).parameters)[1:] == ["timeout", "batch"]
+    assert list(inspect.signature(Queue.put).parameters)[1:] == ["value", "timeout"]
+    for method in ["put", "get", "qsize"]:
+        assert callable(getattr(Queue, method)), method
+    for method in ["set", "get", "delete"]:
+        assert callable(getattr(Variable, method)), method
+    for method in ["publish_dataset", "get_dataset", "unpublish_dataset", "list_datasets"]:
+        assert callable(getattr(Executor, method)), method
+    assert isinstance(Executor.datasets, property)
+    assert "default" in inspect.signature(Executor.get_dataset).parameters

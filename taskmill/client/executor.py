@@ -25,7 +25,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from taskmill import timeouts
-from taskmill.client import cluster_ops, dask_integration, plugins, registry
+from taskmill.client import cluster_ops, dask_integration, plugins, registry, shared
 from taskmill.client.calls import funcname, pack_call
 from taskmill.client.future import Future
 from taskmill.client.keystate import FINISHED, KeysWaiter
@@ -579,6 +579,38 @@ class Executor:
         on the client names it).  In-process workers share their process's
         records with each other and with an embedded scheduler."""
         return self._call(cluster_ops.worker_logs(self.session, n, workers))
+
+    # ------------------------------------------------------------------ #
+    # Datasets (taskmill.client.shared)
+    # ------------------------------------------------------------------ #
+    def publish_dataset(self, *args: Any, name: str | None = None, override: bool = False,
+                        **kwargs: Any) -> Any:
+        """Publish values under names on the scheduler, for any client to
+        read: ``publish_dataset(x=value, ...)`` or ``publish_dataset(value,
+        name="x")``.  Futures inside a value keep their data on the cluster
+        while it is published, after this Executor closes too.  A name
+        already published is a ``KeyError`` (nothing published) unless
+        ``override=True``."""
+        return self._call(shared.publish(self, args, name, override, kwargs))
+
+    def get_dataset(self, name: str, default: Any = shared.NO_DEFAULT) -> Any:
+        """The value published as ``name`` (its Futures held by this
+        Executor); not published: ``default`` if given, else ``KeyError``."""
+        return self._call(shared.get_dataset(self, name, default))
+
+    def unpublish_dataset(self, name: str) -> Any:
+        """Remove the dataset ``name`` (its Futures' data is released unless
+        held otherwise); not published: ``KeyError``."""
+        return self._call(shared.unpublish(self, name))
+
+    def list_datasets(self) -> Any:
+        """The names of the published datasets, sorted."""
+        return self._call(shared.list_datasets(self))
+
+    @property
+    def datasets(self) -> shared.Datasets:
+        """The published datasets as a mutable mapping (blocking mode only)."""
+        return shared.Datasets(self)
 
     def restart(self, timeout: float | None = None, wait_for_workers: bool = True) -> Any:
         """Restart every worker process and drop all data; the Executor stays

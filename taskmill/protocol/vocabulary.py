@@ -101,6 +101,10 @@ __all__ = ["REGISTRY", "Message", "Record", "arrived", "decode", "Key", "Address
            "Executing",
            "RestartWorker",
            "Kill",
+           # the shared values (protocol/shared.py)
+           "QueuePut", "QueueGet", "QueueSize", "VariableSet", "VariableGet", "VariableDelete",
+           "DatasetPublish", "DatasetGet", "DatasetUnpublish", "DatasetList", "HandoverDone",
+           "StreamMark",
            ]
 
 _FROM_CLIENT = ("client", "stimulus_id")
@@ -646,6 +650,21 @@ from taskmill.protocol.requests import (  # noqa: E402  (registration order)
     Executing,
     RestartWorker,
     Kill,
+)
+
+from taskmill.protocol.shared import (  # noqa: E402  (registration order)
+    QueuePut,
+    QueueGet,
+    QueueSize,
+    VariableSet,
+    VariableGet,
+    VariableDelete,
+    DatasetPublish,
+    DatasetGet,
+    DatasetUnpublish,
+    DatasetList,
+    HandoverDone,
+    StreamMark,
 )
 
 

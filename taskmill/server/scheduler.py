@@ -105,6 +105,7 @@ from taskmill.server.runtime import HeapFreezer
 from taskmill.server.replication import ReplicaRequests
 from taskmill.server.scheduler_plugins import SchedulerPlugins
 from taskmill.server.locks import LockServer
+from taskmill.server.shared_values import SharedValuesShell
 
 logger = logging.getLogger("taskmill.scheduler")
 
@@ -172,6 +173,7 @@ class Scheduler(Node):
         })
         self.locks = LockServer(self.client_streams.__contains__, timeouts.LEASE.get())
         self.serve(self.locks.handlers())
+        self.shared_values = SharedValuesShell(self.serve, self._handle, self._sid)  # Queue, Variable, datasets
 
     async def start(self) -> Scheduler:
         await self.listen(f"tcp://{self.host}:{self.port}")
@@ -262,6 +264,8 @@ class Scheduler(Node):
                     to_workers.setdefault(cmd.worker, []).append(retired)
                 case ev.RetirementAborted():
                     self.replicas.aborted(cmd)
+                case ev.StreamMarked():
+                    self.shared_values.marked(cmd)
                 case ev.TaskStalled():
                     logger.warning("task %r waits for a worker: it %s; it runs when such a worker "
                                    "joins (other tasks needing the same are not logged again)",

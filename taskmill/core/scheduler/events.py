@@ -98,6 +98,23 @@ class RetireCancelled(SchedulerEvent):
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class PinKeys(SchedulerEvent):
+    """The pseudo-client ``holder`` wants ``keys`` (a shared value refers to
+    them, or they are handed over to a client): their data stays while it does."""
+
+    holder: str
+    keys: tuple[Key, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UnpinKeys(SchedulerEvent):
+    """The pseudo-client ``holder`` no longer wants ``keys``."""
+
+    holder: str
+    keys: tuple[Key, ...]
+
+
 # --------------------------------------------------------------------------- #
 # Commands
 # --------------------------------------------------------------------------- #
@@ -132,6 +149,16 @@ class RetirementAborted(SchedulerCommand):
 
     worker: Address
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMarked(SchedulerCommand):
+    """The ``stream-mark`` ``mark`` of ``client`` came through its stream
+    (everything it sent before is handled): the shell lets the request
+    waiting for it go ahead (:mod:`taskmill.server.shared_values`)."""
+
+    client: str
+    mark: str
 
 
 class SchedulerInput(Protocol):
