@@ -8,10 +8,13 @@ the contract.  Importing taskmill does not import dask, numpy or pandas.
 from taskmill.client.actor import Actor, ActorFuture
 from taskmill.client.executor import Executor
 from taskmill.client.future import Future
+from taskmill.client.locks import Event, Lock, Semaphore
 from taskmill.client.nested import futures_of
 from taskmill.client.progress import progress
+from taskmill.client.shared import Queue, Variable
 from taskmill.client.waiting import as_completed, fire_and_forget, wait
 from taskmill.client.worker_client import get_client, get_worker, rejoin, secede, worker_client
+from taskmill.plugins import Environ, NannyPlugin, SchedulerPlugin, UploadDirectory, WorkerPlugin
 from taskmill.errors import (
     ActorLostError,
     FutureLostError,
@@ -28,14 +31,24 @@ __all__ = [
     "Actor",
     "ActorFuture",
     "ActorLostError",
+    "Environ",
+    "Event",
     "Executor",
     "Future",
     "FutureLostError",
     "KilledWorker",
+    "Lock",
     "MissingDependencyError",
+    "NannyPlugin",
+    "Queue",
     "RemoteTaskError",
     "SchedulerGoneError",
+    "SchedulerPlugin",
+    "Semaphore",
     "TaskmillError",
+    "UploadDirectory",
+    "WorkerPlugin",
+    "Variable",
     "as_completed",
     "fire_and_forget",
     "futures_of",

@@ -22,6 +22,10 @@ TASKMILL_RETIRE_TIMEOUT        30 s     replicate / retire_workers: copies made,
 TASKMILL_RECONNECT_TIMEOUT     30 s     a worker that lost its scheduler trying to
                                         register again before it exits (its nanny
                                         then stops too instead of respawning it)
+TASKMILL_LEASE_TIMEOUT         30 s     how long a Lock or Semaphore lease outlives
+                                        its holder's last sign of life while its
+                                        client stays connected (a disconnect frees
+                                        it at once; see taskmill.server.locks)
 =============================  =======  ==========================================
 
 Waits that are deliberately unbounded: a user's ``result()``/``gather``
@@ -66,6 +70,8 @@ DATA = Timeout("TASKMILL_DATA_TIMEOUT", 300.0, "the reply to a get-data request"
 RETIRE = Timeout("TASKMILL_RETIRE_TIMEOUT", 30.0, "moving data off retiring workers")
 RECONNECT = Timeout("TASKMILL_RECONNECT_TIMEOUT", 30.0,
                     "a worker registering again with a lost scheduler before it exits")
+LEASE = Timeout("TASKMILL_LEASE_TIMEOUT", 30.0,
+                "how long a Lock or Semaphore lease outlives its silent holder")
 
 
 def seconds(timeout: float | Timeout) -> tuple[float, str]:

@@ -56,3 +56,49 @@ def test_import_does_not_pull_heavy_libraries() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+
+
+def test_plugin_names() -> None:
+    from taskmill import Environ, NannyPlugin, SchedulerPlugin, UploadDirectory, WorkerPlugin
+
+    for method in ["setup", "teardown", "transition"]:
+        assert callable(getattr(WorkerPlugin, method)), method
+    for method in ["start", "close", "add_worker", "remove_worker", "transition", "update_graph"]:
+        assert callable(getattr(SchedulerPlugin, method)), method
+    assert NannyPlugin.restart is False and Environ.restart is True
+    assert issubclass(Environ, NannyPlugin) and issubclass(UploadDirectory, WorkerPlugin)
+    assert list(inspect.signature(Executor.register_plugin).parameters) == ["self", "plugin", "name"]
+    assert inspect.signature(Executor.register_plugin).parameters["name"].default is None
+    assert callable(Executor.unregister_plugin)
+
+
+def test_waiting_primitives() -> None:
+    from taskmill import Event, Lock, Semaphore
+
+    assert list(inspect.signature(Lock).parameters) == ["name", "client"]
+    assert list(inspect.signature(Lock.acquire).parameters) == ["self", "blocking", "timeout"]
+    assert list(inspect.signature(Semaphore).parameters) == ["max_leases", "name", "client"]
+    assert inspect.signature(Semaphore).parameters["max_leases"].default == 1
+    assert list(inspect.signature(Event).parameters) == ["name", "client"]
+    for cls, methods in [(Lock, ["release", "locked", "__enter__", "__exit__"]),
+                         (Semaphore, ["acquire", "release", "get_value"]),
+                         (Event, ["set", "clear", "wait", "is_set"])]:
+        for method in methods:
+            assert callable(getattr(cls, method)), (cls, method)
+
+
+def test_shared_values_names_and_parameters() -> None:
+    from taskmill import Queue, Variable
+
+    assert list(inspect.signature(Queue).parameters)[:1] == ["name"]
+    assert inspect.signature(Queue).parameters["maxsize"].default == 0
+    assert list(inspect.signature(Queue.get).parameters)[1:] == ["timeout", "batch"]
+    assert list(inspect.signature(Queue.put).parameters)[1:] == ["value", "timeout"]
+    for method in ["put", "get", "qsize"]:
+        assert callable(getattr(Queue, method)), method
+    for method in ["set", "get", "delete"]:
+        assert callable(getattr(Variable, method)), method
+    for method in ["publish_dataset", "get_dataset", "unpublish_dataset", "list_datasets"]:
+        assert callable(getattr(Executor, method)), method
+    assert isinstance(Executor.datasets, property)
+    assert "default" in inspect.signature(Executor.get_dataset).parameters

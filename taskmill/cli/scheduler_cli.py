@@ -20,10 +20,13 @@ from taskmill.server.scheduler import Scheduler
 @click.option("--insecure", is_flag=True, help="Allow listening beyond loopback without a shared token ($TASKMILL_TOKEN).")
 @click.option("--heartbeat-timeout", default=60.0, show_default=True, type=float,
               help="Seconds without a heartbeat before a worker is considered dead.")
+@click.option("--preload", multiple=True, metavar="MODULE",
+              help="A module (name or .py path) whose taskmill_setup(scheduler) runs at start and "
+                   "taskmill_teardown(scheduler) at close; may be repeated.")
 @click.option("--log-level", default=None, envvar="TASKMILL_LOG_LEVEL",
               help="DEBUG, INFO, WARNING or ERROR  [default: $TASKMILL_LOG_LEVEL or INFO]")
 def main(host: str, port: int, dashboard_port: int, no_dashboard: bool, insecure: bool,
-         heartbeat_timeout: float, log_level: str | None) -> None:
+         heartbeat_timeout: float, preload: tuple[str, ...], log_level: str | None) -> None:
     """Start a taskmill scheduler."""
     setup_logging(log_level)
     check_host_is_safe(host, insecure)
@@ -32,9 +35,12 @@ def main(host: str, port: int, dashboard_port: int, no_dashboard: bool, insecure
     async def start() -> list[Scheduler]:
         try:
             scheduler = await Scheduler(host=host, port=port, heartbeat_timeout=heartbeat_timeout,
-                                        dashboard_port=None if no_dashboard else dashboard_port).start()
+                                        dashboard_port=None if no_dashboard else dashboard_port,
+                                        preload=preload).start()
         except OSError as exc:
             raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
+        except ImportError as exc:
+            raise click.BadParameter(str(exc), param_hint="--preload") from None
         log.info("scheduler ready: connect with Executor(%r)", scheduler.address)
         link = await scheduler.dashboard_ready()
         if link:

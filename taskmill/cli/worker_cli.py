@@ -31,11 +31,14 @@ from taskmill.server.worker import Worker
               help='Abstract resources of each worker, e.g. "GPU=2,MEMORY=10e9"; tasks submitted '
                    "with resources={...} run only where (and while) enough of them are free.")
 @click.option("--insecure", is_flag=True, help="Allow listening beyond loopback without a shared token ($TASKMILL_TOKEN).")
+@click.option("--preload", multiple=True, metavar="MODULE",
+              help="A module (name or .py path) whose taskmill_setup(worker) runs at start and "
+                   "taskmill_teardown(worker) at close; may be repeated.")
 @click.option("--log-level", default="INFO", envvar="TASKMILL_LOG_LEVEL", show_default=True,
               help="DEBUG, INFO, WARNING or ERROR (also from $TASKMILL_LOG_LEVEL).")
 def main(scheduler_address: str, nthreads: int | None, nworkers: int, memory_limit: str,
          no_nanny: bool, host: str, name: str, resources: str, insecure: bool,
-         log_level: str) -> None:
+         preload: tuple[str, ...], log_level: str) -> None:
     """Start workers that connect to the scheduler at SCHEDULER_ADDRESS (host:port)."""
     setup_logging(log_level)
     check_host_is_safe(host, insecure)
@@ -58,9 +61,12 @@ def main(scheduler_address: str, nthreads: int | None, nworkers: int, memory_lim
         for i in range(nworkers):
             label = f"{name}-{i}" if name and nworkers > 1 else name
             kwargs = dict(nthreads=threads, memory_limit=limit, host=host, name=label,
-                          resources=declared)
-            nodes.append(Worker(address, **kwargs) if no_nanny  # type: ignore[arg-type]
-                         else Nanny(address, log_level=log_level, **kwargs))  # type: ignore[arg-type]
+                          resources=declared, preload=preload)
+            try:  # a worker in this process imports its --preload modules here
+                nodes.append(Worker(address, **kwargs) if no_nanny  # type: ignore[arg-type]
+                             else Nanny(address, log_level=log_level, **kwargs))  # type: ignore[arg-type]
+            except ImportError as exc:
+                raise click.BadParameter(str(exc), param_hint="--preload") from None
         try:
             await asyncio.gather(*(n.start() for n in nodes))
         except (OSError, RuntimeError) as exc:

@@ -6,10 +6,14 @@ task.  A pure task is named by a hash of the function token and the pickled
 arguments we had to produce anyway, so naming costs one hash of bytes already
 in hand; large arguments (over ``HASH_LIMIT`` bytes) get a unique name instead
 of paying for hashing them.
+
+``submit_options`` checks the options of ``submit``/``map`` that are not the
+task's own (``fifo_timeout``, ``actor``), and ``map_keys`` names ``map``'s calls.
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import itertools
 import os
@@ -107,3 +111,28 @@ def call_token(func_token: str, payload: Serialized) -> str:
     for frame in payload.frames:
         h.update(frame)
     return h.hexdigest()
+
+
+def submit_options(fifo_timeout: Any, actor: bool, actors: bool, fn: Any) -> bool:
+    """Check the options of ``submit``/``map`` that are not the task's own
+    (see ``Executor.submit``); True: ``fn`` is to become an actor."""
+    if fifo_timeout is not None and not isinstance(fifo_timeout, (str, int, float, datetime.timedelta)):
+        raise TypeError(f"fifo_timeout must be a duration such as '100 ms' or a number of seconds, "
+                        f"not {type(fifo_timeout).__name__}")
+    if (actor or actors) and not isinstance(fn, type):
+        raise TypeError(f"{'actor' if actor else 'actors'}=True needs a class to make the actor "
+                        f"from, got {type(fn).__name__} {fn!r}; submit the class itself, e.g. "
+                        "submit(Counter, 0, actor=True)")
+    return bool(actor or actors)
+
+
+def map_keys(key: str | list[str] | None, n: int) -> list[str | None]:
+    """The keys of ``map``'s ``n`` calls: as given (a list), ``key-i`` (a
+    string), or None (made from the function and arguments)."""
+    if isinstance(key, (list, tuple)):
+        if len(key) != n:
+            raise ValueError(f"map got {len(key)} keys for {n} calls")
+        return list(key)
+    if isinstance(key, str):
+        return [f"{key}-{i}" for i in range(n)]
+    return [None] * n

@@ -25,15 +25,16 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from taskmill import timeouts
-from taskmill.client import cluster_ops, dask_integration, registry
+from taskmill.client import cluster_ops, dask_integration, plugins, registry, shared
 from taskmill.client.actor import actor_key, make_actor
-from taskmill.client.calls import funcname, pack_call
+from taskmill.client.calls import funcname, map_keys, pack_call, submit_options
 from taskmill.client.future import Future
 from taskmill.client.keystate import FINISHED, KeysWaiter
 from taskmill.client.loop_runner import LoopRunner
 from taskmill.client.nested import collect_futures, futures_in, rebuild
 from taskmill.client.session import Session
 from taskmill.client.waiting import check_n_workers, wait_for_workers
+from taskmill.cluster_state import write_cluster_state
 from taskmill.comm import normalize_address
 from taskmill.core.resources import check_resources
 from taskmill.protocol import Serialized, serialize, serialize_function
@@ -41,7 +42,10 @@ from taskmill.protocol.vocabulary import (
     HasWhat,
     NThreads,
     Replicate,
+    DumpClusterState,
+    Rebalance,
     Restart,
+    RestartWorkers,
     RetireWorkers,
     Run,
     RunningKeys,
@@ -290,7 +294,7 @@ class Executor:
         if not iterables:
             raise TypeError("map needs at least one iterable")
         calls = list(zip(*iterables))
-        keys = _map_keys(key, len(calls))
+        keys = map_keys(key, len(calls))
         if make_actors:  # one actor per element, each made by its own task
             return [self.submit_call(make_actor, (fn, *args), kwargs, key=k or actor_key(fn), pure=False,
                                      workers=workers, allow_other_workers=allow_other_workers,
@@ -429,6 +433,37 @@ class Executor:
 
         return self._call(run())
 
+    def rebalance(self, futures: Any = None, workers: str | Iterable[str] | None = None,
+                  timeout: float | None = None) -> Any:
+        """Even out the data the workers hold, as dask.distributed's
+        ``rebalance``: move the data of ``futures`` (Futures or persisted
+        collections; default: every key in memory) among ``workers`` (default:
+        every open worker) until each holds within 10% of their mean bytes,
+        moving as little as that takes (a few large keys may not allow it).
+        Nothing is lost: each move is a copy first, and the sender drops its
+        own only once the copy arrived.  Waits for the futures to finish, then
+        for the moves; raises ``TimeoutError`` if they do not settle within
+        ``timeout`` seconds (default ``$TASKMILL_RETIRE_TIMEOUT``)."""
+        found = None if futures is None else futures_in(futures)
+        session = self.session
+        targets = _worker_list(workers)
+
+        async def run() -> None:
+            keys: tuple[str, ...] | None = None
+            if found is not None:
+                waiter = KeysWaiter(session.states_for(found))
+                if waiter.remaining:
+                    await waiter.future
+                keys = tuple(dict.fromkeys(f.key for f in found if f.status == FINISHED))
+                if not keys:
+                    return
+            wait = timeouts.RETIRE.get() if timeout is None else timeout
+            await session.scheduler_call(
+                Rebalance(keys, None if targets is None else tuple(targets), wait),
+                timeout=wait + timeouts.REQUEST.get())
+
+        return self._call(run())
+
     def retire_workers(self, workers: str | Iterable[str] | None = None, n: int | None = None,
                        close_workers: bool = True, timeout: float | None = None) -> Any:
         """Scale down gracefully: retire ``workers`` (addresses), or the ``n``
@@ -514,6 +549,24 @@ class Executor:
         its type and the scheduler's traceback as ``__cause__``."""
         return self._call(cluster_ops.run_on_scheduler(self.session, fn, args, kwargs))
 
+    def register_plugin(self, plugin: Any, name: str | None = None) -> Any:
+        """Register a plugin (an instance of a subclass of ``WorkerPlugin``,
+        ``NannyPlugin`` or ``SchedulerPlugin``, see :mod:`taskmill.plugins`):
+        set up on every worker (nanny, or the scheduler) now and on every
+        worker that joins later.  ``name`` (default: ``plugin.name``, else
+        the class name and a unique suffix) identifies it; registering a name
+        again replaces the plugin.  Returns ``{address: "OK"}``.  A setup that
+        raises fails the call with the original exception (the remote
+        traceback as ``__cause__``); the plugin is then not registered and
+        the nodes keep running."""
+        return self._call(plugins.register_plugin(self.session, plugin, name))
+
+    def unregister_plugin(self, name: str) -> Any:
+        """Tear the plugin ``name`` down everywhere (``teardown``, or ``close``
+        for a scheduler plugin) and forget it; a ValueError naming the
+        registered plugins when there is none of that name."""
+        return self._call(plugins.unregister_plugin(self.session, name))
+
     def get_scheduler_logs(self, n: int | None = None) -> Any:
         """The scheduler process's recent ``taskmill`` log records, oldest
         first: ``[(level, line), ...]`` (level a name such as "INFO"; line
@@ -529,13 +582,78 @@ class Executor:
         records with each other and with an embedded scheduler."""
         return self._call(cluster_ops.worker_logs(self.session, n, workers))
 
-    def restart(self, timeout: float = 60.0) -> Any:
-        """Restart every worker process and drop all data; the Executor stays usable."""
+    # ------------------------------------------------------------------ #
+    # Datasets (taskmill.client.shared)
+    # ------------------------------------------------------------------ #
+    def publish_dataset(self, *args: Any, name: str | None = None, override: bool = False,
+                        **kwargs: Any) -> Any:
+        """Publish values under names on the scheduler, for any client to
+        read: ``publish_dataset(x=value, ...)`` or ``publish_dataset(value,
+        name="x")``.  Futures inside a value keep their data on the cluster
+        while it is published, after this Executor closes too.  A name
+        already published is a ``KeyError`` (nothing published) unless
+        ``override=True``."""
+        return self._call(shared.publish(self, args, name, override, kwargs))
+
+    def get_dataset(self, name: str, default: Any = shared.NO_DEFAULT) -> Any:
+        """The value published as ``name`` (its Futures held by this
+        Executor); not published: ``default`` if given, else ``KeyError``."""
+        return self._call(shared.get_dataset(self, name, default))
+
+    def unpublish_dataset(self, name: str) -> Any:
+        """Remove the dataset ``name`` (its Futures' data is released unless
+        held otherwise); not published: ``KeyError``."""
+        return self._call(shared.unpublish(self, name))
+
+    def list_datasets(self) -> Any:
+        """The names of the published datasets, sorted."""
+        return self._call(shared.list_datasets(self))
+
+    @property
+    def datasets(self) -> shared.Datasets:
+        """The published datasets as a mutable mapping (blocking mode only)."""
+        return shared.Datasets(self)
+
+    def restart(self, timeout: float | None = None, wait_for_workers: bool = True) -> Any:
+        """Restart every worker process and drop all data; the Executor stays
+        usable.  With ``wait_for_workers`` (the default) it returns once as
+        many workers as before are back, or raises ``TimeoutError`` after
+        ``timeout`` seconds (default 60)."""
+        max_wait = _restart_wait(timeout)
         session = self.session
 
         async def run() -> Executor:
-            await session.scheduler_call(Restart(timeout), timeout=timeout + timeouts.REQUEST.get())
+            await session.scheduler_call(Restart(max_wait, wait_for_workers),
+                                         timeout=max_wait + timeouts.REQUEST.get())
             return self
+
+        return self._call(run())
+
+    def restart_workers(self, workers: Iterable[str], timeout: float | None = None) -> Any:
+        """Restart the processes of ``workers`` (addresses) through their
+        nannies, as dask.distributed's ``restart_workers``: the other workers
+        keep their data; the keys held only by the restarted ones are lost,
+        their tasks run again where anyone still wants them.  Returns
+        ``{address: "OK"}`` once as many workers as before are back; a worker
+        that is unknown or runs without a nanny is a ``ValueError`` before
+        anything restarts, and a cluster that does not come back within
+        ``timeout`` seconds (default 60) a ``TimeoutError``."""
+        addresses = tuple(_worker_list(workers) or ())
+        max_wait = _restart_wait(timeout)
+        return self._call(self.session.scheduler_call(
+            RestartWorkers(addresses, max_wait), timeout=max_wait + timeouts.REQUEST.get()))
+
+    def dump_cluster_state(self, path: str) -> Any:
+        """Write the scheduler's and every worker's state, with their recent
+        log lines, into one JSON file at ``path`` (gzip-compressed when it ends
+        with ``.gz``), for a bug report; ``taskmill.cluster_state.load_cluster_state(path)``
+        reads it back.  A worker that does not answer in time appears with
+        the reason instead of its state."""
+        session = self.session
+
+        async def run() -> None:
+            state = await session.scheduler_call(DumpClusterState(), timeout=2 * timeouts.REQUEST.get())
+            await asyncio.to_thread(write_cluster_state, state, path)
 
         return self._call(run())
 
@@ -611,31 +729,6 @@ def dask_future_class() -> type[Future]:
     return DaskFuture
 
 
-def submit_options(fifo_timeout: Any, actor: bool, actors: bool, fn: Any) -> bool:
-    """Check the options of ``submit``/``map`` that are not the task's own
-    (see ``Executor.submit``); True: ``fn`` is to become an actor."""
-    if fifo_timeout is not None and not isinstance(fifo_timeout, (str, int, float, datetime.timedelta)):
-        raise TypeError(f"fifo_timeout must be a duration such as '100 ms' or a number of seconds, "
-                        f"not {type(fifo_timeout).__name__}")
-    if (actor or actors) and not isinstance(fn, type):
-        raise TypeError(f"{'actor' if actor else 'actors'}=True needs a class to make the actor "
-                        f"from, got {type(fn).__name__} {fn!r}; submit the class itself, e.g. "
-                        "submit(Counter, 0, actor=True)")
-    return bool(actor or actors)
-
-
-def _map_keys(key: str | list[str] | None, n: int) -> list[str | None]:
-    """The keys of ``map``'s ``n`` calls: as given (a list), ``key-i`` (a
-    string), or None (made from the function and arguments)."""
-    if isinstance(key, (list, tuple)):
-        if len(key) != n:
-            raise ValueError(f"map got {len(key)} keys for {n} calls")
-        return list(key)
-    if isinstance(key, str):
-        return [f"{key}-{i}" for i in range(n)]
-    return [None] * n
-
-
 def task_resources(resources: dict[str, float] | None) -> dict[str, float] | None:
     """A task's resource requirement as it travels (None: none), checked
     here so a bad one fails in the caller's thread."""
@@ -658,6 +751,15 @@ def _worker_list(workers: str | Iterable[str] | None) -> list[str] | None:
     if isinstance(workers, str):
         workers = [workers]
     return [normalize_address(w) for w in workers]
+
+
+def _restart_wait(timeout: float | None) -> float:
+    """Seconds a restart waits for its workers (60 when not told)."""
+    if timeout is None:
+        return 60.0
+    if timeout <= 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    return float(timeout)
 
 
 async def _nothing() -> None:

@@ -39,19 +39,23 @@ __all__ = [
     "SchedulerInfo",
     "ScatterTargets",
     "Restart",
+    "RestartWorkers",
     "UploadFile",
     "WorkerExited",
     "Replicate",
+    "Rebalance",
     "RetireWorkers",
     "Story",
     "TaskStream",
     "PerformanceData",
     "RunOnScheduler",
+    "DumpClusterState",
     "SchedulerLogs",
     "GetData",
     "PutData",
     "Run",
     "WorkerLogs",
+    "DumpWorkerState",
     "Executing",
     "RestartWorker",
     "Kill",
@@ -113,9 +117,22 @@ class ScatterTargets(Message):
 @message("restart", CLIENT, SCHEDULER, kind="request")
 @dataclass(frozen=True, slots=True)
 class Restart(Message):
-    """Restart every worker, dropping all tasks and data; waits up to
-    ``max_wait`` seconds for the workers to come back.  -> "OK"."""
+    """Restart every worker, dropping all tasks and data; with
+    ``wait_for_workers``, waits up to ``max_wait`` seconds for the workers to
+    come back.  -> "OK"."""
 
+    max_wait: float = 60.0
+    wait_for_workers: bool = True
+
+
+@message("restart-workers", CLIENT, SCHEDULER, kind="request")
+@dataclass(frozen=True, slots=True)
+class RestartWorkers(Message):
+    """Restart the processes of ``workers`` through their nannies (the other
+    workers keep their data) and wait up to ``max_wait`` seconds for as many
+    workers as before.  -> {address: "OK"}."""
+
+    workers: tuple[Address, ...]
     max_wait: float = 60.0
 
 
@@ -146,6 +163,18 @@ class Replicate(Message):
 
     keys: tuple[Key, ...]
     n: int | None = None
+    workers: tuple[Address, ...] | None = None
+    max_wait: float | None = None
+
+
+@message("rebalance", CLIENT, SCHEDULER, kind="request")
+@dataclass(frozen=True, slots=True)
+class Rebalance(Message):
+    """Even out the data held by ``workers`` (all when None), moving ``keys``
+    (all when None); returns once every move has settled, waiting up to
+    ``max_wait`` seconds (None: the retire timeout).  -> the number of keys moved."""
+
+    keys: tuple[Key, ...] | None = None
     workers: tuple[Address, ...] | None = None
     max_wait: float | None = None
 
@@ -205,6 +234,13 @@ class SchedulerLogs(Message):
     n: int | None = None
 
 
+@message("dump-cluster-state", CLIENT, SCHEDULER, kind="request")
+@dataclass(frozen=True, slots=True)
+class DumpClusterState(Message):
+    """-> the scheduler's state and every worker's (``dump-worker-state``) as
+    plain data, for a bug report (see ``taskmill.cluster_state``)."""
+
+
 # --------------------------------------------------------------------------- #
 # Requests to workers and nannies
 # --------------------------------------------------------------------------- #
@@ -241,6 +277,12 @@ class WorkerLogs(Message):
     """-> the last ``n`` (None: all kept) [level name, line] of the process's log ring."""
 
     n: int | None = None
+
+
+@message("dump-worker-state", SCHEDULER, WORKER, kind="request")
+@dataclass(frozen=True, slots=True)
+class DumpWorkerState(Message):
+    """-> the worker's state machine and recent log lines as plain data."""
 
 
 @message("executing", SCHEDULER, WORKER, kind="request")

@@ -81,22 +81,30 @@ __all__ = ["REGISTRY", "Message", "Record", "arrived", "decode", "Key", "Address
            "SchedulerInfo",
            "ScatterTargets",
            "Restart",
+           "RestartWorkers",
            "UploadFile",
            "WorkerExited",
            "Replicate",
+           "Rebalance",
            "RetireWorkers",
            "Story",
            "TaskStream",
            "PerformanceData",
            "RunOnScheduler",
            "SchedulerLogs",
+           "DumpClusterState",
            "GetData",
            "PutData",
            "Run",
            "WorkerLogs",
+           "DumpWorkerState",
            "Executing",
            "RestartWorker",
            "Kill",
+           # the shared values (protocol/shared.py)
+           "QueuePut", "QueueGet", "QueueSize", "VariableSet", "VariableGet", "VariableDelete",
+           "DatasetPublish", "DatasetGet", "DatasetUnpublish", "DatasetList", "HandoverDone",
+           "StreamMark",
            ]
 
 _FROM_CLIENT = ("client", "stimulus_id")
@@ -622,30 +630,42 @@ from taskmill.protocol.requests import (  # noqa: E402  (registration order)
     SchedulerInfo,
     ScatterTargets,
     Restart,
+    RestartWorkers,
     UploadFile,
     WorkerExited,
     Replicate,
+    Rebalance,
     RetireWorkers,
     Story,
     TaskStream,
     PerformanceData,
     RunOnScheduler,
     SchedulerLogs,
+    DumpClusterState,
     GetData,
     PutData,
     Run,
     WorkerLogs,
+    DumpWorkerState,
     Executing,
     RestartWorker,
     Kill,
 )
 
-# The actor ops (a proxy asks the worker holding its actor).
-from taskmill.protocol.actors import (  # noqa: E402  (registration order)
-    ActorAttribute,
-    ActorCall,
+from taskmill.protocol.shared import (  # noqa: E402  (registration order)
+    QueuePut,
+    QueueGet,
+    QueueSize,
+    VariableSet,
+    VariableGet,
+    VariableDelete,
+    DatasetPublish,
+    DatasetGet,
+    DatasetUnpublish,
+    DatasetList,
+    HandoverDone,
+    StreamMark,
 )
-__all__ += ["ActorAttribute", "ActorCall"]
 
 
 def op_names() -> list[str]:
@@ -659,3 +679,37 @@ def describe(op: str) -> dict[str, Any]:
     return {"op": op, "class": cls.__name__, "sender": cls.sender, "receiver": cls.receiver,
             "kind": cls.kind, "fields": [field.name for field in cls._wire],
             "local": list(cls.local), "doc": (cls.__doc__ or "").strip()}
+
+
+# The plugin ops (``Executor.register_plugin``), declared in their own module.
+from taskmill.protocol.plugins import (  # noqa: E402  (registration order)
+    RegisterPlugin,
+    UnregisterPlugin,
+    PluginSetup,
+    PluginTeardown,
+)
+
+__all__ += ["RegisterPlugin", "UnregisterPlugin", "PluginSetup", "PluginTeardown"]
+
+# The waiting primitives' requests (Lock, Semaphore, Event), declared in their own module.
+from taskmill.protocol.locks import (  # noqa: E402  (registration order)
+    LockAcquire,
+    LockRelease,
+    LockValue,
+    LockRefresh,
+    EventSet,
+    EventClear,
+    EventIsSet,
+    EventWait,
+)
+from taskmill.protocol import locks as _locks  # noqa: E402
+
+__all__ += _locks.__all__
+
+# The actor ops (a proxy asks the worker holding its actor), declared in their own module.
+from taskmill.protocol.actors import (  # noqa: E402  (registration order)
+    ActorAttribute,
+    ActorCall,
+)
+
+__all__ += ["ActorAttribute", "ActorCall"]

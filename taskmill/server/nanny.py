@@ -19,6 +19,11 @@ When the child exits unexpectedly the nanny tells the scheduler why
 scheduler no longer answers: a nanny never respawns forever against a
 missing scheduler.
 
+Nanny plugins (``plugin-setup``, :mod:`taskmill.server.plugins`) run in the
+nanny; one with ``restart`` restarts the worker process afterwards, which
+starts with ``env`` (what ``Environ`` adds) on top of the nanny's environment
+and with the nanny's ``--preload`` modules.
+
 Each worker process gets a fresh local directory (uploaded files, spilled
 data) that the nanny removes once the process has ended, however it ended.
 """
@@ -32,6 +37,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Sequence
 from typing import Any
 
 import psutil
@@ -40,7 +46,9 @@ from taskmill import timeouts
 from taskmill.core.resources import check_resources
 from taskmill.protocol.vocabulary import Kill, RestartWorker, WorkerExited
 from taskmill.server.memory import MALLOC_ENV, MemoryThresholds, memory_exceeded_reason
+from taskmill.plugins import NannyPlugin
 from taskmill.server.node import Node, Status
+from taskmill.server.plugins import PluginHost
 
 logger = logging.getLogger("taskmill.nanny")
 
@@ -65,7 +73,7 @@ class Nanny(Node):
                  host: str = "127.0.0.1", port: int = 0, worker_port: int = 0, name: str = "",
                  log_level: str | None = None,
                  memory_thresholds: MemoryThresholds | None = None,
-                 resources: dict[str, float] | None = None) -> None:
+                 resources: dict[str, float] | None = None, preload: Sequence[str] = ()) -> None:
         super().__init__(name or "nanny")
         self.scheduler_address = scheduler_address
         self.nthreads = nthreads
@@ -85,13 +93,29 @@ class Nanny(Node):
         #: why the nanny itself killed the current process (reported instead of the signal)
         self._kill_reason: str | None = None
         self._worker_dir: str | None = None
+        #: ``--preload`` modules of the worker process (it runs their hooks)
+        self.preload = tuple(preload)
+        #: environment variables of the worker process on top of the nanny's (``Environ``)
+        self.env: dict[str, str] = {}
+        #: nanny plugins (``Executor.register_plugin``); ``restart`` ones restart the worker
+        self.plugins = PluginHost(self, NannyPlugin, restart=self._restart_for_plugin)
+        #: set once the first worker process is up (a plugin's restart waits for it)
+        self._started = asyncio.Event()
         self.serve({RestartWorker: self._restart, Kill: self._kill})
 
     async def start(self) -> Nanny:
         await self.listen(f"tcp://{self.host}:{self.port}")
         self.status = Status.running
         await self._start_worker()
+        self._started.set()
         return self
+
+    async def _restart_for_plugin(self) -> None:
+        """Restart the worker after a nanny plugin's setup; a plugin set up while
+        the first worker process is still starting (it joined the scheduler but
+        has not told this nanny yet) waits for it rather than killing it midway."""
+        await self._started.wait()
+        await self._restart(RestartWorker(), None)
 
     def _remove_worker_dir(self) -> None:
         if self._worker_dir is not None:
@@ -111,8 +135,9 @@ class Nanny(Node):
                 "--name", self.worker_name, "--ready-fd", str(write_fd), "--watch-stdin",
                 "--log-level", self.log_level, "--local-directory", self._worker_dir,
                 "--resources", ",".join(f"{k}={v!r}" for k, v in self.resources.items()),
+                *(arg for module in self.preload for arg in ("--preload", module)),
                 stdin=asyncio.subprocess.PIPE, pass_fds=(write_fd,),
-                env={**MALLOC_ENV, **os.environ},
+                env={**MALLOC_ENV, **os.environ, **self.env},
             )
         finally:
             os.close(write_fd)
@@ -209,6 +234,7 @@ class Nanny(Node):
     async def _on_close(self) -> None:
         self._restarting = True
         await self._stop_worker()
+        await self.plugins.close()
         self._remove_worker_dir()
 
 

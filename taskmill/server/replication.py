@@ -1,4 +1,4 @@
-"""The scheduler shell's side of ``replicate`` and ``retire_workers``.
+"""The scheduler shell's side of ``replicate``, ``rebalance`` and ``retire_workers``.
 
 Theory of operation
 -------------------
@@ -10,6 +10,9 @@ deadline, for their outcome:
 * ``replicate``: ``ReplicateRequested``, then wait until no copy of those
   keys is still being fetched (``SchedulerState.copies_pending``, checked
   after every batch of events the scheduler handles).
+* ``rebalance``: ``RebalanceRequested``, then wait until no move of data
+  between workers is in flight (``SchedulerState.rebalancer.moving``,
+  checked after every batch of events, as copies are).
 * ``retire-workers``: ``RetireRequested``, then wait for one
   ``WorkerRetired`` or ``RetirementAborted`` per worker.  A retired worker is
   told so on its stream (``retired``; with ``close`` it closes itself and exits
@@ -34,7 +37,7 @@ from typing import Any
 from taskmill import timeouts
 from taskmill.core.scheduler import events as ev
 from taskmill.core.scheduler.state import SchedulerState
-from taskmill.protocol.vocabulary import Replicate, Retired, RetireWorkers
+from taskmill.protocol.vocabulary import Rebalance, Replicate, Retired, RetireWorkers
 
 logger = logging.getLogger("taskmill.scheduler")
 
@@ -49,6 +52,8 @@ class ReplicaRequests:
         self._sid = stimulus_id
         #: keys still being copied -> set when none is left
         self._copies: list[tuple[list[str], asyncio.Future[None]]] = []
+        #: ``rebalance`` requests waiting for the moves in flight to settle
+        self._rebalancing: list[asyncio.Future[None]] = []
         #: retiring worker -> resolved True (retired) or False (aborted)
         self._retiring: dict[str, asyncio.Future[bool]] = {}
         #: retiring workers that close themselves once retired
@@ -87,6 +92,34 @@ class ReplicaRequests:
             finally:
                 self._copies = [(k, f) for k, f in self._copies if f is not done]
         return sum(len(v) for v in state.who_has(keys).values()) - before
+
+    async def rebalance(self, msg: Rebalance, comm: Any) -> int:
+        """Even out the data the workers hold (see
+        ``taskmill.core.scheduler.rebalance``); returns once every move
+        settled, with the number of keys that moved."""
+        state = self.state
+        if msg.workers:
+            unknown = [w for w in msg.workers if w not in state.workers]
+            if unknown:
+                raise ValueError(f"rebalance among unknown workers {unknown}; known: {sorted(state.workers)}")
+        moving = state.rebalancer.moving
+        before = len(moving)
+        self._handle(ev.RebalanceRequested(self._sid("rebalance"), msg.keys, msg.workers))
+        planned = len(moving) - before
+        if moving:
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._rebalancing.append(done)
+            wait = timeouts.RETIRE.get() if msg.max_wait is None else msg.max_wait
+            try:
+                await asyncio.wait_for(asyncio.shield(done), wait)
+            except asyncio.TimeoutError:
+                raise TimeoutError(
+                    f"rebalance: {len(moving)} keys were still being moved between workers after "
+                    f"{wait:g}s; nothing is lost, the rest stays where it was "
+                    f"(raise {timeouts.RETIRE.env} or pass a longer timeout)") from None
+            finally:
+                self._rebalancing = [f for f in self._rebalancing if f is not done]
+        return planned
 
     async def retire(self, msg: RetireWorkers, comm: Any) -> list[str]:
         """Retire ``workers`` (or the ``n`` cheapest to retire); returns the
@@ -139,7 +172,13 @@ class ReplicaRequests:
             fut.set_result(retired)
 
     def check_copies(self) -> None:
-        """Wake the ``replicate`` requests whose copies are all settled."""
+        """Wake the ``replicate`` requests whose copies are all settled, and the
+        ``rebalance`` requests once no move is in flight."""
+        if self._rebalancing and not self.state.rebalancer.moving:
+            for done in self._rebalancing:
+                if not done.done():
+                    done.set_result(None)
+            self._rebalancing = []
         if not self._copies:
             return
         state = self.state

@@ -28,6 +28,9 @@ Theory of operation
   exception: ``run-on-scheduler``, a call the user sent to run here).  The state
   machine keeps functions by token, so each is received once and sent once
   per worker.
+* Plugins (:mod:`taskmill.server.scheduler_plugins`): a joining worker gets
+  the worker plugins before the state machine hears of it; scheduler
+  plugins' hooks are called after ``handle`` only while one overrides them.
 * A worker whose stream closes, or that misses heartbeats for
   ``heartbeat_timeout`` seconds, is removed (``WorkerLeft``); the state
   machine reschedules or recomputes what it had.
@@ -42,6 +45,7 @@ import logging
 import time
 import uuid
 from dataclasses import replace
+from collections.abc import Sequence
 from typing import Any
 
 from taskmill import timeouts
@@ -70,8 +74,12 @@ from taskmill.protocol.vocabulary import (
     RegisterWorker,
     RegistrationRefused,
     Replicate,
+    DumpClusterState,
+    DumpWorkerState,
+    Rebalance,
     Restart,
     RestartWorker,
+    RestartWorkers,
     RetireWorkers,
     RunningKeys,
     RunOnScheduler,
@@ -90,10 +98,14 @@ from taskmill.protocol.vocabulary import (
     WorkerRegistered,
     arrived,
 )
+from taskmill import cluster_state
 from taskmill.server.node import Node, Status, call_with_node
 from taskmill.server import runtime
 from taskmill.server.runtime import HeapFreezer
 from taskmill.server.replication import ReplicaRequests
+from taskmill.server.scheduler_plugins import SchedulerPlugins
+from taskmill.server.locks import LockServer
+from taskmill.server.shared_values import SharedValuesShell
 
 logger = logging.getLogger("taskmill.scheduler")
 
@@ -107,7 +119,7 @@ class Scheduler(Node):
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 8786, validate: bool = False,
                  heartbeat_timeout: float = 60.0, allowed_failures: int | None = None,
-                 dashboard_port: int | None = None) -> None:
+                 dashboard_port: int | None = None, preload: Sequence[str] = ()) -> None:
         super().__init__("scheduler")
         self.host, self.port = host, port
         self.id = f"scheduler-{uuid.uuid4().hex[:12]}"
@@ -133,6 +145,8 @@ class Scheduler(Node):
         self.dashboard_port = dashboard_port
         self.replicas = ReplicaRequests(self.state, self._handle, self._sid)
         self.dashboard: Any = None
+        #: plugins (``Executor.register_plugin``) and ``--preload`` modules
+        self.plugins = SchedulerPlugins(self, preload)
         self._dashboard_starting: asyncio.Task[None] | None = None
         self.serve({
             RegisterClient: self._register_client,
@@ -144,9 +158,12 @@ class Scheduler(Node):
             SchedulerInfo: self._scheduler_info,
             ScatterTargets: self._scatter_targets,
             Restart: self._restart,
+            RestartWorkers: self._restart_workers,
+            DumpClusterState: self._dump_cluster_state,
             UploadFile: self._upload_file,
             WorkerExited: self._worker_exited,
             Replicate: self.replicas.replicate,
+            Rebalance: self.replicas.rebalance,
             RetireWorkers: self.replicas.retire,
             Story: lambda msg, comm: [list(e) for k in msg.keys for e in self.state.story(k)],
             TaskStream: lambda msg, comm: dashboard.task_stream(self, msg.start, msg.stop),
@@ -154,12 +171,16 @@ class Scheduler(Node):
             RunOnScheduler: self._run_on_scheduler,
             SchedulerLogs: lambda msg, comm: self.log_ring.recent(msg.n),
         })
+        self.locks = LockServer(self.client_streams.__contains__, timeouts.LEASE.get())
+        self.serve(self.locks.handlers())
+        self.shared_values = SharedValuesShell(self.serve, self._handle, self._sid)  # Queue, Variable, datasets
 
     async def start(self) -> Scheduler:
         await self.listen(f"tcp://{self.host}:{self.port}")
         # clients in this process (an embedded cluster's Executor) skip the sockets
         self.inproc_address = await self.listen("inproc://")
         self.status = Status.running
+        await self.plugins.start()
         runtime.embedded_scheduler_started()
         self._gc_tuned = True
         self.spawn(self._check_heartbeats(), "heartbeat-check")
@@ -197,6 +218,8 @@ class Scheduler(Node):
         return self.dashboard.url if self.dashboard is not None else None
 
     async def _on_close(self) -> None:
+        await self.plugins.close()
+        self.locks.close()
         for stream in list(self.client_streams.values()):
             if isinstance(stream, LocalEnd):
                 stream.abort()  # tells the local client; socket clients see their comms close
@@ -218,11 +241,15 @@ class Scheduler(Node):
         to_workers: dict[str, list[Message]] = {}
         to_clients: dict[str, list[Message]] = {}
         self.monitor.stamp(events[-1].stimulus_id)
+        plugins = self.plugins
+        mark = plugins.before_handle() if plugins.watching else None
         try:
             commands = self.state.handle(*events)
         except Exception as exc:  # a bug in the state machine
             self.machine_failed(exc, events)
             return
+        if plugins.watching:
+            plugins.handled(events, mark)
         self.heap_freezer.observe(len(self.state.tasks))
         for cmd in commands:
             if isinstance(cmd, Message):  # addressed by its worker or client field
@@ -237,6 +264,8 @@ class Scheduler(Node):
                     to_workers.setdefault(cmd.worker, []).append(retired)
                 case ev.RetirementAborted():
                     self.replicas.aborted(cmd)
+                case ev.StreamMarked():
+                    self.shared_values.marked(cmd)
                 case ev.TaskStalled():
                     logger.warning("task %r waits for a worker: it %s; it runs when such a worker "
                                    "joins (other tasks needing the same are not logged again)",
@@ -309,6 +338,7 @@ class Scheduler(Node):
         if self.client_streams.pop(client, None) is not None and self.status is Status.running:
             logger.info("client %s disconnected", client)
             self._handle(ev.ClientDisconnected(self._sid("client-disconnected"), client))
+            self.locks.client_left(client)
 
     def _client_events(self, client: str, msgs: Any) -> tuple[list[list[SchedulerInput]], bool]:
         """The events of one batch of a client's messages, in groups to handle
@@ -357,7 +387,9 @@ class Scheduler(Node):
         self._exit_reported[address] = asyncio.Event()
         logger.info("worker %s joined (%d threads, name %s%s)", address, msg.nthreads, msg.name or "-",
                     f", resources {format_resources(msg.resources)}" if msg.resources else "")
+        await self.plugins.worker_joining(address, msg.nanny)  # before it gets any task
         self._handle(replace(msg, stimulus_id=self._sid("worker-joined"), now=time.time()))
+        self.plugins.worker_added(address)
         await self._notify_workers_changed()
         reason = "its connection closed"
         try:
@@ -389,6 +421,7 @@ class Scheduler(Node):
                 logger.info("worker %s left: %s", address, reason)
                 self.monitor.worker_left(address, reason)
                 self._handle(ev.WorkerLeft(self._sid("worker-left"), address, reason, time.time()))
+                self.plugins.worker_removed(address)
                 await self._notify_workers_changed()
 
     def _worker_events(self, worker: str, msgs: Any) -> tuple[list[SchedulerInput], bool]:
@@ -509,8 +542,53 @@ class Scheduler(Node):
                     comm_.abort()
 
         await asyncio.gather(*(restart_one(w, nn) for w, nn in nannies.items()))
-        await self.wait_for_workers(n, max_wait, gone=frozenset(w for w, nn in nannies.items() if nn))
+        if msg.wait_for_workers:
+            await self.wait_for_workers(n, max_wait, gone=frozenset(w for w, nn in nannies.items() if nn))
         return "OK"
+
+    async def _restart_workers(self, msg: RestartWorkers, comm: Any) -> dict[str, str]:
+        """Restart some worker processes through their nannies; the others keep
+        their data, and the keys held only by the restarted ones are lost
+        (recomputed, or their futures lost, as when a worker dies)."""
+        workers = list(dict.fromkeys(msg.workers))
+        info = self.state.workers_info()
+        unknown = [w for w in workers if w not in info]
+        if unknown:
+            raise ValueError(f"restart_workers: no worker at {unknown}; the workers are {sorted(info)}")
+        nannies = {w: info[w].get("nanny") for w in workers}
+        alone = [w for w, nanny in nannies.items() if not nanny]
+        if alone:
+            raise ValueError(
+                f"restart_workers: {alone} run without a nanny, which is what restarts a worker "
+                "process: start them under one (taskmill-worker without --no-nanny), or close "
+                "them and start new ones yourself")
+        n = len(self.worker_streams)
+        logger.info("restarting workers %s", workers)
+        for w in workers:
+            self.exit_reasons[w] = "restarted by restart_workers"
+        await asyncio.gather(*(self.pool.rpc(nanny).ask(RestartWorker(), timeout=msg.max_wait)
+                               for nanny in nannies.values() if nanny))
+        await self.wait_for_workers(n, msg.max_wait, gone=frozenset(workers))
+        return {w: "OK" for w in workers}
+
+    async def _dump_cluster_state(self, msg: DumpClusterState, comm: Any) -> dict[str, Any]:
+        """This scheduler's state and every worker's, as plain data (a worker
+        that does not answer in time is there with the reason)."""
+        workers = list(self.worker_streams)
+        replies = await asyncio.gather(
+            *(self.pool.rpc(w).ask(DumpWorkerState(), timeout=timeouts.REQUEST) for w in workers),
+            return_exceptions=True)
+        state = self.state
+        return {
+            "format": cluster_state.FORMAT, "time": time.time(),
+            "scheduler": {
+                "address": self.address, "tasks": cluster_state.snapshot_records(state.machine.tasks),
+                "workers": cluster_state.snapshot_records(state.workers),
+                "clients": cluster_state.snapshot_records(state.clients),
+                "info": self._scheduler_info(SchedulerInfo(), comm), "logs": self.log_ring.recent()},
+            "workers": {w: ({"error": f"{type(r).__name__}: {r}"} if isinstance(r, BaseException) else r)
+                        for w, r in zip(workers, replies)},
+        }
 
     async def _running_keys(self, msg: RunningKeys, comm: Any) -> list[str]:
         """Keys executing on any worker thread (asked of the workers themselves)."""

@@ -35,6 +35,11 @@ Theory of operation
   seconds (starting afresh: a new scheduler knows none of our data), then
   closes.
 
+* Plugins and ``--preload`` modules (:mod:`taskmill.server.plugins`): the
+  scheduler sets plugins up with ``plugin-setup``; their ``transition`` hooks
+  are called after ``handle`` only while a plugin overrides it; preloads'
+  ``taskmill_setup`` runs before registering, teardowns at close.
+
 All decisions live in the state machine; this module only does I/O.
 """
 
@@ -45,13 +50,13 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
 import psutil
 
-from taskmill import timeouts
+from taskmill import cluster_state, timeouts
 from taskmill.comm import BatchedSend, CommClosedError, connect
 from taskmill.core.worker import events as ev
 from taskmill.core.resources import check_resources
@@ -77,6 +82,7 @@ from taskmill.protocol.vocabulary import (
     UploadFile,
     WhoHas,
     WorkerLogs,
+    DumpWorkerState,
     WorkerRegistered,
     arrived,
     decode,
@@ -84,7 +90,9 @@ from taskmill.protocol.vocabulary import (
 from taskmill.server.actors import ActorHost
 from taskmill.server.data_store import DataStore
 from taskmill.server.memory import MemoryThresholds, WorkerMemoryMonitor
+from taskmill.plugins import WorkerPlugin
 from taskmill.server.node import Node, Status
+from taskmill.server.plugins import PluginHost, Preloads, last_entry
 from taskmill.server.task_runner import TaskRunner
 from taskmill.server.worker_diagnostics import WorkerDiagnostics
 from taskmill.server.uploads import install_upload
@@ -105,7 +113,7 @@ class Worker(Node):
                  heartbeat_interval: float = 1.0, reconnect_timeout: float | None = None,
                  local_directory: str | None = None, validate: bool = False,
                  memory_thresholds: MemoryThresholds | None = None,
-                 resources: dict[str, float] | None = None) -> None:
+                 resources: dict[str, float] | None = None, preload: Sequence[str] = ()) -> None:
         super().__init__(name or "worker")
         self.scheduler_address = scheduler_address
         self.nthreads = nthreads
@@ -142,6 +150,9 @@ class Worker(Node):
         self.memory_monitor = (
             WorkerMemoryMonitor(self.data, memory_limit, t, self._rss, self._on_pause)
             if memory_limit > 0 and (t.spill or t.pause) else None)
+        #: plugins (``Executor.register_plugin``) and ``--preload`` modules
+        self.plugins = PluginHost(self, WorkerPlugin)
+        self.preloads = Preloads(preload)
         self.serve({
             GetData: self._get_data,
             PutData: self._put_data,
@@ -149,6 +160,7 @@ class Worker(Node):
             UploadFile: lambda msg, comm: install_upload(self.local_directory, msg.filename, msg.data),
             Executing: lambda msg, comm: sorted(self.state.executing) if self.state else [],
             WorkerLogs: lambda msg, comm: self.log_ring.recent(msg.n),
+            DumpWorkerState: self._dump_state,
         })
         #: the actors living here (``submit(Cls, actor=True)``), reached by ``actor-*`` requests
         self.actors = ActorHost(self)
@@ -162,6 +174,7 @@ class Worker(Node):
         self.name = self.name if self.name != "worker" else f"worker-{self.address}"
         logger.info("worker listening at %s", self.address)
         self.status = Status.running
+        await self.preloads.setup(self)
         await self._register()
         self.spawn(self._heartbeat_loop(), "heartbeat")
         if self.memory_monitor is not None:
@@ -237,6 +250,8 @@ class Worker(Node):
                 await asyncio.wait_for(self.stream.close(), 2)
             except (CommClosedError, OSError, asyncio.TimeoutError):
                 pass
+        await self.plugins.close()
+        await self.preloads.teardown(self)
         self.runner.shutdown()
         self.actors.clear()
         await self._close_task_client()
@@ -295,11 +310,15 @@ class Worker(Node):
 
     def _handle(self, *events: WorkerInput) -> None:
         assert self.state is not None
+        watching = self.plugins.watching
+        mark = last_entry(self.state.story_log) if watching else None
         try:
             commands = self.state.handle(*events)
         except Exception as exc:  # a bug in the state machine
             self.machine_failed(exc, events)
             return
+        if watching:
+            self.plugins.transitions_handled(self.state.story_log, mark)
         for cmd in commands:
             self._dispatch(cmd)
 
@@ -411,6 +430,16 @@ class Worker(Node):
             WhoHas(tuple(keys)), timeout=timeouts.REQUEST)
         self._handle(ev.WhoHasAnswered(stimulus_id="who-has-answer",
                                        who_has={k: tuple(v) for k, v in who_has.items()}))
+
+    def _dump_state(self, msg: DumpWorkerState, comm: Any) -> dict[str, Any]:
+        """This worker's state machine and recent log lines, as plain data."""
+        state = self.state
+        return {"address": self.address, "name": self.name, "nthreads": self.nthreads,
+                "status": self.status.name,
+                "tasks": cluster_state.snapshot_records(state.tasks) if state else {},
+                "executing": sorted(state.executing) if state else [],
+                "seceded": list(state.seceded) if state else [],
+                "logs": self.log_ring.recent()}
 
     def _get_data(self, msg: GetData, comm: Any) -> dict[str, Any]:
         return {"data": {k: self.data.get_serialized(k) for k in msg.keys if k in self.data}}

@@ -39,6 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ready-fd", type=int, default=None)
     p.add_argument("--watch-stdin", action="store_true")
     p.add_argument("--local-directory", default=None)  # uploads, spilled data
+    p.add_argument("--preload", action="append", default=[])  # modules with taskmill_setup(worker)
     p.add_argument("--log-level", default=None)  # None: $TASKMILL_LOG_LEVEL, else INFO
     return p.parse_args(argv)
 
@@ -46,7 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 async def run_worker(args: argparse.Namespace) -> None:
     worker = Worker(args.scheduler, nthreads=args.nthreads, memory_limit=args.memory_limit,
                     host=args.host, port=args.port, nanny=args.nanny, name=args.name,
-                    local_directory=args.local_directory, resources=args.resources)
+                    local_directory=args.local_directory, resources=args.resources,
+                    preload=args.preload)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.close_gracefully()))

@@ -223,6 +223,14 @@ def test_restart_drops_data_and_stays_usable(no_leaks: None) -> None:
         assert e.submit(inc, 2).result() == 3
 
 
+def test_restart_workers_needs_nannies(no_leaks: None) -> None:
+    with Executor(n_workers=1, threads_per_worker=1, processes=False, set_as_default=False) as e:
+        (address,) = e.nthreads()
+        with pytest.raises(ValueError, match=r"run without a nanny, which is what restarts"):
+            e.restart_workers([address])
+        assert e.submit(inc, 1).result() == 2  # nothing restarted
+
+
 def test_asynchronous_mode(no_leaks: None) -> None:
     async def main() -> None:
         async with Executor(asynchronous=True, n_workers=1, threads_per_worker=1,

@@ -14,6 +14,7 @@ from scheduler_helpers import erred, finished, join, leave, sid, submit, task, u
 
 from taskmill.core.scheduler.events import (
     ClientDisconnected,
+    RebalanceRequested,
     ReplicateRequested,
     RestartRequested,
     RetireCancelled,
@@ -110,8 +111,8 @@ class Harness:
         op = rng.choices(
             ["submit", "finish", "err", "release", "want", "cancel", "leave", "join",
              "scatter", "has", "released", "missing", "disconnect", "restart", "stale", "dup",
-             "replicate", "copied", "retire", "unretire", "pause"],
-            weights=[20, 30, 4, 8, 3, 2, 2, 3, 2, 2, 1, 2, 1, 0.3, 2, 2, 2, 3, 1, 0.5, 2],
+             "replicate", "copied", "retire", "unretire", "pause", "rebalance"],
+            weights=[20, 30, 4, 8, 3, 2, 2, 3, 2, 2, 1, 2, 1, 0.3, 2, 2, 2, 3, 1, 0.5, 2, 1],
         )[0]
         client = rng.choice(CLIENTS)
         if op == "submit":
@@ -212,6 +213,8 @@ class Harness:
             if mem:
                 self.send(ReplicateRequested(sid(), tuple(rng.sample(mem, min(2, len(mem)))),
                                              rng.choice([None, 1, 2])))
+        elif op == "rebalance":
+            self.send(RebalanceRequested(sid(), None, rng.choice([None, tuple(ADDRS[:2])])))
         elif op == "copied":  # a worker reports (or declines) a copy it was asked for
             pending = [(ts.key, ws.address) for ts in st.tasks.values() for ws in ts.acquiring_on]
             if pending:

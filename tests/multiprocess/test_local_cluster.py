@@ -48,6 +48,35 @@ def test_restart_replaces_worker_processes() -> None:
         assert e.submit(inc, 5).result() == 6
 
 
+def test_restart_without_waiting_returns_before_the_workers_are_back() -> None:
+    with Executor(n_workers=2, threads_per_worker=1, set_as_default=False) as e:
+        before = {w["pid"] for w in e.scheduler_info()["workers"].values()}
+        e.restart(wait_for_workers=False, timeout=30)
+        e.wait_for_workers(2, timeout=30)
+        wait_for(lambda: not before & {w["pid"] for w in e.scheduler_info()["workers"].values()},
+                 timeout=30, message="the old worker processes gone")
+        assert e.submit(inc, 1).result(timeout=30) == 2
+        with pytest.raises(ValueError, match="timeout must be a positive number"):
+            e.restart(timeout=0)
+
+
+def test_restart_workers_restarts_only_those_and_keeps_the_others_data() -> None:
+    with Executor(n_workers=2, threads_per_worker=1, set_as_default=False) as e:
+        infos = e.scheduler_info()["workers"]
+        first, second = sorted(infos)
+        kept = e.submit(inc, 1, workers=[second])
+        lost = e.submit(inc, 2, workers=[first], allow_other_workers=True)
+        assert kept.result() == 2 and lost.result() == 3
+        assert e.restart_workers([first], timeout=30) == {first: "OK"}
+        now = e.scheduler_info()["workers"]
+        assert len(now) == 2 and first not in now and second in now
+        assert now[second]["pid"] == infos[second]["pid"]  # untouched
+        assert e.who_has([kept]) == {kept.key: [second]}  # its data stayed
+        assert lost.result(timeout=30) == 3  # recomputed: its only copy went with the process
+        with pytest.raises(ValueError, match="no worker at"):
+            e.restart_workers(["tcp://127.0.0.1:1"])
+
+
 def test_worker_processes_preload_numpy_and_dask() -> None:
     def loaded() -> bool:
         return all(m in sys.modules for m in ("numpy", "dask"))

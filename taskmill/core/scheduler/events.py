@@ -72,6 +72,16 @@ class ReplicateRequested(SchedulerEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class RebalanceRequested(SchedulerEvent):
+    """Even out the bytes held by ``workers`` (all open ones when None),
+    moving ``keys`` (all in memory when None); see
+    ``taskmill.core.scheduler.rebalance``."""
+
+    keys: tuple[Key, ...] | None = None
+    workers: tuple[Address, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RetireRequested(SchedulerEvent):
     """Retire ``workers`` gracefully: no new task goes there, the data held
     only there is copied elsewhere, then each is removed (``WorkerRetired``)."""
@@ -86,6 +96,23 @@ class RetireCancelled(SchedulerEvent):
 
     workers: tuple[Address, ...]
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PinKeys(SchedulerEvent):
+    """The pseudo-client ``holder`` wants ``keys`` (a shared value refers to
+    them, or they are handed over to a client): their data stays while it does."""
+
+    holder: str
+    keys: tuple[Key, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UnpinKeys(SchedulerEvent):
+    """The pseudo-client ``holder`` no longer wants ``keys``."""
+
+    holder: str
+    keys: tuple[Key, ...]
 
 
 # --------------------------------------------------------------------------- #
@@ -122,6 +149,16 @@ class RetirementAborted(SchedulerCommand):
 
     worker: Address
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMarked(SchedulerCommand):
+    """The ``stream-mark`` ``mark`` of ``client`` came through its stream
+    (everything it sent before is handled): the shell lets the request
+    waiting for it go ahead (:mod:`taskmill.server.shared_values`)."""
+
+    client: str
+    mark: str
 
 
 class SchedulerInput(Protocol):

@@ -102,6 +102,9 @@ Decisions the shell relies on
   memory; a key the reporting worker computes now is ignored (it answers the
   ``ComputeTask`` with that copy); any other key is answered with
   ``FreeKeys``.
+* **Rebalancing** (``RebalanceRequested``): moves of data between workers,
+  each a copy first and a drop once the copy arrived (``Rebalancer``,
+  ``taskmill.core.scheduler.rebalance``).
 * **Copies, retirement, pause** (``ReplicateRequested``, ``RetireRequested``,
   ``RetireCancelled``, ``Paused``) are handled with
   ``taskmill.core.scheduler.replicas`` and ``membership``: a retired worker's tasks are
@@ -139,12 +142,16 @@ from taskmill.core.scheduler.clients import ClientWants, report_running, unknown
 from taskmill.core.scheduler.events import (
     ClientConnected,
     ClientDisconnected,
+    RebalanceRequested,
+    PinKeys,
     ReplicateRequested,
     RestartRequested,
     RetireCancelled,
     RetireRequested,
     SchedulerInput,
+    UnpinKeys,
     SchedulerOutput,
+    StreamMarked,
     WorkerLeft,
     WorkerRetired,
 )
@@ -166,12 +173,14 @@ from taskmill.core.scheduler.records import (
     TaskRecord,
     WorkerRecord,
 )
+from taskmill.core.scheduler.rebalance import Rebalancer
 from taskmill.core.scheduler.replicas import Replicas
 from taskmill.core.scheduler.resource_index import ResourceIndex
 from taskmill.core.scheduler.scatters import Scatters
 from taskmill.core.scheduler.step import CHECK, Step, StoryEntry
 from taskmill.core.scheduler.transitions import InvalidTransition, TaskMachine
 from taskmill.core.scheduler.validate import validate_state, validate_step
+from taskmill.core.shared_values import handover_holder, handover_prefix
 from taskmill.core.stimulus_log import StimulusLog, log_size
 from taskmill.protocol.serialize import Serialized
 from taskmill.protocol.vocabulary import (
@@ -180,12 +189,14 @@ from taskmill.protocol.vocabulary import (
     Address,
     CancelKeys,
     FireAndForget,
+    HandoverDone,
     Heartbeat,
     Key,
     KeysScattered,
     MissingData,
     Paused,
     Seceded,
+    StreamMark,
     RegisterWorker,
     ReleaseKeys,
     ReleasedKeys,
@@ -225,6 +236,7 @@ class SchedulerState:
         #: the ``epoch`` of the last message sent to a worker (see "Crossed messages")
         self.epoch = 0
         self.scatters = Scatters(self.machine, self.membership, self.wants)
+        self.rebalancer = Rebalancer(self.machine, self.membership, self.replicas)
         self._handlers: dict[type, Callable[[Step, Any], None]] = {
             UpdateGraph: self._on_graph_submitted,
             TaskFinished: self._on_task_finished,
@@ -233,6 +245,10 @@ class SchedulerState:
             ReleaseKeys: self._on_keys_released,
             WantKeys: self._on_keys_wanted,
             FireAndForget: self._on_fire_and_forget,
+            PinKeys: self._on_keys_pinned,
+            UnpinKeys: self._on_keys_unpinned,
+            HandoverDone: self._on_handover_done,
+            StreamMark: self._on_stream_mark,
             ClientConnected: self._on_client_connected,
             ClientDisconnected: self._on_client_disconnected,
             CancelKeys: self._on_cancel_requested,
@@ -248,6 +264,7 @@ class SchedulerState:
             Paused: self._on_worker_paused,
             Seceded: self._on_task_seceded,
             ReplicateRequested: self._on_replicate_requested,
+            RebalanceRequested: self._on_rebalance_requested,
             RetireRequested: self._on_retire_requested,
             RetireCancelled: self._on_retire_cancelled,
         }
@@ -319,6 +336,8 @@ class SchedulerState:
                 self.replicas.progress(step, self._retired)
                 machine.drain(step)
                 machine.schedule_ready(step)
+            if self.rebalancer.moving:
+                self.rebalancer.progress(step)
             if step.acquire_batch:
                 self.replicas.flush(step)
             if step.pending_free:
@@ -399,6 +418,9 @@ class SchedulerState:
 
     def _on_client_disconnected(self, step: Step, ev: ClientDisconnected) -> None:
         self.wants.disconnected(step, ev.client)
+        prefix = handover_prefix(ev.client)  # the values handed to it that it never took up
+        for holder in [h for h in self.wants.clients if h.startswith(prefix)]:
+            self.wants.disconnected(step, holder)
         self.scatters.client_gone(step, ev.client)
 
     def _on_keys_released(self, step: Step, ev: ReleaseKeys) -> None:
@@ -409,6 +431,27 @@ class SchedulerState:
 
     def _on_keys_wanted(self, step: Step, ev: WantKeys) -> None:
         self.wants.want_keys(step, ev.client, ev.keys, self.machine.tasks)
+
+    def _on_keys_pinned(self, step: Step, ev: PinKeys) -> None:
+        # a pseudo-client: the reports it is made go nowhere (the shell has no
+        # stream for it), and an unknown key is only noted
+        tasks = self.machine.tasks
+        holder = self.wants.get(ev.holder)
+        for key in ev.keys:
+            ts = tasks.get(key)
+            if ts is None:
+                step.ignore(key, None, f"{ev.holder} pins an unknown key")
+            else:
+                self.wants.want(step, holder, ts)
+
+    def _on_keys_unpinned(self, step: Step, ev: UnpinKeys) -> None:
+        self.wants.release_keys(step, ev.holder, ev.keys, self.machine.tasks)
+
+    def _on_handover_done(self, step: Step, ev: HandoverDone) -> None:
+        self.wants.disconnected(step, handover_holder(ev.client, ev.token))
+
+    def _on_stream_mark(self, step: Step, ev: StreamMark) -> None:
+        step.cmds.append(StreamMarked(step.stimulus_id, ev.client, ev.mark))
 
     # ------------------------------------------------------------------ #
     # Graphs
@@ -722,6 +765,9 @@ class SchedulerState:
     # ------------------------------------------------------------------ #
     # Copies and retirement
     # ------------------------------------------------------------------ #
+    def _on_rebalance_requested(self, step: Step, ev: RebalanceRequested) -> None:
+        self.rebalancer.plan(step, ev)
+
     def _on_replicate_requested(self, step: Step, ev: ReplicateRequested) -> None:
         self.replicas.replicate(step, ev, self.machine.tasks)
 

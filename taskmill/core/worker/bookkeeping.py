@@ -135,6 +135,11 @@ class WorkerBookkeeping:
         ts = self.tasks.get(key)
         return None if ts is None else ts.state
 
+    @property
+    def story_log(self) -> deque[StoryEntry]:
+        """Every recorded state change and note, oldest first (bounded)."""
+        return self._log
+
     def story(self, key: Key) -> list[StoryEntry]:
         """Recorded transitions and notes about ``key``, oldest first:
         ``(key, start, finish, stimulus_id)``; ``start`` is ``"ignored"`` or
