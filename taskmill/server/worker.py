@@ -22,7 +22,8 @@ Theory of operation
 * ``Fetch`` commands become one ``get-data`` request to a peer for many keys.
 * Peers and clients call ``get-data``; clients call ``put-data`` (scatter),
   ``run`` and ``upload-file``; proxies call ``actor-call`` and
-  ``actor-attribute`` (:mod:`taskmill.server.actors`, which holds the actors).  ``put-data`` waits until the worker is
+  ``actor-attribute`` (:mod:`taskmill.server.actors`, which holds the
+  actors).  ``put-data`` waits until the worker is
   registered, so that the machine's ``keys-scattered`` reaches the scheduler,
   and answers with this registration's ``incarnation`` (new at each
   registration), which the client passes on in ``scatter-done``.
@@ -381,7 +382,8 @@ class Worker(Node):
             return
         if ok:
             type_name = type(value).__name__
-            nbytes = self.data.put(key, value)
+            # an actor's proxy weighs nothing: no rebalance moves it away from its object
+            nbytes = self.data.put(key, value, 0 if key in self.actors else None)
             del value
             self._handle(ev.ExecuteSucceeded(
                 stimulus_id=f"task-finished-{key}", key=key, nbytes=nbytes,

@@ -198,6 +198,17 @@ def test_an_actors_method_calls_other_actors_and_knows_its_worker(executor: Exec
     assert a.forward(b, 5).result(DEADLINE) == 105 and b.n == 105
 
 
+def test_rebalance_leaves_an_actors_key_with_its_object(executor: Executor) -> None:
+    first, second = (w.address for w in executor.cluster.workers)
+    actors = executor.gather(executor.map(Counter, range(4), actor=True, workers=[first]))
+    data = executor.scatter([bytes([i]) * 100_000 for i in range(10)], workers=[first])
+    executor.rebalance()
+    who_has = executor.who_has()
+    assert any(second in who_has[f.key] for f in data)  # data moved, and
+    assert all(who_has[a.key] == [first] for a in actors)  # the actors' keys stayed
+    assert [a.increment().result(DEADLINE) for a in actors] == [1, 2, 3, 4]
+
+
 def test_map_makes_one_actor_per_element(executor: Executor) -> None:
     actors = executor.gather(executor.map(Counter, [1, 2, 3], actor=True))
     assert len({a.key for a in actors}) == 3
