@@ -105,6 +105,7 @@ def test_a_name_the_class_does_not_declare_stays_local(executor: Executor) -> No
 
 
 def test_calls_run_in_the_actors_own_thread_not_a_task_thread(executor: Executor) -> None:
+    released.clear()
     a = executor.submit(Counter, actor=True, workers=[executor.cluster.workers[0].address]).result(DEADLINE)
     assert a.thread_name().result(DEADLINE).startswith("taskmill-actor-")
     held = a.wait_released()  # occupies the actor, not the worker's only task thread
@@ -114,6 +115,18 @@ def test_calls_run_in_the_actors_own_thread_not_a_task_thread(executor: Executor
     finally:
         released.set()
     assert held.result(DEADLINE) is True
+
+
+def test_result_with_a_timeout_raises_timeout_error_and_the_call_goes_on(executor: Executor) -> None:
+    released.clear()
+    a = executor.submit(Counter, actor=True).result(DEADLINE)
+    held = a.wait_released()
+    try:
+        with pytest.raises(TimeoutError, match=r"Counter.wait_released\(\) did not return within 0.05s"):
+            held.result(timeout=0.05)
+    finally:
+        released.set()
+    assert held.result(DEADLINE) is True and "done" in repr(held)
 
 
 def test_one_callers_calls_run_in_order_without_waiting_between_them(executor: Executor) -> None:
