@@ -87,9 +87,6 @@ class ActorHost:
     def __contains__(self, key: str) -> bool:
         return key in self._actors
 
-    def __len__(self) -> int:
-        return len(self._actors)
-
     def add(self, key: str, instance: Any) -> None:
         """Keep ``instance`` as the actor ``key`` (from the task thread that made it)."""
         old = self._actors.get(key)
@@ -133,9 +130,10 @@ class ActorHost:
     @staticmethod
     async def _run(hosted: _Hosted, fn: Callable[[], Any]) -> dict[str, Any]:
         try:
-            return await asyncio.get_running_loop().run_in_executor(hosted.thread, _outcome, fn)
+            outcome = asyncio.get_running_loop().run_in_executor(hosted.thread, _outcome, fn)
         except RuntimeError:  # released meanwhile: its thread takes no more calls
             return {"status": "lost", "text": "it was released while the call was on its way"}
+        return await outcome
 
     def _lost(self, key: str) -> dict[str, Any]:
         return {"status": "lost",
