@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -25,6 +26,10 @@ class Tally:
     def add(self, n: int) -> tuple[int, int]:
         self.total += n
         return self.total, os.getpid()
+
+    def wait_forever(self) -> bool:
+        """Occupy the actor until its worker dies."""
+        return threading.Event().wait(10 * DEADLINE)
 
     def relay(self, other: Actor, n: int) -> tuple[int, int]:
         """Call another actor from this one's method (through the worker's client)."""
@@ -48,8 +53,11 @@ def test_an_actor_in_a_worker_process_and_its_workers_death() -> None:
         b = e.submit(Tally, actor=True, workers=[second]).result(DEADLINE)
         assert b.relay(a, 1).result(DEADLINE) == (6, pids[first])
 
+        pending = a.wait_forever()
         os.kill(pids[first], signal.SIGKILL)
         start = time.monotonic()
+        with pytest.raises(ActorLostError, match=f"its worker {first} is unreachable"):
+            pending.result(DEADLINE)  # in flight when the worker died
         with pytest.raises(ActorLostError, match=f"its worker {first} is unreachable"):
             a.add(1).result(DEADLINE)
         with pytest.raises(ActorLostError, match=f"its worker {first} is unreachable"):
