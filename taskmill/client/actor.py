@@ -27,8 +27,9 @@ and the worker drops the object.  The client caches the key's value, the
 unpickled proxy, which holds nothing (a value holding its own key would never
 be released): each ``result()`` hands out a copy that holds the key
 (``_taskmill_bind``, called by ``KeyState.user_value``).  A proxy unpickled
-elsewhere (a task's argument, ``pickle.loads``) holds nothing either: a
-task's dependency keeps the key while the task runs.  Calls use the session
+elsewhere (in a task, ``pickle.loads``) holds nothing either: a proxy among
+a call's arguments is a dependency, as a Future is (``Executor._is_dependency``),
+so the key stays held until the task has run, and the task gets the proxy.  Calls use the session
 of the client that handed the proxy out, else the client of the place it is
 used in (in a task, its ``get_client()``).
 

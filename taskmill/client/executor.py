@@ -26,7 +26,7 @@ from typing import Any
 
 from taskmill import timeouts
 from taskmill.client import cluster_ops, dask_integration, plugins, registry, shared
-from taskmill.client.actor import actor_key, make_actor
+from taskmill.client.actor import Actor, actor_key, make_actor
 from taskmill.client.calls import funcname, map_keys, pack_call, submit_options
 from taskmill.client.future import Future
 from taskmill.client.keystate import FINISHED, KeysWaiter
@@ -220,6 +220,14 @@ class Executor:
                              f"not this one at {self.scheduler_address}")
         return True
 
+    def _is_dependency(self, obj: Any) -> bool:
+        """A Future, or an actor's proxy of this cluster: a call's argument
+        that becomes a dependency (the task gets the key's value, for an
+        actor its proxy, and the key is held until the task has run)."""
+        if type(obj) is Actor:
+            return bool(obj._scheduler_address == self.scheduler_address)
+        return self._is_future(obj)
+
     @staticmethod
     def _serialize_function(fn: Callable[..., Any]) -> tuple[str, Serialized]:
         if not callable(fn):
@@ -271,7 +279,7 @@ class Executor:
         session.check_running()
         needs = task_resources(resources)
         token, func = self._serialize_function(fn)
-        call = pack_call(fn, token, args, kwargs, pure=pure, key=key, is_future=self._is_future, found={})
+        call = pack_call(fn, token, args, kwargs, pure=pure, key=key, is_future=self._is_dependency, found={})
         generation = session.next_generation()
         restrictions = _worker_list(workers)
         task = TaskSpec(call.key, token, call.args, call.dependencies, (-priority, generation, 0),
@@ -307,7 +315,7 @@ class Executor:
         restrictions = None if listed is None else tuple(listed)
         tasks = []
         for i, (args, k) in enumerate(zip(calls, keys)):
-            call = pack_call(fn, token, args, kwargs, pure=pure, key=k, is_future=self._is_future, found={})
+            call = pack_call(fn, token, args, kwargs, pure=pure, key=k, is_future=self._is_dependency, found={})
             tasks.append(TaskSpec(call.key, token, call.args, call.dependencies, (-priority, generation, i),
                                   retries, restrictions, allow_other_workers, needs))
         return session.submit_tasks(tasks, self._functions_to_send(token, func))

@@ -197,6 +197,28 @@ def test_actors_are_usable_from_tasks(executor: Executor) -> None:
     assert executor.submit(make_and_use, pure=False).result(DEADLINE) == (15, 15)
 
 
+def use_when_released(a: Actor) -> int:
+    assert released.wait(DEADLINE)
+    return int(a.increment().result(DEADLINE))
+
+
+def test_a_proxy_passed_to_a_task_holds_the_actor_until_the_task_ran(executor: Executor) -> None:
+    released.clear()
+    a = executor.submit(Counter, actor=True).result(DEADLINE)
+    key = a.key
+    task = executor.submit(use_when_released, a, pure=False)
+    tasks = executor.cluster.scheduler.state.tasks
+    wait_for(lambda: task.key in tasks and [d.key for d in tasks[task.key].dependencies] == [key],
+             timeout=DEADLINE, message="the task depends on the actor's key")
+    del a  # the client holds the actor no more: the task does, as a dependency
+    gc.collect()
+    released.set()
+    assert task.result(DEADLINE) == 1
+    del task
+    gc.collect()
+    wait_for(lambda: not hosting(executor, key), timeout=DEADLINE, message="the actor was freed")
+
+
 def test_the_actors_future_as_a_dependency_gives_the_task_the_proxy(executor: Executor) -> None:
     future = executor.submit(Counter, 1, actor=True)
     assert executor.submit(use, future, 2, pure=False).result(DEADLINE) == 3
