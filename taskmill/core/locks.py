@@ -101,6 +101,16 @@ class Coordination:
                              f"not {lease_timeout!r}")
         self.lease_timeout = lease_timeout
         self.names: dict[str, _Leases | _Flag] = {}
+        #: the kind of primitive another holder of names (the scheduler's
+        #: queues and variables) uses ``name`` for, or None
+        self.taken_elsewhere: Callable[[str], str | None] = _nowhere
+
+    def kind_of(self, name: str) -> str | None:
+        """The kind of primitive using ``name`` here (``"Lock"``...), or None."""
+        entry = self.names.get(name)
+        if entry is None:
+            return None
+        return entry.kind if isinstance(entry, _Leases) else EVENT
 
     # ------------------------------------------------------------------ #
     # Locks and semaphores
@@ -276,6 +286,10 @@ class Coordination:
     def _check_kind(self, kind: str, name: str) -> None:
         entry = self.names.get(name)
         if entry is None:
+            other = self.taken_elsewhere(name)
+            if other is not None:
+                raise ValueError(f"the name {name!r} is in use by a {other}; a {kind} cannot use "
+                                 f"it too: give the {kind} another name")
             return
         actual = entry.kind if isinstance(entry, _Leases) else EVENT
         if actual != kind:
@@ -289,3 +303,7 @@ class Coordination:
         if entry.held if isinstance(entry, _Leases) else entry.is_set:
             return
         del self.names[name]
+
+
+def _nowhere(name: str) -> str | None:
+    return None

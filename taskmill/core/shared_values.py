@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, Union
 
 Key = str
@@ -152,6 +153,17 @@ class SharedValues:
         self.refcounts: Counter[Key] = Counter()
         self._waiting: dict[int, tuple[str, str]] = {}  # waiter -> (kind, name)
         self._handovers = 0  # handovers made, for their tokens
+        #: the kind of primitive another holder of names (the scheduler's
+        #: locks, semaphores and events) uses ``name`` for, or None
+        self.taken_elsewhere: Callable[[str], str | None] = _nowhere
+
+    def kind_of(self, name: str) -> str | None:
+        """The kind of primitive using ``name`` here (``"Queue"``, ``"Variable"``), or None."""
+        if name in self.queues:
+            return QUEUE
+        if name in self.variables:
+            return VARIABLE
+        return None
 
     # ------------------------------------------------------------------ #
     # Keys held
@@ -195,6 +207,8 @@ class SharedValues:
     def _check_kind(self, name: str, kind: str) -> None:
         other = (VARIABLE if name in self.variables else None) if kind == QUEUE else (
             QUEUE if name in self.queues else None)
+        if other is None:
+            other = self.taken_elsewhere(name)
         if other is not None:
             raise TypeError(f"the name {name!r} is already used by a {other}, so it cannot be "
                             f"used for a {kind}: choose another name")
@@ -414,3 +428,7 @@ class SharedValues:
                 break
         queue.getters = deque(w for w in queue.getters if w.waiter != waiter)
         self._serve_queue(queue, out)  # a big batch getter gone may unblock those behind
+
+
+def _nowhere(name: str) -> str | None:
+    return None

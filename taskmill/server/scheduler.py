@@ -174,6 +174,9 @@ class Scheduler(Node):
         self.locks = LockServer(self.client_streams.__contains__, timeouts.LEASE.get())
         self.serve(self.locks.handlers())
         self.shared_values = SharedValuesShell(self.serve, self._handle, self._sid)  # Queue, Variable, datasets
+        # one namespace for the primitives: a name is one kind's, whichever machine holds it
+        self.locks.machine.taken_elsewhere = self.shared_values.machine.kind_of
+        self.shared_values.machine.taken_elsewhere = self.locks.machine.kind_of
 
     async def start(self) -> Scheduler:
         await self.listen(f"tcp://{self.host}:{self.port}")

@@ -312,3 +312,13 @@ def test_a_wait_ends_with_a_clear_error_when_the_scheduler_goes() -> None:
         [error] = outcome
         assert isinstance(error, SchedulerGoneError)
         assert "<Event: forever>: the scheduler at" in str(error)
+
+
+def test_a_lock_and_a_queue_cannot_share_a_name(e: Executor) -> None:
+    from taskmill import Queue
+
+    q = Queue("shared-name-lock-queue", client=e)
+    q.put(1)
+    with pytest.raises(ValueError, match="in use by a Queue; a Lock cannot use it"):
+        Lock("shared-name-lock-queue", client=e).acquire(timeout=1)
+    assert q.get(timeout=5) == 1

@@ -151,3 +151,17 @@ def test_datasets_publish_get_unpublish_and_errors() -> None:
     assert sv.unpublish("a") == []
     with pytest.raises(KeyError, match="'a' is not published"):
         sv.unpublish("a")
+
+
+def test_names_are_shared_with_the_locks_and_events() -> None:
+    from taskmill.core.locks import Coordination
+
+    sv, locks = SharedValues(), Coordination()
+    sv.taken_elsewhere, locks.taken_elsewhere = locks.kind_of, sv.kind_of
+    sv.queue_size("q", 0)
+    with pytest.raises(ValueError, match="'q' is in use by a Queue; a Event cannot use it"):
+        locks.set_event("q")
+    locks.set_event("e")
+    with pytest.raises(TypeError, match="'e' is already used by a Event, so it cannot be used for a Variable"):
+        sv.variable_set("e", Item(b"1"))
+    assert sv.kind_of("q") == "Queue" and locks.kind_of("e") == "Event" and sv.kind_of("e") is None
