@@ -22,15 +22,8 @@ Prints the median of each system per workload.  The cluster's start-up is not ti
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
-import json
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,34 +80,11 @@ UNITS = {"tiny": "calls/s (higher is better)", "shared": "s (lower is better)",
          "grid": "s (lower is better)"}
 
 
-def run_child(system: str) -> dict[str, float]:
-    done = subprocess.run([sys.executable, "-c", CHILD, system], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
-    for line in done.stdout.splitlines():
-        if line.startswith("@@BENCH "):
-            return json.loads(line[len("@@BENCH "):])  # type: ignore[no-any-return]
-    raise RuntimeError(f"{system} failed:\n{done.stderr[-3000:]}")
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--systems", default="taskmill,dask,loky")
-    options = parser.parse_args()
-    systems = [s for s in options.systems.split(",")
-               if s != "dask" or importlib.util.find_spec("distributed") is not None]
-    values: dict[str, dict[str, list[float]]] = {s: {w: [] for w in UNITS} for s in systems}
-    for rep in range(options.repeat):
-        for system in systems if rep % 2 == 0 else reversed(systems):
-            started = time.perf_counter()
-            for workload, value in run_child(system).items():
-                values[system][workload].append(value)
-            print(f"repetition {rep + 1}: {system} in {time.perf_counter() - started:.1f} s", flush=True)
-    print(f"\n| workload | unit | {' | '.join(systems)} |\n|---|---|{'---|' * len(systems)}")
-    for workload, unit in UNITS.items():
-        medians = [statistics.median(values[s][workload]) for s in systems]
-        print(f"| {workload} | {unit} | {' | '.join(f'{m:,.3g}' for m in medians)} |")
-    print("\nall values: " + json.dumps(values))
+    sys.path.insert(0, str(ROOT))  # run as a script: the bench package beside it
+    from bench import side_by_side
+
+    side_by_side.main(__doc__.splitlines()[0], CHILD, UNITS, "taskmill,dask,loky")
 
 
 if __name__ == "__main__":
