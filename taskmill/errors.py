@@ -53,4 +53,5 @@ SCHEDULER_ERROR_TYPES: dict[str, type[TaskmillError]] = {
     "KilledWorker": KilledWorker,
     "MissingDependencyError": MissingDependencyError,
     "FutureLostError": FutureLostError,
+    "ActorLostError": ActorLostError,
 }

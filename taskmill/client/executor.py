@@ -284,7 +284,7 @@ class Executor:
         restrictions = _worker_list(workers)
         task = TaskSpec(call.key, token, call.args, call.dependencies, (-priority, generation, 0),
                         retries, None if restrictions is None else tuple(restrictions),
-                        allow_other_workers, needs)
+                        allow_other_workers, needs, fn is make_actor)
         return session.submit_tasks([task], self._functions_to_send(token, func))[0]
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], key: str | list[str] | None = None,

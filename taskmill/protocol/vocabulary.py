@@ -232,6 +232,10 @@ class TaskSpec(Record):
     allow_other_workers: bool = False
     #: abstract resources it holds while it runs, e.g. {"GPU": 1} (always strict)
     resources: dict[str, float] | None = None
+    #: it makes an actor (``submit(..., actor=True)``): its result is an object
+    #: living only where it ran, so losing that worker errs the key
+    #: (``ActorLostError``) instead of building a new object nobody can reach
+    actor: bool = False
 
 
 @message("update-graph", CLIENT, SCHEDULER, local=(*_FROM_CLIENT, "now"))

@@ -315,3 +315,21 @@ def test_only_tasks_likely_running_are_suspects_when_a_worker_dies() -> None:
     states = [sim.state.task_state(k) for k in keys]
     assert states.count("erred") == 1
     assert all(s in ("processing", "queued") for s in states if s != "erred")
+
+
+def test_an_actor_whose_worker_dies_errs_instead_of_being_made_again():
+    import dataclasses
+
+    s = Sched("tcp://a", "tcp://b")
+    actor = dataclasses.replace(task("Counter-1"), actor=True)
+    s(submit([actor, task("plain-1")], wanted=["Counter-1", "plain-1"]))
+    where = s.processing()
+    for key, worker in where.items():
+        s(finished(worker, key))
+    cmds = s(leave(where["Counter-1"], "worker process exited with signal SIGKILL"))
+    [report] = [r for r in of(cmds, KeyErred) if r.key == "Counter-1"]
+    assert report.error_type == "ActorLostError" and "Make a new actor" in report.exception_text
+    assert "Counter-1" not in s.computes(cmds)  # no second object nobody could reach
+    assert s.state.task_state("Counter-1") == "erred"
+    if where["plain-1"] == where["Counter-1"]:  # a plain result held there is computed again
+        assert "plain-1" in s.computes(cmds)

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from taskmill import Actor, ActorLostError, Executor
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -47,6 +48,8 @@ def test_an_actor_in_a_worker_process_and_its_workers_death() -> None:
         first, second = sorted(pids)
         a = e.submit(Tally, actor=True, workers=[first]).result(DEADLINE)
         assert a.worker == first
+        lone = e.submit(Tally, actor=True, workers=[first])  # never copied elsewhere as an input
+        assert lone.result(DEADLINE).worker == first
         assert a.add(2).result(DEADLINE) == (2, pids[first])
         assert e.submit(add_from_a_task, a, 3, workers=[second], pure=False).result(DEADLINE) == 5
         assert a.total == 5
@@ -63,3 +66,8 @@ def test_an_actor_in_a_worker_process_and_its_workers_death() -> None:
         with pytest.raises(ActorLostError, match=f"its worker {first} is unreachable"):
             b.relay(a, 1).result(DEADLINE)  # raised in b's method, re-raised here as it was
         assert time.monotonic() - start < 10  # within the peer connect timeout, not a hang
+        # the scheduler errs the key of an actor held only there rather than building an object
+        # nobody can reach (``a``'s key lives on as the copies its dependent tasks fetched)
+        wait_for(lambda: lone.status == "error", timeout=DEADLINE, message="the actor's key erred")
+        with pytest.raises(ActorLostError, match="is lost: .*Make a new actor"):
+            lone.result(DEADLINE)

@@ -122,7 +122,7 @@ def test_nested_records_are_checked() -> None:
     with pytest.raises(ProtocolError, match="field 'tasks'"):
         v.decode(wire, client="c", stimulus_id="s")
     wire["tasks"][0] = ["too", "short"]
-    with pytest.raises(ProtocolError, match="TaskSpec is a list of 9 items"):
+    with pytest.raises(ProtocolError, match="TaskSpec is a list of 10 items"):
         v.decode(wire, client="c", stimulus_id="s")
 
 

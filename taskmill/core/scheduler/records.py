@@ -89,6 +89,9 @@ MISSING_DEPENDENCY = "MissingDependencyError"
 #: wanting the key itself get ``KeyLost``; dependents err with
 #: ``MissingDependencyError``.
 LOST_DATA = "LostData"
+#: An actor's object is gone with its worker (never recomputed: its proxies
+#: point at the old worker).
+ACTOR_LOST = "ActorLostError"
 
 #: How many distinct task prefixes the duration table remembers.
 MAX_PREFIXES = 10_000

@@ -63,6 +63,7 @@ from taskmill.core.scheduler.policy import MAX_PULLED_SIBLINGS, slot_cost
 from taskmill.core.scheduler.records import (
     restriction,
     ACTIVE_STATES,
+    ACTOR_LOST,
     ERRED,
     FORGOTTEN,
     KILLED_WORKER,
@@ -303,9 +304,15 @@ class TaskMachine:
                 step.retire_dirty = True
 
     def lost(self, step: Step, ts: TaskRecord, reason: str) -> None:
-        """The last copy of ``ts`` (in memory) is gone."""
+        """The last copy of ``ts`` (in memory) is gone: data without lineage
+        is lost, an actor errs (a new object would be one nobody can reach),
+        anything else is computed again if still needed."""
         if ts.run_spec is None:
             self.transition(step, ts, ERRED, ErrorInfo(None, None, reason, "", LOST_DATA))
+        elif ts.run_spec.actor:
+            text = (f"actor {ts.key!r} is lost: {reason}; its object lived only there. "
+                    "Make a new actor with submit(..., actor=True)")
+            self.transition(step, ts, ERRED, ErrorInfo(None, None, text, "", ACTOR_LOST))
         else:
             step.note(ts.key, MEMORY, MEMORY, "lost: " + reason)
             self.transition(step, ts, RELEASED)  # recomputed by the CHECK if still needed
