@@ -68,6 +68,7 @@ from taskmill.protocol.wire_types import (
     decode,
     message,
     record,
+    wire_fields,
 )
 
 
@@ -681,7 +682,7 @@ def describe(op: str) -> dict[str, Any]:
     """What the protocol document says of ``op``: route, kind and wire fields."""
     cls = REGISTRY[op]
     return {"op": op, "class": cls.__name__, "sender": cls.sender, "receiver": cls.receiver,
-            "kind": cls.kind, "fields": [field.name for field in cls._wire],
+            "kind": cls.kind, "fields": [field.name for field in wire_fields(cls)],
             "local": list(cls.local), "doc": (cls.__doc__ or "").strip()}
 
 

@@ -130,7 +130,6 @@ def message(op: str, sender: str, receiver: str, *, kind: str = "stream",
         if not set(local) <= names:
             raise ValueError(f"{cls.__name__}: local fields {set(local) - names} are not fields")
         cls.op, cls.sender, cls.receiver, cls.kind, cls.local = op, sender, receiver, kind, local
-        cls._wire = _spec(cls, skip=set(local))
         _compile_on_first_use(cls, _compile_message)
         REGISTRY[op] = cls
         return cls
@@ -140,22 +139,32 @@ def message(op: str, sender: str, receiver: str, *, kind: str = "stream",
 
 def record(cls: type[R]) -> type[R]:
     """Declare a dataclass as a :class:`Record`."""
-    cls._wire = _spec(cls, skip=set())
     _compile_on_first_use(cls, _compile_record)
     return cls
 
 
+def wire_fields(cls: Any) -> tuple[Field, ...]:
+    """The fields of a message or record class that travel, in wire order
+    (read from its annotations on first use)."""
+    fields: tuple[Field, ...] | None = cls.__dict__.get("_wire")
+    if fields is None:
+        fields = cls._wire = _spec(cls, skip=set(getattr(cls, "local", ())))
+    return fields
+
+
 def _compile_on_first_use(cls: Any, compile_codec: Callable[[Any], None]) -> None:
-    """Give ``cls`` stand-in codecs that generate the real ones when first
-    called: generating all of them at import took a third of ``import
-    taskmill``, and a process uses few of the ops.  (Two threads may both
-    generate them; either result is the same.)"""
+    """Give ``cls`` stand-in codecs that read its fields and generate the real
+    codecs when first called: doing both for every op at import took most of
+    ``import taskmill``, and a process uses few of the ops.  (Two threads may
+    both generate them; either result is the same.)"""
 
     def to_wire(self: Any) -> Any:
+        wire_fields(cls)
         compile_codec(cls)
         return self.to_wire()
 
     def from_wire(klass: Any, *args: Any, **kwargs: Any) -> Any:
+        wire_fields(cls)
         compile_codec(cls)
         return cls.from_wire(*args, **kwargs)
 

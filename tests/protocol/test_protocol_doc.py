@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from taskmill.protocol import vocabulary as v
+from taskmill.protocol.wire_types import wire_fields
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 BEGIN, END = "<!-- vocabulary:begin -->", "<!-- vocabulary:end -->"
@@ -39,7 +40,7 @@ def render() -> str:
                      f"{local} | {_summary(d['doc'])} |")
     record = v.TaskSpec
     lines += ["", f"`TaskSpec` (in `update-graph`'s `tasks`) travels as a list of its fields in order: "
-              + ", ".join(f"`{field.name}`" for field in record._wire) + "."]
+              + ", ".join(f"`{field.name}`" for field in wire_fields(record)) + "."]
     return "\n".join(lines)
 
 
