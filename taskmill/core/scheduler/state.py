@@ -156,6 +156,7 @@ from taskmill.core.scheduler.events import (
     WorkerRetired,
 )
 from taskmill.core.scheduler.membership import Membership
+from taskmill.core.scheduler.log_forwarding import LogForwarding
 from taskmill.core.scheduler.placement import Placement
 from taskmill.core.scheduler.policy import slot_cost
 from taskmill.core.scheduler.records import (
@@ -268,6 +269,8 @@ class SchedulerState:
             RetireRequested: self._on_retire_requested,
             RetireCancelled: self._on_retire_cancelled,
         }
+        self.log_forwarding = LogForwarding()  # Executor.forward_logging's topics and clients
+        self._handlers.update(self.log_forwarding.handlers())
 
     # ------------------------------------------------------------------ #
     # The state, as the shell, the dashboard and the tests see it
@@ -422,6 +425,7 @@ class SchedulerState:
         for holder in [h for h in self.wants.clients if h.startswith(prefix)]:
             self.wants.disconnected(step, holder)
         self.scatters.client_gone(step, ev.client)
+        self.log_forwarding.client_gone(ev.client)
 
     def _on_keys_released(self, step: Step, ev: ReleaseKeys) -> None:
         self.wants.release_keys(step, ev.client, ev.keys, self.machine.tasks)
