@@ -24,7 +24,9 @@ machine and the topic objects, each the only home of its data:
 * :class:`~taskmill.core.scheduler.clients.ClientWants`: clients, their
   wants and the reports they get;
 * :class:`~taskmill.core.scheduler.scatters.Scatters`: scatters under way
-  (the client's ``ScatterDone`` and the workers' ``KeysScattered``).
+  (the client's ``ScatterDone`` and the workers' ``KeysScattered``);
+* :class:`~taskmill.core.scheduler.log_forwarding.LogForwarding`: which
+  clients get which workers' log records (``forward_logging``).
 
 This module holds ``handle``, the *event handlers* (what each event means,
 in terms of those objects) and the read-only queries the shell answers
