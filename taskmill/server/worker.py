@@ -39,7 +39,9 @@ Theory of operation
 * Plugins and ``--preload`` modules (:mod:`taskmill.server.plugins`): the
   scheduler sets plugins up with ``plugin-setup``; their ``transition`` hooks
   are called after ``handle`` only while a plugin overrides it; preloads'
-  ``taskmill_setup`` runs before registering, teardowns at close.
+  ``taskmill_setup`` runs before registering, teardowns at close (the
+  plugins' first, while the stream is open: ``forward_logging``'s plugin
+  sends the records it still holds, through ``forward_log_records``).
 
 All decisions live in the state machine; this module only does I/O.
 """

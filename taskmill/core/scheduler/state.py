@@ -157,8 +157,8 @@ from taskmill.core.scheduler.events import (
     WorkerLeft,
     WorkerRetired,
 )
-from taskmill.core.scheduler.membership import Membership
 from taskmill.core.scheduler.log_forwarding import LogForwarding
+from taskmill.core.scheduler.membership import Membership
 from taskmill.core.scheduler.placement import Placement
 from taskmill.core.scheduler.policy import slot_cost
 from taskmill.core.scheduler.records import (
