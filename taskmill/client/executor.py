@@ -25,7 +25,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from taskmill import timeouts
-from taskmill.client import cluster_ops, dask_integration, plugins, registry, shared
+from taskmill.client import cluster_ops, dask_integration, forwarding, plugins, registry, shared
 from taskmill.client.actor import Actor, actor_key, make_actor
 from taskmill.client.calls import funcname, map_keys, pack_call, submit_options
 from taskmill.client.future import Future
@@ -589,6 +589,11 @@ class Executor:
         on the client names it).  In-process workers share their process's
         records with each other and with an embedded scheduler."""
         return self._call(cluster_ops.worker_logs(self.session, n, workers))
+
+    def forward_logging(self, logger_name: str | None = None, level: int | str = 0) -> Any:
+        """Re-emit here the log records of tasks on every worker (now and later) on
+        ``logger_name`` (None: root) at ``level`` or above: :mod:`taskmill.client.forwarding`."""
+        return self._call(forwarding.forward_logging(self.session, logger_name, level))
 
     # ------------------------------------------------------------------ #
     # Datasets (taskmill.client.shared)

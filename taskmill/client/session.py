@@ -383,6 +383,11 @@ class Session:
         finally:
             self._on_scheduler_lost()
 
+    def add_report_handler(self, cls: type[Message], handler: Callable[[Any], None]) -> None:
+        """Handle the scheduler's reports of ``cls`` with ``handler`` (on the loop;
+        a handler of that class is replaced), for stream reports owned elsewhere."""
+        self._report_handlers[cls] = handler
+
     def _on_reports(self, msgs: list[Any]) -> None:
         """One batch of the scheduler's reports (wire dicts, or messages over a local link)."""
         for raw in msgs:

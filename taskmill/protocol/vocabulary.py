@@ -718,3 +718,12 @@ from taskmill.protocol.actors import (  # noqa: E402  (registration order)
 )
 
 __all__ += ["ActorAttribute", "ActorCall"]
+
+# The log-forwarding ops (``Executor.forward_logging``), declared in their own module.
+from taskmill.protocol.forwarding import (  # noqa: E402  (registration order)
+    ForwardLogging,
+    LogRecords,
+    ForwardedLogRecords,
+)
+
+__all__ += ["ForwardLogging", "LogRecords", "ForwardedLogRecords"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-__all__ = ["TaskThread", "current_task", "enter_pool", "in_task"]
+__all__ = ["TaskThread", "current_task", "enter_pool", "in_task", "running_runner"]
 
 _local = threading.local()
 
@@ -74,3 +74,10 @@ def in_task() -> bool:
     """Whether the calling thread runs a task now."""
     thread: TaskThread | None = getattr(_local, "task_thread", None)
     return thread is not None and bool(thread.key)
+
+
+def running_runner() -> Any:
+    """The task runner whose call the calling thread runs now, or None (not
+    in a task): tells the task threads of in-process workers apart."""
+    thread: TaskThread | None = getattr(_local, "task_thread", None)
+    return thread.runner if thread is not None and thread.key else None

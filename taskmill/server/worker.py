@@ -39,7 +39,9 @@ Theory of operation
 * Plugins and ``--preload`` modules (:mod:`taskmill.server.plugins`): the
   scheduler sets plugins up with ``plugin-setup``; their ``transition`` hooks
   are called after ``handle`` only while a plugin overrides it; preloads'
-  ``taskmill_setup`` runs before registering, teardowns at close.
+  ``taskmill_setup`` runs before registering, teardowns at close (the
+  plugins' first, while the stream is open: ``forward_logging``'s plugin
+  sends the records it still holds, through ``forward_log_records``).
 
 All decisions live in the state machine; this module only does I/O.
 """
@@ -245,13 +247,13 @@ class Worker(Node):
             self.spawn(self.close(), "close-retired")
 
     async def _on_close(self) -> None:
+        await self.plugins.close()  # first: a teardown may still send (forwarded log records)
         if self.stream is not None:
             try:
                 self.stream.send_messages(Unregister())
                 await asyncio.wait_for(self.stream.close(), 2)
             except (CommClosedError, OSError, asyncio.TimeoutError):
                 pass
-        await self.plugins.close()
         await self.preloads.teardown(self)
         self.runner.shutdown()
         self.actors.clear()
@@ -352,6 +354,14 @@ class Worker(Node):
                 self.spawn(self._ask_who_has(cmd.keys), "who-has")
             case _:
                 raise TypeError(f"worker shell cannot run {cmd!r}")
+
+    def forward_log_records(self, topic: str, records: tuple[dict[str, Any], ...]) -> None:
+        """(On the loop.)  Log records captured under ``topic`` by a forwarding
+        plugin (:mod:`taskmill.log_forwarding`) go to the scheduler, through the
+        machine; dropped while not registered."""
+        if self.state is not None and self.stream is not None and records:
+            self._handle(ev.LogRecordsCaptured(stimulus_id=f"log-records-{topic}", topic=topic,
+                                               records=records))
 
     def _send(self, msg: Message) -> None:
         if self.stream is None:

@@ -24,7 +24,9 @@ machine and the topic objects, each the only home of its data:
 * :class:`~taskmill.core.scheduler.clients.ClientWants`: clients, their
   wants and the reports they get;
 * :class:`~taskmill.core.scheduler.scatters.Scatters`: scatters under way
-  (the client's ``ScatterDone`` and the workers' ``KeysScattered``).
+  (the client's ``ScatterDone`` and the workers' ``KeysScattered``);
+* :class:`~taskmill.core.scheduler.log_forwarding.LogForwarding`: which
+  clients get which workers' log records (``forward_logging``).
 
 This module holds ``handle``, the *event handlers* (what each event means,
 in terms of those objects) and the read-only queries the shell answers
@@ -155,6 +157,7 @@ from taskmill.core.scheduler.events import (
     WorkerLeft,
     WorkerRetired,
 )
+from taskmill.core.scheduler.log_forwarding import LogForwarding
 from taskmill.core.scheduler.membership import Membership
 from taskmill.core.scheduler.placement import Placement
 from taskmill.core.scheduler.policy import slot_cost
@@ -268,6 +271,8 @@ class SchedulerState:
             RetireRequested: self._on_retire_requested,
             RetireCancelled: self._on_retire_cancelled,
         }
+        self.log_forwarding = LogForwarding()  # Executor.forward_logging's topics and clients
+        self._handlers.update(self.log_forwarding.handlers())
 
     # ------------------------------------------------------------------ #
     # The state, as the shell, the dashboard and the tests see it
@@ -422,6 +427,7 @@ class SchedulerState:
         for holder in [h for h in self.wants.clients if h.startswith(prefix)]:
             self.wants.disconnected(step, holder)
         self.scatters.client_gone(step, ev.client)
+        self.log_forwarding.client_gone(ev.client)
 
     def _on_keys_released(self, step: Step, ev: ReleaseKeys) -> None:
         self.wants.release_keys(step, ev.client, ev.keys, self.machine.tasks)

@@ -122,6 +122,16 @@ class StartReportDue(WorkerEvent):
     started since the last report that still run (``tasks-started``)."""
 
 
+@dataclass(frozen=True, slots=True)
+class LogRecordsCaptured(WorkerEvent):
+    """Tasks here emitted log records that a forwarding plugin captured under
+    ``topic`` (plain dicts, see :mod:`taskmill.log_forwarding`): the machine
+    passes them on to the scheduler as ``LogRecords``."""
+
+    topic: str
+    records: tuple[dict[str, Any], ...]
+
+
 class WorkerInput(Protocol):
     """What the worker machine handles: its own events and the wire messages
     it takes from the scheduler."""

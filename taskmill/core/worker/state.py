@@ -12,7 +12,8 @@ its own (``Execute``, ``Fetch``, ``DeleteData``, ``CancelExecution``,
 ``AskWhoHas``, ``RejoinGranted``, ``AbandonExecution``, ``ScheduleStartReport``)
 and wire messages for the scheduler (``TaskFinished``, ``TaskErred``,
 ``AddKeys``, ``KeysScattered``, ``ReleasedKeys``, ``MissingData``,
-``Paused``, ``Seceded``, ``TasksStarted``).  Tasks that leave the thread
+``Paused``, ``Seceded``, ``TasksStarted``, and ``LogRecords``, passed on
+from ``LogRecordsCaptured``).  Tasks that leave the thread
 count (``secede()``/``rejoin()``) are handled by the layer
 :mod:`taskmill.core.worker.secession`; start reports and abandoned calls by
 :mod:`taskmill.core.worker.running_calls`.
@@ -146,6 +147,7 @@ from taskmill.core.worker.events import (
     Fetch,
     FetchFailed,
     FetchSucceeded,
+    LogRecordsCaptured,
     PauseChanged,
     RejoinRequested,
     StartReportDue,
@@ -180,6 +182,7 @@ from taskmill.protocol.vocabulary import (
     FreeKeys,
     Key,
     KeysScattered,
+    LogRecords,
     MissingData,
     Paused,
     Priority,
@@ -255,6 +258,7 @@ class WorkerState(SecessionHandlers, RunningCalls):
             RejoinRequested: self._on_rejoin_requested,
             StartReportDue: self._on_start_report_due,
             AbandonTasks: self._on_abandon,
+            LogRecordsCaptured: self._on_log_records,
         }
 
     def handle(self, *events: WorkerInput) -> list[WorkerOutput]:
@@ -769,3 +773,7 @@ class WorkerState(SecessionHandlers, RunningCalls):
             # so that the scheduler sends new tasks elsewhere meanwhile
             self._out.append(Paused(ev.stimulus_id, self.address, ev.paused))
 
+
+    def _on_log_records(self, ev: LogRecordsCaptured) -> None:
+        """Log records captured here go to the scheduler, which relays them to clients."""
+        self._out.append(LogRecords(ev.stimulus_id, self.address, ev.topic, ev.records))
