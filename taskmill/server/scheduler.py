@@ -498,9 +498,12 @@ class Scheduler(Node):
 
     async def wait_for_workers(self, n: int, timeout: float,
                                gone: frozenset[str] = frozenset()) -> None:
-        """Wait until at least ``n`` workers are connected and none of ``gone`` is."""
+        """Wait until at least ``n`` workers have joined (the state machine
+        knows them: a worker whose stream is open may still be getting its
+        plugins) and none of ``gone`` is left."""
         def ready() -> bool:
-            return len(self.worker_streams) >= n and not gone & self.worker_streams.keys()
+            workers = self.state.workers
+            return len(workers) >= n and not gone & workers.keys()
 
         async def wait() -> None:
             async with self._workers_changed:
@@ -510,7 +513,7 @@ class Scheduler(Node):
             await asyncio.wait_for(wait(), timeout)
         except asyncio.TimeoutError:
             raise TimeoutError(
-                f"only {len(self.worker_streams)} of {n} workers connected to the scheduler at "
+                f"only {len(self.state.workers)} of {n} workers connected to the scheduler at "
                 f"{self.address} within {timeout:.0f}s") from None
 
     async def _scatter_targets(self, msg: ScatterTargets, comm: Any) -> list[list[str]]:
