@@ -50,7 +50,6 @@ from typing import Any
 from taskmill import timeouts
 from taskmill.client import registry
 from taskmill.client.session import Session
-from taskmill.client.worker_client import get_client
 from taskmill.comm import CommClosedError
 from taskmill.core.locks import EVENT, LOCK, SEMAPHORE
 from taskmill.errors import SchedulerGoneError
@@ -65,7 +64,6 @@ from taskmill.protocol.vocabulary import (
     LockValue,
     Message,
 )
-from taskmill.server.task_context import in_task
 
 __all__ = ["Lock", "Semaphore", "Event"]
 
@@ -157,15 +155,8 @@ class _Primitive:
     @property
     def client(self) -> Any:
         """The Executor this object talks through (module docstring)."""
-        if self._client is None:
-            if in_task():
-                self._client = get_client()
-            else:
-                executors = registry.open_executors()
-                if not executors:
-                    raise ValueError(f"{self!r} needs an Executor: create one first "
-                                     f"(taskmill.Executor(...)), or pass client=")
-                self._client = executors[0]
+        if self._client is None:  # kept: a lease is released through the client that took it
+            self._client = registry.require_client(None, repr(self))
         return self._client
 
     def _call(self, make: Any, *args: Any) -> Any:

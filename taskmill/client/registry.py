@@ -59,6 +59,17 @@ def current_client() -> Any:
     return executors[0] if executors else None
 
 
+def require_client(client: Any, what: str) -> Any:
+    """``client`` if given, else :func:`current_client`; with neither, a
+    ``ValueError`` naming ``what`` (the object that needed one)."""
+    if client is None:
+        client = current_client()
+    if client is None:
+        raise ValueError(f"{what} needs an Executor: create one first (taskmill.Executor(...)), "
+                         "or pass client=")
+    return client
+
+
 def open_executors() -> list[Any]:
     """The open Executors of this process (those opened as defaults), most recent first."""
     with _lock:

@@ -63,15 +63,6 @@ class _NoDefault:
 NO_DEFAULT: Any = _NoDefault()
 
 
-def resolve_client(client: Any, what: str) -> Any:
-    """``client``, else the task's client, else the most recent open Executor."""
-    if client is None:
-        client = registry.current_client()
-    if client is None:
-        raise ValueError(f"{what} needs an Executor: create one first, or pass client=")
-    return client
-
-
 def check_timeout(timeout: float | None, what: str) -> float | None:
     """A timeout in seconds (None: none); a negative or non-number one is an error."""
     if timeout is None:
@@ -134,7 +125,7 @@ class Queue:
     @property
     def client(self) -> Any:
         """The Executor this queue talks through."""
-        return resolve_client(self._client, f"Queue {self.name!r}")
+        return registry.require_client(self._client, f"Queue {self.name!r}")
 
     def put(self, value: Any, timeout: float | None = None) -> Any:
         """Append ``value``; while the queue is full wait up to ``timeout``
@@ -200,7 +191,7 @@ class Variable:
     @property
     def client(self) -> Any:
         """The Executor this variable talks through."""
-        return resolve_client(self._client, f"Variable {self.name!r}")
+        return registry.require_client(self._client, f"Variable {self.name!r}")
 
     def set(self, value: Any) -> Any:
         """Make ``value`` the variable's value (the previous one is released)."""
