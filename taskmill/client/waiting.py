@@ -224,12 +224,15 @@ class as_completed:  # noqa: N801 - a function-like class, as in concurrent.futu
             return future, _cancelled(future)
         try:
             return future, future.result()
-        except concurrent.futures.CancelledError as exc:
-            return future, exc
         except Exception as exc:
-            if self.raise_errors:
-                raise
-            return future, exc
+            return future, self._failed(exc)
+
+    def _failed(self, exc: Exception) -> Exception:
+        """The error a done future's result raised, to pair with it; re-raised
+        instead when ``raise_errors`` (a cancellation is always paired)."""
+        if self.raise_errors and not isinstance(exc, concurrent.futures.CancelledError):
+            raise exc
+        return exc
 
     def next_batch(self, block: bool = True) -> list[Any]:
         """Every future done so far: at least one with ``block`` (waiting for
@@ -282,12 +285,8 @@ class as_completed:  # noqa: N801 - a function-like class, as in concurrent.futu
             return future, _cancelled(future)
         try:
             return future, await _result_here(future)
-        except concurrent.futures.CancelledError as exc:
-            return future, exc
         except Exception as exc:
-            if self.raise_errors:
-                raise
-            return future, exc
+            return future, self._failed(exc)
 
 
 async def _result_here(future: Future) -> Any:
