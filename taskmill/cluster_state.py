@@ -34,7 +34,7 @@ from typing import Any
 
 from taskmill.protocol.serialize import Serialized
 
-__all__ = ["FORMAT", "load_cluster_state", "snapshot_record", "write_cluster_state"]
+__all__ = ["FORMAT", "load_cluster_state", "snapshot_record", "snapshot_records", "write_cluster_state"]
 
 FORMAT = 1
 

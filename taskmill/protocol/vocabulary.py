@@ -23,9 +23,10 @@ worker machine that returns it and the scheduler machine that handles it.
 
 The vocabulary is one namespace in several modules, split by topic to keep
 each readable: this one holds the greeting, registration and the streams;
-the request/reply ops are in :mod:`taskmill.protocol.requests`, imported and
-re-exported here.  A new topic gets a module of its own, imported at the end
-of this one, so its ops register after those before it.
+the request/reply ops (:mod:`taskmill.protocol.requests`) and each feature's
+ops (``shared``, ``plugins``, ``locks``, ``actors``, ``forwarding``) are in
+modules of their own, imported and re-exported at the end of this one.  A new
+topic adds its module to that list, so its ops register after those before it.
 
 Fields in ``local=`` are filled in by the receiving end and never sent: the
 peer a stream message came from (``worker``, ``client``), the receiver's own
@@ -73,40 +74,7 @@ from taskmill.protocol.wire_types import (
 
 
 __all__ = ["REGISTRY", "Message", "Record", "arrived", "decode", "Key", "Address", "Priority",
-           "ANY", "CLIENT", "NANNY", "SCHEDULER", "WORKER",
-           "Ping",
-           "WhoHas",
-           "HasWhat",
-           "NThreads",
-           "RunningKeys",
-           "SchedulerInfo",
-           "ScatterTargets",
-           "Restart",
-           "RestartWorkers",
-           "UploadFile",
-           "WorkerExited",
-           "Replicate",
-           "Rebalance",
-           "RetireWorkers",
-           "Story",
-           "TaskStream",
-           "PerformanceData",
-           "RunOnScheduler",
-           "SchedulerLogs",
-           "DumpClusterState",
-           "GetData",
-           "PutData",
-           "Run",
-           "WorkerLogs",
-           "DumpWorkerState",
-           "Executing",
-           "RestartWorker",
-           "Kill",
-           # the shared values (protocol/shared.py)
-           "QueuePut", "QueueGet", "QueueSize", "VariableSet", "VariableGet", "VariableDelete",
-           "DatasetPublish", "DatasetGet", "DatasetUnpublish", "DatasetList", "HandoverDone",
-           "StreamMark",
-           ]
+           "ANY", "CLIENT", "NANNY", "SCHEDULER", "WORKER"]
 
 _FROM_CLIENT = ("client", "stimulus_id")
 _FROM_WORKER = ("worker", "stimulus_id")
@@ -625,54 +593,6 @@ class Unregister(Message):
     """The worker is closing: its stream ends after this."""
 
 
-# The request/reply ops (declared after the streams', so in this order in docs/protocol.md).
-from taskmill.protocol.requests import (  # noqa: E402  (registration order)
-    Ping,
-    WhoHas,
-    HasWhat,
-    NThreads,
-    RunningKeys,
-    SchedulerInfo,
-    ScatterTargets,
-    Restart,
-    RestartWorkers,
-    UploadFile,
-    WorkerExited,
-    Replicate,
-    Rebalance,
-    RetireWorkers,
-    Story,
-    TaskStream,
-    PerformanceData,
-    RunOnScheduler,
-    SchedulerLogs,
-    DumpClusterState,
-    GetData,
-    PutData,
-    Run,
-    WorkerLogs,
-    DumpWorkerState,
-    Executing,
-    RestartWorker,
-    Kill,
-)
-
-from taskmill.protocol.shared import (  # noqa: E402  (registration order)
-    QueuePut,
-    QueueGet,
-    QueueSize,
-    VariableSet,
-    VariableGet,
-    VariableDelete,
-    DatasetPublish,
-    DatasetGet,
-    DatasetUnpublish,
-    DatasetList,
-    HandoverDone,
-    StreamMark,
-)
-
-
 def op_names() -> list[str]:
     """Every op of the vocabulary, in declaration order."""
     return list(REGISTRY)
@@ -686,44 +606,29 @@ def describe(op: str) -> dict[str, Any]:
             "local": list(cls.local), "doc": (cls.__doc__ or "").strip()}
 
 
-# The plugin ops (``Executor.register_plugin``), declared in their own module.
-from taskmill.protocol.plugins import (  # noqa: E402  (registration order)
-    RegisterPlugin,
-    UnregisterPlugin,
-    PluginSetup,
-    PluginTeardown,
+# The ops of the other topics, each declared in a module of its own (the
+# request/reply ops, the shared values', the plugins', the waiting
+# primitives', the actors', log forwarding's) and re-exported here.  Imported
+# in this order, after the streams' are declared, they register (and
+# docs/protocol.md lists them) in this order.
+from taskmill.protocol import (  # noqa: E402
+    requests as _requests,
+    shared as _shared,
+    plugins as _plugins,
+    locks as _locks,
+    actors as _actors,
+    forwarding as _forwarding,
 )
+from taskmill.protocol.requests import *  # noqa: E402,F401,F403
+from taskmill.protocol.shared import *  # noqa: E402,F401,F403
+from taskmill.protocol.plugins import *  # noqa: E402,F401,F403
+from taskmill.protocol.locks import *  # noqa: E402,F401,F403
+from taskmill.protocol.actors import *  # noqa: E402,F401,F403
+from taskmill.protocol.forwarding import *  # noqa: E402,F401,F403
 
-__all__ += ["RegisterPlugin", "UnregisterPlugin", "PluginSetup", "PluginTeardown"]
-
-# The waiting primitives' requests (Lock, Semaphore, Event), declared in their own module.
-from taskmill.protocol.locks import (  # noqa: E402  (registration order)
-    LockAcquire,
-    LockRelease,
-    LockValue,
-    LockRefresh,
-    EventSet,
-    EventClear,
-    EventIsSet,
-    EventWait,
-)
-from taskmill.protocol import locks as _locks  # noqa: E402
-
+__all__ += _requests.__all__
+__all__ += _shared.__all__
+__all__ += _plugins.__all__
 __all__ += _locks.__all__
-
-# The actor ops (a proxy asks the worker holding its actor), declared in their own module.
-from taskmill.protocol.actors import (  # noqa: E402  (registration order)
-    ActorAttribute,
-    ActorCall,
-)
-
-__all__ += ["ActorAttribute", "ActorCall"]
-
-# The log-forwarding ops (``Executor.forward_logging``), declared in their own module.
-from taskmill.protocol.forwarding import (  # noqa: E402  (registration order)
-    ForwardLogging,
-    LogRecords,
-    ForwardedLogRecords,
-)
-
-__all__ += ["ForwardLogging", "LogRecords", "ForwardedLogRecords"]
+__all__ += _actors.__all__
+__all__ += _forwarding.__all__
