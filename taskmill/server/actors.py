@@ -24,9 +24,9 @@ submit tasks through the worker's client, as a task does with ``get_client()``.
 The object lives while its key is held: when the scheduler frees the key on
 this worker (``DeleteData``, the last Future and proxy released) the worker
 calls :meth:`ActorHost.discard`; a re-registration (the scheduler forgot this
-worker's data) and closing drop every actor.  The worker stores the key's value (the
-proxy) as weighing 0 bytes, so ``rebalance`` (which moves keys with bytes)
-never moves the key off this worker, which would free the object.  A request for a key with no
+worker's data) and closing drop every actor.  The scheduler knows the key
+is an actor's (``TaskSpec.actor``), so ``rebalance`` never moves it off this
+worker, which would free the object.  A request for a key with no
 actor here (released, or a worker restarted at the same address) gets the
 ``lost`` outcome, which the proxy raises as :class:`~taskmill.errors.ActorLostError`.
 """

@@ -392,8 +392,7 @@ class Worker(Node):
             return
         if ok:
             type_name = type(value).__name__
-            # an actor's proxy weighs nothing: no rebalance moves it away from its object
-            nbytes = self.data.put(key, value, 0 if key in self.actors else None)
+            nbytes = self.data.put(key, value)
             del value
             self._handle(ev.ExecuteSucceeded(
                 stimulus_id=f"task-finished-{key}", key=key, nbytes=nbytes,

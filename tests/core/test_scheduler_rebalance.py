@@ -70,3 +70,17 @@ def test_one_key_too_big_to_move_usefully_stays() -> None:
     s = Sched("tcp://a", "tcp://b")
     scatter(s, "big", "tcp://a", nbytes=1000)
     assert acquires(s(rebalance())) == {}  # it would only swap the imbalance
+
+
+def test_an_actors_key_stays_with_its_object() -> None:
+    import dataclasses
+
+    from scheduler_helpers import finished, submit, task
+
+    s = Sched("tcp://a", "tcp://b")
+    actors = [dataclasses.replace(task(f"Counter-{i}", workers=("tcp://a",)), actor=True) for i in range(4)]
+    s(submit(actors, wanted=[t.key for t in actors]))
+    for spec in actors:
+        s(finished("tcp://a", spec.key))
+    assert s.state.workers["tcp://a"].nbytes > 0
+    assert acquires(s(rebalance())) == {}  # moving one would free its object

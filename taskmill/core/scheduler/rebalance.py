@@ -22,8 +22,9 @@ those named), moving as few bytes as it takes rather than reshuffling:
   (``FreeKeys``, and the scheduler forgets that replica).  A copy that does not
   come (the recipient declined or died, the key left memory) abandons the move
   and the sender keeps its data.
-* **Safe keys only.**  A key that a task processing on its sender needs, or
-  that is already being copied or moved, is left where it is.
+* **Safe keys only.**  A key that a task processing on its sender needs,
+  that is already being copied or moved, or that is an actor's (its object
+  lives only on its worker: moving the key would free it) is left where it is.
 
 ``moving`` holds the moves in flight (key -> (sender, recipient)); the shell
 waits until it is empty (:mod:`taskmill.server.replication`).
@@ -93,7 +94,7 @@ class Rebalancer:
         moving = self.moving
         keys = [ts for ts in sender.has_what
                 if ts.state == MEMORY and ts.nbytes > 0 and ts not in moving and not ts.acquiring_on
-                and (only is None or ts.key in only)
+                and (only is None or ts.key in only) and not _is_actor(ts)
                 and not any(d.processing_on is sender for d in ts.dependents)]
         keys.sort(key=lambda ts: (-ts.nbytes, ts.key))
         return keys
@@ -113,3 +114,7 @@ class Rebalancer:
                 del self.moving[ts]
                 step.note(ts.key, ts.state, ts.state, f"rebalance: the move to {recipient.address} "
                                                       "was abandoned (no copy came)")
+
+
+def _is_actor(ts: TaskRecord) -> bool:
+    return ts.run_spec is not None and ts.run_spec.actor
