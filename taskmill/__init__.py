@@ -14,6 +14,7 @@ from taskmill.client.progress import progress
 from taskmill.client.shared import Queue, Variable
 from taskmill.client.waiting import as_completed, fire_and_forget, wait
 from taskmill.client.worker_client import get_client, get_worker, rejoin, secede, worker_client
+from taskmill.security import Security
 from taskmill.plugins import Environ, NannyPlugin, SchedulerPlugin, UploadDirectory, WorkerPlugin
 from taskmill.errors import (
     ActorLostError,
@@ -44,6 +45,7 @@ __all__ = [
     "RemoteTaskError",
     "SchedulerGoneError",
     "SchedulerPlugin",
+    "Security",
     "Semaphore",
     "TaskmillError",
     "UploadDirectory",
