@@ -89,8 +89,7 @@ def test_a_worker_started_first_waits_for_the_scheduler_file(tmp_path: Path) -> 
     path = tmp_path / "later.json"
     with running("taskmill-worker", "--scheduler-file", str(path), "--nthreads", "1",
                  "--death-timeout", "60s") as w:
-        time.sleep(0.5)  # not a synchronisation: the batch system started the worker's job first
-        assert w.popen.poll() is None
+        w.wait_for_line(f"waiting up to 60s for the scheduler file {path}")
         with running("taskmill-scheduler", "--port", "0", "--no-dashboard",
                      "--scheduler-file", str(path)) as sched:
             address = start_scheduler(sched)
@@ -120,6 +119,19 @@ def test_worker_whose_scheduler_never_appears_exits_within_its_death_timeout(nan
     assert time.monotonic() - start < 15
     assert (f"scheduler {address} unreachable for 2s (--death-timeout, default "
             "$TASKMILL_RECONNECT_TIMEOUT)") in out.stderr, out.stderr
+
+
+def test_worker_with_another_token_fails_at_once_not_after_its_death_timeout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKMILL_TOKEN", "the-cluster's")
+    with running("taskmill-scheduler", "--port", "0", "--no-dashboard") as sched:
+        address = start_scheduler(sched)
+        monkeypatch.setenv("TASKMILL_TOKEN", "a-guess")
+        start = time.monotonic()
+        out = subprocess.run([os.path.join(BIN, "taskmill-worker"), address, "--no-nanny",
+                              "--death-timeout", "60s"], capture_output=True, text=True, timeout=60)
+        assert out.returncode != 0 and "refused our token" in out.stderr, out.stderr
+        assert time.monotonic() - start < 30
 
 
 def test_worker_that_loses_its_scheduler_exits_after_its_death_timeout() -> None:
