@@ -190,6 +190,25 @@ def test_a_taken_worker_name_is_refused_clearly() -> None:
             assert "give each worker a unique --name" in out.stderr
 
 
+def test_a_restarted_worker_keeps_its_name() -> None:
+    """The nanny's next worker process may take the name before the scheduler
+    has removed its killed predecessor."""
+    with running("taskmill-scheduler", "--port", "0", "--no-dashboard") as sched:
+        address = start_scheduler(sched)
+        with running("taskmill-worker", address, "--name", "bob") as w, Executor(address) as e:
+            w.wait_for_line("registered with scheduler")
+            wait_for(lambda: len(workers_of(e)) == 1, message="worker joined")
+            ((killed, info),) = workers_of(e).items()
+            os.kill(int(str(info["pid"])), signal.SIGKILL)
+
+            def replaced() -> bool:
+                now = workers_of(e)
+                return killed not in now and [i["name"] for i in now.values()] == ["bob"]
+
+            wait_for(replaced, timeout=30, message="a new worker named bob")
+            assert "already taken" not in "".join(w.lines)
+
+
 def test_local_directory_holds_each_worker_process_directory(tmp_path: Path) -> None:
     base = tmp_path / "scratch"
     with running("taskmill-scheduler", "--port", "0", "--no-dashboard") as sched:
