@@ -178,6 +178,7 @@ class Nanny(Node):
         self.worker_address = line
         self._kill_reason = None
         self.spawn(self._watch(self.process), "watch-worker")
+        logger.info("watching worker %s (pid %d)", line, self.process.pid)
         if self.memory_limit > 0 and self.memory_thresholds.terminate:
             self.spawn(self._watch_memory(self.process), "watch-memory")
 

@@ -196,16 +196,21 @@ def test_a_restarted_worker_keeps_its_name() -> None:
     with running("taskmill-scheduler", "--port", "0", "--no-dashboard") as sched:
         address = start_scheduler(sched)
         with running("taskmill-worker", address, "--name", "bob") as w, Executor(address) as e:
-            w.wait_for_line("registered with scheduler")
+            pid = int(w.wait_for_line(r"watching worker \S+ \(pid (\d+)\)").group(1))
             wait_for(lambda: len(workers_of(e)) == 1, message="worker joined")
             ((killed, info),) = workers_of(e).items()
-            os.kill(int(str(info["pid"])), signal.SIGKILL)
+            assert info["pid"] == pid
+            os.kill(pid, signal.SIGKILL)
 
             def replaced() -> bool:
                 now = workers_of(e)
                 return killed not in now and [i["name"] for i in now.values()] == ["bob"]
 
-            wait_for(replaced, timeout=30, message="a new worker named bob")
+            try:
+                wait_for(replaced, timeout=30, message="a new worker named bob")
+            except AssertionError:
+                raise AssertionError(f"workers {workers_of(e)}\nscheduler:\n{''.join(sched.lines)}"
+                                     f"\nworker:\n{''.join(w.lines)}") from None
             assert "already taken" not in "".join(w.lines)
 
 
