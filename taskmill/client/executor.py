@@ -43,17 +43,25 @@ class Executor(ClusterMethods):
     """Connect to a taskmill cluster, or start an embedded local one.
 
     ``Executor()`` starts a scheduler and worker processes on loopback;
-    ``Executor("host:8786")`` connects to a running scheduler.  Use it as a
+    ``Executor("host:8786")`` connects to a running scheduler, ``Executor(cluster)``
+    to the scheduler of a :class:`~taskmill.cluster.base.Cluster`.  Use it as a
     context manager, or call ``close()`` (twice is fine).
     """
 
-    def __init__(self, address: str | None = None, *, asynchronous: bool = False,
+    def __init__(self, address: str | Any = None, *, asynchronous: bool = False,
                  n_workers: int | None = None, threads_per_worker: int | None = None,
                  processes: bool = True, memory_limit: int | str | None = None,
                  timeout: float = 10.0, set_as_default: bool = True,
                  dashboard_port: int | None = 0,
                  resources: dict[str, float] | None = None) -> None:
         self.asynchronous = asynchronous
+        if address is not None and not isinstance(address, str):
+            if not hasattr(address, "scheduler_address"):
+                raise TypeError(f"Executor(address): give 'host:port', a Cluster, or nothing (an "
+                                f"embedded cluster), not {type(address).__name__}")
+            #: the Cluster this Executor was given (its owner closes it, not the Executor)
+            self.given_cluster = address
+            address = address.scheduler_address
         self._address = normalize_address(address) if address is not None else None
         if resources is not None and self._address is not None:
             raise ValueError("resources= declares what the workers of an embedded cluster have; "
@@ -93,7 +101,7 @@ class Executor(ClusterMethods):
             if address is None:
                 from taskmill.cluster.local import LocalCluster
 
-                self.cluster = LocalCluster(**self._cluster_options)
+                self.cluster = LocalCluster(asynchronous=True, **self._cluster_options)
                 await self.cluster.start()
                 address = self.cluster.scheduler_address
         finally:
