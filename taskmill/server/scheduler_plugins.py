@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from taskmill.plugins import SchedulerPlugin
@@ -137,6 +137,12 @@ class SchedulerPlugins:
             raise ValueError(f"no plugin named {msg.name!r} is registered (registered: {known}); "
                              f"unregister_plugin takes the name register_plugin was given")
         return "OK"
+
+    async def forget_if_unwanted(self, name: str, unwanted: Callable[[str], bool]) -> None:
+        """Drop the plugin ``name`` if ``unwanted(name)`` still holds now (a
+        client may have asked for it again since the decision was made)."""
+        if unwanted(name):
+            await self._forget(name)
 
     async def _forget(self, name: str) -> bool:
         """Drop the plugin ``name`` of any kind, tearing it down; whether there was one."""
