@@ -30,6 +30,19 @@ from taskmill.protocol import DEFAULT_LIMITS, FrameLimits, ProtocolError, except
 from taskmill.protocol.wire_types import Message
 
 
+def unpack_reply(reply: Any, address: str) -> Any:
+    """The result of a request's ``reply`` from ``address``, or its error raised
+    (the remote exception as its original type, see ``exception_from_reply``)."""
+    if not isinstance(reply, dict):
+        raise ProtocolError(f"reply from {address} is not a dict: {reply!r:.200}")
+    status = reply.get("status")
+    if status == "OK":
+        return reply.get("result")
+    if status == "error":
+        raise exception_from_reply(reply)
+    raise ProtocolError(f"reply from {address} has unknown status {status!r:.100}")
+
+
 class ConnectionPool:
     """Reusable comms to many addresses, at most ``limit`` open at once."""
 
@@ -190,14 +203,7 @@ class RPC:
                 raise asyncio.TimeoutError(
                     f"no reply to {msg.get('op')!r} from {self.address} within {limit:g}s{hint}"
                 ) from exc
-        if not isinstance(reply, dict):
-            raise ProtocolError(f"reply from {self.address} is not a dict: {reply!r:.200}")
-        status = reply.get("status")
-        if status == "OK":
-            return reply.get("result")
-        if status == "error":
-            raise exception_from_reply(reply)
-        raise ProtocolError(f"reply from {self.address} has unknown status {status!r:.100}")
+        return unpack_reply(reply, self.address)
 
     async def _exchange(self, msg: dict[str, Any]) -> Any:
         comm = await self.pool.connect(self.address)
