@@ -39,6 +39,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from taskmill import config, config_checks
+
 #: calls kept by a machine that does not validate itself (production)
 DEFAULT_SIZE = 100
 #: calls kept by a machine that validates itself after every event (tests)
@@ -92,7 +94,8 @@ class StimulusLog:
 
     def dump(self, directory: str | None = None) -> str:
         """Write the log to a new file; returns its path."""
-        directory = directory or os.environ.get("TASKMILL_STIMULUS_DIR") or tempfile.gettempdir()
+        directory = (directory or config.read("debug.stimulus-dir", config_checks.directory)
+                     or tempfile.gettempdir())
         os.makedirs(directory, exist_ok=True)
         fd, path = tempfile.mkstemp(prefix=f"taskmill-stimuli-{int(time.time())}-", suffix=".pickle",
                                     dir=directory)

@@ -30,13 +30,13 @@ import importlib
 import importlib.util
 import io
 import logging
-import os
 import pickle
 import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from taskmill import config, config_checks
 from taskmill.protocol.serialize import set_loads
 
 logger = logging.getLogger("taskmill.worker")
@@ -49,8 +49,8 @@ _IMPORTING_FUNCTIONS = {("cloudpickle.cloudpickle", "subimport"),
 
 
 def modules_to_preload() -> list[str]:
-    """The default modules that are installed, then those of ``$TASKMILL_PRELOAD``."""
-    extra = [m.strip() for m in os.environ.get("TASKMILL_PRELOAD", "").split(",") if m.strip()]
+    """The default modules that are installed, then those of option ``worker.preload``."""
+    extra = config.read("worker.preload", config_checks.modules)
     found = [m for m in DEFAULT_MODULES if importlib.util.find_spec(m) is not None]
     return found + [m for m in extra if m not in found]
 
