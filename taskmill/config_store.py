@@ -175,8 +175,8 @@ class Store:
     def rebuild(self, overrides: list[Mapping[str, Any]]) -> None:
         """The collected options with ``overrides`` laid over them in order."""
         config = copy.deepcopy(self.collected)
-        for options in overrides:
-            ConfigSet(config, nullcontext(), {}, options)
+        for options in overrides:  # leaf by leaf: setting a section keeps its other options
+            ConfigSet(config, nullcontext(), {}, flatten(options))
         self.donfig.config = config
 
     def get(self, key: str) -> Any:
