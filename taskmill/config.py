@@ -12,7 +12,7 @@ process whose nanny started this worker process), an environment variable
 ``/etc/taskmill/``), the defaults.  :mod:`taskmill.config_store` reads them.
 
 Speed.  ``import taskmill`` imports only this module: the store (donfig and
-PyYAML, about 30 ms) is built on the first :func:`get`, :func:`read` or
+PyYAML, about 15 ms) is built on the first :func:`get`, :func:`read` or
 :func:`set`.  Values are cached per key (:func:`read` caches them checked and
 converted, which is what a timeout read per request uses); the caches are
 dropped whenever :func:`set` takes effect or ends, or :func:`refresh` runs.
@@ -144,6 +144,9 @@ def refresh() -> None:
     gave stays in force)."""
     global _store
     with _lock:
+        if _store is None:
+            _load()  # the first reading (with what a parent process set)
+            return
         from taskmill.config_store import Store
 
         _store = Store()
@@ -159,13 +162,12 @@ def origin(key: str) -> str:
         store = _load()
         store.get(key)
         wanted = normal(key).split(".")
-        setter = None
-        for override in reversed(_overrides):  # the last one setting key (or its section) wins
+        for override in reversed(_overrides):  # the last one setting key, in or above it, wins
             for given in flatten(override.options):
                 parts = normal(given).split(".")
                 if parts[:len(wanted)] == wanted or wanted[:len(parts)] == parts:
-                    setter = setter or override.origin
-        return store.origin(key, setter)
+                    return store.origin(key, override.origin)
+        return store.origin(key, None)
 
 
 def entries() -> list[tuple[str, Any, str]]:

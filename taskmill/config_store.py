@@ -14,7 +14,7 @@ precedence first:
 2. YAML files in donfig's search path: ``/etc/taskmill/`` (or
    ``$TASKMILL_ROOT_CONFIG``), ``<prefix>/etc/taskmill/``,
    ``~/.config/taskmill/`` and ``$TASKMILL_CONFIG``, later ones winning;
-3. environment variables, through :class:`EnvironmentView`:
+3. environment variables, through :func:`option_variables`:
    ``TASKMILL_SECTION__KEY`` (``__`` separates levels, ``_`` stands for
    ``-``, the value is a Python literal or else a string) for the sections of
    the defaults, and the older names of :data:`OLD_VARIABLES`, which set the
@@ -78,8 +78,8 @@ OLD_VARIABLES: dict[str, str] = {
 
 def load_defaults() -> dict[str, Any]:
     """The defaults shipped with taskmill, as a nested dict."""
-    with open(DEFAULTS_FILE) as f:
-        defaults: dict[str, Any] = yaml.safe_load(f)
+    with open(DEFAULTS_FILE) as f:  # libyaml's loader when there is one: a third of the time
+        defaults: dict[str, Any] = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     return defaults
 
 
@@ -115,33 +115,19 @@ def flatten(options: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-class EnvironmentView(Mapping[str, str]):
-    """The ``TASKMILL_*`` variables of ``os.environ`` that are options, old
-    names translated to new ones; read afresh on each use."""
-
-    def __init__(self, sections: set[str]) -> None:
-        self.sections = sections
-
-    def _current(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for name, key in OLD_VARIABLES.items():
-            text = os.environ.get(name, "")
-            if text.strip():  # empty meant "not set" for the old names
-                out[variable_name(key)] = text
-        for name, text in os.environ.items():
-            if name.startswith(PREFIX) and "__" in name and name != INHERIT_VARIABLE:
-                if normal(name[len(PREFIX):].split("__", 1)[0].lower()) in self.sections:
-                    out[name] = text
-        return out
-
-    def __getitem__(self, name: str) -> str:
-        return self._current()[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._current())
-
-    def __len__(self) -> int:
-        return len(self._current())
+def option_variables(sections: set[str]) -> dict[str, str]:
+    """The ``TASKMILL_*`` variables of ``os.environ`` that set options, by
+    their new names, each with the variable it was read from: an old name
+    (ignored when empty, as before) or the new name itself, which wins."""
+    found: dict[str, str] = {}
+    for old, key in OLD_VARIABLES.items():
+        if os.environ.get(old, "").strip():
+            found[variable_name(key)] = old
+    for name in os.environ:
+        if name.startswith(PREFIX) and "__" in name and name != INHERIT_VARIABLE:
+            if normal(name[len(PREFIX):].split("__", 1)[0].lower()) in sections:
+                found[name] = name
+    return found
 
 
 class Store:
@@ -151,10 +137,12 @@ class Store:
     def __init__(self) -> None:
         self.defaults = load_defaults()
         self.known = {normal(k) for k, _ in leaves(self.defaults)}
-        self.env = EnvironmentView(set(self.defaults))
-        self.donfig = donfig.Config("taskmill", defaults=[self.defaults], env=self.env)
+        #: new name -> the variable it was read from, as the environment was when the store was built
+        self.variables = option_variables(set(self.defaults))
+        environment = {name: os.environ[source] for name, source in self.variables.items()}
+        self.donfig = donfig.Config("taskmill", defaults=[self.defaults], env=environment)
         self.collected = copy.deepcopy(self.donfig.config)
-        self._warn_unknown_variables()
+        self._warn_unknown()
 
     @property
     def paths(self) -> list[str]:
@@ -206,23 +194,28 @@ class Store:
         if overridden is not None:
             return overridden
         name = variable_name(normal(key))
-        if name in os.environ and name != INHERIT_VARIABLE:
+        source = self.variables.get(name)
+        if source == name:
             return f"the environment variable {name}"
-        for old, new in OLD_VARIABLES.items():
-            if new == normal(key) and (os.environ.get(old) or "").strip():
-                return f"the environment variable {old} (the old name of {new})"
+        if source is not None:
+            return f"the environment variable {source} (the old name of {normal(key)})"
         for path in reversed(self.files()):
             tree: Any = collect_yaml([path])
             if tree and _has(tree[0], key):
                 return f"the file {path}"
         return "the defaults (taskmill/taskmill.yaml)"
 
-    def _warn_unknown_variables(self) -> None:
-        for name in self.env:
-            key = normal(name[len(PREFIX):].lower().replace("__", "."))
+    def _warn_unknown(self) -> None:
+        """A warning for each variable or file entry that sets no option (a typo, most likely)."""
+        found = [(f"the environment variable {name}", normal(name[len(PREFIX):].lower().replace("__", ".")))
+                 for name in self.variables]
+        for path in self.files():
+            for tree in collect_yaml([path]):
+                found += [(f"{key!r} in {path}", normal(key)) for key, value in leaves(tree)
+                          if not isinstance(value, Mapping)]  # an empty section is no typo
+        for where, key in found:
             if key not in self.known:
-                warnings.warn(f"the environment variable {name} sets no taskmill option: "
-                              f"{self.unknown(key)}", stacklevel=3)
+                warnings.warn(f"{where} sets no taskmill option: {self.unknown(key)}", stacklevel=4)
 
 
 def _has(tree: Any, key: str) -> bool:

@@ -3,6 +3,7 @@ names, clear errors, and options set in a client reaching its worker processes."
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -149,7 +150,7 @@ def test_other_bad_values(options: Any) -> None:
     assert configured_limits().max_message_bytes == 2**20
 
 
-def test_unknown_options_are_refused_with_the_nearest_names(environ: Any) -> None:
+def test_unknown_options_are_refused_with_the_nearest_names(home: Path, environ: Any) -> None:
     with pytest.raises(KeyError, match="no option 'comm.timeouts.conect'; did you mean comm.timeouts.connect"):
         config.set({"comm.timeouts.conect": 3})
     with pytest.raises(KeyError, match="no option 'nothing.like.this'"):
@@ -157,8 +158,13 @@ def test_unknown_options_are_refused_with_the_nearest_names(environ: Any) -> Non
     with pytest.warns(UserWarning, match="TASKMILL_WORKER__MEMORY__PAWS sets no taskmill option.*"
                                          "worker.memory.pause"):
         environ({"TASKMILL_WORKER__MEMORY__PAWS": "0.5"})
+    typo = write(Path(os.environ["TASKMILL_ROOT_CONFIG"]) / "typo.yaml", "comm:\n  timeout:\n    data: 1\n")
+    with pytest.warns(UserWarning, match=f"'comm.timeout.data' in {typo} sets no taskmill option.*"
+                                         "comm.timeouts.data"):
+        environ({"TASKMILL_WORKER__MEMORY__PAWS": None})
+    typo.unlink()
     # variables that are not options (the shared secret, TLS files) are left alone
-    environ({"TASKMILL_TOKEN": "not-an-option", "TASKMILL_WORKER__MEMORY__PAWS": None})
+    environ({"TASKMILL_TOKEN": "not-an-option"})
     assert "token" not in [key.split(".")[0] for key, _, _ in config.entries()]
 
 
