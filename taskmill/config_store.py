@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import json
 import os
 import warnings
 from collections.abc import Iterator, Mapping
@@ -230,12 +231,18 @@ def _has(tree: Any, key: str) -> bool:
 
 
 def serialize_overrides(overrides: list[Mapping[str, Any]]) -> str:
-    """The options set in this process, as the text of :data:`INHERIT_VARIABLE`."""
-    try:
-        return donfig.serialize([flatten(o) for o in overrides])
-    except TypeError as exc:
-        raise TypeError(f"an option set with taskmill.config.set cannot be passed on to worker "
-                        f"processes: {exc} (give numbers, strings, booleans, lists or dicts)") from None
+    """The options set in this process, as the text of :data:`INHERIT_VARIABLE`
+    (JSON, as dask's); TypeError naming an option whose value JSON cannot hold."""
+    flat = [flatten(o) for o in overrides]
+    for options in flat:
+        for key, value in options.items():
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError):
+                raise TypeError(f"option {key} = {value!r} (set with taskmill.config.set) cannot be "
+                                f"passed on to worker processes: give a number, string, boolean, "
+                                f"list or dict") from None
+    return donfig.serialize(flat)
 
 
 def inherited_overrides() -> list[dict[str, Any]]:

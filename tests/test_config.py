@@ -204,3 +204,10 @@ def test_a_worker_process_sees_options_set_in_the_client(no_leaks: None, options
         (data, origin, pause), = seen.values()
         assert (data, pause) == (123, 0.75)
         assert origin == "taskmill.config.set in the parent process"
+
+
+def test_an_option_worker_processes_cannot_receive_is_named(options: Any) -> None:
+    options({"debug.stimulus-dir": Path("/tmp")})
+    with pytest.raises(TypeError, match=r"option debug.stimulus-dir = PosixPath\('/tmp'\) \(set with "
+                                        r"taskmill.config.set\) cannot be passed on to worker processes"):
+        config.inheritable()

@@ -5,9 +5,9 @@ function and arguments pull in when they are unpickled: ``numpy`` and
 ``dask`` alone cost about 0.4 s, on the critical path of the first
 computation.  A worker process therefore imports them in a background thread
 as soon as it starts, while it is still idle: ``numpy`` and ``dask`` when
-installed, plus the comma-separated modules in ``$TASKMILL_PRELOAD`` (for
-users' own heavy libraries; a module that fails to import is logged and
-skipped).
+installed, plus the modules of option ``worker.preload`` (for users' own
+heavy libraries: a list, or the comma-separated ``$TASKMILL_PRELOAD``; a
+module that fails to import is logged and skipped).
 
 Two threads importing one package at once are not safe: Python's per-module
 locks see a deadlock between numpy's interdependent submodules and hand one
