@@ -5,10 +5,10 @@ The ring (:class:`LogRing`) is one ``logging.Handler`` per process on the
 ``taskmill`` logger, installed by the first server node (scheduler, worker or
 nanny) the process starts: a deque of at most ``logging.length`` records (an
 option of :mod:`taskmill.config`, default :data:`RING_SIZE`), oldest dropped
-first.  It keeps what the ``taskmill`` loggers let through at their configured level: INFO in worker
-processes and the command-line programs (``setup_logging``), the
-application's own configuration in a process that embeds a scheduler or
-in-process workers (Python's default there is WARNING).  Nodes of one process
+first.  It keeps what the ``taskmill`` loggers let through at their
+configured level: INFO in worker processes and the command-line programs
+(``setup_logging``), the application's own configuration in a process that
+embeds a scheduler or in-process workers (Python's default there is WARNING).  Nodes of one process
 (an embedded scheduler with in-process workers) share its one ring, as they
 share its loggers.
 """
