@@ -60,8 +60,8 @@ def no_leaks() -> Iterator[None]:
 
 
 @pytest.fixture
-def options() -> Iterator[Callable[[Mapping[str, Any]], None]]:
-    """``options({"comm.timeouts.request": 0.5})``: taskmill options set
+def set_options() -> Iterator[Callable[[Mapping[str, Any]], None]]:
+    """``set_options({"comm.timeouts.request": 0.5})``: taskmill options set
     (``taskmill.config.set``) until the end of the test."""
     from taskmill import config
 
@@ -70,8 +70,8 @@ def options() -> Iterator[Callable[[Mapping[str, Any]], None]]:
 
 
 @pytest.fixture
-def environ() -> Iterator[Callable[[Mapping[str, str | None]], None]]:
-    """``environ({"TASKMILL_DATA_TIMEOUT": "5"})``: environment variables set
+def set_environment() -> Iterator[Callable[[Mapping[str, str | None]], None]]:
+    """``set_environment({"TASKMILL_DATA_TIMEOUT": "5"})``: environment variables set
     (None: removed) and read by ``taskmill.config.refresh()``; both undone at
     the end of the test."""
     from taskmill import config

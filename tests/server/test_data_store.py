@@ -148,14 +148,14 @@ def test_monitor_pauses_past_80_percent_and_resumes_below(tmp_path: Path) -> Non
     assert pauses == [True, False] and not m.paused
 
 
-def test_thresholds_from_the_configuration(environ: Any, options: Any) -> None:
-    environ({"TASKMILL_MEMORY_PAUSE": "off", "TASKMILL_MEMORY_TERMINATE": "0.9"})  # the old names
+def test_thresholds_from_the_configuration(set_environment: Any, set_options: Any) -> None:
+    set_environment({"TASKMILL_MEMORY_PAUSE": "off", "TASKMILL_MEMORY_TERMINATE": "0.9"})  # the old names
     t = MemoryThresholds.from_config()
     assert (t.target, t.spill, t.pause, t.terminate) == (0.6, 0.7, 0.0, 0.9)
-    options({"worker.memory.target": False, "worker.memory.monitor-interval": 0.5})
+    set_options({"worker.memory.target": False, "worker.memory.monitor-interval": 0.5})
     t = MemoryThresholds.from_config()
     assert (t.target, t.interval) == (0.0, 0.5)
-    environ({"TASKMILL_MEMORY_SPILL": "lots"})
+    set_environment({"TASKMILL_MEMORY_SPILL": "lots"})
     with pytest.raises(ValueError, match="worker.memory.spill = 'lots' from the environment variable "
                                          "TASKMILL_MEMORY_SPILL .*: expected a fraction"):
         MemoryThresholds.from_config()

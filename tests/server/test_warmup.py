@@ -16,8 +16,8 @@ from taskmill import Executor
 from taskmill.server.warmup import ImportGate, modules_to_preload, start_warm_imports
 
 
-def test_defaults_then_user_modules(environ: Any) -> None:
-    environ({"TASKMILL_PRELOAD": " json , numpy,,"})  # the old variable: a comma-separated list
+def test_defaults_then_user_modules(set_environment: Any) -> None:
+    set_environment({"TASKMILL_PRELOAD": " json , numpy,,"})  # the old variable: a comma-separated list
     modules = modules_to_preload()
     assert modules[:2] == ["numpy", "dask"]  # both installed in the test environment
     assert modules[2:] == ["json"]  # numpy is not repeated
