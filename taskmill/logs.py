@@ -8,9 +8,9 @@ option of :mod:`taskmill.config`, default :data:`RING_SIZE`), oldest dropped
 first.  It keeps what the ``taskmill`` loggers let through at their
 configured level: INFO in worker processes and the command-line programs
 (``setup_logging``), the application's own configuration in a process that
-embeds a scheduler or in-process workers (Python's default there is WARNING).  Nodes of one process
-(an embedded scheduler with in-process workers) share its one ring, as they
-share its loggers.
+embeds a scheduler or in-process workers (Python's default there is
+WARNING).  Nodes of one process (an embedded scheduler with in-process
+workers) share its one ring, as they share its loggers.
 """
 
 from __future__ import annotations

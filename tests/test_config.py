@@ -211,3 +211,9 @@ def test_an_option_worker_processes_cannot_receive_is_named(set_options: Any) ->
     with pytest.raises(TypeError, match=r"option debug.stimulus-dir = PosixPath\('/tmp'\) \(set with "
                                         r"taskmill.config.set\) cannot be passed on to worker processes"):
         config.inheritable()
+
+
+def test_each_timeout_names_the_old_variable_of_its_option() -> None:
+    named = [t for t in vars(timeouts).values() if isinstance(t, timeouts.Timeout)]
+    assert len(named) == 7
+    assert all(OLD_VARIABLES[t.env] == t.key for t in named)

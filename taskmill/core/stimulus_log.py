@@ -11,9 +11,10 @@ per call, e.g. the worker's gather pass, so the grouping is kept).
 
 When ``validate()`` fails, or ``handle`` raises, the machine writes the log
 to a file (``dump``: a pickle, in the directory of option
-``debug.stimulus-dir`` or the temporary directory) and names the file in the error.  :func:`replay` builds a fresh
-machine from the file and feeds it the events one at a time, validating after
-each, so the failure happens again under a debugger, at the first event that
+``debug.stimulus-dir`` or the temporary directory) and names the file in the
+error.  :func:`replay` builds a fresh machine from the file and feeds it the
+events one at a time, validating after each, so the failure happens again
+under a debugger, at the first event that
 breaks an invariant.  Random-scenario tests use the same file to keep a
 failing schedule.
 
