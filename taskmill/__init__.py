@@ -15,6 +15,7 @@ from taskmill.client.shared import Queue, Variable
 from taskmill.client.waiting import as_completed, fire_and_forget, wait
 from taskmill.client.worker_client import get_client, get_worker, rejoin, secede, worker_client
 from taskmill.security import Security
+from taskmill import config
 from taskmill.plugins import Environ, NannyPlugin, SchedulerPlugin, UploadDirectory, WorkerPlugin
 from taskmill.errors import (
     ActorLostError,
@@ -70,6 +71,7 @@ __all__ = [
     "WorkerPlugin",
     "Variable",
     "as_completed",
+    "config",
     "fire_and_forget",
     "futures_of",
     "get_client",

@@ -23,8 +23,8 @@ from taskmill.server.scheduler import Scheduler
 @click.option("--preload", multiple=True, metavar="MODULE",
               help="A module (name or .py path) whose taskmill_setup(scheduler) runs at start and "
                    "taskmill_teardown(scheduler) at close; may be repeated.")
-@click.option("--log-level", default=None, envvar="TASKMILL_LOG_LEVEL",
-              help="DEBUG, INFO, WARNING or ERROR  [default: $TASKMILL_LOG_LEVEL or INFO]")
+@click.option("--log-level", default=None,
+              help="DEBUG, INFO, WARNING or ERROR  [default: option logging.level, INFO]")
 def main(host: str, port: int, dashboard_port: int, no_dashboard: bool, insecure: bool,
          heartbeat_timeout: float, preload: tuple[str, ...], log_level: str | None) -> None:
     """Start a taskmill scheduler."""

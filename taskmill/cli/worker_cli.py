@@ -34,11 +34,11 @@ from taskmill.server.worker import Worker
 @click.option("--preload", multiple=True, metavar="MODULE",
               help="A module (name or .py path) whose taskmill_setup(worker) runs at start and "
                    "taskmill_teardown(worker) at close; may be repeated.")
-@click.option("--log-level", default="INFO", envvar="TASKMILL_LOG_LEVEL", show_default=True,
-              help="DEBUG, INFO, WARNING or ERROR (also from $TASKMILL_LOG_LEVEL).")
+@click.option("--log-level", default=None,
+              help="DEBUG, INFO, WARNING or ERROR  [default: option logging.level, INFO]")
 def main(scheduler_address: str, nthreads: int | None, nworkers: int, memory_limit: str,
          no_nanny: bool, host: str, name: str, resources: str, insecure: bool,
-         preload: tuple[str, ...], log_level: str) -> None:
+         preload: tuple[str, ...], log_level: str | None) -> None:
     """Start workers that connect to the scheduler at SCHEDULER_ADDRESS (host:port)."""
     setup_logging(log_level)
     check_host_is_safe(host, insecure)

@@ -26,7 +26,7 @@ from typing import Any
 from taskmill import timeouts
 from taskmill.comm.addressing import normalize_address
 from taskmill.comm.core import CommClosedError, Comm, connect
-from taskmill.protocol import DEFAULT_LIMITS, FrameLimits, ProtocolError, exception_from_reply
+from taskmill.protocol import FrameLimits, ProtocolError, exception_from_reply
 from taskmill.protocol.wire_types import Message
 
 
@@ -50,7 +50,7 @@ class ConnectionPool:
         self,
         limit: int = 512,
         timeout: float | timeouts.Timeout = timeouts.CONNECT,
-        limits: FrameLimits = DEFAULT_LIMITS,
+        limits: FrameLimits | None = None,
     ) -> None:
         self.limit = limit
         self.timeout = timeout

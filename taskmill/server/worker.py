@@ -132,8 +132,8 @@ class Worker(Node):
         self.local_directory = local_directory or os.path.join(
             os.environ.get("TMPDIR", "/tmp"), f"taskmill-worker-{os.getpid()}-{id(self):x}")
         self._validate = validate
-        #: fractions of ``memory_limit`` for spilling and pausing (default: from the environment)
-        self.memory_thresholds = t = memory_thresholds or MemoryThresholds.from_env()
+        #: fractions of ``memory_limit`` for spilling and pausing (default: from the configuration)
+        self.memory_thresholds = t = memory_thresholds or MemoryThresholds.from_config()
         fraction = t.target or t.spill
         self.data = DataStore(os.path.join(self.local_directory, "spill"),
                               int(memory_limit * fraction) if memory_limit > 0 and fraction else 0)
@@ -205,7 +205,7 @@ class Worker(Node):
             raise TimeoutError(
                 f"the scheduler at {self.scheduler_address} did not answer this worker's "
                 f"registration within {timeouts.REQUEST.get():g}s "
-                f"(set {timeouts.REQUEST.env} to change it)") from None
+                f"({timeouts.REQUEST.hint})") from None
         try:
             answer = decode(reply)
         except ProtocolError as exc:

@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--watch-stdin", action="store_true")
     p.add_argument("--local-directory", default=None)  # uploads, spilled data
     p.add_argument("--preload", action="append", default=[])  # modules with taskmill_setup(worker)
-    p.add_argument("--log-level", default=None)  # None: $TASKMILL_LOG_LEVEL, else INFO
+    p.add_argument("--log-level", default=None)  # None: option logging.level
     return p.parse_args(argv)
 
 
