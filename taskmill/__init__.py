@@ -2,8 +2,13 @@
 
 ``Executor`` connects to a cluster (or starts one on this machine), runs
 Python calls there and returns ``Future`` objects; see docs/api.md for
-the contract.  Importing taskmill does not import dask, numpy or pandas.
+the contract.  Importing taskmill does not import dask, numpy or pandas;
+the clusters of optional libraries (``SSHCluster``: asyncssh) are imported
+when first named (``taskmill.SSHCluster``, ``from taskmill import SSHCluster``).
 """
+
+import importlib
+from typing import Any
 
 from taskmill.client.actor import Actor, ActorFuture
 from taskmill.client.executor import Executor
@@ -27,6 +32,18 @@ from taskmill.errors import (
 )
 
 __version__ = "0.1.0"
+
+#: names whose modules import an optional library: loaded on first use
+_LAZY = {"SSHCluster": "taskmill.cluster.ssh"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'taskmill' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "Actor",

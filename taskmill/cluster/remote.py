@@ -31,12 +31,15 @@ import json
 import logging
 import re
 import shlex
+import warnings
 from collections import deque
 from pathlib import Path
 from typing import Any
 
 try:
-    import asyncssh
+    with warnings.catch_warnings():  # asyncssh still names DSA keys, which cryptography deprecates
+        warnings.filterwarnings("ignore", message="DSA is deprecated")
+        import asyncssh
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError("SSHCluster needs asyncssh: pip install 'taskmill[ssh]' (or asyncssh)") from exc
 
