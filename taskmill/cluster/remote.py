@@ -120,8 +120,13 @@ class RemoteProcess:
         """Connect and start the program (then ``expect`` what it says)."""
         self._conn = await connect(self.host, self.connect_options, timeout)
         command = launch_command(self.python, self.module, self.args)
-        self._proc = await self._conn.create_process(command, stderr=asyncssh.STDOUT,
-                                                     encoding="utf-8")
+        try:
+            self._proc = await self._conn.create_process(command, stderr=asyncssh.STDOUT,
+                                                         encoding="utf-8")
+        except asyncssh.Error as exc:
+            raise RemoteError(f"{self.label} on {self.host}: SSH would not run a command "
+                              f"({exc.reason}); check the account's shell and sshd's "
+                              f"MaxSessions") from None
         self._proc.stdin.write(json.dumps(self._environ) + "\n")
         self._reader = asyncio.ensure_future(self._read())
 

@@ -83,6 +83,9 @@ def test_two_workers_compute(make_cluster: Callable[..., SSHCluster], sshd: SSHS
     # the secret is in no command line of the cluster's processes
     running = cluster_processes(sshd, security.token)
     assert running and not any(str(security.token) in line for line in running)
+    cluster.close()
+    cluster.close()  # twice is fine
+    assert cluster.status == "closed"
 
 
 def test_scale_up_and_down_keeps_data(make_cluster: Callable[..., SSHCluster]) -> None:
