@@ -122,7 +122,7 @@ class RemoteProcess:
         command = launch_command(self.python, self.module, self.args)
         try:
             self._proc = await self._conn.create_process(command, stderr=asyncssh.STDOUT,
-                                                         encoding="utf-8")
+                                                         encoding="utf-8", errors="replace")
         except asyncssh.Error as exc:
             raise RemoteError(f"{self.label} on {self.host}: SSH would not run a command "
                               f"({exc.reason}); check the account's shell and sshd's "
@@ -171,6 +171,8 @@ class RemoteProcess:
         finally:
             if self._lines is not None:
                 self._lines.put_nowait(None)
+            if not self.closing and self._conn is not None:
+                self._conn.close()  # ended by itself: nothing more to say on this connection
 
     def ended(self) -> str | None:
         """Why the program stopped by itself; None while it runs or after ``close``."""

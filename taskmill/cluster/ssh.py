@@ -49,7 +49,8 @@ _LAUNCHED = re.compile(re.escape(STARTED))
 #: seconds to wait for the dashboard's line once the scheduler is ready
 DASHBOARD_WAIT = 10.0
 #: options the cluster sets itself, per program
-_RESERVED = {"worker": {"scheduler_address", "host", "name"}, "scheduler": {"host"}}
+_RESERVED = {"worker": {"scheduler_address", "scheduler_file", "host", "name"},
+             "scheduler": {"host"}}
 
 
 def command_line_options(program: str, command: click.Command,
@@ -162,6 +163,7 @@ class SSHCluster(Cluster):
             {"port": 0, "dashboard_port": 0, **(scheduler_options or {})})
         self.startup_timeout = startup_timeout
         self.scheduler_process: RemoteProcess | None = None
+        self._placed: list[SSHGroup] = []
         if not asynchronous:
             try:
                 self._sync(self._start())
@@ -212,10 +214,14 @@ class SSHCluster(Cluster):
             await self.scheduler_process.close(GRACE + 5.0)
 
     def _new_group(self, name: str) -> SSHGroup:
-        load = Counter(g.host_index for g in self.groups.values() if isinstance(g, SSHGroup))
+        # the groups that run or are about to (one launch makes several before starting any)
+        self._placed = [g for g in self._placed if not g.process.closing and g.ended() is None]
+        load = Counter(g.host_index for g in self._placed)
         index = min(range(1, len(self.hosts)), key=lambda i: load[i])
         host = self.hosts[index]
         process = self._process(index, "taskmill.cli.worker_cli",
                                 [self.scheduler_address, "--name", name, "--host", host,
                                  *self.worker_args], name)
-        return SSHGroup(name, self.workers_per_group, index, process, self.startup_timeout)
+        group = SSHGroup(name, self.workers_per_group, index, process, self.startup_timeout)
+        self._placed.append(group)
+        return group

@@ -1,7 +1,7 @@
 """A real OpenSSH server on a loopback port, for the SSHCluster tests.
 
 ``sshd`` (Debian's openssh-server, started by absolute path with a
-configuration of its own) listens on 127.0.0.1 with a generated host key and
+configuration of its own) listens on 127.0.0.1, .2 and .3 with a generated host key and
 admits root with a generated user key (``authorized_keys`` in the fixture's
 directory, ``StrictModes no`` since it is under /tmp).  The tests log in as
 root: they skip, saying why, when sshd is missing or they are not root.
@@ -27,6 +27,8 @@ import pytest
 
 SSHD = Path("/usr/sbin/sshd")
 ROOT = Path(__file__).resolve().parents[2]
+#: addresses sshd listens on: three "hosts" (all of 127/8 is this machine's loopback)
+LOOPBACK_HOSTS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
 
 
 @dataclass
@@ -80,7 +82,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
     port = _free_port()
     config = directory / "sshd_config"
     config.write_text("\n".join([
-        f"ListenAddress 127.0.0.1:{port}", f"HostKey {directory / 'host_key'}",
+        *(f"ListenAddress {host}:{port}" for host in LOOPBACK_HOSTS), f"HostKey {directory / 'host_key'}",
         f"AuthorizedKeysFile {directory / 'authorized_keys'}", f"PidFile {directory / 'sshd.pid'}",
         "StrictModes no", "PermitRootLogin prohibit-password", "PasswordAuthentication no",
         "KbdInteractiveAuthentication no", "UsePAM no", "MaxStartups 100", "LogLevel ERROR", ""]))

@@ -18,7 +18,7 @@ import pytest
 from taskmill import Executor, Security, wait
 from taskmill.cluster.remote import RemoteError
 from tests.conftest import wait_for
-from tests.ssh.conftest import SSHServer, cluster_processes
+from tests.ssh.conftest import LOOPBACK_HOSTS, SSHServer, cluster_processes
 
 pytest.importorskip("asyncssh")
 from taskmill.cluster.ssh import SSHCluster  # noqa: E402
@@ -72,12 +72,14 @@ def test_import_taskmill_leaves_asyncssh_alone() -> None:
 
 def test_two_workers_compute(make_cluster: Callable[..., SSHCluster], sshd: SSHServer,
                              security: Security) -> None:
-    cluster = make_cluster(["127.0.0.1", "127.0.0.1", "127.0.0.1"])
+    cluster = make_cluster(LOOPBACK_HOSTS)
     assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
     assert cluster.dashboard_link is not None and cluster.dashboard_link.startswith("http")
     with Executor(cluster) as ex:
         workers = ex.scheduler_info()["workers"]
-        assert sorted(w["name"] for w in workers.values()) == ["ssh-0", "ssh-1"]
+        # one worker on each worker host, listening on its host's address
+        assert sorted((w["name"], a.rpartition(":")[0]) for a, w in workers.items()) == [
+            ("ssh-0", "tcp://127.0.0.2"), ("ssh-1", "tcp://127.0.0.3")]
         assert ex.submit(sum, [1, 2, 3]).result() == 6
         assert sum(ex.gather(ex.map(lambda x: x * x, range(20)))) == sum(x * x for x in range(20))
     # the secret is in no command line of the cluster's processes
@@ -115,6 +117,15 @@ def test_a_refused_host_says_which_and_what_to_do(make_cluster: Callable[..., SS
         closed = s.getsockname()[1]
     with pytest.raises(RemoteError, match=rf"cannot connect to 127.0.0.1:{closed} over SSH.*sshd"):
         make_cluster(connect_options=sshd.connect_options(port=closed))
+
+
+def test_a_refused_worker_host_closes_the_cluster(make_cluster: Callable[..., SSHCluster],
+                                                  sshd: SSHServer) -> None:
+    good = sshd.connect_options()
+    with pytest.raises(RuntimeError, match=r"ssh-1: cannot connect to 127.0.0.1:1 over SSH"):
+        make_cluster(["127.0.0.1", "127.0.0.1", "127.0.0.1"],
+                     connect_options=[good, good, sshd.connect_options(port=1)])
+    # (the fixture checks that the scheduler and the other worker are gone)
 
 
 def test_a_key_the_host_refuses_says_so(make_cluster: Callable[..., SSHCluster],
@@ -213,3 +224,10 @@ def test_asynchronous_use(sshd: SSHServer, security: Security) -> None:
     assert asyncio.run(main()).status == "closed"
     wait_for(lambda: not cluster_processes(sshd, security.token), timeout=20,
              message="no processes left on the host")
+
+
+def test_a_worker_that_exits_is_reported_with_its_output(
+        make_cluster: Callable[..., SSHCluster]) -> None:
+    with pytest.raises(RuntimeError, match=r"(?s)worker group ssh-0 ended: ssh-0 on 127.0.0.1: "
+                                           r"taskmill.cli.worker_cli exited with status \d+.*'lots'"):
+        make_cluster(worker_options={"memory_limit": "lots"})
