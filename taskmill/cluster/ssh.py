@@ -146,21 +146,29 @@ class SSHCluster(Cluster):
                              "others the workers, so give at least two (the same host twice "
                              "runs both on one machine)")
         worker_options = dict(worker_options or {})
-        nworkers = int(worker_options.get("nworkers", 1))
+        nworkers = worker_options.get("nworkers", 1)
+        if not isinstance(nworkers, int) or isinstance(nworkers, bool) or nworkers < 1:
+            raise ValueError(f"SSHCluster(worker_options={{'nworkers': {nworkers!r}}}): the "
+                             f"number of workers per worker program must be an integer >= 1")
         nthreads = worker_options.get("nthreads")
+        # everything is checked before the base starts its event loop thread
+        connect = [dict(o) for o in _per_host("connect_options", connect_options, hosts, {})]
+        pythons = [str(p) for p in _per_host("remote_python", remote_python, hosts, sys.executable)]
+        worker_args = command_line_options("worker", worker_cli.main, worker_options)
+        scheduler_args = command_line_options("scheduler", scheduler_cli.main,
+                                              {"port": 0, "dashboard_port": 0,
+                                               **(scheduler_options or {})})
         super().__init__(asynchronous=asynchronous,
                          security=security if security is not None else Security.temporary(),
                          workers_per_group=nworkers,
                          threads_per_worker=int(nthreads) if nthreads is not None else None)
         self.hosts = list(hosts)
-        self.connect_options = [dict(o) for o in _per_host("connect_options", connect_options,
-                                                           hosts, {})]
-        self.remote_python = [str(p) for p in _per_host("remote_python", remote_python, hosts,
-                                                        sys.executable)]
-        self.worker_args = command_line_options("worker", worker_cli.main, worker_options)
-        self.scheduler_args = command_line_options(
-            "scheduler", scheduler_cli.main,
-            {"port": 0, "dashboard_port": 0, **(scheduler_options or {})})
+        #: asyncssh.connect options, per host
+        self.connect_options = connect
+        #: the python to run on each host
+        self.remote_python = pythons
+        self.worker_args = worker_args
+        self.scheduler_args = scheduler_args
         self.startup_timeout = startup_timeout
         self.scheduler_process: RemoteProcess | None = None
         self._placed: list[SSHGroup] = []

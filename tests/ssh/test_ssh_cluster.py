@@ -163,7 +163,7 @@ def test_a_remote_python_without_taskmill_says_so(make_cluster: Callable[..., SS
         make_cluster(remote_python=[sshd.python, "/usr/bin/python3"])
 
 
-def test_bad_options_fail_before_connecting(sshd: SSHServer) -> None:
+def test_bad_options_fail_before_connecting(no_leaks: None) -> None:
     with pytest.raises(ValueError, match=r"unknown option 'threads'.*nthreads"):
         SSHCluster(HOSTS, worker_options={"threads": 2})
     with pytest.raises(ValueError, match=r"sets host itself"):
@@ -172,6 +172,8 @@ def test_bad_options_fail_before_connecting(sshd: SSHServer) -> None:
         SSHCluster(["127.0.0.1"])
     with pytest.raises(ValueError, match=r"one per host \(2\), not 3"):
         SSHCluster(HOSTS, remote_python=["a", "b", "c"])
+    with pytest.raises(ValueError, match=r"'nworkers': 0.*integer >= 1"):
+        SSHCluster(HOSTS, worker_options={"nworkers": 0})
 
 
 _OWNER = """
@@ -231,3 +233,14 @@ def test_a_worker_that_exits_is_reported_with_its_output(
     with pytest.raises(RuntimeError, match=r"(?s)worker group ssh-0 ended: ssh-0 on 127.0.0.1: "
                                            r"taskmill.cli.worker_cli exited with status \d+.*'lots'"):
         make_cluster(worker_options={"memory_limit": "lots"})
+
+
+def test_several_workers_per_program(make_cluster: Callable[..., SSHCluster]) -> None:
+    cluster = make_cluster(worker_options={**WORKER, "nworkers": 2})
+    with Executor(cluster) as ex:
+        names = sorted(w["name"] for w in ex.scheduler_info()["workers"].values())
+        assert names == ["ssh-0-0", "ssh-0-1"]
+        cluster.scale(3)  # rounded up to whole programs: two of them, four workers
+        assert len(cluster.groups) == 2
+        cluster.wait_for_workers(4, timeout=30)
+        assert ex.submit(lambda: 42).result() == 42
