@@ -244,3 +244,17 @@ def test_several_workers_per_program(make_cluster: Callable[..., SSHCluster]) ->
         assert len(cluster.groups) == 2
         cluster.wait_for_workers(4, timeout=30)
         assert ex.submit(lambda: 42).result() == 42
+
+
+def test_adapt_grows_on_a_burst_and_shrinks_when_idle(
+        make_cluster: Callable[..., SSHCluster]) -> None:
+    cluster = make_cluster()
+    with Executor(cluster) as ex:
+        cluster.adapt(minimum=1, maximum=3, target_duration="1s", interval="0.2s", wait_count=3)
+        futures = ex.map(lambda x: time.sleep(0.5) or x, range(24), pure=False)
+        wait_for(lambda: len(ex.scheduler_info()["workers"]) > 1, timeout=30,
+                 message="adapt() added workers for the burst")
+        assert sorted(f.result() for f in futures) == list(range(24))
+        wait_for(lambda: len(cluster.groups) == 1 and len(ex.scheduler_info()["workers"]) == 1,
+                 timeout=30, message="adapt() went back to its minimum when idle")
+        assert sorted(ex.gather(futures)) == list(range(24))  # no key lost on the way down
