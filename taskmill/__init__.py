@@ -2,13 +2,8 @@
 
 ``Executor`` connects to a cluster (or starts one on this machine), runs
 Python calls there and returns ``Future`` objects; see docs/api.md for
-the contract.  Importing taskmill does not import dask, numpy or pandas;
-the clusters of optional libraries (``SSHCluster``: asyncssh) are imported
-when first named (``taskmill.SSHCluster``, ``from taskmill import SSHCluster``).
+the contract.  Importing taskmill does not import dask, numpy or pandas.
 """
-
-import importlib
-from typing import Any
 
 from taskmill.client.actor import Actor, ActorFuture
 from taskmill.client.executor import Executor
@@ -33,17 +28,23 @@ from taskmill.errors import (
 
 __version__ = "0.1.0"
 
-#: names whose modules import an optional library: loaded on first use
-_LAZY = {"SSHCluster": "taskmill.cluster.ssh"}
+#: exported names whose modules load on first use (``import taskmill`` stays light)
+_LAZY = {
+    "LocalCluster": "taskmill.cluster.local",
+    "SSHCluster": "taskmill.cluster.ssh",  # needs asyncssh (the ssh extra): not in __all__
+}
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'taskmill' has no attribute {name!r}")
+    import importlib
+
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
+
 
 __all__ = [
     "Actor",
@@ -55,6 +56,7 @@ __all__ = [
     "Future",
     "FutureLostError",
     "KilledWorker",
+    "LocalCluster",
     "Lock",
     "MissingDependencyError",
     "NannyPlugin",
