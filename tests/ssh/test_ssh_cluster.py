@@ -70,6 +70,19 @@ def test_import_taskmill_leaves_asyncssh_alone() -> None:
     assert done.returncode == 0, done.stderr
 
 
+def test_the_contracts_signature() -> None:
+    import inspect
+
+    import taskmill
+
+    params = list(inspect.signature(taskmill.SSHCluster.__init__).parameters)
+    assert params[:6] == ["self", "hosts", "connect_options", "worker_options",
+                          "scheduler_options", "remote_python"]
+    assert "security" in params
+    for method in ["scale", "adapt", "close", "wait_for_workers"]:
+        assert callable(getattr(taskmill.SSHCluster, method)), method
+
+
 def test_two_workers_compute(make_cluster: Callable[..., SSHCluster], sshd: SSHServer,
                              security: Security) -> None:
     cluster = make_cluster(LOOPBACK_HOSTS)
