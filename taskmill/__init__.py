@@ -32,6 +32,7 @@ __version__ = "0.1.0"
 #: exported names whose modules load on first use (``import taskmill`` stays light)
 _LAZY = {
     "LocalCluster": "taskmill.cluster.local",
+    "SSHCluster": "taskmill.cluster.ssh",  # needs asyncssh (the ssh extra): not in __all__
 }
 
 
