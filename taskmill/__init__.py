@@ -15,6 +15,7 @@ from taskmill.client.shared import Queue, Variable
 from taskmill.client.waiting import as_completed, fire_and_forget, wait
 from taskmill.client.worker_client import get_client, get_worker, rejoin, secede, worker_client
 from taskmill.security import Security
+from taskmill import config
 from taskmill.plugins import Environ, NannyPlugin, SchedulerPlugin, UploadDirectory, WorkerPlugin
 from taskmill.errors import (
     ActorLostError,
@@ -28,6 +29,24 @@ from taskmill.errors import (
 
 __version__ = "0.1.0"
 
+#: exported names whose modules load on first use (``import taskmill`` stays light)
+_LAZY = {
+    "LocalCluster": "taskmill.cluster.local",
+    "SSHCluster": "taskmill.cluster.ssh",  # needs asyncssh (the ssh extra): not in __all__
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'taskmill' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "Actor",
     "ActorFuture",
@@ -38,6 +57,7 @@ __all__ = [
     "Future",
     "FutureLostError",
     "KilledWorker",
+    "LocalCluster",
     "Lock",
     "MissingDependencyError",
     "NannyPlugin",
@@ -52,6 +72,7 @@ __all__ = [
     "WorkerPlugin",
     "Variable",
     "as_completed",
+    "config",
     "fire_and_forget",
     "futures_of",
     "get_client",

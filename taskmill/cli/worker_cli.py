@@ -53,7 +53,7 @@ logger = logging.getLogger("taskmill.worker")
 @click.option("--death-timeout", default=None, type=Duration(),
               help="Exit when the scheduler cannot be reached for this long, at start (also "
                    "waiting for --scheduler-file) or after losing it.  "
-                   f"[default: ${timeouts.RECONNECT.env} or {timeouts.RECONNECT.default:g}s]")
+                   f"[default: option {timeouts.RECONNECT.key}, 30s]")
 @click.option("--local-directory", default=None, type=click.Path(file_okay=False),
               help="Directory for spilled data and uploaded files; each worker process uses a "
                    "fresh subdirectory, removed when it ends.  [default: $TMPDIR or /tmp]")
@@ -64,13 +64,13 @@ logger = logging.getLogger("taskmill.worker")
 @click.option("--preload", multiple=True, metavar="MODULE",
               help="A module (name or .py path) whose taskmill_setup(worker) runs at start and "
                    "taskmill_teardown(worker) at close; may be repeated.")
-@click.option("--log-level", default="INFO", envvar="TASKMILL_LOG_LEVEL", show_default=True,
-              help="DEBUG, INFO, WARNING or ERROR (also from $TASKMILL_LOG_LEVEL).")
+@click.option("--log-level", default=None,
+              help="DEBUG, INFO, WARNING or ERROR  [default: option logging.level, INFO]")
 def main(scheduler_address: str | None, scheduler_file: str | None, nthreads: int | None,
          nworkers: int, memory_limit: str, no_nanny: bool, host: str, name: str,
          lifetime: float | None, lifetime_stagger: float, death_timeout: float | None,
          local_directory: str | None, resources: str, insecure: bool, preload: tuple[str, ...],
-         log_level: str) -> None:
+         log_level: str | None) -> None:
     """Start workers that connect to the scheduler at SCHEDULER_ADDRESS (host:port),
     or to the one named by --scheduler-file."""
     setup_logging(log_level)

@@ -47,11 +47,12 @@ class Executor(ClusterMethods):
     """Connect to a taskmill cluster, or start an embedded local one.
 
     ``Executor()`` starts a scheduler and worker processes on loopback;
-    ``Executor("host:8786")`` connects to a running scheduler.  Use it as a
+    ``Executor("host:8786")`` connects to a running scheduler, ``Executor(cluster)``
+    to the scheduler of a :class:`~taskmill.cluster.base.Cluster`.  Use it as a
     context manager, or call ``close()`` (twice is fine).
     """
 
-    def __init__(self, address: str | None = None, *, asynchronous: bool = False,
+    def __init__(self, address: str | Any = None, *, asynchronous: bool = False,
                  n_workers: int | None = None, threads_per_worker: int | None = None,
                  processes: bool = True, memory_limit: int | str | None = None,
                  timeout: float = 10.0, set_as_default: bool = True,
@@ -59,6 +60,13 @@ class Executor(ClusterMethods):
                  resources: dict[str, float] | None = None,
                  scheduler_file: str | None = None) -> None:
         self.asynchronous = asynchronous
+        if address is not None and not isinstance(address, str):
+            if not hasattr(address, "scheduler_address"):
+                raise TypeError(f"Executor(address): give 'host:port', a Cluster, or nothing (an "
+                                f"embedded cluster), not {type(address).__name__}")
+            #: the Cluster this Executor was given (its owner closes it, not the Executor)
+            self.given_cluster = address
+            address = address.scheduler_address
         #: the token (and TLS files) of the scheduler file, if one was given
         self._security: Security | None = None
         if scheduler_file is not None:
@@ -105,7 +113,7 @@ class Executor(ClusterMethods):
             if address is None:
                 from taskmill.cluster.local import LocalCluster
 
-                self.cluster = LocalCluster(**self._cluster_options)
+                self.cluster = LocalCluster(asynchronous=True, **self._cluster_options)
                 await self.cluster.start()
                 address = self.cluster.scheduler_address
         finally:

@@ -117,8 +117,8 @@ def test_worker_whose_scheduler_never_appears_exits_within_its_death_timeout(nan
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     assert time.monotonic() - start < 15
-    assert (f"scheduler {address} unreachable for 2s (--death-timeout, default "
-            "$TASKMILL_RECONNECT_TIMEOUT)") in out.stderr, out.stderr
+    assert (f"scheduler {address} unreachable for 2s (--death-timeout; default: option "
+            "comm.timeouts.reconnect, $TASKMILL_RECONNECT_TIMEOUT)") in out.stderr, out.stderr
 
 
 def test_worker_with_another_token_fails_at_once_not_after_its_death_timeout(
