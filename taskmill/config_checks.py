@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from taskmill.core.units import parse_bytes
+from taskmill.core.units import parse_bytes, parse_seconds
 
 _OFF = ("off", "false", "none", "no", "")
 _ON = ("on", "true", "yes", "1")
@@ -44,6 +44,16 @@ def seconds(value: Any) -> float:
         result = -1.0
     if not result > 0:
         raise ValueError("give a number of seconds > 0")
+    return result
+
+
+def duration(value: Any) -> float | None:
+    """A duration ("90s", "5m", "1h" or seconds) >= 0; ``off``/``false``/None give None (never)."""
+    if value is None or value is False or (isinstance(value, str) and value.strip().lower() in _OFF):
+        return None
+    result = parse_seconds(value)  # its ValueError says what is expected
+    if result < 0:
+        raise ValueError("give a duration >= 0 such as '90s', '5m' or '1h', or null")
     return result
 
 

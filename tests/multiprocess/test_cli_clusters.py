@@ -171,6 +171,15 @@ def test_a_worker_leaves_at_the_end_of_its_lifetime_with_its_data_moved() -> Non
             assert e.who_has([data])[data.key] == list(workers_of(e))
 
 
+def test_lifetime_from_the_option_worker_lifetime_duration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKMILL_WORKER__LIFETIME__DURATION", "1s")
+    with running("taskmill-scheduler", "--port", "0", "--no-dashboard") as sched:
+        address = start_scheduler(sched)
+        with running("taskmill-worker", address, "--no-nanny") as w:
+            assert w.popen.wait(timeout=30) == 0
+            w.wait_for_line("worker lifetime of 1s reached: retiring")
+
+
 def test_a_bad_duration_is_refused_naming_the_option() -> None:
     out = subprocess.run([os.path.join(BIN, "taskmill-worker"), "127.0.0.1:8786",
                           "--lifetime", "soon"], capture_output=True, text=True, timeout=30)
@@ -214,12 +223,16 @@ def test_a_restarted_worker_keeps_its_name() -> None:
             assert "already taken" not in "".join(w.lines)
 
 
-def test_local_directory_holds_each_worker_process_directory(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["flag", "option"])
+def test_local_directory_holds_each_worker_process_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
     base = tmp_path / "scratch"
+    if how == "option":  # the option worker.local-directory, from the environment
+        monkeypatch.setenv("TASKMILL_WORKER__LOCAL_DIRECTORY", str(base))
+    flag = ("--local-directory", str(base)) if how == "flag" else ()
     with running("taskmill-scheduler", "--port", "0", "--no-dashboard") as sched:
         address = start_scheduler(sched)
-        with running("taskmill-worker", address, "--local-directory", str(base)) as w, \
-                Executor(address) as e:
+        with running("taskmill-worker", address, *flag) as w, Executor(address) as e:
             w.wait_for_line("registered with scheduler")
             wait_for(lambda: len(workers_of(e)) == 1, message="worker joined")
             from taskmill import get_worker
