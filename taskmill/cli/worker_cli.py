@@ -13,7 +13,8 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 import psutil
@@ -29,6 +30,7 @@ from taskmill.server.nanny import Nanny
 from taskmill.server.worker import Worker
 
 logger = logging.getLogger("taskmill.worker")
+T = TypeVar("T")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -93,11 +95,13 @@ def main(scheduler_address: str | None, scheduler_file: str | None, nthreads: in
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--resources") from None
     if lifetime is None:
-        lifetime = config.read("worker.lifetime.duration", config_checks.duration)
+        lifetime = option_default("worker.lifetime.duration", config_checks.duration, "--lifetime")
     if lifetime_stagger is None:
-        lifetime_stagger = config.read("worker.lifetime.stagger", config_checks.duration) or 0.0
+        lifetime_stagger = option_default("worker.lifetime.stagger", config_checks.duration,
+                                          "--lifetime-stagger") or 0.0
     if local_directory is None:
-        local_directory = config.read("worker.local-directory", config_checks.directory)
+        local_directory = option_default("worker.local-directory", config_checks.directory,
+                                         "--local-directory")
     if local_directory is not None:
         local_directory = usable_directory(local_directory)
     threads = nthreads or max(1, (os.cpu_count() or 1) // nworkers)
@@ -150,6 +154,15 @@ async def scheduler_from_file(path: str, death_timeout: float | None) -> str:
         raise click.BadParameter(str(exc), param_hint="--scheduler-file") from None
     os.environ.update(contact.security.environ())
     return contact.address
+
+
+def option_default(key: str, check: Callable[[Any], T], flag: str) -> T:
+    """The option ``key``, the default of ``flag``; a bad value is a usage error naming both."""
+    try:
+        return config.read(key, check)
+    except ValueError as exc:
+        raise click.BadParameter(f"{exc} (the option is the default of {flag})",
+                                 param_hint=flag) from None
 
 
 def usable_directory(path: str) -> str:

@@ -180,11 +180,16 @@ def test_lifetime_from_the_option_worker_lifetime_duration(monkeypatch: pytest.M
             w.wait_for_line("worker lifetime of 1s reached: retiring")
 
 
-def test_a_bad_duration_is_refused_naming_the_option() -> None:
+def test_a_bad_duration_is_refused_naming_the_option(monkeypatch: pytest.MonkeyPatch) -> None:
     out = subprocess.run([os.path.join(BIN, "taskmill-worker"), "127.0.0.1:8786",
                           "--lifetime", "soon"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 2
     assert "--lifetime" in out.stderr and "write e.g. '90s', '5m', '1h'" in out.stderr
+    monkeypatch.setenv("TASKMILL_WORKER__LIFETIME__STAGGER", "a while")
+    out = subprocess.run([os.path.join(BIN, "taskmill-worker"), "127.0.0.1:8786"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2
+    assert "worker.lifetime.stagger" in out.stderr and "--lifetime-stagger" in out.stderr, out.stderr
 
 
 def test_a_taken_worker_name_is_refused_clearly() -> None:
