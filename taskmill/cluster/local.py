@@ -4,7 +4,9 @@ A scheduler on the current event loop and ``n_workers`` workers on
 loopback: worker processes under nannies (``processes=True``, the default),
 or in-process workers on the same loop (``processes=False``; handy for
 tests and debugging).  Sized to the machine by default; closing it stops
-every process it started.
+every process it started.  Its ``security`` (a fresh secret unless given one
+or the environment has one, see :func:`~taskmill.security.own_cluster_security`)
+guards the scheduler, the workers and the dashboard.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import psutil
 
 from taskmill.core.units import parse_bytes
+from taskmill.security import Security, own_cluster_security
 from taskmill.server.nanny import Nanny
 from taskmill.server.scheduler import Scheduler
 from taskmill.server.worker import Worker
@@ -44,7 +47,8 @@ class LocalCluster:
                  processes: bool = True, memory_limit: int | str | None = None,
                  host: str = "127.0.0.1", scheduler_port: int = 0,
                  startup_timeout: float = 60.0, dashboard_port: int | None = 0,
-                 resources: dict[str, float] | None = None) -> None:
+                 resources: dict[str, float] | None = None,
+                 security: Security | None = None) -> None:
         self.n_workers, self.threads_per_worker = default_sizing(n_workers, threads_per_worker, processes)
         self.processes = processes
         total = psutil.virtual_memory().total
@@ -59,6 +63,8 @@ class LocalCluster:
         self.resources = dict(resources or {})
         self.scheduler: Scheduler | None = None
         self.workers: list[Any] = []
+        #: the token (and TLS files) of this cluster's processes and clients
+        self.security = own_cluster_security(security)
 
     @property
     def scheduler_address(self) -> str:
@@ -68,7 +74,8 @@ class LocalCluster:
 
     async def start(self) -> LocalCluster:
         self.scheduler = await Scheduler(host=self.host, port=self.scheduler_port,
-                                         dashboard_port=self.dashboard_port).start()
+                                         dashboard_port=self.dashboard_port,
+                                         security=self.security).start()
         try:
             self.workers = [self._make_worker(i) for i in range(self.n_workers)]
             await asyncio.wait_for(asyncio.gather(*(w.start() for w in self.workers)),
@@ -81,7 +88,8 @@ class LocalCluster:
 
     def _make_worker(self, i: int) -> Any:
         kwargs = dict(nthreads=self.threads_per_worker, memory_limit=self.memory_limit,
-                      host=self.host, name=f"local-{i}", resources=self.resources)
+                      host=self.host, name=f"local-{i}", resources=self.resources,
+                      security=self.security)
         if self.processes:
             return Nanny(self.scheduler_address, **kwargs)  # type: ignore[arg-type]
         return Worker(self.scheduler_address, **kwargs)  # type: ignore[arg-type]

@@ -1,8 +1,10 @@
-"""The dashboard behind the cluster's token, and over HTTPS with TLS certificates."""
+"""The dashboard behind the cluster's token (a Basic password, or a session
+opened by a one-time login link), and over HTTPS with TLS certificates."""
 
 from __future__ import annotations
 
 import base64
+import http.cookiejar
 import ssl
 import urllib.error
 import urllib.request
@@ -10,18 +12,22 @@ from pathlib import Path
 
 import pytest
 
-from taskmill import Executor
+from taskmill import Executor, Security
 from tests.tls_certs import make_ca, make_node
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def _get(url: str, password: str | None = None, context: ssl.SSLContext | None = None) -> int:
+def _get(url: str, password: str | None = None, context: ssl.SSLContext | None = None,
+         opener: urllib.request.OpenerDirector | None = None) -> int:
     request = urllib.request.Request(url)
     if password is not None:
         request.add_header("Authorization",
                            "Basic " + base64.b64encode(f"anyone:{password}".encode()).decode())
     try:
+        if opener is not None:
+            with opener.open(request, timeout=10) as r:
+                return int(r.status)
         with urllib.request.urlopen(request, timeout=10, context=context) as r:
             return int(r.status)
     except urllib.error.HTTPError as exc:
@@ -31,15 +37,57 @@ def _get(url: str, password: str | None = None, context: ssl.SSLContext | None =
 def test_a_token_guards_every_page_but_health(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TASKMILL_TOKEN", "dash-secret")
     with Executor(n_workers=1, threads_per_worker=1, processes=False) as e:
-        url = e.dashboard_link
-        assert url is not None and url.startswith("http://")
-        base = url.rsplit("/", 1)[0]
+        assert e.cluster.security.token == "dash-secret"  # the environment's, not a fresh one
+        assert e.dashboard_link is not None  # waits until the dashboard is up
+        info_url = e.scheduler_info()["dashboard"]
+        assert info_url.startswith("http://") and info_url.endswith("/status")  # no secret in it
+        base = info_url.rsplit("/", 1)[0]
+        url = base + "/status"
         assert _get(url) == 401
         assert _get(url, "a-guess") == 401
         assert _get(url, "dash-secret") == 200
         assert _get(base + "/metrics", "dash-secret") == 200
         assert _get(base + "/api/status") == 401
         assert _get(base + "/health") == 200  # liveness probes need no secret
+
+
+def test_the_owner_logs_in_once_per_link_with_a_session_cookie() -> None:
+    with Executor(n_workers=1, threads_per_worker=1, processes=False) as e:
+        link = e.dashboard_link  # a fresh secret of its own: nothing was configured
+        assert link is not None and "/login?token=" in link
+        base = link.split("/login")[0]
+        assert _get(base + "/status") == 401 and _get(base + "/api/workers") == 401
+        assert _get(base + "/status", e.cluster.security.token) == 200  # scripts: the token
+        jar = http.cookiejar.CookieJar()
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        with browser.open(link, timeout=10) as r:
+            assert r.status == 200 and b'content="0;url=/status"' in r.read()  # forwards
+        [cookie] = jar
+        assert cookie.has_nonstandard_attr("HttpOnly") and not cookie.secure
+        assert cookie.get_nonstandard_attr("SameSite") == "Strict"
+        assert cookie.value not in link and cookie.value != e.cluster.security.token
+        assert _get(base + "/status", opener=browser) == 200
+        assert _get(base + "/api/workers", opener=browser) == 200
+        # the link is spent: visiting it again (someone who read it later) logs nobody in
+        assert _get(link) == 401
+        assert _get(base + "/login?token=made-up") == 401
+        second = e.dashboard_link
+        assert second != link and _get(second) == 200
+
+
+def test_security_given_explicitly_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKMILL_TOKEN", "from-the-environment")
+    mine = Security(token="given")
+    with Executor(n_workers=1, threads_per_worker=1, processes=False, security=mine) as e:
+        assert e.cluster.security is mine
+        assert e.submit(sum, [1, 2]).result() == 3
+        assert e.dashboard_link is not None  # waits until the dashboard is up
+        base = e.scheduler_info()["dashboard"].rsplit("/", 1)[0]
+        assert _get(base + "/status", "from-the-environment") == 401
+        assert _get(base + "/status", "given") == 200
+    with Executor(n_workers=1, threads_per_worker=1, processes=False, security=Security()) as e:
+        link = e.dashboard_link  # no token asked for: an open dashboard, a plain link
+        assert link is not None and link.endswith("/status") and _get(link) == 200
 
 
 def test_tls_certificates_serve_the_dashboard_over_https(monkeypatch: pytest.MonkeyPatch,
