@@ -36,14 +36,8 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from taskmill.comm.auth import configured_token
-from taskmill.comm.tls import environment_files
-
-TOKEN_ENV = "TASKMILL_TOKEN"
-TOKEN_FILE_ENV = "TASKMILL_TOKEN_FILE"
-TLS_CA_ENV = "TASKMILL_TLS_CA_FILE"
-TLS_CERT_ENV = "TASKMILL_TLS_CERT_FILE"
-TLS_KEY_ENV = "TASKMILL_TLS_KEY_FILE"
+from taskmill.comm.auth import TOKEN_ENV, TOKEN_FILE_ENV, configured_token
+from taskmill.comm.tls import TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV, environment_files
 
 
 @dataclass(frozen=True)

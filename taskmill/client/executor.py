@@ -67,6 +67,9 @@ class Executor(ClusterMethods):
                  security: Security | None = None) -> None:
         self.asynchronous = asynchronous
         if address is not None and not isinstance(address, str):  # a cluster object
+            if not hasattr(address, "scheduler_address"):
+                raise TypeError(f"Executor(address): give a scheduler address such as "
+                                f"'tcp://host:8786' or a cluster object, not {address!r}")
             if security is None:
                 security = getattr(address, "security", None)
             address = address.scheduler_address

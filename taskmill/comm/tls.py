@@ -37,9 +37,9 @@ import ssl
 
 from taskmill.comm.credentials import Credentials
 
-_CA = "TASKMILL_TLS_CA_FILE"
-_CERT = "TASKMILL_TLS_CERT_FILE"
-_KEY = "TASKMILL_TLS_KEY_FILE"
+TLS_CA_ENV = "TASKMILL_TLS_CA_FILE"
+TLS_CERT_ENV = "TASKMILL_TLS_CERT_FILE"
+TLS_KEY_ENV = "TASKMILL_TLS_KEY_FILE"
 
 
 class TLSConfigError(ValueError):
@@ -49,10 +49,10 @@ class TLSConfigError(ValueError):
 def environment_files() -> tuple[str, str, str | None] | None:
     """The CA, certificate and key files the ``TASKMILL_TLS_*`` variables name,
     or None when none is set; TLSConfigError when some but not all needed are."""
-    ca, cert, key = (os.environ.get(v) or None for v in (_CA, _CERT, _KEY))
+    ca, cert, key = (os.environ.get(v) or None for v in (TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV))
     if ca is None and cert is None and key is None:
         return None
-    missing = [name for name, value in ((_CA, ca), (_CERT, cert)) if value is None]
+    missing = [name for name, value in ((TLS_CA_ENV, ca), (TLS_CERT_ENV, cert)) if value is None]
     if missing:
         raise TLSConfigError(f"TLS is half configured: set {' and '.join('$' + m for m in missing)} "
                              f"too (the CA certificate and this node's certificate), or unset "
@@ -83,7 +83,8 @@ def _load(purpose: ssl.Purpose, ca: str, cert: str, key: str | None) -> ssl.SSLC
     try:
         ctx.load_verify_locations(cafile=ca)
     except (OSError, ssl.SSLError) as exc:
-        raise TLSConfigError(f"cannot load the CA certificate {ca} (tls_ca_file, ${_CA}): {exc}") from exc
+        raise TLSConfigError(f"cannot load the CA certificate {ca} "
+                             f"(tls_ca_file, ${TLS_CA_ENV}): {exc}") from exc
     return ctx
 
 
@@ -95,7 +96,7 @@ def _with_certificate(purpose: ssl.Purpose, cert: str, key: str | None) -> ssl.S
     except (OSError, ssl.SSLError) as exc:
         raise TLSConfigError(f"cannot load this node's certificate {cert}"
                              f"{f' with the key {key}' if key else ''} (tls_cert and tls_key, "
-                             f"${_CERT} and ${_KEY}): {exc}") from exc
+                             f"${TLS_CERT_ENV} and ${TLS_KEY_ENV}): {exc}") from exc
     return ctx
 
 

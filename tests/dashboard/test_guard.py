@@ -105,3 +105,17 @@ def test_tls_certificates_serve_the_dashboard_over_https(monkeypatch: pytest.Mon
         browser = ssl.create_default_context(cafile=str(ca))
         browser.check_hostname = False  # the test certificate names no host
         assert _get(url, context=browser) == 200
+
+
+def test_login_links_expire_and_only_the_newest_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    from taskmill.dashboard import login
+
+    with Executor(n_workers=1, threads_per_worker=1, processes=False) as e:
+        monkeypatch.setattr(login, "LOGIN_TTL", 0.0)
+        expired = e.dashboard_link
+        assert expired is not None and _get(expired) == 401
+        monkeypatch.setattr(login, "LOGIN_TTL", 3600.0)
+        monkeypatch.setattr(login, "MAX_PENDING_LOGINS", 2)
+        oldest, middle, newest = (e.dashboard_link for _ in range(3))
+        assert _get(oldest) == 401  # dropped to keep at most two unused links
+        assert _get(newest) == 200 and _get(middle) == 200
