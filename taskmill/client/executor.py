@@ -53,12 +53,12 @@ class Executor(ClusterMethods):
     ``Executor()`` starts a scheduler and worker processes on loopback,
     protected by a fresh secret; ``Executor("host:8786")`` connects to a
     running scheduler (with ``security=``, or the ``TASKMILL_*`` environment's
-    token and TLS files), ``Executor(cluster)`` to a cluster object (with its
-    ``security``).  Use it as a context manager, or call ``close()`` (twice is
-    fine).
+    token and TLS files), ``Executor(cluster)`` to the scheduler of a
+    :class:`~taskmill.cluster.base.Cluster` (with its ``security``).  Use it as
+    a context manager, or call ``close()`` (twice is fine).
     """
 
-    def __init__(self, address: Any = None, *, asynchronous: bool = False,
+    def __init__(self, address: str | Any = None, *, asynchronous: bool = False,
                  n_workers: int | None = None, threads_per_worker: int | None = None,
                  processes: bool = True, memory_limit: int | str | None = None,
                  timeout: float = 10.0, set_as_default: bool = True,
@@ -66,10 +66,12 @@ class Executor(ClusterMethods):
                  resources: dict[str, float] | None = None,
                  security: Security | None = None) -> None:
         self.asynchronous = asynchronous
-        if address is not None and not isinstance(address, str):  # a cluster object
+        if address is not None and not isinstance(address, str):
             if not hasattr(address, "scheduler_address"):
-                raise TypeError(f"Executor(address): give a scheduler address such as "
-                                f"'tcp://host:8786' or a cluster object, not {address!r}")
+                raise TypeError(f"Executor(address): give 'host:port', a Cluster, or nothing (an "
+                                f"embedded cluster), not {type(address).__name__}")
+            #: the Cluster this Executor was given (its owner closes it, not the Executor)
+            self.given_cluster = address
             if security is None:
                 security = getattr(address, "security", None)
             address = address.scheduler_address
@@ -115,7 +117,8 @@ class Executor(ClusterMethods):
             if address is None:
                 from taskmill.cluster.local import LocalCluster
 
-                self.cluster = LocalCluster(**self._cluster_options, security=self._security)
+                self.cluster = LocalCluster(asynchronous=True, **self._cluster_options,
+                                            security=self._security)
                 await self.cluster.start()
                 address = self.cluster.scheduler_address
                 self._security = self.cluster.security

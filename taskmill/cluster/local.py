@@ -1,23 +1,25 @@
 """``LocalCluster``: the embedded cluster behind ``Executor()``.
 
-A scheduler on the current event loop and ``n_workers`` workers on
+A scheduler on the cluster's event loop and ``n_workers`` workers on
 loopback: worker processes under nannies (``processes=True``, the default),
 or in-process workers on the same loop (``processes=False``; handy for
-tests and debugging).  Sized to the machine by default; closing it stops
-every process it started.  Its ``security`` (a fresh secret unless given one
-or the environment has one, see :func:`~taskmill.security.own_cluster_security`)
-guards the scheduler, the workers and the dashboard.
+tests and debugging).  Sized to the machine by default; ``scale`` and
+``adapt`` come from :class:`~taskmill.cluster.base.Cluster` (each worker is
+its own group); closing it stops every process it started.  Its
+``security`` (a fresh secret unless given one or the environment has one,
+see :func:`~taskmill.security.own_cluster_security`) guards the scheduler,
+the workers and the dashboard.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 from typing import Any
 
 import psutil
 
+from taskmill.cluster.base import Cluster, WorkerGroup
 from taskmill.core.units import parse_bytes
 from taskmill.security import Security, own_cluster_security
 from taskmill.server.nanny import Nanny
@@ -30,77 +32,130 @@ def default_sizing(n_workers: int | None, threads_per_worker: int | None,
     """Workers and threads per worker that use every core once."""
     cpus = os.cpu_count() or 1
     if not processes:
-        return n_workers or 1, threads_per_worker or cpus
+        return n_workers if n_workers is not None else 1, threads_per_worker or cpus
     if n_workers is None and threads_per_worker is None:
         n_workers = cpus if cpus <= 4 else max(1, int(math.sqrt(cpus)))
     if n_workers is None:
         n_workers = max(1, cpus // (threads_per_worker or 1))
     if threads_per_worker is None:
-        threads_per_worker = max(1, cpus // n_workers)
+        threads_per_worker = max(1, cpus // max(1, n_workers))
     return n_workers, threads_per_worker
 
 
-class LocalCluster:
-    """A scheduler plus workers on this machine."""
+class LocalGroup(WorkerGroup):
+    """One worker on this machine: a nanny and its worker process, or an
+    in-process worker."""
+
+    def __init__(self, name: str, node: Nanny | Worker) -> None:
+        super().__init__(name)
+        self.node = node
+        self._closing = False
+
+    async def start(self) -> None:
+        await self.node.start()
+
+    async def close(self) -> None:
+        self._closing = True
+        await self.node.close()
+
+    def ended(self) -> str | None:
+        if self._closing or not self.node.closed_event.is_set():
+            return None
+        return f"the {type(self.node).__name__.lower()} stopped"
+
+
+class LocalCluster(Cluster):
+    """A scheduler plus workers on this machine.
+
+    ``dashboard_address=":0"`` serves the dashboard on any free port
+    (``None``: no dashboard; ``dashboard_port=`` is the older spelling).
+    ``memory_limit`` is per worker: bytes, ``"4GB"``, or ``"auto"`` (the
+    machine's memory shared among the workers).
+    """
+
+    group_prefix = "local"
 
     def __init__(self, n_workers: int | None = None, threads_per_worker: int | None = None,
-                 processes: bool = True, memory_limit: int | str | None = None,
-                 host: str = "127.0.0.1", scheduler_port: int = 0,
-                 startup_timeout: float = 60.0, dashboard_port: int | None = 0,
+                 processes: bool = True, memory_limit: int | str | None = "auto",
                  resources: dict[str, float] | None = None,
-                 security: Security | None = None) -> None:
-        self.n_workers, self.threads_per_worker = default_sizing(n_workers, threads_per_worker, processes)
+                 dashboard_address: str | None = ":0", security: Security | None = None,
+                 *, asynchronous: bool = False, host: str = "127.0.0.1", scheduler_port: int = 0,
+                 startup_timeout: float = 60.0, dashboard_port: int | None | str = "from-address",
+                 ) -> None:
+        n, threads = default_sizing(n_workers, threads_per_worker, processes)
+        super().__init__(asynchronous=asynchronous, security=own_cluster_security(security),
+                         threads_per_worker=threads)
+        self.n_workers = n
         self.processes = processes
         total = psutil.virtual_memory().total
-        self.memory_limit = (parse_bytes(memory_limit) if memory_limit is not None
-                             else total // self.n_workers)
+        self.memory_limit = (total // max(1, n) if memory_limit in (None, "auto")
+                             else parse_bytes(memory_limit))  # type: ignore[arg-type]
         self.host = host
         self.scheduler_port = scheduler_port
         self.startup_timeout = startup_timeout
         #: the scheduler's web dashboard: 0 = any free port, None = off
-        self.dashboard_port = dashboard_port
+        self.dashboard_port = (_port_of(dashboard_address) if isinstance(dashboard_port, str)
+                               else dashboard_port)
         #: abstract resources each worker declares, e.g. {"GPU": 1}
         self.resources = dict(resources or {})
         self.scheduler: Scheduler | None = None
-        self.workers: list[Any] = []
-        #: the token (and TLS files) of this cluster's processes and clients
-        self.security = own_cluster_security(security)
+        if not asynchronous:
+            try:
+                self._sync(self._start())
+            except BaseException:
+                self.close()
+                raise
 
     @property
-    def scheduler_address(self) -> str:
-        if self.scheduler is None:
-            raise RuntimeError("the cluster is not started")
-        return self.scheduler.address
+    def workers(self) -> list[Nanny | Worker]:
+        """The nannies (or in-process workers) of the groups running now."""
+        return [g.node for g in self.groups.values() if isinstance(g, LocalGroup)]
+
+    async def _start(self, n_groups: int = 0) -> LocalCluster:
+        await super()._start(n_groups or self.n_workers)
+        assert self.scheduler is not None
+        await self.scheduler.wait_for_workers(self.n_workers, self.startup_timeout)
+        return self
 
     async def start(self) -> LocalCluster:
+        """Start the scheduler and the first ``n_workers`` workers."""
+        return await self._start()
+
+    async def _start_scheduler(self) -> tuple[str, str | None]:
         self.scheduler = await Scheduler(host=self.host, port=self.scheduler_port,
                                          dashboard_port=self.dashboard_port,
                                          security=self.security).start()
-        try:
-            self.workers = [self._make_worker(i) for i in range(self.n_workers)]
-            await asyncio.wait_for(asyncio.gather(*(w.start() for w in self.workers)),
-                                   self.startup_timeout)
-            await self.scheduler.wait_for_workers(self.n_workers, self.startup_timeout)
-        except BaseException:
-            await self.close()
-            raise
-        return self
+        return self.scheduler.address, None
 
-    def _make_worker(self, i: int) -> Any:
-        kwargs = dict(nthreads=self.threads_per_worker, memory_limit=self.memory_limit,
-                      host=self.host, name=f"local-{i}", resources=self.resources,
-                      security=self.security)
-        if self.processes:
-            return Nanny(self.scheduler_address, **kwargs)  # type: ignore[arg-type]
-        return Worker(self.scheduler_address, **kwargs)  # type: ignore[arg-type]
+    @property
+    def dashboard_link(self) -> str | None:
+        """The dashboard's URL (it starts in the background: a blocking
+        cluster waits for it here; an asynchronous one may say None until then)."""
+        if self.scheduler is None:
+            return None
+        if self._runner is not None and self.status == "running":
+            return self._runner.run(self.scheduler.dashboard_ready())  # type: ignore[no-any-return]
+        return self.scheduler.dashboard_link
 
-    async def close(self) -> None:
-        await asyncio.gather(*(w.close() for w in self.workers), return_exceptions=True)
+    async def _close_scheduler(self) -> None:
         if self.scheduler is not None:
             await self.scheduler.close()
 
-    async def __aenter__(self) -> LocalCluster:
-        return await self.start()
+    def _new_group(self, name: str) -> LocalGroup:
+        kwargs: dict[str, Any] = dict(nthreads=self.threads_per_worker,
+                                      memory_limit=self.memory_limit, host=self.host, name=name,
+                                      resources=self.resources, security=self.security)
+        node = (Nanny(self.scheduler_address, **kwargs) if self.processes
+                else Worker(self.scheduler_address, **kwargs))
+        return LocalGroup(name, node)
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+
+def _port_of(dashboard_address: str | None) -> int | None:
+    """``":8787"`` -> 8787, ``":0"`` -> 0 (any free port), None -> None (off)."""
+    if dashboard_address is None:
+        return None
+    _, _, port = str(dashboard_address).rpartition(":")
+    if not port.isdigit():
+        raise ValueError(f"LocalCluster(dashboard_address={dashboard_address!r}): write ':8787', "
+                         f"':0' (any free port) or None (no dashboard)")
+    return int(port)

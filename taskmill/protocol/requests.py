@@ -45,6 +45,7 @@ __all__ = [
     "Replicate",
     "Rebalance",
     "RetireWorkers",
+    "AdaptiveTarget",
     "Story",
     "TaskStream",
     "PerformanceData",
@@ -189,6 +190,18 @@ class RetireWorkers(Message):
     n: int | None = None
     close_workers: bool = True
     max_wait: float | None = None
+
+
+@message("adaptive-target", ANY, SCHEDULER, kind="request")
+@dataclass(frozen=True, slots=True)
+class AdaptiveTarget(Message):
+    """How many workers the work asks for, finishing in about
+    ``target_duration`` seconds with workers of ``threads_per_worker``
+    threads (None: the average of today's) -> {"target": n, "close":
+    [addresses of the workers to close when n is below today's count]}."""
+
+    target_duration: float
+    threads_per_worker: int | None = None
 
 
 @message("story", CLIENT, SCHEDULER, kind="request")

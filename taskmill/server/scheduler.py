@@ -53,6 +53,7 @@ from taskmill.comm import BatchedSend, CommClosedError
 from taskmill.comm.local import LocalEnd, local_link
 from taskmill.core.scheduler import events as ev
 from taskmill.core.resources import check_resources, format_resources
+from taskmill.core.scheduler.adaptive import recommend
 from taskmill.core.scheduler.events import SchedulerInput
 from taskmill.core.scheduler.state import SchedulerState
 from taskmill.dashboard import service as dashboard
@@ -81,6 +82,7 @@ from taskmill.protocol.vocabulary import (
     RestartWorker,
     RestartWorkers,
     RetireWorkers,
+    AdaptiveTarget,
     RunningKeys,
     RunOnScheduler,
     ScatterTargets,
@@ -167,6 +169,7 @@ class Scheduler(Node):
             Replicate: self.replicas.replicate,
             Rebalance: self.replicas.rebalance,
             RetireWorkers: self.replicas.retire,
+            AdaptiveTarget: self._adaptive_target,
             Story: lambda msg, comm: [list(e) for k in msg.keys for e in self.state.story(k)],
             TaskStream: lambda msg, comm: dashboard.task_stream(self, msg.start, msg.stop),
             PerformanceData: lambda msg, comm: dashboard.performance_data(self, msg.start, msg.stop),
@@ -279,6 +282,10 @@ class Scheduler(Node):
                     self.replicas.aborted(cmd)
                 case ev.StreamMarked():
                     self.shared_values.marked(cmd)
+                case ev.TopicAbandoned():
+                    self.spawn(self.plugins.forget_if_unwanted(
+                        cmd.topic, lambda t: t not in self.state.log_forwarding.topics),
+                        f"teardown-{cmd.topic}")
                 case ev.TaskStalled():
                     logger.warning("task %r waits for a worker: it %s; it runs when such a worker "
                                    "joins (other tasks needing the same are not logged again)",
@@ -352,6 +359,7 @@ class Scheduler(Node):
             logger.info("client %s disconnected", client)
             self._handle(ev.ClientDisconnected(self._sid("client-disconnected"), client))
             self.locks.client_left(client)
+            self.shared_values.client_left(client)
 
     def _client_events(self, client: str, msgs: Any) -> tuple[list[list[SchedulerInput]], bool]:
         """The events of one batch of a client's messages, in groups to handle
@@ -505,6 +513,11 @@ class Scheduler(Node):
             info.pop("last_seen", None)
         return {"address": self.address, "id": self.id, "workers": workers,
                 "clients": len(self.client_streams), "dashboard": self.dashboard_url}
+
+    def _adaptive_target(self, msg: AdaptiveTarget, comm: Any) -> dict[str, Any]:
+        advice = recommend(self.state.membership, self.state.placement, msg.target_duration,
+                           msg.threads_per_worker)
+        return {"target": advice.target, "close": list(advice.close)}
 
     async def wait_for_workers(self, n: int, timeout: float,
                                gone: frozenset[str] = frozenset()) -> None:

@@ -7,8 +7,7 @@ import os
 
 import pytest
 
-from taskmill import Executor, Security
-from taskmill.cluster.local import LocalCluster
+from taskmill import Executor, LocalCluster, Security
 from taskmill.comm.auth import AuthenticationError
 from taskmill.security import own_cluster_security
 
@@ -76,8 +75,9 @@ def test_clients_of_this_process_need_no_set_up_others_need_the_token(
 def test_executor_of_a_cluster_object_uses_its_security(
         clean_environment: pytest.MonkeyPatch) -> None:
     async def main() -> None:
-        async with LocalCluster(n_workers=1, processes=False, dashboard_port=None,
-                                security=Security(token="the-clusters")) as cluster:
+        async with LocalCluster(n_workers=1, processes=False, dashboard_address=None,
+                                security=Security(token="the-clusters"),
+                                asynchronous=True) as cluster:
             async with Executor(cluster, asynchronous=True, set_as_default=False) as e:
                 assert e._security is cluster.security
                 assert await e.submit(sum, [1, 2]) == 3
@@ -89,6 +89,5 @@ def test_executor_of_a_cluster_object_uses_its_security(
 
 
 def test_an_address_of_the_wrong_kind_is_named() -> None:
-    with pytest.raises(TypeError, match="give a scheduler address such as 'tcp://host:8786' or a "
-                                        "cluster object, not 8786"):
+    with pytest.raises(TypeError, match="give 'host:port', a Cluster, or nothing"):
         Executor(8786)
