@@ -119,3 +119,22 @@ def test_login_links_expire_and_only_the_newest_are_kept(monkeypatch: pytest.Mon
         oldest, middle, newest = (e.dashboard_link for _ in range(3))
         assert _get(oldest) == 401  # dropped to keep at most two unused links
         assert _get(newest) == 200 and _get(middle) == 200
+
+
+def test_over_https_the_session_cookie_is_secure(monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
+    ca = make_ca(tmp_path, "cluster")
+    cert, key = make_node(tmp_path, "cluster", "node")
+    security = Security(token="t", tls_ca_file=str(ca), tls_cert=str(cert), tls_key=str(key))
+    with Executor(n_workers=1, threads_per_worker=1, processes=False, security=security) as e:
+        link = e.dashboard_link
+        assert link is not None and link.startswith("https://") and "/login?token=" in link
+        browser = ssl.create_default_context(cafile=str(ca))
+        browser.check_hostname = False  # the test certificate names no host
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=browser),
+                                             urllib.request.HTTPCookieProcessor(jar))
+        assert _get(link, opener=opener) == 200
+        [cookie] = jar
+        assert cookie.secure and cookie.has_nonstandard_attr("HttpOnly")
+        assert _get(link.split("/login")[0] + "/status", opener=opener) == 200
