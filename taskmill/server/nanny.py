@@ -24,6 +24,11 @@ nanny; one with ``restart`` restarts the worker process afterwards, which
 starts with ``env`` (what ``Environ`` adds) on top of the nanny's environment
 and with the nanny's ``--preload`` modules.
 
+The worker process gets the nanny's ``security`` (the cluster's token and
+TLS files) in its environment, in place of any the nanny's own environment
+had, never on its command line: any user can read a command line (``ps``),
+only the owner a process's environment.
+
 Each worker process gets a fresh local directory (uploaded files, spilled
 data) that the nanny removes once the process has ended, however it ended.
 """
@@ -49,6 +54,7 @@ from taskmill.server.memory import MALLOC_ENV, MemoryThresholds, memory_exceeded
 from taskmill.plugins import NannyPlugin
 from taskmill.server.node import Node, Status
 from taskmill.server.plugins import PluginHost
+from taskmill.security import Security, in_process_security
 
 logger = logging.getLogger("taskmill.nanny")
 
@@ -73,8 +79,10 @@ class Nanny(Node):
                  host: str = "127.0.0.1", port: int = 0, worker_port: int = 0, name: str = "",
                  log_level: str | None = None,
                  memory_thresholds: MemoryThresholds | None = None,
-                 resources: dict[str, float] | None = None, preload: Sequence[str] = ()) -> None:
-        super().__init__(name or "nanny")
+                 resources: dict[str, float] | None = None, preload: Sequence[str] = (),
+                 security: Security | None = None) -> None:
+        # None: the scheduler's when it runs in this process, else the environment's
+        super().__init__(name or "nanny", in_process_security(scheduler_address, security))
         self.scheduler_address = scheduler_address
         self.nthreads = nthreads
         #: abstract resources its worker declares (passed on the command line)
@@ -137,7 +145,8 @@ class Nanny(Node):
                 "--resources", ",".join(f"{k}={v!r}" for k, v in self.resources.items()),
                 *(arg for module in self.preload for arg in ("--preload", module)),
                 stdin=asyncio.subprocess.PIPE, pass_fds=(write_fd,),
-                env={**MALLOC_ENV, **os.environ, **self.env, **config.inheritable()},
+                env={**MALLOC_ENV, **self.security.child_environment(os.environ), **self.env,
+                     **config.inheritable()},
             )
         finally:
             os.close(write_fd)
