@@ -167,6 +167,17 @@ class Cluster:
             raise
         return self
 
+    def _start_if_blocking(self) -> None:
+        """(End of a subclass's ``__init__``.)  A blocking cluster starts now,
+        closing what it started when that fails; an asynchronous one when awaited."""
+        if self._runner is None:
+            return
+        try:
+            self._sync(self._start())
+        except BaseException:
+            self.close()
+            raise
+
     def __await__(self) -> Generator[Any, None, Cluster]:
         return self._start().__await__()
 

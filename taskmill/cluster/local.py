@@ -99,12 +99,7 @@ class LocalCluster(Cluster):
         #: abstract resources each worker declares, e.g. {"GPU": 1}
         self.resources = dict(resources or {})
         self.scheduler: Scheduler | None = None
-        if not asynchronous:
-            try:
-                self._sync(self._start())
-            except BaseException:
-                self.close()
-                raise
+        self._start_if_blocking()
 
     @property
     def workers(self) -> list[Nanny | Worker]:

@@ -173,12 +173,7 @@ class SSHCluster(Cluster):
         self.startup_timeout = startup_timeout
         self.scheduler_process: RemoteProcess | None = None
         self._placed: list[SSHGroup] = []
-        if not asynchronous:
-            try:
-                self._sync(self._start())
-            except BaseException:
-                self.close()
-                raise
+        self._start_if_blocking()
 
     async def _start(self, n_groups: int = 0) -> SSHCluster:
         await super()._start(n_groups or len(self.hosts) - 1)
