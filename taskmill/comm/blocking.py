@@ -17,8 +17,12 @@ itself, driven to completion synchronously (it only awaits this comm's
 ``read`` and ``write``, which here block), so there is one handshake in the
 code base, not two.
 
-A read may be bounded by a timeout; one that times out leaves the parser in
-its state, so the next read continues where it stopped.  A broken
+The socket is non-blocking and every wait is a ``select``: a write that
+the peer does not take at once receives, while it waits, what the peer sends
+(into the inbox, for later reads), so pipelined requests to a server that
+answers each before reading the next never deadlock.  A read may be bounded
+by a timeout; one that times out leaves the parser in its state, so the next
+read continues where it stopped.  A broken
 connection raises :class:`~taskmill.comm.core.CommClosedError` (an OSError)
 and the comm is unusable after it.  Not thread-safe: its owner serialises use.
 """
@@ -64,6 +68,7 @@ class BlockingComm:
             if context is not None:
                 sock.settimeout(max(deadline - time.monotonic(), 0.001))
                 sock = context.wrap_socket(sock, server_hostname=None)
+            sock.setblocking(False)  # waits are select()s: see write
             comm = cls(sock, address)
             comm._deadline = deadline
             _drive(client_handshake(_Greeter(comm), token))
@@ -76,18 +81,29 @@ class BlockingComm:
     _deadline: float | None = None  # while connecting: the handshake's reads and writes share it
 
     def write(self, msg: Any) -> None:
-        """Send one message (blocks until the kernel took it)."""
+        """Send one message.  While the peer is not taking more, the replies it
+        sends meanwhile are received into the inbox: a peer that answers each
+        request before reading the next (a server's request loop) could
+        otherwise wait on us while we wait on it."""
         self._check()
         frames = dumps(msg)
-        data = b"".join([frame_prefix(frames, self.limits), *frames])
-        try:
-            self.sock.settimeout(self._remaining())
-            sent = self.sock.send(data)
-            if sent < len(data):  # a big message: the rest as it drains
-                self.sock.sendall(memoryview(data)[sent:])
-        except OSError as exc:
-            self._fail()
-            raise CommClosedError(f"{self.peer_address}: {exc}") from exc
+        view = memoryview(b"".join([frame_prefix(frames, self.limits), *frames]))
+        while view:
+            try:
+                sent = self.sock.send(view)
+            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                sent = 0
+            except OSError as exc:
+                self._fail()
+                raise CommClosedError(f"{self.peer_address}: {exc}") from exc
+            view = view[sent:]
+            if view:
+                readable, writable, _ = select.select([self.sock], [self.sock], [],
+                                                      self._remaining())
+                if not readable and not writable:
+                    raise TimeoutError(f"could not send to {self.peer_address} in time")
+                if readable:
+                    self._receive()
 
     def read(self, timeout: float | None = None) -> Any:
         """The next message, waiting up to ``timeout`` seconds (None: as long
@@ -97,19 +113,12 @@ class BlockingComm:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not inbox:
             limit = self._remaining() if deadline is None else max(deadline - time.monotonic(), 0.0)
-            try:
-                self.sock.settimeout(limit)
-                n = self.sock.recv_into(self._parser.get_buffer())
-            except TimeoutError:
-                raise TimeoutError(f"no message from {self.peer_address} within "
-                                   f"{timeout if timeout is not None else limit:g}s") from None
-            except OSError as exc:
-                self._fail()
-                raise CommClosedError(f"{self.peer_address}: {exc}") from exc
-            if n == 0:
-                self._fail()
-                raise CommClosedError(f"{self.peer_address}: the connection closed")
-            self._parser.buffer_updated(n)
+            if not self._pending_tls():
+                readable, _, _ = select.select([self.sock], [], [], limit)
+                if not readable:
+                    raise TimeoutError(f"no message from {self.peer_address} within "
+                                       f"{timeout if timeout is not None else limit:g}s")
+            self._receive()
         return loads(inbox.popleft())
 
     def ready(self) -> bool:
@@ -118,10 +127,27 @@ class BlockingComm:
             return True
         if self._closed:
             return False
-        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+        if self._pending_tls():
             return True
         readable, _, _ = select.select([self.sock], [], [], 0)
         return bool(readable)
+
+    def _receive(self) -> None:
+        """Take in what the socket has (it said it is readable)."""
+        try:
+            n = self.sock.recv_into(self._parser.get_buffer())
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return  # TLS: a record not complete yet
+        except OSError as exc:
+            self._fail()
+            raise CommClosedError(f"{self.peer_address}: {exc}") from exc
+        if n == 0:
+            self._fail()
+            raise CommClosedError(f"{self.peer_address}: the connection closed")
+        self._parser.buffer_updated(n)
+
+    def _pending_tls(self) -> bool:
+        return isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0
 
     def close(self) -> None:
         """Close the socket (safe to call twice)."""

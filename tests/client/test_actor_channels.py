@@ -86,3 +86,18 @@ def test_closing_the_executor_closes_its_channels() -> None:
         e.close()
     assert channel.broken and channel.comm.sock.fileno() == -1
     assert not session.blocking_channels
+
+
+class Blobs:
+    """Replies big enough to fill the socket buffers of a pipelined burst."""
+
+    def blob(self, i: int) -> bytes:
+        return i.to_bytes(4, "big") * 4096  # 16 kB
+
+
+def test_a_burst_bigger_than_the_socket_buffers_does_not_deadlock(executor: Executor) -> None:
+    # the worker answers each request before reading the next; a writer that
+    # did not take replies in while the worker waited on it would wait forever
+    b = executor.submit(Blobs, actor=True).result(DEADLINE)
+    calls = [b.blob(i) for i in range(3000)]  # 48 MB of replies
+    assert [c.result(DEADLINE)[:4] for c in calls] == [i.to_bytes(4, "big") for i in range(3000)]
