@@ -1,5 +1,7 @@
 """Shared pieces of the command-line programs: running a set of servers
-until SIGINT/SIGTERM, and the loopback-only rule (lifted by a shared token)."""
+until SIGINT/SIGTERM (or until all of them closed on their own), the
+loopback-only rule (lifted by a shared token), and durations ("90s", "5m",
+"1h") as an option type."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from taskmill.comm import is_loopback
 from taskmill.comm import tls
 from taskmill.comm.auth import AuthenticationError, configured_token
 from taskmill.comm.eventloop import new_event_loop
+from taskmill.core.units import parse_timedelta
 from taskmill.server.runtime import tune_gc
 
 
@@ -36,8 +39,21 @@ def check_host_is_safe(host: str, insecure: bool) -> None:
         )
 
 
+class Duration(click.ParamType):
+    """A duration option: ``90s``, ``5m``, ``1h`` or a number of seconds -> float seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            return parse_timedelta(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 def serve(start: Callable[[], Awaitable[list[Any]]]) -> None:
-    """Start servers, wait until one closes or a signal arrives, close all."""
+    """Start servers, wait until all of them closed (a worker whose lifetime
+    is over, or whose scheduler is gone) or a signal arrives, close all."""
     tune_gc()
     loop = new_event_loop()
 
@@ -46,13 +62,12 @@ def serve(start: Callable[[], Awaitable[list[Any]]]) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         nodes = await start()
-        finished = [asyncio.ensure_future(n.finished()) for n in nodes]
+        finished = asyncio.ensure_future(asyncio.gather(*(n.finished() for n in nodes)))
         stopper = asyncio.ensure_future(stop.wait())
-        await asyncio.wait([stopper, *finished], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([stopper, finished], return_when=asyncio.FIRST_COMPLETED)
         await asyncio.gather(*(n.close_gracefully() for n in nodes), return_exceptions=True)
         stopper.cancel()
-        for f in finished:
-            f.cancel()
+        finished.cancel()
 
     try:
         loop.run_until_complete(main())

@@ -1,4 +1,6 @@
-"""``taskmill-scheduler`` (aliases ``dscheduler``, ``dcenter``): run a scheduler."""
+"""``taskmill-scheduler`` (aliases ``dscheduler``, ``dcenter``, ``taskmill scheduler``):
+run a scheduler; with ``--scheduler-file`` it writes where to reach it (and its
+secret) to a private file for workers and clients, removed when it closes."""
 
 from __future__ import annotations
 
@@ -7,7 +9,11 @@ import logging
 import click
 
 from taskmill.cli.common import check_host_is_safe, serve
+from taskmill.cluster.scheduler_file import (SchedulerFileError, remove_scheduler_file,
+                                             write_scheduler_file)
+from taskmill.comm.addressing import contact_address
 from taskmill.logs import setup_logging
+from taskmill.security import Security
 from taskmill.server.scheduler import Scheduler
 
 
@@ -23,14 +29,20 @@ from taskmill.server.scheduler import Scheduler
 @click.option("--preload", multiple=True, metavar="MODULE",
               help="A module (name or .py path) whose taskmill_setup(scheduler) runs at start and "
                    "taskmill_teardown(scheduler) at close; may be repeated.")
+@click.option("--scheduler-file", default=None, type=click.Path(dir_okay=False),
+              help="Write the scheduler's address (and its token, if it has one) to this file, "
+                   "mode 0600, for `taskmill-worker --scheduler-file` and "
+                   "Executor(scheduler_file=...); removed when the scheduler closes.")
 @click.option("--log-level", default=None, envvar="TASKMILL_LOG_LEVEL",
               help="DEBUG, INFO, WARNING or ERROR  [default: $TASKMILL_LOG_LEVEL or INFO]")
 def main(host: str, port: int, dashboard_port: int, no_dashboard: bool, insecure: bool,
-         heartbeat_timeout: float, preload: tuple[str, ...], log_level: str | None) -> None:
+         heartbeat_timeout: float, preload: tuple[str, ...], scheduler_file: str | None,
+         log_level: str | None) -> None:
     """Start a taskmill scheduler."""
     setup_logging(log_level)
     check_host_is_safe(host, insecure)
     log = logging.getLogger("taskmill.scheduler")
+    written: list[str] = []  # the id of the scheduler that wrote the scheduler file
 
     async def start() -> list[Scheduler]:
         try:
@@ -42,12 +54,25 @@ def main(host: str, port: int, dashboard_port: int, no_dashboard: bool, insecure
         except ImportError as exc:
             raise click.BadParameter(str(exc), param_hint="--preload") from None
         log.info("scheduler ready: connect with Executor(%r)", scheduler.address)
+        if scheduler_file is not None:
+            try:
+                write_scheduler_file(scheduler_file, contact_address(scheduler.address),
+                                     Security.from_environment(), scheduler.id)
+            except SchedulerFileError as exc:
+                await scheduler.close()
+                raise click.BadParameter(str(exc), param_hint="--scheduler-file") from None
+            written.append(scheduler.id)
+            log.info("scheduler file: %s", scheduler_file)
         link = await scheduler.dashboard_ready()
         if link:
             log.info("dashboard: %s", link)
         return [scheduler]
 
-    serve(start)
+    try:
+        serve(start)
+    finally:
+        if scheduler_file is not None and written:
+            remove_scheduler_file(scheduler_file, written[0])
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ lives on the caller's loop and methods return awaitables.  ``submit`` and
 bad argument fails right here, naming itself) and queue one message.
 
 Without an address, the Executor starts a :class:`LocalCluster` on its loop
-and closes it with itself.
+and closes it with itself.  ``scheduler_file=`` names the file a scheduler
+wrote (``taskmill-scheduler --scheduler-file``): its address, and its token
+(:mod:`taskmill.cluster.scheduler_file`).
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ from taskmill.client.future import Future
 from taskmill.client.loop_runner import LoopRunner
 from taskmill.client.nested import collect_futures, futures_in, rebuild
 from taskmill.client.session import Session
+from taskmill.cluster.scheduler_file import read_scheduler_file
 from taskmill.comm import normalize_address
 from taskmill.core.resources import check_resources
 from taskmill.protocol import Serialized, serialize_function
 from taskmill.protocol.vocabulary import TaskSpec
+from taskmill.security import Security
 
 _live_executors: weakref.WeakSet[Executor] = weakref.WeakSet()
 
@@ -53,8 +57,16 @@ class Executor(ClusterMethods):
                  processes: bool = True, memory_limit: int | str | None = None,
                  timeout: float = 10.0, set_as_default: bool = True,
                  dashboard_port: int | None = 0,
-                 resources: dict[str, float] | None = None) -> None:
+                 resources: dict[str, float] | None = None,
+                 scheduler_file: str | None = None) -> None:
         self.asynchronous = asynchronous
+        #: the token (and TLS files) of the scheduler file, if one was given
+        self._security: Security | None = None
+        if scheduler_file is not None:
+            if address is not None:
+                raise ValueError("give the scheduler's address or scheduler_file=, not both")
+            contact = read_scheduler_file(scheduler_file)
+            address, self._security = contact.address, contact.security
         if address is not None and not isinstance(address, str):
             if not hasattr(address, "scheduler_address"):
                 raise TypeError(f"Executor(address): give 'host:port', a Cluster, or nothing (an "

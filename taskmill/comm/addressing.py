@@ -12,6 +12,7 @@ addresses can be compared as strings.
 from __future__ import annotations
 
 import functools
+import socket
 
 SCHEMES = ("tcp", "inproc")
 _EXPECTED = "expected 'tcp://host:port', 'host:port' or 'inproc://name'"
@@ -74,3 +75,21 @@ def get_ip_loopback() -> str:
 def is_loopback(host: str) -> bool:
     """Whether ``host`` (an IP or name) names only this machine."""
     return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def contact_address(address: str) -> str:
+    """Where other machines reach a listener at ``address``: a wildcard host
+    (``0.0.0.0``, ``::``) is replaced by this machine's outward IP (the one
+    its default route uses; loopback when it has none)."""
+    scheme, host, port = parse_address(address)
+    if host not in ("0.0.0.0", "::", ""):
+        return address
+    family = socket.AF_INET6 if host == "::" else socket.AF_INET
+    probe = "2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1"  # documentation ranges
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((probe, 9))  # UDP: chooses a route, sends nothing
+            ip = s.getsockname()[0]
+        except OSError:
+            ip = "::1" if family == socket.AF_INET6 else get_ip_loopback()
+    return unparse_address(scheme, ip, port)

@@ -25,7 +25,16 @@ starts with ``env`` (what ``Environ`` adds) on top of the nanny's environment
 and with the nanny's ``--preload`` modules.
 
 Each worker process gets a fresh local directory (uploaded files, spilled
-data) that the nanny removes once the process has ended, however it ended.
+data), inside ``local_directory`` (``--local-directory``; default: the
+system's temporary directory, ``$TMPDIR``), that the nanny removes once the
+process has ended, however it ended.
+
+``death_timeout`` goes to each worker process (how long it tries to reach
+the scheduler before it exits with status 0, which closes the nanny).
+``lifetime`` is the nanny's: drawn once (with its stagger) when the nanny
+starts, so that a worker process started again after a crash gets only what
+is left of it; when it runs out the worker retires and exits with status 0,
+and the nanny closes instead of starting another.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,6 +59,7 @@ from taskmill.server.memory import MALLOC_ENV, MemoryThresholds, memory_exceeded
 from taskmill.plugins import NannyPlugin
 from taskmill.server.node import Node, Status
 from taskmill.server.plugins import PluginHost
+from taskmill.server.worker import staggered
 
 logger = logging.getLogger("taskmill.nanny")
 
@@ -73,7 +84,9 @@ class Nanny(Node):
                  host: str = "127.0.0.1", port: int = 0, worker_port: int = 0, name: str = "",
                  log_level: str | None = None,
                  memory_thresholds: MemoryThresholds | None = None,
-                 resources: dict[str, float] | None = None, preload: Sequence[str] = ()) -> None:
+                 resources: dict[str, float] | None = None, preload: Sequence[str] = (),
+                 death_timeout: float | None = None, lifetime: float | None = None,
+                 lifetime_stagger: float = 0.0, local_directory: str | None = None) -> None:
         super().__init__(name or "nanny")
         self.scheduler_address = scheduler_address
         self.nthreads = nthreads
@@ -95,6 +108,13 @@ class Nanny(Node):
         self._worker_dir: str | None = None
         #: ``--preload`` modules of the worker process (it runs their hooks)
         self.preload = tuple(preload)
+        #: seconds the worker process tries to reach the scheduler (None: its default)
+        self.death_timeout = death_timeout
+        lifetime = staggered(lifetime, lifetime_stagger)
+        #: when (``time.monotonic()``) the worker retires for good; None: never
+        self._retire_at = time.monotonic() + lifetime if lifetime is not None else None
+        #: where each worker process gets its own directory (None: the system's temporary one)
+        self.local_directory = local_directory
         #: environment variables of the worker process on top of the nanny's (``Environ``)
         self.env: dict[str, str] = {}
         #: nanny plugins (``Executor.register_plugin``); ``restart`` ones restart the worker
@@ -124,7 +144,12 @@ class Nanny(Node):
 
     async def _start_worker(self) -> None:
         self._remove_worker_dir()
-        self._worker_dir = tempfile.mkdtemp(prefix="taskmill-worker-")
+        self._worker_dir = tempfile.mkdtemp(prefix="taskmill-worker-", dir=self.local_directory)
+        options: list[str] = []
+        if self.death_timeout is not None:
+            options += ["--death-timeout", repr(self.death_timeout)]
+        if self._retire_at is not None:
+            options += ["--lifetime", repr(max(0.0, self._retire_at - time.monotonic()))]
         read_fd, write_fd = os.pipe()
         try:
             self.process = await asyncio.create_subprocess_exec(
@@ -135,14 +160,14 @@ class Nanny(Node):
                 "--name", self.worker_name, "--ready-fd", str(write_fd), "--watch-stdin",
                 "--log-level", self.log_level, "--local-directory", self._worker_dir,
                 "--resources", ",".join(f"{k}={v!r}" for k, v in self.resources.items()),
-                *(arg for module in self.preload for arg in ("--preload", module)),
+                *(arg for module in self.preload for arg in ("--preload", module)), *options,
                 stdin=asyncio.subprocess.PIPE, pass_fds=(write_fd,),
                 env={**MALLOC_ENV, **os.environ, **self.env},
             )
         finally:
             os.close(write_fd)
-        try:
-            line = await asyncio.wait_for(_read_line(read_fd), START_TIMEOUT)
+        try:  # the worker may spend its death timeout waiting for the scheduler
+            line = await asyncio.wait_for(_read_line(read_fd), START_TIMEOUT + (self.death_timeout or 0))
         finally:
             os.close(read_fd)
         if not line:
@@ -162,11 +187,12 @@ class Nanny(Node):
         self._remove_worker_dir()
         reason = self._kill_reason or describe_exit(returncode)
         self.last_exit = reason
-        logger.warning("%s: %s", self.worker_address, reason)
         if returncode == 0:
-            logger.info("worker stopped on its own; nanny closes")
+            logger.info("%s: worker stopped on its own (lifetime over, or scheduler gone); "
+                        "nanny closes", self.worker_address)
             await self.close()
             return
+        logger.warning("%s: %s", self.worker_address, reason)
         try:
             await self.pool.rpc(self.scheduler_address).ask(
                 WorkerExited(self.worker_address or "", reason), timeout=timeouts.REQUEST)

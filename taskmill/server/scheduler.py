@@ -383,6 +383,7 @@ class Scheduler(Node):
             return
         try:
             check_resources(msg.resources, "worker resources", allow_zero=True)
+            self._check_name_free(msg)
         except (TypeError, ValueError) as exc:
             await comm.write(RegistrationRefused(str(exc)).to_wire())
             return
@@ -429,6 +430,17 @@ class Scheduler(Node):
                 self._handle(ev.WorkerLeft(self._sid("worker-left"), address, reason, time.time()))
                 self.plugins.worker_removed(address)
                 await self._notify_workers_changed()
+
+    def _check_name_free(self, msg: RegisterWorker) -> None:
+        """A worker's name (``--name``) is unique among live workers: tasks and
+        users address workers by it.  The same nanny's next worker process may
+        take over its predecessor's name before the predecessor is removed."""
+        if not msg.name:
+            return
+        for ws in self.state.workers.values():
+            if ws.name == msg.name and (ws.nanny is None or ws.nanny != msg.nanny):
+                raise ValueError(f"the name {msg.name!r} is already taken by the worker at "
+                                 f"{ws.address}: give each worker a unique --name")
 
     def _worker_events(self, worker: str, msgs: Any) -> tuple[list[SchedulerInput], bool]:
         """The events of one batch of a worker's messages, and whether it is

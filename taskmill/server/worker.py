@@ -31,10 +31,15 @@ Theory of operation
   store (:mod:`taskmill.server.data_store`) spills least recently used
   values to disk, and a monitor spills more and pauses the state machine
   (``PauseChanged``) when the process's RSS runs high.
-* Heartbeats go out every ``heartbeat_interval`` seconds.  Losing the
-  scheduler: the worker tries to register again for ``reconnect_timeout``
-  seconds (starting afresh: a new scheduler knows none of our data), then
-  closes.
+* Heartbeats go out every ``heartbeat_interval`` seconds.  Reaching the
+  scheduler: at start and after losing it, the worker tries to register for
+  ``death_timeout`` seconds (``--death-timeout``, default
+  ``$TASKMILL_RECONNECT_TIMEOUT``), then closes; after a loss it starts
+  afresh (a new scheduler knows none of our data).  A refusal (a name
+  already taken) is not retried.
+* ``lifetime`` (``--lifetime``, with ``lifetime_stagger``): after that long
+  the worker retires like on SIGTERM (``close_gracefully``: its unique data
+  moves to other workers first) and closes; a nanny does not replace it.
 
 * Plugins and ``--preload`` modules (:mod:`taskmill.server.plugins`): the
   scheduler sets plugins up with ``plugin-setup``; their ``transition`` hooks
@@ -51,6 +56,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import secrets
 import time
 from collections.abc import Iterable, Sequence
@@ -102,6 +108,18 @@ from taskmill.server.uploads import install_upload
 
 logger = logging.getLogger("taskmill.worker")
 
+
+class RegistrationRefusedError(ConnectionError):
+    """The scheduler answered and refused this worker (trying again will not help)."""
+
+
+def staggered(lifetime: float | None, stagger: float) -> float | None:
+    """``lifetime`` moved by a random amount within +-``stagger`` (never below 0),
+    so that the workers of one job do not all leave at once."""
+    if lifetime is None:
+        return None
+    return max(0.0, lifetime + random.uniform(-stagger, stagger))
+
 #: seconds between a call's start and the report that it runs (if it still
 #: does): calls shorter than this cost no message (see
 #: :mod:`taskmill.core.worker.running_calls`)
@@ -113,10 +131,11 @@ class Worker(Node):
 
     def __init__(self, scheduler_address: str, *, nthreads: int = 1, memory_limit: int = 0,
                  host: str = "127.0.0.1", port: int = 0, nanny: str | None = None, name: str = "",
-                 heartbeat_interval: float = 1.0, reconnect_timeout: float | None = None,
+                 heartbeat_interval: float = 1.0, death_timeout: float | None = None,
                  local_directory: str | None = None, validate: bool = False,
                  memory_thresholds: MemoryThresholds | None = None,
-                 resources: dict[str, float] | None = None, preload: Sequence[str] = ()) -> None:
+                 resources: dict[str, float] | None = None, preload: Sequence[str] = (),
+                 lifetime: float | None = None, lifetime_stagger: float = 0.0) -> None:
         super().__init__(name or "worker")
         self.scheduler_address = scheduler_address
         self.nthreads = nthreads
@@ -127,8 +146,10 @@ class Worker(Node):
         self.host, self.port = host, port
         self.nanny = nanny
         self.heartbeat_interval = heartbeat_interval
-        self.reconnect_timeout = (reconnect_timeout if reconnect_timeout is not None
-                                  else timeouts.RECONNECT.get())
+        #: seconds this worker keeps trying to reach its scheduler (at start, after a loss)
+        self.death_timeout = death_timeout if death_timeout is not None else timeouts.RECONNECT.get()
+        #: seconds after start when the worker retires on its own (None: never)
+        self.lifetime = staggered(lifetime, lifetime_stagger)
         self.local_directory = local_directory or os.path.join(
             os.environ.get("TMPDIR", "/tmp"), f"taskmill-worker-{os.getpid()}-{id(self):x}")
         self._validate = validate
@@ -178,13 +199,42 @@ class Worker(Node):
         logger.info("worker listening at %s", self.address)
         self.status = Status.running
         await self.preloads.setup(self)
-        await self._register()
+        await self._reach_scheduler()
         self.spawn(self._heartbeat_loop(), "heartbeat")
         if self.memory_monitor is not None:
             self.spawn(self._memory_loop(), "memory-monitor")
+        if self.lifetime is not None:
+            self.spawn(self._retire_after(self.lifetime), "lifetime")
         return self
 
-    async def _register(self) -> None:
+    async def _reach_scheduler(self) -> None:
+        """Register, trying again for ``death_timeout`` seconds while the
+        scheduler cannot be reached (it may start after us); the last error
+        (``TimeoutError`` or ``ConnectionError``) when it stays away."""
+        deadline = time.monotonic() + self.death_timeout
+        while True:
+            try:
+                await self._register(max(0.1, deadline - time.monotonic()))
+                return
+            except RegistrationRefusedError:
+                raise
+            except (OSError, asyncio.TimeoutError) as exc:
+                if self.status is not Status.running:
+                    raise
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(
+                        f"scheduler {self.scheduler_address} unreachable for "
+                        f"{self.death_timeout:g}s (--death-timeout, default "
+                        f"${timeouts.RECONNECT.env}): {exc}") from exc
+                await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+    async def _retire_after(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        logger.info("worker lifetime of %.0fs reached: retiring (its data moves to other workers)",
+                    seconds)
+        await self.close_gracefully()
+
+    async def _register(self, connect_timeout: float | None = None) -> None:
         self._registered.clear()
         self.incarnation = secrets.token_hex(8)
         self.state = WorkerState(self.address, self.nthreads, validate=self._validate)
@@ -192,7 +242,9 @@ class Worker(Node):
         self.actors.clear()
         if self.memory_monitor is not None:
             self.memory_monitor.paused = False  # the new state machine is not paused
-        comm = await connect(self.scheduler_address)  # within $TASKMILL_CONNECT_TIMEOUT
+        limit = timeouts.CONNECT.get()  # $TASKMILL_CONNECT_TIMEOUT, or less to keep a deadline
+        comm = await connect(self.scheduler_address,
+                             min(limit, connect_timeout) if connect_timeout else timeouts.CONNECT)
         request = RegisterWorker(self.address, self.nthreads, self.memory_limit, self.nanny,
                                  self.name, os.getpid(), self.resources,
                                  incarnation=self.incarnation).to_wire()
@@ -213,7 +265,8 @@ class Worker(Node):
         if not isinstance(answer, WorkerRegistered):
             await comm.close()
             reason = answer.reason if isinstance(answer, RegistrationRefused) else repr(answer)
-            raise ConnectionError(f"scheduler {self.scheduler_address} refused worker: {reason}")
+            raise RegistrationRefusedError(
+                f"scheduler {self.scheduler_address} refused worker: {reason}")
         for filename, data in answer.files.items():
             install_upload(self.local_directory, filename, data)
         self.stream = BatchedSend(comm)
@@ -294,22 +347,17 @@ class Worker(Node):
             pass
         if self.status is Status.running:
             logger.warning("lost the scheduler at %s; trying to reconnect for %.0fs",
-                           self.scheduler_address, self.reconnect_timeout)
+                           self.scheduler_address, self.death_timeout)
             self.spawn(self._reconnect(), "reconnect")
 
     async def _reconnect(self) -> None:
         self.runner.discard_all()
-        deadline = time.monotonic() + self.reconnect_timeout
-        while self.status is Status.running and time.monotonic() < deadline:
-            try:
-                await self._register()
-                return
-            except (OSError, asyncio.TimeoutError, ConnectionError):
-                await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
-        if self.status is Status.running:
-            logger.error("scheduler %s unreachable for %.0fs: worker shuts down",
-                         self.scheduler_address, self.reconnect_timeout)
-            await self.close()
+        try:
+            await self._reach_scheduler()
+        except (OSError, asyncio.TimeoutError) as exc:
+            if self.status is Status.running:
+                logger.error("%s: worker shuts down", exc)
+                await self.close()
 
     def _handle(self, *events: WorkerInput) -> None:
         assert self.state is not None

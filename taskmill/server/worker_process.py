@@ -41,6 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--local-directory", default=None)  # uploads, spilled data
     p.add_argument("--preload", action="append", default=[])  # modules with taskmill_setup(worker)
     p.add_argument("--log-level", default=None)  # None: $TASKMILL_LOG_LEVEL, else INFO
+    p.add_argument("--death-timeout", type=float, default=None)  # seconds; None: $TASKMILL_RECONNECT_TIMEOUT
+    p.add_argument("--lifetime", type=float, default=None)  # seconds left before it retires
     return p.parse_args(argv)
 
 
@@ -48,7 +50,7 @@ async def run_worker(args: argparse.Namespace) -> None:
     worker = Worker(args.scheduler, nthreads=args.nthreads, memory_limit=args.memory_limit,
                     host=args.host, port=args.port, nanny=args.nanny, name=args.name,
                     local_directory=args.local_directory, resources=args.resources,
-                    preload=args.preload)
+                    preload=args.preload, death_timeout=args.death_timeout, lifetime=args.lifetime)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.close_gracefully()))
