@@ -90,7 +90,7 @@ class LocalCluster(Cluster):
         self.scheduler_port = scheduler_port
         self.startup_timeout = startup_timeout
         #: the scheduler's web dashboard: 0 = any free port, None = off
-        self.dashboard_port = (_port_of(dashboard_address) if isinstance(dashboard_port, str)
+        self.dashboard_port = (port_of_dashboard(dashboard_address) if isinstance(dashboard_port, str)
                                else dashboard_port)
         #: abstract resources each worker declares, e.g. {"GPU": 1}
         self.resources = dict(resources or {})
@@ -139,12 +139,12 @@ class LocalCluster(Cluster):
         return LocalGroup(name, node)
 
 
-def _port_of(dashboard_address: str | None) -> int | None:
+def port_of_dashboard(dashboard_address: str | None) -> int | None:
     """``":8787"`` -> 8787, ``":0"`` -> 0 (any free port), None -> None (off)."""
     if dashboard_address is None:
         return None
     _, _, port = str(dashboard_address).rpartition(":")
     if not port.isdigit():
-        raise ValueError(f"LocalCluster(dashboard_address={dashboard_address!r}): write ':8787', "
+        raise ValueError(f"dashboard_address={dashboard_address!r}: write ':8787', "
                          f"':0' (any free port) or None (no dashboard)")
     return int(port)

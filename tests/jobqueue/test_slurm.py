@@ -1,0 +1,144 @@
+"""SLURMCluster against a real SLURM (munged, slurmctld, slurmd on this machine)."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+from taskmill import Executor, wait
+from taskmill.cluster.jobqueue import SLURMCluster
+from tests.conftest import wait_for
+from tests.jobqueue.slurm_testbed import SlurmTestbed
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def slow_square(x: int) -> int:
+    time.sleep(1.0)
+    return x * x
+
+
+def job_processes(cluster: SLURMCluster) -> list[int]:
+    """Processes of this machine started for the cluster's jobs."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        if cluster.scheduler_file in " ".join(p.info["cmdline"] or ()):
+            found.append(p.pid)
+    return found
+
+
+def unique_name() -> str:
+    return f"tm-{uuid.uuid4().hex[:6]}"
+
+
+def test_scale_jobs_gives_registered_workers_and_keeps_the_token_out_of_jobs(
+        slurm: SlurmTestbed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = uuid.uuid4().hex
+    monkeypatch.setenv("TASKMILL_TOKEN", secret)
+    name = unique_name()
+    cluster = SLURMCluster(cores=1, memory="1GB", walltime="00:10:00", job_name=name,
+                           host="127.0.0.1", shared_directory=str(tmp_path / "shared"),
+                           log_directory=str(tmp_path / "logs"),
+                           job_script_prologue=['echo "token in the job: ${TASKMILL_TOKEN:-none}"'])
+    with cluster:
+        assert secret not in cluster.job_script()
+        start = time.monotonic()
+        cluster.scale(jobs=2)
+        assert len(slurm.jobs(name)) == 2
+        cluster.wait_for_workers(2, timeout=60)
+        print(f"scale(jobs=2) to 2 registered workers: {time.monotonic() - start:.2f}s")
+        with Executor(cluster) as e:
+            assert sum(e.gather(e.map(inc, range(100)))) == sum(range(1, 101))
+            names = {w["name"] for w in e.scheduler_info()["workers"].values()}
+        assert names == {f"{name}-0", f"{name}-1"}
+        assert len(job_processes(cluster)) >= 2
+        assert oct(os.stat(cluster.scheduler_file).st_mode & 0o777) == "0o600"
+    assert slurm.jobs(name) == []
+    wait_for(lambda: not job_processes(cluster), timeout=30, message="job processes gone")
+    assert not os.path.exists(cluster.directory)
+    outputs = list((tmp_path / "logs").iterdir())
+    assert len(outputs) == 2
+    for output in outputs:
+        assert "token in the job: none" in output.read_text()
+
+
+def test_adapt_grows_on_a_burst_and_shrinks_to_zero_jobs_without_losing_keys(
+        slurm: SlurmTestbed, tmp_path: Path) -> None:
+    name = unique_name()
+    with SLURMCluster(cores=1, memory="1GB", job_name=name, host="127.0.0.1",
+                      shared_directory=str(tmp_path)) as cluster:
+        cluster.adapt(minimum=0, maximum=2, target_duration="1s")
+        with Executor(cluster) as e:
+            futures = e.map(slow_square, range(12))
+            wait_for(lambda: len(slurm.jobs(name)) == 2, timeout=60, interval=0.2,
+                     message="two jobs for the burst")
+            wait(futures, timeout=90)
+            assert e.gather(futures) == [x * x for x in range(12)]
+            # idle, holding the results: down to the worker(s) that keep them
+            wait_for(lambda: len(slurm.jobs(name)) <= 1, timeout=60, interval=0.5,
+                     message="shrinking after the burst")
+            assert e.gather(futures) == [x * x for x in range(12)]  # no key lost
+            for f in futures:
+                f.release()
+            del futures
+            idle_since = time.monotonic()
+            wait_for(lambda: not slurm.jobs(name), timeout=60, interval=0.5,
+                     message="zero jobs after a minute of idleness")
+            print(f"idle to zero jobs: {time.monotonic() - idle_since:.1f}s")
+            assert cluster.groups == {}
+    assert slurm.jobs(name) == []
+
+
+def test_a_rejected_script_names_the_job_and_the_option(slurm: SlurmTestbed,
+                                                         tmp_path: Path) -> None:
+    name = unique_name()
+    with SLURMCluster(cores=1, memory="1GB", queue="nosuchpartition", job_name=name,
+                      host="127.0.0.1", shared_directory=str(tmp_path)) as cluster:
+        with pytest.raises(RuntimeError) as info:
+            cluster.scale(jobs=1)
+        message = str(info.value)
+        assert "sbatch" in message and f"{name}-0" in message
+        assert "-p nosuchpartition" in message and "partition" in message.lower()
+        assert cluster.groups == {}
+        assert cluster.status == "running"
+    assert slurm.jobs(name) == []
+
+
+def test_a_job_that_dies_before_its_worker_registers_is_reported(slurm: SlurmTestbed,
+                                                                  tmp_path: Path) -> None:
+    name = unique_name()
+    prologue = ["echo 'module: python/3.99 not found' >&2", "exit 3"]
+    with SLURMCluster(cores=1, memory="1GB", job_name=name, host="127.0.0.1",
+                      shared_directory=str(tmp_path), job_script_prologue=prologue) as cluster:
+        cluster.scale(jobs=1)
+        with pytest.raises(RuntimeError) as info:
+            cluster.wait_for_workers(1, timeout=60)
+        message = str(info.value)
+        assert re.search(r"job \d+ left the queue before its workers registered", message)
+        assert "module: python/3.99 not found" in message
+        assert cluster.groups == {}
+    assert slurm.jobs(name) == []
+
+
+def test_close_cancels_pending_and_running_jobs(slurm: SlurmTestbed, tmp_path: Path) -> None:
+    name = unique_name()
+    cluster = SLURMCluster(cores=1, memory="1GB", job_name=name, host="127.0.0.1",
+                           shared_directory=str(tmp_path))
+    try:
+        cluster.scale(jobs=3)  # two run at once on two cores; the third waits
+        wait_for(lambda: job_processes(cluster) != [], timeout=30, message="a job running")
+        assert len(slurm.jobs(name)) == 3
+    finally:
+        cluster.close()
+    assert slurm.jobs(name) == []
+    wait_for(lambda: not job_processes(cluster), timeout=30, message="job processes gone")
