@@ -67,7 +67,10 @@ async def run_command(args: list[str], package: str, timeout: float = COMMAND_TI
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except asyncio.TimeoutError:
-        proc.kill()
+        try:
+            proc.kill()
+        except ProcessLookupError:
+            pass  # it exited; a child of it holds its output open
         await proc.wait()
         raise BatchCommandError(f"`{' '.join(args)}` did not answer within {timeout:g}s: is "
                                 "the batch system's controller up?") from None
