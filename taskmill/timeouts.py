@@ -19,9 +19,10 @@ TASKMILL_REQUEST_TIMEOUT       30 s     the reply to a short request (who-has,
 TASKMILL_DATA_TIMEOUT          300 s    the reply to a get-data (moving results)
 TASKMILL_RETIRE_TIMEOUT        30 s     replicate / retire_workers: copies made, data
                                         moved off a retiring worker
-TASKMILL_RECONNECT_TIMEOUT     30 s     a worker that lost its scheduler trying to
-                                        register again before it exits (its nanny
-                                        then stops too instead of respawning it)
+TASKMILL_RECONNECT_TIMEOUT     30 s     a worker trying to reach its scheduler, at
+                                        start or after losing it, before it exits
+                                        (its nanny then stops too instead of
+                                        respawning it); ``--death-timeout``
 TASKMILL_LEASE_TIMEOUT         30 s     how long a Lock or Semaphore lease outlives
                                         its holder's last sign of life while its
                                         client stays connected (a disconnect frees
@@ -69,7 +70,8 @@ REQUEST = Timeout("TASKMILL_REQUEST_TIMEOUT", 30.0, "the reply to a short reques
 DATA = Timeout("TASKMILL_DATA_TIMEOUT", 300.0, "the reply to a get-data request")
 RETIRE = Timeout("TASKMILL_RETIRE_TIMEOUT", 30.0, "moving data off retiring workers")
 RECONNECT = Timeout("TASKMILL_RECONNECT_TIMEOUT", 30.0,
-                    "a worker registering again with a lost scheduler before it exits")
+                    "a worker trying to reach its scheduler (at start or after losing it) "
+                    "before it exits")
 LEASE = Timeout("TASKMILL_LEASE_TIMEOUT", 30.0,
                 "how long a Lock or Semaphore lease outlives its silent holder")
 

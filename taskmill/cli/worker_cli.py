@@ -9,6 +9,7 @@ process's environment, as a nanny hands it to its worker process.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import tempfile
@@ -26,6 +27,8 @@ from taskmill.core.units import parse_bytes
 from taskmill.logs import setup_logging
 from taskmill.server.nanny import Nanny
 from taskmill.server.worker import Worker
+
+logger = logging.getLogger("taskmill.worker")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -131,6 +134,8 @@ async def scheduler_from_file(path: str, death_timeout: float | None) -> str:
     """The address in the scheduler file at ``path`` (waiting for it to appear);
     its token, if any, becomes this process's (and so its workers') token."""
     wait = death_timeout if death_timeout is not None else timeouts.RECONNECT.get()
+    if not os.path.exists(path):
+        logger.info("waiting up to %gs for the scheduler file %s", wait, path)
     try:
         contact = await wait_for_scheduler_file(path, wait)
     except SchedulerFileError as exc:

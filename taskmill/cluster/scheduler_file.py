@@ -107,8 +107,12 @@ def read_scheduler_file(path: str) -> SchedulerContact:
                                  f"`taskmill-scheduler --scheduler-file {path}` first") from None
     except OSError as exc:
         raise SchedulerFileError(f"cannot read the scheduler file {path}: {exc.strerror}") from None
+    try:
+        _check_private(path, os.fstat(fd))
+    except SchedulerFileError:
+        os.close(fd)
+        raise
     with os.fdopen(fd, encoding="utf-8") as f:
-        _check_private(path, os.fstat(f.fileno()))
         try:
             content = json.load(f)
         except (ValueError, UnicodeDecodeError) as exc:

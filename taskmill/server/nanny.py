@@ -166,8 +166,9 @@ class Nanny(Node):
             )
         finally:
             os.close(write_fd)
-        try:  # the worker may spend its death timeout waiting for the scheduler
-            line = await asyncio.wait_for(_read_line(read_fd), START_TIMEOUT + (self.death_timeout or 0))
+        reaching = self.death_timeout if self.death_timeout is not None else timeouts.RECONNECT.get()
+        try:  # the worker may spend its death timeout reaching the scheduler
+            line = await asyncio.wait_for(_read_line(read_fd), START_TIMEOUT + reaching)
         finally:
             os.close(read_fd)
         if not line:

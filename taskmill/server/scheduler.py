@@ -432,9 +432,10 @@ class Scheduler(Node):
                 await self._notify_workers_changed()
 
     def _check_name_free(self, msg: RegisterWorker) -> None:
-        """A worker's name (``--name``) is unique among live workers: tasks and
-        users address workers by it.  The same nanny's next worker process may
-        take over its predecessor's name before the predecessor is removed."""
+        """A worker's name (``--name``) is unique among live workers: users tell
+        workers apart by it (logs, the dashboard, ``get_worker().name``).  The
+        same nanny's next worker process may take over its predecessor's name
+        before the predecessor is removed."""
         if not msg.name:
             return
         for ws in self.state.workers.values():

@@ -67,6 +67,7 @@ import psutil
 
 from taskmill import cluster_state, timeouts
 from taskmill.comm import BatchedSend, CommClosedError, connect
+from taskmill.comm.auth import AuthenticationError
 from taskmill.core.worker import events as ev
 from taskmill.core.resources import check_resources
 from taskmill.core.worker.events import WorkerInput
@@ -199,7 +200,7 @@ class Worker(Node):
         logger.info("worker listening at %s", self.address)
         self.status = Status.running
         await self.preloads.setup(self)
-        await self._reach_scheduler()
+        await self._reach_scheduler(retry_refusals=False)
         self.spawn(self._heartbeat_loop(), "heartbeat")
         if self.memory_monitor is not None:
             self.spawn(self._memory_loop(), "memory-monitor")
@@ -207,19 +208,24 @@ class Worker(Node):
             self.spawn(self._retire_after(self.lifetime), "lifetime")
         return self
 
-    async def _reach_scheduler(self) -> None:
+    async def _reach_scheduler(self, retry_refusals: bool) -> None:
         """Register, trying again for ``death_timeout`` seconds while the
-        scheduler cannot be reached (it may start after us); the last error
-        (``TimeoutError`` or ``ConnectionError``) when it stays away."""
+        scheduler cannot be reached (it may start after us) or, with
+        ``retry_refusals``, refuses us (after a loss, it may not have noticed
+        yet that our old connection is gone); a ``TimeoutError`` saying so
+        when it stays away, else the refusal (``RegistrationRefusedError``,
+        or ``AuthenticationError`` for another token)."""
         deadline = time.monotonic() + self.death_timeout
         while True:
+            if self.status is not Status.running:
+                raise ConnectionError("the worker closed while reaching its scheduler")
             try:
                 await self._register(max(0.1, deadline - time.monotonic()))
                 return
-            except RegistrationRefusedError:
-                raise
             except (OSError, asyncio.TimeoutError) as exc:
                 if self.status is not Status.running:
+                    raise
+                if isinstance(exc, (RegistrationRefusedError, AuthenticationError)) and not retry_refusals:
                     raise
                 if time.monotonic() >= deadline:
                     raise TimeoutError(
@@ -234,7 +240,9 @@ class Worker(Node):
                     seconds)
         await self.close_gracefully()
 
-    async def _register(self, connect_timeout: float | None = None) -> None:
+    async def _register(self, connect_timeout: float) -> None:
+        """One registration attempt, connecting for at most ``connect_timeout``
+        seconds (and no longer than ``$TASKMILL_CONNECT_TIMEOUT``)."""
         self._registered.clear()
         self.incarnation = secrets.token_hex(8)
         self.state = WorkerState(self.address, self.nthreads, validate=self._validate)
@@ -242,9 +250,7 @@ class Worker(Node):
         self.actors.clear()
         if self.memory_monitor is not None:
             self.memory_monitor.paused = False  # the new state machine is not paused
-        limit = timeouts.CONNECT.get()  # $TASKMILL_CONNECT_TIMEOUT, or less to keep a deadline
-        comm = await connect(self.scheduler_address,
-                             min(limit, connect_timeout) if connect_timeout else timeouts.CONNECT)
+        comm = await connect(self.scheduler_address, min(timeouts.CONNECT.get(), connect_timeout))
         request = RegisterWorker(self.address, self.nthreads, self.memory_limit, self.nanny,
                                  self.name, os.getpid(), self.resources,
                                  incarnation=self.incarnation).to_wire()
@@ -353,7 +359,7 @@ class Worker(Node):
     async def _reconnect(self) -> None:
         self.runner.discard_all()
         try:
-            await self._reach_scheduler()
+            await self._reach_scheduler(retry_refusals=True)
         except (OSError, asyncio.TimeoutError) as exc:
             if self.status is Status.running:
                 logger.error("%s: worker shuts down", exc)
