@@ -287,6 +287,12 @@ class ClusterMethods:
         ``logger_name`` (None: root) at ``level`` or above: :mod:`taskmill.client.forwarding`."""
         return self._call(forwarding.forward_logging(self.session, logger_name, level))
 
+    def unforward_logging(self, logger_name: str | None = None) -> Any:
+        """Stop re-emitting here the records of ``logger_name`` (None: root)
+        that ``forward_logging`` asked for; once no client wants them, the
+        workers stop capturing them."""
+        return self._call(forwarding.unforward_logging(self.session, logger_name))
+
     # ------------------------------------------------------------------ #
     # Datasets (taskmill.client.shared)
     # ------------------------------------------------------------------ #

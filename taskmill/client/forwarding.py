@@ -20,6 +20,10 @@ never a user thread), which rebuilds each ``logging.LogRecord``
 .handle(record)``: the client logger's filters and its handlers' levels
 apply, the logger's own level does not (the level was checked where the
 record was made).  A handler that raises is logged, never stops the loop.
+
+``unforward_logging`` sends ``UnforwardLogging`` on the same stream: the
+scheduler stops relaying the topic to this client, and when no client wants
+it any more, tears the capturing plugin down on every worker.
 """
 
 from __future__ import annotations
@@ -30,9 +34,9 @@ from typing import Any
 from taskmill.client.plugins import register_plugin
 from taskmill.client.session import Session
 from taskmill.log_forwarding import FORWARDED, ForwardLoggingPlugin, topic_of
-from taskmill.protocol.vocabulary import ForwardedLogRecords, ForwardLogging
+from taskmill.protocol.vocabulary import ForwardedLogRecords, ForwardLogging, UnforwardLogging
 
-__all__ = ["forward_logging", "reemit"]
+__all__ = ["forward_logging", "unforward_logging", "reemit"]
 
 logger = logging.getLogger("taskmill.client")
 
@@ -49,6 +53,16 @@ async def forward_logging(session: Session, logger_name: str | None,
     session.add_report_handler(ForwardedLogRecords, reemit)
     session.send(ForwardLogging("", session.id, topic))
     return await register_plugin(session, ForwardLoggingPlugin(logger_name, level, topic), topic)
+
+
+async def unforward_logging(session: Session, logger_name: str | None) -> None:
+    """Stop forwarding ``logger_name``'s records to this client (on the
+    stream, after everything sent before); the last client's call makes the
+    workers stop capturing them."""
+    if logger_name is not None and not isinstance(logger_name, str):
+        raise TypeError(f"unforward_logging takes a logger's name (a str) or None, "
+                        f"not {type(logger_name).__name__}")
+    session.send(UnforwardLogging("", session.id, topic_of(logger_name)))
 
 
 def reemit(msg: ForwardedLogRecords) -> None:

@@ -43,6 +43,7 @@ import logging
 import re
 import uuid
 import weakref
+import warnings
 from collections import deque
 from collections.abc import Coroutine
 from typing import Any
@@ -61,6 +62,7 @@ from taskmill.protocol.vocabulary import (
     LockAcquire,
     LockRefresh,
     LockRelease,
+    LockClose,
     LockValue,
     Message,
 )
@@ -210,6 +212,7 @@ class Semaphore(_Primitive):
         super().__init__(name, client)
         self.max_leases = max_leases
         self._leases: deque[str] = deque()
+        self._closed = False
 
     def __reduce__(self) -> Any:
         return (Semaphore, (self.max_leases, self.name))
@@ -217,6 +220,7 @@ class Semaphore(_Primitive):
     def acquire(self, timeout: Any = None) -> Any:
         """Wait for a lease, at most ``timeout`` seconds (a number, a
         ``timedelta`` or text such as "200ms"); True when acquired."""
+        self._check_open("acquire")
         return self._call(self._acquire, _check_timeout(f"{self!r}.acquire", timeout))
 
     async def _acquire(self, session: Session, timeout: float | None) -> bool:
@@ -244,6 +248,7 @@ class Semaphore(_Primitive):
     def release(self) -> Any:
         """Give back this object's oldest lease (True).  Without one, or when
         it expired: RuntimeError."""
+        self._check_open("release")
         try:
             lease = self._leases.popleft()
         except IndexError:
@@ -256,6 +261,32 @@ class Semaphore(_Primitive):
         _refresher(session).leases.discard(lease)
         await session.scheduler_call(LockRelease(self.kind, self.name, lease))
         return True
+
+    def close(self) -> Any:
+        """Forget this semaphore on the scheduler at once, as dask.distributed's
+        hard close: callers waiting in ``acquire`` get False, the leases still
+        held vanish (a RuntimeWarning says how many other holders had; their
+        ``release`` then raises), and this object can no longer be used.  A new object of the
+        same name starts afresh."""
+        self._closed = True
+        return self._call(self._close)
+
+    async def _close(self, session: Session) -> None:
+        refresher = _refresher(session)
+        own = len(self._leases)
+        for lease in self._leases:
+            refresher.leases.discard(lease)
+        self._leases.clear()
+        held = await session.scheduler_call(LockClose(self.kind, self.name))
+        if held > own:
+            warnings.warn(f"{self!r} was closed while {held - own} lease(s) of other holders "
+                          "were still held; their "
+                          "holders' release() will raise RuntimeError", RuntimeWarning, stacklevel=2)
+
+    def _check_open(self, what: str) -> None:
+        if self._closed:
+            raise RuntimeError(f"{self!r}.{what}(): it was closed; make a new "
+                               f"{self.kind}({self.name!r}) to use the name again")
 
     def get_value(self) -> Any:
         """How many leases are held now (by anyone)."""

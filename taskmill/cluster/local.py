@@ -124,7 +124,13 @@ class LocalCluster(Cluster):
 
     @property
     def dashboard_link(self) -> str | None:
-        return self.scheduler.dashboard_link if self.scheduler is not None else None
+        """The dashboard's URL (it starts in the background: a blocking
+        cluster waits for it here; an asynchronous one may say None until then)."""
+        if self.scheduler is None:
+            return None
+        if self._runner is not None and self.status == "running":
+            return self._runner.run(self.scheduler.dashboard_ready())  # type: ignore[no-any-return]
+        return self.scheduler.dashboard_link
 
     async def _close_scheduler(self) -> None:
         if self.scheduler is not None:

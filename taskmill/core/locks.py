@@ -25,6 +25,10 @@ Nothing here sleeps, reads a clock or touches a socket.
   A client that stays connected but goes silent keeps its leases only while
   it refreshes them: each lease expires ``lease_timeout`` seconds after its
   grant or its client's last :meth:`Coordination.refresh` (None: never).
+* ``close(kind, name)`` (``Semaphore.close``) forgets the lock or semaphore
+  at once: its waiters are answered ``False``, its held leases vanish (their
+  release is then the RuntimeError above), and the number of leases that
+  were still held is returned, for the caller to warn about.
 * An **Event** is a flag and its waiters: ``set`` answers every waiter
   ``True``; ``wait`` on a set event is answered at once.
 * One name is one primitive: the registry of names is shared by the three
@@ -156,6 +160,16 @@ class Coordination:
                f"Semaphore {name!r} has no such lease (released already, or")
         raise RuntimeError(f"{why} its holder went silent for more than the lease timeout of "
                            f"{self.lease_timeout} s, or its client disconnected, and it expired)")
+
+    def close(self, kind: str, name: str) -> tuple[list[Answer], int]:
+        """Forget the lock or semaphore ``name``: its waiters are answered
+        False; -> (those answers, how many leases were still held)."""
+        entry = self.names.get(name)
+        if not isinstance(entry, _Leases) or entry.kind != kind:
+            self._check_kind(kind, name)
+            return [], 0
+        del self.names[name]
+        return [Answer(request, False) for request in entry.waiting], len(entry.held)
 
     def value(self, kind: str, name: str) -> int:
         """How many leases of ``name`` are held now (0 for an unknown name)."""

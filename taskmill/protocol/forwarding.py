@@ -3,13 +3,15 @@
 Theory of operation
 -------------------
 Part of the vocabulary of :mod:`taskmill.protocol.vocabulary`, which imports
-this module at its end and re-exports its classes.  Forwarding has three
+this module at its end and re-exports its classes.  Forwarding has four
 stream messages, one per hop, so each travels in order with the rest of its
 stream:
 
 * ``forward-logging`` (client -> scheduler): the client wants the records
   forwarded under ``topic`` (the name of the worker plugin that captures them,
   ``forward-logging-<logger>``); asking twice is asking once.
+* ``unforward-logging`` (client -> scheduler): the client no longer wants
+  ``topic``; the last client's leaving tears the capturing plugin down.
 * ``log-records`` (worker -> scheduler): a batch of records captured on the
   worker under ``topic``; the worker's machine returns it when its shell hands
   it the batch.
@@ -30,7 +32,7 @@ from typing import Any
 
 from taskmill.protocol.wire_types import CLIENT, SCHEDULER, WORKER, Address, Message, message
 
-__all__ = ["ForwardLogging", "LogRecords", "ForwardedLogRecords"]
+__all__ = ["ForwardLogging", "UnforwardLogging", "LogRecords", "ForwardedLogRecords"]
 
 
 @message("forward-logging", CLIENT, SCHEDULER, local=("client", "stimulus_id"))
@@ -38,6 +40,17 @@ __all__ = ["ForwardLogging", "LogRecords", "ForwardedLogRecords"]
 class ForwardLogging(Message):
     """``client`` wants the log records captured under ``topic`` from now on
     (``forwarded-log-records``)."""
+
+    stimulus_id: str
+    client: str
+    topic: str
+
+
+@message("unforward-logging", CLIENT, SCHEDULER, local=("client", "stimulus_id"))
+@dataclass(frozen=True, slots=True)
+class UnforwardLogging(Message):
+    """``client`` no longer wants the records of ``topic``; when no client
+    wants them any more, the workers stop capturing them."""
 
     stimulus_id: str
     client: str

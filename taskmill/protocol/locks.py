@@ -24,6 +24,7 @@ __all__ = [
     "LockAcquire",
     "LockRelease",
     "LockValue",
+    "LockClose",
     "LockRefresh",
     "EventSet",
     "EventClear",
@@ -62,6 +63,16 @@ class LockRelease(Message):
 @dataclass(frozen=True, slots=True)
 class LockValue(Message):
     """-> how many leases of the lock or semaphore ``name`` are held now."""
+
+    primitive: str
+    name: str
+
+
+@message("lock-close", CLIENT, SCHEDULER, kind="request")
+@dataclass(frozen=True, slots=True)
+class LockClose(Message):
+    """Forget the lock or semaphore ``name`` (``Semaphore.close``): its
+    waiters get False, its leases vanish; -> how many leases were held."""
 
     primitive: str
     name: str

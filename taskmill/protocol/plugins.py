@@ -51,10 +51,13 @@ class UnregisterPlugin(Message):
 @dataclass(frozen=True, slots=True)
 class PluginSetup(Message):
     """A worker or nanny sets up ``plugin`` under ``name`` (replacing a plugin
-    of that name); -> "OK" or the error reply of the exception its setup raised."""
+    of that name); with ``unless_same``, a node that has this very plugin (the
+    same pickled bytes) set up under ``name`` keeps it and does nothing;
+    -> "OK" or the error reply of the exception its setup raised."""
 
     name: str
     plugin: Serialized
+    unless_same: bool = False
 
 
 @message("plugin-teardown", SCHEDULER, ANY, kind="request")

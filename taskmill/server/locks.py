@@ -38,6 +38,7 @@ from taskmill.protocol.vocabulary import (
     LockAcquire,
     LockRefresh,
     LockRelease,
+    LockClose,
     LockValue,
     Message,
 )
@@ -61,6 +62,7 @@ class LockServer:
             LockAcquire: self._acquire,
             LockRelease: self._release,
             LockValue: lambda msg, comm: machine.value(msg.primitive, msg.name),
+            LockClose: self._close,
             LockRefresh: lambda msg, comm: machine.refresh(msg.client, time.monotonic()),
             EventSet: self._set_event,
             EventClear: self._clear_event,
@@ -89,6 +91,11 @@ class LockServer:
     def _release(self, msg: LockRelease, comm: Any) -> str:
         self._apply(self.machine.release(msg.primitive, msg.name, msg.lease, time.monotonic()))
         return "OK"
+
+    def _close(self, msg: LockClose, comm: Any) -> int:
+        answers, held = self.machine.close(msg.primitive, msg.name)
+        self._apply(answers)
+        return held
 
     def _set_event(self, msg: EventSet, comm: Any) -> str:
         self._apply(self.machine.set_event(msg.name))

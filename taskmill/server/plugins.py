@@ -86,14 +86,20 @@ class PluginHost:
         #: called after setting up a plugin whose ``restart`` is true (a nanny's)
         self.restart = restart
         self.plugins: dict[str, Any] = {}
+        #: name -> the pickled bytes each plugin was set up from (``unless_same``)
+        self._sources: dict[str, bytes] = {}
         #: the plugins that override ``transition`` (empty: no cost at all)
         self.watching: list[Any] = []
         node.serve({PluginSetup: self._setup, PluginTeardown: self._teardown})
 
     async def _setup(self, msg: PluginSetup, comm: Any) -> Any:
+        source = b"".join(bytes(frame) for frame in msg.plugin.frames)
+        if msg.unless_same and self._sources.get(msg.name) == source and msg.name in self.plugins:
+            return "OK"  # this node has it already (a nanny whose worker joins again)
         try:
             plugin = msg.plugin.deserialize()
             await self.add(msg.name, plugin)
+            self._sources[msg.name] = source
         except Exception as exc:  # the user's setup (or class) failed: the client raises it
             logger.warning("%s: plugin %r failed to set up: %s", self.node.address, msg.name, exc)
             return error_reply(exc)
@@ -115,6 +121,7 @@ class PluginHost:
     async def remove(self, name: str) -> None:
         """Tear the plugin ``name`` down, if set up; its teardown raising is logged."""
         plugin = self.plugins.pop(name, None)
+        self._sources.pop(name, None)
         if plugin is None:
             return
         self._rewatch()

@@ -272,6 +272,10 @@ class Scheduler(Node):
                     self.replicas.aborted(cmd)
                 case ev.StreamMarked():
                     self.shared_values.marked(cmd)
+                case ev.TopicAbandoned():
+                    self.spawn(self.plugins.forget_if_unwanted(
+                        cmd.topic, lambda t: t not in self.state.log_forwarding.topics),
+                        f"teardown-{cmd.topic}")
                 case ev.TaskStalled():
                     logger.warning("task %r waits for a worker: it %s; it runs when such a worker "
                                    "joins (other tasks needing the same are not logged again)",

@@ -14,9 +14,12 @@ Theory of operation
 * A joining worker gets every worker plugin (:meth:`worker_joining`) before
   the scheduler's state machine learns of it, so it runs no task before its
   plugins are set up; a setup failing there is logged and the worker joins
-  anyway.  A joining worker's nanny gets the nanny plugins it lacks, in the
-  background (``nanny_has`` records which nanny has which), which with
-  ``restart`` restarts that new worker once.
+  anyway.  A joining worker's nanny is asked, in the background, to set up
+  every nanny plugin ``unless_same``: a nanny that has the plugin already
+  (its worker restarted) does nothing, one that lacks it (a new nanny, or one
+  that missed a registration) sets it up, which with ``restart`` restarts
+  that new worker once.  So the scheduler keeps no record per nanny, and
+  nothing is left behind when nannies come and go.
 * Scheduler plugins are unpickled here, started, and called from the shell:
   ``add_worker`` / ``remove_worker`` on membership changes, ``transition``
   and ``update_graph`` after each ``handle`` of the state machine, but only
@@ -33,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from taskmill.plugins import SchedulerPlugin
@@ -59,8 +62,6 @@ class SchedulerPlugins:
         self.preloads = Preloads(preload)
         #: worker and nanny plugins by name, pickled (as the clients sent them)
         self.stored: dict[str, dict[str, Serialized]] = {"worker": {}, "nanny": {}}
-        #: nanny address -> names of the nanny plugins it has set up
-        self.nanny_has: dict[str, set[str]] = {}
         #: scheduler plugins by name (unpickled)
         self.plugins: dict[str, Any] = {}
         #: the plugins that override ``transition`` / ``update_graph``
@@ -121,9 +122,6 @@ class SchedulerPlugins:
             return {self.scheduler.address: "OK"}
         self.stored[msg.plugin_kind][msg.name] = msg.plugin
         targets = self._targets(msg.plugin_kind)
-        if msg.plugin_kind == "nanny":
-            for nanny in targets:
-                self.nanny_has.setdefault(nanny, set()).add(msg.name)
         replies = await self._ask_all(targets, PluginSetup(msg.name, msg.plugin))
         if any(reply != "OK" for reply in replies.values()):
             logger.warning("plugin %r failed to set up on %s: not registered", msg.name,
@@ -138,6 +136,12 @@ class SchedulerPlugins:
                              f"unregister_plugin takes the name register_plugin was given")
         return "OK"
 
+    async def forget_if_unwanted(self, name: str, unwanted: Callable[[str], bool]) -> None:
+        """Drop the plugin ``name`` if ``unwanted(name)`` still holds now (a
+        client may have asked for it again since the decision was made)."""
+        if unwanted(name):
+            await self._forget(name)
+
     async def _forget(self, name: str) -> bool:
         """Drop the plugin ``name`` of any kind, tearing it down; whether there was one."""
         if name in self.plugins:
@@ -145,9 +149,6 @@ class SchedulerPlugins:
             return True
         for kind, store in self.stored.items():
             if store.pop(name, None) is not None:
-                if kind == "nanny":
-                    for names in self.nanny_has.values():
-                        names.discard(name)
                 await self._ask_all(self._targets(kind), PluginTeardown(name))
                 return True
         return False
@@ -181,7 +182,7 @@ class SchedulerPlugins:
     # ------------------------------------------------------------------ #
     async def worker_joining(self, worker: str, nanny: str | None) -> None:
         """Set the worker plugins up on a joining worker (before it gets tasks),
-        and start setting the nanny plugins up on its nanny if it lacks some."""
+        and ask its nanny, in the background, for the nanny plugins it lacks."""
         for name, payload in list(self.stored["worker"].items()):
             try:
                 replies = await self._ask_all([worker], PluginSetup(name, payload))
@@ -190,19 +191,16 @@ class SchedulerPlugins:
             if replies.get(worker, "OK") != "OK":
                 logger.warning("plugin %r failed to set up on joining worker %s: %s", name, worker,
                                replies[worker].get("text"))
-        if nanny:
-            has = self.nanny_has.setdefault(nanny, set())
-            missing = [n for n in self.stored["nanny"] if n not in has]
-            if missing:
-                has.update(missing)
-                self.scheduler.spawn(self._setup_nanny(nanny, missing), "nanny-plugins")
+        if nanny and self.stored["nanny"]:
+            self.scheduler.spawn(self._setup_nanny(nanny, list(self.stored["nanny"])),
+                                 "nanny-plugins")
 
     async def _setup_nanny(self, nanny: str, names: list[str]) -> None:
         for name in names:
             payload = self.stored["nanny"].get(name)
             if payload is None:
                 continue
-            replies = await self._ask_all([nanny], PluginSetup(name, payload))
+            replies = await self._ask_all([nanny], PluginSetup(name, payload, unless_same=True))
             if replies.get(nanny, "OK") != "OK":
                 logger.warning("nanny plugin %r failed to set up on nanny %s: %s", name, nanny,
                                replies[nanny].get("text"))

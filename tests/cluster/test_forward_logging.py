@@ -138,3 +138,22 @@ def test_a_bad_level_or_logger_name_fails_before_anything_is_registered(e: Execu
         e.forward_logging("tm.fwd.bad", level="LOUD")
     with pytest.raises(TypeError, match="logger's name"):
         e.forward_logging(42)  # type: ignore[arg-type]
+
+
+def test_unforward_logging_stops_the_records_and_the_capture(e: Executor, collect: Collect) -> None:
+    e.forward_logging("tm.fwd.off")
+    e.forward_logging("tm.fwd.on")
+    assert e.submit(log, "tm.fwd.off", logging.WARNING, "before").result() == "before"
+    wait_for(lambda: collect.arrived("before"), message="forwarded while asked for")
+    assert e.unforward_logging("tm.fwd.off") is None
+    assert e.cluster is not None
+    wait_for(lambda: all("forward-logging-tm.fwd.off" not in w.plugins.plugins
+                         for w in e.cluster.workers),
+             message="the last client's unforward tore the capturing plugin down")
+    assert all("forward-logging-tm.fwd.on" in w.plugins.plugins for w in e.cluster.workers)
+    e.submit(log, "tm.fwd.off", logging.WARNING, "after").result()
+    e.submit(log, "tm.fwd.on", logging.WARNING, "sentinel").result()
+    wait_for(lambda: collect.arrived("sentinel"), message="the other logger is still forwarded")
+    assert "after" not in collect.messages()
+    with pytest.raises(TypeError, match="logger's name"):
+        e.unforward_logging(3)  # type: ignore[arg-type]

@@ -322,3 +322,25 @@ def test_a_lock_and_a_queue_cannot_share_a_name(e: Executor) -> None:
     with pytest.raises(ValueError, match="in use by a Queue; a Lock cannot use it"):
         Lock("shared-name-lock-queue", client=e).acquire(timeout=1)
     assert q.get(timeout=5) == 1
+
+
+def test_closing_a_semaphore_frees_its_waiters_and_warns_about_held_leases(
+        e: Executor, e2: Executor) -> None:
+    held, other = Semaphore(1, name="to-close", client=e), Semaphore(1, name="to-close", client=e2)
+    assert held.acquire()
+    got: list[bool] = []
+    waiter = threading.Thread(target=lambda: got.append(other.acquire(timeout=30)))
+    waiter.start()
+    wait_for(lambda: waiting(e, "to-close") == 1, message="the other client waits")
+    closer = Semaphore(1, name="to-close", client=e)
+    with pytest.warns(RuntimeWarning, match="1 lease"):
+        closer.close()
+    waiter.join(20)
+    assert got == [False]  # the waiter is answered, not left hanging
+    with pytest.raises(RuntimeError, match="was closed"):
+        closer.acquire()
+    with pytest.raises(RuntimeError, match="no such lease"):
+        held.release()  # its lease vanished with the close
+    fresh = Semaphore(1, name="to-close", client=e)
+    assert fresh.acquire(timeout=5) and fresh.get_value() == 1
+    fresh.close()  # closing one's own held lease: forgotten with the object, no warning

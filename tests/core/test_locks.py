@@ -216,3 +216,17 @@ def test_random_operations_keep_the_invariants(seed: int) -> None:
             assert entry.held or entry.waiting, f"idle {name} not forgotten"
             assert all(answered.get(lease) is True for lease in entry.held), "held but not granted"
             assert all(lease not in answered for lease in entry.waiting), "answered yet waiting"
+
+
+def test_close_answers_the_waiters_false_and_forgets_the_leases() -> None:
+    c = Coordination(lease_timeout=None)
+    acquire(c, "a", kind=SEMAPHORE, max_leases=1)
+    acquire(c, "w", kind=SEMAPHORE, max_leases=1)
+    assert c.close(SEMAPHORE, "x") == ([Answer("w", False)], 1)
+    assert c.names == {}
+    with pytest.raises(RuntimeError, match="no such lease"):
+        c.release(SEMAPHORE, "x", "a", now=1.0)
+    assert c.close(SEMAPHORE, "never-used") == ([], 0)
+    c.set_event("flag")
+    with pytest.raises(ValueError, match="in use by a Event"):
+        c.close(SEMAPHORE, "flag")

@@ -44,3 +44,18 @@ def test_a_client_that_leaves_is_forgotten_and_its_topic_with_it() -> None:
     assert s.state.log_forwarding.topics == {"t1": {"b": None}}
     s(ClientDisconnected("s", client="b"))
     assert s.state.log_forwarding.topics == {}
+
+
+def test_unforwarding_forgets_the_client_and_abandons_a_topic_left_without_clients() -> None:
+    from taskmill.core.scheduler.events import TopicAbandoned
+    from taskmill.protocol.vocabulary import UnforwardLogging
+
+    s = Sched("tcp://w:1")
+    s(ClientConnected("s", client="a"), ClientConnected("s", client="b"))
+    s(ForwardLogging("s", "a", "t1"), ForwardLogging("s", "b", "t1"))
+    assert s(UnforwardLogging("s", "a", "t1")) == []  # b still wants it
+    assert s(batch("t1")) == [ForwardedLogRecords("s", "b", "tcp://w:1", "t1", RECORDS)]
+    assert s(UnforwardLogging("s", "a", "t1")) == []  # twice: nothing more
+    assert s(UnforwardLogging("s", "b", "t1")) == [TopicAbandoned("s", "t1")]
+    assert s(batch("t1")) == []
+    assert s(UnforwardLogging("s", "b", "never-asked")) == []

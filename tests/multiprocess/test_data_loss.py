@@ -45,6 +45,7 @@ def test_retired_and_sigtermed_workers_hand_their_data_over_and_stay_down() -> N
     with Executor(n_workers=3, threads_per_worker=1, set_as_default=False) as e:
         assert e.cluster is not None
         procs = pids(e)
+        nannies = e.cluster.workers  # the cluster forgets a nanny once it closed
         a, b, _ = sorted(procs)
         on_a = e.scatter(list(range(1000)), workers=[a])
         on_b = e.scatter({"x": 1}, workers=[b])
@@ -53,7 +54,6 @@ def test_retired_and_sigtermed_workers_hand_their_data_over_and_stay_down() -> N
         os.kill(procs[b], signal.SIGTERM)  # what stopping `taskmill-worker` does
         wait_for(lambda: set(e.nthreads()).isdisjoint({a, b}), timeout=30, message="a and b gone")
         assert e.gather([on_a, on_b]) == [list(range(1000)), {"x": 1}]
-        nannies = e.cluster.workers
         wait_for(lambda: sum(n.status.value == "closed" for n in nannies) == 2, timeout=30,
                  message="the nannies of retired workers closed instead of restarting them")
         assert len(e.nthreads()) == 1

@@ -40,9 +40,19 @@ def test_environ_restarts_process_workers_with_the_variables_set() -> None:
         value, pid = e.submit(read_env, "TM_PLUGIN_VAR", pure=False).result()
         assert value == "42" and pid not in before
         assert "TM_PLUGIN_VAR" not in os.environ  # set in the nanny process, not here
-        # a later restart keeps it: the nanny's environment holds it
+        # a later restart keeps it: the nanny's environment holds it; the nanny,
+        # asked again for its plugins when the new worker joins, has this very
+        # one and does not restart the worker a second time
+        assert e.cluster is not None
+        (nanny,) = e.cluster.workers
+        restarts = nanny.restarts
         e.restart()
         assert e.submit(read_env, "TM_PLUGIN_VAR", pure=False).result()[0] == "42"
+        pid_after_restart = worker_pids(e)
+        scheduler = e.cluster.scheduler
+        wait_for(lambda: not any("nanny-plugins" in t.get_name() for t in scheduler._background),
+                 timeout=30, message="the joining worker's nanny answered for its plugins")
+        assert nanny.restarts == restarts + 1 and worker_pids(e) == pid_after_restart
         # a nanny that joins later gets the plugin too (and restarts its worker once)
         late = e.session.sync(Nanny(e.scheduler_address, nthreads=1).start())
         try:

@@ -161,6 +161,15 @@ class StreamMarked(SchedulerCommand):
     mark: str
 
 
+@dataclass(frozen=True, slots=True)
+class TopicAbandoned(SchedulerCommand):
+    """No client wants the log records of ``topic`` any more (the last one
+    called ``unforward_logging``): the shell tears down the worker plugin
+    that captures them (:mod:`taskmill.core.scheduler.log_forwarding`)."""
+
+    topic: str
+
+
 class SchedulerInput(Protocol):
     """What the scheduler machine handles: its own events and the wire
     messages it takes (each with the ``stimulus_id`` its shell gave it)."""
