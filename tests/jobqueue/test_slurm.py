@@ -142,3 +142,22 @@ def test_close_cancels_pending_and_running_jobs(slurm: SlurmTestbed, tmp_path: P
         cluster.close()
     assert slurm.jobs(name) == []
     wait_for(lambda: not job_processes(cluster), timeout=30, message="job processes gone")
+
+
+@pytest.mark.timeout(120)
+def test_workers_leave_before_the_walltime_and_the_job_ends_by_itself(slurm: SlurmTestbed,
+                                                                      tmp_path: Path) -> None:
+    name = unique_name()
+    with SLURMCluster(cores=1, memory="1GB", walltime="00:01:00", job_name=name,
+                      host="127.0.0.1", shared_directory=str(tmp_path)) as cluster:
+        start = time.monotonic()
+        cluster.scale(jobs=1)
+        cluster.wait_for_workers(1, timeout=60)
+        with Executor(cluster) as e:
+            assert e.submit(inc, 1).result() == 2
+        # --lifetime 30s +- 7s: the worker retires, the job completes before its minute
+        wait_for(lambda: not cluster.groups, timeout=55, interval=0.5,
+                 message="the job ending by itself")
+        assert time.monotonic() - start < 55
+        assert "its workers had registered" in cluster.failures[-1]
+        assert slurm.jobs(name) == []
