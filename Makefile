@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/demo.py
+	$(PY) examples/demo.py $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m mypy taskmill

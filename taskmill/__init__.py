@@ -28,6 +28,23 @@ from taskmill.errors import (
 
 __version__ = "0.1.0"
 
+#: exported names whose modules load on first use (``import taskmill`` stays light)
+_LAZY = {
+    "LocalCluster": "taskmill.cluster.local",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'taskmill' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "Actor",
     "ActorFuture",
@@ -38,6 +55,7 @@ __all__ = [
     "Future",
     "FutureLostError",
     "KilledWorker",
+    "LocalCluster",
     "Lock",
     "MissingDependencyError",
     "NannyPlugin",

@@ -102,3 +102,17 @@ def test_shared_values_names_and_parameters() -> None:
         assert callable(getattr(Executor, method)), method
     assert isinstance(Executor.datasets, property)
     assert "default" in inspect.signature(Executor.get_dataset).parameters
+
+
+def test_cluster_names_load_on_first_use() -> None:
+    code = ("import sys, taskmill; assert 'taskmill.cluster.local' not in sys.modules; "
+            "from taskmill import LocalCluster; import taskmill.cluster.base as b; "
+            "assert issubclass(LocalCluster, b.Cluster)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    params = inspect.signature(taskmill.LocalCluster.__init__).parameters
+    for p in ["n_workers", "threads_per_worker", "processes", "memory_limit", "resources",
+              "dashboard_address", "security"]:
+        assert p in params, p
+    for method in ["scale", "adapt", "close", "wait_for_workers"]:
+        assert callable(getattr(taskmill.LocalCluster, method)), method
+    assert "jobs" in inspect.signature(taskmill.LocalCluster.scale).parameters

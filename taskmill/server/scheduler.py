@@ -349,6 +349,7 @@ class Scheduler(Node):
             logger.info("client %s disconnected", client)
             self._handle(ev.ClientDisconnected(self._sid("client-disconnected"), client))
             self.locks.client_left(client)
+            self.shared_values.client_left(client)
 
     def _client_events(self, client: str, msgs: Any) -> tuple[list[list[SchedulerInput]], bool]:
         """The events of one batch of a client's messages, in groups to handle

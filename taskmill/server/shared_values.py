@@ -17,7 +17,10 @@ first: a key taken out of a queue is held for the taking client before the
 queue lets it go.  A value sent with keys waits for its ``mark`` to come
 through the sender's stream (``StreamMarked``, see
 :mod:`taskmill.protocol.shared`), at most ``TASKMILL_REQUEST_TIMEOUT``
-seconds, then fails naming the client.  Payloads are never unpickled here.
+seconds, then fails naming the client.  A mark that comes through with no
+request waiting for it is kept as long, for a request still on its way, and
+every mark of a client goes when the client does.  Payloads are never
+unpickled here.
 """
 
 from __future__ import annotations
@@ -178,8 +181,24 @@ class SharedValuesShell:
         return event
 
     def marked(self, cmd: StreamMarked) -> None:
-        """The ``mark`` of ``client`` came through its stream."""
+        """The ``mark`` of ``client`` came through its stream.  Kept for its
+        request for at most the request timeout (it may never come: its
+        client died, or gave up first)."""
+        key = (cmd.client, cmd.mark)
+        waited = key in self._marks
         self._mark_event(cmd.client, cmd.mark).set()
+        if not waited:
+            asyncio.get_running_loop().call_later(timeouts.REQUEST.get(), self._drop_mark, key)
+
+    def _drop_mark(self, key: tuple[str, str]) -> None:
+        event = self._marks.get(key)
+        if event is not None and event.is_set():  # nobody took it up in time
+            del self._marks[key]
+
+    def client_left(self, client: str) -> None:
+        """``client`` disconnected: its marks go."""
+        for key in [k for k in self._marks if k[0] == client]:
+            del self._marks[key]
 
     async def _after_mark(self, client: str, mark: str) -> None:
         """Wait until ``mark`` came through ``client``'s stream (nothing to wait for without one)."""
