@@ -31,6 +31,8 @@ __version__ = "0.1.0"
 #: exported names whose modules load on first use (``import taskmill`` stays light)
 _LAZY = {
     "LocalCluster": "taskmill.cluster.local",
+    "PBSCluster": "taskmill.cluster.jobqueue",
+    "SLURMCluster": "taskmill.cluster.jobqueue",
 }
 
 
@@ -59,9 +61,11 @@ __all__ = [
     "Lock",
     "MissingDependencyError",
     "NannyPlugin",
+    "PBSCluster",
     "Queue",
     "RemoteTaskError",
     "SchedulerGoneError",
+    "SLURMCluster",
     "SchedulerPlugin",
     "Security",
     "Semaphore",
