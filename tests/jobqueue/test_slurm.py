@@ -13,6 +13,7 @@ import pytest
 
 from taskmill import Executor, wait
 from taskmill.cluster.jobqueue import SLURMCluster
+from taskmill.comm.addressing import contact_address, is_loopback, parse_address
 from tests.conftest import wait_for
 from tests.jobqueue.slurm_testbed import SlurmTestbed
 
@@ -70,6 +71,24 @@ def test_scale_jobs_gives_registered_workers_and_keeps_the_token_out_of_jobs(
     assert len(outputs) == 2
     for output in outputs:
         assert "token in the job: none" in output.read_text()
+
+
+def test_by_default_the_scheduler_and_workers_listen_where_other_nodes_reach_them(
+        slurm: SlurmTestbed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    outward = contact_address("tcp://0.0.0.0:0")
+    if is_loopback(parse_address(outward)[1]):
+        pytest.skip("this machine has no address beyond loopback")
+    monkeypatch.setenv("TASKMILL_TOKEN", uuid.uuid4().hex)  # required beyond loopback
+    with SLURMCluster(cores=1, memory="1GB", job_name=unique_name(),
+                      shared_directory=str(tmp_path)) as cluster:
+        host = parse_address(outward)[1]
+        assert parse_address(cluster.scheduler_address)[1] == host
+        cluster.scale(jobs=1)
+        cluster.wait_for_workers(1, timeout=60)
+        with Executor(cluster) as e:
+            assert e.submit(inc, 41).result() == 42
+            (address,) = e.scheduler_info()["workers"]
+        assert parse_address(address)[1] == host  # found by the job on its node
 
 
 def test_adapt_grows_on_a_burst_and_shrinks_to_zero_jobs_without_losing_keys(

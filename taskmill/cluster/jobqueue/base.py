@@ -233,14 +233,14 @@ class JobQueueCluster(Cluster):
             os.makedirs(self.log_directory, exist_ok=True)
         self.scheduler = await Scheduler(host=self.host, port=0,
                                          dashboard_port=self.dashboard_port).start()
+        address = contact_address(self.scheduler.address)  # host="0.0.0.0": where nodes reach it
         try:
             assert self.security is not None
-            write_scheduler_file(self.scheduler_file, self.scheduler.address, self.security,
-                                 self.scheduler.id)
+            write_scheduler_file(self.scheduler_file, address, self.security, self.scheduler.id)
         except BaseException:
             await self._close_scheduler()
             raise
-        return self.scheduler.address, self.scheduler.dashboard_link
+        return address, self.scheduler.dashboard_link
 
     async def _close_scheduler(self) -> None:
         if self.scheduler is not None:
