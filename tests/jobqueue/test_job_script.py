@@ -142,3 +142,12 @@ def test_missing_sbatch_names_the_command_and_the_package(tmp_path: Path,
         assert "slurm" in str(info.value).lower()
         assert cluster.groups == {} and cluster.status == "running"
     assert list((tmp_path / "shared").iterdir()) == []
+
+
+def test_refused_options_of_a_blocking_cluster_start_nothing(no_leaks: None,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TASKMILL_TOKEN", raising=False)
+    monkeypatch.delenv("TASKMILL_TOKEN_FILE", raising=False)
+    for options in ({"cores": 0}, {"host": "10.1.2.3"}, {"dashboard_address": "host:http"}):
+        with pytest.raises(ValueError):
+            SLURMCluster(**{"cores": 1, "memory": "1GB", "host": "127.0.0.1", **options})  # type: ignore[arg-type]

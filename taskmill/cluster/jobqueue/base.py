@@ -176,10 +176,6 @@ class JobQueueCluster(Cluster):
         # until Scheduler takes a Security of its own, the cluster's processes
         # share this process's (the environment's token or TLS files)
         security = Security.from_environment()
-        super().__init__(asynchronous=asynchronous, security=security,
-                         workers_per_group=self.spec.processes,
-                         threads_per_worker=self.spec.threads_per_process)
-        self.group_prefix = job_name
         self.host = host or contact_address("tcp://0.0.0.0:0")[6:].rsplit(":", 1)[0]
         if not is_loopback(self.host) and security.token is None and not security.require_encryption:
             raise ValueError(
@@ -188,6 +184,11 @@ class JobQueueCluster(Cluster):
                 "the TLS files, see docs/security.md), or host='127.0.0.1' when the jobs run on "
                 "this machine")
         self.dashboard_port = port_of_dashboard(dashboard_address)
+        # all checks above: the base starts the event-loop thread of a blocking cluster
+        super().__init__(asynchronous=asynchronous, security=security,
+                         workers_per_group=self.spec.processes,
+                         threads_per_worker=self.spec.threads_per_process)
+        self.group_prefix = job_name
         self.log_directory = os.path.abspath(log_directory) if log_directory else None
         root = os.path.abspath(os.path.expanduser(shared_directory or "~/.taskmill/jobqueue"))
         #: the cluster's own directory: scheduler file, job scripts, output
