@@ -5,7 +5,7 @@ relies on, the way PBS Pro answers: ``qsub SCRIPT`` starts the script in the
 background (its output, stdout and stderr joined, to the ``#PBS -o`` file)
 and prints ``N.fakepbs``; it refuses a script asking for queue ``nosuch``;
 ``qstat IDS`` lists the live ones (state in the fifth column) and says
-"Unknown Job Id" on stderr for the others; ``qdel ID`` sends SIGTERM to the
+"Job has finished" (or "Unknown Job Id") on stderr for the others; ``qdel ID`` sends SIGTERM to the
 job's process group.  What this proves: the cluster's scripts run, its
 commands are called and their answers read as PBS gives them; not that a
 real PBS server accepts every directive.
@@ -50,10 +50,13 @@ echo "Job id            Name             User              Time Use S Queue"
 echo "----------------  ---------------- ----------------  -------- - -----"
 for id in "$@"; do
     n=${id%%.*}
-    if [ -f "$FAKE_PBS_DIR/$n.pid" ] && alive "$(cat "$FAKE_PBS_DIR/$n.pid")"; then
+    if [ ! -f "$FAKE_PBS_DIR/$n.pid" ]; then
+        echo "qstat: Unknown Job Id $id" >&2; rc=153
+    elif alive "$(cat "$FAKE_PBS_DIR/$n.pid")"; then
         echo "$n.fakepbs   taskmill-worker  root              00:00:01 R workq"
     else
-        echo "qstat: Unknown Job Id $id" >&2; rc=153
+        echo "qstat: $n.fakepbs Job has finished, use -x or -H to obtain historical job information" >&2
+        rc=35
     fi
 done
 exit $rc

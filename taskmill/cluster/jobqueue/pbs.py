@@ -8,13 +8,14 @@ Pro's spelling; Torque sites pass their own ``-l nodes=1:ppn=..`` through
 ``resource_spec=``), with stdout and stderr joined into one output file.
 ``qsub`` answers with the job id (``123.server``); ``qdel`` cancels a job;
 ``qstat JOBIDS`` lists the jobs still known, with their state in the fifth
-column (``C`` and ``F`` are finished), and says "Unknown Job Id" on stderr
-for the others.
+column (``C`` and ``F`` are finished), and says "Unknown Job Id" (Torque,
+or a purged job) or "Job has finished" (PBS Pro) on stderr for the others.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from taskmill.cluster.jobqueue.base import JobQueueCluster
@@ -23,6 +24,8 @@ from taskmill.cluster.jobqueue.script import JobSpec, hms
 
 #: qstat states of a job that left: completed (Torque), finished (PBS Pro)
 FINISHED_STATES = frozenset({"C", "F"})
+#: what qstat says on stderr of a job it no longer lists (the others it lists)
+LEFT_MESSAGES = r"Unknown Job Id|Job has finished"
 
 
 class Pbs(BatchSystem):
@@ -51,7 +54,7 @@ class Pbs(BatchSystem):
 
     async def queued(self, job_ids: list[str]) -> set[str] | None:
         done = await run_command(["qstat", *job_ids], self.package)
-        if done.returncode != 0 and "Unknown Job Id" not in done.stderr:
+        if done.returncode != 0 and not re.search(LEFT_MESSAGES, done.stderr):
             return None
         wanted = {job.split(".")[0]: job for job in job_ids}
         live = set()
