@@ -13,6 +13,7 @@ real PBS server accepts every directive.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import stat
@@ -31,6 +32,10 @@ pytestmark = pytest.mark.timeout(120)
 QSUB = r"""#!/usr/bin/env bash
 set -e
 script="$1"
+if [ -n "$FAKE_QSUB_GATE" ]; then  # a slow submission: wait until the test opens the gate
+    touch "$FAKE_QSUB_GATE.waiting"
+    while [ ! -e "$FAKE_QSUB_GATE" ]; do sleep 0.02; done
+fi
 if grep -q '^#PBS -q nosuch' "$script"; then echo "qsub: Unknown queue" >&2; exit 170; fi
 n=$(( $(cat "$FAKE_PBS_DIR/counter" 2>/dev/null || echo 0) + 1 ))
 echo "$n" > "$FAKE_PBS_DIR/counter"
@@ -134,3 +139,27 @@ def test_a_pbs_job_that_dies_early_is_reported_with_its_output(fake_pbs: Path,
         assert re.search(r"job 1\.fakepbs left the queue before its workers registered",
                          str(info.value))
         assert "no python on this node" in str(info.value)
+
+
+def test_close_during_a_submission_cancels_the_job_it_makes(fake_pbs: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = tmp_path / "gate"
+    monkeypatch.setenv("FAKE_QSUB_GATE", str(gate))
+
+    async def main() -> None:
+        cluster = await PBSCluster(cores=1, memory="1GB", job_name="tm-pbs", host="127.0.0.1",
+                                   shared_directory=str(tmp_path / "s"), asynchronous=True)
+        scaling = asyncio.ensure_future(cluster.scale(jobs=1))
+        while not (tmp_path / "gate.waiting").exists():  # qsub is running
+            await asyncio.sleep(0.02)
+        closing = asyncio.ensure_future(cluster.close())
+        while cluster.status != "closing":
+            await asyncio.sleep(0.02)
+        gate.touch()  # qsub now submits the job: close() must cancel it
+        await closing
+        await asyncio.gather(scaling, return_exceptions=True)
+        assert (fake_pbs / "1.pid").exists()  # the job was made
+        assert not job_processes(cluster)
+        assert not os.path.exists(cluster.directory)
+
+    asyncio.run(main())

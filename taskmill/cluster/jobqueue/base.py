@@ -76,8 +76,17 @@ class Job(WorkerGroup):
         self.registered = False
         self.closing = False
         self._left: str | None = None
+        #: set once start() has submitted the job, or failed to
+        self._submitted: asyncio.Event | None = None
 
     async def start(self) -> None:
+        self._submitted = asyncio.Event()
+        try:
+            await self._submit()
+        finally:
+            self._submitted.set()
+
+    async def _submit(self) -> None:
         script = self.cluster.job_script(self.name)
         with open(self.script_path, "w", encoding="utf-8") as f:
             f.write(script)
@@ -98,19 +107,24 @@ class Job(WorkerGroup):
         if self.closing:
             return
         self.closing = True
-        if self.job_id is None:
-            return
-        done = await run_command([self.batch.cancel_command, self.job_id], self.batch.package)
+        if self._submitted is not None:  # a submission under way may yet make a job
+            await self._submitted.wait()
+        if self.job_id is not None:
+            await self._cancel(self.job_id)
+
+    async def _cancel(self, job_id: str) -> None:
+        """Cancel the job and wait until the batch system no longer lists it."""
+        done = await run_command([self.batch.cancel_command, job_id], self.batch.package)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CANCEL_TIMEOUT
         while True:
-            queued = await self.batch.queued([self.job_id])
-            if queued is not None and self.job_id not in queued:
+            queued = await self.batch.queued([job_id])
+            if queued is not None and job_id not in queued:
                 return
             if loop.time() > deadline:
                 raise BatchCommandError(
-                    f"job {self.job_id} ({self.name}) is still in the queue {CANCEL_TIMEOUT:g}s "
-                    f"after `{self.batch.cancel_command} {self.job_id}` "
+                    f"job {job_id} ({self.name}) is still in the queue {CANCEL_TIMEOUT:g}s "
+                    f"after `{self.batch.cancel_command} {job_id}` "
                     f"({(done.stderr or done.stdout).strip() or 'no answer'})")
             await asyncio.sleep(0.1)
 
