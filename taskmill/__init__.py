@@ -15,6 +15,7 @@ from taskmill.client.shared import Queue, Variable
 from taskmill.client.waiting import as_completed, fire_and_forget, wait
 from taskmill.client.worker_client import get_client, get_worker, rejoin, secede, worker_client
 from taskmill.security import Security
+from taskmill import config
 from taskmill.plugins import Environ, NannyPlugin, SchedulerPlugin, UploadDirectory, WorkerPlugin
 from taskmill.errors import (
     ActorLostError,
@@ -33,6 +34,7 @@ _LAZY = {
     "LocalCluster": "taskmill.cluster.local",
     "PBSCluster": "taskmill.cluster.jobqueue",
     "SLURMCluster": "taskmill.cluster.jobqueue",
+    "SSHCluster": "taskmill.cluster.ssh",  # needs asyncssh (the ssh extra): not in __all__
 }
 
 
@@ -74,6 +76,7 @@ __all__ = [
     "WorkerPlugin",
     "Variable",
     "as_completed",
+    "config",
     "fire_and_forget",
     "futures_of",
     "get_client",

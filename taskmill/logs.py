@@ -3,21 +3,22 @@ recent records that ``Executor.get_scheduler_logs`` / ``get_worker_logs`` read.
 
 The ring (:class:`LogRing`) is one ``logging.Handler`` per process on the
 ``taskmill`` logger, installed by the first server node (scheduler, worker or
-nanny) the process starts: a deque of at most ``TASKMILL_LOG_LENGTH`` records
-(default :data:`RING_SIZE`), oldest dropped first.  It keeps what the
-``taskmill`` loggers let through at their configured level: INFO in worker
-processes and the command-line programs (``setup_logging``), the
-application's own configuration in a process that embeds a scheduler or
-in-process workers (Python's default there is WARNING).  Nodes of one process
-(an embedded scheduler with in-process workers) share its one ring, as they
-share its loggers.
+nanny) the process starts: a deque of at most ``logging.length`` records (an
+option of :mod:`taskmill.config`, default :data:`RING_SIZE`), oldest dropped
+first.  It keeps what the ``taskmill`` loggers let through at their
+configured level: INFO in worker processes and the command-line programs
+(``setup_logging``), the application's own configuration in a process that
+embeds a scheduler or in-process workers (Python's default there is
+WARNING).  Nodes of one process (an embedded scheduler with in-process
+workers) share its one ring, as they share its loggers.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections import deque
+
+from taskmill import config, config_checks
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s (pid %(process)d): %(message)s"
 
@@ -33,8 +34,8 @@ _ring: LogRing | None = None
 
 def setup_logging(level: str | int | None = None) -> None:
     """Configure the ``taskmill`` logger (level from the argument, else
-    ``TASKMILL_LOG_LEVEL``, else INFO) unless the application already did."""
-    level = level or os.environ.get("TASKMILL_LOG_LEVEL", "INFO")
+    option ``logging.level``) unless the application already did."""
+    level = level or config.read("logging.level", config_checks.log_level)
     logger = logging.getLogger("taskmill")
     logger.setLevel(level.upper() if isinstance(level, str) else level)
     if not [h for h in logger.handlers if not isinstance(h, LogRing)]:  # the ring is ours
@@ -83,15 +84,10 @@ def check_count(n: object) -> None:
 
 def install_log_ring() -> LogRing:
     """This process's ring on the ``taskmill`` logger (installed on the first
-    call; its size from ``TASKMILL_LOG_LENGTH``, default :data:`RING_SIZE`)."""
+    call; its size from option ``logging.length``, default :data:`RING_SIZE`)."""
     global _ring
     if _ring is None:
-        raw = os.environ.get("TASKMILL_LOG_LENGTH", "")
-        try:
-            size = int(raw) if raw else RING_SIZE
-        except ValueError:
-            raise ValueError(f"TASKMILL_LOG_LENGTH must be a number of log records, not {raw!r}") from None
-        ring = LogRing(size)
+        ring = LogRing(config.read("logging.length", config_checks.count))
         logging.getLogger("taskmill").addHandler(ring)
         _ring = ring
     return _ring

@@ -2,32 +2,13 @@
 
 Every wait on another process (connecting, a request's reply, a stream
 closing, a worker handing its data over) is bounded by one of the timeouts
-below.  Each is read from its environment variable when it is used (so a
-value set before a process starts applies to everything in it, and tests
-can change it), falling back to the default.  A timeout error names what
-was being waited for, the address, and the variable to raise.
-
-=============================  =======  ==========================================
-variable                       default  what it bounds
-=============================  =======  ==========================================
-TASKMILL_CONNECT_TIMEOUT       10 s     connecting to the scheduler (refused
-                                        connections are retried until then)
-TASKMILL_PEER_CONNECT_TIMEOUT  2 s      connecting to a worker or nanny (a refused
-                                        connection almost always means it died)
-TASKMILL_REQUEST_TIMEOUT       30 s     the reply to a short request (who-has,
-                                        scheduler-info, a nanny's worker-exited)
-TASKMILL_DATA_TIMEOUT          300 s    the reply to a get-data (moving results)
-TASKMILL_RETIRE_TIMEOUT        30 s     replicate / retire_workers: copies made, data
-                                        moved off a retiring worker
-TASKMILL_RECONNECT_TIMEOUT     30 s     a worker trying to reach its scheduler, at
-                                        start or after losing it, before it exits
-                                        (its nanny then stops too instead of
-                                        respawning it); ``--death-timeout``
-TASKMILL_LEASE_TIMEOUT         30 s     how long a Lock or Semaphore lease outlives
-                                        its holder's last sign of life while its
-                                        client stays connected (a disconnect frees
-                                        it at once; see taskmill.server.locks)
-=============================  =======  ==========================================
+below, each an option of :mod:`taskmill.config` (``comm.timeouts.*`` and
+``scheduler.lease-timeout``; docs/configuration.md has the table of every
+option, its default and its older environment variable, such as
+``TASKMILL_CONNECT_TIMEOUT``, which still works).  Each is read when it is
+used, from the configuration's cache, so ``taskmill.config.set`` applies at
+once.  A timeout error names what was being waited for, the address, and
+the option and variable to raise.
 
 Waits that are deliberately unbounded: a user's ``result()``/``gather``
 without ``timeout=`` (the computation may take hours; a lost scheduler or
@@ -36,49 +17,50 @@ worker ends it with an error instead), and ``Executor.run`` (user code).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+
+from taskmill import config
+from taskmill.config_checks import seconds as _seconds
 
 
 @dataclass(frozen=True, slots=True)
 class Timeout:
     """One configurable timeout: ``get()`` is its value in seconds."""
 
+    key: str
     env: str
-    default: float
     what: str
 
     def get(self) -> float:
-        """The value from ``$env`` (seconds, > 0), else the default."""
-        text = os.environ.get(self.env)
-        if text is None or text.strip() == "":
-            return self.default
+        """The value of option ``key`` in seconds (> 0); a bad value raises
+        ValueError naming the option, where its value came from, and what it bounds."""
         try:
-            value = float(text)
-        except ValueError:
-            value = -1.0
-        if not value > 0:
-            raise ValueError(
-                f"{self.env}={text!r} is not a valid timeout: give a number of seconds > 0 "
-                f"(it bounds {self.what})")
-        return value
+            return config.read(self.key, _seconds)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (it bounds {self.what})") from None
+
+    @property
+    def hint(self) -> str:
+        """How to change it, for error messages."""
+        return f"set {self.env} or the option {self.key} to change it"
 
 
-CONNECT = Timeout("TASKMILL_CONNECT_TIMEOUT", 10.0, "connecting to the scheduler")
-PEER_CONNECT = Timeout("TASKMILL_PEER_CONNECT_TIMEOUT", 2.0, "connecting to a worker or nanny")
-REQUEST = Timeout("TASKMILL_REQUEST_TIMEOUT", 30.0, "the reply to a short request")
-DATA = Timeout("TASKMILL_DATA_TIMEOUT", 300.0, "the reply to a get-data request")
-RETIRE = Timeout("TASKMILL_RETIRE_TIMEOUT", 30.0, "moving data off retiring workers")
-RECONNECT = Timeout("TASKMILL_RECONNECT_TIMEOUT", 30.0,
+CONNECT = Timeout("comm.timeouts.connect", "TASKMILL_CONNECT_TIMEOUT", "connecting to the scheduler")
+PEER_CONNECT = Timeout("comm.timeouts.peer-connect", "TASKMILL_PEER_CONNECT_TIMEOUT",
+                       "connecting to a worker or nanny")
+REQUEST = Timeout("comm.timeouts.request", "TASKMILL_REQUEST_TIMEOUT", "the reply to a short request")
+DATA = Timeout("comm.timeouts.data", "TASKMILL_DATA_TIMEOUT", "the reply to a get-data request")
+RETIRE = Timeout("comm.timeouts.retire", "TASKMILL_RETIRE_TIMEOUT", "moving data off retiring workers")
+RECONNECT = Timeout("comm.timeouts.reconnect", "TASKMILL_RECONNECT_TIMEOUT",
                     "a worker trying to reach its scheduler (at start or after losing it) "
                     "before it exits")
-LEASE = Timeout("TASKMILL_LEASE_TIMEOUT", 30.0,
+LEASE = Timeout("scheduler.lease-timeout", "TASKMILL_LEASE_TIMEOUT",
                 "how long a Lock or Semaphore lease outlives its silent holder")
 
 
 def seconds(timeout: float | Timeout) -> tuple[float, str]:
-    """``timeout`` in seconds, and a hint naming its variable for error messages
-    (empty for a plain number: the caller chose it)."""
+    """``timeout`` in seconds, and a hint naming its option and variable for
+    error messages (empty for a plain number: the caller chose it)."""
     if isinstance(timeout, Timeout):
-        return timeout.get(), f" (set {timeout.env} to change it)"
+        return timeout.get(), f" ({timeout.hint})"
     return timeout, ""

@@ -6,7 +6,9 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack
+from typing import Any
 
 import psutil
 import pytest
@@ -55,6 +57,41 @@ def no_leaks() -> Iterator[None]:
         wait_for(clean, timeout=15, message="no leaked processes, threads or sockets")
     except AssertionError as exc:
         raise AssertionError(f"{exc}: {leaks}") from None
+
+
+@pytest.fixture
+def set_options() -> Iterator[Callable[[Mapping[str, Any]], None]]:
+    """``set_options({"comm.timeouts.request": 0.5})``: taskmill options set
+    (``taskmill.config.set``) until the end of the test."""
+    from taskmill import config
+
+    with ExitStack() as stack:
+        yield lambda given: stack.enter_context(config.set(given))
+
+
+@pytest.fixture
+def set_environment() -> Iterator[Callable[[Mapping[str, str | None]], None]]:
+    """``set_environment({"TASKMILL_DATA_TIMEOUT": "5"})``: environment variables set
+    (None: removed) and read by ``taskmill.config.refresh()``; both undone at
+    the end of the test."""
+    from taskmill import config
+
+    saved = dict(os.environ)
+
+    def change(variables: Mapping[str, str | None]) -> None:
+        for name, value in variables.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        config.refresh()
+
+    try:
+        yield change
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        config.refresh()
 
 
 @pytest.fixture(scope="module")

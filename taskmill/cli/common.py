@@ -16,7 +16,7 @@ from taskmill.comm import is_loopback
 from taskmill.comm import tls
 from taskmill.comm.auth import AuthenticationError, configured_token
 from taskmill.comm.eventloop import new_event_loop
-from taskmill.core.units import parse_timedelta
+from taskmill.core.units import parse_seconds
 from taskmill.server.runtime import tune_gc
 
 
@@ -46,7 +46,7 @@ class Duration(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         try:
-            return parse_timedelta(value)
+            return parse_seconds(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 

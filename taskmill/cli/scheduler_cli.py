@@ -33,8 +33,8 @@ from taskmill.server.scheduler import Scheduler
               help="Write the scheduler's address (and its token, if it has one) to this file, "
                    "mode 0600, for `taskmill-worker --scheduler-file` and "
                    "Executor(scheduler_file=...); removed when the scheduler closes.")
-@click.option("--log-level", default=None, envvar="TASKMILL_LOG_LEVEL",
-              help="DEBUG, INFO, WARNING or ERROR  [default: $TASKMILL_LOG_LEVEL or INFO]")
+@click.option("--log-level", default=None,
+              help="DEBUG, INFO, WARNING or ERROR  [default: option logging.level, INFO]")
 def main(host: str, port: int, dashboard_port: int, no_dashboard: bool, insecure: bool,
          heartbeat_timeout: float, preload: tuple[str, ...], scheduler_file: str | None,
          log_level: str | None) -> None:

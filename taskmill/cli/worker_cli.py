@@ -13,12 +13,13 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 import psutil
 
-from taskmill import timeouts
+from taskmill import config, config_checks, timeouts
 from taskmill.cli.common import Duration, check_host_is_safe, serve
 from taskmill.cluster.scheduler_file import SchedulerFileError, wait_for_scheduler_file
 from taskmill.comm import normalize_address
@@ -29,6 +30,7 @@ from taskmill.server.nanny import Nanny
 from taskmill.server.worker import Worker
 
 logger = logging.getLogger("taskmill.worker")
+T = TypeVar("T")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,17 +48,19 @@ logger = logging.getLogger("taskmill.worker")
                                          "(suffixed -0, -1 ... when --nworkers > 1).")
 @click.option("--lifetime", default=None, type=Duration(),
               help="Retire after this long (e.g. 1h): the worker's data moves to other workers, "
-                   "then it exits and is not restarted.  [default: never]")
-@click.option("--lifetime-stagger", default="0s", show_default=True, type=Duration(),
+                   "then it exits and is not restarted.  [default: option "
+                   "worker.lifetime.duration, never]")
+@click.option("--lifetime-stagger", default=None, type=Duration(),
               help="Move --lifetime by a random amount within +- this, so that the workers of "
-                   "one job do not all leave at once.")
+                   "one job do not all leave at once.  [default: option worker.lifetime.stagger, 0]")
 @click.option("--death-timeout", default=None, type=Duration(),
               help="Exit when the scheduler cannot be reached for this long, at start (also "
                    "waiting for --scheduler-file) or after losing it.  "
-                   f"[default: ${timeouts.RECONNECT.env} or {timeouts.RECONNECT.default:g}s]")
+                   f"[default: option {timeouts.RECONNECT.key}, 30s]")
 @click.option("--local-directory", default=None, type=click.Path(file_okay=False),
               help="Directory for spilled data and uploaded files; each worker process uses a "
-                   "fresh subdirectory, removed when it ends.  [default: $TMPDIR or /tmp]")
+                   "fresh subdirectory, removed when it ends.  [default: option "
+                   "worker.local-directory, else $TMPDIR or /tmp]")
 @click.option("--resources", default="", show_default=False,
               help='Abstract resources of each worker, e.g. "GPU=2,MEMORY=10e9"; tasks submitted '
                    "with resources={...} run only where (and while) enough of them are free.")
@@ -64,13 +68,13 @@ logger = logging.getLogger("taskmill.worker")
 @click.option("--preload", multiple=True, metavar="MODULE",
               help="A module (name or .py path) whose taskmill_setup(worker) runs at start and "
                    "taskmill_teardown(worker) at close; may be repeated.")
-@click.option("--log-level", default="INFO", envvar="TASKMILL_LOG_LEVEL", show_default=True,
-              help="DEBUG, INFO, WARNING or ERROR (also from $TASKMILL_LOG_LEVEL).")
+@click.option("--log-level", default=None,
+              help="DEBUG, INFO, WARNING or ERROR  [default: option logging.level, INFO]")
 def main(scheduler_address: str | None, scheduler_file: str | None, nthreads: int | None,
          nworkers: int, memory_limit: str, no_nanny: bool, host: str, name: str,
-         lifetime: float | None, lifetime_stagger: float, death_timeout: float | None,
+         lifetime: float | None, lifetime_stagger: float | None, death_timeout: float | None,
          local_directory: str | None, resources: str, insecure: bool, preload: tuple[str, ...],
-         log_level: str) -> None:
+         log_level: str | None) -> None:
     """Start workers that connect to the scheduler at SCHEDULER_ADDRESS (host:port),
     or to the one named by --scheduler-file."""
     setup_logging(log_level)
@@ -90,6 +94,14 @@ def main(scheduler_address: str | None, scheduler_file: str | None, nthreads: in
         declared = parse_resources(resources)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--resources") from None
+    if lifetime is None:
+        lifetime = option_default("worker.lifetime.duration", config_checks.duration, "--lifetime")
+    if lifetime_stagger is None:
+        lifetime_stagger = option_default("worker.lifetime.stagger", config_checks.duration,
+                                          "--lifetime-stagger") or 0.0
+    if local_directory is None:
+        local_directory = option_default("worker.local-directory", config_checks.directory,
+                                         "--local-directory")
     if local_directory is not None:
         local_directory = usable_directory(local_directory)
     threads = nthreads or max(1, (os.cpu_count() or 1) // nworkers)
@@ -142,6 +154,15 @@ async def scheduler_from_file(path: str, death_timeout: float | None) -> str:
         raise click.BadParameter(str(exc), param_hint="--scheduler-file") from None
     os.environ.update(contact.security.environ())
     return contact.address
+
+
+def option_default(key: str, check: Callable[[Any], T], flag: str) -> T:
+    """The option ``key``, the default of ``flag``; a bad value is a usage error naming both."""
+    try:
+        return config.read(key, check)
+    except ValueError as exc:
+        raise click.BadParameter(f"{exc} (the option is the default of {flag})",
+                                 param_hint=flag) from None
 
 
 def usable_directory(path: str) -> str:

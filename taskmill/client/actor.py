@@ -11,14 +11,18 @@ therefore the proxy, as in dask.distributed.
 
 The proxy sends each method call (``actor-call``) and attribute read
 (``actor-attribute``, see :mod:`taskmill.protocol.actors`) straight to the
-worker holding the object, through the connection pool of the Executor it
-belongs to: the scheduler is not involved.  A method call returns an
-:class:`ActorFuture` at once; an attribute read returns the value (in
-asynchronous mode both are awaitable).  Within one process the proxy's calls
-to one actor go out one after the other, each after the previous one's reply
-(a per-actor ``asyncio.Lock`` on the Executor's loop), so the calls of one
-caller run in the order it made them; the worker runs every caller's calls
-one at a time in the actor's own thread.
+worker holding the object: the scheduler is not involved.  A method call
+returns an :class:`ActorFuture` at once; an attribute read returns the value
+(in asynchronous mode both are awaitable).  From a blocking Executor's user
+threads the calling thread does the I/O itself, over its own connection to
+the actor (:mod:`taskmill.client.actor_channels`): requests go out at once,
+replies come back in order, about half the round trip of going through the
+Executor's event loop.  On the loop (an asynchronous Executor, or a callback
+on the loop thread) the calls go through the Executor's connection pool, one
+after the other, each after the previous one's reply (a per-actor
+``asyncio.Lock``).  Either way the calls of one caller run in the order it
+made them; the worker runs every caller's calls one at a time in the actor's
+own thread.
 
 Lifetime: the proxy a client's ``future.result()`` or ``gather`` hands out
 holds a Future of the actor's key, so the object lives while that Future, the
@@ -47,9 +51,11 @@ import concurrent.futures
 import uuid
 import weakref
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from typing import Any
 
 from taskmill.client import registry
+from taskmill.client.actor_channels import Channel, channel_for
 from taskmill.client.future_pickling import hold_key
 from taskmill.errors import ActorLostError, RemoteTraceback
 from taskmill.protocol import exception_from_reply, serialize
@@ -83,11 +89,14 @@ class ActorFuture:
     """The pending result of one actor method call: ``result(timeout=None)``,
     ``done()``, and ``await`` (in asynchronous mode, or with ``asyncio`` on any loop)."""
 
-    __slots__ = ("_future", "_what")
+    __slots__ = ("_future", "_what", "_channel")
 
-    def __init__(self, future: concurrent.futures.Future[Any] | asyncio.Future[Any], what: str) -> None:
+    def __init__(self, future: concurrent.futures.Future[Any] | asyncio.Future[Any], what: str,
+                 channel: Channel | None = None) -> None:
         self._future = future
         self._what = what
+        #: the calling thread's channel whose replies settle ``_future`` (None: the event loop does)
+        self._channel = channel
 
     def result(self, timeout: float | None = None) -> Any:
         """The call's return value (or its exception, raised), waiting up to
@@ -95,8 +104,10 @@ class ActorFuture:
         fut = self._future
         if isinstance(fut, concurrent.futures.Future):
             try:
+                if self._channel is not None:
+                    self._channel.wait(fut, timeout)
                 return fut.result(timeout)
-            except concurrent.futures.TimeoutError:
+            except (concurrent.futures.TimeoutError, TimeoutError):
                 raise TimeoutError(f"{self._what} did not return within {timeout}s "
                                    "(the call goes on; ask again or await it)") from None
         if not fut.done():
@@ -106,10 +117,14 @@ class ActorFuture:
 
     def done(self) -> bool:
         """Whether the call has returned or raised."""
+        if self._channel is not None:
+            self._channel.poll()
         return self._future.done()
 
     def __await__(self) -> Generator[Any, None, Any]:
         fut = self._future
+        if self._channel is not None:  # someone must read the channel: a thread of the loop's
+            return asyncio.get_running_loop().run_in_executor(None, self.result).__await__()
         if isinstance(fut, concurrent.futures.Future):
             return asyncio.wrap_future(fut).__await__()
         return fut.__await__()
@@ -200,12 +215,17 @@ class Actor:
 
     def _send(self, msg: ActorCall | ActorAttribute, what: str) -> ActorFuture:
         session = self._client_session()
-        coro = self._ask(session, msg, what)
+        call = _Call(self._key, self._address, what)
         if session.on_loop_thread():
-            return ActorFuture(asyncio.ensure_future(coro), what)
-        return ActorFuture(asyncio.run_coroutine_threadsafe(coro, session.loop), what)
+            return ActorFuture(asyncio.ensure_future(self._ask(session, msg, call)), what)
+        if session.owner.asynchronous:
+            return ActorFuture(asyncio.run_coroutine_threadsafe(self._ask(session, msg, call),
+                                                                session.loop), what)
+        # a blocking Executor's user thread: the I/O is its own (taskmill.client.actor_channels)
+        channel = channel_for(session, self._key, self._address, call)
+        return ActorFuture(channel.request(msg, call), what, channel)
 
-    async def _ask(self, session: Any, msg: ActorCall | ActorAttribute, what: str) -> Any:
+    async def _ask(self, session: Any, msg: ActorCall | ActorAttribute, call: _Call) -> Any:
         locks = _send_locks.setdefault(session, {})
         lock, users = locks.setdefault(self._key, (asyncio.Lock(), [0]))
         users[0] += 1
@@ -213,25 +233,45 @@ class Actor:
             async with lock:
                 reply = await session.worker_call(self._address, msg, timeout=None)  # user code
         except OSError as exc:  # refused, reset, closed: the worker process is gone
-            raise ActorLostError(
-                f"{what} on actor {self._key!r} failed: its worker {self._address} is "
-                f"unreachable ({type(exc).__name__}: {exc}). The object lived only there "
-                "and is lost; make a new actor with submit(..., actor=True).") from exc
+            raise call.lost(exc) from exc
         finally:
             users[0] -= 1
             if not users[0]:
                 del locks[self._key]
+        return call.unpack(reply)
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One call on an actor: what its reply means (it holds no proxy, so a
+    pending call never keeps the actor's key alive)."""
+
+    key: str
+    address: str
+    what: str
+
+    def unpack(self, reply: dict[str, Any]) -> Any:
+        """The value of the call's ``reply``, or its error raised (module docstring)."""
         status = reply.get("status")
         if status == "OK":
             return reply["result"].deserialize()
         if status == "lost":
-            raise ActorLostError(f"{what} on actor {self._key!r} failed: {reply.get('text')}; "
+            raise ActorLostError(f"{self.what} on actor {self.key!r} failed: {reply.get('text')}; "
                                  "make a new actor with submit(..., actor=True).")
-        where = f"{what} of actor {self._key!r} raised on worker {self._address}"
+        where = f"{self.what} of actor {self.key!r} raised on worker {self.address}"
         error = exception_from_reply(reply)
         error.__cause__ = RemoteTraceback(f"\n{where}:\n\"\"\"\n{reply.get('traceback', '')}\"\"\"")
         error.add_note(where)
         raise error
+
+    def lost(self, exc: Exception) -> ActorLostError:
+        """The error of the call when its worker cannot be reached (refused, reset, closed)."""
+        error = ActorLostError(
+            f"{self.what} on actor {self.key!r} failed: its worker {self.address} is "
+            f"unreachable ({type(exc).__name__}: {exc}). The object lived only there "
+            "and is lost; make a new actor with submit(..., actor=True).")
+        error.__cause__ = exc
+        return error
 
 
 def _declares(cls: type, name: str) -> bool:

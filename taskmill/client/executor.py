@@ -60,13 +60,6 @@ class Executor(ClusterMethods):
                  resources: dict[str, float] | None = None,
                  scheduler_file: str | None = None) -> None:
         self.asynchronous = asynchronous
-        #: the token (and TLS files) of the scheduler file, if one was given
-        self._security: Security | None = None
-        if scheduler_file is not None:
-            if address is not None:
-                raise ValueError("give the scheduler's address or scheduler_file=, not both")
-            contact = read_scheduler_file(scheduler_file)
-            address, self._security = contact.address, contact.security
         if address is not None and not isinstance(address, str):
             if not hasattr(address, "scheduler_address"):
                 raise TypeError(f"Executor(address): give 'host:port', a Cluster, or nothing (an "
@@ -74,6 +67,13 @@ class Executor(ClusterMethods):
             #: the Cluster this Executor was given (its owner closes it, not the Executor)
             self.given_cluster = address
             address = address.scheduler_address
+        #: the token (and TLS files) of the scheduler file, if one was given
+        self._security: Security | None = None
+        if scheduler_file is not None:
+            if address is not None:
+                raise ValueError("give the scheduler's address or scheduler_file=, not both")
+            contact = read_scheduler_file(scheduler_file)
+            address, self._security = contact.address, contact.security
         self._address = normalize_address(address) if address is not None else None
         if resources is not None and self._address is not None:
             raise ValueError("resources= declares what the workers of an embedded cluster have; "

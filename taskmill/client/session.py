@@ -109,6 +109,8 @@ class Session:
         self._via = local_scheduler.inproc_address if local_scheduler else scheduler_address
         self.loop = loop
         self.owner = owner
+        #: the actor channels user threads opened through this session (closed with it)
+        self.blocking_channels: set[Any] = set()
         self.connect_timeout = connect_timeout
         self.id = f"client-{uuid.uuid4().hex[:16]}"
         self.status = "created"
@@ -187,6 +189,8 @@ class Session:
                 pass
         await self.pool.close()
         await self.worker_pool.close()
+        for channel in list(self.blocking_channels):
+            channel.close()
         self._fail_pending(SchedulerGoneError("the executor was closed before this task finished"))
         self.status = "closed"
         self._callbacks.shutdown(wait=False)

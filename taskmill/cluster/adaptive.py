@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from taskmill import timeouts
 from taskmill.comm.pool import RPC
-from taskmill.core.units import parse_timedelta
+from taskmill.core.units import parse_seconds
 from taskmill.protocol.vocabulary import AdaptiveTarget
 
 logger = logging.getLogger("taskmill.cluster.adaptive")
@@ -107,8 +107,8 @@ class Adaptive:
         if not isinstance(wait_count, int) or wait_count < 1:
             raise ValueError(f"adapt(wait_count=...) must be an integer >= 1, not {wait_count!r}")
         self.cluster = cluster
-        self.target_duration = parse_timedelta(target_duration)
-        self.interval = parse_timedelta(interval)
+        self.target_duration = parse_seconds(target_duration)
+        self.interval = parse_seconds(interval)
         if self.target_duration <= 0 or self.interval <= 0:
             raise ValueError("adapt(): target_duration and interval must be positive durations")
         self.hysteresis = Hysteresis(minimum, maximum, wait_count)

@@ -179,6 +179,8 @@ class Cluster:
         Safe to call twice."""
         if self._runner is None:
             return self._close()
+        if not self._runner.thread.is_alive():  # closed before
+            return None
         try:
             return self._runner.run(self._close(), timeout)
         finally:

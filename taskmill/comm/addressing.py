@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import socket
+import struct
 
 SCHEMES = ("tcp", "inproc")
 _EXPECTED = "expected 'tcp://host:port', 'host:port' or 'inproc://name'"
@@ -75,6 +76,26 @@ def get_ip_loopback() -> str:
 def is_loopback(host: str) -> bool:
     """Whether ``host`` (an IP or name) names only this machine."""
     return host in ("localhost", "::1") or host.startswith("127.")
+
+
+_PEERCRED = struct.Struct("3i")  # pid, uid, gid
+
+
+def shortcut_name(host: str, port: int) -> str | None:
+    """The abstract Unix socket that also serves ``tcp://host:port`` (the
+    loopback shortcut), when ``host`` is a loopback address (``localhost``
+    counts as 127.0.0.1); None otherwise."""
+    if host == "localhost":
+        host = "127.0.0.1"
+    if not is_loopback(host):
+        return None
+    return f"\0taskmill-tcp/{unparse_address('tcp', host, port)[6:]}"
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The user id of the process at the other end of a Unix socket."""
+    return int(_PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                _PEERCRED.size))[1])
 
 
 def contact_address(address: str) -> str:

@@ -38,10 +38,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from taskmill import timeouts
+from taskmill import config, timeouts
 from taskmill.comm.addressing import normalize_address, parse_address
 from taskmill.comm import tls
 from taskmill.comm.auth import AuthenticationError, client_handshake, configured_token, server_handshake
+from taskmill.config_checks import size
 from taskmill.protocol import DEFAULT_LIMITS, FrameLimits
 
 logger = logging.getLogger("taskmill.comm")
@@ -185,14 +186,23 @@ def _retryable(exc: BaseException) -> bool:
     )
 
 
+def configured_limits() -> FrameLimits:
+    """The frame limits of new connections: the protocol's defaults with the
+    message size of option ``comm.max-message-bytes``."""
+    largest = config.read("comm.max-message-bytes", size)
+    if largest == DEFAULT_LIMITS.max_message_bytes:
+        return DEFAULT_LIMITS
+    return FrameLimits(max_message_bytes=largest)
+
+
 async def connect(
     address: str,
     timeout: float | timeouts.Timeout = timeouts.CONNECT,
-    limits: FrameLimits = DEFAULT_LIMITS,
+    limits: FrameLimits | None = None,
 ) -> Comm:
     """Open a comm to ``address``, retrying refused connections until ``timeout``
     (seconds, or a :class:`taskmill.timeouts.Timeout`; default
-    ``$TASKMILL_CONNECT_TIMEOUT``).
+    option ``comm.timeouts.connect``); ``limits`` default to :func:`configured_limits`.
 
     Raises ``TimeoutError`` (an ``OSError``) naming the address and the last
     cause when no connection could be made in time, ``AuthenticationError`` when
@@ -208,7 +218,7 @@ async def connect(
     cause: BaseException | None = None  # the most informative failure so far
     while True:
         try:
-            return await _open(backend, address, limits, deadline)
+            return await _open(backend, address, limits or configured_limits(), deadline)
         except AuthenticationError:
             raise  # retrying cannot fix it; the message says what will
         except Exception as exc:
@@ -246,7 +256,7 @@ async def _open(backend: Any, address: str, limits: FrameLimits, deadline: float
 
 
 async def listen(
-    address: str, handle_comm: HandleComm, limits: FrameLimits = DEFAULT_LIMITS
+    address: str, handle_comm: HandleComm, limits: FrameLimits | None = None
 ) -> Listener:
     """Listen at ``address`` (port 0 picks a free port; see ``Listener.address``).
 
@@ -254,7 +264,8 @@ async def listen(
     """
     address = normalize_address(address)
     backend = _backend(parse_address(address)[0])
-    listener: Listener = await backend.backend_listen(address, handle_comm, limits)
+    listener: Listener = await backend.backend_listen(address, handle_comm,
+                                                      limits or configured_limits())
     listener.authenticates = not backend.IN_PROCESS
     listener.token = configured_token()
     return listener

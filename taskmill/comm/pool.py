@@ -26,8 +26,21 @@ from typing import Any
 from taskmill import timeouts
 from taskmill.comm.addressing import normalize_address
 from taskmill.comm.core import CommClosedError, Comm, connect
-from taskmill.protocol import DEFAULT_LIMITS, FrameLimits, ProtocolError, exception_from_reply
+from taskmill.protocol import FrameLimits, ProtocolError, exception_from_reply
 from taskmill.protocol.wire_types import Message
+
+
+def unpack_reply(reply: Any, address: str) -> Any:
+    """The result of a request's ``reply`` from ``address``, or its error raised
+    (the remote exception as its original type, see ``exception_from_reply``)."""
+    if not isinstance(reply, dict):
+        raise ProtocolError(f"reply from {address} is not a dict: {reply!r:.200}")
+    status = reply.get("status")
+    if status == "OK":
+        return reply.get("result")
+    if status == "error":
+        raise exception_from_reply(reply)
+    raise ProtocolError(f"reply from {address} has unknown status {status!r:.100}")
 
 
 class ConnectionPool:
@@ -37,7 +50,7 @@ class ConnectionPool:
         self,
         limit: int = 512,
         timeout: float | timeouts.Timeout = timeouts.CONNECT,
-        limits: FrameLimits = DEFAULT_LIMITS,
+        limits: FrameLimits | None = None,
     ) -> None:
         self.limit = limit
         self.timeout = timeout
@@ -190,14 +203,7 @@ class RPC:
                 raise asyncio.TimeoutError(
                     f"no reply to {msg.get('op')!r} from {self.address} within {limit:g}s{hint}"
                 ) from exc
-        if not isinstance(reply, dict):
-            raise ProtocolError(f"reply from {self.address} is not a dict: {reply!r:.200}")
-        status = reply.get("status")
-        if status == "OK":
-            return reply.get("result")
-        if status == "error":
-            raise exception_from_reply(reply)
-        raise ProtocolError(f"reply from {self.address} has unknown status {status!r:.100}")
+        return unpack_reply(reply, self.address)
 
     async def _exchange(self, msg: dict[str, Any]) -> Any:
         comm = await self.pool.connect(self.address)

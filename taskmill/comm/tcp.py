@@ -23,7 +23,7 @@ the peer address and the reason, that connection alone is aborted, and
 
 Loopback shortcut: a listener on a loopback (or wildcard) address also
 listens on an abstract Unix socket named after its loopback address
-(``_shortcut_name``), and connecting to a loopback address tries that socket
+(``shortcut_name``), and connecting to a loopback address tries that socket
 first, falling back to TCP when nothing listens there.  Abstract names live
 in the network namespace, exactly like ``127.0.0.1``, vanish with the
 process, and reach the same ``TCPComm`` code; a Unix socket just skips the
@@ -48,10 +48,9 @@ import logging
 import os
 import socket
 import ssl
-import struct
 from typing import Any, Callable, cast
 
-from taskmill.comm.addressing import is_loopback, parse_address, unparse_address
+from taskmill.comm.addressing import parse_address, peer_uid, shortcut_name, unparse_address
 from taskmill.comm.core import CommClosedError, Comm, HandleComm, Listener
 from taskmill.comm.tls import client_context, server_context
 from taskmill.protocol import (
@@ -83,16 +82,6 @@ def _sockaddr(sockname: Any) -> str:
 
 
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::")
-
-
-def _shortcut_name(host: str, port: int) -> str | None:
-    """The abstract Unix socket that also serves ``tcp://host:port``, when
-    ``host`` is a loopback address (``localhost`` counts as 127.0.0.1)."""
-    if host == "localhost":
-        host = "127.0.0.1"
-    if not is_loopback(host):
-        return None
-    return f"\0taskmill-tcp/{unparse_address('tcp', host, port)[6:]}"
 
 
 class TCPComm(Comm, asyncio.BufferedProtocol):
@@ -302,7 +291,7 @@ class TCPListener(Listener):
         sockets = list(self._server.sockets or ())
         self.address = _sockaddr(sockets[0].getsockname()) if sockets else f"tcp://{host}:{port}"
         _, bound_host, bound_port = parse_address(self.address)
-        name = _shortcut_name("127.0.0.1" if host in _WILDCARD_HOSTS else bound_host, bound_port)
+        name = shortcut_name("127.0.0.1" if host in _WILDCARD_HOSTS else bound_host, bound_port)
         if name is not None:
             await self._start_shortcut(name, limits)
 
@@ -329,7 +318,7 @@ async def backend_connect(address: str, limits: FrameLimits) -> Comm:
     _, host, port = parse_address(address)
     loop = asyncio.get_running_loop()
     context = client_context()
-    name = _shortcut_name(host, port)
+    name = shortcut_name(host, port)
     if name is not None:
         comm = await _connect_shortcut(name, limits, context)
         if comm is not None:
@@ -349,8 +338,7 @@ async def _connect_shortcut(name: str, limits: FrameLimits,
     sock.setblocking(False)
     try:
         await loop.sock_connect(sock, name)
-        uid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                               _PEERCRED.size))[1]
+        uid = peer_uid(sock)
     except OSError:
         sock.close()
         return None
@@ -363,9 +351,6 @@ async def _connect_shortcut(name: str, limits: FrameLimits,
         lambda: TCPComm(limits), sock=sock, ssl=context,
         server_hostname="" if context is not None else None)
     return comm
-
-
-_PEERCRED = struct.Struct("3i")  # pid, uid, gid
 
 
 async def backend_listen(address: str, handle_comm: HandleComm, limits: FrameLimits) -> Listener:

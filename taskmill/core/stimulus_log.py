@@ -10,10 +10,11 @@ last ``size`` calls of ``handle``, one tuple per call (a machine may act once
 per call, e.g. the worker's gather pass, so the grouping is kept).
 
 When ``validate()`` fails, or ``handle`` raises, the machine writes the log
-to a file (``dump``: a pickle, in ``$TASKMILL_STIMULUS_DIR`` or the temporary
-directory) and names the file in the error.  :func:`replay` builds a fresh
-machine from the file and feeds it the events one at a time, validating after
-each, so the failure happens again under a debugger, at the first event that
+to a file (``dump``: a pickle, in the directory of option
+``debug.stimulus-dir`` or the temporary directory) and names the file in the
+error.  :func:`replay` builds a fresh machine from the file and feeds it the
+events one at a time, validating after each, so the failure happens again
+under a debugger, at the first event that
 breaks an invariant.  Random-scenario tests use the same file to keep a
 failing schedule.
 
@@ -38,6 +39,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+from taskmill import config, config_checks
 
 #: calls kept by a machine that does not validate itself (production)
 DEFAULT_SIZE = 100
@@ -92,7 +95,8 @@ class StimulusLog:
 
     def dump(self, directory: str | None = None) -> str:
         """Write the log to a new file; returns its path."""
-        directory = directory or os.environ.get("TASKMILL_STIMULUS_DIR") or tempfile.gettempdir()
+        directory = (directory or config.read("debug.stimulus-dir", config_checks.directory)
+                     or tempfile.gettempdir())
         os.makedirs(directory, exist_ok=True)
         fd, path = tempfile.mkstemp(prefix=f"taskmill-stimuli-{int(time.time())}-", suffix=".pickle",
                                     dir=directory)

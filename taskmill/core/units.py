@@ -1,4 +1,4 @@
-"""Parsing and formatting sizes such as "4GB" or "512 MiB", and durations such as "90s" or "1h"."""
+"""Parsing and formatting sizes such as "4GB" or "512 MiB", and durations such as "90s"."""
 
 from __future__ import annotations
 
@@ -32,24 +32,17 @@ def format_bytes(n: int | float) -> str:
 
 _SECONDS = {
     "": 1.0, "s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0,
-    "ms": 1e-3, "us": 1e-6,
-    "m": 60.0, "min": 60.0, "minute": 60.0, "minutes": 60.0,
-    "h": 3600.0, "hr": 3600.0, "hour": 3600.0, "hours": 3600.0,
-    "d": 86400.0, "day": 86400.0, "days": 86400.0,
+    "ms": 1e-3, "m": 60.0, "min": 60.0, "minute": 60.0, "minutes": 60.0,
+    "h": 3600.0, "hour": 3600.0, "hours": 3600.0, "d": 86400.0, "day": 86400.0, "days": 86400.0,
 }
 
 
-def parse_timedelta(text: str | int | float) -> float:
-    """``"90s"`` -> 90.0, ``"5m"`` -> 300.0, ``"1h"`` -> 3600.0, ``"250ms"`` -> 0.25;
-    a plain number is seconds.  Negative durations are refused."""
+def parse_seconds(text: str | int | float) -> float:
+    """``"90s"`` -> 90.0, ``"5m"`` -> 300.0, ``"1h"`` -> 3600.0, ``"250ms"`` -> 0.25, ``2`` -> 2.0."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
-        value = float(text)
-    else:
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
-        if m is None or m.group(2).lower() not in _SECONDS:
-            raise ValueError(f"cannot read {text!r} as a duration: write e.g. '90s', '5m', '1h' "
-                             "or a number of seconds")
-        value = float(m.group(1)) * _SECONDS[m.group(2).lower()]
-    if value < 0:
-        raise ValueError(f"a duration cannot be negative: {text!r}")
-    return value
+        return float(text)
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
+    if m is None or m.group(2).lower() not in _SECONDS:
+        raise ValueError(f"cannot read {text!r} as a duration: write e.g. '90s', '5m', '1h', "
+                         "'250ms' or a number of seconds")
+    return float(m.group(1)) * _SECONDS[m.group(2).lower()]

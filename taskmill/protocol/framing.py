@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import collections
 import mmap
-import os
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,9 +38,9 @@ _PREFIX_1 = struct.Struct("<QQ")
 MAX_FRAMES = 10_000
 #: Default maximum size of the header (first) frame.
 MAX_HEADER_BYTES = 64 * 2**20
-#: Default maximum total size of one message, overridable with the
-#: ``TASKMILL_MAX_MESSAGE_BYTES`` environment variable.
-MAX_MESSAGE_BYTES = int(os.environ.get("TASKMILL_MAX_MESSAGE_BYTES", 2 * 2**30))
+#: Default maximum total size of one message; connections take theirs from
+#: the option ``comm.max-message-bytes`` (``taskmill.comm.core.configured_limits``).
+MAX_MESSAGE_BYTES = 2 * 2**30
 
 #: Frames at least this large are received into their own buffer.
 LARGE_FRAME = 64 * 1024
@@ -98,7 +97,7 @@ class FrameLimits:
         if total > self.max_message_bytes:
             raise ProtocolError(
                 f"message of {total} bytes exceeds the limit of "
-                f"{self.max_message_bytes} bytes (TASKMILL_MAX_MESSAGE_BYTES)"
+                f"{self.max_message_bytes} bytes (option comm.max-message-bytes)"
             )
 
 

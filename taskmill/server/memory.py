@@ -17,22 +17,23 @@ none of this happens).  :class:`MemoryThresholds` holds four fractions of it:
   (SIGKILL) and reports "worker exceeded its memory limit (X of Y)", which
   the scheduler puts into ``KilledWorker`` messages.
 
-A fraction of 0 (or ``None`` from the environment as ``off``) disables that
-step.  Defaults come from the environment: ``TASKMILL_MEMORY_TARGET``,
-``TASKMILL_MEMORY_SPILL``, ``TASKMILL_MEMORY_PAUSE``,
-``TASKMILL_MEMORY_TERMINATE`` (fractions) and
-``TASKMILL_MEMORY_MONITOR_INTERVAL`` (seconds); nanny-started workers inherit
-the nanny's environment.
+A fraction of 0 (or ``off``) disables that step.  Defaults come from the
+options ``worker.memory.target``, ``.spill``, ``.pause``, ``.terminate``
+(fractions) and ``worker.memory.monitor-interval`` (seconds) of
+:mod:`taskmill.config` (older variables: ``TASKMILL_MEMORY_TARGET`` and so
+on); nanny-started workers inherit the nanny's environment and the options
+set in its process.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from typing import Callable
 
+from taskmill import config
+from taskmill.config_checks import fraction, seconds
 from taskmill.core.units import format_bytes
 from taskmill.server.data_store import DataStore
 
@@ -41,21 +42,6 @@ logger = logging.getLogger("taskmill.worker")
 #: what glibc needs to give freed memory back to the OS promptly (as dask
 #: does); set in the environment of the worker processes a nanny starts
 MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": "65536"}
-
-
-def _fraction(name: str, default: float) -> float:
-    text = os.environ.get(name)
-    if text is None or text.strip() == "":
-        return default
-    if text.strip().lower() in ("off", "false", "none", "no"):
-        return 0.0
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{name}={text!r}: expected a fraction of the memory limit such as 0.8, or 'off'") from None
-    if not 0.0 <= value <= 1.5:
-        raise ValueError(f"{name}={text!r}: expected a fraction of the memory limit between 0 and 1.5")
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,16 +55,14 @@ class MemoryThresholds:
     interval: float = 0.1
 
     @classmethod
-    def from_env(cls) -> MemoryThresholds:
-        """Defaults overridden by ``TASKMILL_MEMORY_*`` environment variables."""
-        d = cls()
-        interval = os.environ.get("TASKMILL_MEMORY_MONITOR_INTERVAL")
+    def from_config(cls) -> MemoryThresholds:
+        """The options ``worker.memory.*`` of :mod:`taskmill.config`."""
         return cls(
-            target=_fraction("TASKMILL_MEMORY_TARGET", d.target),
-            spill=_fraction("TASKMILL_MEMORY_SPILL", d.spill),
-            pause=_fraction("TASKMILL_MEMORY_PAUSE", d.pause),
-            terminate=_fraction("TASKMILL_MEMORY_TERMINATE", d.terminate),
-            interval=float(interval) if interval else d.interval,
+            target=config.read("worker.memory.target", fraction),
+            spill=config.read("worker.memory.spill", fraction),
+            pause=config.read("worker.memory.pause", fraction),
+            terminate=config.read("worker.memory.terminate", fraction),
+            interval=config.read("worker.memory.monitor-interval", seconds),
         )
 
 

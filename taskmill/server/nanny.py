@@ -52,7 +52,7 @@ from typing import Any
 
 import psutil
 
-from taskmill import timeouts
+from taskmill import config, config_checks, timeouts
 from taskmill.core.resources import check_resources
 from taskmill.protocol.vocabulary import Kill, RestartWorker, WorkerExited
 from taskmill.server.memory import MALLOC_ENV, MemoryThresholds, memory_exceeded_reason
@@ -95,14 +95,14 @@ class Nanny(Node):
         self.memory_limit = memory_limit
         self.host, self.port, self.worker_port = host, port, worker_port
         self.worker_name = name
-        self.log_level = log_level or os.environ.get("TASKMILL_LOG_LEVEL", "INFO")
+        self.log_level = log_level or config.read("logging.level", config_checks.log_level)
         self.process: asyncio.subprocess.Process | None = None
         self.worker_address: str | None = None
         self.restarts = 0
         self.last_exit: str | None = None
         self._restarting = False
-        #: fractions of ``memory_limit``; ``terminate`` is the nanny's (default: from the environment)
-        self.memory_thresholds = memory_thresholds or MemoryThresholds.from_env()
+        #: fractions of ``memory_limit``; ``terminate`` is the nanny's (default: from the configuration)
+        self.memory_thresholds = memory_thresholds or MemoryThresholds.from_config()
         #: why the nanny itself killed the current process (reported instead of the signal)
         self._kill_reason: str | None = None
         self._worker_dir: str | None = None
@@ -162,7 +162,7 @@ class Nanny(Node):
                 "--resources", ",".join(f"{k}={v!r}" for k, v in self.resources.items()),
                 *(arg for module in self.preload for arg in ("--preload", module)), *options,
                 stdin=asyncio.subprocess.PIPE, pass_fds=(write_fd,),
-                env={**MALLOC_ENV, **os.environ, **self.env},
+                env={**MALLOC_ENV, **os.environ, **self.env, **config.inheritable()},
             )
         finally:
             os.close(write_fd)
@@ -178,6 +178,7 @@ class Nanny(Node):
         self.worker_address = line
         self._kill_reason = None
         self.spawn(self._watch(self.process), "watch-worker")
+        logger.info("watching worker %s (pid %d)", line, self.process.pid)
         if self.memory_limit > 0 and self.memory_thresholds.terminate:
             self.spawn(self._watch_memory(self.process), "watch-memory")
 

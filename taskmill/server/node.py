@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import os
 import enum
 import logging
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, TypeVar
 
-from taskmill import timeouts
+from taskmill import config, config_checks, timeouts
 from taskmill.comm import ConnectionPool, handle_comm, listen
 from taskmill.logs import install_log_ring
 from taskmill.protocol.vocabulary import Message, Ping
@@ -51,8 +50,8 @@ class Node:
         self.address = ""  # the first listener's: where peers on other processes reach us
         self.errors: list[BaseException] = []
         #: an exception from a state machine closes the node instead of being
-        #: logged and served on (``$TASKMILL_STRICT``; the test suite sets it)
-        self.strict = os.environ.get("TASKMILL_STRICT", "") not in ("", "0")
+        #: logged and served on (option ``debug.strict``; the test suite sets it)
+        self.strict = config.read("debug.strict", config_checks.boolean)
         self._background: set[asyncio.Task[Any]] = set()
         self.closed_event = asyncio.Event()
         #: this process's recent log records (shared by the nodes of one process)

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import logging
 import time
 import uuid
@@ -48,7 +47,7 @@ from dataclasses import replace
 from collections.abc import Sequence
 from typing import Any
 
-from taskmill import timeouts
+from taskmill import config, config_checks, timeouts
 from taskmill.comm import BatchedSend, CommClosedError
 from taskmill.comm.local import LocalEnd, local_link
 from taskmill.core.scheduler import events as ev
@@ -126,7 +125,7 @@ class Scheduler(Node):
         self.host, self.port = host, port
         self.id = f"scheduler-{uuid.uuid4().hex[:12]}"
         if allowed_failures is None:  # how many workers may die running a task before it errs
-            allowed_failures = int(os.environ.get("TASKMILL_ALLOWED_FAILURES", "3"))
+            allowed_failures = config.read("scheduler.allowed-failures", config_checks.count)
         self.state = SchedulerState(allowed_failures=allowed_failures, validate=validate)
         self.heartbeat_timeout = heartbeat_timeout
         self.worker_streams: dict[str, BatchedSend] = {}

@@ -5,9 +5,9 @@ function and arguments pull in when they are unpickled: ``numpy`` and
 ``dask`` alone cost about 0.4 s, on the critical path of the first
 computation.  A worker process therefore imports them in a background thread
 as soon as it starts, while it is still idle: ``numpy`` and ``dask`` when
-installed, plus the comma-separated modules in ``$TASKMILL_PRELOAD`` (for
-users' own heavy libraries; a module that fails to import is logged and
-skipped).
+installed, plus the modules of option ``worker.preload`` (for users' own
+heavy libraries: a list, or the comma-separated ``$TASKMILL_PRELOAD``; a
+module that fails to import is logged and skipped).
 
 Two threads importing one package at once are not safe: Python's per-module
 locks see a deadlock between numpy's interdependent submodules and hand one
@@ -30,13 +30,13 @@ import importlib
 import importlib.util
 import io
 import logging
-import os
 import pickle
 import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from taskmill import config, config_checks
 from taskmill.protocol.serialize import set_loads
 
 logger = logging.getLogger("taskmill.worker")
@@ -49,8 +49,8 @@ _IMPORTING_FUNCTIONS = {("cloudpickle.cloudpickle", "subimport"),
 
 
 def modules_to_preload() -> list[str]:
-    """The default modules that are installed, then those of ``$TASKMILL_PRELOAD``."""
-    extra = [m.strip() for m in os.environ.get("TASKMILL_PRELOAD", "").split(",") if m.strip()]
+    """The default modules that are installed, then those of option ``worker.preload``."""
+    extra = config.read("worker.preload", config_checks.modules)
     found = [m for m in DEFAULT_MODULES if importlib.util.find_spec(m) is not None]
     return found + [m for m in extra if m not in found]
 

@@ -33,8 +33,8 @@ Theory of operation
   (``PauseChanged``) when the process's RSS runs high.
 * Heartbeats go out every ``heartbeat_interval`` seconds.  Reaching the
   scheduler: at start and after losing it, the worker tries to register for
-  ``death_timeout`` seconds (``--death-timeout``, default
-  ``$TASKMILL_RECONNECT_TIMEOUT``), then closes; after a loss it starts
+  ``death_timeout`` seconds (``--death-timeout``, default: option
+  ``comm.timeouts.reconnect``), then closes; after a loss it starts
   afresh (a new scheduler knows none of our data).  A refusal (a name
   already taken) is not retried.
 * ``lifetime`` (``--lifetime``, with ``lifetime_stagger``): after that long
@@ -154,8 +154,8 @@ class Worker(Node):
         self.local_directory = local_directory or os.path.join(
             os.environ.get("TMPDIR", "/tmp"), f"taskmill-worker-{os.getpid()}-{id(self):x}")
         self._validate = validate
-        #: fractions of ``memory_limit`` for spilling and pausing (default: from the environment)
-        self.memory_thresholds = t = memory_thresholds or MemoryThresholds.from_env()
+        #: fractions of ``memory_limit`` for spilling and pausing (default: from the configuration)
+        self.memory_thresholds = t = memory_thresholds or MemoryThresholds.from_config()
         fraction = t.target or t.spill
         self.data = DataStore(os.path.join(self.local_directory, "spill"),
                               int(memory_limit * fraction) if memory_limit > 0 and fraction else 0)
@@ -230,8 +230,8 @@ class Worker(Node):
                 if time.monotonic() >= deadline:
                     raise TimeoutError(
                         f"scheduler {self.scheduler_address} unreachable for "
-                        f"{self.death_timeout:g}s (--death-timeout, default "
-                        f"${timeouts.RECONNECT.env}): {exc}") from exc
+                        f"{self.death_timeout:g}s (--death-timeout; default: option "
+                        f"{timeouts.RECONNECT.key}, ${timeouts.RECONNECT.env}): {exc}") from exc
                 await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
     async def _retire_after(self, seconds: float) -> None:
@@ -263,7 +263,7 @@ class Worker(Node):
             raise TimeoutError(
                 f"the scheduler at {self.scheduler_address} did not answer this worker's "
                 f"registration within {timeouts.REQUEST.get():g}s "
-                f"(set {timeouts.REQUEST.env} to change it)") from None
+                f"({timeouts.REQUEST.hint})") from None
         try:
             answer = decode(reply)
         except ProtocolError as exc:

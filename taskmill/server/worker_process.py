@@ -40,8 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--watch-stdin", action="store_true")
     p.add_argument("--local-directory", default=None)  # uploads, spilled data
     p.add_argument("--preload", action="append", default=[])  # modules with taskmill_setup(worker)
-    p.add_argument("--log-level", default=None)  # None: $TASKMILL_LOG_LEVEL, else INFO
-    p.add_argument("--death-timeout", type=float, default=None)  # seconds; None: $TASKMILL_RECONNECT_TIMEOUT
+    p.add_argument("--log-level", default=None)  # None: option logging.level
+    p.add_argument("--death-timeout", type=float, default=None)  # seconds; None: option comm.timeouts.reconnect
     p.add_argument("--lifetime", type=float, default=None)  # seconds left before it retires
     return p.parse_args(argv)
 

@@ -8,6 +8,7 @@ import random
 import signal
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -41,10 +42,10 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_results_stay_right_while_workers_are_killed(seed: int, no_leaks: None,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+                                                     set_options: Any) -> None:
     # Outside kills are not the tasks' fault: allow more deaths than the default
     # three before blaming a task (it may be the one a killed worker was running).
-    monkeypatch.setenv("TASKMILL_ALLOWED_FAILURES", "20")
+    set_options({"scheduler.allowed-failures": 20})
     width, depth = 400, 5  # 2,000 tasks, each depending on two of the layer before
     rng = random.Random(seed)
     with Executor(n_workers=3, threads_per_worker=1, set_as_default=False) as e:

@@ -127,7 +127,7 @@ def test_worker_logs_answer_for_every_worker(e: Executor) -> None:
 
 
 def test_workers_that_do_not_answer_are_left_out_with_a_warning(
-        e: Executor, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+        e: Executor, caplog: pytest.LogCaptureFixture, set_options: Any) -> None:
     alive = sorted(e.nthreads())[0]
     with socket.socket() as closed:  # a port nobody listens on any more: refused
         closed.bind(("127.0.0.1", 0))
@@ -136,7 +136,7 @@ def test_workers_that_do_not_answer_are_left_out_with_a_warning(
         mute.bind(("127.0.0.1", 0))
         mute.listen(8)
         silent = "tcp://127.0.0.1:%d" % mute.getsockname()[1]
-        monkeypatch.setenv("TASKMILL_REQUEST_TIMEOUT", "0.5")
+        set_options({"comm.timeouts.request": 0.5})
         with caplog.at_level(logging.WARNING, logger="taskmill.client"):
             logs = e.get_worker_logs(n=3, workers=[alive, gone, silent])
     assert list(logs) == [alive] and len(logs[alive]) == 3

@@ -274,8 +274,8 @@ def test_a_cancelled_async_acquire_leaves_no_lease_behind(e: Executor) -> None:
     assert not holder.locked()
 
 
-def test_leases_of_a_silent_holder_expire_and_live_ones_are_refreshed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TASKMILL_LEASE_TIMEOUT", "0.6")
+def test_leases_of_a_silent_holder_expire_and_live_ones_are_refreshed(set_options: Any) -> None:
+    set_options({"scheduler.lease-timeout": 0.6})
     with Executor(n_workers=1, processes=False, set_as_default=False) as ex, \
             Executor(ex.scheduler_address, set_as_default=False) as silent:
         kept = Lock("refreshed", client=ex)

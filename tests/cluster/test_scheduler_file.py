@@ -15,7 +15,6 @@ from taskmill import Executor
 from taskmill.cluster.scheduler_file import (SchedulerFileError, read_scheduler_file,
                                              remove_scheduler_file, wait_for_scheduler_file,
                                              write_scheduler_file)
-from taskmill.core.units import parse_timedelta
 from taskmill.security import Security
 
 
@@ -148,14 +147,3 @@ def test_executor_refuses_a_bad_file_and_an_address_with_it(tmp_path: Path) -> N
     with pytest.raises(ValueError, match="address or scheduler_file=, not both"):
         Executor("tcp://127.0.0.1:1", scheduler_file=path)
 
-
-@pytest.mark.parametrize("text, seconds", [("90s", 90), ("5m", 300), ("1h", 3600), ("1.5h", 5400),
-                                           ("250ms", 0.25), ("2", 2), (3, 3), ("1 d", 86400)])
-def test_durations(text: str | int, seconds: float) -> None:
-    assert parse_timedelta(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["", "soon", "5 fortnights", "-1s", "1h30m"])
-def test_bad_durations_say_what_is_expected(text: str) -> None:
-    with pytest.raises(ValueError, match="write e.g. '90s', '5m', '1h'"):
-        parse_timedelta(text)

@@ -138,8 +138,8 @@ def test_non_dict_request_gets_error_and_close(caplog: pytest.LogCaptureFixture)
     assert "expected a request dict, got list" in caplog.text
 
 
-def test_timeout_names_op_and_address_and_drops_the_comm(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TASKMILL_REQUEST_TIMEOUT", "0.05")
+def test_timeout_names_op_and_address_and_drops_the_comm(set_options: Any) -> None:
+    set_options({"comm.timeouts.request": 0.05})
 
     async def main() -> None:
         server, listener = await start()

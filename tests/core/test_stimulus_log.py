@@ -29,8 +29,8 @@ def finished(worker: str, key: str) -> TaskFinished:
 
 
 @pytest.fixture
-def stimulus_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("TASKMILL_STIMULUS_DIR", str(tmp_path))
+def stimulus_dir(tmp_path: Path, set_options: Any) -> Path:
+    set_options({"debug.stimulus-dir": str(tmp_path)})
     return tmp_path
 
 

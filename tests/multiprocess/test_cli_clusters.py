@@ -117,8 +117,8 @@ def test_worker_whose_scheduler_never_appears_exits_within_its_death_timeout(nan
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     assert time.monotonic() - start < 15
-    assert (f"scheduler {address} unreachable for 2s (--death-timeout, default "
-            "$TASKMILL_RECONNECT_TIMEOUT)") in out.stderr, out.stderr
+    assert (f"scheduler {address} unreachable for 2s (--death-timeout; default: option "
+            "comm.timeouts.reconnect, $TASKMILL_RECONNECT_TIMEOUT)") in out.stderr, out.stderr
 
 
 def test_worker_with_another_token_fails_at_once_not_after_its_death_timeout(
@@ -171,11 +171,25 @@ def test_a_worker_leaves_at_the_end_of_its_lifetime_with_its_data_moved() -> Non
             assert e.who_has([data])[data.key] == list(workers_of(e))
 
 
-def test_a_bad_duration_is_refused_naming_the_option() -> None:
+def test_lifetime_from_the_option_worker_lifetime_duration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKMILL_WORKER__LIFETIME__DURATION", "1s")
+    with running("taskmill-scheduler", "--port", "0", "--no-dashboard") as sched:
+        address = start_scheduler(sched)
+        with running("taskmill-worker", address, "--no-nanny") as w:
+            assert w.popen.wait(timeout=30) == 0
+            w.wait_for_line("worker lifetime of 1s reached: retiring")
+
+
+def test_a_bad_duration_is_refused_naming_the_option(monkeypatch: pytest.MonkeyPatch) -> None:
     out = subprocess.run([os.path.join(BIN, "taskmill-worker"), "127.0.0.1:8786",
                           "--lifetime", "soon"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 2
     assert "--lifetime" in out.stderr and "write e.g. '90s', '5m', '1h'" in out.stderr
+    monkeypatch.setenv("TASKMILL_WORKER__LIFETIME__STAGGER", "a while")
+    out = subprocess.run([os.path.join(BIN, "taskmill-worker"), "127.0.0.1:8786"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2
+    assert "worker.lifetime.stagger" in out.stderr and "--lifetime-stagger" in out.stderr, out.stderr
 
 
 def test_a_taken_worker_name_is_refused_clearly() -> None:
@@ -196,25 +210,34 @@ def test_a_restarted_worker_keeps_its_name() -> None:
     with running("taskmill-scheduler", "--port", "0", "--no-dashboard") as sched:
         address = start_scheduler(sched)
         with running("taskmill-worker", address, "--name", "bob") as w, Executor(address) as e:
-            w.wait_for_line("registered with scheduler")
+            pid = int(w.wait_for_line(r"watching worker \S+ \(pid (\d+)\)").group(1))
             wait_for(lambda: len(workers_of(e)) == 1, message="worker joined")
             ((killed, info),) = workers_of(e).items()
-            os.kill(int(str(info["pid"])), signal.SIGKILL)
+            assert info["pid"] == pid
+            os.kill(pid, signal.SIGKILL)
 
             def replaced() -> bool:
                 now = workers_of(e)
                 return killed not in now and [i["name"] for i in now.values()] == ["bob"]
 
-            wait_for(replaced, timeout=30, message="a new worker named bob")
+            try:
+                wait_for(replaced, timeout=30, message="a new worker named bob")
+            except AssertionError:
+                raise AssertionError(f"workers {workers_of(e)}\nscheduler:\n{''.join(sched.lines)}"
+                                     f"\nworker:\n{''.join(w.lines)}") from None
             assert "already taken" not in "".join(w.lines)
 
 
-def test_local_directory_holds_each_worker_process_directory(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["flag", "option"])
+def test_local_directory_holds_each_worker_process_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
     base = tmp_path / "scratch"
+    if how == "option":  # the option worker.local-directory, from the environment
+        monkeypatch.setenv("TASKMILL_WORKER__LOCAL_DIRECTORY", str(base))
+    flag = ("--local-directory", str(base)) if how == "flag" else ()
     with running("taskmill-scheduler", "--port", "0", "--no-dashboard") as sched:
         address = start_scheduler(sched)
-        with running("taskmill-worker", address, "--local-directory", str(base)) as w, \
-                Executor(address) as e:
+        with running("taskmill-worker", address, *flag) as w, Executor(address) as e:
             w.wait_for_line("registered with scheduler")
             wait_for(lambda: len(workers_of(e)) == 1, message="worker joined")
             from taskmill import get_worker

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from taskmill.cli import info_cli, scheduler_cli, worker_cli
+from taskmill.cli import config_cli, info_cli, scheduler_cli, worker_cli
 from taskmill.cli.umbrella import main
 from tests.multiprocess.helpers import running, start_scheduler
 
@@ -22,10 +22,12 @@ def test_subcommands_are_the_programs_not_copies() -> None:
     assert main.commands["scheduler"] is scheduler_cli.main
     assert main.commands["worker"] is worker_cli.main
     assert main.commands["info"] is info_cli.info
+    assert main.commands["config"] is config_cli.config_command
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
-    for name in ("scheduler", "worker", "info"):
+    for name in ("scheduler", "worker", "info", "config"):
         assert name in result.output
+    assert CliRunner().invoke(main, ["config", "get", "comm.timeouts.reconnect"]).output == "30\n"
 
 
 def test_subcommand_help_is_the_program_help() -> None:

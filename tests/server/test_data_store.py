@@ -148,14 +148,17 @@ def test_monitor_pauses_past_80_percent_and_resumes_below(tmp_path: Path) -> Non
     assert pauses == [True, False] and not m.paused
 
 
-def test_thresholds_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TASKMILL_MEMORY_PAUSE", "off")
-    monkeypatch.setenv("TASKMILL_MEMORY_TERMINATE", "0.9")
-    t = MemoryThresholds.from_env()
+def test_thresholds_from_the_configuration(set_environment: Any, set_options: Any) -> None:
+    set_environment({"TASKMILL_MEMORY_PAUSE": "off", "TASKMILL_MEMORY_TERMINATE": "0.9"})  # the old names
+    t = MemoryThresholds.from_config()
     assert (t.target, t.spill, t.pause, t.terminate) == (0.6, 0.7, 0.0, 0.9)
-    monkeypatch.setenv("TASKMILL_MEMORY_SPILL", "lots")
-    with pytest.raises(ValueError, match="TASKMILL_MEMORY_SPILL"):
-        MemoryThresholds.from_env()
+    set_options({"worker.memory.target": False, "worker.memory.monitor-interval": 0.5})
+    t = MemoryThresholds.from_config()
+    assert (t.target, t.interval) == (0.0, 0.5)
+    set_environment({"TASKMILL_MEMORY_SPILL": "lots"})
+    with pytest.raises(ValueError, match="worker.memory.spill = 'lots' from the environment variable "
+                                         "TASKMILL_MEMORY_SPILL .*: expected a fraction"):
+        MemoryThresholds.from_config()
 
 
 def test_memory_reason_names_both_figures() -> None:

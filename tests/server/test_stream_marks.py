@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
-
 from taskmill.core.scheduler.events import StreamMarked
 from taskmill.server.shared_values import SharedValuesShell
 
@@ -20,8 +18,8 @@ def shell() -> SharedValuesShell:
 
 
 def test_a_mark_whose_request_never_comes_is_dropped_after_the_request_timeout(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TASKMILL_REQUEST_TIMEOUT", "0.05")
+        set_options: Any) -> None:
+    set_options({"comm.timeouts.request": 0.05})
 
     async def main() -> None:
         s = shell()

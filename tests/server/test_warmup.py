@@ -7,6 +7,7 @@ import logging
 import pickle
 import sys
 import threading
+from typing import Any
 
 import cloudpickle
 import pytest
@@ -15,8 +16,8 @@ from taskmill import Executor
 from taskmill.server.warmup import ImportGate, modules_to_preload, start_warm_imports
 
 
-def test_defaults_then_user_modules(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TASKMILL_PRELOAD", " json , numpy,,")
+def test_defaults_then_user_modules(set_environment: Any) -> None:
+    set_environment({"TASKMILL_PRELOAD": " json , numpy,,"})  # the old variable: a comma-separated list
     modules = modules_to_preload()
     assert modules[:2] == ["numpy", "dask"]  # both installed in the test environment
     assert modules[2:] == ["json"]  # numpy is not repeated

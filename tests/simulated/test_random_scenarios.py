@@ -12,6 +12,8 @@ with its seed (the defects found so far are fixed and their schedules kept in
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from taskmill.testing import SimCluster, SimTask
@@ -54,8 +56,8 @@ def test_one_seed_reruns_from_the_command_line(capsys: pytest.CaptureFixture[str
 
 
 def test_a_failing_schedule_names_its_seed_and_how_to_rerun_it(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
-    monkeypatch.setenv("TASKMILL_STIMULUS_DIR", str(tmp_path))
+        monkeypatch: pytest.MonkeyPatch, tmp_path: object, set_options: Any) -> None:
+    set_options({"debug.stimulus-dir": str(tmp_path)})
     from taskmill.testing import invariants
 
     monkeypatch.setattr(invariants, "can_run_on", lambda ts, ws: False)  # break the checker

@@ -36,7 +36,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from taskmill.core.units import parse_bytes, parse_timedelta
+from taskmill.core.units import parse_bytes, parse_seconds
 
 #: seconds a worker leaves before the walltime: 10% of it, within these bounds
 MARGIN_BOUNDS = (60.0, 300.0)
@@ -64,7 +64,7 @@ def parse_walltime(walltime: str | None) -> float | None:
                          "with a unit such as '90m'")
     else:
         try:
-            value = parse_timedelta(walltime)
+            value = parse_seconds(walltime)
         except ValueError:
             raise ValueError(f"walltime={walltime!r}: write 'HH:MM:SS' (e.g. '01:30:00'), "
                              "'D-HH:MM:SS' or a duration with a unit ('90m', '2h')") from None
