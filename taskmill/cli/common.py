@@ -14,18 +14,22 @@ import click
 
 from taskmill.comm import is_loopback
 from taskmill.comm import tls
-from taskmill.comm.auth import AuthenticationError, configured_token
+from taskmill.comm.auth import AuthenticationError
 from taskmill.comm.eventloop import new_event_loop
 from taskmill.core.units import parse_seconds
+from taskmill.security import Security
 from taskmill.server.runtime import tune_gc
 
 
-def check_host_is_safe(host: str, insecure: bool) -> None:
+def check_host_is_safe(host: str, insecure: bool, security: Security | None = None) -> None:
     """Refuse to listen beyond loopback without a shared token or TLS
-    certificates, unless told to (like Redis' protected mode); refuse an
-    unreadable token file or half-configured TLS."""
+    certificates (``security``, default the environment's), unless told to
+    (like Redis' protected mode); refuse an unreadable token file or
+    half-configured TLS."""
     try:
-        authenticated = configured_token() is not None or tls.server_context() is not None
+        security = security or Security.from_environment()
+        tls.server_context(security)  # unusable certificate files fail here, not per connection
+        authenticated = security.configured
     except (AuthenticationError, tls.TLSConfigError) as exc:
         raise click.UsageError(str(exc)) from None
     if not is_loopback(host) and not authenticated and not insecure:

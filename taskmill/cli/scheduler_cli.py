@@ -13,7 +13,6 @@ from taskmill.cluster.scheduler_file import (SchedulerFileError, remove_schedule
                                              write_scheduler_file)
 from taskmill.comm.addressing import contact_address
 from taskmill.logs import setup_logging
-from taskmill.security import Security
 from taskmill.server.scheduler import Scheduler
 
 
@@ -57,7 +56,7 @@ def main(host: str, port: int, dashboard_port: int, no_dashboard: bool, insecure
         if scheduler_file is not None:
             try:
                 write_scheduler_file(scheduler_file, contact_address(scheduler.address),
-                                     Security.from_environment(), scheduler.id)
+                                     scheduler.security, scheduler.id)
             except SchedulerFileError as exc:
                 await scheduler.close()
                 raise click.BadParameter(str(exc), param_hint="--scheduler-file") from None

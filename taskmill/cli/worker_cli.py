@@ -2,8 +2,8 @@
 
 The scheduler is named by its address or by ``--scheduler-file`` (waited for
 up to ``--death-timeout``: on a batch system the worker's job may start
-first); a token in that file is handed to the workers through this
-process's environment, as a nanny hands it to its worker process.
+first); a token in that file is the workers' ``security`` (a nanny hands it
+to its worker process in the environment).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import psutil
 
 from taskmill import config, config_checks, timeouts
 from taskmill.cli.common import Duration, check_host_is_safe, serve
-from taskmill.cluster.scheduler_file import SchedulerFileError, wait_for_scheduler_file
+from taskmill.cluster.scheduler_file import (SchedulerContact, SchedulerFileError,
+                                             wait_for_scheduler_file)
 from taskmill.comm import normalize_address
 from taskmill.core.resources import parse_resources
 from taskmill.core.units import parse_bytes
@@ -110,15 +111,17 @@ def main(scheduler_address: str | None, scheduler_file: str | None, nthreads: in
     own_dirs: list[str] = []  # --no-nanny workers' directories (a nanny removes its own)
 
     async def start() -> list[Any]:
-        target = address or await scheduler_from_file(scheduler_file or "", death_timeout)
-        if address is None:
-            check_host_is_safe(host, insecure)  # with the file's token, if it has one
+        target, security = address, None
+        if target is None:
+            contact = await scheduler_from_file(scheduler_file or "", death_timeout)
+            target, security = contact.address, contact.security_here()
+            check_host_is_safe(host, insecure, security)  # with the file's token, if it has one
         nodes: list[Any] = []
         for i in range(nworkers):
             label = f"{name}-{i}" if name and nworkers > 1 else name
             kwargs = dict(nthreads=threads, memory_limit=limit, host=host, name=label,
                           resources=declared, preload=preload, death_timeout=death_timeout,
-                          lifetime=lifetime, lifetime_stagger=lifetime_stagger)
+                          lifetime=lifetime, lifetime_stagger=lifetime_stagger, security=security)
             try:  # a worker in this process imports its --preload modules here
                 if no_nanny:
                     own_dirs.append(tempfile.mkdtemp(prefix="taskmill-worker-", dir=local_directory))
@@ -142,9 +145,8 @@ def main(scheduler_address: str | None, scheduler_file: str | None, nthreads: in
             shutil.rmtree(directory, ignore_errors=True)
 
 
-async def scheduler_from_file(path: str, death_timeout: float | None) -> str:
-    """The address in the scheduler file at ``path`` (waiting for it to appear);
-    its token, if any, becomes this process's (and so its workers') token."""
+async def scheduler_from_file(path: str, death_timeout: float | None) -> SchedulerContact:
+    """What the scheduler file at ``path`` says (waiting for it to appear)."""
     wait = death_timeout if death_timeout is not None else timeouts.RECONNECT.get()
     if not os.path.exists(path):
         logger.info("waiting up to %gs for the scheduler file %s", wait, path)
@@ -152,8 +154,7 @@ async def scheduler_from_file(path: str, death_timeout: float | None) -> str:
         contact = await wait_for_scheduler_file(path, wait)
     except SchedulerFileError as exc:
         raise click.BadParameter(str(exc), param_hint="--scheduler-file") from None
-    os.environ.update(contact.security.environ())
-    return contact.address
+    return contact
 
 
 def option_default(key: str, check: Callable[[Any], T], flag: str) -> T:

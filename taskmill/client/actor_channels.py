@@ -43,8 +43,8 @@ from collections import OrderedDict, deque
 from typing import Any, Protocol
 
 from taskmill import timeouts
-from taskmill.comm.auth import configured_token
 from taskmill.comm.blocking import BlockingComm
+from taskmill.comm.credentials import token_of
 from taskmill.comm.pool import unpack_reply
 from taskmill.comm.tls import client_context
 from taskmill.protocol.wire_types import Message
@@ -171,7 +171,8 @@ def channel_for(session: Any, key: str, address: str, call: Call) -> Channel:
         del channels[ident]
     try:
         comm = BlockingComm.connect(address, timeout=timeouts.PEER_CONNECT.get(),
-                                    token=configured_token(), context=client_context())
+                                    token=token_of(session.security),
+                                    context=client_context(session.security))
     except OSError as exc:
         raise call.lost(exc) from exc
     channel = channels[ident] = Channel(comm, session)

@@ -64,7 +64,8 @@ def executor_html(executor: Any) -> str:
             rows += [("scheduler", escape(str(info.get("address", "")))),
                      ("workers", str(len(workers))), ("threads", str(threads)),
                      ("memory", f"{memory / 2**30:.2f} GiB")]
-            link = info.get("dashboard")
+            # an embedded cluster's owner gets a login link; others the plain URL
+            link = executor.dashboard_link if executor.cluster is not None else info.get("dashboard")
             rows.append(("dashboard", f'<a href="{escape(link)}" target="_blank">{escape(link)}</a>'
                          if link else "off"))
             rows.append(("cluster", "embedded LocalCluster" if executor.cluster is not None else "remote"))

@@ -13,6 +13,13 @@ Without an address, the Executor starts a :class:`LocalCluster` on its loop
 and closes it with itself.  ``scheduler_file=`` names the file a scheduler
 wrote (``taskmill-scheduler --scheduler-file``): its address, and its token
 (:mod:`taskmill.cluster.scheduler_file`).
+
+Security: the Executor proves the ``security`` it is given (a
+:class:`~taskmill.security.Security`) to the scheduler and the workers; by
+default the environment's for an address (the scheduler's own when it runs
+in this process), the cluster's for a cluster object, and for the embedded
+cluster a fresh secret of its own (see
+:func:`~taskmill.security.own_cluster_security`).
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from taskmill.comm import normalize_address
 from taskmill.core.resources import check_resources
 from taskmill.protocol import Serialized, serialize_function
 from taskmill.protocol.vocabulary import TaskSpec
-from taskmill.security import Security
+from taskmill.security import Security, in_process_security
 
 _live_executors: weakref.WeakSet[Executor] = weakref.WeakSet()
 
@@ -46,10 +53,12 @@ _live_executors: weakref.WeakSet[Executor] = weakref.WeakSet()
 class Executor(ClusterMethods):
     """Connect to a taskmill cluster, or start an embedded local one.
 
-    ``Executor()`` starts a scheduler and worker processes on loopback;
-    ``Executor("host:8786")`` connects to a running scheduler, ``Executor(cluster)``
-    to the scheduler of a :class:`~taskmill.cluster.base.Cluster`.  Use it as a
-    context manager, or call ``close()`` (twice is fine).
+    ``Executor()`` starts a scheduler and worker processes on loopback,
+    protected by a fresh secret; ``Executor("host:8786")`` connects to a
+    running scheduler (with ``security=``, or the ``TASKMILL_*`` environment's
+    token and TLS files), ``Executor(cluster)`` to the scheduler of a
+    :class:`~taskmill.cluster.base.Cluster` (with its ``security``).  Use it as
+    a context manager, or call ``close()`` (twice is fine).
     """
 
     def __init__(self, address: str | Any = None, *, asynchronous: bool = False,
@@ -58,6 +67,7 @@ class Executor(ClusterMethods):
                  timeout: float = 10.0, set_as_default: bool = True,
                  dashboard_port: int | None = 0,
                  resources: dict[str, float] | None = None,
+                 security: Security | None = None,
                  scheduler_file: str | None = None) -> None:
         self.asynchronous = asynchronous
         if address is not None and not isinstance(address, str):
@@ -66,15 +76,20 @@ class Executor(ClusterMethods):
                                 f"embedded cluster), not {type(address).__name__}")
             #: the Cluster this Executor was given (its owner closes it, not the Executor)
             self.given_cluster = address
+            if security is None:
+                security = getattr(address, "security", None)
             address = address.scheduler_address
-        #: the token (and TLS files) of the scheduler file, if one was given
-        self._security: Security | None = None
         if scheduler_file is not None:
             if address is not None:
                 raise ValueError("give the scheduler's address or scheduler_file=, not both")
             contact = read_scheduler_file(scheduler_file)
-            address, self._security = contact.address, contact.security
+            address = contact.address
+            if security is None:  # the scheduler's own token, if the file has one
+                security = contact.security_here()
         self._address = normalize_address(address) if address is not None else None
+        #: the token and TLS files connections prove (the embedded cluster's once started)
+        self._security = (in_process_security(self._address, security)
+                          if self._address is not None else security)
         if resources is not None and self._address is not None:
             raise ValueError("resources= declares what the workers of an embedded cluster have; "
                              "workers of a running cluster declare theirs with "
@@ -113,14 +128,16 @@ class Executor(ClusterMethods):
             if address is None:
                 from taskmill.cluster.local import LocalCluster
 
-                self.cluster = LocalCluster(asynchronous=True, **self._cluster_options)
+                self.cluster = LocalCluster(asynchronous=True, **self._cluster_options,
+                                            security=self._security)
                 await self.cluster.start()
                 address = self.cluster.scheduler_address
+                self._security = self.cluster.security
         finally:
             future_cls = await future_class
         session = Session(address, loop, self, connect_timeout=self._timeout,
                           local_scheduler=self.cluster.scheduler if self.cluster else None,
-                          future_class=future_cls)
+                          future_class=future_cls, security=self._security)
         try:
             await session.start()
         except BaseException:

@@ -51,6 +51,7 @@ from taskmill.comm import BatchedSend, CommClosedError, ConnectionPool, connect
 from taskmill.comm.local import LocalEnd
 from taskmill.errors import FutureLostError, SchedulerGoneError
 from taskmill.protocol import ProtocolError, Serialized
+from taskmill.security import Security
 from taskmill.protocol.vocabulary import (
     CLIENT,
     SCHEDULER,
@@ -100,8 +101,10 @@ class Session:
 
     def __init__(self, scheduler_address: str, loop: asyncio.AbstractEventLoop, owner: Any,
                  *, connect_timeout: float = 10.0, local_scheduler: LocalScheduler | None = None,
-                 future_class: type[Future] = Future) -> None:
+                 future_class: type[Future] = Future, security: Security | None = None) -> None:
         self.scheduler_address = scheduler_address
+        #: the cluster's token and TLS files (None: the environment's)
+        self.security = security
         self.future_class = future_class
         self._local_scheduler = local_scheduler
         # where requests go: the in-process listener of a scheduler on this
@@ -115,9 +118,10 @@ class Session:
         self.id = f"client-{uuid.uuid4().hex[:16]}"
         self.status = "created"
         self.keys: dict[str, KeyState] = {}
-        self.pool = ConnectionPool(timeout=connect_timeout)
+        self.pool = ConnectionPool(timeout=connect_timeout, security=security)
         # workers come and go: a refused connection to one means it is gone
-        self.worker_pool = ConnectionPool(timeout=min(connect_timeout, timeouts.PEER_CONNECT.get()))
+        self.worker_pool = ConnectionPool(timeout=min(connect_timeout, timeouts.PEER_CONNECT.get()),
+                                          security=security)
         # reentrant: a Future collected while this thread holds it releases its key
         self._lock = threading.RLock()
         # messages to the scheduler, in the order they were made, not yet on the loop
@@ -149,7 +153,7 @@ class Session:
             self._stream = link
             self.status = "running"
             return
-        comm = await connect(self._via, timeout=self.connect_timeout)
+        comm = await connect(self._via, timeout=self.connect_timeout, security=self.security)
         request = RegisterClient(self.id).to_wire()
         request["reply"] = False  # the answer comes on the stream itself
         await comm.write(request)

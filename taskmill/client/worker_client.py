@@ -83,7 +83,7 @@ def get_client(timeout: float | None = None) -> Executor:
                     raise RuntimeError(f"get_client() was called while the worker "
                                        f"{worker.address} running this task closes")
                 client = worker.task_client = Executor(
-                    worker.scheduler_address, set_as_default=False,
+                    worker.scheduler_address, set_as_default=False, security=worker.security,
                     timeout=CONNECT_TIMEOUT if timeout is None else timeout)
     return client
 

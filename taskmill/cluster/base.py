@@ -161,7 +161,7 @@ class Cluster:
         self._scaling = asyncio.Lock()
         try:
             self._address, self._dashboard = await self._start_scheduler()
-            self._pool = ConnectionPool(timeout=timeouts.CONNECT)
+            self._pool = ConnectionPool(timeout=timeouts.CONNECT, security=self.security)
             self.status = "running"
             if n_groups:
                 await self._scale_groups(n_groups)

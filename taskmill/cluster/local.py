@@ -5,7 +5,10 @@ loopback: worker processes under nannies (``processes=True``, the default),
 or in-process workers on the same loop (``processes=False``; handy for
 tests and debugging).  Sized to the machine by default; ``scale`` and
 ``adapt`` come from :class:`~taskmill.cluster.base.Cluster` (each worker is
-its own group); closing it stops every process it started.
+its own group); closing it stops every process it started.  Its
+``security`` (a fresh secret unless given one or the environment has one,
+see :func:`~taskmill.security.own_cluster_security`) guards the scheduler,
+the workers and the dashboard.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import psutil
 
 from taskmill.cluster.base import Cluster, WorkerGroup
 from taskmill.core.units import parse_bytes
-from taskmill.security import Security
+from taskmill.security import Security, own_cluster_security
 from taskmill.server.nanny import Nanny
 from taskmill.server.scheduler import Scheduler
 from taskmill.server.worker import Worker
@@ -80,7 +83,8 @@ class LocalCluster(Cluster):
                  startup_timeout: float = 60.0, dashboard_port: int | None | str = "from-address",
                  ) -> None:
         n, threads = default_sizing(n_workers, threads_per_worker, processes)
-        super().__init__(asynchronous=asynchronous, security=security, threads_per_worker=threads)
+        super().__init__(asynchronous=asynchronous, security=own_cluster_security(security),
+                         threads_per_worker=threads)
         self.n_workers = n
         self.processes = processes
         total = psutil.virtual_memory().total
@@ -119,7 +123,8 @@ class LocalCluster(Cluster):
 
     async def _start_scheduler(self) -> tuple[str, str | None]:
         self.scheduler = await Scheduler(host=self.host, port=self.scheduler_port,
-                                         dashboard_port=self.dashboard_port).start()
+                                         dashboard_port=self.dashboard_port,
+                                         security=self.security).start()
         return self.scheduler.address, None
 
     @property
@@ -139,7 +144,7 @@ class LocalCluster(Cluster):
     def _new_group(self, name: str) -> LocalGroup:
         kwargs: dict[str, Any] = dict(nthreads=self.threads_per_worker,
                                       memory_limit=self.memory_limit, host=self.host, name=name,
-                                      resources=self.resources)
+                                      resources=self.resources, security=self.security)
         node = (Nanny(self.scheduler_address, **kwargs) if self.processes
                 else Worker(self.scheduler_address, **kwargs))
         return LocalGroup(name, node)

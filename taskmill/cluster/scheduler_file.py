@@ -35,7 +35,7 @@ import json
 import os
 import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from taskmill.comm import normalize_address
 from taskmill.security import Security
@@ -56,6 +56,14 @@ class SchedulerContact:
     address: str
     security: Security
     id: str = ""
+
+    def security_here(self) -> Security | None:
+        """What to connect with: the file's token with this machine's TLS files
+        (``$TASKMILL_TLS_*``), or None (the environment's settings) when the
+        file has no token."""
+        if self.security.token is None:
+            return None
+        return replace(Security.from_environment(), token=self.security.token)
 
 
 def write_scheduler_file(path: str, address: str, security: Security, scheduler_id: str) -> None:

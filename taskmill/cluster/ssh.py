@@ -15,7 +15,8 @@ remove groups.
 
 Each program runs through the launcher (:mod:`taskmill.cluster.launcher`) on
 its own SSH connection (:mod:`taskmill.cluster.remote`): the cluster's secret
-(``Security.temporary()`` unless given ``security=``) reaches it on stdin,
+(``own_cluster_security``: the given ``security=``, else the environment's
+token or TLS, else a fresh ``Security.temporary()``) reaches it on stdin,
 never in a command line, and the program with everything it started stops
 when the connection closes, whether by ``close()`` or because this process
 died.  Both programs listen on their host's address with that secret, so the
@@ -41,7 +42,7 @@ from taskmill.cli import scheduler_cli, worker_cli
 from taskmill.cluster.base import Cluster, WorkerGroup
 from taskmill.cluster.launcher import GRACE, STARTED
 from taskmill.cluster.remote import RemoteProcess
-from taskmill.security import Security
+from taskmill.security import Security, own_cluster_security
 
 _SCHEDULER_READY = re.compile(r"scheduler ready: connect with Executor\('([^']+)'\)")
 _DASHBOARD = re.compile(r"dashboard: (\S+)")
@@ -159,7 +160,7 @@ class SSHCluster(Cluster):
                                               {"port": 0, "dashboard_port": 0,
                                                **(scheduler_options or {})})
         super().__init__(asynchronous=asynchronous,
-                         security=security if security is not None else Security.temporary(),
+                         security=own_cluster_security(security),
                          workers_per_group=nworkers,
                          threads_per_worker=int(nthreads) if nthreads is not None else None)
         self.hosts = list(hosts)

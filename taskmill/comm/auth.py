@@ -21,7 +21,7 @@ with the accepting side's ``hello`` message, before anything else:
 Both sides must agree: a client with a token refuses a server without one
 (it could not tell it from an impostor), and a server with a token refuses
 a client without one or with another.  The connecting side raises
-:class:`AuthenticationError` saying which variable to set; the accepting side
+:class:`AuthenticationError` saying what to set; the accepting side
 logs a warning naming the peer and closes that connection only.  In-process
 comms (``inproc://``, the local link) do not authenticate: they never leave
 the process.
@@ -40,8 +40,8 @@ from taskmill.protocol.vocabulary import Auth, Denied, Hello, Message, NoToken, 
 
 M = TypeVar("M", bound=Message)
 NONCE_BYTES = 32
-_TOKEN_ENV = "TASKMILL_TOKEN"
-_TOKEN_FILE_ENV = "TASKMILL_TOKEN_FILE"
+TOKEN_ENV = "TASKMILL_TOKEN"
+TOKEN_FILE_ENV = "TASKMILL_TOKEN_FILE"
 
 
 class AuthenticationError(ConnectionError):
@@ -62,18 +62,18 @@ class MessageStream(Protocol):
 
 def configured_token() -> bytes | None:
     """The shared token from the environment, or None when none is set."""
-    token = os.environ.get(_TOKEN_ENV)
+    token = os.environ.get(TOKEN_ENV)
     if not token:
-        path = os.environ.get(_TOKEN_FILE_ENV)
+        path = os.environ.get(TOKEN_FILE_ENV)
         if path:
             try:
                 with open(path, encoding="utf-8") as f:
                     token = f.readline().strip()
             except OSError as exc:
                 raise AuthenticationError(f"cannot read the token file {path} "
-                                          f"(${_TOKEN_FILE_ENV}): {exc}") from exc
+                                          f"(${TOKEN_FILE_ENV}): {exc}") from exc
             if not token:
-                raise AuthenticationError(f"the token file {path} (${_TOKEN_FILE_ENV}) is empty")
+                raise AuthenticationError(f"the token file {path} (${TOKEN_FILE_ENV}) is empty")
     return token.encode() if token else None
 
 
@@ -130,20 +130,20 @@ async def client_handshake(comm: MessageStream, token: bytes | None) -> None:
     if hello.challenge is None:
         if token is not None:
             raise AuthenticationError(
-                f"{peer} does not use a token, but ${_TOKEN_ENV} is set here: set the same "
-                f"token on every node of the cluster, or unset it everywhere")
+                f"{peer} does not use a token, but this side has one (${TOKEN_ENV} or "
+                f"Security(token=...)): give every node of the cluster the same token, or none")
         return
     server_nonce = _check_nonce(hello.challenge, "challenge")
     if token is None:
         await comm.write(NoToken().to_wire())
         raise AuthenticationError(
-            f"{peer} requires a token: set ${_TOKEN_ENV} (or ${_TOKEN_FILE_ENV}) to the "
-            "cluster's shared token")
+            f"{peer} requires a token: set ${TOKEN_ENV} (or ${TOKEN_FILE_ENV}) to the "
+            "cluster's shared token, or pass security=Security(token=...)")
     client_nonce = secrets.token_bytes(NONCE_BYTES)
     await comm.write(Auth(client_nonce, _mac(token, b"client", server_nonce, client_nonce)).to_wire())
     reply = _read_as(await comm.read(), Welcome, peer)
     if not isinstance(reply, Welcome) or not hmac.compare_digest(
             reply.mac, _mac(token, b"server", server_nonce, client_nonce)):
         raise AuthenticationError(
-            f"{peer} refused our token, or does not know it: ${_TOKEN_ENV} must be the same "
-            "on every node of the cluster")
+            f"{peer} refused our token, or does not know it: the token (${TOKEN_ENV} or "
+            "Security(token=...)) must be the same on every node of the cluster")

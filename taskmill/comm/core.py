@@ -24,7 +24,11 @@ sees it (:mod:`~taskmill.comm.auth`): the listener greets every connection
 and, with a shared token configured, runs an HMAC challenge both ways;
 ``connect`` answers.  A peer that fails is refused (a logged warning on the
 accepting side, :class:`~taskmill.comm.auth.AuthenticationError` on the
-connecting side, never retried).
+connecting side, never retried).  The token and TLS files are a
+:class:`~taskmill.security.Security` given to ``connect``/``listen`` (a
+node passes its own); None reads the ``TASKMILL_*`` environment at that
+call.  Either way they are settled when a connection opens: messages pay
+nothing for them.
 """
 
 from __future__ import annotations
@@ -40,8 +44,9 @@ from typing import Any
 
 from taskmill import config, timeouts
 from taskmill.comm.addressing import normalize_address, parse_address
-from taskmill.comm import tls
-from taskmill.comm.auth import AuthenticationError, client_handshake, configured_token, server_handshake
+from taskmill.comm.auth import AuthenticationError, client_handshake, server_handshake
+from taskmill.comm.tls import client_context
+from taskmill.comm.credentials import Credentials, token_of
 from taskmill.config_checks import size
 from taskmill.protocol import DEFAULT_LIMITS, FrameLimits
 
@@ -199,10 +204,12 @@ async def connect(
     address: str,
     timeout: float | timeouts.Timeout = timeouts.CONNECT,
     limits: FrameLimits | None = None,
+    security: Credentials | None = None,
 ) -> Comm:
     """Open a comm to ``address``, retrying refused connections until ``timeout``
     (seconds, or a :class:`taskmill.timeouts.Timeout`; default
-    option ``comm.timeouts.connect``); ``limits`` default to :func:`configured_limits`.
+    option ``comm.timeouts.connect``), proving ``security``'s token and using its
+    TLS files (None: the environment's); ``limits`` default to :func:`configured_limits`.
 
     Raises ``TimeoutError`` (an ``OSError``) naming the address and the last
     cause when no connection could be made in time, ``AuthenticationError`` when
@@ -218,7 +225,7 @@ async def connect(
     cause: BaseException | None = None  # the most informative failure so far
     while True:
         try:
-            return await _open(backend, address, limits or configured_limits(), deadline)
+            return await _open(backend, address, limits or configured_limits(), deadline, security)
         except AuthenticationError:
             raise  # retrying cannot fix it; the message says what will
         except Exception as exc:
@@ -229,9 +236,9 @@ async def connect(
             remaining = deadline - loop.time()
             if remaining <= 0:
                 reason = str(cause) or "timed out"
-                if tls.configured():
+                if client_context(security) is not None:
                     reason += ("; with TLS, check that the peer uses TLS too and accepts this "
-                               "node's certificate ($TASKMILL_TLS_*)")
+                               "node's certificate (tls_cert, $TASKMILL_TLS_*)")
                 raise TimeoutError(
                     f"could not connect to {address} within {limit:g}s{hint}: {reason}"
                 ) from cause
@@ -239,15 +246,16 @@ async def connect(
         delay = min(delay * 2, _MAX_RETRY_DELAY)
 
 
-async def _open(backend: Any, address: str, limits: FrameLimits, deadline: float) -> Comm:
+async def _open(backend: Any, address: str, limits: FrameLimits, deadline: float,
+                security: Credentials | None) -> Comm:
     """One attempt: connect, then (between processes) answer the listener's greeting."""
     loop = asyncio.get_running_loop()
-    comm: Comm = await asyncio.wait_for(backend.backend_connect(address, limits),
+    comm: Comm = await asyncio.wait_for(backend.backend_connect(address, limits, security),
                                         max(deadline - loop.time(), 0.0))
     if backend.IN_PROCESS:
         return comm
     try:
-        await asyncio.wait_for(client_handshake(comm, configured_token()),
+        await asyncio.wait_for(client_handshake(comm, token_of(security)),
                                max(deadline - loop.time(), 0.0))
     except BaseException:
         comm.abort()
@@ -256,16 +264,19 @@ async def _open(backend: Any, address: str, limits: FrameLimits, deadline: float
 
 
 async def listen(
-    address: str, handle_comm: HandleComm, limits: FrameLimits | None = None
+    address: str, handle_comm: HandleComm, limits: FrameLimits | None = None,
+    security: Credentials | None = None,
 ) -> Listener:
-    """Listen at ``address`` (port 0 picks a free port; see ``Listener.address``).
+    """Listen at ``address`` (port 0 picks a free port; see ``Listener.address``),
+    admitting only peers that prove ``security``'s token, over its TLS (None:
+    the environment's).
 
     Each accepted connection runs ``handle_comm(comm)`` in its own task.
     """
     address = normalize_address(address)
     backend = _backend(parse_address(address)[0])
     listener: Listener = await backend.backend_listen(address, handle_comm,
-                                                      limits or configured_limits())
+                                                      limits or configured_limits(), security)
     listener.authenticates = not backend.IN_PROCESS
-    listener.token = configured_token()
+    listener.token = token_of(security)
     return listener

@@ -26,6 +26,7 @@ from taskmill.comm.addressing import parse_address
 from taskmill.comm.core import CommClosedError, Comm, HandleComm, Listener
 from taskmill.protocol import Frame, FrameLimits, dumps, frame_prefix, loads
 from taskmill.protocol.framing import frame_lengths
+from taskmill.comm.credentials import Credentials
 
 _listeners: dict[str, InProcListener] = {}
 
@@ -153,8 +154,9 @@ class InProcListener(Listener):
                 del _listeners[self.address]
 
 
-async def backend_connect(address: str, limits: FrameLimits) -> Comm:
-    """Connect to the in-memory listener at ``address``."""
+async def backend_connect(address: str, limits: FrameLimits, security: Credentials | None) -> Comm:
+    """Connect to the in-memory listener at ``address`` (``security`` does not
+    apply: the connection never leaves the process)."""
     with _lock:
         listener = _listeners.get(address)
     if listener is None:
@@ -166,8 +168,10 @@ async def backend_connect(address: str, limits: FrameLimits) -> Comm:
     return local
 
 
-async def backend_listen(address: str, handle_comm: HandleComm, limits: FrameLimits) -> Listener:
-    """Register an in-memory listener at ``address`` (``inproc://`` picks a name)."""
+async def backend_listen(address: str, handle_comm: HandleComm, limits: FrameLimits,
+                         security: Credentials | None) -> Listener:
+    """Register an in-memory listener at ``address`` (``inproc://`` picks a name;
+    ``security`` does not apply: only this process can connect)."""
     if not parse_address(address)[1]:
         address = _fresh_address()
     listener = InProcListener(address, handle_comm, asyncio.get_running_loop(), limits)

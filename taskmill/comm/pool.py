@@ -28,6 +28,7 @@ from taskmill.comm.addressing import normalize_address
 from taskmill.comm.core import CommClosedError, Comm, connect
 from taskmill.protocol import FrameLimits, ProtocolError, exception_from_reply
 from taskmill.protocol.wire_types import Message
+from taskmill.comm.credentials import Credentials
 
 
 def unpack_reply(reply: Any, address: str) -> Any:
@@ -44,17 +45,20 @@ def unpack_reply(reply: Any, address: str) -> Any:
 
 
 class ConnectionPool:
-    """Reusable comms to many addresses, at most ``limit`` open at once."""
+    """Reusable comms to many addresses, at most ``limit`` open at once, each
+    opened with ``security`` (None: the environment's; see ``connect``)."""
 
     def __init__(
         self,
         limit: int = 512,
         timeout: float | timeouts.Timeout = timeouts.CONNECT,
         limits: FrameLimits | None = None,
+        security: Credentials | None = None,
     ) -> None:
         self.limit = limit
         self.timeout = timeout
         self.limits = limits
+        self.security = security
         self._idle: dict[str, list[Comm]] = {}
         self._n_idle = 0
         self._in_use: set[Comm] = set()
@@ -97,7 +101,7 @@ class ConnectionPool:
                     self._waiters.remove(waiter)
         self._connecting += 1
         try:
-            comm = await connect(address, self.timeout, self.limits)
+            comm = await connect(address, self.timeout, self.limits, self.security)
         finally:
             self._connecting -= 1
         if self._closed:

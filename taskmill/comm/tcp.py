@@ -35,9 +35,10 @@ listen on it, so a connection through the shortcut is kept only when the
 listening process runs as our own user (``SO_PEERCRED``): a name taken by
 another user is ignored and TCP used instead.
 
-TLS: when :mod:`~taskmill.comm.tls` finds certificates in the environment,
-listeners and connections (the shortcut included) wrap their sockets in TLS
-with mutual certificates; the same ``TCPComm`` runs on top.
+TLS: when the :class:`~taskmill.security.Security` of a listener or a
+connection has certificates (:mod:`~taskmill.comm.tls`), it wraps its
+sockets (the shortcut's included) in TLS with mutual certificates; the same
+``TCPComm`` runs on top.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from taskmill.protocol import (
     loads,
 )
 from taskmill.protocol.framing import frame_lengths
+from taskmill.comm.credentials import Credentials
 
 logger = logging.getLogger("taskmill.comm.tcp")
 
@@ -277,9 +279,9 @@ class TCPListener(Listener):
         self._shortcut: asyncio.AbstractServer | None = None
         self._ssl: ssl.SSLContext | None = None
 
-    async def _start(self, host: str, port: int, limits: FrameLimits) -> None:
+    async def _start(self, host: str, port: int, limits: FrameLimits, security: Credentials | None) -> None:
         loop = asyncio.get_running_loop()
-        self._ssl = server_context()
+        self._ssl = server_context(security)
         self._server = await loop.create_server(
             lambda: TCPComm(limits, on_connect=self._serve),
             host,
@@ -312,12 +314,13 @@ class TCPListener(Listener):
                 server.close()
 
 
-async def backend_connect(address: str, limits: FrameLimits) -> Comm:
+async def backend_connect(address: str, limits: FrameLimits, security: Credentials | None) -> Comm:
     """Open one connection (no retries; see :func:`taskmill.comm.connect`):
-    through the loopback shortcut when the listener has one, else TCP."""
+    through the loopback shortcut when the listener has one, else TCP; over
+    TLS when ``security`` has certificates."""
     _, host, port = parse_address(address)
     loop = asyncio.get_running_loop()
-    context = client_context()
+    context = client_context(security)
     name = shortcut_name(host, port)
     if name is not None:
         comm = await _connect_shortcut(name, limits, context)
@@ -353,9 +356,11 @@ async def _connect_shortcut(name: str, limits: FrameLimits,
     return comm
 
 
-async def backend_listen(address: str, handle_comm: HandleComm, limits: FrameLimits) -> Listener:
-    """Listen on ``address``; port 0 picks a free port."""
+async def backend_listen(address: str, handle_comm: HandleComm, limits: FrameLimits,
+                         security: Credentials | None) -> Listener:
+    """Listen on ``address`` (port 0 picks a free port), over TLS when
+    ``security`` has certificates."""
     _, host, port = parse_address(address)
     listener = TCPListener(handle_comm)
-    await listener._start(host, port, limits)
+    await listener._start(host, port, limits, security)
     return listener

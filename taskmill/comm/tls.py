@@ -12,7 +12,13 @@ find them the same way:
 * ``$TASKMILL_TLS_CERT_FILE``: this node's certificate, PEM (its key may follow it);
 * ``$TASKMILL_TLS_KEY_FILE``: this node's key, when not in the certificate file.
 
-When the three are set (``TLS_KEY`` optional), every TCP connection, and its
+The same files can be given as values, a
+:class:`~taskmill.security.Security` (``tls_ca_file``, ``tls_cert``,
+``tls_key``), to a node, an Executor or a cluster; the functions below take
+one (:class:`~taskmill.comm.credentials.Credentials`), and read the
+environment when given None.
+
+When the files are set (the key optional), every TCP connection, and its
 loopback shortcut, is TLS 1.2 or later, and each side requires the other's
 certificate to be signed by the CA: a connection from or to a node without
 such a certificate fails its TLS handshake.  Host names are not checked:
@@ -29,20 +35,24 @@ import functools
 import os
 import ssl
 
-_CA = "TASKMILL_TLS_CA_FILE"
-_CERT = "TASKMILL_TLS_CERT_FILE"
-_KEY = "TASKMILL_TLS_KEY_FILE"
+from taskmill.comm.credentials import Credentials
+
+TLS_CA_ENV = "TASKMILL_TLS_CA_FILE"
+TLS_CERT_ENV = "TASKMILL_TLS_CERT_FILE"
+TLS_KEY_ENV = "TASKMILL_TLS_KEY_FILE"
 
 
 class TLSConfigError(ValueError):
     """The TLS variables are set but unusable; the message says which and why."""
 
 
-def _settings() -> tuple[str, str, str | None] | None:
-    ca, cert, key = (os.environ.get(v) or None for v in (_CA, _CERT, _KEY))
+def environment_files() -> tuple[str, str, str | None] | None:
+    """The CA, certificate and key files the ``TASKMILL_TLS_*`` variables name,
+    or None when none is set; TLSConfigError when some but not all needed are."""
+    ca, cert, key = (os.environ.get(v) or None for v in (TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV))
     if ca is None and cert is None and key is None:
         return None
-    missing = [name for name, value in ((_CA, ca), (_CERT, cert)) if value is None]
+    missing = [name for name, value in ((TLS_CA_ENV, ca), (TLS_CERT_ENV, cert)) if value is None]
     if missing:
         raise TLSConfigError(f"TLS is half configured: set {' and '.join('$' + m for m in missing)} "
                              f"too (the CA certificate and this node's certificate), or unset "
@@ -51,14 +61,17 @@ def _settings() -> tuple[str, str, str | None] | None:
     return ca, cert, key
 
 
-def configured() -> bool:
-    """Whether the environment asks for TLS."""
-    return _settings() is not None
+def _files(security: Credentials | None) -> tuple[str, str, str | None] | None:
+    if security is None:
+        return environment_files()
+    if security.tls_ca_file is None or security.tls_cert is None:
+        return None
+    return security.tls_ca_file, security.tls_cert, security.tls_key
 
 
-def _context(purpose: ssl.Purpose) -> ssl.SSLContext | None:
-    settings = _settings()
-    return None if settings is None else _load(purpose, *settings)
+def _context(purpose: ssl.Purpose, security: Credentials | None) -> ssl.SSLContext | None:
+    files = _files(security)
+    return None if files is None else _load(purpose, *files)
 
 
 @functools.lru_cache(maxsize=8)
@@ -70,7 +83,8 @@ def _load(purpose: ssl.Purpose, ca: str, cert: str, key: str | None) -> ssl.SSLC
     try:
         ctx.load_verify_locations(cafile=ca)
     except (OSError, ssl.SSLError) as exc:
-        raise TLSConfigError(f"cannot load the CA certificate ${_CA}={ca}: {exc}") from exc
+        raise TLSConfigError(f"cannot load the CA certificate {ca} "
+                             f"(tls_ca_file, ${TLS_CA_ENV}): {exc}") from exc
     return ctx
 
 
@@ -80,23 +94,26 @@ def _with_certificate(purpose: ssl.Purpose, cert: str, key: str | None) -> ssl.S
     try:
         ctx.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
-        raise TLSConfigError(f"cannot load this node's certificate (${_CERT}={cert}"
-                             f"{f', ${_KEY}={key}' if key else ''}): {exc}") from exc
+        raise TLSConfigError(f"cannot load this node's certificate {cert}"
+                             f"{f' with the key {key}' if key else ''} (tls_cert and tls_key, "
+                             f"${TLS_CERT_ENV} and ${TLS_KEY_ENV}): {exc}") from exc
     return ctx
 
 
-def web_server_context() -> ssl.SSLContext | None:
+def web_server_context(security: Credentials | None = None) -> ssl.SSLContext | None:
     """HTTPS for the web dashboard: this node's certificate, but no client
     certificate asked of browsers (a shared token guards the pages)."""
-    settings = _settings()
-    return None if settings is None else _with_certificate(ssl.Purpose.CLIENT_AUTH, *settings[1:])
+    files = _files(security)
+    return None if files is None else _with_certificate(ssl.Purpose.CLIENT_AUTH, *files[1:])
 
 
-def server_context() -> ssl.SSLContext | None:
-    """The context for accepting connections, or None without TLS settings."""
-    return _context(ssl.Purpose.CLIENT_AUTH)
+def server_context(security: Credentials | None = None) -> ssl.SSLContext | None:
+    """The context for accepting connections with ``security``'s files (None:
+    the environment's), or None without TLS."""
+    return _context(ssl.Purpose.CLIENT_AUTH, security)
 
 
-def client_context() -> ssl.SSLContext | None:
-    """The context for making connections, or None without TLS settings."""
-    return _context(ssl.Purpose.SERVER_AUTH)
+def client_context(security: Credentials | None = None) -> ssl.SSLContext | None:
+    """The context for making connections with ``security``'s files (None:
+    the environment's), or None without TLS."""
+    return _context(ssl.Purpose.SERVER_AUTH, security)

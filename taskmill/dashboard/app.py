@@ -15,20 +15,17 @@ Routes: ``/status`` (task stream, progress, memory), ``/workers``,
 ``/task/<key>`` (a key's story), ``/metrics`` (Prometheus), ``/api/*`` (JSON:
 the same messages by request, for scripts), ``/static/*``.
 
-Guarded like the cluster's connections: with a shared token
-(``$TASKMILL_TOKEN``) every route but ``/health`` asks for HTTP Basic
-authentication with the token as the password (any user name; browsers
-prompt once, scrapers and scripts send it); with TLS certificates configured
-the pages are served over HTTPS with this node's certificate.
+Guarded like the cluster's connections (the scheduler's ``security``): with
+a token, every route but ``/health`` and ``/login`` wants the token as an
+HTTP Basic password or a session opened by a one-time login link
+(:mod:`taskmill.dashboard.login`); with TLS certificates the pages are
+served over HTTPS with this node's certificate.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -37,10 +34,10 @@ from typing import Any
 
 from aiohttp import web
 
-from taskmill.comm.auth import configured_token
 from taskmill.comm.tls import web_server_context
 from taskmill.dashboard import views
 from taskmill.dashboard.feed import TICK, DashboardFeed
+from taskmill.dashboard.login import LOGIN_PATH, LoginGuard
 from taskmill.dashboard.metrics import CONTENT_TYPE, metrics_text
 
 logger = logging.getLogger("taskmill.dashboard")
@@ -92,35 +89,9 @@ def event_stream(feed: DashboardFeed, closing: asyncio.Event,
     return handler
 
 
-def _password(request: web.Request) -> bytes | None:
-    """The password of an HTTP Basic ``Authorization`` header, if any."""
-    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        return base64.b64decode(encoded, validate=True).partition(b":")[2]
-    except (binascii.Error, ValueError):
-        return None
-
-
-def token_guard(token: bytes) -> Any:
-    """Middleware admitting requests whose Basic password is ``token``."""
-
-    @web.middleware
-    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        password = _password(request)
-        if request.path != "/health" and (password is None or not hmac.compare_digest(password, token)):
-            raise web.HTTPUnauthorized(
-                text="this dashboard needs the cluster's token as the password ($TASKMILL_TOKEN)",
-                headers={"WWW-Authenticate": 'Basic realm="taskmill"'})
-        return await handler(request)
-
-    return guard
-
-
-def make_app(scheduler: Any, token: bytes | None = None) -> web.Application:
+def make_app(scheduler: Any, guard: LoginGuard | None = None) -> web.Application:
     """The aiohttp application serving ``scheduler``'s dashboard (behind
-    ``token`` as an HTTP Basic password, when given)."""
+    ``guard``, when given)."""
     static = _static_dir()
     page_cache: dict[str, str] = {}
     feed = DashboardFeed(scheduler)
@@ -174,7 +145,7 @@ def make_app(scheduler: Any, token: bytes | None = None) -> web.Application:
     async def close_streams(app: web.Application) -> None:
         closing.set()
 
-    app = web.Application(middlewares=[token_guard(token)] if token is not None else [])
+    app = web.Application(middlewares=[guard.middleware] if guard is not None else [])
     app.on_shutdown.append(close_streams)
     app.router.add_get("/", index)
     app.router.add_get("/status", page("status"))
@@ -190,24 +161,31 @@ def make_app(scheduler: Any, token: bytes | None = None) -> web.Application:
     app.router.add_get("/api/tasks", api_tasks)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/health", health)
+    if guard is not None:
+        app.router.add_get(LOGIN_PATH, guard.login)
     app.router.add_static("/static/", str(static))
     return app
 
 
 class DashboardServer:
-    """Runs the app on ``host:port`` (0: any free port)."""
+    """Runs the app on ``host:port`` (0: any free port), guarded by the
+    scheduler's ``security``."""
 
     def __init__(self, scheduler: Any, host: str, port: int) -> None:
         self.scheduler = scheduler
         self.host, self.port = host, port
         self._runner: web.AppRunner | None = None
         self.url = ""
+        self._guard: LoginGuard | None = None
 
     async def start(self) -> str:
-        runner = web.AppRunner(make_app(self.scheduler, configured_token()), access_log=None,
+        security = self.scheduler.security
+        context = web_server_context(security)
+        if security.token is not None:
+            self._guard = LoginGuard(security.token.encode(), secure=context is not None)
+        runner = web.AppRunner(make_app(self.scheduler, self._guard), access_log=None,
                                handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
-        context = web_server_context()
         site = web.TCPSite(runner, self.host, self.port, reuse_address=True, ssl_context=context)
         try:
             await site.start()
@@ -218,6 +196,13 @@ class DashboardServer:
         host, port = runner.addresses[0][:2]
         self.url = f"{'https' if context is not None else 'http'}://{host}:{port}/status"
         return self.url
+
+    def login_link(self) -> str:
+        """Where the owner opens the dashboard: with a token, a fresh
+        one-time login link; without, the plain URL."""
+        if self._guard is None or not self.url:
+            return self.url
+        return self._guard.login_link(self.url.rsplit("/", 1)[0])
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -24,6 +24,11 @@ nanny; one with ``restart`` restarts the worker process afterwards, which
 starts with ``env`` (what ``Environ`` adds) on top of the nanny's environment
 and with the nanny's ``--preload`` modules.
 
+The worker process gets the nanny's ``security`` (the cluster's token and
+TLS files) in its environment, in place of any the nanny's own environment
+had, never on its command line: any user can read a command line (``ps``),
+only the owner a process's environment.
+
 Each worker process gets a fresh local directory (uploaded files, spilled
 data), inside ``local_directory`` (``--local-directory``; default: the
 system's temporary directory, ``$TMPDIR``), that the nanny removes once the
@@ -60,6 +65,7 @@ from taskmill.plugins import NannyPlugin
 from taskmill.server.node import Node, Status
 from taskmill.server.plugins import PluginHost
 from taskmill.server.worker import staggered
+from taskmill.security import Security, in_process_security
 
 logger = logging.getLogger("taskmill.nanny")
 
@@ -85,9 +91,11 @@ class Nanny(Node):
                  log_level: str | None = None,
                  memory_thresholds: MemoryThresholds | None = None,
                  resources: dict[str, float] | None = None, preload: Sequence[str] = (),
-                 death_timeout: float | None = None, lifetime: float | None = None,
-                 lifetime_stagger: float = 0.0, local_directory: str | None = None) -> None:
-        super().__init__(name or "nanny")
+                 security: Security | None = None, death_timeout: float | None = None,
+                 lifetime: float | None = None, lifetime_stagger: float = 0.0,
+                 local_directory: str | None = None) -> None:
+        # None: the scheduler's when it runs in this process, else the environment's
+        super().__init__(name or "nanny", in_process_security(scheduler_address, security))
         self.scheduler_address = scheduler_address
         self.nthreads = nthreads
         #: abstract resources its worker declares (passed on the command line)
@@ -162,7 +170,8 @@ class Nanny(Node):
                 "--resources", ",".join(f"{k}={v!r}" for k, v in self.resources.items()),
                 *(arg for module in self.preload for arg in ("--preload", module)), *options,
                 stdin=asyncio.subprocess.PIPE, pass_fds=(write_fd,),
-                env={**MALLOC_ENV, **os.environ, **self.env, **config.inheritable()},
+                env={**MALLOC_ENV, **self.security.child_environment(os.environ), **self.env,
+                     **config.inheritable()},
             )
         finally:
             os.close(write_fd)

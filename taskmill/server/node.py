@@ -1,6 +1,10 @@
 """The common shell of every taskmill server: listeners, request handlers,
 a connection pool, a status, and the background tasks it owns.
 
+A node's ``security`` (the token and TLS files of its cluster, see
+:mod:`taskmill.security`; by default the environment's, read once when the
+node is made) is what its listeners demand and its connections prove.
+
 Structured concurrency: every background loop is started with ``spawn``; an
 exception escaping one is logged with the node's name and recorded in
 ``self.errors`` (so tests and the user can see it) and never silently dropped.
@@ -19,6 +23,7 @@ from taskmill import config, config_checks, timeouts
 from taskmill.comm import ConnectionPool, handle_comm, listen
 from taskmill.logs import install_log_ring
 from taskmill.protocol.vocabulary import Message, Ping
+from taskmill.security import Security
 
 M = TypeVar("M", bound=Message)
 #: serves one request: the checked message and the comm it came on -> the result
@@ -37,15 +42,17 @@ class Status(enum.Enum):
 class Node:
     """A server: subclasses fill ``handlers`` and call ``listen``."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, security: Security | None = None) -> None:
         self.name = name
+        #: what peers must prove and what this node proves (None given: the environment's)
+        self.security = security if security is not None else Security.from_environment()
         self.status = Status.created
         self.handlers: dict[str, Callable[..., Any]] = {}
         self.serve({Ping: self._ping})
         # A refused connection to a peer almost always means it died: give up
         # quickly (the scheduler learns of deaths on its own) instead of
         # retrying for the default ten seconds while work waits.
-        self.pool = ConnectionPool(timeout=timeouts.PEER_CONNECT)
+        self.pool = ConnectionPool(timeout=timeouts.PEER_CONNECT, security=self.security)
         self.listeners: list[Any] = []
         self.address = ""  # the first listener's: where peers on other processes reach us
         self.errors: list[BaseException] = []
@@ -71,7 +78,7 @@ class Node:
     async def listen(self, address: str) -> str:
         """Accept connections at ``address`` (more than one listener is fine);
         returns the address actually bound."""
-        listener = await listen(address, self._handle_comm)
+        listener = await listen(address, self._handle_comm, security=self.security)
         self.listeners.append(listener)
         if not self.address:
             self.address = listener.address

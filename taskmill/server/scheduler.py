@@ -107,6 +107,7 @@ from taskmill.server.replication import ReplicaRequests
 from taskmill.server.scheduler_plugins import SchedulerPlugins
 from taskmill.server.locks import LockServer
 from taskmill.server.shared_values import SharedValuesShell
+from taskmill.security import Security, scheduler_started, scheduler_stopped
 
 logger = logging.getLogger("taskmill.scheduler")
 
@@ -120,8 +121,9 @@ class Scheduler(Node):
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 8786, validate: bool = False,
                  heartbeat_timeout: float = 60.0, allowed_failures: int | None = None,
-                 dashboard_port: int | None = None, preload: Sequence[str] = ()) -> None:
-        super().__init__("scheduler")
+                 dashboard_port: int | None = None, preload: Sequence[str] = (),
+                 security: Security | None = None) -> None:
+        super().__init__("scheduler", security)
         self.host, self.port = host, port
         self.id = f"scheduler-{uuid.uuid4().hex[:12]}"
         if allowed_failures is None:  # how many workers may die running a task before it errs
@@ -182,6 +184,7 @@ class Scheduler(Node):
 
     async def start(self) -> Scheduler:
         await self.listen(f"tcp://{self.host}:{self.port}")
+        scheduler_started(self.address, self.security)  # for Executor(address) in this process
         # clients in this process (an embedded cluster's Executor) skip the sockets
         self.inproc_address = await self.listen("inproc://")
         self.status = Status.running
@@ -219,10 +222,17 @@ class Scheduler(Node):
 
     @property
     def dashboard_link(self) -> str | None:
-        """The dashboard's URL, or None when it is not running."""
+        """Where the owner opens the dashboard, or None when it is not running:
+        with a token, a fresh one-time login link each time it is read."""
+        return self.dashboard.login_link() if self.dashboard is not None else None
+
+    @property
+    def dashboard_url(self) -> str | None:
+        """The dashboard's plain URL (no login in it), or None."""
         return self.dashboard.url if self.dashboard is not None else None
 
     async def _on_close(self) -> None:
+        scheduler_stopped(self.address)
         await self.plugins.close()
         self.locks.close()
         for stream in list(self.client_streams.values()):
@@ -514,7 +524,7 @@ class Scheduler(Node):
             info.update(self.worker_extra.get(address, {}))
             info.pop("last_seen", None)
         return {"address": self.address, "id": self.id, "workers": workers,
-                "clients": len(self.client_streams), "dashboard": self.dashboard_link}
+                "clients": len(self.client_streams), "dashboard": self.dashboard_url}
 
     def _adaptive_target(self, msg: AdaptiveTarget, comm: Any) -> dict[str, Any]:
         advice = recommend(self.state.membership, self.state.placement, msg.target_duration,

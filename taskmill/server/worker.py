@@ -106,6 +106,7 @@ from taskmill.server.plugins import PluginHost, Preloads, last_entry
 from taskmill.server.task_runner import TaskRunner
 from taskmill.server.worker_diagnostics import WorkerDiagnostics
 from taskmill.server.uploads import install_upload
+from taskmill.security import Security, in_process_security
 
 logger = logging.getLogger("taskmill.worker")
 
@@ -136,8 +137,10 @@ class Worker(Node):
                  local_directory: str | None = None, validate: bool = False,
                  memory_thresholds: MemoryThresholds | None = None,
                  resources: dict[str, float] | None = None, preload: Sequence[str] = (),
-                 lifetime: float | None = None, lifetime_stagger: float = 0.0) -> None:
-        super().__init__(name or "worker")
+                 security: Security | None = None, lifetime: float | None = None,
+                 lifetime_stagger: float = 0.0) -> None:
+        # None: the scheduler's when it runs in this process, else the environment's
+        super().__init__(name or "worker", in_process_security(scheduler_address, security))
         self.scheduler_address = scheduler_address
         self.nthreads = nthreads
         #: abstract resources declared to the scheduler (e.g. {"GPU": 2}), which
@@ -250,7 +253,8 @@ class Worker(Node):
         self.actors.clear()
         if self.memory_monitor is not None:
             self.memory_monitor.paused = False  # the new state machine is not paused
-        comm = await connect(self.scheduler_address, min(timeouts.CONNECT.get(), connect_timeout))
+        comm = await connect(self.scheduler_address, min(timeouts.CONNECT.get(), connect_timeout),
+                             security=self.security)
         request = RegisterWorker(self.address, self.nthreads, self.memory_limit, self.nanny,
                                  self.name, os.getpid(), self.resources,
                                  incarnation=self.incarnation).to_wire()

@@ -6,11 +6,12 @@ import asyncio
 import socket
 import struct
 import threading
+from collections.abc import Iterator
 
 import msgpack
 import pytest
 
-from taskmill import Executor
+from taskmill import Executor, Security
 from taskmill.comm import connect, parse_address
 from taskmill.protocol import SerializationError
 from taskmill.protocol.vocabulary import (
@@ -25,6 +26,15 @@ from taskmill.protocol.vocabulary import (
 )
 
 pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def inprocess_executor() -> Iterator[Executor]:
+    """An in-process cluster without a token (``Security()``), so that bad input
+    from a peer allowed to connect reaches the parsers; a stranger's is refused
+    at the handshake before (tests/comm/test_auth.py)."""
+    with Executor(n_workers=2, threads_per_worker=1, processes=False, security=Security()) as e:
+        yield e
 
 
 def inc(x: int) -> int:

@@ -147,3 +147,16 @@ def test_executor_refuses_a_bad_file_and_an_address_with_it(tmp_path: Path) -> N
     with pytest.raises(ValueError, match="address or scheduler_file=, not both"):
         Executor("tcp://127.0.0.1:1", scheduler_file=path)
 
+
+
+def test_the_file_token_comes_with_this_machines_tls_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "s.json"
+    write_scheduler_file(str(path), "tcp://127.0.0.1:1", Security(), "x")
+    assert read_scheduler_file(str(path)).security_here() is None  # the environment's settings
+    write_scheduler_file(str(path), "tcp://127.0.0.1:1", Security(token="t"), "x")
+    monkeypatch.setenv("TASKMILL_TOKEN", "another")
+    monkeypatch.setenv("TASKMILL_TLS_CA_FILE", "/ca.pem")
+    monkeypatch.setenv("TASKMILL_TLS_CERT_FILE", "/node.pem")
+    here = read_scheduler_file(str(path)).security_here()
+    assert here == Security(token="t", tls_ca_file="/ca.pem", tls_cert="/node.pem")

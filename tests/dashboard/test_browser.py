@@ -108,3 +108,29 @@ def test_dashboard_shows_real_figures(browser: Any, tmp_path: Any) -> None:
         assert "erred" in story.last.inner_text()
         page.screenshot(path=str(tmp_path / "task.png"), full_page=True)
         print("screenshots in", tmp_path)
+
+
+def test_a_login_link_clicked_on_another_site_opens_the_dashboard(browser: Any) -> None:
+    """The owner clicks the link in a notebook (another site): the session
+    cookie is SameSite=Strict, which a browser withholds from every request
+    of a cross-site navigation; the login page's own forward carries it."""
+    with Executor(n_workers=1, threads_per_worker=1, processes=False, set_as_default=False) as e:
+        e.submit(inc, 1).result()
+        assert e.dashboard_link is not None  # waits until the dashboard is up
+        base = e.scheduler_info()["dashboard"].rsplit("/", 1)[0]
+        stranger = browser.new_context()
+        try:
+            assert stranger.request.get(base + "/status").status == 401
+        finally:
+            stranger.close()
+        owner = browser.new_context()
+        try:
+            page = owner.new_page()
+            page.set_content(f'<a id="go" href="{e.dashboard_link}">dashboard</a>')  # opaque origin
+            page.click("#go")
+            page.wait_for_url("**/status")
+            page.wait_for_selector('#stream-summary[data-tasks="1"]', timeout=20_000)
+            [cookie] = owner.cookies()
+            assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        finally:
+            owner.close()

@@ -13,16 +13,21 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from taskmill import Executor, wait
+from taskmill import Executor, Security, wait
 from tests.dashboard.workload import fail_every_tenth, inc
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
 
+# These clusters have no token (Security()): the tests read the pages as a
+# script would; test_guard.py and test_browser.py log in to guarded ones.
+OPEN = Security()
+
+
 @pytest.fixture(scope="module")
 def executor() -> Iterator[Executor]:
-    with Executor(n_workers=2, threads_per_worker=2, processes=False) as e:
+    with Executor(n_workers=2, threads_per_worker=2, processes=False, security=OPEN) as e:
         yield e
 
 
@@ -115,7 +120,7 @@ def test_status_is_pushed_with_only_new_records(executor: Executor) -> None:
 
 
 def test_closing_with_a_page_subscribed_is_prompt() -> None:
-    with Executor(n_workers=1, threads_per_worker=1, processes=False, dashboard_port=0,
+    with Executor(n_workers=1, threads_per_worker=1, processes=False, dashboard_port=0, security=OPEN,
                   set_as_default=False) as e:
         events = _events(e.dashboard_link.rsplit("/", 1)[0] + "/api/status/events")  # type: ignore[union-attr]
         next(events)

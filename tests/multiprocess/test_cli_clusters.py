@@ -4,7 +4,6 @@ worker's lifetime, death timeout, name and local directory, and the
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import signal
@@ -16,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from taskmill import Executor, wait
-from taskmill.client.session import Session
 from tests.conftest import wait_for
 from tests.multiprocess.helpers import BIN, Proc, running, start_scheduler
 
@@ -46,29 +44,26 @@ def test_scheduler_file_carries_address_and_token_to_workers(
         assert content["address"] == address and content["token"] == "file-secret"
         with running(*TASKMILL, "worker", "--scheduler-file", str(path), "--nthreads", "1") as w:
             w.wait_for_line("registered with scheduler " + address)
-            monkeypatch.setenv("TASKMILL_TOKEN", "file-secret")  # see test below for the file's
-            with Executor(address) as e:
+            with Executor(scheduler_file=str(path)) as e:  # the file's token, as the worker
                 assert e.submit(lambda x: x + 1, 41).result() == 42
             assert w.stop() == 0
         assert sched.stop(signal.SIGINT) == 0
     assert not path.exists()
 
 
-@pytest.mark.skipif("security" not in inspect.signature(Session).parameters,
-                    reason="an Executor connects with a token it is given once Session takes "
-                           "security= (the security branch)")
-def test_executor_reads_address_and_token_from_the_scheduler_file(
+def test_without_the_file_a_client_lacks_the_token(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "scheduler.json"
     monkeypatch.setenv("TASKMILL_TOKEN", "file-secret")
     with running("taskmill-scheduler", "--port", "0", "--no-dashboard",
                  "--scheduler-file", str(path)) as sched:
-        start_scheduler(sched)
+        address = start_scheduler(sched)
         monkeypatch.delenv("TASKMILL_TOKEN")
-        with running("taskmill-worker", "--scheduler-file", str(path), "--nthreads", "1") as w:
-            w.wait_for_line("registered with scheduler")
-            with Executor(scheduler_file=str(path)) as e:
-                assert e.submit(lambda x: x * 2, 21).result() == 42
+        sched.wait_for_line("scheduler file:")
+        with pytest.raises(OSError, match="requires a token"):
+            Executor(address, timeout=10)
+        with Executor(scheduler_file=str(path)) as e:
+            assert e.scheduler_info()["address"] == address
 
 
 def test_executor_reads_the_address_from_the_scheduler_file(tmp_path: Path) -> None:

@@ -1,9 +1,6 @@
 """SSHCluster against a real OpenSSH server on loopback (see conftest.py).
-
-Until the security plumbing lets a cluster's own connections and
-``Executor(cluster)`` prove ``cluster.security`` by themselves, each test
-puts the cluster's token in ``$TASKMILL_TOKEN`` around the cluster.
-"""
+The cluster's own connections and ``Executor(cluster)`` prove the cluster's
+secret by themselves: nothing is set in this process's environment."""
 
 from __future__ import annotations
 
@@ -28,11 +25,9 @@ WORKER = {"nthreads": 1, "memory_limit": "500MB"}
 
 
 @pytest.fixture
-def security(monkeypatch: pytest.MonkeyPatch) -> Security:
-    """The cluster's secret, also in this process's environment (see the module docstring)."""
-    token = secrets.token_urlsafe(16)
-    monkeypatch.setenv("TASKMILL_TOKEN", token)
-    return Security(token=token)
+def security() -> Security:
+    """The cluster's secret (known to the test, to find the cluster's processes by it)."""
+    return Security(token=secrets.token_urlsafe(16))
 
 
 @pytest.fixture
@@ -102,6 +97,21 @@ def test_two_workers_compute(make_cluster: Callable[..., SSHCluster], sshd: SSHS
     cluster.close()
     cluster.close()  # twice is fine
     assert cluster.status == "closed"
+
+
+def test_without_security_the_cluster_makes_a_fresh_secret(sshd: SSHServer) -> None:
+    cluster = SSHCluster(HOSTS, connect_options=sshd.connect_options(), remote_python=sshd.python,
+                         worker_options=WORKER)
+    try:
+        assert cluster.security is not None and cluster.security.token
+        with Executor(cluster) as ex:  # proves the cluster's secret: no set-up here
+            assert ex.submit(sum, [4, 5]).result() == 9
+        with pytest.raises(OSError):  # anyone else is refused, even on loopback
+            Executor(cluster.scheduler_address, security=Security(), timeout=3)
+    finally:
+        cluster.close()
+    wait_for(lambda: not cluster_processes(sshd, cluster.security.token), timeout=20,
+             message="no processes left on the host")
 
 
 def test_scale_up_and_down_keeps_data(make_cluster: Callable[..., SSHCluster]) -> None:
