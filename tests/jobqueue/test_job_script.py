@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from taskmill import Security
 from taskmill.cluster.jobqueue import PBSCluster, SLURMCluster
 from taskmill.cluster.jobqueue.script import lifetime, parse_walltime
 
@@ -117,17 +118,21 @@ def test_bad_options_are_named(change: dict[str, object], fragment: str) -> None
         SLURMCluster(**{**OPTIONS, **change})  # type: ignore[arg-type]
 
 
-def test_beyond_loopback_needs_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_beyond_loopback_needs_a_secret_which_never_enters_the_script(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TASKMILL_TOKEN", raising=False)
     monkeypatch.delenv("TASKMILL_TOKEN_FILE", raising=False)
     with pytest.raises(ValueError, match="beyond loopback without a secret"):
-        SLURMCluster(**{**OPTIONS, "host": "10.1.2.3"})  # type: ignore[arg-type]
-    monkeypatch.setenv("TASKMILL_TOKEN", "s3cret-for-this-test")
-    script = SLURMCluster(**{**OPTIONS, "host": "10.1.2.3"}).job_script()  # type: ignore[arg-type]
-    assert "s3cret" not in script
+        SLURMCluster(**{**OPTIONS, "host": "10.1.2.3", "security": Security()})  # type: ignore[arg-type]
+    cluster = SLURMCluster(**{**OPTIONS, "host": "10.1.2.3"})  # type: ignore[arg-type]
+    assert cluster.security is not None and cluster.security.token  # a fresh one
+    script = cluster.job_script()
+    assert cluster.security.token not in script
     # each node finds its own address for its workers
     assert '--host "$(' in script and "contact_address" in script
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+    monkeypatch.setenv("TASKMILL_TOKEN", "s3cret-for-this-test")
+    assert SLURMCluster(**OPTIONS).security == Security(token="s3cret-for-this-test")  # type: ignore[arg-type]
 
 
 def test_missing_sbatch_names_the_command_and_the_package(tmp_path: Path,
@@ -148,6 +153,7 @@ def test_refused_options_of_a_blocking_cluster_start_nothing(no_leaks: None,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TASKMILL_TOKEN", raising=False)
     monkeypatch.delenv("TASKMILL_TOKEN_FILE", raising=False)
-    for options in ({"cores": 0}, {"host": "10.1.2.3"}, {"dashboard_address": "host:http"}):
+    for options in ({"cores": 0}, {"host": "10.1.2.3", "security": Security()},
+                    {"dashboard_address": "host:http"}):
         with pytest.raises(ValueError):
             SLURMCluster(**{"cores": 1, "memory": "1GB", "host": "127.0.0.1", **options})  # type: ignore[arg-type]

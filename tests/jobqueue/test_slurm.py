@@ -13,6 +13,7 @@ import pytest
 
 from taskmill import Executor, wait
 from taskmill.cluster.jobqueue import SLURMCluster
+from taskmill.cluster.scheduler_file import read_scheduler_file
 from taskmill.comm.addressing import contact_address, is_loopback, parse_address
 from tests.conftest import wait_for
 from tests.jobqueue.slurm_testbed import SlurmTestbed
@@ -44,15 +45,18 @@ def unique_name() -> str:
 
 def test_scale_jobs_gives_registered_workers_and_keeps_the_token_out_of_jobs(
         slurm: SlurmTestbed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    secret = uuid.uuid4().hex
-    monkeypatch.setenv("TASKMILL_TOKEN", secret)
+    monkeypatch.delenv("TASKMILL_TOKEN", raising=False)
+    monkeypatch.delenv("TASKMILL_TOKEN_FILE", raising=False)
     name = unique_name()
     cluster = SLURMCluster(cores=1, memory="1GB", walltime="00:10:00", job_name=name,
                            host="127.0.0.1", shared_directory=str(tmp_path / "shared"),
                            log_directory=str(tmp_path / "logs"),
                            job_script_prologue=['echo "token in the job: ${TASKMILL_TOKEN:-none}"'])
     with cluster:
+        assert cluster.security is not None and cluster.security.token  # a fresh secret
+        secret = cluster.security.token
         assert secret not in cluster.job_script()
+        assert read_scheduler_file(cluster.scheduler_file).security.token == secret
         start = time.monotonic()
         cluster.scale(jobs=2)
         assert len(slurm.jobs(name)) == 2
@@ -78,9 +82,12 @@ def test_by_default_the_scheduler_and_workers_listen_where_other_nodes_reach_the
     outward = contact_address("tcp://0.0.0.0:0")
     if is_loopback(parse_address(outward)[1]):
         pytest.skip("this machine has no address beyond loopback")
-    monkeypatch.setenv("TASKMILL_TOKEN", uuid.uuid4().hex)  # required beyond loopback
+    secret = uuid.uuid4().hex
+    monkeypatch.setenv("TASKMILL_TOKEN", secret)  # the environment's secret is the cluster's
     with SLURMCluster(cores=1, memory="1GB", job_name=unique_name(),
-                      shared_directory=str(tmp_path)) as cluster:
+                      shared_directory=str(tmp_path), log_directory=str(tmp_path / "logs"),
+                      job_script_prologue=['echo "token: ${TASKMILL_TOKEN:-none}"']) as cluster:
+        assert cluster.security is not None and cluster.security.token == secret
         host = parse_address(outward)[1]
         assert parse_address(cluster.scheduler_address)[1] == host
         cluster.scale(jobs=1)
@@ -89,6 +96,8 @@ def test_by_default_the_scheduler_and_workers_listen_where_other_nodes_reach_the
             assert e.submit(inc, 41).result() == 42
             (address,) = e.scheduler_info()["workers"]
         assert parse_address(address)[1] == host  # found by the job on its node
+    (output,) = (tmp_path / "logs").iterdir()
+    assert "token: none" in output.read_text()  # sbatch did not copy it into the job
 
 
 def test_adapt_grows_on_a_burst_and_shrinks_to_zero_jobs_without_losing_keys(

@@ -45,7 +45,7 @@ from taskmill.cluster.jobqueue.script import JobSpec, job_spec, render
 from taskmill.cluster.local import port_of_dashboard
 from taskmill.cluster.scheduler_file import remove_scheduler_file, write_scheduler_file
 from taskmill.comm.addressing import contact_address, is_loopback
-from taskmill.security import Security
+from taskmill.security import Security, own_cluster_security
 from taskmill.server.scheduler import Scheduler
 
 logger = logging.getLogger("taskmill.cluster.jobqueue")
@@ -169,7 +169,9 @@ class JobQueueCluster(Cluster):
     scripts go (default ``~/.taskmill/jobqueue``: it must be visible from the
     nodes), ``log_directory`` keeps the jobs' output after ``close()``.
     ``host`` is where the scheduler listens (default: this machine's outward
-    address; beyond loopback a token or TLS is required).
+    address).  ``security``: the cluster's secret (default: the environment's
+    token or TLS files if it has them, else a fresh ``Security.temporary()``);
+    the workers read the token from the scheduler file.
     """
 
     #: the batch system's commands and directives (set by each subclass)
@@ -182,21 +184,19 @@ class JobQueueCluster(Cluster):
                  *, job_name: str = "taskmill-worker", log_directory: str | None = None,
                  shared_directory: str | None = None, host: str | None = None,
                  n_workers: int = 0, dashboard_address: str | None = ":0",
-                 asynchronous: bool = False) -> None:
+                 security: Security | None = None, asynchronous: bool = False) -> None:
         cls = type(self).__name__
         self.spec: JobSpec = job_spec(cores, memory, processes, walltime, queue, account,
                                       job_extra_directives, job_script_prologue, python,
                                       job_name, cls)
-        # until Scheduler takes a Security of its own, the cluster's processes
-        # share this process's (the environment's token or TLS files)
-        security = Security.from_environment()
+        security = own_cluster_security(security)
         self.host = host or contact_address("tcp://0.0.0.0:0")[6:].rsplit(":", 1)[0]
         if not is_loopback(self.host) and security.token is None and not security.require_encryption:
             raise ValueError(
-                f"{cls}(host={self.host!r}): the scheduler would listen beyond loopback without "
-                "a secret, and whoever reaches it can run code as you; set $TASKMILL_TOKEN (or "
-                "the TLS files, see docs/security.md), or host='127.0.0.1' when the jobs run on "
-                "this machine")
+                f"{cls}(host={self.host!r}, security={security!r}): the scheduler would listen "
+                "beyond loopback without a secret, and whoever reaches it can run code as you; "
+                "leave security= out (the cluster makes a fresh secret), give it a token or TLS "
+                "files (docs/security.md), or use host='127.0.0.1' when the jobs run on this machine")
         self.dashboard_port = port_of_dashboard(dashboard_address)
         # all checks above: the base starts the event-loop thread of a blocking cluster
         super().__init__(asynchronous=asynchronous, security=security,
@@ -246,8 +246,8 @@ class JobQueueCluster(Cluster):
         os.makedirs(self.directory, mode=0o700)
         if self.log_directory:
             os.makedirs(self.log_directory, exist_ok=True)
-        self.scheduler = await Scheduler(host=self.host, port=0,
-                                         dashboard_port=self.dashboard_port).start()
+        self.scheduler = await Scheduler(host=self.host, port=0, dashboard_port=self.dashboard_port,
+                                         security=self.security).start()
         address = contact_address(self.scheduler.address)  # host="0.0.0.0": where nodes reach it
         try:
             assert self.security is not None
