@@ -122,8 +122,9 @@ class Cluster:
         self._watcher: asyncio.Task[None] | None = None
         #: why recent groups ended by themselves (newest last)
         self.failures: deque[str] = deque(maxlen=20)
-        #: how many groups ended by themselves so far
-        self._ended_count = 0
+        #: how many groups ended by themselves so far, and how many of those
+        #: a ``wait_for_workers`` has raised for
+        self._ended_count = self._ended_reported = 0
         #: the scheduler's workers at the watcher's last look (for repr)
         self._seen_workers: dict[str, dict[str, Any]] = {}
         self._runner: LoopRunner | None = None if asynchronous else LoopRunner("taskmill-cluster")
@@ -425,8 +426,9 @@ class Cluster:
     def wait_for_workers(self, n: int, timeout: float | None = None) -> Any:
         """Wait until ``n`` workers have registered with the scheduler.
 
-        Raises RuntimeError as soon as a group ends before its workers
-        registered (with the reason, e.g. the job's output), and TimeoutError
+        Raises RuntimeError as soon as a group ends by itself (with the
+        reason, e.g. a job's output), or when groups ended since the last
+        such error (the watcher notices them between calls), and TimeoutError
         after ``timeout`` seconds (default: $TASKMILL_CONNECT_TIMEOUT x 6)."""
         return self._sync(self._wait_for_workers(n, timeout))
 
@@ -434,11 +436,12 @@ class Cluster:
         limit = timeout if timeout is not None else 6 * timeouts.CONNECT.get()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
-        ended_before = self._ended_count
         while True:
             self._forget_ended()  # the watcher may have forgotten some already: count them all
-            if self._ended_count > ended_before:
-                raise RuntimeError("; ".join(list(self.failures)[ended_before - self._ended_count:]))
+            if self._ended_count > self._ended_reported:
+                unreported = list(self.failures)[self._ended_reported - self._ended_count:]
+                self._ended_reported = self._ended_count
+                raise RuntimeError("; ".join(unreported))
             workers = await self._workers()
             if len(workers) >= n:
                 return

@@ -131,11 +131,7 @@ class LocalCluster(Cluster):
     def dashboard_link(self) -> str | None:
         """The dashboard's URL (it starts in the background: a blocking
         cluster waits for it here; an asynchronous one may say None until then)."""
-        if self.scheduler is None:
-            return None
-        if self._runner is not None and self.status == "running":
-            return self._runner.run(self.scheduler.dashboard_ready())  # type: ignore[no-any-return]
-        return self.scheduler.dashboard_link
+        return in_process_dashboard_link(self)
 
     async def _close_scheduler(self) -> None:
         if self.scheduler is not None:
@@ -148,6 +144,19 @@ class LocalCluster(Cluster):
         node = (Nanny(self.scheduler_address, **kwargs) if self.processes
                 else Worker(self.scheduler_address, **kwargs))
         return LocalGroup(name, node)
+
+
+def in_process_dashboard_link(cluster: Cluster) -> str | None:
+    """The dashboard link of the scheduler a cluster runs in this process
+    (``cluster.scheduler``): a fresh one-time login link each time (with a
+    token), waited for by a blocking cluster (the dashboard starts in the
+    background)."""
+    scheduler: Scheduler | None = getattr(cluster, "scheduler", None)
+    if scheduler is None:
+        return None
+    if cluster._runner is not None and cluster.status == "running":
+        return cluster._runner.run(scheduler.dashboard_ready())  # type: ignore[no-any-return]
+    return scheduler.dashboard_link
 
 
 def port_of_dashboard(dashboard_address: str | None) -> int | None:

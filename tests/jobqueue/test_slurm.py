@@ -57,6 +57,8 @@ def test_scale_jobs_gives_registered_workers_and_keeps_the_token_out_of_jobs(
         secret = cluster.security.token
         assert secret not in cluster.job_script()
         assert read_scheduler_file(cluster.scheduler_file).security.token == secret
+        link = cluster.dashboard_link
+        assert link is not None and link.startswith("http://127.0.0.1:")
         start = time.monotonic()
         cluster.scale(jobs=2)
         assert len(slurm.jobs(name)) == 2

@@ -42,7 +42,7 @@ import uuid
 from taskmill.cluster.base import Cluster, WorkerGroup
 from taskmill.cluster.jobqueue.batch import BatchCommandError, BatchSystem, run_command
 from taskmill.cluster.jobqueue.script import JobSpec, job_spec, render
-from taskmill.cluster.local import port_of_dashboard
+from taskmill.cluster.local import in_process_dashboard_link, port_of_dashboard
 from taskmill.cluster.scheduler_file import remove_scheduler_file, write_scheduler_file
 from taskmill.comm.addressing import contact_address, is_loopback
 from taskmill.security import Security, own_cluster_security
@@ -241,21 +241,26 @@ class JobQueueCluster(Cluster):
     # ------------------------------------------------------------------ #
     # The Cluster base's hooks
     # ------------------------------------------------------------------ #
+    @property
+    def dashboard_link(self) -> str | None:
+        """The dashboard's URL (a fresh one-time login link each time)."""
+        return in_process_dashboard_link(self)
+
     async def _start_scheduler(self) -> tuple[str, str | None]:
         os.makedirs(os.path.dirname(self.directory), mode=0o700, exist_ok=True)
         os.makedirs(self.directory, mode=0o700)
-        if self.log_directory:
-            os.makedirs(self.log_directory, exist_ok=True)
-        self.scheduler = await Scheduler(host=self.host, port=0, dashboard_port=self.dashboard_port,
-                                         security=self.security).start()
-        address = contact_address(self.scheduler.address)  # host="0.0.0.0": where nodes reach it
         try:
+            if self.log_directory:
+                os.makedirs(self.log_directory, exist_ok=True)
+            self.scheduler = await Scheduler(host=self.host, port=0, security=self.security,
+                                             dashboard_port=self.dashboard_port).start()
+            address = contact_address(self.scheduler.address)  # host="0.0.0.0": where nodes reach it
             assert self.security is not None
             write_scheduler_file(self.scheduler_file, address, self.security, self.scheduler.id)
         except BaseException:
-            await self._close_scheduler()
+            await self._close_scheduler()  # and the directory
             raise
-        return address, self.scheduler.dashboard_link
+        return address, None
 
     async def _close_scheduler(self) -> None:
         if self.scheduler is not None:
