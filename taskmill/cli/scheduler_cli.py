@@ -13,6 +13,7 @@ from taskmill.cluster.scheduler_file import (SchedulerFileError, remove_schedule
                                              write_scheduler_file)
 from taskmill.comm.addressing import contact_address
 from taskmill.logs import setup_logging
+from taskmill.security import own_cluster_security
 from taskmill.server.scheduler import Scheduler
 
 
@@ -39,7 +40,10 @@ def main(host: str, port: int, dashboard_port: int, no_dashboard: bool, insecure
          log_level: str | None) -> None:
     """Start a taskmill scheduler."""
     setup_logging(log_level)
-    check_host_is_safe(host, insecure)
+    # with a scheduler file to carry it, a scheduler without a configured token makes a fresh one:
+    # whoever can read the file (mode 0600) joins, nobody else, not even on loopback
+    security = own_cluster_security(None) if scheduler_file is not None else None
+    check_host_is_safe(host, insecure, security)
     log = logging.getLogger("taskmill.scheduler")
     written: list[str] = []  # the id of the scheduler that wrote the scheduler file
 
@@ -47,7 +51,7 @@ def main(host: str, port: int, dashboard_port: int, no_dashboard: bool, insecure
         try:
             scheduler = await Scheduler(host=host, port=port, heartbeat_timeout=heartbeat_timeout,
                                         dashboard_port=None if no_dashboard else dashboard_port,
-                                        preload=preload).start()
+                                        preload=preload, security=security).start()
         except OSError as exc:
             raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
         except ImportError as exc:

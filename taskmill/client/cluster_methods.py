@@ -56,6 +56,7 @@ class ClusterMethods:
     # provided by Executor
     asynchronous: bool
     cluster: Any
+    given_cluster: Any
     _dashboard_link: Any
 
     @property
@@ -187,7 +188,12 @@ class ClusterMethods:
     # ------------------------------------------------------------------ #
     @property
     def dashboard_link(self) -> str | None:
-        """The URL of the scheduler's web dashboard (None when it has none)."""
+        """The URL of the scheduler's web dashboard (None when it has none): a
+        one-time login link when the scheduler runs in this process (an
+        embedded cluster, or a Cluster given to the Executor), else its plain
+        address (the browser then asks for the cluster's token)."""
+        if self.given_cluster is not None and not self.asynchronous:
+            return self.given_cluster.dashboard_link  # type: ignore[no-any-return]
         if self.cluster is not None and self.cluster.scheduler is not None:
             scheduler = self.cluster.scheduler
             if self.asynchronous:

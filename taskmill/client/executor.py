@@ -70,11 +70,12 @@ class Executor(ClusterMethods):
                  security: Security | None = None,
                  scheduler_file: str | None = None) -> None:
         self.asynchronous = asynchronous
+        #: the Cluster this Executor was given (its owner closes it, not the Executor), or None
+        self.given_cluster: Any = None
         if address is not None and not isinstance(address, str):
             if not hasattr(address, "scheduler_address"):
                 raise TypeError(f"Executor(address): give 'host:port', a Cluster, or nothing (an "
                                 f"embedded cluster), not {type(address).__name__}")
-            #: the Cluster this Executor was given (its owner closes it, not the Executor)
             self.given_cluster = address
             if security is None:
                 security = getattr(address, "security", None)

@@ -37,7 +37,7 @@ from typing import Any
 
 import click
 
-from taskmill import timeouts
+from taskmill import config, timeouts
 from taskmill.cli import scheduler_cli, worker_cli
 from taskmill.cluster.base import Cluster, WorkerGroup
 from taskmill.cluster.launcher import GRACE, STARTED
@@ -195,9 +195,10 @@ class SSHCluster(Cluster):
 
     def _process(self, index: int, module: str, args: list[str], label: str) -> RemoteProcess:
         assert self.security is not None
+        # the secret, and the options set with taskmill.config.set here (as a nanny passes them)
+        env = {**self.security.environ(), **config.inheritable()}
         return RemoteProcess(self.hosts[index], self.connect_options[index],
-                             self.remote_python[index], module, args, self.security.environ(),
-                             label)
+                             self.remote_python[index], module, args, env, label)
 
     async def _start_scheduler(self) -> tuple[str, str | None]:
         process = self._process(0, "taskmill.cli.scheduler_cli",

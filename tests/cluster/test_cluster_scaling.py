@@ -97,6 +97,8 @@ def test_reprs_say_where_and_how_big() -> None:
         page = cluster._repr_html_()
         assert "LocalCluster" in page and cluster.scheduler_address in page
         assert cluster.dashboard_link and cluster.dashboard_link.startswith("http")
+        with Executor(cluster, set_as_default=False) as e:  # the cluster's one-time login link
+            assert "/login?token=" in e.dashboard_link
 
 
 def test_async_cluster_on_the_callers_loop() -> None:

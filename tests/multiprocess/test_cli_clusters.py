@@ -66,18 +66,24 @@ def test_without_the_file_a_client_lacks_the_token(
             assert e.scheduler_info()["address"] == address
 
 
-def test_executor_reads_the_address_from_the_scheduler_file(tmp_path: Path) -> None:
+def test_a_scheduler_with_a_file_and_no_token_makes_a_fresh_secret(tmp_path: Path) -> None:
+    """Secure by default: the file carries a secret nobody set, which the
+    worker and the Executor read from it; a client without the file is refused."""
     path = tmp_path / "scheduler.json"
+    assert "TASKMILL_TOKEN" not in os.environ
     with running("taskmill-scheduler", "--port", "0", "--no-dashboard",
                  "--scheduler-file", str(path)) as sched:
         address = start_scheduler(sched)
         sched.wait_for_line("scheduler file:")
+        assert len(json.loads(path.read_text())["token"]) >= 32
         with running("taskmill-worker", "--scheduler-file", str(path), "--nthreads", "1",
                      "--no-nanny") as w:
             w.wait_for_line("registered with scheduler")
             with Executor(scheduler_file=str(path)) as e:
                 assert e.scheduler_address == address
                 assert e.submit(lambda x: x * 2, 21).result() == 42
+            with pytest.raises(OSError, match="requires a token"):
+                Executor(address, timeout=10)
 
 
 def test_a_worker_started_first_waits_for_the_scheduler_file(tmp_path: Path) -> None:

@@ -42,7 +42,8 @@ ATTACK = r"""
 import asyncio, json, socket, sys, urllib.error, urllib.request
 from taskmill import Executor, Security
 from taskmill.comm.auth import AuthenticationError, client_handshake
-from taskmill.comm.tcp import TCPComm, _shortcut_name
+from taskmill.comm.addressing import shortcut_name
+from taskmill.comm.tcp import TCPComm
 from taskmill.comm.addressing import parse_address
 from taskmill.protocol import DEFAULT_LIMITS
 
@@ -62,7 +63,7 @@ for label, security in (("no token", None), ("a guessed token", Security(token="
 async def through_the_shortcut(token):
     _, host, port = parse_address(address)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(_shortcut_name(host, port))  # abstract: no file permissions to stop us
+    sock.connect(shortcut_name(host, port))  # abstract: no file permissions to stop us
     _, comm = await asyncio.get_running_loop().create_unix_connection(
         lambda: TCPComm(DEFAULT_LIMITS), sock=sock)
     try:

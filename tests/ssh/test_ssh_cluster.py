@@ -287,3 +287,20 @@ def test_adapt_grows_on_a_burst_and_shrinks_when_idle(
         wait_for(lambda: len(cluster.groups) == 1 and len(ex.scheduler_info()["workers"]) == 1,
                  timeout=30, message="adapt() went back to its minimum when idle")
         assert sorted(ex.gather(futures)) == list(range(24))  # no key lost on the way down
+
+
+def read_option(key: str) -> object:
+    from taskmill import config
+
+    return config.get(key)
+
+
+def test_options_set_here_reach_the_clusters_programs(
+        make_cluster: Callable[..., SSHCluster]) -> None:
+    from taskmill import config
+
+    with config.set({"comm.timeouts.retire": 45}):
+        cluster = make_cluster()
+    with Executor(cluster) as ex:
+        assert set(ex.run(read_option, "comm.timeouts.retire").values()) == {45}
+        assert ex.run_on_scheduler(read_option, "comm.timeouts.retire") == 45
