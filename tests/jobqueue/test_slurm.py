@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from taskmill import Executor, wait
+from taskmill import Executor, config, wait
 from taskmill.cluster.jobqueue import SLURMCluster
 from taskmill.cluster.scheduler_file import read_scheduler_file
 from taskmill.comm.addressing import contact_address, is_loopback, parse_address
@@ -28,6 +28,10 @@ def inc(x: int) -> int:
 def slow_square(x: int) -> int:
     time.sleep(1.0)
     return x * x
+
+
+def read_option(key: str) -> object:
+    return config.get(key)
 
 
 def job_processes(cluster: SLURMCluster) -> list[int]:
@@ -48,10 +52,11 @@ def test_scale_jobs_gives_registered_workers_and_keeps_the_token_out_of_jobs(
     monkeypatch.delenv("TASKMILL_TOKEN", raising=False)
     monkeypatch.delenv("TASKMILL_TOKEN_FILE", raising=False)
     name = unique_name()
-    cluster = SLURMCluster(cores=1, memory="1GB", walltime="00:10:00", job_name=name,
-                           host="127.0.0.1", shared_directory=str(tmp_path / "shared"),
-                           log_directory=str(tmp_path / "logs"),
-                           job_script_prologue=['echo "token in the job: ${TASKMILL_TOKEN:-none}"'])
+    with config.set({"comm.timeouts.retire": 45}):  # options set here reach the workers
+        cluster = SLURMCluster(cores=1, memory="1GB", walltime="00:10:00", job_name=name,
+                               host="127.0.0.1", shared_directory=str(tmp_path / "shared"),
+                               log_directory=str(tmp_path / "logs"), job_script_prologue=[
+                                   'echo "token in the job: ${TASKMILL_TOKEN:-none}"'])
     with cluster:
         assert cluster.security is not None and cluster.security.token  # a fresh secret
         secret = cluster.security.token
@@ -67,6 +72,7 @@ def test_scale_jobs_gives_registered_workers_and_keeps_the_token_out_of_jobs(
         with Executor(cluster) as e:
             assert sum(e.gather(e.map(inc, range(100)))) == sum(range(1, 101))
             names = {w["name"] for w in e.scheduler_info()["workers"].values()}
+            assert set(e.run(read_option, "comm.timeouts.retire").values()) == {45}
         assert names == {f"{name}-0", f"{name}-1"}
         assert len(job_processes(cluster)) >= 2
         assert oct(os.stat(cluster.scheduler_file).st_mode & 0o777) == "0o600"

@@ -26,7 +26,9 @@ batch job (:class:`Job`) running ``processes`` workers named after the group:
 Scaling, adaptivity and the order of going down (retire the workers, then
 cancel their jobs) come from the base.  On close the scheduler file and the
 cluster's directory (scripts, and the jobs' output unless ``log_directory``
-is given) are removed.
+is given) are removed.  Options set with ``taskmill.config.set`` when the
+cluster is made reach its workers as they reach a nanny's: exported by the
+job script (they are options, not secrets).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import shlex
 import shutil
 import uuid
 
+from taskmill import config
 from taskmill.cluster.base import Cluster, WorkerGroup
 from taskmill.cluster.jobqueue.batch import BatchCommandError, BatchSystem, run_command
 from taskmill.cluster.jobqueue.script import JobSpec, job_spec, render
@@ -210,6 +213,8 @@ class JobQueueCluster(Cluster):
         self.directory = os.path.join(root, f"{job_name}-{self._tag}")
         self.scheduler_file = os.path.join(self.directory, "scheduler.json")
         self.scheduler: Scheduler | None = None
+        #: the options set with taskmill.config.set here, for the jobs (as a nanny passes them)
+        self._inherited = config.inheritable()
         self._initial_jobs = math.ceil(n_workers / self.spec.processes)
         if not asynchronous:
             try:
@@ -235,8 +240,9 @@ class JobQueueCluster(Cluster):
         else:  # the node's own outward address, found on the node
             worker_host = f"$({shlex.quote(self.spec.python)} -c {shlex.quote(_NODE_ADDRESS)})"
         command = self.spec.worker_command(self.scheduler_file, name, worker_host)
+        exports = [f"export {k}={shlex.quote(v)}" for k, v in self._inherited.items()]
         return render(self.batch.directives(self.spec, self.output_path(name)),
-                      self.spec.job_script_prologue, command)
+                      [*exports, *self.spec.job_script_prologue], command)
 
     # ------------------------------------------------------------------ #
     # The Cluster base's hooks
