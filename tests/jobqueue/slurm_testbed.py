@@ -25,6 +25,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 
 DAEMONS = ("/usr/sbin/munged", "/usr/sbin/slurmctld", "/usr/sbin/slurmd")
 MUNGE_SOCKET_DIR = "/run/munge"
@@ -61,9 +62,9 @@ def _node_line() -> str:
             f"RealMemory={memory} State=UNKNOWN")
 
 
-def _wait(condition: object, timeout: float, what: str) -> None:
+def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
+    while not condition():
         if time.monotonic() > deadline:
             raise RuntimeError(f"SLURM test bed: {what} did not happen within {timeout}s")
         time.sleep(0.05)

@@ -147,8 +147,9 @@ def test_close_during_a_submission_cancels_the_job_it_makes(fake_pbs: Path, tmp_
     monkeypatch.setenv("FAKE_QSUB_GATE", str(gate))
 
     async def main() -> None:
-        cluster = await PBSCluster(cores=1, memory="1GB", job_name="tm-pbs", host="127.0.0.1",
-                                   shared_directory=str(tmp_path / "s"), asynchronous=True)
+        cluster = PBSCluster(cores=1, memory="1GB", job_name="tm-pbs", host="127.0.0.1",
+                             shared_directory=str(tmp_path / "s"), asynchronous=True)
+        await cluster
         scaling = asyncio.ensure_future(cluster.scale(jobs=1))
         while not (tmp_path / "gate.waiting").exists():  # qsub is running
             await asyncio.sleep(0.02)

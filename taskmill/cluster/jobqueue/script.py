@@ -162,7 +162,10 @@ def _lines(option: str, value: Iterable[str], cluster: str) -> tuple[str, ...]:
 
 def render(directives: Sequence[str], prologue: Sequence[str], command: Sequence[str]) -> str:
     """A bash job script: the directives, the prologue, then ``exec`` the
-    command (so the batch system's signals reach the workers directly)."""
+    command (so the batch system's signals reach the workers directly).  Each
+    argument is quoted for the shell, but one that is a command substitution
+    (``$(...)``, e.g. the node's address found on the node) is double-quoted,
+    so that the shell runs it."""
     lines = ["#!/usr/bin/env bash", *directives, "", *prologue,
              "exec " + " ".join(shlex.quote(c) if not c.startswith("$(") else f'"{c}"'
                                 for c in command)]
