@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import platform
 import subprocess
 import sys
@@ -70,7 +72,8 @@ def test_info_describes_a_running_cluster(tmp_path: Path) -> None:
                      "--memory-limit", "1GB", "--name", "w1") as w:
             w.wait_for_line("registered with scheduler")
             by_file = CliRunner().invoke(main, ["info", "--scheduler-file", str(path)])
-            by_address = CliRunner().invoke(main, ["info", address])
+            token = json.loads(path.read_text())["token"]  # the scheduler's fresh secret
+            by_address = CliRunner().invoke(main, ["info", address], env={"TASKMILL_TOKEN": token})
     for result in (by_file, by_address):
         assert result.exit_code == 0, result.output
         assert f"scheduler    {address}" in result.output
