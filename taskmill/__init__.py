@@ -32,6 +32,8 @@ __version__ = "0.1.0"
 #: exported names whose modules load on first use (``import taskmill`` stays light)
 _LAZY = {
     "LocalCluster": "taskmill.cluster.local",
+    "PBSCluster": "taskmill.cluster.jobqueue",
+    "SLURMCluster": "taskmill.cluster.jobqueue",
     "SSHCluster": "taskmill.cluster.ssh",  # needs asyncssh (the ssh extra): not in __all__
 }
 
@@ -61,9 +63,11 @@ __all__ = [
     "Lock",
     "MissingDependencyError",
     "NannyPlugin",
+    "PBSCluster",
     "Queue",
     "RemoteTaskError",
     "SchedulerGoneError",
+    "SLURMCluster",
     "SchedulerPlugin",
     "Security",
     "Semaphore",

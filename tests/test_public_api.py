@@ -116,3 +116,20 @@ def test_cluster_names_load_on_first_use() -> None:
     for method in ["scale", "adapt", "close", "wait_for_workers"]:
         assert callable(getattr(taskmill.LocalCluster, method)), method
     assert "jobs" in inspect.signature(taskmill.LocalCluster.scale).parameters
+
+
+def test_job_queue_clusters_load_on_first_use() -> None:
+    code = ("import sys, taskmill; assert 'taskmill.cluster.jobqueue' not in sys.modules; "
+            "from taskmill import SLURMCluster, PBSCluster; import taskmill.cluster.base as b; "
+            "assert issubclass(SLURMCluster, b.Cluster) and issubclass(PBSCluster, b.Cluster)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    for cls in (taskmill.SLURMCluster, taskmill.PBSCluster):
+        params = inspect.signature(cls.__init__).parameters
+        for p in ["cores", "memory"]:
+            assert p in params, p
+        for method in ["scale", "adapt", "close", "job_script", "wait_for_workers"]:
+            assert callable(getattr(cls, method)), method
+    params = inspect.signature(taskmill.SLURMCluster.__init__).parameters
+    for p in ["processes", "walltime", "queue", "account", "job_extra_directives",
+              "job_script_prologue", "python"]:
+        assert p in params, p

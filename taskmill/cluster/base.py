@@ -17,7 +17,9 @@ group (``_new_group``); the base does the rest, the same for all:
   registered ones, idle and holding least data first, are *retired* through
   the scheduler (their unique data moves to the workers that stay) and only
   then stopped.  A group whose data found nowhere to go stays.
-* A watcher, every ``WATCH_INTERVAL`` seconds, asks each group whether it
+* A watcher, every ``WATCH_INTERVAL`` seconds, looks at the scheduler's
+  workers, lets the subclass refresh what it knows of its groups
+  (``_poll_groups``: one batch-system query for all jobs), and asks each group whether it
   ended by itself (a job that died before its worker registered, workers
   that reached their ``--lifetime``), forgets such groups and logs why;
   ``wait_for_workers`` raises with that reason instead of waiting forever.
@@ -120,6 +122,9 @@ class Cluster:
         self._watcher: asyncio.Task[None] | None = None
         #: why recent groups ended by themselves (newest last)
         self.failures: deque[str] = deque(maxlen=20)
+        #: how many groups ended by themselves so far, and how many of those
+        #: a ``wait_for_workers`` has raised for
+        self._ended_count = self._ended_reported = 0
         #: the scheduler's workers at the watcher's last look (for repr)
         self._seen_workers: dict[str, dict[str, Any]] = {}
         self._runner: LoopRunner | None = None if asynchronous else LoopRunner("taskmill-cluster")
@@ -402,12 +407,18 @@ class Cluster:
     # ------------------------------------------------------------------ #
     async def _watch(self) -> None:
         while self.status == "running":
-            self._forget_ended()
             try:
                 await self._workers()
             except (OSError, asyncio.TimeoutError) as exc:
                 logger.debug("cluster watcher: scheduler-info failed: %r", exc)
+            await self._poll_groups()
+            self._forget_ended()
             await asyncio.sleep(WATCH_INTERVAL)
+
+    async def _poll_groups(self) -> None:
+        """Refresh what the groups' ``ended()`` reads, once per look of the
+        watcher, after it saw the scheduler's workers (a job-queue cluster asks
+        its batch system here which jobs are still queued).  Must not raise."""
 
     def _forget_ended(self) -> list[str]:
         """Drop the groups that ended by themselves; -> why each ended."""
@@ -419,14 +430,16 @@ class Cluster:
                 reason = f"worker group {group.name} ended: {why}"
                 logger.warning("%s", reason)
                 self.failures.append(reason)
+                self._ended_count += 1
                 reasons.append(reason)
         return reasons
 
     def wait_for_workers(self, n: int, timeout: float | None = None) -> Any:
         """Wait until ``n`` workers have registered with the scheduler.
 
-        Raises RuntimeError as soon as a group ends before its workers
-        registered (with the reason, e.g. the job's output), and TimeoutError
+        Raises RuntimeError as soon as a group ends by itself (with the
+        reason, e.g. a job's output), or when groups ended since the last
+        such error (the watcher notices them between calls), and TimeoutError
         after ``timeout`` seconds (default: $TASKMILL_CONNECT_TIMEOUT x 6)."""
         return self._sync(self._wait_for_workers(n, timeout))
 
@@ -435,9 +448,11 @@ class Cluster:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         while True:
-            ended = self._forget_ended()
-            if ended:
-                raise RuntimeError("; ".join(ended))
+            self._forget_ended()  # the watcher may have forgotten some already: count them all
+            if self._ended_count > self._ended_reported:
+                unreported = list(self.failures)[self._ended_reported - self._ended_count:]
+                self._ended_reported = self._ended_count
+                raise RuntimeError("; ".join(unreported))
             workers = await self._workers()
             if len(workers) >= n:
                 return

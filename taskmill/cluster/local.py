@@ -94,7 +94,7 @@ class LocalCluster(Cluster):
         self.scheduler_port = scheduler_port
         self.startup_timeout = startup_timeout
         #: the scheduler's web dashboard: 0 = any free port, None = off
-        self.dashboard_port = (_port_of(dashboard_address) if isinstance(dashboard_port, str)
+        self.dashboard_port = (port_of_dashboard(dashboard_address) if isinstance(dashboard_port, str)
                                else dashboard_port)
         #: abstract resources each worker declares, e.g. {"GPU": 1}
         self.resources = dict(resources or {})
@@ -126,11 +126,7 @@ class LocalCluster(Cluster):
     def dashboard_link(self) -> str | None:
         """The dashboard's URL (it starts in the background: a blocking
         cluster waits for it here; an asynchronous one may say None until then)."""
-        if self.scheduler is None:
-            return None
-        if self._runner is not None and self.status == "running":
-            return self._runner.run(self.scheduler.dashboard_ready())  # type: ignore[no-any-return]
-        return self.scheduler.dashboard_link
+        return in_process_dashboard_link(self)
 
     async def _close_scheduler(self) -> None:
         if self.scheduler is not None:
@@ -145,12 +141,25 @@ class LocalCluster(Cluster):
         return LocalGroup(name, node)
 
 
-def _port_of(dashboard_address: str | None) -> int | None:
+def in_process_dashboard_link(cluster: Cluster) -> str | None:
+    """The dashboard link of the scheduler a cluster runs in this process
+    (``cluster.scheduler``): a fresh one-time login link each time (with a
+    token), waited for by a blocking cluster (the dashboard starts in the
+    background)."""
+    scheduler: Scheduler | None = getattr(cluster, "scheduler", None)
+    if scheduler is None:
+        return None
+    if cluster._runner is not None and cluster.status == "running":
+        return cluster._runner.run(scheduler.dashboard_ready())  # type: ignore[no-any-return]
+    return scheduler.dashboard_link
+
+
+def port_of_dashboard(dashboard_address: str | None) -> int | None:
     """``":8787"`` -> 8787, ``":0"`` -> 0 (any free port), None -> None (off)."""
     if dashboard_address is None:
         return None
     _, _, port = str(dashboard_address).rpartition(":")
     if not port.isdigit():
-        raise ValueError(f"LocalCluster(dashboard_address={dashboard_address!r}): write ':8787', "
+        raise ValueError(f"dashboard_address={dashboard_address!r}: write ':8787', "
                          f"':0' (any free port) or None (no dashboard)")
     return int(port)
