@@ -216,12 +216,7 @@ class JobQueueCluster(Cluster):
         #: the options set with taskmill.config.set here, for the jobs (as a nanny passes them)
         self._inherited = config.inheritable()
         self._initial_jobs = math.ceil(n_workers / self.spec.processes)
-        if not asynchronous:
-            try:
-                self._sync(self._start())
-            except BaseException:
-                self.close()
-                raise
+        self._start_if_blocking()
 
     async def _start(self, n_groups: int = 0) -> JobQueueCluster:
         await super()._start(n_groups or self._initial_jobs)
