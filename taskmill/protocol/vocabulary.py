@@ -462,6 +462,18 @@ class SchedulerHeartbeat(Message):
     worker: Address
 
 
+@message("worker-removed", SCHEDULER, WORKER, local=("worker",))
+@dataclass(frozen=True, slots=True)
+class WorkerRemoved(Message):
+    """The scheduler removed the worker at ``removed`` (``reason``): a fetch
+    from it still waiting is abandoned (the worker asks who else holds the
+    keys), since a silent peer would never answer it."""
+
+    worker: Address
+    removed: Address
+    reason: str
+
+
 # --------------------------------------------------------------------------- #
 # Worker -> scheduler (stream)
 # --------------------------------------------------------------------------- #

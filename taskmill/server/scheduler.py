@@ -36,7 +36,8 @@ Theory of operation
   ``scheduler.worker-ttl``, :mod:`taskmill.core.liveness`), is removed
   (``WorkerLeft``); the state machine reschedules or recomputes what it had.
   The scheduler sends each worker a ``scheduler-heartbeat`` every second, so
-  that a worker cut off from it notices as well.
+  that a worker cut off from it notices as well, and tells the others
+  (``worker-removed``), so that their fetches from it stop waiting.
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ from taskmill.protocol.vocabulary import (
     WhoHas,
     WorkerExited,
     WorkerRegistered,
+    WorkerRemoved,
     arrived,
 )
 from taskmill import cluster_state
@@ -458,6 +460,8 @@ class Scheduler(Node):
                 logger.info("worker %s left: %s", address, reason)
                 self.monitor.worker_left(address, reason)
                 self._handle(ev.WorkerLeft(self._sid("worker-left"), address, reason, time.time()))
+                for peer, stream in list(self.worker_streams.items()):  # fetches from it end
+                    self._send(stream, [WorkerRemoved(peer, address, reason)])
                 self.plugins.worker_removed(address)
                 await self._notify_workers_changed()
 

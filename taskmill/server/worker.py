@@ -91,6 +91,7 @@ from taskmill.protocol.vocabulary import (
     RetireWorkers,
     Retired,
     SchedulerHeartbeat,
+    WorkerRemoved,
     Run,
     TaskErred,
     TaskFinished,
@@ -160,6 +161,8 @@ class Worker(Node):
         self.scheduler_liveness: Liveness[str] = Liveness(
             config.read("scheduler.worker-ttl", config_checks.seconds), heartbeat_interval)
         self._scheduler_comm: Any = None
+        #: peer -> its get-data requests in flight (abandoned when the scheduler removes it)
+        self._fetching: dict[str, set[asyncio.Task[Any]]] = {}
         #: seconds this worker keeps trying to reach its scheduler (at start, after a loss)
         self.death_timeout = death_timeout if death_timeout is not None else timeouts.RECONNECT.get()
         #: seconds after start when the worker retires on its own (None: never)
@@ -366,6 +369,8 @@ class Worker(Node):
                         self._retired(msg.close)
                     elif isinstance(msg, SchedulerHeartbeat):
                         pass  # a sign of life, noted above
+                    elif isinstance(msg, WorkerRemoved):
+                        self._abandon_fetches(msg.removed, msg.reason)
                     else:
                         events.append(msg)  # type: ignore[arg-type]
                 self._handle(*events)
@@ -493,11 +498,34 @@ class Worker(Node):
     # ------------------------------------------------------------------ #
     # Moving data
     # ------------------------------------------------------------------ #
+    def _abandon_fetches(self, peer: str, reason: str) -> None:
+        """The scheduler removed ``peer``: stop waiting for its answers."""
+        for request in self._fetching.pop(peer, ()):
+            request.cancel(f"the scheduler removed worker {peer}: {reason}")
+
+    async def _ask_peer(self, peer: str, keys: tuple[str, ...]) -> Any:
+        """``get-data`` from ``peer``; a ``ConnectionError`` if the scheduler
+        removes it meanwhile (a silent peer would never answer)."""
+        request = asyncio.ensure_future(self.pool.rpc(peer).ask(GetData(keys), timeout=timeouts.DATA))
+        pending = self._fetching.setdefault(peer, set())
+        pending.add(request)
+        try:
+            return await request
+        except asyncio.CancelledError as exc:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this fetch itself was cancelled (the worker closes)
+            raise ConnectionError(exc.args[0] if exc.args else f"{peer} was removed") from None
+        finally:
+            pending.discard(request)
+            if not pending and self._fetching.get(peer) is pending:
+                del self._fetching[peer]
+
     async def _fetch(self, peer: str, keys: Iterable[str]) -> None:
         keys = tuple(keys)
         start = time.time()
         try:
-            reply = await self.pool.rpc(peer).ask(GetData(keys), timeout=timeouts.DATA)
+            reply = await self._ask_peer(peer, keys)
             got = {k: v.deserialize() for k, v in reply["data"].items()}
         except Exception as exc:  # unreachable peer, broken connection, bad payload
             self._handle(ev.FetchFailed(stimulus_id=f"fetch-failed-{peer}", peer=peer, keys=keys,

@@ -49,14 +49,23 @@ def test_a_stopped_worker_is_removed_within_the_ttl_and_rejoins_cleanly(
     set_options({"scheduler.worker-ttl": ttl})
     with Executor(n_workers=2, threads_per_worker=1, set_as_default=False) as e:
         procs = pids(e)
-        a, b = sorted(procs)
-        on_a = e.map(slow_inc, range(4), workers=[a])  # results held on a (kept: no frees race
-        before = e.gather(on_a)                         # the phantom-key checks below)
+        seed = e.submit(slow_inc, 5, pure=False)  # stop the worker holding it: a
+        assert seed.result(timeout=30) == 6
+        (a,) = e.who_has(seed)[seed.key]
+        (b,) = set(procs) - {a}
+        # results held on a (kept till the end: a key freed meanwhile would race the
+        # phantom-key checks)
+        on_a = e.map(slow_inc, range(4), workers=[a])
+        before = e.gather(on_a)
         futures = e.map(slow_inc, range(100, 160))
         wait_for(lambda: sum(f.done() for f in futures) >= 5, timeout=30, message="work started")
         os.kill(procs[a], signal.SIGSTOP)
         stopped = time.monotonic()
         try:
+            # b fetches its input from the stopped a: the fetch ends when a is removed
+            # (the scheduler tells b), not when a answers after SIGCONT, and b computes
+            # the input again
+            dependent = e.submit(slow_inc, seed, workers=[b])
             wait_for(lambda: a not in e.nthreads(), timeout=ttl + 5, interval=0.02,
                      message="the stopped worker removed")
             detected = time.monotonic() - stopped
@@ -64,12 +73,13 @@ def test_a_stopped_worker_is_removed_within_the_ttl_and_rejoins_cleanly(
             wait(futures, timeout=60)
             assert e.gather(futures) == list(range(101, 161))  # done on b alone
             assert e.scheduler_info()["workers"][b]["pid"] == procs[b]
+            assert dependent.result(timeout=10) == 7
         finally:
             os.kill(procs[a], signal.SIGCONT)
         # it learns it was removed (its connection was closed), drops its data, joins again
         wait_for(lambda: a in e.nthreads(), timeout=20, message="the stopped worker rejoined")
         info = e.scheduler_info()["workers"]
-        assert sorted(info) == [a, b] and info[a]["pid"] == procs[a]  # one record each
+        assert sorted(info) == sorted([a, b]) and info[a]["pid"] == procs[a]  # one record each
         no_phantom_keys(e)  # (it may hold new copies of small results: insurance)
         again = e.map(slow_inc, range(4), workers=[a], pure=False)
         assert e.gather(again) == before
