@@ -11,13 +11,13 @@ rewrite the table with
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import yaml
 
 from taskmill.config_store import DEFAULTS_FILE, OLD_VARIABLES, leaves, load_defaults, variable_name
+from tests.generated_docs import check_generated_section
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 BEGIN, END = "<!-- options:begin -->", "<!-- options:end -->"
@@ -69,14 +69,7 @@ def test_every_option_has_a_description_and_every_old_variable_an_option() -> No
 
 
 def test_configuration_doc_lists_every_option() -> None:
-    text = DOC.read_text()
-    assert BEGIN in text and END in text, f"{DOC} lacks the options markers"
-    head, rest = text.split(BEGIN, 1)
-    current, tail = rest.split(END, 1)
-    wanted = "\n" + render() + "\n"
-    if current != wanted and os.environ.get("TASKMILL_UPDATE_DOCS"):
-        DOC.write_text(head + BEGIN + wanted + END + tail)
-        return
-    assert current == wanted, (
-        "docs/configuration.md's table of options differs from taskmill/taskmill.yaml; rewrite it "
-        "with TASKMILL_UPDATE_DOCS=1 python -m pytest tests/test_config_doc.py")
+    check_generated_section(
+        DOC, BEGIN, END, render(),
+        "its table of options differs from taskmill/taskmill.yaml; rewrite it with "
+        "TASKMILL_UPDATE_DOCS=1 python -m pytest tests/test_config_doc.py")

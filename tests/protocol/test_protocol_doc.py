@@ -9,12 +9,12 @@ After changing the vocabulary, rewrite the table with
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 from taskmill.protocol import vocabulary as v
 from taskmill.protocol.wire_types import wire_fields
+from tests.generated_docs import check_generated_section
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 BEGIN, END = "<!-- vocabulary:begin -->", "<!-- vocabulary:end -->"
@@ -45,17 +45,10 @@ def render() -> str:
 
 
 def test_protocol_doc_lists_every_op_of_the_vocabulary() -> None:
-    text = DOC.read_text()
-    assert BEGIN in text and END in text, f"{DOC} lacks the vocabulary markers"
-    head, rest = text.split(BEGIN, 1)
-    current, tail = rest.split(END, 1)
-    wanted = "\n" + render() + "\n"
-    if current != wanted and os.environ.get("TASKMILL_UPDATE_DOCS"):
-        DOC.write_text(head + BEGIN + wanted + END + tail)
-        return
-    assert current == wanted, (
-        "docs/protocol.md's table of ops differs from taskmill/protocol/vocabulary.py; "
-        "rewrite it with TASKMILL_UPDATE_DOCS=1 python -m pytest tests/protocol/test_protocol_doc.py")
+    check_generated_section(
+        DOC, BEGIN, END, render(),
+        "its table of ops differs from taskmill/protocol/vocabulary.py; rewrite it with "
+        "TASKMILL_UPDATE_DOCS=1 python -m pytest tests/protocol/test_protocol_doc.py")
 
 
 def test_every_op_in_the_doc_exists() -> None:

@@ -93,8 +93,9 @@ class Job(WorkerGroup):
         script = self.cluster.job_script(self.name)
         with open(self.script_path, "w", encoding="utf-8") as f:
             f.write(script)
-        done = await run_command(self.batch.submit_args(self.script_path), self.batch.package,
-                                 cwd=self.cluster.directory)
+        # submitted from the user's working directory, as by hand: a SLURM job runs there, so
+        # the modules of the user's project import on the nodes as they do here
+        done = await run_command(self.batch.submit_args(self.script_path), self.batch.package)
         if done.returncode != 0:
             directives = [line for line in script.splitlines()
                           if line.startswith(self.batch.directive)]

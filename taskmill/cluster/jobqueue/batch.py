@@ -52,14 +52,13 @@ def submission_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in (TOKEN_ENV, TOKEN_FILE_ENV)}
 
 
-async def run_command(args: list[str], package: str, timeout: float = COMMAND_TIMEOUT,
-                      cwd: str | None = None) -> Completed:
+async def run_command(args: list[str], package: str, timeout: float = COMMAND_TIMEOUT) -> Completed:
     """Run ``args``; a :class:`BatchCommandError` when the program is missing
     (``package`` brings it) or does not finish within ``timeout`` seconds."""
     try:
         proc = await asyncio.create_subprocess_exec(
             *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=submission_environment(), cwd=cwd)
+            stderr=asyncio.subprocess.PIPE, env=submission_environment())
     except FileNotFoundError:
         raise BatchCommandError(
             f"`{args[0]}` is not installed here (not on $PATH): it comes with {package}; run "
