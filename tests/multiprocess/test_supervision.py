@@ -120,25 +120,28 @@ def test_the_no_workers_timeout_fails_the_waiting_futures(set_options: Any, no_l
         assert isinstance(a.exception(timeout=5), NoWorkersError)
 
 
-def test_sigterm_to_a_nanny_moves_its_data_and_the_node_stays_down(no_leaks: None) -> None:
+@pytest.mark.parametrize("nanny", [True, False], ids=["nanny", "no-nanny"])
+def test_sigterm_to_a_node_moves_its_data_and_the_node_stays_down(nanny: bool,
+                                                                  no_leaks: None) -> None:
+    options = () if nanny else ("--no-nanny",)
     with running("taskmill-scheduler", "--port", "0", "--no-dashboard") as sched:
         address = start_scheduler(sched)
-        with running("taskmill-worker", address, "--nthreads", "1") as leaving, \
-                running("taskmill-worker", address, "--nthreads", "1"):
+        with running("taskmill-worker", address, "--nthreads", "1", *options) as leaving, \
+                running("taskmill-worker", address, "--nthreads", "1", *options):
             with Executor(address, set_as_default=False) as e:
                 wait_for(lambda: len(e.nthreads()) == 2, timeout=30, message="two workers")
-                nanny_pid = leaving.popen.pid
+                node = leaving.popen.pid  # the nanny, or the worker itself
                 (victim,) = [w for w, pid in pids(e).items()
-                             if psutil.Process(pid).ppid() == nanny_pid]
+                             if node in (pid, psutil.Process(pid).ppid())]
                 data = e.scatter(bytes(range(100)), workers=[victim])
                 assert leaving.stop(signal.SIGTERM, timeout=30) == 0  # what stopping a node means
                 assert list(e.nthreads()) != [victim] and len(e.nthreads()) == 1
                 assert data.result(timeout=10) == bytes(range(100))  # moved before it left
                 assert victim not in e.who_has(data)[data.key]
-                assert leaving.popen.poll() == 0  # the nanny itself is gone: nothing restarts
+                assert leaving.popen.poll() == 0  # the node itself is gone: nothing restarts
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_to_the_worker_process_under_a_nanny_gets_a_fresh_worker_with_the_data_kept(
         sig: int, no_leaks: None) -> None:
     with Executor(n_workers=2, threads_per_worker=1, set_as_default=False) as e:
