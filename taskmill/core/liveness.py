@@ -21,10 +21,11 @@ machine frozen in swap) or a silently cut link keeps its TCP connection
 
 Silence is judged only by a watcher that was itself awake: when the checks
 come late (more than half the TTL after the previous check was due: the
-watcher's own loop was blocked, or its process stopped), every peer is taken as heard from at that moment
-rather than blamed for the watcher's stall.  A worker stopped past the TTL
-still learns that it was removed: the scheduler closed its connection, which
-the worker reads as soon as it runs again.
+watcher's own loop was blocked, or its process stopped), every peer is taken
+as heard from at that moment rather than blamed for the watcher's stall.
+A worker stopped past the TTL still learns that it was removed: the
+scheduler closed its connection, which the worker reads as soon as it runs
+again.
 
 This class is the pure part: it holds when each peer was last heard from
 and says who is past the TTL, with the clock passed in (``time.monotonic()``

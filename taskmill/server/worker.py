@@ -506,7 +506,8 @@ class Worker(Node):
     async def _ask_peer(self, peer: str, keys: tuple[str, ...]) -> Any:
         """``get-data`` from ``peer``; a ``ConnectionError`` if the scheduler
         removes it meanwhile (a silent peer would never answer)."""
-        request = asyncio.ensure_future(self.pool.rpc(peer).ask(GetData(keys), timeout=timeouts.DATA))
+        request = asyncio.ensure_future(
+            self.pool.rpc(peer).ask(GetData(keys), timeout=timeouts.DATA))
         pending = self._fetching.setdefault(peer, set())
         pending.add(request)
         try:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from taskmill.core.scheduler.no_workers import FIRST_WARNING, NoWorkersClock
 
 
-def ticks(clock: NoWorkersClock, waiting: int, start: float, stop: float) -> list[tuple[float, bool, bool]]:
+def ticks(clock: NoWorkersClock, waiting: int, start: float,
+          stop: float) -> list[tuple[float, bool, bool]]:
     """(now, warn, timed_out) for a tick each second in [start, stop]."""
     out = []
     now = start
