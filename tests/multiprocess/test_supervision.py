@@ -178,3 +178,26 @@ def test_a_worker_that_keeps_dying_is_restarted_with_growing_delays(
         for n, delay in ((2, 1.0), (3, 2.0), (4, 2.0)):
             assert f"died {n} times in a row; starting the next one in {delay:.1f}s" in caplog.text
         assert e.submit(slow_inc, 1).result(timeout=30) == 2
+
+
+def test_a_worker_drops_a_silent_scheduler_and_registers_again(
+        monkeypatch: pytest.MonkeyPatch, no_leaks: None) -> None:
+    monkeypatch.setenv("TASKMILL_SCHEDULER__WORKER_TTL", "2")  # for the programs started below
+    with running("taskmill-scheduler", "--port", "0", "--no-dashboard") as sched:
+        address = start_scheduler(sched)
+        with running("taskmill-worker", address, "--nthreads", "1") as worker:
+            worker.wait_for_line(r"registered with scheduler " + address)
+            os.kill(sched.popen.pid, signal.SIGSTOP)
+            try:
+                worker.wait_for_line(r"heard nothing from the scheduler at \S+ for [0-9.]+s "
+                                     r"\(option scheduler.worker-ttl: 2s\): dropping the connection",
+                                     timeout=10)
+            finally:
+                os.kill(sched.popen.pid, signal.SIGCONT)
+            wait_for(lambda: sum("registered with scheduler" in line for line in worker.lines) >= 2,
+                     timeout=20, message="the worker registered again")
+            with Executor(address, set_as_default=False) as e:
+                wait_for(lambda: len(e.nthreads()) == 1, timeout=10, message="one worker record")
+                assert e.submit(slow_inc, 1).result(timeout=30) == 2
+            # the scheduler, stopped itself, blamed no worker for its own silence
+            assert "silent for" not in "".join(sched.lines)
