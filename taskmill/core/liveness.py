@@ -13,7 +13,8 @@ machine frozen in swap) or a silently cut link keeps its TCP connection
 * The scheduler then drops that worker's connection: it is removed
   (``WorkerLeft``), its tasks go elsewhere, its results are recomputed or
   copied from elsewhere.
-* A worker that has not heard from its scheduler for as long drops its
+* A worker that has not heard from its scheduler for twice as long (a
+  scheduler that is only busy must not cost every worker its data) drops its
   connection too, and registers again from scratch (an empty data store):
   the scheduler removed it meanwhile, so nothing it held is on record, and
   registering fresh can neither make a second record of it nor claim a key

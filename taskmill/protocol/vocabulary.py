@@ -456,8 +456,8 @@ class Retired(Message):
 @dataclass(frozen=True, slots=True)
 class SchedulerHeartbeat(Message):
     """The scheduler is alive (about once a second): a worker that hears
-    nothing on its stream for ``scheduler.worker-ttl`` seconds drops it and
-    registers again (:mod:`taskmill.core.liveness`)."""
+    nothing on its stream for twice ``scheduler.worker-ttl`` seconds drops it
+    and registers again (:mod:`taskmill.core.liveness`)."""
 
     worker: Address
 

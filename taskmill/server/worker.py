@@ -33,8 +33,8 @@ Theory of operation
   (``PauseChanged``) when the process's RSS runs high.
 * Heartbeats go out every ``heartbeat_interval`` seconds; the scheduler sends
   its own (``scheduler-heartbeat``) every second.  Heard from nothing for
-  ``scheduler.worker-ttl`` seconds (a cut link, a stopped scheduler), the
-  worker drops its stream and registers again, as after a loss: the
+  twice ``scheduler.worker-ttl`` seconds (a cut link, a stopped scheduler),
+  the worker drops its stream and registers again, as after a loss: the
   scheduler has removed it by then (:mod:`taskmill.core.liveness`).  Reaching the
   scheduler: at start and after losing it, the worker tries to register for
   ``death_timeout`` seconds (``--death-timeout``, default: option
@@ -129,6 +129,12 @@ def staggered(lifetime: float | None, stagger: float) -> float | None:
         return None
     return max(0.0, lifetime + random.uniform(-stagger, stagger))
 
+#: a worker gives its scheduler this many TTLs of silence before it drops the
+#: stream and registers again (empty): the scheduler removes a silent worker
+#: after one TTL anyway, and a scheduler that is only busy (a huge graph
+#: arriving) must not cost every worker its data
+SCHEDULER_TTL_FACTOR = 2.0
+
 #: seconds between a call's start and the report that it runs (if it still
 #: does): calls shorter than this cost no message (see
 #: :mod:`taskmill.core.worker.running_calls`)
@@ -159,7 +165,8 @@ class Worker(Node):
         self.heartbeat_interval = heartbeat_interval
         #: when the scheduler was last heard from on the current stream
         self.scheduler_liveness: Liveness[str] = Liveness(
-            config.read("scheduler.worker-ttl", config_checks.seconds), heartbeat_interval)
+            SCHEDULER_TTL_FACTOR * config.read("scheduler.worker-ttl", config_checks.seconds),
+            heartbeat_interval)
         self._scheduler_comm: Any = None
         #: peer -> its get-data requests in flight (abandoned when the scheduler removes it)
         self._fetching: dict[str, set[asyncio.Task[Any]]] = {}
@@ -610,9 +617,10 @@ class Worker(Node):
         now = time.monotonic()
         liveness = self.scheduler_liveness
         for address in liveness.expired(now):
-            logger.warning("heard nothing from the scheduler at %s for %.1fs (option "
-                           "scheduler.worker-ttl: %gs): dropping the connection", address,
-                           liveness.silent_for(address, now), liveness.ttl)
+            logger.warning("heard nothing from the scheduler at %s for %.1fs (%g times the "
+                           "option scheduler.worker-ttl: %gs): dropping the connection", address,
+                           liveness.silent_for(address, now), SCHEDULER_TTL_FACTOR,
+                           liveness.ttl / SCHEDULER_TTL_FACTOR)
             liveness.forget(address)
             if self._scheduler_comm is not None:
                 self._scheduler_comm.abort()

@@ -189,9 +189,9 @@ def test_a_worker_drops_a_silent_scheduler_and_registers_again(
             worker.wait_for_line(r"registered with scheduler " + address)
             os.kill(sched.popen.pid, signal.SIGSTOP)
             try:
-                worker.wait_for_line(r"heard nothing from the scheduler at \S+ for [0-9.]+s "
-                                     r"\(option scheduler.worker-ttl: 2s\): dropping the connection",
-                                     timeout=10)
+                worker.wait_for_line(r"heard nothing from the scheduler at \S+ for [0-9.]+s \(2 "
+                                     r"times the option scheduler.worker-ttl: 2s\): dropping the "
+                                     r"connection", timeout=15)
             finally:
                 os.kill(sched.popen.pid, signal.SIGCONT)
             wait_for(lambda: sum("registered with scheduler" in line for line in worker.lines) >= 2,
