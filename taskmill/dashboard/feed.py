@@ -47,7 +47,7 @@ COUNTS_INTERVAL = 2.0
 COUNTS_SHARE = 0.01
 
 T = TypeVar("T")
-Version = tuple[int, int, int]
+Version = tuple[int, int, int, float]
 
 
 class Throttled(Generic[T]):
@@ -95,9 +95,12 @@ class DashboardFeed:
         self._cache: dict[Any, Any] = {}
 
     def version(self) -> Version:
-        """Changes whenever the scheduler handled anything (cheap: no scan)."""
+        """Changes whenever the scheduler handled anything, or tasks waiting
+        without workers waited longer (cheap: no scan)."""
         mon = self.scheduler.monitor
-        return (mon.tasks_total, mon.transfer_count, mon.stamps[-1][0] if mon.stamps else 0)
+        stranded = mon.waiting_for_workers
+        return (mon.tasks_total, mon.transfer_count, mon.stamps[-1][0] if mon.stamps else 0,
+                stranded["seconds"] if stranded else 0.0)
 
     @contextmanager
     def timed(self) -> Iterator[None]:

@@ -134,3 +134,13 @@ def test_a_login_link_clicked_on_another_site_opens_the_dashboard(browser: Any) 
             assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
         finally:
             owner.close()
+
+
+def test_the_header_says_when_tasks_wait_without_workers(browser: Any) -> None:
+    with Executor(n_workers=0, set_as_default=False) as e:
+        future = e.submit(inc, 1)
+        page = browser.new_page(viewport={"width": 1366, "height": 800})
+        page.goto(e.dashboard_link)
+        banner = page.locator("#no-workers")
+        expect(banner).to_contain_text("no worker connected: 1 tasks have waited", timeout=20_000)
+        assert not future.done()

@@ -134,3 +134,10 @@ def test_group_colours_are_stable_and_never_error_red():
     assert group_color("inc") == group_color("inc")
     hues = [int(group_color(f"g{i}")[4:].split(",")[0]) for i in range(100)]
     assert all(30 <= h < 320 for h in hues) and len(set(hues)) > 50
+
+
+def test_the_header_says_when_tasks_wait_without_workers():
+    s, mon = scenario()
+    assert views.summary(s.state, mon)["waiting_for_workers"] is None
+    mon.waiting_for_workers = {"seconds": 12.0, "tasks": 7}  # what the scheduler's check sets
+    assert views.summary(s.state, mon)["waiting_for_workers"] == {"seconds": 12.0, "tasks": 7}
