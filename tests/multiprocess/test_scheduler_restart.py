@@ -19,10 +19,11 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 import taskmill
-from taskmill import Executor, SchedulerGoneError
+from taskmill import Executor, FutureLostError, SchedulerGoneError
 from tests.multiprocess.helpers import Proc, running
 
 LEAVES = 1024  # a map of 1,024 calls and a binary tree reduction of 1,023: 2,047 tasks
@@ -176,6 +177,23 @@ def test_scattered_data_survives_with_its_worker(tmp_path: Path) -> None:
         c.scheduler = c.start_scheduler()
         assert e.submit(sum, data).result(timeout=30) == 45
         assert data.result(timeout=30) == list(range(10))
+
+
+@pytest.mark.timeout(60)
+def test_scattered_data_lost_with_its_worker_fails_clearly(tmp_path: Path) -> None:
+    with cluster(workers=2) as c, Executor(c.address, set_as_default=False) as e:
+        [data] = e.scatter([list(range(10))])
+        wait_until(lambda: bool(e.who_has([data])[data.key]), 10, "the scatter to be known")
+        [holder] = e.who_has([data])[data.key]
+        pid = e.scheduler_info()["workers"][holder]["pid"]
+        [victim] = [w for w in c.workers
+                    if pid in {p.pid for p in psutil.Process(w.popen.pid).children(recursive=True)}]
+        c.kill_scheduler()
+        os.killpg(victim.popen.pid, signal.SIGKILL)  # the nanny and its worker
+        victim.popen.wait(10)
+        c.scheduler = c.start_scheduler()
+        with pytest.raises(FutureLostError, match="no worker brought back"):
+            data.result(timeout=30)
 
 
 @pytest.mark.timeout(60)
