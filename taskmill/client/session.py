@@ -571,6 +571,8 @@ class Session:
         self._connected.set()
         logger.warning("reconnected to the scheduler at %s after %.1fs; submitted again what "
                        "this client holds", self.scheduler_address, time.monotonic() - started)
+        if self._reader is not None and self._reader.done():  # lost again meanwhile
+            self._on_scheduler_lost()
 
     def _give_up(self, why: str) -> None:
         """The scheduler is not coming back: fail what is pending, saying ``why``."""

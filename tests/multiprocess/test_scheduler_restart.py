@@ -145,6 +145,23 @@ def test_a_2000_task_graph_survives_a_killed_and_restarted_scheduler(tmp_path: P
 
 
 @pytest.mark.timeout(120)
+def test_a_scheduler_killed_again_while_clients_reconnect(tmp_path: Path) -> None:
+    log = tmp_path / "calls.log"
+    with cluster() as c, Executor(c.address, set_as_default=False) as e:
+        total = submit_tree(e, str(log))
+        wait_until(lambda: len(calls(log)) >= 300, 60, "the graph to be under way")
+        c.kill_scheduler()
+        c.scheduler = c.start_scheduler()
+        for w in c.workers:  # killed again, most likely before the client submitted again
+            w.wait_for_line(r"registered with scheduler .*\(holding", timeout=20)
+        c.kill_scheduler()
+        c.scheduler = c.start_scheduler()
+        assert total.result(timeout=60) == sum(range(LEAVES))
+    counts = collections.Counter(key for key, _ in calls(log))
+    assert len(counts) == 2 * LEAVES - 1 and sum(counts.values()) - len(counts) <= 8
+
+
+@pytest.mark.timeout(120)
 def test_an_async_executor_survives_and_released_futures_are_not_resubmitted(tmp_path: Path) -> None:
     log = tmp_path / "calls.log"
     leaf, add = task_functions(str(log))
