@@ -31,8 +31,6 @@ threads record, any thread releases, the event loop replays.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
-
 from taskmill.protocol import Serialized
 from taskmill.protocol.vocabulary import TaskSpec
 
@@ -71,25 +69,30 @@ class Submissions:
         return len(self._batches)
 
     def record(self, tasks: list[TaskSpec], funcs: dict[str, Serialized],
-               wanted: Iterable[str]) -> None:
-        """``tasks`` were submitted with ``funcs``; this client holds ``wanted``."""
-        keys = set(wanted)
+               wanted: list[str]) -> None:
+        """``tasks`` were submitted with ``funcs``; this client holds ``wanted``.
+        (A key wanted twice is counted, and released, twice; a parent named
+        twice is linked twice: the counts stay consistent without sets.)"""
         with self._lock:
             if funcs:
                 self._funcs.update(funcs)
-            if not keys or not tasks:
+            if not wanted or not tasks:
                 return
             self._next += 1
-            own = {t.key for t in tasks}
-            parents = {self._defined[d] for t in tasks for d in t.dependencies
-                       if d not in own and d in self._defined}
+            batch_id = self._next
+            defined, batches, by_key = self._defined, self._batches, self._by_key
+            parents = [defined[d] for t in tasks for d in t.dependencies if d in defined]
             for parent in parents:
-                self._batches[parent].children += 1
-            self._batches[self._next] = _Batch(tasks, len(keys), list(parents))
-            for key in own:
-                self._defined[key] = self._next
-            for key in keys:
-                self._by_key.setdefault(key, []).append(self._next)
+                batches[parent].children += 1
+            batches[batch_id] = _Batch(tasks, len(wanted), parents)
+            for t in tasks:
+                defined[t.key] = batch_id
+            for key in wanted:
+                ids = by_key.get(key)
+                if ids is None:
+                    by_key[key] = [batch_id]
+                else:
+                    ids.append(batch_id)
 
     def released(self, key: str) -> None:
         """This client no longer holds ``key``."""
