@@ -34,9 +34,10 @@ Theory of operation
 * Heartbeats go out every ``heartbeat_interval`` seconds.  Reaching the
   scheduler: at start and after losing it, the worker tries to register for
   ``death_timeout`` seconds (``--death-timeout``, default: option
-  ``comm.timeouts.reconnect``), then closes.  After a loss it drops its
-  running and queued work but keeps its data: it registers again with the
-  keys it holds (``RegisterWorker.held``), a fresh state machine starting
+  ``comm.timeouts.reconnect``), then closes.  After a loss it starts no new
+  work (the machine is paused) but keeps its data, and the results of the
+  calls that end before it is registered again; it drops the rest of its work
+  and registers again with the keys it holds (``RegisterWorker.held``), a fresh state machine starting
   with them in memory (``DataRetained``), so that a restarted scheduler
   reuses them (``taskmill.core.scheduler.held_keys``).  Actors are not
   kept.  A refusal (a name already taken) is not retried.
@@ -252,6 +253,12 @@ class Worker(Node):
         seconds (and no longer than ``$TASKMILL_CONNECT_TIMEOUT``);
         ``keep_data``: announce the data held now instead of dropping it."""
         self._registered.clear()
+        comm = await connect(self.scheduler_address, min(timeouts.CONNECT.get(), connect_timeout),
+                             security=self.security)
+        # nothing awaits from here to the request: calls that ended while the
+        # scheduler was away reached the old (paused) machine, their results are
+        # kept; the outcomes of those still running are dropped
+        self.runner.discard_all()
         self.incarnation = secrets.token_hex(8)
         self.state = WorkerState(self.address, self.nthreads, validate=self._validate)
         for key in [k for k in self.data.nbytes if k in self.actors or not keep_data]:
@@ -262,8 +269,6 @@ class Worker(Node):
             self.state.handle(ev.DataRetained(stimulus_id="data-retained", nbytes=held))
         if self.memory_monitor is not None:
             self.memory_monitor.paused = False  # the new state machine is not paused
-        comm = await connect(self.scheduler_address, min(timeouts.CONNECT.get(), connect_timeout),
-                             security=self.security)
         request = RegisterWorker(self.address, self.nthreads, self.memory_limit, self.nanny,
                                  self.name, os.getpid(), self.resources,
                                  incarnation=self.incarnation, held=held or None).to_wire()
@@ -371,7 +376,8 @@ class Worker(Node):
             self.spawn(self._reconnect(), "reconnect")
 
     async def _reconnect(self) -> None:
-        self.runner.discard_all()
+        if self.state is not None:  # no new work; the calls running may still end and be kept
+            self._handle(ev.PauseChanged(stimulus_id="scheduler-lost", paused=True))
         try:
             await self._reach_scheduler(retry_refusals=True, keep_data=True)
         except (OSError, asyncio.TimeoutError) as exc:
