@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -97,8 +99,21 @@ class Cluster:
 
 @contextmanager
 def cluster(workers: int = 2) -> Iterator[Cluster]:
+    """The cluster; at the end its workers are stopped with SIGTERM (their
+    nannies remove their local directories), then everything left is killed."""
     with ExitStack() as stack:
-        yield Cluster(stack, workers)
+        c = Cluster(stack, workers)
+        try:
+            yield c
+        finally:
+            for w in c.workers:
+                if w.popen.poll() is None:
+                    w.popen.send_signal(signal.SIGTERM)
+            for w in c.workers:
+                try:
+                    w.popen.wait(20)
+                except subprocess.TimeoutExpired:
+                    pass  # killed with its process group by ``running``
 
 
 def submit_tree(e: Executor, log: str) -> Any:
@@ -205,9 +220,12 @@ def test_scattered_data_lost_with_its_worker_fails_clearly(tmp_path: Path) -> No
         pid = e.scheduler_info()["workers"][holder]["pid"]
         [victim] = [w for w in c.workers
                     if pid in {p.pid for p in psutil.Process(w.popen.pid).children(recursive=True)}]
+        cmdline = psutil.Process(pid).cmdline()
+        local_directory = cmdline[cmdline.index("--local-directory") + 1]
         c.kill_scheduler()
-        os.killpg(victim.popen.pid, signal.SIGKILL)  # the nanny and its worker
+        os.killpg(victim.popen.pid, signal.SIGKILL)  # the nanny and its worker: nobody cleans up
         victim.popen.wait(10)
+        shutil.rmtree(local_directory, ignore_errors=True)
         c.scheduler = c.start_scheduler()
         with pytest.raises(FutureLostError, match="no worker brought back"):
             data.result(timeout=30)
