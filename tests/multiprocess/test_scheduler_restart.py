@@ -154,6 +154,7 @@ def test_a_2000_task_graph_survives_a_killed_and_restarted_scheduler(tmp_path: P
     recomputed = sum(counts.values()) - len(counts)
     assert recomputed <= 4  # at most the calls running at the kill (2 workers x 2 threads)
     resumed = min(when for _, when in every if when > listening)
+    assert resumed - listening < 10  # workers back within ~0.5 s, the client's settle 1.5 s
     print(f"\nscheduler restart -> first task run: {resumed - listening:.2f}s "
           f"(kill -> listening {listening - killed:.2f}s); restart -> result {done - listening:.2f}s; "
           f"{len(before)} calls before the kill, {recomputed} recomputed")
