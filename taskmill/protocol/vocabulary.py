@@ -437,6 +437,16 @@ class Retired(Message):
     close: bool = False
 
 
+@message("scheduler-heartbeat", SCHEDULER, WORKER, local=("worker",))
+@dataclass(frozen=True, slots=True)
+class SchedulerHeartbeat(Message):
+    """The scheduler is alive (about once a second): a worker that hears
+    nothing on its stream for ``scheduler.worker-ttl`` seconds drops it and
+    registers again (:mod:`taskmill.core.liveness`)."""
+
+    worker: Address
+
+
 # --------------------------------------------------------------------------- #
 # Worker -> scheduler (stream)
 # --------------------------------------------------------------------------- #

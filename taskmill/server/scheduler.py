@@ -31,9 +31,12 @@ Theory of operation
 * Plugins (:mod:`taskmill.server.scheduler_plugins`): a joining worker gets
   the worker plugins before the state machine hears of it; scheduler
   plugins' hooks are called after ``handle`` only while one overrides them.
-* A worker whose stream closes, or that misses heartbeats for
-  ``heartbeat_timeout`` seconds, is removed (``WorkerLeft``); the state
-  machine reschedules or recomputes what it had.
+* A worker whose stream closes, or from which nothing (not even a
+  heartbeat) arrives for ``heartbeat_timeout`` seconds (option
+  ``scheduler.worker-ttl``, :mod:`taskmill.core.liveness`), is removed
+  (``WorkerLeft``); the state machine reschedules or recomputes what it had.
+  The scheduler sends each worker a ``scheduler-heartbeat`` every second, so
+  that a worker cut off from it notices as well.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from taskmill.comm import BatchedSend, CommClosedError
 from taskmill.comm.local import LocalEnd, local_link
 from taskmill.core.scheduler import events as ev
 from taskmill.core.resources import check_resources, format_resources
+from taskmill.core.liveness import HEARTBEAT_INTERVAL, Liveness
 from taskmill.core.scheduler.adaptive import recommend
 from taskmill.core.scheduler.events import SchedulerInput
 from taskmill.core.scheduler.state import SchedulerState
@@ -85,6 +89,7 @@ from taskmill.protocol.vocabulary import (
     RunningKeys,
     RunOnScheduler,
     ScatterTargets,
+    SchedulerHeartbeat,
     SchedulerInfo,
     SchedulerLogs,
     Story,
@@ -120,7 +125,7 @@ class Scheduler(Node):
     """The central scheduler server."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 8786, validate: bool = False,
-                 heartbeat_timeout: float = 60.0, allowed_failures: int | None = None,
+                 heartbeat_timeout: float | None = None, allowed_failures: int | None = None,
                  dashboard_port: int | None = None, preload: Sequence[str] = (),
                  security: Security | None = None) -> None:
         super().__init__("scheduler", security)
@@ -129,7 +134,11 @@ class Scheduler(Node):
         if allowed_failures is None:  # how many workers may die running a task before it errs
             allowed_failures = config.read("scheduler.allowed-failures", config_checks.count)
         self.state = SchedulerState(allowed_failures=allowed_failures, validate=validate)
+        if heartbeat_timeout is None:  # seconds of silence after which a worker is removed
+            heartbeat_timeout = config.read("scheduler.worker-ttl", config_checks.seconds)
         self.heartbeat_timeout = heartbeat_timeout
+        #: when each worker was last heard from
+        self.liveness: Liveness[str] = Liveness(heartbeat_timeout, self._check_interval)
         self.worker_streams: dict[str, BatchedSend] = {}
         self.worker_comms: dict[str, Any] = {}
         self.worker_extra: dict[str, dict[str, Any]] = {}
@@ -404,7 +413,8 @@ class Scheduler(Node):
         await comm.write(WorkerRegistered(self.uploads).to_wire())
         self.worker_streams[address] = BatchedSend(comm)
         self.worker_comms[address] = comm
-        self.worker_extra[address] = {"pid": msg.pid, "last_seen": time.monotonic(), "memory": 0}
+        self.worker_extra[address] = {"pid": msg.pid, "memory": 0}
+        self.liveness.heard(address, time.monotonic())
         self._exit_reported[address] = asyncio.Event()
         logger.info("worker %s joined (%d threads, name %s%s)", address, msg.nthreads, msg.name or "-",
                     f", resources {format_resources(msg.resources)}" if msg.resources else "")
@@ -416,7 +426,7 @@ class Scheduler(Node):
         try:
             while True:
                 msgs = await comm.read()
-                self.worker_extra[address]["last_seen"] = time.monotonic()
+                self.liveness.heard(address, time.monotonic())
                 events, leaving = self._worker_events(address, msgs)
                 self._handle(*events)
                 if leaving:
@@ -427,6 +437,7 @@ class Scheduler(Node):
         finally:
             self.worker_streams.pop(address, None)
             self.worker_comms.pop(address, None)
+            self.liveness.forget(address)
             exit_reported = self._exit_reported[address]
             if (msg.nanny and reason == "its connection closed" and address not in self.exit_reasons
                     and self.status is Status.running):
@@ -488,17 +499,32 @@ class Scheduler(Node):
         async with self._workers_changed:
             self._workers_changed.notify_all()
 
+    @property
+    def _check_interval(self) -> float:
+        return max(0.05, min(HEARTBEAT_INTERVAL, self.heartbeat_timeout / 4))
+
     async def _check_heartbeats(self) -> None:
+        """Every second (or a quarter of the TTL, if shorter): a heartbeat to
+        every worker, and the connection of each silent one dropped."""
         while True:
-            await asyncio.sleep(max(0.05, self.heartbeat_timeout / 4))
+            await asyncio.sleep(self._check_interval)
+            for address, stream in list(self.worker_streams.items()):
+                try:
+                    stream.send_messages(SchedulerHeartbeat(address))
+                except CommClosedError:
+                    pass  # its reader sees the close
             now = time.monotonic()
-            for address, extra in list(self.worker_extra.items()):
-                if now - extra["last_seen"] > self.heartbeat_timeout:
-                    self.exit_reasons[address] = (
-                        f"it sent no heartbeat for {self.heartbeat_timeout:.0f}s")
-                    comm = self.worker_comms.get(address)
-                    if comm is not None:
-                        comm.abort()
+            for address in self.liveness.expired(now):
+                silent = self.liveness.silent_for(address, now)
+                self.liveness.forget(address)  # once: its stream's reader removes it
+                logger.warning("worker %s silent for %.1fs (option scheduler.worker-ttl: %gs): "
+                               "removing it", address, silent, self.heartbeat_timeout)
+                self.exit_reasons[address] = (
+                    f"it was silent for {silent:.1f}s (option scheduler.worker-ttl: "
+                    f"{self.heartbeat_timeout:g}s)")
+                comm = self.worker_comms.get(address)
+                if comm is not None:
+                    comm.abort()
 
     def _worker_exited(self, msg: WorkerExited, comm: Any) -> None:
         """A nanny tells how its worker process ended."""
@@ -522,7 +548,7 @@ class Scheduler(Node):
         workers = self.state.workers_info()
         for address, info in workers.items():
             info.update(self.worker_extra.get(address, {}))
-            info.pop("last_seen", None)
+            info.pop("last_seen", None)  # the worker's clock: meaningless here
         return {"address": self.address, "id": self.id, "workers": workers,
                 "clients": len(self.client_streams), "dashboard": self.dashboard_url}
 
