@@ -53,15 +53,13 @@ def wait_until(condition: Callable[[], Any], timeout: float, message: str,
 class MultihostCluster:
     """A scheduler host and worker hosts of ``network``, protected by a fresh token."""
 
-    def __init__(self, network: Network, directory: Path, options: dict[str, str] | None = None,
-                 scheduler_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, network: Network, directory: Path, options: dict[str, str] | None = None) -> None:
         self.network = network
         self.token = secrets.token_urlsafe(32)
         self.token_file = directory / "token"
         self.token_file.write_text(self.token + "\n")
         os.chmod(self.token_file, 0o600)
         self.env = {"TASKMILL_TOKEN_FILE": str(self.token_file), **(options or {})}
-        self.scheduler_args = scheduler_args
         self.scheduler_host: Host | None = None
         self.scheduler: Proc | None = None
         self.workers: dict[str, Proc] = {}
@@ -77,7 +75,7 @@ class MultihostCluster:
         """Start the scheduler on ``host`` and wait until it listens."""
         self.scheduler_host = host
         self.scheduler = host.run("-m", "taskmill.cli.scheduler_cli", "--host", host.address,
-                                  "--port", str(PORT), "--no-dashboard", *self.scheduler_args,
+                                  "--port", str(PORT), "--no-dashboard",
                                   env=self.env)
         self.scheduler.wait_for_line(r"scheduler ready", timeout=30)
         return self.scheduler
