@@ -8,8 +8,7 @@ address), each worker on a host of its own (``taskmill-worker`` with its
 nanny, listening on its host's address), each started with ``ip netns exec``
 as ``python -m taskmill.cli...``.  Every process gets the cluster's token
 through ``TASKMILL_TOKEN_FILE`` (a 0600 file), as an operator would deploy
-it, and the options given as ``TASKMILL_*`` environment variables; the
-client is an ``Executor`` in the test process (the root namespace, on the
+it; the client is an ``Executor`` in the test process (the root namespace, on the
 bridge) with ``Security(token=...)``.
 
 Workers are told apart by their host: :meth:`MultihostCluster.workers_on`
@@ -53,13 +52,13 @@ def wait_until(condition: Callable[[], Any], timeout: float, message: str,
 class MultihostCluster:
     """A scheduler host and worker hosts of ``network``, protected by a fresh token."""
 
-    def __init__(self, network: Network, directory: Path, options: dict[str, str] | None = None) -> None:
+    def __init__(self, network: Network, directory: Path) -> None:
         self.network = network
         self.token = secrets.token_urlsafe(32)
         self.token_file = directory / "token"
         self.token_file.write_text(self.token + "\n")
         os.chmod(self.token_file, 0o600)
-        self.env = {"TASKMILL_TOKEN_FILE": str(self.token_file), **(options or {})}
+        self.env = {"TASKMILL_TOKEN_FILE": str(self.token_file)}
         self.scheduler_host: Host | None = None
         self.scheduler: Proc | None = None
         self.workers: dict[str, Proc] = {}

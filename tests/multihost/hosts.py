@@ -154,10 +154,17 @@ def _free_subnet() -> ipaddress.IPv4Network:
              for link in json.loads(ip("-j", "-4", "addr", "show").stdout or "[]")
              for a in link.get("addr_info", [])]
     for i in range(256):
-        candidate = ipaddress.ip_network(f"10.213.{(os.getpid() + i) % 256}.0/24")
+        candidate = ipaddress.IPv4Network(f"10.213.{(os.getpid() + i) % 256}.0/24")
         if not any(candidate.overlaps(u) for u in used):
             return candidate
     raise RuntimeError("no free /24 in 10.213.0.0/16 for the test network")
+
+
+def _netem(where: list[str], device: str, impairment: Impairment) -> None:
+    """A netem qdisc on ``device`` (note: netem's jitter may reorder frames, the relay's does not)."""
+    subprocess.run(["tc", *where, "qdisc", "add", "dev", device, "root", "netem",
+                    "delay", f"{impairment.delay * 1000:.3f}ms", f"{impairment.jitter * 1000:.3f}ms",
+                    "loss", f"{impairment.loss * 100:.4f}%"], check=True)
 
 
 @dataclass(frozen=True)
@@ -215,7 +222,9 @@ class Host:
         with ``env`` added to the environment; its output is collected."""
         variables = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
                      **(env or {})}
-        return Proc("/usr/sbin/ip", "netns", "exec", self.namespace, "/usr/bin/env",
+        program = shutil.which("ip")
+        assert program is not None, "missing() checks that iproute2 is installed"
+        return Proc(program, "netns", "exec", self.namespace, "env",
                     *(f"{k}={v}" for k, v in variables.items()), sys.executable, *argv)
 
 
@@ -250,12 +259,9 @@ class Network:
             host.link = self._relayed_link(namespace, port, impairment)
         else:
             ip("link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", namespace)
-            if impairment is not None:
-                for where in ([], ["-n", namespace]):
-                    subprocess.run(["tc", *where, "qdisc", "add", "dev", port if not where else "eth0",
-                                    "root", "netem", "delay", f"{impairment.delay * 1000:.3f}ms",
-                                    f"{impairment.jitter * 1000:.3f}ms", "loss",
-                                    f"{impairment.loss * 100:.4f}%"], check=True)
+            if impairment is not None:  # each end delays and drops what it sends
+                _netem([], port, impairment)
+                _netem(["-n", namespace], "eth0", impairment)
         ip("link", "set", port, "master", self.bridge, "up")
         ip("-n", namespace, "addr", "add", f"{address}/{self.subnet.prefixlen}", "dev", "eth0")
         ip("-n", namespace, "link", "set", "eth0", "up")
