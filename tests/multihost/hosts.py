@@ -23,7 +23,8 @@ again.  The test process itself, in the root namespace, reaches every host
 through the bridge's address (a client "on the LAN").
 
 Every name this module makes starts with ``tmh<pid>`` (the pid of the test
-process), namespaces ``tmh<pid>-<host>``: :func:`sweep` removes what a
+process): namespaces ``tmh<pid>-<host>``, the bridge ``tmh<pid>br``, ports
+``tmh<pid>p<n>``; :func:`sweep` removes what a
 crashed session left behind (namespaces and links of pids no longer alive,
 and the processes still running in those namespaces), and never touches
 anything else.  :meth:`Network.close` kills whatever still runs in its
@@ -229,17 +230,23 @@ class Host:
 
 
 class Network:
-    """A bridge, a private /24 and the hosts on it; closed with every process in its namespaces."""
+    """A bridge, a private /24 and the hosts on it; closed with every process in its namespaces.
+    One at a time per process (the names it makes carry the process's pid)."""
+
+    _open: Network | None = None
 
     def __init__(self) -> None:
+        if Network._open is not None:
+            raise RuntimeError("a test network is already open in this process: close it first")
         self.tag = f"{PREFIX}{os.getpid()}"
         self.bridge = f"{self.tag}br"
         self.subnet = _free_subnet()
+        Network._open = self
         self._addresses = iter(self.subnet.hosts())
         self.gateway = str(next(self._addresses))  # the bridge's own address (the test process)
         self.hosts: dict[str, Host] = {}
-        ip("link", "add", self.bridge, "type", "bridge")
         try:
+            ip("link", "add", self.bridge, "type", "bridge")
             ip("addr", "add", f"{self.gateway}/{self.subnet.prefixlen}", "dev", self.bridge)
             ip("link", "set", self.bridge, "up")
         except Exception:
@@ -248,9 +255,13 @@ class Network:
 
     def add_host(self, name: str, impairment: Impairment | None = None) -> Host:
         """A new host ``name`` on the bridge, its link impaired as given."""
-        if not re.fullmatch(r"[a-z][a-z0-9]{0,5}", name) or name in self.hosts:
-            raise ValueError(f"host name {name!r}: give a new name of 1-6 lowercase letters or digits")
-        namespace, port = f"{self.tag}-{name}", f"{self.tag}{name}"
+        if not re.fullmatch(r"[a-z][a-z0-9]{0,15}", name) or name in self.hosts:
+            raise ValueError(f"host name {name!r}: give a new name of 1-16 lowercase letters or "
+                             "digits, starting with a letter")
+        if len(self.hosts) >= 100:
+            raise ValueError("a test network holds at most 100 hosts")
+        # interface names have at most 15 characters: tmh<pid (up to 7 digits)>p<number>[h]
+        namespace, port = f"{self.tag}-{name}", f"{self.tag}p{len(self.hosts)}"
         address = str(next(self._addresses))
         ip("netns", "add", namespace)
         # registered at once, so that close() removes it whatever fails below
@@ -302,4 +313,5 @@ class Network:
             ip("link", "del", host.link.port, check=False)  # a veth end left in the root namespace
         self.hosts.clear()
         ip("link", "del", self.bridge, check=False)
+        Network._open = None
         return killed
