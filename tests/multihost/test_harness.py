@@ -1,12 +1,16 @@
-"""The harness cleans up after a crashed session: :func:`sweep` removes the
-namespaces and links whose session process is gone, and what runs in them."""
+"""The harness: :func:`sweep` cleans up after a crashed session (the namespaces
+and links whose session process is gone, and what runs in them); without root
+the suite is skipped with the reason."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 
-from tests.multihost.hosts import ip, namespace_pids, sweep
+import pytest
+
 from tests.multihost.cluster import wait_until
+from tests.multihost.hosts import ip, missing, namespace_pids, sweep
 
 
 def test_sweep_removes_what_a_dead_session_left(namespaces_usable: None) -> None:
@@ -28,3 +32,8 @@ def test_sweep_removes_what_a_dead_session_left(namespaces_usable: None) -> None
         sleeper.wait()
         ip("netns", "del", namespace, check=False)
         ip("link", "del", bridge, check=False)
+
+
+def test_suite_skips_without_root_saying_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert missing() == "making network namespaces and a bridge needs root"
