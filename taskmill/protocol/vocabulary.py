@@ -344,6 +344,21 @@ class KeyLost(Message):
     reason: str
 
 
+@message("no-workers", SCHEDULER, CLIENT, local=("stimulus_id", "client"))
+@dataclass(frozen=True, slots=True)
+class NoWorkers(Message):
+    """``tasks`` tasks have waited ``waited`` seconds with no worker connected
+    (sent at growing intervals while it lasts); ``timeout``: the option
+    ``scheduler.no-workers-timeout`` after which they err (None: never).
+    The client logs a warning when some of its futures are pending."""
+
+    stimulus_id: str
+    client: str
+    waited: float
+    tasks: int
+    timeout: float | None = None
+
+
 @message("key-cancelled", SCHEDULER, CLIENT, local=("stimulus_id", "client"))
 @dataclass(frozen=True, slots=True)
 class KeyCancelled(Message):

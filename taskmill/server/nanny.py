@@ -221,32 +221,47 @@ class Nanny(Node):
             logger.info("%s: worker stopped by a signal after handing its data over; "
                         "starting a fresh one", self.worker_address)
             self.restarts += 1
-            await self._start_worker()
-            return
-        if returncode == 0:
+            try:
+                await self._start_worker()
+                return
+            except RuntimeError as exc:  # it died before it was up
+                reason = self.last_exit = str(exc)
+        elif returncode == 0:
             logger.info("%s: worker stopped on its own (lifetime over, or scheduler gone); "
                         "nanny closes", self.worker_address)
             await self.close()
             return
-        logger.warning("%s: %s", self.worker_address, reason)
-        try:
-            await self.pool.rpc(self.scheduler_address).ask(
-                WorkerExited(self.worker_address or "", reason), timeout=timeouts.REQUEST)
-        except (OSError, asyncio.TimeoutError) as exc:
-            logger.error("scheduler %s unreachable (%s): not restarting the worker",
-                         self.scheduler_address, exc)
-            await self.close()
-            return
-        delay = self.backoff.died(time.monotonic() - self._process_started)
-        if delay:
-            logger.warning("%s: worker process died %d times in a row; starting the next one "
-                           "in %.1fs (options worker.restart-backoff.*)", self.worker_address,
-                           self.backoff.streak, delay)
-            await asyncio.sleep(delay)
+        await self._replace_dead(reason)
+
+    async def _replace_dead(self, reason: str) -> None:
+        """Tell the scheduler why the worker process died, wait the backoff
+        and start another; one that dies while starting is the next death in
+        a row.  Closes the nanny when the scheduler does not answer."""
+        while True:
+            process = self.process
+            logger.warning("%s: %s", self.worker_address, reason)
+            try:
+                await self.pool.rpc(self.scheduler_address).ask(
+                    WorkerExited(self.worker_address or "", reason), timeout=timeouts.REQUEST)
+            except (OSError, asyncio.TimeoutError) as exc:
+                logger.error("scheduler %s unreachable (%s): not restarting the worker",
+                             self.scheduler_address, exc)
+                await self.close()
+                return
+            delay = self.backoff.died(time.monotonic() - self._process_started)
+            if delay:
+                logger.warning("%s: worker process died %d times in a row; starting the next "
+                               "one in %.1fs (options worker.restart-backoff.*)",
+                               self.worker_address, self.backoff.streak, delay)
+                await asyncio.sleep(delay)
             if self.status is not Status.running or self._restarting or process is not self.process:
                 return  # closing, or restarted meanwhile
-        self.restarts += 1
-        await self._start_worker()
+            self.restarts += 1
+            try:
+                await self._start_worker()
+                return
+            except RuntimeError as exc:  # it died before it was up
+                reason = self.last_exit = str(exc)
 
     async def _watch_memory(self, process: asyncio.subprocess.Process) -> None:
         """Kill ``process`` when its RSS passes ``terminate`` of the memory limit."""

@@ -57,6 +57,7 @@ from taskmill.core.scheduler import events as ev
 from taskmill.core.resources import check_resources, format_resources
 from taskmill.core.liveness import HEARTBEAT_INTERVAL, Liveness
 from taskmill.core.scheduler.adaptive import recommend
+from taskmill.core.scheduler.no_workers import NoWorkersClock
 from taskmill.core.scheduler.events import SchedulerInput
 from taskmill.core.scheduler.state import SchedulerState
 from taskmill.dashboard import service as dashboard
@@ -72,6 +73,7 @@ from taskmill.protocol.vocabulary import (
     HasWhat,
     Heartbeat,
     Message,
+    NoWorkers,
     NThreads,
     PerformanceData,
     RegisterClient,
@@ -140,6 +142,9 @@ class Scheduler(Node):
         self.heartbeat_timeout = heartbeat_timeout
         #: when each worker was last heard from
         self.liveness: Liveness[str] = Liveness(heartbeat_timeout, self._check_interval)
+        #: how long tasks have waited with no worker at all (warnings, the no-workers timeout)
+        self.no_workers_clock = NoWorkersClock(
+            config.read("scheduler.no-workers-timeout", config_checks.duration))
         self.worker_streams: dict[str, BatchedSend] = {}
         self.worker_comms: dict[str, Any] = {}
         self.worker_extra: dict[str, dict[str, Any]] = {}
@@ -526,6 +531,26 @@ class Scheduler(Node):
                 comm = self.worker_comms.get(address)
                 if comm is not None:
                     comm.abort()
+            self._watch_stranded(now)
+
+    def _watch_stranded(self, now: float) -> None:
+        """Tasks waiting with no worker connected: a warning (log, clients) at
+        growing intervals, and their error once the no-workers timeout passed."""
+        waiting = self.state.no_workers.waiting()
+        found = self.no_workers_clock.tick(waiting, now)
+        self.monitor.waiting_for_workers = (
+            {"seconds": round(found.waited, 1), "tasks": waiting} if waiting else None)
+        timeout = self.no_workers_clock.timeout
+        if found.warn:
+            logger.warning("%d tasks have waited %.0fs with no worker connected (option "
+                           "scheduler.no-workers-timeout: %s)", waiting, found.waited,
+                           "none" if timeout is None else f"{timeout:g}s")
+            for client, stream in list(self.client_streams.items()):
+                self._send(stream, [NoWorkers("", client, found.waited, waiting, timeout)])
+        if found.timed_out and timeout is not None:
+            logger.error("no worker for %.0fs (option scheduler.no-workers-timeout): %d waiting "
+                         "tasks fail with NoWorkersError", found.waited, waiting)
+            self._handle(ev.NoWorkersTimedOut(self._sid("no-workers-timeout"), found.waited, timeout))
 
     def _worker_exited(self, msg: WorkerExited, comm: Any) -> None:
         """A nanny tells how its worker process ended."""
@@ -551,7 +576,8 @@ class Scheduler(Node):
             info.update(self.worker_extra.get(address, {}))
             info.pop("last_seen", None)  # the worker's clock: meaningless here
         return {"address": self.address, "id": self.id, "workers": workers,
-                "clients": len(self.client_streams), "dashboard": self.dashboard_url}
+                "clients": len(self.client_streams), "dashboard": self.dashboard_url,
+                "waiting_for_workers": self.monitor.waiting_for_workers}
 
     def _adaptive_target(self, msg: AdaptiveTarget, comm: Any) -> dict[str, Any]:
         advice = recommend(self.state.membership, self.state.placement, msg.target_duration,
