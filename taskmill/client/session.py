@@ -567,14 +567,8 @@ class Session:
         while self.status == "reconnecting":
             left = deadline - time.monotonic()
             if left <= 0:
-                self.status = "closed"
-                self._connected.set()
-                self._fail_pending(SchedulerGoneError(
-                    f"lost the connection to the scheduler at {self.scheduler_address} and could "
-                    f"not reach it again within {window:g}s ({timeouts.CLIENT_RECONNECT.hint}): "
-                    f"{error}; this task's result cannot arrive"))
-                logger.error("gave up reconnecting to the scheduler at %s after %gs",
-                             self.scheduler_address, window)
+                self._give_up(f"could not reach it again within {window:g}s "
+                              f"({timeouts.CLIENT_RECONNECT.hint}): {error}")
                 return
             try:
                 await self._connect(min(self.connect_timeout, max(0.1, left)))
@@ -582,6 +576,9 @@ class Session:
             except (OSError, asyncio.TimeoutError) as exc:
                 error = exc
                 await asyncio.sleep(min(0.5, max(0.0, left)))
+            except Exception as exc:  # e.g. another token: trying again cannot help
+                self._give_up(f"reconnecting failed: {type(exc).__name__}: {exc}")
+                return
         if self.status != "reconnecting":
             return
         await self._await_workers(min(deadline, time.monotonic() + RECONNECT_SETTLE_MAX))
@@ -589,6 +586,17 @@ class Session:
         self._connected.set()
         logger.warning("reconnected to the scheduler at %s after %.1fs; submitted again what "
                        "this client holds", self.scheduler_address, time.monotonic() - started)
+        if self._reader is not None and self._reader.done():  # lost again meanwhile
+            self._on_scheduler_lost()
+
+    def _give_up(self, why: str) -> None:
+        """The scheduler is not coming back: fail what is pending, saying ``why``."""
+        self.status = "closed"
+        self._connected.set()
+        self._fail_pending(SchedulerGoneError(
+            f"lost the connection to the scheduler at {self.scheduler_address} and {why}; "
+            "this task's result cannot arrive"))
+        logger.error("gave up reconnecting to the scheduler at %s: %s", self.scheduler_address, why)
 
     async def _await_workers(self, deadline: float) -> None:
         """Until ``deadline``, wait until the scheduler has workers and their
@@ -597,8 +605,8 @@ class Session:
         while self.status == "reconnecting" and time.monotonic() < deadline:
             try:
                 n = len(await self.pool.rpc(self._via).ask(NThreads(), timeout=timeouts.REQUEST))
-            except (OSError, asyncio.TimeoutError):
-                return  # lost again: the reader notices; submitting does no harm
+            except Exception:  # lost again (the reader notices) or refused: submit anyway
+                return
             if n != count:
                 count, since = n, time.monotonic()
             elif n and time.monotonic() - since >= RECONNECT_SETTLE:
@@ -610,8 +618,8 @@ class Session:
         held key; the messages held meanwhile follow (graphs and releases among
         them are covered by this)."""
         specs, funcs = self.submissions.replay()
-        with self._lock:
-            held = list(self.keys)
+        with self._lock:  # keys that erred or were cancelled are not computed again
+            held = [k for k, ks in self.keys.items() if ks.status in (PENDING, FINISHED)]
             kept = [m for m in self._outbox if not isinstance(m, (UpdateGraph, ReleaseKeys))]
             self._outbox = []
             self.status = "running"

@@ -22,7 +22,9 @@ client lives (their number is bounded by the client's distinct functions).
 
 ``replay()`` gives what to submit to a new scheduler: the specs of the live
 batches in submission order (parents before children; each key once) and
-the functions they use.  Thread safety: every method takes the lock; user
+the functions they use.  Actors' specs are left out: an actor's object
+lived on one worker, and running its constructor again would make an object
+that its proxies cannot reach (its Future fails as lost, like the proxies).  Thread safety: every method takes the lock; user
 threads record, any thread releases, the event loop replays.
 """
 
@@ -114,8 +116,8 @@ class Submissions:
                 stack.append(parent)
 
     def replay(self) -> tuple[list[TaskSpec], dict[str, Serialized]]:
-        """The specs of the live batches (submission order, each key once)
-        and the functions they use."""
+        """The specs of the live batches (submission order, each key once,
+        no actors) and the functions they use."""
         with self._lock:
             batches = list(self._batches.values())
             funcs = self._funcs
@@ -123,7 +125,7 @@ class Submissions:
             specs: list[TaskSpec] = []
             for batch in batches:
                 for spec in batch.tasks:
-                    if spec.key not in seen:
+                    if spec.key not in seen and not spec.actor:
                         seen.add(spec.key)
                         specs.append(spec)
             used = {spec.func_token: funcs[spec.func_token] for spec in specs

@@ -37,3 +37,10 @@ def test_released_batches_are_not_replayed_and_keys_appear_once() -> None:
     assert [t.key for t in s.replay()[0]] == ["x-0", "x-1"]  # x-1 still held
     s.released("x-1")
     assert len(s) == 0
+
+
+def test_actors_are_not_replayed() -> None:
+    s = Submissions()
+    s.record([TaskSpec("counter", "Counter", None, (), actor=True)], {}, ["counter"])  # type: ignore[arg-type]
+    s.record([spec("plain")], {}, ["plain"])
+    assert [t.key for t in s.replay()[0]] == ["plain"]
