@@ -46,7 +46,8 @@ def expected() -> int:
 
 @pytest.mark.parametrize("impairment", [None, Impairment(delay=0.03, jitter=0.01, loss=0.01)],
                          ids=["clean", "30ms-10ms-1pct"])
-def test_graph_with_1mb_inputs(network: Network, tmp_path: Path, impairment: Impairment | None) -> None:
+def test_graph_with_1mb_inputs(no_leaks: None, network: Network, tmp_path: Path,
+                               impairment: Impairment | None) -> None:
     sched = network.add_host("sched")
     workers = [network.add_host(name, impairment) for name in ("w1", "w2")]
     cluster = MultihostCluster(network, tmp_path)

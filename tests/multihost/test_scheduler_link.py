@@ -36,7 +36,7 @@ def done(futures: list[Future]) -> int:
 
 
 @pytest.fixture
-def mapping(network: Network, tmp_path: Path) -> Iterator[tuple[MultihostCluster, Executor, list[Future]]]:
+def mapping(no_leaks: None, network: Network, tmp_path: Path) -> Iterator[tuple[MultihostCluster, Executor, list[Future]]]:
     """A scheduler host, two worker hosts, and a map of TASKS calls of 50 ms a quarter done."""
     hosts = [network.add_host(name) for name in ("sched", "w1", "w2")]
     cluster = MultihostCluster(network, tmp_path)
