@@ -38,6 +38,11 @@ class ActorLostError(TaskmillError, ConnectionError):
     was released.  An actor lives on one worker only; make a new one."""
 
 
+class NoWorkersError(TaskmillError):
+    """No worker was connected for longer than the option
+    ``scheduler.no-workers-timeout``, so a task could not run."""
+
+
 class RemoteTraceback(Exception):
     """Carries the traceback text of a task that raised on a worker.  Set as
     the ``__cause__`` of the re-raised exception, as ``concurrent.futures.process``
@@ -56,4 +61,5 @@ SCHEDULER_ERROR_TYPES: dict[str, type[TaskmillError]] = {
     "MissingDependencyError": MissingDependencyError,
     "FutureLostError": FutureLostError,
     "ActorLostError": ActorLostError,
+    "NoWorkersError": NoWorkersError,
 }

@@ -24,8 +24,9 @@ from taskmill.server.scheduler import Scheduler
               help="Port of the web dashboard (0: any free port).")
 @click.option("--no-dashboard", is_flag=True, help="Do not serve the web dashboard.")
 @click.option("--insecure", is_flag=True, help="Allow listening beyond loopback without a shared token ($TASKMILL_TOKEN).")
-@click.option("--heartbeat-timeout", default=60.0, show_default=True, type=float,
-              help="Seconds without a heartbeat before a worker is considered dead.")
+@click.option("--heartbeat-timeout", default=None, type=float,
+              help="Seconds without a word from a worker before it is removed "
+                   "[default: option scheduler.worker-ttl, 15].")
 @click.option("--preload", multiple=True, metavar="MODULE",
               help="A module (name or .py path) whose taskmill_setup(scheduler) runs at start and "
                    "taskmill_teardown(scheduler) at close; may be repeated.")
@@ -36,7 +37,7 @@ from taskmill.server.scheduler import Scheduler
 @click.option("--log-level", default=None,
               help="DEBUG, INFO, WARNING or ERROR  [default: option logging.level, INFO]")
 def main(host: str, port: int, dashboard_port: int, no_dashboard: bool, insecure: bool,
-         heartbeat_timeout: float, preload: tuple[str, ...], scheduler_file: str | None,
+         heartbeat_timeout: float | None, preload: tuple[str, ...], scheduler_file: str | None,
          log_level: str | None) -> None:
     """Start a taskmill scheduler."""
     setup_logging(log_level)

@@ -79,6 +79,7 @@ from taskmill.protocol.vocabulary import (
     KeysRunning,
     Message,
     NThreads,
+    NoWorkers,
     RegisterClient,
     ReleaseKeys,
     TaskSpec,
@@ -163,6 +164,7 @@ class Session:
             KeyLost: self._on_key_lost,
             KeyCancelled: self._on_key_cancelled,
             KeysRunning: self._on_keys_running,
+            NoWorkers: self._on_no_workers,
         }
 
     # ------------------------------------------------------------------ #
@@ -491,6 +493,19 @@ class Session:
         ks.has_value = False
         ks.payload = None
         self._finish(ks, LOST)
+
+    def _on_no_workers(self, msg: NoWorkers) -> None:
+        """The scheduler has had no worker for a while: say so if we wait on it."""
+        with self._lock:
+            pending = sum(1 for ks in self.keys.values() if ks.status == PENDING)
+        if not pending:
+            return
+        then = (f"they fail with NoWorkersError after {msg.timeout:g}s (option "
+                f"scheduler.no-workers-timeout)" if msg.timeout is not None else
+                "set the option scheduler.no-workers-timeout to make them fail instead of waiting")
+        logger.warning("%d pending futures of this client have waited %.0fs for a worker: none is "
+                       "connected to the scheduler at %s (%d tasks wait there); start workers; %s",
+                       pending, msg.waited, self.scheduler_address, msg.tasks, then)
 
     def _on_key_cancelled(self, msg: KeyCancelled) -> None:
         ks = self.keys.get(msg.key)

@@ -89,6 +89,8 @@ class SchedulerMonitor:
         self.departed: dict[str, str] = {}
         self.loop_delay = 0.0
         self.loop_delay_max = 0.0
+        #: {"seconds", "tasks"} while tasks wait with no worker connected, else None
+        self.waiting_for_workers: dict[str, float] | None = None
         self.started = time.time()
 
     # ------------------------------------------------------------------ #

@@ -174,7 +174,8 @@ def summary(state: Any, monitor: SchedulerMonitor,
             "threads": sum(ws.nthreads for ws in state.workers.values()),
             "memory": sum(ws.memory for ws in state.workers.values()),
             "tasks": by_state, "finished_total": monitor.tasks_total - monitor.erred_total,
-            "erred_total": monitor.erred_total, "loop_delay": monitor.loop_delay}
+            "erred_total": monitor.erred_total, "loop_delay": monitor.loop_delay,
+            "waiting_for_workers": monitor.waiting_for_workers}
 
 
 def overview(state: Any, monitor: SchedulerMonitor, extra: Mapping[str, Mapping[str, Any]],

@@ -344,6 +344,21 @@ class KeyLost(Message):
     reason: str
 
 
+@message("no-workers", SCHEDULER, CLIENT, local=("stimulus_id", "client"))
+@dataclass(frozen=True, slots=True)
+class NoWorkers(Message):
+    """``tasks`` tasks have waited ``waited`` seconds with no worker connected
+    (sent at growing intervals while it lasts); ``timeout``: the option
+    ``scheduler.no-workers-timeout`` after which they err (None: never).
+    The client logs a warning when some of its futures are pending."""
+
+    stimulus_id: str
+    client: str
+    waited: float
+    tasks: int
+    timeout: float | None = None
+
+
 @message("key-cancelled", SCHEDULER, CLIENT, local=("stimulus_id", "client"))
 @dataclass(frozen=True, slots=True)
 class KeyCancelled(Message):
@@ -440,6 +455,16 @@ class Retired(Message):
 
     worker: Address
     close: bool = False
+
+
+@message("scheduler-heartbeat", SCHEDULER, WORKER, local=("worker",))
+@dataclass(frozen=True, slots=True)
+class SchedulerHeartbeat(Message):
+    """The scheduler is alive (about once a second): a worker that hears
+    nothing on its stream for ``scheduler.worker-ttl`` seconds drops it and
+    registers again (:mod:`taskmill.core.liveness`)."""
+
+    worker: Address
 
 
 # --------------------------------------------------------------------------- #

@@ -13,11 +13,21 @@ past ``terminate`` (default 95%) of the limit; the reason it then reports is
 "worker exceeded its memory limit (X of Y)" (see
 :mod:`taskmill.server.memory`).
 
-When the child exits unexpectedly the nanny tells the scheduler why
-(exit code or signal name) and starts a new one, unless the exit was clean
-(status 0: the worker chose to stop, e.g. its scheduler is gone) or the
-scheduler no longer answers: a nanny never respawns forever against a
-missing scheduler.
+How the child ended decides what the nanny does, so that each signal means
+what an operator means by it:
+
+* status 0: the worker chose to stop (its scheduler is gone, its lifetime is
+  over): the nanny closes too.
+* ``HANDED_OVER`` (SIGTERM or SIGINT to the worker process itself): the
+  worker retired, its data moved to other workers first; the nanny starts a
+  fresh worker process at once.  SIGTERM to the *nanny* stops the worker the
+  same way, but the nanny then closes: the node leaves and stays down.
+* anything else (a kill, a crash, the memory limit): the nanny tells the
+  scheduler why (exit code or signal name; the scheduler counts the death
+  toward ``KilledWorker``) and starts a new one after the delay of
+  :mod:`taskmill.server.restart_backoff` (none after a single death; doubling
+  while deaths follow each other), unless the scheduler no longer answers: a
+  nanny never respawns forever against a missing scheduler.
 
 Nanny plugins (``plugin-setup``, :mod:`taskmill.server.plugins`) run in the
 nanny; one with ``restart`` restarts the worker process afterwards, which
@@ -64,7 +74,9 @@ from taskmill.server.memory import MALLOC_ENV, MemoryThresholds, memory_exceeded
 from taskmill.plugins import NannyPlugin
 from taskmill.server.node import Node, Status
 from taskmill.server.plugins import PluginHost
+from taskmill.server.restart_backoff import RestartBackoff
 from taskmill.server.worker import staggered
+from taskmill.server.worker_process import HANDED_OVER
 from taskmill.security import Security, in_process_security
 
 logger = logging.getLogger("taskmill.nanny")
@@ -74,6 +86,8 @@ START_TIMEOUT = 60.0
 
 def describe_exit(returncode: int) -> str:
     """'worker process exited with signal SIGKILL' / '... with exit code 3'."""
+    if returncode == HANDED_OVER:
+        return "worker process stopped by a signal after handing its data over"
     if returncode < 0:
         try:
             name = signal.Signals(-returncode).name
@@ -108,6 +122,10 @@ class Nanny(Node):
         self.worker_address: str | None = None
         self.restarts = 0
         self.last_exit: str | None = None
+        #: delays before restarting a worker process that keeps dying
+        self.backoff = RestartBackoff.from_config()
+        #: when (``time.monotonic()``) the current worker process started
+        self._process_started = time.monotonic()
         self._restarting = False
         #: fractions of ``memory_limit``; ``terminate`` is the nanny's (default: from the configuration)
         self.memory_thresholds = memory_thresholds or MemoryThresholds.from_config()
@@ -159,6 +177,7 @@ class Nanny(Node):
         if self._retire_at is not None:
             options += ["--lifetime", repr(max(0.0, self._retire_at - time.monotonic()))]
         read_fd, write_fd = os.pipe()
+        self._process_started = time.monotonic()
         try:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "taskmill.server.worker_process",
@@ -198,22 +217,51 @@ class Nanny(Node):
         self._remove_worker_dir()
         reason = self._kill_reason or describe_exit(returncode)
         self.last_exit = reason
-        if returncode == 0:
+        if returncode == HANDED_OVER and self._kill_reason is None:
+            logger.info("%s: worker stopped by a signal after handing its data over; "
+                        "starting a fresh one", self.worker_address)
+            self.restarts += 1
+            try:
+                await self._start_worker()
+                return
+            except RuntimeError as exc:  # it died before it was up
+                reason = self.last_exit = str(exc)
+        elif returncode == 0:
             logger.info("%s: worker stopped on its own (lifetime over, or scheduler gone); "
                         "nanny closes", self.worker_address)
             await self.close()
             return
-        logger.warning("%s: %s", self.worker_address, reason)
-        try:
-            await self.pool.rpc(self.scheduler_address).ask(
-                WorkerExited(self.worker_address or "", reason), timeout=timeouts.REQUEST)
-        except (OSError, asyncio.TimeoutError) as exc:
-            logger.error("scheduler %s unreachable (%s): not restarting the worker",
-                         self.scheduler_address, exc)
-            await self.close()
-            return
-        self.restarts += 1
-        await self._start_worker()
+        await self._replace_dead(reason)
+
+    async def _replace_dead(self, reason: str) -> None:
+        """Tell the scheduler why the worker process died, wait the backoff
+        and start another; one that dies while starting is the next death in
+        a row.  Closes the nanny when the scheduler does not answer."""
+        while True:
+            process = self.process
+            logger.warning("%s: %s", self.worker_address, reason)
+            try:
+                await self.pool.rpc(self.scheduler_address).ask(
+                    WorkerExited(self.worker_address or "", reason), timeout=timeouts.REQUEST)
+            except (OSError, asyncio.TimeoutError) as exc:
+                logger.error("scheduler %s unreachable (%s): not restarting the worker",
+                             self.scheduler_address, exc)
+                await self.close()
+                return
+            delay = self.backoff.died(time.monotonic() - self._process_started)
+            if delay:
+                logger.warning("%s: worker process died %d times in a row; starting the next "
+                               "one in %.1fs (options worker.restart-backoff.*)",
+                               self.worker_address, self.backoff.streak, delay)
+                await asyncio.sleep(delay)
+            if self.status is not Status.running or self._restarting or process is not self.process:
+                return  # closing, or restarted meanwhile
+            self.restarts += 1
+            try:
+                await self._start_worker()
+                return
+            except RuntimeError as exc:  # it died before it was up
+                reason = self.last_exit = str(exc)
 
     async def _watch_memory(self, process: asyncio.subprocess.Process) -> None:
         """Kill ``process`` when its RSS passes ``terminate`` of the memory limit."""

@@ -31,9 +31,12 @@ Theory of operation
 * Plugins (:mod:`taskmill.server.scheduler_plugins`): a joining worker gets
   the worker plugins before the state machine hears of it; scheduler
   plugins' hooks are called after ``handle`` only while one overrides them.
-* A worker whose stream closes, or that misses heartbeats for
-  ``heartbeat_timeout`` seconds, is removed (``WorkerLeft``); the state
-  machine reschedules or recomputes what it had.
+* A worker whose stream closes, or from which nothing (not even a
+  heartbeat) arrives for ``heartbeat_timeout`` seconds (option
+  ``scheduler.worker-ttl``, :mod:`taskmill.core.liveness`), is removed
+  (``WorkerLeft``); the state machine reschedules or recomputes what it had.
+  The scheduler sends each worker a ``scheduler-heartbeat`` every second, so
+  that a worker cut off from it notices as well.
 """
 
 from __future__ import annotations
@@ -52,7 +55,9 @@ from taskmill.comm import BatchedSend, CommClosedError
 from taskmill.comm.local import LocalEnd, local_link
 from taskmill.core.scheduler import events as ev
 from taskmill.core.resources import check_resources, format_resources
+from taskmill.core.liveness import HEARTBEAT_INTERVAL, Liveness
 from taskmill.core.scheduler.adaptive import recommend
+from taskmill.core.scheduler.no_workers import NoWorkersClock
 from taskmill.core.scheduler.events import SchedulerInput
 from taskmill.core.scheduler.state import SchedulerState
 from taskmill.dashboard import service as dashboard
@@ -68,6 +73,7 @@ from taskmill.protocol.vocabulary import (
     HasWhat,
     Heartbeat,
     Message,
+    NoWorkers,
     NThreads,
     PerformanceData,
     RegisterClient,
@@ -85,6 +91,7 @@ from taskmill.protocol.vocabulary import (
     RunningKeys,
     RunOnScheduler,
     ScatterTargets,
+    SchedulerHeartbeat,
     SchedulerInfo,
     SchedulerLogs,
     Story,
@@ -120,7 +127,7 @@ class Scheduler(Node):
     """The central scheduler server."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 8786, validate: bool = False,
-                 heartbeat_timeout: float = 60.0, allowed_failures: int | None = None,
+                 heartbeat_timeout: float | None = None, allowed_failures: int | None = None,
                  dashboard_port: int | None = None, preload: Sequence[str] = (),
                  security: Security | None = None) -> None:
         super().__init__("scheduler", security)
@@ -130,7 +137,14 @@ class Scheduler(Node):
             allowed_failures = config.read("scheduler.allowed-failures", config_checks.count)
         self.state = SchedulerState(allowed_failures=allowed_failures, validate=validate,
                                     held_keys_grace=timeouts.HELD_GRACE.get())
+        if heartbeat_timeout is None:  # seconds of silence after which a worker is removed
+            heartbeat_timeout = config.read("scheduler.worker-ttl", config_checks.seconds)
         self.heartbeat_timeout = heartbeat_timeout
+        #: when each worker was last heard from
+        self.liveness: Liveness[str] = Liveness(heartbeat_timeout, self._check_interval)
+        #: how long tasks have waited with no worker at all (warnings, the no-workers timeout)
+        self.no_workers_clock = NoWorkersClock(
+            config.read("scheduler.no-workers-timeout", config_checks.duration))
         self.worker_streams: dict[str, BatchedSend] = {}
         self.worker_comms: dict[str, Any] = {}
         self.worker_extra: dict[str, dict[str, Any]] = {}
@@ -405,7 +419,8 @@ class Scheduler(Node):
         await comm.write(WorkerRegistered(self.uploads).to_wire())
         self.worker_streams[address] = BatchedSend(comm)
         self.worker_comms[address] = comm
-        self.worker_extra[address] = {"pid": msg.pid, "last_seen": time.monotonic(), "memory": 0}
+        self.worker_extra[address] = {"pid": msg.pid, "memory": 0}
+        self.liveness.heard(address, time.monotonic())
         self._exit_reported[address] = asyncio.Event()
         logger.info("worker %s joined (%d threads, name %s%s)", address, msg.nthreads, msg.name or "-",
                     f", resources {format_resources(msg.resources)}" if msg.resources else "")
@@ -417,7 +432,7 @@ class Scheduler(Node):
         try:
             while True:
                 msgs = await comm.read()
-                self.worker_extra[address]["last_seen"] = time.monotonic()
+                self.liveness.heard(address, time.monotonic())
                 events, leaving = self._worker_events(address, msgs)
                 self._handle(*events)
                 if leaving:
@@ -428,6 +443,7 @@ class Scheduler(Node):
         finally:
             self.worker_streams.pop(address, None)
             self.worker_comms.pop(address, None)
+            self.liveness.forget(address)
             exit_reported = self._exit_reported[address]
             if (msg.nanny and reason == "its connection closed" and address not in self.exit_reasons
                     and self.status is Status.running):
@@ -489,17 +505,52 @@ class Scheduler(Node):
         async with self._workers_changed:
             self._workers_changed.notify_all()
 
+    @property
+    def _check_interval(self) -> float:
+        return max(0.05, min(HEARTBEAT_INTERVAL, self.heartbeat_timeout / 4))
+
     async def _check_heartbeats(self) -> None:
+        """Every second (or a quarter of the TTL, if shorter): a heartbeat to
+        every worker, and the connection of each silent one dropped."""
         while True:
-            await asyncio.sleep(max(0.05, self.heartbeat_timeout / 4))
+            await asyncio.sleep(self._check_interval)
+            for address, stream in list(self.worker_streams.items()):
+                try:
+                    stream.send_messages(SchedulerHeartbeat(address))
+                except CommClosedError:
+                    pass  # its reader sees the close
             now = time.monotonic()
-            for address, extra in list(self.worker_extra.items()):
-                if now - extra["last_seen"] > self.heartbeat_timeout:
-                    self.exit_reasons[address] = (
-                        f"it sent no heartbeat for {self.heartbeat_timeout:.0f}s")
-                    comm = self.worker_comms.get(address)
-                    if comm is not None:
-                        comm.abort()
+            for address in self.liveness.expired(now):
+                silent = self.liveness.silent_for(address, now)
+                self.liveness.forget(address)  # once: its stream's reader removes it
+                logger.warning("worker %s silent for %.1fs (option scheduler.worker-ttl: %gs): "
+                               "removing it", address, silent, self.heartbeat_timeout)
+                self.exit_reasons[address] = (
+                    f"it was silent for {silent:.1f}s (option scheduler.worker-ttl: "
+                    f"{self.heartbeat_timeout:g}s)")
+                comm = self.worker_comms.get(address)
+                if comm is not None:
+                    comm.abort()
+            self._watch_stranded(now)
+
+    def _watch_stranded(self, now: float) -> None:
+        """Tasks waiting with no worker connected: a warning (log, clients) at
+        growing intervals, and their error once the no-workers timeout passed."""
+        waiting = self.state.no_workers.waiting()
+        found = self.no_workers_clock.tick(waiting, now)
+        self.monitor.waiting_for_workers = (
+            {"seconds": round(found.waited, 1), "tasks": waiting} if waiting else None)
+        timeout = self.no_workers_clock.timeout
+        if found.warn:
+            logger.warning("%d tasks have waited %.0fs with no worker connected (option "
+                           "scheduler.no-workers-timeout: %s)", waiting, found.waited,
+                           "none" if timeout is None else f"{timeout:g}s")
+            for client, stream in list(self.client_streams.items()):
+                self._send(stream, [NoWorkers("", client, found.waited, waiting, timeout)])
+        if found.timed_out and timeout is not None:
+            logger.error("no worker for %.0fs (option scheduler.no-workers-timeout): %d waiting "
+                         "tasks fail with NoWorkersError", found.waited, waiting)
+            self._handle(ev.NoWorkersTimedOut(self._sid("no-workers-timeout"), found.waited, timeout))
 
     def _worker_exited(self, msg: WorkerExited, comm: Any) -> None:
         """A nanny tells how its worker process ended."""
@@ -523,9 +574,10 @@ class Scheduler(Node):
         workers = self.state.workers_info()
         for address, info in workers.items():
             info.update(self.worker_extra.get(address, {}))
-            info.pop("last_seen", None)
+            info.pop("last_seen", None)  # the worker's clock: meaningless here
         return {"address": self.address, "id": self.id, "workers": workers,
-                "clients": len(self.client_streams), "dashboard": self.dashboard_url}
+                "clients": len(self.client_streams), "dashboard": self.dashboard_url,
+                "waiting_for_workers": self.monitor.waiting_for_workers}
 
     def _adaptive_target(self, msg: AdaptiveTarget, comm: Any) -> dict[str, Any]:
         advice = recommend(self.state.membership, self.state.placement, msg.target_duration,

@@ -31,7 +31,11 @@ Theory of operation
   store (:mod:`taskmill.server.data_store`) spills least recently used
   values to disk, and a monitor spills more and pauses the state machine
   (``PauseChanged``) when the process's RSS runs high.
-* Heartbeats go out every ``heartbeat_interval`` seconds.  Reaching the
+* Heartbeats go out every ``heartbeat_interval`` seconds; the scheduler sends
+  its own (``scheduler-heartbeat``) every second.  Heard from nothing for
+  ``scheduler.worker-ttl`` seconds (a cut link, a stopped scheduler), the
+  worker drops its stream and registers again, as after a loss: the
+  scheduler has removed it by then (:mod:`taskmill.core.liveness`).  Reaching the
   scheduler: at start and after losing it, the worker tries to register for
   ``death_timeout`` seconds (``--death-timeout``, default: option
   ``comm.timeouts.reconnect``), then closes.  After a loss it starts no new
@@ -69,9 +73,10 @@ from typing import Any
 
 import psutil
 
-from taskmill import cluster_state, timeouts
+from taskmill import cluster_state, config, config_checks, timeouts
 from taskmill.comm import BatchedSend, CommClosedError, connect
 from taskmill.comm.auth import AuthenticationError
+from taskmill.core.liveness import HEARTBEAT_INTERVAL, Liveness
 from taskmill.core.worker import events as ev
 from taskmill.core.resources import check_resources
 from taskmill.core.worker.events import WorkerInput
@@ -89,6 +94,7 @@ from taskmill.protocol.vocabulary import (
     RegistrationRefused,
     RetireWorkers,
     Retired,
+    SchedulerHeartbeat,
     Run,
     TaskErred,
     TaskFinished,
@@ -137,7 +143,7 @@ class Worker(Node):
 
     def __init__(self, scheduler_address: str, *, nthreads: int = 1, memory_limit: int = 0,
                  host: str = "127.0.0.1", port: int = 0, nanny: str | None = None, name: str = "",
-                 heartbeat_interval: float = 1.0, death_timeout: float | None = None,
+                 heartbeat_interval: float = HEARTBEAT_INTERVAL, death_timeout: float | None = None,
                  local_directory: str | None = None, validate: bool = False,
                  memory_thresholds: MemoryThresholds | None = None,
                  resources: dict[str, float] | None = None, preload: Sequence[str] = (),
@@ -154,6 +160,10 @@ class Worker(Node):
         self.host, self.port = host, port
         self.nanny = nanny
         self.heartbeat_interval = heartbeat_interval
+        #: when the scheduler was last heard from on the current stream
+        self.scheduler_liveness: Liveness[str] = Liveness(
+            config.read("scheduler.worker-ttl", config_checks.seconds), heartbeat_interval)
+        self._scheduler_comm: Any = None
         #: seconds this worker keeps trying to reach its scheduler (at start, after a loss)
         self.death_timeout = death_timeout if death_timeout is not None else timeouts.RECONNECT.get()
         #: seconds after start when the worker retires on its own (None: never)
@@ -294,6 +304,8 @@ class Worker(Node):
         for filename, data in answer.files.items():
             install_upload(self.local_directory, filename, data)
         self.stream = BatchedSend(comm)
+        self._scheduler_comm = comm
+        self.scheduler_liveness.heard(self.scheduler_address, time.monotonic())
         self._registered.set()
         logger.info("registered with scheduler %s%s", self.scheduler_address,
                     f" (holding {len(held)} keys from before)" if held else "")
@@ -357,7 +369,9 @@ class Worker(Node):
         try:
             while True:
                 events: list[WorkerInput] = []
-                for raw in await comm.read():
+                batch = await comm.read()
+                self.scheduler_liveness.heard(self.scheduler_address, time.monotonic())
+                for raw in batch:
                     try:
                         msg = arrived(raw, SCHEDULER, WORKER, worker=self.address)
                     except (ProtocolError, TypeError, ValueError, AttributeError) as exc:
@@ -365,11 +379,14 @@ class Worker(Node):
                         continue
                     if isinstance(msg, Retired):
                         self._retired(msg.close)
+                    elif isinstance(msg, SchedulerHeartbeat):
+                        pass  # a sign of life, noted above
                     else:
                         events.append(msg)  # type: ignore[arg-type]
                 self._handle(*events)
         except (CommClosedError, OSError):
             pass
+        self.scheduler_liveness.forget(self.scheduler_address)
         if self.status is Status.running:
             logger.warning("lost the scheduler at %s; trying to reconnect for %.0fs",
                            self.scheduler_address, self.death_timeout)
@@ -573,3 +590,16 @@ class Worker(Node):
                 executing=state.executing_count, in_memory=len(self.data),
                 managed=self.data.memory_bytes, spilled=self.data.spilled_bytes,
                 paused=state.paused, cpu=cpu, transfers=tuple(transfers), seen=state.epoch))
+            self._check_scheduler_alive()
+
+    def _check_scheduler_alive(self) -> None:
+        """Drop the stream of a scheduler silent past the TTL (the reader then reconnects)."""
+        now = time.monotonic()
+        liveness = self.scheduler_liveness
+        for address in liveness.expired(now):
+            logger.warning("heard nothing from the scheduler at %s for %.1fs (option "
+                           "scheduler.worker-ttl: %gs): dropping the connection", address,
+                           liveness.silent_for(address, now), liveness.ttl)
+            liveness.forget(address)
+            if self._scheduler_comm is not None:
+                self._scheduler_comm.abort()

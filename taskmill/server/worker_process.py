@@ -5,7 +5,11 @@ It starts a :class:`Worker`, writes its address to the ``--ready-fd`` pipe
 once registered, exits when told (SIGTERM/SIGINT: after handing its data to
 other workers, ``Worker.close_gracefully``) or when its nanny
 disappears (the stdin pipe closes), and exits with status 0 only when it
-closed on purpose (e.g. the scheduler stayed unreachable).
+closed on purpose (e.g. the scheduler stayed unreachable, or its lifetime is
+over): its nanny then closes too.  After SIGTERM/SIGINT it exits with
+``HANDED_OVER``: its data is elsewhere and its nanny starts a fresh worker
+process (the nanny's own SIGTERM stops it the same way, but a closing nanny
+starts nothing).
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ from taskmill.server.process_guard import die_with_parent, exit_when_pipe_closes
 from taskmill.server.runtime import tune_gc
 from taskmill.server.warmup import modules_to_preload, start_warm_imports
 from taskmill.server.worker import Worker
+
+#: exit status of a worker process told to stop by a signal, once its data is
+#: handed over: its nanny (unless closing itself) starts a new worker process
+HANDED_OVER = 75
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -46,20 +54,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-async def run_worker(args: argparse.Namespace) -> None:
+async def run_worker(args: argparse.Namespace) -> bool:
+    """Run a worker until it closes; whether a signal told it to."""
     worker = Worker(args.scheduler, nthreads=args.nthreads, memory_limit=args.memory_limit,
                     host=args.host, port=args.port, nanny=args.nanny, name=args.name,
                     local_directory=args.local_directory, resources=args.resources,
                     preload=args.preload, death_timeout=args.death_timeout, lifetime=args.lifetime)
     loop = asyncio.get_running_loop()
+    signalled = asyncio.Event()
+
+    def stop() -> None:
+        signalled.set()
+        asyncio.ensure_future(worker.close_gracefully())
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.close_gracefully()))
+        loop.add_signal_handler(sig, stop)
     await worker.start()
     if args.ready_fd is not None:
         os.write(args.ready_fd, f"{worker.address}\n".encode())
         os.close(args.ready_fd)
     start_warm_imports(modules_to_preload())  # registered: use the idle time before the first tasks
     await worker.finished()
+    return signalled.is_set()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,12 +87,14 @@ def main(argv: list[str] | None = None) -> None:
     tune_gc()
     loop = new_event_loop()
     try:
-        loop.run_until_complete(run_worker(args))
+        signalled = loop.run_until_complete(run_worker(args))
     except (OSError, ConnectionError) as exc:
         logging.getLogger("taskmill.worker").error("worker failed to start: %s", exc)
         sys.exit(3)
     finally:
         loop.close()
+    if signalled:
+        sys.exit(HANDED_OVER)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Scattered data and real worker processes: SIGKILL loses what had one copy,
-replicate / broadcast copies survive, retiring or SIGTERM hands data over."""
+replicate / broadcast copies survive, retiring or SIGTERM hands data over
+(a SIGTERMed worker process is replaced by its nanny, a retired one is not)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def test_sigkill_loses_single_copies_and_keeps_replicated_ones() -> None:
         wait_for(lambda: len(e.nthreads()) == 3, timeout=30, message="the nanny restarted the worker")
 
 
-def test_retired_and_sigtermed_workers_hand_their_data_over_and_stay_down() -> None:
+def test_retired_workers_stay_down_and_sigtermed_ones_are_replaced_with_their_data_kept() -> None:
     with Executor(n_workers=3, threads_per_worker=1, set_as_default=False) as e:
         assert e.cluster is not None
         procs = pids(e)
@@ -51,12 +52,16 @@ def test_retired_and_sigtermed_workers_hand_their_data_over_and_stay_down() -> N
         on_b = e.scatter({"x": 1}, workers=[b])
 
         assert e.retire_workers([a]) == [a]
-        os.kill(procs[b], signal.SIGTERM)  # what stopping `taskmill-worker` does
-        wait_for(lambda: set(e.nthreads()).isdisjoint({a, b}), timeout=30, message="a and b gone")
+        # SIGTERM to the worker process (not its nanny): it hands its data over,
+        # exits, and its nanny starts a fresh worker process
+        os.kill(procs[b], signal.SIGTERM)
+        wait_for(lambda: set(e.nthreads()).isdisjoint({a, b}) and len(e.nthreads()) == 2,
+                 timeout=30, message="a gone for good, b replaced by a fresh worker")
         assert e.gather([on_a, on_b]) == [list(range(1000)), {"x": 1}]
-        wait_for(lambda: sum(n.status.value == "closed" for n in nannies) == 2, timeout=30,
-                 message="the nannies of retired workers closed instead of restarting them")
-        assert len(e.nthreads()) == 1
+        wait_for(lambda: sum(n.status.value == "closed" for n in nannies) == 1, timeout=30,
+                 message="the nanny of the retired worker closed instead of restarting it")
+        assert [n.last_exit for n in nannies if n.status.value != "closed" and n.restarts] == [
+            "worker process stopped by a signal after handing its data over"]
 
 
 def slow_seed(seconds: float) -> int:

@@ -62,6 +62,16 @@ class WorkerLeft(SchedulerEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class NoWorkersTimedOut(SchedulerEvent):
+    """No worker has been connected for ``waited`` seconds, past the option
+    ``scheduler.no-workers-timeout`` (``timeout``): the tasks waiting to run
+    err with ``NoWorkersError`` (see :mod:`taskmill.core.scheduler.no_workers`)."""
+
+    waited: float
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
 class ReplicateRequested(SchedulerEvent):
     """Keep copies of ``keys`` on ``n`` workers (all when None), chosen among
     ``workers`` (all when None).  Keys not in memory are skipped."""

@@ -162,6 +162,7 @@ from taskmill.core.scheduler.events import (
 from taskmill.core.scheduler.held_keys import HeldKeys
 from taskmill.core.scheduler.log_forwarding import LogForwarding
 from taskmill.core.scheduler.membership import Membership
+from taskmill.core.scheduler.no_workers import NoWorkers
 from taskmill.core.scheduler.placement import Placement
 from taskmill.core.scheduler.policy import slot_cost
 from taskmill.core.scheduler.records import (
@@ -279,6 +280,8 @@ class SchedulerState:
         }
         self.log_forwarding = LogForwarding()  # Executor.forward_logging's topics and clients
         self._handlers.update(self.log_forwarding.handlers())
+        self.no_workers = NoWorkers(self.machine, self.membership)  # tasks stranded without workers
+        self._handlers.update(self.no_workers.handlers())
 
     # ------------------------------------------------------------------ #
     # The state, as the shell, the dashboard and the tests see it

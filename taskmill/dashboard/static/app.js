@@ -38,6 +38,9 @@ function setFigures(sum) {
   el.innerHTML = `<span>workers <b id="n-workers">${sum.workers}</b></span><span>threads <b>${sum.threads}</b></span>` +
     `<span>finished <b id="n-finished">${sum.finished_total}</b></span><span>erred <b id="n-erred">${sum.erred_total}</b></span>` +
     `<span>processing <b>${t.processing || 0}</b></span><span>memory <b>${fmtBytes(sum.memory)}</b></span>`;
+  const stranded = sum.waiting_for_workers;
+  if (stranded) el.insertAdjacentHTML("beforeend", `<span id="no-workers" class="err" role="alert">` +
+    `no worker connected: ${stranded.tasks} tasks have waited ${Math.round(stranded.seconds)} s</span>`);
 }
 
 function showLost(why) {
