@@ -60,6 +60,8 @@ OLD_VARIABLES: dict[str, str] = {
     "TASKMILL_DATA_TIMEOUT": "comm.timeouts.data",
     "TASKMILL_RETIRE_TIMEOUT": "comm.timeouts.retire",
     "TASKMILL_RECONNECT_TIMEOUT": "comm.timeouts.reconnect",
+    "TASKMILL_CLIENT_RECONNECT_TIMEOUT": "comm.timeouts.client-reconnect",
+    "TASKMILL_HELD_KEYS_GRACE": "scheduler.held-keys-grace",
     "TASKMILL_MAX_MESSAGE_BYTES": "comm.max-message-bytes",
     "TASKMILL_EVENT_LOOP": "comm.event-loop",
     "TASKMILL_ALLOWED_FAILURES": "scheduler.allowed-failures",

@@ -24,7 +24,9 @@ class FutureLostError(TaskmillError):
 
 
 class SchedulerGoneError(TaskmillError, ConnectionError):
-    """The connection to the scheduler was lost; pending futures fail with it."""
+    """The connection to the scheduler was lost and not regained within the
+    client's reconnect window (option ``comm.timeouts.client-reconnect``), or
+    the Executor was closed; pending futures fail with it."""
 
 
 class RemoteTaskError(TaskmillError):

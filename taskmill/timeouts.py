@@ -54,6 +54,12 @@ RETIRE = Timeout("comm.timeouts.retire", "TASKMILL_RETIRE_TIMEOUT", "moving data
 RECONNECT = Timeout("comm.timeouts.reconnect", "TASKMILL_RECONNECT_TIMEOUT",
                     "a worker trying to reach its scheduler (at start or after losing it) "
                     "before it exits")
+CLIENT_RECONNECT = Timeout("comm.timeouts.client-reconnect", "TASKMILL_CLIENT_RECONNECT_TIMEOUT",
+                           "a client trying to reach its scheduler again after losing it, before "
+                           "its pending futures fail")
+HELD_GRACE = Timeout("scheduler.held-keys-grace", "TASKMILL_HELD_KEYS_GRACE",
+                     "how long a scheduler keeps data that re-registering workers hold and no "
+                     "client has claimed (re-submitted) yet, before it frees it")
 LEASE = Timeout("scheduler.lease-timeout", "TASKMILL_LEASE_TIMEOUT",
                 "how long a Lock or Semaphore lease outlives its silent holder")
 

@@ -215,5 +215,5 @@ def test_an_option_worker_processes_cannot_receive_is_named(set_options: Any) ->
 
 def test_each_timeout_names_the_old_variable_of_its_option() -> None:
     named = [t for t in vars(timeouts).values() if isinstance(t, timeouts.Timeout)]
-    assert len(named) == 7
+    assert len(named) == 9
     assert all(OLD_VARIABLES[t.env] == t.key for t in named)

@@ -29,7 +29,18 @@ socket; requests go to the scheduler's in-process listener or its address.
   waits up to ``RELEASE_DELAY`` for company, so the release that follows a
   ``result()`` travels with the next submission (one message, one wake-up of
   the scheduler and of the worker) instead of racing it.
-* Losing the scheduler fails every pending Future with SchedulerGoneError.
+* Losing the scheduler: the session keeps the specs of what it submitted
+  until it releases the keys (:mod:`taskmill.client.submissions`), and tries
+  to connect again for ``comm.timeouts.client-reconnect`` seconds (the
+  reconnect window).  Meanwhile submissions and releases wait (the outbox is
+  held) and requests wait for the connection.  Once connected, it waits
+  until the workers have come back (their number stays the same for
+  ``RECONNECT_SETTLE`` seconds: results they still hold are reused rather
+  than recomputed), then submits the live specs again and wants every key it
+  holds; waiting ``result()`` calls then complete as the new scheduler
+  reports.  Outside the window (or with an embedded scheduler, which died
+  with this process's cluster) every pending Future fails with
+  SchedulerGoneError.
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
 import uuid
 from dataclasses import replace
 from collections.abc import Callable, Coroutine, Iterable
@@ -47,6 +59,7 @@ from taskmill.client.future import IN_MEMORY, Future
 from taskmill import timeouts
 from taskmill.client.keystate import CANCELLED, ERROR, FINISHED, LOST, PENDING, KeysWaiter, KeyState
 from taskmill.client.remote_errors import rebuild_exception, scheduler_decided_error
+from taskmill.client.submissions import Submissions
 from taskmill.comm import BatchedSend, CommClosedError, ConnectionPool, connect
 from taskmill.comm.local import LocalEnd
 from taskmill.errors import FutureLostError, SchedulerGoneError
@@ -65,6 +78,7 @@ from taskmill.protocol.vocabulary import (
     KeyLost,
     KeysRunning,
     Message,
+    NThreads,
     NoWorkers,
     RegisterClient,
     ReleaseKeys,
@@ -84,6 +98,11 @@ RECOMPUTE_POLL_MAX = 1.0
 GRAPH_CHUNK = 1000  # tasks per update-graph message
 #: seconds a lone ``release-keys`` may wait for other messages to travel with
 RELEASE_DELAY = 0.005
+#: seconds the number of workers must stay the same, after reconnecting, before
+#: the client submits its tasks again (workers retry their registration every second)
+RECONNECT_SETTLE = 1.5
+#: longest wait (seconds) for workers to come back before submitting anyway
+RECONNECT_SETTLE_MAX = 10.0
 # what will flush the outbox: nothing yet, the armed timer (soon enough for lazy
 # messages), the loop at once
 _IDLE, _LAZY, _URGENT = 0, 1, 2
@@ -134,6 +153,11 @@ class Session:
         self._loop_thread: int | None = None
         self._callbacks = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="taskmill-callback")
         self._generation = 0
+        #: the specs of what was submitted and is still held (for a restarted scheduler)
+        self.submissions = Submissions()
+        #: set while connected; cleared while reconnecting
+        self._connected = asyncio.Event()
+        self._reconnecting: asyncio.Task[None] | None = None
         self._report_handlers: dict[type[Message], Callable[[Any], None]] = {
             KeyInMemory: self._on_key_in_memory,
             KeyErred: self._on_key_erred,
@@ -155,11 +179,17 @@ class Session:
             self._stream = link
             self.status = "running"
             return
-        comm = await connect(self._via, timeout=self.connect_timeout, security=self.security)
+        await self._connect(self.connect_timeout)
+        self.status = "running"
+        self._connected.set()
+
+    async def _connect(self, timeout: float) -> None:
+        """Open the stream to the scheduler and register this client on it."""
+        comm = await connect(self._via, timeout=timeout, security=self.security)
         request = RegisterClient(self.id).to_wire()
         request["reply"] = False  # the answer comes on the stream itself
         await comm.write(request)
-        reply = await asyncio.wait_for(comm.read(), self.connect_timeout)
+        reply = await asyncio.wait_for(comm.read(), timeout)
         try:
             answer = decode(reply)
         except ProtocolError as exc:
@@ -170,13 +200,15 @@ class Session:
             raise ConnectionError(f"scheduler at {self.scheduler_address} refused the client: {reply!r}")
         self._stream = BatchedSend(comm)
         self._reader = asyncio.create_task(self._read_reports(comm), name=f"{self.id}-reports")
-        self.status = "running"
 
     async def close(self) -> None:
         if self.status in ("closing", "closed"):
             return
         was_running = self.status == "running"
         self.status = "closing"
+        self._connected.set()  # requests waiting for a reconnection see the status
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
         if self._stream is not None and was_running:
             if self._lazy_timer is not None:
                 self._lazy_timer.cancel()
@@ -202,7 +234,7 @@ class Session:
         self._callbacks.shutdown(wait=False)
 
     def check_running(self) -> None:
-        if self.status != "running":
+        if self.status not in ("running", "reconnecting"):
             raise RuntimeError(
                 f"this Executor is {self.status}: create a new Executor to submit work"
             )
@@ -273,6 +305,7 @@ class Session:
             if ks.refcount > 0:
                 return
             del self.keys[key]
+        self.submissions.released(key)
         if self.status == "running":
             self.send(ReleaseKeys("", self.id, (key,)), urgent=False)
 
@@ -319,6 +352,9 @@ class Session:
         loop turn: a big graph queued in one go would otherwise be encoded in
         one piece while nothing else (replies, reports) runs on the loop."""
         with self._lock:
+            if self.status == "reconnecting":  # held until the stream is back
+                self._flush_pending = _IDLE
+                return
             take, budget = 0, 0
             for msg in self._outbox:
                 take += 1
@@ -353,9 +389,17 @@ class Session:
         if wanted is None:
             wanted = [t.key for t in tasks]
         futures = [self.future_class(k, self) for k in wanted]
+        if self._local_scheduler is None:  # a scheduler elsewhere may restart: keep the specs
+            self.submissions.record(tasks, funcs, wanted)
+        self._send_graph(tasks, funcs, wanted)
+        return futures
+
+    def _send_graph(self, tasks: list[TaskSpec], funcs: dict[str, Serialized],
+                    wanted: list[str]) -> None:
+        """Queue ``update-graph`` messages for ``tasks``, in chunks (see ``submit_tasks``)."""
         if len(tasks) <= GRAPH_CHUNK:  # one message: nothing to hold between chunks
             self.send(UpdateGraph("", self.id, tuple(tasks), tuple(wanted), funcs))
-            return futures
+            return
         wanted_set = set(wanted)
         defined = {t.key for t in tasks}
         last_use: dict[str, int] = {}
@@ -375,7 +419,6 @@ class Session:
             with self._lock:
                 release = [k for k in on_hold if k not in self.keys]
             self.send(ReleaseKeys("", self.id, tuple(release)))
-        return futures
 
     def cancel_keys(self, keys: list[str], force: bool = False) -> None:
         """Cancel ``keys`` on the cluster (with ``force``, their running calls are abandoned)."""
@@ -498,12 +541,92 @@ class Session:
     def _on_scheduler_lost(self) -> None:
         if self.status != "running":
             return
+        if self._local_scheduler is not None:  # it died with this process's cluster
+            self.status = "closed"
+            logger.error("lost the connection to the scheduler at %s", self.scheduler_address)
+            self._fail_pending(SchedulerGoneError(
+                f"lost the connection to the scheduler at {self.scheduler_address}; "
+                "this task's result cannot arrive. Check that the scheduler is running."
+            ))
+            return
+        window = timeouts.CLIENT_RECONNECT.get()
+        self.status = "reconnecting"
+        self._connected.clear()
+        logger.warning("lost the connection to the scheduler at %s; trying to reconnect for %gs",
+                       self.scheduler_address, window)
+        self._reconnecting = asyncio.ensure_future(self._reconnect(window))
+
+    async def _reconnect(self, window: float) -> None:
+        """Reach the scheduler again within ``window`` seconds, then submit
+        what this client holds again; else fail the pending Futures."""
+        deadline = time.monotonic() + window
+        started = time.monotonic()
+        error: BaseException | None = None
+        await self.pool.close()  # its connections lead to the lost process
+        self.pool = ConnectionPool(timeout=self.connect_timeout, security=self.security)
+        while self.status == "reconnecting":
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._give_up(f"could not reach it again within {window:g}s "
+                              f"({timeouts.CLIENT_RECONNECT.hint}): {error}")
+                return
+            try:
+                await self._connect(min(self.connect_timeout, max(0.1, left)))
+                break
+            except (OSError, asyncio.TimeoutError) as exc:
+                error = exc
+                await asyncio.sleep(min(0.5, max(0.0, left)))
+            except Exception as exc:  # e.g. another token: trying again cannot help
+                self._give_up(f"reconnecting failed: {type(exc).__name__}: {exc}")
+                return
+        if self.status != "reconnecting":
+            return
+        await self._await_workers(min(deadline, time.monotonic() + RECONNECT_SETTLE_MAX))
+        self._resubmit()
+        self._connected.set()
+        logger.warning("reconnected to the scheduler at %s after %.1fs; submitted again what "
+                       "this client holds", self.scheduler_address, time.monotonic() - started)
+        if self._reader is not None and self._reader.done():  # lost again meanwhile
+            self._on_scheduler_lost()
+
+    def _give_up(self, why: str) -> None:
+        """The scheduler is not coming back: fail what is pending, saying ``why``."""
         self.status = "closed"
-        logger.error("lost the connection to the scheduler at %s", self.scheduler_address)
+        self._connected.set()
         self._fail_pending(SchedulerGoneError(
-            f"lost the connection to the scheduler at {self.scheduler_address}; "
-            "this task's result cannot arrive. Check that the scheduler is running."
-        ))
+            f"lost the connection to the scheduler at {self.scheduler_address} and {why}; "
+            "this task's result cannot arrive"))
+        logger.error("gave up reconnecting to the scheduler at %s: %s", self.scheduler_address, why)
+
+    async def _await_workers(self, deadline: float) -> None:
+        """Until ``deadline``, wait until the scheduler has workers and their
+        number stayed the same for ``RECONNECT_SETTLE`` seconds."""
+        count, since = -1, time.monotonic()
+        while self.status == "reconnecting" and time.monotonic() < deadline:
+            try:
+                n = len(await self.pool.rpc(self._via).ask(NThreads(), timeout=timeouts.REQUEST))
+            except Exception:  # lost again (the reader notices) or refused: submit anyway
+                return
+            if n != count:
+                count, since = n, time.monotonic()
+            elif n and time.monotonic() - since >= RECONNECT_SETTLE:
+                return
+            await asyncio.sleep(0.1)
+
+    def _resubmit(self) -> None:
+        """(On the loop, connected again.)  Submit the live specs and want every
+        held key; the messages held meanwhile follow (graphs and releases among
+        them are covered by this)."""
+        specs, funcs = self.submissions.replay()
+        with self._lock:  # keys that erred or were cancelled are not computed again
+            held = [k for k, ks in self.keys.items() if ks.status in (PENDING, FINISHED)]
+            kept = [m for m in self._outbox if not isinstance(m, (UpdateGraph, ReleaseKeys))]
+            self._outbox = []
+            self.status = "running"
+        if specs or held:
+            self._send_graph(specs, funcs, held)
+        for msg in kept:
+            self.send(msg)
 
     def _fail_pending(self, error: BaseException) -> None:
         with self._lock:
@@ -635,6 +758,8 @@ class Session:
                              timeout: float | timeouts.Timeout | None = timeouts.REQUEST) -> Any:
         """Send the request ``msg`` to the scheduler; ``timeout`` bounds the wait for the reply
         (None only for requests that run user code)."""
+        if self.status == "reconnecting":
+            await self._connected.wait()
         if self.status != "running":
             raise SchedulerGoneError(f"not connected to the scheduler ({self.status})")
         return await self.pool.rpc(self._via).ask(msg, timeout=timeout)

@@ -146,9 +146,12 @@ class ClientRegistered(Message):
 class RegisterWorker(Message):
     """Opens a worker's stream (the worker joins the cluster); answered with
     ``worker-registered`` or ``registration-refused``.  ``incarnation`` is new
-    at each registration (a restarted or reconnected worker holds nothing):
-    ``put-data`` answers with it, so that ``scatter-done`` credits only the
-    registration that took the data."""
+    at each registration: ``put-data`` answers with it, so that
+    ``scatter-done`` credits only the registration that took the data.
+    ``held``: the data a worker kept when it lost its scheduler (key ->
+    bytes), sent when it registers again; the scheduler takes those keys as
+    in memory there (a restarted scheduler keeps them for the clients that
+    re-submit their tasks, ``taskmill.core.scheduler.held_keys``)."""
 
     worker: Address
     nthreads: int
@@ -159,6 +162,8 @@ class RegisterWorker(Message):
     #: abstract resources it declares, e.g. {"GPU": 2}
     resources: dict[str, float] | None = None
     incarnation: str = ""
+    #: key -> bytes of the data it still holds (registering again after a loss)
+    held: dict[Key, int] | None = None
     stimulus_id: str = ""
     now: float = 0.0
 

@@ -137,7 +137,8 @@ class Scheduler(Node):
         self.id = f"scheduler-{uuid.uuid4().hex[:12]}"
         if allowed_failures is None:  # how many workers may die running a task before it errs
             allowed_failures = config.read("scheduler.allowed-failures", config_checks.count)
-        self.state = SchedulerState(allowed_failures=allowed_failures, validate=validate)
+        self.state = SchedulerState(allowed_failures=allowed_failures, validate=validate,
+                                    held_keys_grace=timeouts.HELD_GRACE.get())
         if heartbeat_timeout is None:  # seconds of silence after which a worker is removed
             heartbeat_timeout = config.read("scheduler.worker-ttl", config_checks.seconds)
         self.heartbeat_timeout = heartbeat_timeout

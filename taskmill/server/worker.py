@@ -38,9 +38,13 @@ Theory of operation
   scheduler has removed it by then (:mod:`taskmill.core.liveness`).  Reaching the
   scheduler: at start and after losing it, the worker tries to register for
   ``death_timeout`` seconds (``--death-timeout``, default: option
-  ``comm.timeouts.reconnect``), then closes; after a loss it starts
-  afresh (a new scheduler knows none of our data).  A refusal (a name
-  already taken) is not retried.
+  ``comm.timeouts.reconnect``), then closes.  After a loss it starts no new
+  work (the machine is paused) but keeps its data, and the results of the
+  calls that end before it is registered again; it drops the rest of its work
+  and registers again with the keys it holds (``RegisterWorker.held``), a fresh state machine starting
+  with them in memory (``DataRetained``), so that a restarted scheduler
+  reuses them (``taskmill.core.scheduler.held_keys``).  Actors are not
+  kept.  A refusal (a name already taken) is not retried.
 * ``lifetime`` (``--lifetime``, with ``lifetime_stagger``): after that long
   the worker retires like on SIGTERM (``close_gracefully``: its unique data
   moves to other workers first) and closes; a nanny does not replace it.
@@ -231,11 +235,12 @@ class Worker(Node):
             self.spawn(self._retire_after(self.lifetime), "lifetime")
         return self
 
-    async def _reach_scheduler(self, retry_refusals: bool) -> None:
+    async def _reach_scheduler(self, retry_refusals: bool, keep_data: bool = False) -> None:
         """Register, trying again for ``death_timeout`` seconds while the
         scheduler cannot be reached (it may start after us) or, with
         ``retry_refusals``, refuses us (after a loss, it may not have noticed
-        yet that our old connection is gone); a ``TimeoutError`` saying so
+        yet that our old connection is gone); ``keep_data``: register with
+        the data held now (after a loss); a ``TimeoutError`` saying so
         when it stays away, else the refusal (``RegistrationRefusedError``,
         or ``AuthenticationError`` for another token)."""
         deadline = time.monotonic() + self.death_timeout
@@ -243,7 +248,7 @@ class Worker(Node):
             if self.status is not Status.running:
                 raise ConnectionError("the worker closed while reaching its scheduler")
             try:
-                await self._register(max(0.1, deadline - time.monotonic()))
+                await self._register(max(0.1, deadline - time.monotonic()), keep_data)
                 return
             except (OSError, asyncio.TimeoutError) as exc:
                 if self.status is not Status.running:
@@ -263,21 +268,30 @@ class Worker(Node):
                     seconds)
         await self.close_gracefully()
 
-    async def _register(self, connect_timeout: float) -> None:
+    async def _register(self, connect_timeout: float, keep_data: bool = False) -> None:
         """One registration attempt, connecting for at most ``connect_timeout``
-        seconds (and no longer than ``$TASKMILL_CONNECT_TIMEOUT``)."""
+        seconds (and no longer than ``$TASKMILL_CONNECT_TIMEOUT``);
+        ``keep_data``: announce the data held now instead of dropping it."""
         self._registered.clear()
-        self.incarnation = secrets.token_hex(8)
-        self.state = WorkerState(self.address, self.nthreads, validate=self._validate)
-        self.data.clear()
-        self.actors.clear()
-        if self.memory_monitor is not None:
-            self.memory_monitor.paused = False  # the new state machine is not paused
         comm = await connect(self.scheduler_address, min(timeouts.CONNECT.get(), connect_timeout),
                              security=self.security)
+        # nothing awaits from here to the request: calls that ended while the
+        # scheduler was away reached the old (paused) machine, their results are
+        # kept; the outcomes of those still running are dropped
+        self.runner.discard_all()
+        self.incarnation = secrets.token_hex(8)
+        self.state = WorkerState(self.address, self.nthreads, validate=self._validate)
+        for key in [k for k in self.data.nbytes if k in self.actors or not keep_data]:
+            self.data.discard(key)  # an actor's object does not outlive its registration
+        self.actors.clear()
+        held = dict(self.data.nbytes)
+        if held:
+            self.state.handle(ev.DataRetained(stimulus_id="data-retained", nbytes=held))
+        if self.memory_monitor is not None:
+            self.memory_monitor.paused = False  # the new state machine is not paused
         request = RegisterWorker(self.address, self.nthreads, self.memory_limit, self.nanny,
                                  self.name, os.getpid(), self.resources,
-                                 incarnation=self.incarnation).to_wire()
+                                 incarnation=self.incarnation, held=held or None).to_wire()
         request["reply"] = False  # the answer comes on the stream itself
         await comm.write(request)
         try:
@@ -303,7 +317,8 @@ class Worker(Node):
         self._scheduler_comm = comm
         self.scheduler_liveness.heard(self.scheduler_address, time.monotonic())
         self._registered.set()
-        logger.info("registered with scheduler %s", self.scheduler_address)
+        logger.info("registered with scheduler %s%s", self.scheduler_address,
+                    f" (holding {len(held)} keys from before)" if held else "")
         self.spawn(self._read_stream(comm), "scheduler-stream")
 
     async def close_gracefully(self) -> None:
@@ -390,9 +405,10 @@ class Worker(Node):
             self.spawn(self._reconnect(), "reconnect")
 
     async def _reconnect(self) -> None:
-        self.runner.discard_all()
+        if self.state is not None:  # no new work; the calls running may still end and be kept
+            self._handle(ev.PauseChanged(stimulus_id="scheduler-lost", paused=True))
         try:
-            await self._reach_scheduler(retry_refusals=True)
+            await self._reach_scheduler(retry_refusals=True, keep_data=True)
         except (OSError, asyncio.TimeoutError) as exc:
             if self.status is Status.running:
                 logger.error("%s: worker shuts down", exc)

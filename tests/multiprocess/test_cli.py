@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+import taskmill
 from taskmill import Executor
 from tests.conftest import wait_for
 from tests.multiprocess.helpers import BIN, Proc, running, start_scheduler
@@ -87,7 +88,10 @@ def test_aliases_exist(alias: str) -> None:
 
 
 def test_scheduler_gone_fails_pending_futures() -> None:
-    with running("taskmill-scheduler", "--port", "0") as sched:
+    """After the client's reconnect window (here 1 s; a scheduler restarted
+    within it resumes the work: tests/multiprocess/test_scheduler_restart.py)."""
+    with running("taskmill-scheduler", "--port", "0") as sched, \
+            taskmill.config.set({"comm.timeouts.client-reconnect": 1}):
         address = start_scheduler(sched)
         with running("taskmill-worker", address, "--nthreads", "1"):
             e = Executor(address)

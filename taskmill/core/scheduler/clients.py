@@ -150,7 +150,8 @@ def unknown_wanted(step: Step, client: str, key: Key) -> None:
             client,
             key,
             f"key {key!r} is not known to the scheduler "
-            "(never submitted, or released and forgotten)",
+            "(never submitted, released and forgotten, or data that no worker brought "
+            "back to this restarted scheduler)",
         )
     )
 

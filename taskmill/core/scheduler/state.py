@@ -25,6 +25,8 @@ machine and the topic objects, each the only home of its data:
   wants and the reports they get;
 * :class:`~taskmill.core.scheduler.scatters.Scatters`: scatters under way
   (the client's ``ScatterDone`` and the workers' ``KeysScattered``);
+* :class:`~taskmill.core.scheduler.held_keys.HeldKeys`: data that workers
+  registering again still hold (a restarted scheduler), until claimed;
 * :class:`~taskmill.core.scheduler.log_forwarding.LogForwarding`: which
   clients get which workers' log records (``forward_logging``).
 
@@ -157,6 +159,7 @@ from taskmill.core.scheduler.events import (
     WorkerLeft,
     WorkerRetired,
 )
+from taskmill.core.scheduler.held_keys import HeldKeys
 from taskmill.core.scheduler.log_forwarding import LogForwarding
 from taskmill.core.scheduler.membership import Membership
 from taskmill.core.scheduler.no_workers import NoWorkers
@@ -223,11 +226,12 @@ class SchedulerState:
     ``validate=True`` every invariant is checked after every event."""
 
     def __init__(self, *, allowed_failures: int = 3, validate: bool = False,
-                 stimulus_log_size: int | None = None) -> None:
+                 stimulus_log_size: int | None = None, held_keys_grace: float = 90.0) -> None:
         self.validate_each_event = validate
         #: the events of the last calls of ``handle``, to replay a failure
         self.stimulus_log = StimulusLog(SchedulerState, dict(
-            allowed_failures=allowed_failures, stimulus_log_size=stimulus_log_size),
+            allowed_failures=allowed_failures, stimulus_log_size=stimulus_log_size,
+            held_keys_grace=held_keys_grace),
             log_size(stimulus_log_size, validate))
         self._record = self.stimulus_log.record
         self.membership = Membership()
@@ -240,6 +244,8 @@ class SchedulerState:
         #: the ``epoch`` of the last message sent to a worker (see "Crossed messages")
         self.epoch = 0
         self.scatters = Scatters(self.machine, self.membership, self.wants)
+        #: data re-registering workers hold that no client claimed yet
+        self.held = HeldKeys(self.machine, self.membership, held_keys_grace)
         self.rebalancer = Rebalancer(self.machine, self.membership, self.replicas)
         self._handlers: dict[type, Callable[[Step, Any], None]] = {
             UpdateGraph: self._on_graph_submitted,
@@ -490,7 +496,7 @@ class SchedulerState:
         missing: list[tuple[TaskRecord, Key]] = []
         for ts, nt in added:
             for dep in nt.dependencies:
-                dts = tasks.get(dep)
+                dts = tasks.get(dep) or self.held.adopt(step, dep)
                 if dts is None or dts is ts:
                     missing.append((ts, dep))
                     continue
@@ -498,7 +504,7 @@ class SchedulerState:
                 dts.dependents[ts] = None
         link = self.wants.link
         for key in ev.wanted:
-            ts = tasks.get(key)
+            ts = tasks.get(key) or self.held.adopt(step, key)
             if ts is None:
                 unknown_wanted(step, ev.client, key)
             elif ts.state == RELEASED:  # new ones get their CHECK below
@@ -521,9 +527,9 @@ class SchedulerState:
                         MISSING_DEPENDENCY,
                     ),
                 )
-        check = machine.check
+        check, claim = machine.check, self.held.claim
         for ts, _ in added:
-            if ts.state == RELEASED:
+            if ts.state == RELEASED and not claim(step, ts):
                 check(step, ts)
 
     def _on_cancel_requested(self, step: Step, ev: CancelKeys) -> None:
@@ -642,6 +648,8 @@ class SchedulerState:
         if ev.worker in self.membership.workers:
             self._remove_worker(step, ev.worker, "worker re-registered at the same address")
         ws = self.membership.join(ev)
+        if ev.held:
+            self.held.worker_joined(step, ws, ev.held, ev.now)
         step.freed[ws] = None
         step.ready.extend(self.placement.worker_joined(ws))
         self.replicas.new_room(step)
@@ -661,6 +669,7 @@ class SchedulerState:
         step.forget_worker(ws)
         self.replicas.worker_gone(step, ws, reason, expected)
         self.scatters.worker_gone(ws)
+        self.held.worker_gone(ws)
         self.machine.worker_lost(step, ws, reason, expected)
         for ts in self.placement.worker_left(ws):
             self.machine.transition(step, ts, NO_WORKER)  # no live worker may run it any more
@@ -740,6 +749,7 @@ class SchedulerState:
 
     def _on_heartbeat(self, step: Step, ev: Heartbeat) -> None:
         self.replicas.tick(ev.now)
+        self.held.tick(step, ev.now)
         self.membership.heartbeat(ev)
 
     def _on_worker_paused(self, step: Step, ev: Paused) -> None:

@@ -47,7 +47,7 @@ from collections import deque
 from itertools import count
 from typing import Iterable
 
-from taskmill.core.worker.events import CancelExecution, WorkerOutput
+from taskmill.core.worker.events import CancelExecution, DataRetained, WorkerOutput
 from taskmill.core.worker.fetch_queue import FetchQueue
 from taskmill.core.worker.records import (
     _ALLOWED,
@@ -239,6 +239,15 @@ class WorkerBookkeeping:
                     w.pop(key, None)
                     if not w and dts.state == WAITING:
                         self._make_ready(dts)
+
+    def _on_data_retained(self, ev: DataRetained) -> None:
+        """Data kept from before this registration: in memory and ``held``
+        (the scheduler learns of it from the registration itself)."""
+        for key, nbytes in ev.nbytes.items():
+            if key not in self.tasks:
+                ts = self._new(key, (0,))
+                self._put_in_memory(ts, nbytes)
+                ts.held = True
 
     def _drop_memory(self, ts: TaskRecord) -> None:
         """Forget ``ts``'s data here and have the shell delete it."""

@@ -42,6 +42,14 @@ class DataPut(WorkerEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class DataRetained(WorkerEvent):
+    """The shell kept this data across the loss of its scheduler and registers
+    again with it (``RegisterWorker.held``): the first event of a fresh machine."""
+
+    nbytes: dict[Key, int]
+
+
+@dataclass(frozen=True, slots=True)
 class ExecuteSucceeded(WorkerEvent):
     """A task ran; the shell already stored its value."""
 

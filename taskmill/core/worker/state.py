@@ -140,6 +140,7 @@ from taskmill.core.worker.secession import SecessionHandlers
 from taskmill.core.worker.events import (
     AskWhoHas,
     DataPut,
+    DataRetained,
     DeleteData,
     Execute,
     ExecuteFailed,
@@ -251,6 +252,7 @@ class WorkerState(SecessionHandlers, RunningCalls):
             FetchFailed: self._on_fetch_failed,
             FreeKeys: self._on_free,
             DataPut: self._on_data_put,
+            DataRetained: self._on_data_retained,
             WhoHasAnswered: self._on_who_has,
             PauseChanged: self._on_pause_changed,
             AcquireReplicas: self._on_acquire_replicas,
