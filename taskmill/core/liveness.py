@@ -15,10 +15,12 @@ machine frozen in swap) or a silently cut link keeps its TCP connection
   copied from elsewhere.
 * A worker that has not heard from its scheduler for twice as long (a
   scheduler that is only busy must not cost every worker its data) drops its
-  connection too, and registers again from scratch (an empty data store):
-  the scheduler removed it meanwhile, so nothing it held is on record, and
-  registering fresh can neither make a second record of it nor claim a key
-  the scheduler already rescheduled.
+  connection too, and registers again as after any loss of its scheduler:
+  the scheduler removed it meanwhile (one record, never two), and the keys
+  it announces as still held (``RegisterWorker.held``) are reconciled with
+  what the scheduler did since (:mod:`taskmill.core.scheduler.held_keys`:
+  one more holder, the newcomer's copy taking over a recomputation, or
+  freed), so no key is reported in memory where it is not.
 
 Silence is judged only by a watcher that was itself awake: when the checks
 come late (more than half the TTL after the previous check was due: the

@@ -2,7 +2,7 @@
 dependencies runs, in three modes: SIGKILL (it dies; its nanny starts another),
 SIGTERM (it hands its data over and exits; its nanny starts a fresh one) and
 SIGSTOP then SIGCONT 1-3 s later (silent past the TTL it is removed, and
-rejoins afresh once continued).  The result must equal the local one, with no
+rejoins once continued).  The result must equal the local one, with no
 hang and no process left behind."""
 
 from __future__ import annotations

@@ -76,7 +76,8 @@ def test_a_stopped_worker_is_removed_within_the_ttl_and_rejoins_cleanly(
             assert dependent.result(timeout=10) == 7
         finally:
             os.kill(procs[a], signal.SIGCONT)
-        # it learns it was removed (its connection was closed), drops its data, joins again
+        # it learns it was removed (its connection was closed) and joins again, announcing
+        # the keys it still holds, which the scheduler reconciles
         wait_for(lambda: a in e.nthreads(), timeout=20, message="the stopped worker rejoined")
         info = e.scheduler_info()["workers"]
         assert sorted(info) == sorted([a, b]) and info[a]["pid"] == procs[a]  # one record each
