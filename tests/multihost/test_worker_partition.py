@@ -4,7 +4,7 @@ One scenario in two steps, sharing one cluster (scheduler, w1, w2 on hosts
 of their own): the cut (:func:`cut_during_map` runs it once for the module)
 and the healing.  The scheduler's worker TTL is the default
 (``scheduler.worker-ttl``).  A worker that hears nothing from its scheduler
-for the TTL tries to register again for ``--death-timeout`` seconds and
+for twice the TTL tries to register again for ``--death-timeout`` seconds and
 then exits (its nanny with it), so to ride out a 90 s partition the workers
 here are given a window longer than the cut, as an operator expecting such
 partitions would.  Figures are printed (``pytest -s``) and recorded in
