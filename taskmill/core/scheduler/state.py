@@ -279,9 +279,8 @@ class SchedulerState:
             RetireCancelled: self._on_retire_cancelled,
         }
         self.log_forwarding = LogForwarding()  # Executor.forward_logging's topics and clients
-        self._handlers.update(self.log_forwarding.handlers())
         self.no_workers = NoWorkers(self.machine, self.membership)  # tasks stranded without workers
-        self._handlers.update(self.no_workers.handlers())
+        self._handlers.update({**self.log_forwarding.handlers(), **self.no_workers.handlers()})
 
     # ------------------------------------------------------------------ #
     # The state, as the shell, the dashboard and the tests see it
