@@ -57,12 +57,14 @@ class Liveness(Generic[P]):
         #: seconds between two calls of ``expired`` when the watcher is awake
         self.interval = interval
         self._last: dict[P, float] = {}
-        #: when ``expired`` last ran (None: never)
+        #: when ``expired`` last ran, or the first peer was heard (None: neither yet)
         self._checked: float | None = None
 
     def heard(self, peer: P, now: float) -> None:
         """``peer`` gave a sign of life at ``now`` (its first one adds it)."""
         self._last[peer] = now
+        if self._checked is None:  # watching starts now: a first check late is a stall too
+            self._checked = now
 
     def forget(self, peer: P) -> None:
         """``peer`` is gone; no longer watched."""

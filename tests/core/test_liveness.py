@@ -45,6 +45,13 @@ def test_a_watcher_that_stalled_blames_nobody_for_its_own_silence() -> None:
     assert live.expired(31.5) == ["a"]
 
 
+def test_a_first_check_that_comes_late_is_a_stall_too() -> None:
+    live: Liveness[str] = Liveness(2.0, interval=0.5)
+    live.heard("a", 10.0)  # the watcher stops before it ever checked
+    assert live.expired(14.0) == []
+    assert live.silent_for("a", 14.0) == 0.0
+
+
 def test_checks_a_little_late_still_expire() -> None:
     live: Liveness[str] = Liveness(6.0, interval=1.0)
     live.heard("a", 0.0)
