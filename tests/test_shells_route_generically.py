@@ -26,6 +26,9 @@ SHELL_BUSINESS = {
     "TaskFinished": "the dashboard's task stream; the worker shell adds transfer times",
     "TaskErred": "the dashboard's task stream; the worker shell adds transfer times",
     "Retired": "the scheduler shell tells a retired worker whether to close",
+    "SchedulerHeartbeat": "liveness is the shells' clock (taskmill.core.liveness), not the machines'",
+    "WorkerRemoved": "the scheduler shell tells the workers which peer's connection it dropped",
+    "NoWorkers": "the scheduler shell's clock of tasks waiting with no worker (core/scheduler/no_workers)",
 }
 
 

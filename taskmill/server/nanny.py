@@ -189,6 +189,10 @@ class Nanny(Node):
                 "--resources", ",".join(f"{k}={v!r}" for k, v in self.resources.items()),
                 *(arg for module in self.preload for arg in ("--preload", module)), *options,
                 stdin=asyncio.subprocess.PIPE, pass_fds=(write_fd,),
+                # its own session: a terminal's Ctrl-C (SIGINT to the foreground process
+                # group) is the nanny's to act on, not each worker's; the worker still dies
+                # with the nanny (taskmill.server.process_guard)
+                start_new_session=True,
                 env={**MALLOC_ENV, **self.security.child_environment(os.environ), **self.env,
                      **config.inheritable()},
             )

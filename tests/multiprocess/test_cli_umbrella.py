@@ -29,7 +29,7 @@ def test_subcommands_are_the_programs_not_copies() -> None:
     assert result.exit_code == 0
     for name in ("scheduler", "worker", "info", "config"):
         assert name in result.output
-    assert CliRunner().invoke(main, ["config", "get", "comm.timeouts.reconnect"]).output == "60\n"
+    assert CliRunner().invoke(main, ["config", "get", "comm.timeouts.reconnect"]).output == "300\n"
 
 
 def test_subcommand_help_is_the_program_help() -> None:
