@@ -51,18 +51,19 @@ def start(*args: str) -> subprocess.Popen[str]:
                             stderr=subprocess.STDOUT, text=True)
 
 
-def start_scheduler(*wrapper: str, output: IO[str] | None = None
-                    ) -> tuple[subprocess.Popen[str], str]:
+def start_scheduler(*wrapper: str, output: IO[str] | None = None, extra: tuple[str, ...] = (),
+                    env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
     """A ``taskmill-scheduler`` process on a free loopback port (no dashboard,
-    warnings only) and its address, found from its listening socket.  With
-    ``wrapper`` (e.g. ``python -m cProfile -o FILE -m``) the scheduler runs as
-    ``*wrapper taskmill.cli.scheduler_cli ...``; its output goes to ``output``
-    (a file; default: a pipe)."""
-    args = ("--port", "0", "--log-level", "WARNING", "--no-dashboard")
+    warnings only, plus the options in ``extra``) and its address, found from
+    its listening socket.  With ``wrapper`` (e.g. ``python -m cProfile -o FILE
+    -m``) the scheduler runs as ``*wrapper taskmill.cli.scheduler_cli ...``; its
+    output goes to ``output`` (a file; default: a pipe); ``env``: its
+    environment (default: this process's)."""
+    args = ("--port", "0", "--log-level", "WARNING", "--no-dashboard", *extra)
     command = ([*wrapper, "taskmill.cli.scheduler_cli", *args] if wrapper
                else [os.path.join(BIN, "taskmill-scheduler"), *args])
     proc = subprocess.Popen(command, stdout=output or subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                            text=True, env=env)
     sched_ps = psutil.Process(proc.pid)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and proc.poll() is None:

@@ -6,6 +6,8 @@
     PYTHONPATH=. .venv/bin/python bench/sim_workers.py --workers 1000 --tasks 1000000 --workloads map --repeat 3
     PYTHONPATH=. .venv/bin/python bench/sim_workers.py --workers 1000 --tasks 100000 --workloads map \\
         --repeat 1 --profile /tmp/sched.prof                           # + the scheduler's cProfile top 30
+    PYTHONPATH=. .venv/bin/python bench/sim_workers.py --workers 1000 --tasks 100000 --workloads map \
+        --repeat 1 --memory-profile /tmp/sched-memory.txt              # + where its memory per task goes
 
 What
 ----
@@ -77,7 +79,9 @@ from taskmill.client import dask_integration
 from bench.large_graph import build_graph, start_scheduler
 from bench.tasks import inc
 
-FLEET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sim_fleet.py")
+HERE = os.path.dirname(os.path.abspath(__file__))
+FLEET = os.path.join(HERE, "sim_fleet.py")
+PROBE = os.path.join(HERE, "sched_memory_probe.py")
 WORKLOADS = ("map", "tree")
 
 
@@ -86,15 +90,20 @@ class SchedulerFailed(RuntimeError):
 
 
 @contextmanager
-def cluster(workers: int, per_process: int, profile: str | None = None
-            ) -> Iterator[tuple[str, psutil.Process]]:
-    """A fresh scheduler (under cProfile into ``profile`` when given) and
+def cluster(workers: int, per_process: int, profile: str | None = None,
+            memory_profile: str | None = None) -> Iterator[tuple[str, psutil.Process]]:
+    """A fresh scheduler (under cProfile into ``profile``, with
+    ``sched_memory_probe`` reporting into ``memory_profile``, when given) and
     ``workers`` simulated workers registered with it; yields the scheduler's
     address and process, and stops them all on exit."""
     log = tempfile.NamedTemporaryFile("w+", prefix="sim-workers-scheduler-", suffix=".log",
                                       delete=False)
     wrapper = (sys.executable, "-m", "cProfile", "-o", profile, "-m") if profile else ()
-    sched, address = start_scheduler(*wrapper, output=log)
+    extra, env = (), None
+    if memory_profile:
+        extra = ("--preload", PROBE)
+        env = {**os.environ, "SIM_MEMORY_REPORT": memory_profile}
+    sched, address = start_scheduler(*wrapper, output=log, extra=extra, env=env)
     fleets: list[subprocess.Popen[str]] = []
     try:
         for first in range(0, workers, per_process):
@@ -158,22 +167,38 @@ SUBMIT: dict[str, Callable[[Executor, int, int], tuple[list[Any], int]]] = {
     "map": submit_map, "tree": submit_tree}
 
 
+def report_memory(sched: psutil.Process, path: str, timeout: float = 300) -> None:
+    """Have the scheduler's probe write its allocation report into ``path``."""
+    if os.path.exists(path):
+        os.unlink(path)
+    sched.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise SchedulerFailed(f"the scheduler wrote no memory report into {path} "
+                                  f"within {timeout:g} s")
+        time.sleep(0.1)
+
+
 def cpu_seconds(proc: psutil.Process) -> float:
     times = proc.cpu_times()
     return float(times.user + times.system)
 
 
 def measure(workers: int, tasks: int, workload: str, *, batch: int = 100_000,
-            per_process: int = 500, timeout: float = 1800,
-            profile: str | None = None) -> dict[str, Any]:
+            per_process: int = 500, timeout: float = 1800, profile: str | None = None,
+            memory_profile: str | None = None) -> dict[str, Any]:
     """One run of ``workload`` at ``tasks`` tasks on ``workers`` simulated
-    workers; the figures described in the module docstring."""
+    workers; the figures described in the module docstring.  With
+    ``memory_profile``, the scheduler's top allocation sites while every task
+    is held are written there (``bench/sched_memory_probe.py``)."""
     if workload not in SUBMIT:
         raise ValueError(f"unknown workload {workload!r}: choose from {', '.join(SUBMIT)}")
     if workers < 1 or tasks < 1 or batch < 1 or per_process < 1:
         raise ValueError("workers, tasks, batch and per_process must all be at least 1, got "
                          f"{workers}, {tasks}, {batch}, {per_process}")
-    with cluster(workers, per_process, profile) as (address, sched), Executor(address) as e:
+    with cluster(workers, per_process, profile, memory_profile) as (address, sched), \
+            Executor(address) as e:
         idle0 = cpu_seconds(sched)
         time.sleep(1.0)  # a measurement window, not a synchronisation
         idle = cpu_seconds(sched) - idle0
@@ -200,6 +225,8 @@ def measure(workers: int, tasks: int, workload: str, *, batch: int = 100_000,
         if pending:
             raise SchedulerFailed(f"{len(pending):,} of {len(futures):,} futures still pending "
                                   f"after {timeout:g} s")
+        if memory_profile:
+            report_memory(sched, memory_profile)
         del futures, finished
     return {"workers": workers, "workload": workload, "tasks": ntasks,
             "cpu_us_per_task": cpu / ntasks * 1e6, "held_bytes_per_task": (rss - rss0) / ntasks,
@@ -263,6 +290,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
     parser.add_argument("--profile", metavar="PATH",
                         help="run the scheduler under cProfile (one configuration) into PATH")
+    parser.add_argument("--memory-profile", metavar="PATH",
+                        help="trace the scheduler's allocations (one configuration; slow) and "
+                             "write its top allocation sites, every task held, into PATH")
     parser.add_argument("--json", metavar="PATH", help="write every run's figures there")
     args = parser.parse_args()
     if args.quick:
@@ -271,8 +301,9 @@ def main() -> None:
         if name not in SUBMIT:
             parser.error(f"--workloads: unknown {name!r}; choose from {', '.join(SUBMIT)}")
     configs = [(w, wl, n) for w in args.workers for wl in args.workloads for n in args.tasks]
-    if args.profile and (len(configs) != 1 or args.repeat != 1):
-        parser.error("--profile takes exactly one configuration and --repeat 1")
+    if (args.profile or args.memory_profile) and (len(configs) != 1 or args.repeat != 1):
+        parser.error("--profile and --memory-profile take exactly one configuration "
+                     "and --repeat 1")
     rows, every = [], []
     for workers, workload, tasks in configs:
         runs = []
@@ -280,7 +311,7 @@ def main() -> None:
             try:
                 run = measure(workers, tasks, workload, batch=args.batch,
                               per_process=args.per_process, timeout=args.timeout,
-                              profile=args.profile)
+                              profile=args.profile, memory_profile=args.memory_profile)
             except SchedulerFailed as exc:
                 sys.exit(f"FAILED at {workers} workers, {workload}, {tasks:,} tasks (run {i + 1}): "
                          f"{exc}\nreproduce: PYTHONPATH=. {sys.executable} bench/sim_workers.py "
@@ -296,6 +327,9 @@ def main() -> None:
             json.dump(every, f, indent=1)
     if args.profile:
         print_profile(args.profile)
+    if args.memory_profile:
+        with open(args.memory_profile) as f:
+            print(f.read())
 
 
 if __name__ == "__main__":
