@@ -99,7 +99,8 @@ def cluster(workers: int, per_process: int, profile: str | None = None,
     log = tempfile.NamedTemporaryFile("w+", prefix="sim-workers-scheduler-", suffix=".log",
                                       delete=False)
     wrapper = (sys.executable, "-m", "cProfile", "-o", profile, "-m") if profile else ()
-    extra, env = (), None
+    extra: tuple[str, ...] = ()
+    env: dict[str, str] | None = None
     if memory_profile:
         extra = ("--preload", PROBE)
         env = {**os.environ, "SIM_MEMORY_REPORT": memory_profile}
