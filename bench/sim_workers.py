@@ -8,6 +8,8 @@
         --repeat 1 --profile /tmp/sched.prof                           # + the scheduler's cProfile top 30
     PYTHONPATH=. .venv/bin/python bench/sim_workers.py --workers 1000 --tasks 100000 --workloads map \
         --repeat 1 --memory-profile /tmp/sched-memory.txt              # + where its memory per task goes
+    PYTHONPATH=. .venv/bin/python bench/sim_workers.py --workers 1000 --tasks 1000000 --workloads map \
+        --gc-report /tmp/sched-gc.json                                 # + its garbage collections' time
 
 What
 ----
@@ -45,6 +47,9 @@ What each figure means
 * ``wall s`` and ``tasks/s``: first submission to ``wait``'s return; the
   client, the fleet and the scheduler share this machine's cores, so these
   say more about the machine than about the scheduler.
+* ``gc_us_per_task`` (with ``--gc-report``, in the JSON lines and ``--json``):
+  the scheduler's time in garbage collections during the run, per task, and
+  ``gc_collections``/``gc_seconds`` per generation.
 * ``flat``: per workload and worker count, the largest size's ``cpu
   us/task`` over the smallest's (target: <= 1.5).
 
@@ -81,7 +86,8 @@ from bench.tasks import inc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FLEET = os.path.join(HERE, "sim_fleet.py")
-PROBE = os.path.join(HERE, "sched_memory_probe.py")
+MEMORY_PROBE = os.path.join(HERE, "sched_memory_probe.py")
+GC_PROBE = os.path.join(HERE, "sched_gc_probe.py")
 WORKLOADS = ("map", "tree")
 
 
@@ -91,19 +97,27 @@ class SchedulerFailed(RuntimeError):
 
 @contextmanager
 def cluster(workers: int, per_process: int, profile: str | None = None,
-            memory_profile: str | None = None) -> Iterator[tuple[str, psutil.Process]]:
+            memory_profile: str | None = None, gc_report: str | None = None
+            ) -> Iterator[tuple[str, psutil.Process]]:
     """A fresh scheduler (under cProfile into ``profile``, with
-    ``sched_memory_probe`` reporting into ``memory_profile``, when given) and
-    ``workers`` simulated workers registered with it; yields the scheduler's
-    address and process, and stops them all on exit."""
+    ``sched_memory_probe`` reporting into ``memory_profile`` or
+    ``sched_gc_probe`` into ``gc_report``, when given: one probe at most, both
+    answer SIGUSR1) and ``workers`` simulated workers registered with it;
+    yields the scheduler's address and process, and stops them all on exit."""
+    if memory_profile and gc_report:
+        raise ValueError("memory_profile and gc_report cannot be asked for in the same run "
+                         "(both probes answer SIGUSR1): run them one after the other")
     log = tempfile.NamedTemporaryFile("w+", prefix="sim-workers-scheduler-", suffix=".log",
                                       delete=False)
     wrapper = (sys.executable, "-m", "cProfile", "-o", profile, "-m") if profile else ()
     extra: tuple[str, ...] = ()
     env: dict[str, str] | None = None
     if memory_profile:
-        extra = ("--preload", PROBE)
+        extra = ("--preload", MEMORY_PROBE)
         env = {**os.environ, "SIM_MEMORY_REPORT": memory_profile}
+    elif gc_report:
+        extra = ("--preload", GC_PROBE)
+        env = {**os.environ, "SIM_GC_REPORT": gc_report}
     sched, address = start_scheduler(*wrapper, output=log, extra=extra, env=env)
     fleets: list[subprocess.Popen[str]] = []
     try:
@@ -168,8 +182,8 @@ SUBMIT: dict[str, Callable[[Executor, int, int], tuple[list[Any], int]]] = {
     "map": submit_map, "tree": submit_tree}
 
 
-def report_memory(sched: psutil.Process, path: str, timeout: float = 300) -> None:
-    """Have the scheduler's probe write its allocation report into ``path``."""
+def ask_probe(sched: psutil.Process, path: str, timeout: float = 300) -> None:
+    """Have the scheduler's probe (a preload answering SIGUSR1) write its report into ``path``."""
     if os.path.exists(path):
         os.unlink(path)
     sched.send_signal(signal.SIGUSR1)
@@ -188,17 +202,19 @@ def cpu_seconds(proc: psutil.Process) -> float:
 
 def measure(workers: int, tasks: int, workload: str, *, batch: int = 100_000,
             per_process: int = 500, timeout: float = 1800, profile: str | None = None,
-            memory_profile: str | None = None) -> dict[str, Any]:
+            memory_profile: str | None = None, gc_report: str | None = None) -> dict[str, Any]:
     """One run of ``workload`` at ``tasks`` tasks on ``workers`` simulated
     workers; the figures described in the module docstring.  With
     ``memory_profile``, the scheduler's top allocation sites while every task
-    is held are written there (``bench/sched_memory_probe.py``)."""
+    is held are written there (``bench/sched_memory_probe.py``); with
+    ``gc_report``, its garbage collections during the run
+    (``bench/sched_gc_probe.py``) are written there and added to the figures."""
     if workload not in SUBMIT:
         raise ValueError(f"unknown workload {workload!r}: choose from {', '.join(SUBMIT)}")
     if workers < 1 or tasks < 1 or batch < 1 or per_process < 1:
         raise ValueError("workers, tasks, batch and per_process must all be at least 1, got "
                          f"{workers}, {tasks}, {batch}, {per_process}")
-    with cluster(workers, per_process, profile, memory_profile) as (address, sched), \
+    with cluster(workers, per_process, profile, memory_profile, gc_report) as (address, sched), \
             Executor(address) as e:
         idle0 = cpu_seconds(sched)
         time.sleep(1.0)  # a measurement window, not a synchronisation
@@ -212,6 +228,8 @@ def measure(workers: int, tasks: int, workload: str, *, batch: int = 100_000,
                 peak[0] = max(peak[0], sched.memory_info().rss)
                 done.wait(0.05)
 
+        if gc_report:
+            ask_probe(sched, gc_report)  # its counts start now
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         cpu0, t0 = cpu_seconds(sched), time.perf_counter()
@@ -227,12 +245,22 @@ def measure(workers: int, tasks: int, workload: str, *, batch: int = 100_000,
             raise SchedulerFailed(f"{len(pending):,} of {len(futures):,} futures still pending "
                                   f"after {timeout:g} s")
         if memory_profile:
-            report_memory(sched, memory_profile)
+            ask_probe(sched, memory_profile)
+        collections = None
+        if gc_report:
+            ask_probe(sched, gc_report)
+            with open(gc_report) as f:
+                collections = json.load(f)
         del futures, finished
-    return {"workers": workers, "workload": workload, "tasks": ntasks,
-            "cpu_us_per_task": cpu / ntasks * 1e6, "held_bytes_per_task": (rss - rss0) / ntasks,
-            "peak_bytes_per_task": (max(peak[0], rss) - rss0) / ntasks,
-            "idle_cpu_percent": idle * 100, "wall_s": wall, "tasks_per_s": ntasks / wall}
+    run = {"workers": workers, "workload": workload, "tasks": ntasks,
+           "cpu_us_per_task": cpu / ntasks * 1e6, "held_bytes_per_task": (rss - rss0) / ntasks,
+           "peak_bytes_per_task": (max(peak[0], rss) - rss0) / ntasks,
+           "idle_cpu_percent": idle * 100, "wall_s": wall, "tasks_per_s": ntasks / wall}
+    if collections is not None:
+        run["gc_us_per_task"] = sum(collections["seconds"]) / ntasks * 1e6
+        run["gc_collections"] = collections["collections"]
+        run["gc_seconds"] = collections["seconds"]
+    return run
 
 
 FIGURES = ("cpu_us_per_task", "held_bytes_per_task", "peak_bytes_per_task", "idle_cpu_percent",
@@ -294,6 +322,9 @@ def main() -> None:
     parser.add_argument("--memory-profile", metavar="PATH",
                         help="trace the scheduler's allocations (one configuration; slow) and "
                              "write its top allocation sites, every task held, into PATH")
+    parser.add_argument("--gc-report", metavar="PATH",
+                        help="time the scheduler's garbage collections during each run "
+                             "(bench/sched_gc_probe.py; adds gc_us_per_task to the figures)")
     parser.add_argument("--json", metavar="PATH", help="write every run's figures there")
     args = parser.parse_args()
     if args.quick:
@@ -312,7 +343,8 @@ def main() -> None:
             try:
                 run = measure(workers, tasks, workload, batch=args.batch,
                               per_process=args.per_process, timeout=args.timeout,
-                              profile=args.profile, memory_profile=args.memory_profile)
+                              profile=args.profile, memory_profile=args.memory_profile,
+                              gc_report=args.gc_report)
             except SchedulerFailed as exc:
                 sys.exit(f"FAILED at {workers} workers, {workload}, {tasks:,} tasks (run {i + 1}): "
                          f"{exc}\nreproduce: PYTHONPATH=. {sys.executable} bench/sim_workers.py "

@@ -3,6 +3,8 @@ a real scheduler process, a fleet of TCP workers, both workloads."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psutil
 import pytest
 
@@ -10,10 +12,12 @@ from bench import sim_workers
 
 
 @pytest.mark.parametrize("workload", sim_workers.WORKLOADS)
-def test_the_smallest_configuration_measures_the_scheduler(workload: str) -> None:
+def test_the_smallest_configuration_measures_the_scheduler(workload: str, tmp_path: Path) -> None:
     before = {p.pid for p in psutil.Process().children(recursive=True)}
-    run = sim_workers.measure(10, 2_000, workload, batch=500, per_process=4, timeout=60)
+    run = sim_workers.measure(10, 2_000, workload, batch=500, per_process=4, timeout=60,
+                              gc_report=str(tmp_path / "gc.json"))
     assert run["workers"] == 10 and run["workload"] == workload
+    assert run["gc_us_per_task"] >= 0 and len(run["gc_collections"]) == 3  # the probe answered
     assert run["tasks"] >= 2_000 * 7 // 8
     assert run["cpu_us_per_task"] > 0  # the scheduler did the work, measured from outside
     assert run["wall_s"] > 0 and run["tasks_per_s"] > 0
@@ -27,3 +31,5 @@ def test_bad_configurations_are_refused_with_the_reason() -> None:
         sim_workers.measure(10, 100, "reduce")
     with pytest.raises(ValueError, match="at least 1"):
         sim_workers.measure(0, 100, "map")
+    with pytest.raises(ValueError, match="cannot be asked for in the same run"):
+        sim_workers.measure(10, 100, "map", memory_profile="m.txt", gc_report="gc.json")
