@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from typing import IO, Any
 
 import psutil
 
@@ -51,25 +51,41 @@ def start(*args: str) -> subprocess.Popen[str]:
                             stderr=subprocess.STDOUT, text=True)
 
 
+def start_scheduler(*wrapper: str, output: IO[str] | None = None, extra: tuple[str, ...] = (),
+                    env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+    """A ``taskmill-scheduler`` process on a free loopback port (no dashboard,
+    warnings only, plus the options in ``extra``) and its address, found from
+    its listening socket.  With ``wrapper`` (e.g. ``python -m cProfile -o FILE
+    -m``) the scheduler runs as ``*wrapper taskmill.cli.scheduler_cli ...``; its
+    output goes to ``output`` (a file; default: a pipe); ``env``: its
+    environment (default: this process's)."""
+    args = ("--port", "0", "--log-level", "WARNING", "--no-dashboard", *extra)
+    command = ([*wrapper, "taskmill.cli.scheduler_cli", *args] if wrapper
+               else [os.path.join(BIN, "taskmill-scheduler"), *args])
+    proc = subprocess.Popen(command, stdout=output or subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env)
+    sched_ps = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        for conn in sched_ps.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN:
+                return proc, f"tcp://127.0.0.1:{conn.laddr.port}"
+        time.sleep(0.1)
+    proc.kill()
+    said = proc.communicate()[0] if output is None else f"see {output.name}"
+    raise RuntimeError(f"the scheduler did not start listening within 30 s: {said}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=1_000_000)
     args = parser.parse_args()
     n = args.tasks
 
-    sched = start("taskmill-scheduler", "--port", "0", "--log-level", "WARNING", "--no-dashboard")
+    sched, address = start_scheduler()
     workers: list[subprocess.Popen[str]] = []
     try:
-        address = None
-        assert sched.stdout is not None
         sched_ps = psutil.Process(sched.pid)
-        deadline = time.monotonic() + 30
-        while address is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-            for conn in sched_ps.net_connections(kind="tcp"):
-                if conn.status == psutil.CONN_LISTEN:
-                    address = f"tcp://127.0.0.1:{conn.laddr.port}"
-        assert address, "scheduler did not start"
         workers = [start("taskmill-worker", address, "--nthreads", "1", "--log-level", "WARNING")
                    for _ in range(2)]
         t0 = time.perf_counter()

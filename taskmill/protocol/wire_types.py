@@ -278,6 +278,10 @@ def _checker(hint: Any) -> Check:
     if hint in (str, bool, bytes, Serialized):
         return _exact(hint)
     if isinstance(hint, type) and issubclass(hint, Record):
+        # the record's real codec, generated now: its first-use stand-in, kept
+        # here, would generate the codec again at every call (~400 us a record)
+        wire_fields(hint)
+        _compile_record(hint)
         return hint.from_wire
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
