@@ -28,6 +28,7 @@ SHELL_BUSINESS = {
     "Retired": "the scheduler shell tells a retired worker whether to close",
     "SchedulerHeartbeat": "liveness is the shells' clock (taskmill.core.liveness), not the machines'",
     "WorkerRemoved": "the scheduler shell tells the workers which peer's connection it dropped",
+    "WorkerGone": "the scheduler shell tells the clients which worker's connection it dropped",
     "NoWorkers": "the scheduler shell's clock of tasks waiting with no worker (core/scheduler/no_workers)",
 }
 

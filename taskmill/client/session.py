@@ -80,6 +80,7 @@ from taskmill.protocol.vocabulary import (
     Message,
     NThreads,
     NoWorkers,
+    WorkerGone,
     RegisterClient,
     ReleaseKeys,
     TaskSpec,
@@ -165,6 +166,7 @@ class Session:
             KeyCancelled: self._on_key_cancelled,
             KeysRunning: self._on_keys_running,
             NoWorkers: self._on_no_workers,
+            WorkerGone: self._on_worker_gone,
         }
 
     # ------------------------------------------------------------------ #
@@ -493,6 +495,12 @@ class Session:
         ks.has_value = False
         ks.payload = None
         self._finish(ks, LOST)
+
+    def _on_worker_gone(self, msg: WorkerGone) -> None:
+        """The scheduler removed a worker: a fetch from it fails now (a silent
+        worker would hold it for the data timeout) and is retried elsewhere."""
+        if self.worker_pool.abort_peer(msg.removed):
+            logger.info("dropped the connections to worker %s (%s)", msg.removed, msg.reason)
 
     def _on_no_workers(self, msg: NoWorkers) -> None:
         """The scheduler has had no worker for a while: say so if we wait on it."""

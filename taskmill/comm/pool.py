@@ -121,6 +121,17 @@ class ConnectionPool:
             self._n_idle += 1
         self._notify()
 
+    def abort_peer(self, address: str) -> int:
+        """Abort every comm to ``address``, idle or handed out (a request
+        waiting on one fails at once with ``CommClosedError``); -> how many."""
+        address = normalize_address(address)
+        idle = self._idle.pop(address, [])
+        self._n_idle -= len(idle)
+        busy = [comm for comm in self._in_use if comm.peer_address == address]
+        for comm in (*idle, *busy):
+            comm.abort()
+        return len(idle) + len(busy)
+
     def rpc(self, address: str) -> RPC:
         """An :class:`RPC` for ``address`` that draws comms from this pool."""
         return RPC(self, normalize_address(address))

@@ -344,6 +344,20 @@ class KeyLost(Message):
     reason: str
 
 
+@message("worker-gone", SCHEDULER, CLIENT, local=("stimulus_id", "client"))
+@dataclass(frozen=True, slots=True)
+class WorkerGone(Message):
+    """The scheduler removed the worker at ``removed`` (``reason``): the
+    client aborts its connections to it, so a fetch from a worker gone silent
+    fails at once (and is retried from another holder, or waits for the
+    key's recomputation) instead of waiting out the data timeout."""
+
+    stimulus_id: str
+    client: str
+    removed: Address
+    reason: str
+
+
 @message("no-workers", SCHEDULER, CLIENT, local=("stimulus_id", "client"))
 @dataclass(frozen=True, slots=True)
 class NoWorkers(Message):

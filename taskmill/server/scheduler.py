@@ -106,6 +106,7 @@ from taskmill.protocol.vocabulary import (
     WorkerExited,
     WorkerRegistered,
     WorkerRemoved,
+    WorkerGone,
     arrived,
 )
 from taskmill import cluster_state
@@ -463,6 +464,8 @@ class Scheduler(Node):
                 self._handle(ev.WorkerLeft(self._sid("worker-left"), address, reason, time.time()))
                 for peer, stream in list(self.worker_streams.items()):  # fetches from it end
                     self._send(stream, [WorkerRemoved(peer, address, reason)])
+                for client, to_client in list(self.client_streams.items()):  # theirs too
+                    self._send(to_client, [WorkerGone("", client, address, reason)])
                 self.plugins.worker_removed(address)
                 await self._notify_workers_changed()
 

@@ -202,3 +202,36 @@ def test_a_worker_drops_a_silent_scheduler_and_registers_again(
                 assert e.submit(slow_inc, 1).result(timeout=30) == 2
             # the scheduler, stopped itself, blamed no worker for its own silence
             assert "silent for" not in "".join(sched.lines)
+
+
+def make_bytes(n: int) -> bytes:
+    return b"x" * n
+
+
+def test_a_clients_fetch_from_a_silent_holder_ends_when_the_holder_is_removed(
+        set_options: Any, no_leaks: None) -> None:
+    """The client asks a stopped worker for a result: the scheduler removes the
+    worker within the TTL and tells the client (``worker-gone``), which drops
+    its connection and gets the recomputed result, instead of waiting out the
+    data timeout (300 s)."""
+    ttl = 2.0
+    set_options({"scheduler.worker-ttl": ttl})
+    with Executor(n_workers=2, threads_per_worker=1, set_as_default=False) as e:
+        procs = pids(e)
+        data = e.submit(make_bytes, 2_000_000)  # too big to ride along: fetched by result()
+        wait([data], timeout=30)
+        (holder,) = e.who_has(data)[data.key]
+        # a value fetched from the holder first: the client keeps that connection open, so
+        # the fetch below goes out on it (a new connection would fail its 2 s handshake)
+        warm = e.submit(make_bytes, 1_500_000, workers=[holder])
+        assert len(warm.result(timeout=30)) == 1_500_000
+        os.kill(procs[holder], signal.SIGSTOP)
+        started = time.monotonic()
+        try:
+            assert data.result(timeout=60) == b"x" * 2_000_000
+            took = time.monotonic() - started
+            assert took < ttl + 10, took  # not the data timeout
+            assert holder not in e.nthreads()
+        finally:
+            os.kill(procs[holder], signal.SIGCONT)
+        wait_for(lambda: holder in e.nthreads(), timeout=20, message="the stopped worker rejoined")
