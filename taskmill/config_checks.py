@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from taskmill.core.units import parse_bytes, parse_seconds
+from taskmill.units import parse_bytes, parse_seconds
 
 _OFF = ("off", "false", "none", "no", "")
 _ON = ("on", "true", "yes", "1")

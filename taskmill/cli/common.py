@@ -16,7 +16,7 @@ from taskmill.comm import is_loopback
 from taskmill.comm import tls
 from taskmill.comm.auth import AuthenticationError
 from taskmill.comm.eventloop import new_event_loop
-from taskmill.core.units import parse_seconds
+from taskmill.units import parse_seconds
 from taskmill.security import Security
 from taskmill.server.runtime import tune_gc
 

@@ -4,8 +4,9 @@ Without arguments it prints the versions that matter when reporting a
 problem (taskmill, Python, dask and distributed if installed, the
 platform), read from the installed packages' metadata without importing
 them.  Given a scheduler (its address, or ``--scheduler-file``), it also
-connects as a client and prints the scheduler's address and its workers
-with their threads and memory, and the totals.
+asks the scheduler for its description (one ``scheduler-info`` request, not
+a client session) and prints its address and its workers with their
+threads and memory, and the totals.
 """
 
 from __future__ import annotations
@@ -18,8 +19,14 @@ from typing import Any
 import click
 
 from taskmill.cli.common import Duration
-from taskmill.cluster.scheduler_file import SchedulerFileError
-from taskmill.core.units import format_bytes
+from taskmill.comm import normalize_address
+from taskmill.comm.eventloop import new_event_loop
+from taskmill.comm.pool import ConnectionPool
+from taskmill.protocol.vocabulary import SchedulerInfo
+from taskmill.scheduler_file import SchedulerFileError, read_scheduler_file
+from taskmill.security import Security
+from taskmill.units import format_bytes
+
 
 def installed_version(distribution: str) -> str:
     """The installed version of ``distribution``, or "not installed"."""
@@ -56,6 +63,16 @@ def cluster_lines(info: dict[str, Any]) -> list[str]:
     return lines
 
 
+async def describe(address: str, security: Security | None, timeout: float) -> dict[str, Any]:
+    """The scheduler's ``scheduler-info`` (None security: the environment's)."""
+    pool = ConnectionPool(timeout=timeout, security=security)
+    try:
+        info: dict[str, Any] = await pool.rpc(address).ask(SchedulerInfo(), timeout=timeout)
+        return info
+    finally:
+        await pool.close()
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("scheduler_address", required=False)
 @click.option("--scheduler-file", default=None, type=click.Path(dir_okay=False),
@@ -71,12 +88,18 @@ def info(scheduler_address: str | None, scheduler_file: str | None, timeout: flo
         return
     if scheduler_address is not None and scheduler_file is not None:
         raise click.UsageError("give the scheduler's address or --scheduler-file, not both")
-    from taskmill.client.executor import Executor
-
     try:
-        with Executor(scheduler_address, scheduler_file=scheduler_file, timeout=timeout,
-                      set_as_default=False) as e:
-            described = e.scheduler_info()
+        if scheduler_file is not None:
+            contact = read_scheduler_file(scheduler_file)
+            address, security = contact.address, contact.security_here()
+        else:
+            assert scheduler_address is not None
+            address, security = normalize_address(scheduler_address), None
+        loop = new_event_loop()
+        try:
+            described = loop.run_until_complete(describe(address, security, timeout))
+        finally:
+            loop.close()
     except SchedulerFileError as exc:
         raise click.BadParameter(str(exc), param_hint="--scheduler-file") from None
     except ValueError as exc:

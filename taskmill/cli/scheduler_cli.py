@@ -9,7 +9,7 @@ import logging
 import click
 
 from taskmill.cli.common import check_host_is_safe, serve
-from taskmill.cluster.scheduler_file import (SchedulerFileError, remove_scheduler_file,
+from taskmill.scheduler_file import (SchedulerFileError, remove_scheduler_file,
                                              write_scheduler_file)
 from taskmill.comm.addressing import contact_address
 from taskmill.logs import setup_logging

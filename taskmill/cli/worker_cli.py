@@ -21,11 +21,11 @@ import psutil
 
 from taskmill import config, config_checks, timeouts
 from taskmill.cli.common import Duration, check_host_is_safe, serve
-from taskmill.cluster.scheduler_file import (SchedulerContact, SchedulerFileError,
+from taskmill.scheduler_file import (SchedulerContact, SchedulerFileError,
                                              wait_for_scheduler_file)
 from taskmill.comm import normalize_address
 from taskmill.core.resources import parse_resources
-from taskmill.core.units import parse_bytes
+from taskmill.units import parse_bytes
 from taskmill.logs import setup_logging
 from taskmill.server.nanny import Nanny
 from taskmill.server.worker import Worker

@@ -12,7 +12,7 @@ bad argument fails right here, naming itself) and queue one message.
 Without an address, the Executor starts a :class:`LocalCluster` on its loop
 and closes it with itself.  ``scheduler_file=`` names the file a scheduler
 wrote (``taskmill-scheduler --scheduler-file``): its address, and its token
-(:mod:`taskmill.cluster.scheduler_file`).
+(:mod:`taskmill.scheduler_file`).
 
 Security: the Executor proves the ``security`` it is given (a
 :class:`~taskmill.security.Security`) to the scheduler and the workers; by
@@ -37,10 +37,10 @@ from taskmill.client.actor import Actor, actor_key, make_actor
 from taskmill.client.cluster_methods import ClusterMethods, worker_list
 from taskmill.client.calls import funcname, map_keys, pack_call, submit_options
 from taskmill.client.future import Future
-from taskmill.client.loop_runner import LoopRunner
+from taskmill.loop_runner import LoopRunner
 from taskmill.client.nested import collect_futures, futures_in, rebuild
 from taskmill.client.session import Session
-from taskmill.cluster.scheduler_file import read_scheduler_file
+from taskmill.scheduler_file import read_scheduler_file
 from taskmill.comm import normalize_address
 from taskmill.core.resources import check_resources
 from taskmill.protocol import Serialized, serialize_function

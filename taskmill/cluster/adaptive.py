@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from taskmill import timeouts
 from taskmill.comm.pool import RPC
-from taskmill.core.units import parse_seconds
+from taskmill.units import parse_seconds
 from taskmill.protocol.vocabulary import AdaptiveTarget
 
 logger = logging.getLogger("taskmill.cluster.adaptive")

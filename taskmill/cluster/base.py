@@ -49,10 +49,10 @@ from collections.abc import Coroutine, Generator
 from typing import Any
 
 from taskmill import timeouts
-from taskmill.client.loop_runner import LoopRunner
+from taskmill.loop_runner import LoopRunner
 from taskmill.cluster.adaptive import Adaptive
 from taskmill.comm.pool import RPC, ConnectionPool
-from taskmill.core.units import format_bytes
+from taskmill.units import format_bytes
 from taskmill.protocol.vocabulary import RetireWorkers, SchedulerInfo
 from taskmill.security import Security
 

@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 
 from taskmill.cluster.base import Cluster, WorkerGroup
-from taskmill.core.units import parse_bytes
+from taskmill.units import parse_bytes
 from taskmill.security import Security, own_cluster_security
 from taskmill.server.nanny import Nanny
 from taskmill.server.scheduler import Scheduler

@@ -34,7 +34,7 @@ from typing import Callable
 
 from taskmill import config
 from taskmill.config_checks import fraction, seconds
-from taskmill.core.units import format_bytes
+from taskmill.units import format_bytes
 from taskmill.server.data_store import DataStore
 
 logger = logging.getLogger("taskmill.worker")

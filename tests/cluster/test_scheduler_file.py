@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from taskmill import Executor
-from taskmill.cluster.scheduler_file import (SchedulerFileError, read_scheduler_file,
+from taskmill.scheduler_file import (SchedulerFileError, read_scheduler_file,
                                              remove_scheduler_file, wait_for_scheduler_file,
                                              write_scheduler_file)
 from taskmill.security import Security

@@ -13,7 +13,7 @@ import pytest
 
 from taskmill import Executor, config, wait
 from taskmill.cluster.jobqueue import SLURMCluster
-from taskmill.cluster.scheduler_file import read_scheduler_file
+from taskmill.scheduler_file import read_scheduler_file
 from taskmill.comm.addressing import contact_address, is_loopback, parse_address
 from tests.conftest import wait_for
 from tests.jobqueue.slurm_testbed import SlurmTestbed

@@ -5,7 +5,7 @@ Theory of operation
 The scheduler runs in this process, on the cluster's event loop, listening
 where the compute nodes reach it (``host=``; by default this machine's
 outward address).  It writes the scheduler file (address and the cluster's
-token, mode 0600, :mod:`~taskmill.cluster.scheduler_file`) into the
+token, mode 0600, :mod:`~taskmill.scheduler_file`) into the
 cluster's own directory (mode 0700) under ``shared_directory``, which must
 be on a filesystem the nodes share (the home directory by default).
 
@@ -46,7 +46,7 @@ from taskmill.cluster.base import Cluster, WorkerGroup
 from taskmill.cluster.jobqueue.batch import BatchCommandError, BatchSystem, run_command
 from taskmill.cluster.jobqueue.script import JobSpec, job_spec, render
 from taskmill.cluster.local import in_process_dashboard_link, port_of_dashboard
-from taskmill.cluster.scheduler_file import remove_scheduler_file, write_scheduler_file
+from taskmill.scheduler_file import remove_scheduler_file, write_scheduler_file
 from taskmill.comm.addressing import contact_address, is_loopback
 from taskmill.security import Security, own_cluster_security
 from taskmill.server.scheduler import Scheduler

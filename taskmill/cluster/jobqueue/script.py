@@ -36,7 +36,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from taskmill.core.units import parse_bytes, parse_seconds
+from taskmill.units import parse_bytes, parse_seconds
 
 #: seconds a worker leaves before the walltime: 10% of it, within these bounds
 MARGIN_BOUNDS = (60.0, 300.0)

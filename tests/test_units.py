@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from taskmill import config_checks
-from taskmill.core.units import parse_seconds
+from taskmill.units import parse_seconds
 
 
 @pytest.mark.parametrize("text, seconds", [("90s", 90), ("5m", 300), ("1h", 3600), ("1.5h", 5400),
