@@ -224,12 +224,10 @@ class Nanny(Node):
         if returncode == HANDED_OVER and self._kill_reason is None:
             logger.info("%s: worker stopped by a signal after handing its data over; "
                         "starting a fresh one", self.worker_address)
-            self.restarts += 1
-            try:
-                await self._start_worker()
+            failed = await self._start_again()
+            if failed is None:
                 return
-            except RuntimeError as exc:  # it died before it was up
-                reason = self.last_exit = str(exc)
+            reason = failed
         elif returncode == 0:
             logger.info("%s: worker stopped on its own (lifetime over, or scheduler gone); "
                         "nanny closes", self.worker_address)
@@ -260,12 +258,20 @@ class Nanny(Node):
                 await asyncio.sleep(delay)
             if self.status is not Status.running or self._restarting or process is not self.process:
                 return  # closing, or restarted meanwhile
-            self.restarts += 1
-            try:
-                await self._start_worker()
+            failed = await self._start_again()
+            if failed is None:
                 return
-            except RuntimeError as exc:  # it died before it was up
-                reason = self.last_exit = str(exc)
+            reason = failed
+
+    async def _start_again(self) -> str | None:
+        """Start another worker process; -> why it died before it was up, or None."""
+        self.restarts += 1
+        try:
+            await self._start_worker()
+        except RuntimeError as exc:
+            self.last_exit = str(exc)
+            return self.last_exit
+        return None
 
     async def _watch_memory(self, process: asyncio.subprocess.Process) -> None:
         """Kill ``process`` when its RSS passes ``terminate`` of the memory limit."""
