@@ -28,7 +28,9 @@ machine and the topic objects, each the only home of its data:
 * :class:`~taskmill.core.scheduler.held_keys.HeldKeys`: data that workers
   registering again still hold (a restarted scheduler), until claimed;
 * :class:`~taskmill.core.scheduler.log_forwarding.LogForwarding`: which
-  clients get which workers' log records (``forward_logging``).
+  clients get which workers' log records (``forward_logging``);
+* :class:`~taskmill.core.scheduler.graphs.GraphIntake`: submitted graphs
+  becoming records, cancels and restarts.
 
 This module holds ``handle``, the *event handlers* (what each event means,
 in terms of those objects) and the read-only queries the shell answers
@@ -142,14 +144,13 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Callable, Iterable
 
-from taskmill.core.scheduler.clients import ClientWants, report_running, unknown_wanted
+from taskmill.core.scheduler.clients import ClientWants, report_running
 from taskmill.core.scheduler.events import (
     ClientConnected,
     ClientDisconnected,
     RebalanceRequested,
     PinKeys,
     ReplicateRequested,
-    RestartRequested,
     RetireCancelled,
     RetireRequested,
     SchedulerInput,
@@ -159,6 +160,7 @@ from taskmill.core.scheduler.events import (
     WorkerLeft,
     WorkerRetired,
 )
+from taskmill.core.scheduler.graphs import GraphIntake
 from taskmill.core.scheduler.held_keys import HeldKeys
 from taskmill.core.scheduler.log_forwarding import LogForwarding
 from taskmill.core.scheduler.membership import Membership
@@ -168,12 +170,9 @@ from taskmill.core.scheduler.policy import slot_cost
 from taskmill.core.scheduler.records import (
     ERRED,
     FIRE_AND_FORGET,
-    FORGOTTEN,
     MEMORY,
-    MISSING_DEPENDENCY,
     NO_WORKER,
     PROCESSING,
-    RELEASED,
     WAITING,
     ClientRecord,
     ErrorInfo,
@@ -184,17 +183,15 @@ from taskmill.core.scheduler.rebalance import Rebalancer
 from taskmill.core.scheduler.replicas import Replicas
 from taskmill.core.scheduler.resource_index import ResourceIndex
 from taskmill.core.scheduler.scatters import Scatters
-from taskmill.core.scheduler.step import CHECK, Step, StoryEntry
+from taskmill.core.scheduler.step import Step, StoryEntry
 from taskmill.core.scheduler.transitions import InvalidTransition, TaskMachine
 from taskmill.core.scheduler.validate import validate_state, validate_step
 from taskmill.core.shared_values import handover_holder, handover_prefix
 from taskmill.core.stimulus_log import StimulusLog, log_size
 from taskmill.protocol.serialize import Serialized
 from taskmill.protocol.vocabulary import (
-    AbandonTasks,
     AddKeys,
     Address,
-    CancelKeys,
     FireAndForget,
     HandoverDone,
     Heartbeat,
@@ -211,8 +208,6 @@ from taskmill.protocol.vocabulary import (
     TaskErred,
     TaskFinished,
     TasksStarted,
-    TaskSpec,
-    UpdateGraph,
     WantKeys,
 )
 
@@ -248,7 +243,6 @@ class SchedulerState:
         self.held = HeldKeys(self.machine, self.membership, held_keys_grace)
         self.rebalancer = Rebalancer(self.machine, self.membership, self.replicas)
         self._handlers: dict[type, Callable[[Step, Any], None]] = {
-            UpdateGraph: self._on_graph_submitted,
             TaskFinished: self._on_task_finished,
             TaskErred: self._on_task_erred,
             TasksStarted: self._on_tasks_started,
@@ -261,10 +255,8 @@ class SchedulerState:
             StreamMark: self._on_stream_mark,
             ClientConnected: self._on_client_connected,
             ClientDisconnected: self._on_client_disconnected,
-            CancelKeys: self._on_cancel_requested,
             ScatterDone: self.scatters.scatter_done,
             KeysScattered: self.scatters.keys_scattered,
-            RestartRequested: self._on_restart_requested,
             RegisterWorker: self._on_worker_joined,
             WorkerLeft: self._on_worker_left,
             AddKeys: self._on_worker_has_keys,
@@ -280,7 +272,10 @@ class SchedulerState:
         }
         self.log_forwarding = LogForwarding()  # Executor.forward_logging's topics and clients
         self.no_workers = NoWorkers(self.machine, self.membership)  # tasks stranded without workers
-        self._handlers.update({**self.log_forwarding.handlers(), **self.no_workers.handlers()})
+        self.graphs = GraphIntake(self.machine, self.wants, self.held, self.membership,
+                                  self.placement, self.replicas)  # submissions, cancels, restarts
+        self._handlers.update({**self.log_forwarding.handlers(), **self.no_workers.handlers(),
+                               **self.graphs.handlers()})
 
     # ------------------------------------------------------------------ #
     # The state, as the shell, the dashboard and the tests see it
@@ -466,112 +461,6 @@ class SchedulerState:
 
     def _on_stream_mark(self, step: Step, ev: StreamMark) -> None:
         step.cmds.append(StreamMarked(step.stimulus_id, ev.client, ev.mark))
-
-    # ------------------------------------------------------------------ #
-    # Graphs
-    # ------------------------------------------------------------------ #
-    def _on_graph_submitted(self, step: Step, ev: UpdateGraph) -> None:
-        machine = self.machine
-        tasks = machine.tasks
-        if ev.funcs:
-            machine.functions.update(ev.funcs)
-        cs = self.wants.get(ev.client)
-        added: list[tuple[TaskRecord, TaskSpec]] = []
-        seen: set[Key] = set()  # membership only
-        for nt in ev.tasks:
-            key = nt.key
-            if key in seen:
-                continue
-            seen.add(key)
-            ts = tasks.get(key)
-            if ts is None:
-                ts = machine.new_record(step, key, nt)
-            elif ts.state == ERRED:
-                machine.transition(step, ts, RELEASED)
-                machine.redefine(step, ts, nt)
-            else:
-                continue  # known and fine: reuse it
-            added.append((ts, nt))
-        missing: list[tuple[TaskRecord, Key]] = []
-        for ts, nt in added:
-            for dep in nt.dependencies:
-                dts = tasks.get(dep) or self.held.adopt(step, dep)
-                if dts is None or dts is ts:
-                    missing.append((ts, dep))
-                    continue
-                ts.dependencies[dts] = None
-                dts.dependents[ts] = None
-        link = self.wants.link
-        for key in ev.wanted:
-            ts = tasks.get(key) or self.held.adopt(step, key)
-            if ts is None:
-                unknown_wanted(step, ev.client, key)
-            elif ts.state == RELEASED:  # new ones get their CHECK below
-                if link(cs, ts) and ts.dependents:  # old lineage: not in ``added``
-                    step.recs.append((ts, CHECK, None))
-            else:
-                self.wants.want(step, cs, ts)
-        for ts, dep in missing:
-            if ts.state == RELEASED:
-                machine.transition(
-                    step,
-                    ts,
-                    ERRED,
-                    ErrorInfo(
-                        None,
-                        None,
-                        f"task {ts.key!r} depends on key {dep!r}, which no task "
-                        "provides and no client holds",
-                        "",
-                        MISSING_DEPENDENCY,
-                    ),
-                )
-        check, claim = machine.check, self.held.claim
-        for ts, _ in added:
-            if ts.state == RELEASED and not claim(step, ts):
-                check(step, ts)
-
-    def _on_cancel_requested(self, step: Step, ev: CancelKeys) -> None:
-        machine = self.machine
-        closure: dict[TaskRecord, None] = {}
-        stack: list[TaskRecord] = []
-        for key in ev.keys:
-            ts = machine.tasks.get(key)
-            if ts is None:
-                step.ignore(key, ts, f"client {ev.client} cancelled an unknown key")
-            elif ts not in closure:
-                closure[ts] = None
-                stack.append(ts)
-        while stack:
-            ts = stack.pop()
-            for dts in ts.dependents:
-                if dts not in closure:
-                    closure[dts] = None
-                    stack.append(dts)
-        reason = f"cancelled by client {ev.client}"
-        abandon: dict[WorkerRecord, list[Key]] = {}
-        for ts in closure:
-            self.wants.cancelled(step, ts, reason)
-            if ev.force and ts.processing_on is not None:
-                abandon.setdefault(ts.processing_on, []).append(ts.key)
-        for ts in closure:
-            machine.transition(step, ts, RELEASED)
-        for ts in closure:
-            machine.transition(step, ts, FORGOTTEN)
-        for ws, keys in abandon.items():  # after the frees: the worker has cancelled them then
-            step.flush_frees(ws)
-            step.cmds.append(AbandonTasks(step.stimulus_id, ws.address, tuple(keys)))
-
-    def _on_restart_requested(self, step: Step, ev: RestartRequested) -> None:
-        tasks = self.machine.tasks
-        for key, ts in tasks.items():
-            self.wants.cancelled(step, ts, ev.reason)
-            step.note(key, ts.state, FORGOTTEN, "restart")
-            ts.state = FORGOTTEN
-        tasks.clear()
-        self.replicas.clear_tasks(step, ev.reason)
-        self.membership.clear_tasks()
-        self.placement.clear_tasks()
 
     # ------------------------------------------------------------------ #
     # Task results
