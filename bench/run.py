@@ -36,7 +36,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from bench import startup, tasks_in_tasks  # noqa: E402
+from bench import cold_transfers, startup, tasks_in_tasks  # noqa: E402
 
 TAG = "@@BENCH "
 MB = 1_000_000
@@ -67,6 +67,8 @@ class Workload:
             return None if ratio is None else ratio >= 5
         if n == "transfer":
             return tm >= 1000
+        if n in cold_transfers.WORKLOADS:
+            return tm >= 2000
         if n == "import":
             return tm <= 150
         if n == "startup":
@@ -92,6 +94,8 @@ WORKLOADS = [
              full=20, quick=12, target=">= 5x dask"),
     Workload("fib_impure", "script", "the same with pure=False: every call its own task",
              "tasks/s", True, full=14, quick=10, target=">= 5x dask"),
+    *(Workload(name, "script", metric, "MB/s", True, full=200 * MB, quick=20 * MB,
+               target=">= 2,000 MB/s") for name, metric in cold_transfers.WORKLOADS.items()),
 ]
 BY_NAME = {w.name: w for w in WORKLOADS}
 
@@ -287,6 +291,8 @@ class Bench:
             return startup.import_script(s)
         if w.kind == "start":
             return startup.start_script(s)
+        if w.name in cold_transfers.WORKLOADS:
+            return cold_transfers.script(s, w.name, self.size(w))
         return tasks_in_tasks.script(s, w.name, self.size(w))
 
     def run_fresh(self, w: Workload) -> None:
@@ -394,7 +400,7 @@ class Bench:
             tm = self.cells[w.name]["taskmill"].median
             dk = self.cells[w.name]["dask"].median if dk_on else None
             size = self.size(w)
-            label = w.name + (f" ({size // MB} MB)" if w.name == "transfer" else
+            label = w.name + (f" ({size // MB} MB)" if w.unit == "MB/s" else
                               f" (N={size:,})" if size else "")
             row = [label, w.metric, w.unit + (" (higher is better)" if w.higher_is_better else
                                               " (lower is better)"), fmt(tm, w.unit)]

@@ -13,7 +13,9 @@ the frames themselves, unconcatenated.  The receiver runs a
 reads straight into the buffer the parser hands out.  Small items are parsed
 out of a reusable scratch buffer; each large frame gets its own ``bytearray``
 of the exact size, which the socket fills directly and which is handed out as
-a ``memoryview`` (no per-chunk concatenation, no final copy).
+a ``memoryview`` (no per-chunk concatenation, no final copy).  Frames of
+8 MiB and more get an anonymous mapping pre-faulted in one system call, in
+ordinary 4 KiB pages (see :func:`allocate_frame` for why not huge pages).
 
 Limits (:class:`FrameLimits`) are checked as soon as the prefix is known, before
 any frame memory is allocated, on both the sending and the receiving side.  A
@@ -44,24 +46,10 @@ MAX_MESSAGE_BYTES = 2 * 2**30
 
 #: Frames at least this large are received into their own buffer.
 LARGE_FRAME = 64 * 1024
-#: Frames at least this large land in their own anonymous mapping (Linux),
-#: backed by transparent huge pages where the kernel offers them.
-HUGE_FRAME = 8 * 1024 * 1024
+#: Frames at least this large land in their own anonymous mapping, faulted in
+#: at once with ``MAP_POPULATE`` (Linux; elsewhere a ``bytearray``).
+PREFAULT_FRAME = 8 * 1024 * 1024
 _MAP_POPULATE: int = getattr(mmap, "MAP_POPULATE", 0)
-_MADV_HUGEPAGE: int | None = getattr(mmap, "MADV_HUGEPAGE", None)
-_THP_SETTING = "/sys/kernel/mm/transparent_hugepage/enabled"
-
-
-def _huge_pages_on_request() -> bool:
-    """Whether ``madvise(MADV_HUGEPAGE)`` gets huge pages here (THP not "never")."""
-    try:
-        with open(_THP_SETTING) as f:
-            return "[never]" not in f.read()
-    except OSError:
-        return False
-
-
-_USE_HUGE_PAGES = _MADV_HUGEPAGE is not None and _huge_pages_on_request()
 _SCRATCH_SIZE = 2 * LARGE_FRAME
 
 
@@ -133,22 +121,21 @@ def encode_frames(frames: Sequence[Frame], limits: FrameLimits = DEFAULT_LIMITS)
 def allocate_frame(length: int) -> memoryview:
     """A writable buffer for a large incoming frame.
 
-    ``bytearray(n)`` faults in (and zero-fills) 4 KiB pages one at a time
-    while the data arrives, which costs about as much as receiving it.  Huge
-    frames therefore get an anonymous mapping backed by 2 MiB transparent huge
-    pages (``MADV_HUGEPAGE``: 512 times fewer faults; 200 MB measured 56 ms
-    against 144 ms pre-faulted), or else one pre-faulted with ``MAP_POPULATE``."""
-    if length >= HUGE_FRAME:
-        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
-        if _USE_HUGE_PAGES:
-            buffer = mmap.mmap(-1, length, flags=flags)
-            try:
-                buffer.madvise(_MADV_HUGEPAGE)  # type: ignore[arg-type]
-                return memoryview(buffer)
-            except OSError:
-                buffer.close()
-        if _MAP_POPULATE:
-            return memoryview(mmap.mmap(-1, length, flags=flags | _MAP_POPULATE))
+    ``bytearray(n)`` zero-fills its memory, faulting in 4 KiB pages one at a
+    time (200 MB: 48,829 faults, 50-60 ms of system time here).  Huge frames
+    instead get an anonymous mapping pre-faulted in one system call
+    (``MAP_POPULATE``: 37-48 ms).  They deliberately do not ask for
+    transparent huge pages (``MADV_HUGEPAGE``): a huge page needs a free
+    2 MiB block, and in a virtual machine those are mostly guest memory the
+    host has never backed, so the first fault of each costs the host's
+    allocation too: 200 MB took 226-452 ms of system time in 2 of 5 fresh
+    processes (19-25 ms in the others), which made the first transfer of a
+    fresh cluster 5-10 times slower than the next ones.  4 KiB pages come
+    from the small free blocks recently released, which are backed already
+    (docs/performance.md, "Cold transfers")."""
+    if length >= PREFAULT_FRAME and _MAP_POPULATE:
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_POPULATE
+        return memoryview(mmap.mmap(-1, length, flags=flags))
     return memoryview(bytearray(length))
 
 

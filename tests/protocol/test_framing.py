@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import struct
+import sys
 
 import pytest
 
 from taskmill.protocol import FrameLimits, FrameParser, ProtocolError, encode_frames, frame_prefix
-from taskmill.protocol.framing import LARGE_FRAME
+from taskmill.protocol.framing import LARGE_FRAME, PREFAULT_FRAME
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -77,3 +79,66 @@ def test_truncated_stream_is_not_at_a_boundary() -> None:
     assert "truncated after 1 of 2 frames" in parser.pending_description()
     parser.feed(data[-3:])
     assert parser.at_boundary() and len(parser.take_messages()) == 1
+
+
+def _address(frame: memoryview) -> int:
+    anchor = ctypes.c_char.from_buffer(frame)
+    try:
+        return ctypes.addressof(anchor)
+    finally:
+        del anchor  # releases its export of the buffer
+
+
+def _mapping(address: int) -> dict[str, int] | None:
+    """The kB counters of ``/proc/self/smaps`` for the mapping holding
+    ``address`` (and its size in bytes), or None when nothing is mapped there."""
+    with open("/proc/self/smaps") as f:
+        lines = f.read().splitlines()
+    for i, line in enumerate(lines):
+        span = line.split(" ", 1)[0]
+        if "-" not in span or ":" in span:
+            continue
+        start, end = (int(x, 16) for x in span.split("-"))
+        if start <= address < end:
+            counters = {"size_bytes": end - start}
+            for row in lines[i + 1:]:
+                name, _, rest = row.partition(":")
+                if not rest.strip().endswith("kB"):
+                    break
+                counters[name] = int(rest.split()[0])
+            return counters
+    return None
+
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+
+
+@linux_only
+def test_huge_frame_arrives_intact_in_its_own_resident_small_page_mapping() -> None:
+    big = bytes(range(256)) * (PREFAULT_FRAME // 256 + 3)
+    parser = FrameParser()
+    data = encode_frames([b"h", big])
+    for i in range(0, len(data), 1 << 20):  # in pieces, like a socket
+        parser.feed(data[i : i + (1 << 20)])
+    ((header, frame),) = parser.take_messages()
+    assert header == b"h" and isinstance(frame, memoryview) and not frame.readonly
+    assert frame == big
+    mapping = _mapping(_address(frame))
+    assert mapping is not None
+    assert mapping["size_bytes"] >= len(big)  # its own mapping, not a heap chunk
+    assert mapping["Rss"] * 1024 >= len(big)  # pre-faulted, all resident
+    assert mapping.get("AnonHugePages", 0) == 0  # small pages: no huge-page first faults
+
+
+@linux_only
+def test_huge_frame_mappings_are_released_with_their_frames() -> None:
+    parser = FrameParser()
+    payload = b"q" * (PREFAULT_FRAME + 1)
+    for _ in range(3):
+        parser.feed(encode_frames([b"h", payload, payload]))
+        ((_, first, second),) = parser.take_messages()
+        assert first == payload and second == payload
+        addresses = [_address(first), _address(second)]
+        assert all(_mapping(a) is not None for a in addresses)
+        del first, second
+        assert [_mapping(a) for a in addresses] == [None, None]  # unmapped, nothing leaked
