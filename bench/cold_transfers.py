@@ -1,8 +1,9 @@
 """Cold transfers: the first 200 MB moved in a fresh cluster (issue 15, item 1).
 
 ```
-.venv/bin/python bench/cold_transfers.py                 # 3 repetitions, 200 MB
+.venv/bin/python bench/cold_transfers.py                 # 3 repetitions, 200 MB, against dask
 .venv/bin/python bench/cold_transfers.py --repeat 5 --mb 20
+.venv/bin/python bench/cold_transfers.py --checkouts /tmp/old .   # old code against new
 .venv/bin/python bench/run.py --only cold_w2w,cold_scatter,cold_gather
 ```
 
@@ -31,6 +32,9 @@ one call is timed, from the call to its return:
 * ``cold_gather``: ``x.result()`` of the array made on worker A.
 
 The value is MB/s (1 MB = 10^6 bytes) of the array's size over that time.
+The same call is then repeated on a new array in the same cluster and
+reported as ``second_mb_s``: the gap between the two is what being cold
+costs.
 The array is float64 random numbers (incompressible), as in ``transfer``.
 """
 
@@ -39,9 +43,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import statistics
+import subprocess
+import sys
 
 MB = 1_000_000
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: workload name -> what is timed
 WORKLOADS = {
@@ -69,6 +77,28 @@ import numpy
 {import_line}
 from bench.tasks import make_array, nbytes_of
 
+
+def timed_transfer(c, workload, nbytes, seed, a, b):
+    # seconds the workload's one timed call takes, on a new array
+    if workload == "cold_scatter":
+        data = make_array(nbytes, seed)
+        t = time.perf_counter()
+        [x] = c.scatter([data], workers=[a])
+        dt = time.perf_counter() - t
+        assert x.result().nbytes == data.nbytes
+        return dt
+    x = c.submit(make_array, nbytes, seed, workers=[a], allow_other_workers=False, pure=False)
+    wait([x])
+    t = time.perf_counter()
+    if workload == "cold_w2w":
+        got = c.submit(nbytes_of, x, workers=[b], allow_other_workers=False, pure=False).result()
+    else:
+        got = x.result().nbytes
+    dt = time.perf_counter() - t
+    assert got == (nbytes // 8) * 8, got
+    return dt
+
+
 if __name__ == "__main__":
     nbytes, workload = {nbytes}, {workload!r}
     c = {constructor}
@@ -80,26 +110,12 @@ if __name__ == "__main__":
     c.run(__import__, "numpy")                       # an import is not a transfer
     for w in (a, b):                                 # warm the task paths, not the data paths
         assert c.submit(nbytes_of, numpy.zeros(1), workers=[w], pure=False).result() == 8
-    if workload == "cold_scatter":
-        data = make_array(nbytes, 7)
-        t = time.perf_counter()
-        [x] = c.scatter([data], workers=[a])
-        dt = time.perf_counter() - t
-        assert x.result().nbytes == data.nbytes
-    else:
-        x = c.submit(make_array, nbytes, 7, workers=[a], allow_other_workers=False, pure=False)
-        wait([x])
-        if workload == "cold_w2w":
-            t = time.perf_counter()
-            got = c.submit(nbytes_of, x, workers=[b], allow_other_workers=False, pure=False).result()
-            dt = time.perf_counter() - t
-        else:
-            t = time.perf_counter()
-            got = x.result().nbytes
-            dt = time.perf_counter() - t
-        assert got == (nbytes // 8) * 8, got
+    cold = timed_transfer(c, workload, nbytes, 7, a, b)
+    time.sleep(0.2)                                  # the first array's release reaches the workers
+    second = timed_transfer(c, workload, nbytes, 8, a, b)
     {close}
-    print("@@BENCH " + json.dumps({{"value": nbytes / 1e6 / dt, "seconds": dt}}), flush=True)
+    print("@@BENCH " + json.dumps({{"value": nbytes / 1e6 / cold, "seconds": cold,
+                                   "second_mb_s": nbytes / 1e6 / second}}), flush=True)
 """
 
 
@@ -111,32 +127,63 @@ def script(system: str, workload: str, nbytes: int) -> str:
                          close=CLOSE[system], nbytes=nbytes, workload=workload)
 
 
-def main() -> None:
-    """Standalone: every workload, both systems alternating (ABBA), medians and ratios."""
-    from bench.side_by_side import run_child
+def run_child(code: str, checkout: str) -> dict[str, float]:
+    """One repetition in a fresh interpreter running ``checkout``'s code (its
+    worker processes inherit ``PYTHONPATH``)."""
+    env = dict(os.environ, PYTHONPATH=checkout)
+    done = subprocess.run([sys.executable, "-c", code], cwd=checkout, env=env, capture_output=True,
+                          text=True, timeout=600)
+    for line in done.stdout.splitlines():
+        if line.startswith("@@BENCH "):
+            return json.loads(line[len("@@BENCH "):])  # type: ignore[no-any-return]
+    raise RuntimeError(f"no result from {checkout}:\n{done.stderr[-3000:]}")
 
+
+def main() -> None:
+    """Standalone: every workload, the sides alternating (ABBA), medians and ratios.
+
+    The sides are taskmill and dask.distributed, or with ``--checkouts OLD NEW``
+    two taskmill checkouts (old code against new)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--mb", type=int, default=200, help="array size in MB (10^6 bytes)")
     parser.add_argument("--systems", default="taskmill,dask")
+    parser.add_argument("--checkouts", nargs=2, metavar=("OLD", "NEW"),
+                        help="compare two taskmill checkouts instead of taskmill and dask")
     parser.add_argument("--only", default=",".join(WORKLOADS), help="comma-separated workloads")
     options = parser.parse_args()
-    systems = [s for s in options.systems.split(",")
-               if s != "dask" or importlib.util.find_spec("distributed") is not None]
+    if options.checkouts:
+        sides = {"old": ("taskmill", os.path.abspath(options.checkouts[0])),
+                 "new": ("taskmill", os.path.abspath(options.checkouts[1]))}
+    else:
+        sides = {s: (s, ROOT) for s in options.systems.split(",")
+                 if s != "dask" or importlib.util.find_spec("distributed") is not None}
     names = options.only.split(",")
-    values = {w: {s: [] for s in systems} for w in names}
+    for name in names:
+        if name not in WORKLOADS:
+            parser.error(f"unknown workload {name!r} in --only; pick from {', '.join(WORKLOADS)}")
+    order = list(sides)
+    values = {w: {s: {"first": [], "second": []} for s in order} for w in names}
     for rep in range(options.repeat):
         for w in names:
-            for s in systems if rep % 2 == 0 else systems[::-1]:
-                v = run_child(script(s, w, options.mb * MB), s)["value"]
-                values[w][s].append(v)
-                print(f"rep {rep + 1} {w:<13} {s:<8} {v:8,.0f} MB/s", flush=True)
-    print(f"\n| workload ({options.mb} MB) | {' | '.join(systems)} | taskmill/dask |\n"
-          f"|---|{'---|' * (len(systems) + 1)}")
+            for side in order if rep % 2 == 0 else order[::-1]:
+                system, checkout = sides[side]
+                got = run_child(script(system, w, options.mb * MB), checkout)
+                values[w][side]["first"].append(got["value"])
+                values[w][side]["second"].append(got["second_mb_s"])
+                print(f"rep {rep + 1} {w:<13} {side:<8} first {got['value']:8,.0f} MB/s, "
+                      f"second {got['second_mb_s']:8,.0f} MB/s", flush=True)
+    a, b = order[-1], order[0]  # ratio: new/old or taskmill/dask
+    print(f"\n| workload ({options.mb} MB), MB/s | "
+          + " | ".join(f"{s} first | {s} second" for s in order)
+          + (f" | {a}/{b} first | {a}/{b} second |" if len(order) == 2 else " |"))
+    print("|---|" + "---|" * (2 * len(order) + 2 * (len(order) == 2)))
     for w in names:
-        med = {s: statistics.median(values[w][s]) for s in systems}
-        ratio = f"{med['taskmill'] / med['dask']:.3g}" if "dask" in med and "taskmill" in med else "-"
-        print(f"| {w} | {' | '.join(f'{m:,.0f} MB/s' for m in med.values())} | {ratio} |")
+        med = {(s, k): statistics.median(values[w][s][k]) for s in order for k in ("first", "second")}
+        cells = [f"{med[s, k]:,.0f}" for s in order for k in ("first", "second")]
+        if len(order) == 2:
+            cells += [f"{med[a, k] / med[b, k]:.3g}" for k in ("first", "second")]
+        print(f"| {w} | " + " | ".join(cells) + " |")
     print("\nall values: " + json.dumps(values))
 
 
