@@ -173,15 +173,16 @@ def main() -> None:
                 values[w][side]["second"].append(got["second_mb_s"])
                 print(f"rep {rep + 1} {w:<13} {side:<8} first {got['value']:8,.0f} MB/s, "
                       f"second {got['second_mb_s']:8,.0f} MB/s", flush=True)
-    a, b = order[-1], order[0]  # ratio: new/old or taskmill/dask
+    a, b = ("new", "old") if options.checkouts else ("taskmill", "dask")  # the ratio a/b
+    both = a in sides and b in sides
     print(f"\n| workload ({options.mb} MB), MB/s | "
           + " | ".join(f"{s} first | {s} second" for s in order)
-          + (f" | {a}/{b} first | {a}/{b} second |" if len(order) == 2 else " |"))
-    print("|---|" + "---|" * (2 * len(order) + 2 * (len(order) == 2)))
+          + (f" | {a}/{b} first | {a}/{b} second |" if both else " |"))
+    print("|---|" + "---|" * (2 * len(order) + 2 * both))
     for w in names:
         med = {(s, k): statistics.median(values[w][s][k]) for s in order for k in ("first", "second")}
         cells = [f"{med[s, k]:,.0f}" for s in order for k in ("first", "second")]
-        if len(order) == 2:
+        if both:
             cells += [f"{med[a, k] / med[b, k]:.3g}" for k in ("first", "second")]
         print(f"| {w} | " + " | ".join(cells) + " |")
     print("\nall values: " + json.dumps(values))
