@@ -34,7 +34,10 @@ one call is timed, from the call to its return:
 The value is MB/s (1 MB = 10^6 bytes) of the array's size over that time.
 The same call is then repeated on a new array in the same cluster and
 reported as ``second_mb_s``: the gap between the two is what being cold
-costs.
+costs.  The receiving process's CPU time during each call (worker B, worker
+A, or the client; psutil, 10 ms ticks) is reported too, as
+``receiver_cpu_ms`` and ``second_receiver_cpu_ms``: on a shared machine it
+says where the cost is when wall times drown in the noise.
 The array is float64 random numbers (incompressible), as in ``transfer``.
 """
 
@@ -72,31 +75,36 @@ CLOSE = {
 }
 
 SCRIPT = r"""
-import json, time
-import numpy
+import json, os, time
+import numpy, psutil
 {import_line}
 from bench.tasks import make_array, nbytes_of
 
 
-def timed_transfer(c, workload, nbytes, seed, a, b):
-    # seconds the workload's one timed call takes, on a new array
+def receiver_cpu(proc):
+    times = proc.cpu_times()
+    return times.user + times.system
+
+
+def timed_transfer(c, workload, nbytes, seed, a, b, receiver):
+    # (seconds, receiver's CPU seconds) of the workload's one timed call, on a new array
     if workload == "cold_scatter":
         data = make_array(nbytes, seed)
-        t = time.perf_counter()
+        cpu, t = receiver_cpu(receiver), time.perf_counter()
         [x] = c.scatter([data], workers=[a])
-        dt = time.perf_counter() - t
+        dt, cpu = time.perf_counter() - t, receiver_cpu(receiver) - cpu
         assert x.result().nbytes == data.nbytes
-        return dt
+        return dt, cpu
     x = c.submit(make_array, nbytes, seed, workers=[a], allow_other_workers=False, pure=False)
     wait([x])
-    t = time.perf_counter()
+    cpu, t = receiver_cpu(receiver), time.perf_counter()
     if workload == "cold_w2w":
         got = c.submit(nbytes_of, x, workers=[b], allow_other_workers=False, pure=False).result()
     else:
         got = x.result().nbytes
-    dt = time.perf_counter() - t
+    dt, cpu = time.perf_counter() - t, receiver_cpu(receiver) - cpu
     assert got == (nbytes // 8) * 8, got
-    return dt
+    return dt, cpu
 
 
 if __name__ == "__main__":
@@ -107,15 +115,19 @@ if __name__ == "__main__":
         assert time.monotonic() < deadline, "the workers did not come up within 60 s"
         time.sleep(0.05)
     a, b = sorted(c.scheduler_info()["workers"])
+    pids = c.run(os.getpid)
+    receiver = psutil.Process({{"cold_w2w": pids[b], "cold_scatter": pids[a]}}.get(workload, os.getpid()))
     c.run(__import__, "numpy")                       # an import is not a transfer
     for w in (a, b):                                 # warm the task paths, not the data paths
         assert c.submit(nbytes_of, numpy.zeros(1), workers=[w], pure=False).result() == 8
-    cold = timed_transfer(c, workload, nbytes, 7, a, b)
+    cold, cold_cpu = timed_transfer(c, workload, nbytes, 7, a, b, receiver)
     time.sleep(0.2)                                  # the first array's release reaches the workers
-    second = timed_transfer(c, workload, nbytes, 8, a, b)
+    second, second_cpu = timed_transfer(c, workload, nbytes, 8, a, b, receiver)
     {close}
     print("@@BENCH " + json.dumps({{"value": nbytes / 1e6 / cold, "seconds": cold,
-                                   "second_mb_s": nbytes / 1e6 / second}}), flush=True)
+                                   "receiver_cpu_ms": 1e3 * cold_cpu,
+                                   "second_mb_s": nbytes / 1e6 / second,
+                                   "second_receiver_cpu_ms": 1e3 * second_cpu}}), flush=True)
 """
 
 
@@ -163,28 +175,34 @@ def main() -> None:
         if name not in WORKLOADS:
             parser.error(f"unknown workload {name!r} in --only; pick from {', '.join(WORKLOADS)}")
     order = list(sides)
-    values = {w: {s: {"first": [], "second": []} for s in order} for w in names}
+    fields = {"first": "value", "second": "second_mb_s",
+              "first_cpu": "receiver_cpu_ms", "second_cpu": "second_receiver_cpu_ms"}
+    values = {w: {s: {f: [] for f in fields} for s in order} for w in names}
     for rep in range(options.repeat):
         for w in names:
             for side in order if rep % 2 == 0 else order[::-1]:
                 system, checkout = sides[side]
                 got = run_child(script(system, w, options.mb * MB), checkout)
-                values[w][side]["first"].append(got["value"])
-                values[w][side]["second"].append(got["second_mb_s"])
-                print(f"rep {rep + 1} {w:<13} {side:<8} first {got['value']:8,.0f} MB/s, "
-                      f"second {got['second_mb_s']:8,.0f} MB/s", flush=True)
+                for field, name in fields.items():
+                    values[w][side][field].append(got[name])
+                print(f"rep {rep + 1} {w:<13} {side:<8} first {got['value']:8,.0f} MB/s "
+                      f"(receiver CPU {got['receiver_cpu_ms']:4.0f} ms), second "
+                      f"{got['second_mb_s']:8,.0f} MB/s ({got['second_receiver_cpu_ms']:4.0f} ms)",
+                      flush=True)
     a, b = ("new", "old") if options.checkouts else ("taskmill", "dask")  # the ratio a/b
     both = a in sides and b in sides
-    print(f"\n| workload ({options.mb} MB), MB/s | "
-          + " | ".join(f"{s} first | {s} second" for s in order)
-          + (f" | {a}/{b} first | {a}/{b} second |" if both else " |"))
-    print("|---|" + "---|" * (2 * len(order) + 2 * both))
-    for w in names:
-        med = {(s, k): statistics.median(values[w][s][k]) for s in order for k in ("first", "second")}
-        cells = [f"{med[s, k]:,.0f}" for s in order for k in ("first", "second")]
-        if both:
-            cells += [f"{med[a, k] / med[b, k]:.3g}" for k in ("first", "second")]
-        print(f"| {w} | " + " | ".join(cells) + " |")
+    for title, kinds in ((f"MB/s, {options.mb} MB", ("first", "second")),
+                         ("receiver CPU, ms", ("first_cpu", "second_cpu"))):
+        print(f"\n| workload ({title}) | "
+              + " | ".join(f"{s} first | {s} second" for s in order)
+              + (f" | {a}/{b} first | {a}/{b} second |" if both else " |"))
+        print("|---|" + "---|" * (2 * len(order) + 2 * both))
+        for w in names:
+            med = {(s, k): statistics.median(values[w][s][k]) for s in order for k in kinds}
+            cells = [f"{med[s, k]:,.0f}" for s in order for k in kinds]
+            if both:
+                cells += [f"{med[a, k] / med[b, k]:.3g}" if med[b, k] else "-" for k in kinds]
+            print(f"| {w} | " + " | ".join(cells) + " |")
     print("\nall values: " + json.dumps(values))
 
 
