@@ -122,17 +122,18 @@ def allocate_frame(length: int) -> memoryview:
     """A writable buffer for a large incoming frame.
 
     ``bytearray(n)`` zero-fills its memory, faulting in 4 KiB pages one at a
-    time (200 MB: 48,829 faults, 50-60 ms of system time here).  Huge frames
-    instead get an anonymous mapping pre-faulted in one system call
-    (``MAP_POPULATE``: 37-48 ms).  They deliberately do not ask for
-    transparent huge pages (``MADV_HUGEPAGE``): a huge page needs a free
-    2 MiB block, and in a virtual machine those are mostly guest memory the
-    host has never backed, so the first fault of each costs the host's
-    allocation too: 200 MB took 226-452 ms of system time in 2 of 5 fresh
-    processes (19-25 ms in the others), which made the first transfer of a
-    fresh cluster 5-10 times slower than the next ones.  4 KiB pages come
-    from the small free blocks recently released, which are backed already
-    (docs/performance.md, "Cold transfers")."""
+    time (200 MB: 48,829 faults, 70-80 ms of CPU here).  Huge frames instead
+    get an anonymous mapping pre-faulted in one system call (``MAP_POPULATE``:
+    37-48 ms).  They deliberately do not ask for transparent huge pages
+    (``MADV_HUGEPAGE``): a huge page needs a free 2 MiB block, and in a
+    virtual machine those are mostly guest memory the host has never backed,
+    so the first fault of each costs the host's allocation too: 200 MB took
+    226-452 ms of system time in 2 of 5 fresh processes (19-25 ms in the
+    others), and the receiver of a fresh cluster's first 200 MB spent
+    470-550 ms of CPU against 50-70 ms for the next.  4 KiB pages come from
+    the small free blocks recently released, which are usually backed already
+    (docs/performance.md, "Cold transfers").
+    """
     if length >= PREFAULT_FRAME and _MAP_POPULATE:
         flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_POPULATE
         return memoryview(mmap.mmap(-1, length, flags=flags))
