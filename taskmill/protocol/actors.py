@@ -18,7 +18,7 @@ reply to the request itself is therefore always taskmill's, never the user's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from taskmill.frozen import frozen
 
 from taskmill.protocol.serialize import Serialized
 from taskmill.protocol.wire_types import ANY, WORKER, Key, Message, message
@@ -27,7 +27,7 @@ __all__ = ["ActorCall", "ActorAttribute"]
 
 
 @message("actor-call", ANY, WORKER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class ActorCall(Message):
     """Call method ``name`` of the actor ``key`` with the pickled ``(args, kwargs)``
     in the actor's own thread, after the calls that came before; -> the outcome
@@ -39,7 +39,7 @@ class ActorCall(Message):
 
 
 @message("actor-attribute", ANY, WORKER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class ActorAttribute(Message):
     """Read attribute ``name`` of the actor ``key`` (in its thread, after the
     calls that came before); -> the outcome (see the module)."""

@@ -27,7 +27,7 @@ None, so the scheduler relays it without unpickling anything.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from taskmill.frozen import frozen
 from typing import Any
 
 from taskmill.protocol.wire_types import CLIENT, SCHEDULER, WORKER, Address, Message, message
@@ -36,7 +36,7 @@ __all__ = ["ForwardLogging", "UnforwardLogging", "LogRecords", "ForwardedLogReco
 
 
 @message("forward-logging", CLIENT, SCHEDULER, local=("client", "stimulus_id"))
-@dataclass(frozen=True, slots=True)
+@frozen
 class ForwardLogging(Message):
     """``client`` wants the log records captured under ``topic`` from now on
     (``forwarded-log-records``)."""
@@ -47,7 +47,7 @@ class ForwardLogging(Message):
 
 
 @message("unforward-logging", CLIENT, SCHEDULER, local=("client", "stimulus_id"))
-@dataclass(frozen=True, slots=True)
+@frozen
 class UnforwardLogging(Message):
     """``client`` no longer wants the records of ``topic``; when no client
     wants them any more, the workers stop capturing them."""
@@ -58,7 +58,7 @@ class UnforwardLogging(Message):
 
 
 @message("log-records", WORKER, SCHEDULER, local=("worker", "stimulus_id"))
-@dataclass(frozen=True, slots=True)
+@frozen
 class LogRecords(Message):
     """Log records emitted by tasks on ``worker`` and captured under
     ``topic``, oldest first, each a dict of plain values."""
@@ -70,7 +70,7 @@ class LogRecords(Message):
 
 
 @message("forwarded-log-records", SCHEDULER, CLIENT, local=("stimulus_id", "client"))
-@dataclass(frozen=True, slots=True)
+@frozen
 class ForwardedLogRecords(Message):
     """Log records captured under ``topic`` on ``worker``, for ``client``,
     which re-emits them in its own ``logging``."""

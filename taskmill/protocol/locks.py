@@ -16,7 +16,7 @@ when that session closes.  ``primitive`` is ``"Lock"`` or ``"Semaphore"``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from taskmill.frozen import frozen
 
 from taskmill.protocol.wire_types import CLIENT, SCHEDULER, Message, message
 
@@ -34,7 +34,7 @@ __all__ = [
 
 
 @message("lock-acquire", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class LockAcquire(Message):
     """Ask for the lease ``lease`` (unique per call) of the lock or semaphore
     ``name``, waiting up to ``timeout`` seconds (None: until granted);
@@ -49,7 +49,7 @@ class LockAcquire(Message):
 
 
 @message("lock-release", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class LockRelease(Message):
     """Free the held ``lease`` (or withdraw a waiting one); -> "OK", or a
     RuntimeError when the lease is not held (released already, or expired)."""
@@ -60,7 +60,7 @@ class LockRelease(Message):
 
 
 @message("lock-value", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class LockValue(Message):
     """-> how many leases of the lock or semaphore ``name`` are held now."""
 
@@ -69,7 +69,7 @@ class LockValue(Message):
 
 
 @message("lock-close", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class LockClose(Message):
     """Forget the lock or semaphore ``name`` (``Semaphore.close``): its
     waiters get False, its leases vanish; -> how many leases were held."""
@@ -79,7 +79,7 @@ class LockClose(Message):
 
 
 @message("lock-refresh", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class LockRefresh(Message):
     """``client`` is alive: its leases start their lease timeout again;
     -> how many it holds."""
@@ -88,7 +88,7 @@ class LockRefresh(Message):
 
 
 @message("event-set", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class EventSet(Message):
     """Set the event ``name``, waking every waiter; -> "OK"."""
 
@@ -96,7 +96,7 @@ class EventSet(Message):
 
 
 @message("event-clear", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class EventClear(Message):
     """Clear the event ``name``; -> "OK"."""
 
@@ -104,7 +104,7 @@ class EventClear(Message):
 
 
 @message("event-is-set", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class EventIsSet(Message):
     """-> whether the event ``name`` is set."""
 
@@ -112,7 +112,7 @@ class EventIsSet(Message):
 
 
 @message("event-wait", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class EventWait(Message):
     """Wait (the wait ``request``, unique per call) until the event ``name``
     is set, at most ``timeout`` seconds (None: no limit); -> whether it is set."""

@@ -16,7 +16,7 @@ requests (their own connection), so no field is filled in by the receiver.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from taskmill.frozen import frozen
 
 from taskmill.protocol.serialize import Serialized
 from taskmill.protocol.wire_types import ANY, CLIENT, SCHEDULER, Message, message
@@ -28,7 +28,7 @@ PLUGIN_KINDS = ("worker", "nanny", "scheduler")
 
 
 @message("register-plugin", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class RegisterPlugin(Message):
     """Keep ``plugin`` (pickled) under ``name`` and set it up on the nodes of
     ``plugin_kind`` ("worker", "nanny" or "scheduler"), now and as they join;
@@ -40,7 +40,7 @@ class RegisterPlugin(Message):
 
 
 @message("unregister-plugin", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class UnregisterPlugin(Message):
     """Forget the plugin ``name`` and tear it down where it is set up; -> "OK"."""
 
@@ -48,7 +48,7 @@ class UnregisterPlugin(Message):
 
 
 @message("plugin-setup", SCHEDULER, ANY, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class PluginSetup(Message):
     """A worker or nanny sets up ``plugin`` under ``name`` (replacing a plugin
     of that name); with ``unless_same``, a node that has this very plugin (the
@@ -61,7 +61,7 @@ class PluginSetup(Message):
 
 
 @message("plugin-teardown", SCHEDULER, ANY, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class PluginTeardown(Message):
     """A worker or nanny tears down the plugin ``name`` (if set up); -> "OK"."""
 

@@ -15,7 +15,7 @@ streams'.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from taskmill.frozen import frozen
 
 from taskmill.protocol.serialize import Serialized
 from taskmill.protocol.wire_types import (
@@ -68,13 +68,13 @@ __all__ = [
 # ``{"status": "OK", "result": ...}`` or an error, see docs/protocol.md)
 # --------------------------------------------------------------------------- #
 @message("ping", ANY, ANY, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class Ping(Message):
     """-> "pong" (is the server up and answering?)."""
 
 
 @message("who-has", ANY, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class WhoHas(Message):
     """-> {key: [holder addresses]}; every key in memory when ``keys`` is None."""
 
@@ -82,31 +82,31 @@ class WhoHas(Message):
 
 
 @message("has-what", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class HasWhat(Message):
     """-> {worker address: [keys it holds]}."""
 
 
 @message("nthreads", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class NThreads(Message):
     """-> {worker address: threads}."""
 
 
 @message("running-keys", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class RunningKeys(Message):
     """-> keys executing on any worker thread (asked of the workers)."""
 
 
 @message("scheduler-info", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class SchedulerInfo(Message):
     """-> {"address", "id", "workers": {address: figures}, "clients", "dashboard"}."""
 
 
 @message("scatter-targets", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class ScatterTargets(Message):
     """-> for each of ``n`` items, the workers to put it on."""
 
@@ -116,7 +116,7 @@ class ScatterTargets(Message):
 
 
 @message("restart", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class Restart(Message):
     """Restart every worker, dropping all tasks and data; with
     ``wait_for_workers``, waits up to ``max_wait`` seconds for the workers to
@@ -127,7 +127,7 @@ class Restart(Message):
 
 
 @message("restart-workers", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class RestartWorkers(Message):
     """Restart the processes of ``workers`` through their nannies (the other
     workers keep their data) and wait up to ``max_wait`` seconds for as many
@@ -138,7 +138,7 @@ class RestartWorkers(Message):
 
 
 @message("upload-file", ANY, ANY, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class UploadFile(Message):
     """Install a file in each worker's directory (to the scheduler: on every
     worker, now and later).  -> the path(s) where it was written."""
@@ -148,7 +148,7 @@ class UploadFile(Message):
 
 
 @message("worker-exited", NANNY, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class WorkerExited(Message):
     """A nanny tells how its worker process ended (exit code, signal, memory)."""
 
@@ -157,7 +157,7 @@ class WorkerExited(Message):
 
 
 @message("replicate", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class Replicate(Message):
     """Keep copies of ``keys`` on ``n`` workers (all when None) among
     ``workers``; -> how many copies were made."""
@@ -169,7 +169,7 @@ class Replicate(Message):
 
 
 @message("rebalance", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class Rebalance(Message):
     """Even out the data held by ``workers`` (all when None), moving ``keys``
     (all when None); returns once every move has settled, waiting up to
@@ -181,7 +181,7 @@ class Rebalance(Message):
 
 
 @message("retire-workers", ANY, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class RetireWorkers(Message):
     """Retire ``workers`` (or the ``n`` cheapest) after moving their unique
     data; -> the addresses retired."""
@@ -193,7 +193,7 @@ class RetireWorkers(Message):
 
 
 @message("adaptive-target", ANY, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class AdaptiveTarget(Message):
     """How many workers the work asks for, finishing in about
     ``target_duration`` seconds with workers of ``threads_per_worker``
@@ -205,7 +205,7 @@ class AdaptiveTarget(Message):
 
 
 @message("story", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class Story(Message):
     """-> the scheduler's recorded transitions of ``keys``."""
 
@@ -213,7 +213,7 @@ class Story(Message):
 
 
 @message("task-stream", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskStream(Message):
     """-> the task stream records between ``start`` and ``stop`` (wall time)."""
 
@@ -222,7 +222,7 @@ class TaskStream(Message):
 
 
 @message("performance-data", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class PerformanceData(Message):
     """-> what ``performance_report`` renders, between ``start`` and ``stop``."""
 
@@ -231,7 +231,7 @@ class PerformanceData(Message):
 
 
 @message("run-on-scheduler", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class RunOnScheduler(Message):
     """Call ``(fn, args, kwargs)`` on the scheduler's loop (the one payload it
     unpickles); -> the pickled result."""
@@ -240,7 +240,7 @@ class RunOnScheduler(Message):
 
 
 @message("scheduler-logs", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class SchedulerLogs(Message):
     """-> the last ``n`` (None: all kept) [level name, line] of the process's log ring."""
 
@@ -248,7 +248,7 @@ class SchedulerLogs(Message):
 
 
 @message("dump-cluster-state", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class DumpClusterState(Message):
     """-> the scheduler's state and every worker's (``dump-worker-state``) as
     plain data, for a bug report (see ``taskmill.cluster_state``)."""
@@ -258,7 +258,7 @@ class DumpClusterState(Message):
 # Requests to workers and nannies
 # --------------------------------------------------------------------------- #
 @message("get-data", ANY, WORKER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class GetData(Message):
     """-> {"data": {key: Serialized}} for the ``keys`` held here (others absent)."""
 
@@ -266,7 +266,7 @@ class GetData(Message):
 
 
 @message("put-data", CLIENT, WORKER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class PutData(Message):
     """Store values ``client`` scatters (reported to the scheduler with
     ``keys-scattered``); -> {"incarnation": the worker's registration (see
@@ -277,7 +277,7 @@ class PutData(Message):
 
 
 @message("run", CLIENT, WORKER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class Run(Message):
     """Call ``(fn, args, kwargs)`` on the worker; -> the pickled result."""
 
@@ -285,7 +285,7 @@ class Run(Message):
 
 
 @message("worker-logs", CLIENT, WORKER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class WorkerLogs(Message):
     """-> the last ``n`` (None: all kept) [level name, line] of the process's log ring."""
 
@@ -293,24 +293,24 @@ class WorkerLogs(Message):
 
 
 @message("dump-worker-state", SCHEDULER, WORKER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class DumpWorkerState(Message):
     """-> the worker's state machine and recent log lines as plain data."""
 
 
 @message("executing", SCHEDULER, WORKER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class Executing(Message):
     """-> the keys a worker thread runs now."""
 
 
 @message("restart-worker", SCHEDULER, NANNY, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class RestartWorker(Message):
     """Kill the worker process and start a new one; -> "OK"."""
 
 
 @message("kill", SCHEDULER, NANNY, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class Kill(Message):
     """Stop the worker process for good (the nanny stays up)."""

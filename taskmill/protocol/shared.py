@@ -29,7 +29,7 @@ different connections, in no fixed order).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from taskmill.frozen import frozen
 
 from taskmill.protocol.serialize import Serialized
 from taskmill.protocol.wire_types import ANY, CLIENT, SCHEDULER, Key, Message, message
@@ -51,7 +51,7 @@ __all__ = [
 
 
 @message("queue-put", ANY, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class QueuePut(Message):
     """Append ``value`` to the queue ``name`` (made with ``maxsize`` on first
     use), waiting up to ``timeout`` while it is full; -> None."""
@@ -66,7 +66,7 @@ class QueuePut(Message):
 
 
 @message("queue-get", ANY, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class QueueGet(Message):
     """Take the oldest value of the queue ``name``, waiting up to ``timeout``;
     -> the value.  ``batch`` 0: every value there now (maybe none, no wait);
@@ -80,7 +80,7 @@ class QueueGet(Message):
 
 
 @message("queue-size", ANY, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class QueueSize(Message):
     """-> how many values the queue ``name`` holds."""
 
@@ -89,7 +89,7 @@ class QueueSize(Message):
 
 
 @message("variable-set", ANY, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class VariableSet(Message):
     """Make ``value`` the variable ``name``'s value (releasing the old one); -> None."""
 
@@ -101,7 +101,7 @@ class VariableSet(Message):
 
 
 @message("variable-get", ANY, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class VariableGet(Message):
     """-> the variable ``name``'s value, waiting up to ``timeout`` for a first ``set``."""
 
@@ -111,7 +111,7 @@ class VariableGet(Message):
 
 
 @message("variable-delete", ANY, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class VariableDelete(Message):
     """Forget the variable ``name`` and release its value; -> None."""
 
@@ -119,7 +119,7 @@ class VariableDelete(Message):
 
 
 @message("dataset-publish", ANY, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class DatasetPublish(Message):
     """Publish each of ``names`` with the value of the same place in
     ``values`` (and ``keys``); a name already published is a ``KeyError``
@@ -134,7 +134,7 @@ class DatasetPublish(Message):
 
 
 @message("dataset-get", ANY, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class DatasetGet(Message):
     """-> the dataset ``name``'s value; not published: ``KeyError``."""
 
@@ -143,7 +143,7 @@ class DatasetGet(Message):
 
 
 @message("dataset-unpublish", ANY, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class DatasetUnpublish(Message):
     """Remove the dataset ``name`` and release its value; unknown: ``KeyError``."""
 
@@ -151,13 +151,13 @@ class DatasetUnpublish(Message):
 
 
 @message("dataset-list", ANY, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class DatasetList(Message):
     """-> the names of the published datasets, sorted."""
 
 
 @message("handover-done", CLIENT, SCHEDULER, local=("client", "stimulus_id"))
-@dataclass(frozen=True, slots=True)
+@frozen
 class HandoverDone(Message):
     """The client now holds the keys of the handover ``token`` itself (its
     ``want-keys`` went first): the scheduler stops holding them for it."""
@@ -168,7 +168,7 @@ class HandoverDone(Message):
 
 
 @message("stream-mark", CLIENT, SCHEDULER, local=("client", "stimulus_id"))
-@dataclass(frozen=True, slots=True)
+@frozen
 class StreamMark(Message):
     """Everything the client sent on its stream before this has been handled:
     the request carrying the same ``mark`` may go ahead."""

@@ -49,7 +49,7 @@ exceptions) are :class:`~taskmill.protocol.serialize.Serialized` values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from taskmill.frozen import frozen
 from typing import Any
 
 from taskmill.protocol.serialize import Serialized
@@ -84,7 +84,7 @@ _FROM_WORKER = ("worker", "stimulus_id")
 # Registration and greeting (any connection between processes)
 # --------------------------------------------------------------------------- #
 @message("hello", ANY, ANY, kind="greeting")
-@dataclass(frozen=True, slots=True)
+@frozen
 class Hello(Message):
     """The accepting side's first message on every connection between
     processes: ``challenge`` is 32 random bytes when a token is configured."""
@@ -93,7 +93,7 @@ class Hello(Message):
 
 
 @message("auth", ANY, ANY, kind="greeting")
-@dataclass(frozen=True, slots=True)
+@frozen
 class Auth(Message):
     """The connecting side's answer to a challenge: its nonce and
     HMAC-SHA256(token, "client" + challenge + nonce)."""
@@ -103,19 +103,19 @@ class Auth(Message):
 
 
 @message("no-token", ANY, ANY, kind="greeting")
-@dataclass(frozen=True, slots=True)
+@frozen
 class NoToken(Message):
     """The connecting side has no token to answer a challenge with."""
 
 
 @message("denied", ANY, ANY, kind="greeting")
-@dataclass(frozen=True, slots=True)
+@frozen
 class Denied(Message):
     """The accepting side refused the MAC."""
 
 
 @message("welcome", ANY, ANY, kind="greeting")
-@dataclass(frozen=True, slots=True)
+@frozen
 class Welcome(Message):
     """The accepting side proves it holds the token too:
     HMAC-SHA256(token, "server" + challenge + nonce)."""
@@ -124,7 +124,7 @@ class Welcome(Message):
 
 
 @message("register-client", CLIENT, SCHEDULER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class RegisterClient(Message):
     """Opens a client's stream; answered with ``client-registered``, then the
     connection carries batches of client messages one way and reports the other."""
@@ -133,7 +133,7 @@ class RegisterClient(Message):
 
 
 @message("client-registered", SCHEDULER, CLIENT, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class ClientRegistered(Message):
     """The scheduler accepted the client: its public address and its id."""
 
@@ -142,7 +142,7 @@ class ClientRegistered(Message):
 
 
 @message("register-worker", WORKER, SCHEDULER, kind="request", local=("stimulus_id", "now"))
-@dataclass(frozen=True, slots=True)
+@frozen
 class RegisterWorker(Message):
     """Opens a worker's stream (the worker joins the cluster); answered with
     ``worker-registered`` or ``registration-refused``.  ``incarnation`` is new
@@ -169,7 +169,7 @@ class RegisterWorker(Message):
 
 
 @message("worker-registered", SCHEDULER, WORKER, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class WorkerRegistered(Message):
     """``files``: what was uploaded to the cluster so far (name -> bytes)."""
 
@@ -177,7 +177,7 @@ class WorkerRegistered(Message):
 
 
 @message("registration-refused", SCHEDULER, ANY, kind="request")
-@dataclass(frozen=True, slots=True)
+@frozen
 class RegistrationRefused(Message):
     """The scheduler refused a registration (``reason`` says why)."""
 
@@ -188,7 +188,7 @@ class RegistrationRefused(Message):
 # Client -> scheduler (stream)
 # --------------------------------------------------------------------------- #
 @record
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskSpec(Record):
     """One task of ``update-graph``: how to run it and what it needs.  The
     function travels once per client by ``func_token`` (``UpdateGraph.funcs``);
@@ -213,7 +213,7 @@ class TaskSpec(Record):
 
 
 @message("update-graph", CLIENT, SCHEDULER, local=(*_FROM_CLIENT, "now"))
-@dataclass(frozen=True, slots=True)
+@frozen
 class UpdateGraph(Message):
     """A client adds tasks and declares which keys it wants (holds futures for).
 
@@ -232,7 +232,7 @@ class UpdateGraph(Message):
 
 
 @message("release-keys", CLIENT, SCHEDULER, local=_FROM_CLIENT)
-@dataclass(frozen=True, slots=True)
+@frozen
 class ReleaseKeys(Message):
     """The client no longer holds any future for these keys."""
 
@@ -242,7 +242,7 @@ class ReleaseKeys(Message):
 
 
 @message("want-keys", CLIENT, SCHEDULER, local=_FROM_CLIENT)
-@dataclass(frozen=True, slots=True)
+@frozen
 class WantKeys(Message):
     """The client holds futures for existing keys, unpickled from another client say."""
 
@@ -252,7 +252,7 @@ class WantKeys(Message):
 
 
 @message("fire-and-forget", CLIENT, SCHEDULER, local=_FROM_CLIENT)
-@dataclass(frozen=True, slots=True)
+@frozen
 class FireAndForget(Message):
     """Compute these keys even after every client released them; forget each
     once it is done."""
@@ -263,7 +263,7 @@ class FireAndForget(Message):
 
 
 @message("cancel-keys", CLIENT, SCHEDULER, local=_FROM_CLIENT)
-@dataclass(frozen=True, slots=True)
+@frozen
 class CancelKeys(Message):
     """Stop these keys and their dependents; every client that wants one is
     told ``key-cancelled``.  With ``force`` the workers running them also
@@ -276,7 +276,7 @@ class CancelKeys(Message):
 
 
 @message("scatter-done", CLIENT, SCHEDULER, local=_FROM_CLIENT)
-@dataclass(frozen=True, slots=True)
+@frozen
 class ScatterDone(Message):
     """The client put data directly on workers (``put-data``) and wants it:
     ``who_has`` says where, ``incarnations`` which registration of each of
@@ -293,7 +293,7 @@ class ScatterDone(Message):
 
 
 @message("close-client", CLIENT, SCHEDULER)
-@dataclass(frozen=True, slots=True)
+@frozen
 class CloseClient(Message):
     """The client leaves: everything it wanted is released."""
 
@@ -302,7 +302,7 @@ class CloseClient(Message):
 # Scheduler -> client (stream): reports
 # --------------------------------------------------------------------------- #
 @message("key-in-memory", SCHEDULER, CLIENT, local=("stimulus_id", "client"))
-@dataclass(frozen=True, slots=True)
+@frozen
 class KeyInMemory(Message):
     """``key`` is in memory on ``who_has``; ``value`` is the small result a
     worker attached (the client then needs no fetch), if any."""
@@ -316,7 +316,7 @@ class KeyInMemory(Message):
 
 
 @message("key-erred", SCHEDULER, CLIENT, local=("stimulus_id", "client"))
-@dataclass(frozen=True, slots=True)
+@frozen
 class KeyErred(Message):
     """``key`` failed.  With ``exception`` None the scheduler itself failed it:
     ``error_type`` names the taskmill error the client raises ("KilledWorker",
@@ -333,7 +333,7 @@ class KeyErred(Message):
 
 
 @message("key-lost", SCHEDULER, CLIENT, local=("stimulus_id", "client"))
-@dataclass(frozen=True, slots=True)
+@frozen
 class KeyLost(Message):
     """The key's data is gone and cannot be recomputed (no lineage), or the
     key is unknown."""
@@ -345,7 +345,7 @@ class KeyLost(Message):
 
 
 @message("worker-gone", SCHEDULER, CLIENT, local=("stimulus_id", "client"))
-@dataclass(frozen=True, slots=True)
+@frozen
 class WorkerGone(Message):
     """The scheduler removed the worker at ``removed`` (``reason``): the
     client aborts its connections to it, so a fetch from a worker gone silent
@@ -359,7 +359,7 @@ class WorkerGone(Message):
 
 
 @message("no-workers", SCHEDULER, CLIENT, local=("stimulus_id", "client"))
-@dataclass(frozen=True, slots=True)
+@frozen
 class NoWorkers(Message):
     """``tasks`` tasks have waited ``waited`` seconds with no worker connected
     (sent at growing intervals while it lasts); ``timeout``: the option
@@ -374,7 +374,7 @@ class NoWorkers(Message):
 
 
 @message("key-cancelled", SCHEDULER, CLIENT, local=("stimulus_id", "client"))
-@dataclass(frozen=True, slots=True)
+@frozen
 class KeyCancelled(Message):
     """``key`` was cancelled (by a client, or the cluster restarted)."""
 
@@ -385,7 +385,7 @@ class KeyCancelled(Message):
 
 
 @message("keys-running", SCHEDULER, CLIENT, local=("stimulus_id", "client"))
-@dataclass(frozen=True, slots=True)
+@frozen
 class KeysRunning(Message):
     """The calls of ``keys`` started on a worker (``running``), or went back
     to waiting for one (``running=False``: their worker died, or a retry
@@ -402,7 +402,7 @@ class KeysRunning(Message):
 # Scheduler -> worker (stream)
 # --------------------------------------------------------------------------- #
 @message("compute-task", SCHEDULER, WORKER, local=("worker",))
-@dataclass(frozen=True, slots=True)
+@frozen
 class ComputeTask(Message):
     """Run ``key`` on ``worker``.  ``who_has`` lists, for each dependency, the
     workers holding it.  ``func`` is None when this worker was already sent
@@ -424,7 +424,7 @@ class ComputeTask(Message):
 
 
 @message("free-keys", SCHEDULER, WORKER, local=("worker",))
-@dataclass(frozen=True, slots=True)
+@frozen
 class FreeKeys(Message):
     """Forget these keys: data, queued or running work."""
 
@@ -435,7 +435,7 @@ class FreeKeys(Message):
 
 
 @message("acquire-replicas", SCHEDULER, WORKER, local=("worker",))
-@dataclass(frozen=True, slots=True)
+@frozen
 class AcquireReplicas(Message):
     """Fetch copies of keys from their holders (``who_has``) and keep them
     (replicate, retiring a peer, insurance); each copy is reported with
@@ -449,7 +449,7 @@ class AcquireReplicas(Message):
 
 
 @message("abandon-tasks", SCHEDULER, WORKER, local=("worker",))
-@dataclass(frozen=True, slots=True)
+@frozen
 class AbandonTasks(Message):
     """Sent right after the ``free-keys`` of a forced cancel: the calls of
     these keys still running there are abandoned (their threads leave the
@@ -462,7 +462,7 @@ class AbandonTasks(Message):
 
 
 @message("retired", SCHEDULER, WORKER, local=("worker",))
-@dataclass(frozen=True, slots=True)
+@frozen
 class Retired(Message):
     """The worker was retired: its data lives elsewhere.  With ``close`` it
     closes itself (exit status 0, so its nanny does not start it again)."""
@@ -472,7 +472,7 @@ class Retired(Message):
 
 
 @message("scheduler-heartbeat", SCHEDULER, WORKER, local=("worker",))
-@dataclass(frozen=True, slots=True)
+@frozen
 class SchedulerHeartbeat(Message):
     """The scheduler is alive (about once a second): a worker that hears
     nothing on its stream for twice ``scheduler.worker-ttl`` seconds drops it
@@ -482,7 +482,7 @@ class SchedulerHeartbeat(Message):
 
 
 @message("worker-removed", SCHEDULER, WORKER, local=("worker",))
-@dataclass(frozen=True, slots=True)
+@frozen
 class WorkerRemoved(Message):
     """The scheduler removed the worker at ``removed`` (``reason``): a fetch
     from it still waiting is abandoned (the worker asks who else holds the
@@ -497,7 +497,7 @@ class WorkerRemoved(Message):
 # Worker -> scheduler (stream)
 # --------------------------------------------------------------------------- #
 @message("task-finished", WORKER, SCHEDULER, local=_FROM_WORKER)
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskFinished(Message):
     """``key`` is in memory on ``worker``.  Zero times: obtained without running
     it (fetched or scattered).  ``value``: the small result, when the task was
@@ -518,7 +518,7 @@ class TaskFinished(Message):
 
 
 @message("task-erred", WORKER, SCHEDULER, local=_FROM_WORKER)
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskErred(Message):
     """``key`` raised on ``worker``: the pickled exception and its traceback text."""
 
@@ -535,7 +535,7 @@ class TaskErred(Message):
 
 
 @message("tasks-started", WORKER, SCHEDULER, local=_FROM_WORKER)
-@dataclass(frozen=True, slots=True)
+@frozen
 class TasksStarted(Message):
     """The calls of ``keys`` run on ``worker``'s threads: those still
     running a few milliseconds after they started, reported together (one
@@ -548,7 +548,7 @@ class TasksStarted(Message):
 
 
 @message("add-keys", WORKER, SCHEDULER, local=_FROM_WORKER)
-@dataclass(frozen=True, slots=True)
+@frozen
 class AddKeys(Message):
     """The worker now also holds copies of keys (fetched, or asked to acquire)."""
 
@@ -559,7 +559,7 @@ class AddKeys(Message):
 
 
 @message("keys-scattered", WORKER, SCHEDULER, local=_FROM_WORKER)
-@dataclass(frozen=True, slots=True)
+@frozen
 class KeysScattered(Message):
     """``client`` put these keys here (``put-data``), sent before the answer:
     the scheduler credits this worker when the client's ``scatter-done``
@@ -572,7 +572,7 @@ class KeysScattered(Message):
 
 
 @message("released-keys", WORKER, SCHEDULER, local=_FROM_WORKER)
-@dataclass(frozen=True, slots=True)
+@frozen
 class ReleasedKeys(Message):
     """The worker dropped (or declined to fetch) its copies of keys."""
 
@@ -583,7 +583,7 @@ class ReleasedKeys(Message):
 
 
 @message("missing-data", WORKER, SCHEDULER, local=_FROM_WORKER)
-@dataclass(frozen=True, slots=True)
+@frozen
 class MissingData(Message):
     """``worker`` could not get ``keys`` from ``errant_worker``: that copy is
     gone, or did not exist yet when it asked.  ``seen``: the ``epoch`` of the
@@ -597,7 +597,7 @@ class MissingData(Message):
 
 
 @message("paused", WORKER, SCHEDULER, local=_FROM_WORKER)
-@dataclass(frozen=True, slots=True)
+@frozen
 class Paused(Message):
     """The worker's memory is short (``paused``): send it no new task while
     another worker has room; ``False`` when it resumes."""
@@ -608,7 +608,7 @@ class Paused(Message):
 
 
 @message("seceded", WORKER, SCHEDULER, local=_FROM_WORKER)
-@dataclass(frozen=True, slots=True)
+@frozen
 class Seceded(Message):
     """The task ``key`` running on ``worker`` left the worker's thread count
     (``secede()``, ``seceded``) or took a thread again (``rejoin()``, False):
@@ -622,7 +622,7 @@ class Seceded(Message):
 
 
 @message("heartbeat", WORKER, SCHEDULER, local=(*_FROM_WORKER, "now"))
-@dataclass(frozen=True, slots=True)
+@frozen
 class Heartbeat(Message):
     """Periodic figures of a worker (for policy and the dashboard; never
     needed for correctness).  ``transfers``: (peer, start, stop, bytes, keys);
@@ -644,7 +644,7 @@ class Heartbeat(Message):
 
 
 @message("unregister", WORKER, SCHEDULER)
-@dataclass(frozen=True, slots=True)
+@frozen
 class Unregister(Message):
     """The worker is closing: its stream ends after this."""
 

@@ -2,7 +2,8 @@
 
 Theory of operation
 -------------------
-A message is a frozen dataclass declared with :func:`message`, which names
+A message is a frozen value class (:func:`taskmill.frozen.frozen`, or a
+frozen dataclass) declared with :func:`message`, which names
 its ``op``, who sends it and who receives it, and which of its fields are
 *local*: filled in by the receiving end (the peer it came from, the receiver's
 own stimulus id and clock) and never sent.  From the field annotations the
@@ -27,12 +28,12 @@ Annotations understood: ``str``, ``int``, ``float`` (an int is accepted),
 
 from __future__ import annotations
 
-import dataclasses
 import types
 import typing
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
+from taskmill.frozen import MISSING, fields_of
 from taskmill.protocol.framing import ProtocolError
 from taskmill.protocol.serialize import Serialized
 
@@ -91,7 +92,7 @@ class Record:
         raise TypeError(f"{cls.__name__} is not declared with @record")
 
 
-_REQUIRED: Any = dataclasses.MISSING
+_REQUIRED: Any = MISSING
 
 
 class Field(NamedTuple):
@@ -121,12 +122,12 @@ REGISTRY: dict[str, type[Message]] = {}
 
 def message(op: str, sender: str, receiver: str, *, kind: str = "stream",
             local: tuple[str, ...] = ()) -> Callable[[type[M]], type[M]]:
-    """Declare a dataclass (frozen, slots) as the message ``op``."""
+    """Declare a frozen class (``@frozen``, or a frozen dataclass) as the message ``op``."""
 
     def declare(cls: type[M]) -> type[M]:
         if op in REGISTRY:
             raise ValueError(f"op {op!r} is declared twice ({REGISTRY[op].__name__}, {cls.__name__})")
-        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        names = {f.name for f in fields_of(cls)}
         if not set(local) <= names:
             raise ValueError(f"{cls.__name__}: local fields {set(local) - names} are not fields")
         cls.op, cls.sender, cls.receiver, cls.kind, cls.local = op, sender, receiver, kind, local
@@ -138,7 +139,7 @@ def message(op: str, sender: str, receiver: str, *, kind: str = "stream",
 
 
 def record(cls: type[R]) -> type[R]:
-    """Declare a dataclass as a :class:`Record`."""
+    """Declare a frozen class (``@frozen``, or a frozen dataclass) as a :class:`Record`."""
     _compile_on_first_use(cls, _compile_record)
     return cls
 
@@ -213,10 +214,10 @@ def decode(msg: Any, **local: Any) -> Message:
 def _spec(cls: type, skip: set[str]) -> tuple[Field, ...]:
     hints = typing.get_type_hints(cls)
     out = []
-    for f in dataclasses.fields(cls):
+    for f in fields_of(cls):
         if f.name in skip:
             continue
-        default = f.default if f.default is not dataclasses.MISSING else _REQUIRED
+        default = f.default
         hint = hints[f.name]
         out.append(Field(f.name, _passes(hint), _checker(hint), default, _encoder(hint),
                          _nullable(hint)))
@@ -432,12 +433,12 @@ def _check_line(i: int, field: Field, var: str, call: str) -> str:
 
 def _construct(cls: type, values: list[str], ns: dict[str, Any]) -> list[str]:
     """Lines that build the instance from checked ``values`` (one per field,
-    in order) by setting its slots directly: a frozen dataclass's
+    in order) by setting its slots directly: a frozen class's
     ``__init__`` goes through ``object.__setattr__`` once per field, which
     costs more than decoding the field did."""
     ns["_new"] = object.__new__
     lines = ["    obj = _new(cls)"]
-    for i, (f, value) in enumerate(zip(dataclasses.fields(cls), values)):
+    for i, (f, value) in enumerate(zip(fields_of(cls), values)):
         ns[f"_set{i}"] = getattr(cls, f.name).__set__  # the slot's descriptor
         lines.append(f"    _set{i}(obj, {value})")
     return lines + ["    return obj"]
@@ -481,10 +482,10 @@ def _compile_message(cls: type[Message]) -> None:
             "        raise ProtocolError(f'{_OP!r} message: field {field!r}: {exc}') from None",
             "    if seen != len(msg): _unknown_fields(cls, msg)"]
     args = []
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in fields_of(cls):
         if f.name in wire_index:
             args.append(f"a{wire_index[f.name]}")
-        elif f.default is dataclasses.MISSING:
+        elif f.default is MISSING:
             args.append(f"local[{f.name!r}]")
         else:
             ns[f"_local_default_{f.name}"] = f.default

@@ -12,7 +12,7 @@ itself (a log line, an answer to a waiting request).  Each carries a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from taskmill.frozen import frozen
 from typing import Protocol
 
 from taskmill.protocol.vocabulary import Address, Key, Message
@@ -21,28 +21,28 @@ from taskmill.protocol.vocabulary import Address, Key, Message
 # --------------------------------------------------------------------------- #
 # Events
 # --------------------------------------------------------------------------- #
-@dataclass(frozen=True, slots=True)
+@frozen
 class SchedulerEvent:
     """Base of the scheduler's own events; ``stimulus_id`` names the cause."""
 
     stimulus_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ClientConnected(SchedulerEvent):
     """A client opened its stream (it wants nothing yet)."""
 
     client: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ClientDisconnected(SchedulerEvent):
     """The client is gone: everything it wanted is released."""
 
     client: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RestartRequested(SchedulerEvent):
     """Every worker is being restarted: all tasks and data are dropped and
     every wanted key is reported cancelled to its clients.  Workers are
@@ -51,7 +51,7 @@ class RestartRequested(SchedulerEvent):
     reason: str = "cluster restarted"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class WorkerLeft(SchedulerEvent):
     """A worker is gone (closed connection, missed heartbeats, killed).
     ``reason`` says why, e.g. "worker process exited with signal SIGKILL"."""
@@ -61,7 +61,7 @@ class WorkerLeft(SchedulerEvent):
     now: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class NoWorkersTimedOut(SchedulerEvent):
     """No worker has been connected for ``waited`` seconds, past the option
     ``scheduler.no-workers-timeout`` (``timeout``): the tasks waiting to run
@@ -71,7 +71,7 @@ class NoWorkersTimedOut(SchedulerEvent):
     timeout: float
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ReplicateRequested(SchedulerEvent):
     """Keep copies of ``keys`` on ``n`` workers (all when None), chosen among
     ``workers`` (all when None).  Keys not in memory are skipped."""
@@ -81,7 +81,7 @@ class ReplicateRequested(SchedulerEvent):
     workers: tuple[Address, ...] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RebalanceRequested(SchedulerEvent):
     """Even out the bytes held by ``workers`` (all open ones when None),
     moving ``keys`` (all in memory when None); see
@@ -91,7 +91,7 @@ class RebalanceRequested(SchedulerEvent):
     workers: tuple[Address, ...] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RetireRequested(SchedulerEvent):
     """Retire ``workers`` gracefully: no new task goes there, the data held
     only there is copied elsewhere, then each is removed (``WorkerRetired``)."""
@@ -99,7 +99,7 @@ class RetireRequested(SchedulerEvent):
     workers: tuple[Address, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RetireCancelled(SchedulerEvent):
     """Give up retiring ``workers`` (e.g. it took too long): those still
     retiring go back to work (``RetirementAborted`` with ``reason``)."""
@@ -108,7 +108,7 @@ class RetireCancelled(SchedulerEvent):
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class PinKeys(SchedulerEvent):
     """The pseudo-client ``holder`` wants ``keys`` (a shared value refers to
     them, or they are handed over to a client): their data stays while it does."""
@@ -117,7 +117,7 @@ class PinKeys(SchedulerEvent):
     keys: tuple[Key, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class UnpinKeys(SchedulerEvent):
     """The pseudo-client ``holder`` no longer wants ``keys``."""
 
@@ -128,14 +128,14 @@ class UnpinKeys(SchedulerEvent):
 # --------------------------------------------------------------------------- #
 # Commands
 # --------------------------------------------------------------------------- #
-@dataclass(frozen=True, slots=True)
+@frozen
 class SchedulerCommand:
     """Base of the scheduler's own commands; ``stimulus_id`` names the cause."""
 
     stimulus_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskStalled(SchedulerCommand):
     """``key`` waits in no-worker because no live worker could ever run it
     (``reason``, e.g. the resources it needs that no worker declares); it
@@ -145,7 +145,7 @@ class TaskStalled(SchedulerCommand):
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class WorkerRetired(SchedulerCommand):
     """``worker`` was retired: every key it held has a copy elsewhere and it
     is no longer part of the cluster.  The shell tells it (``Retired``)."""
@@ -153,7 +153,7 @@ class WorkerRetired(SchedulerCommand):
     worker: Address
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RetirementAborted(SchedulerCommand):
     """``worker`` could not be retired (``reason``) and is back at work."""
 
@@ -161,7 +161,7 @@ class RetirementAborted(SchedulerCommand):
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class StreamMarked(SchedulerCommand):
     """The ``stream-mark`` ``mark`` of ``client`` came through its stream
     (everything it sent before is handled): the shell lets the request
@@ -171,7 +171,7 @@ class StreamMarked(SchedulerCommand):
     mark: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TopicAbandoned(SchedulerCommand):
     """No client wants the log records of ``topic`` any more (the last one
     called ``unforward_logging``): the shell tears down the worker plugin

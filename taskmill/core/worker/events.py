@@ -17,7 +17,7 @@ short, a task seceded or asks to rejoin) and commands it carries out itself
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from taskmill.frozen import frozen
 from typing import Any, Protocol
 
 from taskmill.protocol.vocabulary import Address, Key, Message
@@ -26,14 +26,14 @@ from taskmill.protocol.vocabulary import Address, Key, Message
 # --------------------------------------------------------------------------- #
 # Events
 # --------------------------------------------------------------------------- #
-@dataclass(frozen=True, slots=True)
+@frozen
 class WorkerEvent:
     """Something the worker shell observed; ``stimulus_id`` names the cause."""
 
     stimulus_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class DataPut(WorkerEvent):
     """``client`` scattered data here (the shell already stored it)."""
 
@@ -41,7 +41,7 @@ class DataPut(WorkerEvent):
     client: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class DataRetained(WorkerEvent):
     """The shell kept this data across the loss of its scheduler and registers
     again with it (``RegisterWorker.held``): the first event of a fresh machine."""
@@ -49,7 +49,7 @@ class DataRetained(WorkerEvent):
     nbytes: dict[Key, int]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ExecuteSucceeded(WorkerEvent):
     """A task ran; the shell already stored its value."""
 
@@ -61,7 +61,7 @@ class ExecuteSucceeded(WorkerEvent):
     value: Any = None  # opaque: the small serialized result to attach to TaskFinished
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ExecuteFailed(WorkerEvent):
     """A task raised; ``exception`` is opaque (serialized by the shell)."""
 
@@ -73,7 +73,7 @@ class ExecuteFailed(WorkerEvent):
     stop: float
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class FetchSucceeded(WorkerEvent):
     """Data arrived from ``peer``; the shell already stored what came
     (``nbytes``).  Requested keys absent from ``nbytes`` were not there."""
@@ -83,7 +83,7 @@ class FetchSucceeded(WorkerEvent):
     nbytes: dict[Key, int]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class FetchFailed(WorkerEvent):
     """``peer`` could not be reached or failed while sending ``keys``."""
 
@@ -92,14 +92,14 @@ class FetchFailed(WorkerEvent):
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class WhoHasAnswered(WorkerEvent):
     """The scheduler's answer to an ``AskWhoHas`` command."""
 
     who_has: dict[Key, tuple[Address, ...]]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class PauseChanged(WorkerEvent):
     """Memory is short (``paused=True``): start no task and no fetch until a
     ``PauseChanged(paused=False)``.  Running work and fetches in flight go on;
@@ -108,7 +108,7 @@ class PauseChanged(WorkerEvent):
     paused: bool
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskSeceded(WorkerEvent):
     """The running task ``key`` called ``secede()``: its thread no longer
     counts against ``nthreads`` (it waits on other tasks)."""
@@ -116,7 +116,7 @@ class TaskSeceded(WorkerEvent):
     key: Key
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RejoinRequested(WorkerEvent):
     """The seceded task ``key`` called ``rejoin()``: its thread waits for a
     ``RejoinGranted`` before it goes on."""
@@ -124,13 +124,13 @@ class RejoinRequested(WorkerEvent):
     key: Key
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class StartReportDue(WorkerEvent):
     """The timer of a ``ScheduleStartReport`` went off: report the calls
     started since the last report that still run (``tasks-started``)."""
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class LogRecordsCaptured(WorkerEvent):
     """Tasks here emitted log records that a forwarding plugin captured under
     ``topic`` (plain dicts, see :mod:`taskmill.log_forwarding`): the machine
@@ -151,14 +151,14 @@ class WorkerInput(Protocol):
 # --------------------------------------------------------------------------- #
 # Commands
 # --------------------------------------------------------------------------- #
-@dataclass(frozen=True, slots=True)
+@frozen
 class WorkerCommand:
     """Something the worker shell must do; ``stimulus_id`` names the cause."""
 
     stimulus_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Execute(WorkerCommand):
     """Run a task in the thread pool.  ``dependencies`` are all in the data
     store when this command is issued.  With ``report_value`` the shell hands
@@ -172,7 +172,7 @@ class Execute(WorkerCommand):
     report_value: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Fetch(WorkerCommand):
     """Get these keys from one peer, in one request."""
 
@@ -180,21 +180,21 @@ class Fetch(WorkerCommand):
     keys: tuple[Key, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class DeleteData(WorkerCommand):
     """Drop these values from the data store."""
 
     keys: tuple[Key, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class CancelExecution(WorkerCommand):
     """Best effort: the running task's result will be discarded."""
 
     key: Key
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class AbandonExecution(WorkerCommand):
     """The running call of ``key`` is abandoned (a forced cancel): its thread
     leaves the pool's count at once, another takes its place, and its outcome
@@ -203,20 +203,20 @@ class AbandonExecution(WorkerCommand):
     key: Key
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ScheduleStartReport(WorkerCommand):
     """Hand the machine ``StartReportDue`` in a few milliseconds (issued when
     the first call started since the last report; at most one is pending)."""
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class AskWhoHas(WorkerCommand):
     """Every known holder of these dependencies failed: ask the scheduler."""
 
     keys: tuple[Key, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RejoinGranted(WorkerCommand):
     """The thread of ``key``, waiting in ``rejoin()``, may go on: it counts
     against ``nthreads`` again."""
