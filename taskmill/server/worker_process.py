@@ -26,7 +26,7 @@ from taskmill.core.resources import parse_resources
 from taskmill.logs import setup_logging
 from taskmill.server.process_guard import die_with_parent, exit_when_pipe_closes
 from taskmill.server.runtime import tune_gc
-from taskmill.server.warmup import modules_to_preload, start_warm_imports
+from taskmill.server.warmup import modules_to_preload, start_warm_imports, warmup_delay
 from taskmill.server.worker import Worker
 
 #: exit status of a worker process told to stop by a signal, once its data is
@@ -73,7 +73,7 @@ async def run_worker(args: argparse.Namespace) -> bool:
     if args.ready_fd is not None:
         os.write(args.ready_fd, f"{worker.address}\n".encode())
         os.close(args.ready_fd)
-    start_warm_imports(modules_to_preload())  # registered: use the idle time before the first tasks
+    start_warm_imports(modules_to_preload(), warmup_delay())  # registered: use the idle time ahead
     await worker.finished()
     return signalled.is_set()
 

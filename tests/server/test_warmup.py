@@ -46,16 +46,36 @@ def _load_in_thread(gate: ImportGate, payload: bytes) -> tuple[threading.Thread,
     pickle.dumps(fractions.Fraction(1, 3)),  # names a class of the module
     cloudpickle.dumps(lambda: fractions.Fraction(1, 3)),  # by value: cloudpickle's subimport
 ], ids=["class", "by-value function"])
-def test_a_payload_needing_a_module_waits_for_the_warm_up(payload: bytes) -> None:
+def test_a_payload_needing_a_module_waits_for_the_warm_up_s_turn(payload: bytes) -> None:
     gate = ImportGate()
     gate.settled = gate.settled - {"fractions"}  # as if the warm-up had not imported it yet
-    thread, out = _load_in_thread(gate, payload)
-    thread.join(timeout=0.2)
-    assert thread.is_alive() and not out  # held back while the warm-up runs
-    gate.open()
-    thread.join(timeout=10)
+    with gate.turn:  # the warm-up is importing a module
+        thread, out = _load_in_thread(gate, payload)
+        thread.join(timeout=0.2)
+        assert thread.is_alive() and not out  # held back while the warm-up imports
+    thread.join(timeout=10)  # its turn: the warm-up goes on with its next module afterwards
     value = out[0]
     assert (value() if callable(value) else value) == fractions.Fraction(1, 3)
+
+
+def test_a_payload_needing_a_module_does_not_wait_for_the_whole_warm_up() -> None:
+    gate = ImportGate()  # never opened: the warm-up has not started, or is between modules
+    gate.settled = gate.settled - {"fractions"}
+    thread, out = _load_in_thread(gate, pickle.dumps(fractions.Fraction(1, 3)))
+    thread.join(timeout=10)
+    assert out == [fractions.Fraction(1, 3)]
+
+
+def test_the_warm_up_waits_its_delay_and_for_a_payload_s_turn() -> None:
+    sys.modules.pop("colorsys", None)
+    thread = start_warm_imports(["colorsys"], delay=0.2)
+    assert thread is not None
+    gate = sys.modules["taskmill.protocol.serialize"]._loads.__self__  # the gate it installed
+    with gate.turn:  # a payload is importing
+        thread.join(timeout=0.5)
+        assert thread.is_alive() and "colorsys" not in sys.modules
+    thread.join(timeout=30)
+    assert "colorsys" in sys.modules and gate.done.is_set()
 
 
 def test_a_payload_of_settled_modules_does_not_wait() -> None:
