@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import pickle
+import subprocess
+import sys
 from typing import ClassVar
 
 import pytest
@@ -106,3 +108,13 @@ def test_a_method_the_class_defines_is_kept() -> None:
             return f"<{self.name}>"
 
     assert repr(Shown("a")) == "<a>" and Shown("a") == Shown("a")
+
+
+def test_import_taskmill_makes_no_dataclass_of_the_vocabulary() -> None:
+    """The import budget: every op is a ``@frozen`` class (a dataclass costs
+    ten times as much to create, in every process at start)."""
+    code = ("import taskmill; from taskmill.protocol.vocabulary import REGISTRY; "
+            "print([c.__name__ for c in REGISTRY.values() if '__frozen_fields__' not in c.__dict__])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          check=True)
+    assert done.stdout.strip() == "[]"

@@ -45,7 +45,9 @@ from taskmill.comm import normalize_address
 from taskmill.core.resources import check_resources
 from taskmill.protocol import Serialized, serialize_function
 from taskmill.protocol.vocabulary import TaskSpec
-from taskmill.security import Security, in_process_security
+from taskmill.cluster.sizing import default_sizing
+from taskmill.security import Security, in_process_security, own_cluster_security
+from taskmill.server.prestart import prestart
 
 _live_executors: weakref.WeakSet[Executor] = weakref.WeakSet()
 
@@ -127,11 +129,7 @@ class Executor(ClusterMethods):
         address = self._address
         try:
             if address is None:
-                from taskmill.cluster.local import LocalCluster
-
-                self.cluster = LocalCluster(asynchronous=True, **self._cluster_options,
-                                            security=self._security)
-                await self.cluster.start()
+                await self._start_cluster()
                 address = self.cluster.scheduler_address
                 self._security = self.cluster.security
         finally:
@@ -152,6 +150,25 @@ class Executor(ClusterMethods):
             registry.set_default(self)
             dask_integration.default_scheduler.push(self)
         return self
+
+    async def _start_cluster(self) -> None:
+        """The embedded cluster: its worker processes start first, importing
+        their modules while this process imports and starts the scheduler and
+        the nannies that adopt them (:mod:`taskmill.server.prestart`)."""
+        options = self._cluster_options
+        security = own_cluster_security(self._security)
+        n, _ = default_sizing(options["n_workers"], options["threads_per_worker"],
+                              options["processes"])
+        prestarted = await prestart(n if options["processes"] else 0, security)
+        try:
+            from taskmill.cluster.local import LocalCluster
+
+            self.cluster = LocalCluster(asynchronous=True, **options, security=security)
+        except BaseException:
+            for process in prestarted:
+                await process.discard()
+            raise
+        await self.cluster.start(prestarted)
 
     async def _close(self) -> None:
         if self._session is not None:

@@ -13,33 +13,19 @@ the workers and the dashboard.
 
 from __future__ import annotations
 
-import math
-import os
+from collections.abc import Sequence
 from typing import Any
 
 import psutil
 
 from taskmill.cluster.base import Cluster, WorkerGroup
+from taskmill.cluster.sizing import default_sizing
 from taskmill.units import parse_bytes
 from taskmill.security import Security, own_cluster_security
 from taskmill.server.nanny import Nanny
+from taskmill.server.prestart import PrestartedProcess
 from taskmill.server.scheduler import Scheduler
 from taskmill.server.worker import Worker
-
-
-def default_sizing(n_workers: int | None, threads_per_worker: int | None,
-                   processes: bool) -> tuple[int, int]:
-    """Workers and threads per worker that use every core once."""
-    cpus = os.cpu_count() or 1
-    if not processes:
-        return n_workers if n_workers is not None else 1, threads_per_worker or cpus
-    if n_workers is None and threads_per_worker is None:
-        n_workers = cpus if cpus <= 4 else max(1, int(math.sqrt(cpus)))
-    if n_workers is None:
-        n_workers = max(1, cpus // (threads_per_worker or 1))
-    if threads_per_worker is None:
-        threads_per_worker = max(1, cpus // max(1, n_workers))
-    return n_workers, threads_per_worker
 
 
 class LocalGroup(WorkerGroup):
@@ -99,6 +85,8 @@ class LocalCluster(Cluster):
         #: abstract resources each worker declares, e.g. {"GPU": 1}
         self.resources = dict(resources or {})
         self.scheduler: Scheduler | None = None
+        #: worker processes started ahead, for the first nannies (``start``)
+        self._prestarted: list[PrestartedProcess] = []
         self._start_if_blocking()
 
     @property
@@ -107,13 +95,21 @@ class LocalCluster(Cluster):
         return [g.node for g in self.groups.values() if isinstance(g, LocalGroup)]
 
     async def _start(self, n_groups: int = 0) -> LocalCluster:
-        await super()._start(n_groups or self.n_workers)
+        try:
+            await super()._start(n_groups or self.n_workers)
+        finally:  # the first nannies adopted theirs; any left over are not needed
+            left, self._prestarted = self._prestarted, []
+            for process in left:
+                await process.discard()
         assert self.scheduler is not None
         await self.scheduler.wait_for_workers(self.n_workers, self.startup_timeout)
         return self
 
-    async def start(self) -> LocalCluster:
-        """Start the scheduler and the first ``n_workers`` workers."""
+    async def start(self, prestarted: Sequence[PrestartedProcess] = ()) -> LocalCluster:
+        """Start the scheduler and the first ``n_workers`` workers; the first
+        nannies adopt the ``prestarted`` worker processes (see
+        :mod:`taskmill.server.prestart`) instead of starting their own."""
+        self._prestarted = list(prestarted)
         return await self._start()
 
     async def _start_scheduler(self) -> tuple[str, str | None]:
@@ -136,8 +132,11 @@ class LocalCluster(Cluster):
         kwargs: dict[str, Any] = dict(nthreads=self.threads_per_worker,
                                       memory_limit=self.memory_limit, host=self.host, name=name,
                                       resources=self.resources, security=self.security)
-        node = (Nanny(self.scheduler_address, **kwargs) if self.processes
-                else Worker(self.scheduler_address, **kwargs))
+        if self.processes:
+            prestarted = self._prestarted.pop() if self._prestarted else None
+            node: Nanny | Worker = Nanny(self.scheduler_address, prestarted=prestarted, **kwargs)
+        else:
+            node = Worker(self.scheduler_address, **kwargs)
         return LocalGroup(name, node)
 
 

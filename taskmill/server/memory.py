@@ -39,11 +39,6 @@ from taskmill.server.data_store import DataStore
 
 logger = logging.getLogger("taskmill.worker")
 
-#: what glibc needs to give freed memory back to the OS promptly (as dask
-#: does); set in the environment of the worker processes a nanny starts
-MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": "65536"}
-
-
 @dataclass(frozen=True, slots=True)
 class MemoryThresholds:
     """Fractions of the memory limit (0 disables a step) and the monitor's period."""

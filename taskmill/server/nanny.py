@@ -70,10 +70,11 @@ import psutil
 from taskmill import config, config_checks, timeouts
 from taskmill.core.resources import check_resources
 from taskmill.protocol.vocabulary import Kill, RestartWorker, WorkerExited
-from taskmill.server.memory import MALLOC_ENV, MemoryThresholds, memory_exceeded_reason
+from taskmill.server.memory import MemoryThresholds, memory_exceeded_reason
 from taskmill.plugins import NannyPlugin
 from taskmill.server.node import Node, Status
 from taskmill.server.plugins import PluginHost
+from taskmill.server.prestart import PrestartedProcess, start_worker_process, worker_environment
 from taskmill.server.restart_backoff import RestartBackoff
 from taskmill.server.worker import staggered
 from taskmill.server.worker_process import HANDED_OVER
@@ -107,7 +108,8 @@ class Nanny(Node):
                  resources: dict[str, float] | None = None, preload: Sequence[str] = (),
                  security: Security | None = None, death_timeout: float | None = None,
                  lifetime: float | None = None, lifetime_stagger: float = 0.0,
-                 local_directory: str | None = None) -> None:
+                 local_directory: str | None = None,
+                 prestarted: PrestartedProcess | None = None) -> None:
         # None: the scheduler's when it runs in this process, else the environment's
         super().__init__(name or "nanny", in_process_security(scheduler_address, security))
         self.scheduler_address = scheduler_address
@@ -147,6 +149,9 @@ class Nanny(Node):
         self.plugins = PluginHost(self, NannyPlugin, restart=self._restart_for_plugin)
         #: set once the first worker process is up (a plugin's restart waits for it)
         self._started = asyncio.Event()
+        #: a worker process started before this nanny, to adopt as its first one
+        #: (:mod:`taskmill.server.prestart`); discarded if the nanny closes first
+        self._prestarted = prestarted
         self.serve({RestartWorker: self._restart, Kill: self._kill})
 
     async def start(self) -> Nanny:
@@ -168,6 +173,16 @@ class Nanny(Node):
             shutil.rmtree(self._worker_dir, ignore_errors=True)
             self._worker_dir = None
 
+    def _worker_args(self, ready_fd: int, options: list[str]) -> list[str]:
+        """The worker process's command line (after ``-m taskmill.server.worker_process``)."""
+        return ["--scheduler", self.scheduler_address, "--nthreads", str(self.nthreads),
+                "--memory-limit", str(self.memory_limit), "--host", self.host,
+                "--port", str(self.worker_port), "--nanny", self.address,
+                "--name", self.worker_name, "--ready-fd", str(ready_fd), "--watch-stdin",
+                "--log-level", self.log_level, "--local-directory", str(self._worker_dir),
+                "--resources", ",".join(f"{k}={v!r}" for k, v in self.resources.items()),
+                *(arg for module in self.preload for arg in ("--preload", module)), *options]
+
     async def _start_worker(self) -> None:
         self._remove_worker_dir()
         self._worker_dir = tempfile.mkdtemp(prefix="taskmill-worker-", dir=self.local_directory)
@@ -176,28 +191,19 @@ class Nanny(Node):
             options += ["--death-timeout", repr(self.death_timeout)]
         if self._retire_at is not None:
             options += ["--lifetime", repr(max(0.0, self._retire_at - time.monotonic()))]
-        read_fd, write_fd = os.pipe()
         self._process_started = time.monotonic()
-        try:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "taskmill.server.worker_process",
-                "--scheduler", self.scheduler_address, "--nthreads", str(self.nthreads),
-                "--memory-limit", str(self.memory_limit), "--host", self.host,
-                "--port", str(self.worker_port), "--nanny", self.address,
-                "--name", self.worker_name, "--ready-fd", str(write_fd), "--watch-stdin",
-                "--log-level", self.log_level, "--local-directory", self._worker_dir,
-                "--resources", ",".join(f"{k}={v!r}" for k, v in self.resources.items()),
-                *(arg for module in self.preload for arg in ("--preload", module)), *options,
-                stdin=asyncio.subprocess.PIPE, pass_fds=(write_fd,),
-                # its own session: a terminal's Ctrl-C (SIGINT to the foreground process
-                # group) is the nanny's to act on, not each worker's; the worker still dies
-                # with the nanny (taskmill.server.process_guard)
-                start_new_session=True,
-                env={**MALLOC_ENV, **self.security.child_environment(os.environ), **self.env,
-                     **config.inheritable()},
-            )
-        finally:
-            os.close(write_fd)
+        prestarted, self._prestarted = self._prestarted, None
+        if prestarted is not None:  # started before this nanny, with the same environment
+            read_fd = prestarted.ready_read
+            self.process = prestarted.hand_over(self._worker_args(prestarted.ready_fd, options))
+        else:
+            read_fd, write_fd = os.pipe()
+            try:
+                self.process = await start_worker_process(
+                    self._worker_args(write_fd, options), worker_environment(self.security, self.env),
+                    write_fd)
+            finally:
+                os.close(write_fd)
         reaching = self.death_timeout if self.death_timeout is not None else timeouts.RECONNECT.get()
         try:  # the worker may spend its death timeout reaching the scheduler
             line = await asyncio.wait_for(_read_line(read_fd), START_TIMEOUT + reaching)
@@ -328,6 +334,9 @@ class Nanny(Node):
 
     async def _on_close(self) -> None:
         self._restarting = True
+        if self._prestarted is not None:  # closed before it started its first worker
+            await self._prestarted.discard()
+            self._prestarted = None
         await self._stop_worker()
         await self.plugins.close()
         self._remove_worker_dir()

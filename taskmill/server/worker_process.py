@@ -10,12 +10,18 @@ over): its nanny then closes too.  After SIGTERM/SIGINT it exits with
 ``HANDED_OVER``: its data is elsewhere and its nanny starts a fresh worker
 process (the nanny's own SIGTERM stops it the same way, but a closing nanny
 starts nothing).
+
+With ``--args-on-stdin`` (a process started before its nanny, see
+:mod:`taskmill.server.prestart`) it imports its modules, then reads the rest
+of its arguments from stdin, one JSON line, and goes on as above; it exits
+quietly when stdin closes first.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -36,7 +42,7 @@ HANDED_OVER = 75
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="taskmill.server.worker_process")
-    p.add_argument("--scheduler", required=True)
+    p.add_argument("--scheduler")  # required, unless --args-on-stdin
     p.add_argument("--nthreads", type=int, default=1)
     p.add_argument("--memory-limit", type=int, default=0)
     p.add_argument("--host", default="127.0.0.1")
@@ -51,7 +57,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--log-level", default=None)  # None: option logging.level
     p.add_argument("--death-timeout", type=float, default=None)  # seconds; None: option comm.timeouts.reconnect
     p.add_argument("--lifetime", type=float, default=None)  # seconds left before it retires
-    return p.parse_args(argv)
+    # prestarted (taskmill.server.prestart): the arguments come later, as one JSON line on stdin
+    p.add_argument("--args-on-stdin", action="store_true")
+    args = p.parse_args(argv)
+    if args.scheduler is None and not args.args_on_stdin:
+        p.error("the following arguments are required: --scheduler")
+    return args
+
+
+def args_from_stdin() -> list[str] | None:
+    """A prestarted process's arguments (one JSON line on stdin, read without
+    buffering: the rest of the pipe is the watch on the nanny), or None when
+    stdin closed first (nobody adopted the process)."""
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = os.read(sys.stdin.fileno(), 1)
+        if not chunk:
+            return None
+        line += chunk
+    args: list[str] = json.loads(line)
+    return args
 
 
 async def run_worker(args: argparse.Namespace) -> bool:
@@ -80,6 +105,11 @@ async def run_worker(args: argparse.Namespace) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.args_on_stdin:  # the modules are imported: wait for the nanny's word
+        handed = args_from_stdin()
+        if handed is None:
+            return
+        args = parse_args(handed)
     setup_logging(args.log_level)
     if args.watch_stdin:
         die_with_parent()
