@@ -28,7 +28,6 @@ The file's shape (``"format": 1``)::
 
 from __future__ import annotations
 
-import gzip
 import json
 from typing import Any
 
@@ -90,6 +89,8 @@ def snapshot_records(records: dict[Any, Any]) -> dict[str, dict[str, Any]]:
 def write_cluster_state(state: dict[str, Any], path: str) -> None:
     """Write a dump to ``path`` (gzip-compressed when it ends with ``.gz``)."""
     text = json.dumps(state, indent=1, sort_keys=True, default=repr)
+    import gzip  # here, not at the top: import taskmill stays light
+
     if path.endswith(".gz"):
         with gzip.open(path, "wt", encoding="utf-8") as f:
             f.write(text)
@@ -102,6 +103,8 @@ def load_cluster_state(path: str) -> dict[str, Any]:
     """Read a file written by ``Executor.dump_cluster_state``: the scheduler's
     and every worker's state as nested dicts (see the module docstring for
     the shape).  A file of another format is a ``ValueError``."""
+    import gzip
+
     opener: Any = gzip.open if path.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8") as f:
         state: dict[str, Any] = json.load(f)

@@ -44,7 +44,6 @@ import io
 import os
 import sys
 import importlib
-import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -167,6 +166,8 @@ class UploadDirectory(WorkerPlugin):
         self.update_path = update_path
         self.name = "upload-directory-" + os.path.basename(path)
         words, tests = set(skip_words), tuple(skip)
+        import zipfile  # here, not at the top: import taskmill stays light
+
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
             for root, dirs, files in os.walk(path):
@@ -186,6 +187,8 @@ class UploadDirectory(WorkerPlugin):
     def setup(self, worker: Any) -> None:
         """Unpack the directory into the worker's local directory."""
         target = self.target(worker)
+        import zipfile
+
         with zipfile.ZipFile(io.BytesIO(self.data)) as archive:
             archive.extractall(target)
         if self.update_path and target not in sys.path:

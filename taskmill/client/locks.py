@@ -52,7 +52,7 @@ from taskmill import timeouts
 from taskmill.client import registry
 from taskmill.client.session import Session
 from taskmill.comm import CommClosedError
-from taskmill.core.locks import EVENT, LOCK, SEMAPHORE
+from taskmill.protocol.locks import EVENT, LOCK, SEMAPHORE
 from taskmill.errors import SchedulerGoneError
 from taskmill.protocol.vocabulary import (
     EventClear,

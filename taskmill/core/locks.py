@@ -48,9 +48,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["LOCK", "SEMAPHORE", "EVENT", "Answer", "Coordination"]
+from taskmill.protocol.locks import EVENT, LOCK, SEMAPHORE
 
-LOCK, SEMAPHORE, EVENT = "Lock", "Semaphore", "Event"
+__all__ = ["LOCK", "SEMAPHORE", "EVENT", "Answer", "Coordination"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,6 @@ reply to the request itself is therefore always taskmill's, never the user's.
 from __future__ import annotations
 
 from taskmill.frozen import frozen
-
 from taskmill.protocol.serialize import Serialized
 from taskmill.protocol.wire_types import ANY, WORKER, Key, Message, message
 

@@ -17,7 +17,6 @@ when that session closes.  ``primitive`` is ``"Lock"`` or ``"Semaphore"``.
 from __future__ import annotations
 
 from taskmill.frozen import frozen
-
 from taskmill.protocol.wire_types import CLIENT, SCHEDULER, Message, message
 
 __all__ = [
@@ -31,6 +30,9 @@ __all__ = [
     "EventIsSet",
     "EventWait",
 ]
+
+#: the kinds of primitive (``primitive`` of the lock requests, the scheduler's entries)
+LOCK, SEMAPHORE, EVENT = "Lock", "Semaphore", "Event"
 
 
 @message("lock-acquire", CLIENT, SCHEDULER, kind="request")

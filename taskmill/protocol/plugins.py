@@ -17,7 +17,6 @@ requests (their own connection), so no field is filled in by the receiver.
 from __future__ import annotations
 
 from taskmill.frozen import frozen
-
 from taskmill.protocol.serialize import Serialized
 from taskmill.protocol.wire_types import ANY, CLIENT, SCHEDULER, Message, message
 

@@ -16,7 +16,6 @@ streams'.
 from __future__ import annotations
 
 from taskmill.frozen import frozen
-
 from taskmill.protocol.serialize import Serialized
 from taskmill.protocol.wire_types import (
     ANY,

@@ -30,7 +30,6 @@ different connections, in no fixed order).
 from __future__ import annotations
 
 from taskmill.frozen import frozen
-
 from taskmill.protocol.serialize import Serialized
 from taskmill.protocol.wire_types import ANY, CLIENT, SCHEDULER, Key, Message, message
 
