@@ -105,18 +105,20 @@ async def run_worker(args: argparse.Namespace) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.args_on_stdin:  # the modules are imported: wait for the nanny's word
-        handed = args_from_stdin()
-        if handed is None:
-            return
-        args = parse_args(handed)
-    setup_logging(args.log_level)
-    if args.watch_stdin:
-        die_with_parent()
-        exit_when_pipe_closes(sys.stdin.fileno())
-    tune_gc()
+    # the loop first: making it builds the configuration and imports uvloop,
+    # which a prestarted process does while its nanny is not ready yet
     loop = new_event_loop()
     try:
+        if args.args_on_stdin:  # the modules are imported: wait for the nanny's word
+            handed = args_from_stdin()
+            if handed is None:
+                return
+            args = parse_args(handed)
+        setup_logging(args.log_level)
+        if args.watch_stdin:
+            die_with_parent()
+            exit_when_pipe_closes(sys.stdin.fileno())
+        tune_gc()
         signalled = loop.run_until_complete(run_worker(args))
     except (OSError, ConnectionError) as exc:
         logging.getLogger("taskmill.worker").error("worker failed to start: %s", exc)
