@@ -103,6 +103,7 @@ class LocalCluster(Cluster):
                 await process.discard()
         assert self.scheduler is not None
         await self.scheduler.wait_for_workers(self.n_workers, self.startup_timeout)
+        self.scheduler.start_dashboard()  # not before: aiohttp's import would slow the workers' start
         return self
 
     async def start(self, prestarted: Sequence[PrestartedProcess] = ()) -> LocalCluster:
@@ -115,7 +116,7 @@ class LocalCluster(Cluster):
     async def _start_scheduler(self) -> tuple[str, str | None]:
         self.scheduler = await Scheduler(host=self.host, port=self.scheduler_port,
                                          dashboard_port=self.dashboard_port,
-                                         security=self.security).start()
+                                         security=self.security, dashboard_later=True).start()
         return self.scheduler.address, None
 
     @property

@@ -132,7 +132,7 @@ class Scheduler(Node):
     def __init__(self, *, host: str = "127.0.0.1", port: int = 8786, validate: bool = False,
                  heartbeat_timeout: float | None = None, allowed_failures: int | None = None,
                  dashboard_port: int | None = None, preload: Sequence[str] = (),
-                 security: Security | None = None) -> None:
+                 security: Security | None = None, dashboard_later: bool = False) -> None:
         super().__init__("scheduler", security)
         self.host, self.port = host, port
         self.id = f"scheduler-{uuid.uuid4().hex[:12]}"
@@ -164,6 +164,8 @@ class Scheduler(Node):
         self.heap_freezer = HeapFreezer()
         self._gc_tuned = False  # see runtime.embedded_scheduler_started
         self.dashboard_port = dashboard_port
+        #: the owner starts the dashboard (``start_dashboard``), e.g. once its workers are up
+        self._dashboard_later = dashboard_later
         self.replicas = ReplicaRequests(self.state, self._handle, self._sid)
         self.dashboard: Any = None
         #: plugins (``Executor.register_plugin``) and ``--preload`` modules
@@ -210,8 +212,8 @@ class Scheduler(Node):
         runtime.embedded_scheduler_started()
         self._gc_tuned = True
         self.spawn(self._check_heartbeats(), "heartbeat-check")
-        if self.dashboard_port is not None:  # starts while workers join (it imports aiohttp)
-            self._dashboard_starting = self.spawn(self._start_dashboard(), "dashboard-start")
+        if not self._dashboard_later:  # starts while workers join (it imports aiohttp)
+            self.start_dashboard()
         logger.info("scheduler at %s", self.address)
         return self
 
@@ -228,12 +230,22 @@ class Scheduler(Node):
                 f"run_on_scheduler: the result of {getattr(fn, '__qualname__', fn)!s}() cannot be "
                 f"sent back to the client: {exc}") from None
 
+    def start_dashboard(self) -> None:
+        """Start serving the dashboard in the background (once; nothing
+        without a ``dashboard_port``): at start, or when the owner says so
+        (``dashboard_later``; an embedded cluster does once its workers are
+        up: importing aiohttp would take a core from their start)."""
+        if (self.dashboard_port is not None and self._dashboard_starting is None
+                and self.status is Status.running):
+            self._dashboard_starting = self.spawn(self._start_dashboard(), "dashboard-start")
+
     async def _start_dashboard(self) -> None:
         assert self.dashboard_port is not None
         self.dashboard = await dashboard.start_dashboard(self, self.host, self.dashboard_port)
 
     async def dashboard_ready(self) -> str | None:
         """Wait until the dashboard (if any) is up; its URL or None."""
+        self.start_dashboard()  # asked for before the owner started it
         if self._dashboard_starting is not None:
             await asyncio.shield(self._dashboard_starting)
         return self.dashboard_link
