@@ -47,7 +47,7 @@ from taskmill.protocol import Serialized, serialize_function
 from taskmill.protocol.vocabulary import TaskSpec
 from taskmill.cluster.sizing import default_sizing
 from taskmill.security import Security, in_process_security, own_cluster_security
-from taskmill.server.prestart import prestart
+from taskmill.server.prestart import PrestartedProcess, prestart
 
 _live_executors: weakref.WeakSet[Executor] = weakref.WeakSet()
 
@@ -124,12 +124,14 @@ class Executor(ClusterMethods):
         if self.status == "running":
             return self
         loop = asyncio.get_running_loop()
-        # dask support is imported while the cluster starts (a quarter second)
-        future_class = loop.run_in_executor(None, dask_future_class)
         address = self._address
+        prestarted = await self._prepare_cluster() if address is None else []
+        # dask support is imported in a thread while the cluster starts (a tenth
+        # of a second; not before: it would slow the worker processes' start)
+        future_class = loop.run_in_executor(None, dask_future_class)
         try:
             if address is None:
-                await self._start_cluster()
+                await self.cluster.start(prestarted)
                 address = self.cluster.scheduler_address
                 self._security = self.cluster.security
         finally:
@@ -151,10 +153,11 @@ class Executor(ClusterMethods):
             dask_integration.default_scheduler.push(self)
         return self
 
-    async def _start_cluster(self) -> None:
-        """The embedded cluster: its worker processes start first, importing
-        their modules while this process imports and starts the scheduler and
-        the nannies that adopt them (:mod:`taskmill.server.prestart`)."""
+    async def _prepare_cluster(self) -> list[PrestartedProcess]:
+        """The embedded cluster, not started yet, and its worker processes,
+        started first: they import their modules while this process imports
+        and starts the scheduler and the nannies that adopt them
+        (:mod:`taskmill.server.prestart`)."""
         options = self._cluster_options
         security = own_cluster_security(self._security)
         n, _ = default_sizing(options["n_workers"], options["threads_per_worker"],
@@ -168,7 +171,7 @@ class Executor(ClusterMethods):
             for process in prestarted:
                 await process.discard()
             raise
-        await self.cluster.start(prestarted)
+        return prestarted
 
     async def _close(self) -> None:
         if self._session is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import threading
 import time
 from typing import Any
 
@@ -21,7 +22,7 @@ async def start_dashboard(scheduler: Any, host: str, port: int) -> Any:
     running server, or None (with a warning) when it cannot: the port is
     taken or aiohttp is not installed.  The scheduler runs on either way."""
     try:  # importing aiohttp takes a while: not on the event loop's thread
-        app = await asyncio.to_thread(importlib.import_module, "taskmill.dashboard.app")
+        app = await _import_aside("taskmill.dashboard.app")
         DashboardServer = app.DashboardServer  # noqa: N806
     except ImportError as exc:
         logger.warning("dashboard disabled: %s (pip install aiohttp prometheus_client)", exc)
@@ -35,6 +36,36 @@ async def start_dashboard(scheduler: Any, host: str, port: int) -> Any:
     scheduler.spawn(scheduler.monitor.watch_loop_delay(), "loop-delay")
     logger.info("dashboard at %s", url)
     return server
+
+
+async def _import_aside(name: str) -> Any:
+    """Import module ``name`` in a daemon thread of its own: not in the loop's
+    default executor, whose shutdown would wait for it (a cluster closed
+    while its dashboard starts would wait for aiohttp's import)."""
+    loop = asyncio.get_running_loop()
+    imported: asyncio.Future[Any] = loop.create_future()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if imported.done():
+            return
+        if error is not None:
+            imported.set_exception(error)
+        else:
+            imported.set_result(value)
+
+    def work() -> None:
+        value, error = None, None
+        try:
+            value = importlib.import_module(name)
+        except BaseException as exc:  # ImportError above all; handed to the waiting task
+            error = exc
+        try:
+            loop.call_soon_threadsafe(settle, value, error)
+        except RuntimeError:  # the loop closed meanwhile: nobody waits any more
+            pass
+
+    threading.Thread(target=work, name="taskmill-dashboard-import", daemon=True).start()
+    return await imported
 
 
 def task_stream(scheduler: Any, start: float = 0.0, stop: float | None = None) -> list[dict[str, Any]]:
