@@ -39,6 +39,7 @@ from taskmill.server.data_store import DataStore
 
 logger = logging.getLogger("taskmill.worker")
 
+
 @dataclass(frozen=True, slots=True)
 class MemoryThresholds:
     """Fractions of the memory limit (0 disables a step) and the monitor's period."""
