@@ -105,9 +105,11 @@ async def run_worker(args: argparse.Namespace) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    # the loop first: making it builds the configuration and imports uvloop,
-    # which a prestarted process does while its nanny is not ready yet
+    # what needs no arguments first (the configuration and uvloop, built with
+    # the loop; a full collection, then the heap frozen, 10 ms): a prestarted
+    # process does it while its nanny is not ready yet
     loop = new_event_loop()
+    tune_gc()
     try:
         if args.args_on_stdin:  # the modules are imported: wait for the nanny's word
             handed = args_from_stdin()
@@ -118,7 +120,6 @@ def main(argv: list[str] | None = None) -> None:
         if args.watch_stdin:
             die_with_parent()
             exit_when_pipe_closes(sys.stdin.fileno())
-        tune_gc()
         signalled = loop.run_until_complete(run_worker(args))
     except (OSError, ConnectionError) as exc:
         logging.getLogger("taskmill.worker").error("worker failed to start: %s", exc)
