@@ -27,8 +27,10 @@ What it keeps from ``dataclasses``' contract: the same methods and
 semantics (equality and hash over the fields, for instances of the same
 class only; ``FrozenInstanceError`` on assignment), ``dataclasses.fields``,
 ``replace``, ``asdict`` and ``is_dataclass`` work on the classes:
-``__dataclass_fields__`` is built on first access, by running
-``dataclasses.dataclass`` on a plain stand-in class with the same fields.
+``__dataclass_fields__`` (and ``__dataclass_params__``) are built on first
+access, by running ``dataclasses.dataclass`` on a plain stand-in class with
+the same fields; so a ``@dataclass(frozen=True, slots=True)`` may extend a
+``@frozen`` class too (the other way round is refused).
 What it does not do: ``field(...)`` specifiers (``default_factory``,
 ``compare=False``...) and mutable defaults are refused with a ``TypeError``
 that says so; keep ``@dataclass`` for such classes.
@@ -68,7 +70,7 @@ def fields_of(cls: Any) -> tuple[FieldInfo, ...]:
     """The fields of a ``@frozen`` class, or of a dataclass, in order; cheap
     for a ``@frozen`` class (``dataclasses.fields`` would build its
     ``__dataclass_fields__`` first)."""
-    fields: tuple[FieldInfo, ...] | None = getattr(cls, "__frozen_fields__", None)
+    fields: tuple[FieldInfo, ...] | None = cls.__dict__.get("__frozen_fields__")
     if fields is not None:
         return fields
     return tuple(FieldInfo(f.name, f.default, f.type) for f in dataclasses.fields(cls))
@@ -90,7 +92,8 @@ def frozen(cls: type[T]) -> type[T]:
         __slots__=own, __frozen_fields__=fields, __match_args__=names,
         __setattr__=_refuse_assignment, __delattr__=_refuse_deletion,
         __getstate__=_getstate, __setstate__=_setstate,
-        __dataclass_fields__=_DataclassFields(),
+        __dataclass_fields__=_AsDataclass("__dataclass_fields__"),
+        __dataclass_params__=_AsDataclass("__dataclass_params__"),
     )
     metaclass: Any = type(cls)
     made: Any = metaclass(cls.__name__, cls.__bases__, namespace)
@@ -149,19 +152,24 @@ def _setstate(self: Any, state: list[Any]) -> None:
         object.__setattr__(self, field.name, value)
 
 
-class _DataclassFields:
-    """``__dataclass_fields__`` on first access: what ``dataclasses`` makes
-    for a plain class with the same fields; then kept on the class."""
+class _AsDataclass:
+    """``__dataclass_fields__`` and ``__dataclass_params__`` on first access
+    of either: what ``dataclasses`` makes for a plain frozen class with the
+    same fields; then kept on the class (so that ``dataclasses.fields`` and
+    ``replace`` work, and a ``@dataclass(frozen=True)`` may extend the class)."""
 
-    def __get__(self, instance: Any, owner: type) -> dict[str, dataclasses.Field[Any]]:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type) -> Any:
         fields: tuple[FieldInfo, ...] = owner.__dict__["__frozen_fields__"]
         shadow_ns: dict[str, Any] = {"__module__": owner.__module__,
                                      "__annotations__": {f.name: f.annotation for f in fields}}
         shadow_ns.update({f.name: f.default for f in fields if f.default is not MISSING})
         shadow: Any = dataclasses.dataclass(frozen=True)(type(owner.__name__, (), shadow_ns))
-        made: dict[str, dataclasses.Field[Any]] = shadow.__dataclass_fields__
-        type.__setattr__(owner, "__dataclass_fields__", made)
-        return made
+        for name in ("__dataclass_fields__", "__dataclass_params__"):
+            type.__setattr__(owner, name, getattr(shadow, name))
+        return getattr(shadow, self.name)
 
 
 _GENERATED = ("__init__", "__repr__", "__eq__", "__hash__")

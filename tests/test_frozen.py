@@ -99,6 +99,20 @@ def test_what_it_does_not_support_is_refused_clearly() -> None:
             more: int = 0
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Tick(Event):
+    n: int = 0
+
+
+def test_a_dataclass_may_extend_a_frozen_class() -> None:
+    tick = Tick("s", 3)
+    assert tick == Tick("s", 3) != Tick("s", 4) and repr(tick) == "Tick(stimulus_id='s', n=3)"
+    assert dataclasses.replace(tick, n=5).n == 5 and pickle.loads(pickle.dumps(tick)) == tick
+    assert [f.name for f in fields_of(Tick)] == ["stimulus_id", "n"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        tick.n = 1  # type: ignore[misc]
+
+
 def test_a_method_the_class_defines_is_kept() -> None:
     @frozen
     class Shown:
