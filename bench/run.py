@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Side-by-side benchmarks: taskmill against dask.distributed.
+"""Side-by-side benchmarks: taskmill against dask.distributed (and, where a
+pool fits, the standard library's ProcessPoolExecutor).
 
     .venv/bin/python bench/run.py                      # full run, 5 repetitions
     .venv/bin/python bench/run.py --quick              # smoke run: small sizes, 2 repetitions
@@ -9,7 +10,7 @@
 Both systems run the same workloads through their public APIs on a local
 cluster of 2 worker processes with 1 thread each.  Repetitions alternate
 between the systems (ABBA order) and the report quotes medians over the
-repetitions and the taskmill/dask ratio.  Each cluster lives in its own
+repetitions and the taskmill/dask and taskmill/PPE ratios.  Each cluster lives in its own
 subprocess (bench/runner.py) so every measurement has a timeout and a hung
 system is killed and reported instead of stalling the run.  See README.md.
 """
@@ -52,18 +53,22 @@ class Workload:
     full: int = 0             # size: calls / tasks / bytes
     quick: int = 0
     target: str = ""
+    pool_fits: bool = False   # ProcessPoolExecutor ("ppe") runs it too: plain calls, no futures as inputs
 
-    def check(self, tm: float | None, dk: float | None) -> bool | None:
+    def check(self, tm: float | None, dk: float | None, pp: float | None = None) -> bool | None:
         """Whether taskmill meets its target (None: cannot tell)."""
         if tm is None:
             return False
         ratio = tm / dk if dk else None
+        pool = tm / pp if pp else None
         n = self.name
         if n == "roundtrip":
-            return tm <= 1.0 and (ratio is None or ratio <= 0.2)
+            return tm <= 1.0 and (ratio is None or ratio <= 0.2) and (pool is None or pool <= 1.2)
         if n == "map":
-            return tm >= 3000 and (ratio is None or ratio >= 5)
-        if n in ("chain", "fib", "fib_impure"):
+            return tm >= 3000 and (ratio is None or ratio >= 5) and (pool is None or pool >= 1.5)
+        if n == "chain":
+            return tm >= 5000 and (None if ratio is None else ratio >= 5)
+        if n in ("fib", "fib_impure"):
             return None if ratio is None else ratio >= 5
         if n == "transfer":
             return tm >= 1000
@@ -82,11 +87,12 @@ WORKLOADS = [
     Workload("startup", "start", "`Executor()`/`Client()` to first result, fresh interpreter", "s",
              False, target="taskmill <= 1.5 s"),
     Workload("roundtrip", "cluster", "`submit(inc, i).result()` latency, median per call", "ms",
-             False, full=1000, quick=200, target="<= 1 ms and <= 0.2x dask"),
+             False, full=1000, quick=200, target="<= 1 ms, <= 0.2x dask, <= 1.2x PPE",
+             pool_fits=True),
     Workload("map", "cluster", "`map(inc, range(N))` + `gather` throughput", "tasks/s", True,
-             full=20_000, quick=2_000, target=">= 3,000/s and >= 5x dask"),
+             full=20_000, quick=2_000, target=">= 3,000/s, >= 5x dask, >= 1.5x PPE", pool_fits=True),
     Workload("chain", "cluster", "chain `f = submit(inc, f)` then `f.result()`", "tasks/s", True,
-             full=5_000, quick=500, target=">= 5x dask"),
+             full=5_000, quick=500, target=">= 5,000/s and >= 5x dask"),
     Workload("transfer", "cluster", "numpy array worker A -> task on worker B", "MB/s", True,
              full=200 * MB, quick=20 * MB, target=">= 1,000 MB/s"),
     Workload("fib", "script", "recursive fib(N), tasks submit their children via get_client, "
@@ -266,9 +272,14 @@ class Bench:
     def size(self, w: Workload) -> int:
         return w.quick if self.args.quick else w.full
 
-    def orders(self):
+    def systems_for(self, w: Workload) -> list[str]:
+        """The systems that run ``w``: the pool only the workloads it fits."""
+        return [s for s in self.systems if s != "ppe" or (w.pool_fits and w.kind == "cluster")]
+
+    def orders(self, w: Workload):
+        systems = self.systems_for(w)
         for rep in range(self.args.repeat):
-            yield rep, (self.systems if rep % 2 == 0 else self.systems[::-1])
+            yield rep, (systems if rep % 2 == 0 else systems[::-1])
 
     def log(self, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -297,14 +308,14 @@ class Bench:
 
     def run_fresh(self, w: Workload) -> None:
         failed: set[str] = set()
-        for s in self.systems:          # untimed: fills the bytecode cache, warms the OS page cache
+        for s in self.systems_for(w):   # untimed: fills the bytecode cache, warms the OS page cache
             if w.kind == "script":
                 break                   # its script warms its own cluster; imports are not timed
             try:
                 run_script(self.fresh_script(w, s), self.args.timeout, self.logdir, f"{w.name}-{s}-warmup")
             except (Timeout, RuntimeError) as exc:
                 self.log(f"  {s}: warm-up run failed: {str(exc).splitlines()[0]}")
-        for rep, order in self.orders():
+        for rep, order in self.orders(w):
             for s in order:
                 if s in failed:
                     continue
@@ -334,7 +345,7 @@ class Bench:
 
     def run_cluster(self, w: Workload) -> None:
         failed: set[str] = set()
-        for rep, order in self.orders():
+        for rep, order in self.orders(w):
             for s in order:
                 if s in failed:
                     continue
@@ -389,9 +400,12 @@ class Bench:
     # -- reporting -----------------------------------------------------------------------------
     def table(self, names: list[str]) -> str:
         dk_on = "dask" in self.systems
+        pp_on = any("ppe" in self.systems_for(w) for w in WORKLOADS if w.name in names)
         head = ["Workload", "Metric", "Unit", "taskmill (median)"]
         if dk_on:
             head += ["dask (median)", "taskmill/dask", "taskmill vs dask"]
+        if pp_on:
+            head += ["PPE (median)", "taskmill/PPE", "taskmill vs PPE"]
         head += ["Target", "Met?"]
         rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for w in WORKLOADS:
@@ -399,6 +413,7 @@ class Bench:
                 continue
             tm = self.cells[w.name]["taskmill"].median
             dk = self.cells[w.name]["dask"].median if dk_on else None
+            pp = self.cells[w.name]["ppe"].median if "ppe" in self.systems_for(w) else None
             size = self.size(w)
             label = w.name + (f" ({size // MB} MB)" if w.unit == "MB/s" else
                               f" (N={size:,})" if size else "")
@@ -406,7 +421,10 @@ class Bench:
                                               " (lower is better)"), fmt(tm, w.unit)]
             if dk_on:
                 row += [fmt(dk, w.unit), *compare(w, tm, dk)]
-            ok = w.check(tm, dk)
+            if pp_on:
+                row += ([fmt(pp, w.unit), *compare(w, tm, pp)] if "ppe" in self.systems_for(w)
+                        else ["-", "-", "-"])
+            ok = w.check(tm, dk, pp)
             row += [w.target, {True: "yes", False: "**no**", None: "?"}[ok]]
             rows.append("| " + " | ".join(row) + " |")
         return "\n".join(rows)
@@ -416,7 +434,7 @@ class Bench:
         for w in WORKLOADS:
             if w.name not in names:
                 continue
-            for s in self.systems:
+            for s in self.systems_for(w):
                 c = self.cells[w.name][s]
                 vals = ", ".join(fmt(v, w.unit) for v in c.values) or "-"
                 lines.append(f"- {w.name} / {s}: [{vals}] {w.unit}")
@@ -476,7 +494,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small sizes and 2 repetitions: a smoke run")
     p.add_argument("--only", action="append", default=[], metavar="NAME",
                    help=f"run only these workloads (repeatable or comma-separated): {', '.join(BY_NAME)}")
-    p.add_argument("--systems", default="taskmill,dask", help="comma-separated (default taskmill,dask)")
+    p.add_argument("--systems", default="taskmill,dask,ppe",
+                   help="comma-separated (default taskmill,dask,ppe; ppe = the standard library's "
+                        "ProcessPoolExecutor(2), on roundtrip and map only)")
     p.add_argument("--timeout", type=float, default=300, help="seconds allowed per measurement (default 300)")
     p.add_argument("--markdown", metavar="PATH", help="write the results as Markdown to PATH")
     p.add_argument("--json", metavar="PATH", help="write every measured value as JSON to PATH")
@@ -490,6 +510,9 @@ def main(argv: list[str] | None = None) -> int:
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     if "taskmill" not in systems:
         p.error("--systems must include taskmill")
+    strange = [s for s in systems if s not in ("taskmill", "dask", "ppe")]
+    if strange:
+        p.error(f"unknown system(s) {strange}; choose from taskmill, dask, ppe")
     if "dask" in systems and importlib.util.find_spec("distributed") is None:
         print("dask.distributed is not installed: reporting taskmill only", file=sys.stderr)
         systems = [s for s in systems if s != "dask"]
@@ -532,8 +555,9 @@ def main(argv: list[str] | None = None) -> int:
             "",
             table,
             "",
-            "Ratios are taskmill/dask of the medians; \"taskmill vs dask\" turns that into faster/slower "
-            "whatever the direction of the unit.",
+            "Ratios are taskmill/dask and taskmill/PPE (the standard library's ProcessPoolExecutor(2)) "
+            "of the medians; \"taskmill vs ...\" turns that into faster/slower whatever the direction of "
+            "the unit.",
             "",
             "## Every repetition",
             "",

@@ -1,7 +1,9 @@
 """One long-lived benchmark process per system.
 
-``python -m bench.runner taskmill|dask`` starts a 2-worker, 1-thread-per-worker
-local cluster of that system, warms it up, then reads JSON commands from stdin
+``python -m bench.runner taskmill|dask|ppe`` starts a 2-worker, 1-thread-per-worker
+local cluster of that system (``ppe``: the standard library's
+``concurrent.futures.ProcessPoolExecutor(max_workers=2)``, for the workloads
+where a pool fits: single calls and a map), warms it up, then reads JSON commands from stdin
 (one a line) and answers on stdout with lines starting with ``@@BENCH ``.
 Everything else it or its cluster prints is noise the driver logs.  Running
 each system in its own process lets the driver put a timeout on every
@@ -45,6 +47,13 @@ class System:
     def wait(self, futures) -> None:
         raise NotImplementedError
 
+    def map(self, func, iterable):
+        """Submit ``func`` over ``iterable``; ``gather`` turns the handle into the results."""
+        return self.client.map(func, iterable)
+
+    def gather(self, handle) -> list:
+        return self.client.gather(handle)
+
     def close(self) -> None:
         self.client.close()
 
@@ -85,7 +94,36 @@ class Dask(System):
             cluster.close()
 
 
-SYSTEMS = {"taskmill": Taskmill, "dask": Dask}
+class Pool(System):
+    """The standard library's process pool: ``submit`` and ``map`` only."""
+
+    name = "ppe"
+    processes = 2
+
+    def start(self) -> None:
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.client = ProcessPoolExecutor(max_workers=self.processes)
+
+    def wait(self, futures) -> None:
+        from concurrent.futures import wait
+
+        wait(futures)
+
+    def map(self, func, iterable):
+        return self.client.map(func, iterable)   # submits every call now; an iterator of results
+
+    def gather(self, handle) -> list:
+        return list(handle)
+
+    def close(self) -> None:
+        self.client.shutdown()
+
+    def workers(self) -> list[str]:
+        return [f"process {i}" for i in range(self.processes)]
+
+
+SYSTEMS = {"taskmill": Taskmill, "dask": Dask, "ppe": Pool}
 
 # Distinct argument values for every measurement, so no pure key of one
 # repetition (or of the warm-up) can hit a result left over from another.
@@ -121,12 +159,11 @@ def w_roundtrip(sys_: System, n: int) -> dict:
 
 
 def w_map(sys_: System, n: int) -> dict:
-    c = sys_.client
     base = fresh(n)
     t = time.perf_counter()
-    futs = c.map(tasks.inc, range(base, base + n))
+    futs = sys_.map(tasks.inc, range(base, base + n))
     t_submit = time.perf_counter() - t
-    res = c.gather(futs)
+    res = sys_.gather(futs)
     dt = time.perf_counter() - t
     assert len(res) == n and res[0] == base + 1 and res[-1] == base + n, (res[:3], res[-3:])
     del futs, res
@@ -174,9 +211,9 @@ def warm_up(sys_: System) -> None:
     c = sys_.client
     for i in range(10):
         c.submit(tasks.inc, -i - 1).result()
-    futs = c.map(tasks.inc, range(-1000, -800))
-    c.gather(futs)
-    del futs
+    sys_.gather(sys_.map(tasks.inc, range(-1000, -800)))
+    if isinstance(sys_, Pool):     # no chains of futures nor data placement in a pool
+        return
     f = c.submit(tasks.inc, -5000, pure=False)
     for _ in range(50):
         f = c.submit(tasks.inc, f, pure=False)
