@@ -104,6 +104,12 @@ class KeyState:
         self._compact_at = 8
         return [f for f in (r() for r in refs) if f is not None]
 
+    def note_arrival(self) -> None:
+        """The scheduler reported the key in memory: wake whoever waits for
+        that (loop thread only; no Event is made when nobody waits)."""
+        if self._arrived is not None:
+            self._arrived.set()
+
     @property
     def arrived_event(self) -> asyncio.Event:
         """Set each time the scheduler reports the key in memory (loop thread only)."""

@@ -462,7 +462,7 @@ class Session:
         ks.type_name = msg.type_name
         if msg.value is not None and not ks.has_value:
             ks.payload = msg.value  # a small result: no fetch needed
-        ks.arrived_event.set()
+        ks.note_arrival()
         self._finish(ks, FINISHED)
 
     def _on_keys_running(self, msg: KeysRunning) -> None:

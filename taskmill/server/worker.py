@@ -425,18 +425,31 @@ class Worker(Node):
             return
         if watching:
             self.plugins.transitions_handled(self.state.story_log, mark)
+        # The commands run first and the messages go out together after them,
+        # in their order: a task thread starts on its next call (Execute) while
+        # this thread writes the report of the last one, in one write.
+        outgoing: list[Message] = []
         for cmd in commands:
-            self._dispatch(cmd)
+            if isinstance(cmd, Message):
+                outgoing.append(self._outgoing(cmd))
+            else:
+                self._dispatch(cmd)
+        if outgoing:
+            self._send(*outgoing)
 
-    def _dispatch(self, cmd: ev.WorkerOutput) -> None:
+    def _outgoing(self, msg: Message) -> Message:
+        """A message to the scheduler as it leaves: a task's report carries the
+        seconds its inputs took to arrive."""
+        if isinstance(msg, (TaskFinished, TaskErred)):
+            transfer = self.diagnostics.transfer_time(msg.key)
+            if transfer:
+                return replace(msg, transfer=transfer)
+        return msg
+
+    def _dispatch(self, cmd: ev.WorkerCommand) -> None:
         match cmd:
             case ev.Execute():
                 self._execute(cmd)
-            case TaskFinished() | TaskErred():  # with the seconds its inputs took to arrive
-                transfer = self.diagnostics.transfer_time(cmd.key)
-                self._send(replace(cmd, transfer=transfer) if transfer else cmd)
-            case Message():
-                self._send(cmd)
             case ev.Fetch():
                 self.spawn(self._fetch(cmd.peer, cmd.keys), "fetch")
             case ev.DeleteData():
@@ -466,11 +479,11 @@ class Worker(Node):
             self._handle(ev.LogRecordsCaptured(stimulus_id=f"log-records-{topic}", topic=topic,
                                                records=records))
 
-    def _send(self, msg: Message) -> None:
+    def _send(self, *msgs: Message) -> None:
         if self.stream is None:
             return
         try:
-            self.stream.send_messages(msg)
+            self.stream.send_messages(*msgs)
         except CommClosedError:
             pass  # the reader notices and reconnects
 
