@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/trace_roundtrip.py                 # 4 blocks of 2,000 calls each
     .venv/bin/python bench/trace_roundtrip.py --calls 1000 --blocks 5
+    .venv/bin/python bench/trace_roundtrip.py --map --calls 5000   # one gather(map(...)) per block
 
 Runs ``submit(inc, i).result()`` on ``Executor(n_workers=2, threads_per_worker=1)``
 and reports, per thread of every process (the user's thread, the client's
@@ -15,6 +16,9 @@ stages nested in it; what no stage covers is the thread's ``rest`` (the event
 loop itself, reading and framing sockets, waking up).  Wrapping costs about
 1 us per stage call, counted in the stages.  The workers are instrumented
 through ``Executor.run``.
+
+With ``--map`` a block is one ``gather(map(inc, range(N)))`` instead (the
+pool's: ``list(pool.map(inc, range(N)))``), and the figures are per task.
 
 The same calls on ``concurrent.futures.ProcessPoolExecutor(2)`` (no stages:
 its threads' and processes' CPU only) alternate with taskmill's, block by
@@ -45,6 +49,8 @@ from bench import tasks  # noqa: E402
 CLIENT_STAGES = [
     ("taskmill.client.executor", "Executor.submit", "submit: pack the call, make the Future, queue"),
     ("taskmill.client.future", "Future.result", "result: wait and unpickle"),
+    ("taskmill.client.executor", "Executor.map", "map: pack the calls, make the Futures, queue"),
+    ("taskmill.client.executor", "Executor.gather", "gather: wait and unpickle"),
     ("taskmill.client.session", "Session.release_future", "release the key (Future collected)"),
     ("taskmill.client.session", "Session._flush_outbox", "client outbox to the scheduler"),
     ("taskmill.server.scheduler", "Scheduler._client_events", "scheduler: client messages to events"),
@@ -160,10 +166,10 @@ class TaskmillSide:
 
     name = "taskmill"
 
-    def __init__(self, e: Any) -> None:
+    def __init__(self, e: Any, map_: bool) -> None:
         from bench import trace_roundtrip as this  # by reference: the workers import it (not __main__)
 
-        self.e, self.this = e, this
+        self.e, self.this, self.map = e, this, map_
         for i in range(200):
             e.submit(tasks.inc, -i - 1).result()
         self.stages = Stages()
@@ -177,8 +183,11 @@ class TaskmillSide:
         w_before = e.run(this.worker_take)
         self.stages.take()
         t = time.perf_counter()
-        for i in range(calls):
-            e.submit(tasks.inc, self.base + i).result()
+        if self.map:
+            e.gather(e.map(tasks.inc, range(self.base, self.base + calls)))
+        else:
+            for i in range(calls):
+                e.submit(tasks.inc, self.base + i).result()
         wall = time.perf_counter() - t
         self.base += calls
         own = self.stages.take()
@@ -200,10 +209,10 @@ class PoolSide:
 
     name = "ProcessPoolExecutor(2)"
 
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: Any, map_: bool) -> None:
         import psutil
 
-        self.pool = pool
+        self.pool, self.map = pool, map_
         for i in range(200):
             pool.submit(tasks.inc, i).result()
         self.kids = psutil.Process().children()
@@ -217,8 +226,11 @@ class PoolSide:
     def block(self, calls: int) -> dict[str, Any]:
         before = self._snap()
         t = time.perf_counter()
-        for i in range(calls):
-            self.pool.submit(tasks.inc, i).result()
+        if self.map:
+            list(self.pool.map(tasks.inc, range(calls)))
+        else:
+            for i in range(calls):
+                self.pool.submit(tasks.inc, i).result()
         wall = time.perf_counter() - t
         return {"wall": wall, "threads": diff(self._snap(), before), "stages": {}}
 
@@ -226,14 +238,14 @@ class PoolSide:
         pass
 
 
-def run_blocks(calls: int, blocks: int) -> dict[str, list[dict[str, Any]]]:
+def run_blocks(calls: int, blocks: int, map_: bool) -> dict[str, list[dict[str, Any]]]:
     """Blocks of both systems, alternating (ABBA), both kept up throughout."""
     from concurrent.futures import ProcessPoolExecutor
 
     from taskmill import Executor
 
     with Executor(n_workers=2, threads_per_worker=1) as e, ProcessPoolExecutor(2) as pool:
-        sides = [TaskmillSide(e), PoolSide(pool)]
+        sides = [TaskmillSide(e, map_), PoolSide(pool, map_)]
         out: dict[str, list[dict[str, Any]]] = {s.name: [] for s in sides}
         try:
             for b in range(blocks):
@@ -275,12 +287,14 @@ def report(name: str, blocks: list[dict[str, Any]], calls: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--calls", type=int, default=2000, help="round trips per block (default 2,000)")
+    p.add_argument("--calls", type=int, default=2000,
+                   help="round trips (with --map: tasks) per block (default 2,000)")
+    p.add_argument("--map", action="store_true", help="a block is one map of --calls tasks, gathered")
     p.add_argument("--blocks", type=int, default=4, help="blocks per system (default 4)")
     args = p.parse_args(argv)
     if args.calls < 1 or args.blocks < 1:
         p.error("--calls and --blocks must be at least 1")
-    for name, blocks in run_blocks(args.calls, args.blocks).items():
+    for name, blocks in run_blocks(args.calls, args.blocks, args.map).items():
         report(name, blocks, args.calls)
 
 

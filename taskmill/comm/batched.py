@@ -15,6 +15,15 @@ synchronously (``Comm.write_nowait``), so the common case costs no task.  A
 batch that would exceed the frame limits (many big messages queued at once)
 goes out as several smaller batches, in order.
 
+Holding.  ``send(..., hold=seconds)`` lets messages that are not urgent wait
+for company: on an idle stream they are not written at once but stay in the
+buffer until the first of: a later send without ``hold`` (they go with it, in
+order), ``HOLD_LIMIT`` messages waiting, or a timer ``seconds`` after the
+first held message.  A worker holds its task reports while it still runs
+other calls (more reports follow within microseconds), so a map's thousands
+of reports reach the scheduler in tens of writes, not one each; a lone call's
+report is not held.
+
 The receiver reads lists of messages from the comm.
 
 Errors: when the comm breaks or a batch cannot be encoded, the comm is
@@ -36,6 +45,9 @@ from taskmill.protocol.wire_types import Message
 
 logger = logging.getLogger("taskmill.comm.batched")
 
+#: held messages written anyway once this many wait (see ``BatchedSend.send``)
+HOLD_LIMIT = 64
+
 
 class BatchedSend:
     """Coalesces messages sent to one comm into batched writes."""
@@ -54,10 +66,13 @@ class BatchedSend:
         self._buffer: list[Any] = []
         self._flush_scheduled = False
         self._write_task: asyncio.Task[None] | None = None
+        self._hold_timer: asyncio.TimerHandle | None = None
         self._closing = False
 
-    def send(self, *msgs: Any) -> None:
-        """Queue ``msgs`` for the next batch; raises if the stream is closed."""
+    def send(self, *msgs: Any, hold: float = 0.0) -> None:
+        """Queue ``msgs`` for the next batch; raises if the stream is closed.
+        With ``hold`` (seconds) an idle stream waits up to that long for more
+        messages before writing (see the module's docstring)."""
         if self._closing or self.exception is not None or self.comm.closed():
             raise CommClosedError(
                 f"batched stream to {self.comm.peer_address} is closed"
@@ -66,13 +81,17 @@ class BatchedSend:
         self._buffer.extend(msgs)
         if self._flush_scheduled or self._write_task is not None:
             return  # leaves with this iteration's flush, or after the write in flight
+        if hold > 0.0 and len(self._buffer) < HOLD_LIMIT:
+            if self._hold_timer is None:
+                self._hold_timer = asyncio.get_running_loop().call_later(hold, self._hold_over)
+            return
         self._flush_scheduled = True
         asyncio.get_running_loop().call_soon(self._flush)  # for later sends of this iteration
         self._write_buffer()  # an idle stream: these go now
 
-    def send_messages(self, *msgs: Message) -> None:
+    def send_messages(self, *msgs: Message, hold: float = 0.0) -> None:
         """Send messages of the vocabulary, in their wire form (see :meth:`send`)."""
-        self.send(*[m.to_wire() for m in msgs])
+        self.send(*[m.to_wire() for m in msgs], hold=hold)
 
     @property
     def pending(self) -> int:
@@ -92,6 +111,7 @@ class BatchedSend:
     def abort(self) -> None:
         """Drop queued messages and abort the comm."""
         self._closing = True
+        self._end_hold()
         self._buffer.clear()
         if self._write_task is not None:
             self._write_task.cancel()
@@ -101,9 +121,19 @@ class BatchedSend:
         self._flush_scheduled = False
         self._write_buffer()
 
+    def _hold_over(self) -> None:
+        self._hold_timer = None
+        self._write_buffer()
+
+    def _end_hold(self) -> None:
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+
     def _write_buffer(self) -> None:
         if self._write_task is not None or not self._buffer or self.exception is not None:
             return
+        self._end_hold()  # whatever was held leaves with this write
         batch, self._buffer = self._buffer, []
         try:  # the common case: all of it now, no task, no extra loop turn
             rest = self._write_nowait(batch)
@@ -156,6 +186,7 @@ class BatchedSend:
             self._write_buffer()
 
     def _fail(self, exc: BaseException) -> None:
+        self._end_hold()
         self.exception = exc
         self._buffer.clear()
         if not isinstance(exc, CommClosedError):

@@ -144,6 +144,12 @@ SCHEDULER_TTL_FACTOR = 2.0
 #: :mod:`taskmill.core.worker.running_calls`)
 START_REPORT_DELAY = 0.005
 
+#: seconds the reports of a handling may wait for the next ones while other
+#: calls still run here (``BatchedSend``'s hold): a map's reports then cost the
+#: scheduler one read and one handling per batch, not per task; the report of
+#: a worker's last running call goes at once
+REPORT_HOLD = 0.001
+
 
 class Worker(Node):
     """A worker process's server: runs tasks, stores and serves their results."""
@@ -427,7 +433,9 @@ class Worker(Node):
             self.plugins.transitions_handled(self.state.story_log, mark)
         # The commands run first and the messages go out together after them,
         # in their order: a task thread starts on its next call (Execute) while
-        # this thread writes the report of the last one, in one write.
+        # this thread writes the report of the last one, in one write.  While
+        # calls still run here, more reports follow soon: these wait for them
+        # (up to REPORT_HOLD), so a map's reports leave in batches.
         outgoing: list[Message] = []
         for cmd in commands:
             if isinstance(cmd, Message):
@@ -435,7 +443,7 @@ class Worker(Node):
             else:
                 self._dispatch(cmd)
         if outgoing:
-            self._send(*outgoing)
+            self._send(*outgoing, hold=REPORT_HOLD if self.state.executing else 0.0)
 
     def _outgoing(self, msg: Message) -> Message:
         """A message to the scheduler as it leaves: a task's report carries the
@@ -479,11 +487,11 @@ class Worker(Node):
             self._handle(ev.LogRecordsCaptured(stimulus_id=f"log-records-{topic}", topic=topic,
                                                records=records))
 
-    def _send(self, *msgs: Message) -> None:
+    def _send(self, *msgs: Message, hold: float = 0.0) -> None:
         if self.stream is None:
             return
         try:
-            self.stream.send_messages(*msgs)
+            self.stream.send_messages(*msgs, hold=hold)
         except CommClosedError:
             pass  # the reader notices and reconnects
 

@@ -1,4 +1,4 @@
-"""BatchedSend: coalescing within a tick, no added latency, backpressure, errors."""
+"""BatchedSend: coalescing within a tick, no added latency, holding, backpressure, errors."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from taskmill.comm import BatchedSend, Comm, CommClosedError, connect, listen, run
+from taskmill.comm.batched import HOLD_LIMIT
 from taskmill.comm.eventloop import new_event_loop
 
 pytestmark = pytest.mark.timeout(30)
@@ -237,5 +238,66 @@ def test_an_immediate_write_that_fails_breaks_the_stream_without_raising_in_send
         assert errors == [comm.fail_with] and bs.exception is comm.fail_with and comm.closed()
         with pytest.raises(CommClosedError, match="peer went away"):
             bs.send(2)
+
+    run(main())
+
+
+async def until(condition: Any, seconds: float = 5.0) -> None:
+    """Poll ``condition()`` on the loop until it holds (fails after ``seconds``)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.001)
+
+
+def test_held_messages_wait_for_the_timer_on_an_idle_stream() -> None:
+    async def main() -> None:
+        comm = InstantComm()
+        bs = BatchedSend(comm)
+        bs.send("a", hold=0.05)
+        bs.send("b", hold=0.05)  # joins; the timer of the first still runs
+        await ticks(3)
+        assert comm.writes == [] and bs.pending == 2
+        await until(lambda: comm.writes != [])
+        assert comm.writes == [["a", "b"]] and bs.pending == 0
+        bs.send("c")  # idle again, not held: at once
+        assert comm.writes[-1] == ["c"]
+
+    run(main())
+
+
+def test_held_messages_leave_in_order_with_the_next_urgent_send() -> None:
+    async def main() -> None:
+        comm = InstantComm()
+        bs = BatchedSend(comm)
+        bs.send("held 1", hold=60)
+        bs.send("held 2", hold=60)
+        bs.send("urgent")
+        assert comm.writes == [["held 1", "held 2", "urgent"]]
+        assert bs._hold_timer is None  # nothing is left to fire in a minute
+
+    run(main())
+
+
+def test_a_full_hold_is_written_at_once() -> None:
+    async def main() -> None:
+        comm = InstantComm()
+        bs = BatchedSend(comm)
+        for i in range(HOLD_LIMIT - 1):
+            bs.send(i, hold=60)
+        assert comm.writes == []
+        bs.send(HOLD_LIMIT - 1, hold=60)
+        assert comm.writes == [list(range(HOLD_LIMIT))]
+
+    run(main())
+
+
+def test_close_writes_held_messages() -> None:
+    async def main() -> None:
+        comm = InstantComm()
+        bs = BatchedSend(comm)
+        bs.send("held", hold=60)
+        await bs.close()
+        assert comm.writes == [["held"]] and comm.closed() and bs._hold_timer is None
 
     run(main())
