@@ -7,7 +7,9 @@ processes inherit), each with a 2-worker, 1-thread local cluster, and then
 alternates blocks of the workload between them (ABBA order).  Both clusters
 stay up the whole time, so machine noise hits both alike.  It reports each
 side's median and, per block, the ratio NEW/OLD: the median of those paired
-ratios and in how many blocks NEW was lower.  On this shared machine a
+ratios and in how many blocks NEW was lower; the same for the CPU time per
+call or task of each side's processes (its own and its workers', user +
+system), which a loaded machine moves less than wall time.  On this shared machine a
 change of a few percent shows in the paired ratio long before it shows in
 absolute medians.
 
@@ -26,6 +28,7 @@ import time
 
 _CHILD = r"""
 import json, sys, time
+import psutil
 from taskmill import Executor
 from bench import tasks
 workload = sys.argv[1]
@@ -33,11 +36,16 @@ e = Executor(n_workers=2, threads_per_worker=1)
 for i in range(50):
     e.submit(tasks.inc, 10**6 + i).result()
 time.sleep(2)  # let the workers' background imports finish
+me = psutil.Process()
+processes = [me, *me.children(recursive=True)]
+def cpu():
+    return sum(sum(p.cpu_times()[:2]) for p in processes)
 print("ready", flush=True)
 base = 2 * 10**6
 for line in sys.stdin:
     n = int(line)
     samples = []
+    cpu_before = cpu()
     if workload == "roundtrip":
         for i in range(n):
             t = time.perf_counter()
@@ -56,7 +64,7 @@ for line in sys.stdin:
         del f
         samples.append(time.perf_counter() - t)
     base += n + 1
-    print(json.dumps(samples), flush=True)
+    print(json.dumps({"samples": samples, "cpu": (cpu() - cpu_before) / n}), flush=True)
 e.close()
 """
 
@@ -76,11 +84,13 @@ def start(checkout: str, workload: str) -> subprocess.Popen[str]:
     return proc
 
 
-def block(proc: subprocess.Popen[str], n: int) -> list[float]:
+def block(proc: subprocess.Popen[str], n: int) -> tuple[list[float], float]:
+    """One block: its wall samples, and the CPU seconds per call or task of the side's processes."""
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(f"{n}\n")
     proc.stdin.flush()
-    return list(json.loads(proc.stdout.readline()))
+    got = json.loads(proc.stdout.readline())
+    return list(got["samples"]), float(got["cpu"])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -96,27 +106,32 @@ def main(argv: list[str] | None = None) -> None:
     procs = {name: start(path, args.workload) for name, path in sides.items()}
     samples: dict[str, list[float]] = {name: [] for name in sides}
     medians: dict[str, list[float]] = {name: [] for name in sides}
+    cpus: dict[str, list[float]] = {name: [] for name in sides}
     began = time.monotonic()
     try:
         for b in range(args.blocks):
             order = ["old", "new"] if b % 2 == 0 else ["new", "old"]
             for name in order:
-                got = block(procs[name], per)
+                got, cpu = block(procs[name], per)
                 samples[name] += got
                 medians[name].append(statistics.median(got))
+                cpus[name].append(cpu)
     finally:
         for proc in procs.values():
             assert proc.stdin is not None
             proc.stdin.close()
             proc.wait(60)
-    unit = "ms per call" if args.workload == "roundtrip" else f"ms per block of {per} tasks"
+    per_call = args.workload == "roundtrip"
+    unit = "ms per call" if per_call else f"ms per block of {per} tasks"
     print(f"{args.workload}: {args.blocks} blocks, {time.monotonic() - began:.0f} s")
     for name, path in sides.items():
-        print(f"  {name}: {path}: median {statistics.median(samples[name]) * 1e3:.3f} {unit}")
-    ratios = [n / o for n, o in zip(medians["new"], medians["old"])]
-    lower = sum(r < 1 for r in ratios)
-    print(f"  new/old, paired by block: median {statistics.median(ratios):.3f} "
-          f"(new lower in {lower} of {len(ratios)} blocks)")
+        print(f"  {name}: {path}: median {statistics.median(samples[name]) * 1e3:.3f} {unit}, "
+              f"CPU {statistics.median(cpus[name]) * 1e6:.0f} us per {'call' if per_call else 'task'}")
+    for what, series in (("wall", medians), ("CPU", cpus)):
+        ratios = [n / o for n, o in zip(series["new"], series["old"])]
+        lower = sum(r < 1 for r in ratios)
+        print(f"  new/old {what}, paired by block: median {statistics.median(ratios):.3f} "
+              f"(new lower in {lower} of {len(ratios)} blocks)")
 
 
 if __name__ == "__main__":

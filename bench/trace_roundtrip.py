@@ -209,16 +209,16 @@ class PoolSide:
 
     name = "ProcessPoolExecutor(2)"
 
-    def __init__(self, pool: Any, map_: bool) -> None:
+    def __init__(self, pool: Any, map_: bool, others: set[int]) -> None:
         import psutil
 
         self.pool, self.map = pool, map_
         for i in range(200):
             pool.submit(tasks.inc, i).result()
-        self.kids = psutil.Process().children()
+        self.kids = [p for p in psutil.Process().children() if p.pid not in others]
 
     def _snap(self) -> dict[tuple[str, str], float]:
-        cpu = {("parent", k): v for k, v in thread_cpu().items()}
+        cpu = {("parent", k): v for k, v in thread_cpu().items() if not k.startswith("taskmill")}
         for n, k in enumerate(self.kids):
             cpu[(f"process {n + 1}", "all threads")] = sum(k.cpu_times()[:2])
         return cpu
@@ -242,18 +242,26 @@ def run_blocks(calls: int, blocks: int, map_: bool) -> dict[str, list[dict[str, 
     """Blocks of both systems, alternating (ABBA), both kept up throughout."""
     from concurrent.futures import ProcessPoolExecutor
 
+    import psutil
+
     from taskmill import Executor
 
-    with Executor(n_workers=2, threads_per_worker=1) as e, ProcessPoolExecutor(2) as pool:
-        sides = [TaskmillSide(e, map_), PoolSide(pool, map_)]
-        out: dict[str, list[dict[str, Any]]] = {s.name: [] for s in sides}
-        try:
-            for b in range(blocks):
-                for side in sides if b % 2 == 0 else sides[::-1]:
-                    out[side.name].append(side.block(calls))
-        finally:
-            for side in sides:
-                side.close()
+    with Executor(n_workers=2, threads_per_worker=1) as e:
+        workers = {p.pid for p in psutil.Process().children()}  # not the pool's
+        with ProcessPoolExecutor(2) as pool:
+            return alternate([TaskmillSide(e, map_), PoolSide(pool, map_, workers)], calls, blocks)
+
+
+def alternate(sides: list[Any], calls: int, blocks: int) -> dict[str, list[dict[str, Any]]]:
+    """``blocks`` blocks of each side, the order reversed every other block."""
+    out: dict[str, list[dict[str, Any]]] = {s.name: [] for s in sides}
+    try:
+        for b in range(blocks):
+            for side in sides if b % 2 == 0 else sides[::-1]:
+                out[side.name].append(side.block(calls))
+    finally:
+        for side in sides:
+            side.close()
     return out
 
 
