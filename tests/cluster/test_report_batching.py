@@ -5,16 +5,23 @@ call goes at once (``REPORT_HOLD``, ``BatchedSend``'s ``hold``)."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
-from taskmill import Executor
+from taskmill import Executor, worker_client
+from taskmill.comm import BatchedSend
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def inc(x: int) -> int:
     return x + 1
+
+
+def inc_through_a_child(x: int) -> int:
+    with worker_client() as e:  # secedes: the child runs on the freed thread
+        return int(e.submit(inc, x).result()) + 1
 
 
 def test_reports_wait_for_company_but_never_for_an_idle_worker(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -37,3 +44,19 @@ def test_reports_wait_for_company_but_never_for_an_idle_worker(monkeypatch: pyte
         assert time.monotonic() - started < 30
         assert stream.pending == 0
 
+
+
+def test_a_seceded_call_does_not_hold_the_reports_it_waits_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    held: list[tuple[str, float]] = []  # (op, hold) of every message the worker sends
+    send = BatchedSend.send
+
+    def recording(self: BatchedSend, *msgs: Any, hold: float = 0.0) -> None:
+        held.extend((m.get("op", "?") if isinstance(m, dict) else "?", hold) for m in msgs)
+        send(self, *msgs, hold=hold)
+
+    with Executor(n_workers=1, threads_per_worker=1, processes=False) as e:
+        (worker,) = e.cluster.workers
+        monkeypatch.setattr(worker.stream, "send", recording.__get__(worker.stream))
+        assert e.submit(inc_through_a_child, 1).result(timeout=30) == 3
+        reports = [hold for op, hold in held if op == "task-finished"]
+        assert reports == [0.0, 0.0], held  # the child's (its parent seceded) and the parent's
