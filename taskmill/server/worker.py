@@ -147,7 +147,8 @@ START_REPORT_DELAY = 0.005
 #: seconds the reports of a handling may wait for the next ones while other
 #: calls still run here (``BatchedSend``'s hold): a map's reports then cost the
 #: scheduler one read and one handling per batch, not per task; the report of
-#: a worker's last running call (seceded ones do not count) goes at once
+#: a worker's last running call goes at once, and none waits while a call
+#: here has seceded (it may wait for them)
 REPORT_HOLD = 0.001
 
 
@@ -435,8 +436,9 @@ class Worker(Node):
         # in their order: a task thread starts on its next call (Execute) while
         # this thread writes the report of the last one, in one write.  While
         # calls still run here, more reports follow soon: these wait for them
-        # (up to REPORT_HOLD), so a map's reports leave in batches.  Seceded
-        # calls do not count: they wait, likely for these very reports.
+        # (up to REPORT_HOLD), so a map's reports leave in batches.  Not while
+        # a call here has seceded: it waits, likely for these very reports
+        # (a recursion), and each level would wait the hold.
         outgoing: list[Message] = []
         for cmd in commands:
             if isinstance(cmd, Message):
@@ -445,8 +447,8 @@ class Worker(Node):
                 self._dispatch(cmd)
         if outgoing:
             state = self.state
-            busy = len(state.executing) > len(state.seceded)
-            self._send(*outgoing, hold=REPORT_HOLD if busy else 0.0)
+            hold = REPORT_HOLD if state.executing and not state.seceded else 0.0
+            self._send(*outgoing, hold=hold)
 
     def _outgoing(self, msg: Message) -> Message:
         """A message to the scheduler as it leaves: a task's report carries the
