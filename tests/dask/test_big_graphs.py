@@ -1,0 +1,117 @@
+"""Packing big dask graphs cheaply (issue 15): callables travel once per graph,
+tasks are ordered depth first without ``dask.order``, and the results stay
+those of dask's own scheduler."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+dask = pytest.importorskip("dask")
+da = pytest.importorskip("dask.array")
+np = pytest.importorskip("numpy")
+
+from taskmill import Executor  # noqa: E402
+from taskmill.client.dask_graph import pack_graph, to_key  # noqa: E402
+from taskmill.client.dask_pickling import load_node  # noqa: E402
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def packed_sum(chunks: int, split_every: int = 4) -> Any:
+    from dask._expr import FinalizeCompute
+    from dask.base import collections_to_expr
+
+    x = da.ones(chunks, chunks=1).sum(split_every=split_every)
+    expr = FinalizeCompute(collections_to_expr([x], True)).optimize()
+    return pack_graph(expr, generation=0)
+
+
+def test_callables_travel_once_per_graph_not_once_per_task() -> None:
+    packed = packed_sum(1_000)
+    (token, payload), = packed.funcs.items()
+    table = payload.deserialize().args[0]
+    assert 0 < len(table) <= 10  # the few callables of the graph's layers
+    assert {t.func_token for t in packed.tasks} == {token}
+    leaf = next(t for t in packed.tasks if not t.dependencies)
+    node = leaf.args.deserialize()[0][0]
+    assert type(node) is bytes  # pickled against the table
+    assert len(node) < 0.8 * len(pickle.dumps(load_node(table, node)))
+
+
+def test_dependencies_first_and_each_subtree_finished_before_the_next() -> None:
+    packed = packed_sum(64)
+    rank = {t.key: t.priority[-1] for t in packed.tasks}
+    assert sorted(rank.values()) == list(range(len(packed.tasks)))
+    for t in packed.tasks:
+        assert all(rank[d] < rank[t.key] for d in t.dependencies), t.key
+    # a reduction step of 4 inputs comes right after its subtree: its inputs'
+    # subtrees are contiguous (depth-first), so the data it frees goes at once
+    for t in packed.tasks:
+        if t.dependencies:
+            first = min(rank[d] for d in t.dependencies)
+            assert rank[t.key] - first <= size_of_subtree(t.key, packed.tasks)
+
+
+def size_of_subtree(key: str, tasks: list[Any]) -> int:
+    deps = {t.key: t.dependencies for t in tasks}
+    seen: set[str] = set()
+    stack = list(deps[key])
+    while stack:
+        k = stack.pop()
+        if k not in seen:
+            seen.add(k)
+            stack.extend(deps[k])
+    return len(seen)
+
+
+def test_a_cycle_is_refused_with_the_key_named() -> None:
+    def inc(x: int) -> int:
+        return x + 1
+
+    with pytest.raises(ValueError, match="cycle"):
+        pack_graph({"a": (inc, "b"), "b": (inc, "a"), "c": (inc, "a")}, generation=0)
+
+
+@pytest.fixture(scope="module")
+def executor() -> Iterator[Executor]:
+    e = Executor(n_workers=2, threads_per_worker=1)
+    try:
+        yield e
+    finally:
+        e.close()
+
+
+class Scale:
+    """A callable object of the test module: shared through the table."""
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+
+    def __call__(self, x: Any) -> Any:
+        return x * self.factor
+
+
+def test_shapes_give_dask_results_on_worker_processes(executor: Executor) -> None:
+    data = np.arange(200_000, dtype=float)  # chunks big enough to travel out of band
+    cases = {
+        "tree sum": da.ones(2_000, chunks=1).sum(),
+        "2-d blocks": (da.ones((40, 40), chunks=(4, 4)) + da.ones((40, 40), chunks=(4, 4)).T).sum(0),
+        "embedded arrays": da.from_array(data, chunks=50_000).map_blocks(Scale(2.0)).sum(),
+        "mean of a product": (da.arange(1_000, chunks=10) * 3).mean(),
+    }
+    for name, x in cases.items():
+        assert np.allclose(x.compute(), x.compute(scheduler="sync")), name
+
+
+def test_a_plain_graph_keeps_its_keys(executor: Executor) -> None:
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    graph = {("x", i): (add, i, 1) for i in range(100)}
+    graph["total"] = (sum, [("x", i) for i in range(100)])  # type: ignore[index]
+    assert executor.get(graph, "total") == sum(range(1, 101))
+    assert to_key(("x", 1)) == "('x', 1)"
