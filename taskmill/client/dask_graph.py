@@ -39,7 +39,8 @@ call and from ``dask.annotate`` (:mod:`taskmill.client.dask_annotations`).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping
+import sys
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -84,14 +85,21 @@ def run_node(table: tuple[Any, ...], node: Any, values: dict[Hashable, Any]) -> 
     return node(values)
 
 
+#: tasks per slice of a graph that :func:`pack_slices` yields: the cluster
+#: starts on the first slice while the next ones are packed
+SLICE = 10_000
+
+
 @dataclass(frozen=True, slots=True)
 class PackedGraph:
-    """A graph ready to submit: wire tasks (dependencies first) and the
-    function they all share."""
+    """A graph, or a slice of one, ready to submit: wire tasks (dependencies
+    first) and the function they share."""
 
     tasks: list[TaskSpec]
     funcs: dict[str, Serialized]
     external: set[str]  # keys used but not defined here: data already on the cluster
+    #: keys of these tasks that tasks of a later slice depend on
+    needed_later: list[str]
 
 
 def graph_of(dsk: Any) -> Mapping[Hashable, Any]:
@@ -102,9 +110,18 @@ def graph_of(dsk: Any) -> Mapping[Hashable, Any]:
 
 
 def pack_graph(dsk: Any, *, generation: int, options: Mapping[str, Any] | None = None) -> PackedGraph:
-    """Normalise ``dsk`` and build one wire task per node.  ``options``: those
-    of the call (``priority``, ``retries``, ``workers``,
-    ``allow_other_workers``, ``resources``), under the graph's annotations."""
+    """The whole graph as one :class:`PackedGraph` (see :func:`pack_slices`)."""
+    return next(pack_slices(dsk, generation=generation, options=options, size=sys.maxsize))
+
+
+def pack_slices(dsk: Any, *, generation: int, options: Mapping[str, Any] | None = None,
+                size: int | None = None) -> Iterator[PackedGraph]:
+    """Normalise ``dsk`` and build one wire task per node, in slices of
+    ``size`` tasks (default ``SLICE``) in dependency order (at least one
+    slice, maybe empty),
+    each packed when asked for.  ``options``: those of the call
+    (``priority``, ``retries``, ``workers``, ``allow_other_workers``,
+    ``resources``), under the graph's annotations."""
     from dask._task_spec import Alias, convert_legacy_graph
 
     options = options or {}
@@ -112,42 +129,53 @@ def pack_graph(dsk: Any, *, generation: int, options: Mapping[str, Any] | None =
     with fusion_kept_off(bool(before_optimisation)):
         raw = dict(graph_of(dsk))
         annotations = graph_annotations(dsk)
-    names: dict[str, Hashable] = {}
+    names: dict[Hashable, str] = {}  # dask key -> taskmill key
+    taken: dict[str, Hashable] = {}
     for k in raw:
-        other = names.setdefault(to_key(k), k)
+        name = names[k] = to_key(k)
+        other = taken.setdefault(name, k)
         if other != k:
             raise ValueError(f"dask keys {other!r} and {k!r} both become taskmill key "
-                             f"{to_key(k)!r}; rename one of them")
+                             f"{name!r}; rename one of them")
     options_of = TaskOptionsOf(annotations, before_optimisation, call_annotations(options),
                                options.get("priority", 0))
     graph = convert_legacy_graph(raw)
     # ``{key: future}`` (a persisted collection, a Future in a graph) is data
     # already on the cluster: no task, only a key others may depend on
     for k, node in list(graph.items()):
-        if isinstance(node, Alias) and to_key(node.target) == to_key(k):
+        if isinstance(node, Alias) and to_key(node.target) == names[k]:
             del graph[k]
-    pickler = SharedCallables()
-    packed: list[tuple[Hashable, Serialized, Any, TaskOptions]] = []
-    external: set[str] = set()
-    for key in _dependencies_first(graph):
-        node = graph[key]
-        deps = node.dependencies
-        refs = {d: TaskRef(to_key(d)) for d in deps}
-        outside = [to_key(d) for d in deps if d not in graph]
-        if outside:  # data on the cluster, perhaps a Future inside the node
-            external.update(outside)
-            with futures_as_keys(deps):
+    order = _dependencies_first(graph)
+    last_use: dict[Hashable, int] = {}  # key -> the position of its last dependent
+    for position, key in enumerate(order):
+        for d in graph[key].dependencies:
+            last_use[d] = position
+    size = size or SLICE
+    for start in range(0, max(len(order), 1), size):
+        end = min(start + size, len(order))
+        pickler = SharedCallables()
+        packed: list[tuple[str, Serialized, tuple[str, ...], TaskOptions]] = []
+        external: set[str] = set()
+        for key in order[start:end]:
+            node = graph[key]
+            deps = node.dependencies
+            refs = {d: TaskRef(names.get(d) or to_key(d)) for d in deps}
+            outside = [ref.key for d, ref in refs.items() if d not in graph]
+            if outside:  # data on the cluster, perhaps a Future inside the node
+                external.update(outside)
+                with futures_as_keys(deps):
+                    args = _args(pickler, node, refs)
+            else:
                 args = _args(pickler, node, refs)
-        else:
-            args = _args(pickler, node, refs)
-        packed.append((key, args, deps, options_of(key, node)))
-    # the table is complete once every node is pickled: the function goes last
-    token, func = serialize_function(partial(run_node, tuple(pickler.table)))
-    tasks = [TaskSpec(to_key(key), token, args, tuple([to_key(d) for d in deps]),
-                      (-opts.priority, generation, rank), opts.retries, opts.workers,
-                      opts.allow_other_workers, opts.resources)
-             for rank, (key, args, deps, opts) in enumerate(packed)]
-    return PackedGraph(tasks, {token: func}, external)
+            packed.append((names[key], args, tuple([ref.key for ref in refs.values()]),
+                           options_of(key, node)))
+        # the table is complete once the slice is pickled: the function goes last
+        token, func = serialize_function(partial(run_node, tuple(pickler.table)))
+        tasks = [TaskSpec(key, token, args, deps, (-opts.priority, generation, rank),
+                          opts.retries, opts.workers, opts.allow_other_workers, opts.resources)
+                 for rank, (key, args, deps, opts) in enumerate(packed, start)]
+        yield PackedGraph(tasks, {token: func}, external,
+                          [names[k] for k in order[start:end] if last_use.get(k, -1) >= end])
 
 
 def _args(pickler: SharedCallables, node: Any, refs: dict[Hashable, TaskRef]) -> Serialized:

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from taskmill.client.dask_annotations import TASK_ANNOTATIONS
-from taskmill.client.dask_graph import flatten_keys, pack_graph, repack, to_key, unique
+from taskmill.client.dask_graph import flatten_keys, pack_slices, repack, to_key, unique
 
 if TYPE_CHECKING:
     from taskmill.client.future import Future
@@ -64,14 +64,29 @@ def submit_graph(executor: ExecutorLike, dsk: Any, keys: Sequence[Any],
     the graph uses without defining must be held by futures of this client.
     ``options``: the call's task options (``priority``, ``retries``,
     ``workers``, ``allow_other_workers``, ``resources``), under the graph's
-    ``dask.annotate`` annotations."""
+    ``dask.annotate`` annotations.
+
+    The graph goes out slice by slice as it is packed, so the cluster starts
+    on the first tasks while the rest is packed.  A task that a later slice
+    depends on is held here until every slice is out (else the scheduler
+    could free it as unneeded); those extra Futures go when this returns."""
     session = executor.session
     session.check_running()
+    wanted = unique(to_key(k) for k in keys)
+    wanted_set = set(wanted)
+    held: dict[str, Future] = {}
     with cyclic_gc_paused():
-        packed = pack_graph(dsk, generation=session.next_generation(), options=options)
-        wanted = unique(to_key(k) for k in keys)
-        funcs = executor._functions_to_send(*next(iter(packed.funcs.items())))
-        return session.submit_tasks(packed.tasks, funcs, wanted=wanted)
+        for piece in pack_slices(dsk, generation=session.next_generation(), options=options):
+            want = unique([*(t.key for t in piece.tasks if t.key in wanted_set),
+                           *piece.needed_later])
+            funcs = executor._functions_to_send(*next(iter(piece.funcs.items())))
+            for future in session.submit_tasks(piece.tasks, funcs, wanted=want):
+                held.setdefault(future.key, future)
+        rest = [k for k in wanted if k not in held]  # data already on the cluster
+        if rest:
+            for future in session.submit_tasks([], {}, wanted=rest):
+                held[future.key] = future
+    return [held[k] for k in wanted]
 
 
 @contextmanager

@@ -5,6 +5,7 @@ those of dask's own scheduler."""
 from __future__ import annotations
 
 import pickle
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -115,3 +116,33 @@ def test_a_plain_graph_keeps_its_keys(executor: Executor) -> None:
     graph["total"] = (sum, [("x", i) for i in range(100)])  # type: ignore[index]
     assert executor.get(graph, "total") == sum(range(1, 101))
     assert to_key(("x", 1)) == "('x', 1)"
+
+
+def test_a_graph_sent_in_slices_runs_and_leaves_nothing_held(
+        executor: Executor, monkeypatch: pytest.MonkeyPatch) -> None:
+    from taskmill.client import dask_graph
+
+    monkeypatch.setattr(dask_graph, "SLICE", 7)  # 1,335 tasks: 191 slices
+    x = da.ones(1_000, chunks=1).sum()
+    assert x.compute() == 1_000
+    y = (da.ones((30, 30), chunks=(3, 3)) @ da.ones((30, 30), chunks=(3, 3))).sum()  # wide inputs
+    assert y.compute() == 30 * 30 * 30
+    deadline = time.monotonic() + 20
+    while any(executor.has_what().values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(executor.has_what().values()), "keys held after a sliced graph"
+
+
+def test_slices_hold_exactly_the_keys_later_slices_use() -> None:
+    from dask._expr import FinalizeCompute
+    from dask.base import collections_to_expr
+
+    from taskmill.client.dask_graph import pack_slices
+
+    x = da.ones(100, chunks=1).sum(split_every=4)
+    expr = FinalizeCompute(collections_to_expr([x], True)).optimize()
+    pieces = list(pack_slices(expr, generation=0, size=10))
+    assert [len(p.tasks) for p in pieces] == [10] * 13 + [5]  # 100 + 25 + 7 + 2 + 1 tasks
+    for i, piece in enumerate(pieces):
+        later = {d for p in pieces[i + 1:] for t in p.tasks for d in t.dependencies}
+        assert set(piece.needed_later) == later & {t.key for t in piece.tasks}
