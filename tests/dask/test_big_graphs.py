@@ -5,6 +5,7 @@ those of dask's own scheduler."""
 from __future__ import annotations
 
 import pickle
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -146,3 +147,48 @@ def test_slices_hold_exactly_the_keys_later_slices_use() -> None:
     for i, piece in enumerate(pieces):
         later = {d for p in pieces[i + 1:] for t in p.tasks for d in t.dependencies}
         assert set(piece.needed_later) == later & {t.key for t in piece.tasks}
+
+
+def add_one(x: int) -> int:
+    return x + 1
+
+
+@pytest.mark.timeout(300)
+def test_the_loop_answers_while_200_000_tasks_are_packed(executor: Executor) -> None:
+    """Packing runs in the caller's thread; the client's event loop (which
+    also runs the embedded scheduler) must keep answering meanwhile: no
+    long stretch holding the GIL, no full collection over the graph."""
+    from taskmill.client.dask_graph import pack_slices
+    from taskmill.client.dask_integration import cyclic_gc_paused
+
+    graph: dict[Any, Any] = {("leaf", i): (add_one, i) for i in range(160_000)}
+    level = list(graph)
+    while len(level) > 1:  # a tree reduction over them, fan-in 4
+        nxt = [("sum", len(level), j) for j in range(0, len(level), 4)]
+        graph.update({k: (sum, level[j * 4:j * 4 + 4]) for j, k in enumerate(nxt)})
+        level = nxt
+    assert len(graph) > 200_000
+    loop = executor.session.loop
+    slowest = 0.0
+    stop = False
+
+    def ping() -> None:
+        nonlocal slowest
+        while not stop:
+            answered = threading.Event()
+            sent = time.perf_counter()
+            loop.call_soon_threadsafe(answered.set)
+            assert answered.wait(30), "the loop did not answer within 30 s"
+            slowest = max(slowest, time.perf_counter() - sent)
+            time.sleep(0.01)  # pacing only: the measurement is the wait above
+
+    pinger = threading.Thread(target=ping)
+    pinger.start()
+    try:
+        with cyclic_gc_paused():
+            ntasks = sum(len(p.tasks) for p in pack_slices(graph, generation=0))
+    finally:
+        stop = True
+        pinger.join()
+    assert ntasks == len(graph)
+    assert slowest < 0.5, f"the loop stood still for {slowest:.2f} s while packing"
