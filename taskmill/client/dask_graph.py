@@ -116,12 +116,13 @@ def pack_graph(dsk: Any, *, generation: int, options: Mapping[str, Any] | None =
 
 def pack_slices(dsk: Any, *, generation: int, options: Mapping[str, Any] | None = None,
                 size: int | None = None) -> Iterator[PackedGraph]:
-    """Normalise ``dsk`` and build one wire task per node, in slices of
-    ``size`` tasks (default ``SLICE``) in dependency order (at least one
-    slice, maybe empty),
-    each packed when asked for.  ``options``: those of the call
-    (``priority``, ``retries``, ``workers``, ``allow_other_workers``,
-    ``resources``), under the graph's annotations."""
+    """Normalise ``dsk`` and build one wire task per node, in dependency
+    order, as slices of ``size`` tasks (default ``SLICE``; at least one
+    slice, maybe empty), each packed when the caller asks for it.  Each slice
+    carries its own table of callables (usually the same as the last one's:
+    equal functions share a token, so they travel once).  ``options``: those
+    of the call (``priority``, ``retries``, ``workers``,
+    ``allow_other_workers``, ``resources``), under the graph's annotations."""
     from dask._task_spec import Alias, convert_legacy_graph
 
     options = options or {}
