@@ -36,7 +36,9 @@ also the embedded scheduler's loop) and (b) the scheduler (taskmill:
 ``Executor.nthreads``, a request it answers; dask: ``identity``); the slowest
 answer of each is reported (a ping still unanswered when the run ends counts
 with its age).  CPU seconds: of the client process and of all its children
-(the workers), from before the collection is made to the result.
+(the workers), from before the collection is made to the result.  The child
+reports before closing its cluster, and again with ``close_s`` (the seconds
+closing took) after; a failure to close is printed, the measurement kept.
 """
 
 from __future__ import annotations
@@ -162,10 +164,13 @@ def child_taskmill(chunks: int) -> dict[str, float]:
         end = time.perf_counter()
         cpu1 = cpu_seconds()
         pings = pinger.stop()
-    return {"result_ok": float(result == chunks), **record(x, end - t0, cpu0, cpu1, pings),
-            "build_s": marks["pack-first"] - t0, "graph_s": marks["graph"],
-            "pack_s": marks["pack"] - marks["graph"], "submit_s": marks["submit"],
-            "run_s": end - marks["submit-last"]}
+        values = {"result_ok": float(result == chunks), **record(x, end - t0, cpu0, cpu1, pings),
+                  "build_s": marks["pack-first"] - t0, "graph_s": marks["graph"],
+                  "pack_s": marks["pack"] - marks["graph"], "submit_s": marks["submit"],
+                  "run_s": end - marks["submit-last"]}
+        report(values)  # the measurement stands even if closing fails
+        closing = time.perf_counter()
+    return {**values, "close_s": time.perf_counter() - closing}
 
 
 def child_dask(chunks: int) -> dict[str, float]:
@@ -183,7 +188,15 @@ def child_dask(chunks: int) -> dict[str, float]:
         end = time.perf_counter()
         cpu1 = cpu_seconds()
         pings = pinger.stop()
-    return {"result_ok": float(result == chunks), **record(x, end - t0, cpu0, cpu1, pings)}
+        values = {"result_ok": float(result == chunks), **record(x, end - t0, cpu0, cpu1, pings)}
+        report(values)  # the measurement stands even if closing fails
+        closing = time.perf_counter()
+    return {**values, "close_s": time.perf_counter() - closing}
+
+
+def report(values: dict[str, float]) -> None:
+    """A child's line for the driver (which takes the last one)."""
+    print("@@BENCH " + json.dumps(values), flush=True)
 
 
 def record(x: Any, seconds: float, cpu0: dict[str, float], cpu1: dict[str, float],
@@ -213,7 +226,7 @@ def main() -> None:
         parser.error(f"--chunks must be at least 1, not {options.chunks}")
     if options.child:
         run = child_taskmill if options.child == "taskmill" else child_dask
-        print("@@BENCH " + json.dumps(run(options.chunks)), flush=True)
+        report(run(options.chunks))
         return
     systems = options.systems.split(",")
     unknown = set(systems) - {"taskmill", "dask"}
@@ -228,14 +241,17 @@ def main() -> None:
             lines = [ln for ln in done.stdout.splitlines() if ln.startswith("@@BENCH ")]
             if not lines:
                 raise RuntimeError(f"{system} failed:\n{done.stderr[-3000:]}")
+            if done.returncode:
+                print(f"{system} measured, then failed (exit {done.returncode}): "
+                      f"{done.stderr[-1500:]}", flush=True)
             values[system].append(json.loads(lines[-1][len("@@BENCH "):]))
             print(f"repetition {rep + 1}: {system}: {json.dumps(values[system][-1])}", flush=True)
-    names = [n for n in values[systems[0]][0]]
+    names = list(dict.fromkeys(n for s in systems for v in values[s] for n in v))
     print(f"\nda.ones({options.chunks:,}, chunks=1).sum(), medians of {options.repeat}\n")
     print(f"| measure | {' | '.join(systems)} |\n|---|{'---|' * len(systems)}")
     for name in names:
-        cells = [f"{statistics.median(v[name] for v in values[s]):,.4g}" if name in values[s][0]
-                 else "-" for s in systems]
+        cells = [f"{statistics.median(v[name] for v in values[s] if name in v):,.4g}"
+                 if any(name in v for v in values[s]) else "-" for s in systems]
         print(f"| {name} | {' | '.join(cells)} |")
     print("\nall values: " + json.dumps(values))
 
