@@ -43,29 +43,21 @@ def _shared(index: int) -> Any:
     return _local.table[index]
 
 
-class SharedCallables:
-    """Pickles graph nodes with their callables in one shared table."""
+class SharedCallables(pickle.Pickler):
+    """Pickles graph nodes with their callables in one shared table.  (A
+    pickler itself, so no reference cycle: nothing left for the collector.)"""
 
     def __init__(self) -> None:
         from dask._task_spec import GraphNode
 
+        self._file = io.BytesIO()
+        self._buffers: list[pickle.PickleBuffer] = []
+        super().__init__(self._file, protocol=5, buffer_callback=self._buffers.append)
         self.table: list[Any] = []
         self._index: dict[int, int] = {}
         self._inline = (type, types.BuiltinFunctionType, GraphNode)
-        self._file = io.BytesIO()
-        self._buffers: list[pickle.PickleBuffer] = []
-        self._pickler = self._new_pickler()
 
-    def _new_pickler(self) -> pickle.Pickler:
-        outer = self
-
-        class Pickler(pickle.Pickler):
-            def reducer_override(self, obj: Any) -> Any:
-                return outer._reduce(obj)
-
-        return Pickler(self._file, protocol=5, buffer_callback=self._buffers.append)
-
-    def _reduce(self, obj: Any) -> Any:
+    def reducer_override(self, obj: Any) -> Any:
         if not callable(obj) or isinstance(obj, self._inline) or obj is _shared:
             return NotImplemented
         index = self._index.get(id(obj))
@@ -78,17 +70,14 @@ class SharedCallables:
 
     def dumps(self, node: Any) -> bytes | None:
         """``node`` pickled against the table, or None when it must travel as
-        itself (see the module docstring).  Exceptions of pickling propagate."""
-        file, pickler = self._file, self._pickler
+        itself (see the module docstring).  Exceptions of pickling propagate
+        (a failed dump leaves nothing behind: each one starts afresh)."""
+        file = self._file
         file.seek(0)
         file.truncate()
-        pickler.clear_memo()
+        self.clear_memo()
         self._buffers.clear()
-        try:
-            pickler.dump(node)
-        except Exception:
-            self._pickler = self._new_pickler()  # its state after a failed dump is unknown
-            raise
+        self.dump(node)
         data = file.getvalue()
         if self._buffers or b"__main__" in data:
             return None

@@ -192,3 +192,25 @@ def test_the_loop_answers_while_200_000_tasks_are_packed(executor: Executor) -> 
         pinger.join()
     assert ntasks == len(graph)
     assert slowest < 0.5, f"the loop stood still for {slowest:.2f} s while packing"
+
+
+def test_a_big_pause_freezes_what_it_left_and_the_next_one_thaws_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    from taskmill.client import dask_integration
+
+    monkeypatch.setattr(dask_integration, "FREEZE_AFTER_OBJECTS", 50_000)
+    frozen_before = gc.get_freeze_count()
+    try:
+        with dask_integration.cyclic_gc_paused():
+            kept = [[i] for i in range(100_000)]  # long-lived, like a graph's specs
+        assert gc.isenabled()
+        assert gc.get_freeze_count() >= frozen_before + 100_000
+        assert gc.get_count()[0] < 50_000  # nothing left for the next collection to walk
+        with dask_integration.cyclic_gc_paused():
+            assert gc.get_freeze_count() == 0  # thawed: frozen garbage can go now
+        assert len(kept) == 100_000
+    finally:
+        gc.unfreeze()
+        dask_integration._frozen_by_pause = False
