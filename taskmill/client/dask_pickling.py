@@ -9,12 +9,13 @@ node, and rebuilt again on the worker for every task (``toolz``' curry and
 ``Compose`` restore themselves in Python): about half of what pickling and
 unpickling a node costs.
 
-:class:`SharedCallables` pickles each node with a pickler whose
-``reducer_override`` replaces a callable (anything callable but a class, a
-graph node or a builtin) by a reference ``_shared(i)`` into one table per
-graph; the table travels once, inside the graph's task function
-(``functools.partial(run_node, table)``, a token the scheduler and workers
-keep), and :func:`load_node` unpickles a node with that table in force (a
+:class:`SharedCallables` pickles each node with a ``reducer_override``
+that replaces a callable (anything callable but a class, a graph node or a
+builtin) by a reference ``_shared(i)`` into one table per slice of the graph
+(:func:`taskmill.client.dask_graph.pack_slices`); the table travels once,
+inside the slice's task function (``functools.partial(run_node, table)``, a
+token the scheduler and workers keep; equal tables, the usual case, share
+it), and :func:`load_node` unpickles a node with that table in force (a
 thread-local, so concurrent tasks of other graphs keep theirs).
 
 A node whose pickle would not load elsewhere as it is (out-of-band buffers,
