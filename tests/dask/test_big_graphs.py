@@ -1,6 +1,6 @@
 """Packing big dask graphs cheaply (issue 15): callables travel once per graph,
-tasks are ordered depth first without ``dask.order``, and the results stay
-those of dask's own scheduler."""
+big graphs are ordered depth first without ``dask.order`` (small ones keep
+it), and the results stay those of dask's own scheduler."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ da = pytest.importorskip("dask.array")
 np = pytest.importorskip("numpy")
 
 from taskmill import Executor  # noqa: E402
+from taskmill.client import dask_graph  # noqa: E402
 from taskmill.client.dask_graph import pack_graph, to_key  # noqa: E402
 from taskmill.client.dask_pickling import load_node  # noqa: E402
 
@@ -44,7 +45,10 @@ def test_callables_travel_once_per_graph_not_once_per_task() -> None:
     assert len(node) < 0.8 * len(pickle.dumps(load_node(table, node)))
 
 
-def test_dependencies_first_and_each_subtree_finished_before_the_next() -> None:
+@pytest.mark.parametrize("dask_order_limit", [0, 10**6], ids=["depth-first", "dask.order"])
+def test_dependencies_first_and_each_subtree_finished_before_the_next(
+        dask_order_limit: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dask_graph, "DASK_ORDER_LIMIT", dask_order_limit)
     packed = packed_sum(64)
     rank = {t.key: t.priority[-1] for t in packed.tasks}
     assert sorted(rank.values()) == list(range(len(packed.tasks)))
@@ -70,7 +74,8 @@ def size_of_subtree(key: str, tasks: list[Any]) -> int:
     return len(seen)
 
 
-def test_a_cycle_is_refused_with_the_key_named() -> None:
+def test_a_cycle_is_refused_with_the_key_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dask_graph, "DASK_ORDER_LIMIT", 0)
     def inc(x: int) -> int:
         return x + 1
 
