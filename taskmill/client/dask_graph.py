@@ -200,7 +200,7 @@ def _execution_order(graph: Mapping[Hashable, Any]) -> list[Hashable]:
         return _dependencies_first(graph)
     from dask.order import order
 
-    ranks = order(graph)
+    ranks: dict[Any, int] = dict(order(graph))  # type: ignore[arg-type]  # dask's Key
     keys = sorted(graph, key=ranks.__getitem__)
     if all(ranks[d] < ranks[k] for k in keys for d in graph[k].dependencies if d in graph):
         return keys
