@@ -24,7 +24,8 @@ worker machine that returns it and the scheduler machine that handles it.
 The vocabulary is one namespace in several modules, split by topic to keep
 each readable: this one holds the greeting, registration and the streams;
 the request/reply ops (:mod:`taskmill.protocol.requests`) and each feature's
-ops (``shared``, ``plugins``, ``locks``, ``actors``, ``forwarding``) are in
+ops (``shared``, ``plugins``, ``locks``, ``actors``, ``forwarding``,
+``stealing``) are in
 modules of their own, imported and re-exported at the end of this one.  A new
 topic adds its module to that list, so its ops register after those before it.
 
@@ -664,7 +665,7 @@ def describe(op: str) -> dict[str, Any]:
 
 # The ops of the other topics, each declared in a module of its own (the
 # request/reply ops, the shared values', the plugins', the waiting
-# primitives', the actors', log forwarding's) and re-exported here.  Imported
+# primitives', the actors', log forwarding's, work stealing's) and re-exported here.  Imported
 # in this order, after the streams' are declared, they register (and
 # docs/protocol.md lists them) in this order.
 from taskmill.protocol import (  # noqa: E402
@@ -674,6 +675,7 @@ from taskmill.protocol import (  # noqa: E402
     locks as _locks,
     actors as _actors,
     forwarding as _forwarding,
+    stealing as _stealing,
 )
 from taskmill.protocol.requests import *  # noqa: E402,F401,F403
 from taskmill.protocol.shared import *  # noqa: E402,F401,F403
@@ -681,6 +683,7 @@ from taskmill.protocol.plugins import *  # noqa: E402,F401,F403
 from taskmill.protocol.locks import *  # noqa: E402,F401,F403
 from taskmill.protocol.actors import *  # noqa: E402,F401,F403
 from taskmill.protocol.forwarding import *  # noqa: E402,F401,F403
+from taskmill.protocol.stealing import *  # noqa: E402,F401,F403
 
 __all__ += _requests.__all__
 __all__ += _shared.__all__
@@ -688,3 +691,4 @@ __all__ += _plugins.__all__
 __all__ += _locks.__all__
 __all__ += _actors.__all__
 __all__ += _forwarding.__all__
+__all__ += _stealing.__all__

@@ -139,7 +139,8 @@ class Scheduler(Node):
         if allowed_failures is None:  # how many workers may die running a task before it errs
             allowed_failures = config.read("scheduler.allowed-failures", config_checks.count)
         self.state = SchedulerState(allowed_failures=allowed_failures, validate=validate,
-                                    held_keys_grace=timeouts.HELD_GRACE.get())
+                                    held_keys_grace=timeouts.HELD_GRACE.get(),
+                                    bandwidth=config.read("scheduler.bandwidth", config_checks.size))
         if heartbeat_timeout is None:  # seconds of silence after which a worker is removed
             heartbeat_timeout = config.read("scheduler.worker-ttl", config_checks.seconds)
         self.heartbeat_timeout = heartbeat_timeout
@@ -212,6 +213,10 @@ class Scheduler(Node):
         runtime.embedded_scheduler_started()
         self._gc_tuned = True
         self.spawn(self._check_heartbeats(), "heartbeat-check")
+        if config.read("scheduler.work-stealing", config_checks.boolean):
+            self.spawn(self._steal_periodically(
+                config.read("scheduler.work-stealing-interval", config_checks.seconds)),
+                "work-stealing")
         if not self._dashboard_later:  # starts while workers join (it imports aiohttp)
             self.start_dashboard()
         logger.info("scheduler at %s", self.address)
@@ -551,6 +556,15 @@ class Scheduler(Node):
                 if comm is not None:
                     comm.abort()
             self._watch_stranded(now)
+
+    async def _steal_periodically(self, interval: float) -> None:
+        """Every ``interval`` seconds, the machine balances queued work between
+        workers (``core/scheduler/stealing.py``); each worker should then hold
+        two intervals' worth of work per thread to stay busy until the next."""
+        while True:
+            await asyncio.sleep(interval)
+            if len(self.state.workers) > 1:
+                self._handle(ev.StealTick(self._sid("steal-tick"), 2 * interval))
 
     def _watch_stranded(self, now: float) -> None:
         """Tasks waiting with no worker connected: a warning (log, clients) at

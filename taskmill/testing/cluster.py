@@ -16,7 +16,8 @@ real processes connect, and gives a test the levers:
 * **faults**: :meth:`~SimCluster.kill` (optionally a new worker takes the
   address), :meth:`~SimCluster.drop_data`, :meth:`~SimCluster.pause`,
   :meth:`~SimCluster.retire` / :meth:`~SimCluster.cancel_retirement`,
-  :meth:`~SimCluster.replicate`, :meth:`~SimCluster.restart`, and the
+  :meth:`~SimCluster.replicate`, :meth:`~SimCluster.restart`,
+  :meth:`~SimCluster.steal` (a work-stealing tick), and the
   clients' own ``cancel`` / ``close`` / ``disconnect``;
 * **answers**: :meth:`~SimCluster.who_has`, :meth:`~SimCluster.expected`,
   the machines themselves (``cluster.state``, ``cluster.worker(a).state``) and
@@ -43,6 +44,7 @@ from taskmill.core.scheduler.events import (
     RestartRequested,
     RetireCancelled,
     RetireRequested,
+    StealTick,
 )
 from taskmill.server.task_runner import SMALL_RESULT_BYTES
 from taskmill.testing.behaviour import TaskBook
@@ -240,6 +242,12 @@ class SimCluster:
         """The worker at ``address`` runs short of memory (or recovers)."""
         with self._guard():
             self.workers[address].pause(paused)
+
+    def steal(self, horizon: float = 1.0) -> None:
+        """The scheduler shell's work-stealing tick (``StealTick``): idle
+        workers ask for queued work up to ``horizon`` seconds per thread."""
+        with self._guard():
+            self.scheduler.handle(StealTick(self.scheduler.sid("steal-tick"), horizon))
 
     def heartbeat(self, *addresses: str) -> None:
         """The workers at ``addresses`` (default: all) send a heartbeat."""

@@ -72,6 +72,17 @@ class NoWorkersTimedOut(SchedulerEvent):
 
 
 @frozen
+class StealTick(SchedulerEvent):
+    """Time to move queued work from saturated workers to idle ones (the
+    shell sends it every ``scheduler.work-stealing-interval`` while
+    ``scheduler.work-stealing`` is on).  ``horizon``: seconds of work per
+    thread a worker should have queued to stay busy until the next tick; a
+    worker with less may steal (see :mod:`taskmill.core.scheduler.stealing`)."""
+
+    horizon: float
+
+
+@frozen
 class ReplicateRequested(SchedulerEvent):
     """Keep copies of ``keys`` on ``n`` workers (all when None), chosen among
     ``workers`` (all when None).  Keys not in memory are skipped."""

@@ -30,7 +30,10 @@ machine and the topic objects, each the only home of its data:
 * :class:`~taskmill.core.scheduler.log_forwarding.LogForwarding`: which
   clients get which workers' log records (``forward_logging``);
 * :class:`~taskmill.core.scheduler.graphs.GraphIntake`: submitted graphs
-  becoming records, cancels and restarts.
+  becoming records, cancels and restarts;
+* :class:`~taskmill.core.scheduler.stealing.WorkStealing`: queued tasks
+  moved from saturated workers to idle ones (``StealTick``, the
+  ``StealRequest``/``StealResponse`` handshake).
 
 This module holds ``handle``, the *event handlers* (what each event means,
 in terms of those objects) and the read-only queries the shell answers
@@ -184,6 +187,7 @@ from taskmill.core.scheduler.replicas import Replicas
 from taskmill.core.scheduler.resource_index import ResourceIndex
 from taskmill.core.scheduler.scatters import Scatters
 from taskmill.core.scheduler.step import Step, StoryEntry
+from taskmill.core.scheduler.stealing import DEFAULT_BANDWIDTH, WorkStealing
 from taskmill.core.scheduler.transitions import InvalidTransition, TaskMachine
 from taskmill.core.scheduler.validate import validate_state, validate_step
 from taskmill.core.shared_values import handover_holder, handover_prefix
@@ -221,12 +225,13 @@ class SchedulerState:
     ``validate=True`` every invariant is checked after every event."""
 
     def __init__(self, *, allowed_failures: int = 3, validate: bool = False,
-                 stimulus_log_size: int | None = None, held_keys_grace: float = 90.0) -> None:
+                 stimulus_log_size: int | None = None, held_keys_grace: float = 90.0,
+                 bandwidth: float = DEFAULT_BANDWIDTH) -> None:
         self.validate_each_event = validate
         #: the events of the last calls of ``handle``, to replay a failure
         self.stimulus_log = StimulusLog(SchedulerState, dict(
             allowed_failures=allowed_failures, stimulus_log_size=stimulus_log_size,
-            held_keys_grace=held_keys_grace),
+            held_keys_grace=held_keys_grace, bandwidth=bandwidth),
             log_size(stimulus_log_size, validate))
         self._record = self.stimulus_log.record
         self.membership = Membership()
@@ -274,8 +279,10 @@ class SchedulerState:
         self.no_workers = NoWorkers(self.machine, self.membership)  # tasks stranded without workers
         self.graphs = GraphIntake(self.machine, self.wants, self.held, self.membership,
                                   self.placement, self.replicas)  # submissions, cancels, restarts
+        self.stealing = WorkStealing(self.machine, self.membership, self.placement,
+                                     bandwidth)  # queued tasks moving to idle workers
         self._handlers.update({**self.log_forwarding.handlers(), **self.no_workers.handlers(),
-                               **self.graphs.handlers()})
+                               **self.graphs.handlers(), **self.stealing.handlers()})
 
     # ------------------------------------------------------------------ #
     # The state, as the shell, the dashboard and the tests see it
@@ -639,6 +646,8 @@ class SchedulerState:
         self.replicas.tick(ev.now)
         self.held.tick(step, ev.now)
         self.membership.heartbeat(ev)
+        if ev.transfers:
+            self.stealing.learn_transfers(ev)
 
     def _on_worker_paused(self, step: Step, ev: Paused) -> None:
         ws = self.membership.workers.get(ev.worker)

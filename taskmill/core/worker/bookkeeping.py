@@ -52,6 +52,7 @@ from taskmill.core.worker.fetch_queue import FetchQueue
 from taskmill.core.worker.records import (
     _ALLOWED,
     CANCELLED,
+    ERROR,
     EXECUTING,
     FETCH,
     FLIGHT,
@@ -271,6 +272,27 @@ class WorkerBookkeeping:
             dts.dependents.pop(key, None)
             if not dts.dependents and not dts.assigned and not dts.held:
                 self._release(dts)
+
+    def _drop_assignment(self, ts: TaskRecord) -> None:
+        """The scheduler no longer wants ``ts`` here (``FreeKeys``, or a steal
+        given up to another worker): release what nothing else here needs.  An
+        input of a task here keeps its data, and one computed here for it is
+        fetched instead."""
+        ts.assigned = ts.held = False
+        ts.req = None
+        if not ts.dependents:
+            self._release(ts)
+            return
+        st = ts.state
+        if st == WAITING or st == READY:
+            if st == READY:
+                self._unready(ts)
+            self._release_deps(ts)
+            self._to_fetch_or_missing(ts)
+        elif st == ERROR:
+            self._to_fetch_or_missing(ts)
+        else:
+            self._note(ts.key, "note", "freed but kept: input of a task here")
 
     def _release(self, ts: TaskRecord) -> None:
         """Nobody here needs ``ts`` any more: drop data, queue entries or work."""

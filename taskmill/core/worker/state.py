@@ -12,10 +12,11 @@ its own (``Execute``, ``Fetch``, ``DeleteData``, ``CancelExecution``,
 ``AskWhoHas``, ``RejoinGranted``, ``AbandonExecution``, ``ScheduleStartReport``)
 and wire messages for the scheduler (``TaskFinished``, ``TaskErred``,
 ``AddKeys``, ``KeysScattered``, ``ReleasedKeys``, ``MissingData``,
-``Paused``, ``Seceded``, ``TasksStarted``, and ``LogRecords``, passed on
-from ``LogRecordsCaptured``).  Tasks that leave the thread
-count (``secede()``/``rejoin()``) are handled by the layer
-:mod:`taskmill.core.worker.secession`; start reports and abandoned calls by
+``Paused``, ``Seceded``, ``TasksStarted``, ``StealResponse``, and
+``LogRecords``, passed on from ``LogRecordsCaptured``).  Tasks that leave
+the thread count (``secede()``/``rejoin()``) are handled by the layer
+:mod:`taskmill.core.worker.secession`; steal requests by
+:mod:`taskmill.core.worker.stealing`; start reports and abandoned calls by
 :mod:`taskmill.core.worker.running_calls`.
 Nothing in here touches a socket, a thread, asyncio or the clock, and no
 value is ever seen: only keys and sizes.  The shell stores a value *before*
@@ -137,6 +138,7 @@ from typing import Any, Callable, Iterable
 
 from taskmill.core.stimulus_log import StimulusLog, log_size
 from taskmill.core.worker.secession import SecessionHandlers
+from taskmill.core.worker.stealing import StealHandlers
 from taskmill.core.worker.events import (
     AskWhoHas,
     DataPut,
@@ -188,6 +190,7 @@ from taskmill.protocol.vocabulary import (
     Paused,
     Priority,
     ReleasedKeys,
+    StealRequest,
     TaskErred,
     TaskFinished,
 )
@@ -206,7 +209,7 @@ __all__ = [
 REPLICA_PRIORITY: Priority = (sys.maxsize,)
 
 
-class WorkerState(SecessionHandlers, RunningCalls):
+class WorkerState(SecessionHandlers, StealHandlers, RunningCalls):
     """Decisions of one worker, as a pure function of the events it saw.
 
     ``handle(*events)`` applies events in order and returns the commands the
@@ -260,6 +263,7 @@ class WorkerState(SecessionHandlers, RunningCalls):
             RejoinRequested: self._on_rejoin_requested,
             StartReportDue: self._on_start_report_due,
             AbandonTasks: self._on_abandon,
+            StealRequest: self._on_steal_request,
             LogRecordsCaptured: self._on_log_records,
         }
 
@@ -706,23 +710,7 @@ class WorkerState(SecessionHandlers, RunningCalls):
             if ts is None:
                 self._note(key, "ignored", "free of unknown key")
                 continue
-            ts.assigned = ts.held = False
-            ts.req = None
-            if not ts.dependents:
-                self._release(ts)
-                continue
-            # still an input of a task here: keep what we have, stop computing it
-            st = ts.state
-            if st == WAITING or st == READY:
-                if st == READY:
-                    self._unready(ts)
-                ts.req = None
-                self._release_deps(ts)
-                self._to_fetch_or_missing(ts)
-            elif st == ERROR:
-                self._to_fetch_or_missing(ts)
-            else:
-                self._note(key, "note", "freed but kept: input of a task here")
+            self._drop_assignment(ts)
 
     def _on_data_put(self, ev: DataPut) -> None:
         """A client scattered data here (already stored): it replaces work or
