@@ -31,8 +31,10 @@ opposite): no thrash.  On top of that a task moves at
 most ``MAX_MOVES`` times while it is processing, and never again once a
 victim refused it (it started there).
 
-**Who.**  Thieves are the open workers (not paused, not retiring) whose load
-is below ``StealTick.horizon``; victims are the workers with more processing
+**Who.**  Nobody while unrestricted tasks wait in the scheduler's queue
+(then no worker has a free slot, and the next free one takes from there).
+Thieves are the open workers (not paused, not retiring) whose load is below
+``StealTick.horizon``; victims are the workers with more processing
 tasks than threads (some are queued there, not running).  The most loaded
 victim gives to the least loaded thief, one task at a time, until the
 inequality fails, thieves have their horizon's worth, or
@@ -70,22 +72,23 @@ and follows the transfers workers report in their heartbeats (an
 exponential average over transfers of at least ``MIN_MEASURED_BYTES``, which
 latency does not dominate).
 
-Cost: a tick is O(workers + tasks processing on victims and thieves) (their
-loads), plus O(log workers) per request; nothing when no worker is both idle
-and able to steal, and nothing happens between ticks.
+Cost: a tick is O(workers) (their loads, each from at most ``LOAD_SAMPLE``
+tasks), plus O(log workers) per request and at most ``MAX_SCAN`` candidates
+per victim; O(1) while tasks wait in the scheduler's queue; nothing happens
+between ticks.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterator
-from itertools import count
+from itertools import count, islice
 from typing import Any
 
 from taskmill.core.scheduler.events import StealTick
 from taskmill.core.scheduler.membership import Membership
 from taskmill.core.scheduler.placement import Placement
-from taskmill.core.scheduler.policy import UNKNOWN_DURATION
+from taskmill.core.scheduler.policy import UNKNOWN_DURATION, queue_peek
 from taskmill.core.scheduler.records import PROCESSING, WAITING, TaskRecord, WorkerRecord
 from taskmill.core.scheduler.resource_index import fits
 from taskmill.core.scheduler.step import Step
@@ -106,6 +109,9 @@ MOVE_LATENCY = 0.002
 MAX_REQUESTS_PER_TICK = 1000
 #: Candidates looked at per victim per tick at most.
 MAX_SCAN = 2000
+#: Tasks of a worker whose durations are summed for its load; a longer line
+#: is estimated from them.
+LOAD_SAMPLE = 256
 #: Transfers smaller than this (bytes) are dominated by latency: they teach
 #: nothing about bandwidth.
 MIN_MEASURED_BYTES = 1_000_000
@@ -166,9 +172,16 @@ class WorkStealing:
         return self.placement.durations.get(ts.prefix, UNKNOWN_DURATION)
 
     def _load(self, ws: WorkerRecord) -> float:
-        """Seconds of work per thread processing on ``ws`` (seceded tasks hold no thread)."""
+        """Seconds of work per thread processing on ``ws`` (seceded tasks hold
+        no thread); past ``LOAD_SAMPLE`` tasks, their count times the mean of
+        the first ``LOAD_SAMPLE`` (a tick stays cheap however long the line)."""
         duration = self._duration
-        work = sum(duration(ts) for ts in ws.processing if ts.slot_cost)
+        processing = ws.processing
+        if len(processing) <= LOAD_SAMPLE:
+            work = sum(duration(ts) for ts in processing if ts.slot_cost)
+        else:
+            sample = islice(processing, LOAD_SAMPLE)
+            work = sum(duration(ts) for ts in sample if ts.slot_cost) * len(processing) / LOAD_SAMPLE
         return work / ws.nthreads
 
     def _transfer(self, ts: TaskRecord, thief: WorkerRecord) -> float:
@@ -185,6 +198,8 @@ class WorkStealing:
     def balance(self, step: Step, ev: StealTick) -> None:
         """Ask saturated workers for queued tasks that idle ones would start sooner."""
         self._prune()
+        if queue_peek(self.placement.queue) is not None:
+            return  # tasks wait on the scheduler: no worker has a free slot
         workers = self.membership.workers
         away: dict[WorkerRecord, int] = {}  # tasks asked from a victim, still processing there
         coming: dict[WorkerRecord, float] = {}  # seconds of work asked for a thief
