@@ -66,6 +66,21 @@ def test_an_idle_worker_steals_queued_tasks_and_gets_them_on_confirmation() -> N
     assert all(r.key.startswith(("x", "y")) for r in s.reports())
 
 
+def test_a_thief_with_idle_threads_takes_long_tasks_past_its_horizon() -> None:
+    s = Sched("a", ("b", 3))
+    s(submit([task("x", workers=("a",))], wanted=["x"]))
+    s(finished("a", "x"))
+    keys = [f"y-{i}" for i in range(12)]
+    s(submit([task(k, "x") for k in keys], wanted=keys))
+    for key, worker in list(s.processing().items()):
+        if worker == "b":
+            s(finished("b", key, duration=10.0))  # y takes 10 s
+    assert on(s, "b") == []
+    reqs = of(s(tick(horizon=0.2)), StealRequest)
+    assert len(reqs) == 3  # one per idle thread, though one alone is past the horizon
+    assert {r.worker for r in reqs} == {"a"}
+
+
 def test_a_refused_steal_keeps_the_task_where_it_runs_and_is_not_asked_again() -> None:
     s = imbalanced()
     req = of(s(tick(horizon=1.0)), StealRequest)[0]

@@ -34,13 +34,15 @@ victim refused it (it started there).
 **Who.**  Nobody while unrestricted tasks wait in the scheduler's queue
 (then no worker has a free slot, and the next free one takes from there).
 Thieves are the open workers (not paused, not retiring) whose load is below
-``StealTick.horizon``; victims are the workers with more processing
+``StealTick.horizon`` or that have idle threads (fewer tasks than threads:
+one long task must not keep the other threads of its worker waiting for the
+next tick); victims are the workers with more processing
 tasks than threads (some are queued there, not running).  The most loaded
 victim gives to the least loaded thief, one task at a time, until the
 inequality fails, thieves have their horizon's worth, or
 ``MAX_REQUESTS_PER_TICK`` requests are out.  Candidates are taken from the
-end of the victim's ``processing`` (the last given, so the last it would
-start), skipping tasks reported running, seceded, already in flight, moved
+end of the victim's ``processing`` (the last given, usually the last it
+would start), skipping tasks reported running, seceded, already in flight, moved
 ``MAX_MOVES`` times, restricted away from the thief, or needing resources
 not free there; at most ``MAX_SCAN`` candidates per victim per tick.
 
@@ -151,8 +153,7 @@ class WorkStealing:
         self.in_flight: dict[TaskRecord, InFlight] = {}
         #: processing task -> how often it moved (``MAX_MOVES``: never again)
         self.moves: dict[TaskRecord, int] = {}
-        #: requests sent and moves made since the start (diagnostics)
-        self.requested = 0
+        #: tasks moved since the start (diagnostics: ``bench/stealing.py``)
         self.moved = 0
 
     def handlers(self) -> dict[type, Callable[[Step, Any], None]]:
@@ -202,9 +203,11 @@ class WorkStealing:
             return  # tasks wait on the scheduler: no worker has a free slot
         workers = self.membership.workers
         away: dict[WorkerRecord, int] = {}  # tasks asked from a victim, still processing there
+        arriving: dict[WorkerRecord, int] = {}  # tasks asked for a thief
         coming: dict[WorkerRecord, float] = {}  # seconds of work asked for a thief
         for entry in self.in_flight.values():
             away[entry.victim] = away.get(entry.victim, 0) + 1
+            arriving[entry.thief] = arriving.get(entry.thief, 0) + 1
             coming[entry.thief] = coming.get(entry.thief, 0.0) + entry.duration
             coming[entry.victim] = coming.get(entry.victim, 0.0) - entry.duration
         tiebreak = count()
@@ -215,13 +218,17 @@ class WorkStealing:
                 vload[ws] = self._load(ws) + coming.get(ws, 0.0) / ws.nthreads
         if not vload:
             return
+        #: thief -> tasks it holds or was asked for (a thief with idle threads
+        #: is hungry whatever its load: long tasks)
+        held: dict[WorkerRecord, int] = {}
         thieves: list[tuple[float, int, WorkerRecord]] = []
         for ws in workers.values():
             if ws.open:
                 load = vload.get(ws)
                 if load is None:
                     load = self._load(ws) + coming.get(ws, 0.0) / ws.nthreads
-                if load < ev.horizon:
+                held[ws] = len(ws.processing) + arriving.get(ws, 0)
+                if load < ev.horizon or held[ws] < ws.nthreads:
                     thieves.append((load, next(tiebreak), ws))
         if not thieves:
             return
@@ -231,10 +238,11 @@ class WorkStealing:
         cursors: dict[WorkerRecord, Iterator[TaskRecord]] = {}
         scanned: dict[WorkerRecord, int] = {}
         requests = 0
-        while requests < MAX_REQUESTS_PER_TICK:
+        while thieves and requests < MAX_REQUESTS_PER_TICK:
             load_t, _, thief = thieves[0]
-            if load_t >= ev.horizon:
-                break  # every thief has its horizon's worth
+            if load_t >= ev.horizon and held[thief] >= thief.nthreads:
+                heapq.heappop(thieves)  # it has its horizon's worth and no idle thread
+                continue
             victim = _busiest(victims, vload, thief)
             if victim is None or vload[victim] <= load_t:
                 break  # no victim busier than the idlest thief
@@ -250,6 +258,7 @@ class WorkStealing:
                 break  # balanced as far as moving helps
             self._request(step, ts, victim, thief, d)
             requests += 1
+            held[thief] += 1
             heapq.heapreplace(thieves, (load_t + d / thief.nthreads, next(tiebreak), thief))
             away[victim] = away.get(victim, 0) + 1
             if len(victim.processing) - away[victim] > victim.nthreads:
@@ -293,7 +302,6 @@ class WorkStealing:
             step.flush_frees(victim)  # in epoch order on its stream
         epoch = step.next_epoch()
         self.in_flight[ts] = InFlight(victim, thief, epoch, duration)
-        self.requested += 1
         step.note(ts.key, PROCESSING, PROCESSING,
                   f"steal requested from {victim.address} for {thief.address}")
         step.cmds.append(StealRequest(step.stimulus_id, victim.address, ts.key, epoch))
