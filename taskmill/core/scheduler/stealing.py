@@ -33,11 +33,16 @@ victim refused it (it started there).
 
 **Who.**  Nobody while unrestricted tasks wait in the scheduler's queue
 (then no worker has a free slot, and the next free one takes from there).
+Victims are the workers with more processing tasks than threads (some are
+queued there, not running) that hold tasks past their slots (placement put
+dependents there to be near their inputs, or steals did) or whose last task
+is long (at least ``horizon``); workers within their slots with short tasks
+are left alone: moving one of their queued tasks saves at most one short
+task's time, and checking them costs a tick O(1) per worker.
 Thieves are the open workers (not paused, not retiring) whose load is below
 ``StealTick.horizon`` or that have idle threads (fewer tasks than threads:
 one long task must not keep the other threads of its worker waiting for the
-next tick); victims are the workers with more processing
-tasks than threads (some are queued there, not running).  The most loaded
+next tick).  The most loaded
 victim gives to the least loaded thief, one task at a time, until the
 inequality fails, thieves have their horizon's worth, or
 ``MAX_REQUESTS_PER_TICK`` requests are out.  Candidates are taken from the
@@ -214,7 +219,10 @@ class WorkStealing:
         #: victim -> its load; its heap entry is live while it matches
         vload: dict[WorkerRecord, float] = {}
         for ws in workers.values():
-            if len(ws.processing) - away.get(ws, 0) > ws.nthreads:
+            processing = ws.processing
+            if len(processing) - away.get(ws, 0) > ws.nthreads and (
+                    ws.used > ws.capacity
+                    or self._duration(next(reversed(processing))) >= ev.horizon):
                 vload[ws] = self._load(ws) + coming.get(ws, 0.0) / ws.nthreads
         if not vload:
             return
@@ -356,14 +364,17 @@ def _busiest(victims: list[tuple[float, int, WorkerRecord]], vload: dict[WorkerR
     """The most loaded victim other than ``thief``, from a heap of
     ``(-load, tiebreak, worker)`` whose entries are live only while they
     match ``vload`` (stale ones are dropped on the way)."""
+    aside = None  # the thief's own entry, when it is the busiest victim
+    found = None
     while victims:
-        neg, _, ws = victims[0]
-        if vload.get(ws) != -neg:
+        entry = victims[0]
+        if vload.get(entry[2]) != -entry[0]:
             heapq.heappop(victims)
-            continue
-        if ws is not thief:
-            return ws
-        # the busiest victim is this thief itself (rare): the next live one
-        others = [e for e in victims if e[2] is not thief and vload.get(e[2]) == -e[0]]
-        return min(others)[2] if others else None
-    return None
+        elif entry[2] is thief:
+            aside = heapq.heappop(victims)
+        else:
+            found = entry[2]
+            break
+    if aside is not None:
+        heapq.heappush(victims, aside)
+    return found
