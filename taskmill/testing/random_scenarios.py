@@ -22,7 +22,10 @@ scenario's *family* injects something between deliveries:
 * ``mixed``: all of the above;
 * ``seceding`` (only when asked for, so that the seeds of the others keep
   their schedules): deaths and data faults while some tasks ``secede()``
-  and ``rejoin()`` (or end seceded) as they run.
+  and ``rejoin()`` (or end seceded) as they run;
+* ``stealing`` (only when asked for, too): everything of ``mixed`` plus
+  work-stealing ticks (``SimCluster.steal``), so steal requests and answers
+  cross finishes, frees, deaths, pauses and retirements.
 
 Then it resumes paused workers, runs until quiescent and checks the
 cluster-wide invariants (:mod:`taskmill.testing.invariants`); every machine
@@ -55,7 +58,7 @@ from taskmill.testing.cluster import SimCluster
 
 FAMILIES = ("plain", "failures", "deaths", "data", "clients", "mixed")
 #: families run only when named (``--family``), outside the seeds' rotation
-EXTRA_FAMILIES = ("seceding",)
+EXTRA_FAMILIES = ("seceding", "stealing")
 PREFIXES = ("inc", "add", "sum")
 
 
@@ -84,7 +87,8 @@ class _Scenario:
         self.seed = seed
         self.family = family
         self.rng = rng = random.Random(seed * 7919 + 17)
-        mixed = family == "mixed"
+        self.stealing = family == "stealing"
+        mixed = family == "mixed" or self.stealing
         self.seceding = family == "seceding"
         self.failures = family == "failures" or mixed
         self.deaths = family == "deaths" or mixed or self.seceding
@@ -163,6 +167,8 @@ class _Scenario:
         if self.clients_vary:
             ops += [self.op_want, self.op_cancel, self.op_fire_and_forget, self.op_close,
                     self.op_new_client]
+        if self.stealing:
+            ops += [self.op_steal] * 4
         return ops
 
     def live_client(self) -> SimClient | None:
@@ -268,6 +274,9 @@ class _Scenario:
 
     def op_heartbeat(self) -> None:
         self.cluster.heartbeat()
+
+    def op_steal(self) -> None:
+        self.cluster.steal(horizon=self.rng.choice((0.01, 0.1, 1.0)))
 
     # ------------------------------------------------------------------ #
     # The schedule

@@ -10,6 +10,7 @@ import pytest
 
 from taskmill.protocol.vocabulary import StealRequest, StealResponse, TaskFinished
 from taskmill.testing import SimCluster, SimTask
+from taskmill.testing.random_scenarios import run_scenario
 
 A, B = "sim://w0", "sim://w1"
 
@@ -88,3 +89,10 @@ def test_stealing_under_deaths_cancels_and_any_order(seed: int) -> None:
         assert client.result(k) == cluster.expected(k), (k, client.reports_for(k))
     if fault == "none":
         assert all(cluster.book.runs[k] == 1 for k in keys)
+
+
+@pytest.mark.parametrize("block", range(2))
+def test_random_schedules_with_stealing_ticks(block: int) -> None:
+    """The random scenarios of every fault (``mixed``) with stealing ticks among them."""
+    for seed in range(8_000_000 + 500 * block, 8_000_000 + 500 * (block + 1)):
+        run_scenario(seed, "stealing")
