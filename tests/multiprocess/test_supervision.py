@@ -4,6 +4,7 @@ and a silent (SIGSTOPped) worker removed within the TTL and rejoining cleanly.""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from typing import Any
@@ -96,7 +97,8 @@ def test_work_waiting_without_workers_is_reported_then_runs_when_one_joins(
         wait_for(lambda: (e.scheduler_info()["waiting_for_workers"] or {}).get("tasks") == 1,
                  timeout=5, message="scheduler_info says the task waits for a worker")
         with caplog.at_level("WARNING", logger="taskmill.client"):
-            wait_for(lambda: "waited 5s for a worker" in caplog.text, timeout=10,
+            # the first warning comes after 5 s; a loaded machine may word it 6s
+            wait_for(lambda: re.search(r"waited \d+s for a worker", caplog.text), timeout=10,
                      message="the client warned that its future waits without workers")
         assert "scheduler.no-workers-timeout" in caplog.text and not future.done()
         cluster.scale(1)
@@ -114,7 +116,7 @@ def test_the_no_workers_timeout_fails_the_waiting_futures(set_options: Any, no_l
         start = time.monotonic()
         a = e.submit(slow_inc, 1)
         b = e.submit(slow_inc, a)
-        with pytest.raises(NoWorkersError, match=r"no worker was connected to the scheduler for 2s "
+        with pytest.raises(NoWorkersError, match=r"no worker was connected to the scheduler for [23]s "
                                                  r"\(option scheduler.no-workers-timeout: 2s\)"):
             b.result(timeout=20)
         assert 2.0 <= time.monotonic() - start < 5.0
