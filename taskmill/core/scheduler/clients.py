@@ -30,6 +30,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from taskmill.core.scheduler.records import (
+    EMPTY,
     ERRED,
     FIRE_AND_FORGET,
     LOST_DATA,
@@ -64,9 +65,12 @@ class ClientWants:
     @staticmethod
     def link(cs: ClientRecord, ts: TaskRecord) -> bool:
         """Record that ``cs`` wants ``ts`` (both ends); whether that is new."""
-        if cs.client in ts.who_wants:
+        wants = ts.who_wants
+        if cs.client in wants:
             return False
-        ts.who_wants[cs.client] = ""
+        if wants is EMPTY:
+            wants = ts.who_wants = {}
+        wants[cs.client] = ""
         cs.wants[ts] = None
         return True
 

@@ -29,6 +29,7 @@ from taskmill.core.scheduler.events import RestartRequested
 from taskmill.core.scheduler.held_keys import HeldKeys
 from taskmill.core.scheduler.placement import Placement
 from taskmill.core.scheduler.records import (
+    EMPTY,
     ERRED,
     FORGOTTEN,
     MISSING_DEPENDENCY,
@@ -92,7 +93,11 @@ class GraphIntake:
                 if dts is None or dts is ts:
                     missing.append((ts, dep))
                     continue
+                if ts.dependencies is EMPTY:
+                    ts.dependencies = {}
                 ts.dependencies[dts] = None
+                if dts.dependents is EMPTY:
+                    dts.dependents = {}
                 dts.dependents[ts] = None
         link = self.wants.link
         for key in ev.wanted:

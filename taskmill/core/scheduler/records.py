@@ -19,6 +19,19 @@ Collections of keys or addresses follow the same rule, for a subtler reason:
 order in the process that replays a stimulus log.  A plain ``set`` appears
 only where nothing iterates it (membership tests), and says so.
 
+Memory per task is what limits a scheduler holding millions of keys, so a
+task record is kept small.  Its seven link maps (``dependencies`` ...
+``acquiring_on``) start as the one shared, frozen :data:`EMPTY` mapping and
+a task gets its own dict only when something is first put in it (most map
+tasks never have dependencies, dependents, waiters or copies being made):
+every read works on ``EMPTY`` as on an empty dict, and so do ``pop(x,
+None)``, ``del`` (of a missing key: KeyError) and ``clear()``; putting
+something in it raises TypeError, so a writer must replace it first
+(``if m is EMPTY: m = ts.x = {}``).  The task's definition is kept as a
+:class:`RunSpec` (the function's token, shared, and the arguments' frames),
+not as the decoded ``TaskSpec`` with its wire objects; prefixes and tokens
+are interned, one string for all the tasks that share them.
+
 Invariants (checked by ``taskmill.core.scheduler.validate``):
 
 * ``ts in ws.has_what``  <=>  ``ws in ts.who_has``; a task is in memory iff
@@ -46,11 +59,13 @@ Invariants (checked by ``taskmill.core.scheduler.validate``):
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from taskmill.core.resources import ResourceSpec
+from taskmill.protocol.serialize import Serialized
 from taskmill.protocol.vocabulary import Address, Key, Priority, TaskSpec
 
 #: The workers a task may run on, sorted: hashable, equal however they were
@@ -97,17 +112,61 @@ ACTOR_LOST = "ActorLostError"
 MAX_PREFIXES = 10_000
 
 
+class _Empty(dict[Any, Any]):
+    """The type of :data:`EMPTY`: a dict nothing can be put in."""
+
+    __slots__ = ()
+
+    def _frozen(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("records.EMPTY is shared by every record and stays empty: "
+                        "give the record its own dict before putting anything in it")
+
+    __setitem__ = setdefault = update = __ior__ = _frozen
+
+
+#: The empty link map every new record shares (see the module docstring).
+EMPTY: dict[Any, Any] = _Empty()
+
+
+class RunSpec:
+    """How to run a task, as the scheduler keeps it: what a ``ComputeTask``
+    needs of the submitted ``TaskSpec`` and nothing else (its key, priority
+    and options live on the record; its dependencies become links)."""
+
+    __slots__ = ("func_token", "args", "actor")
+
+    def __init__(self, spec: TaskSpec) -> None:
+        #: interned: one string for every task of the same function
+        self.func_token: str = sys.intern(spec.func_token)
+        args = spec.args
+        #: the arguments' only frame (the common case), else as they came
+        self.args: bytes | Serialized = args
+        if type(args) is Serialized and len(args.frames) == 1:
+            frame = args.frames[0]
+            if type(frame) is bytes:
+                self.args = frame
+        self.actor = spec.actor
+
+    def payload(self) -> Serialized:
+        """The arguments, to send in a ``ComputeTask``."""
+        args = self.args
+        return Serialized([args]) if isinstance(args, bytes) else args
+
+
 def key_prefix(key: Key) -> str:
     """The task-name prefix used for duration estimates: the key up to its
     last ``'-'`` (``"inc-4f2a"`` -> ``"inc"``), or the whole key.  A dask
     tuple key travels as its repr; its name is the first element's
     (``"('sum-4f2a', 3)"`` -> ``"sum"``, ``"('x', 7)"`` -> ``"x"``)."""
+    whole = key
     if key[:1] == "(" and key[1:2] in ("'", '"'):
         end = key.find(key[1], 2)
         if end > 0:
             key = key[2:end]
     head, sep, _ = key.rpartition("-")
-    return head if sep else key
+    if sep:
+        return sys.intern(head)
+    return key if key is whole else sys.intern(key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +217,7 @@ class TaskRecord:
     def __init__(
         self,
         key: Key,
-        run_spec: TaskSpec | None,
+        run_spec: RunSpec | None,
         priority: Priority,
         seq: int,
         retries: int = 0,
@@ -180,17 +239,17 @@ class TaskRecord:
         #: abstract resources it holds on its worker while processing
         self.resources = resources
         self.state = RELEASED
-        self.dependencies: dict[TaskRecord, None] = {}
-        self.dependents: dict[TaskRecord, None] = {}
-        self.waiters: dict[TaskRecord, None] = {}
-        self.waiting_on: dict[TaskRecord, None] = {}
+        self.dependencies: dict[TaskRecord, None] = EMPTY
+        self.dependents: dict[TaskRecord, None] = EMPTY
+        self.waiters: dict[TaskRecord, None] = EMPTY
+        self.waiting_on: dict[TaskRecord, None] = EMPTY
         #: holder -> the ``epoch`` of the last message to a worker when the copy
         #: was recorded (a ``MissingData`` must be younger to strike it off)
-        self.who_has: dict[WorkerRecord, int] = {}
+        self.who_has: dict[WorkerRecord, int] = EMPTY
         #: client -> the last terminal report sent to it for this key
         #: ("memory", "erred", "lost") or "" (nothing yet).  Reports are sent
         #: only when they differ from the last one: no duplicates.
-        self.who_wants: dict[str, str] = {}
+        self.who_wants: dict[str, str] = EMPTY
         self.processing_on: WorkerRecord | None = None
         #: its worker reported the call started (``TasksStarted``) and the
         #: wanting clients were told (``KeysRunning``); cleared when it leaves
@@ -205,7 +264,7 @@ class TaskRecord:
         #: (worker, reason) of each worker that died while running it
         self.deaths: tuple[tuple[Address, str], ...] = ()
         #: workers told to fetch a copy (``AcquireReplicas``) that have not got it yet
-        self.acquiring_on: dict[WorkerRecord, None] = {}
+        self.acquiring_on: dict[WorkerRecord, None] = EMPTY
 
     def __repr__(self) -> str:
         return f"<TaskRecord {self.key!r} {self.state}>"

@@ -84,7 +84,7 @@ from taskmill.core.scheduler.events import (
     RetirementAborted,
 )
 from taskmill.core.scheduler.membership import Membership, by_load
-from taskmill.core.scheduler.records import MEMORY, TaskRecord, WorkerRecord
+from taskmill.core.scheduler.records import EMPTY, MEMORY, TaskRecord, WorkerRecord
 from taskmill.core.scheduler.step import Step
 from taskmill.protocol.vocabulary import AcquireReplicas, Address, Key
 
@@ -137,6 +137,8 @@ class Replicas:
     # ------------------------------------------------------------------ #
     def request(self, step: Step, ts: TaskRecord, ws: WorkerRecord) -> None:
         """Ask ``ws`` to fetch a copy of ``ts`` (sent when the event ends)."""
+        if ts.acquiring_on is EMPTY:
+            ts.acquiring_on = {}
         ts.acquiring_on[ws] = None
         ws.acquiring[ts] = None
         step.note(ts.key, MEMORY, MEMORY, f"copy requested on {ws.address}")

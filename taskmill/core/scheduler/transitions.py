@@ -75,7 +75,9 @@ from taskmill.core.scheduler.records import (
     QUEUED,
     RELEASED,
     WAITING,
+    EMPTY,
     ErrorInfo,
+    RunSpec,
     TaskRecord,
     WorkerRecord,
 )
@@ -237,7 +239,7 @@ class TaskMachine:
         else:
             ts = TaskRecord(
                 key,
-                spec,
+                RunSpec(spec),
                 spec.priority,
                 self._seq,
                 spec.retries,
@@ -254,7 +256,7 @@ class TaskMachine:
         for dts in ts.dependencies:
             dts.dependents.pop(ts, None)
             step.recs.append((dts, CHECK, None))
-        ts.dependencies = {}
+        ts.dependencies = EMPTY
         self._seq += 1
         ts.seq = self._seq
         ts.suspicious = 0
@@ -265,20 +267,24 @@ class TaskMachine:
             ts.allow_other_workers = False
             ts.resources = None
         else:
-            ts.run_spec = spec
+            ts.run_spec = RunSpec(spec)
             ts.priority = spec.priority
             ts.retries = spec.retries
             ts.restrictions = restriction(spec.workers)
             ts.allow_other_workers = spec.allow_other_workers
             ts.resources = resource_spec(spec.resources)
         ts.sort_key = (ts.priority, ts.seq)
-        for client in ts.who_wants:
-            ts.who_wants[client] = ""  # the new attempt's outcome is news to all
+        wants = ts.who_wants
+        for client in wants:
+            wants[client] = ""  # the new attempt's outcome is news to all
 
     def add_replica(self, step: Step, ts: TaskRecord, ws: WorkerRecord) -> None:
         """``ws`` holds a copy of ``ts`` (a copy it held already keeps its ``epoch``)."""
-        if ws not in ts.who_has:
-            ts.who_has[ws] = step.epoch
+        who_has = ts.who_has
+        if ws not in who_has:
+            if who_has is EMPTY:
+                who_has = ts.who_has = {}
+            who_has[ws] = step.epoch
             ws.has_what[ts] = None
             if ts.nbytes > 0:
                 ws.nbytes += ts.nbytes
@@ -355,18 +361,24 @@ class TaskMachine:
         """``ts`` no longer needs its inputs: re-check each of them."""
         recs = step.recs
         for dts in ts.dependencies:
-            dts.waiters.pop(ts, None)
+            waiters = dts.waiters
+            waiters.pop(ts, None)
+            if not waiters:
+                dts.waiters = EMPTY  # its table would stay allocated
             recs.append((dts, CHECK, None))
-        ts.waiting_on.clear()
+        ts.waiting_on = EMPTY
 
     @staticmethod
     def _data_in_memory(step: Step, ts: TaskRecord) -> None:
         """Tell active dependents that ``ts``'s data is available."""
         ready = step.ready
         for dts in ts.waiters:
-            dts.waiting_on.pop(ts, None)
-            if not dts.waiting_on and dts.state == WAITING:
-                ready.append(dts)
+            waiting_on = dts.waiting_on
+            waiting_on.pop(ts, None)
+            if not waiting_on:
+                dts.waiting_on = EMPTY
+                if dts.state == WAITING:
+                    ready.append(dts)
 
     def _free_everywhere(self, step: Step, ts: TaskRecord) -> None:
         """``ts`` leaves memory: every holder and fetcher drops it."""
@@ -383,8 +395,13 @@ class TaskMachine:
         ts.state = WAITING
         waiting_on = ts.waiting_on
         for dts in ts.dependencies:
-            dts.waiters[ts] = None
+            waiters = dts.waiters
+            if waiters is EMPTY:
+                waiters = dts.waiters = {}
+            waiters[ts] = None
             if dts.state != MEMORY:
+                if waiting_on is EMPTY:
+                    waiting_on = ts.waiting_on = {}
                 waiting_on[dts] = None
                 if dts.state == RELEASED:
                     step.recs.append((dts, CHECK, None))
@@ -423,7 +440,7 @@ class TaskMachine:
             ts.key,
             token,
             func,
-            spec.args,
+            spec.payload(),
             who_has,
             nbytes,
             ts.priority,
@@ -522,7 +539,7 @@ class TaskMachine:
         ts.state = RELEASED
         recs = step.recs
         for dts in ts.waiters:
-            dts.waiting_on[ts] = None
+            _put(dts, ts)
             if dts.state != WAITING:
                 recs.append((dts, WAITING, None))
         recs.append((ts, CHECK, None))
@@ -532,7 +549,7 @@ class TaskMachine:
         """The last copy of a key without lineage is gone."""
         self._free_everywhere(step, ts)
         for dts in ts.waiters:
-            dts.waiting_on[ts] = None
+            _put(dts, ts)
         return self._to_erred(step, ts, info)
 
     def _erred_released(self, step: Step, ts: TaskRecord, _: Any) -> Made:
@@ -630,6 +647,14 @@ def _derived_error(info: ErrorInfo) -> ErrorInfo:
             MISSING_DEPENDENCY,
         )
     return info
+
+
+def _put(ts: TaskRecord, dts: TaskRecord) -> None:
+    """``ts`` waits on ``dts`` again (its data is gone)."""
+    waiting_on = ts.waiting_on
+    if waiting_on is EMPTY:
+        waiting_on = ts.waiting_on = {}
+    waiting_on[dts] = None
 
 
 def _sort_key(ts: TaskRecord) -> tuple[Any, int]:
