@@ -350,18 +350,24 @@ class Scheduler(Node):
         await comm.write(ClientRegistered(self.address, self.id).to_wire())
         self._client_joined(client, BatchedSend(comm))
         try:
-            while True:
-                groups, closing = self._client_events(client, await comm.read())
-                for i, events in enumerate(groups):
-                    if i:
-                        await asyncio.sleep(0)  # after a big graph: let others in
-                    self._handle(*events)
-                if closing:
-                    break
+            while not await self._client_batch(client, await comm.read()):
+                pass
         except (CommClosedError, OSError):
             pass
         finally:
             self._client_left(client)
+
+    async def _client_batch(self, client: str, msgs: Any) -> bool:
+        """Handle one read of a client's stream; whether the client is leaving.
+        A method of its own so that the batch's messages (a big graph's
+        specs) are garbage once handled, not kept by the reading loop's
+        frame until the client's next message."""
+        groups, closing = self._client_events(client, msgs)
+        for i, events in enumerate(groups):
+            if i:
+                await asyncio.sleep(0)  # after a big graph: let others in
+            self._handle(*events)
+        return closing
 
     def connect_local_client(self, client: str) -> LocalEnd:
         """Register a client running on this scheduler's event loop; returns

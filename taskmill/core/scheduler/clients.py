@@ -9,7 +9,7 @@ task needed; starting or ending one recommends a ``CHECK`` of the task (on
 the event's :class:`~taskmill.core.scheduler.step.Step`), which the task
 machine's reference counting acts on.  Nothing here changes a task's state.
 
-The report functions make what wanting clients are told: ``KeyInMemory``
+The report methods make what wanting clients are told: ``KeyInMemory``
 when a key reaches memory, ``KeyErred`` when it fails, ``KeyLost`` when its
 data is gone without lineage, ``KeyCancelled`` on cancel, and ``KeysRunning``
 (not a terminal report, so not remembered in ``who_wants``) when its worker
@@ -23,6 +23,12 @@ again.  The ``FIRE_AND_FORGET`` pseudo-client is never told: a key it wants
 that is done goes on ``Step.forgotten_done`` and is released after the
 event.  Reports are returned (``Made``: None, one command or a list), so a
 transition returns the commands it makes.
+
+Most tasks are wanted by one client: such a task's ``who_wants`` is that
+client's shared one-entry map for the report it got
+(``ClientRecord.alone``, frozen), not a dict of its own, so every change
+of a task's ``who_wants`` goes through this class, which replaces a
+shared map instead of changing it; a second client gives the task a dict.
 """
 
 from __future__ import annotations
@@ -66,13 +72,30 @@ class ClientWants:
     def link(cs: ClientRecord, ts: TaskRecord) -> bool:
         """Record that ``cs`` wants ``ts`` (both ends); whether that is new."""
         wants = ts.who_wants
-        if cs.client in wants:
+        client = cs.client
+        if client in wants:
             return False
-        if wants is EMPTY:
-            wants = ts.who_wants = {}
-        wants[cs.client] = ""
+        if not wants:
+            ts.who_wants = cs.alone("")
+        elif type(wants) is dict:
+            wants[client] = ""
+        else:  # another client's shared map: a dict of its own from now on
+            ts.who_wants = {**wants, client: ""}
         cs.wants[ts] = None
         return True
+
+    def _tell(self, ts: TaskRecord, client: str, last: str) -> None:
+        """Remember ``last`` as the report ``client`` got about ``ts``."""
+        wants = ts.who_wants
+        if type(wants) is dict:
+            wants[client] = last
+        else:  # the client's shared one-entry map (records.Frozen)
+            ts.who_wants = self.clients[client].alone(last)
+
+    def renew(self, ts: TaskRecord) -> None:
+        """``ts`` is computed again: its outcome is news to every wanting client."""
+        for client in ts.who_wants:
+            self._tell(ts, client, "")
 
     def want(self, step: Step, cs: ClientRecord, ts: TaskRecord) -> None:
         """``cs`` wants ``ts``: report its outcome at once if it has one,
@@ -80,7 +103,7 @@ class ClientWants:
         self.link(cs, ts)
         state = ts.state
         if state == MEMORY or state == ERRED:
-            step.emit(report_current(step, ts))
+            step.emit(self.report_current(step, ts))
         elif (state == PROCESSING and ts.running and not ts.who_wants[cs.client]
               and cs.client != FIRE_AND_FORGET):
             step.cmds.append(KeysRunning(step.stimulus_id, cs.client, (ts.key,)))
@@ -101,7 +124,11 @@ class ClientWants:
     def release(self, step: Step, cs: ClientRecord, ts: TaskRecord) -> None:
         """``cs`` no longer wants ``ts``."""
         if cs.wants.pop(ts, 0) is None:
-            del ts.who_wants[cs.client]
+            wants = ts.who_wants
+            if type(wants) is dict and len(wants) > 1:
+                del wants[cs.client]
+            else:  # it was the only client
+                ts.who_wants = EMPTY
             step.recs.append((ts, CHECK, None))
 
     def release_keys(self, step: Step, client: str, keys: tuple[Key, ...],
@@ -131,7 +158,7 @@ class ClientWants:
             cs = self.clients.get(client)
             if cs is not None:
                 cs.wants.pop(ts, None)
-        ts.who_wants.clear()
+        ts.who_wants = EMPTY
 
     def forget(self, ts: TaskRecord) -> None:
         """``ts`` is forgotten while still wanted (a forced forget: cancel):
@@ -140,7 +167,60 @@ class ClientWants:
             cs = self.clients.get(client)
             if cs is not None:
                 cs.wants.pop(ts, None)
-        ts.who_wants.clear()
+        ts.who_wants = EMPTY
+
+    def report_memory(self, step: Step, ts: TaskRecord, value: Any = None) -> Made:
+        """Tell the wanting clients not told yet that ``ts`` is in memory
+        (``value``: its small result, when the worker sent it along)."""
+        if not ts.who_wants:
+            return None
+        made: Made = None
+        who = tuple([ws.address for ws in ts.who_has])
+        for client, last in ts.who_wants.items():
+            if last != MEMORY:
+                self._tell(ts, client, MEMORY)
+                if client == FIRE_AND_FORGET:
+                    step.fire_and_forget_done(ts.key)
+                    continue
+                cmd = KeyInMemory(step.stimulus_id, client, ts.key, who, ts.type_name, value)
+                made = cmd if made is None else also(made, cmd)
+        return made
+
+    def report_erred(self, step: Step, ts: TaskRecord) -> Made:
+        """Tell the wanting clients not told yet that ``ts`` erred (or was lost)."""
+        info = ts.error
+        assert info is not None
+        lost = info.error_type == LOST_DATA
+        kind = "lost" if lost else ERRED
+        made: Made = None
+        for client, last in ts.who_wants.items():
+            if last == kind:
+                continue
+            self._tell(ts, client, kind)
+            if client == FIRE_AND_FORGET:
+                step.fire_and_forget_done(ts.key)
+            elif lost:
+                made = also(made, KeyLost(step.stimulus_id, client, ts.key, info.exception_text))
+            else:
+                made = also(made, KeyErred(
+                    step.stimulus_id,
+                    client,
+                    ts.key,
+                    info.exception,
+                    info.traceback,
+                    info.exception_text,
+                    info.worker,
+                    info.error_type,
+                ))
+        return made
+
+    def report_current(self, step: Step, ts: TaskRecord) -> Made:
+        """Report ``ts``'s outcome (if it has one) to wanting clients not yet told."""
+        if ts.state == MEMORY:
+            return self.report_memory(step, ts)
+        if ts.state == ERRED:
+            return self.report_erred(step, ts)
+        return None
 
 
 def unknown_wanted(step: Step, client: str, key: Key) -> None:
@@ -171,61 +251,3 @@ def report_running(step: Step, tasks: Iterable[TaskRecord], running: bool) -> No
                 per_client.setdefault(client, []).append(ts.key)
     for client, keys in per_client.items():
         step.cmds.append(KeysRunning(step.stimulus_id, client, tuple(keys), running))
-
-
-def report_memory(step: Step, ts: TaskRecord, value: Any = None) -> Made:
-    """Tell the wanting clients not told yet that ``ts`` is in memory
-    (``value``: its small result, when the worker sent it along)."""
-    if not ts.who_wants:
-        return None
-    made: Made = None
-    who = tuple([ws.address for ws in ts.who_has])
-    wants = ts.who_wants
-    for client, last in wants.items():
-        if last != MEMORY:
-            wants[client] = MEMORY
-            if client == FIRE_AND_FORGET:
-                step.fire_and_forget_done(ts.key)
-                continue
-            cmd = KeyInMemory(step.stimulus_id, client, ts.key, who, ts.type_name, value)
-            made = cmd if made is None else also(made, cmd)
-    return made
-
-
-def report_erred(step: Step, ts: TaskRecord) -> Made:
-    """Tell the wanting clients not told yet that ``ts`` erred (or was lost)."""
-    info = ts.error
-    assert info is not None
-    lost = info.error_type == LOST_DATA
-    kind = "lost" if lost else ERRED
-    made: Made = None
-    wants = ts.who_wants
-    for client, last in wants.items():
-        if last == kind:
-            continue
-        wants[client] = kind
-        if client == FIRE_AND_FORGET:
-            step.fire_and_forget_done(ts.key)
-        elif lost:
-            made = also(made, KeyLost(step.stimulus_id, client, ts.key, info.exception_text))
-        else:
-            made = also(made, KeyErred(
-                step.stimulus_id,
-                client,
-                ts.key,
-                info.exception,
-                info.traceback,
-                info.exception_text,
-                info.worker,
-                info.error_type,
-            ))
-    return made
-
-
-def report_current(step: Step, ts: TaskRecord) -> Made:
-    """Report ``ts``'s outcome (if it has one) to wanting clients not yet told."""
-    if ts.state == MEMORY:
-        return report_memory(step, ts)
-    if ts.state == ERRED:
-        return report_erred(step, ts)
-    return None

@@ -27,7 +27,10 @@ tasks never have dependencies, dependents, waiters or copies being made):
 every read works on ``EMPTY`` as on an empty dict, and so do ``pop(x,
 None)``, ``del`` (of a missing key: KeyError) and ``clear()``; putting
 something in it raises TypeError, so a writer must replace it first
-(``if m is EMPTY: m = ts.x = {}``).  The task's definition is kept as a
+(``if m is EMPTY: m = ts.x = {}``).  Likewise a task wanted by one client
+shares that client's one-entry ``who_wants`` map for the report it got
+(``ClientRecord.alone``, a :class:`Frozen` dict); ``ClientWants`` replaces
+it, never changes it.  The task's definition is kept as a
 :class:`RunSpec` (the function's token, shared, and the arguments' frames),
 not as the decoded ``TaskSpec`` with its wire objects; prefixes and tokens
 are interned, one string for all the tasks that share them.
@@ -112,20 +115,40 @@ ACTOR_LOST = "ActorLostError"
 MAX_PREFIXES = 10_000
 
 
-class _Empty(dict[Any, Any]):
-    """The type of :data:`EMPTY`: a dict nothing can be put in."""
+class Frozen(dict[Any, Any]):
+    """A dict nothing can be put in, changed or taken out of: the shared
+    :data:`EMPTY`, and the one-entry ``who_wants`` maps a client's records
+    share (``ClientRecord.alone``).  What would change nothing works as on
+    a dict: ``pop(k, default)`` and ``del`` of a missing key, ``clear()``
+    of an empty one."""
 
     __slots__ = ()
 
     def _frozen(self, *args: Any, **kwargs: Any) -> NoReturn:
-        raise TypeError("records.EMPTY is shared by every record and stays empty: "
-                        "give the record its own dict before putting anything in it")
+        raise TypeError("this map is shared by many records and never changes (records.Frozen): "
+                        "give the record its own dict before changing it")
 
-    __setitem__ = setdefault = update = __ior__ = _frozen
+    __setitem__ = setdefault = update = __ior__ = popitem = _frozen
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        """``dict.pop`` of a key it does not hold."""
+        if key in self:
+            self._frozen()
+        return dict.pop(self, key, *default)
+
+    def __delitem__(self, key: Any) -> None:
+        if key in self:
+            self._frozen()
+        raise KeyError(key)
+
+    def clear(self) -> None:
+        """Nothing to clear (it is empty) or a TypeError."""
+        if self:
+            self._frozen()
 
 
 #: The empty link map every new record shares (see the module docstring).
-EMPTY: dict[Any, Any] = _Empty()
+EMPTY: dict[Any, Any] = Frozen()
 
 
 class RunSpec:
@@ -391,11 +414,20 @@ FIRE_AND_FORGET = "fire-and-forget"
 class ClientRecord:
     """A client and the keys it holds futures for."""
 
-    __slots__ = ("client", "wants")
+    __slots__ = ("client", "wants", "_alone")
 
     def __init__(self, client: str) -> None:
         self.client = client
         self.wants: dict[TaskRecord, None] = {}
+        self._alone: dict[str, dict[str, str]] = {}
+
+    def alone(self, last: str) -> dict[str, str]:
+        """The ``who_wants`` of a task only this client wants, told ``last``:
+        one shared :class:`Frozen` map per report, not a dict per task."""
+        shared = self._alone.get(last)
+        if shared is None:
+            shared = self._alone[last] = Frozen({self.client: last})
+        return shared
 
     def __repr__(self) -> str:
         return f"<ClientRecord {self.client!r} wants={len(self.wants)}>"

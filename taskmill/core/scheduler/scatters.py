@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskmill.core.scheduler.clients import ClientWants, report_current
+from taskmill.core.scheduler.clients import ClientWants
 from taskmill.core.scheduler.membership import Membership
 from taskmill.core.scheduler.records import ERRED, LOST_DATA, MEMORY, RELEASED, ErrorInfo, TaskRecord, WorkerRecord
 from taskmill.core.scheduler.step import Step
@@ -111,7 +111,7 @@ class Scatters:
             if ts.state == MEMORY:
                 for ws in holders:
                     machine.add_replica(step, ts, ws)
-                step.emit(report_current(step, ts))
+                step.emit(self.wants.report_current(step, ts))
             elif holders:
                 machine.transition(step, ts, RELEASED)
                 machine.transition(step, ts, MEMORY, (list(holders), nbytes, type_name))

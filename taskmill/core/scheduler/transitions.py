@@ -50,12 +50,13 @@ scattered data).
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from itertools import islice
 from typing import Any, Callable
 
 from taskmill.core.resources import resource_spec
-from taskmill.core.scheduler.clients import ClientWants, report_erred, report_memory, report_running
+from taskmill.core.scheduler.clients import ClientWants, report_running
 from taskmill.core.scheduler.events import TaskStalled
 from taskmill.core.scheduler.membership import Membership
 from taskmill.core.scheduler.placement import Placement
@@ -274,9 +275,7 @@ class TaskMachine:
             ts.allow_other_workers = spec.allow_other_workers
             ts.resources = resource_spec(spec.resources)
         ts.sort_key = (ts.priority, ts.seq)
-        wants = ts.who_wants
-        for client in wants:
-            wants[client] = ""  # the new attempt's outcome is news to all
+        self.wants.renew(ts)
 
     def add_replica(self, step: Step, ts: TaskRecord, ws: WorkerRecord) -> None:
         """``ws`` holds a copy of ``ts`` (a copy it held already keeps its ``epoch``)."""
@@ -492,7 +491,7 @@ class TaskMachine:
         """-> erred: report it, and err every active dependent (transitively)."""
         ts.state = ERRED
         ts.error = info
-        made = report_erred(step, ts)
+        made = self.wants.report_erred(step, ts)
         if ts.waiters:
             derived = _derived_error(info)
             for dts in ts.waiters:
@@ -507,14 +506,14 @@ class TaskMachine:
         self.membership.unassign(step, ts)
         ts.state = MEMORY
         ts.nbytes = nbytes
-        ts.type_name = type_name
+        ts.type_name = sys.intern(type_name)  # one string per type, not per task
         self.add_replica(step, ts, ws)
         if ts.dependencies:
             self._leave_active(step, ts)
         if ts.waiters:
             self._data_in_memory(step, ts)
         if ts.who_wants:
-            return report_memory(step, ts, value)
+            return self.wants.report_memory(step, ts, value)
         return None
 
     def _to_memory_scattered(
@@ -529,7 +528,7 @@ class TaskMachine:
         for ws in holders:
             self.add_replica(step, ts, ws)
         self._data_in_memory(step, ts)
-        made = report_memory(step, ts)
+        made = self.wants.report_memory(step, ts)
         step.recs.append((ts, CHECK, None))
         return made
 

@@ -1,0 +1,93 @@
+"""What a task record keeps, and shares, to stay small (records.py's module docstring)."""
+
+from __future__ import annotations
+
+import pytest
+
+from taskmill.core.scheduler.records import EMPTY, Frozen, RunSpec, key_prefix
+from taskmill.protocol.serialize import Serialized
+from taskmill.protocol.vocabulary import ComputeTask, ReleaseKeys, TaskSpec, WantKeys
+
+from tests.core.scheduler_helpers import Sched, finished, of, sid, submit, task
+
+
+def test_frozen_maps_refuse_every_change_but_allow_what_changes_nothing() -> None:
+    one = Frozen({"c1": ""})
+    for change in (lambda: one.__setitem__("c2", ""), lambda: one.update(c2=""),
+                   lambda: one.setdefault("c2", ""), lambda: one.pop("c1"), one.popitem,
+                   one.clear, lambda: one.__delitem__("c1")):
+        with pytest.raises(TypeError, match="never changes"):
+            change()
+    assert one == {"c1": ""}
+    assert EMPTY.pop("x", None) is None
+    EMPTY.clear()
+    with pytest.raises(KeyError):
+        del EMPTY["x"]
+    with pytest.raises(TypeError, match="never changes"):
+        EMPTY["x"] = 1
+    assert EMPTY == {}
+
+
+def test_a_map_task_shares_its_link_maps_and_its_clients_report_map() -> None:
+    s = Sched("w1")
+    s(submit([task("inc-1"), task("inc-2")], ["inc-1", "inc-2"]))
+    a, b = s.state.tasks["inc-1"], s.state.tasks["inc-2"]
+    for ts in (a, b):
+        for links in (ts.dependencies, ts.dependents, ts.waiters, ts.waiting_on, ts.who_has,
+                      ts.acquiring_on):
+            assert links is EMPTY
+    assert a.who_wants == {"c1": ""} and a.who_wants is b.who_wants  # one map for both
+    s(finished("w1", "inc-1"))
+    assert a.who_wants == {"c1": "memory"} and b.who_wants == {"c1": ""}
+    assert dict(a.who_has) == {s.state.workers["w1"]: a.who_has[s.state.workers["w1"]]}
+    assert type(a.who_has) is dict  # its own, once it has a holder
+
+
+def test_a_second_client_gets_the_task_its_own_map_and_each_report_once() -> None:
+    s = Sched("w1")
+    s(submit([task("inc-1")], ["inc-1"]))
+    s(WantKeys(sid(), "c2", ("inc-1",)))
+    ts = s.state.tasks["inc-1"]
+    assert type(ts.who_wants) is dict and ts.who_wants == {"c1": "", "c2": ""}
+    cmds = s(finished("w1", "inc-1"))
+    assert sorted(r.client for r in s.reports()) == ["c1", "c2"]
+    assert cmds and ts.who_wants == {"c1": "memory", "c2": "memory"}
+    s(ReleaseKeys(sid(), "c1", ("inc-1",)))
+    assert ts.who_wants == {"c2": "memory"}
+    s(ReleaseKeys(sid(), "c2", ("inc-1",)))
+    assert "inc-1" not in s.state.tasks
+
+
+def test_links_go_back_to_empty_once_the_inputs_are_used() -> None:
+    s = Sched(("w1", 4))
+    s(submit([task("x-1"), task("x-2"), task("y-1", "x-1", "x-2")], ["y-1"]))
+    x1, y1 = s.state.tasks["x-1"], s.state.tasks["y-1"]
+    assert type(x1.waiters) is dict and set(y1.waiting_on) == {x1, s.state.tasks["x-2"]}
+    s(finished("w1", "x-1"))
+    s(finished("w1", "x-2"))
+    assert y1.waiting_on is EMPTY  # all in memory: the dict is dropped
+    s(finished("w1", "y-1"))
+    assert x1.state == "released" and x1.waiters is EMPTY  # lineage kept, waiter gone
+    assert y1 in x1.dependents
+
+
+def test_the_record_keeps_the_args_frame_and_an_interned_token_not_the_spec() -> None:
+    payload = Serialized([b"pickled args"])
+    token = "".join(["tok", "en-1"])  # a fresh string, as decoding makes one
+    spec = TaskSpec("inc-1", token, payload)
+    run = RunSpec(spec)
+    assert run.args == b"pickled args" and run.payload() == payload
+    assert run.func_token is RunSpec(TaskSpec("inc-2", "".join(["tok", "en-1"]), payload)).func_token
+    two_frames = Serialized([b"a", b"b"])
+    assert RunSpec(TaskSpec("inc-3", token, two_frames)).payload() is two_frames
+    s = Sched("w1")
+    cmds = s(submit([TaskSpec("inc-1", token, payload)], ["inc-1"]))
+    (compute,) = of(cmds, ComputeTask)
+    assert compute.args == payload and compute.func_token == token
+
+
+def test_prefixes_are_one_string_per_name() -> None:
+    assert key_prefix("".join(["inc", "-1"])) is key_prefix("".join(["inc", "-2"]))
+    assert key_prefix("('sum-4f', 3)") is key_prefix("('sum-4f', 4)") == "sum"
+    whole = "nodash"
+    assert key_prefix(whole) is whole
