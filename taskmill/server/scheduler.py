@@ -35,8 +35,11 @@ Theory of operation
   heartbeat) arrives for ``heartbeat_timeout`` seconds (option
   ``scheduler.worker-ttl``, :mod:`taskmill.core.liveness`), is removed
   (``WorkerLeft``); the state machine reschedules or recomputes what it had.
-  The scheduler sends each worker a ``scheduler-heartbeat`` every second, so
-  that a worker cut off from it notices as well, and tells the others
+  The scheduler sends each worker a ``scheduler-heartbeat`` every second
+  unless something else went on its stream since the last round (any message
+  is a sign of life to the worker; with a thousand busy workers these were a
+  thousand writes a second), so that a worker cut off from it notices as
+  well, and tells the others
   (``worker-removed``), so that their fetches from it stop waiting.
 """
 
@@ -541,14 +544,21 @@ class Scheduler(Node):
 
     async def _check_heartbeats(self) -> None:
         """Every second (or a quarter of the TTL, if shorter): a heartbeat to
-        every worker, and the connection of each silent one dropped."""
+        every worker whose stream carried nothing since the last round, and
+        the connection of each silent one dropped."""
+        sent_by_round: dict[str, int] = {}  # worker -> messages on its stream as of the last round
         while True:
             await asyncio.sleep(self._check_interval)
+            sent_before, sent_by_round = sent_by_round, {}
             for address, stream in list(self.worker_streams.items()):
-                try:
-                    stream.send_messages(SchedulerHeartbeat(address))
-                except CommClosedError:
-                    pass  # its reader sees the close
+                sent = stream.messages_sent
+                if sent_before.get(address) == sent:  # nothing went there since: say we live
+                    try:
+                        stream.send_messages(SchedulerHeartbeat(address))
+                    except CommClosedError:
+                        pass  # its reader sees the close
+                    sent += 1
+                sent_by_round[address] = sent
             now = time.monotonic()
             for address in self.liveness.expired(now):
                 silent = self.liveness.silent_for(address, now)

@@ -64,6 +64,7 @@ from taskmill.core.scheduler.policy import MAX_PULLED_SIBLINGS, slot_cost
 from taskmill.core.scheduler.records import (
     restriction,
     ACTIVE_STATES,
+    ALL_STATES,
     ACTOR_LOST,
     ERRED,
     FORGOTTEN,
@@ -120,7 +121,7 @@ class TaskMachine:
         self.transition_log: deque[StoryEntry] = deque(maxlen=100_000)
         #: submission counter: the second part of every task's sort key
         self._seq = 0
-        self._table: dict[tuple[str, str], Transition] = {
+        edges: dict[tuple[str, str], Transition] = {
             (RELEASED, WAITING): self._released_waiting,
             (RELEASED, MEMORY): self._to_memory_scattered,
             (RELEASED, ERRED): self._to_erred,
@@ -146,6 +147,10 @@ class TaskMachine:
             (ERRED, RELEASED): self._erred_released,
             (ERRED, FORGOTTEN): self._forget,
         }
+        #: from_state -> to_state -> function (two lookups, no key tuple to make)
+        self._table: dict[str, dict[str, Transition]] = {state: {} for state in ALL_STATES}
+        for (start, finish), fn in edges.items():
+            self._table[start][finish] = fn
 
     # ------------------------------------------------------------------ #
     # Story
@@ -168,9 +173,9 @@ class TaskMachine:
         start = ts.state
         if start == finish:
             return
-        fn = self._table.get((start, finish))
+        fn = self._table[start].get(finish)
         if fn is None:
-            if (start, RELEASED) in self._table and (RELEASED, finish) in self._table:
+            if RELEASED in self._table[start] and finish in self._table[RELEASED]:
                 self.transition(step, ts, RELEASED)
                 self.transition(step, ts, finish, arg)
                 return
