@@ -340,7 +340,7 @@ def test_validate_reports_broken_invariant_with_story():
     s = Sched("tcp://a")
     s(submit([task("x-1")], wanted=["x-1"]))
     s(finished("tcp://a", "x-1"))
-    s.state.tasks["x-1"].who_has.clear()  # corrupt it
+    s.state.tasks["x-1"].who_has = {}  # corrupt it
     with pytest.raises(AssertionError) as info:
         s.state.validate()
     assert "x-1" in str(info.value) and "processing" in str(info.value)

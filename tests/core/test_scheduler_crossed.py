@@ -216,7 +216,7 @@ def test_a_missing_data_younger_than_the_copy_strikes_it_off() -> None:
     s(submit([task("x-1", workers=(A,)), task("y-1", "x-1", workers=(B,))], wanted=["y-1"]))
     cmds = s(finished(A, "x-1"))
     y = compute_of(cmds, "y-1")
-    recorded = s.state.tasks["x-1"].who_has[s.state.workers[A]]
+    recorded = s.state.workers[A].has_what[s.state.tasks["x-1"]]
     assert recorded < y.epoch  # the copy was known when B was sent to fetch it
     cmds = s(MissingData(sid(), B, A, ("x-1",), seen=y.epoch))
     assert s.state.task_state("x-1") == "processing"  # lost: recomputed
@@ -229,7 +229,7 @@ def test_a_missing_data_as_old_as_the_copy_is_ignored() -> None:
     s(finished(next(iter(s.processing().values())), "x-1"))
     (holder,) = s.state.who_has(["x-1"])["x-1"]
     other = B if holder == A else A
-    recorded = s.state.tasks["x-1"].who_has[s.state.workers[holder]]
+    recorded = s.state.workers[holder].has_what[s.state.tasks["x-1"]]
     assert s(MissingData(sid(), other, holder, ("x-1",), seen=recorded)) == []
     assert s.state.who_has(["x-1"]) == {"x-1": [holder]}
     s(MissingData(sid(), other, holder, ("x-1",), seen=recorded + 1))

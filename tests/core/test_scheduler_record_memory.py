@@ -39,8 +39,11 @@ def test_a_map_task_shares_its_link_maps_and_its_clients_report_map() -> None:
     assert a.who_wants == {"c1": ""} and a.who_wants is b.who_wants  # one map for both
     s(finished("w1", "inc-1"))
     assert a.who_wants == {"c1": "memory"} and b.who_wants == {"c1": ""}
-    assert dict(a.who_has) == {s.state.workers["w1"]: a.who_has[s.state.workers["w1"]]}
-    assert type(a.who_has) is dict  # its own, once it has a holder
+    w1 = s.state.workers["w1"]
+    assert a.who_has == {w1: None} and a.who_has is w1.alone  # the worker's one map
+    assert w1.has_what[a] == s.epoch  # the copy's epoch, kept by its holder
+    s(finished("w1", "inc-2"))
+    assert b.who_has is a.who_has
 
 
 def test_a_second_client_gets_the_task_its_own_map_and_each_report_once() -> None:

@@ -55,7 +55,7 @@ def test_a_broken_invariant_writes_the_log_and_replay_fails_at_the_same_event(
     def buggy(self: SchedulerState, step: object, ev: TaskFinished) -> None:
         original(self, step, ev)
         if ev.key == "b":  # a bug: forgets that the data is held
-            self.tasks["b"].who_has.clear()
+            self.tasks["b"].who_has = {}
 
     monkeypatch.setattr(SchedulerState, "_on_task_finished", buggy)
     s = SchedulerState(validate=True)

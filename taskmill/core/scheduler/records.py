@@ -27,10 +27,12 @@ tasks never have dependencies, dependents, waiters or copies being made):
 every read works on ``EMPTY`` as on an empty dict, and so do ``pop(x,
 None)``, ``del`` (of a missing key: KeyError) and ``clear()``; putting
 something in it raises TypeError, so a writer must replace it first
-(``if m is EMPTY: m = ts.x = {}``).  Likewise a task wanted by one client
-shares that client's one-entry ``who_wants`` map for the report it got
-(``ClientRecord.alone``, a :class:`Frozen` dict); ``ClientWants`` replaces
-it, never changes it.  The task's definition is kept as a
+(``if m is EMPTY: m = ts.x = {}``).  Likewise a task held by one worker
+shares that worker's one-entry ``who_has`` map (``WorkerRecord.alone``), and
+a task wanted by one client that client's one-entry ``who_wants`` map for
+the report it got (``ClientRecord.alone``), both :class:`Frozen` dicts that
+their writers (``TaskMachine.add_replica``/``remove_replica``,
+``ClientWants``) replace, never change.  The task's definition is kept as a
 :class:`RunSpec` (the function's token, shared, and the arguments' frames),
 not as the decoded ``TaskSpec`` with its wire objects; prefixes and tokens
 are interned, one string for all the tasks that share them.
@@ -38,8 +40,8 @@ are interned, one string for all the tasks that share them.
 Invariants (checked by ``taskmill.core.scheduler.validate``):
 
 * ``ts in ws.has_what``  <=>  ``ws in ts.who_has``; a task is in memory iff
-  ``who_has`` is non-empty.  (``who_has`` maps each holder to the ``epoch``
-  its copy was recorded at, not to None.)
+  ``who_has`` is non-empty.  (``has_what`` maps each task held to the
+  ``epoch`` its copy was recorded at; ``who_has`` maps each holder to None.)
 * ``ws.unacked_frees`` maps each key of ``ws.free_log`` to the latest
   ``epoch`` it was freed with there; ``free_log`` is in ``epoch`` order.
 * ``ts.processing_on is ws``  <=>  ``ts in ws.processing``  <=>  state is
@@ -266,9 +268,8 @@ class TaskRecord:
         self.dependents: dict[TaskRecord, None] = EMPTY
         self.waiters: dict[TaskRecord, None] = EMPTY
         self.waiting_on: dict[TaskRecord, None] = EMPTY
-        #: holder -> the ``epoch`` of the last message to a worker when the copy
-        #: was recorded (a ``MissingData`` must be younger to strike it off)
-        self.who_has: dict[WorkerRecord, int] = EMPTY
+        #: its holders (the ``epoch`` each copy was recorded at is in their ``has_what``)
+        self.who_has: dict[WorkerRecord, None] = EMPTY
         #: client -> the last terminal report sent to it for this key
         #: ("memory", "erred", "lost") or "" (nothing yet).  Reports are sent
         #: only when they differ from the last one: no duplicates.
@@ -321,6 +322,7 @@ class WorkerRecord:
         "unacked_frees",
         "free_log",
         "incarnation",
+        "alone",
     )
 
     def __init__(
@@ -341,7 +343,9 @@ class WorkerRecord:
         self.name = name
         self.alive = True
         self.processing: dict[TaskRecord, None] = {}
-        self.has_what: dict[TaskRecord, None] = {}
+        #: task held -> the ``epoch`` of the last message to a worker when the
+        #: copy was recorded (a ``MissingData`` must be younger to strike it off)
+        self.has_what: dict[TaskRecord, int] = {}
         self.nbytes = 0
         #: slot units taken by ``processing`` (see ``taskmill.core.scheduler.policy``)
         self.used = 0
@@ -370,6 +374,8 @@ class WorkerRecord:
         self.free_log: deque[tuple[int, tuple[Key, ...]]] = deque()
         #: the worker's token of this registration (``RegisterWorker.incarnation``)
         self.incarnation = ""
+        #: the ``who_has`` of every task held here only (shared, see the module docstring)
+        self.alone: dict[WorkerRecord, None] = Frozen({self: None})
 
     def freeing(self, keys: tuple[Key, ...], epoch: int) -> None:
         """A ``FreeKeys`` of ``keys`` with ``epoch`` goes to this worker."""

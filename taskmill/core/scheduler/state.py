@@ -628,7 +628,7 @@ class SchedulerState:
             if errant is None or errant not in ts.who_has:
                 step.ignore(key, ts, f"{ev.worker} misses it on non-holder {ev.errant_worker}")
                 continue
-            if ev.seen <= ts.who_has[errant]:
+            if ev.seen <= errant.has_what[ts]:
                 step.ignore(key, ts, f"{ev.worker} misses it on {ev.errant_worker}, but asked "
                                      "before that copy was known")
                 continue

@@ -286,10 +286,13 @@ class TaskMachine:
         """``ws`` holds a copy of ``ts`` (a copy it held already keeps its ``epoch``)."""
         who_has = ts.who_has
         if ws not in who_has:
-            if who_has is EMPTY:
-                who_has = ts.who_has = {}
-            who_has[ws] = step.epoch
-            ws.has_what[ts] = None
+            if not who_has:
+                ts.who_has = ws.alone
+            elif type(who_has) is dict:
+                who_has[ws] = None
+            else:  # another worker's shared map: a dict of its own from now on
+                ts.who_has = {**who_has, ws: None}
+            ws.has_what[ts] = step.epoch
             if ts.nbytes > 0:
                 ws.nbytes += ts.nbytes
             if ts.acquiring_on:
@@ -306,7 +309,12 @@ class TaskMachine:
 
     def remove_replica(self, step: Step, ts: TaskRecord, ws: WorkerRecord) -> None:
         """``ws`` no longer holds a copy of ``ts``."""
-        if ts.who_has.pop(ws, None) is not None:
+        who_has = ts.who_has
+        if ws in who_has:
+            if type(who_has) is dict and len(who_has) > 1:
+                del who_has[ws]
+            else:  # its only holder
+                ts.who_has = EMPTY
             del ws.has_what[ts]
             if ts.nbytes > 0:
                 ws.nbytes -= ts.nbytes
