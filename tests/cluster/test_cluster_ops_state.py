@@ -65,7 +65,7 @@ def test_the_dump_holds_the_scheduler_and_every_worker(tmp_path: Path, name: str
 
 def test_a_record_snapshot_is_plain_data_and_payloads_are_only_sized() -> None:
     parent, child = TaskRecord("parent", None, (0,), 0), TaskRecord("child", None, (0,), 1)
-    child.dependencies[parent] = None
+    child.dependencies = {parent: None}
     child.error = (serialize(ValueError("x" * 1000)), "ValueError: xxx")  # type: ignore[assignment]
     snap = snapshot_record(child)
     assert snap["key"] == "child" and snap["state"] == "released"

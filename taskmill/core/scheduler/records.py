@@ -177,6 +177,9 @@ class RunSpec:
         args = self.args
         return Serialized([args]) if isinstance(args, bytes) else args
 
+    def __repr__(self) -> str:
+        return f"<RunSpec {self.func_token!r}{' actor' if self.actor else ''}>"
+
 
 def key_prefix(key: Key) -> str:
     """The task-name prefix used for duration estimates: the key up to its
