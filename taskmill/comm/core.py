@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 import socket
 import ssl
 from abc import ABC, abstractmethod
@@ -202,6 +203,7 @@ def configured_limits() -> FrameLimits:
 
 
 _receive_pool: list[ReceivePool] = []  # the process's, made at first use
+os.register_at_fork(after_in_child=_receive_pool.clear)  # a forked child starts its own
 
 
 def receive_pool() -> ReceivePool:
