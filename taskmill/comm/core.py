@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 import socket
 import ssl
 from abc import ABC, abstractmethod
@@ -47,8 +48,9 @@ from taskmill.comm.addressing import normalize_address, parse_address
 from taskmill.comm.auth import AuthenticationError, client_handshake, server_handshake
 from taskmill.comm.tls import client_context
 from taskmill.comm.credentials import Credentials, token_of
-from taskmill.config_checks import size
+from taskmill.config_checks import count, seconds, size
 from taskmill.protocol import DEFAULT_LIMITS, FrameLimits
+from taskmill.protocol.receive_pool import ReceivePool
 
 logger = logging.getLogger("taskmill.comm")
 
@@ -198,6 +200,23 @@ def configured_limits() -> FrameLimits:
     if largest == DEFAULT_LIMITS.max_message_bytes:
         return DEFAULT_LIMITS
     return FrameLimits(max_message_bytes=largest)
+
+
+_receive_pool: list[ReceivePool] = []  # the process's, made at first use
+os.register_at_fork(after_in_child=_receive_pool.clear)  # a forked child starts its own
+
+
+def receive_pool() -> ReceivePool:
+    """The process's pool of pre-faulted buffers for large incoming frames
+    (options ``comm.receive-pool.max-bytes``, ``.max-buffers``, ``.idle``,
+    read at first use), shared by all its connections."""
+    if not _receive_pool:
+        _receive_pool.append(ReceivePool(
+            max_bytes=config.read("comm.receive-pool.max-bytes", size),
+            max_buffers=config.read("comm.receive-pool.max-buffers", count),
+            idle=config.read("comm.receive-pool.idle", seconds),
+        ))
+    return _receive_pool[0]
 
 
 async def connect(

@@ -55,6 +55,9 @@ async def handle_comm(comm: Comm, handlers: Mapping[str, Callable[..., Any]]) ->
                 continue
             if wants_reply:
                 await _reply(comm, result)
+            # the request and the reply may hold large frames (put-data, get-data):
+            # not until the next request, which may come much later
+            del msg, result
     except CommClosedError:
         return
 

@@ -7,8 +7,10 @@ transport's protocol object, to keep the per-message path short.
 
 Receiving: the event loop reads straight into the buffer a
 :class:`~taskmill.protocol.FrameParser` hands out (a scratch buffer for small
-items, an exact-size ``bytearray`` per large frame), so large frames are never
-concatenated or copied.  Completed messages (frame lists) queue in an inbox and
+items, an exact-size ``bytearray`` per large frame, or for frames of 8 MiB
+and more a pre-faulted mapping lent by the process's
+:class:`~taskmill.protocol.receive_pool.ReceivePool`), so large frames are
+never concatenated or copied.  Completed messages (frame lists) queue in an inbox and
 are decoded by ``read()``.  When the inbox holds many unread messages the
 transport stops reading (backpressure to the sender's kernel buffers).
 
@@ -52,7 +54,7 @@ import ssl
 from typing import Any, Callable, cast
 
 from taskmill.comm.addressing import parse_address, peer_uid, shortcut_name, unparse_address
-from taskmill.comm.core import CommClosedError, Comm, HandleComm, Listener
+from taskmill.comm.core import CommClosedError, Comm, HandleComm, Listener, receive_pool
 from taskmill.comm.tls import client_context, server_context
 from taskmill.protocol import (
     Frame,
@@ -96,7 +98,8 @@ class TCPComm(Comm, asyncio.BufferedProtocol):
         self.local_address = self.peer_address = "tcp://<unconnected>"
         self._on_connect = on_connect
         self._inbox: collections.deque[list[Frame]] = collections.deque()
-        self._parser = FrameParser(limits, self._inbox)  # appends to our inbox
+        # appends to our inbox; large frames land in the process's receive pool
+        self._parser = FrameParser(limits, self._inbox, receive_pool().allocate)
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()  # protocols are made inside the loop
         self._read_waiter: asyncio.Future[None] | None = None

@@ -15,7 +15,10 @@ out of a reusable scratch buffer; each large frame gets its own ``bytearray``
 of the exact size, which the socket fills directly and which is handed out as
 a ``memoryview`` (no per-chunk concatenation, no final copy).  Frames of
 8 MiB and more get an anonymous mapping pre-faulted in one system call, in
-ordinary 4 KiB pages (see :func:`allocate_frame` for why not huge pages).
+ordinary 4 KiB pages (see :func:`allocate_frame` for why not huge pages);
+a comm's parser takes them from its process's
+:class:`~taskmill.protocol.receive_pool.ReceivePool` instead, which lends
+the mappings of released frames again, already faulted in.
 
 Limits (:class:`FrameLimits`) are checked as soon as the prefix is known, before
 any frame memory is allocated, on both the sending and the receiving side.  A
@@ -28,7 +31,7 @@ from __future__ import annotations
 import collections
 import mmap
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from taskmill.protocol.serialize import Frame
@@ -135,9 +138,17 @@ def allocate_frame(length: int) -> memoryview:
     (docs/performance.md, "Cold transfers").
     """
     if length >= PREFAULT_FRAME and _MAP_POPULATE:
-        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_POPULATE
-        return memoryview(mmap.mmap(-1, length, flags=flags))
+        return memoryview(prefaulted_mapping(length))
     return memoryview(bytearray(length))
+
+
+def prefaulted_mapping(length: int) -> mmap.mmap:
+    """A private anonymous mapping of ``length`` bytes, its 4 KiB pages faulted
+    in at once where the system can (``MAP_POPULATE``, Linux), else on first touch."""
+    if _MAP_POPULATE:
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_POPULATE
+        return mmap.mmap(-1, length, flags=flags)
+    return mmap.mmap(-1, length)
 
 
 class FrameParser:
@@ -147,15 +158,19 @@ class FrameParser:
     bytes into the returned buffer, then call ``buffer_updated(n)``; completed
     messages are appended to ``messages`` (a deque, possibly the caller's own).  Small frames are
     ``bytes``; large ones are ``memoryview`` objects over a writable
-    ``bytearray``.  After a :class:`ProtocolError` the parser must be discarded.
+    ``bytearray`` or mapping, from ``allocate(length)`` (default
+    :func:`allocate_frame`; a comm passes its process's receive pool).  After a
+    :class:`ProtocolError` the parser must be discarded.
     """
 
     def __init__(
         self,
         limits: FrameLimits = DEFAULT_LIMITS,
         messages: collections.deque[list[Frame]] | None = None,
+        allocate: Callable[[int], memoryview] = allocate_frame,
     ) -> None:
         self.limits = limits
+        self._allocate = allocate
         #: Completed messages are appended here (pass your own queue to share it).
         self.messages: collections.deque[list[Frame]] = (
             collections.deque() if messages is None else messages
@@ -290,7 +305,7 @@ class FrameParser:
                 self._finish_frame(frame)
 
     def _start_large(self, length: int) -> None:
-        buf = allocate_frame(length)
+        buf = self._allocate(length)
         have = min(self._end - self._start, length)
         buf[:have] = self._view[self._start : self._start + have]
         self._start += have

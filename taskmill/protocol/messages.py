@@ -63,6 +63,7 @@ class _Encoder(threading.local):
 
 
 _encoder = _Encoder()
+_NO_FRAMES: list[Frame] = []  # an encoder's frames between messages (it only packs inside dumps)
 
 
 def dumps(msg: Any) -> list[Frame]:
@@ -71,6 +72,7 @@ def dumps(msg: Any) -> list[Frame]:
     frames: list[Frame] = [b""]
     encoder.frames = frames
     frames[0] = encoder.packer.pack(msg)
+    encoder.frames = _NO_FRAMES  # the thread must not keep the payload past the message
     return frames
 
 

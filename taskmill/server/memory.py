@@ -23,6 +23,12 @@ options ``worker.memory.target``, ``.spill``, ``.pause``, ``.terminate``
 :mod:`taskmill.config` (older variables: ``TASKMILL_MEMORY_TARGET`` and so
 on); nanny-started workers inherit the nanny's environment and the options
 set in its process.
+
+Buffers the process keeps for large incoming frames and nobody uses
+(``ReceivePool.idle_bytes``, :mod:`taskmill.protocol.receive_pool`) are in
+the RSS but hold no value: the monitor leaves them out of the unmanaged
+offset, and gives them back to the system (``release_idle``) before it
+decides to spill or pause, so they never trigger either.
 """
 
 from __future__ import annotations
@@ -33,8 +39,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 from taskmill import config
+from taskmill.comm.core import receive_pool
 from taskmill.config_checks import fraction, seconds
 from taskmill.units import format_bytes
+from taskmill.protocol.receive_pool import ReceivePool
 from taskmill.server.data_store import DataStore
 
 logger = logging.getLogger("taskmill.worker")
@@ -75,8 +83,9 @@ class WorkerMemoryMonitor:
 
     def __init__(self, store: DataStore, limit: int, thresholds: MemoryThresholds,
                  rss: Callable[[], int], on_pause: Callable[[bool], None],
-                 max_spill_seconds: float = 0.5) -> None:
+                 max_spill_seconds: float = 0.5, pool: ReceivePool | None = None) -> None:
         self.store = store
+        self.pool = receive_pool() if pool is None else pool
         self.limit = limit
         self.thresholds = thresholds
         self.rss = rss
@@ -89,6 +98,9 @@ class WorkerMemoryMonitor:
         """Run one check; return the process RSS it ended with."""
         t, store, limit = self.thresholds, self.store, self.limit
         rss = self.rss()
+        lowest = min((f for f in (t.target, t.spill, t.pause) if f), default=0.0)
+        if lowest and rss > lowest * limit and self.pool.release_idle():
+            rss = self.rss()  # idle receive buffers go before any value does
         if t.spill and rss > t.spill * limit:
             goal = (t.target or t.spill) * limit
             deadline = time.monotonic() + self.max_spill_seconds
@@ -104,7 +116,7 @@ class WorkerMemoryMonitor:
                 logger.debug("memory %s over %.0f%% of %s: spilled %d values (%s)",
                              format_bytes(rss), t.spill * 100, format_bytes(limit), count,
                              format_bytes(spilled))
-        store.offset = rss - store.memory_bytes
+        store.offset = rss - store.memory_bytes - self.pool.idle_bytes()
         if t.pause:
             paused = rss > t.pause * limit
             if paused != self.paused:

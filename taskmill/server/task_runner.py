@@ -65,6 +65,7 @@ OnDone = Callable[[str, bool, Any, str, float, float, "Serialized | None"], None
 SMALL_RESULT_BYTES = INLINE_LIMIT
 
 _STOP = None  # tells a thread to end
+_SPENT_ARGS = serialize(((), {}))  # a finished call's arguments
 
 
 class Call:
@@ -262,6 +263,9 @@ class TaskRunner:
             if not call.abandoned:
                 self._run(call)
             call.finished = True
+            # ``me.call`` outlives the call until the next one: not its arguments
+            # and inputs (a large input would stay in memory after its release)
+            call.args, call.inputs = _SPENT_ARGS, {}
         with self._lock:
             if not self._closed:  # after shutdown the list stays, to join them
                 self.threads.remove(threading.current_thread())

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 
 from taskmill import timeouts
 from taskmill.comm import Comm, CommClosedError, ConnectionPool, connect, handle_comm, listen, run
-from taskmill.protocol import RemoteTraceback
+from taskmill.protocol import RemoteTraceback, Serialized, serialize
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -34,7 +37,14 @@ class Server:
             "unencodable": lambda comm: object(),
             "stream": self.stream,
             "record": lambda comm, x: self.streamed.append(x),
+            "array": self.array,
         }
+        self.sent: list[weakref.ref[Any]] = []
+
+    def array(self, comm: Comm) -> Serialized:
+        value = np.ones(1000)
+        self.sent.append(weakref.ref(value))
+        return serialize(value)
 
     def add(self, comm: Comm, x: int, y: int = 0) -> int:
         self.comms.add(comm)
@@ -79,6 +89,23 @@ def test_call_and_connection_reuse() -> None:
         assert results == list(range(5))
         assert pool.open == 5 == len(server.comms)  # concurrent calls need their own
         await pool.close()
+        await listener.stop()
+
+    run(main())
+
+
+def test_a_reply_is_not_kept_once_sent() -> None:
+    async def main() -> None:
+        server, listener = await start()
+        comm = await connect(listener.address)
+        await comm.write({"op": "array"})
+        reply = await comm.read()
+        assert reply["result"].deserialize().sum() == 1000
+        deadline = time.monotonic() + 10  # no further request comes on this connection
+        while server.sent[0]() is not None:
+            assert time.monotonic() < deadline, "the server still holds the reply it sent"
+            await asyncio.sleep(0.01)
+        await comm.close()
         await listener.stop()
 
     run(main())

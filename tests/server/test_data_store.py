@@ -148,6 +148,33 @@ def test_monitor_pauses_past_80_percent_and_resumes_below(tmp_path: Path) -> Non
     assert pauses == [True, False] and not m.paused
 
 
+def test_idle_receive_buffers_are_not_unmanaged_memory_and_go_before_a_pause(
+        tmp_path: Path) -> None:
+    from taskmill.protocol.framing import PREFAULT_FRAME
+    from taskmill.protocol.receive_pool import ReceivePool
+
+    pool = ReceivePool(2**30, 4, 60)
+    s = DataStore(str(tmp_path / "spill"), 10**12)
+    baseline = [1000]
+
+    def rss() -> int:  # the pool's mappings are process memory like any other
+        return baseline[0] + s.memory_bytes + pool.tracked_bytes()
+
+    pauses: list[bool] = []
+    limit = 5 * PREFAULT_FRAME  # the buffer is 20 % of it
+    m = WorkerMemoryMonitor(s, limit, MemoryThresholds(), rss, pauses.append, pool=pool)
+    s.put("k", 1, nbytes=100)
+    lent = pool.allocate(PREFAULT_FRAME)
+    m.check()
+    assert s.offset == 1000 + PREFAULT_FRAME  # a lent frame is memory in use
+    del lent
+    m.check()
+    assert s.offset == 1000 and pool.idle_bytes() == PREFAULT_FRAME  # idle: no leak, kept
+    baseline[0] = int(0.65 * limit)  # past the pause line with the idle buffer, under spill without
+    m.check()
+    assert pauses == [] and not s.is_spilled("k") and pool.tracked_bytes() == 0
+
+
 def test_thresholds_from_the_configuration(set_environment: Any, set_options: Any) -> None:
     set_environment({"TASKMILL_MEMORY_PAUSE": "off", "TASKMILL_MEMORY_TERMINATE": "0.9"})  # the old names
     t = MemoryThresholds.from_config()

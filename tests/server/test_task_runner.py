@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+import weakref
 from typing import Any
 
 import pytest
@@ -72,6 +74,34 @@ def test_calls_run_on_pool_threads_and_report_on_the_loop() -> None:
             assert not t.is_alive()
         with pytest.raises(RuntimeError, match="shut down"):
             call(runner, "d", add, 1, 1)
+
+    run(main())
+
+
+class Held:
+    """An input whose release a weak reference can watch."""
+
+
+def nothing() -> None:
+    return None
+
+
+def test_a_finished_call_keeps_no_input_alive() -> None:
+    async def main() -> None:
+        outcomes = Outcomes()
+        runner = TaskRunner(1, outcomes)
+        held = Held()
+        watch = weakref.ref(held)
+        token, func = serialize_function(nothing)
+        runner.submit("k", token, func, serialize(((), {})), {"dep": held})
+        del held
+        await outcomes.wait("k")
+        deadline = time.monotonic() + 10  # the thread waits for its next call meanwhile
+        while watch() is not None:
+            assert time.monotonic() < deadline, "the finished call still holds its input"
+            await asyncio.sleep(0.01)
+        runner.shutdown()
+        runner.threads[0].join(10)
 
     run(main())
 

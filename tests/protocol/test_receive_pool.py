@@ -1,0 +1,169 @@
+"""The receive pool: released large frames' mappings lent again, never while in use."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from taskmill.comm import Comm, connect, listen, run
+from taskmill.comm.core import receive_pool
+from taskmill.protocol import FrameParser, encode_frames, serialize
+from taskmill.protocol.framing import PREFAULT_FRAME
+from taskmill.protocol.receive_pool import ReceivePool
+
+pytestmark = pytest.mark.timeout(30)
+
+MIB = 2**20
+
+
+def address_of(view: memoryview) -> int:
+    holder = ctypes.c_char.from_buffer(view)
+    try:
+        return ctypes.addressof(holder)
+    finally:
+        del holder
+
+
+def test_a_released_mapping_is_lent_again() -> None:
+    pool = ReceivePool(64 * MIB, 4, 60)
+    first = pool.allocate(PREFAULT_FRAME)
+    where = address_of(first)
+    assert pool.tracked_bytes() == PREFAULT_FRAME and pool.idle_bytes() == 0
+    del first
+    assert pool.idle_bytes() == PREFAULT_FRAME
+    again = pool.allocate(PREFAULT_FRAME)
+    assert address_of(again) == where and pool.idle_bytes() == 0
+
+
+def test_a_mapping_in_use_is_never_lent_again() -> None:
+    pool = ReceivePool(64 * MIB, 4, 60)
+    whole = pool.allocate(PREFAULT_FRAME)
+    array = np.frombuffer(whole[: PREFAULT_FRAME // 2], dtype="u1")  # a view of the frame
+    where = address_of(whole)
+    del whole
+    other = pool.allocate(PREFAULT_FRAME)
+    assert address_of(other) != where and pool.tracked_bytes() == 2 * PREFAULT_FRAME
+    del other, array
+    assert pool.idle_bytes() == 2 * PREFAULT_FRAME
+
+
+def test_parsed_arrays_stay_intact_while_more_frames_arrive() -> None:
+    pool = ReceivePool(256 * MIB, 4, 60)
+    parser = FrameParser(allocate=pool.allocate)
+    size = PREFAULT_FRAME + 8
+
+    def receive(fill: int) -> np.ndarray[Any, Any]:
+        parser.feed(encode_frames([b"h", bytes([fill]) * size]))
+        [[_, frame]] = parser.take_messages()
+        return np.frombuffer(frame, dtype="u1")
+
+    kept = receive(1)  # the user keeps this one
+    for fill in (2, 3, 4):
+        later = receive(fill)
+        assert (later == fill).all() and later.size == size
+        assert (kept == 1).all()  # a later frame never landed in the kept one's memory
+        reused = later.ctypes.data
+        del later
+    assert receive(5).ctypes.data == reused  # released frames' memory is reused
+
+
+def test_sizes_close_enough_share_a_mapping() -> None:
+    pool = ReceivePool(256 * MIB, 4, 60)
+    big = pool.allocate(12 * MIB)
+    where = address_of(big)
+    del big
+    smaller = pool.allocate(9 * MIB)  # 3/4 of the mapping: it fits
+    assert len(smaller) == 9 * MIB and address_of(smaller) == where
+    del smaller
+    much_smaller = pool.allocate(PREFAULT_FRAME)  # 2/3: a mapping of its own
+    assert address_of(much_smaller) != where
+
+
+def test_bounds_on_bytes_and_count_leave_extra_frames_untracked() -> None:
+    pool = ReceivePool(20 * MIB, 2, 60)
+    too_big = pool.allocate(24 * MIB)
+    assert len(too_big) == 24 * MIB and pool.tracked_bytes() == 0
+    a, b = pool.allocate(PREFAULT_FRAME), pool.allocate(PREFAULT_FRAME)
+    c = pool.allocate(PREFAULT_FRAME)  # two lent already: untracked
+    assert pool.tracked_bytes() == 2 * PREFAULT_FRAME
+    del a, b, c
+    assert pool.idle_bytes() == 2 * PREFAULT_FRAME
+    d = pool.allocate(12 * MIB)  # room made by dropping an idle mapping
+    assert pool.tracked_bytes() == PREFAULT_FRAME + 12 * MIB
+    del d
+
+
+def test_small_frames_and_a_disabled_pool_bypass_it() -> None:
+    pool = ReceivePool(256 * MIB, 0, 60)
+    assert len(pool.allocate(PREFAULT_FRAME)) == PREFAULT_FRAME and pool.tracked_bytes() == 0
+    enabled = ReceivePool(256 * MIB, 4, 60)
+    assert isinstance(enabled.allocate(1000).obj, bytearray) and enabled.tracked_bytes() == 0
+
+
+def test_release_idle_and_trim_unmap_only_idle_mappings() -> None:
+    pool = ReceivePool(256 * MIB, 4, 0.05)
+    lent, idle = pool.allocate(PREFAULT_FRAME), pool.allocate(PREFAULT_FRAME)
+    del idle
+    assert pool.release_idle() == PREFAULT_FRAME
+    assert pool.tracked_bytes() == PREFAULT_FRAME and pool.idle_bytes() == 0
+    del lent
+    assert pool.idle_bytes() == PREFAULT_FRAME  # first seen idle now
+    assert pool.trim() == 0  # not idle long enough yet
+    deadline = time.monotonic() + 5
+    while pool.trim() == 0:
+        assert time.monotonic() < deadline, "an idle mapping was not trimmed"
+    assert pool.tracked_bytes() == 0
+
+
+def test_the_event_loop_trims_idle_mappings() -> None:
+    pool = ReceivePool(256 * MIB, 4, 0.05)
+
+    async def main() -> None:
+        frame = pool.allocate(PREFAULT_FRAME)
+        del frame
+        deadline = time.monotonic() + 5
+        while pool.tracked_bytes():
+            assert time.monotonic() < deadline, "the timer did not trim the idle mapping"
+            await asyncio.sleep(0.01)
+
+    run(main())
+
+
+def test_bad_bounds_name_the_option() -> None:
+    with pytest.raises(ValueError, match="comm.receive-pool.max-bytes"):
+        ReceivePool(-1, 4, 10)
+    with pytest.raises(ValueError, match="comm.receive-pool.idle"):
+        ReceivePool(MIB, 4, 0)
+
+
+def test_arrays_received_over_tcp_stay_intact() -> None:
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 255, size=PREFAULT_FRAME + i, dtype="u1") for i in range(4)]
+
+    async def echo(comm: Comm) -> None:
+        while True:
+            await comm.write(await comm.read())
+
+    async def main() -> None:
+        listener = await listen("tcp://127.0.0.1:0", echo)
+        try:
+            comm = await connect(listener.address)
+            kept = []
+            for i, array in enumerate(arrays):
+                await comm.write({"data": serialize(array)})
+                got = (await comm.read())["data"].deserialize()
+                if i % 2 == 0:
+                    kept.append((array, got))  # held while the others arrive
+            for sent, got in kept:
+                assert np.array_equal(sent, got)
+            await comm.close()
+        finally:
+            await listener.stop()
+
+    run(main())
+    assert receive_pool().tracked_bytes() <= receive_pool().max_bytes
