@@ -157,3 +157,29 @@ def test_refused_options_of_a_blocking_cluster_start_nothing(no_leaks: None,
                     {"dashboard_address": "host:http"}):
         with pytest.raises(ValueError):
             SLURMCluster(**{"cores": 1, "memory": "1GB", "host": "127.0.0.1", **options})  # type: ignore[arg-type]
+
+
+def test_a_batch_command_cancelled_midway_is_killed_and_reaped() -> None:
+    """A cluster closing cancels its queue poll: the command must not be left
+    running, nor as a zombie for nobody to reap."""
+    import asyncio
+
+    import psutil
+
+    from taskmill.cluster.jobqueue.batch import run_command
+
+    async def main() -> int:
+        task = asyncio.ensure_future(run_command(["sleep", "30"], "coreutils"))
+        deadline = asyncio.get_running_loop().time() + 10
+        while not psutil.Process().children():
+            assert asyncio.get_running_loop().time() < deadline, "the command never started"
+            await asyncio.sleep(0.01)
+        (child,) = psutil.Process().children()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return child.pid
+
+    pid = asyncio.run(main())
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    assert pid not in [p.pid for p in psutil.Process().children()]

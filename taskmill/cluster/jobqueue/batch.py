@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -73,8 +74,22 @@ async def run_command(args: list[str], package: str, timeout: float = COMMAND_TI
         await proc.wait()
         raise BatchCommandError(f"`{' '.join(args)}` did not answer within {timeout:g}s: is "
                                 "the batch system's controller up?") from None
+    except asyncio.CancelledError:  # the cluster closing: leave no zombie behind
+        _kill_and_reap(proc.pid)
+        raise
     return Completed(proc.returncode or 0, out.decode(errors="replace"),
                      err.decode(errors="replace"))
+
+
+def _kill_and_reap(pid: int) -> None:
+    """Kill a command whose caller was cancelled and reap it at once: the event
+    loop that would have reaped it may be closing (a killed process is reaped
+    within milliseconds)."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass  # already gone, or already reaped by the loop
 
 
 class BatchSystem(ABC):
