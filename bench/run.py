@@ -75,17 +75,17 @@ class Workload:
         if n in cold_transfers.WORKLOADS:
             return tm >= 2000
         if n == "import":
-            return tm <= 150
+            return tm <= 60
         if n == "startup":
-            return tm <= 1.5
+            return tm <= 0.3
         return None
 
 
 WORKLOADS = [
     Workload("import", "import", "`import` in a fresh interpreter", "ms", False,
-             target="taskmill <= 150 ms"),
+             target="taskmill <= 60 ms"),
     Workload("startup", "start", "`Executor()`/`Client()` to first result, fresh interpreter", "s",
-             False, target="taskmill <= 1.5 s"),
+             False, target="taskmill <= 0.3 s"),
     Workload("roundtrip", "cluster", "`submit(inc, i).result()` latency, median per call", "ms",
              False, full=1000, quick=200, target="<= 1 ms, <= 0.2x dask, <= 1.2x PPE",
              pool_fits=True),
