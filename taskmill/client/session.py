@@ -35,7 +35,7 @@ socket; requests go to the scheduler's in-process listener or its address.
   reconnect window).  Meanwhile submissions and releases wait (the outbox is
   held) and requests wait for the connection.  Once connected, it waits
   until the workers have come back (their number stays the same for
-  ``RECONNECT_SETTLE`` seconds: results they still hold are reused rather
+  ``comm.timeouts.client-reconnect-settle`` seconds: results they still hold are reused rather
   than recomputed), then submits the live specs again and wants every key it
   holds; waiting ``result()`` calls then complete as the new scheduler
   reports.  Outside the window (or with an embedded scheduler, which died
@@ -56,7 +56,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Protocol
 
 from taskmill.client.future import IN_MEMORY, Future
-from taskmill import timeouts
+from taskmill import config, config_checks, timeouts
 from taskmill.client.keystate import CANCELLED, ERROR, FINISHED, LOST, PENDING, KeysWaiter, KeyState
 from taskmill.client.remote_errors import rebuild_exception, scheduler_decided_error
 from taskmill.client.submissions import Submissions
@@ -99,9 +99,6 @@ RECOMPUTE_POLL_MAX = 1.0
 GRAPH_CHUNK = 1000  # tasks per update-graph message
 #: seconds a lone ``release-keys`` may wait for other messages to travel with
 RELEASE_DELAY = 0.005
-#: seconds the number of workers must stay the same, after reconnecting, before
-#: the client submits its tasks again (workers retry their registration every second)
-RECONNECT_SETTLE = 1.5
 #: longest wait (seconds) for workers to come back before submitting anyway
 RECONNECT_SETTLE_MAX = 10.0
 # what will flush the outbox: nothing yet, the armed timer (soon enough for lazy
@@ -608,8 +605,9 @@ class Session:
 
     async def _await_workers(self, deadline: float) -> None:
         """Until ``deadline``, wait until the scheduler has workers and their
-        number stayed the same for ``RECONNECT_SETTLE`` seconds."""
-        count, since = -1, time.monotonic()
+        number stayed the same for ``comm.timeouts.client-reconnect-settle`` seconds."""
+        count, since, settle = -1, time.monotonic(), config.read(
+            "comm.timeouts.client-reconnect-settle", config_checks.seconds)
         while self.status == "reconnecting" and time.monotonic() < deadline:
             try:
                 n = len(await self.pool.rpc(self._via).ask(NThreads(), timeout=timeouts.REQUEST))
@@ -617,7 +615,7 @@ class Session:
                 return
             if n != count:
                 count, since = n, time.monotonic()
-            elif n and time.monotonic() - since >= RECONNECT_SETTLE:
+            elif n and time.monotonic() - since >= settle:
                 return
             await asyncio.sleep(0.1)
 
