@@ -94,11 +94,12 @@ async def run_worker(args: argparse.Namespace) -> bool:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
+    warm = modules_to_preload(), warmup_delay()  # a bad option fails here, before registering
     await worker.start()
     if args.ready_fd is not None:
         os.write(args.ready_fd, f"{worker.address}\n".encode())
         os.close(args.ready_fd)
-    start_warm_imports(modules_to_preload(), warmup_delay())  # registered: use the idle time ahead
+    start_warm_imports(*warm)  # registered: use the idle time ahead
     await worker.finished()
     return signalled.is_set()
 
