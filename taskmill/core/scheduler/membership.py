@@ -109,6 +109,22 @@ class Membership:
             self.reopen(step, ws)
         return True
 
+    def sender(self, step: Step, worker: Address, seen: int, what: str,
+               key: Key | None = None, ts: TaskRecord | None = None) -> WorkerRecord | None:
+        """The live worker a message (``what``, about ``key``) came from, with the
+        ``seen`` it carries acknowledged (see "Crossed messages" in ``state``);
+        None, with a story entry, when no such worker is live."""
+        ws = self.workers.get(worker)
+        if ws is None:
+            reason = f"{what} from unknown worker {worker}"
+            if key is None:
+                step.note("", "", "", "ignored: " + reason)
+            else:
+                step.ignore(key, ts, reason)
+            return None
+        ws.acknowledge(seen)
+        return ws
+
     def heartbeat(self, ev: Heartbeat) -> None:
         """``ev.worker`` is alive, uses ``ev.memory`` bytes and has handled
         the scheduler's messages up to ``ev.seen``."""

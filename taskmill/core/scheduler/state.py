@@ -473,12 +473,10 @@ class SchedulerState:
     # Task results
     # ------------------------------------------------------------------ #
     def _on_task_finished(self, step: Step, ev: TaskFinished) -> None:
-        ws = self.membership.workers.get(ev.worker)
         ts = self.machine.tasks.get(ev.key)
+        ws = self.membership.sender(step, ev.worker, ev.seen, "TaskFinished", ev.key, ts)
         if ws is None:
-            step.ignore(ev.key, ts, f"TaskFinished from unknown worker {ev.worker}")
             return
-        ws.acknowledge(ev.seen)
         if ws.crossed(ev.key, ev.seen):
             step.ignore(ev.key, ts, f"TaskFinished from {ev.worker} crossed a FreeKeys of it")
             return
@@ -495,11 +493,9 @@ class SchedulerState:
         self.replicas.insure(step, ts)
 
     def _on_tasks_started(self, step: Step, ev: TasksStarted) -> None:
-        ws = self.membership.workers.get(ev.worker)
+        ws = self.membership.sender(step, ev.worker, ev.seen, "TasksStarted")
         if ws is None:
-            step.note("", "", "", f"ignored: TasksStarted from unknown worker {ev.worker}")
             return
-        ws.acknowledge(ev.seen)
         tasks = self.machine.tasks
         started: list[TaskRecord] = []
         for key in ev.keys:
@@ -514,12 +510,10 @@ class SchedulerState:
             report_running(step, started, True)
 
     def _on_task_erred(self, step: Step, ev: TaskErred) -> None:
-        ws = self.membership.workers.get(ev.worker)
         ts = self.machine.tasks.get(ev.key)
+        ws = self.membership.sender(step, ev.worker, ev.seen, "TaskErred", ev.key, ts)
         if ws is None:
-            step.ignore(ev.key, ts, f"TaskErred from unknown worker {ev.worker}")
             return
-        ws.acknowledge(ev.seen)
         if ws.crossed(ev.key, ev.seen):
             step.ignore(ev.key, ts, f"TaskErred from {ev.worker} crossed a FreeKeys of it")
             return
@@ -575,11 +569,9 @@ class SchedulerState:
         step.cmds.append(WorkerRetired(step.stimulus_id, ws.address))
 
     def _on_worker_has_keys(self, step: Step, ev: AddKeys) -> None:
-        ws = self.membership.workers.get(ev.worker)
+        ws = self.membership.sender(step, ev.worker, ev.seen, "AddKeys")
         if ws is None:
-            step.note("", "", "", f"ignored: AddKeys from unknown worker {ev.worker}")
             return
-        ws.acknowledge(ev.seen)
         for key, nbytes in ev.nbytes.items():
             ts = self.machine.tasks.get(key)
             if ws.crossed(key, ev.seen):
@@ -596,11 +588,9 @@ class SchedulerState:
                 step.free(ws, key)
 
     def _on_worker_released_keys(self, step: Step, ev: ReleasedKeys) -> None:
-        ws = self.membership.workers.get(ev.worker)
+        ws = self.membership.sender(step, ev.worker, ev.seen, "ReleasedKeys")
         if ws is None:
-            step.note("", "", "", f"ignored: ReleasedKeys from unknown {ev.worker}")
             return
-        ws.acknowledge(ev.seen)
         for key in ev.keys:
             ts = self.machine.tasks.get(key)
             if ws.crossed(key, ev.seen):

@@ -327,12 +327,10 @@ class WorkStealing:
     # ------------------------------------------------------------------ #
     def answered(self, step: Step, ev: StealResponse) -> None:
         """The victim's answer: move the task to the thief if it was released."""
-        victim = self.membership.workers.get(ev.worker)
         ts = self.machine.tasks.get(ev.key)
+        victim = self.membership.sender(step, ev.worker, ev.seen, "steal-response", ev.key, ts)
         if victim is None:
-            step.ignore(ev.key, ts, f"steal-response from unknown worker {ev.worker}")
             return
-        victim.acknowledge(ev.seen)
         entry = self.in_flight.get(ts) if ts is not None else None
         if ts is None or entry is None or entry.victim is not victim or entry.epoch != ev.seen:
             step.ignore(ev.key, ts, f"steal-response from {ev.worker} to no request in flight")
