@@ -29,12 +29,7 @@ class LoopRunner:
 
     def run(self, coro: Coroutine[Any, Any, Any], timeout: float | None = None) -> Any:
         """Run ``coro`` on the loop and wait for its result."""
-        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        try:
-            return fut.result(timeout)
-        except concurrent.futures.TimeoutError:
-            fut.cancel()
-            raise
+        return run_on(self.loop, coro, timeout)
 
     def stop(self) -> None:
         """Stop the loop, cancel what is left on it, and join the thread."""
@@ -56,3 +51,18 @@ class LoopRunner:
         self.thread.join(timeout=5)
         if not self.thread.is_alive():
             self.loop.close()
+
+
+def run_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any],
+           timeout: float | None = None) -> Any:
+    """Run ``coro`` on ``loop`` (another thread's) and wait for its result; a
+    timeout cancels it, and its cancellation raises the standard library's
+    ``concurrent.futures.CancelledError``."""
+    fut = asyncio.run_coroutine_threadsafe(coro, loop)
+    try:
+        return fut.result(timeout)
+    except concurrent.futures.TimeoutError:
+        fut.cancel()
+        raise
+    except asyncio.CancelledError as exc:  # asyncio renames the futures' CancelledError
+        raise concurrent.futures.CancelledError(*exc.args) from None

@@ -57,6 +57,7 @@ from typing import Any, Protocol
 
 from taskmill.client.future import IN_MEMORY, Future
 from taskmill import config, config_checks, timeouts
+from taskmill.loop_runner import run_on
 from taskmill.client.keystate import CANCELLED, ERROR, FINISHED, LOST, PENDING, KeysWaiter, KeyState
 from taskmill.client.remote_errors import rebuild_exception, scheduler_decided_error
 from taskmill.client.submissions import Submissions
@@ -259,14 +260,7 @@ class Session:
         if self.on_loop_thread():
             coro.close()
             raise RuntimeError("this call blocks; in asynchronous mode, await the future instead")
-        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        try:
-            return fut.result(timeout)
-        except concurrent.futures.TimeoutError:
-            fut.cancel()
-            raise
-        except asyncio.CancelledError as exc:  # asyncio renames the futures' CancelledError
-            raise concurrent.futures.CancelledError(*exc.args) from None
+        return run_on(self.loop, coro, timeout)
 
     def run_callback(self, fn: Callable[[Future], object], future: Future) -> None:
         if self.on_loop_thread():
