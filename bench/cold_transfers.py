@@ -50,6 +50,7 @@ import os
 import statistics
 import subprocess
 import sys
+from typing import Any
 
 MB = 1_000_000
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -162,6 +163,24 @@ def script(system: str, workload: str, nbytes: int) -> str:
                          close=CLOSE[system], nbytes=nbytes, workload=workload, system=system)
 
 
+def describe(probe: dict[str, Any]) -> str:
+    """One repetition's probe (see ``bench/cold_probe.py``), two indented lines:
+    every process's CPU (ms), time waiting for a core (ms) and minor faults;
+    the phases, ms from the call (+ their duration)."""
+    stats = probe["stats"]
+    if stats.get("scheduler") == stats.get("client"):  # the scheduler runs in the client
+        stats = {k: v for k, v in stats.items() if k != "scheduler"}
+    procs = "  ".join(f"{role} cpu {s['cpu_ms']:.0f} wait {s['wait_ms']:.0f} flt {s['minflt']:.0f}"
+                      for role, s in stats.items())
+    phases = "  ".join(f"{who}.{phase} {t:.0f}+{d:.0f}" for t, d, who, phase in probe["events"])
+    busy = [f"{who}: {', '.join(bg['imported'])}" for who, bg in probe["background"].items()
+            if bg["imported"]]
+    busy += [f"{who}: thread {t}" for who, bg in probe["background"].items()
+             for t in bg["threads"] if t.startswith("taskmill-warmup") or t == "taskmill-prefault"]
+    return (f"      {procs}\n      {phases}"
+            + (f"\n      meanwhile {'; '.join(busy)}" if busy else ""))
+
+
 def run_child(code: str, checkout: str) -> dict[str, float]:
     """One repetition in a fresh interpreter running ``checkout``'s code (its
     worker processes inherit ``PYTHONPATH``)."""
@@ -212,6 +231,7 @@ def main() -> None:
                       f"(receiver CPU {got['receiver_cpu_ms']:4.0f} ms), second "
                       f"{got['second_mb_s']:8,.0f} MB/s ({got['second_receiver_cpu_ms']:4.0f} ms)",
                       flush=True)
+                print(describe(got["probe"]), flush=True)
     a, b = ("new", "old") if options.checkouts else ("taskmill", "dask")  # the ratio a/b
     both = a in sides and b in sides
     for title, kinds in ((f"MB/s, {options.mb} MB", ("first", "second")),

@@ -42,7 +42,7 @@ from taskmill.client.nested import collect_futures, futures_in, rebuild
 from taskmill.client.session import Session
 from taskmill.scheduler_file import read_scheduler_file
 from taskmill.comm import normalize_address
-from taskmill.comm.core import receive_pool, receive_prefault_bytes
+from taskmill.comm.core import receive_pool, receive_prefault
 from taskmill.core.resources import check_resources
 from taskmill.protocol import Serialized, serialize_function
 from taskmill.protocol.vocabulary import TaskSpec
@@ -149,7 +149,7 @@ class Executor(ClusterMethods):
         self._session = session
         self.status = "running"
         # memory for the first large result this process receives, on cores nothing else wants
-        receive_pool().prefault_in_background(receive_prefault_bytes(), loop)
+        receive_pool().prefault_in_background(*receive_prefault(), loop)
         _live_executors.add(self)
         if self._set_as_default:
             registry.set_default(self)

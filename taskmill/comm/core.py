@@ -219,10 +219,11 @@ def receive_pool() -> ReceivePool:
     return _receive_pool[0]
 
 
-def receive_prefault_bytes(memory_limit: int = 0) -> int:
+def receive_prefault(memory_limit: int = 0) -> tuple[int, float]:
     """Bytes a process faults in ahead of its first large incoming frame
     (option ``comm.receive-pool.prefault``; at most a quarter of
-    ``memory_limit`` when there is one): pass them to the pool's
+    ``memory_limit`` when there is one) and the seconds it waits first
+    (``.prefault-delay``): the arguments of the pool's
     :meth:`~taskmill.protocol.receive_pool.ReceivePool.prefault_in_background`."""
     wanted = config.read("comm.receive-pool.prefault", size_or_off)
     largest = receive_pool().max_bytes
@@ -231,7 +232,8 @@ def receive_prefault_bytes(memory_limit: int = 0) -> int:
             f"option comm.receive-pool.prefault ({wanted} bytes) is larger than option "
             f"comm.receive-pool.max-bytes ({largest} bytes), the most the receive pool keeps: "
             "lower the first or raise the second")
-    return min(wanted, memory_limit // 4) if memory_limit > 0 else wanted
+    delay = config.read("comm.receive-pool.prefault-delay", seconds)
+    return (min(wanted, memory_limit // 4) if memory_limit > 0 else wanted), delay
 
 
 async def connect(

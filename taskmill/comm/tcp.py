@@ -65,7 +65,7 @@ from taskmill.protocol import (
     frame_prefix,
     loads,
 )
-from taskmill.protocol.framing import frame_lengths
+from taskmill.protocol.framing import PREFAULT_FRAME, frame_lengths
 from taskmill.comm.credentials import Credentials
 
 logger = logging.getLogger("taskmill.comm.tcp")
@@ -162,6 +162,8 @@ class TCPComm(Comm, asyncio.BufferedProtocol):
         else:
             transport.writelines([prefix, *frames])
             nbytes = len(prefix) + sum(frame_lengths(frames))
+            if nbytes >= PREFAULT_FRAME:
+                receive_pool().stop_prefault()  # the send needs the cores more
         return nbytes
 
     async def close(self) -> None:

@@ -31,18 +31,24 @@ that allocated last (checked every ``idle`` seconds: an idle mapping lives
 *Ahead of need.*  The first large frame of a process finds the pool empty
 and pays for faulting its memory in, on the critical path.
 :meth:`ReceivePool.prefault_in_background` (called by a worker process once
-registered and by an Executor once connected, option
-``comm.receive-pool.prefault``) faults a mapping in ahead of time in a thread
-of the lowest priority (``SCHED_IDLE``: it runs only on a core nothing else
-wants, so it cannot slow a cluster's start or its first tasks), with the GIL
-released (:mod:`taskmill.protocol.prefault`), and keeps it idle as a
-*spare*.  The first frame of 8 MiB or more that no idle mapping fits takes
-the spare, resized to the frame's size (``mremap``: shrinking gives the rest
-back to the system, growing keeps the faulted pages and adds fresh ones);
-from then on it is an ordinary mapping.  A frame that comes before the spare
-is ready does not wait for it (on a busy machine an idle-priority thread may
-not run for a long time): it gets memory as if there were no spare.  An
-unused spare is unmapped like any idle mapping.
+registered and by an Executor once connected; options
+``comm.receive-pool.prefault`` and ``.prefault-delay``) faults a mapping in
+ahead of time, a short delay later (past a cluster's start and its first
+tiny task), in a thread of the lowest priority (nice 19: it gets a core
+when nothing else wants one, and is never starved, since it holds the
+process's memory-map lock in short steps), with the GIL released
+(:mod:`taskmill.protocol.prefault`), and keeps it idle as a *spare*.  The
+first frame of 8 MiB or more that no idle mapping fits takes the spare,
+resized to the frame's size (``mremap``: shrinking gives the rest back to
+the system, growing keeps the faulted pages and adds fresh ones); from then
+on it is an ordinary mapping.  A frame that comes before the spare is ready
+does not wait for it (a lowest-priority thread may get little CPU on a busy
+machine): it gets memory as if there were no spare, and the fault-in stops
+after its current 4 MiB step (:meth:`ReceivePool.stop_prefault`, also
+called when the process sends a large frame), so as not to compete with the
+transfer for the cores; the part faulted in so far is the spare.  A process
+that moved a large frame before its fault-in began faults nothing ahead.
+An unused spare is unmapped like any idle mapping.
 
 *Accounting.*  Idle mappings are process memory (RSS) that holds no value.
 A worker's memory monitor (``taskmill.server.memory``) subtracts
@@ -115,11 +121,13 @@ class ReceivePool:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._prefault_asked = False  # prefault_in_background was called
+        self._prefault_stop = threading.Event()  # set: a fault-in in progress stops
 
     def allocate(self, length: int) -> memoryview:
         """A writable buffer of ``length`` bytes for an incoming frame."""
         if length < PREFAULT_FRAME or not self.max_buffers or length > self.max_bytes:
             return allocate_frame(length)
+        self.stop_prefault()
         with self._lock:
             self._scan(time.monotonic())
             entry = self._best_idle(length) or self._resized_spare(length)
@@ -136,14 +144,17 @@ class ReceivePool:
 
     def prefault(self, nbytes: int, loop: asyncio.AbstractEventLoop | None = None) -> int:
         """Fault in a spare mapping of ``nbytes`` (at most ``max_bytes``) for
-        the first large frame to come; return its size (0 when the pool is
-        disabled or full, or the system cannot fault memory in with the GIL
-        released).  Blocks for as long as the kernel faults: call it from a
+        the first large frame to come; return its size (less when
+        :meth:`stop_prefault` stopped it, 0 when the pool is disabled or
+        full, a large frame came first, or the system cannot fault memory in
+        with the GIL released).  Blocks for as long as the kernel faults: call it from a
         thread of its own.  With ``loop``, the idle timer runs on that loop."""
         nbytes = min(nbytes, self.max_bytes)
         if nbytes < PREFAULT_FRAME or not self.max_buffers:
             return 0
-        mapping = populated_mapping(nbytes)
+        if self._prefault_stop.is_set():  # large frames came first: too late to help
+            return 0
+        mapping = populated_mapping(nbytes, self._prefault_stop.is_set)
         if mapping is None:
             return 0
         with self._lock:
@@ -152,31 +163,37 @@ class ReceivePool:
             if entry is None:  # the pool's room is taken by frames
                 mapping.close()
                 return 0
+            nbytes = len(mapping)  # less if stopped early
             del mapping  # the entry's reference is the pool's only one
             entry.idle_since, entry.spare = time.monotonic(), True
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._schedule_trim)
         return nbytes
 
-    def prefault_in_background(self, nbytes: int,
+    def stop_prefault(self) -> None:
+        """A large frame is on its way: a fault-in in progress stops after its
+        current step (the transfer needs the cores more)."""
+        self._prefault_stop.set()
+
+    def prefault_in_background(self, nbytes: int, delay: float = 0.0,
                                loop: asyncio.AbstractEventLoop | None = None
                                ) -> threading.Thread | None:
-        """:meth:`prefault` in a daemon thread of idle priority (Linux's
-        ``SCHED_IDLE``), once per pool (a process's Executors and its worker
-        share one spare); None when ``nbytes`` is below a large frame or a
-        spare was asked for already."""
+        """:meth:`prefault` in a daemon thread of the lowest priority (nice
+        19), ``delay`` seconds from now, once per pool (a process's
+        Executors and its worker share one spare); None when ``nbytes`` is
+        below a large frame or a spare was asked for already."""
         with self._lock:
             if nbytes < PREFAULT_FRAME or not self.max_buffers or self._prefault_asked:
                 return None
             self._prefault_asked = True
-        thread = threading.Thread(target=self._prefault_idle, args=(nbytes, loop),
-                                  name="taskmill-prefault", daemon=True)
+        thread = threading.Timer(delay, self._prefault_idle, args=(nbytes, loop))
+        thread.name, thread.daemon = "taskmill-prefault", True
         thread.start()
         return thread
 
     def _prefault_idle(self, nbytes: int, loop: asyncio.AbstractEventLoop | None) -> None:
-        try:  # this thread only (0: the caller), on Linux
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        try:  # this thread only, on Linux (its id is a process id there)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         except (AttributeError, OSError):  # elsewhere: nothing is faulted ahead anyway
             pass
         try:

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from taskmill.comm import Comm, connect, listen, run
-from taskmill.comm.core import receive_pool, receive_prefault_bytes
+from taskmill.comm.core import receive_pool, receive_prefault
 from taskmill.protocol import FrameParser, encode_frames, serialize
 from taskmill.protocol.framing import PREFAULT_FRAME
+from taskmill.protocol.prefault import STEP, populated_mapping
 from taskmill.protocol.receive_pool import ReceivePool
 
 pytestmark = pytest.mark.timeout(30)
@@ -223,7 +224,7 @@ def test_an_idle_spare_is_released_like_any_idle_mapping() -> None:
 
 def test_the_background_prefault_runs_once_per_pool() -> None:
     pool = ReceivePool(256 * MIB, 4, 60)
-    thread = pool.prefault_in_background(PREFAULT_FRAME)
+    thread = pool.prefault_in_background(PREFAULT_FRAME, delay=0.01)
     assert thread is not None
     thread.join(timeout=20)
     assert not thread.is_alive() and pool.idle_bytes() == PREFAULT_FRAME
@@ -231,15 +232,32 @@ def test_the_background_prefault_runs_once_per_pool() -> None:
     assert ReceivePool(256 * MIB, 4, 60).prefault_in_background(MIB) is None
 
 
-def test_the_prefault_option_is_checked(set_options: Any) -> None:
+def test_the_prefault_options_are_checked(set_options: Any) -> None:
     set_options({"comm.receive-pool.prefault": "off"})
-    assert receive_prefault_bytes() == 0
-    set_options({"comm.receive-pool.prefault": "64MiB"})
-    assert receive_prefault_bytes() == 64 * MIB
-    assert receive_prefault_bytes(memory_limit=100 * MIB) == 25 * MIB  # a quarter of the limit
+    assert receive_prefault() == (0, 0.25)
+    set_options({"comm.receive-pool.prefault": "64MiB", "comm.receive-pool.prefault-delay": 2})
+    assert receive_prefault() == (64 * MIB, 2.0)
+    assert receive_prefault(memory_limit=100 * MIB) == (25 * MIB, 2.0)  # a quarter of the limit
     set_options({"comm.receive-pool.prefault": "lots"})
     with pytest.raises(ValueError, match="comm.receive-pool.prefault.*a size such as"):
-        receive_prefault_bytes()
+        receive_prefault()
     set_options({"comm.receive-pool.prefault": "4GiB"})
     with pytest.raises(ValueError, match="larger than option comm.receive-pool.max-bytes"):
-        receive_prefault_bytes()
+        receive_prefault()
+    set_options({"comm.receive-pool.prefault": "64MiB", "comm.receive-pool.prefault-delay": -1})
+    with pytest.raises(ValueError, match="comm.receive-pool.prefault-delay.*seconds > 0"):
+        receive_prefault()
+
+
+def test_a_large_frame_stops_a_prefault_and_the_part_done_is_the_spare() -> None:
+    pool = ReceivePool(256 * MIB, 4, 60)
+    steps = []
+
+    def stop_after_two_steps() -> bool:
+        steps.append(1)
+        return len(steps) > 2
+    partial = populated_mapping(10 * STEP, stop_after_two_steps)
+    assert partial is not None and len(partial) == 2 * STEP  # what was faulted in, no more
+    partial.close()
+    pool.stop_prefault()  # a large frame came (or went) first
+    assert pool.prefault(32 * MIB) == 0 and pool.tracked_bytes() == 0
