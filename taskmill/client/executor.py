@@ -148,7 +148,7 @@ class Executor(ClusterMethods):
             raise
         self._session = session
         self.status = "running"
-        # memory for the first large result this process receives, on cores nothing else wants
+        # memory for the first large result this process receives, at the lowest priority
         receive_pool().prefault_in_background(*receive_prefault(), loop)
         _live_executors.add(self)
         if self._set_as_default:

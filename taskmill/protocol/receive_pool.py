@@ -145,10 +145,10 @@ class ReceivePool:
     def prefault(self, nbytes: int, loop: asyncio.AbstractEventLoop | None = None) -> int:
         """Fault in a spare mapping of ``nbytes`` (at most ``max_bytes``) for
         the first large frame to come; return its size (less when
-        :meth:`stop_prefault` stopped it, 0 when the pool is disabled or
-        full, a large frame came first, or the system cannot fault memory in
-        with the GIL released).  Blocks for as long as the kernel faults: call it from a
-        thread of its own.  With ``loop``, the idle timer runs on that loop."""
+        :meth:`stop_prefault` stopped it; 0 when the pool is disabled or
+        full, a large frame came first, or the system cannot fault memory
+        in with the GIL released).  Blocks while the kernel faults: call it
+        from a thread of its own.  With ``loop``, the idle timer runs there."""
         nbytes = min(nbytes, self.max_bytes)
         if nbytes < PREFAULT_FRAME or not self.max_buffers:
             return 0
@@ -198,7 +198,7 @@ class ReceivePool:
             pass
         try:
             self.prefault(nbytes, loop)
-        except OSError as exc:  # speculative: without it, the first frame faults its own
+        except (OSError, SystemError) as exc:  # speculative: the first frame faults its own
             logger.debug("could not fault %d bytes in ahead of need: %s", nbytes, exc)
 
     def idle_bytes(self) -> int:

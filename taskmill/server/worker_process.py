@@ -102,7 +102,7 @@ async def run_worker(args: argparse.Namespace) -> bool:
         os.write(args.ready_fd, f"{worker.address}\n".encode())
         os.close(args.ready_fd)
     start_warm_imports(*warm)  # registered: use the idle time ahead
-    receive_pool().prefault_in_background(*prefault, loop)  # on cores nothing else wants
+    receive_pool().prefault_in_background(*prefault, loop)  # at the lowest priority
     await worker.finished()
     return signalled.is_set()
 
