@@ -177,6 +177,7 @@ class Executor(ClusterMethods):
         return prestarted
 
     async def _close(self) -> None:
+        receive_pool().stop_prefault()  # no first large result to come: no memory to fault
         if self._session is not None:
             await self._session.close()
         if self.cluster is not None:

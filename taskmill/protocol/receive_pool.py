@@ -45,8 +45,9 @@ on it is an ordinary mapping.  A frame that comes before the spare is ready
 does not wait for it (a lowest-priority thread may get little CPU on a busy
 machine): it gets memory as if there were no spare, and the fault-in stops
 after its current 4 MiB step (:meth:`ReceivePool.stop_prefault`, also
-called when the process sends a large frame), so as not to compete with the
-transfer for the cores; the part faulted in so far is the spare.  A process
+called when the process sends a large frame, and when a worker or an
+Executor closes), so as not to compete with the transfer for the cores; the
+part faulted in so far is the spare.  A process
 that moved a large frame before its fault-in began faults nothing ahead.
 An unused spare is unmapped like any idle mapping.
 
@@ -171,8 +172,9 @@ class ReceivePool:
         return nbytes
 
     def stop_prefault(self) -> None:
-        """A large frame is on its way: a fault-in in progress stops after its
-        current step (the transfer needs the cores more)."""
+        """A fault-in in progress stops after its current step, and none starts
+        later: a large frame is on its way (the transfer needs the cores
+        more), or the process closes."""
         self._prefault_stop.set()
 
     def prefault_in_background(self, nbytes: int, delay: float = 0.0,

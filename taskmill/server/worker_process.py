@@ -104,6 +104,7 @@ async def run_worker(args: argparse.Namespace) -> bool:
     start_warm_imports(*warm)  # registered: use the idle time ahead
     receive_pool().prefault_in_background(*prefault, loop)  # at the lowest priority
     await worker.finished()
+    receive_pool().stop_prefault()  # exiting: the process needs no memory any more
     return signalled.is_set()
 
 
