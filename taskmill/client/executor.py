@@ -126,6 +126,7 @@ class Executor(ClusterMethods):
             return self
         loop = asyncio.get_running_loop()
         address = self._address
+        prefault = receive_prefault()  # a bad option fails here, before anything starts
         prestarted = await self._prepare_cluster() if address is None else []
         # dask support is imported in a thread while the cluster starts (a tenth
         # of a second; not before: it would slow the worker processes' start)
@@ -149,7 +150,7 @@ class Executor(ClusterMethods):
         self._session = session
         self.status = "running"
         # memory for the first large result this process receives, at the lowest priority
-        receive_pool().prefault_in_background(*receive_prefault(), loop)
+        receive_pool().prefault_in_background(*prefault, loop)
         _live_executors.add(self)
         if self._set_as_default:
             registry.set_default(self)

@@ -57,3 +57,10 @@ def test_a_bad_prefault_option_stops_the_worker_process_before_it_registers() ->
     assert proc.returncode == 1
     assert "option comm.receive-pool.prefault" in proc.stderr
     assert "larger than option comm.receive-pool.max-bytes" in proc.stderr
+
+
+def test_a_bad_prefault_option_stops_an_executor_before_it_starts_anything(
+        set_options: Any) -> None:
+    set_options({"comm.receive-pool.prefault": "lots"})
+    with pytest.raises(ValueError, match="option comm.receive-pool.prefault = 'lots'"):
+        Executor(n_workers=1)
