@@ -35,10 +35,18 @@ The value is MB/s (1 MB = 10^6 bytes) of the array's size over that time.
 The same call is then repeated on a new array in the same cluster and
 reported as ``second_mb_s``: the gap between the two is what being cold
 costs.  The receiving process's CPU time during each call (worker B, worker
-A, or the client; psutil, 10 ms ticks) is reported too, as
+A, or the client; ``/proc/PID/stat``, 10 ms ticks) is reported too, as
 ``receiver_cpu_ms`` and ``second_receiver_cpu_ms``: on a shared machine it
 says where the cost is when wall times drown in the noise.
 The array is float64 random numbers (incompressible), as in ``transfer``.
+
+Around each timed call ``bench/cold_probe.py`` also records every process's
+CPU, time waiting for a core and page faults, the phases of the transfer
+(taskmill: connection, send, the receiver's buffer allocation, last byte)
+and the background work that ran meanwhile; the script prints them on an
+``@@PROBE`` line (``bench/run.py`` reads the ``@@BENCH`` line alone) and the
+standalone run prints them under each repetition, so one slow repetition
+says why it was slow.
 """
 
 from __future__ import annotations
@@ -149,8 +157,8 @@ if __name__ == "__main__":
                                    "receiver_cpu_ms": cold_probe_["stats"][receiver]["cpu_ms"],
                                    "second_mb_s": nbytes / 1e6 / second,
                                    "second_receiver_cpu_ms":
-                                       second_probe["stats"][receiver]["cpu_ms"],
-                                   "probe": cold_probe_, "second_probe": second_probe}}),
+                                       second_probe["stats"][receiver]["cpu_ms"]}}), flush=True)
+    print("@@PROBE " + json.dumps({{"probe": cold_probe_, "second_probe": second_probe}}),
           flush=True)
 """
 
@@ -164,14 +172,15 @@ def script(system: str, workload: str, nbytes: int) -> str:
 
 
 def describe(probe: dict[str, Any]) -> str:
-    """One repetition's probe (see ``bench/cold_probe.py``), two indented lines:
-    every process's CPU (ms), time waiting for a core (ms) and minor faults;
-    the phases, ms from the call (+ their duration)."""
+    """One repetition's probe (see ``bench/cold_probe.py``), two or three
+    indented lines: every process's age (seconds since it started), CPU (ms),
+    time waiting for a core (ms) and minor faults; the phases, ms from the
+    call (+ their duration); the background work that ran meanwhile."""
     stats = probe["stats"]
     if stats.get("scheduler") == stats.get("client"):  # the scheduler runs in the client
         stats = {k: v for k, v in stats.items() if k != "scheduler"}
-    procs = "  ".join(f"{role} cpu {s['cpu_ms']:.0f} wait {s['wait_ms']:.0f} flt {s['minflt']:.0f}"
-                      for role, s in stats.items())
+    procs = "  ".join(f"{role} (age {probe['ages'][role]:.1f} s) cpu {s['cpu_ms']:.0f} "
+                      f"wait {s['wait_ms']:.0f} flt {s['minflt']:.0f}" for role, s in stats.items())
     phases = "  ".join(f"{who}.{phase} {t:.0f}+{d:.0f}" for t, d, who, phase in probe["events"])
     busy = [f"{who}: {', '.join(bg['imported'])}" for who, bg in probe["background"].items()
             if bg["imported"]]
@@ -181,15 +190,19 @@ def describe(probe: dict[str, Any]) -> str:
             + (f"\n      meanwhile {'; '.join(busy)}" if busy else ""))
 
 
-def run_child(code: str, checkout: str) -> dict[str, float]:
+def run_child(code: str, checkout: str) -> dict[str, Any]:
     """One repetition in a fresh interpreter running ``checkout``'s code (its
     worker processes inherit ``PYTHONPATH``)."""
     env = dict(os.environ, PYTHONPATH=checkout)
     done = subprocess.run([sys.executable, "-c", code], cwd=checkout, env=env, capture_output=True,
                           text=True, timeout=600)
+    got: dict[str, Any] = {}
     for line in done.stdout.splitlines():
-        if line.startswith("@@BENCH "):
-            return json.loads(line[len("@@BENCH "):])  # type: ignore[no-any-return]
+        for tag in ("@@BENCH ", "@@PROBE "):  # bench/run.py reads the first alone
+            if line.startswith(tag):
+                got.update(json.loads(line[len(tag):]))
+    if "value" in got:
+        return got
     raise RuntimeError(f"no result from {checkout}:\n{done.stderr[-3000:]}")
 
 
