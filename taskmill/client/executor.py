@@ -183,6 +183,8 @@ class Executor(ClusterMethods):
             await self._session.close()
         if self.cluster is not None:
             await self.cluster.close()
+        # the pool's idle timer ran on this loop, which closes: give back what nothing uses
+        receive_pool().release_idle()
 
     def close(self) -> Any:
         """Close the connection (and the embedded cluster, if any).  Safe to call twice."""

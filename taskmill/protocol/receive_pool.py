@@ -26,7 +26,8 @@ reused for a frame of its size up to 25 % smaller (the rest of it stays
 unused while lent).  To make room, idle mappings are dropped oldest first.
 Mappings idle for ``idle`` seconds are unmapped by a timer on the event loop
 that allocated last (checked every ``idle`` seconds: an idle mapping lives
-``idle`` to ``2 * idle`` seconds), and at once by :meth:`release_idle`.
+``idle`` to ``2 * idle`` seconds), and at once by :meth:`release_idle`
+(which a closing Executor calls: the loop that ran its timer closes too).
 
 *Ahead of need.*  The first large frame of a process finds the pool empty
 and pays for faulting its memory in, on the critical path.

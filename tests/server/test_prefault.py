@@ -12,6 +12,7 @@ import pytest
 
 from taskmill import Executor
 from taskmill.comm.core import receive_pool
+from taskmill.protocol.framing import PREFAULT_FRAME
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -64,3 +65,13 @@ def test_a_bad_prefault_option_stops_an_executor_before_it_starts_anything(
     set_options({"comm.receive-pool.prefault": "lots"})
     with pytest.raises(ValueError, match="option comm.receive-pool.prefault = 'lots'"):
         Executor(n_workers=1)
+
+
+def test_closing_an_executor_gives_back_the_idle_receive_buffers() -> None:
+    pool = receive_pool()
+    frame = pool.allocate(PREFAULT_FRAME)  # a frame received, then released
+    del frame
+    assert pool.idle_bytes() >= PREFAULT_FRAME
+    with Executor(n_workers=1, threads_per_worker=1) as e:
+        assert e.submit(int, 1).result() == 1
+    assert pool.idle_bytes() == 0  # its loop, which ran the idle timer, is gone
