@@ -35,10 +35,18 @@ The value is MB/s (1 MB = 10^6 bytes) of the array's size over that time.
 The same call is then repeated on a new array in the same cluster and
 reported as ``second_mb_s``: the gap between the two is what being cold
 costs.  The receiving process's CPU time during each call (worker B, worker
-A, or the client; psutil, 10 ms ticks) is reported too, as
+A, or the client; ``/proc/PID/stat``, 10 ms ticks) is reported too, as
 ``receiver_cpu_ms`` and ``second_receiver_cpu_ms``: on a shared machine it
 says where the cost is when wall times drown in the noise.
 The array is float64 random numbers (incompressible), as in ``transfer``.
+
+Around each timed call ``bench/cold_probe.py`` also records every process's
+CPU, time waiting for a core and page faults, the phases of the transfer
+(taskmill: connection, send, the receiver's buffer allocation, last byte)
+and the background work that ran meanwhile; the script prints them on an
+``@@PROBE`` line (``bench/run.py`` reads the ``@@BENCH`` line alone) and the
+standalone run prints them under each repetition, so one slow repetition
+says why it was slow.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ import os
 import statistics
 import subprocess
 import sys
+from typing import Any
 
 MB = 1_000_000
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,33 +87,51 @@ SCRIPT = r"""
 import json, os, time
 import numpy, psutil
 {import_line}
+from bench import cold_probe
 from bench.tasks import make_array, nbytes_of
 
-
-def receiver_cpu(proc):
-    times = proc.cpu_times()
-    return times.user + times.system
+SYSTEM = {system!r}
 
 
-def timed_transfer(c, workload, nbytes, seed, a, b, receiver):
-    # (seconds, receiver's CPU seconds) of the workload's one timed call, on a new array
+def probed(c, pids, call):
+    # run call(); return (seconds, its result, what the probes saw around it)
+    c.run(cold_probe.arm, SYSTEM)
+    cold_probe.arm(SYSTEM)
+    before = {{role: cold_probe.process_stats(pid) for role, pid in pids.items()}}
+    ages = {{role: time.time() - psutil.Process(pid).create_time() for role, pid in pids.items()}}
+    t = time.time()
+    got = call()
+    end = time.time()
+    stats = {{role: cold_probe.stats_delta(before[role], cold_probe.process_stats(pid))
+             for role, pid in pids.items()}}
+    seen = {{"client": cold_probe.collect(), **c.run(cold_probe.collect)}}
+    roles = {{ADDRESSES[0]: "a", ADDRESSES[1]: "b"}}
+    events = sorted((1e3 * (s - t), 1e3 * (e - s), roles.get(who, who), phase)
+                    for who, got_ in seen.items() for phase, s, e in got_["events"])
+    background = {{roles.get(who, who): {{"threads": sorted(set(got_["threads_before"])
+                                                         | set(got_["threads_after"])),
+                                        "imported": got_["imported"]}}
+                  for who, got_ in seen.items()}}
+    return end - t, got, {{"ages": ages, "stats": stats, "events": events, "background": background}}
+
+
+def timed_transfer(c, workload, nbytes, seed, a, b, pids):
+    # (seconds, probe record) of the workload's one timed call, on a new array
     if workload == "cold_scatter":
         data = make_array(nbytes, seed)
-        cpu, t = receiver_cpu(receiver), time.perf_counter()
-        [x] = c.scatter([data], workers=[a])
-        dt, cpu = time.perf_counter() - t, receiver_cpu(receiver) - cpu
+        dt, [x], probe = probed(c, pids, lambda: c.scatter([data], workers=[a]))
         assert x.result().nbytes == data.nbytes
-        return dt, cpu
+        return dt, probe
     x = c.submit(make_array, nbytes, seed, workers=[a], allow_other_workers=False, pure=False)
     wait([x])
-    cpu, t = receiver_cpu(receiver), time.perf_counter()
     if workload == "cold_w2w":
-        got = c.submit(nbytes_of, x, workers=[b], allow_other_workers=False, pure=False).result()
+        call = lambda: c.submit(nbytes_of, x, workers=[b], allow_other_workers=False,
+                                pure=False).result()
     else:
-        got = x.result().nbytes
-    dt, cpu = time.perf_counter() - t, receiver_cpu(receiver) - cpu
+        call = lambda: x.result().nbytes
+    dt, got, probe = probed(c, pids, call)
     assert got == (nbytes // 8) * 8, got
-    return dt, cpu
+    return dt, probe
 
 
 if __name__ == "__main__":
@@ -114,20 +141,25 @@ if __name__ == "__main__":
     while len(c.scheduler_info()["workers"]) < 2:
         assert time.monotonic() < deadline, "the workers did not come up within 60 s"
         time.sleep(0.05)
-    a, b = sorted(c.scheduler_info()["workers"])
-    pids = c.run(os.getpid)
-    receiver = psutil.Process({{"cold_w2w": pids[b], "cold_scatter": pids[a]}}.get(workload, os.getpid()))
+    a, b = ADDRESSES = sorted(c.scheduler_info()["workers"])
+    worker_pids = c.run(os.getpid)
+    pids = {{"client": os.getpid(), "scheduler": c.run_on_scheduler(os.getpid),
+            "a": worker_pids[a], "b": worker_pids[b]}}
+    receiver = {{"cold_w2w": "b", "cold_scatter": "a"}}.get(workload, "client")
     c.run(__import__, "numpy")                       # an import is not a transfer
     for w in (a, b):                                 # warm the task paths, not the data paths
         assert c.submit(nbytes_of, numpy.zeros(1), workers=[w], pure=False).result() == 8
-    cold, cold_cpu = timed_transfer(c, workload, nbytes, 7, a, b, receiver)
+    cold, cold_probe_ = timed_transfer(c, workload, nbytes, 7, a, b, pids)
     time.sleep(0.2)                                  # the first array's release reaches the workers
-    second, second_cpu = timed_transfer(c, workload, nbytes, 8, a, b, receiver)
+    second, second_probe = timed_transfer(c, workload, nbytes, 8, a, b, pids)
     {close}
     print("@@BENCH " + json.dumps({{"value": nbytes / 1e6 / cold, "seconds": cold,
-                                   "receiver_cpu_ms": 1e3 * cold_cpu,
+                                   "receiver_cpu_ms": cold_probe_["stats"][receiver]["cpu_ms"],
                                    "second_mb_s": nbytes / 1e6 / second,
-                                   "second_receiver_cpu_ms": 1e3 * second_cpu}}), flush=True)
+                                   "second_receiver_cpu_ms":
+                                       second_probe["stats"][receiver]["cpu_ms"]}}), flush=True)
+    print("@@PROBE " + json.dumps({{"probe": cold_probe_, "second_probe": second_probe}}),
+          flush=True)
 """
 
 
@@ -136,18 +168,41 @@ def script(system: str, workload: str, nbytes: int) -> str:
     if workload not in WORKLOADS:
         raise ValueError(f"unknown cold-transfer workload {workload!r}; pick one of {sorted(WORKLOADS)}")
     return SCRIPT.format(import_line=SYSTEM_IMPORT[system], constructor=CONSTRUCTOR[system],
-                         close=CLOSE[system], nbytes=nbytes, workload=workload)
+                         close=CLOSE[system], nbytes=nbytes, workload=workload, system=system)
 
 
-def run_child(code: str, checkout: str) -> dict[str, float]:
+def describe(probe: dict[str, Any]) -> str:
+    """One repetition's probe (see ``bench/cold_probe.py``), two or three
+    indented lines: every process's age (seconds since it started), CPU (ms),
+    time waiting for a core (ms) and minor faults; the phases, ms from the
+    call (+ their duration); the background work that ran meanwhile."""
+    stats = probe["stats"]
+    if stats.get("scheduler") == stats.get("client"):  # the scheduler runs in the client
+        stats = {k: v for k, v in stats.items() if k != "scheduler"}
+    procs = "  ".join(f"{role} (age {probe['ages'][role]:.1f} s) cpu {s['cpu_ms']:.0f} "
+                      f"wait {s['wait_ms']:.0f} flt {s['minflt']:.0f}" for role, s in stats.items())
+    phases = "  ".join(f"{who}.{phase} {t:.0f}+{d:.0f}" for t, d, who, phase in probe["events"])
+    busy = [f"{who}: {', '.join(bg['imported'])}" for who, bg in probe["background"].items()
+            if bg["imported"]]
+    busy += [f"{who}: thread {t}" for who, bg in probe["background"].items()
+             for t in bg["threads"] if t.startswith("taskmill-warmup") or t == "taskmill-prefault"]
+    return (f"      {procs}\n      {phases}"
+            + (f"\n      meanwhile {'; '.join(busy)}" if busy else ""))
+
+
+def run_child(code: str, checkout: str) -> dict[str, Any]:
     """One repetition in a fresh interpreter running ``checkout``'s code (its
     worker processes inherit ``PYTHONPATH``)."""
     env = dict(os.environ, PYTHONPATH=checkout)
     done = subprocess.run([sys.executable, "-c", code], cwd=checkout, env=env, capture_output=True,
                           text=True, timeout=600)
+    got: dict[str, Any] = {}
     for line in done.stdout.splitlines():
-        if line.startswith("@@BENCH "):
-            return json.loads(line[len("@@BENCH "):])  # type: ignore[no-any-return]
+        for tag in ("@@BENCH ", "@@PROBE "):  # bench/run.py reads the first alone
+            if line.startswith(tag):
+                got.update(json.loads(line[len(tag):]))
+    if "value" in got:
+        return got
     raise RuntimeError(f"no result from {checkout}:\n{done.stderr[-3000:]}")
 
 
@@ -189,6 +244,7 @@ def main() -> None:
                       f"(receiver CPU {got['receiver_cpu_ms']:4.0f} ms), second "
                       f"{got['second_mb_s']:8,.0f} MB/s ({got['second_receiver_cpu_ms']:4.0f} ms)",
                       flush=True)
+                print(describe(got["probe"]), flush=True)
     a, b = ("new", "old") if options.checkouts else ("taskmill", "dask")  # the ratio a/b
     both = a in sides and b in sides
     for title, kinds in ((f"MB/s, {options.mb} MB", ("first", "second")),

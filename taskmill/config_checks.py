@@ -104,6 +104,22 @@ def size(value: Any) -> int:
     return result
 
 
+def size_or_off(value: Any) -> int:
+    """A number of bytes >= 0, or a size such as ``"256MiB"``; 0, ``off`` or None: none."""
+    if value is None or value is False or (isinstance(value, str) and value.strip().lower() in _OFF):
+        return 0
+    expected = "expected a number of bytes >= 0, a size such as '256MiB', or 'off'"
+    if isinstance(value, bool):
+        raise ValueError(expected)
+    try:
+        result = parse_bytes(value)
+    except (ValueError, TypeError):
+        raise ValueError(expected) from None
+    if result < 0:
+        raise ValueError(expected)
+    return result
+
+
 def modules(value: Any) -> tuple[str, ...]:
     """Module names: a list, or one comma-separated string."""
     if value is None:

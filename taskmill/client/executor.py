@@ -42,6 +42,7 @@ from taskmill.client.nested import collect_futures, futures_in, rebuild
 from taskmill.client.session import Session
 from taskmill.scheduler_file import read_scheduler_file
 from taskmill.comm import normalize_address
+from taskmill.comm.core import receive_pool, receive_prefault
 from taskmill.core.resources import check_resources
 from taskmill.protocol import Serialized, serialize_function
 from taskmill.protocol.vocabulary import TaskSpec
@@ -125,6 +126,7 @@ class Executor(ClusterMethods):
             return self
         loop = asyncio.get_running_loop()
         address = self._address
+        prefault = receive_prefault()  # a bad option fails here, before anything starts
         prestarted = await self._prepare_cluster() if address is None else []
         # dask support is imported in a thread while the cluster starts (a tenth
         # of a second; not before: it would slow the worker processes' start)
@@ -147,6 +149,8 @@ class Executor(ClusterMethods):
             raise
         self._session = session
         self.status = "running"
+        # memory for the first large result this process receives, at the lowest priority
+        receive_pool().prefault_in_background(*prefault, loop)
         _live_executors.add(self)
         if self._set_as_default:
             registry.set_default(self)
@@ -174,10 +178,13 @@ class Executor(ClusterMethods):
         return prestarted
 
     async def _close(self) -> None:
+        receive_pool().stop_prefault()  # no first large result to come: no memory to fault
         if self._session is not None:
             await self._session.close()
         if self.cluster is not None:
             await self.cluster.close()
+        # the pool's idle timer ran on this loop, which closes: give back what nothing uses
+        receive_pool().release_idle()
 
     def close(self) -> Any:
         """Close the connection (and the embedded cluster, if any).  Safe to call twice."""

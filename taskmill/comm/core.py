@@ -48,7 +48,7 @@ from taskmill.comm.addressing import normalize_address, parse_address
 from taskmill.comm.auth import AuthenticationError, client_handshake, server_handshake
 from taskmill.comm.tls import client_context
 from taskmill.comm.credentials import Credentials, token_of
-from taskmill.config_checks import count, seconds, size
+from taskmill.config_checks import count, seconds, size, size_or_off
 from taskmill.protocol import DEFAULT_LIMITS, FrameLimits
 from taskmill.protocol.receive_pool import ReceivePool
 
@@ -217,6 +217,23 @@ def receive_pool() -> ReceivePool:
             idle=config.read("comm.receive-pool.idle", seconds),
         ))
     return _receive_pool[0]
+
+
+def receive_prefault(memory_limit: int = 0) -> tuple[int, float]:
+    """Bytes a process faults in ahead of its first large incoming frame
+    (option ``comm.receive-pool.prefault``; at most a quarter of
+    ``memory_limit`` when there is one) and the seconds it waits first
+    (``.prefault-delay``): the arguments of the pool's
+    :meth:`~taskmill.protocol.receive_pool.ReceivePool.prefault_in_background`."""
+    wanted = config.read("comm.receive-pool.prefault", size_or_off)
+    largest = receive_pool().max_bytes
+    if wanted > largest:
+        raise ValueError(
+            f"option comm.receive-pool.prefault ({wanted} bytes) is larger than option "
+            f"comm.receive-pool.max-bytes ({largest} bytes), the most the receive pool keeps: "
+            "lower the first or raise the second")
+    delay = config.read("comm.receive-pool.prefault-delay", seconds)
+    return (min(wanted, memory_limit // 4) if memory_limit > 0 else wanted), delay
 
 
 async def connect(

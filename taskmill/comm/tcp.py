@@ -18,6 +18,9 @@ Sending: ``write()`` encodes, checks the limits, then hands the prefix and the
 frames to ``transport.writelines`` (zero-copy with uvloop); tiny messages are
 joined into one ``write``.  When the transport's buffer passes its high-water
 mark it calls ``pause_writing`` and ``write()`` waits for ``resume_writing``.
+Sending a large frame stops the process's background fault-in of a spare
+receive buffer, if one is under way (``ReceivePool.stop_prefault``): the
+send needs the cores more.
 
 Errors: a malformed, oversize or truncated stream is logged as a warning with
 the peer address and the reason, that connection alone is aborted, and
@@ -65,7 +68,7 @@ from taskmill.protocol import (
     frame_prefix,
     loads,
 )
-from taskmill.protocol.framing import frame_lengths
+from taskmill.protocol.framing import PREFAULT_FRAME, frame_lengths
 from taskmill.comm.credentials import Credentials
 
 logger = logging.getLogger("taskmill.comm.tcp")
@@ -162,6 +165,8 @@ class TCPComm(Comm, asyncio.BufferedProtocol):
         else:
             transport.writelines([prefix, *frames])
             nbytes = len(prefix) + sum(frame_lengths(frames))
+            if nbytes >= PREFAULT_FRAME:
+                receive_pool().stop_prefault()  # the send needs the cores more
         return nbytes
 
     async def close(self) -> None:

@@ -26,7 +26,31 @@ reused for a frame of its size up to 25 % smaller (the rest of it stays
 unused while lent).  To make room, idle mappings are dropped oldest first.
 Mappings idle for ``idle`` seconds are unmapped by a timer on the event loop
 that allocated last (checked every ``idle`` seconds: an idle mapping lives
-``idle`` to ``2 * idle`` seconds), and at once by :meth:`release_idle`.
+``idle`` to ``2 * idle`` seconds), and at once by :meth:`release_idle`
+(which a closing Executor calls: the loop that ran its timer closes too).
+
+*Ahead of need.*  The first large frame of a process finds the pool empty
+and pays for faulting its memory in, on the critical path.
+:meth:`ReceivePool.prefault_in_background` (called by a worker process once
+registered and by an Executor once connected; options
+``comm.receive-pool.prefault`` and ``.prefault-delay``) faults a mapping in
+ahead of time, a short delay later (past a cluster's start and its first
+tiny task), in a thread of the lowest priority (nice 19: it gets a core
+when nothing else wants one, and is never starved, since it holds the
+process's memory-map lock in short steps), with the GIL released
+(:mod:`taskmill.protocol.prefault`), and keeps it idle as a *spare*.  The
+first frame of 8 MiB or more that no idle mapping fits takes the spare,
+resized to the frame's size (``mremap``: shrinking gives the rest back to
+the system, growing keeps the faulted pages and adds fresh ones); from then
+on it is an ordinary mapping.  A frame that comes before the spare is ready
+does not wait for it (a lowest-priority thread may get little CPU on a busy
+machine): it gets memory as if there were no spare, and the fault-in stops
+after its current 4 MiB step (:meth:`ReceivePool.stop_prefault`, also
+called when the process sends a large frame, and when a worker or an
+Executor closes), so as not to compete with the transfer for the cores; the
+part faulted in so far is the spare.  A process
+that moved a large frame before its fault-in began faults nothing ahead.
+An unused spare is unmapped like any idle mapping.
 
 *Accounting.*  Idle mappings are process memory (RSS) that holds no value.
 A worker's memory monitor (``taskmill.server.memory``) subtracts
@@ -43,13 +67,18 @@ pool, configured by the options ``comm.receive-pool.*``, is
 from __future__ import annotations
 
 import asyncio
+import logging
 import mmap
+import os
 import sys
 import threading
 import time
 from dataclasses import dataclass
 
 from taskmill.protocol.framing import PREFAULT_FRAME, allocate_frame, prefaulted_mapping
+from taskmill.protocol.prefault import populated_mapping
+
+logger = logging.getLogger("taskmill.comm")
 
 #: An idle mapping is reused for frames down to this fraction of its size.
 _SMALLEST_FIT = 0.75
@@ -59,6 +88,7 @@ _SMALLEST_FIT = 0.75
 class _Entry:
     mapping: mmap.mmap
     idle_since: float | None = None  # when first seen idle; None while lent
+    spare: bool = False  # faulted in ahead of need, never lent yet: resized to fit a frame
 
 
 def _in_use(entry: _Entry) -> bool:
@@ -92,24 +122,87 @@ class ReceivePool:
         self._lock = threading.Lock()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_loop: asyncio.AbstractEventLoop | None = None
+        self._prefault_asked = False  # prefault_in_background was called
+        self._prefault_stop = threading.Event()  # set: a fault-in in progress stops
 
     def allocate(self, length: int) -> memoryview:
         """A writable buffer of ``length`` bytes for an incoming frame."""
         if length < PREFAULT_FRAME or not self.max_buffers or length > self.max_bytes:
             return allocate_frame(length)
+        self.stop_prefault()
         with self._lock:
             self._scan(time.monotonic())
-            entry = self._best_idle(length)
+            entry = self._best_idle(length) or self._resized_spare(length)
             if entry is None:
                 mapping = prefaulted_mapping(length)
                 entry = self._track(mapping)
                 if entry is None:  # no room: memory of its own, untracked
                     return memoryview(mapping)
                 del mapping  # the entry's reference is the pool's only one
-            entry.idle_since = None
+            entry.idle_since, entry.spare = None, False
             view = memoryview(entry.mapping)  # lent from here on
         self._schedule_trim()
         return view if len(view) == length else view[:length]
+
+    def prefault(self, nbytes: int, loop: asyncio.AbstractEventLoop | None = None) -> int:
+        """Fault in a spare mapping of ``nbytes`` (at most ``max_bytes``) for
+        the first large frame to come; return its size (less when
+        :meth:`stop_prefault` stopped it; 0 when the pool is disabled or
+        full, a large frame came first, or the system cannot fault memory
+        in with the GIL released).  Blocks while the kernel faults: call it
+        from a thread of its own.  With ``loop``, the idle timer runs there."""
+        nbytes = min(nbytes, self.max_bytes)
+        if nbytes < PREFAULT_FRAME or not self.max_buffers:
+            return 0
+        if self._prefault_stop.is_set():  # large frames came first: too late to help
+            return 0
+        mapping = populated_mapping(nbytes, self._prefault_stop.is_set)
+        if mapping is None:
+            return 0
+        with self._lock:
+            self._scan(time.monotonic())
+            entry = self._track(mapping)
+            if entry is None:  # the pool's room is taken by frames
+                mapping.close()
+                return 0
+            nbytes = len(mapping)  # less if stopped early
+            del mapping  # the entry's reference is the pool's only one
+            entry.idle_since, entry.spare = time.monotonic(), True
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._schedule_trim)
+        return nbytes
+
+    def stop_prefault(self) -> None:
+        """A fault-in in progress stops after its current step, and none starts
+        later: a large frame is on its way (the transfer needs the cores
+        more), or the process closes."""
+        self._prefault_stop.set()
+
+    def prefault_in_background(self, nbytes: int, delay: float = 0.0,
+                               loop: asyncio.AbstractEventLoop | None = None
+                               ) -> threading.Thread | None:
+        """:meth:`prefault` in a daemon thread of the lowest priority (nice
+        19), ``delay`` seconds from now, once per pool (a process's
+        Executors and its worker share one spare); None when ``nbytes`` is
+        below a large frame or a spare was asked for already."""
+        with self._lock:
+            if nbytes < PREFAULT_FRAME or not self.max_buffers or self._prefault_asked:
+                return None
+            self._prefault_asked = True
+        thread = threading.Timer(delay, self._prefault_idle, args=(nbytes, loop))
+        thread.name, thread.daemon = "taskmill-prefault", True
+        thread.start()
+        return thread
+
+    def _prefault_idle(self, nbytes: int, loop: asyncio.AbstractEventLoop | None) -> None:
+        try:  # this thread only, on Linux (its id is a process id there)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except (AttributeError, OSError):  # elsewhere: nothing is faulted ahead anyway
+            pass
+        try:
+            self.prefault(nbytes, loop)
+        except (OSError, SystemError) as exc:  # speculative: the first frame faults its own
+            logger.debug("could not fault %d bytes in ahead of need: %s", nbytes, exc)
 
     def idle_bytes(self) -> int:
         """Bytes held in mappings nobody uses (process memory holding no value)."""
@@ -147,6 +240,22 @@ class ReceivePool:
         fits = [e for e in self._entries if e.idle_since is not None
                 and length <= len(e.mapping) and _SMALLEST_FIT * len(e.mapping) <= length]
         return min(fits, key=lambda e: len(e.mapping)) if fits else None
+
+    def _resized_spare(self, length: int) -> _Entry | None:
+        """The idle spare resized to ``length`` bytes, if there is one and room."""
+        spares = [e for e in self._entries if e.spare and e.idle_since is not None]
+        if not spares:
+            return None
+        entry = spares[0]
+        tracked = sum(len(e.mapping) for e in self._entries)
+        if tracked - len(entry.mapping) + length > self.max_bytes:
+            return None
+        try:
+            entry.mapping.resize(length)
+        except (OSError, SystemError):  # no mremap on this system: an ordinary idle mapping
+            entry.spare = False
+            return None
+        return entry
 
     def _track(self, mapping: mmap.mmap) -> _Entry | None:
         """Track a new mapping, dropping idle ones (oldest first) to make room."""

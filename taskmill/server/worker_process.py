@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 
+from taskmill.comm.core import receive_pool, receive_prefault
 from taskmill.comm.eventloop import new_event_loop
 from taskmill.core.resources import parse_resources
 from taskmill.logs import setup_logging
@@ -94,13 +95,16 @@ async def run_worker(args: argparse.Namespace) -> bool:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
-    warm = modules_to_preload(), warmup_delay()  # a bad option fails here, before registering
+    # a bad option fails here, before registering
+    warm, prefault = (modules_to_preload(), warmup_delay()), receive_prefault(worker.memory_limit)
     await worker.start()
     if args.ready_fd is not None:
         os.write(args.ready_fd, f"{worker.address}\n".encode())
         os.close(args.ready_fd)
     start_warm_imports(*warm)  # registered: use the idle time ahead
+    receive_pool().prefault_in_background(*prefault, loop)  # at the lowest priority
     await worker.finished()
+    receive_pool().stop_prefault()  # exiting: the process needs no memory any more
     return signalled.is_set()
 
 

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from taskmill.comm import Comm, connect, listen, run
-from taskmill.comm.core import receive_pool
+from taskmill.comm.core import receive_pool, receive_prefault
 from taskmill.protocol import FrameParser, encode_frames, serialize
 from taskmill.protocol.framing import PREFAULT_FRAME
+from taskmill.protocol.prefault import STEP, populated_mapping
 from taskmill.protocol.receive_pool import ReceivePool
 
 pytestmark = pytest.mark.timeout(30)
@@ -167,3 +168,96 @@ def test_arrays_received_over_tcp_stay_intact() -> None:
 
     run(main())
     assert receive_pool().tracked_bytes() <= receive_pool().max_bytes
+
+
+def test_a_prefaulted_spare_takes_the_first_frame_resized_to_it() -> None:
+    pool = ReceivePool(256 * MIB, 4, 60)
+    assert pool.prefault(32 * MIB) == 32 * MIB
+    assert pool.idle_bytes() == pool.tracked_bytes() == 32 * MIB  # held, used by nobody
+    frame = pool.allocate(20 * MIB)  # not within a quarter of the spare's size: resized
+    assert len(frame) == 20 * MIB and pool.tracked_bytes() == 20 * MIB
+    assert pool.idle_bytes() == 0
+    frame[:] = b"\x07" * len(frame)
+    array = np.frombuffer(frame, dtype="u1")
+    del frame
+    assert (array == 7).all() and pool.idle_bytes() == 0  # the array holds the mapping
+    del array
+    assert pool.idle_bytes() == 20 * MIB  # an ordinary idle mapping from now on
+
+
+def test_a_spare_grows_for_a_larger_frame_and_keeps_its_pages() -> None:
+    pool = ReceivePool(256 * MIB, 4, 60)
+    assert pool.prefault(PREFAULT_FRAME) == PREFAULT_FRAME
+    frame = pool.allocate(3 * PREFAULT_FRAME)
+    assert len(frame) == 3 * PREFAULT_FRAME and pool.tracked_bytes() == 3 * PREFAULT_FRAME
+    frame[-1:] = b"\x01"  # the grown part is writable memory too
+    assert frame[-1] == 1 and frame[0] == 0
+
+
+def test_frames_received_into_a_spare_over_tcp_are_intact() -> None:
+    pool = ReceivePool(256 * MIB, 4, 60)
+    assert pool.prefault(24 * MIB) == 24 * MIB
+    parser = FrameParser(allocate=pool.allocate)
+    sent = np.random.default_rng(1).integers(0, 255, size=PREFAULT_FRAME + 3, dtype="u1")
+    parser.feed(encode_frames([b"h", sent.tobytes()]))
+    [[_, frame]] = parser.take_messages()
+    assert np.array_equal(np.frombuffer(frame, dtype="u1"), sent)
+    assert pool.tracked_bytes() == PREFAULT_FRAME + 3  # the spare, shrunk to the frame
+
+
+def test_prefault_respects_the_pool_s_bounds() -> None:
+    assert ReceivePool(256 * MIB, 0, 60).prefault(32 * MIB) == 0  # disabled pool
+    assert ReceivePool(256 * MIB, 4, 60).prefault(MIB) == 0  # below a large frame
+    capped = ReceivePool(16 * MIB, 4, 60)
+    assert capped.prefault(64 * MIB) == 16 * MIB and capped.tracked_bytes() == 16 * MIB
+    full = ReceivePool(16 * MIB, 4, 60)
+    lent = full.allocate(16 * MIB)
+    assert full.prefault(16 * MIB) == 0 and full.tracked_bytes() == 16 * MIB  # no room
+    del lent
+
+
+def test_an_idle_spare_is_released_like_any_idle_mapping() -> None:
+    pool = ReceivePool(256 * MIB, 4, 60)
+    pool.prefault(PREFAULT_FRAME)
+    assert pool.release_idle() == PREFAULT_FRAME and pool.tracked_bytes() == 0
+
+
+def test_the_background_prefault_runs_once_per_pool() -> None:
+    pool = ReceivePool(256 * MIB, 4, 60)
+    thread = pool.prefault_in_background(PREFAULT_FRAME, delay=0.01)
+    assert thread is not None
+    thread.join(timeout=20)
+    assert not thread.is_alive() and pool.idle_bytes() == PREFAULT_FRAME
+    assert pool.prefault_in_background(PREFAULT_FRAME) is None  # asked already
+    assert ReceivePool(256 * MIB, 4, 60).prefault_in_background(MIB) is None
+
+
+def test_the_prefault_options_are_checked(set_options: Any) -> None:
+    set_options({"comm.receive-pool.prefault": "off"})
+    assert receive_prefault() == (0, 0.25)
+    set_options({"comm.receive-pool.prefault": "64MiB", "comm.receive-pool.prefault-delay": 2})
+    assert receive_prefault() == (64 * MIB, 2.0)
+    assert receive_prefault(memory_limit=100 * MIB) == (25 * MIB, 2.0)  # a quarter of the limit
+    set_options({"comm.receive-pool.prefault": "lots"})
+    with pytest.raises(ValueError, match="comm.receive-pool.prefault.*a size such as"):
+        receive_prefault()
+    set_options({"comm.receive-pool.prefault": "4GiB"})
+    with pytest.raises(ValueError, match="larger than option comm.receive-pool.max-bytes"):
+        receive_prefault()
+    set_options({"comm.receive-pool.prefault": "64MiB", "comm.receive-pool.prefault-delay": -1})
+    with pytest.raises(ValueError, match="comm.receive-pool.prefault-delay.*seconds > 0"):
+        receive_prefault()
+
+
+def test_a_large_frame_stops_a_prefault_and_the_part_done_is_the_spare() -> None:
+    pool = ReceivePool(256 * MIB, 4, 60)
+    steps = []
+
+    def stop_after_two_steps() -> bool:
+        steps.append(1)
+        return len(steps) > 2
+    partial = populated_mapping(10 * STEP, stop_after_two_steps)
+    assert partial is not None and len(partial) == 2 * STEP  # what was faulted in, no more
+    partial.close()
+    pool.stop_prefault()  # a large frame came (or went) first
+    assert pool.prefault(32 * MIB) == 0 and pool.tracked_bytes() == 0
