@@ -24,6 +24,10 @@ whose zero-copy path belongs to the task's own arguments; a reference to
 that node itself in the task's arguments.  The table stops growing at
 ``MAX_SHARED`` entries (callables made per task, e.g. bound methods); later
 callables are pickled inline.
+
+The table is also where dask's ``_execute_subgraph`` (the function of every
+task dask fused) is swapped for :func:`taskmill.client.dask_subgraph.run_subgraph`,
+which computes the same without ordering each fused chain with ``dask.order``.
 """
 
 from __future__ import annotations
@@ -49,7 +53,9 @@ class SharedCallables(pickle.Pickler):
     pickler itself, so no reference cycle: nothing left for the collector.)"""
 
     def __init__(self) -> None:
-        from dask._task_spec import GraphNode
+        from dask._task_spec import GraphNode, _execute_subgraph
+
+        from taskmill.client.dask_subgraph import run_subgraph
 
         self._file = io.BytesIO()
         self._buffers: list[pickle.PickleBuffer] = []
@@ -57,6 +63,8 @@ class SharedCallables(pickle.Pickler):
         self.table: list[Any] = []
         self._index: dict[int, int] = {}
         self._inline = (type, types.BuiltinFunctionType, GraphNode)
+        #: callables replaced in the table by one doing the same, cheaper
+        self._swap = {id(_execute_subgraph): run_subgraph}
 
     def reducer_override(self, obj: Any) -> Any:
         if not callable(obj) or isinstance(obj, self._inline) or obj is _shared:
@@ -66,7 +74,8 @@ class SharedCallables(pickle.Pickler):
             if len(self.table) >= MAX_SHARED:
                 return NotImplemented
             index = self._index[id(obj)] = len(self.table)
-            self.table.append(obj)  # also keeps it alive, so its id stays its own
+            # keeps it alive, so its id stays its own (a swapped one lives in its module)
+            self.table.append(self._swap.get(id(obj), obj))
         return _shared, (index,)
 
     def dumps(self, node: Any) -> bytes | None:
