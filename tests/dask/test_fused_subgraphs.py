@@ -145,3 +145,47 @@ def test_a_missing_key_and_a_cycle_are_named() -> None:
     cycle = {"p": Task("p", abs, TaskRef("q")), "q": Task("q", abs, TaskRef("p"))}
     with pytest.raises(ValueError, match="cycle through key"):
         run_subgraph(cycle, "p", ())
+
+
+def test_a_subgraph_shared_by_a_layer_travels_once_in_the_table() -> None:
+    from dask._expr import FinalizeCompute
+    from dask.base import collections_to_expr
+
+    from taskmill.client.dask_pickling import SharedCallables, load_node
+
+    x = da.ones(100, chunks=1).sum()
+    graph = dict(FinalizeCompute(collections_to_expr([x], True)).optimize().__dask_graph__())
+    leaves = [node for node in graph.values() if not node.dependencies]
+    subgraph = leaves[0].args[0]
+    assert all(leaf.args[0] is subgraph for leaf in leaves)  # dask shares it across the layer
+    pickler = SharedCallables()
+    dumped = [pickler.dumps(leaf) for leaf in leaves]
+    assert sum(entry is subgraph for entry in pickler.table) == 1
+    assert len(dumped[1]) < 0.6 * len(dumped[0])  # the first went inline, the others refer to it
+    table = tuple(pickler.table)
+    for leaf, data in zip(leaves, dumped):
+        assert data is not None
+        loaded = load_node(table, data)
+        assert (loaded.key, loaded.args[1:]) == (leaf.key, leaf.args[1:])
+        assert loaded.args[0].keys() == subgraph.keys()
+        assert loaded.func is run_subgraph
+        assert loaded({}) == leaf({})
+    assert load_node(table, dumped[1]).args[0] is load_node(table, dumped[2]).args[0]
+
+
+def test_a_subgraph_met_once_stays_inline() -> None:
+    from taskmill.client.dask_pickling import SharedCallables
+
+    inner = {"y": Task("y", abs, TaskRef("x"))}
+    pickler = SharedCallables()
+    for i in range(3):  # an equal subgraph, but a new object each time
+        node = Task(("z", i), _execute_subgraph, dict(inner), "y", ("x",), DataNode(None, -i))
+        assert pickler.dumps(node) is not None
+    assert not any(isinstance(entry, dict) for entry in pickler.table)
+
+
+def test_a_shared_subgraph_is_not_changed_by_running_it() -> None:
+    inner = {"b": Task("b", lambda v: v + 1, TaskRef("a")), "c": Task("c", lambda v: v * 2, TaskRef("b"))}
+    before = dict(inner)
+    assert [run_subgraph(inner, "c", ("a",), i) for i in range(3)] == [2, 4, 6]
+    assert inner == before
