@@ -125,7 +125,8 @@ class SharedCallables(pickle.Pickler):
             return NotImplemented
         state = list(task.__getstate__())
         state[self._args_slot] = (_TableEntry(index), *task.args[1:])
-        return copyreg.__newobj__, (type(task),), tuple(state)
+        new = copyreg.__newobj__  # type: ignore[attr-defined]  # missing from typeshed
+        return new, (type(task),), tuple(state)
 
     def dumps(self, node: Any) -> bytes | None:
         """``node`` pickled against the table, or None when it must travel as

@@ -79,7 +79,8 @@ def _inner_order(inner_dsk: Mapping[Hashable, Any], inkeys: tuple[Hashable, ...]
                     stack.append((d, iter(inner_dsk[d].dependencies)))
                     break
                 if not seen:
-                    raise ValueError(f"the fused dask task's subgraph has a cycle through key {d!r}")
+                    raise ValueError(
+                        f"the fused dask task's subgraph has a cycle through key {d!r}")
             else:
                 stack.pop()
                 done[key] = True

@@ -185,7 +185,8 @@ def test_a_subgraph_met_once_stays_inline() -> None:
 
 
 def test_a_shared_subgraph_is_not_changed_by_running_it() -> None:
-    inner = {"b": Task("b", lambda v: v + 1, TaskRef("a")), "c": Task("c", lambda v: v * 2, TaskRef("b"))}
+    inner = {"b": Task("b", lambda v: v + 1, TaskRef("a")),
+             "c": Task("c", lambda v: v * 2, TaskRef("b"))}
     before = dict(inner)
     assert [run_subgraph(inner, "c", ("a",), i) for i in range(3)] == [2, 4, 6]
     assert inner == before
