@@ -40,7 +40,9 @@ worker holding the inputs):
   restrictions (if any) allow W.
 
 At most ``MAX_AHEAD_SCAN`` waiters of a starting task are looked at (a task
-with thousands of dependents is not scanned on every start).
+with thousands of dependents is not scanned on every start), and at most
+``MAX_AHEAD_SCAN`` refused candidates are tried again per freed slot, oldest
+first; one that no longer waits on that worker's inputs is dropped then.
 
 Failure paths (the task machine and stealing keep to them):
 
@@ -127,9 +129,19 @@ class LookAhead:
         return ws
 
     def unblock(self, ws: WorkerRecord) -> list[TaskRecord]:
-        """``ws`` has a free slot again: the candidates it refused, to try again."""
-        blocked = self.blocked.pop(ws, None)
-        return list(blocked) if blocked else []
+        """``ws`` has a free slot again: the oldest ``MAX_AHEAD_SCAN`` candidates
+        it refused, to try again (the others wait for the next free slot, so a
+        freed slot costs O(1) however many wait)."""
+        blocked = self.blocked.get(ws)
+        if not blocked:
+            return []
+        retry = list(islice(blocked, MAX_AHEAD_SCAN))
+        if len(retry) == len(blocked):
+            del self.blocked[ws]
+        else:
+            for ts in retry:
+                del blocked[ts]
+        return retry
 
     def worker_left(self, ws: WorkerRecord) -> None:
         """``ws`` is gone: forget its refused candidates."""
