@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from scheduler_helpers import Sched, erred, finished, join, leave, of, sid, submit, task
 from taskmill.core.scheduler.events import StealTick
-from taskmill.core.scheduler.records import PROCESSING
+from taskmill.core.scheduler.look_ahead import MAX_AHEAD_SCAN
+from taskmill.core.scheduler.records import PROCESSING, TaskRecord
 from taskmill.protocol.vocabulary import (
     CancelKeys,
     ComputeTask,
@@ -167,3 +168,14 @@ def test_an_input_stolen_meanwhile_takes_its_dependent_along() -> None:
     assert "y-1" in s.freed(cmds)["a"]
     assert s.processing()["x-1"] == "b" and s.processing()["y-1"] == "b"
     assert s.state.tasks["y-1"].state == PROCESSING
+
+
+def test_a_freed_slot_retries_a_bounded_number_of_refused_candidates_oldest_first() -> None:
+    s = ahead()
+    look_ahead = s.state.placement.look_ahead
+    ws = s.state.workers["a"]
+    refused = [TaskRecord(f"r-{i}", None, (0,), i) for i in range(MAX_AHEAD_SCAN + 3)]
+    look_ahead.blocked[ws] = dict.fromkeys(refused)
+    assert look_ahead.unblock(ws) == refused[:MAX_AHEAD_SCAN]
+    assert look_ahead.unblock(ws) == refused[MAX_AHEAD_SCAN:]
+    assert ws not in look_ahead.blocked and look_ahead.unblock(ws) == []
