@@ -179,3 +179,16 @@ def test_a_freed_slot_retries_a_bounded_number_of_refused_candidates_oldest_firs
     assert look_ahead.unblock(ws) == refused[:MAX_AHEAD_SCAN]
     assert look_ahead.unblock(ws) == refused[MAX_AHEAD_SCAN:]
     assert ws not in look_ahead.blocked and look_ahead.unblock(ws) == []
+
+
+def test_look_ahead_leaves_free_slots_to_queued_work() -> None:
+    s = Sched("a", look_ahead=True)
+    s(submit([task(f"r-{i}") for i in range(6)] + [task("y-1", "r-0")],
+             wanted=[f"r-{i}" for i in range(6)] + ["y-1"]))
+    assert sorted(s.processing()) == ["r-0", "r-1"]  # the others are queued
+    assert state(s, "y-1") == "waiting" and not s.state.placement.look_ahead.blocked
+    cmds = s(finished("a", "r-1"))
+    assert s.computes(cmds) == {"r-2": "a"}  # the freed slot goes to the queue
+    s(finished("a", "r-0"))
+    assert state(s, "y-1") == "queued"  # behind the roots submitted before it
+    assert not [e for e in s.state.machine.story("y-1") if e[4].startswith("look-ahead")]

@@ -30,8 +30,11 @@ worker holding the inputs):
 * W has a free slot now (``Membership.idle``: alive, open, ``used <
   capacity``), so look-ahead never goes past a worker's slots and a window
   of at most a worker's slots of a chain is in flight; a candidate refused
-  only for want of a slot is remembered (``blocked``) and tried again when W
-  frees one;
+  only for want of a slot is remembered (``blocked``, at most
+  ``MAX_BLOCKED`` per worker) and tried again when W frees one, unless tasks
+  wait in the scheduler's queue: a freed slot goes to queued work first, so
+  look-ahead never competes with it (in a big graph it acts on the tail, once
+  the roots are placed);
 * every input is in memory on W or processing on W (inputs split across
   workers: no look-ahead), and there are at most ``MAX_AHEAD_INPUTS`` of
   them (a wide reduction moves data anyway, and checking it on every
@@ -65,14 +68,17 @@ from __future__ import annotations
 from itertools import islice
 
 from taskmill.core.scheduler.membership import Membership
+from taskmill.core.scheduler.policy import QueueEntry, queue_peek
 from taskmill.core.scheduler.records import MEMORY, PROCESSING, WAITING, TaskRecord, WorkerRecord
 
-__all__ = ["LookAhead", "MAX_AHEAD_INPUTS", "MAX_AHEAD_SCAN", "sent_ahead"]
+__all__ = ["LookAhead", "MAX_AHEAD_INPUTS", "MAX_AHEAD_SCAN", "MAX_BLOCKED", "sent_ahead"]
 
 #: A task with more inputs than this never goes ahead.
 MAX_AHEAD_INPUTS = 4
 #: Waiters of a task starting to process looked at for look-ahead, at most.
 MAX_AHEAD_SCAN = 8
+#: Refused candidates remembered per worker, at most (the oldest is forgotten).
+MAX_BLOCKED = 64
 
 
 def sent_ahead(ts: TaskRecord) -> bool:
@@ -89,8 +95,10 @@ class LookAhead:
     worker -> candidates refused only for want of a free slot there, tried
     again when it frees one (entries die lazily)."""
 
-    def __init__(self, membership: Membership, enabled: bool) -> None:
+    def __init__(self, membership: Membership, queue: list[QueueEntry], enabled: bool) -> None:
         self.membership = membership
+        #: the shared heap of queued tasks (``Placement.queue``)
+        self.queue = queue
         #: the option ``scheduler.look-ahead``
         self.enabled = enabled
         self.blocked: dict[WorkerRecord, dict[TaskRecord, None]] = {}
@@ -110,6 +118,9 @@ class LookAhead:
         ws = next(iter(ts.waiting_on)).processing_on
         if ws is None:
             return None
+        free = ws in self.membership.idle
+        if not free and (not ws.open or queue_peek(self.queue) is not None):
+            return None  # its next free slot goes to queued work
         if ts.restrictions is not None and ws.address not in ts.restrictions:
             return None
         for dts in ts.dependencies:
@@ -118,13 +129,14 @@ class LookAhead:
                     return None
             elif dts.processing_on is not ws:
                 return None
-        if ws not in self.membership.idle:
-            if ws.open:
-                blocked = self.blocked.get(ws)
-                if blocked is None:
-                    self.blocked[ws] = {ts: None}
-                else:
-                    blocked[ts] = None
+        if not free:
+            blocked = self.blocked.get(ws)
+            if blocked is None:
+                self.blocked[ws] = {ts: None}
+            else:
+                if len(blocked) >= MAX_BLOCKED:
+                    del blocked[next(iter(blocked))]
+                blocked[ts] = None
             return None
         return ws
 

@@ -82,10 +82,10 @@ class Placement:
                  look_ahead: bool = True) -> None:
         self.membership = membership
         self.resources = resources
-        #: dependents sent to the worker computing their inputs (``look_ahead``)
-        self.look_ahead = LookAhead(membership, look_ahead)
         #: scheduler-wide heap of queued tasks (unrestricted or allow_other_workers)
         self.queue: list[QueueEntry] = []
+        #: dependents sent to the worker computing their inputs (``look_ahead``)
+        self.look_ahead = LookAhead(membership, self.queue, look_ahead)
         #: address -> strictly restricted tasks allowed there that are queued
         #: or no-worker (so a worker joining at that address finds them)
         self.restricted_waiting: dict[Address, dict[TaskRecord, None]] = {}
