@@ -412,6 +412,7 @@ class TaskMachine:
     def _released_waiting(self, step: Step, ts: TaskRecord, _: Any) -> Made:
         ts.state = WAITING
         waiting_on = ts.waiting_on
+        computing = False  # an input is processing: ``ts`` may go ahead to its worker
         for dts in ts.dependencies:
             waiters = dts.waiters
             if waiters is EMPTY:
@@ -426,9 +427,11 @@ class TaskMachine:
                 elif dts.state == ERRED:
                     assert dts.error is not None
                     step.recs.append((ts, ERRED, _derived_error(dts.error)))
+                elif dts.state == PROCESSING:
+                    computing = True
         if not waiting_on:
             step.ready.append(ts)
-        elif self.placement.look_ahead.enabled:
+        elif computing and self.placement.look_ahead.enabled:
             step.look_ahead([ts])
         return None
 
