@@ -58,9 +58,14 @@ Failure paths (the task machine and stealing keep to them):
 * a look-ahead task never counts as suspicious when its worker dies (it
   cannot have started: its inputs were not reported finished);
 * an input lost from memory on W sends the dependent back to waiting, as
-  for any processing task.
+  for any processing task;
+* a dependent sent ahead may start on W before a cancel or release of it
+  gets there (when its input finishes first); W then drops its result, as
+  for any task already sent to a worker.
 
-Off with the option ``scheduler.look-ahead: false``.
+Cost: O(1) per candidate (at most ``MAX_AHEAD_INPUTS`` inputs looked at);
+a task that starts processing adds at most ``MAX_AHEAD_SCAN`` candidates,
+a freed slot as many.  Off with the option ``scheduler.look-ahead: false``.
 """
 
 from __future__ import annotations
