@@ -143,7 +143,8 @@ class Scheduler(Node):
             allowed_failures = config.read("scheduler.allowed-failures", config_checks.count)
         self.state = SchedulerState(allowed_failures=allowed_failures, validate=validate,
                                     held_keys_grace=timeouts.HELD_GRACE.get(),
-                                    bandwidth=config.read("scheduler.bandwidth", config_checks.size))
+                                    bandwidth=config.read("scheduler.bandwidth", config_checks.size),
+                                    look_ahead=config.read("scheduler.look-ahead", config_checks.boolean))
         if heartbeat_timeout is None:  # seconds of silence after which a worker is removed
             heartbeat_timeout = config.read("scheduler.worker-ttl", config_checks.seconds)
         self.heartbeat_timeout = heartbeat_timeout

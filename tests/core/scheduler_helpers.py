@@ -110,8 +110,12 @@ def of(cmds: Iterable[SchedulerCommand], kind: type[C]) -> list[C]:
 class Sched:
     """A validating SchedulerState plus a log of all commands it produced."""
 
-    def __init__(self, *workers: str | tuple[str, int], allowed_failures: int = 3) -> None:
-        self.state = SchedulerState(allowed_failures=allowed_failures, validate=True)
+    def __init__(self, *workers: str | tuple[str, int], allowed_failures: int = 3,
+                 look_ahead: bool = False) -> None:
+        # look-ahead off by default: these tests follow one round trip per
+        # task; tests/core/test_scheduler_look_ahead.py turns it on
+        self.state = SchedulerState(allowed_failures=allowed_failures, validate=True,
+                                    look_ahead=look_ahead)
         self.log: list[SchedulerCommand] = []
         for w in workers:
             if isinstance(w, tuple):

@@ -37,12 +37,16 @@ Cost: O(log n) per queue operation (lazy deletion: a popped or moved task
 leaves dead entries behind, dropped when they reach the top); ``where``
 looks at the idle workers (at most ``MAX_IDLE_SCAN``) and the holders of the
 task's inputs only.
+
+Look-ahead (a dependent sent to the worker still computing its inputs) is
+decided by ``look_ahead.LookAhead``, kept here as ``look_ahead``.
 """
 
 from __future__ import annotations
 
 import heapq
 
+from taskmill.core.scheduler.look_ahead import LookAhead
 from taskmill.core.scheduler.membership import Membership
 from taskmill.core.scheduler.policy import (
     PULL_SIBLINGS_BYTES,
@@ -74,11 +78,14 @@ class Placement:
     queued or no-worker; no task is queued while a worker it may use has a
     free slot (see the module docstring)."""
 
-    def __init__(self, membership: Membership, resources: ResourceIndex) -> None:
+    def __init__(self, membership: Membership, resources: ResourceIndex,
+                 look_ahead: bool = True) -> None:
         self.membership = membership
         self.resources = resources
         #: scheduler-wide heap of queued tasks (unrestricted or allow_other_workers)
         self.queue: list[QueueEntry] = []
+        #: dependents sent to the worker computing their inputs (``look_ahead``)
+        self.look_ahead = LookAhead(membership, self.queue, look_ahead)
         #: address -> strictly restricted tasks allowed there that are queued
         #: or no-worker (so a worker joining at that address finds them)
         self.restricted_waiting: dict[Address, dict[TaskRecord, None]] = {}
@@ -243,6 +250,7 @@ class Placement:
         ]
         stranded.extend(self.resources.remove_worker(ws, workers))
         ws.restricted_queue.clear()
+        self.look_ahead.worker_left(ws)
         return stranded
 
     def clear_tasks(self) -> None:
@@ -250,5 +258,6 @@ class Placement:
         self.queue.clear()
         self.restricted_waiting.clear()
         self.resources.clear_tasks()
+        self.look_ahead.clear_tasks()
         for ws in self.membership.workers.values():
             ws.restricted_queue.clear()

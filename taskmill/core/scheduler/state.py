@@ -226,17 +226,17 @@ class SchedulerState:
 
     def __init__(self, *, allowed_failures: int = 3, validate: bool = False,
                  stimulus_log_size: int | None = None, held_keys_grace: float = 90.0,
-                 bandwidth: float = DEFAULT_BANDWIDTH) -> None:
+                 bandwidth: float = DEFAULT_BANDWIDTH, look_ahead: bool = True) -> None:
         self.validate_each_event = validate
         #: the events of the last calls of ``handle``, to replay a failure
         self.stimulus_log = StimulusLog(SchedulerState, dict(
             allowed_failures=allowed_failures, stimulus_log_size=stimulus_log_size,
-            held_keys_grace=held_keys_grace, bandwidth=bandwidth),
+            held_keys_grace=held_keys_grace, bandwidth=bandwidth, look_ahead=look_ahead),
             log_size(stimulus_log_size, validate))
         self._record = self.stimulus_log.record
         self.membership = Membership()
         self.resource_index = ResourceIndex()
-        self.placement = Placement(self.membership, self.resource_index)
+        self.placement = Placement(self.membership, self.resource_index, look_ahead)
         self.replicas = Replicas(self.membership)
         self.wants = ClientWants()
         self.machine = TaskMachine(self.membership, self.placement, self.replicas, self.wants,

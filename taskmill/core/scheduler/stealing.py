@@ -48,8 +48,9 @@ inequality fails, thieves have their horizon's worth, or
 ``MAX_REQUESTS_PER_TICK`` requests are out.  Candidates are taken from the
 end of the victim's ``processing`` (the last given, usually the last it
 would start), skipping tasks reported running, seceded, already in flight, moved
-``MAX_MOVES`` times, restricted away from the thief, or needing resources
-not free there; at most ``MAX_SCAN`` candidates per victim per tick.
+``MAX_MOVES`` times, restricted away from the thief, needing resources
+not free there, sent ahead to their inputs' worker, or with a dependent sent
+ahead to theirs (``look_ahead``: moving either would strand the other); at most ``MAX_SCAN`` candidates per victim per tick.
 
 **The handshake.**  The victim may have started the task meanwhile, so the
 scheduler asks (``StealRequest``, with an ``epoch`` like every message on a
@@ -93,6 +94,7 @@ from itertools import count, islice
 from typing import Any
 
 from taskmill.core.scheduler.events import StealTick
+from taskmill.core.scheduler.look_ahead import sent_ahead
 from taskmill.core.scheduler.membership import Membership
 from taskmill.core.scheduler.placement import Placement
 from taskmill.core.scheduler.policy import UNKNOWN_DURATION, queue_peek
@@ -292,7 +294,7 @@ class WorkStealing:
             if n > MAX_SCAN:
                 break
             if (ts.running or not ts.slot_cost or ts in in_flight
-                    or moves.get(ts, 0) >= MAX_MOVES):
+                    or moves.get(ts, 0) >= MAX_MOVES or ts.waiting_on or sent_ahead(ts)):
                 continue
             if (ts.restrictions is not None and not ts.allow_other_workers
                     and thief.address not in ts.restrictions):

@@ -13,6 +13,8 @@ finished:
   cheaper to make than a deque);
 * ``ready``: tasks whose inputs are all in memory, placed in priority order;
 * ``freed``: workers that got a free slot, filled from the queues;
+* ``ahead``: candidates for look-ahead placement (``look_ahead``), looked
+  at after the ready tasks are placed;
 * ``pending_free``: ``FreeKeys`` gathered per worker, flushed at the end (or
   before a ``ComputeTask`` or ``AcquireReplicas`` to that worker, so a free
   never overtakes a compute of the same key);
@@ -72,7 +74,7 @@ class Step:
     """The work of one event (see the module docstring)."""
 
     __slots__ = ("stimulus_id", "story", "cmds", "epoch", "recs", "ready", "freed", "pending_free",
-                 "acquire_batch", "retire_dirty", "forgotten_done")
+                 "acquire_batch", "retire_dirty", "forgotten_done", "ahead")
 
     def __init__(self, stimulus_id: str, story: deque[StoryEntry],
                  cmds: list[SchedulerOutput], epoch: int = 0) -> None:
@@ -90,6 +92,15 @@ class Step:
         self.retire_dirty = False
         #: (rare, made when needed)
         self.forgotten_done: list[Key] | None = None
+        #: candidates for look-ahead placement (made when needed)
+        self.ahead: list[TaskRecord] | None = None
+
+    def look_ahead(self, tasks: list[TaskRecord]) -> None:
+        """Consider ``tasks`` for look-ahead placement after the ready ones."""
+        if self.ahead is None:
+            self.ahead = tasks
+        else:
+            self.ahead.extend(tasks)
 
     def note(self, key: Key, start: str, finish: str, note: str = "") -> None:
         """A story entry caused by this step."""

@@ -34,7 +34,10 @@ One event is processed in phases, driven by ``SchedulerState.handle``:
 3. tasks whose inputs are all in memory were collected on ``Step.ready``;
    they are placed in priority order (``schedule_ready``, asking
    ``Placement.where``), then workers whose slots freed up take queued tasks
-   (``Placement.pop_for``).  Placing a task never makes another one ready;
+   (``Placement.pop_for``), then waiting dependents of the tasks that started
+   may go ahead to their inputs' worker (``_look_ahead``, decided by
+   ``taskmill.core.scheduler.look_ahead``).  Placing a task never makes
+   another one ready;
 4. the ``FreeKeys`` gathered per worker on the step are flushed (a
    ``ComputeTask`` to a worker first flushes that worker's pending frees, so
    a free never overtakes a compute of the same key).
@@ -342,11 +345,14 @@ class TaskMachine:
         address = ws.address
         # Only the tasks it was most likely running count as suspects: the
         # ``nthreads`` it was given first (it runs them in that order, and a
-        # finished one leaves ``processing``).  The rest were only queued there.
-        for rank, ts in enumerate(list(ws.processing)):
-            if expected or rank >= ws.nthreads:
+        # finished one leaves ``processing``).  The rest were only queued there,
+        # and a look-ahead task (inputs not reported finished) cannot have started.
+        rank = 0
+        for ts in list(ws.processing):
+            if expected or rank >= ws.nthreads or ts.waiting_on:
                 self.transition(step, ts, WAITING)
                 continue
+            rank += 1
             ts.suspicious += 1
             ts.deaths += ((address, reason),)
             if ts.suspicious >= self.allowed_failures:
@@ -406,6 +412,7 @@ class TaskMachine:
     def _released_waiting(self, step: Step, ts: TaskRecord, _: Any) -> Made:
         ts.state = WAITING
         waiting_on = ts.waiting_on
+        computing = False  # an input is processing: ``ts`` may go ahead to its worker
         for dts in ts.dependencies:
             waiters = dts.waiters
             if waiters is EMPTY:
@@ -420,8 +427,12 @@ class TaskMachine:
                 elif dts.state == ERRED:
                     assert dts.error is not None
                     step.recs.append((ts, ERRED, _derived_error(dts.error)))
+                elif dts.state == PROCESSING:
+                    computing = True
         if not waiting_on:
             step.ready.append(ts)
+        elif computing and self.placement.look_ahead.enabled:
+            step.look_ahead([ts])
         return None
 
     def _start(self, step: Step, ts: TaskRecord, ws: WorkerRecord) -> Made:
@@ -430,6 +441,8 @@ class TaskMachine:
             self.placement.unindex(ts)
         ts.state = PROCESSING
         self.membership.assign(ts, ws, slot_cost(self.placement.durations.get(ts.prefix)))
+        if ts.waiters and self.placement.look_ahead.enabled:
+            step.look_ahead(self.placement.look_ahead.candidates(ts))
         if ws in step.pending_free:
             step.flush_frees(ws)
         spec = ts.run_spec
@@ -482,6 +495,9 @@ class TaskMachine:
         if state == PROCESSING:
             ws = self.membership.unassign(step, ts)
             step.free(ws, ts.key)  # also drops the worker's record of a failure
+            for dts in ts.waiters:  # dependents sent ahead to ``ws`` wait again
+                if dts.state == PROCESSING:
+                    step.recs.append((dts, WAITING, None))
         elif state == NO_WORKER or state == QUEUED:
             self.placement.unindex(ts)
         self._leave_active(step, ts)
@@ -603,10 +619,31 @@ class TaskMachine:
             ready.clear()
         freed = step.freed
         if freed:
+            look_ahead = self.placement.look_ahead
             for ws in freed:
                 if ws.alive:
                     self._fill(step, ws)
+                    if ws in look_ahead.blocked and ws.used < ws.capacity:
+                        step.look_ahead(look_ahead.unblock(ws))
             freed.clear()
+        if step.ahead:
+            self._look_ahead(step, step.ahead)
+
+    def _look_ahead(self, step: Step, candidates: list[TaskRecord]) -> None:
+        """Send the candidates that may go ahead to the worker computing
+        their inputs (the list grows as they start: a chain goes ahead link
+        by link while that worker has free slots)."""
+        eligible = self.placement.look_ahead.eligible
+        i = 0
+        while i < len(candidates):
+            ts = candidates[i]
+            i += 1
+            ws = eligible(ts)
+            if ws is not None:
+                step.note(ts.key, WAITING, WAITING, f"look-ahead on {ws.address}: inputs "
+                          + ", ".join(repr(d.key) for d in ts.waiting_on) + " processing there")
+                self.transition(step, ts, PROCESSING, ws)
+        candidates.clear()
 
     def _schedule(self, step: Step, ts: TaskRecord) -> None:
         where = self.placement.where(ts)

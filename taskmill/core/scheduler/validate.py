@@ -91,8 +91,11 @@ def _check_task(m: TaskMachine, ts: TaskRecord, queued_live: set[TaskRecord],
         pws = ts.processing_on
         if pws is None or m.membership.workers.get(pws.address) is not pws or ts not in pws.processing:
             _fail(m, ts, "processing on no live worker")
-        if ts.waiting_on:
-            _fail(m, ts, "processing with inputs not in memory")
+        for dts in ts.waiting_on:  # a look-ahead task: its inputs are computed there
+            if dts.processing_on is not pws:
+                _fail(m, ts, f"processing with input {dts.key!r} neither in memory nor processing there")
+        if ts.waiting_on and (ts.running or ts.resources is not None):
+            _fail(m, ts, "a look-ahead task (inputs still processing) is running or holds resources")
     elif ts.processing_on is not None:
         _fail(m, ts, "processing_on set outside processing")
     if ts.running and s != PROCESSING:
@@ -240,7 +243,7 @@ def validate_step(step: Step) -> None:
     """Raise AssertionError if ``step`` (its event settled) left work undone:
     dropping it would lose that work."""
     if (step.recs or step.ready or step.freed or step.pending_free or step.acquire_batch
-            or step.retire_dirty):
+            or step.retire_dirty or step.ahead):
         raise AssertionError(f"event {step.stimulus_id!r} left work undone: recs={len(step.recs)} "
                              f"ready={len(step.ready)} freed={len(step.freed)} "
                              f"frees={len(step.pending_free)} copies={len(step.acquire_batch or ())} "

@@ -433,7 +433,7 @@ class WorkerState(SecessionHandlers, StealHandlers, RunningCalls):
             assert dts.previous is not None
             self._set_state(dts, dts.previous)  # wanted again: keep going
             self._fq.add_holders(dts, holders)
-        elif st == ERROR:  # a stale local failure: the key exists elsewhere now
+        elif st == ERROR and holders:  # stale local failure (no holders: look-ahead, wait for a free)
             dts.assigned = dts.held = False
             dts.priority = priority
             self._fq.add_holders(dts, holders)
