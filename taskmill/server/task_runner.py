@@ -7,9 +7,10 @@ reaches the loop with one ``call_soon_threadsafe``.  Outcomes of tasks
 submitted before ``discard_all`` (the worker started afresh) are dropped.
 
 The pool is ``nthreads`` daemon threads reading calls from one
-``SimpleQueue``, started together at the first call.  It has no per-call
-``concurrent.futures.Future`` or idle-thread bookkeeping: handing a call
-to a thread is one ``put``.  ``shutdown`` drops the calls not yet started
+:class:`~taskmill.server.handoff.HandOff` queue, started together at the
+first call.  It has no per-call ``concurrent.futures.Future`` or idle-thread
+bookkeeping: handing a call to a thread is one ``put``, which wakes the
+thread without holding the GIL (see that module).  ``shutdown`` drops the calls not yet started
 and lets each thread end after its current call.
 
 Leaving the count.  Each thread has a
@@ -44,7 +45,6 @@ less), and the loop drops an abandoned call's outcome if it arrives anyway.
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
 import time
 import traceback
@@ -55,6 +55,7 @@ from taskmill.core.taskref import substitute_refs
 from taskmill.errors import RemoteTaskError
 from taskmill.protocol import Serialized, serialize
 from taskmill.protocol.messages import INLINE_LIMIT
+from taskmill.server.handoff import HandOff
 from taskmill.server.sizeof import sizeof
 from taskmill.server.task_context import TaskThread, enter_pool
 
@@ -113,7 +114,7 @@ class TaskRunner:
         self._loop: asyncio.AbstractEventLoop | None = None
         #: key -> the event its thread waits on in ``rejoin``
         self._rejoining: dict[str, threading.Event] = {}
-        self._calls: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
+        self._calls: HandOff[Call | None] = HandOff()
         #: key -> its call, from ``submit`` until the loop takes its outcome
         self._active: dict[str, Call] = {}
         self._functions: dict[str, Callable[..., Any]] = {}
@@ -165,11 +166,7 @@ class TaskRunner:
         """Drop the calls not started; each thread ends after its current call."""
         self._closed = True
         self.discard_all()
-        try:
-            while True:
-                self._calls.get_nowait()
-        except queue.Empty:
-            pass
+        self._calls.drain()
         for _ in self.threads:
             self._calls.put(_STOP)
 
