@@ -432,30 +432,23 @@ class Worker(Node):
             return
         if watching:
             self.plugins.transitions_handled(self.state.story_log, mark)
-        # The messages go out together, in their order, in one write, after
-        # the other commands and before the calls are handed to the task
-        # threads: a hand-off lets the task thread take the GIL at once
-        # (taskmill.server.handoff), and a long call would then hold this
-        # thread's report of the last one up to the switch interval.  While
+        # The commands run first and the messages go out together after them,
+        # in their order: a task thread starts on its next call (Execute) while
+        # this thread writes the report of the last one, in one write.  While
         # calls still run here, more reports follow soon: these wait for them
         # (up to REPORT_HOLD), so a map's reports leave in batches.  Not while
         # a call here has seceded: it waits, likely for these very reports
         # (a recursion), and each level would wait the hold.
         outgoing: list[Message] = []
-        executes: list[ev.Execute] = []
         for cmd in commands:
             if isinstance(cmd, Message):
                 outgoing.append(self._outgoing(cmd))
-            elif isinstance(cmd, ev.Execute):
-                executes.append(cmd)
             else:
                 self._dispatch(cmd)
         if outgoing:
             state = self.state
             hold = REPORT_HOLD if state.executing and not state.seceded else 0.0
             self._send(*outgoing, hold=hold)
-        for execute in executes:
-            self._execute(execute)
 
     def _outgoing(self, msg: Message) -> Message:
         """A message to the scheduler as it leaves: a task's report carries the
@@ -468,6 +461,8 @@ class Worker(Node):
 
     def _dispatch(self, cmd: ev.WorkerCommand) -> None:
         match cmd:
+            case ev.Execute():
+                self._execute(cmd)
             case ev.Fetch():
                 self.spawn(self._fetch(cmd.peer, cmd.keys), "fetch")
             case ev.DeleteData():
