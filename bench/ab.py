@@ -1,15 +1,22 @@
 """Two taskmill checkouts side by side: is a change faster?
 
-``python bench/ab.py OLD_DIR NEW_DIR [--workload roundtrip|map|chain]``
+``python bench/ab.py OLD_DIR NEW_DIR [--workload roundtrip|map|chain|fib]``
 starts one long-lived process per checkout (each runs its own code: the
 checkout is its working directory and ``PYTHONPATH``, which its worker
-processes inherit), each with a 2-worker, 1-thread local cluster, and then
+processes inherit), each with a 2-worker, 1-thread local cluster (``fib``:
+1 worker, 1 thread, as in ``bench/run.py``), and then
 alternates blocks of the workload between them (ABBA order).  Both clusters
 stay up the whole time, so machine noise hits both alike.  It reports each
 side's median and, per block, the ratio NEW/OLD: the median of those paired
 ratios and in how many blocks NEW was lower; the same for the CPU time per
 call or task of each side's processes (its own and its workers', user +
-system), which a loaded machine moves less than wall time.  On this shared machine a
+system), which a loaded machine moves less than wall time.
+
+``fib`` is ``bench/run.py``'s pure fib(20) (a task per call, each submitting
+its children through ``get_client()``, seceding while it gathers them and
+rejoining), one recursion per block on one long-lived cluster: the function
+(defined in the child, so both checkouts run the same code) takes a salt, new
+each block, so no block reuses an earlier block's results.  On this shared machine a
 change of a few percent shows in the paired ratio long before it shows in
 absolute medians.
 
@@ -31,10 +38,22 @@ import json, sys, time
 import psutil
 from taskmill import Executor
 from bench import tasks
+from taskmill import get_client, rejoin, secede
+def fib(n, salt):
+    if n < 2:
+        return n
+    c = get_client()
+    a = c.submit(fib, n - 1, salt)
+    b = c.submit(fib, n - 2, salt)
+    secede()
+    x, y = c.gather([a, b])
+    rejoin()
+    return x + y
 workload = sys.argv[1]
-e = Executor(n_workers=2, threads_per_worker=1)
+e = Executor(n_workers=1 if workload == "fib" else 2, threads_per_worker=1)
 for i in range(50):
     e.submit(tasks.inc, 10**6 + i).result()
+assert e.submit(fib, 6, -1).result() == 8  # warm-up: the worker's client, the code paths
 time.sleep(2)  # let the workers' background imports finish
 me = psutil.Process()
 processes = [me, *me.children(recursive=True)]
@@ -55,6 +74,11 @@ for line in sys.stdin:
         t = time.perf_counter()
         e.gather(e.map(tasks.inc, range(base, base + n)))
         samples.append(time.perf_counter() - t)
+    elif workload == "fib":  # n recursions of fib(20), 21 tasks each
+        for i in range(n):
+            t = time.perf_counter()
+            assert e.submit(fib, 20, base + i).result() == 6765
+            samples.append(time.perf_counter() - t)
     else:  # chain
         t = time.perf_counter()
         f = e.submit(tasks.inc, base)
@@ -69,7 +93,7 @@ e.close()
 """
 
 #: calls per block: many short calls, or one longer batch
-PER_BLOCK = {"roundtrip": 200, "map": 5000, "chain": 2000}
+PER_BLOCK = {"roundtrip": 200, "map": 5000, "chain": 2000, "fib": 5}
 
 
 def start(checkout: str, workload: str) -> subprocess.Popen[str]:
@@ -121,12 +145,14 @@ def main(argv: list[str] | None = None) -> None:
             assert proc.stdin is not None
             proc.stdin.close()
             proc.wait(60)
-    per_call = args.workload == "roundtrip"
-    unit = "ms per call" if per_call else f"ms per block of {per} tasks"
+    per_call = args.workload in ("roundtrip", "fib")
+    unit = {"roundtrip": "ms per call", "fib": "ms per fib(20) recursion (21 tasks)"}.get(
+        args.workload, f"ms per block of {per} tasks")
     print(f"{args.workload}: {args.blocks} blocks, {time.monotonic() - began:.0f} s")
     for name, path in sides.items():
         print(f"  {name}: {path}: median {statistics.median(samples[name]) * 1e3:.3f} {unit}, "
-              f"CPU {statistics.median(cpus[name]) * 1e6:.0f} us per {'call' if per_call else 'task'}")
+              f"CPU {statistics.median(cpus[name]) * 1e6:.0f} us per "
+              f"{'recursion' if args.workload == 'fib' else 'call' if per_call else 'task'}")
     for what, series in (("wall", medians), ("CPU", cpus)):
         ratios = [n / o for n, o in zip(series["new"], series["old"])]
         lower = sum(r < 1 for r in ratios)

@@ -3,13 +3,16 @@
 The thread does the per-task work that can leave the event loop: loading
 the (cached) function, unpickling the arguments, putting dependency values
 in place of their TaskRefs, calling, and describing a failure.  The outcome
-reaches the loop with one ``call_soon_threadsafe``.  Outcomes of tasks
+reaches the loop through a :class:`~taskmill.server.handoff.LoopInbox` (one
+pipe write, with the GIL released), as do ``secede()`` and ``rejoin()``
+notices, in the order the threads posted them.  Outcomes of tasks
 submitted before ``discard_all`` (the worker started afresh) are dropped.
 
 The pool is ``nthreads`` daemon threads reading calls from one
-``SimpleQueue``, started together at the first call.  It has no per-call
-``concurrent.futures.Future`` or idle-thread bookkeeping: handing a call
-to a thread is one ``put``.  ``shutdown`` drops the calls not yet started
+:class:`~taskmill.server.handoff.HandOff` queue, started together at the
+first call.  It has no per-call ``concurrent.futures.Future`` or idle-thread
+bookkeeping: handing a call to a thread is one ``put``, which wakes the
+thread without holding the GIL (see that module).  ``shutdown`` drops the calls not yet started
 and lets each thread end after its current call.
 
 Leaving the count.  Each thread has a
@@ -44,7 +47,6 @@ less), and the loop drops an abandoned call's outcome if it arrives anyway.
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
 import time
 import traceback
@@ -55,6 +57,7 @@ from taskmill.core.taskref import substitute_refs
 from taskmill.errors import RemoteTaskError
 from taskmill.protocol import Serialized, serialize
 from taskmill.protocol.messages import INLINE_LIMIT
+from taskmill.server.handoff import HandOff, LoopInbox
 from taskmill.server.sizeof import sizeof
 from taskmill.server.task_context import TaskThread, enter_pool
 
@@ -71,13 +74,13 @@ _SPENT_ARGS = serialize(((), {}))  # a finished call's arguments
 class Call:
     """One task call, from ``submit`` until its outcome is delivered."""
 
-    __slots__ = ("loop", "generation", "key", "func_token", "func", "args", "inputs", "report_value",
+    __slots__ = ("inbox", "generation", "key", "func_token", "func", "args", "inputs", "report_value",
                  "thread", "finished", "abandoned")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, generation: int, key: str, func_token: str,
+    def __init__(self, inbox: LoopInbox, generation: int, key: str, func_token: str,
                  func: Serialized | None, args: Serialized, inputs: dict[str, Any],
                  report_value: bool) -> None:
-        self.loop = loop
+        self.inbox = inbox
         self.generation = generation
         self.key = key
         self.func_token = func_token
@@ -110,10 +113,11 @@ class TaskRunner:
         self.generation = 0
         #: the threads alive now (serving the queue, or ending a seceded or abandoned call)
         self.threads: list[threading.Thread] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
+        #: the loop's inbox for outcomes and notices, made at the first call
+        self._inbox: LoopInbox | None = None
         #: key -> the event its thread waits on in ``rejoin``
         self._rejoining: dict[str, threading.Event] = {}
-        self._calls: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
+        self._calls: HandOff[Call | None] = HandOff()
         #: key -> its call, from ``submit`` until the loop takes its outcome
         self._active: dict[str, Call] = {}
         self._functions: dict[str, Callable[..., Any]] = {}
@@ -131,13 +135,13 @@ class TaskRunner:
         also handed back serialized (see ``small_result``)."""
         if self._closed:
             raise RuntimeError("the task runner is shut down")
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
+        if self._inbox is None:
+            self._inbox = LoopInbox(asyncio.get_running_loop())
             for _ in range(self.nthreads):
                 self._start_thread()
         if func is not None:
             self._payloads[func_token] = func
-        call = Call(self._loop, self.generation, key, func_token, func, args, inputs, report_value)
+        call = Call(self._inbox, self.generation, key, func_token, func, args, inputs, report_value)
         self._active[key] = call
         self._calls.put(call)
 
@@ -162,14 +166,12 @@ class TaskRunner:
         self._release_rejoiners()
 
     def shutdown(self) -> None:
-        """Drop the calls not started; each thread ends after its current call."""
+        """(On the loop.)  Drop the calls not started; each thread ends after its current call."""
         self._closed = True
+        if self._inbox is not None:
+            self._inbox.close()
         self.discard_all()
-        try:
-            while True:
-                self._calls.get_nowait()
-        except queue.Empty:
-            pass
+        self._calls.drain()
         for _ in self.threads:
             self._calls.put(_STOP)
 
@@ -224,9 +226,9 @@ class TaskRunner:
             granted.set()
 
     def _post(self, callback: Callable[[str], None], key: str) -> None:
-        assert self._loop is not None
+        assert self._inbox is not None
         try:
-            self._loop.call_soon_threadsafe(callback, key)
+            self._inbox.post(callback, key)
         except RuntimeError:  # the loop closed: the worker is gone
             self._release_rejoiners()
 
@@ -303,7 +305,7 @@ class TaskRunner:
         if call.generation != self.generation or call.abandoned:
             return
         try:
-            call.loop.call_soon_threadsafe(self._deliver, call, ok, value, tb, start, stop, small)
+            call.inbox.post(self._deliver, call, ok, value, tb, start, stop, small)
         except RuntimeError:  # loop closed while the task ran
             pass
 
