@@ -47,6 +47,17 @@ def seconds(value: Any) -> float:
     return result
 
 
+def delay(value: Any) -> float:
+    """A delay in seconds >= 0 (a number, or a string of one; 0: at once)."""
+    try:
+        result = _number(value)
+    except ValueError:
+        result = -1.0
+    if not result >= 0:
+        raise ValueError("give a number of seconds >= 0 (0: at once)")
+    return result
+
+
 def duration(value: Any) -> float | None:
     """A duration ("90s", "5m", "1h" or seconds) >= 0; ``off``/``false``/None give None (never)."""
     if value is None or value is False or (isinstance(value, str) and value.strip().lower() in _OFF):

@@ -30,3 +30,15 @@ def test_duration_options(value: object, seconds: float | None) -> None:
 def test_bad_duration_options(value: object) -> None:
     with pytest.raises(ValueError, match="90s"):
         config_checks.duration(value)
+
+
+@pytest.mark.parametrize("value, seconds", [(0, 0.0), ("0", 0.0), (1, 1.0), ("0.25", 0.25)])
+def test_delays_may_be_zero(value: object, seconds: float) -> None:
+    """A delay of 0 means at once (``worker.warmup-delay``); a duration check would refuse it."""
+    assert config_checks.delay(value) == seconds
+
+
+@pytest.mark.parametrize("value", [-1, "soon", True, None])
+def test_bad_delays_say_what_is_expected(value: object) -> None:
+    with pytest.raises(ValueError, match=r"seconds >= 0 \(0: at once\)"):
+        config_checks.delay(value)

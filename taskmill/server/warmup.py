@@ -59,7 +59,7 @@ _IMPORTING_FUNCTIONS = {("cloudpickle.cloudpickle", "subimport"),
 
 def warmup_delay() -> float:
     """Seconds from registration to the start of the warm-up (option ``worker.warmup-delay``)."""
-    return config.read("worker.warmup-delay", config_checks.seconds)
+    return config.read("worker.warmup-delay", config_checks.delay)
 
 
 def modules_to_preload() -> list[str]:

@@ -110,11 +110,11 @@ def test_first_scatter_of_an_array_in_fresh_workers() -> None:
 def test_a_bad_warmup_option_stops_the_worker_process_before_it_registers() -> None:
     """Read at start, not after registering: a worker that took tasks and then
     died on its options would be retried until its tasks erred KilledWorker."""
-    env = {**os.environ, "TASKMILL_WORKER__WARMUP_DELAY": "0"}
+    env = {**os.environ, "TASKMILL_WORKER__WARMUP_DELAY": "soon"}
     # port 9 (discard) has no scheduler: a worker that got as far as connecting would retry
     proc = subprocess.run([sys.executable, "-m", "taskmill.server.worker_process", "--scheduler",
                            "tcp://127.0.0.1:9", "--nthreads", "1"], env=env,
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1
-    assert "option worker.warmup-delay = 0 from the environment variable" in proc.stderr
-    assert "give a number of seconds > 0" in proc.stderr
+    assert "option worker.warmup-delay = 'soon' from the environment variable" in proc.stderr
+    assert "give a number of seconds >= 0 (0: at once)" in proc.stderr
