@@ -94,3 +94,28 @@ def test_prefixes_are_one_string_per_name() -> None:
     assert key_prefix("('sum-4f', 3)") is key_prefix("('sum-4f', 4)") == "sum"
     whole = "nodash"
     assert key_prefix(whole) is whole
+
+
+def test_the_inputs_of_a_reduction_share_its_one_entry_dependents_map() -> None:
+    s = Sched(("w1", 4))
+    s(submit([task("x-1"), task("x-2"), task("y-1", "x-1", "x-2")], ["y-1"]))
+    x1, x2, y1 = (s.state.tasks[k] for k in ("x-1", "x-2", "y-1"))
+    assert x1.dependents == {y1: None} and x1.dependents is x2.dependents is y1.alone
+    s(submit([task("z-1", "x-1")], ["z-1"]))  # a second dependent: x-1 gets a map of its own
+    z1 = s.state.tasks["z-1"]
+    assert type(x1.dependents) is dict and x1.dependents == {y1: None, z1: None}
+    assert x2.dependents is y1.alone == {y1: None}  # the shared map did not change
+    for key in ("x-1", "x-2", "y-1", "z-1"):
+        s(finished("w1", key))
+    s(ReleaseKeys(sid(), "c1", ("y-1",)))  # y-1 forgotten: unlinked from both inputs
+    assert "y-1" not in s.state.tasks and "x-2" not in s.state.tasks
+    assert x1.dependents == {z1: None}
+    s(ReleaseKeys(sid(), "c1", ("z-1",)))
+    assert s.state.tasks == {}
+
+
+def test_priority_and_seq_are_read_from_the_sort_key() -> None:
+    s = Sched()
+    s(submit([task("inc-1"), task("inc-2")], ["inc-1", "inc-2"]))
+    a, b = s.state.tasks["inc-1"], s.state.tasks["inc-2"]
+    assert a.sort_key == (a.priority, a.seq) and b.seq == a.seq + 1

@@ -61,7 +61,7 @@ def test_released_lineage_without_dependents_is_caught() -> None:
     s = chain_waiting()
     s(finished("tcp://a", "x-1"), finished("tcp://a", "y-1"))
     assert s.state.task_state("x-1") == "released"
-    s.state.tasks["x-1"].dependents.clear()
+    s.state.tasks["x-1"].dependents = {}
     s.state.tasks["y-1"].dependencies.clear()
     broken(s, r"task 'x-1' \(released\): released without dependents \(should be forgotten\)")
 

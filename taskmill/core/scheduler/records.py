@@ -28,11 +28,15 @@ every read works on ``EMPTY`` as on an empty dict, and so do ``pop(x,
 None)``, ``del`` (of a missing key: KeyError) and ``clear()``; putting
 something in it raises TypeError, so a writer must replace it first
 (``if m is EMPTY: m = ts.x = {}``).  Likewise a task held by one worker
-shares that worker's one-entry ``who_has`` map (``WorkerRecord.alone``), and
-a task wanted by one client that client's one-entry ``who_wants`` map for
-the report it got (``ClientRecord.alone``), both :class:`Frozen` dicts that
-their writers (``TaskMachine.add_replica``/``remove_replica``,
-``ClientWants``) replace, never change.  The task's definition is kept as a
+shares that worker's one-entry ``who_has`` map (``WorkerRecord.alone``),
+a task with one dependent that dependent's one-entry ``dependents`` map
+(``TaskRecord.alone``: the leaves of a reduction, every link of a chain),
+and a task wanted by one client that client's one-entry ``who_wants`` map
+for the report it got (``ClientRecord.alone``), all :class:`Frozen` dicts
+that their writers (``TaskMachine.add_replica``/``remove_replica``,
+:func:`link_dependent`/:func:`unlink_dependent`, ``ClientWants``) replace,
+never change.  A task's ``priority`` and ``seq`` are read from its
+``sort_key``, which holds them anyway.  The task's definition is kept as a
 :class:`RunSpec` (the function's token, shared, and the arguments' frames),
 not as the decoded ``TaskSpec`` with its wire objects; prefixes and tokens
 are interned, one string for all the tasks that share them.
@@ -119,8 +123,8 @@ MAX_PREFIXES = 10_000
 
 class Frozen(dict[Any, Any]):
     """A dict nothing can be put in, changed or taken out of: the shared
-    :data:`EMPTY`, and the one-entry ``who_wants`` maps a client's records
-    share (``ClientRecord.alone``).  What would change nothing works as on
+    :data:`EMPTY`, and the one-entry maps records share (``who_has``,
+    ``dependents``, ``who_wants``: see the module docstring).  What would change nothing works as on
     a dict: ``pop(k, default)`` and ``del`` of a missing key, ``clear()``
     of an empty one."""
 
@@ -216,8 +220,6 @@ class TaskRecord:
         "key",
         "prefix",
         "run_spec",
-        "priority",
-        "seq",
         "sort_key",
         "retries",
         "restrictions",
@@ -240,6 +242,7 @@ class TaskRecord:
         "suspicious",
         "deaths",
         "acquiring_on",
+        "alone",
     )
 
     def __init__(
@@ -256,10 +259,8 @@ class TaskRecord:
         self.key = key
         self.prefix = key_prefix(key)
         self.run_spec = run_spec
-        self.priority = priority
-        self.seq = seq
         #: Queue order: user/graph priority first (lower runs first), then
-        #: submission order.
+        #: submission order (``seq``).
         self.sort_key: tuple[Priority, int] = (priority, seq)
         self.retries = retries
         self.restrictions = restrictions
@@ -292,9 +293,46 @@ class TaskRecord:
         self.deaths: tuple[tuple[Address, str], ...] = ()
         #: workers told to fetch a copy (``AcquireReplicas``) that have not got it yet
         self.acquiring_on: dict[WorkerRecord, None] = EMPTY
+        #: the ``dependents`` of every input of this task that has no other
+        #: dependent (shared, see the module docstring; made on first use)
+        self.alone: dict[TaskRecord, None] | None = None
+
+    @property
+    def priority(self) -> Priority:
+        """The priority it was submitted with (lower runs first)."""
+        return self.sort_key[0]
+
+    @property
+    def seq(self) -> int:
+        """Its place in submission order (the tie-break after ``priority``)."""
+        return self.sort_key[1]
 
     def __repr__(self) -> str:
         return f"<TaskRecord {self.key!r} {self.state}>"
+
+
+def link_dependent(dts: TaskRecord, ts: TaskRecord) -> None:
+    """``ts`` depends on ``dts``: put it in ``dts.dependents`` (a first
+    dependent's map is the one ``ts`` shares with all its lone inputs)."""
+    dependents = dts.dependents
+    if type(dependents) is dict:
+        dependents[ts] = None
+    elif not dependents:
+        alone = ts.alone
+        if alone is None:
+            alone = ts.alone = Frozen({ts: None})
+        dts.dependents = alone
+    elif ts not in dependents:  # another task's shared map: a dict of its own from now on
+        dts.dependents = {**dependents, ts: None}
+
+
+def unlink_dependent(dts: TaskRecord, ts: TaskRecord) -> None:
+    """``ts`` no longer depends on ``dts``: take it out of ``dts.dependents``."""
+    dependents = dts.dependents
+    if type(dependents) is dict:
+        dependents.pop(ts, None)
+    elif ts in dependents:  # its shared map
+        dts.dependents = EMPTY
 
 
 class WorkerRecord:

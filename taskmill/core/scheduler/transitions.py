@@ -85,6 +85,7 @@ from taskmill.core.scheduler.records import (
     RunSpec,
     TaskRecord,
     WorkerRecord,
+    unlink_dependent,
 )
 from taskmill.core.scheduler.replicas import Replicas
 from taskmill.core.scheduler.step import CHECK, Made, Step, StoryEntry
@@ -263,13 +264,13 @@ class TaskMachine:
     def redefine(self, step: Step, ts: TaskRecord, spec: TaskSpec | None) -> None:
         """Give a released task (that had erred) a new definition."""
         for dts in ts.dependencies:
-            dts.dependents.pop(ts, None)
+            unlink_dependent(dts, ts)
             step.recs.append((dts, CHECK, None))
         ts.dependencies = EMPTY
         self._seq += 1
-        ts.seq = self._seq
         ts.suspicious = 0
         ts.deaths = ()
+        priority = ts.priority
         if spec is None:
             ts.run_spec = None
             ts.restrictions = None
@@ -277,12 +278,12 @@ class TaskMachine:
             ts.resources = None
         else:
             ts.run_spec = RunSpec(spec)
-            ts.priority = spec.priority
+            priority = spec.priority
             ts.retries = spec.retries
             ts.restrictions = restriction(spec.workers)
             ts.allow_other_workers = spec.allow_other_workers
             ts.resources = resource_spec(spec.resources)
-        ts.sort_key = (ts.priority, ts.seq)
+        ts.sort_key = (priority, self._seq)
         self.wants.renew(ts)
 
     def add_replica(self, step: Step, ts: TaskRecord, ws: WorkerRecord) -> None:
@@ -592,7 +593,7 @@ class TaskMachine:
         del self.tasks[ts.key]
         recs = step.recs
         for dts in ts.dependencies:
-            dts.dependents.pop(ts, None)
+            unlink_dependent(dts, ts)
             dts.waiters.pop(ts, None)
             recs.append((dts, CHECK, None))
         for dts in ts.dependents:  # only on a forced forget (cancel)
