@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from taskmill.core.scheduler.records import EMPTY, Frozen, RunSpec, key_prefix
+from taskmill.core.scheduler.records import EMPTY, Frozen, RunSpec, key_prefix, sort_key
 from taskmill.protocol.serialize import Serialized
 from taskmill.protocol.vocabulary import ComputeTask, ReleaseKeys, TaskSpec, WantKeys
 
@@ -114,8 +114,14 @@ def test_the_inputs_of_a_reduction_share_its_one_entry_dependents_map() -> None:
     assert s.state.tasks == {}
 
 
-def test_priority_and_seq_are_read_from_the_sort_key() -> None:
+def test_the_flat_sort_key_orders_as_priority_then_seq_and_gives_both_back() -> None:
     s = Sched()
-    s(submit([task("inc-1"), task("inc-2")], ["inc-1", "inc-2"]))
-    a, b = s.state.tasks["inc-1"], s.state.tasks["inc-2"]
-    assert a.sort_key == (a.priority, a.seq) and b.seq == a.seq + 1
+    s(submit([task("inc-1", priority=(0, 1, 5)), task("inc-2", priority=(0,)),
+              task("inc-3", priority=(0, 1, 5)), task("inc-4", priority=(-1, 9))],
+             ["inc-1", "inc-2", "inc-3", "inc-4"]))
+    a, b, c, d = (s.state.tasks[f"inc-{i}"] for i in range(1, 5))
+    assert (a.priority, b.priority, d.priority) == ((0, 1, 5), (0,), (-1, 9))
+    assert (b.seq, c.seq) == (a.seq + 1, a.seq + 2)
+    nested = sorted([a, b, c, d], key=lambda ts: (ts.priority, ts.seq))
+    assert sorted([a, b, c, d], key=lambda ts: ts.sort_key) == nested == [d, b, a, c]
+    assert sort_key((0, 1), 7) < sort_key((0, 1, -5), 1) < sort_key((0, 2), 0)

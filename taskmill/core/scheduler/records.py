@@ -36,7 +36,7 @@ for the report it got (``ClientRecord.alone``), all :class:`Frozen` dicts
 that their writers (``TaskMachine.add_replica``/``remove_replica``,
 :func:`link_dependent`/:func:`unlink_dependent`, ``ClientWants``) replace,
 never change.  A task's ``priority`` and ``seq`` are read from its
-``sort_key``, which holds them anyway.  The task's definition is kept as a
+``sort_key``, one flat tuple that holds them (see :func:`sort_key`).  The task's definition is kept as a
 :class:`RunSpec` (the function's token, shared, and the arguments' frames),
 not as the decoded ``TaskSpec`` with its wire objects; prefixes and tokens
 are interned, one string for all the tasks that share them.
@@ -185,6 +185,21 @@ class RunSpec:
         return f"<RunSpec {self.func_token!r}{' actor' if self.actor else ''}>"
 
 
+#: A task's queue order: its priority's items, :data:`END_OF_PRIORITY`, its ``seq``.
+SortKey = tuple[float, ...]
+#: Ends a priority in a :data:`SortKey`: below every item, so a priority that
+#: is a prefix of another sorts first, as tuples do.
+END_OF_PRIORITY = float("-inf")
+
+
+def sort_key(priority: Priority, seq: int) -> SortKey:
+    """The queue order of a task submitted ``seq``-th with ``priority``:
+    lower runs first, by priority, then by submission.  Flat (one tuple,
+    not ``(priority, seq)``): it orders the same, costs 40 bytes less per
+    task, and a comparison in a long queue's heap follows one pointer less."""
+    return (*priority, END_OF_PRIORITY, seq)
+
+
 def key_prefix(key: Key) -> str:
     """The task-name prefix used for duration estimates: the key up to its
     last ``'-'`` (``"inc-4f2a"`` -> ``"inc"``), or the whole key.  A dask
@@ -260,8 +275,8 @@ class TaskRecord:
         self.prefix = key_prefix(key)
         self.run_spec = run_spec
         #: Queue order: user/graph priority first (lower runs first), then
-        #: submission order (``seq``).
-        self.sort_key: tuple[Priority, int] = (priority, seq)
+        #: submission order (``seq``); see :func:`sort_key`.
+        self.sort_key: SortKey = sort_key(priority, seq)
         self.retries = retries
         self.restrictions = restrictions
         self.allow_other_workers = allow_other_workers
@@ -300,12 +315,12 @@ class TaskRecord:
     @property
     def priority(self) -> Priority:
         """The priority it was submitted with (lower runs first)."""
-        return self.sort_key[0]
+        return self.sort_key[:-2]  # type: ignore[return-value]  # its items are the priority's ints
 
     @property
     def seq(self) -> int:
         """Its place in submission order (the tie-break after ``priority``)."""
-        return self.sort_key[1]
+        return self.sort_key[-1]  # type: ignore[return-value]  # an int
 
     def __repr__(self) -> str:
         return f"<TaskRecord {self.key!r} {self.state}>"
@@ -396,7 +411,7 @@ class WorkerRecord:
         self.funcs: set[str] = set()
         #: heap of queue entries for tasks restricted to a set of workers
         #: including this one (lazy deletion, see ``policy``; kept by ``Placement``)
-        self.restricted_queue: list[tuple[tuple[Priority, int], int, TaskRecord]] = []
+        self.restricted_queue: list[tuple[SortKey, int, TaskRecord]] = []
         self.memory = 0
         self.last_seen = now
         #: memory is short there (``Paused``): no new task goes there
