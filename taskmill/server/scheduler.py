@@ -365,8 +365,13 @@ class Scheduler(Node):
         """Handle one read of a client's stream; whether the client is leaving.
         A method of its own so that the batch's messages (a big graph's
         specs) are garbage once handled, not kept by the reading loop's
-        frame until the client's next message."""
+        frame until the client's next message; and the wire dicts they were
+        decoded from are dropped before any is handled, so a big graph's
+        records are made in the memory its wire dicts took (the scheduler's
+        high-water mark is one graph's decoded specs, not those plus the
+        dicts)."""
         groups, closing = self._client_events(client, msgs)
+        del msgs
         for i, events in enumerate(groups):
             if i:
                 await asyncio.sleep(0)  # after a big graph: let others in

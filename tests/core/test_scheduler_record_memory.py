@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from taskmill.core.scheduler.records import EMPTY, Frozen, RunSpec, key_prefix
+from taskmill.core.scheduler.records import EMPTY, Frozen, RunSpec, key_prefix, sort_key
 from taskmill.protocol.serialize import Serialized
 from taskmill.protocol.vocabulary import ComputeTask, ReleaseKeys, TaskSpec, WantKeys
 
@@ -94,3 +94,34 @@ def test_prefixes_are_one_string_per_name() -> None:
     assert key_prefix("('sum-4f', 3)") is key_prefix("('sum-4f', 4)") == "sum"
     whole = "nodash"
     assert key_prefix(whole) is whole
+
+
+def test_the_inputs_of_a_reduction_share_its_one_entry_dependents_map() -> None:
+    s = Sched(("w1", 4))
+    s(submit([task("x-1"), task("x-2"), task("y-1", "x-1", "x-2")], ["y-1"]))
+    x1, x2, y1 = (s.state.tasks[k] for k in ("x-1", "x-2", "y-1"))
+    assert x1.dependents == {y1: None} and x1.dependents is x2.dependents is y1.alone
+    s(submit([task("z-1", "x-1")], ["z-1"]))  # a second dependent: x-1 gets a map of its own
+    z1 = s.state.tasks["z-1"]
+    assert type(x1.dependents) is dict and x1.dependents == {y1: None, z1: None}
+    assert x2.dependents is y1.alone == {y1: None}  # the shared map did not change
+    for key in ("x-1", "x-2", "y-1", "z-1"):
+        s(finished("w1", key))
+    s(ReleaseKeys(sid(), "c1", ("y-1",)))  # y-1 forgotten: unlinked from both inputs
+    assert "y-1" not in s.state.tasks and "x-2" not in s.state.tasks
+    assert x1.dependents == {z1: None}
+    s(ReleaseKeys(sid(), "c1", ("z-1",)))
+    assert s.state.tasks == {}
+
+
+def test_the_flat_sort_key_orders_as_priority_then_seq_and_gives_both_back() -> None:
+    s = Sched()
+    s(submit([task("inc-1", priority=(0, 1, 5)), task("inc-2", priority=(0,)),
+              task("inc-3", priority=(0, 1, 5)), task("inc-4", priority=(-1, 9))],
+             ["inc-1", "inc-2", "inc-3", "inc-4"]))
+    a, b, c, d = (s.state.tasks[f"inc-{i}"] for i in range(1, 5))
+    assert (a.priority, b.priority, d.priority) == ((0, 1, 5), (0,), (-1, 9))
+    assert (b.seq, c.seq) == (a.seq + 1, a.seq + 2)
+    nested = sorted([a, b, c, d], key=lambda ts: (ts.priority, ts.seq))
+    assert sorted([a, b, c, d], key=lambda ts: ts.sort_key) == nested == [d, b, a, c]
+    assert sort_key((0, 1), 7) < sort_key((0, 1, -5), 1) < sort_key((0, 2), 0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from scheduler_helpers import Sched, finished, submit, task
 
+from taskmill.core.scheduler.records import Frozen
 from taskmill.core.scheduler.step import CHECK, Step
 from taskmill.core.scheduler.validate import validate_step
 
@@ -61,7 +62,7 @@ def test_released_lineage_without_dependents_is_caught() -> None:
     s = chain_waiting()
     s(finished("tcp://a", "x-1"), finished("tcp://a", "y-1"))
     assert s.state.task_state("x-1") == "released"
-    s.state.tasks["x-1"].dependents.clear()
+    s.state.tasks["x-1"].dependents = {}
     s.state.tasks["y-1"].dependencies.clear()
     broken(s, r"task 'x-1' \(released\): released without dependents \(should be forgotten\)")
 
@@ -72,3 +73,11 @@ def test_an_event_that_leaves_recommendations_undone_is_caught() -> None:
     step.recs.append((s.state.tasks["x-1"], CHECK, None))
     with pytest.raises(AssertionError, match="event 'stim-undone' left work undone: recs=1"):
         validate_step(step)
+
+
+def test_a_shared_dependents_map_holding_another_task_is_caught() -> None:
+    s = chain_waiting()
+    y1 = s.state.tasks["y-1"]
+    assert y1.alone is not None  # x-1 shares it
+    y1.alone = Frozen({s.state.tasks["x-1"]: None})
+    broken(s, r"task 'y-1' \(waiting\): its shared one-entry dependents map \(alone\) holds something else")

@@ -37,6 +37,7 @@ from taskmill.core.scheduler.records import (
     ErrorInfo,
     TaskRecord,
     WorkerRecord,
+    link_dependent,
 )
 from taskmill.core.scheduler.membership import Membership
 from taskmill.core.scheduler.replicas import Replicas
@@ -96,9 +97,7 @@ class GraphIntake:
                 if ts.dependencies is EMPTY:
                     ts.dependencies = {}
                 ts.dependencies[dts] = None
-                if dts.dependents is EMPTY:
-                    dts.dependents = {}
-                dts.dependents[ts] = None
+                link_dependent(dts, ts)
         link = self.wants.link
         for key in ev.wanted:
             ts = tasks.get(key) or self.held.adopt(step, key)

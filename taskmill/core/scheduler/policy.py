@@ -42,8 +42,8 @@ import heapq
 from itertools import islice
 from typing import Iterable
 
-from taskmill.protocol.vocabulary import Address, Priority
-from taskmill.core.scheduler.records import QUEUED, TaskRecord, WorkerRecord
+from taskmill.protocol.vocabulary import Address
+from taskmill.core.scheduler.records import QUEUED, SortKey, TaskRecord, WorkerRecord
 
 #: Tasks in flight per thread, for tasks of normal or unknown duration.
 SATURATION = 2
@@ -71,7 +71,7 @@ MAX_PULLED_SIBLINGS = 3
 #: When more workers than this have free slots, only this many are compared.
 MAX_IDLE_SCAN = 16
 
-QueueEntry = tuple[tuple[Priority, int], int, TaskRecord]
+QueueEntry = tuple[SortKey, int, TaskRecord]
 
 
 def worker_capacity(nthreads: int) -> int:

@@ -28,11 +28,15 @@ every read works on ``EMPTY`` as on an empty dict, and so do ``pop(x,
 None)``, ``del`` (of a missing key: KeyError) and ``clear()``; putting
 something in it raises TypeError, so a writer must replace it first
 (``if m is EMPTY: m = ts.x = {}``).  Likewise a task held by one worker
-shares that worker's one-entry ``who_has`` map (``WorkerRecord.alone``), and
-a task wanted by one client that client's one-entry ``who_wants`` map for
-the report it got (``ClientRecord.alone``), both :class:`Frozen` dicts that
-their writers (``TaskMachine.add_replica``/``remove_replica``,
-``ClientWants``) replace, never change.  The task's definition is kept as a
+shares that worker's one-entry ``who_has`` map (``WorkerRecord.alone``),
+a task with one dependent that dependent's one-entry ``dependents`` map
+(``TaskRecord.alone``: the leaves of a reduction, every link of a chain),
+and a task wanted by one client that client's one-entry ``who_wants`` map
+for the report it got (``ClientRecord.alone``), all :class:`Frozen` dicts
+that their writers (``TaskMachine.add_replica``/``remove_replica``,
+:func:`link_dependent`/:func:`unlink_dependent`, ``ClientWants``) replace,
+never change.  A task's ``priority`` and ``seq`` are read from its
+``sort_key``, one flat tuple that holds them (see :func:`sort_key`).  The task's definition is kept as a
 :class:`RunSpec` (the function's token, shared, and the arguments' frames),
 not as the decoded ``TaskSpec`` with its wire objects; prefixes and tokens
 are interned, one string for all the tasks that share them.
@@ -119,8 +123,8 @@ MAX_PREFIXES = 10_000
 
 class Frozen(dict[Any, Any]):
     """A dict nothing can be put in, changed or taken out of: the shared
-    :data:`EMPTY`, and the one-entry ``who_wants`` maps a client's records
-    share (``ClientRecord.alone``).  What would change nothing works as on
+    :data:`EMPTY`, and the one-entry maps records share (``who_has``,
+    ``dependents``, ``who_wants``: see the module docstring).  What would change nothing works as on
     a dict: ``pop(k, default)`` and ``del`` of a missing key, ``clear()``
     of an empty one."""
 
@@ -181,6 +185,21 @@ class RunSpec:
         return f"<RunSpec {self.func_token!r}{' actor' if self.actor else ''}>"
 
 
+#: A task's queue order: its priority's items, :data:`END_OF_PRIORITY`, its ``seq``.
+SortKey = tuple[float, ...]
+#: Ends a priority in a :data:`SortKey`: below every item, so a priority that
+#: is a prefix of another sorts first, as tuples do.
+END_OF_PRIORITY = float("-inf")
+
+
+def sort_key(priority: Priority, seq: int) -> SortKey:
+    """The queue order of a task submitted ``seq``-th with ``priority``:
+    lower runs first, by priority, then by submission.  Flat (one tuple,
+    not ``(priority, seq)``): it orders the same, costs 40 bytes less per
+    task, and a comparison in a long queue's heap follows one pointer less."""
+    return (*priority, END_OF_PRIORITY, seq)
+
+
 def key_prefix(key: Key) -> str:
     """The task-name prefix used for duration estimates: the key up to its
     last ``'-'`` (``"inc-4f2a"`` -> ``"inc"``), or the whole key.  A dask
@@ -216,8 +235,6 @@ class TaskRecord:
         "key",
         "prefix",
         "run_spec",
-        "priority",
-        "seq",
         "sort_key",
         "retries",
         "restrictions",
@@ -240,6 +257,7 @@ class TaskRecord:
         "suspicious",
         "deaths",
         "acquiring_on",
+        "alone",
     )
 
     def __init__(
@@ -256,11 +274,9 @@ class TaskRecord:
         self.key = key
         self.prefix = key_prefix(key)
         self.run_spec = run_spec
-        self.priority = priority
-        self.seq = seq
         #: Queue order: user/graph priority first (lower runs first), then
-        #: submission order.
-        self.sort_key: tuple[Priority, int] = (priority, seq)
+        #: submission order (``seq``); see :func:`sort_key`.
+        self.sort_key: SortKey = sort_key(priority, seq)
         self.retries = retries
         self.restrictions = restrictions
         self.allow_other_workers = allow_other_workers
@@ -292,9 +308,46 @@ class TaskRecord:
         self.deaths: tuple[tuple[Address, str], ...] = ()
         #: workers told to fetch a copy (``AcquireReplicas``) that have not got it yet
         self.acquiring_on: dict[WorkerRecord, None] = EMPTY
+        #: the ``dependents`` of every input of this task that has no other
+        #: dependent (shared, see the module docstring; made on first use)
+        self.alone: dict[TaskRecord, None] | None = None
+
+    @property
+    def priority(self) -> Priority:
+        """The priority it was submitted with (lower runs first)."""
+        return self.sort_key[:-2]  # type: ignore[return-value]  # its items are the priority's ints
+
+    @property
+    def seq(self) -> int:
+        """Its place in submission order (the tie-break after ``priority``)."""
+        return self.sort_key[-1]  # type: ignore[return-value]  # an int
 
     def __repr__(self) -> str:
         return f"<TaskRecord {self.key!r} {self.state}>"
+
+
+def link_dependent(dts: TaskRecord, ts: TaskRecord) -> None:
+    """``ts`` depends on ``dts``: put it in ``dts.dependents`` (a first
+    dependent's map is the one ``ts`` shares with all its lone inputs)."""
+    dependents = dts.dependents
+    if type(dependents) is dict:
+        dependents[ts] = None
+    elif not dependents:
+        alone = ts.alone
+        if alone is None:
+            alone = ts.alone = Frozen({ts: None})
+        dts.dependents = alone
+    elif ts not in dependents:  # another task's shared map: a dict of its own from now on
+        dts.dependents = {**dependents, ts: None}
+
+
+def unlink_dependent(dts: TaskRecord, ts: TaskRecord) -> None:
+    """``ts`` no longer depends on ``dts``: take it out of ``dts.dependents``."""
+    dependents = dts.dependents
+    if type(dependents) is dict:
+        dependents.pop(ts, None)
+    elif ts in dependents:  # its shared map
+        dts.dependents = EMPTY
 
 
 class WorkerRecord:
@@ -358,7 +411,7 @@ class WorkerRecord:
         self.funcs: set[str] = set()
         #: heap of queue entries for tasks restricted to a set of workers
         #: including this one (lazy deletion, see ``policy``; kept by ``Placement``)
-        self.restricted_queue: list[tuple[tuple[Priority, int], int, TaskRecord]] = []
+        self.restricted_queue: list[tuple[SortKey, int, TaskRecord]] = []
         self.memory = 0
         self.last_seen = now
         #: memory is short there (``Paused``): no new task goes there

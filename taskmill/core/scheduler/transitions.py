@@ -56,6 +56,7 @@ from __future__ import annotations
 import sys
 from collections import deque
 from itertools import islice
+from operator import attrgetter
 from typing import Any, Callable
 
 from taskmill.core.resources import resource_spec
@@ -84,7 +85,10 @@ from taskmill.core.scheduler.records import (
     ErrorInfo,
     RunSpec,
     TaskRecord,
+    SortKey,
     WorkerRecord,
+    sort_key,
+    unlink_dependent,
 )
 from taskmill.core.scheduler.replicas import Replicas
 from taskmill.core.scheduler.step import CHECK, Made, Step, StoryEntry
@@ -92,6 +96,8 @@ from taskmill.protocol.serialize import Serialized
 from taskmill.protocol.vocabulary import Address, ComputeTask, Key, TaskSpec
 
 Transition = Callable[[Step, TaskRecord, Any], Made]
+#: a worker record's address (no Python frame per holder, as a comprehension has)
+_address: Callable[[WorkerRecord], Address] = attrgetter("address")
 
 
 class InvalidTransition(RuntimeError):
@@ -263,13 +269,13 @@ class TaskMachine:
     def redefine(self, step: Step, ts: TaskRecord, spec: TaskSpec | None) -> None:
         """Give a released task (that had erred) a new definition."""
         for dts in ts.dependencies:
-            dts.dependents.pop(ts, None)
+            unlink_dependent(dts, ts)
             step.recs.append((dts, CHECK, None))
         ts.dependencies = EMPTY
         self._seq += 1
-        ts.seq = self._seq
         ts.suspicious = 0
         ts.deaths = ()
+        priority = ts.priority
         if spec is None:
             ts.run_spec = None
             ts.restrictions = None
@@ -277,12 +283,12 @@ class TaskMachine:
             ts.resources = None
         else:
             ts.run_spec = RunSpec(spec)
-            ts.priority = spec.priority
+            priority = spec.priority
             ts.retries = spec.retries
             ts.restrictions = restriction(spec.workers)
             ts.allow_other_workers = spec.allow_other_workers
             ts.resources = resource_spec(spec.resources)
-        ts.sort_key = (ts.priority, ts.seq)
+        ts.sort_key = sort_key(priority, self._seq)
         self.wants.renew(ts)
 
     def add_replica(self, step: Step, ts: TaskRecord, ws: WorkerRecord) -> None:
@@ -457,7 +463,7 @@ class TaskMachine:
         nbytes: dict[Key, int] = {}
         if ts.dependencies:
             for dts in ts.dependencies:
-                who_has[dts.key] = tuple([w.address for w in dts.who_has])
+                who_has[dts.key] = tuple(map(_address, dts.who_has))
                 nbytes[dts.key] = dts.nbytes
         return ComputeTask(
             step.stimulus_id,
@@ -592,7 +598,7 @@ class TaskMachine:
         del self.tasks[ts.key]
         recs = step.recs
         for dts in ts.dependencies:
-            dts.dependents.pop(ts, None)
+            unlink_dependent(dts, ts)
             dts.waiters.pop(ts, None)
             recs.append((dts, CHECK, None))
         for dts in ts.dependents:  # only on a forced forget (cancel)
@@ -706,5 +712,5 @@ def _put(ts: TaskRecord, dts: TaskRecord) -> None:
     waiting_on[dts] = None
 
 
-def _sort_key(ts: TaskRecord) -> tuple[Any, int]:
+def _sort_key(ts: TaskRecord) -> SortKey:
     return ts.sort_key

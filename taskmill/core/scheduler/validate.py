@@ -30,6 +30,7 @@ from taskmill.core.scheduler.records import (
     QUEUED,
     RELEASED,
     WAITING,
+    Frozen,
     TaskRecord,
     WorkerRecord,
 )
@@ -62,6 +63,8 @@ def _check_task(m: TaskMachine, ts: TaskRecord, queued_live: set[TaskRecord],
     for dts in ts.dependents:
         if m.tasks.get(dts.key) is not dts or ts not in dts.dependencies:
             _fail(m, ts, f"dependent {dts.key!r} not linked back")
+    if ts.alone is not None and (type(ts.alone) is not Frozen or list(ts.alone) != [ts]):
+        _fail(m, ts, "its shared one-entry dependents map (alone) holds something else")
     for dts in ts.waiters:
         if dts.state not in ACTIVE_STATES or dts not in ts.dependents:
             _fail(m, ts, f"waiter {dts.key!r} ({dts.state}) is not an active dependent")
