@@ -37,7 +37,9 @@ registered and by an Executor once connected; options
 ahead of time, a short delay later (past a cluster's start and its first
 tiny task), in a thread of the lowest priority (nice 19: it gets a core
 when nothing else wants one, and is never starved, since it holds the
-process's memory-map lock in short steps), with the GIL released
+process's memory-map lock in short steps), each step only when the process
+and the machine are quiet (``QuietTurns``: a busy process's work is slowed
+by a fault-in even at nice 19), with the GIL released
 (:mod:`taskmill.protocol.prefault`), and keeps it idle as a *spare*.  The
 first frame of 8 MiB or more that no idle mapping fits takes the spare,
 resized to the frame's size (``mremap``: shrinking gives the rest back to
@@ -45,7 +47,7 @@ the system, growing keeps the faulted pages and adds fresh ones); from then
 on it is an ordinary mapping.  A frame that comes before the spare is ready
 does not wait for it (a lowest-priority thread may get little CPU on a busy
 machine): it gets memory as if there were no spare, and the fault-in stops
-after its current 4 MiB step (:meth:`ReceivePool.stop_prefault`, also
+after its current 1 MiB step (:meth:`ReceivePool.stop_prefault`, also
 called when the process sends a large frame, and when a worker or an
 Executor closes), so as not to compete with the transfer for the cores; the
 part faulted in so far is the spare.  A process
@@ -76,7 +78,7 @@ import time
 from dataclasses import dataclass
 
 from taskmill.protocol.framing import PREFAULT_FRAME, allocate_frame, prefaulted_mapping
-from taskmill.protocol.prefault import populated_mapping
+from taskmill.protocol.prefault import QuietTurns, populated_mapping
 
 logger = logging.getLogger("taskmill.comm")
 
@@ -144,19 +146,23 @@ class ReceivePool:
         self._schedule_trim()
         return view if len(view) == length else view[:length]
 
-    def prefault(self, nbytes: int, loop: asyncio.AbstractEventLoop | None = None) -> int:
+    def prefault(self, nbytes: int, loop: asyncio.AbstractEventLoop | None = None,
+                 quiet: bool = False) -> int:
         """Fault in a spare mapping of ``nbytes`` (at most ``max_bytes``) for
         the first large frame to come; return its size (less when
         :meth:`stop_prefault` stopped it; 0 when the pool is disabled or
         full, a large frame came first, or the system cannot fault memory
         in with the GIL released).  Blocks while the kernel faults: call it
-        from a thread of its own.  With ``loop``, the idle timer runs there."""
+        from a thread of its own.  With ``loop``, the idle timer runs there.
+        With ``quiet``, each step waits for a moment when the process and
+        the machine are quiet (:class:`~taskmill.protocol.prefault.QuietTurns`)."""
         nbytes = min(nbytes, self.max_bytes)
         if nbytes < PREFAULT_FRAME or not self.max_buffers:
             return 0
         if self._prefault_stop.is_set():  # large frames came first: too late to help
             return 0
-        mapping = populated_mapping(nbytes, self._prefault_stop.is_set)
+        turn = QuietTurns(self._prefault_stop).wait if quiet else (lambda: True)
+        mapping = populated_mapping(nbytes, self._prefault_stop.is_set, turn)
         if mapping is None:
             return 0
         with self._lock:
@@ -200,7 +206,7 @@ class ReceivePool:
         except (AttributeError, OSError):  # elsewhere: nothing is faulted ahead anyway
             pass
         try:
-            self.prefault(nbytes, loop)
+            self.prefault(nbytes, loop, quiet=True)
         except (OSError, SystemError) as exc:  # speculative: the first frame faults its own
             logger.debug("could not fault %d bytes in ahead of need: %s", nbytes, exc)
 
