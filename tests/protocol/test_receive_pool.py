@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import threading
 import time
 from typing import Any
 
@@ -14,7 +15,7 @@ from taskmill.comm import Comm, connect, listen, run
 from taskmill.comm.core import receive_pool, receive_prefault
 from taskmill.protocol import FrameParser, encode_frames, serialize
 from taskmill.protocol.framing import PREFAULT_FRAME
-from taskmill.protocol.prefault import STEP, populated_mapping
+from taskmill.protocol.prefault import STEP, QuietTurns, populated_mapping
 from taskmill.protocol.receive_pool import ReceivePool
 
 pytestmark = pytest.mark.timeout(30)
@@ -261,3 +262,30 @@ def test_a_large_frame_stops_a_prefault_and_the_part_done_is_the_spare() -> None
     partial.close()
     pool.stop_prefault()  # a large frame came (or went) first
     assert pool.prefault(32 * MIB) == 0 and pool.tracked_bytes() == 0
+
+
+def test_a_stopped_fault_in_gets_no_more_turns() -> None:
+    stopped = threading.Event()
+    stopped.set()
+    assert QuietTurns(stopped).wait() is False
+
+
+def test_a_fault_in_waits_while_another_thread_of_the_process_computes() -> None:
+    """A background fault-in slows a busy process even at nice 19, so it
+    takes no step while another thread computes; the stop ends the wait."""
+    stopped, done = threading.Event(), threading.Event()
+
+    def compute() -> None:
+        while not done.is_set():
+            sum(range(1000))
+    busy = threading.Thread(target=compute)
+    busy.start()
+    try:
+        timer = threading.Timer(0.5, stopped.set)
+        timer.start()
+        assert QuietTurns(stopped).wait() is False  # no quiet moment before the stop
+        timer.join()
+    finally:
+        done.set()
+        busy.join()
+
