@@ -56,6 +56,7 @@ from taskmill.client.dask_annotations import (
     unoptimised_annotations,
 )
 from taskmill.client.dask_pickling import SharedCallables, load_node
+from taskmill.client.dask_subgraph import post_order
 from taskmill.client.future_pickling import futures_as_keys
 from taskmill.core.taskref import TaskRef
 from taskmill.protocol import Serialized, serialize, serialize_function
@@ -216,29 +217,8 @@ def _dependencies_first(graph: Mapping[Hashable, Any]) -> list[Hashable]:
     has_dependents: set[Hashable] = set()
     for node in graph.values():
         has_dependents.update(node.dependencies)
-    done: dict[Hashable, bool] = {}  # key -> finished (False: on the path being walked)
-    out: list[Hashable] = []
-    for sink in graph:
-        if sink in has_dependents:
-            continue
-        done[sink] = False
-        stack = [(sink, iter(graph[sink].dependencies))]
-        while stack:
-            key, deps = stack[-1]
-            for d in deps:
-                if d not in graph:
-                    continue
-                seen = done.get(d)
-                if seen is None:
-                    done[d] = False
-                    stack.append((d, iter(graph[d].dependencies)))
-                    break
-                if not seen:
-                    raise ValueError(f"the dask graph has a cycle through key {d!r}")
-            else:
-                stack.pop()
-                done[key] = True
-                out.append(key)
+    sinks = (key for key in graph if key not in has_dependents)
+    out = post_order(graph, sinks, {}, "the dask graph", strict=False)
     if len(out) != len(graph):
         raise ValueError("the dask graph has a cycle (some tasks are not reached from any "
                          "task that nothing depends on)")

@@ -25,11 +25,14 @@ Graphs reach it by substitution when their nodes are pickled
 (:mod:`taskmill.client.dask_pickling` puts :func:`run_subgraph` in the
 graph's table of callables where a node names ``_execute_subgraph``), so
 nothing changes in the nodes themselves or in the wire format.
+
+The depth-first post-order itself (:func:`post_order`) also orders big
+graphs on the client (``taskmill.client.dask_graph``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 
@@ -57,30 +60,42 @@ def run_subgraph(inner_dsk: Mapping[Hashable, Any], outkey: Hashable, inkeys: tu
 
 
 def _inner_order(inner_dsk: Mapping[Hashable, Any], inkeys: tuple[Hashable, ...]) -> list[Hashable]:
-    """The keys of ``inner_dsk`` not given as inputs, dependencies first:
-    a depth-first post-order from each key in turn (every key, so the tasks
-    run are those dask would run)."""
-    done: dict[Hashable, bool] = dict.fromkeys(inkeys, True)  # False: on the walked path
+    """The keys of ``inner_dsk`` not given as inputs, dependencies first
+    (from each key in turn, so the tasks run are those dask would run)."""
+    return post_order(inner_dsk, inner_dsk, dict.fromkeys(inkeys, True),
+                      "the fused dask task's subgraph", strict=True)
+
+
+def post_order(graph: Mapping[Hashable, Any], roots: Iterable[Hashable],
+               done: dict[Hashable, bool], what: str, strict: bool) -> list[Hashable]:
+    """The keys of dask ``graph`` reachable from ``roots``, dependencies
+    first: a depth-first post-order, finishing each root's subtree before
+    the next root's (iterative: deep chains do not reach the recursion
+    limit).  ``done`` holds the keys to leave out (True) and is filled as
+    keys are placed.  A dependency missing from ``graph`` is skipped, or
+    with ``strict`` refused (``KeyError``); a cycle is refused
+    (``ValueError``, ``what`` names the graph)."""
     out: list[Hashable] = []
-    for root in inner_dsk:
+    for root in roots:
         if root in done:
             continue
-        done[root] = False
-        stack = [(root, iter(inner_dsk[root].dependencies))]
+        done[root] = False  # on the path being walked
+        stack = [(root, iter(graph[root].dependencies))]
         while stack:
             key, deps = stack[-1]
             for d in deps:
                 seen = done.get(d)
                 if seen is None:
-                    if d not in inner_dsk:
-                        raise KeyError(f"the fused dask task needs key {d!r}, which neither its "
-                                       "subgraph nor its inputs provide")
+                    if d not in graph:
+                        if strict:
+                            raise KeyError(f"the fused dask task needs key {d!r}, which neither "
+                                           "its subgraph nor its inputs provide")
+                        continue
                     done[d] = False
-                    stack.append((d, iter(inner_dsk[d].dependencies)))
+                    stack.append((d, iter(graph[d].dependencies)))
                     break
                 if not seen:
-                    raise ValueError(
-                        f"the fused dask task's subgraph has a cycle through key {d!r}")
+                    raise ValueError(f"{what} has a cycle through key {d!r}")
             else:
                 stack.pop()
                 done[key] = True
