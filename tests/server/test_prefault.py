@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -13,6 +10,7 @@ import pytest
 from taskmill import Executor
 from taskmill.comm.core import receive_pool
 from taskmill.protocol.framing import PREFAULT_FRAME
+from tests.server.worker_options import worker_process_with_env
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -50,11 +48,7 @@ def test_fresh_workers_hold_a_spare_and_the_first_transfer_lands_in_it(set_optio
 
 
 def test_a_bad_prefault_option_stops_the_worker_process_before_it_registers() -> None:
-    env = {**os.environ, "TASKMILL_COMM__RECEIVE_POOL__PREFAULT": "1TiB"}
-    # port 9 (discard) has no scheduler: a worker that got as far as connecting would retry
-    proc = subprocess.run([sys.executable, "-m", "taskmill.server.worker_process", "--scheduler",
-                           "tcp://127.0.0.1:9", "--nthreads", "1"], env=env,
-                          capture_output=True, text=True, timeout=30)
+    proc = worker_process_with_env(TASKMILL_COMM__RECEIVE_POOL__PREFAULT="1TiB")
     assert proc.returncode == 1
     assert "option comm.receive-pool.prefault" in proc.stderr
     assert "larger than option comm.receive-pool.max-bytes" in proc.stderr

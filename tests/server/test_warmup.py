@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import fractions
 import logging
-import os
 import pickle
-import subprocess
 import sys
 import threading
 from typing import Any
@@ -16,6 +14,7 @@ import pytest
 
 from taskmill import Executor
 from taskmill.server.warmup import ImportGate, modules_to_preload, start_warm_imports
+from tests.server.worker_options import worker_process_with_env
 
 
 def test_defaults_then_user_modules(set_environment: Any) -> None:
@@ -110,11 +109,7 @@ def test_first_scatter_of_an_array_in_fresh_workers() -> None:
 def test_a_bad_warmup_option_stops_the_worker_process_before_it_registers() -> None:
     """Read at start, not after registering: a worker that took tasks and then
     died on its options would be retried until its tasks erred KilledWorker."""
-    env = {**os.environ, "TASKMILL_WORKER__WARMUP_DELAY": "soon"}
-    # port 9 (discard) has no scheduler: a worker that got as far as connecting would retry
-    proc = subprocess.run([sys.executable, "-m", "taskmill.server.worker_process", "--scheduler",
-                           "tcp://127.0.0.1:9", "--nthreads", "1"], env=env,
-                          capture_output=True, text=True, timeout=30)
+    proc = worker_process_with_env(TASKMILL_WORKER__WARMUP_DELAY="soon")
     assert proc.returncode == 1
     assert "option worker.warmup-delay = 'soon' from the environment variable" in proc.stderr
     assert "give a number of seconds >= 0 (0: at once)" in proc.stderr
