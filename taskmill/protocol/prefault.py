@@ -34,7 +34,8 @@ of 6 fresh clusters).  So :class:`QuietTurns` lets the background fault-in
 take a step only when the process and the machine are quiet: the process's
 other threads used less than a quarter of a core, and the machine's cores
 (not counting niced work) had more than three quarters of one free, over the
-last ``QUIET_WINDOW`` seconds.  A busy process waits for a quiet moment; a
+last ``QUIET_WINDOW`` seconds (judged every such window while it steps).
+A busy process waits for a quiet moment; a
 large frame that comes first stops the fault-in, as before.
 """
 
@@ -55,7 +56,7 @@ MADV_POPULATE_WRITE = 23
 #: bytes faulted in per system call (the memory-map lock is free between calls)
 STEP = 2**20
 #: seconds over which :class:`QuietTurns` judges the process and the machine
-QUIET_WINDOW = 0.05
+QUIET_WINDOW = 0.02
 #: cores the process's other threads may use, at most, for a step to go ahead
 PROCESS_BUSY = 0.25
 #: cores that must be free on the machine (niced work counts as free) for a step to go ahead
@@ -123,34 +124,39 @@ _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 class QuietTurns:
-    """Paces a background fault-in (see the module docstring): :meth:`wait`
-    returns True when the process's other threads and the machine were quiet
-    over the last ``QUIET_WINDOW``, waiting for such a moment as long as it
-    takes; False once ``stopped`` is set."""
+    """Paces a background fault-in (see the module docstring).  Time is cut
+    into windows of ``QUIET_WINDOW``; at the end of each, the window is
+    judged quiet or busy.  :meth:`wait` returns True at once while the last
+    window judged was quiet (steps go back to back until the next judgement),
+    and otherwise waits for a quiet window as long as it takes; it returns
+    False once ``stopped`` is set."""
 
     def __init__(self, stopped: threading.Event) -> None:
         self.stopped = stopped
         self.cores = os.cpu_count() or 1
-        self._mark: tuple[float, float, float, float] | None = None
+        self._mark = self._sample()  # the start of the window being watched
+        self._quiet = False  # the last window's verdict (none yet: wait for one)
 
     def _sample(self) -> tuple[float, float, float, float]:
         return (time.monotonic(), time.process_time(), time.thread_time(),
                 _machine_busy_seconds())
 
     def wait(self) -> bool:
-        """Wait for a quiet moment (see the class docstring)."""
+        """Return when a step may go (see the class docstring)."""
         while not self.stopped.is_set():
-            if self._mark is None or time.monotonic() - self._mark[0] < QUIET_WINDOW:
-                if self._mark is None:
-                    self._mark = self._sample()
-                self.stopped.wait(QUIET_WINDOW)
+            elapsed = time.monotonic() - self._mark[0]
+            if elapsed < QUIET_WINDOW:
+                if self._quiet:
+                    return True
+                self.stopped.wait(QUIET_WINDOW - elapsed)
                 continue
             now = self._sample()
             wall, process, own, machine = (b - a for a, b in zip(self._mark, now))
             self._mark = now
             others_here = process - own  # this process's other threads
             others_there = machine - own  # everyone else's busy cores, this thread's steps out
-            if (others_here <= PROCESS_BUSY * wall
-                    and others_there <= (self.cores - MACHINE_FREE) * wall):
+            self._quiet = (others_here <= PROCESS_BUSY * wall
+                           and others_there <= (self.cores - MACHINE_FREE) * wall)
+            if self._quiet:
                 return True
         return False
