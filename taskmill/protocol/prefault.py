@@ -57,6 +57,9 @@ MADV_POPULATE_WRITE = 23
 STEP = 2**20
 #: seconds over which :class:`QuietTurns` judges the process and the machine
 QUIET_WINDOW = 0.02
+#: the longest window: after busy ones the window doubles up to this (a busy
+#: process's fault-in wakes a few times a second, not fifty)
+BUSY_WINDOW = 0.32
 #: cores the process's other threads may use, at most, for a step to go ahead
 PROCESS_BUSY = 0.25
 #: cores that must be free on the machine (niced work counts as free) for a step to go ahead
@@ -125,8 +128,8 @@ _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 class QuietTurns:
     """Paces a background fault-in (see the module docstring).  Time is cut
-    into windows of ``QUIET_WINDOW``; at the end of each, the window is
-    judged quiet or busy.  :meth:`wait` returns True at once while the last
+    into windows of ``QUIET_WINDOW`` (after busy ones, longer: up to
+    ``BUSY_WINDOW``); at the end of each, the window is judged quiet or busy.  :meth:`wait` returns True at once while the last
     window judged was quiet (steps go back to back until the next judgement),
     and otherwise waits for a quiet window as long as it takes; it returns
     False once ``stopped`` is set."""
@@ -136,6 +139,7 @@ class QuietTurns:
         self.cores = os.cpu_count() or 1
         self._mark = self._sample()  # the start of the window being watched
         self._quiet = False  # the last window's verdict (none yet: wait for one)
+        self._window = QUIET_WINDOW  # doubled after each busy one, up to BUSY_WINDOW
 
     def _sample(self) -> tuple[float, float, float, float]:
         return (time.monotonic(), time.process_time(), time.thread_time(),
@@ -145,10 +149,10 @@ class QuietTurns:
         """Return when a step may go (see the class docstring)."""
         while not self.stopped.is_set():
             elapsed = time.monotonic() - self._mark[0]
-            if elapsed < QUIET_WINDOW:
+            if elapsed < self._window:
                 if self._quiet:
                     return True
-                self.stopped.wait(QUIET_WINDOW - elapsed)
+                self.stopped.wait(self._window - elapsed)
                 continue
             now = self._sample()
             wall, process, own, machine = (b - a for a, b in zip(self._mark, now))
@@ -158,5 +162,7 @@ class QuietTurns:
             self._quiet = (others_here <= PROCESS_BUSY * wall
                            and others_there <= (self.cores - MACHINE_FREE) * wall)
             if self._quiet:
+                self._window = QUIET_WINDOW
                 return True
+            self._window = min(2 * self._window, BUSY_WINDOW)
         return False

@@ -270,9 +270,20 @@ def test_a_stopped_fault_in_gets_no_more_turns() -> None:
     assert QuietTurns(stopped).wait() is False
 
 
-def test_a_fault_in_waits_while_another_thread_of_the_process_computes() -> None:
+def test_a_fault_in_waits_while_another_thread_of_the_process_computes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A background fault-in slows a busy process even at nice 19, so it
-    takes no step while another thread computes; the stop ends the wait."""
+    takes no step while another thread computes, looking less and less often
+    (a few times a second, not fifty); the stop ends the wait."""
+    from taskmill.protocol import prefault
+
+    looks = []
+    machine = prefault._machine_busy_seconds
+
+    def counted() -> float:
+        looks.append(1)
+        return machine()
+    monkeypatch.setattr(prefault, "_machine_busy_seconds", counted)
     stopped, done = threading.Event(), threading.Event()
 
     def compute() -> None:
@@ -281,10 +292,11 @@ def test_a_fault_in_waits_while_another_thread_of_the_process_computes() -> None
     busy = threading.Thread(target=compute)
     busy.start()
     try:
-        timer = threading.Timer(0.5, stopped.set)
+        timer = threading.Timer(1.0, stopped.set)
         timer.start()
         assert QuietTurns(stopped).wait() is False  # no quiet moment before the stop
         timer.join()
+        assert len(looks) <= 10  # windows of 20, 40, 80, 160, 320, 320 ms: 7 looks (50 at 20 ms)
     finally:
         done.set()
         busy.join()
