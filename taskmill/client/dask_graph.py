@@ -155,6 +155,7 @@ def pack_slices(dsk: Any, *, generation: int, options: Mapping[str, Any] | None 
         for d in graph[key].dependencies:
             last_use[d] = position
     size = size or SLICE
+    graph_keys = graph.keys()
     for start in range(0, max(len(order), 1), size):
         end = min(start + size, len(order))
         pickler = SharedCallables()
@@ -163,16 +164,15 @@ def pack_slices(dsk: Any, *, generation: int, options: Mapping[str, Any] | None 
         for key in order[start:end]:
             node = graph[key]
             deps = node.dependencies
-            refs = {d: TaskRef(names.get(d) or to_key(d)) for d in deps}
-            outside = [ref.key for d, ref in refs.items() if d not in graph]
-            if outside:  # data on the cluster, perhaps a Future inside the node
-                external.update(outside)
+            dep_keys = tuple([names.get(d) or to_key(d) for d in deps])
+            refs = dict(zip(deps, map(TaskRef, dep_keys)))
+            if deps <= graph_keys:
+                args = _args(pickler, node, refs)
+            else:  # data on the cluster, perhaps a Future inside the node
+                external.update(ref.key for d, ref in refs.items() if d not in graph)
                 with futures_as_keys(deps):
                     args = _args(pickler, node, refs)
-            else:
-                args = _args(pickler, node, refs)
-            packed.append((names[key], args, tuple([ref.key for ref in refs.values()]),
-                           options_of(key, node)))
+            packed.append((names[key], args, dep_keys, options_of(key, node)))
         # the table is complete once the slice is pickled: the function goes last
         token, func = serialize_function(partial(run_node, tuple(pickler.table)))
         tasks = [TaskSpec(key, token, args, deps, (-opts.priority, generation, rank),

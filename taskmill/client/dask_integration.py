@@ -7,7 +7,10 @@ Theory of operation
   with the ``dask.annotate`` annotations of :mod:`taskmill.client.dask_annotations`),
   submits it as one graph wanting only ``keys``, gathers, and returns values in
   the shape of ``keys``.  The futures are released on return, so the cluster
-  frees everything.
+  frees everything.  While a graph is packed (in the caller's thread) cycle
+  collection is paused (:func:`cyclic_gc_paused`) and the interpreter's
+  switch interval is short (:func:`loop_turns_first`), so the client's event
+  loop, which runs an embedded scheduler, keeps answering.
 * ``compute`` finalizes each collection the way ``dask.compute`` does
   (``FinalizeCompute`` of its optimized expression) and returns one Future per
   collection; ``persist`` submits each collection's optimized graph and
@@ -75,7 +78,7 @@ def submit_graph(executor: ExecutorLike, dsk: Any, keys: Sequence[Any],
     wanted = unique(to_key(k) for k in keys)
     wanted_set = set(wanted)
     held: dict[str, Future] = {}
-    with cyclic_gc_paused():
+    with cyclic_gc_paused(), loop_turns_first():
         for piece in pack_slices(dsk, generation=session.next_generation(), options=options):
             want = unique([*(t.key for t in piece.tasks if t.key in wanted_set),
                            *piece.needed_later])
@@ -87,6 +90,41 @@ def submit_graph(executor: ExecutorLike, dsk: Any, keys: Sequence[Any],
             for future in session.submit_tasks([], {}, wanted=rest):
                 held[future.key] = future
     return [held[k] for k in wanted]
+
+
+#: the interpreter's switch interval (seconds) while a graph is packed
+PACKING_SWITCH_INTERVAL = 0.001
+
+_switch_lock = threading.Lock()
+_packing = 0  # graphs being packed now, in any thread
+_saved_interval = 0.0
+
+
+@contextmanager
+def loop_turns_first() -> Iterator[None]:
+    """A shorter switch interval (``PACKING_SWITCH_INTERVAL``) while a graph
+    is packed.  Packing holds the GIL in the caller's thread for seconds to
+    minutes, while the client's event loop (and the embedded scheduler on
+    it) takes in the slices, places the tasks and answers requests: each
+    time the loop wakes it waits for the packing thread to give the GIL up,
+    up to the interval (5 ms by default), and a request needs several loop
+    turns.  With 1 ms the slowest answers to a scheduler request during
+    packing fell from 0.42-0.50 to 0.26-0.30 s (100,000 chunks, loaded
+    machine).  The interval is the interpreter's: the previous one comes
+    back when the last graph being packed is out."""
+    global _packing, _saved_interval
+    with _switch_lock:
+        if _packing == 0:
+            _saved_interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(_saved_interval, PACKING_SWITCH_INTERVAL))
+        _packing += 1
+    try:
+        yield
+    finally:
+        with _switch_lock:
+            _packing -= 1
+            if _packing == 0:
+                sys.setswitchinterval(_saved_interval)
 
 
 #: objects left young by a pause beyond which they are frozen when it ends

@@ -45,6 +45,34 @@ def test_callables_travel_once_per_graph_not_once_per_task() -> None:
     assert len(node) < 0.8 * len(pickle.dumps(load_node(table, node)))
 
 
+def test_functions_nested_in_arguments_go_into_the_table_once_one_is_met() -> None:
+    """Functions pickle by name in the C pickler; a lambda or local function
+    nested in a node's arguments cannot, so from that node on the slice's
+    nodes also put functions in the table; what pickle cannot do at all
+    travels as the node itself (None)."""
+    from dask._task_spec import Task
+
+    from taskmill.client.dask_pickling import SharedCallables
+
+    def call(f: Any, v: Any) -> Any:
+        return f(v)
+
+    class Local:
+        pass
+
+    pickler = SharedCallables()
+    plain = Task("a", call, abs, -3)  # a local function as the task's own function: the table
+    data = pickler.dumps(plain)
+    assert data is not None and b"call" not in data
+    nested = Task("b", call, lambda v: v + 1, 3)
+    data_nested = pickler.dumps(nested)
+    assert data_nested is not None
+    table = tuple(pickler.table)
+    assert load_node(table, data)({}) == 3
+    assert load_node(table, data_nested)({}) == 4
+    assert pickler.dumps(Task("c", call, type, Local())) is None  # travels as itself
+
+
 @pytest.mark.parametrize("dask_order_limit", [0, 10**6], ids=["depth-first", "dask.order"])
 def test_dependencies_first_and_each_subtree_finished_before_the_next(
         dask_order_limit: int, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -197,6 +225,32 @@ def test_the_loop_answers_while_200_000_tasks_are_packed(executor: Executor) -> 
         pinger.join()
     assert ntasks == len(graph)
     assert slowest < 0.5, f"the loop stood still for {slowest:.2f} s while packing"
+
+
+def test_packing_shortens_the_switch_interval_until_the_last_graph_is_out(
+        executor: Executor, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from taskmill.client import dask_integration
+
+    before = sys.getswitchinterval()
+    seen: list[float] = []
+
+    def recording(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        for piece in dask_graph.pack_slices(*args, **kwargs):
+            seen.append(sys.getswitchinterval())
+            yield piece
+
+    monkeypatch.setattr(dask_integration, "pack_slices", recording)
+    assert da.ones(100, chunks=1).sum().compute() == 100
+    assert seen and set(seen) == {dask_integration.PACKING_SWITCH_INTERVAL}
+    assert sys.getswitchinterval() == before
+    with dask_integration.loop_turns_first():  # nested (two threads packing): the outer restores
+        with pytest.raises(RuntimeError):
+            with dask_integration.loop_turns_first():
+                raise RuntimeError("packing failed")
+        assert sys.getswitchinterval() == dask_integration.PACKING_SWITCH_INTERVAL
+    assert sys.getswitchinterval() == before
 
 
 def test_a_big_pause_freezes_what_it_left_and_the_next_one_thaws_it(
