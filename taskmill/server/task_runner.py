@@ -100,13 +100,16 @@ class TaskRunner:
     are seceded or abandoned calls still run).  ``on_secede(key)`` and
     ``on_rejoin(key)`` run on the loop when a task calls ``secede()`` or
     ``rejoin()``; ``worker`` is what ``get_worker()`` returns inside its
-    tasks."""
+    tasks; ``on_drained()`` runs on the loop after each batch of outcomes and
+    notices the threads posted (see :class:`~taskmill.server.handoff.LoopInbox`)."""
 
     def __init__(self, nthreads: int, on_done: OnDone,
                  on_secede: Callable[[str], None] | None = None,
-                 on_rejoin: Callable[[str], None] | None = None, worker: Any = None) -> None:
+                 on_rejoin: Callable[[str], None] | None = None, worker: Any = None,
+                 on_drained: Callable[[], None] | None = None) -> None:
         self.nthreads = nthreads
         self.on_done = on_done
+        self.on_drained = on_drained
         self.on_secede = on_secede
         self.on_rejoin = on_rejoin
         self.worker = worker
@@ -136,7 +139,7 @@ class TaskRunner:
         if self._closed:
             raise RuntimeError("the task runner is shut down")
         if self._inbox is None:
-            self._inbox = LoopInbox(asyncio.get_running_loop())
+            self._inbox = LoopInbox(asyncio.get_running_loop(), self.on_drained)
             for _ in range(self.nthreads):
                 self._start_thread()
         if func is not None:

@@ -200,7 +200,12 @@ class Worker(Node):
         #: set while registered: the stream is open (``put-data`` waits for it)
         self._registered = asyncio.Event()
         self.runner = TaskRunner(nthreads, self._on_task_done, self._on_secede, self._on_rejoin,
-                                 worker=self)
+                                 worker=self, on_drained=self._flush_outcomes)
+        #: outcomes the task threads posted, for the machine's next handling
+        self._outcomes: list[WorkerInput] = []
+        #: (depth, shorter-than) of the machine's run-ahead (:mod:`taskmill.core.worker.run_ahead`)
+        self.run_ahead = (config.read("worker.run-ahead.depth", config_checks.count),
+                          config.read("worker.run-ahead.shorter-than", config_checks.delay))
         #: the Executor that ``get_client()`` returns inside this worker's tasks
         #: (made on first use by :mod:`taskmill.client.worker_client`, closed with the worker)
         self.task_client: Any = None
@@ -287,7 +292,9 @@ class Worker(Node):
         # kept; the outcomes of those still running are dropped
         self.runner.discard_all()
         self.incarnation = secrets.token_hex(8)
-        self.state = WorkerState(self.address, self.nthreads, validate=self._validate)
+        self._outcomes = []
+        self.state = WorkerState(self.address, self.nthreads, validate=self._validate,
+                                 run_ahead=self.run_ahead[0], run_ahead_below=self.run_ahead[1])
         for key in [k for k in self.data.nbytes if k in self.actors or not keep_data]:
             self.data.discard(key)  # an actor's object does not outlive its registration
         self.actors.clear()
@@ -515,30 +522,43 @@ class Worker(Node):
 
     def _on_task_done(self, key: str, ok: bool, value: Any, tb: str, start: float, stop: float,
                       small: Serialized | None) -> None:
-        """Called on the loop (via call_soon_threadsafe) when a task ends;
-        ``small`` is the result serialized when a client wants it and it is small."""
+        """Called on the loop (through the runner's inbox) when a task ends:
+        store its value; the machine hears of it at ``_flush_outcomes``, with
+        the other outcomes the threads posted meanwhile.  ``small`` is the
+        result serialized when a client wants it and it is small."""
         if self.state is None or self.status is not Status.running:
             return
         if ok:
             type_name = type(value).__name__
             nbytes = self.data.put(key, value)
             del value
-            self._handle(ev.ExecuteSucceeded(
+            self._outcomes.append(ev.ExecuteSucceeded(
                 stimulus_id=f"task-finished-{key}", key=key, nbytes=nbytes,
                 type_name=type_name, start=start, stop=stop, value=small))
         else:
             exc_payload, text = value
-            self._handle(ev.ExecuteFailed(
+            self._outcomes.append(ev.ExecuteFailed(
                 stimulus_id=f"task-erred-{key}", key=key, exception=exc_payload,
                 traceback=tb, exception_text=text, start=start, stop=stop))
 
+    def _flush_outcomes(self) -> None:
+        """(On the loop.)  The outcomes posted since the last flush, to the
+        machine in one handling (one pass, one write of their reports)."""
+        outcomes = self._outcomes
+        if outcomes:
+            self._outcomes = []
+            if self.state is not None and self.status is Status.running:
+                self._handle(*outcomes)
+
     def _on_secede(self, key: str) -> None:
         """(On the loop.)  The task ``key`` called ``secede()``."""
+        self._flush_outcomes()  # in the order the threads posted them
         if self.state is not None and self.status is Status.running:
             self._handle(ev.TaskSeceded(stimulus_id=f"secede-{key}", key=key))
 
     def _on_rejoin(self, key: str) -> None:
         """(On the loop.)  The seceded task ``key`` called ``rejoin()`` and waits."""
+        self._flush_outcomes()
         if self.state is not None and self.status is Status.running:
             self._handle(ev.RejoinRequested(stimulus_id=f"rejoin-{key}", key=key))
         else:
