@@ -21,8 +21,9 @@ the next byte.  The pipe's two descriptors are closed when the queue is
 collected, never while a thread is in ``get`` (which holds a reference).
 
 The pipe holds 64 KiB of bytes: ``put`` would block with that many items
-queued, and a worker queues at most one call per thread (and a stop marker
-per thread that leaves).
+queued, and a worker queues at most one call per thread and the calls it runs
+ahead (option ``worker.run-ahead.depth``, at most 1024; and a stop marker per
+thread that leaves).
 
 The way back has the same trouble: ``loop.call_soon_threadsafe`` wakes the
 loop (an ``eventfd`` write) with the GIL held, and the loop's thread wakes

@@ -151,6 +151,10 @@ START_REPORT_DELAY = 0.005
 #: here has seceded (it may wait for them)
 REPORT_HOLD = 0.001
 
+#: the most calls a worker may run ahead (``worker.run-ahead.depth``): its
+#: hand-off queue's pipe holds 64 KiB of wake-up bytes
+MAX_RUN_AHEAD = 1024
+
 
 class Worker(Node):
     """A worker process's server: runs tasks, stores and serves their results."""
@@ -206,6 +210,9 @@ class Worker(Node):
         #: (depth, shorter-than) of the machine's run-ahead (:mod:`taskmill.core.worker.run_ahead`)
         self.run_ahead = (config.read("worker.run-ahead.depth", config_checks.count),
                           config.read("worker.run-ahead.shorter-than", config_checks.delay))
+        if self.run_ahead[0] > MAX_RUN_AHEAD:
+            raise ValueError(f"option worker.run-ahead.depth is {self.run_ahead[0]}: give at most "
+                             f"{MAX_RUN_AHEAD} (calls queued for the task threads)")
         #: the Executor that ``get_client()`` returns inside this worker's tasks
         #: (made on first use by :mod:`taskmill.client.worker_client`, closed with the worker)
         self.task_client: Any = None

@@ -37,6 +37,7 @@ def test_a_short_call_runs_ahead_and_only_depth_of_them() -> None:
     w = warmed()
     assert executed(w.handle(compute("a"), compute("b"), compute("c"))) == ["a", "b"]
     assert w.executing == {"a", "b"} and w.ready_count == 1
+    assert w.run_ahead.started_ahead == 1
     assert executed(w.handle(took("a", 0.0001))) == ["c"]  # b takes the thread, c waits ahead
     assert w.executing == {"b", "c"}
 
@@ -55,13 +56,13 @@ def test_a_long_function_does_not_run_ahead_and_the_duration_falls_by_half() -> 
     assert executed(w.handle(took("a", 0.000001))) == ["b"]
     assert w.ready_count == 0
     ahead = RunAhead(1, 0.002)
-    ahead.started("k", "f")
+    ahead.started("k", "f", False)
     ahead.finished("k", 0.010)
     for _ in range(3):  # 5, 2.5, 1.25 ms
-        ahead.started("k", "f")
+        ahead.started("k", "f", False)
         ahead.finished("k", 0.0)
     assert ahead.is_short("f")
-    ahead.started("k", "f")
+    ahead.started("k", "f", False)
     ahead.finished("k", 0.004)  # rises at once
     assert not ahead.is_short("f")
 

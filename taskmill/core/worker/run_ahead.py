@@ -43,7 +43,7 @@ class RunAhead:
     """How many short calls may wait for a thread (``depth``, 0: none), and
     the measured durations that say which calls are short."""
 
-    __slots__ = ("depth", "shorter_than", "_durations", "_tokens")
+    __slots__ = ("depth", "shorter_than", "started_ahead", "_durations", "_tokens")
 
     def __init__(self, depth: int, shorter_than: float) -> None:
         if depth < 0:
@@ -52,15 +52,19 @@ class RunAhead:
             raise ValueError(f"run-ahead shorter_than must be >= 0 seconds, got {shorter_than}")
         self.depth = depth
         self.shorter_than = shorter_than
+        #: calls started beyond ``nthreads`` so far (a figure for diagnostics and tests)
+        self.started_ahead = 0
         #: func_token -> its recent duration here (seconds)
         self._durations: dict[str, float] = {}
         #: executing key -> its func_token (only while ``depth``)
         self._tokens: dict[Key, str] = {}
 
-    def started(self, key: Key, token: str) -> None:
-        """The call of ``key`` (function ``token``) was handed to the threads."""
+    def started(self, key: Key, token: str, ahead: bool) -> None:
+        """The call of ``key`` (function ``token``) was handed to the threads,
+        ``ahead`` of a free one or not."""
         if self.depth:
             self._tokens[key] = token
+            self.started_ahead += ahead
 
     def finished(self, key: Key, seconds: float) -> None:
         """The call of ``key`` returned after ``seconds``: learn its function's duration."""

@@ -483,7 +483,7 @@ class WorkerState(SecessionHandlers, StealHandlers, RunningCalls):
             if func is not None:
                 self._delivered.add(token)
             out.append(Execute(stim, key, token, func, req.args, ts.deps, req.report_value))
-            ahead.started(key, token)
+            ahead.started(key, token, busy >= nthreads)
             self._report_start(key)
 
     def _call_ended(self, key: Key) -> None:
