@@ -31,7 +31,10 @@ only to wait for the GIL.  ``LoopInbox.post(fn, *args)`` queues the callback
 in a ``deque`` and writes a byte to a pipe the loop watches (``add_reader``),
 again with the GIL released; the loop runs every queued callback, in order,
 when the pipe is readable, then ``on_drained`` (the worker hands the
-outcomes of those callbacks to its machine in one handling).  Callbacks of one inbox keep their order; there is
+outcomes of those callbacks to its machine in one handling), and again while
+more were posted meanwhile: a task thread that ends a short call while the
+loop handles the last one's outcome (a chain's next link) is served without
+another turn of the loop.  Callbacks of one inbox keep their order; there is
 no order between them and ``call_soon_threadsafe`` callbacks.  A ``post``
 after ``close`` (or once the loop is closed) raises ``RuntimeError``, like
 ``call_soon_threadsafe`` on a closed loop.
@@ -119,10 +122,11 @@ class LoopInbox:
             pass
         items = self._items
         while items and not self._closed:  # every item whose byte was read is here
-            fn, args = items.popleft()
-            self._call(fn, *args)
-        if self._on_drained is not None and not self._closed:
-            self._call(self._on_drained)
+            while items and not self._closed:
+                fn, args = items.popleft()
+                self._call(fn, *args)
+            if self._on_drained is not None and not self._closed:
+                self._call(self._on_drained)
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> None:
         try:
