@@ -9,9 +9,11 @@ Theory of operation
   state machine as they are; the wire messages it returns (``task-finished``,
   ``add-keys``, ``paused`` ...) go back on the stream, batched.
 * ``Execute`` commands run in a thread pool of ``nthreads`` threads
-  (:mod:`taskmill.server.task_runner`); the thread posts the outcome back to
-  the loop, which stores the value and feeds ``ExecuteSucceeded`` /
-  ``ExecuteFailed``.  A task's ``secede()`` and ``rejoin()`` reach the
+  (:mod:`taskmill.server.task_runner`), which queues the short calls the
+  machine starts ahead of a free thread (option ``worker.run-ahead``); the
+  thread posts the outcome back to the loop, which stores the value and
+  feeds ``ExecuteSucceeded`` / ``ExecuteFailed``: all the outcomes that one
+  turn of the loop finds, in one handling (``_flush_outcomes``).  A task's ``secede()`` and ``rejoin()`` reach the
   machine as ``TaskSeceded`` / ``RejoinRequested``; its ``RejoinGranted``
   lets the waiting thread go on.  ``get_client()`` inside a task makes one
   Executor for the worker (``task_client``), closed with it.

@@ -101,6 +101,8 @@ Contract with the shell:
   reports that run's end.
 * ``ScheduleStartReport``: hand the machine ``StartReportDue`` a few
   milliseconds later (one is issued at a time).
+* ``Execute`` may start more calls than ``nthreads`` (short ones run ahead,
+  :mod:`taskmill.core.worker.run_ahead`): the shell queues them in order.
 * ``TaskFinished`` for a key obtained without running it (fetched while the
   scheduler asked for it, or scattered) carries ``type_name=""`` and zero times.
 
@@ -469,14 +471,14 @@ class WorkerState(SecessionHandlers, StealHandlers, RunningCalls):
             if ts is None or ts.state != READY or ts.seq != seq:
                 heapq.heappop(ready)
                 continue
-            if busy >= nthreads and not ahead.is_short(ts.req.func_token):  # type: ignore[union-attr]
+            req = ts.req
+            assert req is not None
+            if busy >= nthreads and not ahead.is_short(req.func_token):
                 break
             heapq.heappop(ready)
             self._ready_count -= 1
             self._set_state(ts, EXECUTING)
             executing.add(key)
-            req = ts.req
-            assert req is not None
             ts.req = None
             token = req.func_token
             func = funcs.pop(token, None) if funcs else None  # the first Execute of a token carries it
