@@ -148,6 +148,12 @@ class TaskRunner:
         self._active[key] = call
         self._calls.put(call)
 
+    def running_keys(self) -> list[str]:
+        """(On the loop.)  The keys whose calls a thread has taken and not
+        finished: not the calls queued for a thread (run ahead)."""
+        return sorted(key for key, call in self._active.items()
+                      if call.thread is not None and not call.finished)
+
     def abandon(self, key: str) -> None:
         """Drop the outcome of the call of ``key`` (on the loop): a call not
         started is skipped; a running one keeps its thread until it returns,

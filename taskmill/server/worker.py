@@ -231,7 +231,7 @@ class Worker(Node):
             PutData: self._put_data,
             Run: self._run,
             UploadFile: lambda msg, comm: install_upload(self.local_directory, msg.filename, msg.data),
-            Executing: lambda msg, comm: sorted(self.state.executing) if self.state else [],
+            Executing: lambda msg, comm: self.runner.running_keys(),
             WorkerLogs: lambda msg, comm: self.log_ring.recent(msg.n),
             DumpWorkerState: self._dump_state,
         })

@@ -64,6 +64,8 @@ def test_a_call_waiting_ahead_can_be_cancelled() -> None:
             assert time.monotonic() < deadline, "the blocking call never started"
             time.sleep(0.01)
         queued = e.map(inc, range(1000, 1010), pure=False)  # run ahead behind the blocked thread
+        # a call waiting ahead does not count as running (concurrent.futures' cancel relies on it)
+        assert e.running_keys() == {blocker.key}
         e.cancel(queued[:5], force=True)
         e.run(release)
         assert blocker.result() == "released"
