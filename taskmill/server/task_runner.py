@@ -154,6 +154,10 @@ class TaskRunner:
         return sorted(key for key, call in self._active.items()
                       if call.thread is not None and not call.finished)
 
+    def queued_keys(self) -> tuple[str, ...]:
+        """(On the loop.)  The keys whose calls wait for a thread (run ahead)."""
+        return tuple([key for key, call in self._active.items() if call.thread is None])
+
     def abandon(self, key: str) -> None:
         """Drop the outcome of the call of ``key`` (on the loop): a call not
         started is skipped; a running one keeps its thread until it returns,

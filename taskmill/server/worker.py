@@ -527,7 +527,8 @@ class Worker(Node):
 
     def _start_report_due(self) -> None:
         if self.state is not None and self.status is Status.running:
-            self._handle(ev.StartReportDue(stimulus_id="start-report"))
+            self._handle(ev.StartReportDue(stimulus_id="start-report",
+                                           queued=self.runner.queued_keys()))
 
     def _on_task_done(self, key: str, ok: bool, value: Any, tb: str, start: float, stop: float,
                       small: Serialized | None) -> None:

@@ -7,10 +7,21 @@ from test_worker_secession import granted, rejoin, secede
 from test_worker_state import compute, err, executed, of, ws
 
 from taskmill.core.stimulus_log import replay
-from taskmill.core.worker.events import AbandonExecution, ExecuteSucceeded
+from taskmill.core.worker.events import (
+    AbandonExecution,
+    ExecuteSucceeded,
+    ScheduleStartReport,
+    StartReportDue,
+)
 from taskmill.core.worker.run_ahead import RunAhead
 from taskmill.core.worker.state import WorkerState
-from taskmill.protocol.vocabulary import AbandonTasks, FreeKeys, StealRequest, StealResponse
+from taskmill.protocol.vocabulary import (
+    AbandonTasks,
+    FreeKeys,
+    StealRequest,
+    StealResponse,
+    TasksStarted,
+)
 
 ME = "tcp://me:1"
 
@@ -121,3 +132,17 @@ def test_the_stimulus_log_replays_with_run_ahead(tmp_path) -> None:  # type: ign
     w.handle(compute("a"), compute("b"))
     replayed = replay(w.stimulus_log.dump(str(tmp_path)))
     assert replayed.executing == w.executing == {"a", "b"}
+
+
+def test_a_call_waiting_for_a_thread_is_reported_started_only_once_a_thread_took_it() -> None:
+    w = warmed()
+    w.handle(StartReportDue("tick-0"))  # the tick the first call asked for
+    cmds = w.handle(compute("a"), compute("b"))
+    assert executed(cmds) == ["a", "b"] and of(cmds, ScheduleStartReport)
+    assert of(w.handle(StartReportDue("tick-1", queued=("b",))), TasksStarted) == []  # too young
+    cmds = w.handle(StartReportDue("tick-2", queued=("b",)))
+    assert [c.keys for c in of(cmds, TasksStarted)] == [("a",)]
+    assert of(cmds, ScheduleStartReport)  # b is still to report
+    cmds = w.handle(StartReportDue("tick-3"))  # a thread took b meanwhile
+    assert [c.keys for c in of(cmds, TasksStarted)] == [("b",)]
+    assert not of(cmds, ScheduleStartReport)

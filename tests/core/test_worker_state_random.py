@@ -239,7 +239,10 @@ def run_random_sequence(seed: int, seceding: bool = False, run_ahead: int = 0) -
                 sh.store[key] = 1
                 sh.send(DataPut(sh.stim(), {key: 1}))
         elif action == "tick" and sh.tick_pending:
-            sh.send(StartReportDue(sh.stim()))
+            # with run-ahead, some calls may still wait for a thread
+            running = sorted(sh.running)
+            queued = tuple(rng.sample(running, rng.randint(0, len(running)))) if run_ahead else ()
+            sh.send(StartReportDue(sh.stim(), queued))
         elif action == "abandon":  # a forced cancel: free-keys, then abandon-tasks
             keys = tuple(rng.sample(KEYS, rng.randint(1, 3)))
             sh.send(FreeKeys(sh.stim(), ME, keys))
