@@ -206,7 +206,8 @@ class Worker(Node):
         #: set while registered: the stream is open (``put-data`` waits for it)
         self._registered = asyncio.Event()
         self.runner = TaskRunner(nthreads, self._on_task_done, self._on_secede, self._on_rejoin,
-                                 worker=self, on_drained=self._flush_outcomes)
+                                 worker=self, on_drained=self._flush_outcomes,
+                                 still_cancelled=self._still_cancelled)
         #: outcomes the task threads posted, for the machine's next handling
         self._outcomes: list[WorkerInput] = []
         #: (depth, shorter-than) of the machine's run-ahead (:mod:`taskmill.core.worker.run_ahead`)
@@ -489,7 +490,9 @@ class Worker(Node):
             case ev.RejoinGranted():
                 self.runner.resume(cmd.key)
             case ev.CancelExecution():
-                pass  # a running thread cannot be interrupted; the state machine drops its result
+                # a call still queued (run ahead) is skipped; a running one cannot be
+                # interrupted: the state machine drops its result
+                self.runner.cancel(cmd.key)
             case ev.AbandonExecution():
                 self.runner.abandon(cmd.key)
                 self.diagnostics.forget((cmd.key,))
@@ -550,6 +553,10 @@ class Worker(Node):
             self._outcomes.append(ev.ExecuteFailed(
                 stimulus_id=f"task-erred-{key}", key=key, exception=exc_payload,
                 traceback=tb, exception_text=text, start=start, stop=stop))
+
+    def _still_cancelled(self, key: str) -> bool:
+        """(On the loop.)  Whether the machine still has ``key``'s call cancelled."""
+        return self.state is not None and self.state.task_state(key) == "cancelled"
 
     def _flush_outcomes(self) -> None:
         """(On the loop.)  The outcomes posted since the last flush, to the

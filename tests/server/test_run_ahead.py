@@ -9,6 +9,7 @@ import time
 import pytest
 
 from taskmill import Executor, get_client, get_worker, rejoin, secede
+from taskmill.cluster_state import load_cluster_state
 from tests.server.worker_options import worker_process_with_env
 
 pytestmark = pytest.mark.timeout(120)
@@ -73,6 +74,49 @@ def test_a_call_waiting_ahead_can_be_cancelled() -> None:
         assert all(f.cancelled() for f in queued[:5])
         # those the scheduler sent waited ahead of the blocked thread
         assert e.submit(ran_ahead, pure=False).result() > before
+
+
+#: (in the worker process) the arguments ``record`` ran with
+_RAN: list[int] = []
+
+
+def record(i: int) -> int:
+    _RAN.append(i)
+    return i
+
+
+def recorded() -> list[int]:
+    return list(_RAN)
+
+
+def executing_on_workers(e: Executor, path: str) -> set[str]:
+    """The keys every worker's machine holds as executing (from a state dump)."""
+    e.dump_cluster_state(path)
+    workers = load_cluster_state(path)["workers"].values()
+    return {key for w in workers for key, rec in w.get("tasks", {}).items()
+            if rec.get("state") == "executing"}
+
+
+def test_a_call_cancelled_while_it_waits_ahead_never_runs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with Executor(n_workers=1, threads_per_worker=1) as e:
+        e.gather(e.map(record, range(-20, 0), pure=False))  # record is known short
+        before = e.submit(ran_ahead, pure=False).result()
+        blocker = e.submit(gate, pure=False)
+        deadline = time.monotonic() + 30
+        while not blocker.running():
+            assert time.monotonic() < deadline, "the blocking call never started"
+            time.sleep(0.01)
+        queued = e.map(record, range(1000, 1010), pure=False)
+        keys = {f.key for f in queued}
+        path = str(tmp_path / "state.json")
+        while not keys <= executing_on_workers(e, path):  # all ten wait ahead of the thread
+            assert time.monotonic() < deadline, "the calls never reached the worker"
+            time.sleep(0.05)
+        e.cancel(queued)
+        e.run(release)
+        assert blocker.result() == "released"
+        assert e.submit(ran_ahead, pure=False).result() >= before + 10
+        assert not [i for i in e.submit(recorded, pure=False).result() if i >= 1000]
 
 
 @pytest.mark.parametrize("value, complaint", [
