@@ -34,6 +34,8 @@ the events, and nothing iterates a set.
 
 from __future__ import annotations
 
+from collections.abc import Sized
+
 from taskmill.protocol.vocabulary import Key
 
 __all__ = ["RunAhead"]
@@ -78,6 +80,10 @@ class RunAhead:
         """The call of ``key`` no longer holds a thread (failed, cancelled, abandoned)."""
         if self._tokens:
             self._tokens.pop(key, None)
+
+    def slots(self, nthreads: int, seceded: Sized) -> int:
+        """Calls the threads may hold: ``nthreads``, and ``depth`` more while no task has seceded."""
+        return nthreads if seceded else nthreads + self.depth
 
     def is_short(self, token: str) -> bool:
         """Whether a call of ``token`` may wait for a thread (known to be short)."""

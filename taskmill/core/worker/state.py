@@ -284,11 +284,6 @@ class WorkerState(SecessionHandlers, StealHandlers, RunningCalls):
             self.stimulus_log.failed(exc)
             raise
 
-    @property
-    def slots(self) -> int:
-        """Calls the threads may hold: ``nthreads``, and the run-ahead depth while none seceded."""
-        return self.nthreads + (0 if self.seceded else self.run_ahead.depth)
-
     def validate(self) -> None:
         """Check every invariant; raise :class:`InvalidWorkerState` if one fails."""
         validate_worker_state(self, self.run_ahead.depth)
@@ -319,7 +314,8 @@ class WorkerState(SecessionHandlers, StealHandlers, RunningCalls):
         else:
             if self._fq.dirty:
                 self._gather()
-            if self._ready_count and len(self.executing) - len(self.seceded) < self.slots:
+            if self._ready_count and (len(self.executing) - len(self.seceded)
+                                      < self.run_ahead.slots(self.nthreads, self.seceded)):
                 self._ensure_computing()
         if self.validate_each_step:
             self.validate()
@@ -464,7 +460,7 @@ class WorkerState(SecessionHandlers, StealHandlers, RunningCalls):
         seceded = self.seceded
         ahead = self.run_ahead
         nthreads = self.nthreads
-        slots = self.slots
+        slots = ahead.slots(nthreads, seceded)
         while ready and (busy := len(executing) - len(seceded)) < slots:
             _, seq, key = ready[0]
             ts = tasks.get(key)
