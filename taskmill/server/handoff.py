@@ -21,15 +21,20 @@ the next byte.  The pipe's two descriptors are closed when the queue is
 collected, never while a thread is in ``get`` (which holds a reference).
 
 The pipe holds 64 KiB of bytes: ``put`` would block with that many items
-queued, and a worker queues at most one call per thread (and a stop marker
-per thread that leaves).
+queued, and a worker queues at most one call per thread and the calls it runs
+ahead (option ``worker.run-ahead.depth``, at most 1024; and a stop marker per
+thread that leaves).
 
 The way back has the same trouble: ``loop.call_soon_threadsafe`` wakes the
 loop (an ``eventfd`` write) with the GIL held, and the loop's thread wakes
 only to wait for the GIL.  ``LoopInbox.post(fn, *args)`` queues the callback
 in a ``deque`` and writes a byte to a pipe the loop watches (``add_reader``),
 again with the GIL released; the loop runs every queued callback, in order,
-when the pipe is readable.  Callbacks of one inbox keep their order; there is
+when the pipe is readable, then ``on_drained`` (the worker hands the
+outcomes of those callbacks to its machine in one handling), and again while
+more were posted meanwhile: a task thread that ends a short call while the
+loop handles the last one's outcome (a chain's next link) is served without
+another turn of the loop.  Callbacks of one inbox keep their order; there is
 no order between them and ``call_soon_threadsafe`` callbacks.  A ``post``
 after ``close`` (or once the loop is closed) raises ``RuntimeError``, like
 ``call_soon_threadsafe`` on a closed loop.
@@ -80,10 +85,13 @@ class HandOff(Generic[T]):
 
 
 class LoopInbox:
-    """Callbacks posted from any thread, run on ``loop``'s thread in order."""
+    """Callbacks posted from any thread, run on ``loop``'s thread in order;
+    ``on_drained()`` runs after each run of the callbacks queued by then."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop,
+                 on_drained: Callable[[], None] | None = None) -> None:
         self._loop = loop
+        self._on_drained = on_drained
         self._items: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
         self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._read_fd, False)
@@ -114,12 +122,18 @@ class LoopInbox:
             pass
         items = self._items
         while items and not self._closed:  # every item whose byte was read is here
-            fn, args = items.popleft()
-            try:
-                fn(*args)
-            except Exception as exc:
-                self._loop.call_exception_handler(
-                    {"message": f"exception in {fn!r}, posted to the loop", "exception": exc})
+            while items and not self._closed:
+                fn, args = items.popleft()
+                self._call(fn, *args)
+            if self._on_drained is not None and not self._closed:
+                self._call(self._on_drained)
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:
+            self._loop.call_exception_handler(
+                {"message": f"exception in {fn!r}, posted to the loop", "exception": exc})
 
 
 def _close_fds(*fds: int) -> None:

@@ -7,6 +7,11 @@ reaches the loop through a :class:`~taskmill.server.handoff.LoopInbox` (one
 pipe write, with the GIL released), as do ``secede()`` and ``rejoin()``
 notices, in the order the threads posted them.  Outcomes of tasks
 submitted before ``discard_all`` (the worker started afresh) are dropped.
+The queue may hold more calls than threads (the machine runs short calls
+ahead, :mod:`taskmill.core.worker.run_ahead`): ``cancel`` marks a call no
+thread has taken yet, and the thread that reaches it skips it; on the loop
+its end is reported as a ``CancelledError`` failure, unless the key was
+wanted again meanwhile (``still_cancelled``), and then it runs after all.
 
 The pool is ``nthreads`` daemon threads reading calls from one
 :class:`~taskmill.server.handoff.HandOff` queue, started together at the
@@ -48,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import CancelledError
 import time
 import traceback
 from collections.abc import Callable
@@ -75,7 +81,7 @@ class Call:
     """One task call, from ``submit`` until its outcome is delivered."""
 
     __slots__ = ("inbox", "generation", "key", "func_token", "func", "args", "inputs", "report_value",
-                 "thread", "finished", "abandoned")
+                 "thread", "finished", "abandoned", "cancelled")
 
     def __init__(self, inbox: LoopInbox, generation: int, key: str, func_token: str,
                  func: Serialized | None, args: Serialized, inputs: dict[str, Any],
@@ -93,6 +99,8 @@ class Call:
         self.finished = False
         #: its outcome is dropped (``abandon``)
         self.abandoned = False
+        #: cancelled while queued (``cancel``): a thread that takes it does not run it
+        self.cancelled = False
 
 
 class TaskRunner:
@@ -100,13 +108,20 @@ class TaskRunner:
     are seceded or abandoned calls still run).  ``on_secede(key)`` and
     ``on_rejoin(key)`` run on the loop when a task calls ``secede()`` or
     ``rejoin()``; ``worker`` is what ``get_worker()`` returns inside its
-    tasks."""
+    tasks; ``on_drained()`` runs on the loop after each batch of outcomes and
+    notices the threads posted (see :class:`~taskmill.server.handoff.LoopInbox`);
+    ``still_cancelled(key)`` says, on the loop, whether a call cancelled while
+    queued is still unwanted when a thread reaches it (see ``cancel``)."""
 
     def __init__(self, nthreads: int, on_done: OnDone,
                  on_secede: Callable[[str], None] | None = None,
-                 on_rejoin: Callable[[str], None] | None = None, worker: Any = None) -> None:
+                 on_rejoin: Callable[[str], None] | None = None, worker: Any = None,
+                 on_drained: Callable[[], None] | None = None,
+                 still_cancelled: Callable[[str], bool] | None = None) -> None:
         self.nthreads = nthreads
         self.on_done = on_done
+        self.on_drained = on_drained
+        self.still_cancelled = still_cancelled
         self.on_secede = on_secede
         self.on_rejoin = on_rejoin
         self.worker = worker
@@ -136,7 +151,7 @@ class TaskRunner:
         if self._closed:
             raise RuntimeError("the task runner is shut down")
         if self._inbox is None:
-            self._inbox = LoopInbox(asyncio.get_running_loop())
+            self._inbox = LoopInbox(asyncio.get_running_loop(), self.on_drained)
             for _ in range(self.nthreads):
                 self._start_thread()
         if func is not None:
@@ -144,6 +159,26 @@ class TaskRunner:
         call = Call(self._inbox, self.generation, key, func_token, func, args, inputs, report_value)
         self._active[key] = call
         self._calls.put(call)
+
+    def running_keys(self) -> list[str]:
+        """(On the loop.)  The keys whose calls a thread has taken and not
+        finished: not the calls queued for a thread (run ahead)."""
+        return sorted(key for key, call in self._active.items()
+                      if call.thread is not None and not call.finished)
+
+    def queued_keys(self) -> tuple[str, ...]:
+        """(On the loop.)  The keys whose calls wait for a thread (run ahead)."""
+        return tuple([key for key, call in self._active.items() if call.thread is None])
+
+    def cancel(self, key: str) -> None:
+        """(On the loop.)  The call of ``key`` is no longer wanted: if no thread
+        has taken it yet, the thread that does skips it, and its end is
+        reported as a failure (``CancelledError``) unless ``still_cancelled``
+        says the key was wanted again meanwhile (then it runs after all).  A
+        call already running goes on: a thread cannot be interrupted."""
+        call = self._active.get(key)
+        if call is not None and self.still_cancelled is not None:
+            call.cancelled = True
 
     def abandon(self, key: str) -> None:
         """Drop the outcome of the call of ``key`` (on the loop): a call not
@@ -262,6 +297,9 @@ class TaskRunner:
                 break
             me.call = call
             call.thread = me  # before reading ``abandoned`` (see the module docstring)
+            if call.cancelled:  # set by the loop before a thread took it
+                self._post_skip(call)
+                continue
             if not call.abandoned:
                 self._run(call)
             call.finished = True
@@ -271,6 +309,29 @@ class TaskRunner:
         with self._lock:
             if not self._closed:  # after shutdown the list stays, to join them
                 self.threads.remove(threading.current_thread())
+
+    def _post_skip(self, call: Call) -> None:
+        try:
+            call.inbox.post(self._skipped, call)
+        except RuntimeError:  # loop closed
+            pass
+
+    def _skipped(self, call: Call) -> None:
+        """On the loop: a thread reached a call cancelled while queued."""
+        if call.abandoned or call.generation != self.generation:
+            return
+        assert self.still_cancelled is not None
+        if not self.still_cancelled(call.key):  # wanted again: run it after all
+            call.cancelled = False
+            call.thread = None
+            self._calls.put(call)
+            return
+        call.finished = True
+        if self._active.get(call.key) is call:
+            del self._active[call.key]
+        value, tb = describe_failure(
+            CancelledError(f"task {call.key!r} was cancelled before a thread took it"))
+        self.on_done(call.key, False, value, tb, 0.0, 0.0, None)
 
     def _load_function(self, token: str, payload: Serialized | None) -> Callable[..., Any]:
         fn = self._functions.get(token)

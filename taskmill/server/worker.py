@@ -9,9 +9,11 @@ Theory of operation
   state machine as they are; the wire messages it returns (``task-finished``,
   ``add-keys``, ``paused`` ...) go back on the stream, batched.
 * ``Execute`` commands run in a thread pool of ``nthreads`` threads
-  (:mod:`taskmill.server.task_runner`); the thread posts the outcome back to
-  the loop, which stores the value and feeds ``ExecuteSucceeded`` /
-  ``ExecuteFailed``.  A task's ``secede()`` and ``rejoin()`` reach the
+  (:mod:`taskmill.server.task_runner`), which queues the short calls the
+  machine starts ahead of a free thread (option ``worker.run-ahead``); the
+  thread posts the outcome back to the loop, which stores the value and
+  feeds ``ExecuteSucceeded`` / ``ExecuteFailed``: all the outcomes that one
+  turn of the loop finds, in one handling (``_flush_outcomes``).  A task's ``secede()`` and ``rejoin()`` reach the
   machine as ``TaskSeceded`` / ``RejoinRequested``; its ``RejoinGranted``
   lets the waiting thread go on.  ``get_client()`` inside a task makes one
   Executor for the worker (``task_client``), closed with it.
@@ -151,6 +153,10 @@ START_REPORT_DELAY = 0.005
 #: here has seceded (it may wait for them)
 REPORT_HOLD = 0.001
 
+#: the most calls a worker may run ahead (``worker.run-ahead.depth``): its
+#: hand-off queue's pipe holds 64 KiB of wake-up bytes
+MAX_RUN_AHEAD = 1024
+
 
 class Worker(Node):
     """A worker process's server: runs tasks, stores and serves their results."""
@@ -200,7 +206,16 @@ class Worker(Node):
         #: set while registered: the stream is open (``put-data`` waits for it)
         self._registered = asyncio.Event()
         self.runner = TaskRunner(nthreads, self._on_task_done, self._on_secede, self._on_rejoin,
-                                 worker=self)
+                                 worker=self, on_drained=self._flush_outcomes,
+                                 still_cancelled=self._still_cancelled)
+        #: outcomes the task threads posted, for the machine's next handling
+        self._outcomes: list[WorkerInput] = []
+        #: (depth, shorter-than) of the machine's run-ahead (:mod:`taskmill.core.worker.run_ahead`)
+        self.run_ahead = (config.read("worker.run-ahead.depth", config_checks.count),
+                          config.read("worker.run-ahead.shorter-than", config_checks.delay))
+        if self.run_ahead[0] > MAX_RUN_AHEAD:
+            raise ValueError(f"option worker.run-ahead.depth is {self.run_ahead[0]}: give at most "
+                             f"{MAX_RUN_AHEAD} (calls queued for the task threads)")
         #: the Executor that ``get_client()`` returns inside this worker's tasks
         #: (made on first use by :mod:`taskmill.client.worker_client`, closed with the worker)
         self.task_client: Any = None
@@ -217,7 +232,7 @@ class Worker(Node):
             PutData: self._put_data,
             Run: self._run,
             UploadFile: lambda msg, comm: install_upload(self.local_directory, msg.filename, msg.data),
-            Executing: lambda msg, comm: sorted(self.state.executing) if self.state else [],
+            Executing: lambda msg, comm: self.runner.running_keys(),
             WorkerLogs: lambda msg, comm: self.log_ring.recent(msg.n),
             DumpWorkerState: self._dump_state,
         })
@@ -287,7 +302,9 @@ class Worker(Node):
         # kept; the outcomes of those still running are dropped
         self.runner.discard_all()
         self.incarnation = secrets.token_hex(8)
-        self.state = WorkerState(self.address, self.nthreads, validate=self._validate)
+        self._outcomes = []
+        self.state = WorkerState(self.address, self.nthreads, validate=self._validate,
+                                 run_ahead=self.run_ahead[0], run_ahead_below=self.run_ahead[1])
         for key in [k for k in self.data.nbytes if k in self.actors or not keep_data]:
             self.data.discard(key)  # an actor's object does not outlive its registration
         self.actors.clear()
@@ -473,7 +490,9 @@ class Worker(Node):
             case ev.RejoinGranted():
                 self.runner.resume(cmd.key)
             case ev.CancelExecution():
-                pass  # a running thread cannot be interrupted; the state machine drops its result
+                # a call still queued (run ahead) is skipped; a running one cannot be
+                # interrupted: the state machine drops its result
+                self.runner.cancel(cmd.key)
             case ev.AbandonExecution():
                 self.runner.abandon(cmd.key)
                 self.diagnostics.forget((cmd.key,))
@@ -511,34 +530,52 @@ class Worker(Node):
 
     def _start_report_due(self) -> None:
         if self.state is not None and self.status is Status.running:
-            self._handle(ev.StartReportDue(stimulus_id="start-report"))
+            self._handle(ev.StartReportDue(stimulus_id="start-report",
+                                           queued=self.runner.queued_keys()))
 
     def _on_task_done(self, key: str, ok: bool, value: Any, tb: str, start: float, stop: float,
                       small: Serialized | None) -> None:
-        """Called on the loop (via call_soon_threadsafe) when a task ends;
-        ``small`` is the result serialized when a client wants it and it is small."""
+        """Called on the loop (through the runner's inbox) when a task ends:
+        store its value; the machine hears of it at ``_flush_outcomes``, with
+        the other outcomes the threads posted meanwhile.  ``small`` is the
+        result serialized when a client wants it and it is small."""
         if self.state is None or self.status is not Status.running:
             return
         if ok:
             type_name = type(value).__name__
             nbytes = self.data.put(key, value)
             del value
-            self._handle(ev.ExecuteSucceeded(
+            self._outcomes.append(ev.ExecuteSucceeded(
                 stimulus_id=f"task-finished-{key}", key=key, nbytes=nbytes,
                 type_name=type_name, start=start, stop=stop, value=small))
         else:
             exc_payload, text = value
-            self._handle(ev.ExecuteFailed(
+            self._outcomes.append(ev.ExecuteFailed(
                 stimulus_id=f"task-erred-{key}", key=key, exception=exc_payload,
                 traceback=tb, exception_text=text, start=start, stop=stop))
 
+    def _still_cancelled(self, key: str) -> bool:
+        """(On the loop.)  Whether the machine still has ``key``'s call cancelled."""
+        return self.state is not None and self.state.task_state(key) == "cancelled"
+
+    def _flush_outcomes(self) -> None:
+        """(On the loop.)  The outcomes posted since the last flush, to the
+        machine in one handling (one pass, one write of their reports)."""
+        outcomes = self._outcomes
+        if outcomes:
+            self._outcomes = []
+            if self.state is not None and self.status is Status.running:
+                self._handle(*outcomes)
+
     def _on_secede(self, key: str) -> None:
         """(On the loop.)  The task ``key`` called ``secede()``."""
+        self._flush_outcomes()  # in the order the threads posted them
         if self.state is not None and self.status is Status.running:
             self._handle(ev.TaskSeceded(stimulus_id=f"secede-{key}", key=key))
 
     def _on_rejoin(self, key: str) -> None:
         """(On the loop.)  The seceded task ``key`` called ``rejoin()`` and waits."""
+        self._flush_outcomes()
         if self.state is not None and self.status is Status.running:
             self._handle(ev.RejoinRequested(stimulus_id=f"rejoin-{key}", key=key))
         else:

@@ -55,11 +55,15 @@ KEYS = [f"k{i}" for i in range(8)]
 class SimShell:
     """Carries out commands like the real shell would, checking each one."""
 
-    def __init__(self, nthreads: int) -> None:
+    def __init__(self, nthreads: int, run_ahead: int = 0) -> None:
         self.ws = WorkerState(
-            ME, nthreads, validate=True, max_fetch_keys_per_request=2, max_concurrent_fetches=2
+            ME, nthreads, validate=True, max_fetch_keys_per_request=2, max_concurrent_fetches=2,
+            run_ahead=run_ahead,
         )
         self.nthreads = nthreads
+        self.run_ahead = run_ahead
+        #: seconds each call takes: short enough to run ahead when that is on
+        self.duration = 0.001 if run_ahead else 1.0
         self.store: dict[str, int] = {}
         self.running: dict[str, None] = {}
         #: runs whose thread called secede() (out of the count), and those waiting in rejoin()
@@ -126,7 +130,9 @@ class SimShell:
                 self.abandoned.add(cmd.key)
             else:
                 assert isinstance(cmd, (AskWhoHas, MissingData, Seceded)), cmd
-        assert len(self.running) - len(self.seceded) <= self.nthreads
+        busy = len(self.running) - len(self.seceded)
+        assert busy <= self.nthreads + self.run_ahead
+        assert busy <= self.nthreads or not self.seceded, "ran ahead while a task seceded"
         assert set(self.running) == self.ws.executing
         assert not self.ws.start_reports.unreported or self.tick_pending
         assert self.ws.in_memory <= set(self.store)
@@ -139,9 +145,9 @@ class SimShell:
         self.seceded.pop(key, None)
         if success:
             self.store[key] = 3
-            self.send(ExecuteSucceeded(self.stim(), key, 3, "int", 0.0, 1.0))
+            self.send(ExecuteSucceeded(self.stim(), key, 3, "int", 0.0, self.duration))
         else:
-            self.send(ExecuteFailed(self.stim(), key, "e", "tb", "boom", 0.0, 1.0))
+            self.send(ExecuteFailed(self.stim(), key, "e", "tb", "boom", 0.0, self.duration))
 
     def reply(self, peer: str, returned: list[str] | None) -> None:
         keys = self.fetches.pop(peer)
@@ -198,11 +204,12 @@ def random_compute(rng: random.Random, stim: str) -> ComputeTask:
 ACTIONS = ["compute", "compute", "finish", "fetch", "free", "put", "who", "tick", "abandon"]
 
 
-def run_random_sequence(seed: int, seceding: bool = False) -> None:
+def run_random_sequence(seed: int, seceding: bool = False, run_ahead: int = 0) -> None:
     """One seeded history; with ``seceding``, running tasks also secede and
-    rejoin (a separate set of histories: the plain ones keep their seeds)."""
+    rejoin (a separate set of histories: the plain ones keep their seeds);
+    with ``run_ahead``, short calls run ahead of the threads."""
     rng = random.Random(seed)
-    sh = SimShell(rng.randint(1, 3))
+    sh = SimShell(rng.randint(1, 3), run_ahead)
     actions = ACTIONS + ["secede", "rejoin"] if seceding else ACTIONS
     for _ in range(rng.randint(1, 40)):
         action = rng.choice(actions)
@@ -232,7 +239,10 @@ def run_random_sequence(seed: int, seceding: bool = False) -> None:
                 sh.store[key] = 1
                 sh.send(DataPut(sh.stim(), {key: 1}))
         elif action == "tick" and sh.tick_pending:
-            sh.send(StartReportDue(sh.stim()))
+            # with run-ahead, some calls may still wait for a thread
+            running = sorted(sh.running)
+            queued = tuple(rng.sample(running, rng.randint(0, len(running)))) if run_ahead else ()
+            sh.send(StartReportDue(sh.stim(), queued))
         elif action == "abandon":  # a forced cancel: free-keys, then abandon-tasks
             keys = tuple(rng.sample(KEYS, rng.randint(1, 3)))
             sh.send(FreeKeys(sh.stim(), ME, keys))
@@ -264,6 +274,18 @@ def test_random_event_sequences(block: int, seceding: bool) -> None:
             run_random_sequence(seed, seceding)
         except Exception as exc:
             raise AssertionError(f"seed {seed} (seceding={seceding}): {exc}") from exc
+
+
+@pytest.mark.parametrize("seceding", [False, True])
+@pytest.mark.parametrize("block", range(3))
+def test_random_event_sequences_running_ahead(block: int, seceding: bool) -> None:
+    """1,200 more histories whose calls are short and run ahead of the threads
+    (``run_ahead=1``): the machine's promises hold with a call queued ahead."""
+    for seed in range(block * 200, (block + 1) * 200):
+        try:
+            run_random_sequence(seed, seceding, run_ahead=1)
+        except Exception as exc:
+            raise AssertionError(f"seed {seed} (seceding={seceding}, run_ahead=1): {exc}") from exc
 
 
 def run_independent_tasks(n: int, nthreads: int = 4) -> float:

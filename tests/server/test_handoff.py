@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import threading
 
 import pytest
 
-from taskmill.server.handoff import HandOff
+from taskmill.server.handoff import HandOff, LoopInbox
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -53,3 +54,29 @@ def test_its_pipe_is_closed_when_collected() -> None:
     for fd in fds:
         with pytest.raises(OSError):
             os.fstat(fd)
+
+
+def test_the_loop_inbox_runs_on_drained_after_each_run_of_its_callbacks() -> None:
+    """Callbacks posted while the loop is busy run together, in order, and
+    ``on_drained`` runs once after them (the worker's one machine pass)."""
+    seen: list[object] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        drained = asyncio.Event()
+
+        def on_drained() -> None:
+            seen.append("drained")
+            drained.set()
+
+        inbox = LoopInbox(loop, on_drained)
+        poster = threading.Thread(target=lambda: [inbox.post(seen.append, i) for i in range(3)])
+        poster.start()
+        poster.join(10)  # the loop is blocked here: all three wait for one run
+        await asyncio.wait_for(drained.wait(), 10)
+        inbox.close()
+        with pytest.raises(RuntimeError, match="closed"):
+            inbox.post(seen.append, 3)
+
+    asyncio.run(main())
+    assert seen == [0, 1, 2, "drained"]

@@ -267,3 +267,25 @@ def test_a_seceded_call_abandoned_while_it_waits_to_rejoin_goes_on_outside_the_c
         runner.shutdown()
 
     run(main())
+
+
+@pytest.mark.parametrize("wanted_again", [False, True])
+def test_a_call_cancelled_while_queued_is_skipped_unless_wanted_again(wanted_again: bool) -> None:
+    async def main() -> None:
+        outcomes = Outcomes()
+        runner = TaskRunner(1, outcomes, still_cancelled=lambda key: not wanted_again)
+        GATE.clear()
+        call(runner, "busy", wait_then, 1)
+        call(runner, "queued", add, 2, 3)  # waits behind "busy"
+        runner.cancel("queued")
+        GATE.set()
+        await outcomes.wait("busy", "queued")
+        ok, value = outcomes.got["queued"]
+        if wanted_again:
+            assert (ok, value) == (True, 5)
+        else:
+            assert not ok and value[1].startswith("CancelledError: task 'queued' was cancelled")
+        runner.shutdown()
+        runner.threads[0].join(10)
+
+    run(main())

@@ -127,7 +127,11 @@ class RejoinRequested(WorkerEvent):
 @frozen
 class StartReportDue(WorkerEvent):
     """The timer of a ``ScheduleStartReport`` went off: report the calls
-    started since the last report that still run (``tasks-started``)."""
+    started since the last report that still run (``tasks-started``).
+    ``queued``: the keys whose calls still wait for a thread (run ahead):
+    their report waits for a later tick."""
+
+    queued: tuple[Key, ...] = ()
 
 
 @frozen

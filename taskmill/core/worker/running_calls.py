@@ -33,6 +33,11 @@ call shorter than the delay never is: a stream of short tasks costs a tick
 every few milliseconds and no message (a single generation would report the
 call that happens to be running at each tick, however young).
 
+A call started ahead of a free thread (:mod:`taskmill.core.worker.run_ahead`)
+has not started for the user while it waits: the shell's tick names the
+calls still queued (``StartReportDue.queued``), and their reports move to the
+next tick until a thread has taken them.
+
 Abandoning.  A forced cancel (``Executor.cancel(..., force=True)``) sends
 ``AbandonTasks`` right after the ``FreeKeys`` that cancelled the keys, so a
 call still running is ``cancelled`` here by then.  It is forgotten at once,
@@ -89,6 +94,15 @@ class StartReports:
         if self.older:
             self.older.pop(key, None)
 
+    def keep(self, keys: list[Key]) -> bool:
+        """Report ``keys`` (due now, but their calls still wait for a thread)
+        at the next tick instead; whether the shell must be asked for it."""
+        self.older.update(dict.fromkeys(keys))
+        if self.armed:
+            return False
+        self.armed = True
+        return True
+
     def due(self) -> tuple[list[Key], bool]:
         """The tick came: the keys to report (the older generation, forgotten
         here) and whether the shell must be asked for another tick."""
@@ -136,6 +150,12 @@ class RunningCalls(WorkerBookkeeping):
         that still run for the scheduler (one ``TasksStarted``)."""
         tasks = self.tasks
         due, again = self.start_reports.due()
+        if ev.queued:  # calls run ahead that no thread took yet: not running
+            queued = set(ev.queued)  # membership only
+            waiting = [k for k in due if k in queued]
+            if waiting:
+                again = self.start_reports.keep(waiting) or again
+                due = [k for k in due if k not in queued]
         keys = tuple([k for k in due
                       if (ts := tasks.get(k)) is not None and ts.state == EXECUTING and ts.assigned])
         if keys:

@@ -101,6 +101,8 @@ Contract with the shell:
   reports that run's end.
 * ``ScheduleStartReport``: hand the machine ``StartReportDue`` a few
   milliseconds later (one is issued at a time).
+* ``Execute`` may start more calls than ``nthreads`` (short ones run ahead,
+  :mod:`taskmill.core.worker.run_ahead`): the shell queues them in order.
 * ``TaskFinished`` for a key obtained without running it (fetched while the
   scheduler asked for it, or scattered) carries ``type_name=""`` and zero times.
 
@@ -174,6 +176,7 @@ from taskmill.core.worker.records import (
     InvalidWorkerTransition,
     TaskRecord,
 )
+from taskmill.core.worker.run_ahead import RunAhead
 from taskmill.core.worker.running_calls import RunningCalls
 from taskmill.core.worker.validate import validate_worker_state
 from taskmill.protocol.vocabulary import (
@@ -228,6 +231,8 @@ class WorkerState(SecessionHandlers, StealHandlers, RunningCalls):
         max_concurrent_fetches: int = 10,
         story_size: int = 100_000,
         stimulus_log_size: int | None = None,
+        run_ahead: int = 0,
+        run_ahead_below: float = 0.002,
     ) -> None:
         if nthreads < 1:
             raise ValueError(f"nthreads must be >= 1, got {nthreads}")
@@ -239,7 +244,10 @@ class WorkerState(SecessionHandlers, StealHandlers, RunningCalls):
         self.stimulus_log = StimulusLog(WorkerState, dict(
             address=address, nthreads=nthreads, max_fetch_keys_per_request=max_fetch_keys_per_request,
             max_concurrent_fetches=max_concurrent_fetches, story_size=story_size,
-            stimulus_log_size=stimulus_log_size), log_size(stimulus_log_size, validate))
+            stimulus_log_size=stimulus_log_size, run_ahead=run_ahead,
+            run_ahead_below=run_ahead_below), log_size(stimulus_log_size, validate))
+        #: short calls started beyond ``nthreads`` (:mod:`taskmill.core.worker.run_ahead`)
+        self.run_ahead = RunAhead(run_ahead, run_ahead_below)
         self._record = self.stimulus_log.record
         self._funcs: dict[str, Any] = {}  # token -> serialized func, until an Execute carries it
         self._delivered: set[str] = set()  # tokens whose func went in an Execute (membership only)
@@ -278,7 +286,7 @@ class WorkerState(SecessionHandlers, StealHandlers, RunningCalls):
 
     def validate(self) -> None:
         """Check every invariant; raise :class:`InvalidWorkerState` if one fails."""
-        validate_worker_state(self)
+        validate_worker_state(self, self.run_ahead.depth)
         self.validate_running_calls()
 
     def _handle(self, events: tuple[WorkerInput, ...]) -> list[WorkerOutput]:
@@ -306,7 +314,8 @@ class WorkerState(SecessionHandlers, StealHandlers, RunningCalls):
         else:
             if self._fq.dirty:
                 self._gather()
-            if self._ready_count and len(self.executing) - len(self.seceded) < self.nthreads:
+            if self._ready_count and (len(self.executing) - len(self.seceded)
+                                      < self.run_ahead.slots(self.nthreads, self.seceded)):
                 self._ensure_computing()
         if self.validate_each_step:
             self.validate()
@@ -449,28 +458,37 @@ class WorkerState(SecessionHandlers, StealHandlers, RunningCalls):
         stim = self._stim
         funcs = self._funcs
         seceded = self.seceded
-        while ready and len(executing) - len(seceded) < self.nthreads:
-            _, seq, key = heapq.heappop(ready)
+        ahead = self.run_ahead
+        nthreads = self.nthreads
+        slots = ahead.slots(nthreads, seceded)
+        while ready and (busy := len(executing) - len(seceded)) < slots:
+            _, seq, key = ready[0]
             ts = tasks.get(key)
             if ts is None or ts.state != READY or ts.seq != seq:
+                heapq.heappop(ready)
                 continue
+            req = ts.req
+            assert req is not None
+            if busy >= nthreads and not ahead.is_short(req.func_token):
+                break
+            heapq.heappop(ready)
             self._ready_count -= 1
             self._set_state(ts, EXECUTING)
             executing.add(key)
-            req = ts.req
-            assert req is not None
             ts.req = None
             token = req.func_token
             func = funcs.pop(token, None) if funcs else None  # the first Execute of a token carries it
             if func is not None:
                 self._delivered.add(token)
             out.append(Execute(stim, key, token, func, req.args, ts.deps, req.report_value))
+            ahead.started(key, token, busy >= nthreads)
             self._report_start(key)
 
     def _call_ended(self, key: Key) -> None:
         """The call of ``key`` no longer holds a thread (it ended, or was
         abandoned): no start to report, and neither seceded nor rejoining."""
         super()._call_ended(key)
+        self.run_ahead.forget(key)
         if self.seceded:
             self._run_left_thread(key)
 
@@ -484,6 +502,7 @@ class WorkerState(SecessionHandlers, StealHandlers, RunningCalls):
             return
         st = ts.state
         if st == EXECUTING:
+            self.run_ahead.finished(key, ev.stop - ev.start)
             self._call_ended(key)
             self._release_deps(ts)
             ts.type_name = ev.type_name

@@ -40,9 +40,9 @@ if TYPE_CHECKING:
 _STATES = {WAITING, READY, EXECUTING, MEMORY, ERROR, FETCH, FLIGHT, MISSING, CANCELLED}
 
 
-def validate_worker_state(ws: WorkerBookkeeping) -> None:
+def validate_worker_state(ws: WorkerBookkeeping, run_ahead: int = 0) -> None:
     """Raise :class:`InvalidWorkerState` (with the key's story) on the first
-    broken invariant."""
+    broken invariant; ``run_ahead``: calls that may be started beyond ``nthreads``."""
 
     def fail(ts: TaskRecord | None, msg: str) -> None:
         story = ws.story(ts.key) if ts is not None else []
@@ -160,8 +160,11 @@ def validate_worker_state(ws: WorkerBookkeeping) -> None:
     if not set(ws.seceded).issuperset(ws.rejoining):
         fail(None, f"rejoining {list(ws.rejoining)} not all seceded")
     busy = len(executing) - len(ws.seceded)
-    if busy > ws.nthreads:
-        fail(None, f"{busy} executing (not seceded) > {ws.nthreads} threads")
+    if busy > ws.nthreads + run_ahead:
+        fail(None, f"{busy} executing (not seceded) > {ws.nthreads} threads + {run_ahead} run ahead")
+    if busy > ws.nthreads and ws.seceded:
+        fail(None, f"{busy} executing (not seceded) > {ws.nthreads} threads while "
+                   f"{list(ws.seceded)} seceded")
     if ws.rejoining and busy < ws.nthreads:
         fail(None, f"a thread is free while {list(ws.rejoining)} wait to rejoin")
     if ready != ws._ready_count:
