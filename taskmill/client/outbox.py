@@ -22,6 +22,9 @@ releases go out with the session's release timer (``RELEASE_DELAY``), many
 folded into one message (:func:`merge_releases`): one handling of the
 scheduler and one ``free-keys`` to a worker for a burst of calls instead of
 one per call, and none on a call's path.
+
+A big graph leaves in chunks, one per loop turn (:func:`chunk_length`), so
+that the loop answers others between them.
 """
 
 from __future__ import annotations
@@ -52,6 +55,22 @@ def hold_releases(msgs: list[Message]) -> tuple[list[Message], list[Message]]:
             held, held_keys = [], set()
         now.append(msg)
     return now, held
+
+
+def chunk_length(outbox: list[Message], tasks: int) -> int:
+    """How many of the first messages of ``outbox`` to send in one loop turn:
+    about ``tasks`` tasks' worth (a message other than a graph counts one, a
+    release none: releases are folded into one message)."""
+    take, budget = 0, 0
+    for msg in outbox:
+        take += 1
+        if isinstance(msg, UpdateGraph):
+            budget += len(msg.tasks)
+        elif not isinstance(msg, ReleaseKeys):
+            budget += 1
+        if budget >= tasks:
+            break
+    return take
 
 
 def merge_releases(msgs: list[Message]) -> list[Message]:

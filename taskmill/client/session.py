@@ -61,7 +61,7 @@ from taskmill import config, config_checks, timeouts
 from taskmill.loop_runner import run_on
 from taskmill.client.keystate import CANCELLED, ERROR, FINISHED, LOST, PENDING, KeysWaiter, KeyState
 from taskmill.client.remote_errors import rebuild_exception, scheduler_decided_error
-from taskmill.client.outbox import hold_releases, merge_releases
+from taskmill.client.outbox import chunk_length, hold_releases, merge_releases
 from taskmill.client.submissions import Submissions
 from taskmill.comm import BatchedSend, CommClosedError, ConnectionPool, connect
 from taskmill.comm.local import LocalEnd
@@ -147,6 +147,8 @@ class Session:
         self._lock = threading.RLock()
         # messages to the scheduler, in the order they were made, not yet on the loop
         self._outbox: list[Message] = []
+        # releases an urgent flush held back for the release timer (guarded by _lock)
+        self._held: list[Message] = []
         self._flush_pending = _IDLE  # guarded by _lock
         self._lazy_timer: asyncio.TimerHandle | None = None
         self._stream: BatchedSend | LocalEnd | None = None
@@ -337,7 +339,7 @@ class Session:
         # release would cost a wake-up of the loop each time): it may find nothing
         self._lazy_timer = None
         with self._lock:
-            if not self._outbox:
+            if not self._outbox and not self._held:
                 self._flush_pending = _IDLE
                 return
         self._flush_outbox()
@@ -352,27 +354,23 @@ class Session:
         wait), at most about ``GRAPH_CHUNK`` tasks' worth per loop turn: a big
         graph queued in one go would otherwise be encoded in one piece while
         nothing else (replies, reports) runs on the loop."""
-        held: list[Message] = []
         with self._lock:
             if self.status == "reconnecting":  # held until the stream is back
                 self._flush_pending = _IDLE
                 return
-            take, budget = 0, 0
-            for msg in self._outbox:
-                take += 1
-                budget += len(msg.tasks) if isinstance(msg, UpdateGraph) else 1
-                if budget >= GRAPH_CHUNK:
-                    break
-            msgs, self._outbox = self._outbox[:take], self._outbox[take:]
+            take = chunk_length(self._outbox, GRAPH_CHUNK)
+            msgs, self._outbox = self._held + self._outbox[:take], self._outbox[take:]
+            self._held = []
             more = bool(self._outbox)
             if hold:
                 msgs, held = hold_releases(msgs)
-                self._outbox[:0] = held  # they stay first, in order
+                self._held = merge_releases(held)
             if more:
                 self._flush_pending = _URGENT
             else:  # lazy messages sent from now on wait for the armed timer, if any
-                self._flush_pending = _LAZY if self._lazy_timer is not None or held else _IDLE
-        if held:
+                self._flush_pending = _LAZY if self._lazy_timer is not None or self._held else _IDLE
+            arm = bool(self._held)
+        if arm:
             self._flush_outbox_later()
         if msgs:
             self._send(*merge_releases(msgs))
@@ -635,7 +633,7 @@ class Session:
         with self._lock:  # keys that erred or were cancelled are not computed again
             held = [k for k, ks in self.keys.items() if ks.status in (PENDING, FINISHED)]
             kept = [m for m in self._outbox if not isinstance(m, (UpdateGraph, ReleaseKeys))]
-            self._outbox = []
+            self._outbox, self._held = [], []
             self.status = "running"
         if specs or held:
             self._send_graph(specs, funcs, held)
