@@ -358,13 +358,15 @@ class Session:
             if self.status == "reconnecting":  # held until the stream is back
                 self._flush_pending = _IDLE
                 return
-            take = chunk_length(self._outbox, GRAPH_CHUNK)
-            msgs, self._outbox = self._held + self._outbox[:take], self._outbox[take:]
-            self._held = []
-            more = bool(self._outbox)
-            if hold:
-                msgs, held = hold_releases(msgs)
-                self._held = merge_releases(held)
+            outbox = self._outbox
+            if len(outbox) == 1 and not self._held and type(outbox[0]) is not ReleaseKeys:
+                msgs, self._outbox, more = outbox, [], False  # a lone call: nothing to chunk, fold, hold
+            else:
+                take = chunk_length(outbox, GRAPH_CHUNK)
+                msgs, self._outbox = self._held + outbox[:take], outbox[take:]
+                more = bool(self._outbox)
+                msgs, held = hold_releases(msgs) if hold else (msgs, [])
+                msgs, self._held = merge_releases(msgs), merge_releases(held)
             if more:
                 self._flush_pending = _URGENT
             else:  # lazy messages sent from now on wait for the armed timer, if any
@@ -373,7 +375,7 @@ class Session:
         if arm:
             self._flush_outbox_later()
         if msgs:
-            self._send(*merge_releases(msgs))
+            self._send(*msgs)
         if more:
             self.loop.call_soon(self._flush_urgent)
 

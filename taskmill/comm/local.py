@@ -8,19 +8,28 @@ loop.  Between them the message stream needs no bytes at all:
 ``send(*msgs)`` on one end hands the messages to the other end's receiver
 (``on_messages(batch)``), as one list.  This is the batching of
 :class:`~taskmill.comm.batched.BatchedSend` without its encoding, copying,
-decoding and reader task, and with the same rule for when a batch leaves:
+decoding and reader task.  Each end chooses when its batches leave:
 
-* **an idle link delivers at once**, inside ``send``: a lone call's
-  submission reaches the scheduler's machine, and the machine's report
-  completes the client's Future, in the very loop callback that made them,
-  with no queue and no extra loop turn;
-* messages sent while the link is busy wait and leave together, in order, on
-  the next loop turn.  The link is busy while a delivery runs on either of
-  its ends (a receiver that sends back, or an end that sends while its peer
-  delivers, never nests a handling inside another: a scheduler's routing is
-  never interleaved with its client's reactions), while messages wait, or
-  while the other end has no receiver yet (``on_messages`` is set after the
-  link is made: messages sent meanwhile wait for the next turn, not lost).
+* **at once** (``at_once=True``, the default), inside ``send``, while the
+  link is idle: a lone call's submission reaches the scheduler's machine, and
+  its ``compute-task`` the worker's socket, in the very loop callback that
+  took it from the user's thread, with no queue and no extra loop turn;
+* **at the end of the turn** (``at_once=False``): every message sent during
+  one loop turn is delivered together by a callback the loop runs next.  The
+  scheduler's end to its client works so: the report that completes a
+  Future wakes the user's thread, which then needs the GIL.  Completed in
+  the last callback before the loop sleeps, the woken thread finds the GIL
+  free; completed inside the scheduler's handling, the thread wakes, waits
+  for the GIL while the loop ends its turn, and wakes again.
+
+Messages sent while the link is busy wait and leave together, in order, on
+the next loop turn, whichever the end's choice.  The link is busy while a
+delivery runs on either of its ends (a receiver that sends back, or an end
+that sends while its peer delivers, never nests a handling inside another:
+a scheduler's routing is never interleaved with its client's reactions),
+while messages wait, or while the other end has no receiver yet
+(``on_messages`` is set after the link is made: messages sent meanwhile wait
+for the next turn, not lost).
 
 An exception from a receiver is the receiver's bug: it goes to the loop's
 exception handler (as a failing loop callback would) and never into the
@@ -79,6 +88,8 @@ class LocalEnd:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, peer_address: str, busy: _Busy) -> None:
         self.peer_address = peer_address
+        #: deliver inside ``send`` while the link is idle, else at the end of the turn
+        self.at_once = True
         #: receives each batch of messages the other end sent
         self.on_messages: OnMessages = _ignore_messages
         #: runs once when the other end closes or aborts
@@ -91,12 +102,13 @@ class LocalEnd:
         self._busy = busy
 
     def send(self, *msgs: Any) -> None:
-        """Hand ``msgs`` to the other end: at once on an idle link, else with
-        the next turn's batch (see the module docstring)."""
+        """Hand ``msgs`` to the other end: at once on an idle link (unless
+        ``at_once`` is off), else with the next turn's batch (see the module
+        docstring)."""
         if self._closed:
             raise CommClosedError(f"local link to {self.peer_address} is closed")
         peer = self._peer
-        if (not self._outbox and not self._busy.delivering and peer is not None
+        if (self.at_once and not self._outbox and not self._busy.delivering and peer is not None
                 and peer.on_messages is not _ignore_messages):
             self._deliver(peer, list(msgs))
             return
@@ -156,10 +168,13 @@ class LocalEnd:
         return f"<LocalEnd to {self.peer_address}: {state}>"
 
 
-def local_link(loop: asyncio.AbstractEventLoop, a_name: str, b_name: str) -> tuple[LocalEnd, LocalEnd]:
+def local_link(loop: asyncio.AbstractEventLoop, a_name: str, b_name: str, *,
+               b_at_once: bool = True) -> tuple[LocalEnd, LocalEnd]:
     """Two connected ends on ``loop``: the first is ``a_name``'s (it talks to
-    ``b_name``), the second ``b_name``'s."""
+    ``b_name``), the second ``b_name``'s; ``b_at_once=False`` makes the second
+    deliver at the end of the turn (see the module docstring)."""
     busy = _Busy()
     a, b = LocalEnd(loop, b_name, busy), LocalEnd(loop, a_name, busy)
+    b.at_once = b_at_once
     a._peer, b._peer = b, a
     return a, b

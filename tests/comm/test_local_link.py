@@ -152,3 +152,20 @@ def test_abort_drops_what_is_queued() -> None:
         assert "closed" in repr(a)
 
     run(main())
+
+
+def test_an_end_that_delivers_at_the_end_of_the_turn_sends_one_batch_in_order() -> None:
+    async def main() -> None:
+        a, b = local_link(asyncio.get_running_loop(), "a", "b", b_at_once=False)
+        got_a: list[list[Any]] = []
+        got_b: list[list[Any]] = []
+        a.on_messages, b.on_messages = got_a.append, got_b.append
+        b.send("one")
+        b.send("two", "three")
+        assert got_a == []  # not inside send
+        a.send("at once")  # the other end still delivers at once
+        assert got_b == [["at once"]]
+        await asyncio.sleep(0)
+        assert got_a == [["one", "two", "three"]]
+
+    run(main())
