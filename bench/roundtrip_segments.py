@@ -138,8 +138,13 @@ def main() -> None:
         print(f"  {before:>30} -> {after:<30} {median:8.1f}")
     total = statistics.median(r["result returned"] - r["user: call starts"] for r in kept) / 1000
     every = statistics.median(r["result returned"] - r["user: call starts"] for r in rows) / 1000
+    others = [r["result returned"] - r["user: call starts"] for r in rows if frozenset(r) != commonest]
     print(f"  {'whole call':>30}    {'':<30} {total:8.1f}")
     print(f"  {'whole call, every call':>30}    {'':<30} {every:8.1f}")
+    if others:
+        extra = Counter(n for r in rows if frozenset(r) != commonest for n in set(r) - commonest)
+        print(f"  {'the other calls':>30}    {len(others):>8,} calls {statistics.median(others) / 1000:8.1f}"
+              f"  (their commonest extra stamps: {', '.join(n for n, _ in extra.most_common(3))})")
 
 
 if __name__ == "__main__":
