@@ -58,7 +58,7 @@ CLIENT_STAGES = [
     ("taskmill.core.scheduler.state", "SchedulerState.handle", "scheduler state machine"),
     ("taskmill.server.scheduler", "Scheduler._handle", "scheduler shell: route the commands"),
     ("taskmill.comm.batched", "BatchedSend.send", "encode and write (batched stream)"),
-    ("taskmill.comm.local", "LocalEnd._flush", "client: scheduler reports, complete Futures"),
+    ("taskmill.client.session", "Session._on_reports", "client: scheduler reports, complete Futures"),
     ("taskmill.comm.tcp", "loads", "decode a received batch (msgpack)"),
 ]
 #: the same in each worker process

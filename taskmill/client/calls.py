@@ -1,7 +1,8 @@
 """Turning a Python call into a task: name it and serialize it once.
 
 ``pack_call`` walks the arguments once to replace Futures with TaskRefs
-(collecting the dependencies), pickles the arguments once, and names the
+(collecting the dependencies; arguments of plain types only, such as
+``submit(inc, 1)``'s, are not walked), pickles the arguments once, and names the
 task.  A pure task is named by a hash of the function token and the pickled
 arguments we had to produce anyway, so naming costs one hash of bytes already
 in hand; large arguments (over ``HASH_LIMIT`` bytes) get a unique name instead
@@ -52,8 +53,14 @@ def funcname(fn: Callable[..., Any]) -> str:
     return name.replace("-", "_")
 
 
+#: argument types that never hold a Future: a call made only of these needs no walk
+_PLAIN_ARGUMENTS = frozenset({int, float, str, bytes, bool, type(None), complex})
+
+
 def replace_futures(obj: Any, is_future: Callable[[Any], bool], found: dict[str, Any]) -> Any:
     """Replace each future in ``obj`` by a TaskRef, recording it in ``found``."""
+    if type(obj) is tuple and all(type(x) in _PLAIN_ARGUMENTS for x in obj):
+        return obj  # the common ``submit(f, 1, "a")``: nothing to replace, nothing to rebuild
 
     def to_ref(fut: Any) -> TaskRef:
         found[fut.key] = fut

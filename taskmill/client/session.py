@@ -26,9 +26,10 @@ socket; requests go to the scheduler's in-process listener or its address.
 * Reference counts: ``register_future`` / ``release_future`` count live
   Futures per key under a lock (Futures may be collected on any thread); the
   count reaching zero sends ``release-keys``.  A release is not urgent: it
-  waits up to ``RELEASE_DELAY`` for company, so the release that follows a
-  ``result()`` travels with the next submission (one message, one wake-up of
-  the scheduler and of the worker) instead of racing it.
+  waits up to ``RELEASE_DELAY`` for company, and lets the submissions sent
+  meanwhile go first when they do not name its keys
+  (:mod:`taskmill.client.outbox`), so the releases of a run of calls reach
+  the scheduler together and none is handled on a call's path.
 * Losing the scheduler: the session keeps the specs of what it submitted
   until it releases the keys (:mod:`taskmill.client.submissions`), and tries
   to connect again for ``comm.timeouts.client-reconnect`` seconds (the
@@ -60,6 +61,7 @@ from taskmill import config, config_checks, timeouts
 from taskmill.loop_runner import run_on
 from taskmill.client.keystate import CANCELLED, ERROR, FINISHED, LOST, PENDING, KeysWaiter, KeyState
 from taskmill.client.remote_errors import rebuild_exception, scheduler_decided_error
+from taskmill.client.outbox import chunk_length, hold_releases, merge_releases
 from taskmill.client.submissions import Submissions
 from taskmill.comm import BatchedSend, CommClosedError, ConnectionPool, connect
 from taskmill.comm.local import LocalEnd
@@ -145,6 +147,8 @@ class Session:
         self._lock = threading.RLock()
         # messages to the scheduler, in the order they were made, not yet on the loop
         self._outbox: list[Message] = []
+        # releases an urgent flush held back for the release timer (guarded by _lock)
+        self._held: list[Message] = []
         self._flush_pending = _IDLE  # guarded by _lock
         self._lazy_timer: asyncio.TimerHandle | None = None
         self._stream: BatchedSend | LocalEnd | None = None
@@ -324,7 +328,7 @@ class Session:
             if self._flush_pending >= wanted:
                 return  # already on its way, soon enough
             self._flush_pending = wanted
-        self.post(self._flush_outbox if urgent else self._flush_outbox_later)
+        self.post(self._flush_urgent if urgent else self._flush_outbox_later)
 
     def _flush_outbox_later(self) -> None:
         if self._lazy_timer is None:
@@ -335,35 +339,45 @@ class Session:
         # release would cost a wake-up of the loop each time): it may find nothing
         self._lazy_timer = None
         with self._lock:
-            if not self._outbox:
+            if not self._outbox and not self._held:
                 self._flush_pending = _IDLE
                 return
         self._flush_outbox()
 
-    def _flush_outbox(self) -> None:
-        """Send what is queued, at most about ``GRAPH_CHUNK`` tasks' worth per
-        loop turn: a big graph queued in one go would otherwise be encoded in
-        one piece while nothing else (replies, reports) runs on the loop."""
+    def _flush_urgent(self) -> None:
+        """Send what is queued but the releases that may wait for the release
+        timer (see :mod:`taskmill.client.outbox`)."""
+        self._flush_outbox(hold=True)
+
+    def _flush_outbox(self, hold: bool = False) -> None:
+        """Send what is queued (with ``hold``, but the releases that may
+        wait), at most about ``GRAPH_CHUNK`` tasks' worth per loop turn: a big
+        graph queued in one go would otherwise be encoded in one piece while
+        nothing else (replies, reports) runs on the loop."""
         with self._lock:
             if self.status == "reconnecting":  # held until the stream is back
                 self._flush_pending = _IDLE
                 return
-            take, budget = 0, 0
-            for msg in self._outbox:
-                take += 1
-                budget += len(msg.tasks) if isinstance(msg, UpdateGraph) else 1
-                if budget >= GRAPH_CHUNK:
-                    break
-            msgs, self._outbox = self._outbox[:take], self._outbox[take:]
-            more = bool(self._outbox)
+            outbox = self._outbox
+            if len(outbox) == 1 and not self._held and type(outbox[0]) is not ReleaseKeys:
+                msgs, self._outbox, more = outbox, [], False  # a lone call: nothing to chunk, fold, hold
+            else:
+                take = chunk_length(outbox, GRAPH_CHUNK)
+                msgs, self._outbox = self._held + outbox[:take], outbox[take:]
+                more = bool(self._outbox)
+                msgs, held = hold_releases(msgs) if hold else (msgs, [])
+                msgs, self._held = merge_releases(msgs), merge_releases(held)
             if more:
                 self._flush_pending = _URGENT
             else:  # lazy messages sent from now on wait for the armed timer, if any
-                self._flush_pending = _LAZY if self._lazy_timer is not None else _IDLE
+                self._flush_pending = _LAZY if self._lazy_timer is not None or self._held else _IDLE
+            arm = bool(self._held)
+        if arm:
+            self._flush_outbox_later()
         if msgs:
-            self._send(*_merge_releases(msgs))
+            self._send(*msgs)
         if more:
-            self.loop.call_soon(self._flush_outbox)
+            self.loop.call_soon(self._flush_urgent)
 
     def submit_tasks(self, tasks: list[TaskSpec], funcs: dict[str, Serialized],
                      wanted: list[str] | None = None) -> list[Future]:
@@ -621,7 +635,7 @@ class Session:
         with self._lock:  # keys that erred or were cancelled are not computed again
             held = [k for k, ks in self.keys.items() if ks.status in (PENDING, FINISHED)]
             kept = [m for m in self._outbox if not isinstance(m, (UpdateGraph, ReleaseKeys))]
-            self._outbox = []
+            self._outbox, self._held = [], []
             self.status = "running"
         if specs or held:
             self._send_graph(specs, funcs, held)
@@ -773,19 +787,3 @@ class Session:
     def states_for(self, futures: Iterable[Future]) -> list[KeyState]:
         return [f._keystate for f in futures]
 
-
-def _merge_releases(msgs: list[Message]) -> list[Message]:
-    """Fold runs of consecutive ``release-keys`` messages into one (order kept)."""
-    out: list[Message] = []
-    run: list[str] = []
-    for msg in msgs:
-        if isinstance(msg, ReleaseKeys):
-            run.extend(msg.keys)
-            continue
-        if run:
-            out.append(ReleaseKeys("", "", tuple(run)))  # client: filled in by the scheduler
-            run = []
-        out.append(msg)
-    if run:
-        out.append(ReleaseKeys("", "", tuple(run)))
-    return out

@@ -19,8 +19,8 @@ Theory of operation
   serving on with half-applied state.
 * A client on the scheduler's own event loop (the Executor of an embedded
   cluster) skips the bytes: ``connect_local_client`` gives it a
-  :mod:`~taskmill.comm.local` link, whose batches go through the same
-  ``_client_events`` as a socket's.
+  :mod:`~taskmill.comm.local` link (reports leave at the end of the loop's
+  turn), whose batches go through the same ``_client_events`` as a socket's.
 * Short requests (``who-has``, ``nthreads``, ``scatter-targets``,
   ``restart``, ``upload-file`` ...) use the request/reply convention.
 * The scheduler never unpickles user data: functions, arguments, results
@@ -383,7 +383,7 @@ class Scheduler(Node):
         the client's end of a :mod:`~taskmill.comm.local` link."""
         if self.status is not Status.running:
             raise CommClosedError(f"scheduler {self.address} is {self.status.name}")
-        theirs, ours = local_link(asyncio.get_running_loop(), self.address, client)
+        theirs, ours = local_link(asyncio.get_running_loop(), self.address, client, b_at_once=False)
 
         def on_messages(batch: list[Any]) -> None:
             groups, closing = self._client_events(client, batch)
