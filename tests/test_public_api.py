@@ -7,8 +7,6 @@ import inspect
 import subprocess
 import sys
 
-import pytest
-
 import taskmill
 from taskmill import Executor, Future
 
@@ -135,18 +133,3 @@ def test_job_queue_clusters_load_on_first_use() -> None:
     for p in ["processes", "walltime", "queue", "account", "job_extra_directives",
               "job_script_prologue", "python"]:
         assert p in params, p
-
-
-def test_every_name_loads_on_first_use_and_a_worker_skips_the_client() -> None:
-    code = ("import sys, taskmill; "
-            "assert [m for m in sys.modules if m.startswith('taskmill.')] == [], 'eager'; "
-            "from taskmill import *; from taskmill import Executor, config; "
-            "import taskmill.client.executor as e, taskmill.config as c; "
-            "assert Executor is e.Executor and config is c and taskmill.config is c; "
-            "assert set(taskmill.__all__) <= set(dir(taskmill))")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
-    code = ("import sys, taskmill.server.worker_process; "
-            "assert 'taskmill.client.executor' not in sys.modules")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
-    with pytest.raises(AttributeError, match="no attribute 'Exekutor'"):
-        taskmill.Exekutor  # noqa: B018
