@@ -9,22 +9,14 @@ IMPORT = {
     "taskmill": "taskmill",
     "dask": "distributed",
 }
-#: the name a program imports to start working (``import taskmill`` loads it lazily)
-ENTRY_POINT = {
-    "taskmill": "Executor",
-    "dask": "Client",
-}
 
 IMPORT_SCRIPT = r"""
 import json, sys, time
 t = time.perf_counter()
 import {module}
 dt = time.perf_counter() - t
-from {module} import {entry}
-entry = time.perf_counter() - t
 heavy = [m for m in ("numpy", "pandas", "dask", "distributed", "tornado") if m in sys.modules]
-print("@@BENCH " + json.dumps({{"value": dt * 1e3, "with_{entry}_ms": entry * 1e3,
-                                "also_imported": heavy}}), flush=True)
+print("@@BENCH " + json.dumps({{"value": dt * 1e3, "also_imported": heavy}}), flush=True)
 """
 
 START_SCRIPT = r"""
@@ -60,11 +52,7 @@ START = {
 
 
 def import_script(system: str) -> str:
-    """``import`` of the package (the value, ms), and with its entry point
-    imported too (``with_Executor_ms``, ``with_Client_ms``): every name of
-    ``taskmill`` loads its module on first use, so the first is the package
-    alone and the second what a program pays before it can start a cluster."""
-    return IMPORT_SCRIPT.format(module=IMPORT[system], entry=ENTRY_POINT[system])
+    return IMPORT_SCRIPT.format(module=IMPORT[system])
 
 
 def start_script(system: str) -> str:

@@ -5,7 +5,7 @@
 Each round runs, for each checkout in turn (ABBA order across rounds), the
 two fresh-interpreter scripts of ``bench/startup.py`` with that checkout as
 working directory and ``PYTHONPATH``: ``import taskmill`` (ms, timed inside
-the child; also with ``from taskmill import Executor`` after it), and ``Executor(n_workers=2, threads_per_worker=1)`` to the first
+the child), and ``Executor(n_workers=2, threads_per_worker=1)`` to the first
 ``submit(inc, 1).result()`` (s, import excluded; close reported apart).
 Both checkouts compile their bytecode in a private cache first (untimed), as
 ``bench/run.py`` does, so neither side measures the compiler.  It reports
@@ -48,8 +48,7 @@ def run_script(checkout: str, script: str) -> dict:
 def measure(checkout: str) -> dict[str, float]:
     imported = run_script(checkout, startup.import_script("taskmill"))
     started = run_script(checkout, startup.start_script("taskmill"))
-    return {"import_ms": imported["value"], "with_Executor_ms": imported["with_Executor_ms"],
-            "startup_s": started["value"],
+    return {"import_ms": imported["value"], "startup_s": started["value"],
             "close_s": started["close_seconds"]}
 
 
@@ -67,7 +66,7 @@ def main() -> None:
         got = {checkout: measure(checkout) for checkout in order}
         rows.append((got[args.old], got[args.new]))
         print(f"round {i + 1}: old {got[args.old]}  new {got[args.new]}", flush=True)
-    for name in ("import_ms", "with_Executor_ms", "startup_s", "close_s"):
+    for name in ("import_ms", "startup_s", "close_s"):
         old = [o[name] for o, _ in rows]
         new = [n[name] for _, n in rows]
         ratios = [n / o for o, n in zip(old, new)]

@@ -5,7 +5,6 @@ can reach it without importing it)."""
 
 from __future__ import annotations
 
-import importlib
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -17,24 +16,8 @@ _lock = threading.Lock()
 #: the client receiving the value being unpickled (None: none), see ``unpickling_for``
 _unpickling_for: ContextVar[Any] = ContextVar("taskmill_unpickling_for", default=None)
 _defaults: list[weakref.ref[Any]] = []
-
-
-def _task_client_on_first_use() -> Any:
-    """The running task's client until :mod:`taskmill.client.worker_client`
-    is imported (``import taskmill`` does not import it, and a worker process
-    need not): inside a task or an actor's thread, import it, which provides
-    the lookup, and ask that; elsewhere None."""
-    from taskmill.server.actors import actor_thread_worker
-    from taskmill.server.task_context import in_task
-
-    if not in_task() and actor_thread_worker() is None:
-        return None
-    importlib.import_module("taskmill.client.worker_client")  # by name: it imports this module
-    return _task_client()
-
-
 #: the running task's client, None outside a task (set by taskmill.client.worker_client)
-_task_client: Callable[[], Any] = _task_client_on_first_use
+_task_client: Callable[[], Any] = lambda: None
 
 
 def provide_task_client(client_of_task: Callable[[], Any]) -> None:
