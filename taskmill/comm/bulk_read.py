@@ -21,8 +21,9 @@ released for all of it.  Then the socket is non-blocking again, the loop
 accounts for the bytes (``done(nbytes, error)`` on the loop) and the
 transport reads again.  While the thread reads, the socket is blocking for
 the loop too: a write on the same connection meanwhile waits until the
-kernel takes it (the peer is sending to us, so its loop reads), which in
-taskmill's request-reply use of a connection does not happen.  Closing the
+kernel takes it, which in taskmill's request-reply use of a connection
+does not happen, and cannot deadlock: a side whose socket is blocking has
+this thread draining what the other side sends.  Closing the
 comm meanwhile shuts the socket down (:meth:`BulkRead.wake`), which ends the
 read.  TLS connections never come here: the bytes on the socket are not the
 frame's.

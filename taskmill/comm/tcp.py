@@ -11,7 +11,10 @@ items, an exact-size ``bytearray`` per large frame, or for frames of 8 MiB
 and more a mapping lent by the process's
 :class:`~taskmill.protocol.receive_pool.ReceivePool`, faulted in already or
 by a helper thread while it fills), so large frames are
-never concatenated or copied.  Completed messages (frame lists) queue in an inbox and
+never concatenated or copied; once 8 MiB or more of a frame are still to come, a
+thread reads the rest in one system call, the transport paused meanwhile
+(:mod:`taskmill.comm.bulk_read`: a thread holding the GIL would otherwise
+slow every one of the loop's reads).  Completed messages (frame lists) queue in an inbox and
 are decoded by ``read()``.  When the inbox holds many unread messages the
 transport stops reading (backpressure to the sender's kernel buffers).
 
