@@ -132,8 +132,8 @@ def _populate(start: int, done: int, length: int, proceed: Callable[[], bool]) -
     while done < length and proceed():
         step = min(STEP, length - done)
         if madvise(start + done, step, MADV_POPULATE_WRITE):
-            errno = ctypes.get_errno()
-            raise OSError(errno, f"madvise(MADV_POPULATE_WRITE): {os.strerror(errno)}")
+            code = ctypes.get_errno()
+            raise OSError(code, f"madvise(MADV_POPULATE_WRITE): {os.strerror(code)}")
         done += step
     return done
 
@@ -143,7 +143,7 @@ class FaultAhead:
     fill them, from one daemon thread of the process (started at first use).
 
     A large frame that finds no mapping faulted in already used to get one
-    from ``mmap(..., MAP_POPULATE)``: 55-130 ms per 200 MB on the receiver's
+    from ``mmap(..., MAP_POPULATE)``: 50-320 ms per 200 MB on the receiver's
     event loop, the GIL held, before the first byte was read, the sender
     stalled on a full socket meanwhile; then the copy out of the socket.
     :meth:`mapping` returns a mapping at once and hands it to this thread,
