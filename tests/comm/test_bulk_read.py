@@ -1,5 +1,7 @@
 """The rest of a large frame read by a thread: data intact, the comm usable
-after, a close during the read ends it, TLS and small frames never use it."""
+after, a close during the read ends it, small frames never use it.  (Over
+TLS it must never be used, the socket's bytes being encrypted: the 16 MB
+frame of tests/comm/test_tls.py arrives intact.)"""
 
 from __future__ import annotations
 
