@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import mmap
 import sys
 import threading
 import time
@@ -307,15 +308,19 @@ def test_a_fault_in_waits_while_another_thread_of_the_process_computes(
 
 
 def resident_bytes(mapping: Any) -> int:
-    """Bytes of ``mapping`` in memory (its ``Rss`` in ``/proc/self/smaps``)."""
-    start = address_of(memoryview(mapping))
-    with open("/proc/self/smaps") as f:
-        lines = f.read().splitlines()
-    for i, line in enumerate(lines):
-        if line.split("-", 1)[0] == f"{start:x}":
-            rss = next(x for x in lines[i + 1:] if x.startswith("Rss:"))
-            return int(rss.split()[1]) * 1024
-    raise AssertionError(f"no mapping at {start:#x}")
+    """Bytes of ``mapping`` in memory (``mincore`` of its pages: a neighbouring
+    mapping the kernel merged with it in ``/proc/self/smaps`` is not counted)."""
+    page = mmap.PAGESIZE
+    pages = (len(mapping) + page - 1) // page
+    vector = (ctypes.c_ubyte * pages)()
+    mincore = ctypes.CDLL(None, use_errno=True).mincore
+    mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_ubyte)]
+    view = memoryview(mapping)
+    try:
+        assert mincore(address_of(view), len(mapping), vector) == 0, ctypes.get_errno()
+    finally:
+        view.release()
+    return page * sum(v & 1 for v in vector)
 
 
 def wait_until(condition: Any, what: str, timeout: float = 20.0) -> None:
