@@ -11,10 +11,7 @@ items, an exact-size ``bytearray`` per large frame, or for frames of 8 MiB
 and more a mapping lent by the process's
 :class:`~taskmill.protocol.receive_pool.ReceivePool`, faulted in already or
 by a helper thread while it fills), so large frames are
-never concatenated or copied; once 8 MiB or more of a frame are still to come, a
-thread reads the rest in one system call, the transport paused meanwhile
-(:mod:`taskmill.comm.bulk_read`: a thread holding the GIL would otherwise
-slow every one of the loop's reads).  Completed messages (frame lists) queue in an inbox and
+never concatenated or copied.  Completed messages (frame lists) queue in an inbox and
 are decoded by ``read()``.  When the inbox holds many unread messages the
 transport stops reading (backpressure to the sender's kernel buffers).
 
@@ -61,7 +58,6 @@ import ssl
 from typing import Any, Callable, cast
 
 from taskmill.comm.addressing import parse_address, peer_uid, shortcut_name, unparse_address
-from taskmill.comm.bulk_read import BULK_READ, BulkRead
 from taskmill.comm.core import CommClosedError, Comm, HandleComm, Listener, receive_pool
 from taskmill.comm.tls import client_context, server_context
 from taskmill.protocol import (
@@ -114,7 +110,6 @@ class TCPComm(Comm, asyncio.BufferedProtocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._write_paused = False
         self._read_paused = False
-        self._bulk: BulkRead | None = None  # a thread reading the rest of a large frame
         self._closed = False
         self._close_reason: str | None = None
         self._lost: asyncio.Future[None] | None = None
@@ -132,8 +127,7 @@ class TCPComm(Comm, asyncio.BufferedProtocol):
                 waiter = self._read_waiter = self._loop.create_future()
             await waiter
         frames = inbox.popleft()
-        if (self._read_paused and len(inbox) <= _INBOX_LOW and self._transport is not None
-                and self._bulk is None):
+        if self._read_paused and len(inbox) <= _INBOX_LOW and self._transport is not None:
             self._read_paused = False
             self._transport.resume_reading()
         try:
@@ -184,8 +178,6 @@ class TCPComm(Comm, asyncio.BufferedProtocol):
         self._inbox.clear()
         if self._close_reason is None:
             self._close_reason = "comm closed locally"
-        if self._bulk is not None:
-            self._bulk.wake()
         self._transport.close()
         try:
             await asyncio.wait_for(asyncio.shield(self._lost), _CLOSE_TIMEOUT)
@@ -198,8 +190,6 @@ class TCPComm(Comm, asyncio.BufferedProtocol):
         self._inbox.clear()
         if self._close_reason is None:
             self._close_reason = "comm aborted locally"
-        if self._bulk is not None:
-            self._bulk.wake()
         if self._transport is not None:
             self._transport.abort()
 
@@ -232,8 +222,6 @@ class TCPComm(Comm, asyncio.BufferedProtocol):
         except ProtocolError as exc:
             self._fail(f"malformed frame stream: {exc}")
             return
-        if nbytes >= _SMALL_WRITE and self._parser.large_left() >= BULK_READ:
-            self._read_in_bulk()
         if len(inbox) > before:
             if self._closed:
                 inbox.clear()
@@ -244,36 +232,11 @@ class TCPComm(Comm, asyncio.BufferedProtocol):
                 assert self._transport is not None
                 self._transport.pause_reading()
 
-    def _read_in_bulk(self) -> None:
-        """The rest of a large frame is read by a thread (:mod:`taskmill.comm.bulk_read`)."""
-        transport = self._transport
-        if (self._bulk is not None or self._closed or transport is None
-                or transport.get_extra_info("sslcontext") is not None):
-            return
-        sock = transport.get_extra_info("socket")
-        if sock is None:
-            return
-        transport.pause_reading()
-        self._bulk = BulkRead(sock, self._parser.get_buffer(), self._loop, self._bulk_done)
-
-    def _bulk_done(self, nbytes: int, error: BaseException | None) -> None:
-        self._bulk = None
-        if self._closed or self._transport is None or self._transport.is_closing():
-            return
-        if error is not None:  # the transport's next read meets the error too
-            logger.debug("reading a large frame from %s: %s", self.peer_address, error)
-        if nbytes:
-            self.buffer_updated(nbytes)
-        if self._bulk is None and not self._read_paused:
-            self._transport.resume_reading()
-
     def eof_received(self) -> bool:
         return False  # close our side too; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
-        if self._bulk is not None:
-            self._bulk.wake()
         if self._close_reason is None:
             if not self._parser.at_boundary():
                 self._close_reason = (

@@ -232,11 +232,6 @@ class FrameParser:
             view = view[n:]
             self.buffer_updated(n)
 
-    def large_left(self) -> int:
-        """Bytes still to come of the large frame being filled (0: none); the
-        buffer they go to is ``get_buffer()``."""
-        return 0 if self._large is None else len(self._large) - self._large_filled
-
     def take_messages(self) -> list[list[Frame]]:
         """Return and forget the messages completed so far."""
         messages = list(self.messages)
