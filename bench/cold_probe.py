@@ -54,7 +54,7 @@ def process_stats(pid: int) -> dict[str, Any]:
         try:
             with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
                 threads[tid] = [int(x) for x in f.read().split()[:2]]
-        except FileNotFoundError:  # the thread ended meanwhile
+        except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile
             continue
     with open(f"/proc/{pid}/stat") as f:
         stat = f.read().rsplit(")", 1)[1].split()

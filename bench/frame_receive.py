@@ -19,7 +19,10 @@ receiver process imports numpy, connects and fetches it three times (``first``, 
 ``3rd``), each time timing the request to the deserialized array (wall and
 its CPU, user and system) and getting the sender's CPU for the write.  The
 first fetch is the receiver's first large frame ever; the later ones show
-what the memory freed by the earlier ones is worth.  Checkouts alternate
+what the memory freed by the earlier ones is worth.  With ``--busy`` a thread
+of the receiver computes in pure Python throughout (a worker running a task,
+or importing modules, while data arrives): the event loop then waits for the
+GIL after every read of the socket.  Checkouts alternate
 (ABBA); each runs its own code (it is the working directory and
 ``PYTHONPATH`` of both processes).  Prints medians per checkout and fetch,
 and every receiver CPU value.
@@ -35,6 +38,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -69,11 +73,19 @@ async def _serve(nbytes: int) -> None:
     await asyncio.Event().wait()  # until killed
 
 
-async def _fetch(address: str) -> None:
+def _compute(done: threading.Event) -> None:
+    while not done.is_set():
+        sum(range(1000))  # pure Python: holds the GIL but for the interpreter's switches
+
+
+async def _fetch(address: str, busy: bool) -> None:
     import numpy  # noqa: F401  (an import is not a transfer)
 
     from taskmill.comm import connect
 
+    done = threading.Event()
+    if busy:  # a worker running a task, or importing, while its data arrives
+        threading.Thread(target=_compute, args=(done,), daemon=True).start()
     comm = await connect(address)
     results = []
     for _ in FETCHES:
@@ -88,10 +100,11 @@ async def _fetch(address: str) -> None:
                         "nbytes": value.nbytes})
         del value
     await comm.close()
+    done.set()
     print(json.dumps(results), flush=True)
 
 
-def _one(checkout: str, nbytes: int) -> list[dict[str, float]]:
+def _one(checkout: str, nbytes: int, busy: bool) -> list[dict[str, float]]:
     env = dict(os.environ, PYTHONPATH=checkout)
     me = os.path.abspath(__file__)
     sender = subprocess.Popen([sys.executable, me, "--serve", str(nbytes)], cwd=checkout, env=env,
@@ -101,7 +114,8 @@ def _one(checkout: str, nbytes: int) -> list[dict[str, float]]:
         address = sender.stdout.readline().strip()
         if not address:
             raise RuntimeError(f"the sender of {checkout} did not start")
-        done = subprocess.run([sys.executable, me, "--fetch", address], cwd=checkout, env=env,
+        done = subprocess.run([sys.executable, me, "--fetch", address] + ["--busy"] * busy,
+                              cwd=checkout, env=env,
                               capture_output=True, text=True, timeout=300)
         if done.returncode:
             raise RuntimeError(f"the receiver of {checkout} failed:\n{done.stderr[-2000:]}")
@@ -117,6 +131,8 @@ def main() -> None:
     parser.add_argument("checkouts", nargs="*", help="taskmill checkouts to compare")
     parser.add_argument("--repeat", type=int, default=6)
     parser.add_argument("--mb", type=int, default=200, help="array size in MB (10^6 bytes)")
+    parser.add_argument("--busy", action="store_true",
+                        help="a thread of the receiver computes in pure Python meanwhile")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--fetch", help=argparse.SUPPRESS)
     options = parser.parse_args()
@@ -128,7 +144,7 @@ def main() -> None:
     if options.fetch:
         from taskmill.comm import run
 
-        run(_fetch(options.fetch))
+        run(_fetch(options.fetch, options.busy))
         return
     if not options.checkouts:
         parser.error("name at least one taskmill checkout (a directory), e.g. /tmp/old .")
@@ -136,7 +152,7 @@ def main() -> None:
     runs: dict[str, list[list[dict[str, float]]]] = {c: [] for c in checkouts}
     for rep in range(options.repeat):
         for checkout in checkouts if rep % 2 == 0 else checkouts[::-1]:
-            runs[checkout].append(_one(checkout, options.mb * 1_000_000))
+            runs[checkout].append(_one(checkout, options.mb * 1_000_000, options.busy))
     print(f"| checkout | fetch of {options.mb} MB | wall ms | receiver CPU ms | of which system | "
           "sender CPU ms | every receiver CPU ms |\n|---|---|---|---|---|---|---|")
     for checkout, results in runs.items():

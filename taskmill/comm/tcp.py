@@ -8,8 +8,9 @@ transport's protocol object, to keep the per-message path short.
 Receiving: the event loop reads straight into the buffer a
 :class:`~taskmill.protocol.FrameParser` hands out (a scratch buffer for small
 items, an exact-size ``bytearray`` per large frame, or for frames of 8 MiB
-and more a pre-faulted mapping lent by the process's
-:class:`~taskmill.protocol.receive_pool.ReceivePool`), so large frames are
+and more a mapping lent by the process's
+:class:`~taskmill.protocol.receive_pool.ReceivePool`, faulted in already or
+by a helper thread while it fills), so large frames are
 never concatenated or copied.  Completed messages (frame lists) queue in an inbox and
 are decoded by ``read()``.  When the inbox holds many unread messages the
 transport stops reading (backpressure to the sender's kernel buffers).

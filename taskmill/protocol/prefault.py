@@ -25,6 +25,10 @@ for 256 MiB made such a thread wait for all of it (start-up, measured
 ``None``: nothing is faulted ahead, and the frames fault their pages in as
 they come, as they would have anyway.
 
+:class:`FaultAhead` faults in the fresh mapping of a frame being received,
+from a helper thread, the same way and at normal priority: it is on the
+critical path, ahead of the reads that fill the frame.
+
 Faulting memory in is not free for the rest of the machine even at the
 lowest priority: in a virtual machine the host backs fresh memory while the
 guest's core waits, whoever else would have run on it.  A fault-in running
@@ -41,12 +45,15 @@ large frame that comes first stops the fault-in, as before.
 
 from __future__ import annotations
 
+import errno
 import logging
 import mmap
 import os
+import queue
 import sys
 import threading
 import time
+import weakref
 from typing import Any, Callable
 
 logger = logging.getLogger("taskmill.comm")
@@ -88,30 +95,111 @@ def populated_mapping(length: int, stop: Callable[[], bool] = lambda: False,
     ``None`` where the system cannot, or when stopped before the first step."""
     if not sys.platform.startswith("linux"):
         return None
-    import ctypes
-
-    madvise = _libc_madvise()
     mapping = mmap.mmap(-1, length, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    holder = ctypes.c_char.from_buffer(mapping)  # an export, for the address only
-    done = 0
     try:
-        start = ctypes.addressof(holder)
-        while done < length and not stop() and turn():
-            step = min(STEP, length - done)
-            if madvise(start + done, step, MADV_POPULATE_WRITE):
-                logger.debug("cannot fault memory in ahead of need here: madvise: %s",
-                             os.strerror(ctypes.get_errno()))
-                done = 0
-                break
-            done += step
-    finally:
-        del holder  # no export left: the mapping can be resized and closed
+        done = _populate(_address(mapping), 0, length, lambda: not stop() and turn())
+    except OSError as exc:
+        logger.debug("cannot fault memory in ahead of need here: %s", exc)
+        done = 0
     if not done:
         mapping.close()
         return None
     if done < length:
         mapping.resize(done)  # only what is faulted in: the memory it holds
     return mapping
+
+
+def _address(mapping: mmap.mmap) -> int:
+    """Where ``mapping`` starts in memory."""
+    import ctypes
+
+    holder = ctypes.c_char.from_buffer(mapping)  # an export, for the address only
+    try:
+        return ctypes.addressof(holder)
+    finally:
+        del holder  # no export left: the mapping can be resized and closed
+
+
+def _populate(start: int, done: int, length: int, proceed: Callable[[], bool]) -> int:
+    """Fault in the ``length`` bytes of memory at address ``start`` from byte
+    ``done`` on, a :data:`STEP` per call with the GIL released, while
+    ``proceed()`` says so; return the bytes faulted in from the start.
+    Raises :class:`OSError` when the kernel refuses (no
+    ``MADV_POPULATE_WRITE``; ``ENOMEM``: nothing mapped there)."""
+    import ctypes
+
+    madvise = _libc_madvise()
+    while done < length and proceed():
+        step = min(STEP, length - done)
+        if madvise(start + done, step, MADV_POPULATE_WRITE):
+            code = ctypes.get_errno()
+            raise OSError(code, f"madvise(MADV_POPULATE_WRITE): {os.strerror(code)}")
+        done += step
+    return done
+
+
+class FaultAhead:
+    """Faults in fresh mappings front to back, ahead of the socket reads that
+    fill them, from one daemon thread of the process (started at first use).
+
+    A large frame that finds no mapping faulted in already used to get one
+    from ``mmap(..., MAP_POPULATE)``: 50-320 ms per 200 MB on the receiver's
+    event loop, the GIL held, before the first byte was read, the sender
+    stalled on a full socket meanwhile; then the copy out of the socket.
+    :meth:`mapping` returns a mapping at once and hands it to this thread,
+    which faults it in :data:`STEP` by :data:`STEP` with the GIL released
+    while the loop reads into its front: the faults and the copy run on two
+    cores at once, and the reader finds the pages it reaches faulted in
+    (or faults them itself, if it overtakes: nothing waits for anything).
+
+    The thread holds only a weak reference to the mapping: a frame released
+    early (its connection lost) is unmapped as usual and the thread moves
+    on, and a pooled mapping counts as idle as soon as its frame is released
+    (faulting in pages changes no byte of them, so lending it again while the
+    thread finishes is harmless).  Where the system cannot fault in ahead, the
+    reads fault the pages as they come."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[weakref.ref[mmap.mmap], int, int, int]] = (
+            queue.SimpleQueue())
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._able = sys.platform.startswith("linux")  # False once the kernel refused
+
+    def mapping(self, length: int) -> mmap.mmap:
+        """A private anonymous mapping of ``length`` bytes, returned at once,
+        its pages faulted in by the thread meanwhile."""
+        if not hasattr(mmap, "MAP_ANONYMOUS"):  # elsewhere than on POSIX systems
+            return mmap.mmap(-1, length)
+        mapping = mmap.mmap(-1, length, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self.fault(mapping)
+        return mapping
+
+    def fault(self, mapping: mmap.mmap, start: int = 0) -> None:
+        """Have the thread fault ``mapping`` in from byte ``start`` on."""
+        if not self._able:
+            return
+        self._jobs.put((weakref.ref(mapping), _address(mapping), start, len(mapping)))
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="taskmill-fault-ahead",
+                                                daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            ref, address, start, length = self._jobs.get()
+
+            def alive() -> bool:  # checked between steps, with the GIL
+                mapping = ref()
+                return mapping is not None and not mapping.closed
+
+            try:
+                _populate(address, start, length, alive)
+            except OSError as exc:
+                if exc.errno != errno.ENOMEM:  # ENOMEM: unmapped during a step, which is fine
+                    logger.debug("cannot fault frames in ahead of the reads here: %s", exc)
+                    self._able = False
 
 
 def _machine_busy_seconds() -> float:

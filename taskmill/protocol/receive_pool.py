@@ -29,8 +29,17 @@ that allocated last (checked every ``idle`` seconds: an idle mapping lives
 ``idle`` to ``2 * idle`` seconds), and at once by :meth:`release_idle`
 (which a closing Executor calls: the loop that ran its timer closes too).
 
+*Fresh mappings.*  A frame that no mapping of the pool fits gets a fresh
+one, returned at once, whose pages a helper thread faults in while the
+socket fills its front (:class:`~taskmill.protocol.prefault.FaultAhead`):
+the faults and the copy out of the socket run side by side instead of one
+after the other (``mmap(..., MAP_POPULATE)`` used to stall the event loop,
+the GIL held, before the first byte was read).  The same goes for a frame
+larger than the pool, and for the fresh tail of a grown spare.
+
 *Ahead of need.*  The first large frame of a process finds the pool empty
-and pays for faulting its memory in, on the critical path.
+and still pays for faulting its memory in, if no longer all on the
+critical path.
 :meth:`ReceivePool.prefault_in_background` (called by a worker process once
 registered and by an Executor once connected; options
 ``comm.receive-pool.prefault`` and ``.prefault-delay``) faults a mapping in
@@ -77,8 +86,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from taskmill.protocol.framing import PREFAULT_FRAME, allocate_frame, prefaulted_mapping
-from taskmill.protocol.prefault import QuietTurns, populated_mapping
+from taskmill.protocol.framing import PREFAULT_FRAME, allocate_frame
+from taskmill.protocol.prefault import FaultAhead, QuietTurns, populated_mapping
 
 logger = logging.getLogger("taskmill.comm")
 
@@ -126,17 +135,20 @@ class ReceivePool:
         self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._prefault_asked = False  # prefault_in_background was called
         self._prefault_stop = threading.Event()  # set: a fault-in in progress stops
+        self._fault_ahead = FaultAhead()  # fresh mappings for frames, faulted in as they fill
 
     def allocate(self, length: int) -> memoryview:
         """A writable buffer of ``length`` bytes for an incoming frame."""
-        if length < PREFAULT_FRAME or not self.max_buffers or length > self.max_bytes:
+        if length < PREFAULT_FRAME:
             return allocate_frame(length)
         self.stop_prefault()
+        if not self.max_buffers or length > self.max_bytes:
+            return memoryview(self._fault_ahead.mapping(length))
         with self._lock:
             self._scan(time.monotonic())
             entry = self._best_idle(length) or self._resized_spare(length)
             if entry is None:
-                mapping = prefaulted_mapping(length)
+                mapping = self._fault_ahead.mapping(length)
                 entry = self._track(mapping)
                 if entry is None:  # no room: memory of its own, untracked
                     return memoryview(mapping)
@@ -256,11 +268,14 @@ class ReceivePool:
         tracked = sum(len(e.mapping) for e in self._entries)
         if tracked - len(entry.mapping) + length > self.max_bytes:
             return None
+        faulted = len(entry.mapping)
         try:
             entry.mapping.resize(length)
         except (OSError, SystemError):  # no mremap on this system: an ordinary idle mapping
             entry.spare = False
             return None
+        if length > faulted:  # grown: the new pages are fresh
+            self._fault_ahead.fault(entry.mapping, faulted)
         return entry
 
     def _track(self, mapping: mmap.mmap) -> _Entry | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import mmap
+import sys
 import threading
 import time
 from typing import Any
@@ -223,7 +225,9 @@ def test_an_idle_spare_is_released_like_any_idle_mapping() -> None:
     assert pool.release_idle() == PREFAULT_FRAME and pool.tracked_bytes() == 0
 
 
-def test_the_background_prefault_runs_once_per_pool() -> None:
+def test_the_background_prefault_runs_once_per_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    # every moment is quiet here (on a busy machine none might be for the test's 20 s)
+    monkeypatch.setattr(QuietTurns, "wait", lambda self: not self.stopped.is_set())
     pool = ReceivePool(256 * MIB, 4, 60)
     thread = pool.prefault_in_background(PREFAULT_FRAME, delay=0.01)
     assert thread is not None
@@ -301,3 +305,51 @@ def test_a_fault_in_waits_while_another_thread_of_the_process_computes(
         done.set()
         busy.join()
 
+
+
+def resident_bytes(mapping: Any) -> int:
+    """Bytes of ``mapping`` in memory (``mincore`` of its pages: a neighbouring
+    mapping the kernel merged with it in ``/proc/self/smaps`` is not counted)."""
+    page = mmap.PAGESIZE
+    pages = (len(mapping) + page - 1) // page
+    vector = (ctypes.c_ubyte * pages)()
+    mincore = ctypes.CDLL(None, use_errno=True).mincore
+    mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_ubyte)]
+    view = memoryview(mapping)
+    try:
+        assert mincore(address_of(view), len(mapping), vector) == 0, ctypes.get_errno()
+    finally:
+        view.release()
+    return page * sum(v & 1 for v in vector)
+
+
+def wait_until(condition: Any, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        time.sleep(0.005)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's madvise")
+def test_a_fresh_frame_is_faulted_in_by_the_helper_thread_not_the_reader() -> None:
+    pool = ReceivePool(256 * MIB, 4, 60)
+    frame = pool.allocate(32 * MIB)  # returned at once, nothing faulted in by this thread
+    wait_until(lambda: resident_bytes(frame.obj) == 32 * MIB, "the frame's pages faulted in")
+    assert bytes(frame[:4]) == b"\0\0\0\0" and pool.idle_bytes() == 0  # lent
+    del frame
+    assert pool.idle_bytes() == 32 * MIB  # released: idle at once
+    grown = ReceivePool(256 * MIB, 4, 60)
+    assert grown.prefault(PREFAULT_FRAME) == PREFAULT_FRAME
+    frame = grown.allocate(3 * PREFAULT_FRAME)  # the spare, grown: its fresh tail faulted too
+    wait_until(lambda: resident_bytes(frame.obj) == 3 * PREFAULT_FRAME, "the grown tail faulted in")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's madvise")
+def test_a_frame_released_while_faulted_in_is_unmapped_and_the_helper_goes_on() -> None:
+    pool = ReceivePool(16 * MIB, 1, 60)  # room for one: the others are untracked
+    kept = pool.allocate(16 * MIB)
+    for _ in range(5):  # untracked, released at once: unmapped under the helper
+        assert pool.allocate(256 * MIB).nbytes == 256 * MIB
+    last = pool.allocate(64 * MIB)
+    wait_until(lambda: resident_bytes(last.obj) == 64 * MIB, "the next frame faulted in")
+    assert resident_bytes(kept.obj) == 16 * MIB and pool.idle_bytes() == 0
