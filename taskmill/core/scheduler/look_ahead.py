@@ -120,8 +120,7 @@ class LookAhead:
         """The worker ``ts`` may go ahead to now, or None (see the module docstring)."""
         if ts.state != WAITING or not ts.waiting_on or ts.resources is not None:
             return None
-        spec = ts.run_spec
-        if spec is None or spec.actor or len(ts.dependencies) > MAX_AHEAD_INPUTS:
+        if ts.func_token is None or ts.actor or len(ts.dependencies) > MAX_AHEAD_INPUTS:
             return None
         ws = next(iter(ts.waiting_on)).processing_on
         if ws is None:
