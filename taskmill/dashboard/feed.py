@@ -99,7 +99,7 @@ class DashboardFeed:
         without workers waited longer (cheap: no scan)."""
         mon = self.scheduler.monitor
         stranded = mon.waiting_for_workers
-        return (mon.tasks_total, mon.transfer_count, mon.stamps[-1][0] if mon.stamps else 0,
+        return (mon.tasks_total, mon.transfer_count, mon.stamps.last(),
                 stranded["seconds"] if stranded else 0.0)
 
     @contextmanager

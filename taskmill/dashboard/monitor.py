@@ -31,6 +31,7 @@ from operator import itemgetter, sub
 from typing import Any
 
 from taskmill.core.scheduler.records import key_prefix
+from taskmill.dashboard.stamps import StampRing
 from taskmill.protocol.vocabulary import Heartbeat, TaskErred, TaskFinished
 
 #: Task-duration histogram bucket bounds (seconds), Prometheus style.
@@ -77,8 +78,9 @@ class SchedulerMonitor:
         self.transfers: deque[TransferRecord] = deque(maxlen=20_000)
         #: (time, worker, process memory in bytes): one per heartbeat
         self.memory_samples: deque[tuple[float, str, int]] = deque(maxlen=50_000)
-        #: (number of the last stimulus id of a batch of events, wall time it was handled)
-        self.stamps: deque[tuple[int, float]] = deque(maxlen=200_000)
+        #: (number of the last stimulus id of a batch of events, wall time it was handled):
+        #: two arrays used as a ring (taskmill.dashboard.stamps)
+        self.stamps = StampRing(200_000)
         self.transfer_count = 0
         self.transfer_bytes = 0
         self.transfer_seconds = 0.0
@@ -108,7 +110,7 @@ class SchedulerMonitor:
         """The shell handled a batch of events ending with ``stimulus_id`` now."""
         number = _stimulus_number(stimulus_id)
         if number is not None:
-            self.stamps.append((number, time.time()))
+            self.stamps.append(number, time.time())
 
     def heartbeat(self, msg: Heartbeat) -> None:
         """A worker's heartbeat: memory, CPU and the transfers since the last one."""
@@ -214,17 +216,16 @@ class SchedulerMonitor:
     # ------------------------------------------------------------------ #
     def when(self, stimulus_ids: list[str]) -> list[float | None]:
         """Wall time at which each event was handled (None when too old or not numbered)."""
-        stamps = list(self.stamps)
-        numbers = [n for n, _ in stamps]
-        full = len(stamps) == self.stamps.maxlen
+        numbers, times = self.stamps.ordered()
+        full = self.stamps.full
         out: list[float | None] = []
         for sid in stimulus_ids:
             number = _stimulus_number(sid)
-            i = bisect.bisect_left(numbers, number) if number is not None else len(stamps)
-            if i == len(stamps) or (i == 0 and full and numbers[0] > number):  # type: ignore[operator]
+            i = bisect.bisect_left(numbers, number) if number is not None else len(numbers)
+            if i == len(numbers) or (i == 0 and full and numbers[0] > number):  # type: ignore[operator]
                 out.append(None)
             else:
-                out.append(stamps[i][1])
+                out.append(times[i])
         return out
 
     def records_between(self, start: float = 0.0, stop: float = float("inf")) -> list[StreamRecord]:

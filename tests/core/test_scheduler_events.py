@@ -131,7 +131,7 @@ def test_scattering_a_key_that_erred_replaces_the_error_with_the_data() -> None:
     s(erred("tcp://a", "x-1"))
     cmds = s(ScatterDone(sid(), "c1", {"x-1": ("tcp://a",)}, {"x-1": 8}))
     assert [(r.key, r.who_has) for r in of(cmds, KeyInMemory)] == [("x-1", ("tcp://a",))]
-    assert s.state.task_state("x-1") == "memory" and s.state.tasks["x-1"].run_spec is None
+    assert s.state.task_state("x-1") == "memory" and s.state.tasks["x-1"].func_token is None
 
 
 def test_a_worker_registering_again_at_its_address_loses_its_tasks_data_and_functions() -> None:

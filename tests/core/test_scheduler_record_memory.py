@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from taskmill.core.scheduler.records import EMPTY, Frozen, RunSpec, key_prefix, sort_key
+from taskmill.core.scheduler.records import EMPTY, Frozen, TaskRecord, key_prefix, sort_key
 from taskmill.protocol.serialize import Serialized
 from taskmill.protocol.vocabulary import ComputeTask, ReleaseKeys, TaskSpec, WantKeys
 
@@ -77,12 +77,14 @@ def test_links_go_back_to_empty_once_the_inputs_are_used() -> None:
 def test_the_record_keeps_the_args_frame_and_an_interned_token_not_the_spec() -> None:
     payload = Serialized([b"pickled args"])
     token = "".join(["tok", "en-1"])  # a fresh string, as decoding makes one
-    spec = TaskSpec("inc-1", token, payload)
-    run = RunSpec(spec)
-    assert run.args == b"pickled args" and run.payload() == payload
-    assert run.func_token is RunSpec(TaskSpec("inc-2", "".join(["tok", "en-1"]), payload)).func_token
+    run = TaskRecord("inc-1", TaskSpec("inc-1", token, payload), (0,), 1)
+    assert run.args == b"pickled args" and run.payload() == payload and not run.actor
+    other = TaskRecord("inc-2", TaskSpec("inc-2", "".join(["tok", "en-1"]), payload), (0,), 2)
+    assert run.func_token is other.func_token
     two_frames = Serialized([b"a", b"b"])
-    assert RunSpec(TaskSpec("inc-3", token, two_frames)).payload() is two_frames
+    assert TaskRecord("inc-3", TaskSpec("inc-3", token, two_frames), (0,), 3).payload() is two_frames
+    scattered = TaskRecord("x", None, (0,), 4)
+    assert scattered.func_token is None and scattered.args is None
     s = Sched("w1")
     cmds = s(submit([TaskSpec("inc-1", token, payload)], ["inc-1"]))
     (compute,) = of(cmds, ComputeTask)

@@ -73,8 +73,8 @@ from __future__ import annotations
 from itertools import islice
 
 from taskmill.core.scheduler.membership import Membership
-from taskmill.core.scheduler.policy import QueueEntry, queue_peek
 from taskmill.core.scheduler.records import MEMORY, PROCESSING, WAITING, TaskRecord, WorkerRecord
+from taskmill.core.scheduler.task_queue import TaskQueue
 
 __all__ = ["LookAhead", "MAX_AHEAD_INPUTS", "MAX_AHEAD_SCAN", "MAX_BLOCKED", "sent_ahead"]
 
@@ -100,9 +100,9 @@ class LookAhead:
     worker -> candidates refused only for want of a free slot there, tried
     again when it frees one (entries die lazily)."""
 
-    def __init__(self, membership: Membership, queue: list[QueueEntry], enabled: bool) -> None:
+    def __init__(self, membership: Membership, queue: TaskQueue, enabled: bool) -> None:
         self.membership = membership
-        #: the shared heap of queued tasks (``Placement.queue``)
+        #: the shared queue of queued tasks (``Placement.queue``)
         self.queue = queue
         #: the option ``scheduler.look-ahead``
         self.enabled = enabled
@@ -110,21 +110,23 @@ class LookAhead:
 
     @staticmethod
     def candidates(ts: TaskRecord) -> list[TaskRecord]:
-        """The waiters of ``ts`` (which just started processing) to consider."""
-        return list(islice(ts.waiters, MAX_AHEAD_SCAN))
+        """The waiters of ``ts`` (which just started processing) to consider:
+        those with few enough inputs to ever go ahead (the sums of a wide
+        reduction never do, and are not looked at again for each input)."""
+        return [dts for dts in islice(ts.waiters, MAX_AHEAD_SCAN)
+                if len(dts.dependencies) <= MAX_AHEAD_INPUTS]
 
     def eligible(self, ts: TaskRecord) -> WorkerRecord | None:
         """The worker ``ts`` may go ahead to now, or None (see the module docstring)."""
         if ts.state != WAITING or not ts.waiting_on or ts.resources is not None:
             return None
-        spec = ts.run_spec
-        if spec is None or spec.actor or len(ts.dependencies) > MAX_AHEAD_INPUTS:
+        if ts.func_token is None or ts.actor or len(ts.dependencies) > MAX_AHEAD_INPUTS:
             return None
         ws = next(iter(ts.waiting_on)).processing_on
         if ws is None:
             return None
         free = ws in self.membership.idle
-        if not free and (not ws.open or queue_peek(self.queue) is not None):
+        if not free and (not ws.open or self.queue.peek() is not None):
             return None  # its next free slot goes to queued work
         if ts.restrictions is not None and ws.address not in ts.restrictions:
             return None

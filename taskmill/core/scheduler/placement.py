@@ -33,8 +33,11 @@ Invariants (checked by ``taskmill.core.scheduler.validate``):
   ``queued`` or ``no-worker``;
 * no task is ``queued`` while a worker it may use has a free slot.
 
-Cost: O(log n) per queue operation (lazy deletion: a popped or moved task
-leaves dead entries behind, dropped when they reach the top); ``where``
+Cost: O(log n) per operation on a restricted or resource heap (lazy
+deletion: a popped or moved task leaves dead entries behind, dropped when
+they reach the top); the shared queue is a
+:class:`~taskmill.core.scheduler.task_queue.TaskQueue`, O(1) for tasks
+queued in order (the common case) and O(log n) for the others; ``where``
 looks at the idle workers (at most ``MAX_IDLE_SCAN``) and the holders of the
 task's inputs only.
 
@@ -63,6 +66,7 @@ from taskmill.core.scheduler.records import (
     WorkerRecord,
 )
 from taskmill.core.scheduler.resource_index import ResourceIndex
+from taskmill.core.scheduler.task_queue import TaskQueue
 from taskmill.protocol.vocabulary import Address, TaskFinished
 
 
@@ -82,8 +86,8 @@ class Placement:
                  look_ahead: bool = True) -> None:
         self.membership = membership
         self.resources = resources
-        #: scheduler-wide heap of queued tasks (unrestricted or allow_other_workers)
-        self.queue: list[QueueEntry] = []
+        #: scheduler-wide queue of queued tasks (unrestricted or allow_other_workers)
+        self.queue = TaskQueue()
         #: dependents sent to the worker computing their inputs (``look_ahead``)
         self.look_ahead = LookAhead(membership, self.queue, look_ahead)
         #: address -> strictly restricted tasks allowed there that are queued
@@ -136,8 +140,8 @@ class Placement:
                 return ws
             return QUEUED if self.resources.able(ts, workers) else NO_WORKER
         strict = ts.restrictions is not None and not ts.allow_other_workers
-        if not strict and self.queue:
-            top = queue_peek(self.queue)
+        if not strict:
+            top = self.queue.peek()
             if top is not None and top.sort_key < ts.sort_key:
                 return QUEUED
         ws = choose_worker(ts, workers, idle, self.durations.get(ts.prefix))
@@ -156,18 +160,22 @@ class Placement:
         can serve now; None if there is none."""
         queue = self.queue
         rqueue = ws.restricted_queue
-        a = queue_peek(queue) if queue else None
+        a = queue.peek()
         b = queue_peek(rqueue) if rqueue else None
+        heap: list[QueueEntry] | None  # where the best comes from; None: the shared queue
         if a is None or (b is not None and b.sort_key < a.sort_key):
             ts, heap = b, rqueue
         else:
-            ts, heap = a, queue
+            ts, heap = a, None
         if ws.resources and self.resources.groups:
             c = self.resources.best_for(ws)
             if c is not None and (ts is None or c[1].sort_key < ts.sort_key):
                 heap, ts = c
         if ts is not None:
-            heapq.heappop(heap)
+            if heap is None:
+                queue.pop()
+            else:
+                heapq.heappop(heap)
         return ts
 
     # ------------------------------------------------------------------ #
@@ -188,7 +196,7 @@ class Placement:
                 if ws is not None:
                     queue_push(ws.restricted_queue, ts)
         else:
-            heapq.heappush(self.queue, (ts.sort_key, ts.queue_epoch, ts))
+            self.queue.push(ts)
 
     def stall(self, ts: TaskRecord) -> tuple[str, bool]:
         """``ts`` becomes no-worker: why, and whether its group (its

@@ -29,7 +29,8 @@ a bounded number of siblings are looked at: never all workers or all tasks.
 **Queues** (:func:`queue_push`, :func:`queue_peek`): ready tasks that found no free slot
 wait in a heap ordered by ``TaskRecord.sort_key`` (priority, then submission
 order).  Unrestricted tasks (and ``allow_other_workers`` ones) share the
-scheduler-wide heap; tasks restricted to some workers are pushed onto each of
+scheduler-wide queue (a ``TaskQueue``, ``task_queue``: a sorted run beside
+such a heap); tasks restricted to some workers are pushed onto each of
 those workers' own heaps.  Entries are ``(sort_key, epoch, task)`` and deleted
 lazily: an entry is live only while the task is ``queued`` with that same
 ``queue_epoch`` (bumped on every enqueue), so a task popped from one worker's

@@ -117,4 +117,4 @@ class Rebalancer:
 
 
 def _is_actor(ts: TaskRecord) -> bool:
-    return ts.run_spec is not None and ts.run_spec.actor
+    return ts.actor

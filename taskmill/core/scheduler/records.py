@@ -36,10 +36,12 @@ for the report it got (``ClientRecord.alone``), all :class:`Frozen` dicts
 that their writers (``TaskMachine.add_replica``/``remove_replica``,
 :func:`link_dependent`/:func:`unlink_dependent`, ``ClientWants``) replace,
 never change.  A task's ``priority`` and ``seq`` are read from its
-``sort_key``, one flat tuple that holds them (see :func:`sort_key`).  The task's definition is kept as a
-:class:`RunSpec` (the function's token, shared, and the arguments' frames),
-not as the decoded ``TaskSpec`` with its wire objects; prefixes and tokens
-are interned, one string for all the tasks that share them.
+``sort_key``, one flat tuple that holds them (see :func:`sort_key`).  The
+task's definition is kept on the record itself (``TaskRecord.define``: the
+function's token, shared, the arguments' frame, the actor flag: three slots
+cost less than an object of their own), not as the decoded ``TaskSpec`` with
+its wire objects; prefixes and tokens are interned, one string for all the
+tasks that share them.
 
 Invariants (checked by ``taskmill.core.scheduler.validate``):
 
@@ -157,34 +159,6 @@ class Frozen(dict[Any, Any]):
 EMPTY: dict[Any, Any] = Frozen()
 
 
-class RunSpec:
-    """How to run a task, as the scheduler keeps it: what a ``ComputeTask``
-    needs of the submitted ``TaskSpec`` and nothing else (its key, priority
-    and options live on the record; its dependencies become links)."""
-
-    __slots__ = ("func_token", "args", "actor")
-
-    def __init__(self, spec: TaskSpec) -> None:
-        #: interned: one string for every task of the same function
-        self.func_token: str = sys.intern(spec.func_token)
-        args = spec.args
-        #: the arguments' only frame (the common case), else as they came
-        self.args: bytes | Serialized = args
-        if type(args) is Serialized and len(args.frames) == 1:
-            frame = args.frames[0]
-            if type(frame) is bytes:
-                self.args = frame
-        self.actor = spec.actor
-
-    def payload(self) -> Serialized:
-        """The arguments, to send in a ``ComputeTask``."""
-        args = self.args
-        return Serialized([args]) if isinstance(args, bytes) else args
-
-    def __repr__(self) -> str:
-        return f"<RunSpec {self.func_token!r}{' actor' if self.actor else ''}>"
-
-
 #: A task's queue order: its priority's items, :data:`END_OF_PRIORITY`, its ``seq``.
 SortKey = tuple[float, ...]
 #: Ends a priority in a :data:`SortKey`: below every item, so a priority that
@@ -234,7 +208,9 @@ class TaskRecord:
     __slots__ = (
         "key",
         "prefix",
-        "run_spec",
+        "func_token",
+        "args",
+        "actor",
         "sort_key",
         "retries",
         "restrictions",
@@ -263,7 +239,7 @@ class TaskRecord:
     def __init__(
         self,
         key: Key,
-        run_spec: RunSpec | None,
+        spec: TaskSpec | None,
         priority: Priority,
         seq: int,
         retries: int = 0,
@@ -273,7 +249,12 @@ class TaskRecord:
     ) -> None:
         self.key = key
         self.prefix = key_prefix(key)
-        self.run_spec = run_spec
+        #: how to run it (see ``define``); ``func_token`` None: no definition
+        #: (data scattered by a client)
+        self.func_token: str | None = None
+        self.args: bytes | Serialized | None = None
+        self.actor = False
+        self.define(spec)
         #: Queue order: user/graph priority first (lower runs first), then
         #: submission order (``seq``); see :func:`sort_key`.
         self.sort_key: SortKey = sort_key(priority, seq)
@@ -311,6 +292,32 @@ class TaskRecord:
         #: the ``dependents`` of every input of this task that has no other
         #: dependent (shared, see the module docstring; made on first use)
         self.alone: dict[TaskRecord, None] | None = None
+
+    def define(self, spec: TaskSpec | None) -> None:
+        """Keep what a ``ComputeTask`` needs of ``spec`` (None: no definition,
+        scattered data): the function's token, interned (one string for every
+        task of the same function); the arguments' only frame as ``bytes``
+        (the common case), else the ``Serialized`` as it came; the actor
+        flag.  Its key, priority and options live in other slots, its
+        dependencies become links."""
+        if spec is None:
+            self.func_token = self.args = None
+            self.actor = False
+            return
+        self.func_token = sys.intern(spec.func_token)
+        args = spec.args
+        self.args = args
+        if type(args) is Serialized and len(args.frames) == 1:
+            frame = args.frames[0]
+            if type(frame) is bytes:
+                self.args = frame
+        self.actor = spec.actor
+
+    def payload(self) -> Serialized:
+        """The arguments, to send in a ``ComputeTask`` (it has a definition)."""
+        args = self.args
+        assert args is not None, f"task {self.key!r} has no definition"
+        return Serialized([args]) if isinstance(args, bytes) else args
 
     @property
     def priority(self) -> Priority:

@@ -97,7 +97,7 @@ from taskmill.core.scheduler.events import StealTick
 from taskmill.core.scheduler.look_ahead import sent_ahead
 from taskmill.core.scheduler.membership import Membership
 from taskmill.core.scheduler.placement import Placement
-from taskmill.core.scheduler.policy import UNKNOWN_DURATION, queue_peek
+from taskmill.core.scheduler.policy import UNKNOWN_DURATION
 from taskmill.core.scheduler.records import PROCESSING, WAITING, TaskRecord, WorkerRecord
 from taskmill.core.scheduler.resource_index import fits
 from taskmill.core.scheduler.step import Step
@@ -206,7 +206,7 @@ class WorkStealing:
     def balance(self, step: Step, ev: StealTick) -> None:
         """Ask saturated workers for queued tasks that idle ones would start sooner."""
         self._prune()
-        if queue_peek(self.placement.queue) is not None:
+        if self.placement.queue.peek() is not None:
             return  # tasks wait on the scheduler: no worker has a free slot
         workers = self.membership.workers
         away: dict[WorkerRecord, int] = {}  # tasks asked from a victim, still processing there

@@ -83,7 +83,6 @@ from taskmill.core.scheduler.records import (
     WAITING,
     EMPTY,
     ErrorInfo,
-    RunSpec,
     TaskRecord,
     SortKey,
     WorkerRecord,
@@ -227,7 +226,7 @@ class TaskMachine:
         state = ts.state
         if ts.who_wants or ts.waiters:
             if state == RELEASED:
-                if ts.run_spec is None:
+                if ts.func_token is None:
                     self.transition(step, ts, ERRED, ErrorInfo(
                         None, None, f"key {ts.key!r} was scattered data whose every copy is gone",
                         "", LOST_DATA))
@@ -254,7 +253,7 @@ class TaskMachine:
         else:
             ts = TaskRecord(
                 key,
-                RunSpec(spec),
+                spec,
                 spec.priority,
                 self._seq,
                 spec.retries,
@@ -276,13 +275,12 @@ class TaskMachine:
         ts.suspicious = 0
         ts.deaths = ()
         priority = ts.priority
+        ts.define(spec)
         if spec is None:
-            ts.run_spec = None
             ts.restrictions = None
             ts.allow_other_workers = False
             ts.resources = None
         else:
-            ts.run_spec = RunSpec(spec)
             priority = spec.priority
             ts.retries = spec.retries
             ts.restrictions = restriction(spec.workers)
@@ -334,9 +332,9 @@ class TaskMachine:
         """The last copy of ``ts`` (in memory) is gone: data without lineage
         is lost, an actor errs (a new object would be one nobody can reach),
         anything else is computed again if still needed."""
-        if ts.run_spec is None:
+        if ts.func_token is None:
             self.transition(step, ts, ERRED, ErrorInfo(None, None, reason, "", LOST_DATA))
-        elif ts.run_spec.actor:
+        elif ts.actor:
             text = (f"actor {ts.key!r} is lost: {reason}; its object lived only there. "
                     "Make a new actor with submit(..., actor=True)")
             self.transition(step, ts, ERRED, ErrorInfo(None, None, text, "", ACTOR_LOST))
@@ -451,9 +449,8 @@ class TaskMachine:
             step.look_ahead(self.placement.look_ahead.candidates(ts))
         if ws in step.pending_free:
             step.flush_frees(ws)
-        spec = ts.run_spec
-        assert spec is not None
-        token = spec.func_token
+        token = ts.func_token
+        assert token is not None
         if token in ws.funcs:
             func = None
         else:
@@ -471,7 +468,7 @@ class TaskMachine:
             ts.key,
             token,
             func,
-            spec.payload(),
+            ts.payload(),
             who_has,
             nbytes,
             ts.priority,

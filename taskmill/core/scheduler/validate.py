@@ -169,7 +169,9 @@ def _check_task(m: TaskMachine, ts: TaskRecord, queued_live: set[TaskRecord],
 
 def validate_state(m: TaskMachine) -> None:
     """Raise AssertionError if any invariant of ``m`` and its topic objects is broken."""
-    queued_live: set[TaskRecord] = set(queue_live(m.placement.queue))
+    queued_live: set[TaskRecord] = set(m.placement.queue.live())
+    if not m.placement.queue.in_order():
+        _fail(m, None, "the shared queue's sorted run is out of order")
     for ws in m.membership.workers.values():
         queued_live.update(queue_live(ws.restricted_queue))
     resource_queued = m.placement.resources.live_queued()
