@@ -81,6 +81,37 @@ def test_a_thief_with_idle_threads_takes_long_tasks_past_its_horizon() -> None:
     assert {r.worker for r in reqs} == {"a"}
 
 
+def _queued_behind_a_running_call(kind_seconds: float | None) -> Sched:
+    """b is full when g-0 and g-1 come, so both go to a (one thread): g-0
+    runs, g-1 waits behind it within a's slots; then b's calls end and b
+    idles.  ``kind_seconds``: how long a ``g`` took before (None: never seen)."""
+    s = Sched("a", "b")
+    if kind_seconds is not None:
+        s(submit([task("g-old")], wanted=["g-old"]))
+        s(finished(s.processing()["g-old"], "g-old", duration=kind_seconds))
+    s(submit([task(f"busy-{i}", workers=("b",)) for i in range(2)], wanted=["busy-0", "busy-1"]))
+    s(submit([task("g-0"), task("g-1")], wanted=["g-0", "g-1"]))
+    assert on(s, "a") == ["g-0", "g-1"]
+    s(TasksStarted(sid(), "a", ("g-0",)))
+    for key in ("busy-0", "busy-1"):
+        s(finished("b", key))
+    return s
+
+
+def test_a_call_queued_behind_a_running_one_goes_to_an_idle_thread() -> None:
+    # g's duration is unknown: g-0 may run for minutes while b idles
+    s = _queued_behind_a_running_call(None)
+    reqs = of(s(tick(horizon=1.0)), StealRequest)
+    assert [(r.worker, r.key) for r in reqs] == [("a", "g-1")]
+    assert s.computes(s(answer(reqs[0]))) == {"g-1": "b"}
+
+
+def test_a_tiny_call_queued_behind_a_running_one_stays() -> None:
+    # moving a 1 ms call costs more than the wait it saves
+    s = _queued_behind_a_running_call(0.001)
+    assert of(s(tick(horizon=1.0)), StealRequest) == []
+
+
 def test_a_refused_steal_keeps_the_task_where_it_runs_and_is_not_asked_again() -> None:
     s = imbalanced()
     req = of(s(tick(horizon=1.0)), StealRequest)[0]

@@ -35,10 +35,13 @@ victim refused it (it started there).
 (then no worker has a free slot, and the next free one takes from there).
 Victims are the workers with more processing tasks than threads (some are
 queued there, not running) that hold tasks past their slots (placement put
-dependents there to be near their inputs, or steals did) or whose last task
-is long (at least ``horizon``); workers within their slots with short tasks
-are left alone: moving one of their queued tasks saves at most one short
-task's time, and checking them costs a tick O(1) per worker.
+dependents there to be near their inputs, or steals did), or whose last task
+is long (at least ``horizon``), or any such worker while some open worker has
+an idle thread: a task queued behind a call that turns out long (its kind's
+duration still unknown, say) must not wait for it while a thread elsewhere
+idles.  Otherwise workers within their slots with short tasks are left
+alone: moving one of their queued tasks saves at most one short task's time.
+The inequality below still decides each move, so tiny tasks stay put.
 Thieves are the open workers (not paused, not retiring) whose load is below
 ``StealTick.horizon`` or that have idle threads (fewer tasks than threads:
 one long task must not keep the other threads of its worker waiting for the
@@ -218,12 +221,16 @@ class WorkStealing:
             coming[entry.thief] = coming.get(entry.thief, 0.0) + entry.duration
             coming[entry.victim] = coming.get(entry.victim, 0.0) - entry.duration
         tiebreak = count()
+        # an open worker with an idle thread makes every queued task a
+        # candidate, however short its line: it would start there now
+        hungry = any(ws.open and len(ws.processing) + arriving.get(ws, 0) < ws.nthreads
+                     for ws in workers.values())
         #: victim -> its load; its heap entry is live while it matches
         vload: dict[WorkerRecord, float] = {}
         for ws in workers.values():
             processing = ws.processing
             if len(processing) - away.get(ws, 0) > ws.nthreads and (
-                    ws.used > ws.capacity
+                    hungry or ws.used > ws.capacity
                     or self._duration(next(reversed(processing))) >= ev.horizon):
                 vload[ws] = self._load(ws) + coming.get(ws, 0.0) / ws.nthreads
         if not vload:
