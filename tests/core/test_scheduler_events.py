@@ -3,7 +3,6 @@ events it takes, as events in and commands out."""
 
 from __future__ import annotations
 
-import pytest
 from scheduler_helpers import Sched, erred, finished, join, of, sid, submit, task
 
 from taskmill.core.scheduler.events import ReplicateRequested, RetireRequested
