@@ -125,7 +125,7 @@ class _Table:
         """A callable's reduction: its place in the table (while the table
         has room; else its own)."""
         ref = self.entry_of(obj, obj)
-        return obj.__reduce_ex__(5) if ref is None else ref.reduced
+        return _default_reduction(obj) if ref is None else ref.reduced
 
     def reduce_task(self, task: Any) -> Any:
         """A dask ``Task``'s reduction: dask's own (the object's state,

@@ -19,6 +19,7 @@ from taskmill.protocol import FrameParser, encode_frames, serialize
 from taskmill.protocol.framing import PREFAULT_FRAME
 from taskmill.protocol.prefault import STEP, QuietTurns, populated_mapping
 from taskmill.protocol.receive_pool import ReceivePool
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -323,25 +324,20 @@ def resident_bytes(mapping: Any) -> int:
     return page * sum(v & 1 for v in vector)
 
 
-def wait_until(condition: Any, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        time.sleep(0.005)
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's madvise")
 def test_a_fresh_frame_is_faulted_in_by_the_helper_thread_not_the_reader() -> None:
     pool = ReceivePool(256 * MIB, 4, 60)
     frame = pool.allocate(32 * MIB)  # returned at once, nothing faulted in by this thread
-    wait_until(lambda: resident_bytes(frame.obj) == 32 * MIB, "the frame's pages faulted in")
+    wait_for(lambda: resident_bytes(frame.obj) == 32 * MIB,
+             timeout=20.0, interval=0.005, message="the frame's pages faulted in")
     assert bytes(frame[:4]) == b"\0\0\0\0" and pool.idle_bytes() == 0  # lent
     del frame
     assert pool.idle_bytes() == 32 * MIB  # released: idle at once
     grown = ReceivePool(256 * MIB, 4, 60)
     assert grown.prefault(PREFAULT_FRAME) == PREFAULT_FRAME
     frame = grown.allocate(3 * PREFAULT_FRAME)  # the spare, grown: its fresh tail faulted too
-    wait_until(lambda: resident_bytes(frame.obj) == 3 * PREFAULT_FRAME, "the grown tail faulted in")
+    wait_for(lambda: resident_bytes(frame.obj) == 3 * PREFAULT_FRAME,
+             timeout=20.0, interval=0.005, message="the grown tail faulted in")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's madvise")
@@ -351,5 +347,6 @@ def test_a_frame_released_while_faulted_in_is_unmapped_and_the_helper_goes_on() 
     for _ in range(5):  # untracked, released at once: unmapped under the helper
         assert pool.allocate(256 * MIB).nbytes == 256 * MIB
     last = pool.allocate(64 * MIB)
-    wait_until(lambda: resident_bytes(last.obj) == 64 * MIB, "the next frame faulted in")
+    wait_for(lambda: resident_bytes(last.obj) == 64 * MIB,
+             timeout=20.0, interval=0.005, message="the next frame faulted in")
     assert resident_bytes(kept.obj) == 16 * MIB and pool.idle_bytes() == 0

@@ -38,8 +38,8 @@ from collections import deque
 from collections.abc import Iterator
 from itertools import chain, pairwise
 
-from taskmill.core.scheduler.policy import QueueEntry, entry_live
-from taskmill.core.scheduler.records import QUEUED, TaskRecord
+from taskmill.core.scheduler.policy import QueueEntry, entry_live, queue_peek
+from taskmill.core.scheduler.records import TaskRecord
 
 __all__ = ["TaskQueue"]
 
@@ -68,24 +68,13 @@ class TaskQueue:
 
     def peek(self) -> TaskRecord | None:
         """The best live task, or None (dead entries at the fronts are dropped)."""
-        run, heap = self.run, self.heap
-        while run:
-            entry = run[0]
-            ts = entry[2]
-            if ts.state == QUEUED and ts.queue_epoch == entry[1]:
-                break
+        run = self.run
+        while run and not entry_live(run[0]):
             run.popleft()
-        while heap:
-            entry = heap[0]
-            ts = entry[2]
-            if ts.state == QUEUED and ts.queue_epoch == entry[1]:
-                break
-            heapq.heappop(heap)
-        if run:
-            if heap and heap[0] < run[0]:
-                return heap[0][2]
-            return run[0][2]
-        return heap[0][2] if heap else None
+        top = queue_peek(self.heap)
+        if not run or (top is not None and self.heap[0] < run[0]):
+            return top
+        return run[0][2]
 
     def pop(self) -> None:
         """Take out the task :meth:`peek` just named (nothing changed since)."""
